@@ -1,0 +1,194 @@
+"""spec file -> pinned run plan: ``compile_spec`` reads top to bottom as load, resolve, check, build."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import ftc
+from ftc._canonical import digest_of
+from ftc.spec import JobSpec, LoadedSpec, load_spec
+from ftc.spec.architectures import Architecture
+from ftc.spec.plan import PLAN_VERSION, seal_plan
+
+from ._checks import check_adapter, check_architecture, check_chat_data, check_context_length, check_target_modules
+from ._deepspeed import deepspeed_config
+from ._hashing import StatCache
+from .sources import InputNotFound, ResolveContext, ResolvedInput, hub_input, resolve_location
+
+__all__ = ["CheckedSpec", "CompileResult", "build_plan", "check_inputs", "compile_spec", "resolve_inputs"]
+
+# where each input's location is written in the spec
+INPUT_KEYS: dict[str, tuple[str, ...]] = {
+    "base_model": ("initial_base_model_ckpt_path",),
+    "adapter": ("initial_adapter_model_ckpt_path",),
+    "train": ("train_path",),
+    "valid": ("valid_path",),
+    "deepspeed_config": ("deepspeed", "config_path"),
+}
+
+
+@dataclass
+class CompileResult:
+    plan: dict[str, Any]
+    warnings: list[str] = field(default_factory=list)
+    #: files whose digest came from the stat cache / were hashed
+    cache_hits: int = 0
+    cache_misses: int = 0
+
+
+def compile_spec(spec_path: str | Path, plan_dir: str | Path | None = None, *, cache: StatCache | None = None) -> CompileResult:
+    """Validate the spec at ``spec_path``, pin every input, and build the plan.
+
+    ``plan_dir`` is the folder the plan will be written to (relative paths in the plan are relative to it; default:
+    the current folder). Raises :class:`~ftc.errors.SpecInvalid` with every problem found.
+    """
+    loaded = load_spec(spec_path)
+    if loaded.spec is None:
+        loaded.raise_if_problems()
+    own_cache = cache is None
+    cache = StatCache() if cache is None else cache
+    try:
+        ctx = ResolveContext(base_dir=loaded.source.base_dir, plan_dir=Path(plan_dir or "."), cache=cache)
+        inputs = resolve_inputs(loaded, ctx)
+        checked = check_inputs(loaded, inputs, cache)
+        loaded.raise_if_problems()
+        plan = build_plan(checked, inputs, output_dir=_output_uri(checked.spec.output_dir, ctx))
+        return CompileResult(plan, _warnings(plan, checked.arch), cache.hits, cache.misses)
+    finally:
+        if own_cache:
+            cache.close()
+
+
+def resolve_inputs(loaded: LoadedSpec, ctx: ResolveContext) -> dict[str, ResolvedInput]:
+    """Pin every input the spec names; an input that cannot be found becomes a problem, not an exception."""
+    spec = loaded.spec
+    locations = {
+        "base_model": spec.initial_base_model_ckpt_path,
+        "adapter": spec.initial_adapter_model_ckpt_path,
+        "train": spec.train_path,
+        "valid": spec.valid_path,
+        "deepspeed_config": spec.deepspeed.config_path,
+    }
+    inputs: dict[str, ResolvedInput] = {}
+    for role, location in locations.items():
+        if location is None:
+            continue
+        try:
+            inputs[role] = resolve_location(location, ctx)
+        except InputNotFound as exc:
+            loaded.problems.append(loaded.problem(INPUT_KEYS[role], str(exc), exc.hint, kind="input", value=location))
+    if spec.initial_base_model_ckpt_path is None:
+        inputs["base_model"] = hub_input(spec.model_id)
+    return inputs
+
+
+@dataclass(frozen=True)
+class CheckedSpec:
+    """A spec checked against its inputs, with what the checks derived (context length, the adapter's LoRA config)."""
+
+    spec: JobSpec
+    arch: Architecture | None
+    mode: str  # full | lora-new | lora-continue
+    deepspeed: dict[str, Any]
+
+
+def check_inputs(loaded: LoadedSpec, inputs: dict[str, ResolvedInput], cache: StatCache | None) -> CheckedSpec:
+    """Check the spec against its inputs, adding to ``loaded.problems``; fill in what the inputs decide."""
+    spec = loaded.spec
+    arch = check_architecture(loaded, inputs["base_model"]) if "base_model" in inputs else None
+    lora = spec.lora_config
+    if "adapter" in inputs:
+        lora = check_adapter(loaded, inputs["adapter"])
+    if arch is not None and lora is not None:
+        check_target_modules(loaded, arch, lora)
+    for role in ("train", "valid"):
+        if role in inputs:
+            inputs[role] = check_chat_data(loaded, INPUT_KEYS[role], inputs[role], cache)
+    context_length = check_context_length(loaded, arch)
+    if spec.initial_adapter_model_ckpt_path is not None:
+        mode = "lora-continue"
+    elif lora is not None:
+        mode = "lora-new"
+    else:
+        mode = "full"
+    spec = spec.replace(
+        lora_config=lora,
+        context_length=context_length,
+        training_mode="full" if mode == "full" else "lora",
+    )
+    loaded.spec = spec
+    ds_file = inputs["deepspeed_config"].local_path if "deepspeed_config" in inputs else None
+    return CheckedSpec(spec, arch, mode, deepspeed_config(loaded, spec.num_devices, ds_file))
+
+
+def build_plan(checked: CheckedSpec, inputs: dict[str, ResolvedInput], *, output_dir: str) -> dict[str, Any]:
+    """The sealed plan for a checked spec and its pinned inputs."""
+    spec, arch = checked.spec, checked.arch
+    nodes, per_node = spec.num_nodes, spec.processes_per_node
+    normalized = spec.to_dict()
+    plan = {
+        "plan_version": PLAN_VERSION,
+        "ftc_version": ftc.__version__,
+        "spec_digest": digest_of(normalized),
+        "spec": normalized,
+        "mode": checked.mode,
+        "architecture": {"model_id": arch.model_id, "source": arch.source, "config": dict(arch.config)},
+        "inputs": {role: item.to_plan() for role, item in sorted(inputs.items())},
+        "image": _image(spec.image),
+        "launch": {
+            "nodes": nodes,
+            "processes_per_node": per_node,
+            "world_size": spec.num_devices,
+            "command": launch_command(nodes, per_node),
+        },
+        "deepspeed": checked.deepspeed,
+        "precision": spec.precision,
+        "seed": spec.seed,
+        "output": {"dir": output_dir},
+    }
+    return seal_plan(plan)
+
+
+def launch_command(nodes: int, per_node: int) -> list[str]:
+    """argv that starts one node's share of the job ({placeholders} are filled in by ``ftc run``)."""
+    entry = ["-m", "ftc.runtime", "{plan}"]
+    if nodes == 1 and per_node == 1:
+        return ["python", *entry]
+    if nodes == 1:
+        return ["python", "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={per_node}", *entry]
+    return [
+        "python", "-m", "torch.distributed.run",
+        f"--nnodes={nodes}", f"--nproc-per-node={per_node}", "--node-rank={node_rank}",
+        "--master-addr={master_addr}", "--master-port={master_port}",
+        *entry,
+    ]
+
+
+def _image(ref: str | None) -> dict[str, Any] | None:
+    if ref is None:
+        return None
+    if "@sha256:" in ref:
+        return {"ref": ref, "pinned": True, "pin_kind": "repo-digest", "digest": "sha256:" + ref.split("@sha256:", 1)[1]}
+    return {"ref": ref, "pinned": False}
+
+
+def _output_uri(output_dir: str, ctx: ResolveContext) -> str:
+    given = Path(os.path.expanduser(output_dir))
+    if given.is_absolute() or output_dir.startswith("~"):
+        return output_dir
+    return Path(os.path.relpath((ctx.base_dir / given).resolve(), ctx.plan_dir.resolve())).as_posix()
+
+
+def _warnings(plan: dict[str, Any], arch: Architecture) -> list[str]:
+    out = []
+    base = plan["inputs"]["base_model"]
+    if not base["pinned"]:
+        out.append(f"base weights {base['uri']} are not pinned (no revision is known at compile time); give initial_base_model_ckpt_path for a reproducible plan")
+    if plan["image"] is not None and not plan["image"]["pinned"]:
+        out.append(f"image {plan['image']['ref']} is not pinned by digest; the plan is not reproducible until it is")
+    if plan["spec"]["lora_config"] is not None and arch.module_names() is None:
+        out.append(f"ftc does not know the module names of model_type {arch.model_type!r}; lora_config.target_modules is checked only when training starts")
+    return out

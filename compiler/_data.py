@@ -1,0 +1,78 @@
+"""Check that a data file is JSONL of chat ``messages``; report the first bad line as file:line: reason."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+__all__ = ["ROLES", "ChatDataReport", "check_chat_jsonl", "message_problem"]
+
+ROLES = ("system", "user", "assistant")
+EXAMPLE = '{"messages": [{"role": "user", "content": "2+2?"}, {"role": "assistant", "content": "4"}]}'
+
+
+@dataclass(frozen=True)
+class ChatDataReport:
+    records: int
+    first_bad_line: int | None = None
+    reason: str = ""
+    bad_lines: int = 0
+
+
+def message_problem(record: object) -> str | None:
+    """Why ``record`` (one parsed line) is not a chat example, or None when it is one."""
+    if not isinstance(record, dict):
+        return f"expected a JSON object, got {type(record).__name__}"
+    messages = record.get("messages")
+    if not isinstance(messages, list):
+        return 'no "messages" list' if "messages" not in record else '"messages" is not a list'
+    if not messages:
+        return '"messages" is empty'
+    has_assistant = False
+    for i, msg in enumerate(messages):
+        if not isinstance(msg, dict):
+            return f"messages[{i}] is not an object"
+        role = msg.get("role")
+        if role not in ROLES:
+            return f"messages[{i}] has unknown role {json.dumps(role)} (expected one of: {', '.join(ROLES)})"
+        content = msg.get("content")
+        if not isinstance(content, str):
+            return f"messages[{i}] ({role}) has no string content"
+        if role == "system" and i != 0:
+            return f"messages[{i}] is a system message after the first message"
+        if role == "assistant":
+            if not content.strip():
+                return f"messages[{i}] is an empty assistant turn (nothing to learn from)"
+            has_assistant = True
+    if not has_assistant:
+        return "no assistant message (the loss is computed on assistant turns only)"
+    return None
+
+
+def check_chat_jsonl(path: Path) -> ChatDataReport:
+    """Read every line of ``path``; count the examples and find the first bad line. Blank lines are allowed."""
+    records = 0
+    first_bad: tuple[int, str] | None = None
+    bad = 0
+    with open(path, "rb") as f:
+        for lineno, raw in enumerate(f, start=1):
+            if not raw.strip():
+                continue
+            try:
+                reason = message_problem(json.loads(raw))
+            except json.JSONDecodeError as exc:
+                reason = f"not valid JSON ({exc.msg} at column {exc.colno})"
+            except UnicodeDecodeError:
+                reason = "not UTF-8 text"
+            if reason is None:
+                records += 1
+                continue
+            bad += 1
+            if first_bad is None:
+                first_bad = (lineno, reason)
+    if first_bad is None and records == 0:
+        return ChatDataReport(records=0, first_bad_line=1, reason="no examples (the file is empty)", bad_lines=1)
+    if first_bad is None:
+        return ChatDataReport(records=records)
+    return ChatDataReport(records=records, first_bad_line=first_bad[0], reason=first_bad[1], bad_lines=bad)

@@ -1,0 +1,200 @@
+"""sha256 of files and folders, with a stat cache so an unchanged multi-GB input is never hashed twice.
+
+A folder's digest is the sha256 of its manifest: one ``"<sha256>  <relative path>\\n"`` line per file, sorted by
+path (the format ``sha256sum`` prints, so ``sha256sum -c`` can check it). Entries whose name starts with a dot are
+not part of a folder's content (``.git``, ``.cache``, editor files).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import sqlite3
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator
+
+__all__ = ["FileDigest", "StatCache", "cache_dir", "hash_file", "hash_tree", "manifest_digest", "walk_files"]
+
+_CHUNK = 1 << 20
+
+
+def cache_dir() -> Path:
+    """ftc's cache folder: $FTC_CACHE_DIR, else $XDG_CACHE_HOME/ftc, else ~/.cache/ftc."""
+    if os.environ.get("FTC_CACHE_DIR"):
+        return Path(os.environ["FTC_CACHE_DIR"])
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "ftc"
+
+
+@dataclass(frozen=True)
+class FileDigest:
+    path: str  # relative to the folder, with forward slashes
+    size: int
+    sha256: str  # hex
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"path": self.path, "size": self.size, "sha256": self.sha256}
+
+
+def _sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    buf = bytearray(_CHUNK)
+    view = memoryview(buf)
+    with open(path, "rb", buffering=0) as f:
+        while n := f.readinto(buf):
+            h.update(view[:n])  # releases the GIL: folders hash on several threads
+    return h.hexdigest()
+
+
+class StatCache:
+    """sha256 per (path, device, inode, size, mtime, ctime), in SQLite under the cache folder.
+
+    A file modified less than a second before it was hashed is not cached: its content may still be changing
+    within the same timestamp. Any SQLite failure (read-only disk, locked database) just disables the cache.
+    """
+
+    _RACY_NS = 1_000_000_000
+
+    def __init__(self, path: Path | None = None):
+        self.path = path if path is not None else cache_dir() / "statcache.sqlite3"
+        self._db: sqlite3.Connection | None = None
+        self._broken = False
+        self._lock = threading.Lock()  # one connection, shared by the hashing threads
+        self.hits = 0
+        self.misses = 0
+
+    def _conn(self) -> sqlite3.Connection | None:
+        with self._lock:
+            return self._open()
+
+    def _open(self) -> sqlite3.Connection | None:
+        if self._db is None and not self._broken:
+            try:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+                db = sqlite3.connect(self.path, timeout=10, check_same_thread=False)
+                db.execute("PRAGMA journal_mode=WAL")
+                db.execute(
+                    "CREATE TABLE IF NOT EXISTS files (path TEXT PRIMARY KEY, dev INT, ino INT, size INT,"
+                    " mtime INT, ctime INT, sha256 TEXT)"
+                )
+                db.execute("CREATE TABLE IF NOT EXISTS notes (key TEXT PRIMARY KEY, value TEXT)")
+                self._db = db
+            except (sqlite3.Error, OSError):
+                self._broken = True
+        return self._db
+
+    @staticmethod
+    def _key(st: os.stat_result) -> tuple[int, int, int, int, int]:
+        return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+
+    def lookup(self, path: Path, st: os.stat_result) -> str | None:
+        db = self._conn()
+        if db is None:
+            return None
+        try:
+            with self._lock:
+                row = db.execute("SELECT dev, ino, size, mtime, ctime, sha256 FROM files WHERE path = ?", (str(path),)).fetchone()
+        except sqlite3.Error:
+            return None
+        if row is not None and tuple(row[:5]) == self._key(st):
+            return row[5]
+        return None
+
+    def store(self, path: Path, st: os.stat_result, sha256: str) -> None:
+        if time.time_ns() - st.st_mtime_ns < self._RACY_NS:
+            return
+        db = self._conn()
+        if db is None:
+            return
+        try:
+            with self._lock:
+                db.execute("INSERT OR REPLACE INTO files VALUES (?, ?, ?, ?, ?, ?, ?)", (str(path), *self._key(st), sha256))
+        except sqlite3.Error:
+            pass
+
+    def note(self, key: str) -> Any:
+        """A JSON value remembered under ``key`` (for example the result of checking a data file by digest)."""
+        db = self._conn()
+        if db is None:
+            return None
+        try:
+            row = db.execute("SELECT value FROM notes WHERE key = ?", (key,)).fetchone()
+        except sqlite3.Error:
+            return None
+        return json.loads(row[0]) if row else None
+
+    def remember(self, key: str, value: Any) -> None:
+        db = self._conn()
+        if db is None:
+            return
+        try:
+            db.execute("INSERT OR REPLACE INTO notes VALUES (?, ?)", (key, json.dumps(value)))
+        except sqlite3.Error:
+            pass
+
+    def close(self) -> None:
+        if self._db is not None:
+            try:
+                self._db.commit()
+                self._db.close()
+            except sqlite3.Error:
+                pass
+            self._db = None
+
+    def __enter__(self) -> "StatCache":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def hash_file(path: Path, cache: StatCache | None = None) -> tuple[str, int]:
+    """(sha256 hex, size) of ``path``, from the stat cache when the file is unchanged."""
+    real = Path(os.path.realpath(path))
+    st = real.stat()
+    if cache is not None:
+        found = cache.lookup(real, st)
+        if found is not None:
+            cache.hits += 1
+            return found, st.st_size
+        cache.misses += 1
+    digest = _sha256_file(real)
+    if cache is not None:
+        cache.store(real, st, digest)
+    return digest, st.st_size
+
+
+def walk_files(root: Path) -> Iterator[str]:
+    """Relative paths (forward slashes) of the files under ``root``, skipping dot-entries; symlinks followed."""
+    for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        rel = os.path.relpath(dirpath, root)
+        for name in sorted(filenames):
+            if not name.startswith("."):
+                yield name if rel == "." else f"{rel}/{name}".replace(os.sep, "/")
+
+
+def hash_tree(root: Path, cache: StatCache | None = None, workers: int | None = None) -> list[FileDigest]:
+    """Digest of every file under ``root``, sorted by path; files are hashed in parallel."""
+    names = list(walk_files(root))
+    workers = workers or min(4, os.cpu_count() or 1)
+
+    def one(name: str) -> FileDigest:
+        digest, size = hash_file(root / name, cache)
+        return FileDigest(name, size, digest)
+
+    if workers == 1 or len(names) < 2:
+        return [one(n) for n in names]
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        return list(pool.map(one, names))
+
+
+def manifest_digest(files: list[FileDigest]) -> str:
+    """``sha256:<hex>`` of the sha256sum-style manifest of ``files``."""
+    manifest = "".join(f"{f.sha256}  {f.path}\n" for f in sorted(files, key=lambda f: f.path))
+    return "sha256:" + hashlib.sha256(manifest.encode()).hexdigest()

@@ -1,0 +1,81 @@
+"""Input sources: each kind of location (a local path; later DVC, S3, GCS) is one small module with ``resolve``.
+
+``resolve_location`` picks the module by the location's scheme and returns a :class:`ResolvedInput`: where the
+input is, its exact identity (digest, version) and, when this machine can read it, a local path for checks.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from .._hashing import FileDigest, StatCache
+
+__all__ = ["InputNotFound", "ResolveContext", "ResolvedInput", "resolve_location", "hub_input"]
+
+
+class InputNotFound(Exception):
+    """An input that cannot be found or read; ``hint`` says what to do."""
+
+    def __init__(self, message: str, hint: str = ""):
+        super().__init__(message)
+        self.hint = hint
+
+
+@dataclass(frozen=True)
+class ResolveContext:
+    base_dir: Path  # relative spec paths are relative to this (the spec's folder)
+    plan_dir: Path  # relative plan paths are relative to this (the plan's folder)
+    cache: StatCache | None = None
+
+
+@dataclass(frozen=True)
+class ResolvedInput:
+    """One input, pinned. Everything but ``local_path`` goes into the plan."""
+
+    source: str
+    uri: str
+    pinned: bool
+    kind: str | None = None
+    digest: str | None = None
+    size: int | None = None
+    files: tuple[FileDigest, ...] | None = None
+    pin: dict[str, Any] | None = None
+    records: int | None = None
+    local_path: Path | None = field(default=None, compare=False)
+
+    def with_records(self, records: int) -> "ResolvedInput":
+        return replace(self, records=records)
+
+    def to_plan(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"source": self.source, "uri": self.uri, "pinned": self.pinned}
+        for key in ("kind", "digest", "size", "pin", "records"):
+            if getattr(self, key) is not None:
+                out[key] = getattr(self, key)
+        if self.files is not None:
+            out["files"] = [f.to_dict() for f in self.files]
+        return out
+
+
+_SCHEME = re.compile(r"^([a-zA-Z][a-zA-Z0-9+.-]*)://")
+
+
+def resolve_location(location: str, ctx: ResolveContext) -> ResolvedInput:
+    """Pin the input at ``location``. Raises :class:`InputNotFound` with a fix when it cannot."""
+    match = _SCHEME.match(location)
+    scheme = match.group(1).lower() if match else "file"
+    if scheme == "file":
+        from . import local
+
+        return local.resolve(location[len("file://"):] if match else location, ctx)
+    raise InputNotFound(
+        f"{scheme}:// inputs are not supported by this version of ftc",
+        "copy the input to a local path and point the spec at it",
+    )
+
+
+def hub_input(model_id: str) -> ResolvedInput:
+    """The published weights of ``model_id``: named, not pinned (no revision is known at compile time)."""
+    return ResolvedInput(source="hub", uri=f"hf://{model_id}", pinned=False)

@@ -1,0 +1,146 @@
+"""The ``ftc`` command: thin verbs over library functions; errors become exit codes here and nowhere else.
+
+Nothing heavy is imported at start-up: each verb imports what it needs when it runs, and no verb but ``run``
+imports the training stack.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import traceback
+from pathlib import Path
+
+import click
+
+import ftc
+from ftc.errors import ExitCode, FtcError, UsageError
+
+__all__ = ["cli", "main"]
+
+
+_EXIT_CODES_HELP = "\b\nExit codes: " + ", ".join(f"{c.value} {c.name.lower().replace('_', ' ')}" for c in ExitCode)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110}, epilog=_EXIT_CODES_HELP)
+@click.option("--debug", is_flag=True, help="Show a traceback with errors.")
+@click.version_option(ftc.__version__, prog_name="ftc")
+def cli(debug: bool) -> None:
+    """ftc: compile a fine-tuning job spec into a pinned run plan, and run it.
+
+    \b
+      ftc compile job.yaml -o plan.json    validate the spec, pin every input, write the plan
+      ftc plan show plan.json              what the plan will do
+      ftc plan diff a.json b.json          what differs between two plans
+      ftc schema                           the job spec's JSON Schema
+    """
+
+
+@cli.command("compile")
+@click.argument("spec", type=click.Path(path_type=Path))
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(path_type=Path, allow_dash=True),
+    help="Where to write the plan; - for stdout. Default: <spec name>.plan.json beside the spec.",
+)
+def compile_command(spec: Path, output: Path | None) -> None:
+    """Validate SPEC, pin every input by content, and write a deterministic run plan."""
+    from ftc.compiler import compile_spec
+    from ftc.spec.plan import plan_text, write_plan
+
+    to_stdout = str(output) == "-"
+    if output is None:
+        output = spec.with_name(spec.stem + ".plan.json")
+    result = compile_spec(spec, plan_dir=Path.cwd() if to_stdout else output.parent)
+    for warning in result.warnings:
+        click.echo(f"warning: {warning}", err=True)
+    files = result.cache_hits + result.cache_misses
+    summary = f"plan {result.plan['plan_id']} ({files} input files, {result.cache_hits} unchanged since last hashed)"
+    if to_stdout:
+        click.echo(plan_text(result.plan), nl=False)
+        click.echo(summary, err=True)
+    else:
+        write_plan(result.plan, output)
+        click.echo(f"wrote {output}: {summary}", err=True)
+
+
+@cli.command("schema")
+@click.option("--plan", "which", flag_value="plan", help="Print the run plan's schema instead.")
+@click.option("--markdown", "which", flag_value="markdown", help="Print the spec reference page (docs/spec.md).")
+def schema_command(which: str | None) -> None:
+    """Print the job spec's JSON Schema (draft 2020-12)."""
+    from ftc.spec import job_schema, plan_schema
+
+    if which == "markdown":
+        from ftc.spec.docs import render_spec_reference
+
+        click.echo(render_spec_reference(), nl=False)
+        return
+    click.echo(json.dumps(plan_schema() if which == "plan" else job_schema(), indent=2))
+
+
+@cli.group("plan")
+def plan_group() -> None:
+    """Inspect compiled plans."""
+
+
+@plan_group.command("show")
+@click.argument("plan", type=click.Path(path_type=Path))
+@click.option("--json", "as_json", is_flag=True, help="Print the plan itself.")
+def plan_show(plan: Path, as_json: bool) -> None:
+    """Show what PLAN will do: inputs and their pins, settings, launch, image."""
+    from ftc.compiler import describe_plan
+    from ftc.spec.plan import plan_text, read_plan
+
+    document = read_plan(plan)
+    click.echo(plan_text(document) if as_json else describe_plan(document), nl=not as_json)
+
+
+@plan_group.command("diff")
+@click.argument("a", type=click.Path(path_type=Path))
+@click.argument("b", type=click.Path(path_type=Path))
+def plan_diff(a: Path, b: Path) -> None:
+    """Say what differs between plans A and B: inputs, settings, image."""
+    from ftc.compiler import diff_plans
+    from ftc.spec.plan import read_plan
+
+    lines = diff_plans(read_plan(a), read_plan(b))
+    click.echo("\n".join(lines) if lines else "the plans are identical")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point: run the CLI and turn every error into its exit code."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in args
+    try:
+        result = cli.main(args=args, prog_name="ftc", standalone_mode=False)
+        return int(result) if isinstance(result, int) else ExitCode.OK
+    except click.exceptions.Exit as exc:
+        return exc.exit_code
+    except click.exceptions.Abort:
+        click.echo("aborted", err=True)
+        return 130
+    except click.ClickException as exc:
+        exc.show()
+        return ExitCode.USAGE
+    except FtcError as exc:
+        if debug:
+            traceback.print_exc()
+        click.echo(f"error: {exc}", err=True)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        click.echo("interrupted", err=True)
+        return 130
+    except Exception:
+        traceback.print_exc()
+        click.echo("error: an internal error in ftc (the traceback above); please report it", err=True)
+        return ExitCode.INTERNAL
+
+
+def _entry() -> None:
+    sys.exit(main())
+
+
+if __name__ == "__main__":
+    _entry()

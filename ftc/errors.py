@@ -1,0 +1,103 @@
+"""Errors a user can act on, and the one place that maps them to exit codes.
+
+Every user-facing failure raises an :class:`FtcError` subclass. The CLI prints its message (no traceback unless
+``--debug``) and exits with its ``exit_code``. A bug is anything else, and exits 1 with a traceback.
+"""
+
+from __future__ import annotations
+
+import enum
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+__all__ = [
+    "ExitCode",
+    "FtcError",
+    "InputUnresolvable",
+    "PlanInvalid",
+    "Problem",
+    "SpecInvalid",
+    "UsageError",
+]
+
+
+class ExitCode(enum.IntEnum):
+    """Exit codes of the ``ftc`` command, documented in the README."""
+
+    OK = 0
+    INTERNAL = 1  # a bug: please report it with the --debug traceback
+    USAGE = 2  # bad command line (unknown option, missing argument, file given where a folder is needed)
+    SPEC_INVALID = 3  # the job spec is invalid; every problem is listed
+    INPUT_UNRESOLVABLE = 4  # an input (weights, data, config) cannot be found or read
+    PLAN_INVALID = 5  # a plan file does not match plan.schema.json or its plan_id
+
+
+_UNSET = object()
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One thing wrong with a spec or an input: where it is, what was found, and what to do.
+
+    ``where`` is a JSON path into the spec (``$.lora_config.r``); ``file``/``line`` point at the text a user
+    edits (the spec file, or a data file for a bad JSONL line).
+    """
+
+    where: str
+    message: str
+    hint: str = ""
+    file: str | None = None
+    line: int | None = None
+    value: Any = field(default=_UNSET, compare=False)
+    #: "spec" for a mistake in the spec itself, "input" for an input that cannot be found or read.
+    kind: str = "spec"
+
+    def render(self) -> str:
+        location = ""
+        if self.file:
+            location = f"{self.file}:{self.line}: " if self.line else f"{self.file}: "
+        text = f"{location}{self.where}: {self.message}"
+        if self.value is not _UNSET and not isinstance(self.value, (dict, list)):
+            text += f" (found: {json.dumps(self.value, ensure_ascii=False)})"
+        if self.hint:
+            text += f"\n    fix: {self.hint}"
+        return text
+
+
+class FtcError(Exception):
+    """Base of every user-facing error. ``str(error)`` is what the user sees."""
+
+    exit_code: ExitCode = ExitCode.INTERNAL
+
+
+class UsageError(FtcError):
+    exit_code = ExitCode.USAGE
+
+
+class PlanInvalid(FtcError):
+    exit_code = ExitCode.PLAN_INVALID
+
+
+class InputUnresolvable(FtcError):
+    exit_code = ExitCode.INPUT_UNRESOLVABLE
+
+
+class SpecInvalid(FtcError):
+    """A spec with one or more problems; all of them are reported at once.
+
+    The exit code says invalid spec when any problem is in the spec itself, and unresolvable input when every
+    problem is an input that cannot be found or read.
+    """
+
+    def __init__(self, problems: list[Problem], source: str = "spec"):
+        self.problems = list(problems)
+        self.source = source
+        only_inputs = all(p.kind == "input" for p in self.problems)
+        self.exit_code = ExitCode.INPUT_UNRESOLVABLE if only_inputs else ExitCode.SPEC_INVALID
+        noun = "problem" if len(self.problems) == 1 else "problems"
+        lines = [f"{source}: {len(self.problems)} {noun}:"]
+        # the spec's own lines first, in file order, then the data and input files
+        ordered = sorted(self.problems, key=lambda p: (p.file != source, p.file or "", p.line or 0))
+        lines += [p.render() for p in ordered]
+        super().__init__("\n".join(lines))

@@ -1,0 +1,77 @@
+"""The job spec: its schema, loading with line-accurate errors, and the typed, frozen spec objects."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ftc.errors import Problem, SpecInvalid, UsageError
+
+from ._checks import spec_problems
+from ._schema import apply_defaults, job_schema, plan_schema, schema_problems, without_invalid_keys
+from ._source import SpecSource, json_path, read_spec_source
+from .architectures import Architecture, known_architecture
+from .model import DeepSpeedSettings, EvalFrequency, GenerationConfig, JobSpec, LoraConfig, PromptFormat
+
+__all__ = [
+    "Architecture",
+    "DeepSpeedSettings",
+    "EvalFrequency",
+    "GenerationConfig",
+    "JobSpec",
+    "LoadedSpec",
+    "LoraConfig",
+    "PromptFormat",
+    "SpecSource",
+    "job_schema",
+    "json_path",
+    "known_architecture",
+    "load_spec",
+    "plan_schema",
+]
+
+_UNSET: Any = Problem.__dataclass_fields__["value"].default
+
+
+@dataclass
+class LoadedSpec:
+    """A spec file read and checked: the typed spec (None when too broken to build one), its source text with line
+    numbers, and every problem found so far. The compiler adds its own problems before reporting them all."""
+
+    spec: JobSpec | None
+    source: SpecSource
+    problems: list[Problem] = field(default_factory=list)
+
+    def problem(self, at: tuple, message: str, hint: str = "", *, kind: str = "spec", value: Any = _UNSET) -> Problem:
+        """A problem located at JSON path ``at`` of this spec (file and line filled in)."""
+        return Problem(json_path(at), message, hint, file=self.source.name, line=self.source.line_of(at), value=value, kind=kind)
+
+    def raise_if_problems(self) -> None:
+        if self.problems:
+            raise SpecInvalid(self.problems, self.source.name)
+
+
+def load_spec(path: str | Path) -> LoadedSpec:
+    """Read, validate and normalize the spec at ``path``; collect (not raise) every problem in it.
+
+    Raises :class:`SpecInvalid` only for text that cannot be parsed, and :class:`UsageError` for a missing file.
+    """
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise UsageError(f"{path}: no such spec file") from None
+    except IsADirectoryError:
+        raise UsageError(f"{path}: is a folder; give the spec file (job.yaml)") from None
+    except UnicodeDecodeError as exc:
+        raise UsageError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+    source = read_spec_source(text, path)
+    problems = schema_problems(source)
+    data = without_invalid_keys(source.data, problems) if problems else source.data
+    loaded = LoadedSpec(spec=None, source=source, problems=problems)
+    if data is None or any(key not in data for key in job_schema()["required"]):
+        return loaded  # too broken to type-check further; the schema problems say why
+    loaded.spec = JobSpec.from_dict(apply_defaults(data))
+    loaded.problems += spec_problems(loaded.spec, source.data, loaded.problem)
+    return loaded

@@ -1,0 +1,129 @@
+"""Cross-field checks that need only the spec itself (checks against inputs live in the compiler)."""
+
+from __future__ import annotations
+
+from typing import Callable
+
+from ftc.errors import Problem
+
+from .model import JobSpec
+
+__all__ = ["spec_problems"]
+
+PLACEHOLDER = "{instruction}"
+
+ProblemAt = Callable[..., Problem]  # problem(path_tuple, message, hint, value=...)
+
+
+def spec_problems(spec: JobSpec, raw: dict, problem: ProblemAt) -> list[Problem]:
+    """Problems in ``spec`` that the schema cannot express. ``raw`` is the spec as written (before defaults),
+    to tell a value the user set from a default."""
+    out: list[Problem] = []
+    out += _prompt_format(spec, problem)
+    out += _training_mode(spec, problem)
+    out += _topology(spec, problem)
+    out += _deepspeed(spec, raw, problem)
+    return out
+
+
+def _prompt_format(spec: JobSpec, problem: ProblemAt) -> list[Problem]:
+    fmt = spec.generation_config.prompt_format
+    if fmt is None:
+        return []
+    out = []
+    for role in ("system", "user", "assistant"):
+        template = getattr(fmt, role)
+        if PLACEHOLDER not in template:
+            out.append(
+                problem(
+                    ("generation_config", "prompt_format", role),
+                    f"the {role} template has no {PLACEHOLDER} placeholder, so the {role} message content would be dropped",
+                    f'put {PLACEHOLDER} where the content goes, e.g. "{template}{PLACEHOLDER}"',
+                    value=template,
+                )
+            )
+    return out
+
+
+def _training_mode(spec: JobSpec, problem: ProblemAt) -> list[Problem]:
+    out = []
+    adapter = spec.initial_adapter_model_ckpt_path
+    if spec.training_mode == "full":
+        if spec.lora_config is not None:
+            out.append(
+                problem(
+                    ("lora_config",),
+                    "lora_config is given but training_mode is full (full-parameter training uses no adapter)",
+                    "remove lora_config for full-parameter training, or set training_mode: lora",
+                )
+            )
+        if adapter is not None:
+            out.append(
+                problem(
+                    ("initial_adapter_model_ckpt_path",),
+                    "full-parameter training cannot continue from a LoRA adapter",
+                    "continue the adapter with training_mode: lora, or merge the adapter into its base weights and "
+                    "give those as initial_base_model_ckpt_path",
+                    value=adapter,
+                )
+            )
+    if spec.training_mode == "lora" and spec.lora_config is None and adapter is None:
+        out.append(
+            problem(
+                ("training_mode",),
+                "training_mode is lora but there is neither lora_config nor initial_adapter_model_ckpt_path",
+                "add lora_config (for example {r: 8, lora_alpha: 16}) or an adapter to continue",
+                value="lora",
+            )
+        )
+    return out
+
+
+def _topology(spec: JobSpec, problem: ProblemAt) -> list[Problem]:
+    if spec.num_devices % spec.num_nodes:
+        return [
+            problem(
+                ("num_devices",),
+                f"{spec.num_devices} devices cannot be split evenly over {spec.num_nodes} nodes",
+                f"make num_devices a multiple of num_nodes (for example {spec.num_nodes * max(1, spec.num_devices // spec.num_nodes)})",
+                value=spec.num_devices,
+            )
+        ]
+    return []
+
+
+def _deepspeed(spec: JobSpec, raw: dict, problem: ProblemAt) -> list[Problem]:
+    ds = spec.deepspeed
+    out = []
+    written = raw.get("deepspeed") if isinstance(raw.get("deepspeed"), dict) else {}
+    if ds.config_path is not None:
+        for key in ("zero_stage", "offload_optimizer", "offload_param"):
+            if key in written:
+                out.append(
+                    problem(
+                        ("deepspeed", key),
+                        f"{key} is set here and also comes from config_path",
+                        f"set {key} in the DeepSpeed config file, or drop config_path",
+                        value=written[key],
+                    )
+                )
+        return out
+    if ds.offload_param and ds.zero_stage != 3:
+        out.append(
+            problem(
+                ("deepspeed", "offload_param"),
+                f"parameter offload needs ZeRO stage 3 (zero_stage is {ds.zero_stage})",
+                "set zero_stage: 3, or offload_param: false",
+                value=True,
+            )
+        )
+    if ds.offload_optimizer and ds.zero_stage == 0:
+        out.append(
+            problem(
+                ("deepspeed", "offload_optimizer"),
+                "optimizer offload needs ZeRO stage 1, 2 or 3 (zero_stage is 0)",
+                "set zero_stage to 1 or more, or offload_optimizer: false",
+                value=True,
+            )
+        )
+    return out

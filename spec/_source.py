@@ -1,0 +1,110 @@
+"""Read a YAML or JSON spec and remember the line of every key, so errors can point at the text."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from ftc.errors import Problem, SpecInvalid
+
+__all__ = ["SpecSource", "read_spec_source", "json_path"]
+
+Path_ = tuple  # a JSON path as a tuple of keys and indices
+
+
+class _Loader(yaml.SafeLoader):
+    """SafeLoader that also reads ``1e-4`` as a float (YAML 1.1 wants ``1.0e-4``; everyone writes ``1e-4``)."""
+
+
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
+    list("-+0123456789"),
+)
+
+
+@dataclass(frozen=True)
+class SpecSource:
+    """The parsed document, where it came from, and the line of each JSON path (key lines for mappings)."""
+
+    path: Path | None
+    data: Any
+    lines: dict[Path_, int] = field(default_factory=dict)
+
+    @property
+    def name(self) -> str:
+        return str(self.path) if self.path else "<spec>"
+
+    @property
+    def base_dir(self) -> Path:
+        return self.path.parent if self.path else Path.cwd()
+
+    def line_of(self, path: Path_) -> int | None:
+        """Line of ``path``, or of its nearest ancestor that has one."""
+        path = tuple(path)
+        while path:
+            if path in self.lines:
+                return self.lines[path]
+            path = path[:-1]
+        return self.lines.get((), None)
+
+
+def json_path(path: Path_) -> str:
+    """``("lora_config", "target_modules", 0)`` -> ``$.lora_config.target_modules[0]``."""
+    out = "$"
+    for part in path:
+        out += f"[{part}]" if isinstance(part, int) else f".{part}"
+    return out
+
+
+def read_spec_source(text: str, path: Path | None = None) -> SpecSource:
+    """Parse ``text`` (YAML or JSON). Syntax errors and duplicate keys raise :class:`SpecInvalid` with their line."""
+    name = str(path) if path else "<spec>"
+    loader = _Loader(text)
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            raise SpecInvalid([Problem("$", "the spec is empty", "write at least model_id and train_path", file=name)], name)
+        data = loader.construct_document(node)
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        line = mark.line + 1 if mark else None
+        message = f"not valid YAML/JSON: {exc.problem or exc}"
+        raise SpecInvalid([Problem("$", message, "fix the syntax at this line", file=name, line=line)], name) from None
+    finally:
+        loader.dispose()
+    lines: dict[Path_, int] = {}
+    problems: list[Problem] = []
+    _index_lines(node, (), lines, problems, name)
+    if problems:
+        raise SpecInvalid(problems, name)
+    return SpecSource(path=path, data=data, lines=lines)
+
+
+def _index_lines(node: yaml.Node, at: Path_, lines: dict, problems: list, name: str) -> None:
+    lines.setdefault(at, node.start_mark.line + 1)
+    if isinstance(node, yaml.MappingNode):
+        seen: dict[Any, int] = {}
+        for key_node, value_node in node.value:
+            key = key_node.value
+            line = key_node.start_mark.line + 1
+            if key in seen:
+                problems.append(
+                    Problem(
+                        json_path(at + (key,)),
+                        f"duplicate key (first given on line {seen[key]}); the later value would silently win",
+                        "keep one of them",
+                        file=name,
+                        line=line,
+                    )
+                )
+            seen[key] = line
+            lines[at + (key,)] = line
+            _index_lines(value_node, at + (key,), lines, problems, name)
+    elif isinstance(node, yaml.SequenceNode):
+        for i, item in enumerate(node.value):
+            _index_lines(item, at + (i,), lines, problems, name)

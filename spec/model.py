@@ -1,0 +1,155 @@
+"""The typed job spec: frozen dataclasses built once from the validated, normalized spec.
+
+Field meanings and defaults live in job.schema.json (and docs/spec.md, generated from it); a test keeps these
+classes and the schema in step. Everything after loading takes these objects or their fields, never the raw dict.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import typing
+from dataclasses import dataclass
+from typing import Any, Literal
+
+__all__ = [
+    "DeepSpeedSettings",
+    "EvalFrequency",
+    "GenerationConfig",
+    "JobSpec",
+    "LoraConfig",
+    "PromptFormat",
+]
+
+
+@dataclass(frozen=True)
+class PromptFormat:
+    """Templates that wrap each message; ``{instruction}`` is replaced by the message content."""
+
+    system: str
+    user: str
+    assistant: str
+    trailing_assistant: str
+    bos: str
+    system_in_user: bool
+    default_system_message: str
+
+
+@dataclass(frozen=True)
+class GenerationConfig:
+    prompt_format: PromptFormat | None
+    stopping_sequences: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class LoraConfig:
+    """peft.LoraConfig fields; ``target_modules`` is a tuple of names or one regular expression string."""
+
+    r: int
+    lora_alpha: float
+    lora_dropout: float
+    target_modules: tuple[str, ...] | str
+    modules_to_save: tuple[str, ...] | None
+    bias: Literal["none", "all", "lora_only"]
+    use_rslora: bool
+    use_dora: bool
+    fan_in_fan_out: bool
+    init_lora_weights: bool | str
+    task_type: Literal["CAUSAL_LM"]
+
+
+@dataclass(frozen=True)
+class DeepSpeedSettings:
+    config_path: str | None
+    zero_stage: int
+    offload_optimizer: bool
+    offload_param: bool
+
+
+@dataclass(frozen=True)
+class EvalFrequency:
+    unit: Literal["epochs", "steps"]
+    frequency: int
+
+
+@dataclass(frozen=True)
+class JobSpec:
+    """A validated job spec with every default filled in. Paths are as written (relative to the spec file)."""
+
+    spec_version: int
+    model_id: str
+    initial_base_model_ckpt_path: str | None
+    initial_adapter_model_ckpt_path: str | None
+    train_path: str
+    valid_path: str | None
+    generation_config: GenerationConfig
+    num_epochs: int
+    learning_rate: float
+    lr_scheduler_type: Literal["linear", "cosine", "constant", "constant_with_warmup"]
+    num_warmup_steps: int
+    weight_decay: float
+    max_grad_norm: float | None
+    train_batch_size_per_device: int
+    eval_batch_size_per_device: int
+    gradient_accumulation_steps: int
+    #: None until the compiler knows the model's maximum (then min(2048, max_position_embeddings))
+    context_length: int | None
+    padding: Literal["longest", "max_length"]
+    sample_packing: bool
+    num_devices: int
+    num_nodes: int
+    training_mode: Literal["auto", "full", "lora"]
+    lora_config: LoraConfig | None
+    deepspeed: DeepSpeedSettings
+    precision: Literal["auto", "bf16", "fp32"]
+    checkpoint_and_evaluation_frequency: EvalFrequency
+    num_checkpoints_to_keep: int | None
+    seed: int
+    output_dir: str
+    image: str | None
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "JobSpec":
+        """Build from a normalized spec (schema-valid, defaults applied)."""
+        return _build(cls, data)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The normalized spec as plain JSON data (tuples become lists)."""
+        return _plain(dataclasses.asdict(self))
+
+    def replace(self, **changes: Any) -> "JobSpec":
+        return dataclasses.replace(self, **changes)
+
+    @property
+    def processes_per_node(self) -> int:
+        return self.num_devices // self.num_nodes
+
+    @property
+    def global_batch_size(self) -> int:
+        return self.train_batch_size_per_device * self.gradient_accumulation_steps * self.num_devices
+
+
+def _build(cls: type, data: dict[str, Any]):
+    hints = typing.get_type_hints(cls)
+    kwargs = {}
+    for f in dataclasses.fields(cls):
+        kwargs[f.name] = _convert(hints[f.name], data[f.name])
+    return cls(**kwargs)
+
+
+def _convert(hint: Any, value: Any) -> Any:
+    if value is None:
+        return None
+    for option in typing.get_args(hint) or (hint,):
+        if dataclasses.is_dataclass(option) and isinstance(value, dict):
+            return _build(option, value)
+    if isinstance(value, list):
+        return tuple(value)
+    return value
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value

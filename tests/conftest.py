@@ -1,0 +1,126 @@
+"""Shared fixtures: real tiny models, adapters and data built on the spot, and an in-process ``ftc``."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from ftc.cli import main
+
+# Tests never reach a model hub: everything they load is built here.
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ["TRANSFORMERS_OFFLINE"] = "1"
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(autouse=True)
+def _private_cache(tmp_path_factory, monkeypatch):
+    """Each test gets its own ftc cache, so stat-cache hits never leak between tests."""
+    monkeypatch.setenv("FTC_CACHE_DIR", str(tmp_path_factory.mktemp("ftc-cache")))
+
+
+@dataclass
+class Result:
+    code: int
+    out: str
+    err: str
+
+
+@pytest.fixture
+def ftc(capsys):
+    """Run the ``ftc`` CLI in-process: ``ftc("compile", path)`` -> Result(code, out, err)."""
+
+    def run(*args: Any) -> Result:
+        capsys.readouterr()
+        code = main([str(a) for a in args])
+        captured = capsys.readouterr()
+        return Result(int(code), captured.out, captured.err)
+
+    return run
+
+
+def age(path: Path, seconds: float = 60) -> None:
+    """Backdate every file under ``path`` so the stat cache trusts it (it ignores files modified just now)."""
+    past = time.time() - seconds
+    for p in [path, *path.rglob("*")] if path.is_dir() else [path]:
+        os.utime(p, (past, past))
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory) -> Path:
+    """A real random 2-layer Llama with a BPE tokenizer, saved as safetensors (read-only: copy to modify)."""
+    from ftc.testing import build_tiny_model
+
+    path = build_tiny_model(tmp_path_factory.mktemp("tiny") / "model")
+    age(path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_adapter(tiny_model, tmp_path_factory) -> Path:
+    """A real peft LoRA adapter (r=4, alpha=8, q_proj+v_proj) on ``tiny_model``."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    torch.manual_seed(0)
+    model = get_peft_model(
+        AutoModelForCausalLM.from_pretrained(tiny_model),
+        LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"], task_type="CAUSAL_LM", init_lora_weights=False),
+    )
+    out = tmp_path_factory.mktemp("adapter") / "adapter"
+    model.save_pretrained(out, safe_serialization=True)
+    config = json.loads((out / "adapter_config.json").read_text())
+    config["base_model_name_or_path"] = "ftc-tests/tiny-llama"  # an architecture name, not this machine's path
+    (out / "adapter_config.json").write_text(json.dumps(config))
+    age(out)
+    return out
+
+
+@pytest.fixture
+def job(tmp_path, tiny_model):
+    """Write a job spec (plus chat data) into tmp_path: ``job(learning_rate=2e-4)`` -> path of job.yaml.
+
+    The base spec trains a LoRA adapter on ``tiny_model``; keyword arguments override or add keys (None removes).
+    """
+    from ftc.testing import arithmetic_examples, write_jsonl
+
+    data = tmp_path / "data"
+    write_jsonl(data / "train.jsonl", arithmetic_examples(16, seed=1))
+    write_jsonl(data / "valid.jsonl", arithmetic_examples(4, seed=2))
+    age(data)
+
+    def make(text: str | None = None, name: str = "job.yaml", **overrides: Any) -> Path:
+        path = tmp_path / name
+        if text is not None:
+            path.write_text(text)
+            return path
+        spec: dict[str, Any] = {
+            "model_id": "ftc-tests/tiny-llama",
+            "initial_base_model_ckpt_path": str(tiny_model),
+            "train_path": "data/train.jsonl",
+            "valid_path": "data/valid.jsonl",
+            "lora_config": {"r": 4, "lora_alpha": 8, "target_modules": ["q_proj", "v_proj"]},
+            "context_length": 64,
+        }
+        for key, value in overrides.items():
+            if value is None:
+                spec.pop(key, None)
+            else:
+                spec[key] = value
+        path.write_text(yaml.safe_dump(spec, sort_keys=False))
+        return path
+
+    return make
+
+
+def read_json(path: Path) -> Any:
+    return json.loads(Path(path).read_text())

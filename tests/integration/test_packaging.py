@@ -1,0 +1,45 @@
+"""A built wheel in a fresh venv and an editable install both give a working `ftc`."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import venv
+
+import pytest
+
+from conftest import REPO
+
+pytestmark = pytest.mark.slow
+
+
+def _fresh_venv(path):
+    venv.EnvBuilder(with_pip=True).create(path)
+    return path / "bin"
+
+
+def _run(*args, **kwargs):
+    result = subprocess.run([str(a) for a in args], capture_output=True, text=True, **kwargs)
+    assert result.returncode == 0, result.stdout + result.stderr
+    return result
+
+
+def test_wheel_in_a_fresh_venv(tmp_path):
+    _run(sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-w", tmp_path / "dist", REPO)
+    (wheel,) = (tmp_path / "dist").glob("ftc-*.whl")
+    bin_dir = _fresh_venv(tmp_path / "venv")
+    _run(bin_dir / "pip", "install", "-q", wheel)
+    assert "compile" in _run(bin_dir / "ftc", "--help").stdout
+    # the schemas travel inside the wheel: compiling an example works from the installed package alone
+    spec = REPO / "examples" / "quickstart" / "job.yaml"
+    _run(bin_dir / "ftc", "compile", spec, "-o", tmp_path / "plan.json", cwd=tmp_path, env={"FTC_CACHE_DIR": str(tmp_path / "cache"), "PATH": str(bin_dir)})
+    installed = _run(bin_dir / "python", "-c", "import ftc.spec, sys; print(ftc.spec.__file__)", cwd=tmp_path).stdout
+    assert str(tmp_path / "venv") in installed
+
+
+def test_editable_install_in_a_fresh_venv(tmp_path):
+    bin_dir = _fresh_venv(tmp_path / "venv")
+    _run(bin_dir / "pip", "install", "-q", "-e", REPO)
+    assert "compile" in _run(bin_dir / "ftc", "--help").stdout
+    located = _run(bin_dir / "python", "-c", "import ftc.compiler, ftc.spec; print(ftc.compiler.__file__, ftc.spec.__file__)", cwd=tmp_path).stdout
+    assert str(REPO / "compiler") in located and str(REPO / "spec") in located
