@@ -1,7 +1,7 @@
 """The compiler: job spec -> pinned, deterministic run plan."""
 
 from ._compile import CheckedSpec, CompileResult, build_plan, check_inputs, compile_spec, resolve_inputs
-from ._hashing import StatCache, cache_dir
+from ftc._hashing import StatCache, cache_dir
 from ._view import describe_plan, diff_plans
 
 __all__ = [

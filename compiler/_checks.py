@@ -16,7 +16,7 @@ from ftc.spec import LoadedSpec, LoraConfig
 from ftc.spec.architectures import COMPARED_FIELDS, Architecture, closest_model_ids, known_architecture, known_model_ids
 
 from ._data import EXAMPLE, check_chat_jsonl
-from ._hashing import StatCache
+from ftc._hashing import StatCache
 from .sources import ResolvedInput
 
 __all__ = ["check_architecture", "check_adapter", "check_target_modules", "check_context_length", "check_chat_data"]
@@ -200,22 +200,24 @@ def check_chat_data(loaded: LoadedSpec, at: tuple, item: ResolvedInput, cache: S
     if item.kind != "file":
         loaded.problems.append(loaded.problem(at, "must be a JSONL file, not a folder", "point at the .jsonl file", kind="input"))
         return item
-    key = f"chat-jsonl-v1:{item.digest}"
-    records = cache.note(key) if cache else None
-    if records is None:
+    key = f"chat-jsonl-v2:{item.digest}"
+    found = cache.note(key) if cache else None
+    if found is None:
         report = check_chat_jsonl(item.local_path)
-        if report.first_bad_line is not None:
-            more = f" ({report.bad_lines - 1} more bad lines)" if report.bad_lines > 1 else ""
-            loaded.problems.append(
-                _data_problem(loaded, at, item.local_path, report.first_bad_line, report.reason + more)
-            )
-            return item
-        records = report.records
+        found = {"records": report.records, "bad": report.bad_lines, "line": report.first_bad_line, "reason": report.reason}
         if cache:
-            cache.remember(key, records)
-    return item.with_records(records)
+            cache.remember(key, found)
+    if found["bad"] and not loaded.spec.skip_bad_examples:
+        more = f" ({found['bad'] - 1} more bad lines)" if found["bad"] > 1 else ""
+        loaded.problems.append(_data_problem(loaded, at, item.local_path, found["line"], found["reason"] + more))
+        return item
+    if found["records"] == 0:
+        reason = f"no usable examples ({found['bad']} bad lines)" if found["bad"] else found["reason"]
+        loaded.problems.append(_data_problem(loaded, at, item.local_path, found["line"] or 1, reason))
+        return item
+    return item.with_records(found["records"], found["bad"])
 
 
 def _data_problem(loaded: LoadedSpec, at: tuple, path: Path, line: int, reason: str):
-    problem = loaded.problem(at, reason, f"each line must be one chat example, like {EXAMPLE}")
+    problem = loaded.problem(at, reason, f"each line must be one chat example, like {EXAMPLE} (or set skip_bad_examples: true)")
     return replace(problem, file=_display(path), line=line, where=f"{problem.where} (spec line {problem.line})")

@@ -15,7 +15,7 @@ from ftc.spec.plan import PLAN_VERSION, seal_plan
 
 from ._checks import check_adapter, check_architecture, check_chat_data, check_context_length, check_target_modules
 from ._deepspeed import deepspeed_config
-from ._hashing import StatCache
+from ftc._hashing import StatCache
 from .sources import InputNotFound, ResolveContext, ResolvedInput, hub_input, resolve_location
 
 __all__ = ["CheckedSpec", "CompileResult", "build_plan", "check_inputs", "compile_spec", "resolve_inputs"]
@@ -187,6 +187,10 @@ def _warnings(plan: dict[str, Any], arch: Architecture) -> list[str]:
     base = plan["inputs"]["base_model"]
     if not base["pinned"]:
         out.append(f"base weights {base['uri']} are not pinned (no revision is known at compile time); give initial_base_model_ckpt_path for a reproducible plan")
+    for role in ("train", "valid"):
+        bad = plan["inputs"].get(role, {}).get("bad_records")
+        if bad:
+            out.append(f"{role}: {bad} bad line(s) in {plan['inputs'][role]['uri']} will be skipped (skip_bad_examples)")
     if plan["image"] is not None and not plan["image"]["pinned"]:
         out.append(f"image {plan['image']['ref']} is not pinned by digest; the plan is not reproducible until it is")
     if plan["spec"]["lora_config"] is not None and arch.module_names() is None:

@@ -72,7 +72,7 @@ def check_chat_jsonl(path: Path) -> ChatDataReport:
             if first_bad is None:
                 first_bad = (lineno, reason)
     if first_bad is None and records == 0:
-        return ChatDataReport(records=0, first_bad_line=1, reason="no examples (the file is empty)", bad_lines=1)
+        return ChatDataReport(records=0, first_bad_line=1, reason="no examples (the file is empty)")
     if first_bad is None:
         return ChatDataReport(records=records)
     return ChatDataReport(records=records, first_bad_line=first_bad[0], reason=first_bad[1], bad_lines=bad)

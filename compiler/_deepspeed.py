@@ -42,6 +42,9 @@ def deepspeed_config(loaded: LoadedSpec, world_size: int, file_path: Path | None
         config = _from_file(loaded, file_path, batch, world_size)
     else:
         config.update(batch)
+    # ftc's loop owns the accumulation boundary (every step() applies an update), so a short last step of an
+    # epoch needs no padding with repeated data
+    config["managed_gradient_accumulation"] = False
     # ftc builds a torch AdamW: DeepSpeed's own optimizers compile C++ on first use, and ZeRO must accept it
     config.setdefault("zero_allow_untested_optimizer", True)
     config.setdefault("zero_force_ds_cpu_optimizer", False)

@@ -30,6 +30,7 @@ def cli(debug: bool) -> None:
 
     \b
       ftc compile job.yaml -o plan.json    validate the spec, pin every input, write the plan
+      ftc run plan.json                    train: full-parameter or LoRA, with DeepSpeed
       ftc plan show plan.json              what the plan will do
       ftc plan diff a.json b.json          what differs between two plans
       ftc schema                           the job spec's JSON Schema
@@ -109,6 +110,16 @@ def plan_diff(a: Path, b: Path) -> None:
     click.echo("\n".join(lines) if lines else "the plans are identical")
 
 
+@cli.command("run")
+@click.argument("plan", type=click.Path(path_type=Path))
+@click.option("--resume", is_flag=True, help="Continue from the newest checkpoint in the plan's output folder.")
+def run_command(plan: Path, resume: bool) -> None:
+    """Train: validate PLAN, check every input against its pinned digest, then run it (DeepSpeed)."""
+    from ftc.runtime import run_plan
+
+    run_plan(plan, resume=resume)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point: run the CLI and turn every error into its exit code."""
     args = list(sys.argv[1:] if argv is None else argv)
@@ -127,11 +138,12 @@ def main(argv: list[str] | None = None) -> int:
     except FtcError as exc:
         if debug:
             traceback.print_exc()
-        click.echo(f"error: {exc}", err=True)
+        if not getattr(exc, "already_reported", False):  # a training process printed it already
+            click.echo(f"error: {exc}", err=True)
         return exc.exit_code
     except KeyboardInterrupt:
-        click.echo("interrupted", err=True)
-        return 130
+        click.echo("interrupted: checkpoints written so far are intact; continue with `ftc run PLAN --resume`", err=True)
+        return ExitCode.INTERRUPTED
     except Exception:
         traceback.print_exc()
         click.echo("error: an internal error in ftc (the traceback above); please report it", err=True)

@@ -12,12 +12,15 @@ from dataclasses import dataclass, field
 from typing import Any
 
 __all__ = [
+    "DataInvalid",
     "ExitCode",
     "FtcError",
+    "InputChanged",
     "InputUnresolvable",
     "PlanInvalid",
     "Problem",
     "SpecInvalid",
+    "TrainingFailed",
     "UsageError",
 ]
 
@@ -31,6 +34,10 @@ class ExitCode(enum.IntEnum):
     SPEC_INVALID = 3  # the job spec is invalid; every problem is listed
     INPUT_UNRESOLVABLE = 4  # an input (weights, data, config) cannot be found or read
     PLAN_INVALID = 5  # a plan file does not match plan.schema.json or its plan_id
+    INPUT_CHANGED = 6  # at run time, an input no longer matches the digest pinned in the plan
+    DATA_INVALID = 7  # at run time, training data that cannot be used (an example longer than context_length)
+    TRAINING_FAILED = 8  # training stopped with an error (a worker crashed, the loss became NaN)
+    INTERRUPTED = 130  # Ctrl-C or SIGTERM: the last checkpoint is intact; resume with `ftc run PLAN --resume`
 
 
 _UNSET = object()
@@ -81,6 +88,18 @@ class PlanInvalid(FtcError):
 
 class InputUnresolvable(FtcError):
     exit_code = ExitCode.INPUT_UNRESOLVABLE
+
+
+class InputChanged(FtcError):
+    exit_code = ExitCode.INPUT_CHANGED
+
+
+class DataInvalid(FtcError):
+    exit_code = ExitCode.DATA_INVALID
+
+
+class TrainingFailed(FtcError):
+    exit_code = ExitCode.TRAINING_FAILED
 
 
 class SpecInvalid(FtcError):

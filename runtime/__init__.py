@@ -1,5 +1,7 @@
-"""The runtime: execute a compiled plan. Every entry point validates the plan first (``load_plan``)."""
+"""The runtime: execute a compiled plan. Every entry point validates the plan and its inputs first."""
 
 from ftc.spec.plan import read_plan as load_plan
 
-__all__ = ["load_plan"]
+from ._launch import run_plan
+
+__all__ = ["load_plan", "run_plan"]

@@ -42,6 +42,15 @@ def _prompt_format(spec: JobSpec, problem: ProblemAt) -> list[Problem]:
                     value=template,
                 )
             )
+    if fmt.system_in_user and "{system}" not in fmt.user:
+        out.append(
+            problem(
+                ("generation_config", "prompt_format", "user"),
+                "system_in_user is true but the user template has no {system} placeholder for the system message",
+                'put {system} where the system message goes, e.g. "[INST] {system}{instruction} [/INST]"',
+                value=fmt.user,
+            )
+        )
     return out
 
 

@@ -74,7 +74,11 @@ def read_spec_source(text: str, path: Path | None = None) -> SpecSource:
         mark = exc.problem_mark or exc.context_mark
         line = mark.line + 1 if mark else None
         message = f"not valid YAML/JSON: {exc.problem or exc}"
-        raise SpecInvalid([Problem("$", message, "fix the syntax at this line", file=name, line=line)], name) from None
+        hint = "fix the syntax at this line"
+        text_line = text.splitlines()[line - 1] if line and line <= len(text.splitlines()) else ""
+        if '"""' in text_line:
+            hint = 'triple quotes are not YAML: write one pair, e.g. system: "{instruction}"'
+        raise SpecInvalid([Problem("$", message, hint, file=name, line=line)], name) from None
     finally:
         loader.dispose()
     lines: dict[Path_, int] = {}

@@ -94,6 +94,8 @@ class JobSpec:
     #: None until the compiler knows the model's maximum (then min(2048, max_position_embeddings))
     context_length: int | None
     padding: Literal["longest", "max_length"]
+    skip_bad_examples: bool
+    resize_token_embeddings: bool
     sample_packing: bool
     num_devices: int
     num_nodes: int

@@ -124,3 +124,23 @@ def job(tmp_path, tiny_model):
 
 def read_json(path: Path) -> Any:
     return json.loads(Path(path).read_text())
+
+
+@pytest.fixture
+def trained(job, ftc, tmp_path):
+    """Compile and run a job in-process: ``trained(**spec)`` -> output folder (asserts both commands succeed)."""
+
+    def run(name: str = "plan.json", **overrides: Any) -> Path:
+        overrides.setdefault("output_dir", f"out-{Path(name).stem}")
+        plan = tmp_path / name
+        r = ftc("compile", job(name=f"{Path(name).stem}.yaml", **overrides), "-o", plan)
+        assert r.code == 0, r.err
+        r = ftc("run", plan)
+        assert r.code == 0, r.err
+        return tmp_path / overrides["output_dir"]
+
+    return run
+
+
+def metrics(out: Path, kind: str) -> list[dict]:
+    return [r for r in (json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()) if r["type"] == kind]

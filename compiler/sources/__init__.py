@@ -11,7 +11,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from .._hashing import FileDigest, StatCache
+from ftc._hashing import FileDigest, StatCache
 
 __all__ = ["InputNotFound", "ResolveContext", "ResolvedInput", "resolve_location", "hub_input"]
 
@@ -44,14 +44,15 @@ class ResolvedInput:
     files: tuple[FileDigest, ...] | None = None
     pin: dict[str, Any] | None = None
     records: int | None = None
+    bad_records: int | None = None
     local_path: Path | None = field(default=None, compare=False)
 
-    def with_records(self, records: int) -> "ResolvedInput":
-        return replace(self, records=records)
+    def with_records(self, records: int, bad_records: int = 0) -> "ResolvedInput":
+        return replace(self, records=records, bad_records=bad_records or None)
 
     def to_plan(self) -> dict[str, Any]:
         out: dict[str, Any] = {"source": self.source, "uri": self.uri, "pinned": self.pinned}
-        for key in ("kind", "digest", "size", "pin", "records"):
+        for key in ("kind", "digest", "size", "pin", "records", "bad_records"):
             if getattr(self, key) is not None:
                 out[key] = getattr(self, key)
         if self.files is not None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from .._hashing import hash_file, hash_tree, manifest_digest
+from ftc._hashing import hash_file, hash_tree, manifest_digest
 from . import InputNotFound, ResolveContext, ResolvedInput
 
 

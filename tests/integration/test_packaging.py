@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 import venv
@@ -25,7 +26,10 @@ def _run(*args, **kwargs):
 
 
 def test_wheel_in_a_fresh_venv(tmp_path):
-    _run(sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-w", tmp_path / "dist", REPO)
+    # build from a copy: an in-tree build would leave build/ in the checkout
+    source = tmp_path / "src"
+    shutil.copytree(REPO, source, ignore=shutil.ignore_patterns(".git", ".venv", "build", "dist", "*.egg-info", "runs", "__pycache__", ".pytest_cache"))
+    _run(sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-w", tmp_path / "dist", source)
     (wheel,) = (tmp_path / "dist").glob("ftc-*.whl")
     bin_dir = _fresh_venv(tmp_path / "venv")
     _run(bin_dir / "pip", "install", "-q", wheel)

@@ -9,7 +9,7 @@ import subprocess
 from conftest import age
 
 from ftc.compiler import StatCache
-from ftc.compiler._hashing import hash_file, hash_tree, manifest_digest
+from ftc._hashing import hash_file, hash_tree, manifest_digest
 
 
 def _tree(root):

@@ -233,3 +233,27 @@ def test_missing_spec_file_is_a_usage_error(ftc, tmp_path):
 
 def test_unknown_option_is_a_usage_error(ftc):
     assert ftc("compile", "--nope").code == ExitCode.USAGE
+
+
+def test_empty_data_file_is_refused(job, ftc, tmp_path):
+    (tmp_path / "empty.jsonl").write_text("\n")
+    r = ftc("compile", job(train_path="empty.jsonl"))
+    assert r.code == SPEC_INVALID
+    assert "empty.jsonl:1: $.train_path (spec line 3): no examples (the file is empty)" in r.err
+
+
+def test_skip_bad_examples_compiles_and_says_how_many_are_skipped(job, ftc, tmp_path):
+    good = json.dumps({"messages": [{"role": "user", "content": "a"}, {"role": "assistant", "content": "b"}]})
+    (tmp_path / "some-bad.jsonl").write_text(f"{good}\n{{oops\n{good}\n[]\n")
+    r = ftc("compile", job(train_path="some-bad.jsonl", skip_bad_examples=True), "-o", tmp_path / "p.json")
+    assert r.code == 0, r.err
+    assert "warning: train: 2 bad line(s) in some-bad.jsonl will be skipped (skip_bad_examples)" in r.err
+    train = json.loads((tmp_path / "p.json").read_text())["inputs"]["train"]
+    assert (train["records"], train["bad_records"]) == (2, 2)
+
+
+def test_triple_quoted_templates_get_a_yaml_hint(job, ftc):
+    path = job('model_id: x\ntrain_path: data/train.jsonl\ngeneration_config:\n  prompt_format:\n    system: """{instruction}"""\n')
+    r = ftc("compile", path)
+    assert r.code == SPEC_INVALID
+    assert 'fix: triple quotes are not YAML: write one pair, e.g. system: "{instruction}"' in r.err

@@ -1,0 +1,147 @@
+"""Checkpoints: Hugging Face layout plus the state to resume, written atomically; pruning; best and latest.
+
+    <output>/checkpoints/step-000012/
+        adapter_model.safetensors, adapter_config.json     (LoRA)   or   model*.safetensors, config.json (full)
+        tokenizer files
+        ftc_state.json                                      where training stood, losses, mode, skipped examples
+        training_state/                                     DeepSpeed's optimizer, scheduler and module state
+        rng_state_rank*.safetensors                         random number generator state of each process
+    <output>/best, <output>/latest                          symlinks to checkpoints
+
+A checkpoint is written to ``checkpoints/.step-000012.tmp`` and renamed when complete, so a folder named
+``step-*`` is always whole. Resuming reads only ftc's own output (the training state DeepSpeed wrote).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+__all__ = ["Checkpointer", "latest_checkpoint", "read_state"]
+
+STATE_FILE = "ftc_state.json"
+TAG = "state"
+
+
+def checkpoint_name(step: int) -> str:
+    return f"step-{step:06d}"
+
+
+def read_state(path: Path) -> dict[str, Any]:
+    return json.loads((path / STATE_FILE).read_text())
+
+
+def finished_checkpoints(root: Path) -> list[Path]:
+    folder = root / "checkpoints"
+    if not folder.is_dir():
+        return []
+    found = [p for p in folder.iterdir() if p.is_dir() and p.name.startswith("step-") and (p / STATE_FILE).exists()]
+    return sorted(found, key=lambda p: p.name)
+
+
+def latest_checkpoint(root: Path) -> Path | None:
+    found = finished_checkpoints(root)
+    return found[-1] if found else None
+
+
+def _relink(link: Path, target: Path) -> None:
+    tmp = link.with_name(f".{link.name}.tmp")
+    tmp.unlink(missing_ok=True)
+    tmp.symlink_to(os.path.relpath(target, link.parent))
+    os.replace(tmp, link)
+
+
+@dataclass
+class Checkpointer:
+    root: Path
+    is_lora: bool
+    zero_stage: int
+    rank: int
+    barrier: Callable[[], None]
+    keep: int | None
+    model_id: str
+
+    def save(self, engine: Any, tokenizer: Any, state: dict[str, Any]) -> Path:
+        """Write a checkpoint of ``engine`` (every rank calls this) and return its folder."""
+        import torch
+        from safetensors.torch import save_file
+
+        final = self.root / "checkpoints" / checkpoint_name(state["global_step"])
+        tmp = final.with_name(f".{final.name}.tmp")
+        if self.rank == 0:
+            shutil.rmtree(tmp, ignore_errors=True)
+            tmp.mkdir(parents=True)
+        self.barrier()
+        engine.save_checkpoint(str(tmp / "training_state"), tag=TAG, save_latest=False, exclude_frozen_parameters=self.is_lora)
+        self._save_weights(engine, tmp)
+        rng = {"cpu": torch.get_rng_state()}
+        if torch.cuda.is_available():
+            rng["cuda"] = torch.cuda.get_rng_state()
+        save_file(rng, str(tmp / f"rng_state_rank{self.rank}.safetensors"))
+        self.barrier()
+        if self.rank == 0:
+            tokenizer.save_pretrained(tmp)
+            (tmp / STATE_FILE).write_text(json.dumps(state, indent=2, sort_keys=True) + "\n")
+            if final.exists():
+                shutil.rmtree(final)
+            os.replace(tmp, final)
+            _relink(self.root / "latest", final)
+            self._mark_best_and_prune()
+        self.barrier()
+        return final
+
+    def _save_weights(self, engine: Any, folder: Path) -> None:
+        model = engine.module
+        if self.is_lora:
+            if self.zero_stage == 3:
+                import deepspeed
+
+                trainable = [p for p in model.parameters() if p.requires_grad]
+                with deepspeed.zero.GatheredParameters(trainable, modifier_rank=None):
+                    if self.rank == 0:
+                        model.save_pretrained(folder, safe_serialization=True)
+            elif self.rank == 0:
+                model.save_pretrained(folder, safe_serialization=True)
+            if self.rank == 0:
+                _name_base(folder, self.model_id)
+            return
+        # full model: under ZeRO-3 the weights are gathered to rank 0 (config: stage3_gather_16bit_weights_on_model_save)
+        state_dict = engine._zero3_consolidated_16bit_state_dict() if self.zero_stage == 3 else model.state_dict()
+        if self.rank == 0:
+            model.save_pretrained(folder, state_dict=state_dict, safe_serialization=True, max_shard_size="2GB")
+
+    def _mark_best_and_prune(self) -> None:
+        found = finished_checkpoints(self.root)
+        scored = [(read_state(p).get("eval_loss"), p) for p in found]
+        scored = [(loss, p) for loss, p in scored if loss is not None]
+        best = min(scored, key=lambda lp: lp[0])[1] if scored else None
+        if best is not None:
+            _relink(self.root / "best", best)
+        if self.keep is not None:
+            for old in found[: -self.keep]:
+                if old != best:
+                    shutil.rmtree(old)
+
+
+def _name_base(folder: Path, model_id: str) -> None:
+    """The adapter names its architecture (model_id), not this machine's path to the base weights; and peft's
+    empty model card template goes (the lineage record tells the adapter's story)."""
+    config_path = folder / "adapter_config.json"
+    config = json.loads(config_path.read_text())
+    config["base_model_name_or_path"] = model_id
+    config_path.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
+    (folder / "README.md").unlink(missing_ok=True)
+
+
+def restore_rng(folder: Path, rank: int) -> None:
+    import torch
+    from safetensors.torch import load_file
+
+    rng = load_file(str(folder / f"rng_state_rank{rank}.safetensors"))
+    torch.set_rng_state(rng["cpu"])
+    if "cuda" in rng and torch.cuda.is_available():
+        torch.cuda.set_rng_state(rng["cuda"])

@@ -1,0 +1,112 @@
+"""``ftc run``: check the plan and its inputs, then start the plan's processes and wait for them.
+
+One process runs in this interpreter; more are started with the plan's launch command (torch.distributed.run),
+and their exit status comes back through a failure note each worker leaves in the output folder.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+from ftc.errors import ExitCode, FtcError, TrainingFailed
+
+from ._inputs import verify_inputs
+
+__all__ = ["run_plan", "worker_main", "FAILURE_NOTE"]
+
+FAILURE_NOTE = ".ftc-failure.json"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _output_dir(plan: dict[str, Any], plan_dir: Path) -> Path:
+    out = Path(os.path.expanduser(plan["output"]["dir"]))
+    return out if out.is_absolute() else plan_dir / out
+
+
+def run_plan(plan_path: Path, *, resume: bool = False, node_rank: int = 0, master_addr: str = "127.0.0.1", master_port: int | None = None):
+    """Run the plan at ``plan_path`` on this machine (node ``node_rank`` of a multi-node plan)."""
+    from ftc.runtime import load_plan
+
+    plan = load_plan(plan_path)
+    plan_dir = plan_path.resolve().parent
+    verify_inputs(plan, plan_dir)  # fail here, before any process starts, when an input changed
+    launch = plan["launch"]
+    if launch["nodes"] == 1 and launch["processes_per_node"] == 1:
+        for key, value in {"RANK": "0", "LOCAL_RANK": "0", "WORLD_SIZE": "1", "MASTER_ADDR": "127.0.0.1"}.items():
+            os.environ.setdefault(key, value)
+        os.environ.setdefault("MASTER_PORT", str(_free_port()))
+        from .train import train
+
+        return train(plan, plan_dir, resume=resume)
+    return _launch_workers(plan, plan_path.resolve(), resume=resume, node_rank=node_rank, master_addr=master_addr, master_port=master_port or 29500)
+
+
+def _launch_workers(plan: dict[str, Any], plan_path: Path, *, resume: bool, node_rank: int, master_addr: str, master_port: int) -> None:
+    values = {"plan": str(plan_path), "node_rank": str(node_rank), "master_addr": master_addr, "master_port": str(master_port)}
+    command = [sys.executable if part == "python" else part.format(**values) for part in plan["launch"]["command"]]
+    if resume:
+        command.append("--resume")
+    note = _output_dir(plan, plan_path.parent) / FAILURE_NOTE
+    note.unlink(missing_ok=True)
+    child = subprocess.Popen(command, start_new_session=True)
+    try:
+        code = child.wait()
+    except KeyboardInterrupt:
+        os.killpg(child.pid, signal.SIGTERM)
+        child.wait()
+        raise
+    finally:
+        if child.poll() is None:
+            os.killpg(child.pid, signal.SIGKILL)
+    if code == 0:
+        return None
+    if note.exists():
+        failure = json.loads(note.read_text())
+        error = FtcError(failure["message"])
+        error.exit_code = ExitCode(failure["exit_code"])
+        error.already_reported = True
+        raise error
+    raise TrainingFailed(f"a training process failed (exit status {code}); its output above says why")
+
+
+def worker_main(argv: list[str] | None = None) -> int:
+    """``python -m ftc.runtime PLAN [--resume]``: one rank of a plan (what the launch command starts)."""
+    import argparse
+
+    from ftc.runtime import load_plan
+
+    parser = argparse.ArgumentParser(prog="python -m ftc.runtime", description="Run one process of a compiled ftc plan.")
+    parser.add_argument("plan", type=Path)
+    parser.add_argument("--resume", action="store_true")
+    args = parser.parse_args(argv)
+    rank = int(os.environ.get("RANK", "0"))
+    plan_dir = args.plan.resolve().parent
+    plan = None
+    try:
+        plan = load_plan(args.plan)
+        if "RANK" not in os.environ:  # started by hand: one process
+            run_plan(args.plan, resume=args.resume)
+        else:
+            from .train import train
+
+            train(plan, plan_dir, resume=args.resume)
+        return 0
+    except FtcError as exc:
+        print(f"error: {exc}", file=sys.stderr, flush=True)
+        if rank == 0 and plan is not None:
+            note = _output_dir(plan, plan_dir) / FAILURE_NOTE
+            note.parent.mkdir(parents=True, exist_ok=True)
+            note.write_text(json.dumps({"exit_code": int(exc.exit_code), "message": str(exc)}))
+        return int(exc.exit_code)

@@ -1,0 +1,100 @@
+"""Load the model and tokenizer a plan names, and put a LoRA adapter on it (new or continued).
+
+Weights load from safetensors only: a pickled checkpoint is refused, because unpickling runs code.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ftc.errors import DataInvalid, InputUnresolvable
+from ftc.spec import JobSpec
+
+__all__ = ["LoadedModel", "load_model", "describe_mode"]
+
+_TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model")
+
+
+@dataclass
+class LoadedModel:
+    model: Any
+    tokenizer: Any
+    tokenizer_source: str  # "base weights" | "adapter" | "hub"
+    trainable_parameters: int
+    total_parameters: int
+
+
+def describe_mode(mode: str, own_weights: bool) -> str:
+    base = "your own base weights" if own_weights else "the published base weights"
+    return {
+        "full": f"full-parameter fine-tuning of {base}",
+        "lora-new": f"a new LoRA adapter on {base}",
+        "lora-continue": f"continuing a LoRA adapter on {base}",
+    }[mode]
+
+
+def _has_tokenizer(folder: Path | None) -> bool:
+    return folder is not None and any((folder / name).exists() for name in _TOKENIZER_FILES)
+
+
+def _require_safetensors(folder: Path, what: str) -> None:
+    if not any(folder.glob("*.safetensors")):
+        raise InputUnresolvable(f"{folder}: no *.safetensors {what}; ftc never unpickles weights (*.bin, *.pt)")
+
+
+def load_model(spec: JobSpec, mode: str, base: Path | str, adapter: Path | None, *, dtype: Any) -> LoadedModel:
+    """The model to train. ``base`` is a weights folder, or a model id for the published weights."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    if isinstance(base, Path):
+        _require_safetensors(base, "weights")
+    # attention: SDPA, with transformers' block-diagonal masks for packed rows (position ids restarting at 0)
+    model = AutoModelForCausalLM.from_pretrained(base, dtype=dtype, use_safetensors=True, attn_implementation="sdpa")
+    model.config.use_cache = False  # a KV cache disables the packed-sequence masks and costs memory in training
+    if isinstance(base, Path) and _has_tokenizer(base):
+        tokenizer, source = AutoTokenizer.from_pretrained(base), "base weights"
+    elif _has_tokenizer(adapter):
+        tokenizer, source = AutoTokenizer.from_pretrained(adapter), "adapter"
+    else:
+        tokenizer, source = AutoTokenizer.from_pretrained(spec.model_id), "hub"
+    rows = model.get_input_embeddings().weight.shape[0]
+    if len(tokenizer) > rows:
+        if not spec.resize_token_embeddings:
+            raise DataInvalid(
+                f"the tokenizer ({source}) has {len(tokenizer)} tokens but the model only {rows} embedding rows\n"
+                "    fix: use the tokenizer these weights were trained with, or set resize_token_embeddings: true"
+            )
+        model.resize_token_embeddings(len(tokenizer))
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    if mode == "lora-new":
+        from peft import LoraConfig, get_peft_model
+
+        lora = spec.lora_config
+        target = lora.target_modules if isinstance(lora.target_modules, str) else list(lora.target_modules)
+        config = LoraConfig(
+            r=lora.r,
+            lora_alpha=lora.lora_alpha,
+            lora_dropout=lora.lora_dropout,
+            target_modules=target,
+            modules_to_save=list(lora.modules_to_save) if lora.modules_to_save else None,
+            bias=lora.bias,
+            use_rslora=lora.use_rslora,
+            use_dora=lora.use_dora,
+            fan_in_fan_out=lora.fan_in_fan_out,
+            init_lora_weights=lora.init_lora_weights,
+            task_type="CAUSAL_LM",
+        )
+        model = get_peft_model(model, config)
+    elif mode == "lora-continue":
+        from peft import LoraConfig, PeftModel
+
+        _require_safetensors(adapter, "adapter weights")
+        config = LoraConfig.from_pretrained(adapter)
+        config.lora_dropout = spec.lora_config.lora_dropout  # the one setting a continuation may change
+        model = PeftModel.from_pretrained(model, adapter, is_trainable=True, config=config)
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    total = sum(p.numel() for p in model.parameters())
+    return LoadedModel(model, tokenizer, source, trainable, total)

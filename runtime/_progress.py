@@ -1,0 +1,90 @@
+"""What a run shows while it works: a progress bar on a terminal, plain log lines elsewhere; and metrics.jsonl."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any, TextIO
+
+__all__ = ["Progress", "MetricsLog", "duration", "log"]
+
+
+def log(message: str, stream: TextIO | None = None) -> None:
+    print(f"[ftc] {message}", file=stream or sys.stderr, flush=True)
+
+
+def duration(seconds: float) -> str:
+    if seconds < 60:
+        return f"{seconds:.1f} s"
+    seconds = int(seconds)
+    return f"{seconds // 3600}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}" if seconds >= 3600 else f"{seconds // 60}:{seconds % 60:02d}"
+
+
+class Progress:
+    """Step, epoch, loss, tokens/s and ETA: a tqdm bar on a terminal, else a log line every few percent."""
+
+    def __init__(self, total_steps: int, done: int, enabled: bool, stream: TextIO | None = None):
+        self.total = total_steps
+        self.done = done
+        self.enabled = enabled
+        self.stream = stream or sys.stderr
+        self.start = time.perf_counter()
+        self.first_done = done
+        self.bar = None
+        self.every = max(1, total_steps // 20)
+        if enabled and self.stream.isatty():
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=total_steps, initial=done, unit="step", file=self.stream, dynamic_ncols=True)
+
+    def update(self, epoch: int, loss: float, tokens_per_s: float) -> None:
+        self.done += 1
+        if not self.enabled:
+            return
+        if self.bar is not None:
+            self.bar.set_postfix_str(f"epoch {epoch + 1} loss {loss:.4f} {tokens_per_s:,.0f} tok/s", refresh=False)
+            self.bar.update(1)
+            return
+        if self.done in (self.first_done + 1, self.total) or self.done % self.every == 0:
+            elapsed = time.perf_counter() - self.start
+            rate = (self.done - self.first_done) / elapsed if elapsed > 0 else 0.0
+            eta = (self.total - self.done) / rate if rate > 0 else 0.0
+            log(f"step {self.done}/{self.total} epoch {epoch + 1} loss {loss:.4f} {tokens_per_s:,.0f} tok/s eta {duration(eta)}", self.stream)
+
+    def note(self, message: str) -> None:
+        if not self.enabled:
+            return
+        if self.bar is not None:
+            self.bar.write(f"[ftc] {message}", file=self.stream)
+        else:
+            log(message, self.stream)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+class MetricsLog:
+    """metrics.jsonl: one JSON object per train step and per evaluation, flushed as written."""
+
+    def __init__(self, path: Path, enabled: bool, keep_until_step: int | None = None):
+        self.path = path
+        self.enabled = enabled
+        if enabled and keep_until_step is not None and path.exists():
+            # a resumed run continues from its checkpoint: records written after it by the interrupted run go
+            kept = [line for line in path.read_text().splitlines() if line and json.loads(line)["step"] <= keep_until_step]
+            tmp = path.with_suffix(".tmp")
+            tmp.write_text("".join(line + "\n" for line in kept))
+            tmp.replace(path)
+        self.file = open(path, "a", encoding="utf-8") if enabled else None
+
+    def write(self, record: dict[str, Any]) -> None:
+        if self.file is not None:
+            self.file.write(json.dumps(record, sort_keys=True) + "\n")
+            self.file.flush()
+
+    def close(self) -> None:
+        if self.file is not None:
+            self.file.close()

@@ -1,0 +1,163 @@
+"""`ftc run` end to end on a tiny real model, in this process (one rank): modes, checkpoints, data, failures."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from conftest import metrics, read_json
+
+from ftc.errors import ExitCode
+from ftc.testing import arithmetic_examples, write_jsonl
+
+FULL = dict(lora_config=None, learning_rate=3e-3, num_epochs=3, train_batch_size_per_device=4)
+
+
+def test_full_parameter_run_learns_and_writes_a_complete_checkpoint(trained, tmp_path):
+    write_jsonl(tmp_path / "more.jsonl", arithmetic_examples(128, seed=5))
+    out = trained(**{**FULL, "train_path": "more.jsonl", "train_batch_size_per_device": 16})
+    evals = metrics(out, "eval")
+    assert [e["epoch"] for e in evals] == [1, 2, 3]
+    losses = [e["eval_loss"] for e in evals]
+    # a learnable task: from ln(512) = 6.2 for a random model, the loss falls at every epoch
+    assert losses[0] > losses[1] > losses[2] and losses[2] < losses[0] - 0.5 and losses[2] < 4.5, losses
+    train = metrics(out, "train")
+    assert [t["step"] for t in train] == list(range(1, 25))  # 128 examples / batch 16 = 8 steps x 3 epochs
+    final = out / "checkpoints" / "step-000024"
+    assert sorted(p.name for p in final.iterdir()) == [
+        "chat_template.jinja", "config.json", "ftc_state.json", "generation_config.json", "model.safetensors",
+        "rng_state_rank0.safetensors", "tokenizer.json", "tokenizer_config.json", "training_state",
+    ]
+    assert sorted(p.name for p in (final / "training_state" / "state").iterdir()) == ["mp_rank_00_model_states.pt", "zero_pp_rank_0_mp_rank_00_optim_states.pt"]
+    state = read_json(final / "ftc_state.json")
+    assert state["mode"] == "full" and state["global_step"] == 24 and state["epoch"] == 3 and state["step_in_epoch"] == 0
+    assert state["eval_loss"] == pytest.approx(losses[2]) and state["skipped_examples"] == {"train": 0, "valid": 0}
+    assert (out / "best").resolve() == final and (out / "latest").resolve() == final
+    assert not list((out / "checkpoints").glob(".*"))  # no temp folders left behind
+
+
+def test_new_lora_adapter_checkpoint_is_an_adapter_naming_its_architecture(trained):
+    out = trained(num_epochs=1, train_batch_size_per_device=8, lora_config={"r": 4, "lora_alpha": 8, "target_modules": ["q_proj", "v_proj"], "init_lora_weights": False})
+    final = out / "checkpoints" / "step-000002"
+    names = sorted(p.name for p in final.iterdir())
+    assert "adapter_model.safetensors" in names and "adapter_config.json" in names
+    assert "model.safetensors" not in names and "README.md" not in names
+    config = read_json(final / "adapter_config.json")
+    assert config["base_model_name_or_path"] == "ftc-tests/tiny-llama"
+    assert (config["r"], config["lora_alpha"], sorted(config["target_modules"])) == (4, 8, ["q_proj", "v_proj"])
+    from safetensors.torch import load_file
+
+    tensors = load_file(final / "adapter_model.safetensors")
+    assert len(tensors) == 2 * 2 * 2 and all(t.numel() > 0 for t in tensors.values())  # 2 layers x (q, v) x (A, B)
+
+
+def test_continuing_an_adapter_starts_from_its_weights(trained, tiny_adapter):
+    from safetensors.torch import load_file
+
+    out = trained(num_epochs=1, lora_config=None, initial_adapter_model_ckpt_path=str(tiny_adapter), train_batch_size_per_device=16)
+    state = read_json(out / "checkpoints" / "step-000001" / "ftc_state.json")
+    assert state["mode"] == "lora-continue"
+    before = load_file(tiny_adapter / "adapter_model.safetensors")
+    after = load_file(out / "checkpoints" / "step-000001" / "adapter_model.safetensors")
+    assert before.keys() == after.keys()
+    # one small step from the given adapter: close to it, but moved
+    assert all((after[k] - before[k]).abs().max() < 0.05 for k in before)
+    assert any((after[k] - before[k]).abs().max() > 0 for k in before)
+
+
+def test_the_same_plan_run_twice_gives_bitwise_identical_losses(trained):
+    spec = dict(num_epochs=2, lora_config={"r": 4, "lora_dropout": 0.1, "target_modules": "all-linear"}, learning_rate=1e-2)
+    a = trained("a.json", **spec)
+    b = trained("b.json", **spec)
+    assert [m["loss"] for m in metrics(a, "train")] == [m["loss"] for m in metrics(b, "train")]
+    assert [m["eval_loss"] for m in metrics(a, "eval")] == [m["eval_loss"] for m in metrics(b, "eval")]
+
+
+def test_packing_trains_on_every_token_of_the_padded_layout(trained):
+    padded = trained("padded.json", num_epochs=1, lora_config=None, train_batch_size_per_device=16)
+    packed = trained("packed.json", num_epochs=1, lora_config=None, train_batch_size_per_device=16, sample_packing=True, context_length=512)
+    # one step over the same 16 examples, once packed into one row: the same tokens, the same loss
+    (a,), (b,) = metrics(padded, "train"), metrics(packed, "train")
+    assert a["tokens"] == b["tokens"]
+    assert b["loss"] == pytest.approx(a["loss"], abs=1e-5)
+
+
+def test_checkpoints_every_n_steps_keep_the_newest_and_the_best(trained):
+    out = trained(num_epochs=2, checkpoint_and_evaluation_frequency={"unit": "steps", "frequency": 2}, num_checkpoints_to_keep=1, train_batch_size_per_device=4, **{k: v for k, v in FULL.items() if k not in ("num_epochs", "train_batch_size_per_device")})
+    evals = metrics(out, "eval")
+    assert [e["step"] for e in evals] == [2, 4, 6, 8]
+    kept = sorted(p.name for p in (out / "checkpoints").iterdir())
+    best = min(evals, key=lambda e: e["eval_loss"])
+    assert kept == sorted({"step-000008", f"step-{best['step']:06d}"})
+
+
+def test_an_example_longer_than_context_length_stops_the_run_before_training(job, ftc, tmp_path):
+    records = arithmetic_examples(4, seed=1)
+    records[2]["messages"][1]["content"] = "9 " * 200
+    write_jsonl(tmp_path / "long.jsonl", records)
+    ftc("compile", job(train_path="long.jsonl", context_length=64), "-o", tmp_path / "p.json")
+    r = ftc("run", tmp_path / "p.json")
+    assert r.code == ExitCode.DATA_INVALID
+    assert "error: long.jsonl:3: 216 tokens, longer than context_length 64" in r.err
+    assert not (tmp_path / "output" / "checkpoints").exists()
+
+
+def test_skipped_examples_are_counted_in_the_checkpoint(trained, tmp_path):
+    records = arithmetic_examples(8, seed=1)
+    records[5]["messages"][1]["content"] = "9 " * 200
+    write_jsonl(tmp_path / "long.jsonl", records)
+    out = trained(train_path="long.jsonl", skip_bad_examples=True, num_epochs=1, **{k: v for k, v in FULL.items() if k != "num_epochs"})
+    state = read_json(sorted((out / "checkpoints").iterdir())[-1] / "ftc_state.json")
+    assert state["skipped_examples"] == {"train": 1, "valid": 0}
+
+
+def test_an_input_changed_after_compiling_is_refused_with_expected_and_found(job, ftc, tmp_path):
+    ftc("compile", job(), "-o", tmp_path / "p.json")
+    pinned = read_json(tmp_path / "p.json")["inputs"]["train"]["digest"]
+    with open(tmp_path / "data" / "train.jsonl", "a") as f:
+        f.write(json.dumps(arithmetic_examples(1, seed=9)[0]) + "\n")
+    r = ftc("run", tmp_path / "p.json")
+    assert r.code == ExitCode.INPUT_CHANGED
+    assert "train: " in r.err and "changed since the plan was compiled" in r.err
+    assert f"expected {pinned}" in r.err and "found    sha256:" in r.err
+    assert not (tmp_path / "output").exists()
+
+
+def test_a_changed_file_inside_the_weights_folder_is_named(job, ftc, tmp_path, tiny_model):
+    import shutil
+
+    shutil.copytree(tiny_model, tmp_path / "model")
+    ftc("compile", job(initial_base_model_ckpt_path="model"), "-o", tmp_path / "p.json")
+    (tmp_path / "model" / "config.json").write_text((tmp_path / "model" / "config.json").read_text().replace("64", "65", 1))
+    r = ftc("run", tmp_path / "p.json")
+    assert r.code == ExitCode.INPUT_CHANGED
+    assert "config.json: expected sha256:" in r.err
+
+
+def test_a_second_run_into_the_same_output_needs_resume(trained, ftc, tmp_path):
+    trained(num_epochs=1, lora_config=None)
+    r = ftc("run", tmp_path / "plan.json")
+    assert r.code == ExitCode.USAGE
+    assert "already holds checkpoints (step-000004); resume with `ftc run PLAN --resume`" in r.err
+
+
+def test_an_edited_plan_does_not_run(job, ftc, tmp_path):
+    ftc("compile", job(), "-o", tmp_path / "p.json")
+    plan = read_json(tmp_path / "p.json")
+    plan["spec"]["num_epochs"] = 9
+    (tmp_path / "p.json").write_text(json.dumps(plan))
+    r = ftc("run", tmp_path / "p.json")
+    assert r.code == ExitCode.PLAN_INVALID
+
+
+def test_a_tokenizer_larger_than_the_embeddings_needs_resize(job, ftc, tmp_path, tiny_model):
+    from ftc.testing import build_tiny_model
+
+    build_tiny_model(tmp_path / "small", vocab_size=256, tokenizer=False)
+    for name in ("tokenizer.json", "tokenizer_config.json", "chat_template.jinja"):
+        (tmp_path / "small" / name).write_bytes((tiny_model / name).read_bytes())
+    ftc("compile", job(initial_base_model_ckpt_path="small"), "-o", tmp_path / "p.json")
+    r = ftc("run", tmp_path / "p.json")
+    assert r.code == ExitCode.DATA_INVALID
+    assert "has 472 tokens but the model only 256 embedding rows" in r.err
+    assert "resize_token_embeddings: true" in r.err

@@ -1,0 +1,68 @@
+"""Packed rows: samples never attend to each other, so the packed loss equals the per-sample losses."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from ftc.runtime._data import collate, epoch_rows, shard_rows, tokenize_file
+from ftc.runtime._render import render_prompt_format
+from ftc.runtime.train import _token_loss_sum
+from ftc.spec import PromptFormat
+from ftc.testing import PROMPT_FORMAT, arithmetic_examples, write_jsonl
+
+
+@pytest.fixture(scope="module")
+def setup(tiny_model, tmp_path_factory):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model)
+    model = AutoModelForCausalLM.from_pretrained(tiny_model, dtype=torch.float32, attn_implementation="sdpa").eval()
+    fmt = PromptFormat(**{**PROMPT_FORMAT, "system_in_user": False, "default_system_message": ""})
+    path = write_jsonl(tmp_path_factory.mktemp("d") / "d.jsonl", arithmetic_examples(6, seed=3, system="Add."))
+    examples, _ = tokenize_file(path, render=lambda m: render_prompt_format(m, fmt), tokenizer=tokenizer, cache_file=None)
+    return model, examples
+
+
+def _loss(model, batch):
+    with torch.no_grad():
+        logits = model(**batch.inputs, use_cache=False).logits
+    return _token_loss_sum(F, logits, batch.labels).item()
+
+
+def test_packed_loss_equals_the_per_sample_loss(setup):
+    model, examples = setup
+    per_sample = sum(_loss(model, collate([(i,)], examples, pad_id=0, packed=False)) for i in range(len(examples)))
+    tokens = sum(collate([(i,)], examples, pad_id=0, packed=False).loss_tokens for i in range(len(examples)))
+    packed_batch = collate([(0, 1, 2), (3, 4, 5)], examples, pad_id=0, packed=True)
+    assert packed_batch.loss_tokens == tokens
+    packed = _loss(model, packed_batch)
+    assert abs(packed - per_sample) / tokens < 1e-5
+
+
+def test_packed_logits_of_a_later_sample_match_running_it_alone(setup):
+    model, examples = setup
+    alone = collate([(1,)], examples, pad_id=0, packed=False)
+    packed = collate([(0, 1)], examples, pad_id=0, packed=True)
+    with torch.no_grad():
+        a = model(**alone.inputs, use_cache=False).logits[0, : len(examples.ids[1])]
+        p = model(**packed.inputs, use_cache=False).logits[0, len(examples.ids[0]) : len(examples.ids[0]) + len(examples.ids[1])]
+    assert torch.allclose(a, p, atol=1e-5)
+
+
+def test_rows_fit_the_context_and_cover_every_sample_once():
+    lengths = np.array([30, 10, 25, 40, 5, 33, 12])
+    rows = epoch_rows(lengths, epoch=0, seed=1, shuffle=True, pack_to=64)
+    assert sorted(i for row in rows for i in row) == list(range(7))
+    assert all(lengths[list(row)].sum() <= 64 for row in rows)
+    assert rows == epoch_rows(lengths, epoch=0, seed=1, shuffle=True, pack_to=64)
+    assert rows != epoch_rows(lengths, epoch=1, seed=1, shuffle=True, pack_to=64)
+
+
+def test_every_rank_gets_as_many_rows():
+    rows = [(i,) for i in range(5)]
+    shards = [shard_rows(rows, r, 2) for r in range(2)]
+    assert [len(s) for s in shards] == [3, 3]
+    assert sorted(set(i for s in shards for (i,) in s)) == list(range(5))
