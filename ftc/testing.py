@@ -54,7 +54,7 @@ def write_jsonl(path: str | Path, records: Iterable[Any]) -> Path:
     return path
 
 
-def build_tokenizer(out_dir: str | Path, vocab_size: int = 512, corpus: Iterable[str] | None = None):
+def build_tokenizer(out_dir: str | Path, vocab_size: int = 512, corpus: Iterable[str] | None = None, max_length: int = 512):
     """Train a byte-level BPE tokenizer with the chat special tokens and template; save it to ``out_dir``."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
@@ -75,7 +75,7 @@ def build_tokenizer(out_dir: str | Path, vocab_size: int = 512, corpus: Iterable
     fast = PreTrainedTokenizerFast(
         tokenizer_object=tok, bos_token="<s>", eos_token="</s>", pad_token="<pad>", chat_template=CHAT_TEMPLATE
     )
-    fast.model_max_length = 512
+    fast.model_max_length = max_length
     fast.save_pretrained(out_dir)
     return fast
 
@@ -104,5 +104,5 @@ def build_tiny_model(out_dir: str | Path, *, vocab_size: int = 512, seed: int = 
     model = LlamaForCausalLM(LlamaConfig(**settings))
     model.save_pretrained(out_dir, safe_serialization=True)
     if tokenizer:
-        build_tokenizer(out_dir, vocab_size=vocab_size)
+        build_tokenizer(out_dir, vocab_size=vocab_size, max_length=settings["max_position_embeddings"])
     return out_dir

@@ -215,6 +215,11 @@ def train(plan: dict[str, Any], plan_dir: Path, *, resume: bool = False) -> RunS
     started = time.perf_counter()
     tokens_at_start = tokens_trained
     try:
+        if global_step == 0 and "valid" in data:  # the baseline every later evaluation is compared with
+            record = {"type": "eval", "step": 0, "epoch": 0, "eval_loss": evaluate(), "train_loss": None}
+            evals.append(record)
+            metrics.write(record)
+            progress.note(f"eval loss before training: {record['eval_loss']:.4f}")
         for epoch in range(start_epoch, spec.num_epochs):
             steps = epoch_steps(epoch)
             first = start_step if epoch == start_epoch else 0
@@ -239,7 +244,7 @@ def train(plan: dict[str, Any], plan_dir: Path, *, resume: bool = False) -> RunS
                     raise TrainingFailed(f"the training loss became {last_loss} at step {global_step}; lower learning_rate or check the data")
                 elapsed = time.perf_counter() - started
                 tokens_per_s = (tokens_trained - tokens_at_start) / elapsed if elapsed > 0 else 0.0
-                metrics.write({"type": "train", "step": global_step, "epoch": epoch, "loss": last_loss, "lr": engine.get_lr()[0], "tokens": tokens_trained, "tokens_per_s": tokens_per_s})
+                metrics.write({"type": "train", "step": global_step, "epoch": epoch, "loss": last_loss, "lr": engine.get_lr()[0], "tokens": tokens_trained, "tokens_per_s": tokens_per_s, "time": time.time()})
                 progress.update(epoch, last_loss, tokens_per_s)
                 end_of_epoch = step_in_epoch + 1 == len(steps)
                 if freq.unit == "steps" and global_step % freq.frequency == 0 and not end_of_epoch:
@@ -257,8 +262,9 @@ def train(plan: dict[str, Any], plan_dir: Path, *, resume: bool = False) -> RunS
         elapsed = time.perf_counter() - started
         say(f"done: {spec.num_epochs} epoch(s), {global_step} steps, {tokens_trained:,} tokens; training took {duration(elapsed)}")
         for record in evals:
+            train_loss = "   n/a" if record["train_loss"] is None else f"{record['train_loss']:.4f}"
             loss = "n/a" if record["eval_loss"] is None else f"{record['eval_loss']:.4f}"
-            say(f"  step {record['step']:>6}  train loss {record['train_loss']:.4f}  eval loss {loss}")
+            say(f"  step {record['step']:>6}  train loss {train_loss}  eval loss {loss}")
         where = summary.best or (summary.checkpoints[-1] if summary.checkpoints else out)
         say(f"checkpoint{' (best eval loss)' if summary.best else ''}: {os.path.relpath(where)}")
     return summary

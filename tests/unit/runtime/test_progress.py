@@ -1,0 +1,50 @@
+"""Progress: a bar with step, epoch, loss, tokens/s and ETA on a terminal; plain log lines elsewhere."""
+
+from __future__ import annotations
+
+import io
+import json
+
+from ftc.runtime._progress import MetricsLog, Progress
+
+
+class _Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_on_a_terminal_a_bar_shows_step_epoch_loss_speed_and_eta():
+    stream = _Terminal()
+    progress = Progress(total_steps=10, done=0, enabled=True, stream=stream)
+    for _ in range(3):
+        progress.update(epoch=0, loss=1.2345, tokens_per_s=1234.0)
+    progress.close()
+    screen = stream.getvalue()
+    assert "3/10" in screen and "epoch 1 loss 1.2345 1,234 tok/s" in screen and "<" in screen  # tqdm's ETA
+
+
+def test_off_a_terminal_plain_lines_every_few_percent():
+    stream = io.StringIO()
+    progress = Progress(total_steps=100, done=0, enabled=True, stream=stream)
+    for _ in range(100):
+        progress.update(epoch=1, loss=0.5, tokens_per_s=10.0)
+    lines = stream.getvalue().splitlines()
+    assert lines[0].startswith("[ftc] step 1/100 epoch 2 loss 0.5000 10 tok/s eta")
+    assert len(lines) == 21 and lines[-1].startswith("[ftc] step 100/100")
+
+
+def test_only_the_main_process_reports():
+    stream = io.StringIO()
+    progress = Progress(total_steps=5, done=0, enabled=False, stream=stream)
+    progress.update(epoch=0, loss=1.0, tokens_per_s=1.0)
+    progress.note("x")
+    assert stream.getvalue() == ""
+
+
+def test_a_resumed_metrics_log_drops_what_came_after_its_checkpoint(tmp_path):
+    path = tmp_path / "metrics.jsonl"
+    path.write_text("".join(json.dumps({"type": "train", "step": s}) + "\n" for s in range(1, 8)))
+    log = MetricsLog(path, enabled=True, keep_until_step=4)
+    log.write({"type": "train", "step": 5})
+    log.close()
+    assert [json.loads(line)["step"] for line in path.read_text().splitlines()] == [1, 2, 3, 4, 5]
