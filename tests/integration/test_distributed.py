@@ -29,10 +29,12 @@ def ftc_run(*args) -> tuple[int, str]:
     return proc.returncode, out
 
 
-def _eval_loss_of_saved_model(checkpoint: Path, valid: Path, plan: dict) -> float:
-    """Load the saved weights with plain transformers and compute the eval loss the run reported."""
+def _eval_loss_of_saved_model(checkpoint: Path, valid: Path, plan: dict, base: Path | None = None) -> float:
+    """Load the saved weights (an adapter on ``base``) with plain transformers/peft; compute the eval loss the run
+    reported for them."""
     import torch
     import torch.nn.functional as F
+    from peft import PeftModel
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from ftc.runtime._data import collate, tokenize_file
@@ -42,7 +44,10 @@ def _eval_loss_of_saved_model(checkpoint: Path, valid: Path, plan: dict) -> floa
 
     spec = JobSpec.from_dict(plan["spec"])
     tokenizer = AutoTokenizer.from_pretrained(checkpoint)
-    model = AutoModelForCausalLM.from_pretrained(checkpoint, dtype=torch.float32).eval()
+    model = AutoModelForCausalLM.from_pretrained(base or checkpoint, dtype=torch.float32)
+    if base is not None:
+        model = PeftModel.from_pretrained(model, checkpoint)
+    model.eval()
     examples, _ = tokenize_file(valid, render=renderer_for(spec.generation_config.prompt_format, tokenizer), tokenizer=tokenizer, cache_file=None)
     total, tokens = 0.0, 0
     with torch.no_grad():
@@ -74,17 +79,20 @@ def test_two_processes_train_with_zero_and_save_real_weights(job, tmp_path, stag
     assert reproduced == pytest.approx(state["eval_loss"], abs=1e-5)
 
 
-def test_zero3_lora_adapter_is_saved_whole(job, tmp_path):
+def test_zero3_lora_adapter_is_saved_whole(job, tmp_path, tiny_model):
     spec = job(num_devices=2, train_batch_size_per_device=4, deepspeed={"zero_stage": 3}, lora_config={"r": 4, "target_modules": ["q_proj", "v_proj"]})
     assert ftc_run("compile", spec, "-o", tmp_path / "p.json")[0] == 0
     code, out = ftc_run("run", tmp_path / "p.json")
     assert code == 0, out
     from safetensors.torch import load_file
 
-    tensors = load_file(tmp_path / "output" / "checkpoints" / "step-000002" / "adapter_model.safetensors")
+    final = tmp_path / "output" / "checkpoints" / "step-000002"
+    tensors = load_file(final / "adapter_model.safetensors")
     assert len(tensors) == 8
     assert all(t.numel() > 0 for t in tensors.values())
     assert all(t.shape[0] == 4 or t.shape[1] == 4 for t in tensors.values())  # rank-4 A and B matrices
+    reproduced = _eval_loss_of_saved_model(final, tmp_path / "data" / "valid.jsonl", read_json(tmp_path / "p.json"), base=tiny_model)
+    assert reproduced == pytest.approx(read_json(final / "ftc_state.json")["eval_loss"], abs=1e-5)
 
 
 def test_a_bad_example_in_a_two_process_run_exits_with_its_code_and_message(job, tmp_path):

@@ -40,9 +40,10 @@ def test_full_parameter_run_learns_and_writes_a_complete_checkpoint(trained, tmp
 def test_new_lora_adapter_checkpoint_is_an_adapter_naming_its_architecture(trained):
     out = trained(num_epochs=1, train_batch_size_per_device=8, lora_config={"r": 4, "lora_alpha": 8, "target_modules": ["q_proj", "v_proj"], "init_lora_weights": False})
     final = out / "checkpoints" / "step-000002"
-    names = sorted(p.name for p in final.iterdir())
-    assert "adapter_model.safetensors" in names and "adapter_config.json" in names
-    assert "model.safetensors" not in names and "README.md" not in names
+    assert sorted(p.name for p in final.iterdir()) == [
+        "adapter_config.json", "adapter_model.safetensors", "chat_template.jinja", "ftc_state.json",
+        "rng_state_rank0.safetensors", "tokenizer.json", "tokenizer_config.json", "training_state",
+    ]
     config = read_json(final / "adapter_config.json")
     assert config["base_model_name_or_path"] == "ftc-tests/tiny-llama"
     assert (config["r"], config["lora_alpha"], sorted(config["target_modules"])) == (4, 8, ["q_proj", "v_proj"])
@@ -107,9 +108,33 @@ def test_skipped_examples_are_counted_in_the_checkpoint(trained, tmp_path):
     records = arithmetic_examples(8, seed=1)
     records[5]["messages"][1]["content"] = "9 " * 200
     write_jsonl(tmp_path / "long.jsonl", records)
+    with open(tmp_path / "long.jsonl", "a") as f:
+        f.write('{"messages": [{"role": "robot", "content": "beep"}]}\n')
     out = trained(train_path="long.jsonl", skip_bad_examples=True, num_epochs=1, **{k: v for k, v in FULL.items() if k != "num_epochs"})
     state = read_json(sorted((out / "checkpoints").iterdir())[-1] / "ftc_state.json")
-    assert state["skipped_examples"] == {"train": 1, "valid": 0}
+    assert state["skipped_examples"] == {"train": 2, "valid": 0}
+
+
+def test_gradient_accumulation_weighs_tokens_like_one_big_batch(trained):
+    one = trained("one.json", num_epochs=1, lora_config=None, train_batch_size_per_device=8, gradient_accumulation_steps=1)
+    two = trained("two.json", num_epochs=1, lora_config=None, train_batch_size_per_device=4, gradient_accumulation_steps=2)
+    a, b = metrics(one, "train"), metrics(two, "train")
+    assert len(a) == len(b) == 2
+    for x, y in zip(a, b):
+        assert y["loss"] == pytest.approx(x["loss"], abs=1e-5)  # same examples per step, same update
+    assert metrics(two, "eval")[-1]["eval_loss"] == pytest.approx(metrics(one, "eval")[-1]["eval_loss"], abs=1e-5)
+
+
+def test_tokenization_is_cached_per_data_digest(trained):
+    import os
+    from pathlib import Path
+
+    trained("first.json", num_epochs=1, lora_config=None)
+    cached = sorted(Path(os.environ["FTC_CACHE_DIR"]).glob("tokens/*.safetensors"))
+    assert len(cached) == 2  # train and valid
+    stamps = [p.stat().st_mtime_ns for p in cached]
+    trained("second.json", num_epochs=1, lora_config=None)
+    assert [p.stat().st_mtime_ns for p in cached] == stamps  # read back, not written again
 
 
 def test_an_input_changed_after_compiling_is_refused_with_expected_and_found(job, ftc, tmp_path):
