@@ -99,16 +99,16 @@ def _without_file_lists(plan: dict[str, Any]) -> dict[str, Any]:
 
 
 def _file_changes(role: str, a: list[dict], b: list[dict]) -> list[str]:
-    old = {f["path"]: f["sha256"] for f in a}
-    new = {f["path"]: f["sha256"] for f in b}
+    from ftc._hashing import file_changes
+
     out = []
-    for path in sorted(set(old) | set(new)):
-        if path not in new:
+    for path, old, new in file_changes({f["path"]: f["sha256"] for f in a}, {f["path"]: f["sha256"] for f in b}):
+        if new is None:
             out.append(f"inputs.{role}.files: {path} removed")
-        elif path not in old:
+        elif old is None:
             out.append(f"inputs.{role}.files: {path} added")
-        elif old[path] != new[path]:
-            out.append(f"inputs.{role}.files: {path} changed ({old[path][:12]}… -> {new[path][:12]}…)")
+        else:
+            out.append(f"inputs.{role}.files: {path} changed ({old[:12]}… -> {new[:12]}…)")
     return out
 
 

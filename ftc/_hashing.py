@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
-__all__ = ["FileDigest", "StatCache", "cache_dir", "hash_file", "hash_tree", "manifest_digest", "walk_files"]
+__all__ = ["FileDigest", "StatCache", "cache_dir", "file_changes", "hash_file", "hash_tree", "manifest_digest", "walk_files"]
 
 _CHUNK = 1 << 20
 
@@ -198,3 +198,8 @@ def manifest_digest(files: list[FileDigest]) -> str:
     """``sha256:<hex>`` of the sha256sum-style manifest of ``files``."""
     manifest = "".join(f"{f.sha256}  {f.path}\n" for f in sorted(files, key=lambda f: f.path))
     return "sha256:" + hashlib.sha256(manifest.encode()).hexdigest()
+
+
+def file_changes(before: dict[str, str], after: dict[str, str]) -> list[tuple[str, str | None, str | None]]:
+    """(path, sha256 before, sha256 after) for every file that was removed, added or changed, sorted by path."""
+    return [(p, before.get(p), after.get(p)) for p in sorted(set(before) | set(after)) if before.get(p) != after.get(p)]

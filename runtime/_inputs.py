@@ -6,7 +6,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from ftc._hashing import StatCache, hash_file, hash_tree, manifest_digest
+from ftc._hashing import StatCache, file_changes, hash_file, hash_tree, manifest_digest
 from ftc.errors import InputChanged, InputUnresolvable
 
 __all__ = ["verify_inputs"]
@@ -45,14 +45,12 @@ def verify_inputs(plan: dict[str, Any], plan_dir: Path) -> dict[str, Path | str]
 
 
 def _file_changes(pinned: list[dict[str, Any]], now: list) -> str:
-    before = {f["path"]: f["sha256"] for f in pinned}
-    after = {f.path: f.sha256 for f in now}
     lines = []
-    for name in sorted(set(before) | set(after)):
-        if name not in after:
+    for name, before, after in file_changes({f["path"]: f["sha256"] for f in pinned}, {f.path: f.sha256 for f in now}):
+        if after is None:
             lines.append(f"    {name}: missing")
-        elif name not in before:
+        elif before is None:
             lines.append(f"    {name}: not in the plan")
-        elif before[name] != after[name]:
-            lines.append(f"    {name}: expected sha256:{before[name]}, found sha256:{after[name]}")
+        else:
+            lines.append(f"    {name}: expected sha256:{before}, found sha256:{after}")
     return "\n".join(lines)

