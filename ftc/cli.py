@@ -129,9 +129,9 @@ def main(argv: list[str] | None = None) -> int:
         return int(result) if isinstance(result, int) else ExitCode.OK
     except click.exceptions.Exit as exc:
         return exc.exit_code
-    except click.exceptions.Abort:
-        click.echo("aborted", err=True)
-        return 130
+    except (click.exceptions.Abort, KeyboardInterrupt):  # click turns Ctrl-C into Abort
+        click.echo("interrupted: checkpoints written so far are intact; continue with `ftc run PLAN --resume`", err=True)
+        return ExitCode.INTERRUPTED
     except click.ClickException as exc:
         exc.show()
         return ExitCode.USAGE
@@ -141,9 +141,6 @@ def main(argv: list[str] | None = None) -> int:
         if not getattr(exc, "already_reported", False):  # a training process printed it already
             click.echo(f"error: {exc}", err=True)
         return exc.exit_code
-    except KeyboardInterrupt:
-        click.echo("interrupted: checkpoints written so far are intact; continue with `ftc run PLAN --resume`", err=True)
-        return ExitCode.INTERRUPTED
     except Exception:
         traceback.print_exc()
         click.echo("error: an internal error in ftc (the traceback above); please report it", err=True)

@@ -65,6 +65,12 @@ class Checkpointer:
     keep: int | None
     model_id: str
 
+    def discard_partial(self) -> None:
+        """Remove checkpoints an interrupted run left half-written (they never had their final name)."""
+        if self.rank == 0:
+            for partial in (self.root / "checkpoints").glob(".step-*.tmp"):
+                shutil.rmtree(partial, ignore_errors=True)
+
     def save(self, engine: Any, tokenizer: Any, state: dict[str, Any]) -> Path:
         """Write a checkpoint of ``engine`` (every rank calls this) and return its folder."""
         import torch

@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -22,12 +21,6 @@ from ._inputs import verify_inputs
 __all__ = ["run_plan", "worker_main", "FAILURE_NOTE"]
 
 FAILURE_NOTE = ".ftc-failure.json"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _output_dir(plan: dict[str, Any], plan_dir: Path) -> Path:
@@ -44,9 +37,9 @@ def run_plan(plan_path: Path, *, resume: bool = False, node_rank: int = 0, maste
     verify_inputs(plan, plan_dir)  # fail here, before any process starts, when an input changed
     launch = plan["launch"]
     if launch["nodes"] == 1 and launch["processes_per_node"] == 1:
-        for key, value in {"RANK": "0", "LOCAL_RANK": "0", "WORLD_SIZE": "1", "MASTER_ADDR": "127.0.0.1"}.items():
+        # one process: its own rendezvous on an ephemeral port (0: the OS picks one; nobody else connects)
+        for key, value in {"RANK": "0", "LOCAL_RANK": "0", "WORLD_SIZE": "1", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": "0"}.items():
             os.environ.setdefault(key, value)
-        os.environ.setdefault("MASTER_PORT", str(_free_port()))
         from .train import train
 
         return train(plan, plan_dir, resume=resume)

@@ -160,6 +160,7 @@ def train(plan: dict[str, Any], plan_dir: Path, *, resume: bool = False) -> RunS
     engine, _, _, _ = deepspeed.initialize(model=model, optimizer=optimizer, lr_scheduler=scheduler, config=ds_config)
     zero_stage = ds_config.get("zero_optimization", {}).get("stage", 0)
     checkpointer = Checkpointer(out, is_lora=mode != "full", zero_stage=zero_stage, rank=dist.rank, barrier=dist.barrier, keep=spec.num_checkpoints_to_keep, model_id=spec.model_id)
+    checkpointer.discard_partial()
 
     # ---- resume -----------------------------------------------------------------------------------------
     start_epoch, start_step, global_step, tokens_trained = 0, 0, 0, 0

@@ -136,3 +136,21 @@ def test_resume_after_sigkill_continues_exactly_where_the_uninterrupted_run_goes
     assert [m["loss"] for m in metrics(killed, "train")] == [m["loss"] for m in metrics(whole, "train")]
     assert [m["step"] for m in metrics(killed, "train")] == list(range(1, 65))
     assert [m["eval_loss"] for m in metrics(killed, "eval")] == [m["eval_loss"] for m in metrics(whole, "eval")]
+
+
+def test_ctrl_c_stops_with_130_and_leaves_whole_checkpoints(job, tmp_path):
+    write_jsonl(tmp_path / "train96.jsonl", arithmetic_examples(96, seed=6))
+    spec = job(train_path="train96.jsonl", num_epochs=1, train_batch_size_per_device=2, lora_config=None, checkpoint_and_evaluation_frequency={"unit": "steps", "frequency": 5})
+    assert ftc_run("compile", spec, "-o", tmp_path / "p.json")[0] == 0
+    proc = ftc_process("run", tmp_path / "p.json")
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and not (tmp_path / "output" / "checkpoints" / "step-000005").exists():
+        time.sleep(0.01)
+    os.killpg(proc.pid, signal.SIGINT)
+    out, _ = proc.communicate(timeout=60)
+    assert proc.returncode == ExitCode.INTERRUPTED, out
+    assert "interrupted: checkpoints written so far are intact; continue with `ftc run PLAN --resume`" in out
+    folders = list((tmp_path / "output" / "checkpoints").glob("step-*"))
+    assert folders and all((p / "ftc_state.json").exists() for p in folders)  # nothing half-written looks whole
+    code, out = ftc_run("run", tmp_path / "p.json", "--resume")
+    assert code == 0, out

@@ -187,3 +187,18 @@ def test_a_tokenizer_larger_than_the_embeddings_needs_resize(job, ftc, tmp_path,
     assert r.code == ExitCode.DATA_INVALID
     assert "has 472 tokens but the model only 256 embedding rows" in r.err
     assert "resize_token_embeddings: true" in r.err
+
+
+def test_resuming_with_another_plan_is_refused(trained, job, ftc, tmp_path):
+    trained(num_epochs=1, lora_config=None)
+    ftc("compile", job(name="plan.yaml", num_epochs=2, lora_config=None, output_dir="out-plan"), "-o", tmp_path / "plan.json")
+    r = ftc("run", tmp_path / "plan.json", "--resume")
+    assert r.code == ExitCode.USAGE
+    assert "was written by another plan" in r.err and "it cannot be resumed with" in r.err
+
+
+def test_a_diverging_loss_stops_the_run(job, ftc, tmp_path):
+    ftc("compile", job(lora_config=None, learning_rate=1e12, max_grad_norm=None, num_epochs=3, train_batch_size_per_device=2), "-o", tmp_path / "p.json")
+    r = ftc("run", tmp_path / "p.json")
+    assert r.code == ExitCode.TRAINING_FAILED
+    assert "the training loss became nan at step" in r.err and "lower learning_rate" in r.err

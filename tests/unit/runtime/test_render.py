@@ -97,3 +97,26 @@ def test_labels_are_the_trained_tokens_and_nothing_else(tmp_path, tokenizer):
     trained = labels[labels != IGNORE]
     assert tokenizer.decode(trained) == "b</s>\n"
     assert (ids[:n][examples.trainable[0]] == trained).all()
+
+
+def test_a_chat_template_that_rewrites_earlier_turns_is_refused(tiny_model):
+    from transformers import AutoTokenizer
+
+    from ftc.errors import DataInvalid
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model)
+    tokenizer.chat_template = "{% for m in messages[-2:] %}{{ m['role'] }}: {{ m['content'] }}\n{% endfor %}"  # a sliding window
+    messages = [{"role": "user", "content": "a"}, {"role": "assistant", "content": "b"}, {"role": "user", "content": "c"}, {"role": "assistant", "content": "d"}]
+    with pytest.raises(DataInvalid, match="does not render conversations incrementally"):
+        render_chat_template(messages, tokenizer)
+
+
+def test_no_prompt_format_and_no_chat_template_is_an_error(tiny_model):
+    from transformers import AutoTokenizer
+
+    from ftc.errors import DataInvalid
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model)
+    tokenizer.chat_template = None
+    with pytest.raises(DataInvalid, match="no generation_config.prompt_format and the tokenizer has no chat template"):
+        renderer_for(None, tokenizer)
