@@ -54,8 +54,9 @@ class Examples:
         return Examples([self.ids[i] for i in keep], [self.trainable[i] for i in keep], [self.lines[i] for i in keep])
 
 
-def cache_key(data_digest: str, tokenizer_digest: str, renderer_key: Any) -> str:
-    blob = json.dumps([_FORMAT, data_digest, tokenizer_digest, renderer_key], sort_keys=True).encode()
+def cache_key(data_digest: str, tokenizer_files: Any, renderer_key: Any) -> str:
+    """Identity of a tokenization: the data, the tokenizer (its files' digests), the rendering and this format."""
+    blob = json.dumps([_FORMAT, data_digest, tokenizer_files, renderer_key], sort_keys=True).encode()
     return hashlib.sha256(blob).hexdigest()
 
 

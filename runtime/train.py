@@ -77,11 +77,15 @@ def _init_distributed(world_size: int) -> _Dist:
     return _Dist(rank, local_rank, world, device)
 
 
-def _token_cache(data_digest: str, tokenizer_files: list[dict], renderer: Any) -> Path:
+def _token_cache(data: dict[str, Any], tokenizer_folder: dict[str, Any] | None, renderer: Any) -> Path | None:
+    """Where the tokenized ``data`` input is cached: keyed by its digest, the tokenizer's files and the rendering.
+    None when the tokenizer is not pinned (the published one of a hub model)."""
     from ftc._hashing import cache_dir
 
-    tok_digest = ",".join(sorted(f"{f['path']}={f['sha256']}" for f in tokenizer_files if "token" in f["path"] or "chat_template" in f["path"]))
-    return cache_dir() / "tokens" / f"{cache_key(data_digest, tok_digest, renderer)}.safetensors"
+    if tokenizer_folder is None or not tokenizer_folder.get("files"):
+        return None
+    tokenizer = sorted((f["path"], f["sha256"]) for f in tokenizer_folder["files"] if not f["path"].endswith(".safetensors"))
+    return cache_dir() / "tokens" / f"{cache_key(data['digest'], tokenizer, renderer)}.safetensors"
 
 
 def train(plan: dict[str, Any], plan_dir: Path, *, resume: bool = False) -> RunSummary:
@@ -125,12 +129,12 @@ def train(plan: dict[str, Any], plan_dir: Path, *, resume: bool = False) -> RunS
 
     render = renderer_for(spec.generation_config.prompt_format, tokenizer)
     renderer_key = plan["spec"]["generation_config"]["prompt_format"] or ["chat_template", tokenizer.chat_template]
-    tokenizer_files = plan["inputs"]["base_model"].get("files", [])
+    tokenizer_folder = {"base weights": plan["inputs"]["base_model"], "adapter": plan["inputs"].get("adapter")}.get(loaded.tokenizer_source)
     data, skipped = {}, {}
     for role in ("train", "valid"):
         if role not in paths:
             continue
-        cache_file = _token_cache(plan["inputs"][role]["digest"], tokenizer_files, renderer_key) if tokenizer_files else None
+        cache_file = _token_cache(plan["inputs"][role], tokenizer_folder, renderer_key)
         if dist.main:  # one process tokenizes; the others read its cache
             examples, bad = tokenize_file(paths[role], render=render, tokenizer=tokenizer, cache_file=cache_file)
         dist.barrier()

@@ -142,7 +142,8 @@ def test_ctrl_c_stops_with_130_and_leaves_whole_checkpoints(job, tmp_path):
     write_jsonl(tmp_path / "train96.jsonl", arithmetic_examples(96, seed=6))
     spec = job(train_path="train96.jsonl", num_epochs=1, train_batch_size_per_device=2, lora_config=None, checkpoint_and_evaluation_frequency={"unit": "steps", "frequency": 5})
     assert ftc_run("compile", spec, "-o", tmp_path / "p.json")[0] == 0
-    proc = ftc_process("run", tmp_path / "p.json")
+    # a shell running this suite in the background starts it with SIGINT ignored, which children inherit: restore it
+    proc = ftc_process("run", tmp_path / "p.json", preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and not (tmp_path / "output" / "checkpoints" / "step-000005").exists():
         time.sleep(0.01)
