@@ -40,7 +40,7 @@ def _read_json(path: Path) -> tuple[dict | None, str | None]:
 
 def _weights_problems(loaded: LoadedSpec, at: tuple, item: ResolvedInput, wanted: str) -> list:
     """A weights folder must hold safetensors; pickled checkpoints are refused (loading them runs code)."""
-    names = [f.path for f in item.files or ()]
+    names = item.names
     if any(n.endswith(".safetensors") for n in names):
         return []
     pickled = [n for n in names if n.endswith(_PICKLED)]

@@ -26,6 +26,9 @@ def verify_inputs(plan: dict[str, Any], plan_dir: Path) -> dict[str, Path | str]
             if item["source"] == "hub":
                 found[role] = item["uri"].removeprefix("hf://")
                 continue
+            if item["source"] == "s3":
+                found[role] = _materialize_s3(role, item)
+                continue
             if item["source"] != "local":
                 raise InputUnresolvable(f"{role}: {item['source']} inputs are not supported by this version of ftc")
             path = _locate(item["uri"], plan_dir)
@@ -42,6 +45,45 @@ def verify_inputs(plan: dict[str, Any], plan_dir: Path) -> dict[str, Path | str]
                     raise InputChanged(f"{role}: {path} changed since the plan was compiled\n    expected {item['digest']}\n    found    sha256:{sha}\n    fix: restore the pinned file, or recompile the spec to train on the new one")
             found[role] = path
     return found
+
+
+def _materialize_s3(role: str, item: dict[str, Any]) -> Path:
+    """Download the pinned objects into the content cache (once; in parallel for a folder) and return the file, or
+    a folder view of them. A changed or vanished object stops the run."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from ftc._canonical import digest_of
+    from ftc._content_cache import ContentCache, DigestMismatch
+    from ftc._s3 import S3Object, S3Problem, check_unchanged, client, opener, split
+
+    try:
+        s3, cache = client(), ContentCache()
+    except S3Problem as exc:
+        raise InputUnresolvable(f"{role}: {exc}\n    fix: {exc.hint}") from None
+    bucket, key = split(item["uri"])
+    if item["kind"] == "file":
+        entries = [{"path": key.rsplit("/", 1)[-1], "key": key, "size": item["size"], "etag": item["pin"]["etag"], "version_id": item["pin"].get("version_id"), "sha256": item["digest"][7:]}]
+    else:
+        prefix = key if key.endswith("/") else key + "/"
+        entries = [{**f, "key": prefix + f["path"]} for f in item["files"]]
+
+    def one(entry: dict[str, Any]) -> tuple[str, str]:
+        obj = S3Object(bucket, entry["key"], entry["path"], entry["size"], entry["etag"], entry.get("version_id"))
+        try:
+            check_unchanged(s3, obj)  # even when cached: the source must still hold what the plan names
+            _, sha = cache.fetch(obj.pin(), opener(s3, obj), expected_sha256=entry.get("sha256"))
+        except DigestMismatch as exc:
+            raise InputChanged(f"{role}: s3://{bucket}/{entry['key']} is not the bytes the plan pins\n    expected sha256:{exc.expected}\n    found    sha256:{exc.found}\n    fix: restore it, or recompile the spec") from None
+        except S3Problem as exc:
+            error = InputChanged if exc.changed else InputUnresolvable
+            raise error(f"{role}: {exc}\n    fix: {exc.hint}") from None
+        return entry["path"], sha
+
+    with ThreadPoolExecutor(max_workers=min(8, len(entries))) as pool:
+        members = dict(pool.map(one, entries))
+    if item["kind"] == "file":
+        return cache.object_path(members[entries[0]["path"]])
+    return cache.view("s3-" + digest_of([item["uri"], item["files"]])[7:], members)
 
 
 def _file_changes(pinned: list[dict[str, Any]], now: list) -> str:

@@ -11,7 +11,7 @@ from conftest import REPO
 
 from ftc.errors import ExitCode
 
-HEAVY = ("torch", "transformers", "peft", "deepspeed")
+HEAVY = ("torch", "transformers", "peft", "deepspeed", "boto3", "botocore")
 
 
 def _loaded_after(code: str) -> list[str]:

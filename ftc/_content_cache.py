@@ -1,0 +1,122 @@
+"""A content-addressed cache of downloaded inputs: one file per sha256, written once, shared by every run.
+
+    $FTC_CACHE_DIR/objects/ab/abcdef...     the bytes, named by their sha256
+    $FTC_CACHE_DIR/pins/<key>.json          which sha256 a remote pin (bucket, key, version, etag) resolved to
+    $FTC_CACHE_DIR/partial/<key>.part       a download in progress, resumed where it stopped
+
+A download is hashed as it streams, checked against what the plan expects, and only then renamed into objects/,
+so nothing half-written or wrong is ever found there. A lock per pin makes two processes that need the same input
+at once download it once.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import json
+import os
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Callable, Iterator
+
+from ._hashing import cache_dir
+
+__all__ = ["ContentCache", "DigestMismatch"]
+
+Opener = Callable[[int], Iterator[bytes]]  # opener(start_byte) -> chunks from that byte on
+
+
+class DigestMismatch(Exception):
+    def __init__(self, expected: str, found: str):
+        super().__init__(f"expected sha256:{expected}, found sha256:{found}")
+        self.expected, self.found = expected, found
+
+
+class ContentCache:
+    def __init__(self, root: Path | None = None):
+        self.root = root if root is not None else cache_dir()
+
+    def _key(self, pin: dict) -> str:
+        return hashlib.sha256(json.dumps(pin, sort_keys=True).encode()).hexdigest()
+
+    def object_path(self, sha256: str) -> Path:
+        return self.root / "objects" / sha256[:2] / sha256
+
+    def known(self, pin: dict) -> Path | None:
+        """The cached bytes of ``pin``, when they were downloaded before."""
+        note = self.root / "pins" / f"{self._key(pin)}.json"
+        if note.exists():
+            path = self.object_path(json.loads(note.read_text())["sha256"])
+            if path.exists():
+                return path
+        return None
+
+    @contextmanager
+    def _lock(self, key: str) -> Iterator[None]:
+        folder = self.root / "locks"
+        folder.mkdir(parents=True, exist_ok=True)
+        with open(folder / f"{key}.lock", "w") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
+
+    def fetch(self, pin: dict, opener: Opener, *, expected_sha256: str | None = None, on_bytes: Callable[[int], None] | None = None) -> tuple[Path, str]:
+        """Path and sha256 of the bytes ``pin`` names, downloading them with ``opener`` unless cached.
+
+        Raises :class:`DigestMismatch` (and keeps nothing) when the bytes are not ``expected_sha256``.
+        """
+        key = self._key(pin)
+        with self._lock(key):
+            cached = self.known(pin)
+            if cached is not None:
+                sha = cached.name
+                if expected_sha256 and sha != expected_sha256:
+                    raise DigestMismatch(expected_sha256, sha)
+                return cached, sha
+            partial = self.root / "partial" / f"{key}.part"
+            partial.parent.mkdir(parents=True, exist_ok=True)
+            digest = hashlib.sha256()
+            start = 0
+            if partial.exists():  # resume: hash what is there, ask for the rest
+                with open(partial, "rb") as f:
+                    while chunk := f.read(1 << 20):
+                        digest.update(chunk)
+                start = partial.stat().st_size
+            with open(partial, "ab") as out:
+                for chunk in opener(start):
+                    out.write(chunk)
+                    digest.update(chunk)
+                    if on_bytes:
+                        on_bytes(len(chunk))
+                out.flush()
+                os.fsync(out.fileno())
+            sha = digest.hexdigest()
+            if expected_sha256 and sha != expected_sha256:
+                partial.unlink()
+                raise DigestMismatch(expected_sha256, sha)
+            final = self.object_path(sha)
+            final.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(partial, final)
+            note = self.root / "pins" / f"{key}.json"
+            note.parent.mkdir(parents=True, exist_ok=True)
+            tmp = note.with_suffix(".tmp")
+            tmp.write_text(json.dumps({"sha256": sha, "pin": pin}))
+            os.replace(tmp, note)
+            return final, sha
+
+    def view(self, name: str, members: dict[str, str]) -> Path:
+        """A folder of symlinks (relative path -> cached sha256), so a downloaded folder reads like the original."""
+        folder = self.root / "views" / name
+        for rel, sha in members.items():
+            link = folder / rel
+            link.parent.mkdir(parents=True, exist_ok=True)
+            target = self.object_path(sha)
+            if link.is_symlink() and os.readlink(link) == str(target):
+                continue
+            tmp = link.with_name(f".{link.name}.tmp")
+            tmp.unlink(missing_ok=True)
+            tmp.symlink_to(target)
+            os.replace(tmp, link)
+        return folder

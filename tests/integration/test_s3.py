@@ -1,0 +1,96 @@
+"""Inputs in S3 (a real SeaweedFS server on 127.0.0.1): pinned at compile time, verified and downloaded at run
+time, never a credential in a plan, a log or a checkpoint."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+
+import pytest
+from conftest import S3_KEY, S3_SECRET, metrics, read_json, upload_folder
+
+from ftc.errors import ExitCode
+from ftc.testing import arithmetic_examples, write_jsonl
+
+pytestmark = pytest.mark.slow
+
+
+def _spec_in_s3(s3, job, tmp_path, tiny_model, **overrides):
+    upload_folder(s3, tiny_model, s3.bucket, "weights")
+    write_jsonl(tmp_path / "s3-train.jsonl", arithmetic_examples(16, seed=7))
+    s3.upload_file(str(tmp_path / "s3-train.jsonl"), s3.bucket, "data/train.jsonl")
+    return job(initial_base_model_ckpt_path=f"s3://{s3.bucket}/weights/", train_path=f"s3://{s3.bucket}/data/train.jsonl", **overrides)
+
+
+def _no_secrets_under(*paths):
+    for root in paths:
+        for path in [root] if root.is_file() else [p for p in root.rglob("*") if p.is_file()]:
+            blob = path.read_bytes()
+            assert S3_SECRET.encode() not in blob and S3_KEY.encode() not in blob, path
+
+
+def test_weights_and_data_in_s3_compile_to_pins_and_train(s3, job, ftc, tmp_path, tiny_model):
+    spec = _spec_in_s3(s3, job, tmp_path, tiny_model, lora_config=None, num_epochs=1)
+    r = ftc("compile", spec, "-o", tmp_path / "p.json")
+    assert r.code == 0, r.err
+    plan = read_json(tmp_path / "p.json")
+    base, train = plan["inputs"]["base_model"], plan["inputs"]["train"]
+    assert base["source"] == "s3" and base["kind"] == "dir" and base["pinned"]
+    assert {f["path"] for f in base["files"]} >= {"config.json", "model.safetensors"}
+    assert all(f["etag"] and f["size"] for f in base["files"])
+    expected = hashlib.sha256((tmp_path / "s3-train.jsonl").read_bytes()).hexdigest()
+    assert train["digest"] == "sha256:" + expected and train["records"] == 16
+    assert plan["architecture"]["source"] == "checkpoint"  # config.json was read from the bucket
+    r = ftc("run", tmp_path / "p.json")
+    assert r.code == 0, r.err
+    assert len(metrics(tmp_path / "output", "train")) == 4
+    _no_secrets_under(tmp_path / "p.json", tmp_path / "output")
+    assert S3_SECRET not in r.out + r.err and S3_KEY not in r.out + r.err
+
+
+def test_an_object_replaced_after_compiling_is_refused(s3, job, ftc, tmp_path, tiny_model):
+    spec = _spec_in_s3(s3, job, tmp_path, tiny_model)
+    assert ftc("compile", spec, "-o", tmp_path / "p.json").code == 0
+    s3.put_object(Bucket=s3.bucket, Key="weights/config.json", Body=b'{"model_type": "llama"}')
+    r = ftc("run", tmp_path / "p.json")
+    assert r.code == ExitCode.INPUT_CHANGED
+    assert f"s3://{s3.bucket}/weights/config.json: the object changed since the plan was compiled (ETag " in r.err
+    assert not (tmp_path / "output").exists()
+
+
+def test_a_versioned_bucket_trains_on_the_pinned_version(s3, job, ftc, tmp_path, tiny_model):
+    s3.put_bucket_versioning(Bucket=s3.bucket, VersioningConfiguration={"Status": "Enabled"})
+    spec = _spec_in_s3(s3, job, tmp_path, tiny_model, lora_config=None, num_epochs=1)
+    assert ftc("compile", spec, "-o", tmp_path / "p.json").code == 0
+    plan = read_json(tmp_path / "p.json")
+    assert plan["inputs"]["train"]["pin"]["version_id"]
+    write_jsonl(tmp_path / "v2.jsonl", arithmetic_examples(40, seed=8))
+    s3.upload_file(str(tmp_path / "v2.jsonl"), s3.bucket, "data/train.jsonl")  # a new version after compiling
+    r = ftc("run", tmp_path / "p.json")
+    assert r.code == 0, r.err
+    assert len(metrics(tmp_path / "output", "train")) == 4  # 16 examples of the pinned version, not 40
+
+
+@pytest.mark.parametrize(
+    "where, env, message",
+    [
+        ("s3://no-such-bucket-here/data/train.jsonl", {}, "bucket 'no-such-bucket-here' does not exist"),
+        ("s3://{bucket}/data/missing.jsonl", {}, "no such object or prefix"),
+        ("s3://{bucket}/data/train.jsonl", {"AWS_SECRET_ACCESS_KEY": "wrong-secret"}, "access denied"),
+        ("s3://{bucket}/data/train.jsonl", {"AWS_ENDPOINT_URL": "http://127.0.0.1:9"}, "cannot reach the S3 endpoint"),
+    ],
+    ids=["missing-bucket", "missing-object", "wrong-credentials", "unreachable-endpoint"],
+)
+def test_unresolvable_s3_inputs_fail_compile_with_one_clear_line(s3, job, ftc, tmp_path, monkeypatch, where, env, message):
+    write_jsonl(tmp_path / "t.jsonl", arithmetic_examples(4, seed=1))
+    s3.upload_file(str(tmp_path / "t.jsonl"), s3.bucket, "data/train.jsonl")
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    start = time.monotonic()
+    r = ftc("compile", job(train_path=where.format(bucket=s3.bucket)), "-o", tmp_path / "p.json")
+    assert time.monotonic() - start < 30  # bounded: no endless retries
+    assert r.code == ExitCode.INPUT_UNRESOLVABLE
+    assert message in r.err and "$.train_path" in r.err
+    assert "wrong-secret" not in r.err and S3_SECRET not in r.err
+    assert not (tmp_path / "p.json").exists()

@@ -1,0 +1,72 @@
+"""The content-addressed download cache: verified before use, resumable, one download for concurrent users."""
+
+from __future__ import annotations
+
+import hashlib
+import multiprocessing
+import time
+
+import pytest
+
+from ftc._content_cache import ContentCache, DigestMismatch
+
+DATA = bytes(range(256)) * 4096  # 1 MiB
+SHA = hashlib.sha256(DATA).hexdigest()
+
+
+def _chunks(start: int, fail_at: int | None = None):
+    for i in range(start, len(DATA), 65536):
+        if fail_at is not None and i >= fail_at:
+            raise ConnectionError("connection reset")
+        yield DATA[i : i + 65536]
+
+
+def test_a_download_is_stored_by_its_sha256_and_reused(tmp_path):
+    cache = ContentCache(tmp_path)
+    calls = []
+    path, sha = cache.fetch({"k": 1}, lambda start: (calls.append(start), _chunks(start))[1])
+    assert sha == SHA and path.read_bytes() == DATA and path == cache.object_path(SHA)
+    assert cache.fetch({"k": 1}, lambda start: pytest.fail("downloaded twice"))[1] == SHA
+    assert calls == [0]
+
+
+def test_wrong_bytes_are_refused_and_not_kept(tmp_path):
+    cache = ContentCache(tmp_path)
+    with pytest.raises(DigestMismatch) as info:
+        cache.fetch({"k": 2}, _chunks, expected_sha256="0" * 64)
+    assert info.value.found == SHA
+    assert not cache.object_path(SHA).exists() and cache.known({"k": 2}) is None
+
+
+def test_an_interrupted_download_resumes_where_it_stopped(tmp_path):
+    cache = ContentCache(tmp_path)
+    with pytest.raises(ConnectionError):
+        cache.fetch({"k": 3}, lambda start: _chunks(start, fail_at=5 * 65536))
+    assert cache.known({"k": 3}) is None  # nothing half-written looks complete
+    starts = []
+    path, sha = cache.fetch({"k": 3}, lambda start: (starts.append(start), _chunks(start))[1], expected_sha256=SHA)
+    assert starts == [5 * 65536] and sha == SHA and path.read_bytes() == DATA
+
+
+def _fetch_in_another_process(root, log):
+    def slow(start):
+        with open(log, "a") as f:
+            f.write("download\n")
+        for chunk in _chunks(start):
+            time.sleep(0.01)
+            yield chunk
+
+    ContentCache(root).fetch({"k": 4}, slow, expected_sha256=SHA)
+
+
+def test_two_processes_fetching_the_same_input_download_it_once(tmp_path):
+    log = tmp_path / "log"
+    ctx = multiprocessing.get_context("spawn")
+    procs = [ctx.Process(target=_fetch_in_another_process, args=(tmp_path / "cache", log)) for _ in range(2)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(60)
+    assert [p.exitcode for p in procs] == [0, 0]
+    assert log.read_text() == "download\n"
+    assert ContentCache(tmp_path / "cache").object_path(SHA).read_bytes() == DATA
