@@ -26,8 +26,8 @@ def verify_inputs(plan: dict[str, Any], plan_dir: Path) -> dict[str, Path | str]
             if item["source"] == "hub":
                 found[role] = item["uri"].removeprefix("hf://")
                 continue
-            if item["source"] == "s3":
-                found[role] = _materialize_s3(role, item)
+            if item["source"] in ("s3", "gcs"):
+                found[role] = _materialize_remote(role, item)
                 continue
             if item["source"] != "local":
                 raise InputUnresolvable(f"{role}: {item['source']} inputs are not supported by this version of ftc")
@@ -47,43 +47,42 @@ def verify_inputs(plan: dict[str, Any], plan_dir: Path) -> dict[str, Path | str]
     return found
 
 
-def _materialize_s3(role: str, item: dict[str, Any]) -> Path:
+def _materialize_remote(role: str, item: dict[str, Any]) -> Path:
     """Download the pinned objects into the content cache (once; in parallel for a folder) and return the file, or
-    a folder view of them. A changed or vanished object stops the run."""
+    a folder view of them. An object the store no longer holds, or whose bytes differ, stops the run."""
     from concurrent.futures import ThreadPoolExecutor
 
     from ftc._canonical import digest_of
     from ftc._content_cache import ContentCache, DigestMismatch
-    from ftc._s3 import S3Object, S3Problem, check_unchanged, client, opener, split
+    from ftc._remote import RemoteObject, RemoteProblem, store_for
 
-    try:
-        s3, cache = client(), ContentCache()
-    except S3Problem as exc:
-        raise InputUnresolvable(f"{role}: {exc}\n    fix: {exc.hint}") from None
-    bucket, key = split(item["uri"])
+    uri = item["uri"]
     if item["kind"] == "file":
-        entries = [{"path": key.rsplit("/", 1)[-1], "key": key, "size": item["size"], "etag": item["pin"]["etag"], "version_id": item["pin"].get("version_id"), "sha256": item["digest"][7:]}]
+        objects = [(RemoteObject(uri, uri.rsplit("/", 1)[-1], item["size"], item["pin"]), item["digest"][7:])]
     else:
-        prefix = key if key.endswith("/") else key + "/"
-        entries = [{**f, "key": prefix + f["path"]} for f in item["files"]]
+        prefix = uri if uri.endswith("/") else uri + "/"
+        objects = [(RemoteObject(prefix + f["path"], f["path"], f["size"], f["pin"]), f.get("sha256")) for f in item["files"]]
+    try:
+        store, cache = store_for(uri), ContentCache()
+    except RemoteProblem as exc:
+        raise InputUnresolvable(f"{role}: {exc}\n    fix: {exc.hint}") from None
 
-    def one(entry: dict[str, Any]) -> tuple[str, str]:
-        obj = S3Object(bucket, entry["key"], entry["path"], entry["size"], entry["etag"], entry.get("version_id"))
+    def one(entry: tuple[RemoteObject, str | None]) -> tuple[str, str]:
+        obj, expected = entry
         try:
-            check_unchanged(s3, obj)  # even when cached: the source must still hold what the plan names
-            _, sha = cache.fetch(obj.pin(), opener(s3, obj), expected_sha256=entry.get("sha256"))
+            store.check_unchanged(obj)  # even when cached: the source must still hold what the plan names
+            _, sha = cache.fetch(obj.cache_key(), store.opener(obj), expected_sha256=expected)
         except DigestMismatch as exc:
-            raise InputChanged(f"{role}: s3://{bucket}/{entry['key']} is not the bytes the plan pins\n    expected sha256:{exc.expected}\n    found    sha256:{exc.found}\n    fix: restore it, or recompile the spec") from None
-        except S3Problem as exc:
-            error = InputChanged if exc.changed else InputUnresolvable
-            raise error(f"{role}: {exc}\n    fix: {exc.hint}") from None
-        return entry["path"], sha
+            raise InputChanged(f"{role}: {obj.uri} is not the bytes the plan pins\n    expected sha256:{exc.expected}\n    found    sha256:{exc.found}\n    fix: restore it, or recompile the spec") from None
+        except RemoteProblem as exc:
+            raise (InputChanged if exc.changed else InputUnresolvable)(f"{role}: {exc}\n    fix: {exc.hint}") from None
+        return obj.path, sha
 
-    with ThreadPoolExecutor(max_workers=min(8, len(entries))) as pool:
-        members = dict(pool.map(one, entries))
+    with ThreadPoolExecutor(max_workers=min(8, len(objects))) as pool:
+        members = dict(pool.map(one, objects))
     if item["kind"] == "file":
-        return cache.object_path(members[entries[0]["path"]])
-    return cache.view("s3-" + digest_of([item["uri"], item["files"]])[7:], members)
+        return cache.object_path(members[objects[0][0].path])
+    return cache.view(item["source"] + "-" + digest_of([uri, item["files"]])[7:], members)
 
 
 def _file_changes(pinned: list[dict[str, Any]], now: list) -> str:

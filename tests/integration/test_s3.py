@@ -38,7 +38,7 @@ def test_weights_and_data_in_s3_compile_to_pins_and_train(s3, job, ftc, tmp_path
     base, train = plan["inputs"]["base_model"], plan["inputs"]["train"]
     assert base["source"] == "s3" and base["kind"] == "dir" and base["pinned"]
     assert {f["path"] for f in base["files"]} >= {"config.json", "model.safetensors"}
-    assert all(f["etag"] and f["size"] for f in base["files"])
+    assert all(f["pin"]["etag"] and f["size"] for f in base["files"])
     expected = hashlib.sha256((tmp_path / "s3-train.jsonl").read_bytes()).hexdigest()
     assert train["digest"] == "sha256:" + expected and train["records"] == 16
     assert plan["architecture"]["source"] == "checkpoint"  # config.json was read from the bucket

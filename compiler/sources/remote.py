@@ -1,0 +1,37 @@
+"""Objects in a store (``s3://bucket/key``, ``gs://bucket/name``; a trailing / makes it a folder), pinned by the
+store's own identity of each object (S3: ETag and version id; GCS: generation and hashes).
+
+Compiling reads what the checks need and no more: a data file is downloaded (into the content cache, so the run
+does not fetch it again) and pinned by sha256 too; of a weights folder only the small JSON files are fetched.
+"""
+
+from __future__ import annotations
+
+from ftc._canonical import digest_of
+from ftc._content_cache import ContentCache
+from ftc._remote import RemoteProblem, store_for
+
+from . import InputNotFound, ResolveContext, ResolvedInput
+
+_SMALL = 1 << 20  # JSON members of a folder up to this size are fetched for the checks
+
+
+def resolve(location: str, ctx: ResolveContext) -> ResolvedInput:
+    source = "s3" if location.startswith("s3://") else "gcs"
+    cache = ContentCache()
+    try:
+        store = store_for(location)
+        objects = store.list(location)
+        if len(objects) == 1 and objects[0].uri == location:
+            (obj,) = objects
+            path, sha = cache.fetch(obj.cache_key(), store.opener(obj))
+            return ResolvedInput(source=source, uri=location, pinned=True, kind="file", digest="sha256:" + sha, size=obj.size, pin=obj.pin, local_path=path)
+        small = {}
+        for obj in objects:
+            if obj.path.endswith(".json") and obj.size <= _SMALL:
+                small[obj.path] = cache.fetch(obj.cache_key(), store.opener(obj))[1]
+    except RemoteProblem as exc:
+        raise InputNotFound(str(exc), exc.hint) from None
+    files = tuple({"path": o.path, "size": o.size, "pin": o.pin} for o in objects)
+    view = cache.view("partial-" + digest_of([location, files])[7:], small)
+    return ResolvedInput(source=source, uri=location, pinned=True, kind="dir", size=sum(o.size for o in objects), remote_files=files, local_path=view)

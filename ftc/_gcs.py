@@ -1,0 +1,108 @@
+"""Google Cloud Storage (``gs://bucket/object``) through google-cloud-storage: objects pinned by generation (the
+exact bytes, even after an overwrite) with their md5 and crc32c.
+
+Credentials come from the environment (Application Default Credentials); with STORAGE_EMULATOR_HOST set, an
+emulator is used without credentials.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any, Callable, Iterator
+
+from ._remote import RemoteObject, RemoteProblem
+
+__all__ = ["GcsStore"]
+
+_PIECE = 8 << 20
+
+
+def _split(uri: str) -> tuple[str, str]:
+    bucket, _, name = uri[len("gs://"):].partition("/")
+    return bucket, name
+
+
+class GcsStore:
+    def __init__(self) -> None:
+        try:
+            from google.api_core import exceptions
+            from google.api_core.retry import Retry
+            from google.cloud import storage
+        except ImportError:
+            raise RemoteProblem("gs:// inputs need google-cloud-storage, which is not installed", "pip install 'ftc[gcs]'") from None
+        self._exceptions = exceptions
+        self._retry = Retry(timeout=15)  # bounded: an unreachable endpoint fails in seconds
+        try:
+            if os.environ.get("STORAGE_EMULATOR_HOST"):
+                from google.auth.credentials import AnonymousCredentials
+
+                self._client = storage.Client(project=os.environ.get("GOOGLE_CLOUD_PROJECT", "ftc"), credentials=AnonymousCredentials())
+            else:
+                self._client = storage.Client()
+        except Exception as exc:  # google.auth's DefaultCredentialsError, among others
+            raise RemoteProblem(f"gs://: no Google Cloud credentials ({type(exc).__name__})", "run `gcloud auth application-default login` or set GOOGLE_APPLICATION_CREDENTIALS") from None
+
+    def _explain(self, exc: Exception, uri: str) -> RemoteProblem:
+        e = self._exceptions
+        if isinstance(exc, e.NotFound):
+            return RemoteProblem(f"{uri}: no such bucket, object or prefix", "check the bucket and object names")
+        if isinstance(exc, (e.Forbidden, e.Unauthorized)):
+            return RemoteProblem(f"{uri}: access denied: the credentials in the environment were refused", "check GOOGLE_APPLICATION_CREDENTIALS and the bucket's permissions")
+        if isinstance(exc, e.GoogleAPICallError):
+            return RemoteProblem(f"{uri}: GCS error {exc.code}")
+        return RemoteProblem(f"{uri}: cannot reach GCS ({type(exc).__name__})", "check the network (and STORAGE_EMULATOR_HOST)")
+
+    @staticmethod
+    def _object(bucket: str, blob: Any, path: str) -> RemoteObject:
+        pin = {"generation": str(blob.generation), "md5": blob.md5_hash, "crc32c": blob.crc32c}
+        return RemoteObject(f"gs://{bucket}/{blob.name}", path, int(blob.size), {k: v for k, v in pin.items() if v})
+
+    def list(self, uri: str) -> list[RemoteObject]:
+        bucket_name, name = _split(uri)
+        try:
+            bucket = self._client.bucket(bucket_name)
+            if name and not name.endswith("/"):
+                blob = bucket.get_blob(name, retry=self._retry, timeout=(5, 60))
+                if blob is not None:
+                    return [self._object(bucket_name, blob, name.rsplit("/", 1)[-1])]
+                name += "/"
+            found = []
+            for blob in self._client.list_blobs(bucket_name, prefix=name, retry=self._retry, timeout=(5, 60)):
+                rel = blob.name[len(name):]
+                if rel and not rel.endswith("/") and not any(part.startswith(".") for part in rel.split("/")):
+                    found.append(self._object(bucket_name, blob, rel))
+            if not found and not bucket.exists(retry=self._retry, timeout=(5, 60)):
+                raise RemoteProblem(f"{uri}: bucket {bucket_name!r} does not exist", "check the bucket name")
+        except RemoteProblem:
+            raise
+        except self._exceptions.NotFound:
+            raise RemoteProblem(f"{uri}: bucket {bucket_name!r} does not exist", "check the bucket name") from None
+        except Exception as exc:
+            raise self._explain(exc, uri) from None
+        if not found:
+            raise RemoteProblem(f"{uri}: no such object or prefix", "check the name; a folder is a prefix ending in /")
+        return sorted(found, key=lambda o: o.path)
+
+    def _blob(self, obj: RemoteObject) -> Any:
+        bucket, name = _split(obj.uri)
+        return self._client.bucket(bucket).blob(name, generation=int(obj.pin["generation"]))
+
+    def check_unchanged(self, obj: RemoteObject) -> None:
+        bucket, name = _split(obj.uri)
+        try:
+            blob = self._client.bucket(bucket).get_blob(name, generation=int(obj.pin["generation"]), retry=self._retry, timeout=(5, 60))
+        except Exception as exc:
+            raise self._explain(exc, obj.uri) from None
+        if blob is None:
+            raise RemoteProblem(f"{obj.uri}: generation {obj.pin['generation']} pinned by the plan is gone", "restore it, or recompile the spec", changed=True)
+
+    def opener(self, obj: RemoteObject) -> Callable[[int], Iterator[bytes]]:
+        def open_from(start: int) -> Iterator[bytes]:
+            blob = self._blob(obj)
+            try:
+                for first in range(start, obj.size, _PIECE):  # bounded memory: a piece at a time
+                    yield blob.download_as_bytes(start=first, end=min(first + _PIECE, obj.size) - 1, retry=self._retry, timeout=(5, 120))
+            except Exception as exc:
+                raise self._explain(exc, obj.uri) from None
+
+        return open_from
