@@ -113,11 +113,17 @@ def plan_diff(a: Path, b: Path) -> None:
 @cli.command("run")
 @click.argument("plan", type=click.Path(path_type=Path))
 @click.option("--resume", is_flag=True, help="Continue from the newest checkpoint in the plan's output folder.")
-def run_command(plan: Path, resume: bool) -> None:
-    """Train: validate PLAN, check every input against its pinned digest, then run it (DeepSpeed)."""
+@click.option("--node-rank", type=click.IntRange(min=0), default=0, show_default=True, help="This machine's rank in a multi-node plan.")
+@click.option("--master-addr", default="127.0.0.1", show_default=True, help="Address of node 0 (multi-node plans).")
+@click.option("--master-port", type=click.IntRange(1, 65535), default=29500, show_default=True, help="Port on node 0 for the rendezvous.")
+def run_command(plan: Path, resume: bool, node_rank: int, master_addr: str, master_port: int) -> None:
+    """Train: validate PLAN, check every input against its pinned digest, then run it (DeepSpeed).
+
+    A multi-node plan runs one `ftc run PLAN --node-rank K --master-addr HOST` per machine.
+    """
     from ftc.runtime import run_plan
 
-    run_plan(plan, resume=resume)
+    run_plan(plan, resume=resume, node_rank=node_rank, master_addr=master_addr, master_port=master_port)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 from typing import Any
 
 from ftc._hashing import StatCache, file_changes, hash_file, hash_tree, manifest_digest
 from ftc.errors import InputChanged, InputUnresolvable
+
+from ._progress import log
 
 __all__ = ["verify_inputs"]
 
@@ -71,7 +74,14 @@ def _materialize_remote(role: str, item: dict[str, Any]) -> Path:
         obj, expected = entry
         try:
             store.check_unchanged(obj)  # even when cached: the source must still hold what the plan names
+            announce = obj.size >= 1 << 20 and cache.known(obj.cache_key()) is None
+            if announce:
+                log(f"{role}: downloading {obj.uri} ({obj.size / 1e6:,.1f} MB)")
+            started = time.perf_counter()
             _, sha = cache.fetch(obj.cache_key(), store.opener(obj), expected_sha256=expected)
+            if announce:
+                elapsed = max(time.perf_counter() - started, 1e-9)
+                log(f"{role}: {obj.path} verified, {obj.size / 1e6 / elapsed:,.0f} MB/s")
         except DigestMismatch as exc:
             raise InputChanged(f"{role}: {obj.uri} is not the bytes the plan pins\n    expected sha256:{exc.expected}\n    found    sha256:{exc.found}\n    fix: restore it, or recompile the spec") from None
         except RemoteProblem as exc:

@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from ftc.errors import ExitCode, FtcError, TrainingFailed
+from ftc.errors import ExitCode, FtcError, TrainingFailed, UsageError
 
 from ._inputs import verify_inputs
 
@@ -43,6 +43,8 @@ def run_plan(plan_path: Path, *, resume: bool = False, node_rank: int = 0, maste
         from .train import train
 
         return train(plan, plan_dir, resume=resume)
+    if node_rank >= launch["nodes"]:
+        raise UsageError(f"--node-rank {node_rank}: the plan has {launch['nodes']} node(s), ranks 0 to {launch['nodes'] - 1}")
     return _launch_workers(plan, plan_path.resolve(), resume=resume, node_rank=node_rank, master_addr=master_addr, master_port=master_port or 29500)
 
 

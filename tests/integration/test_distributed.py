@@ -155,3 +155,28 @@ def test_ctrl_c_stops_with_130_and_leaves_whole_checkpoints(job, tmp_path):
     assert folders and all((p / "ftc_state.json").exists() for p in folders)  # nothing half-written looks whole
     code, out = ftc_run("run", tmp_path / "p.json", "--resume")
     assert code == 0, out
+
+
+def test_two_nodes_of_one_process_rendezvous_and_write_one_checkpoint(job, tmp_path):
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    spec = job(num_devices=2, num_nodes=2, lora_config=None, train_batch_size_per_device=4)
+    assert ftc_run("compile", spec, "-o", tmp_path / "p.json")[0] == 0
+    plan = read_json(tmp_path / "p.json")
+    assert "--nnodes=2" in plan["launch"]["command"]
+    nodes = [ftc_process("run", tmp_path / "p.json", "--node-rank", rank, "--master-addr", "127.0.0.1", "--master-port", port) for rank in (0, 1)]
+    outputs = [p.communicate(timeout=300)[0] for p in nodes]
+    assert [p.returncode for p in nodes] == [0, 0], outputs
+    state = read_json(tmp_path / "output" / "checkpoints" / "step-000002" / "ftc_state.json")
+    assert state["world_size"] == 2
+    assert "2 process(es) on cpu" in outputs[0]
+
+
+def test_a_node_rank_beyond_the_plan_is_a_usage_error(job, tmp_path):
+    assert ftc_run("compile", job(num_devices=2, num_nodes=2), "-o", tmp_path / "p.json")[0] == 0
+    code, out = ftc_run("run", tmp_path / "p.json", "--node-rank", "2")
+    assert code == ExitCode.USAGE
+    assert "--node-rank 2: the plan has 2 node(s), ranks 0 to 1" in out
