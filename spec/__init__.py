@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ftc.errors import Problem, SpecInvalid, UsageError
+from ftc.errors import _UNSET, Problem, SpecInvalid, UsageError
 
 from ._checks import spec_problems
 from ._schema import apply_defaults, job_schema, plan_schema, schema_problems, without_invalid_keys
@@ -30,9 +30,6 @@ __all__ = [
     "load_spec",
     "plan_schema",
 ]
-
-_UNSET: Any = Problem.__dataclass_fields__["value"].default
-
 
 @dataclass
 class LoadedSpec:
