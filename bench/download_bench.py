@@ -89,6 +89,7 @@ def main() -> None:
             config = TransferConfig(max_concurrency=8, multipart_chunksize=16 << 20)
             out = tmp / "boto3"
             out.mkdir()
+            os.sync()  # start each measurement with no earlier writes still being flushed to disk
             start = time.perf_counter()
             keys = [o["Key"] for o in s3.list_objects_v2(Bucket="bench", Prefix="weights/")["Contents"]]
             with ThreadPoolExecutor(max_workers=args.files) as pool:
@@ -102,6 +103,7 @@ def main() -> None:
 
             objects = store_for("s3://bench/weights/").list("s3://bench/weights/")
             item = {"source": "s3", "uri": "s3://bench/weights/", "kind": "dir", "files": [{"path": o.path, "size": o.size, "pin": o.pin} for o in objects]}
+            os.sync()
             start = time.perf_counter()
             folder = _materialize_remote("base_model", item)
             ftc_s = time.perf_counter() - start
