@@ -87,27 +87,39 @@ def main() -> None:
 
             # boto3's own parallel transfer, the way a user would fetch the folder
             config = TransferConfig(max_concurrency=8, multipart_chunksize=16 << 20)
-            out = tmp / "boto3"
-            out.mkdir()
-            os.sync()  # start each measurement with no earlier writes still being flushed to disk
-            start = time.perf_counter()
             keys = [o["Key"] for o in s3.list_objects_v2(Bucket="bench", Prefix="weights/")["Contents"]]
-            with ThreadPoolExecutor(max_workers=args.files) as pool:
-                list(pool.map(lambda k: s3.download_file("bench", k, str(out / k.split("/")[-1]), Config=config), keys))
-            boto_s = time.perf_counter() - start
 
-            # ftc: pin the folder as the compiler does, then materialize it as the runtime does (fresh cache)
-            os.environ["FTC_CACHE_DIR"] = str(tmp / "ftc-cache")
+            def with_boto3(attempt: int) -> float:
+                out = tmp / f"boto3-{attempt}"
+                out.mkdir()
+                os.sync()  # start each measurement with no earlier writes still being flushed to disk
+                start = time.perf_counter()
+                with ThreadPoolExecutor(max_workers=args.files) as pool:
+                    list(pool.map(lambda k: s3.download_file("bench", k, str(out / k.split("/")[-1]), Config=config), keys))
+                return time.perf_counter() - start
+
+            # ftc: pin the folder as the compiler does, then materialize it as the runtime does (a fresh cache)
             from ftc._remote import store_for
             from ftc.runtime._inputs import _materialize_remote
 
             objects = store_for("s3://bench/weights/").list("s3://bench/weights/")
             item = {"source": "s3", "uri": "s3://bench/weights/", "kind": "dir", "files": [{"path": o.path, "size": o.size, "pin": o.pin} for o in objects]}
-            os.sync()
-            start = time.perf_counter()
-            folder = _materialize_remote("base_model", item)
-            ftc_s = time.perf_counter() - start
-            assert len(list(folder.iterdir())) == args.files
+
+            def with_ftc(attempt: int) -> float:
+                os.environ["FTC_CACHE_DIR"] = str(tmp / f"ftc-cache-{attempt}")
+                os.sync()
+                start = time.perf_counter()
+                folder = _materialize_remote("base_model", item)
+                elapsed = time.perf_counter() - start
+                assert len(list(folder.iterdir())) == args.files
+                return elapsed
+
+            # alternate, and keep the best of each: the page cache and disk flushes favour neither
+            times = {"boto3": [], "ftc": []}
+            for attempt in range(2):
+                times["boto3"].append(with_boto3(attempt))
+                times["ftc"].append(with_ftc(attempt))
+            boto_s, ftc_s = min(times["boto3"]), min(times["ftc"])
         finally:
             os.killpg(proc.pid, signal.SIGKILL)
     result = {

@@ -3,10 +3,12 @@
     $FTC_CACHE_DIR/objects/ab/abcdef...     the bytes, named by their sha256
     $FTC_CACHE_DIR/pins/<key>.json          which sha256 a remote pin (bucket, key, version, etag) resolved to
     $FTC_CACHE_DIR/partial/<key>.part       a download in progress, resumed where it stopped
+    $FTC_CACHE_DIR/partial/<key>.parts      which byte ranges of a large download are complete
 
-A download is hashed as it streams, checked against what the plan expects, and only then renamed into objects/,
-so nothing half-written or wrong is ever found there. A lock per pin makes two processes that need the same input
-at once download it once.
+Small objects stream in one request and are hashed as they arrive; large ones are fetched as byte ranges in
+parallel (as boto3's transfer manager does), written in place, then hashed. Either way the bytes are checked
+against what the plan expects and only then renamed into objects/, so nothing half-written or wrong is ever found
+there. A lock per pin makes two processes that need the same input at once download it once.
 """
 
 from __future__ import annotations
@@ -15,6 +17,8 @@ import fcntl
 import hashlib
 import json
 import os
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Callable, Iterator
@@ -23,7 +27,7 @@ from ._hashing import cache_dir
 
 __all__ = ["ContentCache", "DigestMismatch"]
 
-Opener = Callable[[int], Iterator[bytes]]  # opener(start_byte) -> chunks from that byte on
+Opener = Callable[[int, int | None], Iterator[bytes]]  # opener(start, end) -> chunks of bytes [start, end)
 
 
 class DigestMismatch(Exception):
@@ -33,6 +37,11 @@ class DigestMismatch(Exception):
 
 
 class ContentCache:
+    #: objects larger than this are fetched as parallel byte ranges of ``part_size``
+    ranged_above = 32 << 20
+    part_size = 16 << 20
+    parallel_parts = 4
+
     def __init__(self, root: Path | None = None):
         self.root = root if root is not None else cache_dir()
 
@@ -62,8 +71,9 @@ class ContentCache:
             finally:
                 fcntl.flock(handle, fcntl.LOCK_UN)
 
-    def fetch(self, pin: dict, opener: Opener, *, expected_sha256: str | None = None, on_bytes: Callable[[int], None] | None = None) -> tuple[Path, str]:
-        """Path and sha256 of the bytes ``pin`` names, downloading them with ``opener`` unless cached.
+    def fetch(self, pin: dict, opener: Opener, *, size: int | None = None, expected_sha256: str | None = None) -> tuple[Path, str]:
+        """Path and sha256 of the bytes ``pin`` names, downloading them with ``opener`` unless cached. ``size``
+        (when known) lets a large object come as parallel byte ranges.
 
         Raises :class:`DigestMismatch` (and keeps nothing) when the bytes are not ``expected_sha256``.
         """
@@ -77,22 +87,10 @@ class ContentCache:
                 return cached, sha
             partial = self.root / "partial" / f"{key}.part"
             partial.parent.mkdir(parents=True, exist_ok=True)
-            digest = hashlib.sha256()
-            start = 0
-            if partial.exists():  # resume: hash what is there, ask for the rest
-                with open(partial, "rb") as f:
-                    while chunk := f.read(1 << 20):
-                        digest.update(chunk)
-                start = partial.stat().st_size
-            with open(partial, "ab") as out:
-                for chunk in opener(start):
-                    out.write(chunk)
-                    digest.update(chunk)
-                    if on_bytes:
-                        on_bytes(len(chunk))
-                out.flush()
-                os.fsync(out.fileno())
-            sha = digest.hexdigest()
+            if size is not None and size > self.ranged_above:
+                sha = self._ranged(partial, opener, size)
+            else:
+                sha = self._streamed(partial, opener)
             if expected_sha256 and sha != expected_sha256:
                 partial.unlink()
                 raise DigestMismatch(expected_sha256, sha)
@@ -105,6 +103,57 @@ class ContentCache:
             tmp.write_text(json.dumps({"sha256": sha, "pin": pin}))
             os.replace(tmp, note)
             return final, sha
+
+    def _streamed(self, partial: Path, opener: Opener) -> str:
+        digest = hashlib.sha256()
+        start = 0
+        if partial.with_suffix(".parts").exists():  # a ranged download's file is not a prefix of the object
+            partial.unlink(missing_ok=True)
+            partial.with_suffix(".parts").unlink()
+        if partial.exists():  # resume: hash what is there, ask for the rest
+            with open(partial, "rb") as f:
+                while chunk := f.read(1 << 20):
+                    digest.update(chunk)
+            start = partial.stat().st_size
+        with open(partial, "ab") as out:
+            for chunk in opener(start, None):
+                out.write(chunk)
+                digest.update(chunk)
+            out.flush()
+            os.fsync(out.fileno())
+        return digest.hexdigest()
+
+    def _ranged(self, partial: Path, opener: Opener, size: int) -> str:
+        record = partial.with_suffix(".parts")
+        done = set(json.loads(record.read_text())) if record.exists() and partial.exists() else set()
+        with open(partial, "ab"):
+            pass
+        os.truncate(partial, size)
+        starts = [s for s in range(0, size, self.part_size) if s not in done]
+        lock = threading.Lock()
+        fd = os.open(partial, os.O_WRONLY)
+        try:
+
+            def part(start: int) -> None:
+                offset = start
+                for chunk in opener(start, min(start + self.part_size, size)):
+                    os.pwrite(fd, chunk, offset)
+                    offset += len(chunk)
+                with lock:  # resume point: the ranges that are complete
+                    done.add(start)
+                    record.write_text(json.dumps(sorted(done)))
+
+            with ThreadPoolExecutor(max_workers=self.parallel_parts) as pool:
+                list(pool.map(part, starts))
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        digest = hashlib.sha256()
+        with open(partial, "rb") as f:
+            while chunk := f.read(1 << 20):
+                digest.update(chunk)
+        record.unlink(missing_ok=True)
+        return digest.hexdigest()
 
     def view(self, name: str, members: dict[str, str]) -> Path:
         """A folder of symlinks (relative path -> cached sha256), so a downloaded folder reads like the original."""

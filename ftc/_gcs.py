@@ -96,12 +96,13 @@ class GcsStore:
         if blob is None:
             raise RemoteProblem(f"{obj.uri}: generation {obj.pin['generation']} pinned by the plan is gone", "restore it, or recompile the spec", changed=True)
 
-    def opener(self, obj: RemoteObject) -> Callable[[int], Iterator[bytes]]:
-        def open_from(start: int) -> Iterator[bytes]:
+    def opener(self, obj: RemoteObject) -> Callable[[int, int | None], Iterator[bytes]]:
+        def open_from(start: int, end: int | None) -> Iterator[bytes]:
             blob = self._blob(obj)
+            stop = obj.size if end is None else end
             try:
-                for first in range(start, obj.size, _PIECE):  # bounded memory: a piece at a time
-                    yield blob.download_as_bytes(start=first, end=min(first + _PIECE, obj.size) - 1, retry=self._retry, timeout=(5, 120))
+                for first in range(start, stop, _PIECE):  # bounded memory: a piece at a time
+                    yield blob.download_as_bytes(start=first, end=min(first + _PIECE, stop) - 1, retry=self._retry, timeout=(5, 120))
             except Exception as exc:
                 raise self._explain(exc, obj.uri) from None
 

@@ -102,13 +102,13 @@ class S3Store:
         if found != obj.pin["etag"]:
             raise RemoteProblem(f"{obj.uri}: the object changed since the plan was compiled (ETag {obj.pin['etag']} pinned, {found} found)", "restore the pinned object, or recompile the spec", changed=True)
 
-    def opener(self, obj: RemoteObject) -> Callable[[int], Iterator[bytes]]:
-        def open_from(start: int) -> Iterator[bytes]:
+    def opener(self, obj: RemoteObject) -> Callable[[int, int | None], Iterator[bytes]]:
+        def open_from(start: int, end: int | None) -> Iterator[bytes]:
             args = self._args(obj)
             if "VersionId" not in args:
                 args["IfMatch"] = f'"{obj.pin["etag"]}"'
-            if start:
-                args["Range"] = f"bytes={start}-"
+            if start or end is not None:
+                args["Range"] = f"bytes={start}-{'' if end is None else end - 1}"
             try:
                 yield from self._s3.get_object(**args)["Body"].iter_chunks(1 << 20)
             except self._errors as exc:

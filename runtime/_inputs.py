@@ -78,7 +78,7 @@ def _materialize_remote(role: str, item: dict[str, Any]) -> Path:
             if announce:
                 log(f"{role}: downloading {obj.uri} ({obj.size / 1e6:,.1f} MB)")
             started = time.perf_counter()
-            _, sha = cache.fetch(obj.cache_key(), store.opener(obj), expected_sha256=expected)
+            _, sha = cache.fetch(obj.cache_key(), store.opener(obj), size=obj.size, expected_sha256=expected)
             if announce:
                 elapsed = max(time.perf_counter() - started, 1e-9)
                 log(f"{role}: {obj.path} verified, {obj.size / 1e6 / elapsed:,.0f} MB/s")

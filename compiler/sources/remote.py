@@ -24,12 +24,12 @@ def resolve(location: str, ctx: ResolveContext) -> ResolvedInput:
         objects = store.list(location)
         if len(objects) == 1 and objects[0].uri == location:
             (obj,) = objects
-            path, sha = cache.fetch(obj.cache_key(), store.opener(obj))
+            path, sha = cache.fetch(obj.cache_key(), store.opener(obj), size=obj.size)
             return ResolvedInput(source=source, uri=location, pinned=True, kind="file", digest="sha256:" + sha, size=obj.size, pin=obj.pin, local_path=path)
         small = {}
         for obj in objects:
             if obj.path.endswith(".json") and obj.size <= _SMALL:
-                small[obj.path] = cache.fetch(obj.cache_key(), store.opener(obj))[1]
+                small[obj.path] = cache.fetch(obj.cache_key(), store.opener(obj), size=obj.size)[1]
     except RemoteProblem as exc:
         raise InputNotFound(str(exc), exc.hint) from None
     files = tuple({"path": o.path, "size": o.size, "pin": o.pin} for o in objects)

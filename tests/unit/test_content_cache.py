@@ -14,19 +14,20 @@ DATA = bytes(range(256)) * 4096  # 1 MiB
 SHA = hashlib.sha256(DATA).hexdigest()
 
 
-def _chunks(start: int, fail_at: int | None = None):
-    for i in range(start, len(DATA), 65536):
+def _chunks(start: int, end: int | None = None, fail_at: int | None = None):
+    stop = len(DATA) if end is None else end
+    for i in range(start, stop, 65536):
         if fail_at is not None and i >= fail_at:
             raise ConnectionError("connection reset")
-        yield DATA[i : i + 65536]
+        yield DATA[i : min(i + 65536, stop)]
 
 
 def test_a_download_is_stored_by_its_sha256_and_reused(tmp_path):
     cache = ContentCache(tmp_path)
     calls = []
-    path, sha = cache.fetch({"k": 1}, lambda start: (calls.append(start), _chunks(start))[1])
+    path, sha = cache.fetch({"k": 1}, lambda start, end: (calls.append(start), _chunks(start, end))[1])
     assert sha == SHA and path.read_bytes() == DATA and path == cache.object_path(SHA)
-    assert cache.fetch({"k": 1}, lambda start: pytest.fail("downloaded twice"))[1] == SHA
+    assert cache.fetch({"k": 1}, lambda start, end: pytest.fail("downloaded twice"))[1] == SHA
     assert calls == [0]
 
 
@@ -41,18 +42,18 @@ def test_wrong_bytes_are_refused_and_not_kept(tmp_path):
 def test_an_interrupted_download_resumes_where_it_stopped(tmp_path):
     cache = ContentCache(tmp_path)
     with pytest.raises(ConnectionError):
-        cache.fetch({"k": 3}, lambda start: _chunks(start, fail_at=5 * 65536))
+        cache.fetch({"k": 3}, lambda start, end: _chunks(start, end, fail_at=5 * 65536))
     assert cache.known({"k": 3}) is None  # nothing half-written looks complete
     starts = []
-    path, sha = cache.fetch({"k": 3}, lambda start: (starts.append(start), _chunks(start))[1], expected_sha256=SHA)
+    path, sha = cache.fetch({"k": 3}, lambda start, end: (starts.append(start), _chunks(start, end))[1], expected_sha256=SHA)
     assert starts == [5 * 65536] and sha == SHA and path.read_bytes() == DATA
 
 
 def _fetch_in_another_process(root, log):
-    def slow(start):
+    def slow(start, end):
         with open(log, "a") as f:
             f.write("download\n")
-        for chunk in _chunks(start):
+        for chunk in _chunks(start, end):
             time.sleep(0.01)
             yield chunk
 
@@ -70,3 +71,22 @@ def test_two_processes_fetching_the_same_input_download_it_once(tmp_path):
     assert [p.exitcode for p in procs] == [0, 0]
     assert log.read_text() == "download\n"
     assert ContentCache(tmp_path / "cache").object_path(SHA).read_bytes() == DATA
+
+
+def test_a_large_object_comes_as_parallel_ranges_and_resumes_the_missing_ones(tmp_path):
+    cache = ContentCache(tmp_path)
+    cache.ranged_above, cache.part_size = 256 << 10, 128 << 10  # 1 MiB -> 8 ranges
+    failing = {3 * (128 << 10)}
+
+    def flaky(start, end):
+        if start in failing:
+            raise ConnectionError("connection reset")
+        return _chunks(start, end)
+
+    with pytest.raises(ConnectionError):
+        cache.fetch({"k": 5}, flaky, size=len(DATA), expected_sha256=SHA)
+    assert cache.known({"k": 5}) is None
+    asked = []
+    path, sha = cache.fetch({"k": 5}, lambda start, end: (asked.append((start, end)), _chunks(start, end))[1], size=len(DATA), expected_sha256=SHA)
+    assert asked == [(3 * (128 << 10), 4 * (128 << 10))]  # only the range that failed
+    assert sha == SHA and path.read_bytes() == DATA
