@@ -81,7 +81,7 @@ def check_architecture(loaded: LoadedSpec, base: ResolvedInput) -> Architecture 
     config_path = base.local_path / "config.json"
     if not config_path.is_file():
         if registry is None:
-            loaded.problems.append(loaded.problem(("model_id",), f"unknown model_id, and the weights folder has no config.json to describe it", "add the model's config.json to the weights folder, or use a model_id ftc knows", value=model_id))
+            loaded.problems.append(loaded.problem(("model_id",), "unknown model_id, and the weights folder has no config.json to describe it", "add the model's config.json to the weights folder, or use a model_id ftc knows", value=model_id))
             return None
         return Architecture(model_id, registry, "registry")
     config, error = _read_json(config_path)

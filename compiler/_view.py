@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from ftc._hashing import file_changes
+
 __all__ = ["describe_plan", "diff_plans"]
 
 
@@ -18,8 +20,16 @@ def _size(n: int | None) -> str:
     return f"{n} B"
 
 
-def _short(digest: str | None) -> str:
-    return digest[:19] + "…" if digest else "(unpinned)"
+def _short(digest: str) -> str:
+    return digest[:19] + "…"
+
+
+def _pin(item: dict[str, Any]) -> str:
+    if not item["pinned"]:
+        return "(unpinned)"
+    if item.get("digest"):
+        return _short(item["digest"])
+    return f"(pinned per object by the {item['source']} store)"  # a remote folder: sha256s come at download
 
 
 def describe_plan(plan: dict[str, Any]) -> str:
@@ -42,7 +52,7 @@ def describe_plan(plan: dict[str, Any]) -> str:
             what.append(f"({item['kind']}{files}, {_size(item.get('size'))})")
         if item.get("records") is not None:
             what.append(f"{item['records']} examples")
-        what.append(_short(item.get("digest")))
+        what.append(_pin(item))
         lines.append(f"  {role:<17} " + "  ".join(what))
     batch = spec["train_batch_size_per_device"] * spec["gradient_accumulation_steps"] * spec["num_devices"]
     lines.append(
@@ -99,16 +109,16 @@ def _without_file_lists(plan: dict[str, Any]) -> dict[str, Any]:
 
 
 def _file_changes(role: str, a: list[dict], b: list[dict]) -> list[str]:
-    from ftc._hashing import file_changes
-
     out = []
-    for path, old, new in file_changes({f["path"]: f["sha256"] for f in a}, {f["path"]: f["sha256"] for f in b}):
+    # a remote folder's files carry the store's pin instead of a sha256
+    ident = lambda f: f"{f['sha256'][:12]}…" if f.get("sha256") else json.dumps(f.get("pin"), sort_keys=True)  # noqa: E731
+    for path, old, new in file_changes({f["path"]: ident(f) for f in a}, {f["path"]: ident(f) for f in b}):
         if new is None:
             out.append(f"inputs.{role}.files: {path} removed")
         elif old is None:
             out.append(f"inputs.{role}.files: {path} added")
         else:
-            out.append(f"inputs.{role}.files: {path} changed ({old[:12]}… -> {new[:12]}…)")
+            out.append(f"inputs.{role}.files: {path} changed ({old} -> {new})")
     return out
 
 

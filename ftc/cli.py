@@ -14,7 +14,7 @@ from pathlib import Path
 import click
 
 import ftc
-from ftc.errors import ExitCode, FtcError, UsageError
+from ftc.errors import ExitCode, FtcError
 
 __all__ = ["cli", "main"]
 

@@ -34,7 +34,7 @@ def run_plan(plan_path: Path, *, resume: bool = False, node_rank: int = 0, maste
 
     plan = load_plan(plan_path)
     plan_dir = plan_path.resolve().parent
-    verify_inputs(plan, plan_dir)  # fail here, before any process starts, when an input changed
+    paths = verify_inputs(plan, plan_dir)  # fail here, before any process starts, when an input changed
     launch = plan["launch"]
     if launch["nodes"] == 1 and launch["processes_per_node"] == 1:
         # one process: its own rendezvous on an ephemeral port (0: the OS picks one; nobody else connects)
@@ -42,7 +42,7 @@ def run_plan(plan_path: Path, *, resume: bool = False, node_rank: int = 0, maste
             os.environ.setdefault(key, value)
         from .train import train
 
-        return train(plan, plan_dir, resume=resume)
+        return train(plan, plan_dir, resume=resume, paths=paths)
     if node_rank >= launch["nodes"]:
         raise UsageError(f"--node-rank {node_rank}: the plan has {launch['nodes']} node(s), ranks 0 to {launch['nodes'] - 1}")
     return _launch_workers(plan, plan_path.resolve(), resume=resume, node_rank=node_rank, master_addr=master_addr, master_port=master_port or 29500)

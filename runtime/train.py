@@ -88,8 +88,9 @@ def _token_cache(data: dict[str, Any], tokenizer_folder: dict[str, Any] | None, 
     return cache_dir() / "tokens" / f"{cache_key(data['digest'], tokenizer, renderer)}.safetensors"
 
 
-def train(plan: dict[str, Any], plan_dir: Path, *, resume: bool = False) -> RunSummary:
-    """Run ``plan`` (already validated) in this process, as one rank of its topology."""
+def train(plan: dict[str, Any], plan_dir: Path, *, resume: bool = False, paths: dict[str, Path | str] | None = None) -> RunSummary:
+    """Run ``plan`` (already validated) in this process, as one rank of its topology. ``paths``: the inputs as
+    ``verify_inputs`` found them, when the caller has just verified them (else each rank verifies)."""
     import deepspeed
     import torch
     import torch.nn.functional as F
@@ -105,7 +106,7 @@ def train(plan: dict[str, Any], plan_dir: Path, *, resume: bool = False) -> RunS
     out = out if out.is_absolute() else plan_dir / out
 
     # ---- set up: inputs, model, data, engine -------------------------------------------------------------
-    paths = verify_inputs(plan, plan_dir)
+    paths = paths if paths is not None else verify_inputs(plan, plan_dir)
     previous = latest_checkpoint(out)
     if previous is not None and not resume:
         raise UsageError(f"{out} already holds checkpoints ({previous.name}); resume with `ftc run PLAN --resume`, or choose another output_dir")

@@ -6,7 +6,7 @@ Regenerate with ``ftc schema --markdown > docs/spec.md``; a test fails when the 
 from __future__ import annotations
 
 import json
-from typing import Any, Iterator
+from typing import Iterator
 
 from ._schema import _object_branch, _resolve, job_schema
 

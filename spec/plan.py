@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from ftc._canonical import digest_of
-from ftc.errors import PlanInvalid
+from ftc.errors import PlanInvalid, UsageError
 
 from ._schema import _validator
 
@@ -50,13 +50,16 @@ def write_plan(plan: dict[str, Any], path: str | Path) -> Path:
 def read_plan(path: str | Path) -> dict[str, Any]:
     """Load a plan and check it against plan.schema.json, the job schema (its spec section) and its plan_id.
 
-    Raises :class:`PlanInvalid` listing every problem; nothing may run from a plan that fails here.
+    Raises :class:`PlanInvalid` listing every problem (nothing may run from a plan that fails here), and
+    :class:`UsageError` when there is no such file.
     """
     path = Path(path)
     try:
         plan = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
-        raise PlanInvalid(f"{path}: no such plan file; make one with `ftc compile SPEC -o {path}`") from None
+        raise UsageError(f"{path}: no such plan file; make one with `ftc compile SPEC -o {path}`") from None
+    except IsADirectoryError:
+        raise UsageError(f"{path}: is a folder; give the plan file (plan.json)") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise PlanInvalid(f"{path}: not a JSON plan ({exc})") from None
     problems = plan_problems(plan)

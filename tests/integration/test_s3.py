@@ -4,7 +4,6 @@ time, never a credential in a plan, a log or a checkpoint."""
 from __future__ import annotations
 
 import hashlib
-import json
 import time
 
 import pytest

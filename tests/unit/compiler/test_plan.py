@@ -161,3 +161,31 @@ def test_plan_show_is_readable(job, ftc, tmp_path):
     assert "16 examples" in out
     assert "lora      r 4, alpha 8, dropout 0.05, targets q_proj,v_proj" in out
     assert "launch    1 node(s) x 1 process(es): python -m ftc.runtime {plan}" in out
+
+
+def test_a_missing_plan_file_is_a_usage_error(ftc, tmp_path):
+    r = ftc("plan", "show", tmp_path / "nope.json")
+    assert r.code == ExitCode.USAGE
+    assert "no such plan file; make one with `ftc compile SPEC -o" in r.err
+
+
+def test_a_plan_that_is_not_json_is_refused(ftc, tmp_path):
+    (tmp_path / "p.json").write_text("model_id: x\n")
+    r = ftc("run", tmp_path / "p.json")
+    assert r.code == ExitCode.PLAN_INVALID
+    assert "not a JSON plan" in r.err
+
+
+def test_show_and_diff_handle_remote_folders_pinned_per_object(job, ftc, tmp_path):
+    from ftc.compiler import describe_plan, diff_plans
+    from ftc.spec.plan import seal_plan
+
+    ftc("compile", job(), "-o", tmp_path / "p.json")
+    plan = read_json(tmp_path / "p.json")
+    remote = {"source": "s3", "uri": "s3://b/weights/", "pinned": True, "kind": "dir", "size": 10,
+              "files": [{"path": "config.json", "size": 10, "pin": {"etag": "aaa"}}]}
+    a = seal_plan({**plan, "inputs": {**plan["inputs"], "base_model": remote}})
+    changed = {**remote, "files": [{"path": "config.json", "size": 10, "pin": {"etag": "bbb"}}]}
+    b = seal_plan({**plan, "inputs": {**plan["inputs"], "base_model": changed}})
+    assert "s3://b/weights/  (dir, 1 files, 10 B)  (pinned per object by the s3 store)" in describe_plan(a)
+    assert diff_plans(a, b) == ['inputs.base_model.files: config.json changed ({"etag": "aaa"} -> {"etag": "bbb"})']

@@ -264,3 +264,16 @@ def test_system_in_user_needs_a_system_placeholder(job, ftc):
     r = ftc("compile", job(generation_config={"prompt_format": fmt}))
     assert r.code == SPEC_INVALID
     assert "$.generation_config.prompt_format.user: system_in_user is true but the user template has no {system} placeholder" in r.err
+
+
+def test_a_folder_given_as_the_spec_is_a_usage_error(ftc, tmp_path):
+    r = ftc("compile", tmp_path)
+    assert r.code == ExitCode.USAGE
+    assert "is a folder; give the spec file (job.yaml)" in r.err
+
+
+def test_a_spec_that_is_not_utf8_is_a_usage_error(ftc, tmp_path):
+    (tmp_path / "job.yaml").write_bytes(b"model_id: \xff\xfe\n")
+    r = ftc("compile", tmp_path / "job.yaml")
+    assert r.code == ExitCode.USAGE
+    assert "not UTF-8 text (invalid start byte at byte 10)" in r.err
