@@ -9,6 +9,7 @@ from typing import Any
 
 import ftc
 from ftc._canonical import digest_of
+from ftc.errors import _UNSET
 from ftc.spec import JobSpec, LoadedSpec, load_spec
 from ftc.spec.architectures import Architecture
 from ftc.spec.plan import PLAN_VERSION, seal_plan
@@ -79,7 +80,8 @@ def resolve_inputs(loaded: LoadedSpec, ctx: ResolveContext) -> dict[str, Resolve
         try:
             inputs[role] = resolve_location(location, ctx)
         except InputNotFound as exc:
-            loaded.problems.append(loaded.problem(INPUT_KEYS[role], str(exc), exc.hint, kind="input", value=location))
+            at = INPUT_KEYS[role] + (("dvc",) if not isinstance(location, str) else ())
+            loaded.problems.append(loaded.problem(at, str(exc), exc.hint, kind=exc.reason, value=location if isinstance(location, str) else _UNSET))
     if spec.initial_base_model_ckpt_path is None:
         inputs["base_model"] = hub_input(spec.model_id)
     return inputs

@@ -29,6 +29,8 @@ def _pin(item: dict[str, Any]) -> str:
         return "(unpinned)"
     if item.get("digest"):
         return _short(item["digest"])
+    if item["source"] == "dvc":
+        return f"md5 {item['pin']['md5'][:12]}… (each file by md5)"
     return f"(pinned per object by the {item['source']} store)"  # a remote folder: sha256s come at download
 
 

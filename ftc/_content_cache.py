@@ -31,9 +31,9 @@ Opener = Callable[[int, int | None], Iterator[bytes]]  # opener(start, end) -> c
 
 
 class DigestMismatch(Exception):
-    def __init__(self, expected: str, found: str):
-        super().__init__(f"expected sha256:{expected}, found sha256:{found}")
-        self.expected, self.found = expected, found
+    def __init__(self, expected: str, found: str, algorithm: str = "sha256"):
+        super().__init__(f"expected {algorithm}:{expected}, found {algorithm}:{found}")
+        self.expected, self.found, self.algorithm = expected, found, algorithm
 
 
 class ContentCache:
@@ -71,11 +71,12 @@ class ContentCache:
             finally:
                 fcntl.flock(handle, fcntl.LOCK_UN)
 
-    def fetch(self, pin: dict, opener: Opener, *, size: int | None = None, expected_sha256: str | None = None) -> tuple[Path, str]:
+    def fetch(self, pin: dict, opener: Opener, *, size: int | None = None, expected_sha256: str | None = None, expected_md5: str | None = None) -> tuple[Path, str]:
         """Path and sha256 of the bytes ``pin`` names, downloading them with ``opener`` unless cached. ``size``
         (when known) lets a large object come as parallel byte ranges.
 
-        Raises :class:`DigestMismatch` (and keeps nothing) when the bytes are not ``expected_sha256``.
+        Raises :class:`DigestMismatch` (and keeps nothing) when the bytes are not ``expected_sha256`` (or, for
+        objects named by their md5 as DVC's are, ``expected_md5``).
         """
         key = self._key(pin)
         with self._lock(key):
@@ -87,13 +88,16 @@ class ContentCache:
                 return cached, sha
             partial = self.root / "partial" / f"{key}.part"
             partial.parent.mkdir(parents=True, exist_ok=True)
+            algorithms = ("sha256", "md5") if expected_md5 else ("sha256",)
             if size is not None and size > self.ranged_above:
-                sha = self._ranged(partial, opener, size)
+                digests = self._ranged(partial, opener, size, algorithms)
             else:
-                sha = self._streamed(partial, opener)
-            if expected_sha256 and sha != expected_sha256:
-                partial.unlink()
-                raise DigestMismatch(expected_sha256, sha)
+                digests = self._streamed(partial, opener, algorithms)
+            sha = digests["sha256"]
+            for name, expected in (("md5", expected_md5), ("sha256", expected_sha256)):
+                if expected and digests[name] != expected:
+                    partial.unlink()
+                    raise DigestMismatch(expected, digests[name], name)
             final = self.object_path(sha)
             final.parent.mkdir(parents=True, exist_ok=True)
             os.replace(partial, final)
@@ -104,8 +108,8 @@ class ContentCache:
             os.replace(tmp, note)
             return final, sha
 
-    def _streamed(self, partial: Path, opener: Opener) -> str:
-        digest = hashlib.sha256()
+    def _streamed(self, partial: Path, opener: Opener, algorithms: tuple[str, ...]) -> dict[str, str]:
+        hashers = [hashlib.new(name) for name in algorithms]
         start = 0
         if partial.with_suffix(".parts").exists():  # a ranged download's file is not a prefix of the object
             partial.unlink(missing_ok=True)
@@ -113,17 +117,19 @@ class ContentCache:
         if partial.exists():  # resume: hash what is there, ask for the rest
             with open(partial, "rb") as f:
                 while chunk := f.read(1 << 20):
-                    digest.update(chunk)
+                    for h in hashers:
+                        h.update(chunk)
             start = partial.stat().st_size
         with open(partial, "ab") as out:
             for chunk in opener(start, None):
                 out.write(chunk)
-                digest.update(chunk)
+                for h in hashers:
+                    h.update(chunk)
             out.flush()
             os.fsync(out.fileno())
-        return digest.hexdigest()
+        return {h.name: h.hexdigest() for h in hashers}
 
-    def _ranged(self, partial: Path, opener: Opener, size: int) -> str:
+    def _ranged(self, partial: Path, opener: Opener, size: int, algorithms: tuple[str, ...]) -> dict[str, str]:
         record = partial.with_suffix(".parts")
         done = set(json.loads(record.read_text())) if record.exists() and partial.exists() else set()
         with open(partial, "ab"):
@@ -148,12 +154,13 @@ class ContentCache:
             os.fsync(fd)
         finally:
             os.close(fd)
-        digest = hashlib.sha256()
+        hashers = [hashlib.new(name) for name in algorithms]
         with open(partial, "rb") as f:
             while chunk := f.read(1 << 20):
-                digest.update(chunk)
+                for h in hashers:
+                    h.update(chunk)
         record.unlink(missing_ok=True)
-        return digest.hexdigest()
+        return {h.name: h.hexdigest() for h in hashers}
 
     def view(self, name: str, members: dict[str, str]) -> Path:
         """A folder of symlinks (relative path -> cached sha256), so a downloaded folder reads like the original."""

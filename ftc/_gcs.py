@@ -29,7 +29,7 @@ class GcsStore:
             from google.api_core.retry import Retry
             from google.cloud import storage
         except ImportError:
-            raise RemoteProblem("gs:// inputs need google-cloud-storage, which is not installed", "pip install 'ftc[gcs]'") from None
+            raise RemoteProblem("gs:// inputs need google-cloud-storage, which is not installed", "pip install 'ftc[gcs]'", "unconfigured") from None
         self._exceptions = exceptions
         self._retry = Retry(timeout=15)  # bounded: an unreachable endpoint fails in seconds
         try:
@@ -40,17 +40,17 @@ class GcsStore:
             else:
                 self._client = storage.Client()
         except Exception as exc:  # google.auth's DefaultCredentialsError, among others
-            raise RemoteProblem(f"gs://: no Google Cloud credentials ({type(exc).__name__})", "run `gcloud auth application-default login` or set GOOGLE_APPLICATION_CREDENTIALS") from None
+            raise RemoteProblem(f"gs://: no Google Cloud credentials ({type(exc).__name__})", "run `gcloud auth application-default login` or set GOOGLE_APPLICATION_CREDENTIALS", "denied") from None
 
     def _explain(self, exc: Exception, uri: str) -> RemoteProblem:
         e = self._exceptions
         if isinstance(exc, e.NotFound):
             return RemoteProblem(f"{uri}: no such bucket, object or prefix", "check the bucket and object names")
         if isinstance(exc, (e.Forbidden, e.Unauthorized)):
-            return RemoteProblem(f"{uri}: access denied: the credentials in the environment were refused", "check GOOGLE_APPLICATION_CREDENTIALS and the bucket's permissions")
+            return RemoteProblem(f"{uri}: access denied: the credentials in the environment were refused", "check GOOGLE_APPLICATION_CREDENTIALS and the bucket's permissions", "denied")
         if isinstance(exc, e.GoogleAPICallError):
             return RemoteProblem(f"{uri}: GCS error {exc.code}")
-        return RemoteProblem(f"{uri}: cannot reach GCS ({type(exc).__name__})", "check the network (and STORAGE_EMULATOR_HOST)")
+        return RemoteProblem(f"{uri}: cannot reach GCS ({type(exc).__name__})", "check the network (and STORAGE_EMULATOR_HOST)", "unreachable")
 
     @staticmethod
     def _object(bucket: str, blob: Any, path: str) -> RemoteObject:
@@ -94,7 +94,7 @@ class GcsStore:
         except Exception as exc:
             raise self._explain(exc, obj.uri) from None
         if blob is None:
-            raise RemoteProblem(f"{obj.uri}: generation {obj.pin['generation']} pinned by the plan is gone", "restore it, or recompile the spec", changed=True)
+            raise RemoteProblem(f"{obj.uri}: generation {obj.pin['generation']} pinned by the plan is gone", "restore it, or recompile the spec", reason="changed")
 
     def opener(self, obj: RemoteObject) -> Callable[[int, int | None], Iterator[bytes]]:
         def open_from(start: int, end: int | None) -> Iterator[bytes]:

@@ -9,16 +9,21 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator, Protocol
 
-__all__ = ["RemoteObject", "RemoteProblem", "Store", "store_for"]
+__all__ = ["LocalStore", "RemoteObject", "RemoteProblem", "Store", "store_for"]
 
 
 class RemoteProblem(Exception):
-    """A failure a user can act on: ``str()`` says what, ``hint`` what to do; ``changed`` when a pinned object is
+    """A failure a user can act on: ``str()`` says what, ``hint`` what to do, ``reason`` why: "input" (not found),
+    "denied", "unreachable", "unconfigured" (see ftc.errors.INPUT_EXIT_CODES), or "changed" when a pinned object is
     no longer what the plan names. Never holds a credential."""
 
-    def __init__(self, message: str, hint: str = "", changed: bool = False):
+    def __init__(self, message: str, hint: str = "", reason: str = "input"):
         super().__init__(message)
-        self.hint, self.changed = hint, changed
+        self.hint, self.reason = hint, reason
+
+    @property
+    def changed(self) -> bool:
+        return self.reason == "changed"
 
 
 @dataclass(frozen=True)
@@ -39,14 +44,54 @@ class Store(Protocol):
     def opener(self, obj: RemoteObject) -> Callable[[int, int | None], Iterator[bytes]]: ...
 
 
-def store_for(uri: str) -> Store:
-    """The store for ``uri``'s scheme (clients read credentials from the environment now)."""
+def store_for(uri: str, endpoint_url: str | None = None) -> Store:
+    """The store for ``uri``'s scheme (clients read credentials from the environment now); a plain path is a local
+    folder (a DVC remote can be one). ``endpoint_url`` overrides the S3 endpoint of the environment."""
     if uri.startswith("s3://"):
         from ._s3 import S3Store
 
-        return S3Store()
+        return S3Store(endpoint_url)
     if uri.startswith("gs://"):
         from ._gcs import GcsStore
 
         return GcsStore()
-    raise RemoteProblem(f"{uri}: not an object store URI (s3:// or gs://)")
+    if "://" not in uri or uri.startswith("file://"):
+        return LocalStore()
+    raise RemoteProblem(f"{uri}: not a location ftc can read (s3://, gs:// or a local folder)", "", "unconfigured")
+
+
+class LocalStore:
+    """Files in a local folder, read as a store: for DVC remotes that are folders (shared disks, NFS)."""
+
+    @staticmethod
+    def _path(uri: str) -> str:
+        return uri.removeprefix("file://")
+
+    def list(self, uri: str) -> list[RemoteObject]:
+        import os
+
+        try:
+            size = os.stat(self._path(uri)).st_size
+        except FileNotFoundError:
+            raise RemoteProblem(f"{uri}: no such file", "check the path") from None
+        except PermissionError:
+            raise RemoteProblem(f"{uri}: permission denied", "make it readable by this user", "denied") from None
+        return [RemoteObject(uri, uri.rsplit("/", 1)[-1], size, {})]
+
+    def check_unchanged(self, obj: RemoteObject) -> None:
+        self.list(obj.uri)
+
+    def opener(self, obj: RemoteObject) -> Callable[[int, int | None], Iterator[bytes]]:
+        def open_from(start: int, end: int | None) -> Iterator[bytes]:
+            with open(self._path(obj.uri), "rb") as f:
+                f.seek(start)
+                left = None if end is None else end - start
+                while left is None or left > 0:
+                    chunk = f.read(1 << 20 if left is None else min(1 << 20, left))
+                    if not chunk:
+                        return
+                    if left is not None:
+                        left -= len(chunk)
+                    yield chunk
+
+        return open_from

@@ -24,35 +24,35 @@ def _explain(exc: Exception, uri: str) -> RemoteProblem:
     from botocore.exceptions import ClientError, NoCredentialsError
 
     if isinstance(exc, NoCredentialsError):
-        return RemoteProblem(f"{uri}: no AWS credentials found", "set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or AWS_PROFILE")
+        return RemoteProblem(f"{uri}: no AWS credentials found", "set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or AWS_PROFILE", "denied")
     if not isinstance(exc, ClientError):  # connection refused, timeouts
-        return RemoteProblem(f"{uri}: cannot reach the S3 endpoint ({type(exc).__name__})", "check AWS_ENDPOINT_URL and the network")
+        return RemoteProblem(f"{uri}: cannot reach the S3 endpoint ({type(exc).__name__})", "check AWS_ENDPOINT_URL and the network", "unreachable")
     code = str(exc.response.get("Error", {}).get("Code", ""))
     if code == "NoSuchBucket":
         return RemoteProblem(f"{uri}: bucket {_split(uri)[0]!r} does not exist", "check the bucket name")
     if code in _MISSING:
         return RemoteProblem(f"{uri}: no such object or prefix", "check the key; a folder is a prefix ending in /")
     if code in ("InvalidAccessKeyId", "SignatureDoesNotMatch", "AccessDenied", "403", "Forbidden"):
-        return RemoteProblem(f"{uri}: access denied ({code}): the credentials in the environment were refused", "check AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY / AWS_PROFILE and the bucket's permissions")
+        return RemoteProblem(f"{uri}: access denied ({code}): the credentials in the environment were refused", "check AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY / AWS_PROFILE and the bucket's permissions", "denied")
     if code in ("PreconditionFailed", "412", "NoSuchVersion", "InvalidArgument"):
-        return RemoteProblem(f"{uri}: the object changed since the plan was compiled ({code})", "restore the pinned version, or recompile the spec", changed=True)
+        return RemoteProblem(f"{uri}: the object changed since the plan was compiled ({code})", "restore the pinned version, or recompile the spec", reason="changed")
     return RemoteProblem(f"{uri}: S3 error {code}")
 
 
 class S3Store:
-    def __init__(self) -> None:
+    def __init__(self, endpoint_url: str | None = None) -> None:
         try:
             import boto3
             from botocore.config import Config
         except ImportError:
-            raise RemoteProblem("s3:// inputs need boto3, which is not installed", "pip install 'ftc[s3]'") from None
+            raise RemoteProblem("s3:// inputs need boto3, which is not installed", "pip install 'ftc[s3]'", "unconfigured") from None
         from botocore.exceptions import BotoCoreError, ClientError
 
         self._errors = (BotoCoreError, ClientError)
         # a new session reads the environment now (boto3's default session keeps the first credentials it saw);
         # bounded: an unreachable endpoint fails in seconds, not after minutes of retries
         config = Config(connect_timeout=5, read_timeout=60, retries={"max_attempts": 2, "mode": "standard"})
-        self._s3 = boto3.session.Session().client("s3", config=config)
+        self._s3 = boto3.session.Session().client("s3", config=config, endpoint_url=endpoint_url)
 
     def _object(self, bucket: str, key: str, path: str, head: dict[str, Any]) -> RemoteObject:
         pin = {"etag": head["ETag"].strip('"')}
@@ -96,16 +96,16 @@ class S3Store:
         except self._errors as exc:
             problem = _explain(exc, obj.uri)
             if "no such object" in str(problem):
-                problem = RemoteProblem(f"{obj.uri}: the pinned object is gone", "restore it, or recompile the spec", changed=True)
+                problem = RemoteProblem(f"{obj.uri}: the pinned object is gone", "restore it, or recompile the spec", reason="changed")
             raise problem from None
         found = head["ETag"].strip('"')
         if found != obj.pin["etag"]:
-            raise RemoteProblem(f"{obj.uri}: the object changed since the plan was compiled (ETag {obj.pin['etag']} pinned, {found} found)", "restore the pinned object, or recompile the spec", changed=True)
+            raise RemoteProblem(f"{obj.uri}: the object changed since the plan was compiled (ETag {obj.pin['etag']} pinned, {found} found)", "restore the pinned object, or recompile the spec", reason="changed")
 
     def opener(self, obj: RemoteObject) -> Callable[[int, int | None], Iterator[bytes]]:
         def open_from(start: int, end: int | None) -> Iterator[bytes]:
             args = self._args(obj)
-            if "VersionId" not in args:
+            if "VersionId" not in args and "etag" in obj.pin:  # (a DVC object is named by its md5: checked after)
                 args["IfMatch"] = f'"{obj.pin["etag"]}"'
             if start or end is not None:
                 args["Range"] = f"bytes={start}-{'' if end is None else end - 1}"

@@ -15,6 +15,7 @@ __all__ = [
     "DataInvalid",
     "ExitCode",
     "FtcError",
+    "INPUT_EXIT_CODES",
     "InputChanged",
     "InputUnresolvable",
     "PlanInvalid",
@@ -32,11 +33,14 @@ class ExitCode(enum.IntEnum):
     INTERNAL = 1  # a bug: please report it with the --debug traceback
     USAGE = 2  # bad command line (unknown option, missing argument, file given where a folder is needed)
     SPEC_INVALID = 3  # the job spec is invalid; every problem is listed
-    INPUT_UNRESOLVABLE = 4  # an input (weights, data, config) cannot be found or read
+    INPUT_UNRESOLVABLE = 4  # an input (weights, data, config) cannot be found: no such file, bucket, object, rev
     PLAN_INVALID = 5  # a plan file does not match plan.schema.json or its plan_id
     INPUT_CHANGED = 6  # at run time, an input no longer matches the digest pinned in the plan
     DATA_INVALID = 7  # at run time, training data that cannot be used (an example longer than context_length)
     TRAINING_FAILED = 8  # training stopped with an error (a worker crashed, the loss became NaN)
+    INPUT_DENIED = 9  # a store refused the credentials in the environment, or there are none
+    INPUT_UNREACHABLE = 10  # a store or repository did not answer (network, endpoint): trying again may help
+    INPUT_UNCONFIGURED = 11  # where to read an input from is not set up (no DVC remote at that rev, no client library)
     INTERRUPTED = 130  # Ctrl-C or SIGTERM: the last checkpoint is intact; resume with `ftc run PLAN --resume`
 
 
@@ -57,7 +61,7 @@ class Problem:
     file: str | None = None
     line: int | None = None
     value: Any = field(default=_UNSET, compare=False)
-    #: "spec" for a mistake in the spec itself, "input" for an input that cannot be found or read.
+    #: "spec" for a mistake in the spec itself; for an input that cannot be had, why (a key of INPUT_EXIT_CODES)
     kind: str = "spec"
 
     def render(self) -> str:
@@ -65,7 +69,7 @@ class Problem:
         if self.file:
             location = f"{self.file}:{self.line}: " if self.line else f"{self.file}: "
         text = f"{location}{self.where}: {self.message}"
-        if self.value is not _UNSET and not isinstance(self.value, (dict, list)):
+        if self.value is None or isinstance(self.value, (str, int, float, bool)):
             text += f" (found: {json.dumps(self.value, ensure_ascii=False)})"
         if self.hint:
             text += f"\n    fix: {self.hint}"
@@ -86,8 +90,24 @@ class PlanInvalid(FtcError):
     exit_code = ExitCode.PLAN_INVALID
 
 
+#: why an input cannot be had -> the exit code that says so
+INPUT_EXIT_CODES = {
+    "input": ExitCode.INPUT_UNRESOLVABLE,  # not found
+    "denied": ExitCode.INPUT_DENIED,
+    "unreachable": ExitCode.INPUT_UNREACHABLE,
+    "unconfigured": ExitCode.INPUT_UNCONFIGURED,
+}
+
+
 class InputUnresolvable(FtcError):
+    """An input that cannot be had; ``reason`` (a key of INPUT_EXIT_CODES) picks the exit code."""
+
     exit_code = ExitCode.INPUT_UNRESOLVABLE
+
+    def __init__(self, message: str, reason: str = "input"):
+        super().__init__(message)
+        self.reason = reason
+        self.exit_code = INPUT_EXIT_CODES[reason]
 
 
 class InputChanged(FtcError):
@@ -105,15 +125,18 @@ class TrainingFailed(FtcError):
 class SpecInvalid(FtcError):
     """A spec with one or more problems; all of them are reported at once.
 
-    The exit code says invalid spec when any problem is in the spec itself, and unresolvable input when every
-    problem is an input that cannot be found or read.
+    The exit code says invalid spec when any problem is in the spec itself; when every problem is an input that
+    cannot be had, it says why (not found, denied, unreachable, not configured; not found when the reasons differ).
     """
 
     def __init__(self, problems: list[Problem], source: str = "spec"):
         self.problems = list(problems)
         self.source = source
-        only_inputs = all(p.kind == "input" for p in self.problems)
-        self.exit_code = ExitCode.INPUT_UNRESOLVABLE if only_inputs else ExitCode.SPEC_INVALID
+        kinds = {p.kind for p in self.problems}
+        if "spec" in kinds:
+            self.exit_code = ExitCode.SPEC_INVALID
+        else:
+            self.exit_code = INPUT_EXIT_CODES[kinds.pop()] if len(kinds) == 1 else ExitCode.INPUT_UNRESOLVABLE
         noun = "problem" if len(self.problems) == 1 else "problems"
         lines = [f"{source}: {len(self.problems)} {noun}:"]
         # the spec's own lines first, in file order, then the data and input files

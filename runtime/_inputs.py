@@ -29,7 +29,7 @@ def verify_inputs(plan: dict[str, Any], plan_dir: Path) -> dict[str, Path | str]
             if item["source"] == "hub":
                 found[role] = item["uri"].removeprefix("hf://")
                 continue
-            if item["source"] in ("s3", "gcs"):
+            if item["source"] in ("s3", "gcs", "dvc"):
                 found[role] = _materialize_remote(role, item)
                 continue
             if item["source"] != "local":
@@ -52,47 +52,67 @@ def verify_inputs(plan: dict[str, Any], plan_dir: Path) -> dict[str, Path | str]
 
 def _materialize_remote(role: str, item: dict[str, Any]) -> Path:
     """Download the pinned objects into the content cache (once; in parallel for a folder) and return the file, or
-    a folder view of them. An object the store no longer holds, or whose bytes differ, stops the run."""
+    a folder view of them. An object the store no longer holds, or whose bytes differ, stops the run.
+
+    S3 and GCS objects are first checked against their pins (ETag, version, generation); a DVC remote's objects
+    are named by their md5, so the bytes are checked against it (and a data file against its sha256 too)."""
     from concurrent.futures import ThreadPoolExecutor
 
     from ftc._canonical import digest_of
     from ftc._content_cache import ContentCache, DigestMismatch
+    from ftc._dvc_remote import DvcRemote
     from ftc._remote import RemoteObject, RemoteProblem, store_for
 
-    uri = item["uri"]
-    if item["kind"] == "file":
-        objects = [(RemoteObject(uri, uri.rsplit("/", 1)[-1], item["size"], item["pin"]), item["digest"][7:])]
+    uri, pin = item["uri"], item.get("pin") or {}
+    # (object, cache key, expected digests) for each file
+    if item["source"] == "dvc":
+        remote = DvcRemote(pin["remote"], pin.get("endpoint"))
+        if item["kind"] == "file":
+            obj = remote.object(pin["md5"], uri.rsplit("@", 1)[0].rsplit("/", 1)[-1], size=item["size"])
+            objects = [(obj, remote.cache_key(pin["md5"]), {"sha256": item["digest"][7:], "md5": pin["md5"]})]
+        else:
+            objects = [(remote.object(f["pin"]["md5"], f["path"], size=f["size"]), remote.cache_key(f["pin"]["md5"]), {"md5": f["pin"]["md5"]}) for f in item["files"]]
+    elif item["kind"] == "file":
+        obj = RemoteObject(uri, uri.rsplit("/", 1)[-1], item["size"], pin)
+        objects = [(obj, obj.cache_key(), {"sha256": item["digest"][7:]})]
     else:
         prefix = uri if uri.endswith("/") else uri + "/"
-        objects = [(RemoteObject(prefix + f["path"], f["path"], f["size"], f["pin"]), f.get("sha256")) for f in item["files"]]
+        objects = []
+        for f in item["files"]:
+            obj = RemoteObject(prefix + f["path"], f["path"], f["size"], f["pin"])
+            objects.append((obj, obj.cache_key(), {"sha256": f.get("sha256")}))
     try:
-        store, cache = store_for(uri), ContentCache()
+        store = remote.store if item["source"] == "dvc" else store_for(uri)
+        cache = ContentCache()
     except RemoteProblem as exc:
-        raise InputUnresolvable(f"{role}: {exc}\n    fix: {exc.hint}") from None
+        raise InputUnresolvable(f"{role}: {exc}\n    fix: {exc.hint}", exc.reason) from None
 
-    def one(entry: tuple[RemoteObject, str | None]) -> tuple[str, str]:
-        obj, expected = entry
+    def one(entry: tuple[RemoteObject, dict[str, str], dict[str, str | None]]) -> tuple[str, str]:
+        obj, key, expected = entry
         try:
-            store.check_unchanged(obj)  # even when cached: the source must still hold what the plan names
-            announce = obj.size >= 1 << 20 and cache.known(obj.cache_key()) is None
+            if item["source"] != "dvc":
+                store.check_unchanged(obj)  # even when cached: the source must still hold what the plan names
+            announce = obj.size >= 1 << 20 and cache.known(key) is None
             if announce:
                 log(f"{role}: downloading {obj.uri} ({obj.size / 1e6:,.1f} MB)")
             started = time.perf_counter()
-            _, sha = cache.fetch(obj.cache_key(), store.opener(obj), size=obj.size, expected_sha256=expected)
+            _, sha = cache.fetch(key, store.opener(obj), size=obj.size, expected_sha256=expected.get("sha256"), expected_md5=expected.get("md5"))
             if announce:
                 elapsed = max(time.perf_counter() - started, 1e-9)
                 log(f"{role}: {obj.path} verified, {obj.size / 1e6 / elapsed:,.0f} MB/s")
         except DigestMismatch as exc:
-            raise InputChanged(f"{role}: {obj.uri} is not the bytes the plan pins\n    expected sha256:{exc.expected}\n    found    sha256:{exc.found}\n    fix: restore it, or recompile the spec") from None
+            raise InputChanged(f"{role}: {obj.uri} is not the bytes the plan pins\n    expected {exc.algorithm}:{exc.expected}\n    found    {exc.algorithm}:{exc.found}\n    fix: restore it, or recompile the spec") from None
         except RemoteProblem as exc:
-            raise (InputChanged if exc.changed else InputUnresolvable)(f"{role}: {exc}\n    fix: {exc.hint}") from None
+            if exc.changed:
+                raise InputChanged(f"{role}: {exc}\n    fix: {exc.hint}") from None
+            raise InputUnresolvable(f"{role}: {exc}\n    fix: {exc.hint}", exc.reason) from None
         return obj.path, sha
 
     with ThreadPoolExecutor(max_workers=min(8, len(objects))) as pool:
         members = dict(pool.map(one, objects))
     if item["kind"] == "file":
         return cache.object_path(members[objects[0][0].path])
-    return cache.view(item["source"] + "-" + digest_of([uri, item["files"]])[7:], members)
+    return cache.view(item["source"] + "-" + digest_of([uri, pin, item["files"]])[7:], members)
 
 
 def _file_changes(pinned: list[dict[str, Any]], now: list) -> str:

@@ -13,14 +13,21 @@ from ._schema import _object_branch, _resolve, job_schema
 __all__ = ["render_spec_reference"]
 
 
+#: definitions documented once in a section of their own (a key that takes one names it instead of repeating it)
+_SECTIONS = {"#/$defs/dvc_location": ("DVC location", "dvc-location")}
+
+
 def _type(schema: dict, root: dict) -> str:
+    if schema.get("$ref") in _SECTIONS:
+        title, anchor = _SECTIONS[schema["$ref"]]
+        return f"[{title}](#{anchor})"
     schema = _resolve(schema, root)
     if "enum" in schema:
         return " \\| ".join(f"`{v}`" for v in schema["enum"])
     if "const" in schema:
         return f"`{schema['const']}`"
-    if "oneOf" in schema:
-        return " or ".join(_type(b, root) for b in schema["oneOf"])
+    if "oneOf" in schema or "anyOf" in schema:
+        return " or ".join(_type(b, root) for b in schema.get("oneOf", schema.get("anyOf")))
     t = schema.get("type", "any")
     if "properties" in schema and "$ref" not in schema:
         t = "object"
@@ -32,6 +39,8 @@ def _type(schema: dict, root: dict) -> str:
 
 
 def _rows(schema: dict, root: dict, prefix: str = "") -> Iterator[tuple[str, bool, dict]]:
+    if any(b.get("$ref") in _SECTIONS for b in [schema, *schema.get("anyOf", [])]):
+        return  # documented in its own section
     obj = _object_branch(schema, root)
     if obj is None:
         return
@@ -65,10 +74,20 @@ def render_spec_reference() -> str:
         "| key | type | default | description |",
         "|---|---|---|---|",
     ]
-    for name, required, sub in _rows(root, root):
+    lines += _table(root, root)
+    for ref, (title, _) in _SECTIONS.items():
+        sub = _resolve({"$ref": ref}, root)
+        lines += ["", f"## {title}", "", sub["description"], "", "| key | type | default | description |", "|---|---|---|---|"]
+        lines += _table(sub, root)
+    return "\n".join(lines) + "\n"
+
+
+def _table(schema: dict, root: dict) -> list[str]:
+    lines = []
+    for name, required, sub in _rows(schema, root):
         description = sub.get("description", "").replace("|", "\\|").replace("<", "&lt;").replace("\n", " ")
         key = f"`{name}`" + (" (required)" if required else "")
         lines.append(f"| {key} | {_type(sub, root)} | {_default(sub)} | {description} |")
-    return "\n".join(lines) + "\n"
+    return lines
 
 

@@ -13,12 +13,34 @@ from typing import Any, Literal
 
 __all__ = [
     "DeepSpeedSettings",
+    "DvcLocation",
+    "DvcRef",
+    "Location",
     "EvalFrequency",
     "GenerationConfig",
     "JobSpec",
     "LoraConfig",
     "PromptFormat",
 ]
+
+
+@dataclass(frozen=True)
+class DvcRef:
+    """A path tracked by DVC in a git repository at a revision (None: the spec's own repository; HEAD)."""
+
+    path: str
+    repo: str | None
+    rev: str | None
+    remote: str | None
+
+
+@dataclass(frozen=True)
+class DvcLocation:
+    dvc: DvcRef
+
+
+#: where an input is: a local path or s3:// / gs:// URI, or a path tracked by DVC
+Location = str | DvcLocation
 
 
 @dataclass(frozen=True)
@@ -77,10 +99,10 @@ class JobSpec:
 
     spec_version: int
     model_id: str
-    initial_base_model_ckpt_path: str | None
-    initial_adapter_model_ckpt_path: str | None
-    train_path: str
-    valid_path: str | None
+    initial_base_model_ckpt_path: Location | None
+    initial_adapter_model_ckpt_path: Location | None
+    train_path: Location
+    valid_path: Location | None
     generation_config: GenerationConfig
     num_epochs: int
     learning_rate: float

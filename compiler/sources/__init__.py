@@ -1,4 +1,4 @@
-"""Input sources: each kind of location (a local path; later DVC, S3, GCS) is one small module with ``resolve``.
+"""Input sources: each kind of location (a local path, S3 or GCS, DVC) is one small module with ``resolve``.
 
 ``resolve_location`` picks the module by the location's scheme and returns a :class:`ResolvedInput`: where the
 input is, its exact identity (digest, version) and, when this machine can read it, a local path for checks.
@@ -12,16 +12,18 @@ from pathlib import Path
 from typing import Any
 
 from ftc._hashing import FileDigest, StatCache
+from ftc.spec.model import DvcLocation, Location
 
 __all__ = ["InputNotFound", "ResolveContext", "ResolvedInput", "resolve_location", "hub_input"]
 
 
 class InputNotFound(Exception):
-    """An input that cannot be found or read; ``hint`` says what to do."""
+    """An input that cannot be had; ``hint`` says what to do, ``reason`` why: "input" (not found), "denied",
+    "unreachable", "unconfigured" (ftc.errors.INPUT_EXIT_CODES), or "spec" for a location written wrong."""
 
-    def __init__(self, message: str, hint: str = ""):
+    def __init__(self, message: str, hint: str = "", reason: str = "input"):
         super().__init__(message)
-        self.hint = hint
+        self.hint, self.reason = hint, reason
 
 
 @dataclass(frozen=True)
@@ -75,8 +77,12 @@ class ResolvedInput:
 _SCHEME = re.compile(r"^([a-zA-Z][a-zA-Z0-9+.-]*)://")
 
 
-def resolve_location(location: str, ctx: ResolveContext) -> ResolvedInput:
+def resolve_location(location: Location, ctx: ResolveContext) -> ResolvedInput:
     """Pin the input at ``location``. Raises :class:`InputNotFound` with a fix when it cannot."""
+    if isinstance(location, DvcLocation):
+        from . import dvc
+
+        return dvc.resolve(location.dvc, ctx)
     match = _SCHEME.match(location)
     scheme = match.group(1).lower() if match else "file"
     if scheme == "file":

@@ -31,7 +31,7 @@ def resolve(location: str, ctx: ResolveContext) -> ResolvedInput:
             if obj.path.endswith(".json") and obj.size <= _SMALL:
                 small[obj.path] = cache.fetch(obj.cache_key(), store.opener(obj), size=obj.size)[1]
     except RemoteProblem as exc:
-        raise InputNotFound(str(exc), exc.hint) from None
+        raise InputNotFound(str(exc), exc.hint, exc.reason) from None
     files = tuple({"path": o.path, "size": o.size, "pin": o.pin} for o in objects)
     view = cache.view("partial-" + digest_of([location, files])[7:], small)
     return ResolvedInput(source=source, uri=location, pinned=True, kind="dir", size=sum(o.size for o in objects), remote_files=files, local_path=view)

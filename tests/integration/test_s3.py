@@ -72,24 +72,50 @@ def test_a_versioned_bucket_trains_on_the_pinned_version(s3, job, ftc, tmp_path,
 
 
 @pytest.mark.parametrize(
-    "where, env, message",
+    "where, env, code, message",
     [
-        ("s3://no-such-bucket-here/data/train.jsonl", {}, "bucket 'no-such-bucket-here' does not exist"),
-        ("s3://{bucket}/data/missing.jsonl", {}, "no such object or prefix"),
-        ("s3://{bucket}/data/train.jsonl", {"AWS_SECRET_ACCESS_KEY": "wrong-secret"}, "access denied"),
-        ("s3://{bucket}/data/train.jsonl", {"AWS_ENDPOINT_URL": "http://127.0.0.1:9"}, "cannot reach the S3 endpoint"),
+        ("s3://no-such-bucket-here/data/train.jsonl", {}, ExitCode.INPUT_UNRESOLVABLE, "bucket 'no-such-bucket-here' does not exist"),
+        ("s3://{bucket}/data/missing.jsonl", {}, ExitCode.INPUT_UNRESOLVABLE, "no such object or prefix"),
+        ("s3://{bucket}/data/train.jsonl", {"AWS_SECRET_ACCESS_KEY": "wrong-secret"}, ExitCode.INPUT_DENIED, "access denied"),
+        ("s3://{bucket}/data/train.jsonl", {"AWS_ACCESS_KEY_ID": "", "AWS_SECRET_ACCESS_KEY": ""}, ExitCode.INPUT_DENIED, "no AWS credentials found"),
+        ("s3://{bucket}/data/train.jsonl", {"AWS_ENDPOINT_URL": "http://127.0.0.1:9"}, ExitCode.INPUT_UNREACHABLE, "cannot reach the S3 endpoint"),
     ],
-    ids=["missing-bucket", "missing-object", "wrong-credentials", "unreachable-endpoint"],
+    ids=["missing-bucket", "missing-object", "wrong-credentials", "no-credentials", "unreachable-endpoint"],
 )
-def test_unresolvable_s3_inputs_fail_compile_with_one_clear_line(s3, job, ftc, tmp_path, monkeypatch, where, env, message):
+def test_unresolvable_s3_inputs_fail_compile_with_one_clear_line(s3, job, ftc, tmp_path, monkeypatch, where, env, code, message):
     write_jsonl(tmp_path / "t.jsonl", arithmetic_examples(4, seed=1))
     s3.upload_file(str(tmp_path / "t.jsonl"), s3.bucket, "data/train.jsonl")
     for key, value in env.items():
-        monkeypatch.setenv(key, value)
+        if value:
+            monkeypatch.setenv(key, value)
+        else:
+            monkeypatch.delenv(key)
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "none"))  # no profile of this machine's user either
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "none"))
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")  # nor an instance role (and no wait for one)
     start = time.monotonic()
     r = ftc("compile", job(train_path=where.format(bucket=s3.bucket)), "-o", tmp_path / "p.json")
     assert time.monotonic() - start < 30  # bounded: no endless retries
-    assert r.code == ExitCode.INPUT_UNRESOLVABLE
+    assert r.code == code, r.err
     assert message in r.err and "$.train_path" in r.err
     assert "wrong-secret" not in r.err and S3_SECRET not in r.err
     assert not (tmp_path / "p.json").exists()
+
+
+@pytest.mark.parametrize(
+    "env, code, message",
+    [
+        ({"AWS_SECRET_ACCESS_KEY": "wrong-secret"}, ExitCode.INPUT_DENIED, "access denied"),
+        ({"AWS_ENDPOINT_URL": "http://127.0.0.1:9"}, ExitCode.INPUT_UNREACHABLE, "cannot reach the S3 endpoint"),
+    ],
+    ids=["wrong-credentials", "unreachable-endpoint"],
+)
+def test_a_store_that_fails_at_run_time_stops_the_run_before_training(s3, job, ftc, tmp_path, tiny_model, monkeypatch, env, code, message):
+    spec = _spec_in_s3(s3, job, tmp_path, tiny_model)
+    assert ftc("compile", spec, "-o", tmp_path / "p.json").code == 0
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    r = ftc("run", tmp_path / "p.json")
+    assert r.code == code, r.err
+    assert message in r.err and "wrong-secret" not in r.err
+    assert not (tmp_path / "output").exists()

@@ -1,0 +1,170 @@
+"""Inputs tracked by DVC (``{dvc: {path, repo, rev, remote}}``), pinned by git commit and DVC md5.
+
+DVC itself (``DVCFileSystem``) says what the path is at that rev without downloading any data: the md5 of the
+file (or of the folder's ``.dir`` listing), and the remote the repository configures at that rev. The bytes are in
+that remote, content-addressed (``files/md5/ab/cdef...``); ftc reads them with its own stores (a local folder,
+s3://, gs://), checks each against its md5, and keeps them in the content cache. So the runtime needs neither DVC
+nor git, and a plan compiled here runs on a machine that has only the remote.
+
+Compiling reads what the checks need: a data file whole, and of a folder its listing and small JSON files; every
+other object of a folder is looked up (size, presence) so that data never pushed fails now, not at run time.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from ftc._canonical import digest_of
+from ftc._content_cache import ContentCache, DigestMismatch
+from ftc._dvc_remote import DvcRemote
+from ftc._remote import RemoteProblem
+from ftc.spec.model import DvcRef
+
+from . import InputNotFound, ResolveContext, ResolvedInput
+
+_SMALL = 1 << 20  # JSON members of a folder up to this size are fetched for the checks
+
+
+def resolve(ref: DvcRef, ctx: ResolveContext) -> ResolvedInput:
+    try:
+        from dvc.api import DVCFileSystem
+    except ImportError:
+        raise InputNotFound("inputs tracked by DVC need the dvc package to compile", "pip install 'ftc[dvc]'", "unconfigured") from None
+    repo, repo_in_plan = _repo(ref, ctx)
+    rev = ref.rev or "HEAD"
+    fs = _open(DVCFileSystem, repo, rev, repo_in_plan)
+    commit = fs.repo.scm.resolve_rev(rev)
+    md5, hash_name = _tracked_md5(fs, ref.path, rev, commit)
+    if hash_name != "md5":
+        raise InputNotFound(f"{ref.path} at {rev} is hashed the DVC 2 way ({hash_name})", "run `dvc cache migrate --dvc-files` in the repository and commit", "unconfigured")
+    if ref.rev is None and os.path.isdir(repo):
+        _check_committed(DVCFileSystem, repo, ref.path, md5)
+    remote = DvcRemote(*_remote(fs, ref, rev, repo_in_plan))
+    pin: dict[str, Any] = {"repo": repo_in_plan, "rev": rev, "commit": commit, "md5": md5, "remote": remote.url}
+    if remote.endpoint:
+        pin["endpoint"] = remote.endpoint
+    uri = f"{ref.path}@{commit[:12]}"
+    try:
+        if md5.endswith(".dir"):
+            return _folder(remote, ref, md5, pin, uri)
+        return _file(remote, ref, md5, pin, uri)
+    except RemoteProblem as exc:
+        raise InputNotFound(str(exc), exc.hint, exc.reason) from None
+
+
+def _repo(ref: DvcRef, ctx: ResolveContext) -> tuple[str, str]:
+    """Where the repository is for DVC, and how the plan names it (a URL as given; a local path relative to the
+    plan's folder, like any local input)."""
+    if ref.repo and "://" in ref.repo or (ref.repo or "").startswith("git@"):
+        parts = urlsplit(ref.repo)
+        if parts.password or (parts.username and parts.scheme in ("http", "https")):
+            raise InputNotFound("the repo URL holds a credential, which would be written into the plan", "remove it from the URL; let git's credential helper supply it", "spec")
+        return ref.repo, ref.repo
+    if ref.repo:
+        given = Path(os.path.expanduser(ref.repo))
+        path = given if given.is_absolute() else ctx.base_dir / given
+        if not path.is_dir():
+            raise InputNotFound(f"no such repository folder: {path}", "check dvc.repo; a relative path is relative to the spec file")
+    else:
+        path = ctx.base_dir
+    try:
+        top = subprocess.run(["git", "-C", str(path), "rev-parse", "--show-toplevel"], capture_output=True, text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        where = "the spec's folder" if not ref.repo else str(path)
+        raise InputNotFound(f"{where} is not in a git repository", "give dvc.repo: the repository that tracks the path") from None
+    if ref.repo and (ref.repo.startswith("~") or Path(ref.repo).is_absolute()):
+        return top, ref.repo
+    return top, Path(os.path.relpath(top, ctx.plan_dir.resolve())).as_posix()
+
+
+def _open(DVCFileSystem, repo: str, rev: str, name: str):
+    from dvc.exceptions import DvcException
+    from dvc.scm import CloneError, RevError
+
+    try:
+        fs = DVCFileSystem(repo, rev=rev)
+        fs.repo  # noqa: B018 - opening the repository at rev is what can fail
+        return fs
+    except RevError:
+        raise InputNotFound(f"{name}: no revision {rev!r}", "check the tag, branch or commit (`git tag`, `git branch -a`)") from None
+    except CloneError:
+        raise InputNotFound(f"{name}: cannot clone the repository", "check the URL, the network and git's credentials", "unreachable") from None
+    except (DvcException, OSError) as exc:
+        text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise InputNotFound(f"{name}: cannot open the repository at {rev} ({text})") from None
+
+
+def _tracked_md5(fs, path: str, rev: str, commit: str) -> tuple[str, str]:
+    try:
+        info = fs.info(path)
+    except FileNotFoundError:
+        raise InputNotFound(f"{path}: no such path at {rev} ({commit[:12]})", "check dvc.path (relative to the repository root) and dvc.rev") from None
+    dvc_info = info.get("dvc_info") or {}
+    if not dvc_info.get("md5"):
+        raise InputNotFound(f"{path} is not tracked by DVC at {rev} ({commit[:12]})", f"`dvc add {path}` and commit the .dvc file, or give it as a plain path")
+    entry = dvc_info.get("entry")
+    hash_name = entry.hash_info.name if entry is not None and entry.hash_info is not None else "md5"
+    return dvc_info["md5"], hash_name
+
+
+def _check_committed(DVCFileSystem, repo: str, path: str, md5: str) -> None:
+    """With no rev the plan pins HEAD: a .dvc file changed since then would silently train on the old data."""
+    try:
+        now = (DVCFileSystem(repo).info(path).get("dvc_info") or {}).get("md5")
+    except FileNotFoundError:
+        now = None
+    if now != md5:
+        raise InputNotFound(f"{path}: its .dvc file has changes not committed to git (HEAD pins md5 {md5}, the work tree {now})", "commit the .dvc file (and `dvc push`), or set dvc.rev", "spec")
+
+
+def _remote(fs, ref: DvcRef, rev: str, name: str) -> tuple[str, str | None]:
+    """The remote's URL (and S3 endpoint) the repository configures at ``rev``, unless the spec names one."""
+    if ref.remote:
+        return ref.remote, None
+    config = fs.repo.config
+    default = config["core"].get("remote")
+    if not default or default not in config["remote"]:
+        raise InputNotFound(
+            f"{name} configures no default DVC remote at {rev}",
+            "`dvc remote add -d NAME URL` and commit .dvc/config, or give dvc.remote in the spec",
+            "unconfigured",
+        )
+    settings = config["remote"][default]
+    url = settings["url"]
+    if "://" in url and urlsplit(url).password:
+        raise InputNotFound(f"the DVC remote {default!r} at {rev} has a credential in its URL", "move it to the environment (AWS_*/GOOGLE_* variables)", "unconfigured")
+    return url, settings.get("endpointurl")
+
+
+def _fetch(remote: DvcRemote, md5: str, what: str, cache: ContentCache) -> tuple[Path, str]:
+    obj = remote.object(md5, what)
+    try:
+        return cache.fetch(remote.cache_key(md5), remote.store.opener(obj), size=obj.size, expected_md5=md5.removesuffix(".dir"))
+    except DigestMismatch as exc:
+        raise RemoteProblem(f"{obj.uri}: the remote's object for {what} is corrupt ({exc})", "push it again from a good copy: `dvc push --force`") from None
+
+
+def _file(remote: DvcRemote, ref: DvcRef, md5: str, pin: dict[str, Any], uri: str) -> ResolvedInput:
+    path, sha = _fetch(remote, md5, ref.path, ContentCache())
+    return ResolvedInput(source="dvc", uri=uri, pinned=True, kind="file", digest="sha256:" + sha, size=path.stat().st_size, pin=pin, local_path=path)
+
+
+def _folder(remote: DvcRemote, ref: DvcRef, md5: str, pin: dict[str, Any], uri: str) -> ResolvedInput:
+    cache = ContentCache()
+    listing, _ = _fetch(remote, md5, f"{ref.path} (its .dir listing)", cache)
+    entries = sorted(json.loads(listing.read_text()), key=lambda e: e["relpath"])
+    with ThreadPoolExecutor(max_workers=8) as pool:  # is every object in the remote, and how large
+        objects = list(pool.map(lambda e: remote.object(e["md5"], f"{ref.path}/{e['relpath']}"), entries))
+    small = {}
+    for entry, obj in zip(entries, objects):
+        if entry["relpath"].endswith(".json") and obj.size <= _SMALL:
+            small[entry["relpath"]] = _fetch(remote, entry["md5"], entry["relpath"], cache)[1]
+    files = tuple({"path": e["relpath"], "size": o.size, "pin": {"md5": e["md5"]}} for e, o in zip(entries, objects))
+    view = cache.view("partial-" + digest_of([pin, files])[7:], small)
+    return ResolvedInput(source="dvc", uri=uri, pinned=True, kind="dir", size=sum(o.size for o in objects), pin=pin, remote_files=files, local_path=view)
