@@ -6,7 +6,7 @@
     $FTC_CACHE_DIR/partial/<key>.parts      which byte ranges of a large download are complete
 
 Small objects stream in one request and are hashed as they arrive; large ones are fetched as byte ranges in
-parallel (as boto3's transfer manager does), written in place, then hashed. Either way the bytes are checked
+parallel (as boto3's transfer manager does), written in place and hashed in order as the ranges complete. Either way the bytes are checked
 against what the plan expects and only then renamed into objects/, so nothing half-written or wrong is ever found
 there. A lock per pin makes two processes that need the same input at once download it once.
 """
@@ -71,9 +71,10 @@ class ContentCache:
             finally:
                 fcntl.flock(handle, fcntl.LOCK_UN)
 
-    def fetch(self, pin: dict, opener: Opener, *, size: int | None = None, expected_sha256: str | None = None, expected_md5: str | None = None) -> tuple[Path, str]:
+    def fetch(self, pin: dict, opener: Opener, *, size: int | None = None, expected_sha256: str | None = None, expected_md5: str | None = None, parts: int | None = None) -> tuple[Path, str]:
         """Path and sha256 of the bytes ``pin`` names, downloading them with ``opener`` unless cached. ``size``
-        (when known) lets a large object come as parallel byte ranges.
+        (when known) lets a large object come as ``parts`` (default ``parallel_parts``) parallel byte ranges; with
+        ``parts=1`` it streams in one request, hashed as it arrives (best when many objects come at once).
 
         Raises :class:`DigestMismatch` (and keeps nothing) when the bytes are not ``expected_sha256`` (or, for
         objects named by their md5 as DVC's are, ``expected_md5``).
@@ -89,8 +90,9 @@ class ContentCache:
             partial = self.root / "partial" / f"{key}.part"
             partial.parent.mkdir(parents=True, exist_ok=True)
             algorithms = ("sha256", "md5") if expected_md5 else ("sha256",)
-            if size is not None and size > self.ranged_above:
-                digests = self._ranged(partial, opener, size, algorithms)
+            parts = self.parallel_parts if parts is None else parts
+            if size is not None and size > self.ranged_above and parts > 1:
+                digests = self._ranged(partial, opener, size, algorithms, parts)
             else:
                 digests = self._streamed(partial, opener, algorithms)
             sha = digests["sha256"]
@@ -129,15 +131,20 @@ class ContentCache:
             os.fsync(out.fileno())
         return {h.name: h.hexdigest() for h in hashers}
 
-    def _ranged(self, partial: Path, opener: Opener, size: int, algorithms: tuple[str, ...]) -> dict[str, str]:
+    def _ranged(self, partial: Path, opener: Opener, size: int, algorithms: tuple[str, ...], parts: int) -> dict[str, str]:
+        """Fetch ``size`` bytes as parallel ranges written in place; a thread hashes the file in order as ranges
+        complete, so the digest is ready (almost) when the last byte lands."""
         record = partial.with_suffix(".parts")
         done = set(json.loads(record.read_text())) if record.exists() and partial.exists() else set()
         with open(partial, "ab"):
             pass
         os.truncate(partial, size)
-        starts = [s for s in range(0, size, self.part_size) if s not in done]
-        lock = threading.Lock()
-        fd = os.open(partial, os.O_WRONLY)
+        every = list(range(0, size, self.part_size))
+        ready = threading.Condition()
+        failed = threading.Event()
+        hashers = [hashlib.new(name) for name in algorithms]
+        buffer = memoryview(bytearray(1 << 20))
+        fd = os.open(partial, os.O_RDWR)
         try:
 
             def part(start: int) -> None:
@@ -145,20 +152,39 @@ class ContentCache:
                 for chunk in opener(start, min(start + self.part_size, size)):
                     os.pwrite(fd, chunk, offset)
                     offset += len(chunk)
-                with lock:  # resume point: the ranges that are complete
+                with ready:  # resume point: the ranges that are complete
                     done.add(start)
                     record.write_text(json.dumps(sorted(done)))
+                    ready.notify_all()
 
-            with ThreadPoolExecutor(max_workers=self.parallel_parts) as pool:
-                list(pool.map(part, starts))
+            def hash_in_order() -> None:
+                for start in every:
+                    with ready:
+                        ready.wait_for(lambda: start in done or failed.is_set())
+                    if failed.is_set():
+                        return
+                    offset, end = start, min(start + self.part_size, size)
+                    while offset < end:  # from the page cache: these bytes were just written
+                        n = os.preadv(fd, [buffer[: min(len(buffer), end - offset)]], offset)
+                        for h in hashers:
+                            h.update(buffer[:n])
+                        offset += n
+
+            hasher = threading.Thread(target=hash_in_order, name="ftc-hash", daemon=True)
+            hasher.start()
+            try:
+                with ThreadPoolExecutor(max_workers=parts) as pool:
+                    list(pool.map(part, [s for s in every if s not in done]))
+            except BaseException:
+                failed.set()
+                with ready:
+                    ready.notify_all()
+                raise
+            finally:
+                hasher.join()
             os.fsync(fd)
         finally:
             os.close(fd)
-        hashers = [hashlib.new(name) for name in algorithms]
-        with open(partial, "rb") as f:
-            while chunk := f.read(1 << 20):
-                for h in hashers:
-                    h.update(chunk)
         record.unlink(missing_ok=True)
         return {h.name: h.hexdigest() for h in hashers}
 

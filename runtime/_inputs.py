@@ -87,6 +87,11 @@ def _materialize_remote(role: str, item: dict[str, Any]) -> Path:
     except RemoteProblem as exc:
         raise InputUnresolvable(f"{role}: {exc}\n    fix: {exc.hint}", exc.reason) from None
 
+    # about 8 requests at once: one stream per object when there are many large ones (hashed as the bytes arrive),
+    # parallel byte ranges of each when there are few
+    large = sum(1 for obj, _, _ in objects if obj.size > cache.ranged_above)
+    parts = min(8, max(1, 8 // max(1, large)))
+
     def one(entry: tuple[RemoteObject, dict[str, str], dict[str, str | None]]) -> tuple[str, str]:
         obj, key, expected = entry
         try:
@@ -96,7 +101,7 @@ def _materialize_remote(role: str, item: dict[str, Any]) -> Path:
             if announce:
                 log(f"{role}: downloading {obj.uri} ({obj.size / 1e6:,.1f} MB)")
             started = time.perf_counter()
-            _, sha = cache.fetch(key, store.opener(obj), size=obj.size, expected_sha256=expected.get("sha256"), expected_md5=expected.get("md5"))
+            _, sha = cache.fetch(key, store.opener(obj), size=obj.size, expected_sha256=expected.get("sha256"), expected_md5=expected.get("md5"), parts=parts)
             if announce:
                 elapsed = max(time.perf_counter() - started, 1e-9)
                 log(f"{role}: {obj.path} verified, {obj.size / 1e6 / elapsed:,.0f} MB/s")
