@@ -68,17 +68,18 @@ def compile_command(spec: Path, output: Path | None) -> None:
 
 @cli.command("schema")
 @click.option("--plan", "which", flag_value="plan", help="Print the run plan's schema instead.")
+@click.option("--lineage", "which", flag_value="lineage", help="Print the lineage record's schema instead.")
 @click.option("--markdown", "which", flag_value="markdown", help="Print the spec reference page (docs/spec.md).")
 def schema_command(which: str | None) -> None:
     """Print the job spec's JSON Schema (draft 2020-12)."""
-    from ftc.spec import job_schema, plan_schema
+    from ftc.spec import job_schema, lineage_schema, plan_schema
 
     if which == "markdown":
         from ftc.spec.docs import render_spec_reference
 
         click.echo(render_spec_reference(), nl=False)
         return
-    click.echo(json.dumps(plan_schema() if which == "plan" else job_schema(), indent=2))
+    click.echo(json.dumps({"plan": plan_schema, "lineage": lineage_schema}.get(which or "", job_schema)(), indent=2))
 
 
 @cli.group("plan")
@@ -108,6 +109,47 @@ def plan_diff(a: Path, b: Path) -> None:
 
     lines = diff_plans(read_plan(a), read_plan(b))
     click.echo("\n".join(lines) if lines else "the plans are identical")
+
+
+@cli.group("lineage")
+def lineage_group() -> None:
+    """Show, verify and export where a checkpoint came from (its lineage.json)."""
+
+
+@lineage_group.command("show")
+@click.argument("checkpoint", type=click.Path(path_type=Path))
+@click.option("--format", "fmt", type=click.Choice(["text", "json", "mermaid", "dot"]), default="text", show_default=True)
+def lineage_show(checkpoint: Path, fmt: str) -> None:
+    """The chain from CHECKPOINT (a checkpoint, or a run's output folder) up to its roots."""
+    from ftc.lineage import load
+    from ftc.lineage.show import render
+
+    click.echo(render(load(checkpoint), fmt))
+
+
+@lineage_group.command("verify")
+@click.argument("checkpoint", type=click.Path(path_type=Path))
+def lineage_verify(checkpoint: Path) -> None:
+    """Re-hash CHECKPOINT's files and every reachable parent's, and recompute every record_id."""
+    from ftc.lineage import verify
+
+    record, count = verify(checkpoint)
+    files = len(record["checkpoint"]["files"])
+    click.echo(f"verified: {files} files of {record['checkpoint']['name']}, {count} lineage record(s) in the chain (record {record['record_id']})")
+
+
+@lineage_group.command("export")
+@click.argument("checkpoint", type=click.Path(path_type=Path))
+@click.option("--format", "fmt", type=click.Choice(["openlineage", "cyclonedx", "model-card"]), required=True)
+def lineage_export(checkpoint: Path, fmt: str) -> None:
+    """CHECKPOINT's lineage as an OpenLineage run event, a CycloneDX 1.6 ML-BOM, or a Hugging Face model card."""
+    from datetime import datetime, timezone
+
+    from ftc.lineage import LINEAGE_FILE, checkpoint_folder, load
+    from ftc.lineage.export import export
+
+    written = (checkpoint_folder(checkpoint) / LINEAGE_FILE).stat().st_mtime  # when the checkpoint was completed
+    click.echo(export(load(checkpoint), fmt, datetime.fromtimestamp(written, timezone.utc).isoformat().replace("+00:00", "Z")))
 
 
 @cli.command("run")

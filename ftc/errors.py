@@ -18,6 +18,7 @@ __all__ = [
     "INPUT_EXIT_CODES",
     "InputChanged",
     "InputUnresolvable",
+    "LineageBroken",
     "PlanInvalid",
     "Problem",
     "SpecInvalid",
@@ -41,6 +42,7 @@ class ExitCode(enum.IntEnum):
     INPUT_DENIED = 9  # a store refused the credentials in the environment, or there are none
     INPUT_UNREACHABLE = 10  # a store or repository did not answer (network, endpoint): trying again may help
     INPUT_UNCONFIGURED = 11  # where to read an input from is not set up (no DVC remote at that rev, no client library)
+    LINEAGE_BROKEN = 12  # a checkpoint's files or lineage record (or a parent's) no longer match the record
     INTERRUPTED = 130  # Ctrl-C or SIGTERM: the last checkpoint is intact; resume with `ftc run PLAN --resume`
 
 
@@ -112,6 +114,10 @@ class InputUnresolvable(FtcError):
 
 class InputChanged(FtcError):
     exit_code = ExitCode.INPUT_CHANGED
+
+
+class LineageBroken(FtcError):
+    exit_code = ExitCode.LINEAGE_BROKEN
 
 
 class DataInvalid(FtcError):

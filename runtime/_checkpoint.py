@@ -4,6 +4,7 @@
         adapter_model.safetensors, adapter_config.json     (LoRA)   or   model*.safetensors, config.json (full)
         tokenizer files
         ftc_state.json                                      where training stood, losses, mode, skipped examples
+        lineage.json                                        the lineage record (ftc.lineage): parents, data, run
         training_state/                                     DeepSpeed's optimizer, scheduler and module state
         rng_state_rank*.safetensors                         random number generator state of each process
     <output>/best, <output>/latest                          symlinks to checkpoints
@@ -20,6 +21,8 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
+
+from ftc.lineage.record import LINEAGE_FILE
 
 __all__ = ["Checkpointer", "latest_checkpoint", "read_state"]
 
@@ -71,8 +74,9 @@ class Checkpointer:
             for partial in (self.root / "checkpoints").glob(".step-*.tmp"):
                 shutil.rmtree(partial, ignore_errors=True)
 
-    def save(self, engine: Any, tokenizer: Any, state: dict[str, Any]) -> Path:
-        """Write a checkpoint of ``engine`` (every rank calls this) and return its folder."""
+    def save(self, engine: Any, tokenizer: Any, state: dict[str, Any], lineage: Callable[[Path, Path], dict[str, Any]]) -> Path:
+        """Write a checkpoint of ``engine`` (every rank calls this) and return its folder. ``lineage(folder, final)``
+        makes the lineage record of the files in ``folder`` (written last, before the rename)."""
         import torch
         from safetensors.torch import save_file
 
@@ -92,6 +96,8 @@ class Checkpointer:
         if self.rank == 0:
             tokenizer.save_pretrained(tmp)
             (tmp / STATE_FILE).write_text(json.dumps(state, indent=2, sort_keys=True) + "\n")
+            record = lineage(tmp, final)
+            (tmp / LINEAGE_FILE).write_text(json.dumps(record, indent=2, sort_keys=True) + "\n")
             if final.exists():
                 shutil.rmtree(final)
             os.replace(tmp, final)

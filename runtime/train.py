@@ -20,6 +20,7 @@ from ftc.spec import JobSpec
 from ._checkpoint import Checkpointer, finished_checkpoints, latest_checkpoint, read_state, restore_rng
 from ._data import IGNORE, cache_key, collate, epoch_rows, group, shard_rows, tokenize_file, usable_examples
 from ._inputs import verify_inputs
+from ._lineage import Lineage
 from ._model import describe_mode, load_model
 from ._progress import MetricsLog, Progress, duration, log
 from ._render import renderer_for
@@ -107,6 +108,7 @@ def train(plan: dict[str, Any], plan_dir: Path, *, resume: bool = False, paths: 
 
     # ---- set up: inputs, model, data, engine -------------------------------------------------------------
     paths = paths if paths is not None else verify_inputs(plan, plan_dir)
+    lineage = Lineage.check(plan, paths)  # a parent checkpoint must still be what its own record says
     previous = latest_checkpoint(out)
     if previous is not None and not resume:
         raise UsageError(f"{out} already holds checkpoints ({previous.name}); resume with `ftc run PLAN --resume`, or choose another output_dir")
@@ -166,9 +168,12 @@ def train(plan: dict[str, Any], plan_dir: Path, *, resume: bool = False, paths: 
     zero_stage = ds_config.get("zero_optimization", {}).get("stage", 0)
     checkpointer = Checkpointer(out, is_lora=mode != "full", zero_stage=zero_stage, rank=dist.rank, barrier=dist.barrier, keep=spec.num_checkpoints_to_keep, model_id=spec.model_id)
     checkpointer.discard_partial()
+    device = f"cuda ({torch.cuda.get_device_name(dist.device)})" if dist.device.type == "cuda" else dist.device.type
+    launch = plan["launch"]
+    execution = {"nodes": launch["nodes"], "processes_per_node": launch["processes_per_node"], "world_size": dist.world, "device": device, "precision": precision, "zero_stage": zero_stage}
 
     # ---- resume -----------------------------------------------------------------------------------------
-    start_epoch, start_step, global_step, tokens_trained = 0, 0, 0, 0
+    start_epoch, start_step, global_step, tokens_trained, wall_before = 0, 0, 0, 0, 0.0
     evals: list[dict[str, Any]] = []
     if resume and previous is not None:
         state = read_state(previous)
@@ -176,6 +181,7 @@ def train(plan: dict[str, Any], plan_dir: Path, *, resume: bool = False, paths: 
         restore_rng(previous, dist.rank)
         start_epoch, start_step = state["epoch"], state["step_in_epoch"]
         global_step, tokens_trained, evals = state["global_step"], state["tokens_trained"], state["evals"]
+        wall_before = state.get("wall_time_s", 0.0)
         say(f"resuming from {previous.name}: step {global_step} of {total_steps}")
     metrics = MetricsLog(out / "metrics.jsonl", enabled=dist.main, keep_until_step=global_step if resume else -1)
 
@@ -208,8 +214,14 @@ def train(plan: dict[str, Any], plan_dir: Path, *, resume: bool = False, paths: 
             "epoch": epoch, "step_in_epoch": step_in_epoch, "tokens_trained": tokens_trained,
             "eval_loss": eval_loss, "train_loss": train_loss, "evals": evals, "precision": precision,
             "world_size": dist.world, "skipped_examples": skipped, "tokenizer_source": loaded.tokenizer_source,
+            "wall_time_s": wall_before + time.perf_counter() - started,
         }
-        path = checkpointer.save(engine, tokenizer, state)
+        results = {
+            "step": global_step, "total_steps": total_steps, "epoch": epoch, "status": "complete" if global_step == total_steps else "intermediate",
+            "eval_loss": eval_loss, "train_loss": train_loss, "evals": evals, "tokens_trained": tokens_trained,
+            "wall_time_s": round(state["wall_time_s"], 3), "skipped": skipped,
+        }
+        path = checkpointer.save(engine, tokenizer, state, lambda folder, final: lineage.record(folder, final, results, execution))
         loss_text = f"eval loss {eval_loss:.4f}" if eval_loss is not None else "no valid_path"
         progress.note(f"checkpoint {path.name} at step {global_step}/{total_steps}: {loss_text}")
 
@@ -265,6 +277,7 @@ def train(plan: dict[str, Any], plan_dir: Path, *, resume: bool = False, paths: 
     best = out / "best"
     summary = RunSummary(out, finished_checkpoints(out), best.resolve() if best.exists() else None, evals, skipped)
     if dist.main:
+        _write_summary(out, plan, summary, steps=global_step, tokens=tokens_trained, train_loss=last_loss)
         elapsed = time.perf_counter() - started
         say(f"done: {spec.num_epochs} epoch(s), {global_step} steps, {tokens_trained:,} tokens; training took {duration(elapsed)}")
         for record in evals:
@@ -274,6 +287,22 @@ def train(plan: dict[str, Any], plan_dir: Path, *, resume: bool = False, paths: 
         where = summary.best or (summary.checkpoints[-1] if summary.checkpoints else out)
         say(f"checkpoint{' (best eval loss)' if summary.best else ''}: {os.path.relpath(where)}")
     return summary
+
+
+def _write_summary(out: Path, plan: dict[str, Any], summary: RunSummary, *, steps: int, tokens: int, train_loss: float | None) -> None:
+    """``summary.json``: the run's numbers in one flat file (for `dvc metrics`, dashboards, scripts); the eval
+    curve is in ``evals`` (for `dvc plots`), every step in metrics.jsonl."""
+    import json
+
+    losses = [e["eval_loss"] for e in summary.evals if e["eval_loss"] is not None]
+    data = {
+        "plan_id": plan["plan_id"], "steps": steps, "tokens_trained": tokens, "train_loss": train_loss,
+        "eval_loss": losses[-1] if losses else None, "best_eval_loss": min(losses) if losses else None,
+        "evals": [{"step": e["step"], "epoch": e["epoch"], "eval_loss": e["eval_loss"]} for e in summary.evals],
+    }
+    tmp = out / ".summary.json.tmp"
+    tmp.write_text(json.dumps(data, indent=2) + "\n")
+    os.replace(tmp, out / "summary.json")
 
 
 def _token_loss_sum(F: Any, logits: Any, labels: Any) -> Any:

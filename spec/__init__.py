@@ -9,7 +9,7 @@ from typing import Any
 from ftc.errors import _UNSET, Problem, SpecInvalid, UsageError
 
 from ._checks import spec_problems
-from ._schema import apply_defaults, job_schema, plan_schema, schema_problems, without_invalid_keys
+from ._schema import apply_defaults, job_schema, lineage_schema, plan_schema, schema_problems, without_invalid_keys
 from ._source import SpecSource, json_path, read_spec_source
 from .architectures import Architecture, known_architecture
 from .model import DeepSpeedSettings, EvalFrequency, GenerationConfig, JobSpec, LoraConfig, PromptFormat
@@ -27,6 +27,7 @@ __all__ = [
     "job_schema",
     "json_path",
     "known_architecture",
+    "lineage_schema",
     "load_spec",
     "plan_schema",
 ]

@@ -13,7 +13,7 @@ from ftc.errors import Problem
 
 from ._source import SpecSource, json_path
 
-__all__ = ["job_schema", "plan_schema", "schema_problems", "apply_defaults", "without_invalid_keys"]
+__all__ = ["job_schema", "lineage_schema", "plan_schema", "schema_problems", "apply_defaults", "without_invalid_keys"]
 
 
 @functools.cache
@@ -29,6 +29,11 @@ def job_schema() -> dict:
 def plan_schema() -> dict:
     """The run plan schema (spec/plan.schema.json). Callers must not mutate it."""
     return _load("plan.schema.json")
+
+
+def lineage_schema() -> dict:
+    """The lineage record schema (spec/lineage.schema.json). Callers must not mutate it."""
+    return _load("lineage.schema.json")
 
 
 @functools.cache

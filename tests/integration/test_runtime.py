@@ -26,7 +26,7 @@ def test_full_parameter_run_learns_and_writes_a_complete_checkpoint(trained, tmp
     assert [t["step"] for t in train] == list(range(1, 25))  # 128 examples / batch 16 = 8 steps x 3 epochs
     final = out / "checkpoints" / "step-000024"
     assert sorted(p.name for p in final.iterdir()) == [
-        "chat_template.jinja", "config.json", "ftc_state.json", "generation_config.json", "model.safetensors",
+        "chat_template.jinja", "config.json", "ftc_state.json", "generation_config.json", "lineage.json", "model.safetensors",
         "rng_state_rank0.safetensors", "tokenizer.json", "tokenizer_config.json", "training_state",
     ]
     assert sorted(p.name for p in (final / "training_state" / "state").iterdir()) == ["mp_rank_00_model_states.pt", "zero_pp_rank_0_mp_rank_00_optim_states.pt"]
@@ -41,7 +41,7 @@ def test_new_lora_adapter_checkpoint_is_an_adapter_naming_its_architecture(train
     out = trained(num_epochs=1, train_batch_size_per_device=8, lora_config={"r": 4, "lora_alpha": 8, "target_modules": ["q_proj", "v_proj"], "init_lora_weights": False})
     final = out / "checkpoints" / "step-000002"
     assert sorted(p.name for p in final.iterdir()) == [
-        "adapter_config.json", "adapter_model.safetensors", "chat_template.jinja", "ftc_state.json",
+        "adapter_config.json", "adapter_model.safetensors", "chat_template.jinja", "ftc_state.json", "lineage.json",
         "rng_state_rank0.safetensors", "tokenizer.json", "tokenizer_config.json", "training_state",
     ]
     config = read_json(final / "adapter_config.json")

@@ -1,0 +1,49 @@
+"""Checkpoint lineage: the record in every checkpoint (``record``), checking a chain (``verify``), showing it
+(``show``) and exporting it to other tools' formats (``export``). Light: no training stack is imported."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from ftc.errors import LineageBroken, UsageError
+
+from .record import LINEAGE_FILE, read_record
+from .verify import verify_checkpoint
+
+__all__ = ["LINEAGE_FILE", "checkpoint_folder", "load", "read_record", "verify", "verify_checkpoint"]
+
+
+def checkpoint_folder(path: Path) -> Path:
+    """The checkpoint ``path`` names: a checkpoint folder, or a run's output folder (its best, else latest)."""
+    if not path.is_dir():
+        raise UsageError(f"{path}: no such checkpoint folder")
+    if (path / LINEAGE_FILE).exists():
+        return path
+    for link in ("best", "latest"):
+        if (path / link / LINEAGE_FILE).exists():
+            return (path / link).resolve()
+    raise UsageError(f"{path}: no {LINEAGE_FILE} here (nor in best/ or latest/): not a checkpoint written by ftc")
+
+
+def load(path: Path) -> dict[str, Any]:
+    """The lineage record of the checkpoint at ``path``."""
+    folder = checkpoint_folder(path)
+    try:
+        return read_record(folder)  # type: ignore[return-value]
+    except ValueError as exc:
+        raise LineageBroken(str(exc)) from None
+
+
+def verify(path: Path) -> tuple[dict[str, Any], int]:
+    """Verify the chain of the checkpoint at ``path``: the record and how many records it holds. Raises
+    :class:`LineageBroken` listing every file or record that does not match."""
+    folder = checkpoint_folder(path)
+    record, problems = verify_checkpoint(folder)
+    if problems or record is None:
+        raise LineageBroken(f"{folder}: the lineage does not verify:\n    " + "\n    ".join(problems))
+    count, stack = 0, [record]
+    while stack:
+        count += 1
+        stack += [p["lineage"] for p in stack.pop().get("parents", []) if p.get("lineage")]
+    return record, count

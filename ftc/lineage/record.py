@@ -1,0 +1,95 @@
+"""The lineage record: ``lineage.json`` in every checkpoint, a hash chain from the checkpoint to its parents.
+
+A record names every file of its checkpoint (size, sha256) and a root digest over them; its parents (base weights,
+an adapter continued) by digest, with their own records embedded, so the whole chain travels with the checkpoint;
+the data by pinned identity and sha256; the plan; the environment; the topology; and the results. ``record_id`` is
+the sha256 of the canonical JSON of the record without ``record_id``: editing any of it breaks the id, and editing a
+parent's record breaks the id of every record that embeds it.
+
+No secrets (credentials never reach a plan, and the record is built from the plan) and no absolute paths of this
+machine: a local parent is located relative to the checkpoint (a path the user wrote as absolute stays so).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+from pathlib import Path
+from typing import Any
+
+from ftc._canonical import digest_of
+from ftc._hashing import FileDigest, hash_tree, manifest_digest
+
+__all__ = [
+    "LINEAGE_FILE",
+    "LINEAGE_VERSION",
+    "checkpoint_files",
+    "checkpoint_section",
+    "environment",
+    "location_of",
+    "read_record",
+    "record_id_of",
+    "seal",
+]
+
+LINEAGE_FILE = "lineage.json"
+LINEAGE_VERSION = 1
+#: the packages whose versions decide what a run computes
+KEY_PACKAGES = ("torch", "transformers", "peft", "deepspeed", "accelerate", "safetensors", "tokenizers", "ftc")
+
+
+def record_id_of(record: dict[str, Any]) -> str:
+    return digest_of({k: v for k, v in record.items() if k != "record_id"})
+
+
+def seal(record: dict[str, Any]) -> dict[str, Any]:
+    return {**record, "record_id": record_id_of(record)}
+
+
+def checkpoint_files(folder: Path) -> list[FileDigest]:
+    """Every file of a checkpoint but its lineage record, hashed."""
+    return [f for f in hash_tree(folder) if f.path != LINEAGE_FILE]
+
+
+def checkpoint_section(folder: Path) -> dict[str, Any]:
+    files = checkpoint_files(folder)
+    return {"files": [f.to_dict() for f in files], "digest": manifest_digest(files)}
+
+
+def read_record(folder: Path) -> dict[str, Any] | None:
+    """The lineage record in ``folder``, or None when it has none. Raises ValueError for one that is not JSON."""
+    path = folder / LINEAGE_FILE
+    if not path.is_file():
+        return None
+    try:
+        return json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ValueError(f"{path}: not a lineage record ({exc})") from None
+
+
+def environment(image: dict[str, Any] | None = None) -> dict[str, Any]:
+    """What ran: the image when in a container; always Python, the platform and the key package versions, plus a
+    digest of the full list of installed distributions."""
+    from importlib import metadata
+
+    installed = sorted({(d.metadata["Name"] or "").lower(): d.version for d in metadata.distributions()}.items())
+    versions = dict(installed)
+    env: dict[str, Any] = {
+        "python": platform.python_version(),
+        "platform": f"{platform.system()}-{platform.machine()}",
+        "packages": {name: versions.get(name) for name in KEY_PACKAGES},
+        "packages_digest": digest_of([f"{name}=={version}" for name, version in installed if name]),
+    }
+    if image is not None:
+        env["image"] = image
+    return env
+
+
+def location_of(path: Path, checkpoint: Path, given: str) -> str:
+    """How a record names a local parent: relative to the checkpoint folder (symlinks such as ``best`` resolved),
+    unless the user wrote an absolute path."""
+    if given.startswith("~") or os.path.isabs(given):
+        return given
+    return Path(os.path.relpath(os.path.realpath(path), os.path.realpath(checkpoint))).as_posix()
+

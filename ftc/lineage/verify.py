@@ -1,0 +1,81 @@
+"""Checking a lineage chain: every ``record_id`` recomputed (embedded parents' too), every file of the checkpoint
+re-hashed, and every parent that can be reached from here re-hashed and verified in turn.
+
+Each finding is one line naming the file and the expected vs found digest.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from ftc._hashing import file_changes, hash_tree
+
+from .record import LINEAGE_FILE, read_record, record_id_of
+
+__all__ = ["files_problems", "record_problems", "verify_checkpoint"]
+
+
+def record_problems(record: dict[str, Any], where: str) -> list[str]:
+    """The record and every record embedded in it hash to their ``record_id``s."""
+    problems = []
+    found = record_id_of(record)
+    if found != record.get("record_id"):
+        problems.append(f"{where}: the lineage record was edited: record_id {record.get('record_id')} written, {found} computed")
+    for parent in record.get("parents", []):
+        embedded = parent.get("lineage")
+        if embedded is None:
+            continue
+        if embedded.get("record_id") != parent.get("record_id"):
+            problems.append(f"{where}: parent {parent['role']}'s embedded record is {embedded.get('record_id')}, the entry names {parent.get('record_id')}")
+        problems += record_problems(embedded, f"{where} -> {parent['role']}")
+    return problems
+
+
+def files_problems(expected: list[dict[str, Any]], found: dict[str, str], where: str) -> list[str]:
+    """One line per file that is missing, extra or different."""
+    lines = []
+    for name, before, after in file_changes({f["path"]: f["sha256"] for f in expected}, found):
+        if after is None:
+            lines.append(f"{where}/{name}: missing (expected sha256:{before})")
+        elif before is None:
+            lines.append(f"{where}/{name}: not in the lineage record (found sha256:{after})")
+        else:
+            lines.append(f"{where}/{name}: expected sha256:{before}, found sha256:{after}")
+    return lines
+
+
+def _hashed(folder: Path, skip_record: bool) -> dict[str, str]:
+    return {f.path: f.sha256 for f in hash_tree(folder) if not (skip_record and f.path == LINEAGE_FILE)}
+
+
+def verify_checkpoint(folder: Path, *, _seen: set[str] | None = None) -> tuple[dict[str, Any] | None, list[str]]:
+    """The record of the checkpoint in ``folder`` and everything wrong with its chain (empty: all verified).
+
+    Parents are re-hashed where they can be reached (a local parent, located relative to the checkpoint); a
+    parent with its own record is verified the same way, recursively."""
+    seen = _seen if _seen is not None else set()
+    try:
+        record = read_record(folder)
+    except ValueError as exc:
+        return None, [str(exc)]
+    if record is None:
+        return None, [f"{folder}: no {LINEAGE_FILE}: not a checkpoint written by ftc (or from before lineage records)"]
+    problems = record_problems(record, str(folder))
+    problems += files_problems(record["checkpoint"]["files"], _hashed(folder, skip_record=True), str(folder))
+    seen.add(str(folder.resolve()))
+    for parent in record.get("parents", []):
+        location = parent["source"].get("location")
+        if location is None:
+            continue  # not on this machine's disk (a store, a hub id): verified when a run downloads it
+        path = Path(location).expanduser()
+        path = path if path.is_absolute() else Path(os.path.normpath(folder / path))
+        if not path.exists():
+            continue
+        if parent.get("files") is not None:
+            problems += files_problems(parent["files"], _hashed(path, skip_record=False) if path.is_dir() else {}, f"{path}")
+        if parent.get("lineage") is not None and path.is_dir() and str(path.resolve()) not in seen:
+            _, more = verify_checkpoint(path, _seen=seen)
+            problems += [p for p in more if p not in problems]
+    return record, problems

@@ -1,0 +1,147 @@
+"""Lineage records, end to end: the seed guide's continued fine-tuning (a LoRA adapter trained on half the data,
+then continued on the other half) and what a changed byte or an edited record does to the chain."""
+
+from __future__ import annotations
+
+import json
+
+import jsonschema
+import pytest
+from conftest import metrics, read_json
+
+from ftc.errors import ExitCode
+from ftc.spec import lineage_schema
+from ftc.testing import arithmetic_examples, write_jsonl
+
+pytestmark = pytest.mark.slow
+
+LORA = {"r": 8, "lora_alpha": 16, "target_modules": ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]}
+
+
+@pytest.fixture
+def two_stages(job, ftc, tmp_path):
+    """Stage 1: a new adapter on half one, 3 epochs. Stage 2: that adapter continued on half two, 3 epochs."""
+    examples = arithmetic_examples(96, seed=11)
+    write_jsonl(tmp_path / "half1.jsonl", examples[:48])
+    write_jsonl(tmp_path / "half2.jsonl", examples[48:])
+    common = dict(num_epochs=3, learning_rate=1e-2, train_batch_size_per_device=8, valid_path="data/valid.jsonl")
+    for name, spec in (
+        ("stage1", dict(train_path="half1.jsonl", lora_config=LORA, output_dir="stage1")),
+        ("stage2", dict(train_path="half2.jsonl", lora_config=None, initial_adapter_model_ckpt_path="stage1/best", output_dir="stage2")),
+    ):
+        r = ftc("compile", job(name=f"{name}.yaml", **common, **spec), "-o", tmp_path / f"{name}.plan.json")
+        assert r.code == 0, r.err
+        r = ftc("run", tmp_path / f"{name}.plan.json")
+        assert r.code == 0, r.err
+    return tmp_path
+
+
+def test_a_continued_adapter_starts_where_its_parent_ended_and_its_chain_verifies(two_stages, ftc):
+    one, two = (metrics(two_stages / s, "eval") for s in ("stage1", "stage2"))
+    assert two[0]["eval_loss"] < one[0]["eval_loss"]  # stage 2 starts from stage 1's adapter, not from scratch
+    assert two[-1]["eval_loss"] < one[-1]["eval_loss"]
+    r = ftc("lineage", "verify", two_stages / "stage2")
+    assert r.code == 0, r.err
+    assert "2 lineage record(s) in the chain" in r.out
+    stage1 = read_json(two_stages / "stage1" / "best" / "lineage.json")
+    stage2 = read_json(two_stages / "stage2" / "best" / "lineage.json")
+    jsonschema.validate(stage2, lineage_schema(), cls=jsonschema.Draft202012Validator)  # stage 1's record is embedded
+    assert stage2["datasets"][0]["examples_used"] == 48 and stage2["results"]["status"] == "complete"
+    assert stage2["execution"]["world_size"] == 1 and stage2["plan"]["mode"] == "lora-continue"
+    (adapter,) = [p for p in stage2["parents"] if p["role"] == "adapter"]
+    assert adapter["relation"] == "adapter-continued" and adapter["record_id"] == stage1["record_id"]
+    assert [p["relation"] for p in stage1["parents"]] == ["adapter"]
+    r = ftc("lineage", "show", two_stages / "stage2")
+    lines = r.out.splitlines()
+    assert len(lines) == 4  # stage 2, its base, stage 1, stage 1's base
+    assert lines[0].startswith("checkpoint step-") and "adapter of ftc-tests/tiny-llama" in lines[0]
+    assert any(line.startswith("└─ adapter-continued: adapter ") and stage1["record_id"][:19] in line for line in lines)
+    assert sum(line.lstrip().startswith("└─ adapter: base model") for line in lines) == 2
+    mermaid = ftc("lineage", "show", two_stages / "stage2", "--format", "mermaid").out
+    assert mermaid.startswith("flowchart BT") and "-->|adapter-continued|" in mermaid
+    chain = json.loads(ftc("lineage", "show", two_stages / "stage2", "--format", "json").out)["chain"]
+    assert [n["relation"] for n in chain] == [None, "adapter", "adapter-continued", "adapter"]
+
+
+def test_a_flipped_byte_in_a_parent_fails_verify_and_refuses_to_continue(two_stages, job, ftc):
+    weights = (two_stages / "stage1" / "best" / "adapter_model.safetensors").resolve()
+    blob = bytearray(weights.read_bytes())
+    blob[-1] ^= 1
+    weights.write_bytes(bytes(blob))
+    r = ftc("lineage", "verify", two_stages / "stage2")
+    assert r.code == ExitCode.LINEAGE_BROKEN
+    assert f"{weights}: expected sha256:" in r.err and ", found sha256:" in r.err
+    # a new stage continuing from the changed parent is refused before training
+    r = ftc("compile", job(name="stage3.yaml", train_path="half2.jsonl", lora_config=None, initial_adapter_model_ckpt_path="stage1/best", output_dir="stage3"), "-o", two_stages / "stage3.plan.json")
+    assert r.code == 0, r.err
+    r = ftc("run", two_stages / "stage3.plan.json")
+    assert r.code == ExitCode.LINEAGE_BROKEN
+    assert "the parent checkpoint no longer matches its own lineage record" in r.err and "adapter_model.safetensors: expected sha256:" in r.err
+    assert not (two_stages / "stage3").exists()
+
+
+def test_an_edited_record_breaks_its_id_and_every_child_that_embeds_it(two_stages, ftc):
+    record_path = (two_stages / "stage1" / "best" / "lineage.json").resolve()
+    record = json.loads(record_path.read_text())
+    record["results"]["eval_loss"] = 0.001  # a better number than the run reached
+    record_path.write_text(json.dumps(record))
+    for stage in ("stage1", "stage2"):
+        r = ftc("lineage", "verify", two_stages / stage)
+        assert r.code == ExitCode.LINEAGE_BROKEN
+        assert "the lineage record was edited" in r.err or "lineage.json: expected sha256:" in r.err
+
+
+def test_a_checkpoint_without_a_record_is_a_usage_error(ftc, tmp_path):
+    (tmp_path / "ckpt").mkdir()
+    r = ftc("lineage", "verify", tmp_path / "ckpt")
+    assert r.code == ExitCode.USAGE and "no lineage.json here" in r.err
+
+
+def test_dvc_repro_reproduces_both_stages_then_only_what_changed(tmp_path):
+    """The repository's dvc.yaml, run in a fresh copy: everything once, nothing the second time, only stage 2 (and
+    the verification after it) when a line of stage 2's data changes."""
+    import os
+    import shutil
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[2]
+    copy = tmp_path / "repo"
+    copy.mkdir()
+    for name in ("dvc.yaml", ".dvcignore"):
+        shutil.copy(repo / name, copy / name)
+    (copy / ".dvc").mkdir()
+    shutil.copy(repo / ".dvc" / "config", copy / ".dvc" / "config")
+    for example in ("quickstart", "seed-continue-from-checkpoint"):
+        shutil.copytree(repo / "examples" / example, copy / "examples" / example, ignore=shutil.ignore_patterns("output"))
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+
+    def sh(*args: str) -> str:
+        done = subprocess.run(args, cwd=copy, env=env, capture_output=True, text=True)
+        assert done.returncode == 0, done.stdout + done.stderr
+        return done.stdout
+
+    sh("git", "init", "-q")
+    sh("git", "add", "-A")
+    sh("git", "-c", "user.email=tests@ftc", "-c", "user.name=ftc tests", "commit", "-q", "-m", "fresh clone")
+    dvc = [sys.executable, "-m", "dvc"]
+    start = time.monotonic()
+    first = sh(*dvc, "repro")
+    assert time.monotonic() - start < 180
+    for stage in ("compile-stage1", "train-stage1", "stage2", "verify"):
+        assert f"Running stage '{stage}'" in first
+    assert "2 lineage record(s) in the chain" in (copy / "runs/seed/stage2.verified.txt").read_text()
+    one, two = (read_json(copy / f"runs/seed/{s}/summary.json")["evals"] for s in ("stage1", "stage2"))
+    assert two[0]["eval_loss"] < one[0]["eval_loss"] and two[-1]["eval_loss"] < one[-1]["eval_loss"]
+    assert "runs/seed/stage2/summary.json" in sh(*dvc, "metrics", "show")
+
+    assert "Running stage" not in sh(*dvc, "repro")
+
+    data = copy / "examples/seed-continue-from-checkpoint/data/train_2.jsonl"
+    lines = data.read_text().splitlines()
+    lines[0] = json.dumps({"messages": [{"role": "user", "content": "2+2="}, {"role": "assistant", "content": "4"}]})
+    data.write_text("\n".join(lines) + "\n")
+    third = sh(*dvc, "repro")
+    assert [s for s in ("compile-stage1", "train-stage1", "stage2", "verify") if f"Running stage '{s}'" in third] == ["stage2", "verify"]
