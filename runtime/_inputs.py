@@ -10,7 +10,7 @@ from typing import Any
 from ftc._hashing import StatCache, file_changes, hash_file, hash_tree, manifest_digest
 from ftc.errors import InputChanged, InputUnresolvable
 
-from ._progress import log
+from ._progress import ByteProgress, log
 
 __all__ = ["verify_inputs"]
 
@@ -91,6 +91,16 @@ def _materialize_remote(role: str, item: dict[str, Any]) -> Path:
     # parallel byte ranges of each when there are few
     large = sum(1 for obj, _, _ in objects if obj.size > cache.ranged_above)
     parts = min(8, max(1, 8 // max(1, large)))
+    to_fetch = sum(obj.size for obj, key, _ in objects if cache.known(key) is None)
+    progress = ByteProgress(to_fetch, f"{role}: downloading") if to_fetch >= 64 << 20 else None
+
+    def counted(opener):
+        def open_from(start: int, end: int | None):
+            for chunk in opener(start, end):
+                progress.add(len(chunk))
+                yield chunk
+
+        return open_from if progress is not None else opener
 
     def one(entry: tuple[RemoteObject, dict[str, str], dict[str, str | None]]) -> tuple[str, str]:
         obj, key, expected = entry
@@ -101,7 +111,7 @@ def _materialize_remote(role: str, item: dict[str, Any]) -> Path:
             if announce:
                 log(f"{role}: downloading {obj.uri} ({obj.size / 1e6:,.1f} MB)")
             started = time.perf_counter()
-            _, sha = cache.fetch(key, store.opener(obj), size=obj.size, expected_sha256=expected.get("sha256"), expected_md5=expected.get("md5"), parts=parts)
+            _, sha = cache.fetch(key, counted(store.opener(obj)), size=obj.size, expected_sha256=expected.get("sha256"), expected_md5=expected.get("md5"), parts=parts)
             if announce:
                 elapsed = max(time.perf_counter() - started, 1e-9)
                 log(f"{role}: {obj.path} verified, {obj.size / 1e6 / elapsed:,.0f} MB/s")
@@ -113,8 +123,12 @@ def _materialize_remote(role: str, item: dict[str, Any]) -> Path:
             raise InputUnresolvable(f"{role}: {exc}\n    fix: {exc.hint}", exc.reason) from None
         return obj.path, sha
 
-    with ThreadPoolExecutor(max_workers=min(8, len(objects))) as pool:
-        members = dict(pool.map(one, objects))
+    try:
+        with ThreadPoolExecutor(max_workers=min(8, len(objects))) as pool:
+            members = dict(pool.map(one, objects))
+    finally:
+        if progress is not None:
+            progress.close()
     if item["kind"] == "file":
         return cache.object_path(members[objects[0][0].path])
     return cache.view(item["source"] + "-" + digest_of([uri, pin, item["files"]])[7:], members)

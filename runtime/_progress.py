@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 from typing import Any, TextIO
 
-__all__ = ["Progress", "MetricsLog", "duration", "log"]
+__all__ = ["ByteProgress", "Progress", "MetricsLog", "duration", "log"]
 
 
 def log(message: str, stream: TextIO | None = None) -> None:
@@ -60,6 +60,41 @@ class Progress:
             self.bar.write(f"[ftc] {message}", file=self.stream)
         else:
             log(message, self.stream)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+class ByteProgress:
+    """Bytes downloaded of a known total, from many threads: a tqdm bar on a terminal, else a log line every
+    ``every_s`` seconds."""
+
+    def __init__(self, total: int, label: str, stream: TextIO | None = None, every_s: float = 10.0):
+        import threading
+
+        self.total, self.label, self.every_s = total, label, every_s
+        self.stream = stream or sys.stderr
+        self.done = 0
+        self.start = self.last = time.perf_counter()
+        self.lock = threading.Lock()
+        self.bar = None
+        if self.stream.isatty():
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=total, unit="B", unit_scale=True, unit_divisor=1024, desc=label, file=self.stream, dynamic_ncols=True)
+
+    def add(self, n: int) -> None:
+        with self.lock:
+            self.done += n
+            if self.bar is not None:
+                self.bar.update(n)
+                return
+            now = time.perf_counter()
+            if now - self.last >= self.every_s:
+                self.last = now
+                rate = self.done / (now - self.start)
+                log(f"{self.label}: {self.done / 1e9:,.2f} of {self.total / 1e9:,.2f} GB, {rate / 1e6:,.0f} MB/s, eta {duration((self.total - self.done) / rate if rate else 0)}", self.stream)
 
     def close(self) -> None:
         if self.bar is not None:

@@ -145,3 +145,50 @@ def test_dvc_repro_reproduces_both_stages_then_only_what_changed(tmp_path):
     data.write_text("\n".join(lines) + "\n")
     third = sh(*dvc, "repro")
     assert [s for s in ("compile-stage1", "train-stage1", "stage2", "verify") if f"Running stage '{s}'" in third] == ["stage2", "verify"]
+
+
+def _validators():
+    """Validators for the published schemas vendored in tests/data/schemas (their README says where from)."""
+    from pathlib import Path
+
+    from referencing import Registry, Resource
+    from referencing.jsonschema import DRAFT7, DRAFT202012
+
+    folder = Path(__file__).resolve().parents[1] / "data" / "schemas"
+    load = lambda name: json.loads((folder / name).read_text(encoding="utf-8"))  # noqa: E731
+    cdx = [load(n) for n in ("bom-1.6.schema.json", "spdx.schema.json", "jsf-0.82.schema.json")]
+    registry = Registry().with_resources((s["$id"], Resource.from_contents(s, default_specification=DRAFT7)) for s in cdx)
+    cyclonedx = jsonschema.Draft7Validator(cdx[0], registry=registry, format_checker=jsonschema.Draft7Validator.FORMAT_CHECKER)
+    ol = load("OpenLineage-2-0-2.json")
+    registry = Registry().with_resource(ol["$id"], Resource.from_contents(ol, default_specification=DRAFT202012))
+    run_event = jsonschema.Draft202012Validator({"$ref": ol["$id"] + "#/$defs/RunEvent"}, registry=registry, format_checker=jsonschema.Draft202012Validator.FORMAT_CHECKER)
+    return cyclonedx, run_event
+
+
+def test_exports_validate_against_the_published_schemas(two_stages, ftc):
+    cyclonedx_schema, run_event_schema = _validators()
+    stage1 = read_json(two_stages / "stage1" / "best" / "lineage.json")
+    stage2 = read_json(two_stages / "stage2" / "best" / "lineage.json")
+
+    r = ftc("lineage", "export", two_stages / "stage2", "--format", "openlineage")
+    assert r.code == 0, r.err
+    event = json.loads(r.out)
+    run_event_schema.validate(event)
+    assert event["eventType"] == "COMPLETE"
+    versions = {d["name"].rsplit("/", 1)[-1]: d.get("facets", {}).get("version", {}).get("datasetVersion") for d in event["inputs"]}
+    assert versions["half2.jsonl"] == stage2["datasets"][0]["sha256"] and stage1["checkpoint"]["digest"] not in versions.values()
+    assert event["outputs"][0]["facets"]["version"]["datasetVersion"] == stage2["checkpoint"]["digest"]
+
+    bom = json.loads(ftc("lineage", "export", two_stages / "stage2", "--format", "cyclonedx").out)
+    cyclonedx_schema.validate(bom)
+    model = bom["components"][0]
+    assert model["type"] == "machine-learning-model" and model["hashes"][0]["content"] == stage2["checkpoint"]["digest"][7:]
+    ancestors = {a["bom-ref"]: a for a in model["pedigree"]["ancestors"]}
+    assert stage1["record_id"] in ancestors  # stage 1, with its own pedigree (the base) inside
+    assert ancestors[stage1["record_id"]]["pedigree"]["ancestors"][0]["hashes"][0]["content"] == stage1["parents"][0]["digest"][7:]
+    assert [c["type"] for c in bom["components"][1:]] == ["data", "data"]
+
+    card = ftc("lineage", "export", two_stages / "stage2", "--format", "model-card").out
+    front = card.split("---")[1]
+    assert "base_model: ftc-tests/tiny-llama" in front and "base_model_relation: adapter" in front
+    assert stage2["record_id"] in card

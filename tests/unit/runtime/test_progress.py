@@ -48,3 +48,16 @@ def test_a_resumed_metrics_log_drops_what_came_after_its_checkpoint(tmp_path):
     log.write({"type": "train", "step": 5})
     log.close()
     assert [json.loads(line)["step"] for line in path.read_text().splitlines()] == [1, 2, 3, 4, 5]
+
+
+def test_download_progress_off_a_terminal_is_a_log_line_with_rate_and_eta():
+    import io
+
+    from ftc.runtime._progress import ByteProgress
+
+    stream = io.StringIO()
+    progress = ByteProgress(4_000_000_000, "base_model: downloading", stream=stream, every_s=0.0)
+    progress.add(1_000_000_000)
+    progress.close()
+    (line,) = stream.getvalue().splitlines()
+    assert line.startswith("[ftc] base_model: downloading: 1.00 of 4.00 GB, ") and " MB/s, eta " in line
