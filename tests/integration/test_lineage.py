@@ -61,6 +61,18 @@ def test_a_continued_adapter_starts_where_its_parent_ended_and_its_chain_verifie
     assert mermaid.startswith("flowchart BT") and "-->|adapter-continued|" in mermaid
     chain = json.loads(ftc("lineage", "show", two_stages / "stage2", "--format", "json").out)["chain"]
     assert [n["relation"] for n in chain] == [None, "adapter", "adapter-continued", "adapter"]
+    # auditing needs no training stack: show and verify import neither torch nor its kin
+    import subprocess
+    import sys
+
+    probe = (
+        "import contextlib, io, json, sys\nfrom ftc.cli import main\n"
+        "with contextlib.redirect_stdout(io.StringIO()):\n"
+        f"    assert main(['lineage', 'verify', {str(two_stages / 'stage2')!r}]) == 0\n"
+        f"    assert main(['lineage', 'show', {str(two_stages / 'stage2')!r}]) == 0\n"
+        "print(json.dumps([m for m in ('torch', 'transformers', 'peft', 'deepspeed') if m in sys.modules]))"
+    )
+    assert subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout.strip() == "[]"
 
 
 def test_a_flipped_byte_in_a_parent_fails_verify_and_refuses_to_continue(two_stages, job, ftc):
