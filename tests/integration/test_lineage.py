@@ -186,6 +186,8 @@ def test_exports_validate_against_the_published_schemas(two_stages, ftc):
     assert r.code == 0, r.err
     event = json.loads(r.out)
     run_event_schema.validate(event)
+    assert not run_event_schema.is_valid({**event, "producer": "not a uri"})  # formats are really checked
+    assert not run_event_schema.is_valid({**event, "eventTime": "yesterday"})
     assert event["eventType"] == "COMPLETE"
     versions = {d["name"].rsplit("/", 1)[-1]: d.get("facets", {}).get("version", {}).get("datasetVersion") for d in event["inputs"]}
     assert versions["half2.jsonl"] == stage2["datasets"][0]["sha256"] and stage1["checkpoint"]["digest"] not in versions.values()
