@@ -71,6 +71,10 @@ def test_two_processes_train_with_zero_and_save_real_weights(job, tmp_path, stag
     state = read_json(final / "ftc_state.json")
     assert state["world_size"] == 2 and state["global_step"] == 4
     assert {p.name for p in final.glob("rng_state_rank*.safetensors")} == {"rng_state_rank0.safetensors", "rng_state_rank1.safetensors"}
+    # the lineage record, written by rank 0 after every rank saved, names every rank's files
+    record_files = {f["path"] for f in read_json(final / "lineage.json")["checkpoint"]["files"]}
+    assert {"rng_state_rank0.safetensors", "rng_state_rank1.safetensors", "model.safetensors"} <= record_files
+    assert read_json(final / "lineage.json")["execution"]["zero_stage"] == stage
     from safetensors.torch import load_file
 
     weights = load_file(final / "model.safetensors")
@@ -173,6 +177,8 @@ def test_two_nodes_of_one_process_rendezvous_and_write_one_checkpoint(job, tmp_p
     state = read_json(tmp_path / "output" / "checkpoints" / "step-000002" / "ftc_state.json")
     assert state["world_size"] == 2
     assert "2 process(es) on cpu" in outputs[0]
+    execution = read_json(tmp_path / "output" / "checkpoints" / "step-000002" / "lineage.json")["execution"]
+    assert (execution["nodes"], execution["processes_per_node"], execution["world_size"]) == (2, 1, 2)
 
 
 def test_a_node_rank_beyond_the_plan_is_a_usage_error(job, tmp_path):
