@@ -157,18 +157,25 @@ class ContentCache:
                     record.write_text(json.dumps(sorted(done)))
                     ready.notify_all()
 
+            hash_error: list[BaseException] = []
+
             def hash_in_order() -> None:
-                for start in every:
-                    with ready:
-                        ready.wait_for(lambda: start in done or failed.is_set())
-                    if failed.is_set():
-                        return
-                    offset, end = start, min(start + self.part_size, size)
-                    while offset < end:  # from the page cache: these bytes were just written
-                        n = os.preadv(fd, [buffer[: min(len(buffer), end - offset)]], offset)
-                        for h in hashers:
-                            h.update(buffer[:n])
-                        offset += n
+                try:
+                    for start in every:
+                        with ready:
+                            ready.wait_for(lambda: start in done or failed.is_set())
+                        if failed.is_set():
+                            return
+                        offset, end = start, min(start + self.part_size, size)
+                        while offset < end:  # from the page cache: these bytes were just written
+                            n = os.preadv(fd, [buffer[: min(len(buffer), end - offset)]], offset)
+                            if n <= 0:
+                                raise OSError(f"{partial}: short read at byte {offset} of {size}")
+                            for h in hashers:
+                                h.update(buffer[:n])
+                            offset += n
+                except BaseException as exc:  # re-raised by the downloading thread: never a digest of wrong bytes
+                    hash_error.append(exc)
 
             hasher = threading.Thread(target=hash_in_order, name="ftc-hash", daemon=True)
             hasher.start()
@@ -182,6 +189,8 @@ class ContentCache:
                 raise
             finally:
                 hasher.join()
+            if hash_error:
+                raise hash_error[0]
             os.fsync(fd)
         finally:
             os.close(fd)
@@ -192,6 +201,9 @@ class ContentCache:
         """A folder of symlinks (relative path -> cached sha256), so a downloaded folder reads like the original."""
         folder = self.root / "views" / name
         for rel, sha in members.items():
+            parts = rel.split("/")
+            if rel.startswith("/") or "\\" in rel or any(p in ("", ".", "..") for p in parts):
+                raise ValueError(f"{rel!r}: not a relative path inside the folder")  # a listing must not escape it
             link = folder / rel
             link.parent.mkdir(parents=True, exist_ok=True)
             target = self.object_path(sha)

@@ -83,6 +83,16 @@ class LocalStore:
 
     def opener(self, obj: RemoteObject) -> Callable[[int, int | None], Iterator[bytes]]:
         def open_from(start: int, end: int | None) -> Iterator[bytes]:
+            try:
+                yield from read(start, end)
+            except FileNotFoundError:
+                raise RemoteProblem(f"{obj.uri}: the pinned file is gone", "restore it (a `dvc gc` may have removed it), or recompile the spec", "changed") from None
+            except PermissionError:
+                raise RemoteProblem(f"{obj.uri}: permission denied", "make it readable by this user", "denied") from None
+            except OSError as exc:
+                raise RemoteProblem(f"{obj.uri}: cannot be read ({exc.strerror or exc})", "check the disk or network mount", "unreachable") from None
+
+        def read(start: int, end: int | None) -> Iterator[bytes]:
             with open(self._path(obj.uri), "rb") as f:
                 f.seek(start)
                 left = None if end is None else end - start

@@ -133,9 +133,11 @@ def lineage_verify(checkpoint: Path) -> None:
     """Re-hash CHECKPOINT's files and every reachable parent's, and recompute every record_id."""
     from ftc.lineage import verify
 
-    record, count = verify(checkpoint)
+    record, count, unreached = verify(checkpoint)
     files = len(record["checkpoint"]["files"])
     click.echo(f"verified: {files} files of {record['checkpoint']['name']}, {count} lineage record(s) in the chain (record {record['record_id']})")
+    for parent in unreached:
+        click.echo(f"not re-hashed (not found here; its record was checked): {parent}")
 
 
 @lineage_group.command("export")

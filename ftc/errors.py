@@ -109,7 +109,7 @@ class InputUnresolvable(FtcError):
     def __init__(self, message: str, reason: str = "input"):
         super().__init__(message)
         self.reason = reason
-        self.exit_code = INPUT_EXIT_CODES[reason]
+        self.exit_code = INPUT_EXIT_CODES.get(reason, ExitCode.INPUT_UNRESOLVABLE)
 
 
 class InputChanged(FtcError):
@@ -142,7 +142,8 @@ class SpecInvalid(FtcError):
         if "spec" in kinds:
             self.exit_code = ExitCode.SPEC_INVALID
         else:
-            self.exit_code = INPUT_EXIT_CODES[kinds.pop()] if len(kinds) == 1 else ExitCode.INPUT_UNRESOLVABLE
+            # ("changed": an object replaced while compiling read it: not found as listed)
+            self.exit_code = INPUT_EXIT_CODES.get(kinds.pop(), ExitCode.INPUT_UNRESOLVABLE) if len(kinds) == 1 else ExitCode.INPUT_UNRESOLVABLE
         noun = "problem" if len(self.problems) == 1 else "problems"
         lines = [f"{source}: {len(self.problems)} {noun}:"]
         # the spec's own lines first, in file order, then the data and input files

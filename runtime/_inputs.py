@@ -131,7 +131,10 @@ def _materialize_remote(role: str, item: dict[str, Any]) -> Path:
             progress.close()
     if item["kind"] == "file":
         return cache.object_path(members[objects[0][0].path])
-    return cache.view(item["source"] + "-" + digest_of([uri, pin, item["files"]])[7:], members)
+    try:
+        return cache.view(item["source"] + "-" + digest_of([uri, pin, item["files"]])[7:], members)
+    except ValueError as exc:
+        raise InputUnresolvable(f"{role}: the plan lists a file outside the folder: {exc}") from None
 
 
 def _file_changes(pinned: list[dict[str, Any]], now: list) -> str:

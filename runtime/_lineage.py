@@ -110,8 +110,7 @@ class Lineage:
             if item is None:
                 continue
             source = _source(item, self.paths[role], final)
-            skipped = results["skipped"].get(role, 0)
-            datasets.append({"role": role, "source": source, "sha256": item["digest"], "examples": item.get("records"), "examples_used": (item.get("records") or 0) - skipped, "examples_skipped": skipped})
+            datasets.append({"role": role, "source": source, "sha256": item["digest"], "examples": results["used"].get(role, 0) + results["skipped"].get(role, 0), "examples_used": results["used"].get(role, 0), "examples_skipped": results["skipped"].get(role, 0)})
         record = {
             "lineage_version": LINEAGE_VERSION,
             "checkpoint": {**checkpoint_section(folder), "name": final.name, "model_id": plan["architecture"]["model_id"], "kind": "full" if plan["mode"] == "full" else "adapter"},
@@ -120,6 +119,6 @@ class Lineage:
             "plan": {"plan_id": plan["plan_id"], "spec_digest": plan["spec_digest"], "mode": plan["mode"]},
             "environment": self.env,
             "execution": {**execution, "deepspeed_config_digest": digest_of(plan["deepspeed"]), "seed": plan["seed"]},
-            "results": {k: v for k, v in results.items() if k != "skipped"},
+            "results": {k: v for k, v in results.items() if k not in ("skipped", "used")},
         }
         return seal(record)

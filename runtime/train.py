@@ -219,7 +219,7 @@ def train(plan: dict[str, Any], plan_dir: Path, *, resume: bool = False, paths: 
         results = {
             "step": global_step, "total_steps": total_steps, "epoch": epoch, "status": "complete" if global_step == total_steps else "intermediate",
             "eval_loss": eval_loss, "train_loss": train_loss, "evals": evals, "tokens_trained": tokens_trained,
-            "wall_time_s": round(state["wall_time_s"], 3), "skipped": skipped,
+            "wall_time_s": round(state["wall_time_s"], 3), "skipped": skipped, "used": {role: len(examples) for role, examples in data.items()},
         }
         path = checkpointer.save(engine, tokenizer, state, lambda folder, final: lineage.record(folder, final, results, execution))
         loss_text = f"eval loss {eval_loss:.4f}" if eval_loss is not None else "no valid_path"

@@ -45,7 +45,7 @@ def resolve(ref: DvcRef, ctx: ResolveContext) -> ResolvedInput:
         raise InputNotFound(f"{ref.path} at {rev} is hashed the DVC 2 way ({hash_name})", "run `dvc cache migrate --dvc-files` in the repository and commit", "unconfigured")
     if ref.rev is None and os.path.isdir(repo):
         _check_committed(DVCFileSystem, repo, ref.path, md5)
-    remote = DvcRemote(*_remote(fs, ref, rev, repo_in_plan))
+    remote = DvcRemote(*_remote(fs, ref, rev, repo_in_plan, ctx.base_dir))
     pin: dict[str, Any] = {"repo": repo_in_plan, "rev": rev, "commit": commit, "md5": md5, "remote": remote.url}
     if remote.endpoint:
         pin["endpoint"] = remote.endpoint
@@ -123,10 +123,13 @@ def _check_committed(DVCFileSystem, repo: str, path: str, md5: str) -> None:
         raise InputNotFound(f"{path}: its .dvc file has changes not committed to git (HEAD pins md5 {md5}, the work tree {now})", "commit the .dvc file (and `dvc push`), or set dvc.rev", "spec")
 
 
-def _remote(fs, ref: DvcRef, rev: str, name: str) -> tuple[str, str | None]:
+def _remote(fs, ref: DvcRef, rev: str, name: str, base_dir: Path) -> tuple[str, str | None]:
     """The remote's URL (and S3 endpoint) the repository configures at ``rev``, unless the spec names one."""
     if ref.remote:
-        return ref.remote, None
+        if "://" in ref.remote:
+            return ref.remote, None
+        local = Path(os.path.expanduser(ref.remote))  # a folder: relative to the spec file, like every local path
+        return str(local if local.is_absolute() else (base_dir / local).resolve()), None
     config = fs.repo.config
     default = config["core"].get("remote")
     if not default or default not in config["remote"]:
@@ -159,6 +162,10 @@ def _folder(remote: DvcRemote, ref: DvcRef, md5: str, pin: dict[str, Any], uri: 
     cache = ContentCache()
     listing, _ = _fetch(remote, md5, f"{ref.path} (its .dir listing)", cache)
     entries = sorted(json.loads(listing.read_text()), key=lambda e: e["relpath"])
+    for entry in entries:
+        parts = entry["relpath"].split("/")
+        if entry["relpath"].startswith("/") or any(p in ("", ".", "..") for p in parts):
+            raise InputNotFound(f"{ref.path}: its DVC listing names {entry['relpath']!r}, a path outside the folder", "re-add the folder with `dvc add` from a clean copy", "spec")
     with ThreadPoolExecutor(max_workers=8) as pool:  # is every object in the remote, and how large
         objects = list(pool.map(lambda e: remote.object(e["md5"], f"{ref.path}/{e['relpath']}"), entries))
     small = {}

@@ -63,9 +63,16 @@ def read_record(folder: Path) -> dict[str, Any] | None:
     if not path.is_file():
         return None
     try:
-        return json.loads(path.read_text())
+        record = json.loads(path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise ValueError(f"{path}: not a lineage record ({exc})") from None
+    from ftc.spec._schema import _validator
+
+    error = next(iter(_validator("lineage.schema.json").iter_errors(record)), None)
+    if error is not None:
+        where = "$" + "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in error.absolute_path)
+        raise ValueError(f"{path}: not a lineage record: {where}: {error.message[:200]}")
+    return record
 
 
 def environment(image: dict[str, Any] | None = None) -> dict[str, Any]:

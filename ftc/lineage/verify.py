@@ -50,12 +50,14 @@ def _hashed(folder: Path, skip_record: bool) -> dict[str, str]:
     return {f.path: f.sha256 for f in hash_tree(folder) if not (skip_record and f.path == LINEAGE_FILE)}
 
 
-def verify_checkpoint(folder: Path, *, _seen: set[str] | None = None) -> tuple[dict[str, Any] | None, list[str]]:
+def verify_checkpoint(folder: Path, *, _seen: set[str] | None = None, unreached: list[str] | None = None) -> tuple[dict[str, Any] | None, list[str]]:
     """The record of the checkpoint in ``folder`` and everything wrong with its chain (empty: all verified).
 
     Parents are re-hashed where they can be reached (a local parent, located relative to the checkpoint); a
-    parent with its own record is verified the same way, recursively."""
+    parent with its own record is verified the same way, recursively. Local parents that are not found (moved,
+    deleted, or on another machine) are added to ``unreached``: their records were still checked, their files not."""
     seen = _seen if _seen is not None else set()
+    folder = folder.resolve()  # locations are relative to the checkpoint's real folder (not a best/ symlink)
     try:
         record = read_record(folder)
     except ValueError as exc:
@@ -72,10 +74,12 @@ def verify_checkpoint(folder: Path, *, _seen: set[str] | None = None) -> tuple[d
         path = Path(location).expanduser()
         path = path if path.is_absolute() else Path(os.path.normpath(folder / path))
         if not path.exists():
+            if unreached is not None:
+                unreached.append(f"{parent['role']} of {folder.name}: {path}")
             continue
         if parent.get("files") is not None:
             problems += files_problems(parent["files"], _hashed(path, skip_record=False) if path.is_dir() else {}, f"{path}")
         if parent.get("lineage") is not None and path.is_dir() and str(path.resolve()) not in seen:
-            _, more = verify_checkpoint(path, _seen=seen)
+            _, more = verify_checkpoint(path, _seen=seen, unreached=unreached)
             problems += [p for p in more if p not in problems]
     return record, problems

@@ -160,6 +160,16 @@ def test_bytes_in_the_remote_that_do_not_match_the_pinned_md5_are_refused(data_r
     assert not list((cache / "objects").rglob("*")) and not list((cache / "partial").glob("*"))
 
 
+def test_data_gone_from_the_remote_after_compiling_stops_the_run(data_repo, job, ftc, tmp_path):
+    assert ftc("compile", job(train_path=tracked(rev="v2")), "-o", tmp_path / "p.json").code == 0
+    md5 = read_json(tmp_path / "p.json")["inputs"]["train"]["pin"]["md5"]
+    (tmp_path / "dvc-remote" / "files" / "md5" / md5[:2] / md5[2:]).unlink()  # as `dvc gc --cloud` would
+    shutil.rmtree(os.environ["FTC_CACHE_DIR"])
+    r = ftc("run", tmp_path / "p.json")
+    assert r.code == ExitCode.INPUT_CHANGED, r.err
+    assert "the pinned file is gone" in r.err and not (tmp_path / "output").exists()
+
+
 def test_weights_and_adapter_in_s3_data_in_dvc_on_s3_validation_in_gcs(s3, s3_server, gcs, job, ftc, tmp_path, tiny_model, tiny_adapter):
     upload_folder(s3, tiny_model, s3.bucket, "weights")
     upload_folder(s3, tiny_adapter, s3.bucket, "adapters/first")

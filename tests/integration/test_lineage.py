@@ -80,9 +80,10 @@ def test_a_flipped_byte_in_a_parent_fails_verify_and_refuses_to_continue(two_sta
     blob = bytearray(weights.read_bytes())
     blob[-1] ^= 1
     weights.write_bytes(bytes(blob))
-    r = ftc("lineage", "verify", two_stages / "stage2")
-    assert r.code == ExitCode.LINEAGE_BROKEN
-    assert f"{weights}: expected sha256:" in r.err and ", found sha256:" in r.err
+    for given in ("stage2", "stage2/best"):  # the run's folder, or the checkpoint through its symlink
+        r = ftc("lineage", "verify", two_stages / given)
+        assert r.code == ExitCode.LINEAGE_BROKEN, r.out
+        assert f"{weights}: expected sha256:" in r.err and ", found sha256:" in r.err
     # a new stage continuing from the changed parent is refused before training
     r = ftc("compile", job(name="stage3.yaml", train_path="half2.jsonl", lora_config=None, initial_adapter_model_ckpt_path="stage1/best", output_dir="stage3"), "-o", two_stages / "stage3.plan.json")
     assert r.code == 0, r.err
@@ -92,7 +93,7 @@ def test_a_flipped_byte_in_a_parent_fails_verify_and_refuses_to_continue(two_sta
     assert not (two_stages / "stage3").exists()
 
 
-def test_an_edited_record_breaks_its_id_and_every_child_that_embeds_it(two_stages, ftc):
+def test_an_edited_record_breaks_its_id_and_every_child_that_embeds_it(two_stages, job, ftc):
     record_path = (two_stages / "stage1" / "best" / "lineage.json").resolve()
     record = json.loads(record_path.read_text())
     record["results"]["eval_loss"] = 0.001  # a better number than the run reached
@@ -101,6 +102,27 @@ def test_an_edited_record_breaks_its_id_and_every_child_that_embeds_it(two_stage
         r = ftc("lineage", "verify", two_stages / stage)
         assert r.code == ExitCode.LINEAGE_BROKEN
         assert "the lineage record was edited" in r.err or "lineage.json: expected sha256:" in r.err
+    r = ftc("compile", job(name="stage3.yaml", train_path="half2.jsonl", lora_config=None, initial_adapter_model_ckpt_path="stage1/best", output_dir="stage3"), "-o", two_stages / "stage3.plan.json")
+    assert r.code == 0, r.err
+    r = ftc("run", two_stages / "stage3.plan.json")
+    assert r.code == ExitCode.LINEAGE_BROKEN and "the lineage record was edited" in r.err
+    assert not (two_stages / "stage3").exists()
+
+
+def test_a_moved_parent_is_reported_as_not_rehashed(two_stages, ftc):
+    (two_stages / "stage1").rename(two_stages / "elsewhere")
+    r = ftc("lineage", "verify", two_stages / "stage2")
+    assert r.code == 0, r.err  # the records still verify, the parent's files could not be re-hashed
+    assert "not re-hashed (not found here; its record was checked): adapter of step-" in r.out
+
+
+@pytest.mark.parametrize("text", ["{}", "[1, 2]", "not json"])
+def test_a_malformed_record_is_a_clear_error_not_a_crash(ftc, tmp_path, text):
+    (tmp_path / "ckpt").mkdir()
+    (tmp_path / "ckpt" / "lineage.json").write_text(text)
+    for verb in ("verify", "show"):
+        r = ftc("lineage", verb, tmp_path / "ckpt")
+        assert r.code == ExitCode.LINEAGE_BROKEN and "lineage.json: not a lineage record" in r.err, r.err
 
 
 def test_a_checkpoint_without_a_record_is_a_usage_error(ftc, tmp_path):

@@ -90,3 +90,26 @@ def test_a_large_object_comes_as_parallel_ranges_and_resumes_the_missing_ones(tm
     path, sha = cache.fetch({"k": 5}, lambda start, end: (asked.append((start, end)), _chunks(start, end))[1], size=len(DATA), expected_sha256=SHA)
     assert asked == [(3 * (128 << 10), 4 * (128 << 10))]  # only the range that failed
     assert sha == SHA and path.read_bytes() == DATA
+
+
+def test_a_failure_while_hashing_ranges_stores_nothing(tmp_path, monkeypatch):
+    import os
+
+    cache = ContentCache(tmp_path)
+    cache.ranged_above, cache.part_size = 256 << 10, 128 << 10
+
+    def broken_read(fd, buffers, offset):
+        raise OSError(5, "Input/output error")
+
+    monkeypatch.setattr(os, "preadv", broken_read)
+    with pytest.raises(OSError, match="Input/output error"):
+        cache.fetch({"k": 6}, _chunks, size=len(DATA))  # no expected digest: a wrong one must not be recorded
+    assert cache.known({"k": 6}) is None and not list((tmp_path / "objects").rglob("*"))
+
+
+def test_a_folder_view_never_links_outside_its_folder(tmp_path):
+    cache = ContentCache(tmp_path)
+    for bad in ("../escape.json", "/etc/passwd", "a/../../b", "a//b"):
+        with pytest.raises(ValueError, match="not a relative path inside the folder"):
+            cache.view("v", {bad: SHA})
+    assert not (tmp_path / "views" / "escape.json").exists()
