@@ -203,3 +203,16 @@ def manifest_digest(files: list[FileDigest]) -> str:
 def file_changes(before: dict[str, str], after: dict[str, str]) -> list[tuple[str, str | None, str | None]]:
     """(path, sha256 before, sha256 after) for every file that was removed, added or changed, sorted by path."""
     return [(p, before.get(p), after.get(p)) for p in sorted(set(before) | set(after)) if before.get(p) != after.get(p)]
+
+
+def changed_file_lines(expected: dict[str, str], found: dict[str, str], *, prefix: str, unlisted: str) -> list[str]:
+    """One line per file (path -> sha256) that is missing, not ``expected`` (said as ``unlisted``), or different."""
+    lines = []
+    for name, before, after in file_changes(expected, found):
+        if after is None:
+            lines.append(f"{prefix}{name}: missing (expected sha256:{before})")
+        elif before is None:
+            lines.append(f"{prefix}{name}: {unlisted} (found sha256:{after})")
+        else:
+            lines.append(f"{prefix}{name}: expected sha256:{before}, found sha256:{after}")
+    return lines

@@ -7,7 +7,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from ftc._hashing import StatCache, file_changes, hash_file, hash_tree, manifest_digest
+from ftc._hashing import StatCache, changed_file_lines, hash_file, hash_tree, manifest_digest
 from ftc.errors import InputChanged, InputUnresolvable
 
 from ._progress import ByteProgress, log
@@ -41,7 +41,7 @@ def verify_inputs(plan: dict[str, Any], plan_dir: Path) -> dict[str, Path | str]
                 files = hash_tree(path, cache)
                 digest = manifest_digest(files)
                 if digest != item["digest"]:
-                    raise InputChanged(f"{role}: {path} changed since the plan was compiled\n" + _file_changes(item["files"], files) + f"\n    expected {item['digest']}\n    found    {digest}\n    fix: restore the pinned files, or recompile the spec to train on the new ones")
+                    raise InputChanged(f"{role}: {path} changed since the plan was compiled\n" + "\n".join(changed_file_lines({f["path"]: f["sha256"] for f in item["files"]}, {f.path: f.sha256 for f in files}, prefix="    ", unlisted="not in the plan")) + f"\n    expected {item['digest']}\n    found    {digest}\n    fix: restore the pinned files, or recompile the spec to train on the new ones")
             else:
                 sha, _ = hash_file(path, cache)
                 if "sha256:" + sha != item["digest"]:
@@ -135,15 +135,3 @@ def _materialize_remote(role: str, item: dict[str, Any]) -> Path:
         return cache.view(item["source"] + "-" + digest_of([uri, pin, item["files"]])[7:], members)
     except ValueError as exc:
         raise InputUnresolvable(f"{role}: the plan lists a file outside the folder: {exc}") from None
-
-
-def _file_changes(pinned: list[dict[str, Any]], now: list) -> str:
-    lines = []
-    for name, before, after in file_changes({f["path"]: f["sha256"] for f in pinned}, {f.path: f.sha256 for f in now}):
-        if after is None:
-            lines.append(f"    {name}: missing")
-        elif before is None:
-            lines.append(f"    {name}: not in the plan")
-        else:
-            lines.append(f"    {name}: expected sha256:{before}, found sha256:{after}")
-    return "\n".join(lines)

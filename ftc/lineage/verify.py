@@ -10,7 +10,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from ftc._hashing import file_changes, hash_tree
+from ftc._hashing import changed_file_lines, hash_tree
 
 from .record import LINEAGE_FILE, read_record, record_id_of
 
@@ -35,15 +35,7 @@ def record_problems(record: dict[str, Any], where: str) -> list[str]:
 
 def files_problems(expected: list[dict[str, Any]], found: dict[str, str], where: str) -> list[str]:
     """One line per file that is missing, extra or different."""
-    lines = []
-    for name, before, after in file_changes({f["path"]: f["sha256"] for f in expected}, found):
-        if after is None:
-            lines.append(f"{where}/{name}: missing (expected sha256:{before})")
-        elif before is None:
-            lines.append(f"{where}/{name}: not in the lineage record (found sha256:{after})")
-        else:
-            lines.append(f"{where}/{name}: expected sha256:{before}, found sha256:{after}")
-    return lines
+    return changed_file_lines({f["path"]: f["sha256"] for f in expected}, found, prefix=f"{where}/", unlisted="not in the lineage record")
 
 
 def _hashed(folder: Path, skip_record: bool) -> dict[str, str]:

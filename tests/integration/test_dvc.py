@@ -128,8 +128,9 @@ def test_a_tracked_weights_folder_pins_every_file_by_md5(tmp_path, job, ftc, tin
         ({"dvc": {"repo": "https://user:hunter2@127.0.0.1:9/d.git", "path": "d"}}, ExitCode.SPEC_INVALID, "the repo URL holds a credential"),
         ({"dvc": {"repo": "http://127.0.0.1:9/d.git", "path": "d"}}, ExitCode.INPUT_UNREACHABLE, "cannot clone the repository"),
         ({"dvc": {"path": "data/train.jsonl"}}, ExitCode.INPUT_UNRESOLVABLE, "the spec's folder is not in a git repository"),
+        (tracked(rev="v2", remote="ftp://127.0.0.1/store"), ExitCode.INPUT_UNCONFIGURED, "not a location ftc can read"),
     ],
-    ids=["not-tracked", "no-such-path", "no-such-rev", "no-remote-at-rev", "not-pushed", "uncommitted", "credential-in-url", "unreachable", "no-repo"],
+    ids=["not-tracked", "no-such-path", "no-such-rev", "no-remote-at-rev", "not-pushed", "uncommitted", "credential-in-url", "unreachable", "no-repo", "unsupported-remote"],
 )
 def test_dvc_inputs_that_cannot_be_had_fail_compile_with_one_clear_line(data_repo, job, ftc, tmp_path, location, code, message):
     write_jsonl(data_repo / "data" / "train.jsonl", arithmetic_examples(8, seed=5))
@@ -143,6 +144,13 @@ def test_dvc_inputs_that_cannot_be_had_fail_compile_with_one_clear_line(data_rep
     assert "hunter2" not in r.err
     assert len(r.err.strip().splitlines()) == 3  # the heading, the problem, the fix
     assert not (tmp_path / "p.json").exists()
+
+
+def test_compiling_a_dvc_input_without_dvc_installed_says_what_to_install(job, ftc, tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "dvc.api", None)  # as if the dvc package were absent: its import fails
+    r = ftc("compile", job(train_path=tracked(rev="v2")), "-o", tmp_path / "p.json")
+    assert r.code == ExitCode.INPUT_UNCONFIGURED, r.err
+    assert "inputs tracked by DVC need the dvc package to compile" in r.err and "pip install 'ftc[dvc]'" in r.err
 
 
 def test_bytes_in_the_remote_that_do_not_match_the_pinned_md5_are_refused(data_repo, job, ftc, tmp_path):
