@@ -13,7 +13,6 @@ import os
 import sqlite3
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
@@ -153,20 +152,31 @@ class StatCache:
         self.close()
 
 
-def hash_file(path: Path, cache: StatCache | None = None) -> tuple[str, int]:
-    """(sha256 hex, size) of ``path``, from the stat cache when the file is unchanged."""
+def _cached(path: Path, cache: StatCache | None) -> tuple[Path, os.stat_result, str | None]:
+    """(real path, its stat, its sha256 from the stat cache or None)."""
     real = Path(os.path.realpath(path))
     st = real.stat()
-    if cache is not None:
-        found = cache.lookup(real, st)
-        if found is not None:
-            cache.hits += 1
-            return found, st.st_size
+    if cache is None:
+        return real, st, None
+    found = cache.lookup(real, st)
+    if found is not None:
+        cache.hits += 1
+    else:
         cache.misses += 1
+    return real, st, found
+
+
+def _hash_and_store(real: Path, st: os.stat_result, cache: StatCache | None) -> str:
     digest = _sha256_file(real)
     if cache is not None:
         cache.store(real, st, digest)
-    return digest, st.st_size
+    return digest
+
+
+def hash_file(path: Path, cache: StatCache | None = None) -> tuple[str, int]:
+    """(sha256 hex, size) of ``path``, from the stat cache when the file is unchanged."""
+    real, st, digest = _cached(path, cache)
+    return digest or _hash_and_store(real, st, cache), st.st_size
 
 
 def walk_files(root: Path) -> Iterator[str]:
@@ -180,18 +190,19 @@ def walk_files(root: Path) -> Iterator[str]:
 
 
 def hash_tree(root: Path, cache: StatCache | None = None, workers: int | None = None) -> list[FileDigest]:
-    """Digest of every file under ``root``, sorted by path; files are hashed in parallel."""
-    names = list(walk_files(root))
-    workers = workers or min(4, os.cpu_count() or 1)
+    """Digest of every file under ``root``, sorted by path; files the stat cache does not know are hashed in
+    parallel."""
+    found = {name: _cached(root / name, cache) for name in walk_files(root)}
+    misses = [name for name, (_, _, digest) in found.items() if digest is None]
+    workers = min(workers or 4, os.cpu_count() or 1, len(misses))
+    if workers > 1:
+        from concurrent.futures import ThreadPoolExecutor  # only when there is something to hash
 
-    def one(name: str) -> FileDigest:
-        digest, size = hash_file(root / name, cache)
-        return FileDigest(name, size, digest)
-
-    if workers == 1 or len(names) < 2:
-        return [one(n) for n in names]
-    with ThreadPoolExecutor(max_workers=workers) as pool:
-        return list(pool.map(one, names))
+        with ThreadPoolExecutor(max_workers=workers) as pool:
+            hashed = dict(zip(misses, pool.map(lambda n: _hash_and_store(*found[n][:2], cache), misses)))
+    else:
+        hashed = {n: _hash_and_store(*found[n][:2], cache) for n in misses}
+    return [FileDigest(name, st.st_size, digest or hashed[name]) for name, (_, st, digest) in found.items()]
 
 
 def manifest_digest(files: list[FileDigest]) -> str:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import sys
-import traceback
 from pathlib import Path
 
 import click
@@ -187,11 +186,15 @@ def main(argv: list[str] | None = None) -> int:
         return ExitCode.USAGE
     except FtcError as exc:
         if debug:
+            import traceback
+
             traceback.print_exc()
         if not getattr(exc, "already_reported", False):  # a training process printed it already
             click.echo(f"error: {exc}", err=True)
         return exc.exit_code
     except Exception:
+        import traceback
+
         traceback.print_exc()
         click.echo("error: an internal error in ftc (the traceback above); please report it", err=True)
         return ExitCode.INTERNAL

@@ -6,9 +6,11 @@ import copy
 import difflib
 import functools
 import json
-from importlib import resources
+from pathlib import Path
 from typing import Any, Iterable
 
+from ftc._canonical import canonical_json, sha256_bytes
+from ftc._hashing import cache_dir
 from ftc.errors import Problem
 
 from ._source import SpecSource, json_path
@@ -17,8 +19,13 @@ __all__ = ["job_schema", "lineage_schema", "plan_schema", "schema_problems", "ap
 
 
 @functools.cache
+def _text(name: str) -> str:
+    return (Path(__file__).parent / name).read_text(encoding="utf-8")  # not importlib.resources: 8 ms of imports
+
+
+@functools.cache
 def _load(name: str) -> dict:
-    return json.loads(resources.files(__package__).joinpath(name).read_text(encoding="utf-8"))
+    return json.loads(_text(name))
 
 
 def job_schema() -> dict:
@@ -95,12 +102,39 @@ def _json_type(value: Any) -> str:
 
 def schema_problems(source: SpecSource, schema_name: str = "job.schema.json") -> list[Problem]:
     """Every schema violation in ``source``, each with its JSON path, line, found value and a fix."""
+    marker = _valid_marker(source.data, schema_name)
+    if marker is not None and marker.exists():
+        return []
     root = _load(schema_name)
     problems: list[Problem] = []
     errors = sorted(_validator(schema_name).iter_errors(source.data), key=lambda e: list(map(str, e.absolute_path)))
     for error in errors:
         problems.extend(_describe(error, source, root))
+    if not problems and marker is not None:
+        _touch(marker)
     return problems
+
+
+def _valid_marker(data: Any, schema_name: str) -> Path | None:
+    """Where the fact "this document is valid under this exact schema" is remembered.
+
+    Validation is a pure function of the two, so a spec recompiled unchanged skips it, and with it the import of
+    jsonschema (most of a recompile's start-up). Only successes are remembered: a failing spec is validated again
+    so every problem is reported. None when the document cannot be put in canonical form.
+    """
+    try:
+        key = sha256_bytes(_text(schema_name).encode() + b"\0" + canonical_json(data)).split(":")[1]
+    except (TypeError, ValueError):
+        return None
+    return cache_dir() / "validated" / key[:2] / key
+
+
+def _touch(marker: Path) -> None:
+    try:
+        marker.parent.mkdir(parents=True, exist_ok=True)
+        marker.touch()
+    except OSError:
+        pass  # a read-only cache only costs the next compile a validation
 
 
 def _describe(error, source: SpecSource, root: dict) -> list[Problem]:

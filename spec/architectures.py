@@ -11,8 +11,8 @@ import difflib
 import functools
 import json
 import re
+from pathlib import Path
 from dataclasses import dataclass
-from importlib import resources
 from typing import Any, Mapping
 
 __all__ = [
@@ -48,7 +48,7 @@ _LAYER_MODULES: dict[str, Mapping[str, tuple[str, ...]]] = {
 
 @functools.cache
 def _registry() -> dict[str, dict[str, Any]]:
-    text = resources.files(__package__).joinpath("architectures.json").read_text(encoding="utf-8")
+    text = (Path(__file__).parent / "architectures.json").read_text(encoding="utf-8")
     return json.loads(text)
 
 

@@ -126,6 +126,27 @@ def test_recompiling_unchanged_inputs_hashes_nothing(job, ftc, tmp_path):
     assert f"({n} input files, {n} unchanged since last hashed)" in r.err
 
 
+def test_recompiling_an_unchanged_spec_skips_schema_validation(job, tmp_path):
+    """Validation is remembered per (schema, spec) digest: a recompile never imports jsonschema, an edit does."""
+    import subprocess
+    import sys
+
+    spec = job()
+    probe = (
+        "import sys; from ftc.compiler import compile_spec; compile_spec(sys.argv[1], sys.argv[2]); "
+        "print('jsonschema' in sys.modules)"
+    )
+
+    def imports_jsonschema() -> bool:
+        out = subprocess.run([sys.executable, "-c", probe, str(spec), str(tmp_path)], capture_output=True, text=True, check=True)
+        return out.stdout.strip() == "True"
+
+    assert imports_jsonschema()  # first compile validates
+    assert not imports_jsonschema()  # same spec, same schema: remembered
+    spec.write_text(spec.read_text() + "learning_rate: 0.001\n")
+    assert imports_jsonschema()  # an edited spec is validated again
+
+
 def test_an_edited_plan_is_refused(job, ftc, tmp_path):
     ftc("compile", job(), "-o", tmp_path / "p.json")
     plan = read_json(tmp_path / "p.json")
