@@ -40,11 +40,12 @@ class CompileResult:
     cache_misses: int = 0
 
 
-def compile_spec(spec_path: str | Path, plan_dir: str | Path | None = None, *, cache: StatCache | None = None) -> CompileResult:
-    """Validate the spec at ``spec_path``, pin every input, and build the plan.
+def compile_spec(spec_path: str | Path, plan_dir: str | Path | None = None, *, cache: StatCache | None = None, allow_unpinned: bool = False) -> CompileResult:
+    """Validate the spec at ``spec_path``, pin every input and the image, and build the plan.
 
     ``plan_dir`` is the folder the plan will be written to (relative paths in the plan are relative to it; default:
-    the current folder). Raises :class:`~ftc.errors.SpecInvalid` with every problem found.
+    the current folder). Raises :class:`~ftc.errors.SpecInvalid` with every problem found, and the engine's errors
+    when the spec's image cannot be pinned (unless ``allow_unpinned``: then the plan says it is not reproducible).
     """
     loaded = load_spec(spec_path)
     if loaded.spec is None:
@@ -56,7 +57,8 @@ def compile_spec(spec_path: str | Path, plan_dir: str | Path | None = None, *, c
         inputs = resolve_inputs(loaded, ctx)
         checked = check_inputs(loaded, inputs, cache)
         loaded.raise_if_problems()
-        plan = build_plan(checked, inputs, output_dir=_output_uri(checked.spec.output_dir, ctx))
+        image = pin_spec_image(checked.spec.image, allow_unpinned=allow_unpinned)
+        plan = build_plan(checked, inputs, output_dir=_output_uri(checked.spec.output_dir, ctx), image=image)
         return CompileResult(plan, _warnings(plan, checked.arch), cache.hits, cache.misses)
     finally:
         if own_cache:
@@ -126,7 +128,7 @@ def check_inputs(loaded: LoadedSpec, inputs: dict[str, ResolvedInput], cache: St
     return CheckedSpec(spec, arch, mode, deepspeed_config(loaded, spec.num_devices, ds_file))
 
 
-def build_plan(checked: CheckedSpec, inputs: dict[str, ResolvedInput], *, output_dir: str) -> dict[str, Any]:
+def build_plan(checked: CheckedSpec, inputs: dict[str, ResolvedInput], *, output_dir: str, image: dict[str, Any] | None) -> dict[str, Any]:
     """The sealed plan for a checked spec and its pinned inputs."""
     spec, arch = checked.spec, checked.arch
     nodes, per_node = spec.num_nodes, spec.processes_per_node
@@ -139,7 +141,7 @@ def build_plan(checked: CheckedSpec, inputs: dict[str, ResolvedInput], *, output
         "mode": checked.mode,
         "architecture": {"model_id": arch.model_id, "source": arch.source, "config": dict(arch.config)},
         "inputs": {role: item.to_plan() for role, item in sorted(inputs.items())},
-        "image": _image(spec.image),
+        "image": image,
         "launch": {
             "nodes": nodes,
             "processes_per_node": per_node,
@@ -169,12 +171,23 @@ def launch_command(nodes: int, per_node: int) -> list[str]:
     ]
 
 
-def _image(ref: str | None) -> dict[str, Any] | None:
+UNPINNED_NOTE = "not reproducible: the image is named by a tag that can move"
+
+
+def pin_spec_image(ref: str | None, *, allow_unpinned: bool) -> dict[str, Any] | None:
+    """The plan's ``image``: the spec's reference pinned by digest (asking the engine or the registry)."""
     if ref is None:
         return None
-    if "@sha256:" in ref:
-        return {"ref": ref, "pinned": True, "pin_kind": "repo-digest", "digest": "sha256:" + ref.split("@sha256:", 1)[1]}
-    return {"ref": ref, "pinned": False}
+    from ftc._engine import pin_image
+    from ftc.errors import EngineUnavailable, InputUnresolvable
+
+    try:
+        return pin_image(ref)
+    except (EngineUnavailable, InputUnresolvable) as exc:
+        if not allow_unpinned:
+            exc.args = (f"{exc}\n    or compile with --allow-unpinned (the plan will say the run is not reproducible)",)
+            raise
+        return {"ref": ref, "requested": ref, "pinned": False, "note": UNPINNED_NOTE}
 
 
 def _output_uri(output_dir: str, ctx: ResolveContext) -> str:
@@ -194,7 +207,9 @@ def _warnings(plan: dict[str, Any], arch: Architecture) -> list[str]:
         if bad:
             out.append(f"{role}: {bad} bad line(s) in {plan['inputs'][role]['uri']} will be skipped (skip_bad_examples)")
     if plan["image"] is not None and not plan["image"]["pinned"]:
-        out.append(f"image {plan['image']['ref']} is not pinned by digest; the plan is not reproducible until it is")
+        out.append(f"image {plan['image']['ref']} is not pinned by digest (--allow-unpinned): runs of this plan are not reproducible")
+    elif plan["image"] is not None and plan["image"]["pin_kind"] == "image-id":
+        out.append(f"image {plan['image']['requested']} is pinned by its local image ID {plan['image']['digest'][:19]}: only an engine that has this image can run the plan; push it to a registry for a plan that runs anywhere")
     if plan["spec"]["lora_config"] is not None and arch.module_names() is None:
         out.append(f"ftc does not know the module names of model_type {arch.model_type!r}; lora_config.target_modules is checked only when training starts")
     return out

@@ -71,9 +71,18 @@ def describe_plan(plan: dict[str, Any]) -> str:
     lines.append(f"deepspeed ZeRO {zero}, precision {plan['precision']}")
     lines.append(f"launch    {launch['nodes']} node(s) x {launch['processes_per_node']} process(es): {' '.join(launch['command'])}")
     image = plan["image"]
-    lines.append("image     none (the local Python environment)" if image is None else f"image     {image['ref']} ({'pinned' if image['pinned'] else 'NOT pinned'})")
+    lines.append(f"image     {describe_image(image)}")
     lines.append(f"output    {plan['output']['dir']}")
     return "\n".join(lines)
+
+
+def describe_image(image: dict[str, Any] | None) -> str:
+    if image is None:
+        return "none (the local Python environment)"
+    if not image["pinned"]:
+        return f"{image['ref']} (NOT pinned: {image.get('note', 'not reproducible')})"
+    how = "by registry digest" if image["pin_kind"] == "repo-digest" else "by local image ID"
+    return f"{image['requested']} pinned {how}: {image['ref']}"
 
 
 _ABSENT = object()

@@ -44,15 +44,16 @@ def cli(debug: bool) -> None:
     type=click.Path(path_type=Path, allow_dash=True),
     help="Where to write the plan; - for stdout. Default: <spec name>.plan.json beside the spec.",
 )
-def compile_command(spec: Path, output: Path | None) -> None:
-    """Validate SPEC, pin every input by content, and write a deterministic run plan."""
+@click.option("--allow-unpinned", is_flag=True, help="Accept an image that cannot be pinned by digest (the plan says the run is not reproducible).")
+def compile_command(spec: Path, output: Path | None, allow_unpinned: bool) -> None:
+    """Validate SPEC, pin every input by content and the image by digest, and write a deterministic run plan."""
     from ftc.compiler import compile_spec
     from ftc.spec.plan import plan_text, write_plan
 
     to_stdout = str(output) == "-"
     if output is None:
         output = spec.with_name(spec.stem + ".plan.json")
-    result = compile_spec(spec, plan_dir=Path.cwd() if to_stdout else output.parent)
+    result = compile_spec(spec, plan_dir=Path.cwd() if to_stdout else output.parent, allow_unpinned=allow_unpinned)
     for warning in result.warnings:
         click.echo(f"warning: {warning}", err=True)
     files = result.cache_hits + result.cache_misses
@@ -153,20 +154,61 @@ def lineage_export(checkpoint: Path, fmt: str) -> None:
     click.echo(export(load(checkpoint), fmt, datetime.fromtimestamp(written, timezone.utc).isoformat().replace("+00:00", "Z")))
 
 
+@cli.group("image")
+def image_group() -> None:
+    """Build the runtime images (from a checkout of ftc)."""
+
+
+@image_group.command("build")
+@click.argument("flavor", type=click.Choice(["cpu", "gpu"]), default="cpu")
+@click.option("-t", "--tag", help="Tag for the image. Default: ftc-runtime:<version>-<flavor>.")
+@click.option("--context", type=click.Path(path_type=Path, file_okay=False), help="The checkout to build from. Default: the one this ftc runs from.")
+@click.option("--build-arg", "build_args", multiple=True, metavar="NAME=VALUE", help="Passed to the Dockerfile (repeatable).")
+def image_build(flavor: str, tag: str | None, context: Path | None, build_args: tuple[str, ...]) -> None:
+    """Build images/Dockerfile.FLAVOR through the engine at DOCKER_HOST and tag it."""
+    from ftc.errors import UsageError
+    from ftc.images import build_image
+
+    args = {}
+    for item in build_args:
+        name, sep, value = item.partition("=")
+        if not sep or not name:
+            raise UsageError(f"--build-arg {item}: give NAME=VALUE")
+        args[name] = value
+    tag, image_id = build_image(flavor, tag=tag, context=context, build_args=args, log=lambda line: click.echo(line, err=True))
+    click.echo(f"built {tag} ({image_id}); name it in a spec (`image: {tag}`): `ftc compile` pins it by digest")
+
+
 @cli.command("run")
 @click.argument("plan", type=click.Path(path_type=Path))
 @click.option("--resume", is_flag=True, help="Continue from the newest checkpoint in the plan's output folder.")
 @click.option("--node-rank", type=click.IntRange(min=0), default=0, show_default=True, help="This machine's rank in a multi-node plan.")
 @click.option("--master-addr", default="127.0.0.1", show_default=True, help="Address of node 0 (multi-node plans).")
 @click.option("--master-port", type=click.IntRange(1, 65535), default=29500, show_default=True, help="Port on node 0 for the rendezvous.")
-def run_command(plan: Path, resume: bool, node_rank: int, master_addr: str, master_port: int) -> None:
+@click.option(
+    "--backend",
+    type=click.Choice(["auto", "local", "docker"]),
+    default="auto",
+    show_default=True,
+    help="local: this Python environment. docker: the plan's image, through the engine at DOCKER_HOST. auto: docker when the plan names an image and an engine answers, else local.",
+)
+@click.option("--gpus", default="auto", show_default=True, help="docker backend: GPUs for the container: auto (all when the engine has the NVIDIA runtime), all, none, or a number.")
+@click.option("--mount", "mounts", multiple=True, metavar="PATH", help="docker backend: also mount PATH read-only at the same path (repeatable).")
+def run_command(plan: Path, resume: bool, node_rank: int, master_addr: str, master_port: int, backend: str, gpus: str, mounts: tuple[str, ...]) -> None:
     """Train: validate PLAN, check every input against its pinned digest, then run it (DeepSpeed).
 
     A multi-node plan runs one `ftc run PLAN --node-rank K --master-addr HOST` per machine.
     """
-    from ftc.runtime import run_plan
+    import signal
 
-    run_plan(plan, resume=resume, node_rank=node_rank, master_addr=master_addr, master_port=master_port)
+    from ftc.runtime import run
+
+    # `kill` (SIGTERM) stops a run the way Ctrl-C does: worker processes and containers are cleaned up
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
+    run(
+        plan, backend=backend, gpus=gpus, mounts=mounts, log=lambda line: click.echo(line, err=True),
+        resume=resume, node_rank=node_rank, master_addr=master_addr, master_port=master_port,
+    )
 
 
 def main(argv: list[str] | None = None) -> int:

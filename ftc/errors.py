@@ -13,8 +13,10 @@ from typing import Any
 
 __all__ = [
     "DataInvalid",
+    "EngineUnavailable",
     "ExitCode",
     "FtcError",
+    "ImageBuildFailed",
     "INPUT_EXIT_CODES",
     "InputChanged",
     "InputUnresolvable",
@@ -43,6 +45,8 @@ class ExitCode(enum.IntEnum):
     INPUT_UNREACHABLE = 10  # a store or repository did not answer (network, endpoint): trying again may help
     INPUT_UNCONFIGURED = 11  # where to read an input from is not set up (no DVC remote at that rev, no client library)
     LINEAGE_BROKEN = 12  # a checkpoint's files or lineage record (or a parent's) no longer match the record
+    ENGINE_UNAVAILABLE = 13  # no container engine answers, or it cannot give the run what it asks (GPUs)
+    IMAGE_BUILD_FAILED = 14  # `ftc image build`: a step of the Dockerfile failed (its output says which)
     INTERRUPTED = 130  # Ctrl-C or SIGTERM: the last checkpoint is intact; resume with `ftc run PLAN --resume`
 
 
@@ -118,6 +122,14 @@ class InputChanged(FtcError):
 
 class LineageBroken(FtcError):
     exit_code = ExitCode.LINEAGE_BROKEN
+
+
+class EngineUnavailable(FtcError):
+    exit_code = ExitCode.ENGINE_UNAVAILABLE
+
+
+class ImageBuildFailed(FtcError):
+    exit_code = ExitCode.IMAGE_BUILD_FAILED
 
 
 class DataInvalid(FtcError):

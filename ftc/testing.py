@@ -17,6 +17,9 @@ __all__ = [
     "build_tiny_model",
     "build_tokenizer",
     "free_ports",
+    "debian_rootfs_tar",
+    "start_dockerd",
+    "start_registry",
     "start_seaweedfs",
     "write_jsonl",
 ]
@@ -165,3 +168,84 @@ def start_seaweedfs(root: str | Path, access_key: str, secret_key: str):
                 proc.kill()
                 raise RuntimeError("SeaweedFS did not start: " + (root / "weed.log").read_text()[-2000:]) from None
             time.sleep(0.5)
+
+
+def _wait_until(check, what: str, log: Path, proc, timeout_s: float = 60) -> None:
+    import time
+
+    deadline = time.time() + timeout_s
+    while True:
+        try:
+            if check():
+                return
+        except Exception:
+            pass
+        if time.time() > deadline or proc.poll() is not None:
+            proc.kill()
+            raise RuntimeError(f"{what} did not start: " + (log.read_text()[-2000:] if log.exists() else "no log"))
+        time.sleep(0.3)
+
+
+def start_dockerd(root: str | Path):
+    """Start a real Docker engine (Debian's ``docker.io`` dockerd, as root) on a unix socket under ``root``, with no
+    bridge network (containers use the host's); returns (process, DOCKER_HOST) once it answers."""
+    import shutil
+    import subprocess
+
+    root = Path(root)
+    root.mkdir(parents=True, exist_ok=True)
+    if shutil.which("dockerd") is None:
+        raise RuntimeError("dockerd is not installed (Debian: apt-get install docker.io)")
+    socket = root / "docker.sock"
+    log = root / "dockerd.log"
+    proc = subprocess.Popen(
+        ["dockerd", "--data-root", str(root / "data"), "--exec-root", str(root / "exec"), "--pidfile", str(root / "dockerd.pid"),
+         "-H", f"unix://{socket}", "--bridge=none", "--iptables=false", "--ip6tables=false", "--storage-driver=overlay2"],
+        stdout=open(log, "w"), stderr=subprocess.STDOUT, start_new_session=True,
+    )
+    import docker
+
+    host = f"unix://{socket}"
+    _wait_until(lambda: docker.DockerClient(base_url=host, timeout=5).ping(), "dockerd", log, proc)
+    return proc, host
+
+
+def start_registry(root: str | Path):
+    """Start a real image registry (Debian's ``docker-registry``) on 127.0.0.1; returns (process, "127.0.0.1:PORT")."""
+    import subprocess
+    import urllib.request
+
+    root = Path(root)
+    root.mkdir(parents=True, exist_ok=True)
+    (port,) = free_ports(1)
+    config = root / "config.yml"
+    config.write_text(
+        "version: 0.1\nstorage:\n  filesystem:\n    rootdirectory: " + str(root / "data") + "\n"
+        "http:\n  addr: 127.0.0.1:" + str(port) + "\n"
+    )
+    log = root / "registry.log"
+    proc = subprocess.Popen(["docker-registry", "serve", str(config)], stdout=open(log, "w"), stderr=subprocess.STDOUT, start_new_session=True)
+    address = f"127.0.0.1:{port}"
+    _wait_until(lambda: urllib.request.urlopen(f"http://{address}/v2/", timeout=2).status == 200, "docker-registry", log, proc)
+    return proc, address
+
+
+def debian_rootfs_tar(path: str | Path, mirror: str = "http://deb.debian.org/debian") -> Path:
+    """A tar of a minimal Debian bookworm root with python3 (``debootstrap``, ~45 s; reused when ``path`` exists):
+    the base of test images, since no registry can be pulled from here."""
+    import subprocess
+    import tempfile
+
+    path = Path(path)
+    if path.exists():
+        return path
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        rootfs = Path(tmp) / "rootfs"
+        done = subprocess.run(["debootstrap", "--variant=minbase", "--include=python3", "bookworm", str(rootfs), mirror], capture_output=True, text=True)
+        if done.returncode != 0:
+            raise RuntimeError("debootstrap failed: " + (done.stdout + done.stderr)[-2000:])
+        partial = path.with_suffix(".partial")
+        subprocess.run(["tar", "-C", str(rootfs), "-cf", str(partial), "."], check=True)
+        partial.rename(path)
+    return path

@@ -65,8 +65,13 @@ def _launch_workers(plan: dict[str, Any], plan_path: Path, *, resume: bool, node
     finally:
         if child.poll() is None:
             os.killpg(child.pid, signal.SIGKILL)
+    raise_failure(code, note)
+
+
+def raise_failure(code: int, note: Path) -> None:
+    """Nothing when ``code`` is 0; else the error rank 0 left in ``note`` (already printed by it), or a generic one."""
     if code == 0:
-        return None
+        return
     if note.exists():
         failure = json.loads(note.read_text())
         error = FtcError(failure["message"])
@@ -85,6 +90,9 @@ def worker_main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m ftc.runtime", description="Run one process of a compiled ftc plan.")
     parser.add_argument("plan", type=Path)
     parser.add_argument("--resume", action="store_true")
+    parser.add_argument("--node-rank", type=int, default=0)
+    parser.add_argument("--master-addr", default="127.0.0.1")
+    parser.add_argument("--master-port", type=int, default=29500)
     args = parser.parse_args(argv)
     rank = int(os.environ.get("RANK", "0"))
     plan_dir = args.plan.resolve().parent
@@ -92,7 +100,7 @@ def worker_main(argv: list[str] | None = None) -> int:
     try:
         plan = load_plan(args.plan)
         if "RANK" not in os.environ:  # started by hand: one process
-            run_plan(args.plan, resume=args.resume)
+            run_plan(args.plan, resume=args.resume, node_rank=args.node_rank, master_addr=args.master_addr, master_port=args.master_port)
         else:
             from .train import train
 

@@ -79,7 +79,7 @@ class Lineage:
                     + "\n    fix: continue from an intact checkpoint (`ftc lineage verify` names what changed)"
                 )
             parents[role] = record
-        return cls(plan, paths, parents, environment(plan.get("image")))
+        return cls(plan, paths, parents, environment())
 
     def record(self, folder: Path, final: Path, results: dict[str, Any], execution: dict[str, Any]) -> dict[str, Any]:
         """The sealed record of the checkpoint being written in ``folder`` (renamed to ``final`` once whole)."""

@@ -67,6 +67,13 @@ def _init_distributed(world_size: int) -> _Dist:
     import torch
 
     cuda = torch.cuda.is_available()
+    if not cuda:
+        # DeepSpeed's CPU comm backend compiles its shared-memory all-reduce op when it starts (a C++ toolchain and
+        # ninja at run time; tens of seconds on a fresh machine), but only inference_all_reduce uses that op:
+        # training's collectives go through torch.distributed (gloo). Marking it unavailable skips the build.
+        import deepspeed.ops
+
+        deepspeed.ops.__compatible_ops__["deepspeed_shm_comm"] = False
     deepspeed.init_distributed(dist_backend="nccl" if cuda else "gloo")
     rank, local_rank = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", 0))
     world = int(os.environ["WORLD_SIZE"])

@@ -75,9 +75,13 @@ def read_record(folder: Path) -> dict[str, Any] | None:
     return record
 
 
-def environment(image: dict[str, Any] | None = None) -> dict[str, Any]:
-    """What ran: the image when in a container; always Python, the platform and the key package versions, plus a
-    digest of the full list of installed distributions."""
+#: set by `ftc run --backend docker` for the processes in the container: the image they run in (JSON)
+IMAGE_ENV = "FTC_CONTAINER_IMAGE"
+
+
+def environment() -> dict[str, Any]:
+    """What ran: Python, the platform and the key package versions, a digest of the full list of installed
+    distributions, and the container image when the run is in one (as the engine identified it at start)."""
     from importlib import metadata
 
     installed = sorted({(d.metadata["Name"] or "").lower(): d.version for d in metadata.distributions()}.items())
@@ -88,8 +92,8 @@ def environment(image: dict[str, Any] | None = None) -> dict[str, Any]:
         "packages": {name: versions.get(name) for name in KEY_PACKAGES},
         "packages_digest": digest_of([f"{name}=={version}" for name, version in installed if name]),
     }
-    if image is not None:
-        env["image"] = image
+    if os.environ.get(IMAGE_ENV):
+        env["image"] = json.loads(os.environ[IMAGE_ENV])
     return env
 
 

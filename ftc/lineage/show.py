@@ -21,6 +21,15 @@ class Node:
     digest: str | None
     data: list[str]
     eval_loss: float | None
+    image: str | None = None  # the container the checkpoint was trained in
+
+
+def _image(record: dict[str, Any]) -> str | None:
+    image = record.get("environment", {}).get("image")
+    if not image:
+        return None
+    text = f"{image['requested']} ({image['id'][:19]}…)"
+    return text if image["pinned"] else text + ", NOT reproducible: unpinned image"
 
 
 def _source_name(source: dict[str, Any]) -> str:
@@ -37,7 +46,7 @@ def chain(record: dict[str, Any]) -> list[Node]:
 
     def visit(rec: dict[str, Any], parent_index: int | None, depth: int, relation: str | None, name: str) -> None:
         results = rec.get("results", {})
-        nodes.append(Node(len(nodes), parent_index, depth, relation, name, rec.get("record_id"), rec["checkpoint"]["digest"], _data(rec), results.get("eval_loss")))
+        nodes.append(Node(len(nodes), parent_index, depth, relation, name, rec.get("record_id"), rec["checkpoint"]["digest"], _data(rec), results.get("eval_loss"), _image(rec)))
         me = nodes[-1].index
         for parent in rec.get("parents", []):
             label = f"{parent['role'].replace('_', ' ')} {_source_name(parent['source'])}"
@@ -64,6 +73,8 @@ def _text(nodes: list[Node]) -> str:
             parts.append("data " + ", ".join(node.data))
         if node.eval_loss is not None:
             parts.append(f"eval loss {node.eval_loss:.4f}")
+        if node.image:
+            parts.append(f"image {node.image}")
         lines.append("  ".join(parts))
     return "\n".join(lines)
 

@@ -1,0 +1,65 @@
+"""``ftc image build``: build the runtime images (images/Dockerfile.<flavor>) from a checkout, through the engine."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable
+
+import ftc
+from ftc.errors import ImageBuildFailed, UsageError
+
+from ._engine import connect, engine_address
+
+__all__ = ["FLAVORS", "build_image", "default_tag", "source_checkout"]
+
+FLAVORS = ("cpu", "gpu")
+
+
+def default_tag(flavor: str) -> str:
+    return f"ftc-runtime:{ftc.__version__}-{flavor}"
+
+
+def source_checkout(given: Path | None = None) -> Path:
+    """The folder to build from: ``given``, else the checkout this ftc runs from. It must hold images/ and pyproject.toml."""
+    root = given if given is not None else Path(ftc.__file__).resolve().parents[1]
+    if not (root / "images").is_dir() or not (root / "pyproject.toml").is_file():
+        where = f"{given}" if given is not None else f"this ftc ({Path(ftc.__file__).parent}) is not"
+        raise UsageError(
+            f"{where}: not a checkout of ftc with images/ and pyproject.toml; the images are built from ftc's source: "
+            "run from a checkout, or give one with --context"
+        )
+    return root
+
+
+def build_image(flavor: str, *, tag: str | None = None, context: Path | None = None, build_args: dict[str, str] | None = None, log: Callable[[str], None] = print) -> tuple[str, str]:
+    """Build images/Dockerfile.<flavor> from the checkout and tag it; returns (tag, image ID). The build's output
+    streams to ``log``."""
+    if flavor not in FLAVORS:
+        raise UsageError(f"image flavour {flavor!r}: choose one of {', '.join(FLAVORS)}")
+    root = source_checkout(context)
+    dockerfile = root / "images" / f"Dockerfile.{flavor}"
+    if not dockerfile.is_file():
+        raise UsageError(f"{dockerfile}: no such Dockerfile")
+    tag = tag or default_tag(flavor)
+    client = connect(f"building {tag}")
+    log(f"building {tag} from {dockerfile} on {engine_address()}")
+    image_id = None
+    last: list[str] = []
+    try:
+        for event in client.api.build(path=str(root), dockerfile=f"images/Dockerfile.{flavor}", tag=tag, buildargs=build_args or {}, rm=True, forcerm=True, decode=True):
+            if "stream" in event:
+                text = event["stream"].rstrip("\n")
+                if text:
+                    last = (last + [text])[-5:]
+                    log(text)
+            if "aux" in event and "ID" in event["aux"]:
+                image_id = event["aux"]["ID"]
+            if "error" in event:
+                raise ImageBuildFailed(f"building {tag} failed: {event['error'].strip()}" + ("\n    last output:\n      " + "\n      ".join(last) if last else ""))
+    except ImageBuildFailed:
+        raise
+    except Exception as exc:  # the engine refused the build request itself (bad context, engine error)
+        raise ImageBuildFailed(f"building {tag} failed: {str(getattr(exc, 'explanation', None) or exc).strip()[:500]}") from None
+    if image_id is None:
+        image_id = client.images.get(tag).id
+    return tag, image_id

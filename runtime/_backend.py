@@ -1,0 +1,48 @@
+"""Which backend runs a plan: the local Python environment, or the container engine with the plan's image.
+
+auto (the default): docker when the plan names an image and an engine answers; otherwise local. The choice and its
+reason are printed before anything starts.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Callable
+
+from ftc.errors import EngineUnavailable
+
+__all__ = ["choose_backend", "run"]
+
+
+def choose_backend(plan: dict[str, Any], requested: str) -> tuple[str, str]:
+    """(backend, why) for ``requested`` in auto|local|docker."""
+    image = plan["image"]
+    if requested == "local":
+        return "local", "--backend local"
+    if requested == "docker":
+        return "docker", "--backend docker"
+    if image is None:
+        return "local", "the plan names no image"
+    from ftc._engine import connect, engine_address
+
+    try:
+        connect("choosing a backend")
+    except EngineUnavailable:
+        return "local", f"the plan names image {image['requested']}, but no container engine answers at {engine_address()}"
+    return "docker", f"the plan names image {image['requested']} and the engine at {engine_address()} answers"
+
+
+def run(plan_path: Path, *, backend: str = "auto", gpus: str = "auto", mounts: tuple[str, ...] = (), log: Callable[[str], None] = print, **options: Any) -> None:
+    """Run the plan at ``plan_path`` with the chosen backend; ``options`` are run_plan's (resume, node_rank, ...)."""
+    from ftc.runtime import load_plan
+
+    plan = load_plan(plan_path)
+    chosen, why = choose_backend(plan, backend)
+    log(f"backend: {chosen} ({why})")
+    if chosen == "docker":
+        from ._docker import GpuRequest, run_in_container
+
+        return run_in_container(plan, plan_path, gpus=GpuRequest.parse(gpus), mounts=mounts, log=log, **options)
+    from ._launch import run_plan
+
+    return run_plan(plan_path, **options)
