@@ -248,3 +248,13 @@ def test_a_failing_image_build_says_which_step(engine, tmp_path):
     r = ftc_cli("image", "build", "cpu", "--context", tmp_path, host=engine.host)
     assert r.returncode == 2
     assert "not a checkout of ftc with images/ and pyproject.toml" in r.stderr
+
+
+def test_two_processes_in_one_container(engine, job, tmp_path):
+    plan = tmp_path / "plan.json"
+    assert ftc_cli("compile", job(image=IMAGE, num_devices=2), "-o", plan, host=engine.host).returncode == 0
+    r = ftc_cli(*run_args(engine, plan, "--backend", "docker"), host=engine.host)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    record = read_json(checkpoint_of(plan) / "lineage.json")
+    assert record["execution"]["world_size"] == 2 and record["environment"]["image"]["requested"] == IMAGE
+    assert containers_of(engine, plan) == []
