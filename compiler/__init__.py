@@ -3,6 +3,7 @@
 from ._compile import CheckedSpec, CompileResult, build_plan, check_inputs, compile_spec, resolve_inputs
 from ftc._hashing import StatCache, cache_dir
 from ._view import describe_plan, diff_plans
+from ._k8s import k8s_manifest, write_k8s_manifest
 
 __all__ = [
     "CheckedSpec",
@@ -14,5 +15,7 @@ __all__ = [
     "compile_spec",
     "describe_plan",
     "diff_plans",
+    "k8s_manifest",
     "resolve_inputs",
+    "write_k8s_manifest",
 ]

@@ -45,7 +45,10 @@ def cli(debug: bool) -> None:
     help="Where to write the plan; - for stdout. Default: <spec name>.plan.json beside the spec.",
 )
 @click.option("--allow-unpinned", is_flag=True, help="Accept an image that cannot be pinned by digest (the plan says the run is not reproducible).")
-def compile_command(spec: Path, output: Path | None, allow_unpinned: bool) -> None:
+@click.option("--emit", type=click.Choice(["k8s"]), help="Also write <plan>.k8s.yaml: a Kubeflow PyTorchJob that runs the plan (docs/multinode.md).")
+@click.option("--k8s-pvc", metavar="NAME", help="With --emit k8s: the PersistentVolumeClaim that holds the plan's folder.")
+@click.option("--k8s-namespace", metavar="NS", help="With --emit k8s: the namespace of the job.")
+def compile_command(spec: Path, output: Path | None, allow_unpinned: bool, emit: str | None, k8s_pvc: str | None, k8s_namespace: str | None) -> None:
     """Validate SPEC, pin every input by content and the image by digest, and write a deterministic run plan."""
     from ftc.compiler import compile_spec
     from ftc.spec.plan import plan_text, write_plan
@@ -53,6 +56,10 @@ def compile_command(spec: Path, output: Path | None, allow_unpinned: bool) -> No
     to_stdout = str(output) == "-"
     if output is None:
         output = spec.with_name(spec.stem + ".plan.json")
+    if emit == "k8s" and (to_stdout or not k8s_pvc):
+        raise click.UsageError("--emit k8s writes <plan>.k8s.yaml beside the plan: give -o PLAN (a file) and --k8s-pvc NAME")
+    if emit is None and (k8s_pvc or k8s_namespace):
+        raise click.UsageError("--k8s-pvc and --k8s-namespace go with --emit k8s")
     result = compile_spec(spec, plan_dir=Path.cwd() if to_stdout else output.parent, allow_unpinned=allow_unpinned)
     for warning in result.warnings:
         click.echo(f"warning: {warning}", err=True)
@@ -62,8 +69,17 @@ def compile_command(spec: Path, output: Path | None, allow_unpinned: bool) -> No
         click.echo(plan_text(result.plan), nl=False)
         click.echo(summary, err=True)
     else:
+        if emit == "k8s":  # checked before the plan is written: a plan the cluster cannot run is not left behind
+            from ftc.compiler import k8s_manifest
+
+            k8s_manifest(result.plan, plan_name=output.name, pvc=k8s_pvc, namespace=k8s_namespace)
         write_plan(result.plan, output)
         click.echo(f"wrote {output}: {summary}", err=True)
+        if emit == "k8s":
+            from ftc.compiler import write_k8s_manifest
+
+            manifest = write_k8s_manifest(result.plan, output, pvc=k8s_pvc, namespace=k8s_namespace)
+            click.echo(f"wrote {manifest}: `kubectl apply -f {manifest}` once the volume {k8s_pvc} holds the plan's folder", err=True)
 
 
 @cli.command("schema")

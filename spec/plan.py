@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any
 
+from ftc._atomic import write_text_atomic
 from ftc._canonical import digest_of
 from ftc.errors import PlanInvalid, UsageError
 
@@ -30,22 +30,7 @@ def plan_text(plan: dict[str, Any]) -> str:
 
 def write_plan(plan: dict[str, Any], path: str | Path) -> Path:
     """Write ``plan`` to ``path`` atomically (temp file in the same folder, then rename)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    import tempfile  # 4 ms of imports, only when writing
-
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        umask = os.umask(0)
-        os.umask(umask)
-        os.fchmod(fd, 0o666 & ~umask)  # an ordinary file, not mkstemp's private 0600
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(plan_text(plan))
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    return write_text_atomic(path, plan_text(plan))
 
 
 def read_plan(path: str | Path) -> dict[str, Any]:
