@@ -100,9 +100,13 @@ def checkpoint_of(plan: Path) -> Path:
     return (output / "best").resolve()
 
 
-def test_a_local_image_is_pinned_by_id_and_a_container_run_writes_the_callers_checkpoint(engine, job, tmp_path):
-    plan = tmp_path / "plan.json"
-    r = ftc_cli("compile", job(image=IMAGE), "-o", plan, host=engine.host)
+def test_the_quickstart_in_a_local_image_pinned_by_id_writes_the_callers_checkpoint(engine, tmp_path):
+    quickstart = tmp_path / "quickstart"
+    shutil.copytree(REPO / "examples" / "quickstart", quickstart, ignore=shutil.ignore_patterns("output"))
+    spec = quickstart / "job.yaml"
+    spec.write_text(spec.read_text().replace("output_dir: ../../runs/quickstart", "output_dir: run") + f"image: {IMAGE}\n")
+    plan = quickstart / "plan.json"
+    r = ftc_cli("compile", spec, "-o", plan, host=engine.host)
     assert r.returncode == 0, r.stderr
     image = read_json(plan)["image"]
     local_id = engine.client.images.get(IMAGE).id
@@ -112,8 +116,9 @@ def test_a_local_image_is_pinned_by_id_and_a_container_run_writes_the_callers_ch
     r = ftc_cli(*run_args(engine, plan), host=engine.host)  # auto: the plan names an image and the engine answers
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     assert f"backend: docker (the plan names image {IMAGE} and the engine at {engine.host} answers)" in r.stderr
-    assert "[ftc] done:" in r.stdout + r.stderr  # the container's log came through
+    assert "[ftc] done: 3 epoch(s)" in r.stdout + r.stderr  # the container's log came through
     checkpoint = checkpoint_of(plan)
+    assert checkpoint.parent == quickstart / "run" / "checkpoints"
     record = read_json(checkpoint / "lineage.json")
     ran = record["environment"]["image"]
     assert (ran["id"], ran["requested"], ran["pinned"]) == (local_id, IMAGE, True)
