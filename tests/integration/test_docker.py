@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import REPO, read_json
+from conftest import REPO, S3_KEY, S3_SECRET, read_json, upload_folder
 
 pytestmark = pytest.mark.slow
 
@@ -263,3 +263,17 @@ def test_two_processes_in_one_container(engine, job, tmp_path):
     record = read_json(checkpoint_of(plan) / "lineage.json")
     assert record["execution"]["world_size"] == 2 and record["environment"]["image"]["requested"] == IMAGE
     assert containers_of(engine, plan) == []
+
+
+def test_inputs_in_s3_train_in_a_container_with_credentials_only_from_the_environment(engine, s3, job, tmp_path, tiny_model):
+    upload_folder(s3, tiny_model, s3.bucket, "weights")
+    spec = job(image=IMAGE, initial_base_model_ckpt_path=f"s3://{s3.bucket}/weights/")
+    plan = tmp_path / "plan.json"
+    assert ftc_cli("compile", spec, "-o", plan, host=engine.host).returncode == 0
+    r = ftc_cli(*run_args(engine, plan, "--backend", "docker"), host=engine.host)  # S3 credentials: this test's environment
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    assert read_json(checkpoint_of(plan) / "lineage.json")["environment"]["image"]["requested"] == IMAGE
+    for path in [plan, *(p for p in (tmp_path / "output").rglob("*") if p.is_file())]:
+        blob = path.read_bytes()
+        assert S3_SECRET.encode() not in blob and S3_KEY.encode() not in blob, path
+    assert S3_SECRET not in r.stdout + r.stderr and S3_KEY not in r.stdout + r.stderr
