@@ -41,12 +41,13 @@ def build_image(flavor: str, *, tag: str | None = None, context: Path | None = N
     if not dockerfile.is_file():
         raise UsageError(f"{dockerfile}: no such Dockerfile")
     tag = tag or default_tag(flavor)
+    build_args = {**_labels(root), **(build_args or {})}
     client = connect(f"building {tag}")
     log(f"building {tag} from {dockerfile} on {engine_address()}")
     image_id = None
     last: list[str] = []
     try:
-        for event in client.api.build(path=str(root), dockerfile=f"images/Dockerfile.{flavor}", tag=tag, buildargs=build_args or {}, rm=True, forcerm=True, decode=True):
+        for event in client.api.build(path=str(root), dockerfile=f"images/Dockerfile.{flavor}", tag=tag, buildargs=build_args, rm=True, forcerm=True, decode=True):
             if "stream" in event:
                 text = event["stream"].rstrip("\n")
                 if text:
@@ -63,3 +64,17 @@ def build_image(flavor: str, *, tag: str | None = None, context: Path | None = N
     if image_id is None:
         image_id = client.images.get(tag).id
     return tag, image_id
+
+
+def _labels(root: Path) -> dict[str, str]:
+    """The Dockerfiles' label arguments: ftc's version, and the commit when the checkout is a git repository."""
+    import subprocess
+
+    args = {"FTC_VERSION": ftc.__version__}
+    try:
+        done = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.TimeoutExpired):
+        return args
+    if done.returncode == 0:
+        args["FTC_REVISION"] = done.stdout.strip()
+    return args
