@@ -118,9 +118,12 @@ def run_in_container(
             container.start()
         except Exception as exc:
             raise _start_error(exc, gpus) from None
-        for chunk in container.logs(stream=True, follow=True):
-            sys.stdout.buffer.write(chunk)
-            sys.stdout.flush()
+        # the container's stdout and stderr to ours, each to its own (errors stay on stderr)
+        for out, err in container.attach(stdout=True, stderr=True, stream=True, logs=True, demux=True):
+            for data, stream in ((out, sys.stdout), (err, sys.stderr)):
+                if data:
+                    stream.buffer.write(data)
+                    stream.flush()
         code = container.wait()["StatusCode"]
     finally:
         if container is not None:  # success, failure, Ctrl-C, SIGTERM: never leave it behind

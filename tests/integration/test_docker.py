@@ -277,3 +277,17 @@ def test_inputs_in_s3_train_in_a_container_with_credentials_only_from_the_enviro
         blob = path.read_bytes()
         assert S3_SECRET.encode() not in blob and S3_KEY.encode() not in blob, path
     assert S3_SECRET not in r.stdout + r.stderr and S3_KEY not in r.stdout + r.stderr
+
+
+def test_a_failure_in_the_container_comes_back_as_its_own_exit_code(engine, job, tmp_path):
+    from ftc.testing import arithmetic_examples, write_jsonl
+
+    records = arithmetic_examples(4, seed=1)
+    records[2]["messages"][1]["content"] = "9 " * 200
+    write_jsonl(tmp_path / "long.jsonl", records)
+    plan = tmp_path / "plan.json"
+    assert ftc_cli("compile", job(image=IMAGE, train_path="long.jsonl", context_length=64), "-o", plan, host=engine.host).returncode == 0
+    r = ftc_cli(*run_args(engine, plan, "--backend", "docker"), host=engine.host)
+    assert r.returncode == 7, r.stderr[-3000:]  # data invalid, as on the host
+    assert "long.jsonl:3: 216 tokens, longer than context_length 64" in r.stderr
+    assert containers_of(engine, plan) == []
