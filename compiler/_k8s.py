@@ -12,6 +12,7 @@ Output is deterministic: the same plan and arguments give the same bytes.
 from __future__ import annotations
 
 import copy
+import json
 import posixpath
 import re
 from pathlib import Path
@@ -19,6 +20,7 @@ from typing import Any
 
 from ftc._atomic import write_text_atomic
 from ftc.errors import UsageError
+from ftc.lineage.record import IMAGE_ENV
 from ftc.spec.plan import plan_text
 
 __all__ = ["JOB_DIR", "k8s_manifest", "write_k8s_manifest"]
@@ -35,6 +37,8 @@ RUN_AS = 1000
 _DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 _DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
 _CONFIGMAP_KEY = re.compile(r"^[-._a-zA-Z0-9]+$")
+# a ConfigMap holds at most 1 MiB; `kubectl apply` also copies the object into an annotation of at most 256 KiB
+_CONFIGMAP_MAX_BYTES = 250_000
 
 
 def k8s_manifest(
@@ -78,13 +82,19 @@ def k8s_manifest(
     elif len(job_name) > room or not _DNS_LABEL.match(job_name) or not job_name[0].isalpha():
         raise UsageError(f"job name {job_name!r}: at most {room} lowercase letters, digits and '-', starting with a letter")
 
+    text = plan_text(plan)
+    if len(text.encode()) > _CONFIGMAP_MAX_BYTES:
+        raise UsageError(
+            f"the plan is {len(text.encode()):,} bytes, more than a ConfigMap holds ({_CONFIGMAP_MAX_BYTES:,}); folders of "
+            "many files make plans large: put such inputs in an object store (s3://, gs://) or a tarball, and recompile"
+        )
     labels = {"app.kubernetes.io/managed-by": "ftc", "ftc.dev/plan-id": short_id}
     config_name = f"{job_name}-plan"
     configmap = {
         "apiVersion": "v1",
         "kind": "ConfigMap",
         "metadata": _metadata(config_name, namespace, labels),
-        "data": {plan_name: plan_text(plan)},
+        "data": {plan_name: text},
     }
     plan_path = f"{JOB_DIR}/{plan_name}"
     container: dict[str, Any] = {
@@ -103,6 +113,8 @@ def k8s_manifest(
         "env": [
             {"name": "FTC_CACHE_DIR", "value": f"{JOB_DIR}/.ftc-cache"},
             {"name": "HF_HUB_OFFLINE", "value": "1"},
+            # the image the pods run, for the checkpoints' lineage (by digest: the kubelet pulls exactly that)
+            {"name": IMAGE_ENV, "value": json.dumps({"ref": image, "requested": plan["image"]["requested"], "pinned": True, "repo_digests": [image]}, sort_keys=True)},
         ],
         "ports": [{"name": PORT_NAME, "containerPort": PORT, "protocol": "TCP"}],
         "volumeMounts": [

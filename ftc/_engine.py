@@ -10,14 +10,16 @@ An image is pinned as one of:
 
 from __future__ import annotations
 
+import contextlib
 import os
-from typing import Any
+from typing import Any, Iterator
 
 from ftc.errors import EngineUnavailable, InputUnresolvable
 
-__all__ = ["connect", "engine_address", "pin_image", "image_identity", "split_reference"]
+__all__ = ["connect", "describe_error", "engine_address", "engine_errors", "pin_image", "image_identity", "same_repository", "split_reference"]
 
 _TIMEOUT_S = 10
+_REGISTRY_TIMEOUT_S = 30
 
 
 def engine_address() -> str:
@@ -31,14 +33,31 @@ def connect(purpose: str):
     except ImportError:
         raise EngineUnavailable(f"{purpose} needs the Docker SDK for Python; install it with `pip install 'ftc[docker]'`") from None
     try:
-        client = docker.DockerClient(base_url=engine_address(), timeout=_TIMEOUT_S)
+        client = docker.from_env(timeout=_TIMEOUT_S)  # DOCKER_HOST, DOCKER_TLS_VERIFY, DOCKER_CERT_PATH
         client.ping()
     except Exception as exc:  # the SDK raises DockerException, requests' errors or OSError, depending on how it fails
         raise EngineUnavailable(
-            f"{purpose}: no container engine answers at {engine_address()} ({_first_line(exc)}); start dockerd "
+            f"{purpose}: no container engine answers at {engine_address()} ({describe_error(exc)}); start dockerd "
             "(or `podman system service`) or point DOCKER_HOST at one"
         ) from None
     return client
+
+
+@contextlib.contextmanager
+def engine_errors(purpose: str) -> Iterator[None]:
+    """Turn whatever the SDK raises while talking to the engine (API errors, lost connections, time-outs) into
+    :class:`EngineUnavailable` naming ``purpose``."""
+    try:
+        yield
+    except EngineUnavailable:
+        raise
+    except Exception as exc:
+        import docker.errors
+        import requests
+
+        if isinstance(exc, (docker.errors.DockerException, requests.RequestException, OSError)):
+            raise EngineUnavailable(f"{purpose}: the engine at {engine_address()} failed: {describe_error(exc)}") from None
+        raise
 
 
 def split_reference(ref: str) -> tuple[str, str | None, str | None]:
@@ -62,25 +81,25 @@ def pin_image(ref: str, client=None) -> dict[str, Any]:
     client = client or connect(f"pinning image {ref}")
     import docker.errors
 
-    try:
-        image = client.images.get(ref)
-    except docker.errors.ImageNotFound:
-        image = None
-    except docker.errors.APIError as exc:
-        raise EngineUnavailable(f"image {ref}: the engine at {engine_address()} failed: {_first_line(exc)}") from None
+    with engine_errors(f"image {ref}"):
+        try:
+            image = client.images.get(ref)
+        except docker.errors.ImageNotFound:
+            image = None
     if image is not None:
         for found in image.attrs.get("RepoDigests") or []:
             repo, _, _ = split_reference(found)
-            if repo == repository:
+            if same_repository(repo, repository):
                 pinned = found.split("@", 1)[1]
                 return {"ref": f"{repository}@{pinned}", "requested": ref, "pinned": True, "pin_kind": "repo-digest", "digest": pinned}
         return {"ref": image.id, "requested": ref, "pinned": True, "pin_kind": "image-id", "digest": image.id}
     try:  # not here: ask its registry (through the engine, with the engine's credentials) without pulling
+        client.api.timeout = _REGISTRY_TIMEOUT_S
         data = client.images.get_registry_data(ref)
-    except docker.errors.APIError as exc:
+    except Exception as exc:  # not found, denied, registry unreachable or slow: the image cannot be pinned
         raise InputUnresolvable(
             f"image {ref}: not in the engine at {engine_address()}, and its registry did not give a digest "
-            f"({_first_line(exc)}); build or pull it first (`ftc image build`, `docker pull {ref}`)"
+            f"({describe_error(exc)}); build or pull it first (`ftc image build`, `docker pull {ref}`)"
         ) from None
     return {"ref": f"{repository}@{data.id}", "requested": ref, "pinned": True, "pin_kind": "repo-digest", "digest": data.id}
 
@@ -90,6 +109,21 @@ def image_identity(image) -> dict[str, Any]:
     return {"id": image.id, "repo_digests": sorted(image.attrs.get("RepoDigests") or [])}
 
 
-def _first_line(exc: BaseException) -> str:
+def same_repository(a: str, b: str) -> bool:
+    """Whether two repository names are one (``ubuntu`` is ``docker.io/library/ubuntu``, as podman spells it)."""
+    return _canonical_repository(a) == _canonical_repository(b)
+
+
+def _canonical_repository(name: str) -> str:
+    first, _, rest = name.partition("/")
+    if not rest:
+        return f"docker.io/library/{name}"
+    if "." not in first and ":" not in first and first != "localhost":  # no registry host: Docker Hub
+        return f"docker.io/{name}"
+    return name
+
+
+def describe_error(exc: BaseException) -> str:
+    """The first line of what the engine (or the connection to it) said."""
     text = str(getattr(exc, "explanation", None) or exc).strip()
     return text.splitlines()[0][:300] if text else type(exc).__name__

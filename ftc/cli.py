@@ -14,6 +14,7 @@ import click
 
 import ftc
 from ftc.errors import ExitCode, FtcError
+from ftc.images import FLAVORS
 
 __all__ = ["cli", "main"]
 
@@ -48,7 +49,8 @@ def cli(debug: bool) -> None:
 @click.option("--emit", type=click.Choice(["k8s"]), help="Also write <plan>.k8s.yaml: a Kubeflow PyTorchJob that runs the plan (docs/multinode.md).")
 @click.option("--k8s-pvc", metavar="NAME", help="With --emit k8s: the PersistentVolumeClaim that holds the plan's folder.")
 @click.option("--k8s-namespace", metavar="NS", help="With --emit k8s: the namespace of the job.")
-def compile_command(spec: Path, output: Path | None, allow_unpinned: bool, emit: str | None, k8s_pvc: str | None, k8s_namespace: str | None) -> None:
+@click.option("--k8s-gpus-per-node", type=click.IntRange(min=0), metavar="N", help="With --emit k8s: GPUs per pod (default: one per process; 0: train on CPU).")
+def compile_command(spec: Path, output: Path | None, allow_unpinned: bool, emit: str | None, k8s_pvc: str | None, k8s_namespace: str | None, k8s_gpus_per_node: int | None) -> None:
     """Validate SPEC, pin every input by content and the image by digest, and write a deterministic run plan."""
     from ftc.compiler import compile_spec
     from ftc.spec.plan import plan_text, write_plan
@@ -58,8 +60,9 @@ def compile_command(spec: Path, output: Path | None, allow_unpinned: bool, emit:
         output = spec.with_name(spec.stem + ".plan.json")
     if emit == "k8s" and (to_stdout or not k8s_pvc):
         raise click.UsageError("--emit k8s writes <plan>.k8s.yaml beside the plan: give -o PLAN (a file) and --k8s-pvc NAME")
-    if emit is None and (k8s_pvc or k8s_namespace):
-        raise click.UsageError("--k8s-pvc and --k8s-namespace go with --emit k8s")
+    if emit is None and (k8s_pvc or k8s_namespace or k8s_gpus_per_node is not None):
+        raise click.UsageError("--k8s-pvc, --k8s-namespace and --k8s-gpus-per-node go with --emit k8s")
+    k8s = {"pvc": k8s_pvc, "namespace": k8s_namespace, "gpus_per_node": k8s_gpus_per_node}
     result = compile_spec(spec, plan_dir=Path.cwd() if to_stdout else output.parent, allow_unpinned=allow_unpinned)
     for warning in result.warnings:
         click.echo(f"warning: {warning}", err=True)
@@ -72,13 +75,13 @@ def compile_command(spec: Path, output: Path | None, allow_unpinned: bool, emit:
         if emit == "k8s":  # checked before the plan is written: a plan the cluster cannot run is not left behind
             from ftc.compiler import k8s_manifest
 
-            k8s_manifest(result.plan, plan_name=output.name, pvc=k8s_pvc, namespace=k8s_namespace)
+            k8s_manifest(result.plan, plan_name=output.name, **k8s)
         write_plan(result.plan, output)
         click.echo(f"wrote {output}: {summary}", err=True)
         if emit == "k8s":
             from ftc.compiler import write_k8s_manifest
 
-            manifest = write_k8s_manifest(result.plan, output, pvc=k8s_pvc, namespace=k8s_namespace)
+            manifest = write_k8s_manifest(result.plan, output, **k8s)
             click.echo(f"wrote {manifest}: `kubectl apply -f {manifest}` once the volume {k8s_pvc} holds the plan's folder", err=True)
 
 
@@ -176,7 +179,7 @@ def image_group() -> None:
 
 
 @image_group.command("build")
-@click.argument("flavor", type=click.Choice(["cpu", "gpu"]), default="cpu")
+@click.argument("flavor", type=click.Choice(FLAVORS), default="cpu")
 @click.option("-t", "--tag", help="Tag for the image. Default: ftc-runtime:<version>-<flavor>.")
 @click.option("--context", type=click.Path(path_type=Path, file_okay=False), help="The checkout to build from. Default: the one this ftc runs from.")
 @click.option("--build-arg", "build_args", multiple=True, metavar="NAME=VALUE", help="Passed to the Dockerfile (repeatable).")
@@ -219,8 +222,10 @@ def run_command(plan: Path, resume: bool, node_rank: int, master_addr: str, mast
 
     from ftc.runtime import run
 
-    # `kill` (SIGTERM) stops a run the way Ctrl-C does: worker processes and containers are cleaned up
+    # `kill` (SIGTERM), or the terminal or SSH session going away (SIGHUP), stops a run the way Ctrl-C does: worker
+    # processes and containers are cleaned up
     signal.signal(signal.SIGTERM, signal.default_int_handler)
+    signal.signal(signal.SIGHUP, signal.default_int_handler)
     run(
         plan, backend=backend, gpus=gpus, mounts=mounts, log=lambda line: click.echo(line, err=True),
         resume=resume, node_rank=node_rank, master_addr=master_addr, master_port=master_port,

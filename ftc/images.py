@@ -8,7 +8,7 @@ from typing import Callable
 import ftc
 from ftc.errors import ImageBuildFailed, UsageError
 
-from ._engine import connect, engine_address
+from ._engine import connect, describe_error, engine_address, engine_errors
 
 __all__ = ["FLAVORS", "build_image", "default_tag", "source_checkout"]
 
@@ -23,11 +23,8 @@ def source_checkout(given: Path | None = None) -> Path:
     """The folder to build from: ``given``, else the checkout this ftc runs from. It must hold images/ and pyproject.toml."""
     root = given if given is not None else Path(ftc.__file__).resolve().parents[1]
     if not (root / "images").is_dir() or not (root / "pyproject.toml").is_file():
-        where = f"{given}" if given is not None else f"this ftc ({Path(ftc.__file__).parent}) is not"
-        raise UsageError(
-            f"{where}: not a checkout of ftc with images/ and pyproject.toml; the images are built from ftc's source: "
-            "run from a checkout, or give one with --context"
-        )
+        where = f"{given}: not a checkout of ftc" if given is not None else f"this ftc ({Path(ftc.__file__).parent}) is not installed from a checkout"
+        raise UsageError(f"{where} (no images/ and pyproject.toml there); the images are built from ftc's source: give a checkout with --context")
     return root
 
 
@@ -60,19 +57,23 @@ def build_image(flavor: str, *, tag: str | None = None, context: Path | None = N
     except ImageBuildFailed:
         raise
     except Exception as exc:  # the engine refused the build request itself (bad context, engine error)
-        raise ImageBuildFailed(f"building {tag} failed: {str(getattr(exc, 'explanation', None) or exc).strip()[:500]}") from None
+        raise ImageBuildFailed(f"building {tag} failed: {describe_error(exc)}") from None
     if image_id is None:
-        image_id = client.images.get(tag).id
+        with engine_errors(f"building {tag}"):
+            image_id = client.images.get(tag).id
     return tag, image_id
 
 
 def _labels(root: Path) -> dict[str, str]:
-    """The Dockerfiles' label arguments: ftc's version, and the commit when the checkout is a git repository."""
+    """The Dockerfiles' label arguments: the checkout's version, and its commit (``-dirty`` with uncommitted
+    changes) when it is a git repository."""
+    import re
     import subprocess
 
-    args = {"FTC_VERSION": ftc.__version__}
+    version = re.search(r'^version\s*=\s*"([^"]+)"', (root / "pyproject.toml").read_text(), re.MULTILINE)
+    args = {"FTC_VERSION": version.group(1)} if version else {}
     try:
-        done = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10)
+        done = subprocess.run(["git", "-C", str(root), "describe", "--always", "--dirty", "--abbrev=40"], capture_output=True, text=True, timeout=10)
     except (OSError, subprocess.TimeoutExpired):
         return args
     if done.returncode == 0:

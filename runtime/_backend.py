@@ -27,8 +27,8 @@ def choose_backend(plan: dict[str, Any], requested: str) -> tuple[str, str]:
 
     try:
         connect("choosing a backend")
-    except EngineUnavailable:
-        return "local", f"the plan names image {image['requested']}, but no container engine answers at {engine_address()}"
+    except EngineUnavailable as exc:
+        return "local", f"the plan names image {image['requested']}, but {str(exc).removeprefix('choosing a backend: ')}"
     return "docker", f"the plan names image {image['requested']} and the engine at {engine_address()} answers"
 
 

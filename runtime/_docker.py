@@ -5,10 +5,11 @@ per node share. Inside, ``python -m ftc.runtime PLAN`` runs the same local backe
 on the same paths: the plan's folder and every local input are mounted read-only at their host paths, the cache and
 the output folder read-write. The container runs as the caller's uid:gid (outputs are the caller's), on the host
 network with the host IPC namespace (DeepSpeed and NCCL need shared memory and the peers' addresses), and is removed
-however the run ends: success, failure, Ctrl-C or SIGTERM.
+however the run ends: success, failure, Ctrl-C, SIGTERM or SIGHUP.
 
-Credentials are never in the plan: the store variables present in the caller's environment are handed to the
-container when it starts.
+Store credentials stay on the host: the host checks every remote input against its store and downloads it into the
+cache before the container starts, and the container reads those inputs from the cache (told so by
+``FTC_REMOTE_INPUTS_CHECKED``), so it needs no credentials and gets none.
 """
 
 from __future__ import annotations
@@ -20,22 +21,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ftc._engine import connect, engine_address, image_identity
+from ftc._engine import connect, describe_error, engine_address, engine_errors, image_identity
 from ftc._hashing import cache_dir
 from ftc.errors import EngineUnavailable, InputUnresolvable, UsageError
 from ftc.lineage.record import IMAGE_ENV
 
-from ._inputs import verify_inputs
+from ._inputs import CHECKED_BY_HOST_ENV, verify_inputs
 from ._launch import FAILURE_NOTE, _output_dir, raise_failure
 
-__all__ = ["CREDENTIAL_VARIABLES", "GpuRequest", "run_in_container"]
-
-#: store settings and credentials handed from the caller's environment to the container (never written anywhere)
-CREDENTIAL_VARIABLES = (
-    "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_DEFAULT_REGION", "AWS_REGION",
-    "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_PROFILE", "AWS_CA_BUNDLE",
-    "STORAGE_EMULATOR_HOST", "GOOGLE_CLOUD_PROJECT", "HF_TOKEN",
-)
+__all__ = ["GpuRequest", "run_in_container"]
 
 
 @dataclass(frozen=True)
@@ -76,6 +70,7 @@ def run_in_container(
     image = plan["image"]
     if image is None:
         raise UsageError(f"{plan_path}: the plan names no image; run it with --backend local, or add `image:` to the spec and recompile")
+    _refuse_what_a_container_cannot_see(plan)
     plan_path = plan_path.resolve()
     paths = verify_inputs(plan, plan_path.parent)  # before anything starts: a changed input stops here
     client = connect("ftc run --backend docker")
@@ -85,53 +80,82 @@ def run_in_container(
     note = output / FAILURE_NOTE
     note.unlink(missing_ok=True)
 
-    command = [str(plan_path), "--node-rank", str(node_rank), "--master-addr", master_addr, "--master-port", str(master_port)]
-    if resume:
-        command.append("--resume")
-    ran = {"ref": image["ref"], "requested": image["requested"], "pinned": image["pinned"], **image_identity(found), "engine": _engine_name(client)}
+    with engine_errors("ftc run --backend docker"):
+        info, version = client.info(), client.version()
+    device_requests = gpus.device_requests(info)
+    log(f"gpus: {_describe_gpus(gpus, device_requests)}")
+    ran = {"ref": image["ref"], "requested": image["requested"], "pinned": image["pinned"], **image_identity(found), "engine": f"{version.get('Platform', {}).get('Name') or 'engine'} {version.get('Version', '')}".strip()}
     if not image["pinned"]:
         ran["note"] = image["note"]  # the record says so too: this run cannot be reproduced from its plan
     environment = {
         "FTC_CACHE_DIR": str(cache_dir().resolve()),
+        CHECKED_BY_HOST_ENV: plan["plan_id"],  # remote inputs come from the cache: no store credentials in here
         "HF_HUB_OFFLINE": "1",
-        "HOME": "/tmp",  # the caller's uid has no home in the image
+        "HOME": "/tmp",  # the caller's uid has no home in the image (a `~` path in the plan was refused above)
         IMAGE_ENV: json.dumps(ran, sort_keys=True),
-        **{name: os.environ[name] for name in CREDENTIAL_VARIABLES if name in os.environ},
     }
-    binds = _mounts(plan_path, paths, output, mounts)
+    command = [str(plan_path), "--node-rank", str(node_rank), "--master-addr", master_addr, "--master-port", str(master_port)]
+    if resume:
+        command.append("--resume")
     container = None
     try:
-        container = client.containers.create(
-            found.id,
-            command=command,
-            user=f"{os.getuid()}:{os.getgid()}",
-            environment=environment,
-            mounts=binds,
-            working_dir=str(plan_path.parent),
-            network_mode="host",
-            ipc_mode="host",
-            device_requests=gpus.device_requests(client.info()),
-            labels={"dev.ftc.plan-id": plan["plan_id"], "dev.ftc.node-rank": str(node_rank)},
-        )
-        log(f"container {container.short_id}: {image['requested']} ({found.short_id}) on {engine_address()}")
+        with engine_errors("ftc run --backend docker"):
+            container = client.containers.create(
+                found.id,
+                entrypoint=["python", "-m", "ftc.runtime"],
+                command=command,
+                user=f"{os.getuid()}:{os.getgid()}",
+                environment=environment,
+                mounts=_mounts(plan_path, paths, output, mounts),
+                working_dir=str(plan_path.parent),
+                network_mode="host",
+                ipc_mode="host",
+                device_requests=device_requests,
+                labels={"dev.ftc.plan-id": plan["plan_id"], "dev.ftc.node-rank": str(node_rank)},
+            )
+            log(f"container {container.short_id}: {image['requested']} ({found.short_id}) on {engine_address()}")
+            # attached before it starts: attaching to a container that already exited can wait forever
+            output_stream = container.attach(stdout=True, stderr=True, stream=True, logs=True, demux=True)
         try:
             container.start()
         except Exception as exc:
             raise _start_error(exc, gpus) from None
-        # the container's stdout and stderr to ours, each to its own (errors stay on stderr)
-        for out, err in container.attach(stdout=True, stderr=True, stream=True, logs=True, demux=True):
-            for data, stream in ((out, sys.stdout), (err, sys.stderr)):
-                if data:
-                    stream.buffer.write(data)
-                    stream.flush()
-        code = container.wait()["StatusCode"]
+        with engine_errors("ftc run --backend docker (following the container)"):
+            for out, err in output_stream:  # the container's stdout and stderr to ours, each to its own
+                for data, stream in ((out, sys.stdout), (err, sys.stderr)):
+                    if data:
+                        stream.buffer.write(data)
+                        stream.flush()
+            code = container.wait()["StatusCode"]
     finally:
-        if container is not None:  # success, failure, Ctrl-C, SIGTERM: never leave it behind
+        if container is not None:  # success, failure, Ctrl-C, SIGTERM, SIGHUP: never leave it behind
             try:
                 container.remove(force=True)
-            except Exception:  # already gone, or the engine went away: nothing more to do
-                pass
+            except Exception as exc:
+                print(f"warning: could not remove container {container.short_id} ({describe_error(exc)}); remove it with `docker rm -f {container.id}`", file=sys.stderr)
     raise_failure(code, note)
+
+
+def _refuse_what_a_container_cannot_see(plan: dict[str, Any]) -> None:
+    for role, item in plan["inputs"].items():
+        if item["source"] == "hub":
+            raise UsageError(
+                f"{role}: {item['uri']} comes from a model hub, which a container run does not reach (it runs offline); "
+                "give the weights as initial_base_model_ckpt_path and recompile, or run with --backend local"
+            )
+        if item["source"] == "local" and item["uri"].startswith("~"):
+            raise UsageError(f"{role}: {item['uri']}: `~` would mean another folder inside the container; write the path out (or make it relative to the spec) and recompile")
+    if plan["output"]["dir"].startswith("~"):
+        raise UsageError(f"output_dir {plan['output']['dir']}: `~` would mean another folder inside the container; write the path out (or make it relative to the spec) and recompile")
+
+
+def _describe_gpus(gpus: GpuRequest, requests: list) -> str:
+    if requests:
+        count = requests[0]["Count"]
+        return f"{'all' if count == -1 else count} (--gpus {gpus.value})"
+    if gpus.value == "auto" and any(Path("/dev").glob("nvidia[0-9]*")):
+        return "none: this machine has NVIDIA devices but the engine has no NVIDIA runtime; install the NVIDIA Container Toolkit, or give --gpus all"
+    return f"none (--gpus {gpus.value}{': the engine has no NVIDIA runtime' if gpus.value == 'auto' else ''})"
 
 
 def _image(client, image: dict[str, Any]):
@@ -143,16 +167,16 @@ def _image(client, image: dict[str, Any]):
     except docker.errors.ImageNotFound:
         pass
     if not image["pinned"] or image["pin_kind"] == "image-id":
-        why = "its local image ID" if image["pinned"] else "an unpinned tag"
-        raise InputUnresolvable(
-            f"image {image['requested']}: the engine at {engine_address()} does not have {image['ref']} (the plan names "
-            f"it by {why}, which no registry serves); run where it was built, or push it and recompile"
-        )
+        if image["pinned"]:
+            fix = "run where it was built, or push it to a registry and recompile (the plan then pins its digest)"
+        else:
+            fix = f"build or `docker pull {image['ref']}` there, or run with --backend local"
+        raise InputUnresolvable(f"image {image['requested']}: the engine at {engine_address()} does not have {image['ref']}; {fix}")
     repository, digest = image["ref"].split("@", 1)
     try:
         return client.images.pull(repository, tag=digest)
-    except docker.errors.APIError as exc:
-        raise InputUnresolvable(f"image {image['ref']}: not in the engine, and pulling it by digest failed: {_text(exc)}") from None
+    except Exception as exc:  # not in the registry, denied, registry unreachable
+        raise InputUnresolvable(f"image {image['ref']}: not in the engine, and pulling it by digest failed: {describe_error(exc)}") from None
 
 
 def _mounts(plan_path: Path, paths: dict[str, Path | str], output: Path, extra: tuple[str, ...]) -> list:
@@ -177,20 +201,11 @@ def _mounts(plan_path: Path, paths: dict[str, Path | str], output: Path, extra: 
     return out
 
 
-def _engine_name(client) -> str:
-    version = client.version()
-    return f"{version.get('Platform', {}).get('Name') or 'engine'} {version.get('Version', '')}".strip()
-
-
 def _start_error(exc: Exception, gpus: GpuRequest) -> Exception:
-    text = _text(exc)
+    text = describe_error(exc)
     if "capabilities: [[gpu]]" in text or "nvidia" in text.lower():
         return EngineUnavailable(
             f"--gpus {gpus.value}: the engine at {engine_address()} cannot give containers GPUs ({text}); install the "
             "NVIDIA Container Toolkit there, or run on CPU with --gpus none"
         )
     return EngineUnavailable(f"the container did not start: {text}")
-
-
-def _text(exc: BaseException) -> str:
-    return str(getattr(exc, "explanation", None) or exc).strip().splitlines()[0][:300]

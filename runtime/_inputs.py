@@ -12,7 +12,11 @@ from ftc.errors import InputChanged, InputUnresolvable
 
 from ._progress import ByteProgress, log
 
-__all__ = ["verify_inputs"]
+__all__ = ["CHECKED_BY_HOST_ENV", "verify_inputs"]
+
+#: set to the plan_id by `ftc run --backend docker` for the container: the host has checked every remote input
+#: against its store and put it in the (shared) cache, so the container reads the cache and needs no credentials
+CHECKED_BY_HOST_ENV = "FTC_REMOTE_INPUTS_CHECKED"
 
 
 def _locate(uri: str, plan_dir: Path) -> Path:
@@ -24,13 +28,15 @@ def verify_inputs(plan: dict[str, Any], plan_dir: Path) -> dict[str, Path | str]
     """Where each input is on this machine (a model id for unpinned hub weights). Raises :class:`InputChanged`
     naming the input, the expected and the found digest when anything differs from the plan."""
     found: dict[str, Path | str] = {}
+    # in a container `ftc run --backend docker` started after checking every remote input against its store
+    checked_by_host = os.environ.get(CHECKED_BY_HOST_ENV) == plan["plan_id"]
     with StatCache() as cache:
         for role, item in plan["inputs"].items():
             if item["source"] == "hub":
                 found[role] = item["uri"].removeprefix("hf://")
                 continue
             if item["source"] in ("s3", "gcs", "dvc"):
-                found[role] = _materialize_remote(role, item)
+                found[role] = _materialize_remote(role, item, checked_by_host=checked_by_host)
                 continue
             if item["source"] != "local":
                 raise InputUnresolvable(f"{role}: {item['source']} inputs are not supported by this version of ftc")
@@ -50,7 +56,7 @@ def verify_inputs(plan: dict[str, Any], plan_dir: Path) -> dict[str, Path | str]
     return found
 
 
-def _materialize_remote(role: str, item: dict[str, Any]) -> Path:
+def _materialize_remote(role: str, item: dict[str, Any], checked_by_host: bool = False) -> Path:
     """Download the pinned objects into the content cache (once; in parallel for a folder) and return the file, or
     a folder view of them. An object the store no longer holds, or whose bytes differ, stops the run.
 
@@ -58,7 +64,6 @@ def _materialize_remote(role: str, item: dict[str, Any]) -> Path:
     are named by their md5, so the bytes are checked against it (and a data file against its sha256 too)."""
     from concurrent.futures import ThreadPoolExecutor
 
-    from ftc._canonical import digest_of
     from ftc._content_cache import ContentCache, DigestMismatch
     from ftc._dvc_remote import DvcRemote
     from ftc._remote import RemoteObject, RemoteProblem, store_for
@@ -81,9 +86,12 @@ def _materialize_remote(role: str, item: dict[str, Any]) -> Path:
         for f in item["files"]:
             obj = RemoteObject(prefix + f["path"], f["path"], f["size"], f["pin"])
             objects.append((obj, obj.cache_key(), {"sha256": f.get("sha256")}))
+    cache = ContentCache()
+    if checked_by_host:
+        members = _from_cache(role, objects, cache)
+        return cache.object_path(members[objects[0][0].path]) if item["kind"] == "file" else _view(role, item, cache, members)
     try:
         store = remote.store if item["source"] == "dvc" else store_for(uri)
-        cache = ContentCache()
     except RemoteProblem as exc:
         raise InputUnresolvable(f"{role}: {exc}\n    fix: {exc.hint}", exc.reason) from None
 
@@ -131,7 +139,25 @@ def _materialize_remote(role: str, item: dict[str, Any]) -> Path:
             progress.close()
     if item["kind"] == "file":
         return cache.object_path(members[objects[0][0].path])
+    return _view(role, item, cache, members)
+
+
+def _view(role: str, item: dict[str, Any], cache, members: dict[str, str]) -> Path:
+    from ftc._canonical import digest_of
+
     try:
-        return cache.view(item["source"] + "-" + digest_of([uri, pin, item["files"]])[7:], members)
+        return cache.view(item["source"] + "-" + digest_of([item["uri"], item.get("pin") or {}, item["files"]])[7:], members)
     except ValueError as exc:
         raise InputUnresolvable(f"{role}: the plan lists a file outside the folder: {exc}") from None
+
+
+def _from_cache(role: str, objects: list, cache) -> dict[str, str]:
+    """sha256 of each object from the cache alone: in a container, after the host checked every object against its
+    store and downloaded it (no store client, network or credentials needed)."""
+    members = {}
+    for obj, key, _ in objects:
+        path = cache.known(key)
+        if path is None:
+            raise InputUnresolvable(f"{role}: {obj.uri} is not in the cache at {cache.root}, where `ftc run` put it before starting this container; run the plan again")
+        members[obj.path] = path.name
+    return members

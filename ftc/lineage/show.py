@@ -28,7 +28,7 @@ def _image(record: dict[str, Any]) -> str | None:
     image = record.get("environment", {}).get("image")
     if not image:
         return None
-    text = f"{image['requested']} ({image['id'][:19]}…)"
+    text = image.get("requested", image["ref"]) + (f" ({image['id'][:19]}…)" if image.get("id") else "")
     return text if image["pinned"] else text + ", NOT reproducible: unpinned image"
 
 

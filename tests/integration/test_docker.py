@@ -252,7 +252,7 @@ def test_a_failing_image_build_says_which_step(engine, tmp_path):
     assert "step-two-output" in r.stderr
     r = ftc_cli("image", "build", "cpu", "--context", tmp_path, host=engine.host)
     assert r.returncode == 2
-    assert "not a checkout of ftc with images/ and pyproject.toml" in r.stderr
+    assert "not a checkout of ftc (no images/ and pyproject.toml there)" in r.stderr
 
 
 def test_two_processes_in_one_container(engine, job, tmp_path):
@@ -265,14 +265,16 @@ def test_two_processes_in_one_container(engine, job, tmp_path):
     assert containers_of(engine, plan) == []
 
 
-def test_inputs_in_s3_train_in_a_container_with_credentials_only_from_the_environment(engine, s3, job, tmp_path, tiny_model):
+def test_inputs_in_s3_train_in_a_container_that_gets_no_credentials(engine, s3, job, tmp_path, tiny_model):
+    """The host checks and downloads remote inputs; the container reads them from the cache (no store client)."""
     upload_folder(s3, tiny_model, s3.bucket, "weights")
     spec = job(image=IMAGE, initial_base_model_ckpt_path=f"s3://{s3.bucket}/weights/")
     plan = tmp_path / "plan.json"
     assert ftc_cli("compile", spec, "-o", plan, host=engine.host).returncode == 0
-    r = ftc_cli(*run_args(engine, plan, "--backend", "docker"), host=engine.host)  # S3 credentials: this test's environment
+    r = ftc_cli(*run_args(engine, plan, "--backend", "docker"), host=engine.host)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     assert read_json(checkpoint_of(plan) / "lineage.json")["environment"]["image"]["requested"] == IMAGE
+    assert f"s3://{s3.bucket}/weights/" in read_json(checkpoint_of(plan) / "lineage.json")["parents"][0]["source"]["uri"]
     for path in [plan, *(p for p in (tmp_path / "output").rglob("*") if p.is_file())]:
         blob = path.read_bytes()
         assert S3_SECRET.encode() not in blob and S3_KEY.encode() not in blob, path

@@ -83,3 +83,37 @@ def test_mounts_nest_and_writable_folders_stay_writable(tmp_path, monkeypatch):
     ]
     with pytest.raises(UsageError, match="--mount /nonexistent/x: no such file or folder"):
         _mounts(plan, {}, output, ("/nonexistent/x",))
+
+
+@pytest.mark.parametrize(
+    "a, b, same",
+    [
+        ("ubuntu", "docker.io/library/ubuntu", True),  # podman spells Docker Hub names out in RepoDigests
+        ("acme/ftc", "docker.io/acme/ftc", True),
+        ("127.0.0.1:5000/ftc", "127.0.0.1:5000/ftc", True),
+        ("localhost/ftc", "docker.io/localhost/ftc", False),
+        ("ghcr.io/acme/ftc", "docker.io/acme/ftc", False),
+    ],
+)
+def test_repository_names_compare_as_the_engine_means_them(a, b, same):
+    from ftc._engine import same_repository
+
+    assert same_repository(a, b) is same
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        (lambda plan: plan["output"].update(dir="~/runs/x"), "output_dir ~/runs/x: `~` would mean another folder inside the container"),
+        (lambda plan: plan["inputs"]["train"].update(uri="~/data/train.jsonl"), "train: ~/data/train.jsonl: `~` would mean another folder"),
+        (lambda plan: plan["inputs"]["base_model"].update(source="hub", uri="hf://org/model"), "base_model: hf://org/model comes from a model hub, which a container run does not reach"),
+    ],
+)
+def test_a_container_run_refuses_what_the_container_cannot_see(change, message):
+    from ftc.runtime._docker import _refuse_what_a_container_cannot_see
+
+    plan = {"output": {"dir": "runs/x"}, "inputs": {"train": {"source": "local", "uri": "data/train.jsonl"}, "base_model": {"source": "local", "uri": "model"}}}
+    _refuse_what_a_container_cannot_see(plan)
+    change(plan)
+    with pytest.raises(UsageError, match=message.replace("(", r"\(")):
+        _refuse_what_a_container_cannot_see(plan)

@@ -181,20 +181,24 @@ def test_inputs_the_cluster_cannot_reach_are_refused(compiled, tiny_model):
 def test_compile_emits_the_manifest_beside_the_plan(job, ftc, tmp_path, tiny_model):
     shutil.copytree(tiny_model, tmp_path / "model")
     spec = job(initial_base_model_ckpt_path="model", image=IMAGE, output_dir="runs/out", num_nodes=2, num_devices=2)
-    r = ftc("compile", spec, "-o", tmp_path / "plan.json", "--emit", "k8s", "--k8s-pvc", "ftc-jobs", "--k8s-namespace", "ml")
+    r = ftc("compile", spec, "-o", tmp_path / "plan.json", "--emit", "k8s", "--k8s-pvc", "ftc-jobs", "--k8s-namespace", "ml", "--k8s-gpus-per-node", "0")
     assert r.code == 0, r.err
     manifest = tmp_path / "plan.k8s.yaml"
     assert f"wrote {manifest}: `kubectl apply -f {manifest}`" in r.err
     configmap, pytorchjob = yaml.safe_load_all(manifest.read_text())
     assert configmap["data"]["plan.json"] == (tmp_path / "plan.json").read_text()
     assert pytorchjob["metadata"]["namespace"] == "ml" and crd_errors(pytorchjob) == []
+    pod = pytorchjob["spec"]["pytorchReplicaSpecs"]["Master"]["template"]["spec"]["containers"][0]
+    assert "resources" not in pod  # --k8s-gpus-per-node 0: a CPU job
+    image = json.loads(next(e["value"] for e in pod["env"] if e["name"] == "FTC_CONTAINER_IMAGE"))
+    assert image == {"ref": IMAGE, "requested": IMAGE, "pinned": True, "repo_digests": [IMAGE]}
 
 
 def test_compile_refuses_to_emit_for_a_plan_a_cluster_cannot_run(job, ftc, tmp_path):
     r = ftc("compile", job(image=IMAGE), "-o", tmp_path / "plan.json", "--emit", "k8s")
     assert r.code == 2 and "give -o PLAN (a file) and --k8s-pvc NAME" in r.err
     r = ftc("compile", job(image=IMAGE), "-o", tmp_path / "plan.json", "--k8s-pvc", "x")
-    assert r.code == 2 and "--k8s-pvc and --k8s-namespace go with --emit k8s" in r.err
+    assert r.code == 2 and "--k8s-pvc, --k8s-namespace and --k8s-gpus-per-node go with --emit k8s" in r.err
     # the base weights are outside the plan's folder (the job fixture's tiny model): not on the claim
     r = ftc("compile", job(image=IMAGE), "-o", tmp_path / "plan.json", "--emit", "k8s", "--k8s-pvc", "x")
     assert r.code == 2 and "base_model" in r.err
