@@ -30,11 +30,12 @@ def main() -> None:
     parser.add_argument("--files", type=int, default=8)
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--json", type=Path)
+    parser.add_argument("--dir", type=Path, help="Where the server's data and both downloads go (default: the system temp folder; /dev/shm takes the disk out of the comparison)")
     args = parser.parse_args()
     import boto3
     from boto3.s3.transfer import TransferConfig
 
-    with tempfile.TemporaryDirectory() as tmp:
+    with tempfile.TemporaryDirectory(dir=args.dir) as tmp:
         tmp = Path(tmp)
         from ftc.testing import start_seaweedfs
 
