@@ -98,6 +98,7 @@ def main() -> None:
             os.killpg(proc.pid, signal.SIGKILL)
     result = {
         "date": time.strftime("%Y-%m-%d"),
+        "dir": str(args.dir or tempfile.gettempdir()),
         "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores",
         "folder": f"{args.files} files, {total_mb} MB, local SeaweedFS",
         "rounds": args.rounds,

@@ -27,7 +27,7 @@ from ._hashing import cache_dir
 
 __all__ = ["ContentCache", "DigestMismatch"]
 
-Opener = Callable[[int, int | None], Iterator[bytes]]  # opener(start, end) -> chunks of bytes [start, end)
+Opener = Callable[[int, int | None], Iterator[bytes]]  # opener(start, end) -> chunks of bytes [start, end), each its own object (kept until written)
 
 
 class DigestMismatch(Exception):
@@ -123,10 +123,11 @@ class ContentCache:
                         h.update(chunk)
             start = partial.stat().st_size
         with open(partial, "ab") as out:
-            for chunk in opener(start, None):
-                out.write(chunk)
-                for h in hashers:
-                    h.update(chunk)
+            with _BackgroundWriter(out) as writer:
+                for chunk in opener(start, None):
+                    writer.write(chunk)
+                    for h in hashers:
+                        h.update(chunk)
             out.flush()
             os.fsync(out.fileno())
         return {h.name: h.hexdigest() for h in hashers}
@@ -214,3 +215,41 @@ class ContentCache:
             tmp.symlink_to(target)
             os.replace(tmp, link)
         return folder
+
+
+class _BackgroundWriter:
+    """Writes chunks to a file on its own thread, up to ``depth`` chunks behind, so a disk that stalls on
+    write-back does not stall the connection the chunks come from (the kernel throttles the writing thread; here
+    that is not the one reading the socket). Every chunk handed over is in the file once the block exits, also when
+    the reading fails (a resumable prefix); a write error is raised in the reading thread."""
+
+    def __init__(self, out, depth: int = 64):
+        import queue
+
+        self._out = out
+        self._queue: queue.Queue = queue.Queue(maxsize=depth)
+        self._error: list[BaseException] = []
+        self._thread = threading.Thread(target=self._run, name="ftc-write", daemon=True)
+
+    def _run(self) -> None:
+        while (chunk := self._queue.get()) is not None:
+            if not self._error:
+                try:
+                    self._out.write(chunk)
+                except BaseException as exc:  # re-raised by the reading thread; the rest is drained unwritten
+                    self._error.append(exc)
+
+    def write(self, chunk: bytes) -> None:
+        if self._error:
+            raise self._error[0]
+        self._queue.put(chunk)
+
+    def __enter__(self) -> "_BackgroundWriter":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._queue.put(None)
+        self._thread.join()
+        if self._error and exc_info[0] is None:
+            raise self._error[0]
