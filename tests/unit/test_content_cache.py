@@ -113,3 +113,31 @@ def test_a_folder_view_never_links_outside_its_folder(tmp_path):
         with pytest.raises(ValueError, match="not a relative path inside the folder"):
             cache.view("v", {bad: SHA})
     assert not (tmp_path / "views" / "escape.json").exists()
+
+
+def test_the_background_writer_writes_every_chunk_in_order_and_raises_write_errors_in_the_reader():
+    import io
+
+    from ftc._content_cache import _BackgroundWriter
+
+    out = io.BytesIO()
+    with _BackgroundWriter(out, depth=2) as writer:
+        for i in range(50):
+            writer.write(bytes([i]) * 3)
+    assert out.getvalue() == b"".join(bytes([i]) * 3 for i in range(50))
+
+    out = io.BytesIO()
+    with pytest.raises(ConnectionError):  # the reading failed: what arrived before is in the file (a resumable prefix)
+        with _BackgroundWriter(out) as writer:
+            writer.write(b"abc")
+            raise ConnectionError("reset")
+    assert out.getvalue() == b"abc"
+
+    class Full(io.RawIOBase):
+        def write(self, b):
+            raise OSError(28, "No space left on device")
+
+    with pytest.raises(OSError, match="No space left"):
+        with _BackgroundWriter(Full()) as writer:
+            for _ in range(10):
+                writer.write(b"x")
