@@ -17,6 +17,7 @@ __all__ = [
     "build_tiny_model",
     "build_tokenizer",
     "free_ports",
+    "reference_loss_sum",
     "debian_rootfs_tar",
     "start_dockerd",
     "start_registry",
@@ -83,6 +84,15 @@ def build_tokenizer(out_dir: str | Path, vocab_size: int = 512, corpus: Iterable
     fast.model_max_length = max_length
     fast.save_pretrained(out_dir)
     return fast
+
+
+def reference_loss_sum(logits: Any, labels: Any) -> float:
+    """The textbook loss to check the runtime's against: summed next-token cross-entropy of full logits over the
+    tokens labelled in ``labels`` (-100: not)."""
+    import torch.nn.functional as F
+
+    logits = logits[:, :-1, :].float()
+    return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), labels[:, 1:].reshape(-1), ignore_index=-100, reduction="sum").item()
 
 
 def build_tiny_model(out_dir: str | Path, *, vocab_size: int = 512, seed: int = 0, tokenizer: bool = True, **config: Any) -> Path:

@@ -9,10 +9,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ftc.errors import DataInvalid, InputUnresolvable
+from ftc.errors import DataInvalid, InputUnresolvable, UsageError
 from ftc.spec import JobSpec
 
-__all__ = ["LoadedModel", "load_model", "describe_mode"]
+__all__ = ["LoadedModel", "load_model", "describe_mode", "attention_for", "kernels_for"]
+
+#: model types Liger patches in place with the kernels ftc uses (RMSNorm, RoPE, SwiGLU)
+_LIGER = {"llama": "apply_liger_kernel_to_llama", "mistral": "apply_liger_kernel_to_mistral", "qwen2": "apply_liger_kernel_to_qwen2"}
 
 _TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model")
 
@@ -44,15 +47,53 @@ def _require_safetensors(folder: Path, what: str) -> None:
         raise InputUnresolvable(f"{folder}: no *.safetensors {what}; ftc never unpickles weights (*.bin, *.pt)")
 
 
-def load_model(spec: JobSpec, mode: str, base: Path | str, adapter: Path | None, *, dtype: Any) -> LoadedModel:
-    """The model to train. ``base`` is a weights folder, or a model id for the published weights."""
+def attention_for(spec: JobSpec, *, cuda: bool) -> str:
+    """The attention kernel to load the model with. Packed samples never see each other: transformers masks them
+    apart by their position ids restarting at 0 (block-diagonal for SDPA, block-sparse for FlexAttention, whose
+    backward needs a GPU), and sdpa_varlen (runtime/_attention.py) attends within each sample separately."""
+    if spec.attn_implementation == "flex_attention" and not cuda:
+        raise UsageError("attn_implementation: flex_attention trains only on GPUs (PyTorch has no FlexAttention backward on CPU)\n    fix: set attn_implementation: auto or sdpa")
+    if spec.attn_implementation != "auto":
+        return spec.attn_implementation
+    if cuda:
+        return "flex_attention" if spec.sample_packing else "sdpa"
+    return "sdpa_varlen"
+
+
+def kernels_for(spec: JobSpec, *, cuda: bool) -> str:
+    """"liger" or "torch": the kernels of the decoder's norms, rotary embedding and MLP activation."""
+    import importlib.util
+
+    installed = importlib.util.find_spec("liger_kernel") is not None
+    if spec.kernels == "liger" and not (cuda and installed):
+        why = "no GPU here" if not cuda else "liger-kernel is not installed (pip install 'ftc[gpu]')"
+        raise UsageError(f"kernels: liger needs an NVIDIA GPU and the liger-kernel package: {why}\n    fix: set kernels: auto, or install it")
+    return "liger" if spec.kernels == "liger" or (spec.kernels == "auto" and cuda and installed) else "torch"
+
+
+def load_model(spec: JobSpec, mode: str, base: Path | str, adapter: Path | None, *, dtype: Any, attention: str, kernels: str = "torch") -> LoadedModel:
+    """The model to train, its weights in ``dtype``. ``base`` is a weights folder, or a model id for the published
+    weights."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     if isinstance(base, Path):
         _require_safetensors(base, "weights")
-    # attention: SDPA, with transformers' block-diagonal masks for packed rows (position ids restarting at 0)
-    model = AutoModelForCausalLM.from_pretrained(base, dtype=dtype, use_safetensors=True, attn_implementation="sdpa")
+    if attention == "sdpa_varlen":
+        from ._attention import register
+
+        register()
+    model = AutoModelForCausalLM.from_pretrained(base, dtype=dtype, use_safetensors=True, attn_implementation=attention)
     model.config.use_cache = False  # a KV cache disables the packed-sequence masks and costs memory in training
+    if spec.activation_checkpointing:
+        if hasattr(model, "activation_checkpointing_enable"):  # transformers >= 5.2x; the older name warns there
+            model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+        else:
+            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    if kernels == "liger" and model.config.model_type in _LIGER:
+        import liger_kernel.transformers as liger
+
+        # the loss is ftc's own (runtime/_loss.py), so Liger's cross-entropy patches stay off
+        getattr(liger, _LIGER[model.config.model_type])(rope=True, rms_norm=True, swiglu=True, cross_entropy=False, fused_linear_cross_entropy=False, model=model)
     if isinstance(base, Path) and _has_tokenizer(base):
         tokenizer, source = AutoTokenizer.from_pretrained(base), "base weights"
     elif _has_tokenizer(adapter):

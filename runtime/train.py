@@ -18,10 +18,10 @@ from ftc.errors import TrainingFailed, UsageError
 from ftc.spec import JobSpec
 
 from ._checkpoint import Checkpointer, finished_checkpoints, latest_checkpoint, read_state, restore_rng
-from ._data import IGNORE, cache_key, collate, epoch_rows, group, shard_rows, tokenize_file, usable_examples
+from ._data import cache_key, collate, epoch_rows, group, shard_rows, tokenize_file, usable_examples
 from ._inputs import verify_inputs
 from ._lineage import Lineage
-from ._model import describe_mode, load_model
+from ._model import attention_for, describe_mode, kernels_for, load_model
 from ._progress import MetricsLog, Progress, duration, log
 from ._render import renderer_for
 
@@ -57,6 +57,8 @@ class _Dist:
         import torch
         import torch.distributed as dist
 
+        if self.world == 1:
+            return [float(v) for v in values]
         t = torch.tensor(values, dtype=torch.float64, device=self.device)
         dist.all_reduce(t)
         return t.tolist()
@@ -101,8 +103,9 @@ def train(plan: dict[str, Any], plan_dir: Path, *, resume: bool = False, paths: 
     ``verify_inputs`` found them, when the caller has just verified them (else each rank verifies)."""
     import deepspeed
     import torch
-    import torch.nn.functional as F
     from transformers import get_scheduler
+
+    from ._loss import TokenLoss
 
     # deprecation notices about DeepSpeed's and peft's own calls, printed at every step: nothing a user can act on
     warnings.filterwarnings("ignore", message=r"`(torch\.distributed\.\w+|is_gradient_checkpointing)` is deprecated")
@@ -130,10 +133,17 @@ def train(plan: dict[str, Any], plan_dir: Path, *, resume: bool = False, paths: 
     ds_config["bf16"] = {"enabled": precision == "bf16"}
     own_weights = isinstance(paths["base_model"], Path)
     say(f"plan {plan['plan_id'][:19]}…: {describe_mode(mode, own_weights)} ({plan['architecture']['model_id']})")
-    say(f"{dist.world} process(es) on {dist.device.type}, {precision}, ZeRO stage {ds_config.get('zero_optimization', {}).get('stage', 0)}")
+    zero_stage = ds_config.get("zero_optimization", {}).get("stage", 0)
+    cuda = dist.device.type == "cuda"
+    attention, kernels = attention_for(spec, cuda=cuda), kernels_for(spec, cuda=cuda)
+    checkpointing = ", activation checkpointing" if spec.activation_checkpointing else ""
+    say(f"{dist.world} process(es) on {dist.device.type}, {precision}, ZeRO stage {zero_stage}, {attention} attention, {kernels} kernels{checkpointing}")
 
     torch.manual_seed(spec.seed)  # new adapters' initial weights, dropout
-    loaded = load_model(spec, mode, paths["base_model"], paths.get("adapter"), dtype=torch.float32)
+    # loaded straight in the training precision: DeepSpeed casts the module to it anyway, and keeps its fp32
+    # master weights (for the trainable parameters only) in the optimizer
+    dtype = torch.bfloat16 if precision == "bf16" else torch.float32
+    loaded = load_model(spec, mode, paths["base_model"], paths.get("adapter"), dtype=dtype, attention=attention, kernels=kernels)
     model, tokenizer = loaded.model, loaded.tokenizer
     say(f"{loaded.trainable_parameters:,} of {loaded.total_parameters:,} parameters trainable; tokenizer from the {loaded.tokenizer_source}")
 
@@ -158,7 +168,9 @@ def train(plan: dict[str, Any], plan_dir: Path, *, resume: bool = False, paths: 
     train_set = data["train"]
     lengths = train_set.lengths
     pack_to = spec.context_length if spec.sample_packing else None
-    pad_to = spec.context_length if spec.padding == "max_length" else None
+    # FlexAttention compiles its kernels per shape: packed rows, nearly full anyway, always get the same width
+    fixed_width = spec.padding == "max_length" or (pack_to is not None and attention == "flex_attention")
+    pad_to = spec.context_length if fixed_width else None
 
     def epoch_steps(epoch: int) -> list[list[list[tuple[int, ...]]]]:
         rows = epoch_rows(lengths, epoch=epoch, seed=spec.seed, shuffle=True, pack_to=pack_to)
@@ -169,10 +181,12 @@ def train(plan: dict[str, Any], plan_dir: Path, *, resume: bool = False, paths: 
     total_steps = sum(steps_per_epoch)
 
     trainable = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(trainable, lr=spec.learning_rate, weight_decay=spec.weight_decay)
+    # fused: one kernel for all parameters' update on GPUs (its CPU version is no faster than the default)
+    optimizer = torch.optim.AdamW(trainable, lr=spec.learning_rate, weight_decay=spec.weight_decay, fused=cuda)
     scheduler = get_scheduler(spec.lr_scheduler_type, optimizer, num_warmup_steps=spec.num_warmup_steps, num_training_steps=total_steps)
     engine, _, _, _ = deepspeed.initialize(model=model, optimizer=optimizer, lr_scheduler=scheduler, config=ds_config)
-    zero_stage = ds_config.get("zero_optimization", {}).get("stage", 0)
+    token_loss = TokenLoss(engine.module, zero_stage=zero_stage)
+    say(f"loss: {token_loss.reason}")
     checkpointer = Checkpointer(out, is_lora=mode != "full", zero_stage=zero_stage, rank=dist.rank, barrier=dist.barrier, keep=spec.num_checkpoints_to_keep, model_id=spec.model_id)
     checkpointer.discard_partial()
     device = f"cuda ({torch.cuda.get_device_name(dist.device)})" if dist.device.type == "cuda" else dist.device.type
@@ -204,8 +218,8 @@ def train(plan: dict[str, Any], plan_dir: Path, *, resume: bool = False, paths: 
                 mine = chunk[dist.rank :: dist.world] or chunk[:1]  # every rank joins every forward (ZeRO-3)
                 weight = 1.0 if chunk[dist.rank :: dist.world] else 0.0
                 batch = collate(mine, valid, pad_id=tokenizer.pad_token_id, packed=False)
-                logits = engine(**{k: v.to(dist.device) for k, v in batch.inputs.items()}, use_cache=False).logits
-                loss_sum += weight * _token_loss_sum(F, logits, batch.labels.to(dist.device)).item()
+                loss = token_loss(engine, {k: v.to(dist.device) for k, v in batch.inputs.items()}, batch.labels.to(dist.device))
+                loss_sum += weight * loss.item()
                 count += int(weight) * batch.loss_tokens
         engine.train()
         total, tokens = dist.sum(loss_sum, count)
@@ -254,16 +268,16 @@ def train(plan: dict[str, Any], plan_dir: Path, *, resume: bool = False, paths: 
                 # sum of token losses / tokens of the whole global step: every token weighs the same, whatever its
                 # micro-batch or rank (DeepSpeed averages gradients over ranks, hence * world)
                 scale = dist.world / max(loss_tokens, 1)
-                step_loss = 0.0
+                step_loss = torch.zeros((), dtype=torch.float32, device=dist.device)
                 for batch in micro_batches:
-                    logits = engine(**{k: v.to(dist.device) for k, v in batch.inputs.items()}, use_cache=False).logits
-                    loss = _token_loss_sum(F, logits, batch.labels.to(dist.device))
+                    inputs = {k: v.to(dist.device, non_blocking=True) for k, v in batch.inputs.items()}
+                    loss = token_loss(engine, inputs, batch.labels.to(dist.device, non_blocking=True))
                     engine.backward(loss * scale, scale_wrt_gas=False)
-                    step_loss += loss.item()
+                    step_loss += loss.detach()
                 engine.step()
                 global_step += 1
                 tokens_trained += int(real_tokens)
-                (total_loss,) = dist.sum(step_loss)
+                (total_loss,) = dist.sum(step_loss.item())  # the step's one wait for the device
                 last_loss = total_loss / max(loss_tokens, 1)
                 if not math.isfinite(last_loss):
                     raise TrainingFailed(f"the training loss became {last_loss} at step {global_step}; lower learning_rate or check the data")
@@ -310,11 +324,3 @@ def _write_summary(out: Path, plan: dict[str, Any], summary: RunSummary, *, step
     tmp = out / ".summary.json.tmp"
     tmp.write_text(json.dumps(data, indent=2) + "\n")
     os.replace(tmp, out / "summary.json")
-
-
-def _token_loss_sum(F: Any, logits: Any, labels: Any) -> Any:
-    """Sum of next-token cross-entropy over the labelled tokens, in fp32."""
-    shift_logits = logits[:, :-1, :].float()
-    shift_labels = labels[:, 1:]
-    return F.cross_entropy(shift_logits.reshape(-1, shift_logits.shape[-1]), shift_labels.reshape(-1), ignore_index=IGNORE, reduction="sum")
-

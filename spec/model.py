@@ -119,6 +119,9 @@ class JobSpec:
     skip_bad_examples: bool
     resize_token_embeddings: bool
     sample_packing: bool
+    attn_implementation: Literal["auto", "sdpa", "sdpa_varlen", "flex_attention", "eager"]
+    activation_checkpointing: bool
+    kernels: Literal["auto", "liger", "torch"]
     num_devices: int
     num_nodes: int
     training_mode: Literal["auto", "full", "lora"]

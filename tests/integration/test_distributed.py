@@ -14,7 +14,7 @@ import pytest
 from conftest import metrics, read_json
 
 from ftc.errors import ExitCode
-from ftc.testing import arithmetic_examples, write_jsonl
+from ftc.testing import arithmetic_examples, reference_loss_sum, write_jsonl
 
 pytestmark = pytest.mark.slow
 
@@ -33,13 +33,11 @@ def _eval_loss_of_saved_model(checkpoint: Path, valid: Path, plan: dict, base: P
     """Load the saved weights (an adapter on ``base``) with plain transformers/peft; compute the eval loss the run
     reported for them."""
     import torch
-    import torch.nn.functional as F
     from peft import PeftModel
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from ftc.runtime._data import collate, tokenize_file
     from ftc.runtime._render import renderer_for
-    from ftc.runtime.train import _token_loss_sum
     from ftc.spec import JobSpec
 
     spec = JobSpec.from_dict(plan["spec"])
@@ -53,7 +51,7 @@ def _eval_loss_of_saved_model(checkpoint: Path, valid: Path, plan: dict, base: P
     with torch.no_grad():
         for i in range(len(examples)):
             batch = collate([(i,)], examples, pad_id=tokenizer.pad_token_id, packed=False)
-            total += _token_loss_sum(F, model(**batch.inputs, use_cache=False).logits, batch.labels).item()
+            total += reference_loss_sum(model(**batch.inputs, use_cache=False).logits, batch.labels)
             tokens += batch.loss_tokens
     return total / tokens
 

@@ -202,3 +202,50 @@ def test_a_diverging_loss_stops_the_run(job, ftc, tmp_path):
     r = ftc("run", tmp_path / "p.json")
     assert r.code == ExitCode.TRAINING_FAILED
     assert "the training loss became nan at step" in r.err and "lower learning_rate" in r.err
+
+
+def test_attention_kernels_and_checkpointing_change_speed_and_memory_not_the_loss(trained, job, ftc, tmp_path):
+    base = dict(num_epochs=1, lora_config=None, train_batch_size_per_device=16, sample_packing=True, context_length=512)
+    sdpa = trained("sdpa.json", **base)
+    r = ftc("compile", job(**base, attn_implementation="eager", activation_checkpointing=True, kernels="torch", output_dir="out-eager"), "-o", tmp_path / "eager.json")
+    assert r.code == 0, r.err
+    r = ftc("run", tmp_path / "eager.json")
+    assert r.code == 0, r.err
+    assert "eager attention, torch kernels, activation checkpointing" in r.err
+    assert "loss: chunked (logits never materialized)" in r.err
+    (a,), (b,) = metrics(sdpa, "train"), metrics(tmp_path / "out-eager", "train")
+    assert b["loss"] == pytest.approx(a["loss"], abs=1e-5)
+
+
+def test_liger_kernels_without_a_gpu_are_a_usage_error(job, ftc, tmp_path):
+    r = ftc("compile", job(kernels="liger", lora_config=None), "-o", tmp_path / "p.json")
+    assert r.code == 0, r.err
+    r = ftc("run", tmp_path / "p.json")
+    assert r.code == 2
+    assert "kernels: liger needs an NVIDIA GPU and the liger-kernel package: no GPU here" in r.err
+    assert not (tmp_path / "output" / "checkpoints").exists()
+
+
+def test_flex_attention_on_a_cpu_is_a_usage_error(job, ftc, tmp_path):
+    r = ftc("compile", job(attn_implementation="flex_attention", sample_packing=True), "-o", tmp_path / "p.json")
+    assert r.code == 0, r.err
+    r = ftc("run", tmp_path / "p.json")
+    assert r.code == 2
+    assert "attn_implementation: flex_attention trains only on GPUs (PyTorch has no FlexAttention backward on CPU)" in r.err
+
+
+@pytest.mark.parametrize("mode", ["full", "lora"])
+def test_bf16_training_learns_like_fp32(trained, tmp_path, mode):
+    # bf16 is the GPU default: weights load in bf16, DeepSpeed keeps fp32 master weights, the loss is fp32
+    write_jsonl(tmp_path / "more.jsonl", arithmetic_examples(64, seed=5))
+    common = dict(train_path="more.jsonl", train_batch_size_per_device=16, num_epochs=2)
+    if mode == "full":
+        common.update(lora_config=None, learning_rate=3e-3)
+        drop = 0.3
+    else:
+        common.update(learning_rate=3e-2, num_epochs=3)
+        drop = 0.15  # rank 4 on q and v of a random model: it learns, slowly
+    fp32 = metrics(trained("fp32.json", **common, precision="fp32"), "eval")
+    bf16 = metrics(trained("bf16.json", **common, precision="bf16"), "eval")
+    assert [e["eval_loss"] for e in bf16] == pytest.approx([e["eval_loss"] for e in fp32], rel=0.03)
+    assert bf16[-1]["eval_loss"] < bf16[0]["eval_loss"] - drop, [e["eval_loss"] for e in bf16]  # it learns

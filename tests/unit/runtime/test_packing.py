@@ -5,13 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-import torch.nn.functional as F
 
 from ftc.runtime._data import collate, epoch_rows, shard_rows, tokenize_file
 from ftc.runtime._render import render_prompt_format
-from ftc.runtime.train import _token_loss_sum
 from ftc.spec import PromptFormat
-from ftc.testing import PROMPT_FORMAT, arithmetic_examples, write_jsonl
+from ftc.testing import PROMPT_FORMAT, arithmetic_examples, reference_loss_sum, write_jsonl
 
 
 @pytest.fixture(scope="module")
@@ -29,7 +27,7 @@ def setup(tiny_model, tmp_path_factory):
 def _loss(model, batch):
     with torch.no_grad():
         logits = model(**batch.inputs, use_cache=False).logits
-    return _token_loss_sum(F, logits, batch.labels).item()
+    return reference_loss_sum(logits, batch.labels)
 
 
 def test_packed_loss_equals_the_per_sample_loss(setup):
@@ -50,6 +48,47 @@ def test_packed_logits_of_a_later_sample_match_running_it_alone(setup):
         a = model(**alone.inputs, use_cache=False).logits[0, : len(examples.ids[1])]
         p = model(**packed.inputs, use_cache=False).logits[0, len(examples.ids[0]) : len(examples.ids[0]) + len(examples.ids[1])]
     assert torch.allclose(a, p, atol=1e-5)
+
+
+@pytest.mark.parametrize("attention", ["sdpa_varlen", "flex_attention"])
+def test_packed_samples_attend_only_to_themselves_with_every_kernel(tiny_model, setup, attention):
+    # sdpa_varlen: the CPU default (ftc's own); flex_attention: the GPU default, whose block mask transformers must
+    # build from the restarting position ids (forward only here: PyTorch has no FlexAttention backward on CPU)
+    from transformers import AutoModelForCausalLM
+
+    from ftc.runtime._attention import register
+
+    register()
+    sdpa, examples = setup
+    model = AutoModelForCausalLM.from_pretrained(tiny_model, dtype=torch.float32, attn_implementation=attention).eval()
+    packed = collate([(0, 1, 2), (3, 4)], examples, pad_id=0, packed=True, pad_to=96)
+    with torch.no_grad():
+        got = model(**packed.inputs, use_cache=False).logits
+        for row, samples in enumerate([(0, 1, 2), (3, 4)]):
+            start = 0
+            for i in samples:
+                n = len(examples.ids[i])
+                alone = sdpa(**collate([(i,)], examples, pad_id=0, packed=False).inputs, use_cache=False).logits[0]
+                assert torch.allclose(got[row, start : start + n], alone, atol=1e-5), (attention, row, i)
+                start += n
+
+
+def test_sdpa_varlen_trains_like_sdpa(setup, tiny_model):
+    from transformers import AutoModelForCausalLM
+
+    from ftc.runtime._attention import register
+
+    register()
+    _, examples = setup
+    batch = collate([(0, 1, 2), (3, 4, 5)], examples, pad_id=0, packed=True)
+    grads = {}
+    for attention in ("sdpa", "sdpa_varlen"):
+        model = AutoModelForCausalLM.from_pretrained(tiny_model, dtype=torch.float32, attn_implementation=attention)
+        logits = model(**batch.inputs, use_cache=False).logits
+        torch.nn.functional.cross_entropy(logits[:, :-1].reshape(-1, logits.shape[-1]), batch.labels[:, 1:].reshape(-1), ignore_index=-100).backward()
+        grads[attention] = {n: p.grad for n, p in model.named_parameters()}
+    for name, g in grads["sdpa"].items():
+        assert torch.allclose(grads["sdpa_varlen"][name], g, atol=1e-5), name
 
 
 def test_rows_fit_the_context_and_cover_every_sample_once():

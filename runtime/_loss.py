@@ -1,0 +1,109 @@
+"""The training loss: summed next-token cross-entropy over the labelled (assistant) tokens of a batch.
+
+The usual way (the model returns logits for every position, then cross-entropy) holds a tokens x vocabulary
+tensor, twice (the logits and their gradient), in fp32 for the loss: for a 128k vocabulary and 8k tokens that is
+8 GiB, more than the rest of a 1B model's activations. Here the model stops before its output layer, and
+``linear_cross_entropy`` computes logits, loss and both gradients chunk by chunk, for labelled tokens only (the
+prompt's tokens are never projected at all). Nothing vocabulary-sized outlives one chunk.
+"""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+from typing import Any, Iterator
+
+import torch
+import torch.nn.functional as F
+
+from ._data import IGNORE
+
+__all__ = ["TokenLoss", "linear_cross_entropy"]
+
+#: elements of one chunk's fp32 logits (and, reused in place, their gradient): 256 MiB
+_CHUNK_ELEMENTS = 1 << 26
+#: model types whose logits are exactly ``lm_head(final hidden state)`` (no soft-capping or scaling after it)
+_PLAIN_OUTPUT_LAYER = frozenset({"llama", "mistral", "qwen2", "qwen3"})
+
+
+class _LinearCrossEntropy(torch.autograd.Function):
+    """sum(CE(hidden @ weight.T, labels)) over rows whose label is not IGNORE. The gradients are computed in the
+    forward pass, chunk by chunk, and kept (hidden-sized and weight-sized); backward only scales them."""
+
+    @staticmethod
+    def forward(ctx: Any, hidden: torch.Tensor, weight: torch.Tensor, labels: torch.Tensor, want_grad: bool) -> torch.Tensor:
+        rows = (labels != IGNORE).nonzero().squeeze(1)
+        h, y = hidden.index_select(0, rows), labels.index_select(0, rows)
+        grad_h = torch.empty_like(h) if want_grad and ctx.needs_input_grad[0] else None
+        grad_w = torch.zeros(weight.shape, dtype=torch.float32, device=weight.device) if want_grad and ctx.needs_input_grad[1] else None
+        loss = torch.zeros((), dtype=torch.float32, device=hidden.device)
+        chunk = max(1, _CHUNK_ELEMENTS // weight.shape[0])
+        for start in range(0, h.shape[0], chunk):
+            h_c, y_c = h[start : start + chunk], y[start : start + chunk]
+            logits = (h_c @ weight.T).float()
+            lse = torch.logsumexp(logits, dim=-1)
+            loss += (lse - logits.gather(1, y_c[:, None]).squeeze(1)).sum()
+            if grad_h is None and grad_w is None:
+                continue
+            g = logits.sub_(lse[:, None]).exp_()  # softmax, in place of the logits
+            g[torch.arange(len(y_c), device=g.device), y_c] -= 1.0
+            g = g.to(weight.dtype)
+            if grad_h is not None:
+                grad_h[start : start + chunk] = g @ weight
+            if grad_w is not None:
+                grad_w += (g.T @ h_c).float()
+        if grad_h is not None:
+            ctx.save_for_backward(rows, grad_h)
+            ctx.hidden_shape = hidden.shape
+        ctx.grad_w = None if grad_w is None else grad_w.to(weight.dtype)
+        return loss
+
+    @staticmethod
+    def backward(ctx: Any, grad_loss: torch.Tensor) -> tuple[Any, ...]:
+        grad_hidden = None
+        if ctx.saved_tensors:
+            rows, grad_h = ctx.saved_tensors
+            grad_hidden = torch.zeros(ctx.hidden_shape, dtype=grad_h.dtype, device=grad_h.device)
+            grad_hidden.index_copy_(0, rows, grad_h * grad_loss.to(grad_h.dtype))
+        grad_weight = None if ctx.grad_w is None else ctx.grad_w * grad_loss.to(ctx.grad_w.dtype)
+        return grad_hidden, grad_weight, None, None
+
+
+def linear_cross_entropy(hidden: torch.Tensor, weight: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Summed cross-entropy of ``hidden (N, d) @ weight (V, d).T`` against ``labels (N,)`` (IGNORE: skipped), fp32,
+    without materializing the (N, V) logits."""
+    return _LinearCrossEntropy.apply(hidden, weight, labels, torch.is_grad_enabled())
+
+
+class TokenLoss:
+    """``loss = TokenLoss(engine.module, zero_stage)(engine, inputs, labels)``: summed next-token cross-entropy of
+    a batch, chunked where the model allows it (``self.chunked``), else from the model's full logits."""
+
+    def __init__(self, module: Any, *, zero_stage: int) -> None:
+        self.model = module.get_base_model() if hasattr(module, "get_base_model") else module  # under a peft wrapper
+        head = self.model._modules.get("lm_head")
+        self.chunked, self.reason = True, "chunked (logits never materialized)"
+        if zero_stage == 3:  # the output layer's weight is only gathered inside its own forward
+            self.chunked, self.reason = False, "full logits (ZeRO stage 3)"
+        elif getattr(self.model.config, "model_type", None) not in _PLAIN_OUTPUT_LAYER:
+            self.chunked, self.reason = False, f"full logits (model type {self.model.config.model_type!r})"
+        elif type(head) is not torch.nn.Linear or head.bias is not None:
+            self.chunked, self.reason = False, "full logits (the output layer is adapted or has a bias)"
+
+    def __call__(self, engine: Any, inputs: dict[str, torch.Tensor], labels: torch.Tensor) -> torch.Tensor:
+        shifted = labels[:, 1:].reshape(-1)
+        if not self.chunked:
+            logits = engine(**inputs, use_cache=False).logits[:, :-1, :].float()
+            return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), shifted, ignore_index=IGNORE, reduction="sum")
+        with self._without_output_layer() as head:
+            hidden = engine(**inputs, use_cache=False).logits  # the final hidden states: the output layer passed them on
+        hidden = hidden[:, :-1, :].reshape(-1, hidden.shape[-1])
+        return linear_cross_entropy(hidden, head.weight, shifted)
+
+    @contextmanager
+    def _without_output_layer(self) -> Iterator[torch.nn.Module]:
+        head = self.model._modules["lm_head"]
+        self.model._modules["lm_head"] = torch.nn.Identity()
+        try:
+            yield head
+        finally:
+            self.model._modules["lm_head"] = head
