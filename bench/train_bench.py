@@ -2,8 +2,8 @@
 
     python bench/train_bench.py [--shape small|1b|8b-lora] [--variants a,b,..] [--steps N] [--json FILE]
 
-One after the other, each in a fresh process, on identical synthetic chat data (lognormal lengths, median ~230
-tokens, as chat SFT data looks) and the same random-weight model (speed does not depend on the values):
+One after the other, each in a fresh process, on identical synthetic chat data (lognormal lengths around 230
+tokens before the chat template, as chat SFT data looks; the report gives the tokenized median) and the same random-weight model (speed does not depend on the values):
 
 - ``hf_padded``: HF Trainer, batches padded to their longest example (bench/hf_trainer_baseline.py), the default.
 - ``hf_naive_packed``: HF Trainer on examples concatenated and cut into full rows (samples see each other: wrong,
@@ -12,8 +12,9 @@ tokens, as chat SFT data looks) and the same random-weight model (speed does not
   ``ftc_packed_sdpa``: packed with SDPA instead of FlexAttention (GPU); ``ftc_packed_ckpt``: with activation
   checkpointing.
 
-Reported per variant: real (non-padding) tokens/s over the steps after the first ``--warmup``, MFU (GPU: 6N per
-token for full fine-tuning, 4N for LoRA, plus causal attention over the actual sample lengths; peak 989e12 bf16 for
+Reported per variant: real (non-padding) tokens/s over the steps after the first ``--warmup``, MFU (GPU: model
+FLOPs, 6N per token for full fine-tuning, 4N for LoRA, plus causal attention over the actual sample lengths, the
+same count for every variant although ftc skips the output layer for prompt tokens; peak 989e12 bf16 for SXM
 H100/H200), peak memory (GPU allocated, or the process's RSS on CPU), time from process start to the first step
 done. Ratios are against ``hf_padded`` of the same run. Shapes: ``small`` (CPU), ``1b`` (Llama-3.2-1B, full),
 ``8b-lora`` (Llama-3-8B, LoRA r=16 on all linear layers), seq 2048 and bf16 on a GPU.
@@ -35,7 +36,8 @@ from pathlib import Path
 import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
-PEAK_FLOPS = {"H100": 989e12, "H200": 989e12}  # dense bf16
+# dense bf16, by device name (the first that the name contains): the PCIe and NVL parts run lower clocks
+PEAK_FLOPS = {"H100 PCIe": 756e12, "H100 NVL": 835e12, "H200 NVL": 835e12, "H100": 989e12, "H200": 989e12}
 
 _LLAMA3 = dict(num_attention_heads=32, num_key_value_heads=8, vocab_size=128256, rope_theta=500000.0, max_position_embeddings=8192)
 SHAPES = {

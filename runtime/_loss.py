@@ -4,13 +4,13 @@ The usual way (the model returns logits for every position, then cross-entropy) 
 tensor, twice (the logits and their gradient), in fp32 for the loss: for a 128k vocabulary and 8k tokens that is
 8 GiB, more than the rest of a 1B model's activations. Here the model stops before its output layer, and
 ``linear_cross_entropy`` computes logits, loss and both gradients chunk by chunk, for labelled tokens only (the
-prompt's tokens are never projected at all). Nothing vocabulary-sized outlives one chunk.
+prompt's tokens are never projected at all). Nothing tokens x vocabulary outlives one chunk of 256 MiB; the
+output layer's weight gradient is accumulated in place, in the weight's dtype.
 """
 
 from __future__ import annotations
 
-from contextlib import contextmanager
-from typing import Any, Iterator
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -34,7 +34,9 @@ class _LinearCrossEntropy(torch.autograd.Function):
         rows = (labels != IGNORE).nonzero().squeeze(1)
         h, y = hidden.index_select(0, rows), labels.index_select(0, rows)
         grad_h = torch.empty_like(h) if want_grad and ctx.needs_input_grad[0] else None
-        grad_w = torch.zeros(weight.shape, dtype=torch.float32, device=weight.device) if want_grad and ctx.needs_input_grad[1] else None
+        # accumulated in place, in the weight's dtype (the gradient DeepSpeed receives has that dtype anyway): no
+        # vocabulary x width temporary per chunk
+        grad_w = torch.zeros_like(weight) if want_grad and ctx.needs_input_grad[1] else None
         loss = torch.zeros((), dtype=torch.float32, device=hidden.device)
         chunk = max(1, _CHUNK_ELEMENTS // weight.shape[0])
         for start in range(0, h.shape[0], chunk):
@@ -48,23 +50,24 @@ class _LinearCrossEntropy(torch.autograd.Function):
             g[torch.arange(len(y_c), device=g.device), y_c] -= 1.0
             g = g.to(weight.dtype)
             if grad_h is not None:
-                grad_h[start : start + chunk] = g @ weight
+                torch.mm(g, weight, out=grad_h[start : start + chunk])
             if grad_w is not None:
-                grad_w += (g.T @ h_c).float()
+                grad_w.addmm_(g.T, h_c)
         if grad_h is not None:
             ctx.save_for_backward(rows, grad_h)
             ctx.hidden_shape = hidden.shape
-        ctx.grad_w = None if grad_w is None else grad_w.to(weight.dtype)
+        ctx.grad_w = grad_w
         return loss
 
     @staticmethod
     def backward(ctx: Any, grad_loss: torch.Tensor) -> tuple[Any, ...]:
-        grad_hidden = None
+        grad_hidden = grad_weight = None
         if ctx.saved_tensors:
             rows, grad_h = ctx.saved_tensors
             grad_hidden = torch.zeros(ctx.hidden_shape, dtype=grad_h.dtype, device=grad_h.device)
-            grad_hidden.index_copy_(0, rows, grad_h * grad_loss.to(grad_h.dtype))
-        grad_weight = None if ctx.grad_w is None else ctx.grad_w * grad_loss.to(ctx.grad_w.dtype)
+            grad_hidden.index_copy_(0, rows, (grad_h.float() * grad_loss).to(grad_h.dtype))
+        if ctx.grad_w is not None:
+            grad_weight, ctx.grad_w = ctx.grad_w.mul_(grad_loss), None  # once: the buffer becomes the gradient
         return grad_hidden, grad_weight, None, None
 
 
@@ -94,16 +97,22 @@ class TokenLoss:
         if not self.chunked:
             logits = engine(**inputs, use_cache=False).logits[:, :-1, :].float()
             return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), shifted, ignore_index=IGNORE, reduction="sum")
-        with self._without_output_layer() as head:
-            hidden = engine(**inputs, use_cache=False).logits  # the final hidden states: the output layer passed them on
-        hidden = hidden[:, :-1, :].reshape(-1, hidden.shape[-1])
-        return linear_cross_entropy(hidden, head.weight, shifted)
-
-    @contextmanager
-    def _without_output_layer(self) -> Iterator[torch.nn.Module]:
         head = self.model._modules["lm_head"]
-        self.model._modules["lm_head"] = torch.nn.Identity()
+        # The output layer is swapped for one that returns the loss, so the loss is what the engine's forward
+        # returns: DeepSpeed hooks its backward set-up on that output, which must run before any gradient arrives
+        # (the output layer's own gradient is computed with the loss).
+        self.model._modules["lm_head"] = _LossHead(head, shifted)
         try:
-            yield head
+            return engine(**inputs, use_cache=False).logits
         finally:
             self.model._modules["lm_head"] = head
+
+
+class _LossHead(torch.nn.Module):
+    def __init__(self, head: torch.nn.Linear, labels: torch.Tensor) -> None:
+        super().__init__()
+        self.inputs = (head.weight, labels)  # a tuple: not registered as this module's parameter
+
+    def forward(self, hidden: torch.Tensor) -> torch.Tensor:
+        weight, labels = self.inputs
+        return linear_cross_entropy(hidden[:, :-1, :].reshape(-1, hidden.shape[-1]), weight, labels)

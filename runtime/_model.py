@@ -60,15 +60,24 @@ def attention_for(spec: JobSpec, *, cuda: bool) -> str:
     return "sdpa_varlen"
 
 
-def kernels_for(spec: JobSpec, *, cuda: bool) -> str:
+def kernels_for(spec: JobSpec, *, cuda: bool, model_type: str | None) -> str:
     """"liger" or "torch": the kernels of the decoder's norms, rotary embedding and MLP activation."""
     import importlib.util
 
+    if spec.kernels == "torch":
+        return "torch"
     installed = importlib.util.find_spec("liger_kernel") is not None
-    if spec.kernels == "liger" and not (cuda and installed):
-        why = "no GPU here" if not cuda else "liger-kernel is not installed (pip install 'ftc[gpu]')"
-        raise UsageError(f"kernels: liger needs an NVIDIA GPU and the liger-kernel package: {why}\n    fix: set kernels: auto, or install it")
-    return "liger" if spec.kernels == "liger" or (spec.kernels == "auto" and cuda and installed) else "torch"
+    if spec.kernels == "liger":
+        why = (
+            "no GPU here" if not cuda
+            else "liger-kernel is not installed (pip install 'ftc[gpu]')" if not installed
+            else f"ftc applies them to {', '.join(sorted(_LIGER))} models, not {model_type!r}" if model_type not in _LIGER
+            else None
+        )
+        if why:
+            raise UsageError(f"kernels: liger needs an NVIDIA GPU, the liger-kernel package and a supported model: {why}\n    fix: set kernels: auto")
+        return "liger"
+    return "liger" if cuda and installed and model_type in _LIGER else "torch"
 
 
 def load_model(spec: JobSpec, mode: str, base: Path | str, adapter: Path | None, *, dtype: Any, attention: str, kernels: str = "torch") -> LoadedModel:
@@ -89,7 +98,7 @@ def load_model(spec: JobSpec, mode: str, base: Path | str, adapter: Path | None,
             model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
         else:
             model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-    if kernels == "liger" and model.config.model_type in _LIGER:
+    if kernels == "liger":
         import liger_kernel.transformers as liger
 
         # the loss is ftc's own (runtime/_loss.py), so Liger's cross-entropy patches stay off

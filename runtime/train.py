@@ -135,7 +135,8 @@ def train(plan: dict[str, Any], plan_dir: Path, *, resume: bool = False, paths: 
     say(f"plan {plan['plan_id'][:19]}…: {describe_mode(mode, own_weights)} ({plan['architecture']['model_id']})")
     zero_stage = ds_config.get("zero_optimization", {}).get("stage", 0)
     cuda = dist.device.type == "cuda"
-    attention, kernels = attention_for(spec, cuda=cuda), kernels_for(spec, cuda=cuda)
+    attention = attention_for(spec, cuda=cuda)
+    kernels = kernels_for(spec, cuda=cuda, model_type=plan["architecture"]["config"].get("model_type"))
     checkpointing = ", activation checkpointing" if spec.activation_checkpointing else ""
     say(f"{dist.world} process(es) on {dist.device.type}, {precision}, ZeRO stage {zero_stage}, {attention} attention, {kernels} kernels{checkpointing}")
 

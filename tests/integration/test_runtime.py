@@ -222,7 +222,7 @@ def test_liger_kernels_without_a_gpu_are_a_usage_error(job, ftc, tmp_path):
     assert r.code == 0, r.err
     r = ftc("run", tmp_path / "p.json")
     assert r.code == 2
-    assert "kernels: liger needs an NVIDIA GPU and the liger-kernel package: no GPU here" in r.err
+    assert "kernels: liger needs an NVIDIA GPU, the liger-kernel package and a supported model: no GPU here" in r.err
     assert not (tmp_path / "output" / "checkpoints").exists()
 
 

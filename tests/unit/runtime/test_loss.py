@@ -114,3 +114,31 @@ def test_full_logits_where_chunking_would_not_be_exact(tmp_path):
     with torch.no_grad():
         expected = reference_loss_sum(gpt2(**inputs).logits, labels)
         assert abs(token_loss(gpt2, inputs, labels).item() - expected) < 1e-4
+
+
+def test_deepspeed_sets_up_its_backward_before_the_output_layer_gets_a_gradient(tmp_path, monkeypatch):
+    # DeepSpeed hooks its backward set-up (ZeRO's gradient bookkeeping, the accumulation boundary) on what the
+    # engine's forward returns; the chunked loss computes the output layer's gradient itself, so the loss must be
+    # that output, or the output layer's gradient arrives before the set-up
+    import deepspeed
+    import deepspeed.ops
+    from transformers import AutoModelForCausalLM
+
+    from ftc.testing import free_ports
+
+    for key, value in {"RANK": "0", "LOCAL_RANK": "0", "WORLD_SIZE": "1", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(free_ports(1)[0])}.items():
+        monkeypatch.setenv(key, value)
+    deepspeed.ops.__compatible_ops__["deepspeed_shm_comm"] = False
+    deepspeed.init_distributed(dist_backend="gloo")
+    model = AutoModelForCausalLM.from_pretrained(build_tiny_model(tmp_path / "m", vocab_size=97, tokenizer=False), dtype=torch.float32)
+    config = {"train_micro_batch_size_per_gpu": 2, "gradient_accumulation_steps": 2, "zero_optimization": {"stage": 1}}
+    engine, *_ = deepspeed.initialize(model=model, optimizer=torch.optim.AdamW(model.parameters()), config=config)
+    order = []
+    prologue = engine._backward_prologue
+    monkeypatch.setattr(engine, "_backward_prologue", lambda: (order.append("set-up"), prologue())[1])
+    model.lm_head.weight.register_post_accumulate_grad_hook(lambda p: order.append("output layer"))
+    inputs, labels = _batch(97)
+    token_loss = TokenLoss(engine.module, zero_stage=1)
+    assert token_loss.chunked
+    engine.backward(token_loss(engine, inputs, labels))
+    assert order[:2] == ["set-up", "output layer"]

@@ -105,3 +105,24 @@ def test_every_rank_gets_as_many_rows():
     shards = [shard_rows(rows, r, 2) for r in range(2)]
     assert [len(s) for s in shards] == [3, 3]
     assert sorted(set(i for s in shards for (i,) in s)) == list(range(5))
+
+
+def test_sdpa_varlen_keeps_a_sliding_window(tmp_path):
+    from transformers import AutoModelForCausalLM, MistralConfig, MistralForCausalLM
+
+    from ftc.runtime._attention import register
+
+    register()
+    torch.manual_seed(0)
+    config = MistralConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2, vocab_size=97, sliding_window=6)
+    MistralForCausalLM(config).save_pretrained(tmp_path)
+    sdpa = AutoModelForCausalLM.from_pretrained(tmp_path, attn_implementation="sdpa").eval()
+    varlen = AutoModelForCausalLM.from_pretrained(tmp_path, attn_implementation="sdpa_varlen").eval()
+    a, b = torch.randint(3, 97, (1, 5)), torch.randint(3, 97, (1, 20))  # b is longer than the window
+    packed = {"input_ids": torch.cat([a, b], 1), "position_ids": torch.cat([torch.arange(5), torch.arange(20)])[None]}
+    with torch.no_grad():
+        got = varlen(**packed, use_cache=False).logits[0, 5:]
+        alone = sdpa(input_ids=b, use_cache=False).logits[0]
+        without_window = AutoModelForCausalLM.from_pretrained(tmp_path, attn_implementation="sdpa", sliding_window=None).eval()(input_ids=b, use_cache=False).logits[0]
+    assert torch.allclose(got, alone, atol=1e-5)
+    assert not torch.allclose(got, without_window, atol=1e-3)  # the window matters for this sample
