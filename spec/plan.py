@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 from typing import Any
@@ -11,6 +12,7 @@ from ftc._canonical import digest_of
 from ftc.errors import PlanInvalid, UsageError
 
 from ._schema import _validator
+from .model import JobSpec
 
 __all__ = ["PLAN_VERSION", "seal_plan", "plan_text", "write_plan", "read_plan"]
 
@@ -65,6 +67,9 @@ def plan_problems(plan: Any) -> list[str]:
     for error in _validator("job.schema.json").iter_errors(plan["spec"]):
         where = "$.spec" + "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in error.absolute_path)
         problems.append(f"{where}: {error.message}")
+    missing = [f.name for f in dataclasses.fields(JobSpec) if f.name not in plan["spec"]]
+    if missing:  # a plan compiled before these settings existed: its spec is not normalized by this ftc
+        problems.append(f"$.spec: no {', '.join(missing)} (the plan was compiled by an older ftc)")
     if plan["plan_version"] != PLAN_VERSION:
         problems.append(f"$.plan_version: this ftc reads plan version {PLAN_VERSION}")
     expected = seal_plan(plan)["plan_id"]

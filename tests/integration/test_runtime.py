@@ -176,6 +176,19 @@ def test_an_edited_plan_does_not_run(job, ftc, tmp_path):
     assert r.code == ExitCode.PLAN_INVALID
 
 
+def test_a_plan_from_before_a_setting_existed_asks_to_recompile(job, ftc, tmp_path):
+    from ftc.spec.plan import seal_plan
+
+    ftc("compile", job(), "-o", tmp_path / "p.json")
+    plan = read_json(tmp_path / "p.json")
+    del plan["spec"]["attn_implementation"], plan["spec"]["kernels"]
+    (tmp_path / "old.json").write_text(json.dumps(seal_plan(plan)))
+    r = ftc("run", tmp_path / "old.json")
+    assert r.code == ExitCode.PLAN_INVALID
+    assert "$.spec: no attn_implementation, kernels (the plan was compiled by an older ftc)" in r.err
+    assert "fix: recompile the spec with `ftc compile`" in r.err
+
+
 def test_a_tokenizer_larger_than_the_embeddings_needs_resize(job, ftc, tmp_path, tiny_model):
     from ftc.testing import build_tiny_model
 
