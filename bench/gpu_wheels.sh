@@ -16,4 +16,5 @@ python3 -m pip download -q --no-deps "${binary[@]}" -d "$dest" \
     "$(pin typing_extensions)" "$(pin jsonschema)" "$(pin jsonschema-specifications)" "$(pin referencing)" \
     "$(pin rpds-py)" liger-kernel==0.8.5
 python3 -m pip wheel -q --no-deps -w "$dest" "$(pin deepspeed)" .  # pure Python: ops compile on first use
+rm -rf build ftc.egg-info  # what building ftc's wheel leaves in the checkout
 ls -l "$dest"

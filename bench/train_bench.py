@@ -36,6 +36,7 @@ from pathlib import Path
 import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
+LEARNING_RATE = 1e-5  # both sides
 # dense bf16, by device name (the first that the name contains): the PCIe and NVL parts run lower clocks
 PEAK_FLOPS = {"H100 PCIe": 756e12, "H100 NVL": 835e12, "H200 NVL": 835e12, "H100": 989e12, "H200": 989e12}
 
@@ -100,7 +101,7 @@ def make_workdir(root: Path, shape: dict, examples: int, seed: int = 0) -> dict:
     write_jsonl(root / "train.jsonl", records)
     lengths = np.asarray(lengths)
     settings = {k: shape[k] for k in ("lora", "context", "hf_padded_batch", "hf_packed_rows", "steps")}
-    (root / "settings.json").write_text(json.dumps({**settings, "learning_rate": 1e-5, "seed": 0}))
+    (root / "settings.json").write_text(json.dumps({**settings, "learning_rate": LEARNING_RATE, "seed": 0}))
     return {"examples": examples, "median_tokens": float(np.median(lengths)), "mean_tokens": float(lengths.mean()),
             "max_tokens": int(lengths.max()), "mean_square_over_mean": float((lengths.astype(float) ** 2).mean() / lengths.mean()), "lengths": lengths}
 
@@ -115,7 +116,7 @@ def run_ftc(root: Path, shape: dict, name: str, lengths: np.ndarray) -> dict:
     train.write_text("".join((root / "train.jsonl").read_text().splitlines(keepends=True)[:count]))
     spec = {
         "model_id": "bench/llama", "initial_base_model_ckpt_path": "model", "train_path": train.name,
-        "num_epochs": 1, "learning_rate": 1e-5, "seed": 0, "context_length": shape["context"],
+        "num_epochs": 1, "learning_rate": LEARNING_RATE, "seed": 0, "context_length": shape["context"],
         "train_batch_size_per_device": rows, "deepspeed": {"zero_stage": 0}, "output_dir": f"out-{name}",
         "checkpoint_and_evaluation_frequency": {"unit": "steps", "frequency": 10**6},  # only the final checkpoint
         "training_mode": "lora" if shape["lora"] else "full", **options,
@@ -126,11 +127,7 @@ def run_ftc(root: Path, shape: dict, name: str, lengths: np.ndarray) -> dict:
     env = {**os.environ, "FTC_CACHE_DIR": str(root / f"cache-{name}")}
     plan = root / f"{name}.plan.json"
     subprocess.run([sys.executable, "-m", "ftc.cli", "compile", str(root / f"{name}.json"), "-o", str(plan)], check=True, env=env, capture_output=True, cwd=root)
-    out = root / f"{name}.result.json"
-    run = subprocess.run([sys.executable, str(REPO / "bench" / "_ftc_run.py"), str(plan), str(out)], env=env, capture_output=True, text=True, cwd=root)
-    result = json.loads(out.read_text()) if out.exists() else {"start": 0.0}
-    if run.returncode != 0:
-        result["failed"] = (run.stdout + run.stderr).strip().splitlines()[-1:] or [f"exit {run.returncode}"]
+    result = _measured(root, name, [str(REPO / "bench" / "_ftc_run.py"), str(plan)], env)
     metrics = root / f"out-{name}" / "metrics.jsonl"
     records = [json.loads(line) for line in metrics.read_text().splitlines()] if metrics.exists() else []
     steps = [r for r in records if r["type"] == "train"]
@@ -140,9 +137,15 @@ def run_ftc(root: Path, shape: dict, name: str, lengths: np.ndarray) -> dict:
 
 
 def run_hf(root: Path, name: str) -> dict:
+    return {"steps": [], **_measured(root, name, [str(REPO / "bench" / "hf_trainer_baseline.py"), str(root)], None, "--layout", HF_VARIANTS[name])}
+
+
+def _measured(root: Path, name: str, command: list[str], env: dict | None, *options: str) -> dict:
+    """Run ``python COMMAND... RESULT.json OPTIONS...`` in a fresh process; its result, with the last line of its
+    output under "failed" when it exits non-zero."""
     out = root / f"{name}.result.json"
-    run = subprocess.run([sys.executable, str(REPO / "bench" / "hf_trainer_baseline.py"), str(root), str(out), "--layout", HF_VARIANTS[name]], capture_output=True, text=True, cwd=root)
-    result = json.loads(out.read_text()) if out.exists() else {"start": 0.0, "steps": []}
+    run = subprocess.run([sys.executable, *command, str(out), *options], env=env, capture_output=True, text=True, cwd=root)
+    result = json.loads(out.read_text()) if out.exists() else {"start": 0.0}
     if run.returncode != 0:
         result["failed"] = (run.stdout + run.stderr).strip().splitlines()[-1:] or [f"exit {run.returncode}"]
     return result

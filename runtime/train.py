@@ -182,7 +182,7 @@ def train(plan: dict[str, Any], plan_dir: Path, *, resume: bool = False, paths: 
     total_steps = sum(steps_per_epoch)
 
     trainable = [p for p in model.parameters() if p.requires_grad]
-    # fused: one kernel for all parameters' update on GPUs (its CPU version is no faster than the default)
+    # fused on GPUs: one kernel updates all parameters
     optimizer = torch.optim.AdamW(trainable, lr=spec.learning_rate, weight_decay=spec.weight_decay, fused=cuda)
     scheduler = get_scheduler(spec.lr_scheduler_type, optimizer, num_warmup_steps=spec.num_warmup_steps, num_training_steps=total_steps)
     engine, _, _, _ = deepspeed.initialize(model=model, optimizer=optimizer, lr_scheduler=scheduler, config=ds_config)

@@ -230,21 +230,20 @@ def test_attention_kernels_and_checkpointing_change_speed_and_memory_not_the_los
     assert b["loss"] == pytest.approx(a["loss"], abs=1e-5)
 
 
-def test_liger_kernels_without_a_gpu_are_a_usage_error(job, ftc, tmp_path):
-    r = ftc("compile", job(kernels="liger", lora_config=None), "-o", tmp_path / "p.json")
+@pytest.mark.parametrize(
+    ("setting", "message"),
+    [
+        ({"kernels": "liger", "lora_config": None}, "kernels: liger needs an NVIDIA GPU, the liger-kernel package and a supported model: no GPU here"),
+        ({"attn_implementation": "flex_attention", "sample_packing": True}, "attn_implementation: flex_attention trains only on GPUs (PyTorch has no FlexAttention backward on CPU)"),
+    ],
+)
+def test_gpu_only_settings_on_a_cpu_are_a_usage_error(job, ftc, tmp_path, setting, message):
+    r = ftc("compile", job(**setting), "-o", tmp_path / "p.json")
     assert r.code == 0, r.err
     r = ftc("run", tmp_path / "p.json")
     assert r.code == 2
-    assert "kernels: liger needs an NVIDIA GPU, the liger-kernel package and a supported model: no GPU here" in r.err
+    assert message in r.err
     assert not (tmp_path / "output" / "checkpoints").exists()
-
-
-def test_flex_attention_on_a_cpu_is_a_usage_error(job, ftc, tmp_path):
-    r = ftc("compile", job(attn_implementation="flex_attention", sample_packing=True), "-o", tmp_path / "p.json")
-    assert r.code == 0, r.err
-    r = ftc("run", tmp_path / "p.json")
-    assert r.code == 2
-    assert "attn_implementation: flex_attention trains only on GPUs (PyTorch has no FlexAttention backward on CPU)" in r.err
 
 
 @pytest.mark.parametrize("mode", ["full", "lora"])
