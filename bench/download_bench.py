@@ -15,6 +15,7 @@ import os
 import platform
 import shutil
 import signal
+import sys
 import statistics
 import tempfile
 import time
@@ -37,7 +38,8 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory(dir=args.dir) as tmp:
         tmp = Path(tmp)
-        from ftc.testing import start_seaweedfs
+        sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # the tests' builders: tests/support/
+        from support.servers import start_seaweedfs
 
         proc, endpoint = start_seaweedfs(tmp / "server", KEY, SECRET)
         try:
@@ -69,11 +71,13 @@ def main() -> None:
                 return time.perf_counter() - start
 
             # ftc: pin the folder as the compiler does, then materialize it as the runtime does (a fresh cache)
-            from ftc._remote import store_for
             from ftc.runtime._inputs import _materialize_remote
+            from ftc.spec.plan import PlanFile, PlanInput
+            from ftc.stores.remote import store_for
 
             objects = store_for("s3://bench/weights/").list("s3://bench/weights/")
-            item = {"source": "s3", "uri": "s3://bench/weights/", "kind": "dir", "files": [{"path": o.path, "size": o.size, "pin": o.pin} for o in objects]}
+            files = tuple(PlanFile(o.path, o.size, pin=o.pin) for o in objects)
+            item = PlanInput(source="s3", uri="s3://bench/weights/", pinned=True, kind="dir", files=files)
 
             def with_ftc(attempt: int) -> float:
                 os.environ["FTC_CACHE_DIR"] = str(tmp / f"ftc-cache-{attempt}")

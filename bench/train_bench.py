@@ -82,7 +82,8 @@ def make_workdir(root: Path, shape: dict, examples: int, seed: int = 0) -> dict:
     """The model, its tokenizer, ``examples`` chat examples and the settings both sides read."""
     from transformers import AutoTokenizer
 
-    from ftc.testing import build_tokenizer, write_jsonl
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # the tests' builders: tests/support/
+    from support.models import build_tokenizer, write_jsonl
 
     model_dir = root / "model"
     subprocess.run([sys.executable, "-c", _BUILD_MODEL, str(model_dir), json.dumps(shape["model"])], check=True)

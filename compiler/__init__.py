@@ -1,16 +1,13 @@
-"""The compiler: job spec -> pinned, deterministic run plan."""
+"""The compiler: job spec -> pinned, deterministic run plan (and views of plans: ``plan show``/``diff``, k8s)."""
 
-from ._compile import CheckedSpec, CompileResult, build_plan, check_inputs, compile_spec, resolve_inputs
-from ftc._hashing import StatCache, cache_dir
-from ._view import describe_plan, diff_plans
+from ._compile import CheckedSpec, CompileResult, build_plan, check_inputs, compile_spec, resolve_inputs, write_plan
 from ._k8s import k8s_manifest, write_k8s_manifest
+from ._view import describe_plan, diff_plans
 
 __all__ = [
     "CheckedSpec",
     "CompileResult",
-    "StatCache",
     "build_plan",
-    "cache_dir",
     "check_inputs",
     "compile_spec",
     "describe_plan",
@@ -18,4 +15,5 @@ __all__ = [
     "k8s_manifest",
     "resolve_inputs",
     "write_k8s_manifest",
+    "write_plan",
 ]

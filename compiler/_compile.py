@@ -8,18 +8,19 @@ from pathlib import Path
 from typing import Any
 
 import ftc
-from ftc._canonical import digest_of
+from ftc.spec.canonical import digest_of
 from ftc.errors import _UNSET
 from ftc.spec import JobSpec, LoadedSpec, load_spec
 from ftc.spec.architectures import Architecture
-from ftc.spec.plan import PLAN_VERSION, seal_plan
+from ftc.spec.plan import PLAN_VERSION, Plan, seal_plan
+from ftc.stores.atomic import write_text_atomic
 
-from ._checks import check_adapter, check_architecture, check_chat_data, check_context_length, check_target_modules
+from ._input_checks import check_adapter, check_architecture, check_chat_data, check_context_length, check_target_modules
 from ._deepspeed import deepspeed_config
-from ftc._hashing import StatCache
+from ftc.stores.hashing import StatCache, cache_dir
 from .sources import InputNotFound, ResolveContext, ResolvedInput, hub_input, resolve_location
 
-__all__ = ["CheckedSpec", "CompileResult", "build_plan", "check_inputs", "compile_spec", "resolve_inputs"]
+__all__ = ["CheckedSpec", "CompileResult", "build_plan", "check_inputs", "compile_spec", "resolve_inputs", "write_plan"]
 
 # where each input's location is written in the spec
 INPUT_KEYS: dict[str, tuple[str, ...]] = {
@@ -33,7 +34,7 @@ INPUT_KEYS: dict[str, tuple[str, ...]] = {
 
 @dataclass
 class CompileResult:
-    plan: dict[str, Any]
+    plan: Plan
     warnings: list[str] = field(default_factory=list)
     #: files whose digest came from the stat cache / were hashed
     cache_hits: int = 0
@@ -47,7 +48,7 @@ def compile_spec(spec_path: str | Path, plan_dir: str | Path | None = None, *, c
     the current folder). Raises :class:`~ftc.errors.SpecInvalid` with every problem found, and the engine's errors
     when the spec's image cannot be pinned (unless ``allow_unpinned``: then the plan says it is not reproducible).
     """
-    loaded = load_spec(spec_path)
+    loaded = load_spec(spec_path, remember_valid_in=cache_dir() / "validated")
     if loaded.spec is None:
         loaded.raise_if_problems()
     own_cache = cache is None
@@ -58,7 +59,8 @@ def compile_spec(spec_path: str | Path, plan_dir: str | Path | None = None, *, c
         checked = check_inputs(loaded, inputs, cache)
         loaded.raise_if_problems()
         image = pin_spec_image(checked.spec.image, allow_unpinned=allow_unpinned)
-        plan = build_plan(checked, inputs, output_dir=_output_uri(checked.spec.output_dir, ctx), image=image)
+        output_dir = ctx.plan_location(checked.spec.output_dir)
+        plan = build_plan(checked, inputs, output_dir=output_dir, image=image, folder=ctx.plan_dir)
         return CompileResult(plan, _warnings(plan, checked.arch), cache.hits, cache.misses)
     finally:
         if own_cache:
@@ -128,8 +130,15 @@ def check_inputs(loaded: LoadedSpec, inputs: dict[str, ResolvedInput], cache: St
     return CheckedSpec(spec, arch, mode, deepspeed_config(loaded, spec.num_devices, ds_file))
 
 
-def build_plan(checked: CheckedSpec, inputs: dict[str, ResolvedInput], *, output_dir: str, image: dict[str, Any] | None) -> dict[str, Any]:
-    """The sealed plan for a checked spec and its pinned inputs."""
+def build_plan(
+    checked: CheckedSpec,
+    inputs: dict[str, ResolvedInput],
+    *,
+    output_dir: str,
+    image: dict[str, Any] | None,
+    folder: Path = Path("."),
+) -> Plan:
+    """The sealed plan for a checked spec and its pinned inputs, to be written in ``folder``."""
     spec, arch = checked.spec, checked.arch
     nodes, per_node = spec.num_nodes, spec.processes_per_node
     normalized = spec.to_dict()
@@ -149,11 +158,14 @@ def build_plan(checked: CheckedSpec, inputs: dict[str, ResolvedInput], *, output
             "command": launch_command(nodes, per_node),
         },
         "deepspeed": checked.deepspeed,
-        "precision": spec.precision,
-        "seed": spec.seed,
         "output": {"dir": output_dir},
     }
-    return seal_plan(plan)
+    return Plan.from_dict(seal_plan(plan), folder=folder)
+
+
+def write_plan(plan: Plan, path: str | Path) -> Path:
+    """Write ``plan`` to ``path`` atomically (temp file in the same folder, then rename)."""
+    return write_text_atomic(path, plan.text())
 
 
 def launch_command(nodes: int, per_node: int) -> list[str]:
@@ -178,7 +190,7 @@ def pin_spec_image(ref: str | None, *, allow_unpinned: bool) -> dict[str, Any] |
     """The plan's ``image``: the spec's reference pinned by digest (asking the engine or the registry)."""
     if ref is None:
         return None
-    from ftc._engine import pin_image
+    from ftc.images.engine import pin_image
     from ftc.errors import EngineUnavailable, InputUnresolvable
 
     try:
@@ -190,26 +202,26 @@ def pin_spec_image(ref: str | None, *, allow_unpinned: bool) -> dict[str, Any] |
         return {"ref": ref, "requested": ref, "pinned": False, "note": UNPINNED_NOTE}
 
 
-def _output_uri(output_dir: str, ctx: ResolveContext) -> str:
-    given = Path(os.path.expanduser(output_dir))
-    if given.is_absolute() or output_dir.startswith("~"):
-        return output_dir
-    return Path(os.path.relpath((ctx.base_dir / given).resolve(), ctx.plan_dir.resolve())).as_posix()
-
-
-def _warnings(plan: dict[str, Any], arch: Architecture) -> list[str]:
+def _warnings(plan: Plan, arch: Architecture) -> list[str]:
     out = []
-    base = plan["inputs"]["base_model"]
-    if not base["pinned"]:
-        out.append(f"base weights {base['uri']} are not pinned (no revision is known at compile time); give initial_base_model_ckpt_path for a reproducible plan")
+    base = plan.inputs["base_model"]
+    if not base.pinned:
+        out.append(
+            f"base weights {base.uri} are not pinned (no revision is known at compile time); "
+            "give initial_base_model_ckpt_path for a reproducible plan"
+        )
     for role in ("train", "valid"):
-        bad = plan["inputs"].get(role, {}).get("bad_records")
-        if bad:
-            out.append(f"{role}: {bad} bad line(s) in {plan['inputs'][role]['uri']} will be skipped (skip_bad_examples)")
-    if plan["image"] is not None and not plan["image"]["pinned"]:
-        out.append(f"image {plan['image']['ref']} is not pinned by digest (--allow-unpinned): runs of this plan are not reproducible")
-    elif plan["image"] is not None and plan["image"]["pin_kind"] == "image-id":
-        out.append(f"image {plan['image']['requested']} is pinned by its local image ID {plan['image']['digest'][:19]}: only an engine that has this image can run the plan; push it to a registry for a plan that runs anywhere")
-    if plan["spec"]["lora_config"] is not None and arch.module_names() is None:
+        data = plan.inputs.get(role)
+        if data is not None and data.bad_records:
+            out.append(f"{role}: {data.bad_records} bad line(s) in {data.uri} will be skipped (skip_bad_examples)")
+    image = plan.image
+    if image is not None and not image.pinned:
+        out.append(f"image {image.ref} is not pinned by digest (--allow-unpinned): runs of this plan are not reproducible")
+    elif image is not None and image.pin_kind == "image-id":
+        out.append(
+            f"image {image.requested} is pinned by its local image ID {image.digest[:19]}: only an engine that has "
+            "this image can run the plan; push it to a registry for a plan that runs anywhere"
+        )
+    if plan.spec.lora_config is not None and arch.module_names() is None:
         out.append(f"ftc does not know the module names of model_type {arch.model_type!r}; lora_config.target_modules is checked only when training starts")
     return out

@@ -18,10 +18,10 @@ import re
 from pathlib import Path
 from typing import Any
 
-from ftc._atomic import write_text_atomic
+from ftc.stores.atomic import write_text_atomic
 from ftc.errors import UsageError
-from ftc.lineage.record import IMAGE_ENV
-from ftc.spec.plan import plan_text
+from ftc.images import IMAGE_ENV
+from ftc.spec.plan import Plan
 
 __all__ = ["JOB_DIR", "k8s_manifest", "write_k8s_manifest"]
 
@@ -42,7 +42,7 @@ _CONFIGMAP_MAX_BYTES = 250_000
 
 
 def k8s_manifest(
-    plan: dict[str, Any],
+    plan: Plan,
     *,
     plan_name: str,
     pvc: str,
@@ -62,8 +62,7 @@ def k8s_manifest(
     """
     image = _image(plan)
     _check_paths(plan)
-    launch = plan["launch"]
-    nodes, per_node = int(launch["nodes"]), int(launch["processes_per_node"])
+    nodes, per_node = plan.launch.nodes, plan.launch.processes_per_node
     gpus = per_node if gpus_per_node is None else int(gpus_per_node)
     if gpus < 0 or 0 < gpus < per_node:
         raise UsageError(f"gpus_per_node {gpus}: give 0 (CPU) or at least the plan's {per_node} process(es) per node, one GPU each")
@@ -73,7 +72,7 @@ def k8s_manifest(
         raise UsageError(f"--k8s-pvc {pvc!r} is not a valid PersistentVolumeClaim name (lowercase letters, digits, '-' and '.')")
     if namespace is not None and (len(namespace) > 63 or not _DNS_LABEL.match(namespace)):
         raise UsageError(f"--k8s-namespace {namespace!r} is not a valid namespace (at most 63 lowercase letters, digits and '-')")
-    short_id = plan["plan_id"].removeprefix("sha256:")[:12]
+    short_id = plan.plan_id.removeprefix("sha256:")[:12]
     # the operator names a Service and a Pod after each replica (<job>-worker-<i>): a Service name is at most 63
     # characters and must start with a letter (DNS-1035)
     room = 63 - len(f"-worker-{max(nodes - 2, 0)}")
@@ -82,7 +81,7 @@ def k8s_manifest(
     elif len(job_name) > room or not _DNS_LABEL.match(job_name) or not job_name[0].isalpha():
         raise UsageError(f"job name {job_name!r}: at most {room} lowercase letters, digits and '-', starting with a letter")
 
-    text = plan_text(plan)
+    text = plan.text()
     if len(text.encode()) > _CONFIGMAP_MAX_BYTES:
         raise UsageError(
             f"the plan is {len(text.encode()):,} bytes, more than a ConfigMap holds ({_CONFIGMAP_MAX_BYTES:,}); folders of "
@@ -114,7 +113,7 @@ def k8s_manifest(
             {"name": "FTC_CACHE_DIR", "value": f"{JOB_DIR}/.ftc-cache"},
             {"name": "HF_HUB_OFFLINE", "value": "1"},
             # the image the pods run, for the checkpoints' lineage (by digest: the kubelet pulls exactly that)
-            {"name": IMAGE_ENV, "value": json.dumps({"ref": image, "requested": plan["image"]["requested"], "pinned": True, "repo_digests": [image]}, sort_keys=True)},
+            {"name": IMAGE_ENV, "value": _image_env(image, plan.image.requested)},
         ],
         "ports": [{"name": PORT_NAME, "containerPort": PORT, "protocol": "TCP"}],
         "volumeMounts": [
@@ -155,7 +154,7 @@ def k8s_manifest(
 
 
 def write_k8s_manifest(
-    plan: dict[str, Any],
+    plan: Plan,
     plan_path: Path,
     *,
     pvc: str,
@@ -193,26 +192,30 @@ def _metadata(name: str, namespace: str | None, labels: dict[str, str]) -> dict[
     return meta
 
 
-def _image(plan: dict[str, Any]) -> str:
-    image = plan.get("image")
+def _image_env(ref: str, requested: str) -> str:
+    return json.dumps({"ref": ref, "requested": requested, "pinned": True, "repo_digests": [ref]}, sort_keys=True)
+
+
+def _image(plan: Plan) -> str:
+    image = plan.image
     fix = "compile the spec with a pinned image: `image: REPOSITORY@sha256:<digest>` (or a tag the registry can pin)"
     if image is None:
         raise UsageError(f"the plan names no image, and a cluster runs a container image\n    fix: {fix}")
-    if not image.get("pinned"):
-        raise UsageError(f"image {image['ref']} is not pinned by digest: every pod must run the same image\n    fix: {fix}")
-    if image.get("pin_kind") == "image-id":
+    if not image.pinned:
+        raise UsageError(f"image {image.ref} is not pinned by digest: every pod must run the same image\n    fix: {fix}")
+    if image.pin_kind == "image-id":
         raise UsageError(
-            f"image {image.get('requested', image['ref'])} is pinned by a local image ID, which a cluster cannot pull"
+            f"image {image.requested} is pinned by a local image ID, which a cluster cannot pull"
             f"\n    fix: push it to a registry the cluster can reach, then {fix}"
         )
-    return image["ref"]
+    return image.ref
 
 
-def _check_paths(plan: dict[str, Any]) -> None:
+def _check_paths(plan: Plan) -> None:
     """Every input must be reachable from a pod: inside the plan folder (on the claim) or in a store."""
     remote = "a path inside the plan folder (copied to the claim in the same layout), or a remote input (s3://, gs://, dvc)"
-    for role, item in sorted(plan["inputs"].items()):
-        source, uri = item["source"], item["uri"]
+    for role, item in sorted(plan.inputs.items()):
+        source, uri = item.source, item.uri
         if source == "local":
             if _absolute(uri):
                 raise UsageError(f"{role}: {uri} is an absolute path, which the cluster cannot reach\n    fix: use {remote}")
@@ -224,10 +227,10 @@ def _check_paths(plan: dict[str, Any]) -> None:
                 f"\n    fix: download the weights and give them as initial_base_model_ckpt_path: {remote}"
             )
         elif source == "dvc":
-            store = (item.get("pin") or {}).get("remote", "")
+            store = (item.pin or {}).get("remote", "")
             if not store.startswith(("s3://", "gs://")):
                 raise UsageError(f"{role}: its DVC remote {store} is a folder on this machine, which the cluster cannot reach\n    fix: push the data to an s3:// or gs:// DVC remote")
-    out = plan["output"]["dir"]
+    out = plan.output_dir
     if _absolute(out) or _outside(out):
         raise UsageError(f"output folder {out} is not inside the plan folder, so the pods' checkpoints would be lost\n    fix: set output_dir to a folder inside the plan's folder")
 
@@ -241,9 +244,9 @@ def _outside(uri: str) -> bool:
     return path == ".." or path.startswith("../")
 
 
-def _default_name(plan: dict[str, Any], short_id: str, room: int) -> str:
+def _default_name(plan: Plan, short_id: str, room: int) -> str:
     """``<output folder name>-<plan id>``, made a DNS-1035 label: lowercase, [a-z0-9-], starting with a letter."""
-    base = posixpath.basename(posixpath.normpath(plan["output"]["dir"]))
+    base = posixpath.basename(posixpath.normpath(plan.output_dir))
     slug = re.sub(r"-+", "-", re.sub(r"[^a-z0-9]", "-", base.lower())).strip("-")
     if not slug or not slug[0].isalpha():
         slug = f"ftc-{slug}".rstrip("-")

@@ -5,7 +5,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from ftc._hashing import file_changes
+from ftc.spec.plan import Plan, PlanFile, PlanImage, PlanInput
+from ftc.stores.hashing import file_changes
 
 __all__ = ["describe_plan", "diff_plans"]
 
@@ -24,65 +25,63 @@ def _short(digest: str) -> str:
     return digest[:19] + "…"
 
 
-def _pin(item: dict[str, Any]) -> str:
-    if not item["pinned"]:
+def _pin(item: PlanInput) -> str:
+    if not item.pinned:
         return "(unpinned)"
-    if item.get("digest"):
-        return _short(item["digest"])
-    if item["source"] == "dvc":
-        return f"md5 {item['pin']['md5'][:12]}… (each file by md5)"
-    return f"(pinned per object by the {item['source']} store)"  # a remote folder: sha256s come at download
+    if item.digest:
+        return _short(item.digest)
+    if item.source == "dvc":
+        return f"md5 {item.pin['md5'][:12]}… (each file by md5)"
+    return f"(pinned per object by the {item.source} store)"  # a remote folder: sha256s come at download
 
 
-def describe_plan(plan: dict[str, Any]) -> str:
+def describe_plan(plan: Plan) -> str:
     """A readable summary of ``plan``: what will be trained on what, and how."""
-    spec = plan["spec"]
-    arch = plan["architecture"]
-    cfg = arch["config"]
-    launch = plan["launch"]
+    spec = plan.spec
+    arch = plan.architecture
+    cfg = arch.config
+    launch = plan.launch
     lines = [
-        f"plan      {plan['plan_id']}",
-        f"ftc       {plan['ftc_version']}   spec {_short(plan['spec_digest'])}",
-        f"mode      {plan['mode']} on {arch['model_id']} (architecture from the {arch['source']}: {cfg.get('model_type')}, "
+        f"plan      {plan.plan_id}",
+        f"ftc       {plan.ftc_version}   spec {_short(plan.spec_digest)}",
+        f"mode      {plan.mode} on {arch.model_id} (architecture from the {arch.source}: {cfg.get('model_type')}, "
         f"{cfg.get('num_hidden_layers')} layers, hidden {cfg.get('hidden_size')}, vocab {cfg.get('vocab_size')})",
         "inputs",
     ]
-    for role, item in plan["inputs"].items():
-        what = [item["source"], item["uri"]]
-        if item.get("kind"):
-            files = f", {len(item['files'])} files" if item.get("files") else ""
-            what.append(f"({item['kind']}{files}, {_size(item.get('size'))})")
-        if item.get("records") is not None:
-            what.append(f"{item['records']} examples")
+    for role, item in plan.inputs.items():
+        what = [item.source, item.uri]
+        if item.kind:
+            files = f", {len(item.files)} files" if item.files else ""
+            what.append(f"({item.kind}{files}, {_size(item.size)})")
+        if item.records is not None:
+            what.append(f"{item.records} examples")
         what.append(_pin(item))
         lines.append(f"  {role:<17} " + "  ".join(what))
-    batch = spec["train_batch_size_per_device"] * spec["gradient_accumulation_steps"] * spec["num_devices"]
     lines.append(
-        f"training  {spec['num_epochs']} epoch(s), lr {spec['learning_rate']:g} {spec['lr_scheduler_type']}, warmup "
-        f"{spec['num_warmup_steps']}, batch {spec['train_batch_size_per_device']} x {spec['gradient_accumulation_steps']} "
-        f"accum x {spec['num_devices']} devices = {batch}, context {spec['context_length']}, padding {spec['padding']}"
-        f"{', packed' if spec['sample_packing'] else ''}, seed {plan['seed']}"
+        f"training  {spec.num_epochs} epoch(s), lr {spec.learning_rate:g} {spec.lr_scheduler_type}, warmup "
+        f"{spec.num_warmup_steps}, batch {spec.train_batch_size_per_device} x {spec.gradient_accumulation_steps} "
+        f"accum x {spec.num_devices} devices = {spec.global_batch_size}, context {spec.context_length}, padding "
+        f"{spec.padding}{', packed' if spec.sample_packing else ''}, seed {spec.seed}"
     )
-    lora = spec.get("lora_config")
+    lora = spec.lora_config
     if lora:
-        targets = lora["target_modules"] if isinstance(lora["target_modules"], str) else ",".join(lora["target_modules"])
-        lines.append(f"lora      r {lora['r']}, alpha {lora['lora_alpha']}, dropout {lora['lora_dropout']}, targets {targets}")
-    zero = plan["deepspeed"].get("zero_optimization", {}).get("stage", 0)
-    lines.append(f"deepspeed ZeRO {zero}, precision {plan['precision']}")
-    lines.append(f"launch    {launch['nodes']} node(s) x {launch['processes_per_node']} process(es): {' '.join(launch['command'])}")
-    image = plan["image"]
-    lines.append(f"image     {describe_image(image)}")
-    lines.append(f"output    {plan['output']['dir']}")
+        targets = lora.target_modules if isinstance(lora.target_modules, str) else ",".join(lora.target_modules)
+        lines.append(f"lora      r {lora.r}, alpha {lora.lora_alpha}, dropout {lora.lora_dropout}, targets {targets}")
+    lines.append(f"deepspeed ZeRO {plan.zero_stage}, precision {spec.precision}")
+    command = " ".join(launch.command)
+    lines.append(f"launch    {launch.nodes} node(s) x {launch.processes_per_node} process(es): {command}")
+    lines.append(f"image     {describe_image(plan.image)}")
+    lines.append(f"output    {plan.output_dir}")
     return "\n".join(lines)
 
 
-def describe_image(image: dict[str, Any] | None) -> str:
+def describe_image(image: PlanImage | None) -> str:
     if image is None:
         return "none (the local Python environment)"
-    if not image["pinned"]:
-        return f"{image['ref']} (NOT pinned: {image.get('note', 'not reproducible')})"
-    how = "by registry digest" if image["pin_kind"] == "repo-digest" else "by local image ID"
-    return f"{image['requested']} pinned {how}: {image['ref']}"
+    if not image.pinned:
+        return f"{image.ref} (NOT pinned: {image.note or 'not reproducible'})"
+    how = "by registry digest" if image.pin_kind == "repo-digest" else "by local image ID"
+    return f"{image.requested} pinned {how}: {image.ref}"
 
 
 _ABSENT = object()
@@ -103,27 +102,32 @@ def _section(path: str) -> int:
     return order.index(head) if head in order else len(order)
 
 
-def diff_plans(a: dict[str, Any], b: dict[str, Any]) -> list[str]:
+def diff_plans(a: Plan, b: Plan) -> list[str]:
     """One line per difference between plans ``a`` and ``b``: inputs first, then settings, then the image."""
     changes: list[tuple[str, Any, Any]] = []
-    strip = lambda plan: {k: v for k, v in _without_file_lists(plan).items() if k not in _DERIVED}  # noqa: E731
-    _walk(strip(a), strip(b), "", changes)
-    lines = [f"{path}: {_show(old)} -> {_show(new)}" for path, old, new in sorted(changes, key=lambda c: (_section(c[0]), c[0]))]
-    for role in sorted(set(a.get("inputs", {})) & set(b.get("inputs", {}))):
-        lines += _file_changes(role, a["inputs"][role].get("files") or [], b["inputs"][role].get("files") or [])
+    _walk(_comparable(a), _comparable(b), "", changes)
+    ordered = sorted(changes, key=lambda c: (_section(c[0]), c[0]))
+    lines = [f"{path}: {_show(old)} -> {_show(new)}" for path, old, new in ordered]
+    for role in sorted(set(a.inputs) & set(b.inputs)):
+        lines += _file_changes(role, a.inputs[role].files or (), b.inputs[role].files or ())
     return lines
 
 
-def _without_file_lists(plan: dict[str, Any]) -> dict[str, Any]:
-    inputs = {role: {k: v for k, v in item.items() if k != "files"} for role, item in plan.get("inputs", {}).items()}
-    return {**plan, "inputs": inputs}
+def _comparable(plan: Plan) -> dict[str, Any]:
+    """The plan document without the hashes of the rest, and without file lists (compared file by file)."""
+    document = plan.to_dict()
+    inputs = {role: {k: v for k, v in item.items() if k != "files"} for role, item in document["inputs"].items()}
+    return {k: v for k, v in {**document, "inputs": inputs}.items() if k not in _DERIVED}
 
 
-def _file_changes(role: str, a: list[dict], b: list[dict]) -> list[str]:
-    out = []
+def _ident(f: PlanFile) -> str:
     # a remote folder's files carry the store's pin instead of a sha256
-    ident = lambda f: f"{f['sha256'][:12]}…" if f.get("sha256") else json.dumps(f.get("pin"), sort_keys=True)  # noqa: E731
-    for path, old, new in file_changes({f["path"]: ident(f) for f in a}, {f["path"]: ident(f) for f in b}):
+    return f"{f.sha256[:12]}…" if f.sha256 else json.dumps(f.pin, sort_keys=True)
+
+
+def _file_changes(role: str, a: tuple[PlanFile, ...], b: tuple[PlanFile, ...]) -> list[str]:
+    out = []
+    for path, old, new in file_changes({f.path: _ident(f) for f in a}, {f.path: _ident(f) for f in b}):
         if new is None:
             out.append(f"inputs.{role}.files: {path} removed")
         elif old is None:

@@ -10,33 +10,32 @@ from pathlib import Path
 from typing import Any, Callable
 
 from ftc.errors import EngineUnavailable
+from ftc.spec.plan import Plan, read_plan
 
 __all__ = ["choose_backend", "run"]
 
 
-def choose_backend(plan: dict[str, Any], requested: str) -> tuple[str, str]:
+def choose_backend(plan: Plan, requested: str) -> tuple[str, str]:
     """(backend, why) for ``requested`` in auto|local|docker."""
-    image = plan["image"]
+    image = plan.image
     if requested == "local":
         return "local", "--backend local"
     if requested == "docker":
         return "docker", "--backend docker"
     if image is None:
         return "local", "the plan names no image"
-    from ftc._engine import connect, engine_address
+    from ftc.images.engine import connect, engine_address
 
     try:
         connect("choosing a backend")
     except EngineUnavailable as exc:
-        return "local", f"the plan names image {image['requested']}, but {str(exc).removeprefix('choosing a backend: ')}"
-    return "docker", f"the plan names image {image['requested']} and the engine at {engine_address()} answers"
+        return "local", f"the plan names image {image.requested}, but {str(exc).removeprefix('choosing a backend: ')}"
+    return "docker", f"the plan names image {image.requested} and the engine at {engine_address()} answers"
 
 
 def run(plan_path: Path, *, backend: str = "auto", gpus: str = "auto", mounts: tuple[str, ...] = (), log: Callable[[str], None] = print, **options: Any) -> None:
     """Run the plan at ``plan_path`` with the chosen backend; ``options`` are run_plan's (resume, node_rank, ...)."""
-    from ftc.runtime import load_plan
-
-    plan = load_plan(plan_path)
+    plan = read_plan(plan_path)
     chosen, why = choose_backend(plan, backend)
     log(f"backend: {chosen} ({why})")
     if chosen == "docker":
@@ -45,4 +44,4 @@ def run(plan_path: Path, *, backend: str = "auto", gpus: str = "auto", mounts: t
         return run_in_container(plan, plan_path, gpus=GpuRequest.parse(gpus), mounts=mounts, log=log, **options)
     from ._launch import run_plan
 
-    return run_plan(plan_path, **options)
+    return run_plan(plan, plan_path, **options)

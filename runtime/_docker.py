@@ -21,13 +21,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ftc._engine import connect, describe_error, engine_address, engine_errors, image_identity
-from ftc._hashing import cache_dir
 from ftc.errors import EngineUnavailable, InputUnresolvable, UsageError
-from ftc.lineage.record import IMAGE_ENV
+from ftc.images import IMAGE_ENV
+from ftc.images.engine import connect, describe_error, engine_address, engine_errors, image_identity
+from ftc.spec.plan import Plan, PlanImage
+from ftc.stores.hashing import cache_dir
 
 from ._inputs import CHECKED_BY_HOST_ENV, verify_inputs
-from ._launch import FAILURE_NOTE, _output_dir, raise_failure
+from ._launch import FAILURE_NOTE, raise_failure
 
 __all__ = ["GpuRequest", "run_in_container"]
 
@@ -56,7 +57,7 @@ class GpuRequest:
 
 
 def run_in_container(
-    plan: dict[str, Any],
+    plan: Plan,
     plan_path: Path,
     *,
     resume: bool = False,
@@ -67,15 +68,16 @@ def run_in_container(
     mounts: tuple[str, ...] = (),
     log=print,
 ) -> None:
-    image = plan["image"]
+    """Run ``plan`` (read from ``plan_path``) in the image it pins; the container's exit code becomes this run's."""
+    image = plan.image
     if image is None:
         raise UsageError(f"{plan_path}: the plan names no image; run it with --backend local, or add `image:` to the spec and recompile")
     _refuse_what_a_container_cannot_see(plan)
     plan_path = plan_path.resolve()
-    paths = verify_inputs(plan, plan_path.parent)  # before anything starts: a changed input stops here
+    paths = verify_inputs(plan)  # before anything starts: a changed input stops here
     client = connect("ftc run --backend docker")
     found = _image(client, image)
-    output = _output_dir(plan, plan_path.parent)
+    output = plan.output_path
     output.mkdir(parents=True, exist_ok=True)  # by the caller, so the folder is the caller's
     note = output / FAILURE_NOTE
     note.unlink(missing_ok=True)
@@ -84,12 +86,13 @@ def run_in_container(
         info, version = client.info(), client.version()
     device_requests = gpus.device_requests(info)
     log(f"gpus: {_describe_gpus(gpus, device_requests)}")
-    ran = {"ref": image["ref"], "requested": image["requested"], "pinned": image["pinned"], **image_identity(found), "engine": f"{version.get('Platform', {}).get('Name') or 'engine'} {version.get('Version', '')}".strip()}
-    if not image["pinned"]:
-        ran["note"] = image["note"]  # the record says so too: this run cannot be reproduced from its plan
+    engine = f"{version.get('Platform', {}).get('Name') or 'engine'} {version.get('Version', '')}".strip()
+    ran = {"ref": image.ref, "requested": image.requested, "pinned": image.pinned, **image_identity(found), "engine": engine}
+    if not image.pinned:
+        ran["note"] = image.note  # the record says so too: this run cannot be reproduced from its plan
     environment = {
         "FTC_CACHE_DIR": str(cache_dir().resolve()),
-        CHECKED_BY_HOST_ENV: plan["plan_id"],  # remote inputs come from the cache: no store credentials in here
+        CHECKED_BY_HOST_ENV: plan.plan_id,  # remote inputs come from the cache: no store credentials in here
         "HF_HUB_OFFLINE": "1",
         "HOME": "/tmp",  # the caller's uid has no home in the image (a `~` path in the plan was refused above)
         IMAGE_ENV: json.dumps(ran, sort_keys=True),
@@ -111,9 +114,9 @@ def run_in_container(
                 network_mode="host",
                 ipc_mode="host",
                 device_requests=device_requests,
-                labels={"dev.ftc.plan-id": plan["plan_id"], "dev.ftc.node-rank": str(node_rank)},
+                labels={"dev.ftc.plan-id": plan.plan_id, "dev.ftc.node-rank": str(node_rank)},
             )
-            log(f"container {container.short_id}: {image['requested']} ({found.short_id}) on {engine_address()}")
+            log(f"container {container.short_id}: {image.requested} ({found.short_id}) on {engine_address()}")
             # attached before it starts: attaching to a container that already exited can wait forever
             output_stream = container.attach(stdout=True, stderr=True, stream=True, logs=True, demux=True)
         try:
@@ -136,17 +139,18 @@ def run_in_container(
     raise_failure(code, note)
 
 
-def _refuse_what_a_container_cannot_see(plan: dict[str, Any]) -> None:
-    for role, item in plan["inputs"].items():
-        if item["source"] == "hub":
+def _refuse_what_a_container_cannot_see(plan: Plan) -> None:
+    home = "`~` would mean another folder inside the container; write the path out (or make it relative to the spec) and recompile"
+    for role, item in plan.inputs.items():
+        if item.source == "hub":
             raise UsageError(
-                f"{role}: {item['uri']} comes from a model hub, which a container run does not reach (it runs offline); "
+                f"{role}: {item.uri} comes from a model hub, which a container run does not reach (it runs offline); "
                 "give the weights as initial_base_model_ckpt_path and recompile, or run with --backend local"
             )
-        if item["source"] == "local" and item["uri"].startswith("~"):
-            raise UsageError(f"{role}: {item['uri']}: `~` would mean another folder inside the container; write the path out (or make it relative to the spec) and recompile")
-    if plan["output"]["dir"].startswith("~"):
-        raise UsageError(f"output_dir {plan['output']['dir']}: `~` would mean another folder inside the container; write the path out (or make it relative to the spec) and recompile")
+        if item.source == "local" and item.uri.startswith("~"):
+            raise UsageError(f"{role}: {item.uri}: {home}")
+    if plan.output_dir.startswith("~"):
+        raise UsageError(f"output_dir {plan.output_dir}: {home}")
 
 
 def _describe_gpus(gpus: GpuRequest, requests: list) -> str:
@@ -158,25 +162,27 @@ def _describe_gpus(gpus: GpuRequest, requests: list) -> str:
     return f"none (--gpus {gpus.value}{': the engine has no NVIDIA runtime' if gpus.value == 'auto' else ''})"
 
 
-def _image(client, image: dict[str, Any]):
+def _image(client, image: PlanImage):
     """The engine's image for the plan's pin, pulled by digest when it is not here; never a different image."""
     import docker.errors
 
     try:
-        return client.images.get(image["ref"])
+        return client.images.get(image.ref)
     except docker.errors.ImageNotFound:
         pass
-    if not image["pinned"] or image["pin_kind"] == "image-id":
-        if image["pinned"]:
+    if not image.pinned or image.pin_kind == "image-id":
+        if image.pinned:
             fix = "run where it was built, or push it to a registry and recompile (the plan then pins its digest)"
         else:
-            fix = f"build or `docker pull {image['ref']}` there, or run with --backend local"
-        raise InputUnresolvable(f"image {image['requested']}: the engine at {engine_address()} does not have {image['ref']}; {fix}")
-    repository, digest = image["ref"].split("@", 1)
+            fix = f"build or `docker pull {image.ref}` there, or run with --backend local"
+        raise InputUnresolvable(f"image {image.requested}: the engine at {engine_address()} does not have {image.ref}; {fix}")
+    repository, digest = image.ref.split("@", 1)
     try:
         return client.images.pull(repository, tag=digest)
     except Exception as exc:  # not in the registry, denied, registry unreachable
-        raise InputUnresolvable(f"image {image['ref']}: not in the engine, and pulling it by digest failed: {describe_error(exc)}") from None
+        raise InputUnresolvable(
+            f"image {image.ref}: not in the engine, and pulling it by digest failed: {describe_error(exc)}"
+        ) from None
 
 
 def _mounts(plan_path: Path, paths: dict[str, Path | str], output: Path, extra: tuple[str, ...]) -> list:

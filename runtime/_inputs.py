@@ -7,8 +7,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from ftc._hashing import StatCache, changed_file_lines, hash_file, hash_tree, manifest_digest
 from ftc.errors import InputChanged, InputUnresolvable
+from ftc.spec.plan import Plan, PlanInput
+from ftc.stores.hashing import StatCache, changed_file_lines, hash_file, hash_tree, manifest_digest
 
 from ._progress import ByteProgress, log
 
@@ -19,44 +20,52 @@ __all__ = ["CHECKED_BY_HOST_ENV", "verify_inputs"]
 CHECKED_BY_HOST_ENV = "FTC_REMOTE_INPUTS_CHECKED"
 
 
-def _locate(uri: str, plan_dir: Path) -> Path:
-    path = Path(os.path.expanduser(uri))
-    return path if path.is_absolute() else plan_dir / path
-
-
-def verify_inputs(plan: dict[str, Any], plan_dir: Path) -> dict[str, Path | str]:
+def verify_inputs(plan: Plan) -> dict[str, Path | str]:
     """Where each input is on this machine (a model id for unpinned hub weights). Raises :class:`InputChanged`
     naming the input, the expected and the found digest when anything differs from the plan."""
     found: dict[str, Path | str] = {}
     # in a container `ftc run --backend docker` started after checking every remote input against its store
-    checked_by_host = os.environ.get(CHECKED_BY_HOST_ENV) == plan["plan_id"]
+    checked_by_host = os.environ.get(CHECKED_BY_HOST_ENV) == plan.plan_id
     with StatCache() as cache:
-        for role, item in plan["inputs"].items():
-            if item["source"] == "hub":
-                found[role] = item["uri"].removeprefix("hf://")
-                continue
-            if item["source"] in ("s3", "gcs", "dvc"):
+        for role, item in plan.inputs.items():
+            if item.source == "hub":
+                found[role] = item.uri.removeprefix("hf://")
+            elif item.source in ("s3", "gcs", "dvc"):
                 found[role] = _materialize_remote(role, item, checked_by_host=checked_by_host)
-                continue
-            if item["source"] != "local":
-                raise InputUnresolvable(f"{role}: {item['source']} inputs are not supported by this version of ftc")
-            path = _locate(item["uri"], plan_dir)
-            if not path.exists():
-                raise InputChanged(f"{role}: {path} is gone (the plan pins {item['digest']})\n    fix: restore it, or recompile the spec")
-            if item["kind"] == "dir":
-                files = hash_tree(path, cache)
-                digest = manifest_digest(files)
-                if digest != item["digest"]:
-                    raise InputChanged(f"{role}: {path} changed since the plan was compiled\n" + "\n".join(changed_file_lines({f["path"]: f["sha256"] for f in item["files"]}, {f.path: f.sha256 for f in files}, prefix="    ", unlisted="not in the plan")) + f"\n    expected {item['digest']}\n    found    {digest}\n    fix: restore the pinned files, or recompile the spec to train on the new ones")
+            elif item.source == "local":
+                found[role] = _verify_local(role, item, plan.locate(item.uri), cache)
             else:
-                sha, _ = hash_file(path, cache)
-                if "sha256:" + sha != item["digest"]:
-                    raise InputChanged(f"{role}: {path} changed since the plan was compiled\n    expected {item['digest']}\n    found    sha256:{sha}\n    fix: restore the pinned file, or recompile the spec to train on the new one")
-            found[role] = path
+                raise InputUnresolvable(f"{role}: {item.source} inputs are not supported by this version of ftc")
     return found
 
 
-def _materialize_remote(role: str, item: dict[str, Any], checked_by_host: bool = False) -> Path:
+def _verify_local(role: str, item: PlanInput, path: Path, cache: StatCache) -> Path:
+    """``path``, after checking it holds the bytes ``item`` pins."""
+    if not path.exists():
+        raise InputChanged(f"{role}: {path} is gone (the plan pins {item.digest})\n    fix: restore it, or recompile the spec")
+    if item.kind == "dir":
+        files = hash_tree(path, cache)
+        digest = manifest_digest(files)
+        if digest != item.digest:
+            changes = changed_file_lines(
+                item.file_sha256, {f.path: f.sha256 for f in files}, prefix="    ", unlisted="not in the plan"
+            )
+            raise InputChanged(
+                f"{role}: {path} changed since the plan was compiled\n" + "\n".join(changes)
+                + f"\n    expected {item.digest}\n    found    {digest}"
+                + "\n    fix: restore the pinned files, or recompile the spec to train on the new ones"
+            )
+    else:
+        sha, _ = hash_file(path, cache)
+        if "sha256:" + sha != item.digest:
+            raise InputChanged(
+                f"{role}: {path} changed since the plan was compiled\n    expected {item.digest}\n    found    sha256:{sha}"
+                "\n    fix: restore the pinned file, or recompile the spec to train on the new one"
+            )
+    return path
+
+
+def _materialize_remote(role: str, item: PlanInput, checked_by_host: bool = False) -> Path:
     """Download the pinned objects into the content cache (once; in parallel for a folder) and return the file, or
     a folder view of them. An object the store no longer holds, or whose bytes differ, stops the run.
 
@@ -64,34 +73,37 @@ def _materialize_remote(role: str, item: dict[str, Any], checked_by_host: bool =
     are named by their md5, so the bytes are checked against it (and a data file against its sha256 too)."""
     from concurrent.futures import ThreadPoolExecutor
 
-    from ftc._content_cache import ContentCache, DigestMismatch
-    from ftc._dvc_remote import DvcRemote
-    from ftc._remote import RemoteObject, RemoteProblem, store_for
+    from ftc.stores.content_cache import ContentCache, DigestMismatch
+    from ftc.stores.dvc_remote import DvcRemote
+    from ftc.stores.remote import RemoteObject, RemoteProblem, store_for
 
-    uri, pin = item["uri"], item.get("pin") or {}
+    uri, pin = item.uri, dict(item.pin or {})
     # (object, cache key, expected digests) for each file
-    if item["source"] == "dvc":
+    if item.source == "dvc":
         remote = DvcRemote(pin["remote"], pin.get("endpoint"))
-        if item["kind"] == "file":
-            obj = remote.object(pin["md5"], uri.rsplit("@", 1)[0].rsplit("/", 1)[-1], size=item["size"])
-            objects = [(obj, remote.cache_key(pin["md5"]), {"sha256": item["digest"][7:], "md5": pin["md5"]})]
+        if item.kind == "file":
+            obj = remote.object(pin["md5"], uri.rsplit("@", 1)[0].rsplit("/", 1)[-1], size=item.size)
+            objects = [(obj, remote.cache_key(pin["md5"]), {"sha256": item.digest[7:], "md5": pin["md5"]})]
         else:
-            objects = [(remote.object(f["pin"]["md5"], f["path"], size=f["size"]), remote.cache_key(f["pin"]["md5"]), {"md5": f["pin"]["md5"]}) for f in item["files"]]
-    elif item["kind"] == "file":
-        obj = RemoteObject(uri, uri.rsplit("/", 1)[-1], item["size"], pin)
-        objects = [(obj, obj.cache_key(), {"sha256": item["digest"][7:]})]
+            objects = []
+            for f in item.files:
+                md5 = f.pin["md5"]
+                objects.append((remote.object(md5, f.path, size=f.size), remote.cache_key(md5), {"md5": md5}))
+    elif item.kind == "file":
+        obj = RemoteObject(uri, uri.rsplit("/", 1)[-1], item.size, pin)
+        objects = [(obj, obj.cache_key(), {"sha256": item.digest[7:]})]
     else:
         prefix = uri if uri.endswith("/") else uri + "/"
         objects = []
-        for f in item["files"]:
-            obj = RemoteObject(prefix + f["path"], f["path"], f["size"], f["pin"])
-            objects.append((obj, obj.cache_key(), {"sha256": f.get("sha256")}))
+        for f in item.files:
+            obj = RemoteObject(prefix + f.path, f.path, f.size, dict(f.pin or {}))
+            objects.append((obj, obj.cache_key(), {"sha256": f.sha256}))
     cache = ContentCache()
     if checked_by_host:
         members = _from_cache(role, objects, cache)
-        return cache.object_path(members[objects[0][0].path]) if item["kind"] == "file" else _view(role, item, cache, members)
+        return cache.object_path(members[objects[0][0].path]) if item.kind == "file" else _view(role, item, cache, members)
     try:
-        store = remote.store if item["source"] == "dvc" else store_for(uri)
+        store = remote.store if item.source == "dvc" else store_for(uri)
     except RemoteProblem as exc:
         raise InputUnresolvable(f"{role}: {exc}\n    fix: {exc.hint}", exc.reason) from None
 
@@ -113,7 +125,7 @@ def _materialize_remote(role: str, item: dict[str, Any], checked_by_host: bool =
     def one(entry: tuple[RemoteObject, dict[str, str], dict[str, str | None]]) -> tuple[str, str]:
         obj, key, expected = entry
         try:
-            if item["source"] != "dvc":
+            if item.source != "dvc":
                 store.check_unchanged(obj)  # even when cached: the source must still hold what the plan names
             announce = obj.size >= 1 << 20 and cache.known(key) is None
             if announce:
@@ -137,16 +149,16 @@ def _materialize_remote(role: str, item: dict[str, Any], checked_by_host: bool =
     finally:
         if progress is not None:
             progress.close()
-    if item["kind"] == "file":
+    if item.kind == "file":
         return cache.object_path(members[objects[0][0].path])
     return _view(role, item, cache, members)
 
 
-def _view(role: str, item: dict[str, Any], cache, members: dict[str, str]) -> Path:
-    from ftc._canonical import digest_of
+def _view(role: str, item: PlanInput, cache, members: dict[str, str]) -> Path:
+    from ftc.spec.canonical import digest_of
 
     try:
-        return cache.view(item["source"] + "-" + digest_of([item["uri"], item.get("pin") or {}, item["files"]])[7:], members)
+        return cache.view(item.source + "-" + digest_of(item.to_dict())[7:], members)
     except ValueError as exc:
         raise InputUnresolvable(f"{role}: the plan lists a file outside the folder: {exc}") from None
 

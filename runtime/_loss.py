@@ -15,7 +15,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from ._data import IGNORE
+from ._batches import IGNORE
 
 __all__ = ["TokenLoss", "linear_cross_entropy"]
 

@@ -1,4 +1,7 @@
-"""The training recipe: one plan in, checkpoints out. Reads top to bottom: set up, train, evaluate, save.
+"""The training recipe: one plan in, checkpoints out. ``train`` reads top to bottom: set up, resume, evaluate the
+starting point, the loop (steps, evaluations and checkpoints), finish. Each step is a function below it, over two
+objects: ``Run`` (what set-up built, fixed for the run) and ``Progress`` (where training stands, saved in every
+checkpoint and restored on resume).
 
 Every process (rank) runs ``train``; rank 0 also writes the files everyone shares. One code path through
 ``deepspeed.initialize`` for every topology: gloo on CPU, NCCL on GPUs.
@@ -6,21 +9,26 @@ Every process (rank) runs ``train``; rank 0 also writes the files everyone share
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 import time
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from ftc.errors import TrainingFailed, UsageError
+from ftc.images import image_from_env
 from ftc.spec import JobSpec
+from ftc.spec.plan import Plan, PlanInput
 
 from ._checkpoint import Checkpointer, finished_checkpoints, latest_checkpoint, read_state, restore_rng
-from ._data import cache_key, collate, epoch_rows, group, shard_rows, tokenize_file, usable_examples
+from ._batches import collate, epoch_rows, group, shard_rows
+from ._distributed import Dist, init_distributed
+from ._tokens import token_cache, tokenize_file, usable_examples
 from ._inputs import verify_inputs
-from ._lineage import Lineage
+from ftc.lineage.run import Lineage
 from ._model import attention_for, describe_mode, kernels_for, load_model
 from ._progress import MetricsLog, Progress, duration, log
 from ._render import renderer_for
@@ -37,291 +45,359 @@ class RunSummary:
     skipped: dict[str, int]
 
 
-@dataclass(frozen=True)
-class _Dist:
-    rank: int
-    local_rank: int
-    world: int
-    device: Any
+@dataclass
+class Run:
+    """What set-up built: fixed for the whole run."""
+
+    plan: Plan
+    spec: JobSpec
+    dist: Dist
+    out: Path
+    precision: str
+    engine: Any
+    tokenizer: Any
+    tokenizer_source: str
+    token_loss: Any
+    data: dict[str, Any]  # role -> Examples
+    skipped: dict[str, int]
+    pack_to: int | None
+    pad_to: int | None
+    steps_per_epoch: list[int]
+    lineage: Lineage
+    checkpointer: Checkpointer
+    execution: dict[str, Any]
+
+    def say(self, message: str) -> None:
+        if self.dist.main:
+            log(message)
 
     @property
-    def main(self) -> bool:
-        return self.rank == 0
+    def total_steps(self) -> int:
+        return sum(self.steps_per_epoch)
 
-    def barrier(self) -> None:
-        import torch.distributed as dist
-
-        dist.barrier()
-
-    def sum(self, *values: float) -> list[float]:
-        import torch
-        import torch.distributed as dist
-
-        if self.world == 1:
-            return [float(v) for v in values]
-        t = torch.tensor(values, dtype=torch.float64, device=self.device)
-        dist.all_reduce(t)
-        return t.tolist()
+    def epoch_steps(self, epoch: int) -> list[list[list[tuple[int, ...]]]]:
+        return _epoch_steps(self.spec, self.dist, self.data["train"].lengths, self.pack_to, epoch)
 
 
-def _init_distributed(world_size: int) -> _Dist:
-    import deepspeed
-    import torch
-
-    cuda = torch.cuda.is_available()
-    if not cuda:
-        # DeepSpeed's CPU comm backend compiles its shared-memory all-reduce op when it starts (a C++ toolchain and
-        # ninja at run time; tens of seconds on a fresh machine), but only inference_all_reduce uses that op:
-        # training's collectives go through torch.distributed (gloo). Marking it unavailable skips the build.
-        import deepspeed.ops
-
-        deepspeed.ops.__compatible_ops__["deepspeed_shm_comm"] = False
-    deepspeed.init_distributed(dist_backend="nccl" if cuda else "gloo")
-    rank, local_rank = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", 0))
-    world = int(os.environ["WORLD_SIZE"])
-    if world != world_size:
-        raise UsageError(f"the plan is for {world_size} processes but {world} started; launch it with `ftc run`")
-    device = torch.device("cuda", local_rank) if cuda else torch.device("cpu")
-    if cuda:
-        torch.cuda.set_device(device)
-    return _Dist(rank, local_rank, world, device)
+def _epoch_steps(spec: JobSpec, dist: Dist, lengths: Any, pack_to: int | None, epoch: int) -> list[list[list[tuple[int, ...]]]]:
+    """This rank's optimizer steps of ``epoch``: each a list of micro-batches, each a list of rows (example indices)."""
+    rows = epoch_rows(lengths, epoch=epoch, seed=spec.seed, shuffle=True, pack_to=pack_to)
+    mine = shard_rows(rows, dist.rank, dist.world)
+    return group(group(mine, spec.train_batch_size_per_device), spec.gradient_accumulation_steps)
 
 
-def _token_cache(data: dict[str, Any], tokenizer_folder: dict[str, Any] | None, renderer: Any) -> Path | None:
-    """Where the tokenized ``data`` input is cached: keyed by its digest, the tokenizer's files and the rendering.
-    None when the tokenizer is not pinned (the published one of a hub model)."""
-    from ftc._hashing import cache_dir
+@dataclass
+class TrainState:
+    """Where training stands: saved in every checkpoint (ftc_state.json), restored by ``--resume``."""
 
-    if tokenizer_folder is None or not tokenizer_folder.get("files"):
-        return None
-    tokenizer = sorted([f["path"], f.get("sha256"), f.get("pin")] for f in tokenizer_folder["files"] if not f["path"].endswith(".safetensors"))
-    return cache_dir() / "tokens" / f"{cache_key(data['digest'], tokenizer, renderer)}.safetensors"
+    epoch: int = 0
+    step_in_epoch: int = 0
+    global_step: int = 0
+    tokens_trained: int = 0
+    wall_before: float = 0.0  # training time of the runs this one resumes
+    evals: list[dict[str, Any]] = field(default_factory=list)
+    last_loss: float | None = None
+    started: float = field(default_factory=time.perf_counter)
+    tokens_at_start: int = 0
 
 
-def train(plan: dict[str, Any], plan_dir: Path, *, resume: bool = False, paths: dict[str, Path | str] | None = None) -> RunSummary:
-    """Run ``plan`` (already validated) in this process, as one rank of its topology. ``paths``: the inputs as
-    ``verify_inputs`` found them, when the caller has just verified them (else each rank verifies)."""
+def train(plan: Plan, *, resume: bool = False, paths: dict[str, Path | str] | None = None) -> RunSummary:
+    """Run ``plan`` (already read and verified) in this process, as one rank of its topology. ``paths``: the inputs
+    as ``verify_inputs`` found them, when the caller has just verified them (else each rank verifies)."""
+    # deprecation notices about DeepSpeed's and peft's own calls, printed at every step: nothing a user can act on
+    warnings.filterwarnings("ignore", message=r"`(torch\.distributed\.\w+|is_gradient_checkpointing)` is deprecated")
+    dist = init_distributed(plan.launch.world_size)
+    paths = paths if paths is not None else verify_inputs(plan)
+    lineage = Lineage.check(plan, paths, image=image_from_env())  # a parent must still be what its record says
+    previous = _check_output(plan, resume)
+    run = _set_up(plan, dist, paths, lineage)
+    state = _resume(run, previous) if resume and previous is not None else TrainState()
+    metrics = MetricsLog(run.out / "metrics.jsonl", enabled=dist.main, keep_until_step=state.global_step if resume else -1)
+    bar = Progress(run.total_steps, state.global_step, enabled=dist.main)
+    run.engine.train()
+    try:
+        if state.global_step == 0 and "valid" in run.data:  # the baseline every later evaluation is compared with
+            record = _log_eval(run, state, metrics, epoch=0, train_loss=None)
+            bar.note(f"eval loss before training: {record['eval_loss']:.4f}")
+        _loop(run, state, metrics, bar)
+    finally:
+        bar.close()
+        metrics.close()
+    return _finish(run, state)
+
+
+def _check_output(plan: Plan, resume: bool) -> Path | None:
+    """The newest checkpoint of the output folder, which only --resume may continue (from this same plan)."""
+    out = plan.output_path
+    previous = latest_checkpoint(out)
+    if previous is not None and not resume:
+        raise UsageError(
+            f"{out} already holds checkpoints ({previous.name}); resume with `ftc run PLAN --resume`, "
+            "or choose another output_dir"
+        )
+    if resume and previous is not None and read_state(previous)["plan_id"] != plan.plan_id:
+        raise UsageError(
+            f"{previous} was written by another plan ({read_state(previous)['plan_id']}); "
+            f"it cannot be resumed with {plan.plan_id}"
+        )
+    out.mkdir(parents=True, exist_ok=True)
+    return previous
+
+
+def _set_up(plan: Plan, dist: Dist, paths: dict[str, Path | str], lineage: Lineage) -> Run:
+    """Model loaded, data tokenized, DeepSpeed engine built."""
     import deepspeed
     import torch
     from transformers import get_scheduler
 
     from ._loss import TokenLoss
 
-    # deprecation notices about DeepSpeed's and peft's own calls, printed at every step: nothing a user can act on
-    warnings.filterwarnings("ignore", message=r"`(torch\.distributed\.\w+|is_gradient_checkpointing)` is deprecated")
-    spec = JobSpec.from_dict(plan["spec"])
-    mode = plan["mode"]
-    dist = _init_distributed(plan["launch"]["world_size"])
+    spec = plan.spec
     say = log if dist.main else (lambda message: None)
-    out = Path(os.path.expanduser(plan["output"]["dir"]))
-    out = out if out.is_absolute() else plan_dir / out
-
-    # ---- set up: inputs, model, data, engine -------------------------------------------------------------
-    paths = paths if paths is not None else verify_inputs(plan, plan_dir)
-    lineage = Lineage.check(plan, paths)  # a parent checkpoint must still be what its own record says
-    previous = latest_checkpoint(out)
-    if previous is not None and not resume:
-        raise UsageError(f"{out} already holds checkpoints ({previous.name}); resume with `ftc run PLAN --resume`, or choose another output_dir")
-    if resume and previous is not None and read_state(previous)["plan_id"] != plan["plan_id"]:
-        raise UsageError(f"{previous} was written by another plan ({read_state(previous)['plan_id']}); it cannot be resumed with {plan['plan_id']}")
-    out.mkdir(parents=True, exist_ok=True)
-
-    precision = plan["precision"]
-    if precision == "auto":
-        precision = "bf16" if torch.cuda.is_available() else "fp32"
-    ds_config = dict(plan["deepspeed"])
-    ds_config["bf16"] = {"enabled": precision == "bf16"}
-    own_weights = isinstance(paths["base_model"], Path)
-    say(f"plan {plan['plan_id'][:19]}…: {describe_mode(mode, own_weights)} ({plan['architecture']['model_id']})")
-    zero_stage = ds_config.get("zero_optimization", {}).get("stage", 0)
     cuda = dist.device.type == "cuda"
+    precision = spec.precision if spec.precision != "auto" else ("bf16" if cuda else "fp32")
+    ds_config = {**plan.deepspeed, "bf16": {"enabled": precision == "bf16"}}
+    own_weights = isinstance(paths["base_model"], Path)
+    say(f"plan {plan.plan_id[:19]}…: {describe_mode(plan.mode, own_weights)} ({plan.architecture.model_id})")
     attention = attention_for(spec, cuda=cuda)
-    kernels = kernels_for(spec, cuda=cuda, model_type=plan["architecture"]["config"].get("model_type"))
+    kernels = kernels_for(spec, cuda=cuda, model_type=plan.architecture.model_type)
     checkpointing = ", activation checkpointing" if spec.activation_checkpointing else ""
-    say(f"{dist.world} process(es) on {dist.device.type}, {precision}, ZeRO stage {zero_stage}, {attention} attention, {kernels} kernels{checkpointing}")
+    say(
+        f"{dist.world} process(es) on {dist.device.type}, {precision}, ZeRO stage {plan.zero_stage}, "
+        f"{attention} attention, {kernels} kernels{checkpointing}"
+    )
 
     torch.manual_seed(spec.seed)  # new adapters' initial weights, dropout
     # loaded straight in the training precision: DeepSpeed casts the module to it anyway, and keeps its fp32
     # master weights (for the trainable parameters only) in the optimizer
     dtype = torch.bfloat16 if precision == "bf16" else torch.float32
-    loaded = load_model(spec, mode, paths["base_model"], paths.get("adapter"), dtype=dtype, attention=attention, kernels=kernels)
-    model, tokenizer = loaded.model, loaded.tokenizer
-    say(f"{loaded.trainable_parameters:,} of {loaded.total_parameters:,} parameters trainable; tokenizer from the {loaded.tokenizer_source}")
+    loaded = load_model(
+        spec, plan.mode, paths["base_model"], paths.get("adapter"), dtype=dtype, attention=attention, kernels=kernels
+    )
+    say(
+        f"{loaded.trainable_parameters:,} of {loaded.total_parameters:,} parameters trainable; "
+        f"tokenizer from the {loaded.tokenizer_source}"
+    )
+    data, skipped = _load_data(plan, dist, paths, loaded.tokenizer, loaded.tokenizer_source)
+    for role, count in skipped.items():
+        if count:
+            say(f"{role}: skipped {count} bad example(s) (skip_bad_examples)")
 
+    pack_to = spec.context_length if spec.sample_packing else None
+    # FlexAttention compiles its kernels per shape: packed rows, nearly full anyway, always get the same width
+    fixed_width = spec.padding == "max_length" or (pack_to is not None and attention == "flex_attention")
+    lengths = data["train"].lengths
+    steps_per_epoch = [len(_epoch_steps(spec, dist, lengths, pack_to, epoch)) for epoch in range(spec.num_epochs)]
+
+    trainable = [p for p in loaded.model.parameters() if p.requires_grad]
+    # fused on GPUs: one kernel updates all parameters
+    optimizer = torch.optim.AdamW(trainable, lr=spec.learning_rate, weight_decay=spec.weight_decay, fused=cuda)
+    scheduler = get_scheduler(
+        spec.lr_scheduler_type, optimizer, num_warmup_steps=spec.num_warmup_steps, num_training_steps=sum(steps_per_epoch)
+    )
+    engine, _, _, _ = deepspeed.initialize(model=loaded.model, optimizer=optimizer, lr_scheduler=scheduler, config=ds_config)
+    token_loss = TokenLoss(engine.module, zero_stage=plan.zero_stage)
+    say(f"loss: {token_loss.reason}")
+    checkpointer = Checkpointer(
+        plan.output_path, is_lora=plan.mode != "full", zero_stage=plan.zero_stage, rank=dist.rank,
+        barrier=dist.barrier, keep=spec.num_checkpoints_to_keep, model_id=spec.model_id,
+    )  # fmt: skip
+    checkpointer.discard_partial()
+    device = f"cuda ({torch.cuda.get_device_name(dist.device)})" if cuda else dist.device.type
+    execution = {
+        "nodes": plan.launch.nodes, "processes_per_node": plan.launch.processes_per_node, "world_size": dist.world,
+        "device": device, "precision": precision, "zero_stage": plan.zero_stage,
+    }  # fmt: skip
+    run = Run(
+        plan=plan, spec=spec, dist=dist, out=plan.output_path, precision=precision, engine=engine,
+        tokenizer=loaded.tokenizer, tokenizer_source=loaded.tokenizer_source, token_loss=token_loss, data=data,
+        skipped=skipped, pack_to=pack_to, pad_to=spec.context_length if fixed_width else None,
+        steps_per_epoch=steps_per_epoch, lineage=lineage, checkpointer=checkpointer, execution=execution,
+    )  # fmt: skip
+    return run
+
+
+def _load_data(plan: Plan, dist: Dist, paths: dict[str, Path | str], tokenizer: Any, tokenizer_source: str):
+    """Each data input rendered, tokenized (rank 0 first, through the token cache) and checked against the context
+    length: (role -> examples, role -> examples skipped)."""
+    spec = plan.spec
     render = renderer_for(spec.generation_config.prompt_format, tokenizer)
-    renderer_key = plan["spec"]["generation_config"]["prompt_format"] or ["chat_template", tokenizer.chat_template]
-    tokenizer_folder = {"base weights": plan["inputs"]["base_model"], "adapter": plan["inputs"].get("adapter")}.get(loaded.tokenizer_source)
+    fmt = spec.generation_config.prompt_format
+    renderer_key = dataclasses.asdict(fmt) if fmt is not None else ["chat_template", tokenizer.chat_template]
+    tokenizer_folder = {"base weights": plan.inputs["base_model"], "adapter": plan.inputs.get("adapter")}.get(tokenizer_source)
     data, skipped = {}, {}
     for role in ("train", "valid"):
         if role not in paths:
             continue
-        cache_file = _token_cache(plan["inputs"][role], tokenizer_folder, renderer_key)
+        cache_file = token_cache(plan.inputs[role], tokenizer_folder, renderer_key)
         if dist.main:  # one process tokenizes; the others read its cache
             examples, bad = tokenize_file(paths[role], render=render, tokenizer=tokenizer, cache_file=cache_file)
         dist.barrier()
         if not dist.main:
             examples, bad = tokenize_file(paths[role], render=render, tokenizer=tokenizer, cache_file=cache_file)
         data[role], skipped[role] = usable_examples(
-            examples, bad, context_length=spec.context_length, skip=spec.skip_bad_examples, display=plan["inputs"][role]["uri"]
+            examples, bad, context_length=spec.context_length, skip=spec.skip_bad_examples, display=plan.inputs[role].uri
         )
-        if skipped[role]:
-            say(f"{role}: skipped {skipped[role]} bad example(s) (skip_bad_examples)")
-    train_set = data["train"]
-    lengths = train_set.lengths
-    pack_to = spec.context_length if spec.sample_packing else None
-    # FlexAttention compiles its kernels per shape: packed rows, nearly full anyway, always get the same width
-    fixed_width = spec.padding == "max_length" or (pack_to is not None and attention == "flex_attention")
-    pad_to = spec.context_length if fixed_width else None
+    return data, skipped
 
-    def epoch_steps(epoch: int) -> list[list[list[tuple[int, ...]]]]:
-        rows = epoch_rows(lengths, epoch=epoch, seed=spec.seed, shuffle=True, pack_to=pack_to)
-        mine = shard_rows(rows, dist.rank, dist.world)
-        return group(group(mine, spec.train_batch_size_per_device), spec.gradient_accumulation_steps)
 
-    steps_per_epoch = [len(epoch_steps(e)) for e in range(spec.num_epochs)]
-    total_steps = sum(steps_per_epoch)
+def _resume(run: Run, previous: Path) -> TrainState:
+    """Engine, optimizer, scheduler and random state as the checkpoint ``previous`` saved them."""
+    state = read_state(previous)
+    run.engine.load_checkpoint(str(previous / "training_state"), tag="state", load_module_strict=run.plan.mode == "full")
+    restore_rng(previous, run.dist.rank)
+    run.say(f"resuming from {previous.name}: step {state['global_step']} of {run.total_steps}")
+    return TrainState(
+        epoch=state["epoch"], step_in_epoch=state["step_in_epoch"], global_step=state["global_step"],
+        tokens_trained=state["tokens_trained"], wall_before=state.get("wall_time_s", 0.0), evals=state["evals"],
+        tokens_at_start=state["tokens_trained"],
+    )  # fmt: skip
 
-    trainable = [p for p in model.parameters() if p.requires_grad]
-    # fused on GPUs: one kernel updates all parameters
-    optimizer = torch.optim.AdamW(trainable, lr=spec.learning_rate, weight_decay=spec.weight_decay, fused=cuda)
-    scheduler = get_scheduler(spec.lr_scheduler_type, optimizer, num_warmup_steps=spec.num_warmup_steps, num_training_steps=total_steps)
-    engine, _, _, _ = deepspeed.initialize(model=model, optimizer=optimizer, lr_scheduler=scheduler, config=ds_config)
-    token_loss = TokenLoss(engine.module, zero_stage=zero_stage)
-    say(f"loss: {token_loss.reason}")
-    checkpointer = Checkpointer(out, is_lora=mode != "full", zero_stage=zero_stage, rank=dist.rank, barrier=dist.barrier, keep=spec.num_checkpoints_to_keep, model_id=spec.model_id)
-    checkpointer.discard_partial()
-    device = f"cuda ({torch.cuda.get_device_name(dist.device)})" if dist.device.type == "cuda" else dist.device.type
-    launch = plan["launch"]
-    execution = {"nodes": launch["nodes"], "processes_per_node": launch["processes_per_node"], "world_size": dist.world, "device": device, "precision": precision, "zero_stage": zero_stage}
 
-    # ---- resume -----------------------------------------------------------------------------------------
-    start_epoch, start_step, global_step, tokens_trained, wall_before = 0, 0, 0, 0, 0.0
-    evals: list[dict[str, Any]] = []
-    if resume and previous is not None:
-        state = read_state(previous)
-        engine.load_checkpoint(str(previous / "training_state"), tag="state", load_module_strict=mode == "full")
-        restore_rng(previous, dist.rank)
-        start_epoch, start_step = state["epoch"], state["step_in_epoch"]
-        global_step, tokens_trained, evals = state["global_step"], state["tokens_trained"], state["evals"]
-        wall_before = state.get("wall_time_s", 0.0)
-        say(f"resuming from {previous.name}: step {global_step} of {total_steps}")
-    metrics = MetricsLog(out / "metrics.jsonl", enabled=dist.main, keep_until_step=global_step if resume else -1)
-
-    def evaluate() -> float | None:
-        if "valid" not in data:
-            return None
-        valid = data["valid"]
-        batches = group([(i,) for i in range(len(valid))], spec.eval_batch_size_per_device * dist.world)
-        loss_sum, count = 0.0, 0
-        engine.eval()
-        with torch.no_grad():
-            for chunk in batches:
-                mine = chunk[dist.rank :: dist.world] or chunk[:1]  # every rank joins every forward (ZeRO-3)
-                weight = 1.0 if chunk[dist.rank :: dist.world] else 0.0
-                batch = collate(mine, valid, pad_id=tokenizer.pad_token_id, packed=False)
-                loss = token_loss(engine, {k: v.to(dist.device) for k, v in batch.inputs.items()}, batch.labels.to(dist.device))
-                loss_sum += weight * loss.item()
-                count += int(weight) * batch.loss_tokens
-        engine.train()
-        total, tokens = dist.sum(loss_sum, count)
-        return total / max(tokens, 1)
-
-    def save(epoch: int, step_in_epoch: int, train_loss: float | None) -> None:
-        eval_loss = evaluate()
-        record = {"type": "eval", "step": global_step, "epoch": epoch, "eval_loss": eval_loss, "train_loss": train_loss}
-        evals.append(record)
-        metrics.write(record)
-        state = {
-            "plan_id": plan["plan_id"], "mode": mode, "global_step": global_step, "total_steps": total_steps,
-            "epoch": epoch, "step_in_epoch": step_in_epoch, "tokens_trained": tokens_trained,
-            "eval_loss": eval_loss, "train_loss": train_loss, "evals": evals, "precision": precision,
-            "world_size": dist.world, "skipped_examples": skipped, "tokenizer_source": loaded.tokenizer_source,
-            "wall_time_s": wall_before + time.perf_counter() - started,
-        }
-        results = {
-            "step": global_step, "total_steps": total_steps, "epoch": epoch, "status": "complete" if global_step == total_steps else "intermediate",
-            "eval_loss": eval_loss, "train_loss": train_loss, "evals": evals, "tokens_trained": tokens_trained,
-            "wall_time_s": round(state["wall_time_s"], 3), "skipped": skipped, "used": {role: len(examples) for role, examples in data.items()},
-        }
-        path = checkpointer.save(engine, tokenizer, state, lambda folder, final: lineage.record(folder, final, results, execution))
-        loss_text = f"eval loss {eval_loss:.4f}" if eval_loss is not None else "no valid_path"
-        progress.note(f"checkpoint {path.name} at step {global_step}/{total_steps}: {loss_text}")
-
-    # ---- train ------------------------------------------------------------------------------------------
+def _loop(run: Run, state: TrainState, metrics: MetricsLog, bar: Progress) -> None:
+    """Every remaining step of every epoch; evaluate and save at the plan's frequency and at the end."""
+    spec = run.spec
     freq = spec.checkpoint_and_evaluation_frequency
-    progress = Progress(total_steps, global_step, enabled=dist.main)
-    engine.train()
-    last_loss: float | None = None
-    started = time.perf_counter()
-    tokens_at_start = tokens_trained
-    try:
-        if global_step == 0 and "valid" in data:  # the baseline every later evaluation is compared with
-            record = {"type": "eval", "step": 0, "epoch": 0, "eval_loss": evaluate(), "train_loss": None}
-            evals.append(record)
-            metrics.write(record)
-            progress.note(f"eval loss before training: {record['eval_loss']:.4f}")
-        for epoch in range(start_epoch, spec.num_epochs):
-            steps = epoch_steps(epoch)
-            first = start_step if epoch == start_epoch else 0
-            for step_in_epoch in range(first, len(steps)):
-                micro_batches = [collate(rows, train_set, pad_id=tokenizer.pad_token_id, packed=pack_to is not None, pad_to=pad_to) for rows in steps[step_in_epoch]]
-                loss_tokens, real_tokens = dist.sum(sum(b.loss_tokens for b in micro_batches), sum(b.real_tokens for b in micro_batches))
-                # sum of token losses / tokens of the whole global step: every token weighs the same, whatever its
-                # micro-batch or rank (DeepSpeed averages gradients over ranks, hence * world)
-                scale = dist.world / max(loss_tokens, 1)
-                step_loss = torch.zeros((), dtype=torch.float32, device=dist.device)
-                for batch in micro_batches:
-                    inputs = {k: v.to(dist.device, non_blocking=True) for k, v in batch.inputs.items()}
-                    loss = token_loss(engine, inputs, batch.labels.to(dist.device, non_blocking=True))
-                    engine.backward(loss * scale, scale_wrt_gas=False)
-                    step_loss += loss.detach()
-                engine.step()
-                global_step += 1
-                tokens_trained += int(real_tokens)
-                (total_loss,) = dist.sum(step_loss.item())  # the step's one wait for the device
-                last_loss = total_loss / max(loss_tokens, 1)
-                if not math.isfinite(last_loss):
-                    raise TrainingFailed(f"the training loss became {last_loss} at step {global_step}; lower learning_rate or check the data")
-                elapsed = time.perf_counter() - started
-                tokens_per_s = (tokens_trained - tokens_at_start) / elapsed if elapsed > 0 else 0.0
-                metrics.write({"type": "train", "step": global_step, "epoch": epoch, "loss": last_loss, "lr": engine.get_lr()[0], "tokens": tokens_trained, "tokens_per_s": tokens_per_s, "time": time.time()})
-                progress.update(epoch, last_loss, tokens_per_s)
-                end_of_epoch = step_in_epoch + 1 == len(steps)
-                if freq.unit == "steps" and global_step % freq.frequency == 0 and not end_of_epoch:
-                    save(epoch, step_in_epoch + 1, last_loss)
-            last_epoch = epoch + 1 == spec.num_epochs
-            if last_epoch or (freq.unit == "epochs" and (epoch + 1) % freq.frequency == 0) or (freq.unit == "steps" and global_step % freq.frequency == 0):
-                save(epoch + 1, 0, last_loss)
-    finally:
-        progress.close()
-        metrics.close()
+    start_epoch, start_step = state.epoch, state.step_in_epoch
+    for epoch in range(start_epoch, spec.num_epochs):
+        steps = run.epoch_steps(epoch)
+        for step_in_epoch in range(start_step if epoch == start_epoch else 0, len(steps)):
+            _step(run, state, steps[step_in_epoch])
+            elapsed = time.perf_counter() - state.started
+            tokens_per_s = (state.tokens_trained - state.tokens_at_start) / elapsed if elapsed > 0 else 0.0
+            metrics.write({
+                "type": "train", "step": state.global_step, "epoch": epoch, "loss": state.last_loss,
+                "lr": run.engine.get_lr()[0], "tokens": state.tokens_trained, "tokens_per_s": tokens_per_s,
+                "time": time.time(),
+            })  # fmt: skip
+            bar.update(epoch, state.last_loss, tokens_per_s)
+            end_of_epoch = step_in_epoch + 1 == len(steps)
+            if freq.unit == "steps" and state.global_step % freq.frequency == 0 and not end_of_epoch:
+                _save(run, state, metrics, bar, epoch, step_in_epoch + 1)
+        last_epoch = epoch + 1 == spec.num_epochs
+        every_epochs = freq.unit == "epochs" and (epoch + 1) % freq.frequency == 0
+        every_steps = freq.unit == "steps" and state.global_step % freq.frequency == 0
+        if last_epoch or every_epochs or every_steps:
+            _save(run, state, metrics, bar, epoch + 1, 0)
 
+
+def _step(run: Run, state: TrainState, micro_rows: list[list[tuple[int, ...]]]) -> None:
+    """One optimizer step over ``micro_rows`` (this rank's micro-batches)."""
+    import torch
+
+    dist, engine = run.dist, run.engine
+    train_set, pad_id = run.data["train"], run.tokenizer.pad_token_id
+    packed = run.pack_to is not None
+    micro_batches = [collate(rows, train_set, pad_id=pad_id, packed=packed, pad_to=run.pad_to) for rows in micro_rows]
+    loss_tokens, real_tokens = dist.sum(sum(b.loss_tokens for b in micro_batches), sum(b.real_tokens for b in micro_batches))
+    # sum of token losses / tokens of the whole global step: every token weighs the same, whatever its micro-batch
+    # or rank (DeepSpeed averages gradients over ranks, hence * world)
+    scale = dist.world / max(loss_tokens, 1)
+    step_loss = torch.zeros((), dtype=torch.float32, device=dist.device)
+    for batch in micro_batches:
+        inputs = {k: v.to(dist.device, non_blocking=True) for k, v in batch.inputs.items()}
+        loss = run.token_loss(engine, inputs, batch.labels.to(dist.device, non_blocking=True))
+        engine.backward(loss * scale, scale_wrt_gas=False)
+        step_loss += loss.detach()
+    engine.step()
+    state.global_step += 1
+    state.tokens_trained += int(real_tokens)
+    (total_loss,) = dist.sum(step_loss.item())  # the step's one wait for the device
+    state.last_loss = total_loss / max(loss_tokens, 1)
+    if not math.isfinite(state.last_loss):
+        raise TrainingFailed(
+            f"the training loss became {state.last_loss} at step {state.global_step}; lower learning_rate or check the data"
+        )
+
+
+def _evaluate(run: Run) -> float | None:
+    """The mean token loss over the validation data (None without any), every rank taking its share."""
+    import torch
+
+    if "valid" not in run.data:
+        return None
+    dist, engine, valid = run.dist, run.engine, run.data["valid"]
+    batches = group([(i,) for i in range(len(valid))], run.spec.eval_batch_size_per_device * dist.world)
+    loss_sum, count = 0.0, 0
+    engine.eval()
+    with torch.no_grad():
+        for chunk in batches:
+            mine = chunk[dist.rank :: dist.world] or chunk[:1]  # every rank joins every forward (ZeRO-3)
+            weight = 1.0 if chunk[dist.rank :: dist.world] else 0.0
+            batch = collate(mine, valid, pad_id=run.tokenizer.pad_token_id, packed=False)
+            inputs = {k: v.to(dist.device) for k, v in batch.inputs.items()}
+            loss = run.token_loss(engine, inputs, batch.labels.to(dist.device))
+            loss_sum += weight * loss.item()
+            count += int(weight) * batch.loss_tokens
+    engine.train()
+    total, tokens = dist.sum(loss_sum, count)
+    return total / max(tokens, 1)
+
+
+def _log_eval(run: Run, state: TrainState, metrics: MetricsLog, *, epoch: int, train_loss: float | None) -> dict[str, Any]:
+    record = {"type": "eval", "step": state.global_step, "epoch": epoch, "eval_loss": _evaluate(run), "train_loss": train_loss}
+    state.evals.append(record)
+    metrics.write(record)
+    return record
+
+
+def _save(run: Run, state: TrainState, metrics: MetricsLog, bar: Progress, epoch: int, step_in_epoch: int) -> None:
+    """Evaluate, then write a checkpoint (every rank) with its state and lineage record."""
+    eval_loss = _log_eval(run, state, metrics, epoch=epoch, train_loss=state.last_loss)["eval_loss"]
+    wall_time_s = state.wall_before + time.perf_counter() - state.started
+    saved = {
+        "plan_id": run.plan.plan_id, "mode": run.plan.mode, "global_step": state.global_step,
+        "total_steps": run.total_steps, "epoch": epoch, "step_in_epoch": step_in_epoch,
+        "tokens_trained": state.tokens_trained, "eval_loss": eval_loss, "train_loss": state.last_loss,
+        "evals": state.evals, "precision": run.precision, "world_size": run.dist.world,
+        "skipped_examples": run.skipped, "tokenizer_source": run.tokenizer_source, "wall_time_s": wall_time_s,
+    }  # fmt: skip
+    complete = state.global_step == run.total_steps
+    results = {
+        "step": state.global_step, "total_steps": run.total_steps, "epoch": epoch,
+        "status": "complete" if complete else "intermediate", "eval_loss": eval_loss, "train_loss": state.last_loss,
+        "evals": state.evals, "tokens_trained": state.tokens_trained, "wall_time_s": round(wall_time_s, 3),
+        "skipped": run.skipped, "used": {role: len(examples) for role, examples in run.data.items()},
+    }  # fmt: skip
+    record = lambda folder, final: run.lineage.record(folder, final, results, run.execution)  # noqa: E731
+    path = run.checkpointer.save(run.engine, run.tokenizer, saved, record)
+    loss_text = f"eval loss {eval_loss:.4f}" if eval_loss is not None else "no valid_path"
+    bar.note(f"checkpoint {path.name} at step {state.global_step}/{run.total_steps}: {loss_text}")
+
+
+def _finish(run: Run, state: TrainState) -> RunSummary:
+    """The run's summary (summary.json on rank 0) and its last words."""
+    out = run.out
     best = out / "best"
-    summary = RunSummary(out, finished_checkpoints(out), best.resolve() if best.exists() else None, evals, skipped)
-    if dist.main:
-        _write_summary(out, plan, summary, steps=global_step, tokens=tokens_trained, train_loss=last_loss)
-        elapsed = time.perf_counter() - started
-        say(f"done: {spec.num_epochs} epoch(s), {global_step} steps, {tokens_trained:,} tokens; training took {duration(elapsed)}")
-        for record in evals:
-            train_loss = "   n/a" if record["train_loss"] is None else f"{record['train_loss']:.4f}"
-            loss = "n/a" if record["eval_loss"] is None else f"{record['eval_loss']:.4f}"
-            say(f"  step {record['step']:>6}  train loss {train_loss}  eval loss {loss}")
-        where = summary.best or (summary.checkpoints[-1] if summary.checkpoints else out)
-        say(f"checkpoint{' (best eval loss)' if summary.best else ''}: {os.path.relpath(where)}")
+    summary = RunSummary(out, finished_checkpoints(out), best.resolve() if best.exists() else None, state.evals, run.skipped)
+    if not run.dist.main:
+        return summary
+    _write_summary(out, run.plan, summary, steps=state.global_step, tokens=state.tokens_trained, train_loss=state.last_loss)
+    elapsed = time.perf_counter() - state.started
+    run.say(
+        f"done: {run.spec.num_epochs} epoch(s), {state.global_step} steps, {state.tokens_trained:,} tokens; "
+        f"training took {duration(elapsed)}"
+    )
+    for record in state.evals:
+        train_loss = "   n/a" if record["train_loss"] is None else f"{record['train_loss']:.4f}"
+        loss = "n/a" if record["eval_loss"] is None else f"{record['eval_loss']:.4f}"
+        run.say(f"  step {record['step']:>6}  train loss {train_loss}  eval loss {loss}")
+    where = summary.best or (summary.checkpoints[-1] if summary.checkpoints else out)
+    run.say(f"checkpoint{' (best eval loss)' if summary.best else ''}: {os.path.relpath(where)}")
     return summary
 
 
-def _write_summary(out: Path, plan: dict[str, Any], summary: RunSummary, *, steps: int, tokens: int, train_loss: float | None) -> None:
+def _write_summary(out: Path, plan: Plan, summary: RunSummary, *, steps: int, tokens: int, train_loss: float | None) -> None:
     """``summary.json``: the run's numbers in one flat file (for `dvc metrics`, dashboards, scripts); the eval
     curve is in ``evals`` (for `dvc plots`), every step in metrics.jsonl."""
     import json
 
     losses = [e["eval_loss"] for e in summary.evals if e["eval_loss"] is not None]
     data = {
-        "plan_id": plan["plan_id"], "steps": steps, "tokens_trained": tokens, "train_loss": train_loss,
+        "plan_id": plan.plan_id, "steps": steps, "tokens_trained": tokens, "train_loss": train_loss,
         "eval_loss": losses[-1] if losses else None, "best_eval_loss": min(losses) if losses else None,
         "evals": [{"step": e["step"], "epoch": e["epoch"], "eval_loss": e["eval_loss"]} for e in summary.evals],
-    }
+    }  # fmt: skip
     tmp = out / ".summary.json.tmp"
     tmp.write_text(json.dumps(data, indent=2) + "\n")
     os.replace(tmp, out / "summary.json")

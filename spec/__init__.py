@@ -8,8 +8,8 @@ from typing import Any
 
 from ftc.errors import _UNSET, Problem, SpecInvalid, UsageError
 
-from ._checks import spec_problems
-from ._schema import apply_defaults, job_schema, lineage_schema, plan_schema, schema_problems, without_invalid_keys
+from ._field_checks import spec_problems
+from .schemas import apply_defaults, job_schema, lineage_schema, plan_schema, schema_problems, without_invalid_keys
 from ._source import SpecSource, json_path, read_spec_source
 from .architectures import Architecture, known_architecture
 from .model import DeepSpeedSettings, EvalFrequency, GenerationConfig, JobSpec, LoraConfig, PromptFormat
@@ -50,8 +50,9 @@ class LoadedSpec:
             raise SpecInvalid(self.problems, self.source.name)
 
 
-def load_spec(path: str | Path) -> LoadedSpec:
+def load_spec(path: str | Path, *, remember_valid_in: Path | None = None) -> LoadedSpec:
     """Read, validate and normalize the spec at ``path``; collect (not raise) every problem in it.
+    ``remember_valid_in``: a folder where a spec found valid is remembered, so validating it again is skipped.
 
     Raises :class:`SpecInvalid` only for text that cannot be parsed, and :class:`UsageError` for a missing file.
     """
@@ -65,7 +66,7 @@ def load_spec(path: str | Path) -> LoadedSpec:
     except UnicodeDecodeError as exc:
         raise UsageError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
     source = read_spec_source(text, path)
-    problems = schema_problems(source)
+    problems = schema_problems(source, remember_in=remember_valid_in)
     data = without_invalid_keys(source.data, problems) if problems else source.data
     loaded = LoadedSpec(spec=None, source=source, problems=problems)
     if data is None or any(key not in data for key in job_schema()["required"]):

@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 from typing import Iterator
 
-from ._schema import _object_branch, _resolve, job_schema
+from .schemas import _object_branch, _resolve, job_schema
 
 __all__ = ["render_spec_reference"]
 

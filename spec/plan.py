@@ -1,22 +1,206 @@
-"""The run plan document: sealing it with its plan_id, writing it atomically, and reading it back validated."""
+"""The run plan: what the compiler hands the runtime, typed and frozen, read and verified once.
+
+On disk a plan is canonical JSON (``plan.schema.json``); ``plan_id`` is the sha256 of that JSON without
+``plan_id``. :func:`read_plan` checks a file against the schema, the job schema and its ``plan_id`` and returns a
+:class:`Plan`; everything after that takes the typed plan (or its fields), never the JSON.
+"""
 
 from __future__ import annotations
 
 import dataclasses
 import json
+import os
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, Mapping
 
-from ftc._atomic import write_text_atomic
-from ftc._canonical import digest_of
 from ftc.errors import PlanInvalid, UsageError
 
-from ._schema import _validator
+from .architectures import Architecture
+from .canonical import digest_of
 from .model import JobSpec
+from .schemas import validator
 
-__all__ = ["PLAN_VERSION", "seal_plan", "plan_text", "write_plan", "read_plan"]
+__all__ = [
+    "PARENT_ROLES",
+    "PLAN_VERSION",
+    "Launch",
+    "Plan",
+    "PlanFile",
+    "PlanImage",
+    "PlanInput",
+    "plan_problems",
+    "plan_text",
+    "read_plan",
+    "seal_plan",
+]
 
-PLAN_VERSION = 1
+PLAN_VERSION = 2
+#: the roles of inputs that are weights a checkpoint derives from (the others are data and configuration)
+PARENT_ROLES = ("base_model", "adapter")
+
+
+@dataclass(frozen=True)
+class PlanFile:
+    """One file of a pinned folder: a local or downloaded file by sha256, a remote object by its store's pin."""
+
+    path: str
+    size: int
+    sha256: str | None = None
+    #: a remote object's identity in its store (S3: etag, version_id; GCS: generation, md5, crc32c; DVC: md5)
+    pin: Mapping[str, Any] | None = None
+
+
+@dataclass(frozen=True)
+class PlanInput:
+    """One input, pinned: where it is (``uri``, relative to the plan for a local path) and its exact identity."""
+
+    source: Literal["local", "hub", "s3", "gcs", "dvc"]
+    uri: str
+    #: False only for the published weights of a hub model_id (no revision is known at compile time)
+    pinned: bool
+    kind: Literal["file", "dir"] | None = None
+    #: sha256 of a file, or of a folder's manifest
+    digest: str | None = None
+    size: int | None = None
+    files: tuple[PlanFile, ...] | None = None
+    #: the source's identity of the whole input (DVC: repo, rev, commit, md5, remote; S3/GCS objects: etag, ...)
+    pin: Mapping[str, Any] | None = None
+    #: examples in a data file, and lines to skip (skip_bad_examples)
+    records: int | None = None
+    bad_records: int | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """The input as the plan file holds it."""
+        return _plain(self)
+
+    @property
+    def file_sha256(self) -> dict[str, str]:
+        """path -> sha256 of each listed file that has one."""
+        return {f.path: f.sha256 for f in self.files or () if f.sha256}
+
+
+@dataclass(frozen=True)
+class PlanImage:
+    """The image a container run uses: ``ref`` is what runs (by digest when ``pinned``)."""
+
+    ref: str
+    requested: str
+    pinned: bool
+    pin_kind: Literal["repo-digest", "image-id"] | None = None
+    digest: str | None = None
+    note: str | None = None
+
+
+@dataclass(frozen=True)
+class Launch:
+    """How many processes, where, and the argv that starts one node's share of them."""
+
+    nodes: int
+    processes_per_node: int
+    world_size: int
+    #: {plan}, {node_rank}, {master_addr} and {master_port} are filled in at launch
+    command: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Plan:
+    """A compiled plan. ``folder`` (where the plan file is) is not part of the plan: relative locations in it are
+    relative to that folder, and :meth:`locate` is the one place that resolves them."""
+
+    plan_id: str
+    ftc_version: str
+    spec_digest: str
+    #: the normalized spec, every default filled in (also what the inputs decided: context length, LoRA settings)
+    spec: JobSpec
+    mode: Literal["full", "lora-new", "lora-continue"]
+    architecture: Architecture
+    inputs: Mapping[str, PlanInput]
+    image: PlanImage | None
+    launch: Launch
+    #: the DeepSpeed config for deepspeed.initialize (bf16 is decided at run time when precision is auto)
+    deepspeed: Mapping[str, Any]
+    output_dir: str
+    folder: Path = field(default=Path("."), compare=False)
+
+    def locate(self, location: str) -> Path:
+        """A path the plan names (an input's uri, the output folder): as written when absolute or ``~``, else
+        relative to the plan's folder."""
+        path = Path(os.path.expanduser(location))
+        return path if path.is_absolute() else self.folder / path
+
+    @property
+    def output_path(self) -> Path:
+        return self.locate(self.output_dir)
+
+    @property
+    def zero_stage(self) -> int:
+        return int(self.deepspeed.get("zero_optimization", {}).get("stage", 0))
+
+    @classmethod
+    def from_dict(cls, document: Mapping[str, Any], folder: Path = Path(".")) -> Plan:
+        """The typed plan of a plan document that passed :func:`plan_problems`."""
+        arch = document["architecture"]
+        image = document["image"]
+        return cls(
+            plan_id=document["plan_id"],
+            ftc_version=document["ftc_version"],
+            spec_digest=document["spec_digest"],
+            spec=JobSpec.from_dict(document["spec"]),
+            mode=document["mode"],
+            architecture=Architecture(arch["model_id"], arch["config"], arch["source"]),
+            inputs={role: _input(item) for role, item in document["inputs"].items()},
+            image=PlanImage(**image) if image is not None else None,
+            launch=Launch(**{**document["launch"], "command": tuple(document["launch"]["command"])}),
+            deepspeed=document["deepspeed"],
+            output_dir=document["output"]["dir"],
+            folder=folder,
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        """The plan document (what the file holds): ``Plan.from_dict(p.to_dict()) == p``."""
+        return {
+            "plan_version": PLAN_VERSION,
+            "plan_id": self.plan_id,
+            "ftc_version": self.ftc_version,
+            "spec_digest": self.spec_digest,
+            "spec": self.spec.to_dict(),
+            "mode": self.mode,
+            "architecture": {
+                "model_id": self.architecture.model_id,
+                "source": self.architecture.source,
+                "config": dict(self.architecture.config),
+            },
+            "inputs": {role: item.to_dict() for role, item in sorted(self.inputs.items())},
+            "image": _plain(self.image) if self.image is not None else None,
+            "launch": {**_plain(self.launch), "command": list(self.launch.command)},
+            "deepspeed": dict(self.deepspeed),
+            "output": {"dir": self.output_dir},
+        }
+
+    def text(self) -> str:
+        """The plan file's text (deterministic)."""
+        return plan_text(self.to_dict())
+
+
+def _input(item: Mapping[str, Any]) -> PlanInput:
+    files = item.get("files")
+    return PlanInput(**{**item, "files": tuple(PlanFile(**f) for f in files) if files is not None else None})
+
+
+def _plain(obj: Any) -> dict[str, Any]:
+    """A dataclass as plan JSON: absent (None) fields left out, nested files as objects."""
+    out: dict[str, Any] = {}
+    for f in dataclasses.fields(obj):
+        value = getattr(obj, f.name)
+        if value is None:
+            continue
+        if isinstance(value, tuple) and value and dataclasses.is_dataclass(value[0]):
+            value = [_plain(v) for v in value]
+        elif isinstance(value, Mapping):
+            value = dict(value)
+        out[f.name] = value
+    return out
 
 
 def seal_plan(plan: dict[str, Any]) -> dict[str, Any]:
@@ -30,12 +214,7 @@ def plan_text(plan: dict[str, Any]) -> str:
     return json.dumps(plan, sort_keys=True, indent=2, ensure_ascii=False) + "\n"
 
 
-def write_plan(plan: dict[str, Any], path: str | Path) -> Path:
-    """Write ``plan`` to ``path`` atomically (temp file in the same folder, then rename)."""
-    return write_text_atomic(path, plan_text(plan))
-
-
-def read_plan(path: str | Path) -> dict[str, Any]:
+def read_plan(path: str | Path) -> Plan:
     """Load a plan and check it against plan.schema.json, the job schema (its spec section) and its plan_id.
 
     Raises :class:`PlanInvalid` listing every problem (nothing may run from a plan that fails here), and
@@ -43,38 +222,41 @@ def read_plan(path: str | Path) -> dict[str, Any]:
     """
     path = Path(path)
     try:
-        plan = json.loads(path.read_text(encoding="utf-8"))
+        document = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise UsageError(f"{path}: no such plan file; make one with `ftc compile SPEC -o {path}`") from None
     except IsADirectoryError:
         raise UsageError(f"{path}: is a folder; give the plan file (plan.json)") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise PlanInvalid(f"{path}: not a JSON plan ({exc})") from None
-    problems = plan_problems(plan)
+    problems = plan_problems(document)
     if problems:
-        raise PlanInvalid(f"{path}: invalid plan:\n" + "\n".join(f"  {p}" for p in problems) + "\n    fix: recompile the spec with `ftc compile`")
-    return plan
+        listed = "\n".join(f"  {p}" for p in problems)
+        raise PlanInvalid(f"{path}: invalid plan:\n{listed}\n    fix: recompile the spec with `ftc compile`")
+    return Plan.from_dict(document, folder=path.resolve().parent)
+
+
+def _where(prefix: str, error: Any) -> str:
+    return prefix + "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in error.absolute_path)
 
 
 def plan_problems(plan: Any) -> list[str]:
     """Every way ``plan`` differs from what `ftc compile` writes, as readable lines."""
     problems = []
-    for error in sorted(_validator("plan.schema.json").iter_errors(plan), key=lambda e: list(map(str, e.absolute_path))):
-        where = "$" + "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in error.absolute_path)
-        problems.append(f"{where}: {error.message}")
+    if isinstance(plan, dict) and "plan_version" in plan and plan["plan_version"] != PLAN_VERSION:
+        found = json.dumps(plan["plan_version"])
+        problems.append(f"$.plan_version: this ftc reads plan version {PLAN_VERSION}, the plan is version {found}")
+    errors = sorted(validator("plan.schema.json").iter_errors(plan), key=lambda e: list(map(str, e.absolute_path)))
+    problems += [f"{_where('$', e)}: {e.message}" for e in errors if list(e.absolute_path) != ["plan_version"]]
     if problems:
         return problems
-    for error in _validator("job.schema.json").iter_errors(plan["spec"]):
-        where = "$.spec" + "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in error.absolute_path)
-        problems.append(f"{where}: {error.message}")
+    problems += [f"{_where('$.spec', error)}: {error.message}" for error in validator("job.schema.json").iter_errors(plan["spec"])]
     missing = [f.name for f in dataclasses.fields(JobSpec) if f.name not in plan["spec"]]
     if missing:  # a plan compiled before these settings existed: its spec is not normalized by this ftc
         problems.append(f"$.spec: no {', '.join(missing)} (the plan was compiled by an older ftc)")
-    if plan["plan_version"] != PLAN_VERSION:
-        problems.append(f"$.plan_version: this ftc reads plan version {PLAN_VERSION}")
     expected = seal_plan(plan)["plan_id"]
     if plan["plan_id"] != expected:
-        problems.append(f"$.plan_id: the plan was edited after compiling (plan_id {plan['plan_id']} but the content hashes to {expected})")
+        problems.append(
+            f"$.plan_id: the plan was edited after compiling (plan_id {plan['plan_id']} but the content hashes to {expected})"
+        )
     return problems
-
-

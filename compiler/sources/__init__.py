@@ -6,12 +6,13 @@ input is, its exact identity (digest, version) and, when this machine can read i
 
 from __future__ import annotations
 
+import os
 import re
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from ftc._hashing import FileDigest, StatCache
+from ftc.stores.hashing import FileDigest, StatCache
 from ftc.spec.model import DvcLocation, Location
 
 __all__ = ["InputNotFound", "ResolveContext", "ResolvedInput", "resolve_location", "hub_input"]
@@ -31,6 +32,20 @@ class ResolveContext:
     base_dir: Path  # relative spec paths are relative to this (the spec's folder)
     plan_dir: Path  # relative plan paths are relative to this (the plan's folder)
     cache: StatCache | None = None
+
+    def spec_path(self, location: str) -> Path:
+        """A path as the spec wrote it, on this machine: relative to the spec's folder unless absolute or ``~``."""
+        given = Path(os.path.expanduser(location))
+        return given if given.is_absolute() else self.base_dir / given
+
+    def plan_location(self, location: str, path: Path | None = None) -> str:
+        """How the plan names a path the spec wrote: relative to the plan's folder, so neither depends on this
+        machine's absolute paths (an absolute or ``~`` path the user wrote stays as written). ``path``: where it
+        is found, when that differs from the spec's location (a repository's top folder)."""
+        if location.startswith("~") or Path(location).is_absolute():
+            return location
+        found = path if path is not None else self.spec_path(location)
+        return Path(os.path.relpath(found.resolve(), self.plan_dir.resolve())).as_posix()
 
 
 @dataclass(frozen=True)

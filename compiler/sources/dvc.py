@@ -20,10 +20,10 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from ftc._canonical import digest_of
-from ftc._content_cache import ContentCache, DigestMismatch
-from ftc._dvc_remote import DvcRemote
-from ftc._remote import RemoteProblem
+from ftc.spec.canonical import digest_of
+from ftc.stores.content_cache import ContentCache, DigestMismatch
+from ftc.stores.dvc_remote import DvcRemote
+from ftc.stores.remote import RemoteProblem
 from ftc.spec.model import DvcRef
 
 from . import InputNotFound, ResolveContext, ResolvedInput
@@ -45,7 +45,7 @@ def resolve(ref: DvcRef, ctx: ResolveContext) -> ResolvedInput:
         raise InputNotFound(f"{ref.path} at {rev} is hashed the DVC 2 way ({hash_name})", "run `dvc cache migrate --dvc-files` in the repository and commit", "unconfigured")
     if ref.rev is None and os.path.isdir(repo):
         _check_committed(DVCFileSystem, repo, ref.path, md5)
-    remote = DvcRemote(*_remote(fs, ref, rev, repo_in_plan, ctx.base_dir))
+    remote = DvcRemote(*_remote(fs, ref, rev, repo_in_plan, ctx))
     pin: dict[str, Any] = {"repo": repo_in_plan, "rev": rev, "commit": commit, "md5": md5, "remote": remote.url}
     if remote.endpoint:
         pin["endpoint"] = remote.endpoint
@@ -67,8 +67,7 @@ def _repo(ref: DvcRef, ctx: ResolveContext) -> tuple[str, str]:
             raise InputNotFound("the repo URL holds a credential, which would be written into the plan", "remove it from the URL; let git's credential helper supply it", "spec")
         return ref.repo, ref.repo
     if ref.repo:
-        given = Path(os.path.expanduser(ref.repo))
-        path = given if given.is_absolute() else ctx.base_dir / given
+        path = ctx.spec_path(ref.repo)
         if not path.is_dir():
             raise InputNotFound(f"no such repository folder: {path}", "check dvc.repo; a relative path is relative to the spec file")
     else:
@@ -78,9 +77,7 @@ def _repo(ref: DvcRef, ctx: ResolveContext) -> tuple[str, str]:
     except (OSError, subprocess.CalledProcessError):
         where = "the spec's folder" if not ref.repo else str(path)
         raise InputNotFound(f"{where} is not in a git repository", "give dvc.repo: the repository that tracks the path") from None
-    if ref.repo and (ref.repo.startswith("~") or Path(ref.repo).is_absolute()):
-        return top, ref.repo
-    return top, Path(os.path.relpath(top, ctx.plan_dir.resolve())).as_posix()
+    return top, ctx.plan_location(ref.repo or ".", Path(top))
 
 
 def _open(DVCFileSystem, repo: str, rev: str, name: str):
@@ -123,13 +120,12 @@ def _check_committed(DVCFileSystem, repo: str, path: str, md5: str) -> None:
         raise InputNotFound(f"{path}: its .dvc file has changes not committed to git (HEAD pins md5 {md5}, the work tree {now})", "commit the .dvc file (and `dvc push`), or set dvc.rev", "spec")
 
 
-def _remote(fs, ref: DvcRef, rev: str, name: str, base_dir: Path) -> tuple[str, str | None]:
+def _remote(fs, ref: DvcRef, rev: str, name: str, ctx: ResolveContext) -> tuple[str, str | None]:
     """The remote's URL (and S3 endpoint) the repository configures at ``rev``, unless the spec names one."""
     if ref.remote:
         if "://" in ref.remote:
             return ref.remote, None
-        local = Path(os.path.expanduser(ref.remote))  # a folder: relative to the spec file, like every local path
-        return str(local if local.is_absolute() else (base_dir / local).resolve()), None
+        return str(ctx.spec_path(ref.remote).resolve()), None  # a folder: relative to the spec, like every local path
     config = fs.repo.config
     default = config["core"].get("remote")
     if not default or default not in config["remote"]:

@@ -5,21 +5,15 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from ftc._hashing import hash_file, hash_tree, manifest_digest
+from ftc.stores.hashing import hash_file, hash_tree, manifest_digest
 from . import InputNotFound, ResolveContext, ResolvedInput
 
 
 def resolve(location: str, ctx: ResolveContext) -> ResolvedInput:
-    given = Path(os.path.expanduser(location))
-    path = given if given.is_absolute() else ctx.base_dir / given
+    path = ctx.spec_path(location)
     if not path.exists():
         raise InputNotFound(f"no such file or folder: {path}", "check the path; relative paths are relative to the spec file")
-    # The plan names the input relative to the plan file, so neither depends on this machine's absolute paths
-    # (an absolute or ~ path the user wrote stays as written).
-    if given.is_absolute() or location.startswith("~"):
-        uri = location
-    else:
-        uri = Path(os.path.relpath(path.resolve(), ctx.plan_dir.resolve())).as_posix()
+    uri = ctx.plan_location(location)
     try:
         if path.is_dir():
             files = hash_tree(path, ctx.cache)

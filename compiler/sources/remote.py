@@ -7,9 +7,9 @@ does not fetch it again) and pinned by sha256 too; of a weights folder only the 
 
 from __future__ import annotations
 
-from ftc._canonical import digest_of
-from ftc._content_cache import ContentCache
-from ftc._remote import RemoteProblem, store_for
+from ftc.spec.canonical import digest_of
+from ftc.stores.content_cache import ContentCache
+from ftc.stores.remote import RemoteProblem, store_for
 
 from . import InputNotFound, ResolveContext, ResolvedInput
 

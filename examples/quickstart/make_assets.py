@@ -6,9 +6,12 @@ Writes model/ (a random 2-layer Llama, ~0.5 MB of safetensors, with a 512-token 
 (small additions as chat examples: a task a tiny model visibly learns).
 """
 
+import sys
 from pathlib import Path
 
-from ftc.testing import arithmetic_examples, build_tiny_model, write_jsonl
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "tests"))  # the tests' builders: tests/support/
+
+from support.models import arithmetic_examples, build_tiny_model, write_jsonl
 
 HERE = Path(__file__).resolve().parent
 

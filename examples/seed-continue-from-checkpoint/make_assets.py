@@ -6,9 +6,12 @@ As in the guide this example mirrors: the data set is split in two halves; check
 on the first half (train_1.jsonl) on top of the quickstart's tiny model, and job.yaml continues it on the second.
 """
 
+import sys
 from pathlib import Path
 
-from ftc.testing import PROMPT_FORMAT, arithmetic_examples, write_jsonl
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "tests"))  # the tests' builders: tests/support/
+
+from support.models import PROMPT_FORMAT, arithmetic_examples, write_jsonl
 
 HERE = Path(__file__).resolve().parent
 BASE = HERE.parent / "quickstart" / "model"

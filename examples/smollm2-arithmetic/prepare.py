@@ -11,6 +11,7 @@ Writes weights/ (538 MB of fp32 safetensors, the tokenizer with its chat templat
 from __future__ import annotations
 
 import random
+import json
 import sys
 import tempfile
 import zipfile
@@ -47,9 +48,12 @@ def examples(n: int, seed: int) -> list[dict]:
     return out
 
 
-if __name__ == "__main__":
-    from ftc.testing import write_jsonl
+def write_jsonl(path: Path, records: list) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records), encoding="utf-8")
 
+
+if __name__ == "__main__":
     if len(sys.argv) != 2:
         sys.exit(__doc__)
     write_jsonl(HERE / "data" / "train.jsonl", examples(192, seed=1))

@@ -14,7 +14,7 @@ import pytest
 from conftest import metrics, read_json
 
 from ftc.errors import ExitCode
-from ftc.testing import arithmetic_examples, reference_loss_sum, write_jsonl
+from support.models import arithmetic_examples, reference_loss_sum, write_jsonl
 
 pytestmark = pytest.mark.slow
 
@@ -36,7 +36,8 @@ def _eval_loss_of_saved_model(checkpoint: Path, valid: Path, plan: dict, base: P
     from peft import PeftModel
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from ftc.runtime._data import collate, tokenize_file
+    from ftc.runtime._batches import collate
+    from ftc.runtime._tokens import tokenize_file
     from ftc.runtime._render import renderer_for
     from ftc.spec import JobSpec
 

@@ -42,7 +42,7 @@ def engine():
     docker = pytest.importorskip("docker")
     if os.geteuid() != 0 or shutil.which("dockerd") is None or shutil.which("debootstrap") is None:
         _unavailable("needs root, dockerd and debootstrap (Debian: apt-get install docker.io debootstrap)")
-    from ftc.testing import debian_rootfs_tar, start_dockerd
+    from support.servers import debian_rootfs_tar, start_dockerd
 
     root = Path(tempfile.mkdtemp(prefix="ftc-dockerd-", dir="/tmp"))  # short: a unix socket path has 107 bytes
     proc, host = start_dockerd(root)
@@ -73,7 +73,7 @@ def engine():
 
 @pytest.fixture(scope="module")
 def registry(engine, tmp_path_factory):
-    from ftc.testing import start_registry
+    from support.servers import start_registry
 
     proc, address = start_registry(tmp_path_factory.mktemp("registry"))
     yield address
@@ -282,7 +282,7 @@ def test_inputs_in_s3_train_in_a_container_that_gets_no_credentials(engine, s3, 
 
 
 def test_a_failure_in_the_container_comes_back_as_its_own_exit_code(engine, job, tmp_path):
-    from ftc.testing import arithmetic_examples, write_jsonl
+    from support.models import arithmetic_examples, write_jsonl
 
     records = arithmetic_examples(4, seed=1)
     records[2]["messages"][1]["content"] = "9 " * 200

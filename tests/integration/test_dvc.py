@@ -15,7 +15,8 @@ from conftest import S3_KEY, S3_SECRET, metrics, read_json, upload_folder
 
 from ftc.compiler import diff_plans
 from ftc.errors import ExitCode
-from ftc.testing import arithmetic_examples, write_jsonl
+from ftc.spec.plan import read_plan
+from support.models import arithmetic_examples, write_jsonl
 
 pytestmark = pytest.mark.slow
 
@@ -79,7 +80,7 @@ def test_one_spec_compiled_at_v1_and_at_v2_differs_only_in_that_pin_and_trains_o
     r = ftc("compile", spec, "-o", tmp_path / "v2.json")
     assert r.code == 0, r.err
     v1, v2 = read_json(tmp_path / "v1.json"), read_json(tmp_path / "v2.json")
-    changed = {line.split(":", 1)[0] for line in diff_plans(v1, v2)}
+    changed = {line.split(":", 1)[0] for line in diff_plans(read_plan(tmp_path / "v1.json"), read_plan(tmp_path / "v2.json"))}
     assert changed == {f"inputs.train.{key}" for key in ("digest", "pin.commit", "pin.md5", "records", "size", "uri")}
     assert v1["inputs"]["train"]["pin"]["commit"] == git(data_repo, "rev-parse", "v1")
     assert v2["inputs"]["train"]["pin"]["commit"] == git(data_repo, "rev-parse", "v2")

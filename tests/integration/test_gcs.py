@@ -10,7 +10,7 @@ import pytest
 from conftest import metrics, read_json
 
 from ftc.errors import ExitCode
-from ftc.testing import arithmetic_examples, write_jsonl
+from support.models import arithmetic_examples, write_jsonl
 
 pytestmark = pytest.mark.slow
 

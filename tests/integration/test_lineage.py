@@ -11,7 +11,7 @@ from conftest import metrics, read_json
 
 from ftc.errors import ExitCode
 from ftc.spec import lineage_schema
-from ftc.testing import arithmetic_examples, write_jsonl
+from support.models import arithmetic_examples, write_jsonl
 
 pytestmark = pytest.mark.slow
 

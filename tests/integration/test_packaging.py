@@ -39,6 +39,15 @@ def test_wheel_in_a_fresh_venv(tmp_path):
     _run(bin_dir / "ftc", "compile", spec, "-o", tmp_path / "plan.json", cwd=tmp_path, env={"FTC_CACHE_DIR": str(tmp_path / "cache"), "PATH": str(bin_dir)})
     installed = _run(bin_dir / "python", "-c", "import ftc.spec, sys; print(ftc.spec.__file__)", cwd=tmp_path).stdout
     assert str(tmp_path / "venv") in installed
+    # from the checkout's root (on sys.path first, as with `python -m pytest`) the installed package is the one
+    # imported, whole: no folder of the checkout shadows it
+    parts = "ftc.cli, ftc.errors, ftc.spec, ftc.stores, ftc.images, ftc.lineage, ftc.compiler, ftc.runtime"
+    located = _run(bin_dir / "python", "-c", f"import {parts}; print(ftc.cli.__file__, ftc.spec.__file__)", cwd=source)
+    assert located.stdout.count(str(tmp_path / "venv")) == 2, located.stdout
+    # and tests run from the root against that install
+    _run(bin_dir / "pip", "install", "-q", "pytest")
+    tests = _run(bin_dir / "python", "-m", "pytest", "tests/unit/spec/test_schema.py", "-q", "-p", "no:cacheprovider", cwd=source)
+    assert " passed" in tests.stdout and "failed" not in tests.stdout
 
 
 def test_editable_install_in_a_fresh_venv(tmp_path):

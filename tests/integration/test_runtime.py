@@ -8,7 +8,7 @@ import pytest
 from conftest import metrics, read_json
 
 from ftc.errors import ExitCode
-from ftc.testing import arithmetic_examples, write_jsonl
+from support.models import arithmetic_examples, write_jsonl
 
 FULL = dict(lora_config=None, learning_rate=3e-3, num_epochs=3, train_batch_size_per_device=4)
 
@@ -190,7 +190,7 @@ def test_a_plan_from_before_a_setting_existed_asks_to_recompile(job, ftc, tmp_pa
 
 
 def test_a_tokenizer_larger_than_the_embeddings_needs_resize(job, ftc, tmp_path, tiny_model):
-    from ftc.testing import build_tiny_model
+    from support.models import build_tiny_model
 
     build_tiny_model(tmp_path / "small", vocab_size=256, tokenizer=False)
     for name in ("tokenizer.json", "tokenizer_config.json", "chat_template.jinja"):

@@ -10,7 +10,7 @@ import pytest
 from conftest import S3_KEY, S3_SECRET, metrics, read_json, upload_folder
 
 from ftc.errors import ExitCode
-from ftc.testing import arithmetic_examples, write_jsonl
+from support.models import arithmetic_examples, write_jsonl
 
 pytestmark = pytest.mark.slow
 

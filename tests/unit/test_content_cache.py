@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from ftc._content_cache import ContentCache, DigestMismatch
+from ftc.stores.content_cache import ContentCache, DigestMismatch
 
 DATA = bytes(range(256)) * 4096  # 1 MiB
 SHA = hashlib.sha256(DATA).hexdigest()
@@ -124,7 +124,7 @@ def test_a_folder_view_never_links_outside_its_folder(tmp_path):
 def test_the_background_writer_writes_every_chunk_in_order_and_raises_write_errors_in_the_reader():
     import io
 
-    from ftc._content_cache import _BackgroundWriter
+    from ftc.stores.content_cache import _BackgroundWriter
 
     out = io.BytesIO()
     with _BackgroundWriter(out, depth=2) as writer:

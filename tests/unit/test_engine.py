@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import pytest
 
 from ftc.errors import EngineUnavailable, ExitCode, UsageError
@@ -20,13 +22,13 @@ pytest.importorskip("docker")
     ],
 )
 def test_split_reference(ref, parts):
-    from ftc._engine import split_reference
+    from ftc.images.engine import split_reference
 
     assert split_reference(ref) == parts
 
 
 def test_a_reference_with_a_digest_is_pinned_without_asking_an_engine(monkeypatch):
-    from ftc._engine import pin_image
+    from ftc.images.engine import pin_image
 
     monkeypatch.setenv("DOCKER_HOST", "unix:///nonexistent/docker.sock")
     digest = "sha256:" + "c" * 64
@@ -36,7 +38,7 @@ def test_a_reference_with_a_digest_is_pinned_without_asking_an_engine(monkeypatc
 
 
 def test_no_engine_is_a_clear_error(monkeypatch):
-    from ftc._engine import pin_image
+    from ftc.images.engine import pin_image
 
     monkeypatch.setenv("DOCKER_HOST", "unix:///nonexistent/docker.sock")
     with pytest.raises(EngineUnavailable) as err:
@@ -96,7 +98,7 @@ def test_mounts_nest_and_writable_folders_stay_writable(tmp_path, monkeypatch):
     ],
 )
 def test_repository_names_compare_as_the_engine_means_them(a, b, same):
-    from ftc._engine import same_repository
+    from ftc.images.engine import same_repository
 
     assert same_repository(a, b) is same
 
@@ -112,8 +114,14 @@ def test_repository_names_compare_as_the_engine_means_them(a, b, same):
 def test_a_container_run_refuses_what_the_container_cannot_see(change, message):
     from ftc.runtime._docker import _refuse_what_a_container_cannot_see
 
+    from ftc.spec.plan import PlanInput
+
+    def typed(plan: dict) -> SimpleNamespace:  # the two fields of a Plan that the check reads
+        inputs = {role: PlanInput(pinned=True, **item) for role, item in plan["inputs"].items()}
+        return SimpleNamespace(output_dir=plan["output"]["dir"], inputs=inputs)
+
     plan = {"output": {"dir": "runs/x"}, "inputs": {"train": {"source": "local", "uri": "data/train.jsonl"}, "base_model": {"source": "local", "uri": "model"}}}
-    _refuse_what_a_container_cannot_see(plan)
+    _refuse_what_a_container_cannot_see(typed(plan))
     change(plan)
     with pytest.raises(UsageError, match=message.replace("(", r"\(")):
-        _refuse_what_a_container_cannot_see(plan)
+        _refuse_what_a_container_cannot_see(typed(plan))

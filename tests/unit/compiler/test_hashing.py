@@ -8,8 +8,8 @@ import subprocess
 
 from conftest import age
 
-from ftc.compiler import StatCache
-from ftc._hashing import hash_file, hash_tree, manifest_digest
+from ftc.stores.hashing import StatCache
+from ftc.stores.hashing import hash_file, hash_tree, manifest_digest
 
 
 def _tree(root):

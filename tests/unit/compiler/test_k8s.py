@@ -15,6 +15,7 @@ from conftest import REPO, read_json
 from ftc.compiler import k8s_manifest, write_k8s_manifest
 
 from ftc.errors import UsageError
+from ftc.spec.plan import Plan
 
 IMAGE = "ghcr.io/acme/ftc-runtime@sha256:" + "ab" * 32
 
@@ -49,7 +50,7 @@ def compiled(job, ftc, tmp_path, tiny_model):
 
 
 def docs_of(plan: dict, **kwargs) -> tuple[dict, dict]:
-    configmap, pytorchjob = k8s_manifest(plan, plan_name=kwargs.pop("plan_name", "plan.json"), pvc=kwargs.pop("pvc", "ftc-jobs"), **kwargs)
+    configmap, pytorchjob = k8s_manifest(Plan.from_dict(plan), plan_name=kwargs.pop("plan_name", "plan.json"), pvc=kwargs.pop("pvc", "ftc-jobs"), **kwargs)
     return configmap, pytorchjob
 
 
@@ -129,17 +130,17 @@ def test_job_names_are_dns_labels(compiled):
 
 def test_the_configmap_holds_the_plan_file_byte_for_byte_and_output_is_deterministic(compiled):
     path, plan = compiled(num_nodes=2, num_devices=4)
-    manifest = write_k8s_manifest(plan, path, pvc="ftc-jobs", namespace="ml")
+    manifest = write_k8s_manifest(Plan.from_dict(plan), path, pvc="ftc-jobs", namespace="ml")
     assert manifest == path.with_name("plan.k8s.yaml")
     first = manifest.read_bytes()
     configmap, job = yaml.safe_load_all(first)
     assert configmap["data"]["plan.json"].encode("utf-8") == path.read_bytes()
     assert crd_errors(job) == []
-    assert write_k8s_manifest(read_json(path), path, pvc="ftc-jobs", namespace="ml").read_bytes() == first
+    assert write_k8s_manifest(Plan.from_dict(read_json(path)), path, pvc="ftc-jobs", namespace="ml").read_bytes() == first
     assert [p.name for p in path.parent.iterdir() if p.name.startswith(".plan.k8s.yaml")] == []  # no temp file left
     # the same spec compiled again gives the same plan, hence the same manifest
     path2, plan2 = compiled(name="again.json", num_nodes=2, num_devices=4)
-    assert write_k8s_manifest(plan2, path2, pvc="ftc-jobs", namespace="ml").read_bytes() == first.replace(b"plan.json", b"again.json")
+    assert write_k8s_manifest(Plan.from_dict(plan2), path2, pvc="ftc-jobs", namespace="ml").read_bytes() == first.replace(b"plan.json", b"again.json")
 
 
 def test_a_plan_without_a_pinned_image_is_refused(compiled):

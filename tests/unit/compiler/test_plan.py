@@ -168,11 +168,11 @@ def test_the_runtime_validates_a_plan_before_anything_else(tmp_path):
     import pytest
 
     from ftc.errors import PlanInvalid
-    from ftc.runtime import load_plan
+    from ftc.spec.plan import read_plan
 
     (tmp_path / "p.json").write_text("{}")
     with pytest.raises(PlanInvalid, match="invalid plan"):
-        load_plan(tmp_path / "p.json")
+        read_plan(tmp_path / "p.json")
 
 
 def test_plan_show_is_readable(job, ftc, tmp_path):
@@ -199,14 +199,14 @@ def test_a_plan_that_is_not_json_is_refused(ftc, tmp_path):
 
 def test_show_and_diff_handle_remote_folders_pinned_per_object(job, ftc, tmp_path):
     from ftc.compiler import describe_plan, diff_plans
-    from ftc.spec.plan import seal_plan
+    from ftc.spec.plan import Plan, seal_plan
 
     ftc("compile", job(), "-o", tmp_path / "p.json")
     plan = read_json(tmp_path / "p.json")
     remote = {"source": "s3", "uri": "s3://b/weights/", "pinned": True, "kind": "dir", "size": 10,
               "files": [{"path": "config.json", "size": 10, "pin": {"etag": "aaa"}}]}
-    a = seal_plan({**plan, "inputs": {**plan["inputs"], "base_model": remote}})
+    a = Plan.from_dict(seal_plan({**plan, "inputs": {**plan["inputs"], "base_model": remote}}))
     changed = {**remote, "files": [{"path": "config.json", "size": 10, "pin": {"etag": "bbb"}}]}
-    b = seal_plan({**plan, "inputs": {**plan["inputs"], "base_model": changed}})
+    b = Plan.from_dict(seal_plan({**plan, "inputs": {**plan["inputs"], "base_model": changed}}))
     assert "s3://b/weights/  (dir, 1 files, 10 B)  (pinned per object by the s3 store)" in describe_plan(a)
     assert diff_plans(a, b) == ['inputs.base_model.files: config.json changed ({"etag": "aaa"} -> {"etag": "bbb"})']

@@ -8,7 +8,7 @@ import torch.nn.functional as F
 
 from ftc.runtime import _loss
 from ftc.runtime._loss import TokenLoss, linear_cross_entropy
-from ftc.testing import build_tiny_model, reference_loss_sum
+from support.models import build_tiny_model, reference_loss_sum
 
 
 @pytest.fixture
@@ -124,7 +124,7 @@ def test_deepspeed_sets_up_its_backward_before_the_output_layer_gets_a_gradient(
     import deepspeed.ops
     from transformers import AutoModelForCausalLM
 
-    from ftc.testing import free_ports
+    from support.servers import free_ports
 
     for key, value in {"RANK": "0", "LOCAL_RANK": "0", "WORLD_SIZE": "1", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(free_ports(1)[0])}.items():
         monkeypatch.setenv(key, value)

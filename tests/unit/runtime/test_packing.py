@@ -6,10 +6,11 @@ import numpy as np
 import pytest
 import torch
 
-from ftc.runtime._data import collate, epoch_rows, shard_rows, tokenize_file
+from ftc.runtime._batches import collate, epoch_rows, shard_rows
+from ftc.runtime._tokens import tokenize_file
 from ftc.runtime._render import render_prompt_format
 from ftc.spec import PromptFormat
-from ftc.testing import PROMPT_FORMAT, arithmetic_examples, reference_loss_sum, write_jsonl
+from support.models import PROMPT_FORMAT, arithmetic_examples, reference_loss_sum, write_jsonl
 
 
 @pytest.fixture(scope="module")

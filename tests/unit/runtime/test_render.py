@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import pytest
 
-from ftc.runtime._data import IGNORE, collate, tokenize_file
+from ftc.runtime._batches import IGNORE, collate
+from ftc.runtime._tokens import tokenize_file
 from ftc.runtime._render import render_chat_template, render_prompt_format, renderer_for
 from ftc.spec import PromptFormat
-from ftc.testing import PROMPT_FORMAT, write_jsonl
+from support.models import PROMPT_FORMAT, write_jsonl
 
 
 def _fmt(**kw) -> PromptFormat:

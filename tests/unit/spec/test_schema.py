@@ -11,7 +11,7 @@ import pytest
 from conftest import REPO
 
 from ftc.spec import job_schema, plan_schema
-from ftc.spec._schema import _object_branch
+from ftc.spec.schemas import _object_branch
 from ftc.spec.docs import render_spec_reference
 from ftc.spec.model import DeepSpeedSettings, EvalFrequency, GenerationConfig, JobSpec, LoraConfig, PromptFormat
 

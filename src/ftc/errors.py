@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import enum
 import json
+import sys
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -26,6 +27,7 @@ __all__ = [
     "SpecInvalid",
     "TrainingFailed",
     "UsageError",
+    "report",
 ]
 
 
@@ -162,3 +164,26 @@ class SpecInvalid(FtcError):
         ordered = sorted(self.problems, key=lambda p: (p.file != source, p.file or "", p.line or 0))
         lines += [p.render() for p in ordered]
         super().__init__("\n".join(lines))
+
+
+def report(exc: BaseException, *, debug: bool = False) -> ExitCode:
+    """Say what went wrong, the way every entry point of ftc does, and return the exit code that says so.
+
+    The one place where exceptions become exit codes: a user-facing error prints its message (with a traceback
+    only when ``debug``), an interruption says how to continue, and anything else is a bug: its traceback is
+    printed, and the exit code is 1.
+    """
+    import traceback
+
+    if isinstance(exc, KeyboardInterrupt):
+        print("interrupted: checkpoints written so far are intact; continue with `ftc run PLAN --resume`", file=sys.stderr)
+        return ExitCode.INTERRUPTED
+    if isinstance(exc, FtcError):
+        if debug:
+            traceback.print_exception(exc)
+        if not getattr(exc, "already_reported", False):  # a training process printed it already
+            print(f"error: {exc}", file=sys.stderr, flush=True)
+        return ExitCode(exc.exit_code)
+    traceback.print_exception(exc)
+    print("error: an internal error in ftc (the traceback above); please report it", file=sys.stderr, flush=True)
+    return ExitCode.INTERNAL

@@ -1,12 +1,17 @@
-"""Check that a data file is JSONL of chat ``messages``; report the first bad line as file:line: reason."""
+"""The chat data format, read in one place: JSONL, one ``{"messages": [{"role", "content"}, ...]}`` per line.
+
+The compiler counts the examples and finds the first bad line; the runtime renders and tokenizes the good ones.
+Both read through :func:`read_chat_jsonl`, so a bad line gets the same reason at compile and at run time.
+"""
 
 from __future__ import annotations
 
 import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Iterator
 
-__all__ = ["ROLES", "ChatDataReport", "check_chat_jsonl", "message_problem"]
+__all__ = ["EXAMPLE", "ROLES", "ChatDataReport", "ChatLine", "check_chat_jsonl", "message_problem", "read_chat_jsonl"]
 
 ROLES = ("system", "user", "assistant")
 EXAMPLE = '{"messages": [{"role": "user", "content": "2+2?"}, {"role": "assistant", "content": "4"}]}'
@@ -50,27 +55,45 @@ def message_problem(record: object) -> str | None:
     return None
 
 
-def check_chat_jsonl(path: Path) -> ChatDataReport:
-    """Read every line of ``path``; count the examples and find the first bad line. Blank lines are allowed."""
-    records = 0
-    first_bad: tuple[int, str] | None = None
-    bad = 0
+@dataclass(frozen=True)
+class ChatLine:
+    """One non-blank line of a chat-JSONL file: its messages, or why it is not a chat example."""
+
+    line: int
+    messages: list[dict[str, Any]] | None
+    problem: str | None = None
+
+
+def read_chat_jsonl(path: Path) -> Iterator[ChatLine]:
+    """Every non-blank line of ``path``, in order, parsed and checked."""
     with open(path, "rb") as f:
         for lineno, raw in enumerate(f, start=1):
             if not raw.strip():
                 continue
             try:
-                reason = message_problem(json.loads(raw))
+                record = json.loads(raw)
+                reason = message_problem(record)
             except json.JSONDecodeError as exc:
                 reason = f"not valid JSON ({exc.msg} at column {exc.colno})"
             except UnicodeDecodeError:
                 reason = "not UTF-8 text"
-            if reason is None:
-                records += 1
-                continue
-            bad += 1
-            if first_bad is None:
-                first_bad = (lineno, reason)
+            except RecursionError:
+                reason = "nested too deeply to be a chat example"
+            yield ChatLine(lineno, record["messages"] if reason is None else None, reason)
+
+
+def check_chat_jsonl(path: Path) -> ChatDataReport:
+    """Read every line of ``path``; count the examples and find the first bad line. Blank lines are allowed."""
+    records = 0
+    first_bad: tuple[int, str] | None = None
+    bad = 0
+    for item in read_chat_jsonl(path):
+        if item.problem is None:
+            records += 1
+            continue
+        bad += 1
+        if first_bad is None:
+            first_bad = (item.line, item.problem)
     if first_bad is None and records == 0:
         return ChatDataReport(records=0, first_bad_line=1, reason="no examples (the file is empty)")
     if first_bad is None:

@@ -23,7 +23,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Callable, Iterator
 
-from ._hashing import cache_dir
+from .hashing import cache_dir
 
 __all__ = ["ContentCache", "DigestMismatch"]
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from functools import cached_property
 
-from ._remote import RemoteObject, RemoteProblem, Store, store_for
+from .remote import RemoteObject, RemoteProblem, Store, store_for
 
 __all__ = ["DvcRemote"]
 

@@ -8,7 +8,7 @@ from typing import Callable
 import ftc
 from ftc.errors import ImageBuildFailed, UsageError
 
-from ._engine import connect, describe_error, engine_address, engine_errors
+from .engine import connect, describe_error, engine_address, engine_errors
 
 __all__ = ["FLAVORS", "build_image", "default_tag", "source_checkout"]
 
@@ -21,7 +21,7 @@ def default_tag(flavor: str) -> str:
 
 def source_checkout(given: Path | None = None) -> Path:
     """The folder to build from: ``given``, else the checkout this ftc runs from. It must hold images/ and pyproject.toml."""
-    root = given if given is not None else Path(ftc.__file__).resolve().parents[1]
+    root = given if given is not None else Path(__file__).resolve().parents[1]  # images/build.py in a checkout
     if not (root / "images").is_dir() or not (root / "pyproject.toml").is_file():
         where = f"{given}: not a checkout of ftc" if given is not None else f"this ftc ({Path(ftc.__file__).parent}) is not installed from a checkout"
         raise UsageError(f"{where} (no images/ and pyproject.toml there); the images are built from ftc's source: give a checkout with --context")

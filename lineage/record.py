@@ -18,8 +18,8 @@ import platform
 from pathlib import Path
 from typing import Any
 
-from ftc._canonical import digest_of
-from ftc._hashing import FileDigest, hash_tree, manifest_digest
+from ftc.spec.canonical import digest_of
+from ftc.stores.hashing import FileDigest, hash_tree, manifest_digest
 
 __all__ = [
     "LINEAGE_FILE",
@@ -66,20 +66,16 @@ def read_record(folder: Path) -> dict[str, Any] | None:
         record = json.loads(path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise ValueError(f"{path}: not a lineage record ({exc})") from None
-    from ftc.spec._schema import _validator
+    from ftc.spec.schemas import validator
 
-    error = next(iter(_validator("lineage.schema.json").iter_errors(record)), None)
+    error = next(iter(validator("lineage.schema.json").iter_errors(record)), None)
     if error is not None:
         where = "$" + "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in error.absolute_path)
         raise ValueError(f"{path}: not a lineage record: {where}: {error.message[:200]}")
     return record
 
 
-#: set by `ftc run --backend docker` for the processes in the container: the image they run in (JSON)
-IMAGE_ENV = "FTC_CONTAINER_IMAGE"
-
-
-def environment() -> dict[str, Any]:
+def environment(image: dict[str, Any] | None = None) -> dict[str, Any]:
     """What ran: Python, the platform and the key package versions, a digest of the full list of installed
     distributions, and the container image when the run is in one (as the engine identified it at start)."""
     from importlib import metadata
@@ -92,8 +88,8 @@ def environment() -> dict[str, Any]:
         "packages": {name: versions.get(name) for name in KEY_PACKAGES},
         "packages_digest": digest_of([f"{name}=={version}" for name, version in installed if name]),
     }
-    if os.environ.get(IMAGE_ENV):
-        env["image"] = json.loads(os.environ[IMAGE_ENV])
+    if image is not None:
+        env["image"] = image
     return env
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any, Callable, Iterator
 
-from ._remote import RemoteObject, RemoteProblem
+from .objects import RemoteObject, RemoteProblem
 
 __all__ = ["S3Store"]
 

@@ -15,8 +15,8 @@ from typing import Any
 from ftc.spec import LoadedSpec, LoraConfig
 from ftc.spec.architectures import COMPARED_FIELDS, Architecture, closest_model_ids, known_architecture, known_model_ids
 
-from ._data import EXAMPLE, check_chat_jsonl
-from ftc._hashing import StatCache
+from ftc.spec.chat_data import EXAMPLE, check_chat_jsonl
+from ftc.stores.hashing import StatCache
 from .sources import ResolvedInput
 
 __all__ = ["check_architecture", "check_adapter", "check_target_modules", "check_context_length", "check_chat_data"]

@@ -1,4 +1,4 @@
-"""The lineage of what this run writes: its parents checked before training, a record sealed into every checkpoint.
+"""The lineage of a run: its parents checked before training, and the record sealed into every checkpoint it writes.
 
 A parent checkpoint that carries a lineage record must still be the files that record names; otherwise the run
 stops before training (a chain is only worth something if every link holds).
@@ -11,15 +11,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ftc._canonical import digest_of
-from ftc._hashing import FileDigest, manifest_digest, walk_files
+from ftc.spec.canonical import digest_of
+from ftc.stores.hashing import FileDigest, manifest_digest, walk_files
 from ftc.errors import LineageBroken
-from ftc.lineage.record import LINEAGE_VERSION, checkpoint_section, environment, location_of, read_record, seal
-from ftc.lineage.verify import files_problems, record_problems
+from ftc.spec.plan import PARENT_ROLES, Plan, PlanInput
+from .record import LINEAGE_VERSION, checkpoint_section, environment, location_of, read_record, seal
+from .verify import files_problems, record_problems
 
 __all__ = ["Lineage"]
-
-_PARENT_ROLES = ("base_model", "adapter")
 
 
 def _relation(role: str, mode: str) -> str:
@@ -28,20 +27,20 @@ def _relation(role: str, mode: str) -> str:
     return "finetune" if mode == "full" else "adapter"
 
 
-def _input_files(item: dict[str, Any], path: Path | str) -> dict[str, str] | None:
+def _input_files(item: PlanInput, path: Path | str) -> dict[str, str] | None:
     """path -> sha256 of each file of an input, as verified for this run: a local folder's from the plan; a
     downloaded one's from the content cache, whose objects are named by their sha256."""
-    if not isinstance(path, Path) or item.get("kind") != "dir":
+    if not isinstance(path, Path) or item.kind != "dir":
         return None
-    if item["source"] == "local":
-        return {f["path"]: f["sha256"] for f in item["files"]}
+    if item.source == "local":
+        return item.file_sha256
     return {name: Path(os.readlink(path / name)).name for name in walk_files(path)}
 
 
-def _source(item: dict[str, Any], path: Path | str, checkpoint: Path) -> dict[str, Any]:
-    source = {k: v for k, v in item.items() if k in ("source", "uri", "kind", "pin")}
-    if item["source"] == "local" and isinstance(path, Path):
-        source["location"] = location_of(path, checkpoint, item["uri"])
+def _source(item: PlanInput, path: Path | str, checkpoint: Path) -> dict[str, Any]:
+    source = {k: v for k, v in item.to_dict().items() if k in ("source", "uri", "kind", "pin")}
+    if item.source == "local" and isinstance(path, Path):
+        source["location"] = location_of(path, checkpoint, item.uri)
         del source["uri"]  # relative to the plan, which the record does not travel with
     return source
 
@@ -50,16 +49,17 @@ def _source(item: dict[str, Any], path: Path | str, checkpoint: Path) -> dict[st
 class Lineage:
     """Built once per run from the plan and its verified inputs; ``record`` makes each checkpoint's record."""
 
-    plan: dict[str, Any]
+    plan: Plan
     paths: dict[str, Path | str]
     parents: dict[str, dict[str, Any]]  # role -> the parent checkpoint's own lineage record
     env: dict[str, Any]
 
     @classmethod
-    def check(cls, plan: dict[str, Any], paths: dict[str, Path | str]) -> "Lineage":
-        """Check every parent that carries a lineage record against it; raise :class:`LineageBroken` if not."""
+    def check(cls, plan: Plan, paths: dict[str, Path | str], image: dict[str, Any] | None = None) -> Lineage:
+        """Check every parent that carries a lineage record against it; raise :class:`LineageBroken` if not.
+        ``image``: the container the run is in, if any (for the environment section)."""
         parents = {}
-        for role in _PARENT_ROLES:
+        for role in PARENT_ROLES:
             path = paths.get(role)
             if not isinstance(path, Path) or not path.is_dir():
                 continue
@@ -69,9 +69,10 @@ class Lineage:
                 raise LineageBroken(f"{role}: {exc}") from None
             if record is None:
                 continue
-            problems = record_problems(record, f"{role} {plan['inputs'][role]['uri']}")
-            files = {k: v for k, v in (_input_files(plan["inputs"][role], path) or {}).items() if k != "lineage.json"}
-            problems += files_problems(record["checkpoint"]["files"], files, f"{role} {plan['inputs'][role]['uri']}")
+            where = f"{role} {plan.inputs[role].uri}"
+            problems = record_problems(record, where)
+            files = {k: v for k, v in (_input_files(plan.inputs[role], path) or {}).items() if k != "lineage.json"}
+            problems += files_problems(record["checkpoint"]["files"], files, where)
             if problems:
                 raise LineageBroken(
                     f"{role}: the parent checkpoint no longer matches its own lineage record\n    "
@@ -79,24 +80,24 @@ class Lineage:
                     + "\n    fix: continue from an intact checkpoint (`ftc lineage verify` names what changed)"
                 )
             parents[role] = record
-        return cls(plan, paths, parents, environment())
+        return cls(plan, paths, parents, environment(image))
 
     def record(self, folder: Path, final: Path, results: dict[str, Any], execution: dict[str, Any]) -> dict[str, Any]:
         """The sealed record of the checkpoint being written in ``folder`` (renamed to ``final`` once whole)."""
         plan = self.plan
         parents = []
-        for role in _PARENT_ROLES:
-            item = plan["inputs"].get(role)
+        for role in PARENT_ROLES:
+            item = plan.inputs.get(role)
             if item is None:
                 continue
             path = self.paths[role]
             files = _input_files(item, path)
             entry: dict[str, Any] = {
                 "role": role,
-                "relation": _relation(role, plan["mode"]),
+                "relation": _relation(role, plan.mode),
                 "source": _source(item, path, final),
                 # a folder's digest is its manifest's, whether it was local or downloaded
-                "digest": item.get("digest") or (manifest_digest([FileDigest(n, 0, sha) for n, sha in files.items()]) if files else None),
+                "digest": item.digest or (manifest_digest([FileDigest(n, 0, sha) for n, sha in files.items()]) if files else None),
             }
             if files is not None:
                 entry["files"] = [{"path": name, "sha256": sha} for name, sha in sorted(files.items())]
@@ -106,19 +107,24 @@ class Lineage:
             parents.append(entry)
         datasets = []
         for role in ("train", "valid"):
-            item = plan["inputs"].get(role)
+            item = plan.inputs.get(role)
             if item is None:
                 continue
             source = _source(item, self.paths[role], final)
-            datasets.append({"role": role, "source": source, "sha256": item["digest"], "examples": results["used"].get(role, 0) + results["skipped"].get(role, 0), "examples_used": results["used"].get(role, 0), "examples_skipped": results["skipped"].get(role, 0)})
+            datasets.append({"role": role, "source": source, "sha256": item.digest, "examples": results["used"].get(role, 0) + results["skipped"].get(role, 0), "examples_used": results["used"].get(role, 0), "examples_skipped": results["skipped"].get(role, 0)})
         record = {
             "lineage_version": LINEAGE_VERSION,
-            "checkpoint": {**checkpoint_section(folder), "name": final.name, "model_id": plan["architecture"]["model_id"], "kind": "full" if plan["mode"] == "full" else "adapter"},
+            "checkpoint": {
+                **checkpoint_section(folder),
+                "name": final.name,
+                "model_id": plan.architecture.model_id,
+                "kind": "full" if plan.mode == "full" else "adapter",
+            },
             "parents": parents,
             "datasets": datasets,
-            "plan": {"plan_id": plan["plan_id"], "spec_digest": plan["spec_digest"], "mode": plan["mode"]},
+            "plan": {"plan_id": plan.plan_id, "spec_digest": plan.spec_digest, "mode": plan.mode},
             "environment": self.env,
-            "execution": {**execution, "deepspeed_config_digest": digest_of(plan["deepspeed"]), "seed": plan["seed"]},
+            "execution": {**execution, "deepspeed_config_digest": digest_of(dict(plan.deepspeed)), "seed": plan.spec.seed},
             "results": {k: v for k, v in results.items() if k not in ("skipped", "used")},
         }
         return seal(record)

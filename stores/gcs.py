@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 from typing import Any, Callable, Iterator
 
-from ._remote import RemoteObject, RemoteProblem
+from .objects import RemoteObject, RemoteProblem
 
 __all__ = ["GcsStore"]
 

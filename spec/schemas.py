@@ -9,13 +9,20 @@ import json
 from pathlib import Path
 from typing import Any, Iterable
 
-from ftc._canonical import canonical_json, sha256_bytes
-from ftc._hashing import cache_dir
+from ftc.spec.canonical import canonical_json, sha256_bytes
 from ftc.errors import Problem
 
 from ._source import SpecSource, json_path
 
-__all__ = ["job_schema", "lineage_schema", "plan_schema", "schema_problems", "apply_defaults", "without_invalid_keys"]
+__all__ = [
+    "apply_defaults",
+    "job_schema",
+    "lineage_schema",
+    "plan_schema",
+    "schema_problems",
+    "validator",
+    "without_invalid_keys",
+]
 
 
 @functools.cache
@@ -44,7 +51,8 @@ def lineage_schema() -> dict:
 
 
 @functools.cache
-def _validator(name: str):
+def validator(name: str):
+    """The jsonschema validator of schema file ``name`` (formats checked)."""
     import jsonschema  # ~0.1 s to import: only when something is validated
 
     schema = _load(name)
@@ -100,14 +108,15 @@ def _json_type(value: Any) -> str:
     return "object"
 
 
-def schema_problems(source: SpecSource, schema_name: str = "job.schema.json") -> list[Problem]:
-    """Every schema violation in ``source``, each with its JSON path, line, found value and a fix."""
-    marker = _valid_marker(source.data, schema_name)
+def schema_problems(source: SpecSource, schema_name: str = "job.schema.json", *, remember_in: Path | None = None) -> list[Problem]:
+    """Every schema violation in ``source``, each with its JSON path, line, found value and a fix. With
+    ``remember_in`` (a folder), a document found valid is remembered there and not validated again."""
+    marker = _valid_marker(source.data, schema_name, remember_in) if remember_in is not None else None
     if marker is not None and marker.exists():
         return []
     root = _load(schema_name)
     problems: list[Problem] = []
-    errors = sorted(_validator(schema_name).iter_errors(source.data), key=lambda e: list(map(str, e.absolute_path)))
+    errors = sorted(validator(schema_name).iter_errors(source.data), key=lambda e: list(map(str, e.absolute_path)))
     for error in errors:
         problems.extend(_describe(error, source, root))
     if not problems and marker is not None:
@@ -115,7 +124,7 @@ def schema_problems(source: SpecSource, schema_name: str = "job.schema.json") ->
     return problems
 
 
-def _valid_marker(data: Any, schema_name: str) -> Path | None:
+def _valid_marker(data: Any, schema_name: str, folder: Path) -> Path | None:
     """Where the fact "this document is valid under this exact schema" is remembered.
 
     Validation is a pure function of the two, so a spec recompiled unchanged skips it, and with it the import of
@@ -126,7 +135,7 @@ def _valid_marker(data: Any, schema_name: str) -> Path | None:
         key = sha256_bytes(_text(schema_name).encode() + b"\0" + canonical_json(data)).split(":")[1]
     except (TypeError, ValueError):
         return None
-    return cache_dir() / "validated" / key[:2] / key
+    return folder / key[:2] / key
 
 
 def _touch(marker: Path) -> None:

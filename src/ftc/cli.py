@@ -13,8 +13,8 @@ from pathlib import Path
 import click
 
 import ftc
-from ftc.errors import ExitCode, FtcError
-from ftc.images import FLAVORS
+from ftc.errors import ExitCode, report
+from ftc.images.build import FLAVORS
 
 __all__ = ["cli", "main"]
 
@@ -52,8 +52,7 @@ def cli(debug: bool) -> None:
 @click.option("--k8s-gpus-per-node", type=click.IntRange(min=0), metavar="N", help="With --emit k8s: GPUs per pod (default: one per process; 0: train on CPU).")
 def compile_command(spec: Path, output: Path | None, allow_unpinned: bool, emit: str | None, k8s_pvc: str | None, k8s_namespace: str | None, k8s_gpus_per_node: int | None) -> None:
     """Validate SPEC, pin every input by content and the image by digest, and write a deterministic run plan."""
-    from ftc.compiler import compile_spec
-    from ftc.spec.plan import plan_text, write_plan
+    from ftc.compiler import compile_spec, write_plan
 
     to_stdout = str(output) == "-"
     if output is None:
@@ -67,9 +66,9 @@ def compile_command(spec: Path, output: Path | None, allow_unpinned: bool, emit:
     for warning in result.warnings:
         click.echo(f"warning: {warning}", err=True)
     files = result.cache_hits + result.cache_misses
-    summary = f"plan {result.plan['plan_id']} ({files} input files, {result.cache_hits} unchanged since last hashed)"
+    summary = f"plan {result.plan.plan_id} ({files} input files, {result.cache_hits} unchanged since last hashed)"
     if to_stdout:
-        click.echo(plan_text(result.plan), nl=False)
+        click.echo(result.plan.text(), nl=False)
         click.echo(summary, err=True)
     else:
         if emit == "k8s":  # checked before the plan is written: a plan the cluster cannot run is not left behind
@@ -112,10 +111,10 @@ def plan_group() -> None:
 def plan_show(plan: Path, as_json: bool) -> None:
     """Show what PLAN will do: inputs and their pins, settings, launch, image."""
     from ftc.compiler import describe_plan
-    from ftc.spec.plan import plan_text, read_plan
+    from ftc.spec.plan import read_plan
 
     document = read_plan(plan)
-    click.echo(plan_text(document) if as_json else describe_plan(document), nl=not as_json)
+    click.echo(document.text() if as_json else describe_plan(document), nl=not as_json)
 
 
 @plan_group.command("diff")
@@ -186,7 +185,7 @@ def image_group() -> None:
 def image_build(flavor: str, tag: str | None, context: Path | None, build_args: tuple[str, ...]) -> None:
     """Build images/Dockerfile.FLAVOR through the engine at DOCKER_HOST and tag it."""
     from ftc.errors import UsageError
-    from ftc.images import build_image
+    from ftc.images.build import build_image
 
     args = {}
     for item in build_args:
@@ -241,26 +240,13 @@ def main(argv: list[str] | None = None) -> int:
         return int(result) if isinstance(result, int) else ExitCode.OK
     except click.exceptions.Exit as exc:
         return exc.exit_code
-    except (click.exceptions.Abort, KeyboardInterrupt):  # click turns Ctrl-C into Abort
-        click.echo("interrupted: checkpoints written so far are intact; continue with `ftc run PLAN --resume`", err=True)
-        return ExitCode.INTERRUPTED
+    except click.exceptions.Abort:  # click's name for Ctrl-C
+        return report(KeyboardInterrupt(), debug=debug)
     except click.ClickException as exc:
         exc.show()
         return ExitCode.USAGE
-    except FtcError as exc:
-        if debug:
-            import traceback
-
-            traceback.print_exc()
-        if not getattr(exc, "already_reported", False):  # a training process printed it already
-            click.echo(f"error: {exc}", err=True)
-        return exc.exit_code
-    except Exception:
-        import traceback
-
-        traceback.print_exc()
-        click.echo("error: an internal error in ftc (the traceback above); please report it", err=True)
-        return ExitCode.INTERNAL
+    except (Exception, KeyboardInterrupt) as exc:
+        return report(exc, debug=debug)
 
 
 def _entry() -> None:

@@ -10,7 +10,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from ftc._hashing import changed_file_lines, hash_tree
+from ftc.stores.hashing import changed_file_lines, hash_tree
 
 from .record import LINEAGE_FILE, read_record, record_id_of
 

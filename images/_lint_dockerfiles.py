@@ -1,0 +1,219 @@
+"""The Dockerfiles' rules: the base image, the torch index and every version come from the pin file, the
+packages are installed from pyproject.toml's declarations with the pin file as constraints, every package folder is
+copied, no build argument or ENV looks like a credential, and the final stage is lean, non-root and runs
+ftc.runtime."""
+
+from __future__ import annotations
+
+import json
+import re
+import shlex
+
+from ._lint_context import package_dirs, package_folders
+from ._lint_instructions import Instruction, assignments, context_sources, dockerfile_stages, parse_dockerfile
+from ._lint_pins import IMAGE_EXTRAS, PIN_FILE, PinFile, canonicalize_name, declared_requirements
+
+BASE_IMAGE_ARG = {"cpu": "PYTHON_IMAGE", "gpu": "CUDA_IMAGE"}
+TORCH_INDEX = {"cpu": "TORCH_INDEX_CPU", "gpu": "TORCH_INDEX_GPU"}
+ENTRYPOINT = ["python", "-m", "ftc.runtime"]
+VENV = "/opt/ftc"
+# what the final stage must set: no pip cache, no stray bytecode, unbuffered logs, and never a model hub
+REQUIRED_ENV = {"PIP_NO_CACHE_DIR": "1", "PYTHONDONTWRITEBYTECODE": "1", "PYTHONUNBUFFERED": "1", "HF_HUB_OFFLINE": "1"}
+REQUIRED_LABELS = (
+    "org.opencontainers.image.source",
+    "org.opencontainers.image.version",
+    "org.opencontainers.image.title",
+)
+SECRET_NAME = re.compile(r"TOKEN|SECRET|PASSW(?:OR)?D|CREDENTIAL|PRIVATE|(?:^|_)(?:API_?)?KEYS?(?:_|$)", re.IGNORECASE)
+COMPILER = re.compile(
+    r"(?<![\w-])(?:build-essential|gcc|g\+\+|clang|cmake|nvcc|cuda-toolkit[\w-]*|[\w.+]+-dev)(?![\w-])"
+)
+
+
+def _name_pattern(name: str) -> str:
+    return r"[-_.]".join(re.escape(part) for part in re.split(r"[-_.]+", canonicalize_name(name)))
+
+
+def _copy_problems(instructions: list[Instruction], pyproject: dict, where: str) -> list[str]:
+    """Every folder pyproject.toml puts a package in is copied from the build context (`pip install .` builds
+    from it); a folder counts as copied when it, `.`, or each of its package folders is a COPY source."""
+    sources = [s for _, paths in context_sources(instructions) for s in paths]
+
+    def copied(path: str) -> bool:
+        return any(s == "." or path == s or path.startswith(s + "/") for s in sources)
+
+    dirs = package_dirs(pyproject)
+    problems = []
+    for folder in package_folders(pyproject):
+        inside = {name: d for name, d in dirs.items() if d == folder or d.startswith(folder + "/")}
+        if not copied(folder) and not all(copied(d) for d in inside.values()):
+            problems.append(
+                f"{where}: does not COPY {folder} (pyproject.toml's [tool.setuptools] package-dir puts"
+                f" {', '.join(sorted(inside))} there; `pip install .` needs it)"
+            )
+    return problems
+
+
+def dockerfile_problems(text: str, flavour: str, pin_file: PinFile, pyproject: dict, where: str) -> list[str]:
+    """A Dockerfile (``flavour``: cpu or gpu; ``where``: its path in messages) follows the pin file and
+    pyproject.toml, writes no version, copies every package folder, and builds a lean, non-root final stage."""
+    problems = []
+    instructions = parse_dockerfile(text)
+    head, stages = dockerfile_stages(instructions)
+
+    # (2) the base image and the torch index come from the pin file; no version is written here
+    global_args = {}
+    for ins in head:
+        if ins.keyword != "ARG":
+            problems.append(f"{where}:{ins.line}: {ins.keyword} before the first FROM")
+            continue
+        global_args.update(assignments(ins.args))
+    base_arg = BASE_IMAGE_ARG[flavour]
+    for name, value in global_args.items():
+        if name in pin_file.settings and value != pin_file.settings[name]:
+            problems.append(
+                f"{where}: ARG {name} defaults to {value!r}, {PIN_FILE} says {pin_file.settings[name]!r}:"
+                " they must be equal"
+            )
+    if base_arg not in global_args:
+        problems.append(f"{where}: no `ARG {base_arg}=...` before the first FROM (its default must equal {PIN_FILE}'s)")
+    stage_names: set[str] = set()
+    for stage in stages:
+        image, *rest = shlex.split(stage[0].args)
+        ref = re.fullmatch(r"\$\{?(\w+)\}?", image)
+        if ref is None and image not in stage_names:
+            problems.append(
+                f"{where}:{stage[0].line}: FROM {image} names an image directly; use `FROM ${{{base_arg}}}`"
+                f" (the ARG that follows {PIN_FILE})"
+            )
+        elif ref is not None and ref[1] not in pin_file.settings:
+            problems.append(f"{where}:{stage[0].line}: FROM ${{{ref[1]}}}: {ref[1]} is not a base image of {PIN_FILE}")
+        if len(rest) == 2 and rest[0].upper() == "AS":
+            stage_names.add(rest[1])
+    pinned_settings = {(name, value) for name, value in pin_file.settings.items()}
+    declared = {canonicalize_name(r.name) for r in declared_requirements(pyproject)}
+    for ins in instructions:
+        if ins.keyword == "ARG" and set(assignments(ins.args).items()) <= pinned_settings:
+            continue  # a base image ARG, checked against the pin file above
+        if re.search(r"==\s*v?\d", ins.args):
+            problems.append(f"{where}:{ins.line}: `==<version>` in a Dockerfile: versions belong in {PIN_FILE}")
+        for key, (name, version) in pin_file.pins.items():
+            written = rf"(?i)(?<![\w.-]){_name_pattern(name)}(?![\w-])\s*(?:[=<>~!]=?|@|\s)\s*v?\d+(?:\.\d+)+"
+            if re.search(written, ins.args):
+                problems.append(
+                    f"{where}:{ins.line}: a version of {name} is written in the Dockerfile: versions belong in"
+                    f" {PIN_FILE}"
+                )
+            elif key in declared and re.search(rf"(?<![\w.+-]){re.escape(version)}(?![\w+-]|\.\d)", ins.args):
+                problems.append(
+                    f"{where}:{ins.line}: {name}'s pinned version {version} is written in the Dockerfile: versions"
+                    f" belong in {PIN_FILE}"
+                )
+    body = "\n".join(ins.args for ins in instructions)
+    if f"TORCH_INDEX_{flavour.upper()}" not in body:
+        problems.append(f"{where}: torch's index is not read from {PIN_FILE} (#@ {TORCH_INDEX[flavour]}=)")
+    if "download.pytorch.org" in body:
+        problems.append(f"{where}: torch's index URL is written in the Dockerfile: it belongs in {PIN_FILE}")
+    if not any(i.keyword == "COPY" and shlex.split(i.args)[0] == PIN_FILE for i in instructions):
+        problems.append(f"{where}: does not COPY {PIN_FILE} (pip installs with it as constraints)")
+    # ftc itself is built from the package folders pyproject.toml names
+    problems += _copy_problems(instructions, pyproject, where)
+    # what ftc declares is read from pyproject.toml by a RUN that then installs it with the pin file as constraints
+    reads = [
+        i.args
+        for i in instructions
+        if i.keyword == "RUN" and "pyproject.toml" in i.args and "optional-dependencies" in i.args
+    ]
+    extras = ", ".join(IMAGE_EXTRAS)
+    if not reads:
+        problems.append(
+            f"{where}: no RUN reads [project] dependencies and the extras {extras} from pyproject.toml to install them"
+        )
+    for extra in IMAGE_EXTRAS if reads else ():
+        if not any(re.search(rf"""["']{re.escape(extra)}["']""", args) for args in reads):
+            problems.append(
+                f"{where}: does not install the `{extra}` extra of pyproject.toml (the images install [project]"
+                f" dependencies and the extras {extras})"
+            )
+    for ins in instructions:
+        for command in re.split(r"&&|;|\|\|", ins.args) if ins.keyword == "RUN" else []:
+            if re.search(r"\bpip\s+install\b", command) and f"-c {PIN_FILE}" not in command:
+                targets = [t for t in shlex.split(command.split("install", 1)[1]) if not t.startswith("-")]
+                if not (targets == ["."] and "--no-deps" in command):  # ftc itself, after its pinned dependencies
+                    problems.append(
+                        f"{where}:{ins.line}: `{command.strip()}` installs without the pin file as constraints"
+                        f" (-c {PIN_FILE})"
+                    )
+    version = pyproject["project"]["version"]
+    for ins in instructions:
+        if ins.keyword == "ARG" and assignments(ins.args).get("FTC_VERSION", version) != version:
+            problems.append(
+                f"{where}:{ins.line}: ARG FTC_VERSION defaults to {assignments(ins.args)['FTC_VERSION']!r},"
+                f" pyproject.toml's version is {version!r}"
+            )
+
+    # (4) no build argument or environment variable that looks like a credential, in any stage
+    for ins in instructions:
+        if ins.keyword in ("ARG", "ENV"):
+            for name in assignments(ins.args):
+                if SECRET_NAME.search(name):
+                    problems.append(
+                        f"{where}:{ins.line}: {ins.keyword} {name} looks like a credential: build arguments and ENV"
+                        " stay in the image's layers and history"
+                    )
+
+    # (3) and hygiene: the final stage copies only the environment, runs as a fixed non-root uid, runs ftc.runtime
+    if len(stages) < 2:
+        problems.append(f"{where}: not a multi-stage build (a builder stage and a final stage)")
+        return problems
+    final = stages[-1]
+    copies = [i for i in final if i.keyword == "COPY"]
+    if not any(re.search(rf"--from=\S+\s+{re.escape(VENV)}/?\s+{re.escape(VENV)}/?$", i.args) for i in copies):
+        problems.append(f"{where}: the final stage does not COPY --from=<builder> {VENV} {VENV}")
+    for ins in copies:
+        if "--from=" not in ins.args:
+            problems.append(
+                f"{where}:{ins.line}: the final stage copies from the build context ({ins.args}); it takes only"
+                f" {VENV} from the builder"
+            )
+    users = [i for i in final if i.keyword == "USER"]
+    if not users:
+        problems.append(f"{where}: the final stage sets no USER: it would run as root")
+    else:
+        user = users[-1].args.split(":")[0].strip()
+        if not user.isdigit():
+            problems.append(
+                f"{where}:{users[-1].line}: USER {users[-1].args}: use a numeric uid (runtimes check runAsNonRoot by"
+                " number)"
+            )
+        elif int(user) == 0:
+            problems.append(f"{where}:{users[-1].line}: USER {users[-1].args} is root")
+    entry = [i for i in final if i.keyword == "ENTRYPOINT"]
+    try:
+        entrypoint = json.loads(entry[-1].args) if entry else None
+    except json.JSONDecodeError:
+        entrypoint = entry[-1].args
+    if entrypoint != ENTRYPOINT:
+        problems.append(f"{where}: ENTRYPOINT is {entrypoint!r}, not {json.dumps(ENTRYPOINT)}")
+    if not any(i.keyword == "WORKDIR" for i in final):
+        problems.append(f"{where}: the final stage sets no WORKDIR")
+    env: dict[str, str | None] = {}
+    labels: dict[str, str | None] = {}
+    for ins in final:
+        if ins.keyword == "ENV":
+            env.update(assignments(ins.args))
+        elif ins.keyword == "LABEL":
+            labels.update(assignments(ins.args))
+    for name, value in REQUIRED_ENV.items():
+        if env.get(name) != value:
+            problems.append(f"{where}: the final stage does not set ENV {name}={value}")
+    for name in REQUIRED_LABELS:
+        if name not in labels:
+            problems.append(f"{where}: no LABEL {name}")
+    for ins in final:
+        if ins.keyword == "RUN" and COMPILER.search(ins.args):
+            problems.append(
+                f"{where}:{ins.line}: the final stage installs a compiler or build headers"
+                f" ({COMPILER.search(ins.args)[0]})"
+            )
+    return problems

@@ -1,0 +1,221 @@
+"""The pin file, images/versions.txt, against pyproject.toml and the environment this runs in: its lines are exact
+pins and ``#@ NAME=value`` settings, it pins every package ftc declares for the images at a version pyproject.toml
+allows and installed here, it is closed under what those packages pull in, and its base images and torch indexes
+agree. ``packaging`` is imported by the functions that need it."""
+
+from __future__ import annotations
+
+import importlib.metadata
+import re
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from packaging.requirements import Requirement
+
+PIN_FILE = "images/versions.txt"
+# the extras the images install besides [project] dependencies: the training stack, and the stores the runtime
+# re-verifies remote inputs in (s3://, gs://; DVC inputs are read through the same stores and need no extra)
+IMAGE_EXTRAS = ("train", "s3", "gcs")
+DIGEST = re.compile(r"@sha256:[0-9a-f]{64}\Z")
+# torch's CUDA builds bring their CUDA runtime as packages torch itself pins; the pin file covers everything else
+TORCH_CUDA_RUNTIME = re.compile(r"nvidia-.*|cuda-.*|triton")
+
+
+def canonicalize_name(name: str) -> str:
+    """A distribution name as PEP 503 compares them (``Foo_Bar.baz`` -> ``foo-bar-baz``)."""
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+@dataclass
+class PinFile:
+    """What images/versions.txt says."""
+
+    pins: dict[str, tuple[str, str]] = field(default_factory=dict)  # canonical name -> (name as written, version)
+    settings: dict[str, str] = field(default_factory=dict)  # `#@ NAME=value` lines
+    problems: list[str] = field(default_factory=list)  # lines that are not what the file allows
+
+
+def parse_pin_file(text: str) -> PinFile:
+    """The pins (exact ``name==version`` lines) and settings (``#@ NAME=value`` lines) of a pin file; every other
+    non-comment line is a problem."""
+    from packaging.requirements import InvalidRequirement, Requirement
+    from packaging.version import Version
+
+    out = PinFile()
+    for number, raw in enumerate(text.splitlines(), 1):
+        line = raw.strip()
+        if line.startswith("#@"):
+            name, sep, value = line[2:].strip().partition("=")
+            if not sep or not re.fullmatch(r"[A-Z][A-Z0-9_]*", name) or not value.strip():
+                out.problems.append(f"{PIN_FILE}:{number}: `{line}` is not a `#@ NAME=value` line")
+            elif name in out.settings:
+                out.problems.append(f"{PIN_FILE}:{number}: {name} is set twice")
+            else:
+                out.settings[name] = value.strip()
+            continue
+        line = re.split(r"(?:^|\s)#", line, maxsplit=1)[0].strip()
+        if not line:
+            continue
+        try:
+            req = Requirement(line)
+        except InvalidRequirement:
+            out.problems.append(f"{PIN_FILE}:{number}: `{line}` is not a requirement")
+            continue
+        specs = list(req.specifier)
+        exact = len(specs) == 1 and specs[0].operator == "==" and "*" not in specs[0].version
+        if not exact or req.extras or req.marker or req.url:
+            out.problems.append(f"{PIN_FILE}:{number}: `{line}` is not an exact pin (name==version)")
+            continue
+        version = specs[0].version
+        if Version(version).local is not None:
+            out.problems.append(
+                f"{PIN_FILE}:{number}: `{line}`: a local version label (+...) picks one build; pin the public version,"
+                " the index picks the build"
+            )
+            continue
+        key = canonicalize_name(req.name)
+        if key in out.pins:
+            out.problems.append(f"{PIN_FILE}:{number}: {req.name} is pinned twice")
+            continue
+        out.pins[key] = (req.name, version)
+    return out
+
+
+def declared_requirements(pyproject: dict) -> list[Requirement]:
+    """What ftc declares for the images: [project] dependencies and the extras of IMAGE_EXTRAS (train, s3, gcs)."""
+    from packaging.requirements import Requirement
+
+    project = pyproject["project"]
+    extras = project["optional-dependencies"]
+    return [Requirement(r) for r in project["dependencies"] + [r for extra in IMAGE_EXTRAS for r in extras[extra]]]
+
+
+def pyproject_problems(pin_file: PinFile, pyproject: dict) -> list[str]:
+    """Every package ftc declares is pinned, at a version its requirement allows."""
+    problems = []
+    for req in declared_requirements(pyproject):
+        pin = pin_file.pins.get(canonicalize_name(req.name))
+        if pin is None:
+            problems.append(f"{req.name}: declared in pyproject.toml ({req}) but not pinned in {PIN_FILE}")
+        elif not req.specifier.contains(pin[1], prereleases=True):
+            problems.append(f"{pin[0]}=={pin[1]} does not satisfy pyproject.toml's `{req}`")
+    return problems
+
+
+def environment_problems(pin_file: PinFile, version_of: Callable[[str], str] = importlib.metadata.version) -> list[str]:
+    """Every pin is the version installed here, so the images run what the tests ran (torch's +cpu/+cuXYZ label
+    names the build, not the version, and is ignored). ``version_of`` reads an installed version."""
+    from packaging.version import Version
+
+    problems = []
+    for name, pinned in pin_file.pins.values():
+        try:
+            installed = version_of(name)
+        except importlib.metadata.PackageNotFoundError:
+            problems.append(f"{name}=={pinned} is pinned, but {name} is not installed in the test environment")
+            continue
+        if Version(installed).public != Version(pinned).public:
+            problems.append(
+                f"{name}=={pinned} is pinned, but the test environment has {name} {installed}:"
+                f" pin {name}=={Version(installed).public}"
+            )
+    return problems
+
+
+def closure_problems(
+    pin_file: PinFile, pyproject: dict, distribution: Callable = importlib.metadata.distribution
+) -> list[str]:
+    """The pin file is closed: everything ftc's declared packages (dependencies, train, s3 and gcs) pull in here is
+    pinned, and nothing else is. A requirement's own extras (`pkg[extra]`) are followed too, as pip follows them."""
+    from packaging.markers import default_environment
+    from packaging.requirements import Requirement
+    from packaging.version import Version
+
+    env = default_environment()
+
+    def applies(req: Requirement, extras: set[str]) -> bool:
+        return req.marker is None or any(req.marker.evaluate({**env, "extra": extra}) for extra in extras)
+
+    found: dict[str, tuple[str, str]] = {}
+    walked: dict[str, set[str]] = {}  # package -> its extras whose requirements are queued ("": the package itself)
+    problems = []
+    todo = [(req, None) for req in declared_requirements(pyproject) if applies(req, {""})]
+    while todo:
+        req, parent = todo.pop()
+        key = canonicalize_name(req.name)
+        if parent == "torch" and TORCH_CUDA_RUNTIME.fullmatch(key):
+            continue
+        extras = ({""} | {canonicalize_name(e) for e in req.extras}) - walked.get(key, set())
+        if not extras:
+            continue
+        try:
+            dist = distribution(req.name)
+        except importlib.metadata.PackageNotFoundError:
+            problems.append(
+                f"{req.name} (needed by {parent or 'pyproject.toml'}) is not installed in the test environment"
+            )
+            continue
+        walked.setdefault(key, set()).update(extras)
+        found[key] = (dist.metadata["Name"], Version(dist.version).public)
+        todo.extend((r, key) for r in map(Requirement, dist.requires or []) if applies(r, extras))
+    for key in sorted(found.keys() - pin_file.pins.keys()):
+        name, version = found[key]
+        problems.append(
+            f"{name} is installed with ftc's packages but not pinned: add `{name}=={version}` to {PIN_FILE}"
+        )
+    for key in sorted(pin_file.pins.keys() - found.keys()):
+        problems.append(
+            f"{pin_file.pins[key][0]} is pinned but nothing ftc declares needs it here: remove it from {PIN_FILE}"
+        )
+    return problems
+
+
+def settings_problems(pin_file: PinFile, python: tuple[int, int] = sys.version_info[:2]) -> list[str]:
+    """The base images are pinned by digest, the CPU image has the tests' Python (``python``: this one by default),
+    and the GPU image's CUDA and torch's CUDA index agree."""
+    problems = []
+    settings = pin_file.settings
+    for name in ("PYTHON_IMAGE", "CUDA_IMAGE", "TORCH_INDEX_CPU", "TORCH_INDEX_GPU"):
+        if name not in settings:
+            problems.append(f"{PIN_FILE}: no `#@ {name}=...` line")
+    for name in ("PYTHON_IMAGE", "CUDA_IMAGE"):
+        if name in settings and not DIGEST.search(settings[name]):
+            problems.append(
+                f"{PIN_FILE}: {name} {settings[name]} is not pinned by digest (image:tag@sha256:<64 hex>;"
+                " see images/README.md)"
+            )
+    for name in ("TORCH_INDEX_CPU", "TORCH_INDEX_GPU"):
+        if name in settings and not settings[name].startswith("https://"):
+            problems.append(f"{PIN_FILE}: {name} {settings[name]} is not an https URL")
+    if "PYTHON_IMAGE" in settings:
+        m = re.match(r"(?:docker\.io/)?(?:library/)?python:(\d+)\.(\d+)", settings["PYTHON_IMAGE"])
+        if not m:
+            problems.append(f"{PIN_FILE}: PYTHON_IMAGE {settings['PYTHON_IMAGE']} is not a python:X.Y image")
+        elif (int(m[1]), int(m[2])) != tuple(python):
+            problems.append(
+                f"{PIN_FILE}: PYTHON_IMAGE has Python {m[1]}.{m[2]}, the tests run on {python[0]}.{python[1]}"
+            )
+    if "TORCH_INDEX_CPU" in settings and not settings["TORCH_INDEX_CPU"].rstrip("/").endswith("/cpu"):
+        problems.append(f"{PIN_FILE}: TORCH_INDEX_CPU {settings['TORCH_INDEX_CPU']} is not a CPU index (.../cpu)")
+    if "CUDA_IMAGE" in settings and "TORCH_INDEX_GPU" in settings:
+        cuda = re.match(r"(?:[\w.-]+/)*cuda:(\d+)\.(\d+)\.\d+-(\w+)-", settings["CUDA_IMAGE"])
+        index = re.search(r"/cu(\d+)/?\Z", settings["TORCH_INDEX_GPU"])
+        if not cuda or not index:
+            problems.append(
+                f"{PIN_FILE}: cannot read the CUDA version of CUDA_IMAGE {settings['CUDA_IMAGE']}"
+                f" or TORCH_INDEX_GPU {settings['TORCH_INDEX_GPU']}"
+            )
+        elif index[1] != f"{cuda[1]}{cuda[2]}":
+            problems.append(
+                f"{PIN_FILE}: CUDA_IMAGE is CUDA {cuda[1]}.{cuda[2]} but TORCH_INDEX_GPU is cu{index[1]}:"
+                f" they must match (cu{cuda[1]}{cuda[2]})"
+            )
+        elif cuda[3] == "devel":
+            problems.append(
+                f"{PIN_FILE}: CUDA_IMAGE {settings['CUDA_IMAGE']} is a -devel image: the runtime image carries no"
+                " compiler"
+            )
+    return problems

@@ -1,0 +1,135 @@
+"""The folders are the architecture: each part imports only the parts below it, no part reaches into another's
+private (``_``) modules, and no modules import each other in a circle. README.md's "Architecture" section says the
+same in words; this test is what holds it."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+from conftest import REPO
+
+#: folder -> the part it is (the import package ftc.<part>, or "ftc" for the CLI and the errors)
+PARTS = {
+    "src/ftc": "ftc",
+    "spec": "spec",
+    "stores": "stores",
+    "images": "images",
+    "lineage": "lineage",
+    "compiler": "compiler",
+    "runtime": "runtime",
+}
+#: what each part may import of the project besides itself (every part may use ftc.errors and ftc.__version__)
+ALLOWED = {
+    "spec": set(),
+    "stores": {"spec"},
+    "images": {"spec", "stores"},
+    "lineage": {"spec", "stores"},
+    "compiler": {"spec", "stores", "images"},
+    "runtime": {"spec", "stores", "images", "lineage"},
+    "ftc": {"spec", "stores", "images", "lineage", "compiler", "runtime"},
+}
+
+
+def _modules() -> dict[str, Path]:
+    """Dotted module name -> file, for every module of the package as the source tree lays it out."""
+    found = {}
+    for folder, part in PARTS.items():
+        package = "ftc" if part == "ftc" else f"ftc.{part}"
+        for path in sorted((REPO / folder).rglob("*.py")):
+            relative = path.relative_to(REPO / folder).with_suffix("")
+            parts = [p for p in relative.parts if p != "__init__"]
+            found[".".join([package, *parts])] = path
+    return found
+
+
+MODULES = _modules()
+
+
+def _part_of(module: str) -> str:
+    """``ftc.spec.plan`` -> spec; ``ftc.cli`` and ``ftc.errors`` -> ftc (errors: "errors")."""
+    pieces = module.split(".")
+    if len(pieces) == 1:
+        return "ftc"
+    if pieces[1] == "errors":
+        return "errors"
+    return pieces[1] if pieces[1] in ALLOWED else "ftc"
+
+
+def _imports(module: str, path: Path, *, top_level_only: bool) -> set[str]:
+    """The ftc modules ``module`` imports (relative imports resolved), at the top of the module or anywhere."""
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    nodes = tree.body if top_level_only else ast.walk(tree)
+    package = module if path.name == "__init__.py" else module.rsplit(".", 1)[0]
+    out = set()
+    for node in nodes:
+        if isinstance(node, ast.Import):
+            names = [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                anchor = package.split(".")[: len(package.split(".")) - node.level + 1]
+                base = ".".join(anchor + ([base] if base else []))
+            # `from pkg import mod` imports pkg.mod when that is a module, else names of pkg
+            names = [f"{base}.{a.name}" if f"{base}.{a.name}" in MODULES else base for a in node.names]
+        else:
+            continue
+        out.update(n for n in names if n == "ftc" or n.startswith("ftc."))
+    return out
+
+
+def test_every_part_imports_only_the_parts_below_it():
+    wrong = []
+    for module, path in MODULES.items():
+        part = _part_of(module)
+        for imported in _imports(module, path, top_level_only=False):
+            other = _part_of(imported)
+            if other in (part, "errors") or imported == "ftc":
+                continue
+            if other not in ALLOWED.get(part, set()):
+                wrong.append(f"{module} imports {imported} ({part} may import {sorted(ALLOWED[part]) or 'no other part'})")
+    assert wrong == []
+
+
+def test_no_part_reaches_into_another_parts_private_modules():
+    wrong = []
+    for module, path in MODULES.items():
+        for imported in _imports(module, path, top_level_only=False):
+            private = any(piece.startswith("_") for piece in imported.split(".")[2:])
+            if private and _part_of(imported) != _part_of(module):
+                wrong.append(f"{module} imports {imported}")
+    assert wrong == []
+
+
+@pytest.mark.parametrize("top_level_only", [True, False], ids=["at import time", "counting deferred imports"])
+def test_no_modules_import_each_other_in_a_circle(top_level_only):
+    graph = {m: {i for i in _imports(m, p, top_level_only=top_level_only) if i in MODULES and i != m} for m, p in MODULES.items()}
+    # a package's __init__ importing its own modules is how packages list their public names, not a circle
+    graph = {m: {i for i in deps if not (m == i.rsplit(".", 1)[0] and m in i)} for m, deps in graph.items()}
+    circles = []
+    state: dict[str, int] = {}  # 1: on the path being walked, 2: done
+
+    def walk(module: str, path: list[str]) -> None:
+        state[module] = 1
+        for nxt in sorted(graph[module]):
+            if state.get(nxt) == 1:
+                circles.append(" -> ".join(path[path.index(nxt) :] + [nxt]))
+            elif nxt not in state:
+                walk(nxt, path + [nxt])
+        state[module] = 2
+
+    for module in sorted(graph):
+        if module not in state:
+            walk(module, [module])
+    assert circles == []
+
+
+def test_the_layout_table_in_the_readme_names_every_part():
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    section = readme.split("## Architecture", 1)[1].split("\n## ", 1)[0]
+    for folder, part in PARTS.items():
+        assert f"`{folder}/`" in section, f"README's Architecture section does not name {folder}/"
+    assert sorted(p.name for p in REPO.iterdir() if p.is_dir() and (p / "__init__.py").exists()) == sorted(
+        f for f in PARTS if "/" not in f
+    ), "a top-level package folder that is not one of the parts"
