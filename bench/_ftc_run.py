@@ -1,6 +1,6 @@
 """`ftc run PLAN` in this process, then its peak memory: used by bench/train_bench.py.
 
-    python bench/_ftc_run.py PLAN RESULT.json
+python bench/_ftc_run.py PLAN RESULT.json
 """
 
 import json

@@ -1,6 +1,6 @@
 """Benchmark materializing a folder from S3: ftc's runtime download (content cache, 8 objects at a time, each as
-parallel ranges, sha256 verified) against boto3's own parallel transfer (download_file with a multi-threaded TransferConfig), same
-folder, same local server, one after the other in the same run.
+parallel ranges, sha256 verified) against boto3's own parallel transfer (download_file with a multi-threaded
+TransferConfig), same folder, same local server, one after the other in the same run.
 
     python bench/download_bench.py [--size-mb 1024] [--files 8]
 
@@ -15,8 +15,8 @@ import os
 import platform
 import shutil
 import signal
-import sys
 import statistics
+import sys
 import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -31,7 +31,14 @@ def main() -> None:
     parser.add_argument("--files", type=int, default=8)
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--json", type=Path)
-    parser.add_argument("--dir", type=Path, help="Where the server's data and both downloads go (default: the system temp folder; /dev/shm takes the disk out of the comparison)")
+    parser.add_argument(
+        "--dir",
+        type=Path,
+        help=(
+            "Where the server's data and both downloads go (default: the system temp folder; "
+            "/dev/shm takes the disk out of the comparison)"
+        ),
+    )
     args = parser.parse_args()
     import boto3
     from boto3.s3.transfer import TransferConfig
@@ -43,7 +50,12 @@ def main() -> None:
 
         proc, endpoint = start_seaweedfs(tmp / "server", KEY, SECRET)
         try:
-            os.environ.update(AWS_ENDPOINT_URL=endpoint, AWS_ACCESS_KEY_ID=KEY, AWS_SECRET_ACCESS_KEY=SECRET, AWS_DEFAULT_REGION="us-east-1")
+            os.environ.update(
+                AWS_ENDPOINT_URL=endpoint,
+                AWS_ACCESS_KEY_ID=KEY,
+                AWS_SECRET_ACCESS_KEY=SECRET,
+                AWS_DEFAULT_REGION="us-east-1",
+            )
             s3 = boto3.client("s3")
             s3.create_bucket(Bucket="bench")
             per_file = args.size_mb // args.files
@@ -54,7 +66,9 @@ def main() -> None:
                 with open(source / f"model-{i:05d}.safetensors", "wb") as f:
                     for _ in range(per_file):
                         f.write(chunk)
-                s3.upload_file(str(source / f"model-{i:05d}.safetensors"), "bench", f"weights/model-{i:05d}.safetensors")
+                s3.upload_file(
+                    str(source / f"model-{i:05d}.safetensors"), "bench", f"weights/model-{i:05d}.safetensors"
+                )
             total_mb = per_file * args.files
 
             # boto3's own parallel transfer, the way a user would fetch the folder
@@ -67,7 +81,11 @@ def main() -> None:
                 os.sync()  # start each measurement with no earlier writes still being flushed to disk
                 start = time.perf_counter()
                 with ThreadPoolExecutor(max_workers=args.files) as pool:
-                    list(pool.map(lambda k: s3.download_file("bench", k, str(out / k.split("/")[-1]), Config=config), keys))
+                    list(
+                        pool.map(
+                            lambda k: s3.download_file("bench", k, str(out / k.split("/")[-1]), Config=config), keys
+                        )
+                    )
                 return time.perf_counter() - start
 
             # ftc: pin the folder as the compiler does, then materialize it as the runtime does (a fresh cache)
@@ -112,10 +130,18 @@ def main() -> None:
         "ratio_ftc_vs_boto3_median": statistics.median(ratios),
     }
     print(f"{result['machine']}; {result['folder']}")
-    print(f"boto3 download_file (TransferConfig, 8 threads)  {result['boto3_transfer_mb_per_s_median']:8.0f} MB/s (median of {args.rounds})")
-    print(f"ftc runtime materialization (sha256 verified)    {result['ftc_materialize_mb_per_s_median']:8.0f} MB/s (median of {args.rounds})")
+    print(
+        f"boto3 download_file (TransferConfig, 8 threads)  {result['boto3_transfer_mb_per_s_median']:8.0f} MB/s"
+        f" (median of {args.rounds})"
+    )
+    print(
+        f"ftc runtime materialization (sha256 verified)    {result['ftc_materialize_mb_per_s_median']:8.0f} MB/s"
+        f" (median of {args.rounds})"
+    )
     print(f"ratio ftc / boto3 per round                       {', '.join(f'{r:.2f}' for r in ratios)}")
-    print(f"ratio ftc / boto3, median                         {result['ratio_ftc_vs_boto3_median']:8.2f}   (goal >= 0.8)")
+    print(
+        f"ratio ftc / boto3, median                         {result['ratio_ftc_vs_boto3_median']:8.2f}   (goal >= 0.8)"
+    )
     if args.json:
         args.json.write_text(json.dumps(result, indent=2) + "\n")
 

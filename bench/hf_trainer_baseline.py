@@ -31,12 +31,17 @@ def rows_of(workdir: Path, tokenizer, layout: str, context: int) -> list[dict]:
         full = tokenizer.apply_chat_template(messages, tokenize=False)
         p_ids = tokenizer(prompt, add_special_tokens=False).input_ids
         ids = tokenizer(full, add_special_tokens=False).input_ids
-        rows.append({"input_ids": ids, "attention_mask": [1] * len(ids), "labels": [-100] * len(p_ids) + ids[len(p_ids) :]})
+        rows.append(
+            {"input_ids": ids, "attention_mask": [1] * len(ids), "labels": [-100] * len(p_ids) + ids[len(p_ids) :]}
+        )
     if layout == "padded":
         return rows
     ids = [t for r in rows for t in r["input_ids"]]
     labels = [t for r in rows for t in r["labels"]]
-    return [{"input_ids": ids[i : i + context], "attention_mask": [1] * context, "labels": labels[i : i + context]} for i in range(0, len(ids) - context + 1, context)]
+    return [
+        {"input_ids": ids[i : i + context], "attention_mask": [1] * context, "labels": labels[i : i + context]}
+        for i in range(0, len(ids) - context + 1, context)
+    ]
 
 
 def main() -> None:
@@ -55,7 +60,12 @@ def main() -> None:
     if s["lora"]:
         from peft import LoraConfig, get_peft_model
 
-        model = get_peft_model(model, LoraConfig(r=s["lora"]["r"], lora_alpha=s["lora"]["alpha"], target_modules="all-linear", task_type="CAUSAL_LM"))
+        model = get_peft_model(
+            model,
+            LoraConfig(
+                r=s["lora"]["r"], lora_alpha=s["lora"]["alpha"], target_modules="all-linear", task_type="CAUSAL_LM"
+            ),
+        )
     rows = rows_of(args.workdir, tokenizer, args.layout, s["context"])
     batch = s["hf_padded_batch"] if args.layout == "padded" else s["hf_packed_rows"]
 
@@ -84,7 +94,12 @@ def main() -> None:
         disable_tqdm=True,
         use_cpu=not cuda,
     )
-    trainer = TimedTrainer(model=model, args=training, train_dataset=rows, data_collator=DataCollatorForSeq2Seq(tokenizer, padding="longest"))
+    trainer = TimedTrainer(
+        model=model,
+        args=training,
+        train_dataset=rows,
+        data_collator=DataCollatorForSeq2Seq(tokenizer, padding="longest"),
+    )
     result = {"start": START, "steps": steps}
     try:
         trainer.train()

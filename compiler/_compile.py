@@ -2,22 +2,22 @@
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import ftc
-from ftc.spec.canonical import digest_of
 from ftc.errors import _UNSET
 from ftc.spec import JobSpec, LoadedSpec, load_spec
 from ftc.spec.architectures import Architecture
+from ftc.spec.canonical import digest_of
 from ftc.spec.plan import PLAN_VERSION, Plan, seal_plan
 from ftc.stores.atomic import write_text_atomic
-
-from ._input_checks import check_adapter, check_architecture, check_chat_data, check_context_length, check_target_modules
-from ._deepspeed import deepspeed_config
 from ftc.stores.hashing import StatCache, cache_dir
+
+from ._data_checks import check_chat_data, check_context_length
+from ._deepspeed import deepspeed_config
+from ._model_checks import check_adapter, check_architecture, check_target_modules
 from .sources import InputNotFound, ResolveContext, ResolvedInput, hub_input, resolve_location
 
 __all__ = ["CheckedSpec", "CompileResult", "build_plan", "check_inputs", "compile_spec", "resolve_inputs", "write_plan"]
@@ -41,7 +41,13 @@ class CompileResult:
     cache_misses: int = 0
 
 
-def compile_spec(spec_path: str | Path, plan_dir: str | Path | None = None, *, cache: StatCache | None = None, allow_unpinned: bool = False) -> CompileResult:
+def compile_spec(
+    spec_path: str | Path,
+    plan_dir: str | Path | None = None,
+    *,
+    cache: StatCache | None = None,
+    allow_unpinned: bool = False,
+) -> CompileResult:
     """Validate the spec at ``spec_path``, pin every input and the image, and build the plan.
 
     ``plan_dir`` is the folder the plan will be written to (relative paths in the plan are relative to it; default:
@@ -85,7 +91,11 @@ def resolve_inputs(loaded: LoadedSpec, ctx: ResolveContext) -> dict[str, Resolve
             inputs[role] = resolve_location(location, ctx)
         except InputNotFound as exc:
             at = INPUT_KEYS[role] + (("dvc",) if not isinstance(location, str) else ())
-            loaded.problems.append(loaded.problem(at, str(exc), exc.hint, kind=exc.reason, value=location if isinstance(location, str) else _UNSET))
+            loaded.problems.append(
+                loaded.problem(
+                    at, str(exc), exc.hint, kind=exc.reason, value=location if isinstance(location, str) else _UNSET
+                )
+            )
     if spec.initial_base_model_ckpt_path is None:
         inputs["base_model"] = hub_input(spec.model_id)
     return inputs
@@ -149,7 +159,7 @@ def build_plan(
         "spec": normalized,
         "mode": checked.mode,
         "architecture": {"model_id": arch.model_id, "source": arch.source, "config": dict(arch.config)},
-        "inputs": {role: item.to_plan() for role, item in sorted(inputs.items())},
+        "inputs": {role: item.entry.to_dict() for role, item in sorted(inputs.items())},
         "image": image,
         "launch": {
             "nodes": nodes,
@@ -176,9 +186,14 @@ def launch_command(nodes: int, per_node: int) -> list[str]:
     if nodes == 1:
         return ["python", "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={per_node}", *entry]
     return [
-        "python", "-m", "torch.distributed.run",
-        f"--nnodes={nodes}", f"--nproc-per-node={per_node}", "--node-rank={node_rank}",
-        "--master-addr={master_addr}", "--master-port={master_port}",
+        "python",
+        "-m",
+        "torch.distributed.run",
+        f"--nnodes={nodes}",
+        f"--nproc-per-node={per_node}",
+        "--node-rank={node_rank}",
+        "--master-addr={master_addr}",
+        "--master-port={master_port}",
         *entry,
     ]
 
@@ -190,8 +205,8 @@ def pin_spec_image(ref: str | None, *, allow_unpinned: bool) -> dict[str, Any] |
     """The plan's ``image``: the spec's reference pinned by digest (asking the engine or the registry)."""
     if ref is None:
         return None
-    from ftc.images.engine import pin_image
     from ftc.errors import EngineUnavailable, InputUnresolvable
+    from ftc.images.engine import pin_image
 
     try:
         return pin_image(ref)
@@ -216,12 +231,17 @@ def _warnings(plan: Plan, arch: Architecture) -> list[str]:
             out.append(f"{role}: {data.bad_records} bad line(s) in {data.uri} will be skipped (skip_bad_examples)")
     image = plan.image
     if image is not None and not image.pinned:
-        out.append(f"image {image.ref} is not pinned by digest (--allow-unpinned): runs of this plan are not reproducible")
+        out.append(
+            f"image {image.ref} is not pinned by digest (--allow-unpinned): runs of this plan are not reproducible"
+        )
     elif image is not None and image.pin_kind == "image-id":
         out.append(
             f"image {image.requested} is pinned by its local image ID {image.digest[:19]}: only an engine that has "
             "this image can run the plan; push it to a registry for a plan that runs anywhere"
         )
     if plan.spec.lora_config is not None and arch.module_names() is None:
-        out.append(f"ftc does not know the module names of model_type {arch.model_type!r}; lora_config.target_modules is checked only when training starts")
+        out.append(
+            f"ftc does not know the module names of model_type {arch.model_type!r}; "
+            "lora_config.target_modules is checked only when training starts"
+        )
     return out

@@ -62,7 +62,9 @@ def _from_file(loaded: LoadedSpec, file_path: Path, batch: dict[str, Any], world
     try:
         config = json.loads(file_path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        loaded.problems.append(loaded.problem(at, f"the DeepSpeed config is not readable JSON: {exc}", "fix the file", kind="input"))
+        loaded.problems.append(
+            loaded.problem(at, f"the DeepSpeed config is not readable JSON: {exc}", "fix the file", kind="input")
+        )
         return dict(batch)
     if not isinstance(config, dict):
         loaded.problems.append(loaded.problem(at, "the DeepSpeed config is not a JSON object", "fix the file"))
@@ -70,7 +72,14 @@ def _from_file(loaded: LoadedSpec, file_path: Path, batch: dict[str, Any], world
     config = copy.deepcopy(config)
     for section in ("optimizer", "scheduler"):
         if section in config:
-            loaded.problems.append(loaded.problem(at, f"the DeepSpeed config has an \"{section}\" section; ftc builds AdamW and the schedule from learning_rate, lr_scheduler_type and num_warmup_steps", f"remove \"{section}\" from the file and set those keys in the spec"))
+            loaded.problems.append(
+                loaded.problem(
+                    at,
+                    f'the DeepSpeed config has an "{section}" section; ftc builds AdamW and the schedule from '
+                    "learning_rate, lr_scheduler_type and num_warmup_steps",
+                    f'remove "{section}" from the file and set those keys in the spec',
+                )
+            )
     for key, value in batch.items():
         found = config.get(key, "auto")
         if found == "auto":
@@ -91,8 +100,21 @@ def _batch_problem(loaded: LoadedSpec, at: tuple, key: str, found: Any, value: A
         why = (
             f"the file's train_batch_size {found} needs gradient_accumulation_steps {found // per_step}"
             if divides
-            else f"the file's train_batch_size {found} is not a multiple of train_batch_size_per_device x num_devices = {per_step}"
+            else f"the file's train_batch_size {found} is not a multiple of "
+            f"train_batch_size_per_device x num_devices = {per_step}"
         )
-        return loaded.problem(at, f"{why}, but the spec gives {spec.train_batch_size_per_device} x {spec.gradient_accumulation_steps} x {world_size} = {value}", 'set "train_batch_size": "auto" in the file, or change the spec so the product matches')
-    spec_key = {"train_micro_batch_size_per_gpu": "train_batch_size_per_device", "gradient_clipping": "max_grad_norm"}.get(key, key)
-    return loaded.problem(at, f"the file's {key} is {found!r} but the spec's {spec_key} is {value!r}", f'set "{key}": "auto" in the file, or make {spec_key} agree')
+        return loaded.problem(
+            at,
+            f"{why}, but the spec gives {spec.train_batch_size_per_device} x {spec.gradient_accumulation_steps}"
+            f" x {world_size} = {value}",
+            'set "train_batch_size": "auto" in the file, or change the spec so the product matches',
+        )
+    spec_key = {
+        "train_micro_batch_size_per_gpu": "train_batch_size_per_device",
+        "gradient_clipping": "max_grad_norm",
+    }.get(key, key)
+    return loaded.problem(
+        at,
+        f"the file's {key} is {found!r} but the spec's {spec_key} is {value!r}",
+        f'set "{key}": "auto" in the file, or make {spec_key} agree',
+    )

@@ -18,10 +18,10 @@ import re
 from pathlib import Path
 from typing import Any
 
-from ftc.stores.atomic import write_text_atomic
 from ftc.errors import UsageError
 from ftc.images import IMAGE_ENV
 from ftc.spec.plan import Plan
+from ftc.stores.atomic import write_text_atomic
 
 __all__ = ["JOB_DIR", "k8s_manifest", "write_k8s_manifest"]
 
@@ -65,13 +65,21 @@ def k8s_manifest(
     nodes, per_node = plan.launch.nodes, plan.launch.processes_per_node
     gpus = per_node if gpus_per_node is None else int(gpus_per_node)
     if gpus < 0 or 0 < gpus < per_node:
-        raise UsageError(f"gpus_per_node {gpus}: give 0 (CPU) or at least the plan's {per_node} process(es) per node, one GPU each")
+        raise UsageError(
+            f"gpus_per_node {gpus}: give 0 (CPU) or at least the plan's {per_node} process(es) per node, one GPU each"
+        )
     if not _CONFIGMAP_KEY.match(plan_name) or plan_name in (".", ".."):
-        raise UsageError(f"plan file name {plan_name!r}: it becomes a ConfigMap key, so only letters, digits, '-', '_' and '.'")
+        raise UsageError(
+            f"plan file name {plan_name!r}: it becomes a ConfigMap key, so only letters, digits, '-', '_' and '.'"
+        )
     if len(pvc) > 253 or not _DNS_SUBDOMAIN.match(pvc):
-        raise UsageError(f"--k8s-pvc {pvc!r} is not a valid PersistentVolumeClaim name (lowercase letters, digits, '-' and '.')")
+        raise UsageError(
+            f"--k8s-pvc {pvc!r} is not a valid PersistentVolumeClaim name (lowercase letters, digits, '-' and '.')"
+        )
     if namespace is not None and (len(namespace) > 63 or not _DNS_LABEL.match(namespace)):
-        raise UsageError(f"--k8s-namespace {namespace!r} is not a valid namespace (at most 63 lowercase letters, digits and '-')")
+        raise UsageError(
+            f"--k8s-namespace {namespace!r} is not a valid namespace (at most 63 lowercase letters, digits and '-')"
+        )
     short_id = plan.plan_id.removeprefix("sha256:")[:12]
     # the operator names a Service and a Pod after each replica (<job>-worker-<i>): a Service name is at most 63
     # characters and must start with a letter (DNS-1035)
@@ -79,13 +87,16 @@ def k8s_manifest(
     if job_name is None:
         job_name = _default_name(plan, short_id, room)
     elif len(job_name) > room or not _DNS_LABEL.match(job_name) or not job_name[0].isalpha():
-        raise UsageError(f"job name {job_name!r}: at most {room} lowercase letters, digits and '-', starting with a letter")
+        raise UsageError(
+            f"job name {job_name!r}: at most {room} lowercase letters, digits and '-', starting with a letter"
+        )
 
     text = plan.text()
     if len(text.encode()) > _CONFIGMAP_MAX_BYTES:
         raise UsageError(
-            f"the plan is {len(text.encode()):,} bytes, more than a ConfigMap holds ({_CONFIGMAP_MAX_BYTES:,}); folders of "
-            "many files make plans large: put such inputs in an object store (s3://, gs://) or a tarball, and recompile"
+            f"the plan is {len(text.encode()):,} bytes, more than a ConfigMap holds ({_CONFIGMAP_MAX_BYTES:,}); "
+            "folders of many files make plans large: "
+            "put such inputs in an object store (s3://, gs://) or a tarball, and recompile"
         )
     labels = {"app.kubernetes.io/managed-by": "ftc", "ftc.dev/plan-id": short_id}
     config_name = f"{job_name}-plan"
@@ -181,7 +192,15 @@ def manifest_text(docs: list[dict[str, Any]]) -> str:
         return dumper.represent_scalar("tag:yaml.org,2002:str", value, style=style)
 
     Dumper.add_representer(str, string)
-    return yaml.dump_all(docs, Dumper=Dumper, sort_keys=False, allow_unicode=True, default_flow_style=False, explicit_start=True, width=120)
+    return yaml.dump_all(
+        docs,
+        Dumper=Dumper,
+        sort_keys=False,
+        allow_unicode=True,
+        default_flow_style=False,
+        explicit_start=True,
+        width=120,
+    )
 
 
 def _metadata(name: str, namespace: str | None, labels: dict[str, str]) -> dict[str, Any]:
@@ -202,7 +221,9 @@ def _image(plan: Plan) -> str:
     if image is None:
         raise UsageError(f"the plan names no image, and a cluster runs a container image\n    fix: {fix}")
     if not image.pinned:
-        raise UsageError(f"image {image.ref} is not pinned by digest: every pod must run the same image\n    fix: {fix}")
+        raise UsageError(
+            f"image {image.ref} is not pinned by digest: every pod must run the same image\n    fix: {fix}"
+        )
     if image.pin_kind == "image-id":
         raise UsageError(
             f"image {image.requested} is pinned by a local image ID, which a cluster cannot pull"
@@ -213,14 +234,20 @@ def _image(plan: Plan) -> str:
 
 def _check_paths(plan: Plan) -> None:
     """Every input must be reachable from a pod: inside the plan folder (on the claim) or in a store."""
-    remote = "a path inside the plan folder (copied to the claim in the same layout), or a remote input (s3://, gs://, dvc)"
+    remote = (
+        "a path inside the plan folder (copied to the claim in the same layout), or a remote input (s3://, gs://, dvc)"
+    )
     for role, item in sorted(plan.inputs.items()):
         source, uri = item.source, item.uri
         if source == "local":
             if _absolute(uri):
-                raise UsageError(f"{role}: {uri} is an absolute path, which the cluster cannot reach\n    fix: use {remote}")
+                raise UsageError(
+                    f"{role}: {uri} is an absolute path, which the cluster cannot reach\n    fix: use {remote}"
+                )
             if _outside(uri):
-                raise UsageError(f"{role}: {uri} is outside the plan folder, which is all the cluster sees\n    fix: use {remote}")
+                raise UsageError(
+                    f"{role}: {uri} is outside the plan folder, which is all the cluster sees\n    fix: use {remote}"
+                )
         elif source == "hub":
             raise UsageError(
                 f"{role}: {uri} is not pinned, and the pods do not reach the hub (HF_HUB_OFFLINE=1)"
@@ -229,10 +256,16 @@ def _check_paths(plan: Plan) -> None:
         elif source == "dvc":
             store = (item.pin or {}).get("remote", "")
             if not store.startswith(("s3://", "gs://")):
-                raise UsageError(f"{role}: its DVC remote {store} is a folder on this machine, which the cluster cannot reach\n    fix: push the data to an s3:// or gs:// DVC remote")
+                raise UsageError(
+                    f"{role}: its DVC remote {store} is a folder on this machine, which the cluster cannot reach"
+                    "\n    fix: push the data to an s3:// or gs:// DVC remote"
+                )
     out = plan.output_dir
     if _absolute(out) or _outside(out):
-        raise UsageError(f"output folder {out} is not inside the plan folder, so the pods' checkpoints would be lost\n    fix: set output_dir to a folder inside the plan's folder")
+        raise UsageError(
+            f"output folder {out} is not inside the plan folder, so the pods' checkpoints would be lost"
+            "\n    fix: set output_dir to a folder inside the plan's folder"
+        )
 
 
 def _absolute(uri: str) -> bool:

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import ftc
 from ftc.errors import ImageBuildFailed, UsageError
@@ -20,15 +20,31 @@ def default_tag(flavor: str) -> str:
 
 
 def source_checkout(given: Path | None = None) -> Path:
-    """The folder to build from: ``given``, else the checkout this ftc runs from. It must hold images/ and pyproject.toml."""
+    """The folder to build from: ``given``, else the checkout this ftc runs from.
+
+    It must hold images/ and pyproject.toml."""
     root = given if given is not None else Path(__file__).resolve().parents[1]  # images/build.py in a checkout
     if not (root / "images").is_dir() or not (root / "pyproject.toml").is_file():
-        where = f"{given}: not a checkout of ftc" if given is not None else f"this ftc ({Path(ftc.__file__).parent}) is not installed from a checkout"
-        raise UsageError(f"{where} (no images/ and pyproject.toml there); the images are built from ftc's source: give a checkout with --context")
+        where = (
+            f"{given}: not a checkout of ftc"
+            if given is not None
+            else f"this ftc ({Path(ftc.__file__).parent}) is not installed from a checkout"
+        )
+        raise UsageError(
+            f"{where} (no images/ and pyproject.toml there); "
+            "the images are built from ftc's source: give a checkout with --context"
+        )
     return root
 
 
-def build_image(flavor: str, *, tag: str | None = None, context: Path | None = None, build_args: dict[str, str] | None = None, log: Callable[[str], None] = print) -> tuple[str, str]:
+def build_image(
+    flavor: str,
+    *,
+    tag: str | None = None,
+    context: Path | None = None,
+    build_args: dict[str, str] | None = None,
+    log: Callable[[str], None] = print,
+) -> tuple[str, str]:
     """Build images/Dockerfile.<flavor> from the checkout and tag it; returns (tag, image ID). The build's output
     streams to ``log``."""
     if flavor not in FLAVORS:
@@ -44,7 +60,15 @@ def build_image(flavor: str, *, tag: str | None = None, context: Path | None = N
     image_id = None
     last: list[str] = []
     try:
-        for event in client.api.build(path=str(root), dockerfile=f"images/Dockerfile.{flavor}", tag=tag, buildargs=build_args, rm=True, forcerm=True, decode=True):
+        for event in client.api.build(
+            path=str(root),
+            dockerfile=f"images/Dockerfile.{flavor}",
+            tag=tag,
+            buildargs=build_args,
+            rm=True,
+            forcerm=True,
+            decode=True,
+        ):
             if "stream" in event:
                 text = event["stream"].rstrip("\n")
                 if text:
@@ -53,7 +77,10 @@ def build_image(flavor: str, *, tag: str | None = None, context: Path | None = N
             if "aux" in event and "ID" in event["aux"]:
                 image_id = event["aux"]["ID"]
             if "error" in event:
-                raise ImageBuildFailed(f"building {tag} failed: {event['error'].strip()}" + ("\n    last output:\n      " + "\n      ".join(last) if last else ""))
+                raise ImageBuildFailed(
+                    f"building {tag} failed: {event['error'].strip()}"
+                    + ("\n    last output:\n      " + "\n      ".join(last) if last else "")
+                )
     except ImageBuildFailed:
         raise
     except Exception as exc:  # the engine refused the build request itself (bad context, engine error)
@@ -73,7 +100,12 @@ def _labels(root: Path) -> dict[str, str]:
     version = re.search(r'^version\s*=\s*"([^"]+)"', (root / "pyproject.toml").read_text(), re.MULTILINE)
     args = {"FTC_VERSION": version.group(1)} if version else {}
     try:
-        done = subprocess.run(["git", "-C", str(root), "describe", "--always", "--dirty", "--abbrev=40"], capture_output=True, text=True, timeout=10)
+        done = subprocess.run(
+            ["git", "-C", str(root), "describe", "--always", "--dirty", "--abbrev=40"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+        )
     except (OSError, subprocess.TimeoutExpired):
         return args
     if done.returncode == 0:

@@ -12,11 +12,21 @@ from __future__ import annotations
 
 import contextlib
 import os
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 from ftc.errors import EngineUnavailable, InputUnresolvable
 
-__all__ = ["connect", "describe_error", "engine_address", "engine_errors", "pin_image", "image_identity", "same_repository", "split_reference"]
+__all__ = [
+    "connect",
+    "describe_error",
+    "engine_address",
+    "engine_errors",
+    "pin_image",
+    "image_identity",
+    "same_repository",
+    "split_reference",
+]
 
 _TIMEOUT_S = 10
 _REGISTRY_TIMEOUT_S = 30
@@ -31,7 +41,9 @@ def connect(purpose: str):
     try:
         import docker
     except ImportError:
-        raise EngineUnavailable(f"{purpose} needs the Docker SDK for Python; install it with `pip install 'ftc[docker]'`") from None
+        raise EngineUnavailable(
+            f"{purpose} needs the Docker SDK for Python; install it with `pip install 'ftc[docker]'`"
+        ) from None
     try:
         client = docker.from_env(timeout=_TIMEOUT_S)  # DOCKER_HOST, DOCKER_TLS_VERIFY, DOCKER_CERT_PATH
         client.ping()
@@ -56,12 +68,15 @@ def engine_errors(purpose: str) -> Iterator[None]:
         import requests
 
         if isinstance(exc, (docker.errors.DockerException, requests.RequestException, OSError)):
-            raise EngineUnavailable(f"{purpose}: the engine at {engine_address()} failed: {describe_error(exc)}") from None
+            raise EngineUnavailable(
+                f"{purpose}: the engine at {engine_address()} failed: {describe_error(exc)}"
+            ) from None
         raise
 
 
 def split_reference(ref: str) -> tuple[str, str | None, str | None]:
-    """(repository, tag, digest) of an image reference: ``host:5000/a/b:tag@sha256:..`` -> (host:5000/a/b, tag, sha256:..)."""
+    """(repository, tag, digest) of an image reference:
+    ``host:5000/a/b:tag@sha256:..`` -> (host:5000/a/b, tag, sha256:..)."""
     digest = None
     if "@" in ref:
         ref, digest = ref.split("@", 1)
@@ -77,7 +92,13 @@ def pin_image(ref: str, client=None) -> dict[str, Any]:
     knows one, else by local image ID. Raises when the image is nowhere to be found."""
     repository, tag, digest = split_reference(ref)
     if digest:  # already pinned: nothing to ask
-        return {"ref": f"{repository}@{digest}", "requested": ref, "pinned": True, "pin_kind": "repo-digest", "digest": digest}
+        return {
+            "ref": f"{repository}@{digest}",
+            "requested": ref,
+            "pinned": True,
+            "pin_kind": "repo-digest",
+            "digest": digest,
+        }
     client = client or connect(f"pinning image {ref}")
     import docker.errors
 
@@ -91,7 +112,13 @@ def pin_image(ref: str, client=None) -> dict[str, Any]:
             repo, _, _ = split_reference(found)
             if same_repository(repo, repository):
                 pinned = found.split("@", 1)[1]
-                return {"ref": f"{repository}@{pinned}", "requested": ref, "pinned": True, "pin_kind": "repo-digest", "digest": pinned}
+                return {
+                    "ref": f"{repository}@{pinned}",
+                    "requested": ref,
+                    "pinned": True,
+                    "pin_kind": "repo-digest",
+                    "digest": pinned,
+                }
         return {"ref": image.id, "requested": ref, "pinned": True, "pin_kind": "image-id", "digest": image.id}
     try:  # not here: ask its registry (through the engine, with the engine's credentials) without pulling
         client.api.timeout = _REGISTRY_TIMEOUT_S
@@ -101,7 +128,13 @@ def pin_image(ref: str, client=None) -> dict[str, Any]:
             f"image {ref}: not in the engine at {engine_address()}, and its registry did not give a digest "
             f"({describe_error(exc)}); build or pull it first (`ftc image build`, `docker pull {ref}`)"
         ) from None
-    return {"ref": f"{repository}@{data.id}", "requested": ref, "pinned": True, "pin_kind": "repo-digest", "digest": data.id}
+    return {
+        "ref": f"{repository}@{data.id}",
+        "requested": ref,
+        "pinned": True,
+        "pin_kind": "repo-digest",
+        "digest": data.id,
+    }
 
 
 def image_identity(image) -> dict[str, Any]:

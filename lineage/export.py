@@ -33,13 +33,24 @@ def _namespace(source: dict[str, Any]) -> str:
 
 
 def _facet(**fields: Any) -> dict[str, Any]:
-    return {"_producer": PRODUCER, "_schemaURL": "https://openlineage.io/spec/facets/1-0-1/DatasetVersionDatasetFacet.json#/$defs/DatasetVersionDatasetFacet", **fields}
+    return {
+        "_producer": PRODUCER,
+        "_schemaURL": "https://openlineage.io/spec/facets/1-0-1/DatasetVersionDatasetFacet.json#/$defs/DatasetVersionDatasetFacet",
+        **fields,
+    }
 
 
 def openlineage(record: dict[str, Any], event_time: str) -> dict[str, Any]:
     """The training run as an OpenLineage COMPLETE run event: data and parent checkpoints in, the checkpoint out,
     each with its sha256 as the dataset version."""
-    inputs = [{"namespace": _namespace(d["source"]), "name": _name(d["source"]), "facets": {"version": _facet(datasetVersion=d["sha256"])}} for d in record["datasets"]]
+    inputs = [
+        {
+            "namespace": _namespace(d["source"]),
+            "name": _name(d["source"]),
+            "facets": {"version": _facet(datasetVersion=d["sha256"])},
+        }
+        for d in record["datasets"]
+    ]
     for parent in record["parents"]:
         dataset = {"namespace": _namespace(parent["source"]), "name": _name(parent["source"])}
         if parent.get("digest"):
@@ -52,9 +63,18 @@ def openlineage(record: dict[str, Any], event_time: str) -> dict[str, Any]:
         "producer": PRODUCER,
         "schemaURL": OPENLINEAGE_SCHEMA,
         "run": {"runId": _uuid(record["record_id"])},
-        "job": {"namespace": "ftc", "name": f"{checkpoint['model_id']}:{record['plan']['mode']}:{record['plan']['plan_id'][7:19]}"},
+        "job": {
+            "namespace": "ftc",
+            "name": f"{checkpoint['model_id']}:{record['plan']['mode']}:{record['plan']['plan_id'][7:19]}",
+        },
         "inputs": inputs,
-        "outputs": [{"namespace": "ftc", "name": f"{checkpoint['model_id']}/{checkpoint['name']}", "facets": {"version": _facet(datasetVersion=checkpoint["digest"])}}],
+        "outputs": [
+            {
+                "namespace": "ftc",
+                "name": f"{checkpoint['model_id']}/{checkpoint['name']}",
+                "facets": {"version": _facet(datasetVersion=checkpoint["digest"])},
+            }
+        ],
     }
 
 
@@ -69,7 +89,11 @@ def _model_component(record: dict[str, Any]) -> dict[str, Any]:
         if parent.get("lineage") is not None:
             ancestor = _model_component(parent["lineage"])
         else:
-            ancestor = {"type": "machine-learning-model", "bom-ref": f"{parent['role']}:{parent.get('digest') or _name(parent['source'])}", "name": _name(parent["source"])}
+            ancestor = {
+                "type": "machine-learning-model",
+                "bom-ref": f"{parent['role']}:{parent.get('digest') or _name(parent['source'])}",
+                "name": _name(parent["source"]),
+            }
             if parent.get("digest"):
                 ancestor["hashes"] = _hashes(parent["digest"])
         ancestor["description"] = f"{parent['relation']} parent ({parent['role'].replace('_', ' ')})"
@@ -80,7 +104,10 @@ def _model_component(record: dict[str, Any]) -> dict[str, Any]:
         "name": checkpoint["model_id"],
         "version": f"{checkpoint['name']}+{record['record_id'][7:19]}",
         "hashes": _hashes(checkpoint["digest"]),
-        "properties": [{"name": "ftc:record_id", "value": record["record_id"]}, {"name": "ftc:plan_id", "value": record["plan"]["plan_id"]}],
+        "properties": [
+            {"name": "ftc:record_id", "value": record["record_id"]},
+            {"name": "ftc:plan_id", "value": record["plan"]["plan_id"]},
+        ],
     }
     if ancestors:
         component["pedigree"] = {"ancestors": ancestors}
@@ -94,8 +121,28 @@ def cyclonedx(record: dict[str, Any]) -> dict[str, Any]:
     data = []
     for d in record["datasets"]:
         ref = f"data:{d['role']}:{d['sha256']}"
-        data.append({"type": "data", "bom-ref": ref, "name": _name(d["source"]), "hashes": _hashes(d["sha256"]), "data": [{"type": "dataset", "name": _name(d["source"]), "description": f"{d['role']} data: {d['examples_used']} examples used, {d['examples_skipped']} skipped"}]})
-    metrics = [{"type": "eval_loss", "value": f"{e['eval_loss']:.6f}", "slice": f"step {e['step']}"} for e in record["results"]["evals"] if e.get("eval_loss") is not None]
+        data.append(
+            {
+                "type": "data",
+                "bom-ref": ref,
+                "name": _name(d["source"]),
+                "hashes": _hashes(d["sha256"]),
+                "data": [
+                    {
+                        "type": "dataset",
+                        "name": _name(d["source"]),
+                        "description": (
+                            f"{d['role']} data: {d['examples_used']} examples used, {d['examples_skipped']} skipped"
+                        ),
+                    }
+                ],
+            }
+        )
+    metrics = [
+        {"type": "eval_loss", "value": f"{e['eval_loss']:.6f}", "slice": f"step {e['step']}"}
+        for e in record["results"]["evals"]
+        if e.get("eval_loss") is not None
+    ]
     model["modelCard"] = {
         "modelParameters": {"task": "text-generation", "datasets": [{"ref": c["bom-ref"]} for c in data]},
         "quantitativeAnalysis": {"performanceMetrics": metrics},
@@ -105,7 +152,10 @@ def cyclonedx(record: dict[str, Any]) -> dict[str, Any]:
         "specVersion": "1.6",
         "serialNumber": f"urn:uuid:{_uuid(record['record_id'])}",
         "version": 1,
-        "metadata": {"tools": {"components": [{"type": "application", "name": "ftc", "version": ftc.__version__}]}, "component": {k: model[k] for k in ("type", "bom-ref", "name", "version")}},
+        "metadata": {
+            "tools": {"components": [{"type": "application", "name": "ftc", "version": ftc.__version__}]},
+            "component": {k: model[k] for k in ("type", "bom-ref", "name", "version")},
+        },
         "components": [model, *data],
     }
 
@@ -114,16 +164,25 @@ def model_card(record: dict[str, Any]) -> str:
     """A Hugging Face model card (README.md) whose metadata names the base model and the relation to it."""
     checkpoint = record["checkpoint"]
     adapter = checkpoint["kind"] == "adapter"
-    front = ["---", f"base_model: {checkpoint['model_id']}", f"base_model_relation: {'adapter' if adapter else 'finetune'}"]
+    front = [
+        "---",
+        f"base_model: {checkpoint['model_id']}",
+        f"base_model_relation: {'adapter' if adapter else 'finetune'}",
+    ]
     front += [f"library_name: {'peft' if adapter else 'transformers'}", "tags:", "- ftc", "---", ""]
     lines = [f"# {checkpoint['model_id']} {'adapter' if adapter else 'fine-tune'} ({checkpoint['name']})", ""]
     lines += [f"Trained with ftc. Lineage record `{record['record_id']}`; verify it with `ftc lineage verify`.", ""]
     lines += ["## Parents", ""]
     lines += [f"- {p['relation']}: {_name(p['source'])} ({p.get('digest') or 'unpinned'})" for p in record["parents"]]
     lines += ["", "## Data", ""]
-    lines += [f"- {d['role']}: {_name(d['source'])} ({d['sha256']}), {d['examples_used']} examples" for d in record["datasets"]]
+    lines += [
+        f"- {d['role']}: {_name(d['source'])} ({d['sha256']}), {d['examples_used']} examples"
+        for d in record["datasets"]
+    ]
     lines += ["", "## Results", "", "| step | eval loss |", "|---|---|"]
-    lines += [f"| {e['step']} | {e['eval_loss']:.4f} |" for e in record["results"]["evals"] if e.get("eval_loss") is not None]
+    lines += [
+        f"| {e['step']} | {e['eval_loss']:.4f} |" for e in record["results"]["evals"] if e.get("eval_loss") is not None
+    ]
     return "\n".join(front + lines) + "\n"
 
 

@@ -99,4 +99,3 @@ def location_of(path: Path, checkpoint: Path, given: str) -> str:
     if given.startswith("~") or os.path.isabs(given):
         return given
     return Path(os.path.relpath(os.path.realpath(path), os.path.realpath(checkpoint))).as_posix()
-

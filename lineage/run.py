@@ -11,10 +11,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ftc.spec.canonical import digest_of
-from ftc.stores.hashing import FileDigest, manifest_digest, walk_files
 from ftc.errors import LineageBroken
+from ftc.spec.canonical import digest_of
 from ftc.spec.plan import PARENT_ROLES, Plan, PlanInput
+from ftc.stores.hashing import FileDigest, manifest_digest, walk_files
+
 from .record import LINEAGE_VERSION, checkpoint_section, environment, location_of, read_record, seal
 from .verify import files_problems, record_problems
 
@@ -97,7 +98,8 @@ class Lineage:
                 "relation": _relation(role, plan.mode),
                 "source": _source(item, path, final),
                 # a folder's digest is its manifest's, whether it was local or downloaded
-                "digest": item.digest or (manifest_digest([FileDigest(n, 0, sha) for n, sha in files.items()]) if files else None),
+                "digest": item.digest
+                or (manifest_digest([FileDigest(n, 0, sha) for n, sha in files.items()]) if files else None),
             }
             if files is not None:
                 entry["files"] = [{"path": name, "sha256": sha} for name, sha in sorted(files.items())]
@@ -111,7 +113,16 @@ class Lineage:
             if item is None:
                 continue
             source = _source(item, self.paths[role], final)
-            datasets.append({"role": role, "source": source, "sha256": item.digest, "examples": results["used"].get(role, 0) + results["skipped"].get(role, 0), "examples_used": results["used"].get(role, 0), "examples_skipped": results["skipped"].get(role, 0)})
+            datasets.append(
+                {
+                    "role": role,
+                    "source": source,
+                    "sha256": item.digest,
+                    "examples": results["used"].get(role, 0) + results["skipped"].get(role, 0),
+                    "examples_used": results["used"].get(role, 0),
+                    "examples_skipped": results["skipped"].get(role, 0),
+                }
+            )
         record = {
             "lineage_version": LINEAGE_VERSION,
             "checkpoint": {
@@ -124,7 +135,11 @@ class Lineage:
             "datasets": datasets,
             "plan": {"plan_id": plan.plan_id, "spec_digest": plan.spec_digest, "mode": plan.mode},
             "environment": self.env,
-            "execution": {**execution, "deepspeed_config_digest": digest_of(dict(plan.deepspeed)), "seed": plan.spec.seed},
+            "execution": {
+                **execution,
+                "deepspeed_config_digest": digest_of(dict(plan.deepspeed)),
+                "seed": plan.spec.seed,
+            },
             "results": {k: v for k, v in results.items() if k not in ("skipped", "used")},
         }
         return seal(record)

@@ -37,7 +37,11 @@ def _source_name(source: dict[str, Any]) -> str:
 
 
 def _data(record: dict[str, Any]) -> list[str]:
-    return [f"{d['role']} {_source_name(d['source']).rsplit('/', 1)[-1]} {d['sha256'][:19]}… ({d['examples_used']} examples)" for d in record.get("datasets", [])]
+    return [
+        f"{d['role']} {_source_name(d['source']).rsplit('/', 1)[-1]} {d['sha256'][:19]}…"
+        f" ({d['examples_used']} examples)"
+        for d in record.get("datasets", [])
+    ]
 
 
 def chain(record: dict[str, Any]) -> list[Node]:
@@ -46,16 +50,38 @@ def chain(record: dict[str, Any]) -> list[Node]:
 
     def visit(rec: dict[str, Any], parent_index: int | None, depth: int, relation: str | None, name: str) -> None:
         results = rec.get("results", {})
-        nodes.append(Node(len(nodes), parent_index, depth, relation, name, rec.get("record_id"), rec["checkpoint"]["digest"], _data(rec), results.get("eval_loss"), _image(rec)))
+        nodes.append(
+            Node(
+                len(nodes),
+                parent_index,
+                depth,
+                relation,
+                name,
+                rec.get("record_id"),
+                rec["checkpoint"]["digest"],
+                _data(rec),
+                results.get("eval_loss"),
+                _image(rec),
+            )
+        )
         me = nodes[-1].index
         for parent in rec.get("parents", []):
             label = f"{parent['role'].replace('_', ' ')} {_source_name(parent['source'])}"
             if parent.get("lineage") is not None:
                 visit(parent["lineage"], me, depth + 1, parent["relation"], label)
             else:
-                nodes.append(Node(len(nodes), me, depth + 1, parent["relation"], label, None, parent.get("digest"), [], None))
+                nodes.append(
+                    Node(len(nodes), me, depth + 1, parent["relation"], label, None, parent.get("digest"), [], None)
+                )
 
-    visit(record, None, 0, None, f"checkpoint {record['checkpoint'].get('name', '')} ({record['checkpoint'].get('kind')} of {record['checkpoint'].get('model_id')})")
+    visit(
+        record,
+        None,
+        0,
+        None,
+        f"checkpoint {record['checkpoint'].get('name', '')}"
+        f" ({record['checkpoint'].get('kind')} of {record['checkpoint'].get('model_id')})",
+    )
     return nodes
 
 

@@ -22,27 +22,36 @@ def record_problems(record: dict[str, Any], where: str) -> list[str]:
     problems = []
     found = record_id_of(record)
     if found != record.get("record_id"):
-        problems.append(f"{where}: the lineage record was edited: record_id {record.get('record_id')} written, {found} computed")
+        problems.append(
+            f"{where}: the lineage record was edited: record_id {record.get('record_id')} written, {found} computed"
+        )
     for parent in record.get("parents", []):
         embedded = parent.get("lineage")
         if embedded is None:
             continue
         if embedded.get("record_id") != parent.get("record_id"):
-            problems.append(f"{where}: parent {parent['role']}'s embedded record is {embedded.get('record_id')}, the entry names {parent.get('record_id')}")
+            problems.append(
+                f"{where}: parent {parent['role']}'s embedded record is {embedded.get('record_id')},"
+                f" the entry names {parent.get('record_id')}"
+            )
         problems += record_problems(embedded, f"{where} -> {parent['role']}")
     return problems
 
 
 def files_problems(expected: list[dict[str, Any]], found: dict[str, str], where: str) -> list[str]:
     """One line per file that is missing, extra or different."""
-    return changed_file_lines({f["path"]: f["sha256"] for f in expected}, found, prefix=f"{where}/", unlisted="not in the lineage record")
+    return changed_file_lines(
+        {f["path"]: f["sha256"] for f in expected}, found, prefix=f"{where}/", unlisted="not in the lineage record"
+    )
 
 
 def _hashed(folder: Path, skip_record: bool) -> dict[str, str]:
     return {f.path: f.sha256 for f in hash_tree(folder) if not (skip_record and f.path == LINEAGE_FILE)}
 
 
-def verify_checkpoint(folder: Path, *, _seen: set[str] | None = None, unreached: list[str] | None = None) -> tuple[dict[str, Any] | None, list[str]]:
+def verify_checkpoint(
+    folder: Path, *, _seen: set[str] | None = None, unreached: list[str] | None = None
+) -> tuple[dict[str, Any] | None, list[str]]:
     """The record of the checkpoint in ``folder`` and everything wrong with its chain (empty: all verified).
 
     Parents are re-hashed where they can be reached (a local parent, located relative to the checkpoint); a
@@ -70,7 +79,9 @@ def verify_checkpoint(folder: Path, *, _seen: set[str] | None = None, unreached:
                 unreached.append(f"{parent['role']} of {folder.name}: {path}")
             continue
         if parent.get("files") is not None:
-            problems += files_problems(parent["files"], _hashed(path, skip_record=False) if path.is_dir() else {}, f"{path}")
+            problems += files_problems(
+                parent["files"], _hashed(path, skip_record=False) if path.is_dir() else {}, f"{path}"
+            )
         if parent.get("lineage") is not None and path.is_dir() and str(path.resolve()) not in seen:
             _, more = verify_checkpoint(path, _seen=seen, unreached=unreached)
             problems += [p for p in more if p not in problems]

@@ -30,7 +30,16 @@ def _sample_starts(position_ids: torch.Tensor | None, batch: int, length: int) -
     return [s if s and s[0] == 0 else [0] + s for s in starts]
 
 
-def sdpa_varlen(module: Any, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, attention_mask: Any, dropout: float = 0.0, scaling: float | None = None, **kwargs: Any) -> tuple[torch.Tensor, None]:
+def sdpa_varlen(
+    module: Any,
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    attention_mask: Any,
+    dropout: float = 0.0,
+    scaling: float | None = None,
+    **kwargs: Any,
+) -> tuple[torch.Tensor, None]:
     """query (B, H, T, D), key/value (B, Hkv, T, D) -> (B, T, H, D), as transformers' attention functions return."""
     batch, heads, length, _ = query.shape
     options: dict[str, Any] = {"dropout_p": dropout if module.training else 0.0, "scale": scaling}

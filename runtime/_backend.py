@@ -6,8 +6,9 @@ reason are printed before anything starts.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from ftc.errors import EngineUnavailable
 from ftc.spec.plan import Plan, read_plan
@@ -33,8 +34,17 @@ def choose_backend(plan: Plan, requested: str) -> tuple[str, str]:
     return "docker", f"the plan names image {image.requested} and the engine at {engine_address()} answers"
 
 
-def run(plan_path: Path, *, backend: str = "auto", gpus: str = "auto", mounts: tuple[str, ...] = (), log: Callable[[str], None] = print, **options: Any) -> None:
+def run(
+    plan_path: str | Path,
+    *,
+    backend: str = "auto",
+    gpus: str = "auto",
+    mounts: tuple[str, ...] = (),
+    log: Callable[[str], None] = print,
+    **options: Any,
+) -> None:
     """Run the plan at ``plan_path`` with the chosen backend; ``options`` are run_plan's (resume, node_rank, ...)."""
+    plan_path = Path(plan_path)
     plan = read_plan(plan_path)
     chosen, why = choose_backend(plan, backend)
     log(f"backend: {chosen} ({why})")

@@ -18,9 +18,10 @@ from __future__ import annotations
 import json
 import os
 import shutil
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from ftc.lineage.record import LINEAGE_FILE
 
@@ -74,7 +75,9 @@ class Checkpointer:
             for partial in (self.root / "checkpoints").glob(".step-*.tmp"):
                 shutil.rmtree(partial, ignore_errors=True)
 
-    def save(self, engine: Any, tokenizer: Any, state: dict[str, Any], lineage: Callable[[Path, Path], dict[str, Any]]) -> Path:
+    def save(
+        self, engine: Any, tokenizer: Any, state: dict[str, Any], lineage: Callable[[Path, Path], dict[str, Any]]
+    ) -> Path:
         """Write a checkpoint of ``engine`` (every rank calls this) and return its folder. ``lineage(folder, final)``
         makes the lineage record of the files in ``folder`` (written last, before the rename)."""
         import torch
@@ -86,7 +89,9 @@ class Checkpointer:
             shutil.rmtree(tmp, ignore_errors=True)
             tmp.mkdir(parents=True)
         self.barrier()
-        engine.save_checkpoint(str(tmp / "training_state"), tag=TAG, save_latest=False, exclude_frozen_parameters=self.is_lora)
+        engine.save_checkpoint(
+            str(tmp / "training_state"), tag=TAG, save_latest=False, exclude_frozen_parameters=self.is_lora
+        )
         self._save_weights(engine, tmp)
         rng = {"cpu": torch.get_rng_state()}
         if torch.cuda.is_available():
@@ -121,7 +126,8 @@ class Checkpointer:
             if self.rank == 0:
                 _name_base(folder, self.model_id)
             return
-        # full model: under ZeRO-3 the weights are gathered to rank 0 (config: stage3_gather_16bit_weights_on_model_save)
+        # full model: under ZeRO-3 the weights are gathered to rank 0
+        # (config: stage3_gather_16bit_weights_on_model_save)
         state_dict = engine._zero3_consolidated_16bit_state_dict() if self.zero_stage == 3 else model.state_dict()
         if self.rank == 0:
             model.save_pretrained(folder, state_dict=state_dict, safe_serialization=True, max_shard_size="2GB")

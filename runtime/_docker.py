@@ -40,7 +40,7 @@ class GpuRequest:
     value: str = "auto"
 
     @classmethod
-    def parse(cls, text: str) -> "GpuRequest":
+    def parse(cls, text: str) -> GpuRequest:
         if text in ("auto", "all", "none") or (text.isdigit() and int(text) > 0):
             return cls(text)
         raise UsageError(f"--gpus {text}: give auto, all, none or a number of GPUs")
@@ -71,7 +71,10 @@ def run_in_container(
     """Run ``plan`` (read from ``plan_path``) in the image it pins; the container's exit code becomes this run's."""
     image = plan.image
     if image is None:
-        raise UsageError(f"{plan_path}: the plan names no image; run it with --backend local, or add `image:` to the spec and recompile")
+        raise UsageError(
+            f"{plan_path}: the plan names no image; "
+            "run it with --backend local, or add `image:` to the spec and recompile"
+        )
     _refuse_what_a_container_cannot_see(plan)
     plan_path = plan_path.resolve()
     paths = verify_inputs(plan)  # before anything starts: a changed input stops here
@@ -87,7 +90,13 @@ def run_in_container(
     device_requests = gpus.device_requests(info)
     log(f"gpus: {_describe_gpus(gpus, device_requests)}")
     engine = f"{version.get('Platform', {}).get('Name') or 'engine'} {version.get('Version', '')}".strip()
-    ran = {"ref": image.ref, "requested": image.requested, "pinned": image.pinned, **image_identity(found), "engine": engine}
+    ran = {
+        "ref": image.ref,
+        "requested": image.requested,
+        "pinned": image.pinned,
+        **image_identity(found),
+        "engine": engine,
+    }
     if not image.pinned:
         ran["note"] = image.note  # the record says so too: this run cannot be reproduced from its plan
     environment = {
@@ -97,7 +106,15 @@ def run_in_container(
         "HOME": "/tmp",  # the caller's uid has no home in the image (a `~` path in the plan was refused above)
         IMAGE_ENV: json.dumps(ran, sort_keys=True),
     }
-    command = [str(plan_path), "--node-rank", str(node_rank), "--master-addr", master_addr, "--master-port", str(master_port)]
+    command = [
+        str(plan_path),
+        "--node-rank",
+        str(node_rank),
+        "--master-addr",
+        master_addr,
+        "--master-port",
+        str(master_port),
+    ]
     if resume:
         command.append("--resume")
     container = None
@@ -135,12 +152,19 @@ def run_in_container(
             try:
                 container.remove(force=True)
             except Exception as exc:
-                print(f"warning: could not remove container {container.short_id} ({describe_error(exc)}); remove it with `docker rm -f {container.id}`", file=sys.stderr)
+                print(
+                    f"warning: could not remove container {container.short_id} ({describe_error(exc)}); "
+                    f"remove it with `docker rm -f {container.id}`",
+                    file=sys.stderr,
+                )
     raise_failure(code, note)
 
 
 def _refuse_what_a_container_cannot_see(plan: Plan) -> None:
-    home = "`~` would mean another folder inside the container; write the path out (or make it relative to the spec) and recompile"
+    home = (
+        "`~` would mean another folder inside the container; "
+        "write the path out (or make it relative to the spec) and recompile"
+    )
     for role, item in plan.inputs.items():
         if item.source == "hub":
             raise UsageError(
@@ -158,7 +182,10 @@ def _describe_gpus(gpus: GpuRequest, requests: list) -> str:
         count = requests[0]["Count"]
         return f"{'all' if count == -1 else count} (--gpus {gpus.value})"
     if gpus.value == "auto" and any(Path("/dev").glob("nvidia[0-9]*")):
-        return "none: this machine has NVIDIA devices but the engine has no NVIDIA runtime; install the NVIDIA Container Toolkit, or give --gpus all"
+        return (
+            "none: this machine has NVIDIA devices but the engine has no NVIDIA runtime; "
+            "install the NVIDIA Container Toolkit, or give --gpus all"
+        )
     return f"none (--gpus {gpus.value}{': the engine has no NVIDIA runtime' if gpus.value == 'auto' else ''})"
 
 
@@ -175,7 +202,9 @@ def _image(client, image: PlanImage):
             fix = "run where it was built, or push it to a registry and recompile (the plan then pins its digest)"
         else:
             fix = f"build or `docker pull {image.ref}` there, or run with --backend local"
-        raise InputUnresolvable(f"image {image.requested}: the engine at {engine_address()} does not have {image.ref}; {fix}")
+        raise InputUnresolvable(
+            f"image {image.requested}: the engine at {engine_address()} does not have {image.ref}; {fix}"
+        )
     repository, digest = image.ref.split("@", 1)
     try:
         return client.images.pull(repository, tag=digest)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import time
 from pathlib import Path
-from typing import Any
 
 from ftc.errors import InputChanged, InputUnresolvable
 from ftc.spec.plan import Plan, PlanInput
@@ -42,7 +41,9 @@ def verify_inputs(plan: Plan) -> dict[str, Path | str]:
 def _verify_local(role: str, item: PlanInput, path: Path, cache: StatCache) -> Path:
     """``path``, after checking it holds the bytes ``item`` pins."""
     if not path.exists():
-        raise InputChanged(f"{role}: {path} is gone (the plan pins {item.digest})\n    fix: restore it, or recompile the spec")
+        raise InputChanged(
+            f"{role}: {path} is gone (the plan pins {item.digest})\n    fix: restore it, or recompile the spec"
+        )
     if item.kind == "dir":
         files = hash_tree(path, cache)
         digest = manifest_digest(files)
@@ -51,7 +52,8 @@ def _verify_local(role: str, item: PlanInput, path: Path, cache: StatCache) -> P
                 item.file_sha256, {f.path: f.sha256 for f in files}, prefix="    ", unlisted="not in the plan"
             )
             raise InputChanged(
-                f"{role}: {path} changed since the plan was compiled\n" + "\n".join(changes)
+                f"{role}: {path} changed since the plan was compiled\n"
+                + "\n".join(changes)
                 + f"\n    expected {item.digest}\n    found    {digest}"
                 + "\n    fix: restore the pinned files, or recompile the spec to train on the new ones"
             )
@@ -59,7 +61,8 @@ def _verify_local(role: str, item: PlanInput, path: Path, cache: StatCache) -> P
         sha, _ = hash_file(path, cache)
         if "sha256:" + sha != item.digest:
             raise InputChanged(
-                f"{role}: {path} changed since the plan was compiled\n    expected {item.digest}\n    found    sha256:{sha}"
+                f"{role}: {path} changed since the plan was compiled"
+                f"\n    expected {item.digest}\n    found    sha256:{sha}"
                 "\n    fix: restore the pinned file, or recompile the spec to train on the new one"
             )
     return path
@@ -101,7 +104,9 @@ def _materialize_remote(role: str, item: PlanInput, checked_by_host: bool = Fals
     cache = ContentCache()
     if checked_by_host:
         members = _from_cache(role, objects, cache)
-        return cache.object_path(members[objects[0][0].path]) if item.kind == "file" else _view(role, item, cache, members)
+        return (
+            cache.object_path(members[objects[0][0].path]) if item.kind == "file" else _view(role, item, cache, members)
+        )
     try:
         store = remote.store if item.source == "dvc" else store_for(uri)
     except RemoteProblem as exc:
@@ -131,12 +136,24 @@ def _materialize_remote(role: str, item: PlanInput, checked_by_host: bool = Fals
             if announce:
                 log(f"{role}: downloading {obj.uri} ({obj.size / 1e6:,.1f} MB)")
             started = time.perf_counter()
-            _, sha = cache.fetch(key, counted(store.opener(obj)), size=obj.size, expected_sha256=expected.get("sha256"), expected_md5=expected.get("md5"), parts=parts)
+            _, sha = cache.fetch(
+                key,
+                counted(store.opener(obj)),
+                size=obj.size,
+                expected_sha256=expected.get("sha256"),
+                expected_md5=expected.get("md5"),
+                parts=parts,
+            )
             if announce:
                 elapsed = max(time.perf_counter() - started, 1e-9)
                 log(f"{role}: {obj.path} verified, {obj.size / 1e6 / elapsed:,.0f} MB/s")
         except DigestMismatch as exc:
-            raise InputChanged(f"{role}: {obj.uri} is not the bytes the plan pins\n    expected {exc.algorithm}:{exc.expected}\n    found    {exc.algorithm}:{exc.found}\n    fix: restore it, or recompile the spec") from None
+            raise InputChanged(
+                f"{role}: {obj.uri} is not the bytes the plan pins"
+                f"\n    expected {exc.algorithm}:{exc.expected}"
+                f"\n    found    {exc.algorithm}:{exc.found}"
+                "\n    fix: restore it, or recompile the spec"
+            ) from None
         except RemoteProblem as exc:
             if exc.changed:
                 raise InputChanged(f"{role}: {exc}\n    fix: {exc.hint}") from None
@@ -170,6 +187,9 @@ def _from_cache(role: str, objects: list, cache) -> dict[str, str]:
     for obj, key, _ in objects:
         path = cache.known(key)
         if path is None:
-            raise InputUnresolvable(f"{role}: {obj.uri} is not in the cache at {cache.root}, where `ftc run` put it before starting this container; run the plan again")
+            raise InputUnresolvable(
+                f"{role}: {obj.uri} is not in the cache at {cache.root}, "
+                "where `ftc run` put it before starting this container; run the plan again"
+            )
         members[obj.path] = path.name
     return members

@@ -12,7 +12,6 @@ import signal
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any
 
 from ftc.errors import ExitCode, FtcError, TrainingFailed, UsageError, report
 from ftc.spec.plan import Plan, read_plan
@@ -50,8 +49,15 @@ def run_plan(
     return _launch_workers(plan, plan_path.resolve(), resume=resume, **where)
 
 
-def _launch_workers(plan: Plan, plan_path: Path, *, resume: bool, node_rank: int, master_addr: str, master_port: int) -> None:
-    values = {"plan": str(plan_path), "node_rank": str(node_rank), "master_addr": master_addr, "master_port": str(master_port)}
+def _launch_workers(
+    plan: Plan, plan_path: Path, *, resume: bool, node_rank: int, master_addr: str, master_port: int
+) -> None:
+    values = {
+        "plan": str(plan_path),
+        "node_rank": str(node_rank),
+        "master_addr": master_addr,
+        "master_port": str(master_port),
+    }
     command = [sys.executable if part == "python" else part.format(**values) for part in plan.launch.command]
     if resume:
         command.append("--resume")
@@ -87,7 +93,9 @@ def worker_main(argv: list[str] | None = None) -> int:
     """``python -m ftc.runtime PLAN [--resume]``: one rank of a plan (what the launch command starts)."""
     import argparse
 
-    parser = argparse.ArgumentParser(prog="python -m ftc.runtime", description="Run one process of a compiled ftc plan.")
+    parser = argparse.ArgumentParser(
+        prog="python -m ftc.runtime", description="Run one process of a compiled ftc plan."
+    )
     parser.add_argument("plan", type=Path)
     parser.add_argument("--resume", action="store_true")
     parser.add_argument("--node-rank", type=int, default=0)

@@ -30,7 +30,9 @@ class _LinearCrossEntropy(torch.autograd.Function):
     forward pass, chunk by chunk, and kept (hidden-sized and weight-sized); backward only scales them."""
 
     @staticmethod
-    def forward(ctx: Any, hidden: torch.Tensor, weight: torch.Tensor, labels: torch.Tensor, want_grad: bool) -> torch.Tensor:
+    def forward(
+        ctx: Any, hidden: torch.Tensor, weight: torch.Tensor, labels: torch.Tensor, want_grad: bool
+    ) -> torch.Tensor:
         rows = (labels != IGNORE).nonzero().squeeze(1)
         h, y = hidden.index_select(0, rows), labels.index_select(0, rows)
         grad_h = torch.empty_like(h) if want_grad and ctx.needs_input_grad[0] else None

@@ -15,7 +15,11 @@ from ftc.spec import JobSpec
 __all__ = ["LoadedModel", "load_model", "describe_mode", "attention_for", "kernels_for"]
 
 #: model types Liger patches in place with the kernels ftc uses (RMSNorm, RoPE, SwiGLU)
-_LIGER = {"llama": "apply_liger_kernel_to_llama", "mistral": "apply_liger_kernel_to_mistral", "qwen2": "apply_liger_kernel_to_qwen2"}
+_LIGER = {
+    "llama": "apply_liger_kernel_to_llama",
+    "mistral": "apply_liger_kernel_to_mistral",
+    "qwen2": "apply_liger_kernel_to_qwen2",
+}
 
 _TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model")
 
@@ -52,7 +56,10 @@ def attention_for(spec: JobSpec, *, cuda: bool) -> str:
     apart by their position ids restarting at 0 (block-diagonal for SDPA, block-sparse for FlexAttention, whose
     backward needs a GPU), and sdpa_varlen (runtime/_attention.py) attends within each sample separately."""
     if spec.attn_implementation == "flex_attention" and not cuda:
-        raise UsageError("attn_implementation: flex_attention trains only on GPUs (PyTorch has no FlexAttention backward on CPU)\n    fix: set attn_implementation: auto or sdpa")
+        raise UsageError(
+            "attn_implementation: flex_attention trains only on GPUs (PyTorch has no FlexAttention backward on CPU)"
+            "\n    fix: set attn_implementation: auto or sdpa"
+        )
     if spec.attn_implementation != "auto":
         return spec.attn_implementation
     if cuda:
@@ -61,7 +68,7 @@ def attention_for(spec: JobSpec, *, cuda: bool) -> str:
 
 
 def kernels_for(spec: JobSpec, *, cuda: bool, model_type: str | None) -> str:
-    """"liger" or "torch": the kernels of the decoder's norms, rotary embedding and MLP activation."""
+    """ "liger" or "torch": the kernels of the decoder's norms, rotary embedding and MLP activation."""
     import importlib.util
 
     if spec.kernels == "torch":
@@ -69,18 +76,33 @@ def kernels_for(spec: JobSpec, *, cuda: bool, model_type: str | None) -> str:
     installed = importlib.util.find_spec("liger_kernel") is not None
     if spec.kernels == "liger":
         why = (
-            "no GPU here" if not cuda
-            else "liger-kernel is not installed (pip install 'ftc[gpu]')" if not installed
-            else f"ftc applies them to {', '.join(sorted(_LIGER))} models, not {model_type!r}" if model_type not in _LIGER
+            "no GPU here"
+            if not cuda
+            else "liger-kernel is not installed (pip install 'ftc[gpu]')"
+            if not installed
+            else f"ftc applies them to {', '.join(sorted(_LIGER))} models, not {model_type!r}"
+            if model_type not in _LIGER
             else None
         )
         if why:
-            raise UsageError(f"kernels: liger needs an NVIDIA GPU, the liger-kernel package and a supported model: {why}\n    fix: set kernels: auto")
+            raise UsageError(
+                f"kernels: liger needs an NVIDIA GPU, the liger-kernel package and a supported model: {why}"
+                "\n    fix: set kernels: auto"
+            )
         return "liger"
     return "liger" if cuda and installed and model_type in _LIGER else "torch"
 
 
-def load_model(spec: JobSpec, mode: str, base: Path | str, adapter: Path | None, *, dtype: Any, attention: str, kernels: str = "torch") -> LoadedModel:
+def load_model(
+    spec: JobSpec,
+    mode: str,
+    base: Path | str,
+    adapter: Path | None,
+    *,
+    dtype: Any,
+    attention: str,
+    kernels: str = "torch",
+) -> LoadedModel:
     """The model to train, its weights in ``dtype``. ``base`` is a weights folder, or a model id for the published
     weights."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -102,7 +124,9 @@ def load_model(spec: JobSpec, mode: str, base: Path | str, adapter: Path | None,
         import liger_kernel.transformers as liger
 
         # the loss is ftc's own (runtime/_loss.py), so Liger's cross-entropy patches stay off
-        getattr(liger, _LIGER[model.config.model_type])(rope=True, rms_norm=True, swiglu=True, cross_entropy=False, fused_linear_cross_entropy=False, model=model)
+        getattr(liger, _LIGER[model.config.model_type])(
+            rope=True, rms_norm=True, swiglu=True, cross_entropy=False, fused_linear_cross_entropy=False, model=model
+        )
     if isinstance(base, Path) and _has_tokenizer(base):
         tokenizer, source = AutoTokenizer.from_pretrained(base), "base weights"
     elif _has_tokenizer(adapter):

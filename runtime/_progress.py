@@ -19,7 +19,11 @@ def duration(seconds: float) -> str:
     if seconds < 60:
         return f"{seconds:.1f} s"
     seconds = int(seconds)
-    return f"{seconds // 3600}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}" if seconds >= 3600 else f"{seconds // 60}:{seconds % 60:02d}"
+    return (
+        f"{seconds // 3600}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
+        if seconds >= 3600
+        else f"{seconds // 60}:{seconds % 60:02d}"
+    )
 
 
 class Progress:
@@ -51,7 +55,11 @@ class Progress:
             elapsed = time.perf_counter() - self.start
             rate = (self.done - self.first_done) / elapsed if elapsed > 0 else 0.0
             eta = (self.total - self.done) / rate if rate > 0 else 0.0
-            log(f"step {self.done}/{self.total} epoch {epoch + 1} loss {loss:.4f} {tokens_per_s:,.0f} tok/s eta {duration(eta)}", self.stream)
+            log(
+                f"step {self.done}/{self.total} epoch {epoch + 1} loss {loss:.4f}"
+                f" {tokens_per_s:,.0f} tok/s eta {duration(eta)}",
+                self.stream,
+            )
 
     def note(self, message: str) -> None:
         if not self.enabled:
@@ -82,7 +90,15 @@ class ByteProgress:
         if self.stream.isatty():
             from tqdm import tqdm
 
-            self.bar = tqdm(total=total, unit="B", unit_scale=True, unit_divisor=1024, desc=label, file=self.stream, dynamic_ncols=True)
+            self.bar = tqdm(
+                total=total,
+                unit="B",
+                unit_scale=True,
+                unit_divisor=1024,
+                desc=label,
+                file=self.stream,
+                dynamic_ncols=True,
+            )
 
     def add(self, n: int) -> None:
         with self.lock:
@@ -94,7 +110,11 @@ class ByteProgress:
             if now - self.last >= self.every_s:
                 self.last = now
                 rate = self.done / (now - self.start)
-                log(f"{self.label}: {self.done / 1e9:,.2f} of {self.total / 1e9:,.2f} GB, {rate / 1e6:,.0f} MB/s, eta {duration((self.total - self.done) / rate if rate else 0)}", self.stream)
+                log(
+                    f"{self.label}: {self.done / 1e9:,.2f} of {self.total / 1e9:,.2f} GB, {rate / 1e6:,.0f} MB/s,"
+                    f" eta {duration((self.total - self.done) / rate if rate else 0)}",
+                    self.stream,
+                )
 
     def close(self) -> None:
         if self.bar is not None:
@@ -109,7 +129,9 @@ class MetricsLog:
         self.enabled = enabled
         if enabled and keep_until_step is not None and path.exists():
             # a resumed run continues from its checkpoint: records written after it by the interrupted run go
-            kept = [line for line in path.read_text().splitlines() if line and json.loads(line)["step"] <= keep_until_step]
+            kept = [
+                line for line in path.read_text().splitlines() if line and json.loads(line)["step"] <= keep_until_step
+            ]
             tmp = path.with_suffix(".tmp")
             tmp.write_text("".join(line + "\n" for line in kept))
             tmp.replace(path)

@@ -5,8 +5,9 @@ Two renderers: the spec's ``prompt_format`` (the seed guide's semantics) and the
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 from ftc.errors import DataInvalid
 from ftc.spec import PromptFormat
@@ -88,5 +89,7 @@ def renderer_for(fmt: PromptFormat | None, tokenizer: Any) -> Callable[[list[dic
     if fmt is not None:
         return lambda messages: render_prompt_format(messages, fmt)
     if not getattr(tokenizer, "chat_template", None):
-        raise DataInvalid("no generation_config.prompt_format and the tokenizer has no chat template: give a prompt_format")
+        raise DataInvalid(
+            "no generation_config.prompt_format and the tokenizer has no chat template: give a prompt_format"
+        )
     return lambda messages: render_chat_template(messages, tokenizer)

@@ -8,9 +8,10 @@ import hashlib
 import json
 import os
 import tempfile
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -46,7 +47,7 @@ class Examples:
     def lengths(self) -> np.ndarray:
         return np.fromiter((len(x) for x in self.ids), dtype=np.int64, count=len(self.ids))
 
-    def subset(self, keep: Sequence[int]) -> "Examples":
+    def subset(self, keep: Sequence[int]) -> Examples:
         return Examples([self.ids[i] for i in keep], [self.trainable[i] for i in keep], [self.lines[i] for i in keep])
 
 
@@ -131,18 +132,30 @@ def _load(path: Path) -> tuple[Examples, list[BadExample]]:
         lengths, lines = f.get_tensor("lengths"), f.get_tensor("lines")
         bad = [BadExample(int(line), reason) for line, reason in json.loads(f.metadata()["bad"])]
     cuts = np.cumsum(lengths)[:-1]
-    return Examples(list(np.split(ids, cuts)) if len(lengths) else [], list(np.split(trainable, cuts)) if len(lengths) else [], [int(x) for x in lines]), bad
+    return Examples(
+        list(np.split(ids, cuts)) if len(lengths) else [],
+        list(np.split(trainable, cuts)) if len(lengths) else [],
+        [int(x) for x in lines],
+    ), bad
 
 
-def usable_examples(examples: Examples, bad: list[BadExample], *, context_length: int, skip: bool, display: str) -> tuple[Examples, int]:
+def usable_examples(
+    examples: Examples, bad: list[BadExample], *, context_length: int, skip: bool, display: str
+) -> tuple[Examples, int]:
     """The examples that fit ``context_length``. Without ``skip``, any bad example stops the run with file:line."""
     too_long = [i for i, n in enumerate(examples.lengths) if n > context_length]
-    problems = bad + [BadExample(examples.lines[i], f"{examples.lengths[i]} tokens, longer than context_length {context_length}") for i in too_long]
+    problems = bad + [
+        BadExample(examples.lines[i], f"{examples.lengths[i]} tokens, longer than context_length {context_length}")
+        for i in too_long
+    ]
     problems.sort(key=lambda b: b.line)
     if problems and not skip:
         first = problems[0]
         more = f" ({len(problems) - 1} more bad examples)" if len(problems) > 1 else ""
-        raise DataInvalid(f"{display}:{first.line}: {first.reason}{more}\n    fix: correct the data, raise context_length, or set skip_bad_examples: true")
+        raise DataInvalid(
+            f"{display}:{first.line}: {first.reason}{more}"
+            "\n    fix: correct the data, raise context_length, or set skip_bad_examples: true"
+        )
     drop = set(too_long)
     kept = examples.subset([i for i in range(len(examples)) if i not in drop])
     if len(kept) == 0:

@@ -1,7 +1,8 @@
 """The training recipe: one plan in, checkpoints out. ``train`` reads top to bottom: set up, resume, evaluate the
-starting point, the loop (steps, evaluations and checkpoints), finish. Each step is a function below it, over two
-objects: ``Run`` (what set-up built, fixed for the run) and ``Progress`` (where training stands, saved in every
-checkpoint and restored on resume).
+starting point, the loop (steps, evaluations and checkpoints), finish. Each step is a short function below it, over
+two objects: ``Run`` (what set-up built, fixed for the run) and ``TrainState`` (where training stands, saved in every
+checkpoint and restored on resume). The recipe is one file on purpose (about 450 lines), so it reads top to bottom;
+what is not the recipe's own (tokens, batches, model, loss, checkpoints, processes) is in the modules beside it.
 
 Every process (rank) runs ``train``; rank 0 also writes the files everyone shares. One code path through
 ``deepspeed.initialize`` for every topology: gloo on CPU, NCCL on GPUs.
@@ -20,18 +21,18 @@ from typing import Any
 
 from ftc.errors import TrainingFailed, UsageError
 from ftc.images import image_from_env
-from ftc.spec import JobSpec
-from ftc.spec.plan import Plan, PlanInput
-
-from ._checkpoint import Checkpointer, finished_checkpoints, latest_checkpoint, read_state, restore_rng
-from ._batches import collate, epoch_rows, group, shard_rows
-from ._distributed import Dist, init_distributed
-from ._tokens import token_cache, tokenize_file, usable_examples
-from ._inputs import verify_inputs
 from ftc.lineage.run import Lineage
+from ftc.spec import JobSpec
+from ftc.spec.plan import Plan
+
+from ._batches import collate, epoch_rows, group, shard_rows
+from ._checkpoint import Checkpointer, finished_checkpoints, latest_checkpoint, read_state, restore_rng
+from ._distributed import Dist, init_distributed
+from ._inputs import verify_inputs
 from ._model import attention_for, describe_mode, kernels_for, load_model
 from ._progress import MetricsLog, Progress, duration, log
 from ._render import renderer_for
+from ._tokens import token_cache, tokenize_file, usable_examples
 
 __all__ = ["RunSummary", "train"]
 
@@ -79,7 +80,9 @@ class Run:
         return _epoch_steps(self.spec, self.dist, self.data["train"].lengths, self.pack_to, epoch)
 
 
-def _epoch_steps(spec: JobSpec, dist: Dist, lengths: Any, pack_to: int | None, epoch: int) -> list[list[list[tuple[int, ...]]]]:
+def _epoch_steps(
+    spec: JobSpec, dist: Dist, lengths: Any, pack_to: int | None, epoch: int
+) -> list[list[list[tuple[int, ...]]]]:
     """This rank's optimizer steps of ``epoch``: each a list of micro-batches, each a list of rows (example indices)."""
     rows = epoch_rows(lengths, epoch=epoch, seed=spec.seed, shuffle=True, pack_to=pack_to)
     mine = shard_rows(rows, dist.rank, dist.world)
@@ -112,7 +115,9 @@ def train(plan: Plan, *, resume: bool = False, paths: dict[str, Path | str] | No
     previous = _check_output(plan, resume)
     run = _set_up(plan, dist, paths, lineage)
     state = _resume(run, previous) if resume and previous is not None else TrainState()
-    metrics = MetricsLog(run.out / "metrics.jsonl", enabled=dist.main, keep_until_step=state.global_step if resume else -1)
+    metrics = MetricsLog(
+        run.out / "metrics.jsonl", enabled=dist.main, keep_until_step=state.global_step if resume else -1
+    )
     bar = Progress(run.total_steps, state.global_step, enabled=dist.main)
     run.engine.train()
     try:
@@ -193,9 +198,14 @@ def _set_up(plan: Plan, dist: Dist, paths: dict[str, Path | str], lineage: Linea
     # fused on GPUs: one kernel updates all parameters
     optimizer = torch.optim.AdamW(trainable, lr=spec.learning_rate, weight_decay=spec.weight_decay, fused=cuda)
     scheduler = get_scheduler(
-        spec.lr_scheduler_type, optimizer, num_warmup_steps=spec.num_warmup_steps, num_training_steps=sum(steps_per_epoch)
+        spec.lr_scheduler_type,
+        optimizer,
+        num_warmup_steps=spec.num_warmup_steps,
+        num_training_steps=sum(steps_per_epoch),
     )
-    engine, _, _, _ = deepspeed.initialize(model=loaded.model, optimizer=optimizer, lr_scheduler=scheduler, config=ds_config)
+    engine, _, _, _ = deepspeed.initialize(
+        model=loaded.model, optimizer=optimizer, lr_scheduler=scheduler, config=ds_config
+    )
     token_loss = TokenLoss(engine.module, zero_stage=plan.zero_stage)
     say(f"loss: {token_loss.reason}")
     checkpointer = Checkpointer(
@@ -224,7 +234,9 @@ def _load_data(plan: Plan, dist: Dist, paths: dict[str, Path | str], tokenizer: 
     render = renderer_for(spec.generation_config.prompt_format, tokenizer)
     fmt = spec.generation_config.prompt_format
     renderer_key = dataclasses.asdict(fmt) if fmt is not None else ["chat_template", tokenizer.chat_template]
-    tokenizer_folder = {"base weights": plan.inputs["base_model"], "adapter": plan.inputs.get("adapter")}.get(tokenizer_source)
+    tokenizer_folder = {"base weights": plan.inputs["base_model"], "adapter": plan.inputs.get("adapter")}.get(
+        tokenizer_source
+    )
     data, skipped = {}, {}
     for role in ("train", "valid"):
         if role not in paths:
@@ -236,7 +248,11 @@ def _load_data(plan: Plan, dist: Dist, paths: dict[str, Path | str], tokenizer: 
         if not dist.main:
             examples, bad = tokenize_file(paths[role], render=render, tokenizer=tokenizer, cache_file=cache_file)
         data[role], skipped[role] = usable_examples(
-            examples, bad, context_length=spec.context_length, skip=spec.skip_bad_examples, display=plan.inputs[role].uri
+            examples,
+            bad,
+            context_length=spec.context_length,
+            skip=spec.skip_bad_examples,
+            display=plan.inputs[role].uri,
         )
     return data, skipped
 
@@ -244,7 +260,9 @@ def _load_data(plan: Plan, dist: Dist, paths: dict[str, Path | str], tokenizer: 
 def _resume(run: Run, previous: Path) -> TrainState:
     """Engine, optimizer, scheduler and random state as the checkpoint ``previous`` saved them."""
     state = read_state(previous)
-    run.engine.load_checkpoint(str(previous / "training_state"), tag="state", load_module_strict=run.plan.mode == "full")
+    run.engine.load_checkpoint(
+        str(previous / "training_state"), tag="state", load_module_strict=run.plan.mode == "full"
+    )
     restore_rng(previous, run.dist.rank)
     run.say(f"resuming from {previous.name}: step {state['global_step']} of {run.total_steps}")
     return TrainState(
@@ -289,7 +307,9 @@ def _step(run: Run, state: TrainState, micro_rows: list[list[tuple[int, ...]]]) 
     train_set, pad_id = run.data["train"], run.tokenizer.pad_token_id
     packed = run.pack_to is not None
     micro_batches = [collate(rows, train_set, pad_id=pad_id, packed=packed, pad_to=run.pad_to) for rows in micro_rows]
-    loss_tokens, real_tokens = dist.sum(sum(b.loss_tokens for b in micro_batches), sum(b.real_tokens for b in micro_batches))
+    loss_tokens, real_tokens = dist.sum(
+        sum(b.loss_tokens for b in micro_batches), sum(b.real_tokens for b in micro_batches)
+    )
     # sum of token losses / tokens of the whole global step: every token weighs the same, whatever its micro-batch
     # or rank (DeepSpeed averages gradients over ranks, hence * world)
     scale = dist.world / max(loss_tokens, 1)
@@ -306,7 +326,8 @@ def _step(run: Run, state: TrainState, micro_rows: list[list[tuple[int, ...]]]) 
     state.last_loss = total_loss / max(loss_tokens, 1)
     if not math.isfinite(state.last_loss):
         raise TrainingFailed(
-            f"the training loss became {state.last_loss} at step {state.global_step}; lower learning_rate or check the data"
+            f"the training loss became {state.last_loss} at step {state.global_step}; "
+            "lower learning_rate or check the data"
         )
 
 
@@ -334,8 +355,16 @@ def _evaluate(run: Run) -> float | None:
     return total / max(tokens, 1)
 
 
-def _log_eval(run: Run, state: TrainState, metrics: MetricsLog, *, epoch: int, train_loss: float | None) -> dict[str, Any]:
-    record = {"type": "eval", "step": state.global_step, "epoch": epoch, "eval_loss": _evaluate(run), "train_loss": train_loss}
+def _log_eval(
+    run: Run, state: TrainState, metrics: MetricsLog, *, epoch: int, train_loss: float | None
+) -> dict[str, Any]:
+    record = {
+        "type": "eval",
+        "step": state.global_step,
+        "epoch": epoch,
+        "eval_loss": _evaluate(run),
+        "train_loss": train_loss,
+    }
     state.evals.append(record)
     metrics.write(record)
     return record
@@ -369,10 +398,14 @@ def _finish(run: Run, state: TrainState) -> RunSummary:
     """The run's summary (summary.json on rank 0) and its last words."""
     out = run.out
     best = out / "best"
-    summary = RunSummary(out, finished_checkpoints(out), best.resolve() if best.exists() else None, state.evals, run.skipped)
+    summary = RunSummary(
+        out, finished_checkpoints(out), best.resolve() if best.exists() else None, state.evals, run.skipped
+    )
     if not run.dist.main:
         return summary
-    _write_summary(out, run.plan, summary, steps=state.global_step, tokens=state.tokens_trained, train_loss=state.last_loss)
+    _write_summary(
+        out, run.plan, summary, steps=state.global_step, tokens=state.tokens_trained, train_loss=state.last_loss
+    )
     elapsed = time.perf_counter() - state.started
     run.say(
         f"done: {run.spec.num_epochs} epoch(s), {state.global_step} steps, {state.tokens_trained:,} tokens; "
@@ -387,7 +420,9 @@ def _finish(run: Run, state: TrainState) -> RunSummary:
     return summary
 
 
-def _write_summary(out: Path, plan: Plan, summary: RunSummary, *, steps: int, tokens: int, train_loss: float | None) -> None:
+def _write_summary(
+    out: Path, plan: Plan, summary: RunSummary, *, steps: int, tokens: int, train_loss: float | None
+) -> None:
     """``summary.json``: the run's numbers in one flat file (for `dvc metrics`, dashboards, scripts); the eval
     curve is in ``evals`` (for `dvc plots`), every step in metrics.jsonl."""
     import json

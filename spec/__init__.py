@@ -9,10 +9,10 @@ from typing import Any
 from ftc.errors import _UNSET, Problem, SpecInvalid, UsageError
 
 from ._field_checks import spec_problems
-from .schemas import apply_defaults, job_schema, lineage_schema, plan_schema, schema_problems, without_invalid_keys
 from ._source import SpecSource, json_path, read_spec_source
 from .architectures import Architecture, known_architecture
 from .model import DeepSpeedSettings, EvalFrequency, GenerationConfig, JobSpec, LoraConfig, PromptFormat
+from .schemas import apply_defaults, job_schema, lineage_schema, plan_schema, schema_problems, without_invalid_keys
 
 __all__ = [
     "Architecture",
@@ -32,6 +32,7 @@ __all__ = [
     "plan_schema",
 ]
 
+
 @dataclass
 class LoadedSpec:
     """A spec file read and checked: the typed spec (None when too broken to build one), its source text with line
@@ -43,7 +44,9 @@ class LoadedSpec:
 
     def problem(self, at: tuple, message: str, hint: str = "", *, kind: str = "spec", value: Any = _UNSET) -> Problem:
         """A problem located at JSON path ``at`` of this spec (file and line filled in)."""
-        return Problem(json_path(at), message, hint, file=self.source.name, line=self.source.line_of(at), value=value, kind=kind)
+        return Problem(
+            json_path(at), message, hint, file=self.source.name, line=self.source.line_of(at), value=value, kind=kind
+        )
 
     def raise_if_problems(self) -> None:
         if self.problems:

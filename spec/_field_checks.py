@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 from ftc.errors import Problem
 
@@ -37,7 +37,8 @@ def _prompt_format(spec: JobSpec, problem: ProblemAt) -> list[Problem]:
             out.append(
                 problem(
                     ("generation_config", "prompt_format", role),
-                    f"the {role} template has no {PLACEHOLDER} placeholder, so the {role} message content would be dropped",
+                    f"the {role} template has no {PLACEHOLDER} placeholder, "
+                    f"so the {role} message content would be dropped",
                     f'put {PLACEHOLDER} where the content goes, e.g. "{template}{PLACEHOLDER}"',
                     value=template,
                 )
@@ -94,7 +95,8 @@ def _topology(spec: JobSpec, problem: ProblemAt) -> list[Problem]:
             problem(
                 ("num_devices",),
                 f"{spec.num_devices} devices cannot be split evenly over {spec.num_nodes} nodes",
-                f"make num_devices a multiple of num_nodes (for example {spec.num_nodes * max(1, spec.num_devices // spec.num_nodes)})",
+                "make num_devices a multiple of num_nodes "
+                f"(for example {spec.num_nodes * max(1, spec.num_devices // spec.num_nodes)})",
                 value=spec.num_devices,
             )
         ]

@@ -68,7 +68,9 @@ def read_spec_source(text: str, path: Path | None = None) -> SpecSource:
     try:
         node = loader.get_single_node()
         if node is None:
-            raise SpecInvalid([Problem("$", "the spec is empty", "write at least model_id and train_path", file=name)], name)
+            raise SpecInvalid(
+                [Problem("$", "the spec is empty", "write at least model_id and train_path", file=name)], name
+            )
         data = loader.construct_document(node)
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark

@@ -11,9 +11,10 @@ import difflib
 import functools
 import json
 import re
-from pathlib import Path
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Mapping
+from pathlib import Path
+from typing import Any
 
 __all__ = [
     "COMPARED_FIELDS",

@@ -7,9 +7,10 @@ Both read through :func:`read_chat_jsonl`, so a bad line gets the same reason at
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 __all__ = ["EXAMPLE", "ROLES", "ChatDataReport", "ChatLine", "check_chat_jsonl", "message_problem", "read_chat_jsonl"]
 

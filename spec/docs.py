@@ -6,7 +6,7 @@ Regenerate with ``ftc schema --markdown > docs/spec.md``; a test fails when the 
 from __future__ import annotations
 
 import json
-from typing import Iterator
+from collections.abc import Iterator
 
 from .schemas import _object_branch, _resolve, job_schema
 
@@ -77,7 +77,15 @@ def render_spec_reference() -> str:
     lines += _table(root, root)
     for ref, (title, _) in _SECTIONS.items():
         sub = _resolve({"$ref": ref}, root)
-        lines += ["", f"## {title}", "", sub["description"], "", "| key | type | default | description |", "|---|---|---|---|"]
+        lines += [
+            "",
+            f"## {title}",
+            "",
+            sub["description"],
+            "",
+            "| key | type | default | description |",
+            "|---|---|---|---|",
+        ]
         lines += _table(sub, root)
     return "\n".join(lines) + "\n"
 
@@ -89,5 +97,3 @@ def _table(schema: dict, root: dict) -> list[str]:
         key = f"`{name}`" + (" (required)" if required else "")
         lines.append(f"| {key} | {_type(sub, root)} | {_default(sub)} | {description} |")
     return lines
-
-

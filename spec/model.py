@@ -135,7 +135,7 @@ class JobSpec:
     image: str | None
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "JobSpec":
+    def from_dict(cls, data: dict[str, Any]) -> JobSpec:
         """Build from a normalized spec (schema-valid, defaults applied)."""
         return _build(cls, data)
 
@@ -143,7 +143,7 @@ class JobSpec:
         """The normalized spec as plain JSON data (tuples become lists)."""
         return _plain(dataclasses.asdict(self))
 
-    def replace(self, **changes: Any) -> "JobSpec":
+    def replace(self, **changes: Any) -> JobSpec:
         return dataclasses.replace(self, **changes)
 
     @property

@@ -10,9 +10,10 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Mapping
+from typing import Any, Literal
 
 from ftc.errors import PlanInvalid, UsageError
 
@@ -49,6 +50,9 @@ class PlanFile:
     sha256: str | None = None
     #: a remote object's identity in its store (S3: etag, version_id; GCS: generation, md5, crc32c; DVC: md5)
     pin: Mapping[str, Any] | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return _plain(self)
 
 
 @dataclass(frozen=True)
@@ -250,13 +254,17 @@ def plan_problems(plan: Any) -> list[str]:
     problems += [f"{_where('$', e)}: {e.message}" for e in errors if list(e.absolute_path) != ["plan_version"]]
     if problems:
         return problems
-    problems += [f"{_where('$.spec', error)}: {error.message}" for error in validator("job.schema.json").iter_errors(plan["spec"])]
+    problems += [
+        f"{_where('$.spec', error)}: {error.message}"
+        for error in validator("job.schema.json").iter_errors(plan["spec"])
+    ]
     missing = [f.name for f in dataclasses.fields(JobSpec) if f.name not in plan["spec"]]
     if missing:  # a plan compiled before these settings existed: its spec is not normalized by this ftc
         problems.append(f"$.spec: no {', '.join(missing)} (the plan was compiled by an older ftc)")
     expected = seal_plan(plan)["plan_id"]
     if plan["plan_id"] != expected:
         problems.append(
-            f"$.plan_id: the plan was edited after compiling (plan_id {plan['plan_id']} but the content hashes to {expected})"
+            f"$.plan_id: the plan was edited after compiling "
+            f"(plan_id {plan['plan_id']} but the content hashes to {expected})"
         )
     return problems

@@ -6,11 +6,12 @@ import copy
 import difflib
 import functools
 import json
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
-from ftc.spec.canonical import canonical_json, sha256_bytes
 from ftc.errors import Problem
+from ftc.spec.canonical import canonical_json, sha256_bytes
 
 from ._source import SpecSource, json_path
 
@@ -108,7 +109,9 @@ def _json_type(value: Any) -> str:
     return "object"
 
 
-def schema_problems(source: SpecSource, schema_name: str = "job.schema.json", *, remember_in: Path | None = None) -> list[Problem]:
+def schema_problems(
+    source: SpecSource, schema_name: str = "job.schema.json", *, remember_in: Path | None = None
+) -> list[Problem]:
     """Every schema violation in ``source``, each with its JSON path, line, found value and a fix. With
     ``remember_in`` (a folder), a document found valid is remembered there and not validated again."""
     marker = _valid_marker(source.data, schema_name, remember_in) if remember_in is not None else None
@@ -177,15 +180,27 @@ def _describe(error, source: SpecSource, root: dict) -> list[Problem]:
         description = sub.get("properties", {}).get(missing, {}).get("description", "")
         return [problem(f"missing required key `{missing}`", f"add `{missing}`: {description}".rstrip(": "))]
     if kind == "type":
-        expected = error.validator_value if isinstance(error.validator_value, str) else " or ".join(error.validator_value)
-        return [problem(f"expected {expected}, got {_json_type(error.instance)}", f"give a {expected}", value=error.instance)]
+        expected = (
+            error.validator_value if isinstance(error.validator_value, str) else " or ".join(error.validator_value)
+        )
+        return [
+            problem(
+                f"expected {expected}, got {_json_type(error.instance)}", f"give a {expected}", value=error.instance
+            )
+        ]
     if kind == "enum":
         choices = ", ".join(map(str, error.validator_value))
         close = difflib.get_close_matches(str(error.instance), [str(c) for c in error.validator_value], n=1)
         hint = f"did you mean `{close[0]}`?" if close else f"choose one of: {choices}"
         return [problem(f"must be one of: {choices}", hint, value=error.instance)]
     if kind == "const":
-        return [problem(f"must be {error.validator_value!r}", f"set it to {error.validator_value!r} or remove it", value=error.instance)]
+        return [
+            problem(
+                f"must be {error.validator_value!r}",
+                f"set it to {error.validator_value!r} or remove it",
+                value=error.instance,
+            )
+        ]
     bounds = {"minimum": ">=", "exclusiveMinimum": ">", "maximum": "<=", "exclusiveMaximum": "<"}
     if kind in bounds:
         rule = f"{bounds[kind]} {error.validator_value}"
@@ -219,7 +234,9 @@ def _describe_alternatives(error, source, root, problem) -> list[Problem]:
         t = branch.get("type") or ("one of " + "/".join(map(str, branch["enum"])) if "enum" in branch else "value")
         types.extend(t if isinstance(t, list) else [t])
     expected = " or ".join(dict.fromkeys(types))
-    return [problem(f"expected {expected}, got {_json_type(error.instance)}", f"give a {expected}", value=error.instance)]
+    return [
+        problem(f"expected {expected}, got {_json_type(error.instance)}", f"give a {expected}", value=error.instance)
+    ]
 
 
 def without_invalid_keys(data: Any, problems: list[Problem]) -> dict | None:

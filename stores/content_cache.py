@@ -6,9 +6,9 @@
     $FTC_CACHE_DIR/partial/<key>.parts      which byte ranges of a large download are complete
 
 Small objects stream in one request and are hashed as they arrive; large ones are fetched as byte ranges in
-parallel (as boto3's transfer manager does), written in place and hashed in order as the ranges complete. Either way the bytes are checked
-against what the plan expects and only then renamed into objects/, so nothing half-written or wrong is ever found
-there. A lock per pin makes two processes that need the same input at once download it once.
+parallel (as boto3's transfer manager does), written in place and hashed in order as the ranges complete. Either
+way the bytes are checked against what the plan expects and only then renamed into objects/, so nothing half-written
+or wrong is ever found there. A lock per pin makes two processes that need the same input at once download it once.
 """
 
 from __future__ import annotations
@@ -18,16 +18,18 @@ import hashlib
 import json
 import os
 import threading
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Callable, Iterator
 
 from .hashing import cache_dir
 
 __all__ = ["ContentCache", "DigestMismatch"]
 
-Opener = Callable[[int, int | None], Iterator[bytes]]  # opener(start, end) -> chunks of bytes [start, end), each its own object (kept until written)
+Opener = Callable[
+    [int, int | None], Iterator[bytes]
+]  # opener(start, end) -> chunks of bytes [start, end), each its own object (kept until written)
 
 
 class DigestMismatch(Exception):
@@ -71,7 +73,16 @@ class ContentCache:
             finally:
                 fcntl.flock(handle, fcntl.LOCK_UN)
 
-    def fetch(self, pin: dict, opener: Opener, *, size: int | None = None, expected_sha256: str | None = None, expected_md5: str | None = None, parts: int | None = None) -> tuple[Path, str]:
+    def fetch(
+        self,
+        pin: dict,
+        opener: Opener,
+        *,
+        size: int | None = None,
+        expected_sha256: str | None = None,
+        expected_md5: str | None = None,
+        parts: int | None = None,
+    ) -> tuple[Path, str]:
         """Path and sha256 of the bytes ``pin`` names, downloading them with ``opener`` unless cached. ``size``
         (when known) lets a large object come as ``parts`` (default ``parallel_parts``) parallel byte ranges; with
         ``parts=1`` it streams in one request, hashed as it arrives (best when many objects come at once).
@@ -132,7 +143,9 @@ class ContentCache:
             os.fsync(out.fileno())
         return {h.name: h.hexdigest() for h in hashers}
 
-    def _ranged(self, partial: Path, opener: Opener, size: int, algorithms: tuple[str, ...], parts: int) -> dict[str, str]:
+    def _ranged(
+        self, partial: Path, opener: Opener, size: int, algorithms: tuple[str, ...], parts: int
+    ) -> dict[str, str]:
         """Fetch ``size`` bytes as parallel ranges written in place; a thread hashes the file in order as ranges
         complete, so the digest is ready (almost) when the last byte lands."""
         record = partial.with_suffix(".parts")
@@ -164,7 +177,7 @@ class ContentCache:
                 try:
                     for start in every:
                         with ready:
-                            ready.wait_for(lambda: start in done or failed.is_set())
+                            ready.wait_for(lambda start=start: start in done or failed.is_set())
                         if failed.is_set():
                             return
                         offset, end = start, min(start + self.part_size, size)
@@ -244,7 +257,7 @@ class _BackgroundWriter:
             raise self._error[0]
         self._queue.put(chunk)
 
-    def __enter__(self) -> "_BackgroundWriter":
+    def __enter__(self) -> _BackgroundWriter:
         self._thread.start()
         return self
 

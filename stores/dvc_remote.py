@@ -41,5 +41,8 @@ class DvcRemote:
         except RemoteProblem as exc:
             if exc.reason != "input":
                 raise
-            raise RemoteProblem(f"{what} (md5 {md5}) is not in the DVC remote {self.url}", "run `dvc push` in the repository that tracks it") from None
+            raise RemoteProblem(
+                f"{what} (md5 {md5}) is not in the DVC remote {self.url}",
+                "run `dvc push` in the repository that tracks it",
+            ) from None
         return RemoteObject(uri, what, found.size, {"md5": md5})

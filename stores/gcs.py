@@ -8,7 +8,8 @@ emulator is used without credentials.
 from __future__ import annotations
 
 import os
-from typing import Any, Callable, Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
 from .objects import RemoteObject, RemoteProblem
 
@@ -18,7 +19,7 @@ _PIECE = 8 << 20
 
 
 def _split(uri: str) -> tuple[str, str]:
-    bucket, _, name = uri[len("gs://"):].partition("/")
+    bucket, _, name = uri[len("gs://") :].partition("/")
     return bucket, name
 
 
@@ -29,28 +30,46 @@ class GcsStore:
             from google.api_core.retry import Retry
             from google.cloud import storage
         except ImportError:
-            raise RemoteProblem("gs:// inputs need google-cloud-storage, which is not installed", "pip install 'ftc[gcs]'", "unconfigured") from None
+            raise RemoteProblem(
+                "gs:// inputs need google-cloud-storage, which is not installed",
+                "pip install 'ftc[gcs]'",
+                "unconfigured",
+            ) from None
         self._exceptions = exceptions
         self._retry = Retry(timeout=15)  # bounded: an unreachable endpoint fails in seconds
         try:
             if os.environ.get("STORAGE_EMULATOR_HOST"):
                 from google.auth.credentials import AnonymousCredentials
 
-                self._client = storage.Client(project=os.environ.get("GOOGLE_CLOUD_PROJECT", "ftc"), credentials=AnonymousCredentials())
+                self._client = storage.Client(
+                    project=os.environ.get("GOOGLE_CLOUD_PROJECT", "ftc"), credentials=AnonymousCredentials()
+                )
             else:
                 self._client = storage.Client()
         except Exception as exc:  # google.auth's DefaultCredentialsError, among others
-            raise RemoteProblem(f"gs://: no Google Cloud credentials ({type(exc).__name__})", "run `gcloud auth application-default login` or set GOOGLE_APPLICATION_CREDENTIALS", "denied") from None
+            raise RemoteProblem(
+                f"gs://: no Google Cloud credentials ({type(exc).__name__})",
+                "run `gcloud auth application-default login` or set GOOGLE_APPLICATION_CREDENTIALS",
+                "denied",
+            ) from None
 
     def _explain(self, exc: Exception, uri: str) -> RemoteProblem:
         e = self._exceptions
         if isinstance(exc, e.NotFound):
             return RemoteProblem(f"{uri}: no such bucket, object or prefix", "check the bucket and object names")
         if isinstance(exc, (e.Forbidden, e.Unauthorized)):
-            return RemoteProblem(f"{uri}: access denied: the credentials in the environment were refused", "check GOOGLE_APPLICATION_CREDENTIALS and the bucket's permissions", "denied")
+            return RemoteProblem(
+                f"{uri}: access denied: the credentials in the environment were refused",
+                "check GOOGLE_APPLICATION_CREDENTIALS and the bucket's permissions",
+                "denied",
+            )
         if isinstance(exc, e.GoogleAPICallError):
             return RemoteProblem(f"{uri}: GCS error {exc.code}")
-        return RemoteProblem(f"{uri}: cannot reach GCS ({type(exc).__name__})", "check the network (and STORAGE_EMULATOR_HOST)", "unreachable")
+        return RemoteProblem(
+            f"{uri}: cannot reach GCS ({type(exc).__name__})",
+            "check the network (and STORAGE_EMULATOR_HOST)",
+            "unreachable",
+        )
 
     @staticmethod
     def _object(bucket: str, blob: Any, path: str) -> RemoteObject:
@@ -68,7 +87,7 @@ class GcsStore:
                 name += "/"
             found = []
             for blob in self._client.list_blobs(bucket_name, prefix=name, retry=self._retry, timeout=(5, 60)):
-                rel = blob.name[len(name):]
+                rel = blob.name[len(name) :]
                 if rel and not rel.endswith("/") and not any(part.startswith(".") for part in rel.split("/")):
                     found.append(self._object(bucket_name, blob, rel))
             if not found and not bucket.exists(retry=self._retry, timeout=(5, 60)):
@@ -90,11 +109,17 @@ class GcsStore:
     def check_unchanged(self, obj: RemoteObject) -> None:
         bucket, name = _split(obj.uri)
         try:
-            blob = self._client.bucket(bucket).get_blob(name, generation=int(obj.pin["generation"]), retry=self._retry, timeout=(5, 60))
+            blob = self._client.bucket(bucket).get_blob(
+                name, generation=int(obj.pin["generation"]), retry=self._retry, timeout=(5, 60)
+            )
         except Exception as exc:
             raise self._explain(exc, obj.uri) from None
         if blob is None:
-            raise RemoteProblem(f"{obj.uri}: generation {obj.pin['generation']} pinned by the plan is gone", "restore it, or recompile the spec", reason="changed")
+            raise RemoteProblem(
+                f"{obj.uri}: generation {obj.pin['generation']} pinned by the plan is gone",
+                "restore it, or recompile the spec",
+                reason="changed",
+            )
 
     def opener(self, obj: RemoteObject) -> Callable[[int, int | None], Iterator[bytes]]:
         def open_from(start: int, end: int | None) -> Iterator[bytes]:
@@ -102,7 +127,9 @@ class GcsStore:
             stop = obj.size if end is None else end
             try:
                 for first in range(start, stop, _PIECE):  # bounded memory: a piece at a time
-                    yield blob.download_as_bytes(start=first, end=min(first + _PIECE, stop) - 1, retry=self._retry, timeout=(5, 120))
+                    yield blob.download_as_bytes(
+                        start=first, end=min(first + _PIECE, stop) - 1, retry=self._retry, timeout=(5, 120)
+                    )
             except Exception as exc:
                 raise self._explain(exc, obj.uri) from None
 

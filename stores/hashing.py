@@ -13,11 +13,21 @@ import os
 import sqlite3
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
-__all__ = ["FileDigest", "StatCache", "cache_dir", "file_changes", "hash_file", "hash_tree", "manifest_digest", "walk_files"]
+__all__ = [
+    "FileDigest",
+    "StatCache",
+    "cache_dir",
+    "file_changes",
+    "hash_file",
+    "hash_tree",
+    "manifest_digest",
+    "walk_files",
+]
 
 _CHUNK = 1 << 20
 
@@ -97,7 +107,9 @@ class StatCache:
             return None
         try:
             with self._lock:
-                row = db.execute("SELECT dev, ino, size, mtime, ctime, sha256 FROM files WHERE path = ?", (str(path),)).fetchone()
+                row = db.execute(
+                    "SELECT dev, ino, size, mtime, ctime, sha256 FROM files WHERE path = ?", (str(path),)
+                ).fetchone()
         except sqlite3.Error:
             return None
         if row is not None and tuple(row[:5]) == self._key(st):
@@ -112,7 +124,9 @@ class StatCache:
             return
         try:
             with self._lock:
-                db.execute("INSERT OR REPLACE INTO files VALUES (?, ?, ?, ?, ?, ?, ?)", (str(path), *self._key(st), sha256))
+                db.execute(
+                    "INSERT OR REPLACE INTO files VALUES (?, ?, ?, ?, ?, ?, ?)", (str(path), *self._key(st), sha256)
+                )
         except sqlite3.Error:
             pass
 
@@ -145,7 +159,7 @@ class StatCache:
                 pass
             self._db = None
 
-    def __enter__(self) -> "StatCache":
+    def __enter__(self) -> StatCache:
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -3,8 +3,9 @@ store offers, and a local folder read as a store (a DVC remote can be one)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterator, Protocol
+from typing import Any, Protocol
 
 __all__ = ["LocalStore", "RemoteObject", "RemoteProblem", "Store"]
 
@@ -67,11 +68,21 @@ class LocalStore:
             try:
                 yield from read(start, end)
             except FileNotFoundError:
-                raise RemoteProblem(f"{obj.uri}: the pinned file is gone", "restore it (a `dvc gc` may have removed it), or recompile the spec", "changed") from None
+                raise RemoteProblem(
+                    f"{obj.uri}: the pinned file is gone",
+                    "restore it (a `dvc gc` may have removed it), or recompile the spec",
+                    "changed",
+                ) from None
             except PermissionError:
-                raise RemoteProblem(f"{obj.uri}: permission denied", "make it readable by this user", "denied") from None
+                raise RemoteProblem(
+                    f"{obj.uri}: permission denied", "make it readable by this user", "denied"
+                ) from None
             except OSError as exc:
-                raise RemoteProblem(f"{obj.uri}: cannot be read ({exc.strerror or exc})", "check the disk or network mount", "unreachable") from None
+                raise RemoteProblem(
+                    f"{obj.uri}: cannot be read ({exc.strerror or exc})",
+                    "check the disk or network mount",
+                    "unreachable",
+                ) from None
 
         def read(start: int, end: int | None) -> Iterator[bytes]:
             with open(self._path(obj.uri), "rb") as f:

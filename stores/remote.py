@@ -24,4 +24,8 @@ def store_for(uri: str, endpoint_url: str | None = None) -> Store:
         return GcsStore()
     if "://" not in uri or uri.startswith("file://"):
         return LocalStore()
-    raise RemoteProblem(f"{uri}: not a location ftc can read (s3://, gs:// or a local folder)", "copy the data to one of those, and point the spec (or the DVC remote) at it", "unconfigured")
+    raise RemoteProblem(
+        f"{uri}: not a location ftc can read (s3://, gs:// or a local folder)",
+        "copy the data to one of those, and point the spec (or the DVC remote) at it",
+        "unconfigured",
+    )

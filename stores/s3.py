@@ -6,7 +6,8 @@ AWS_PROFILE, AWS_ACCESS_KEY_ID, ...), so a user's existing setup and S3-compatib
 
 from __future__ import annotations
 
-from typing import Any, Callable, Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
 from .objects import RemoteObject, RemoteProblem
 
@@ -16,7 +17,7 @@ _MISSING = ("NoSuchKey", "404", "NotFound")
 
 
 def _split(uri: str) -> tuple[str, str]:
-    bucket, _, key = uri[len("s3://"):].partition("/")
+    bucket, _, key = uri[len("s3://") :].partition("/")
     return bucket, key
 
 
@@ -24,18 +25,34 @@ def _explain(exc: Exception, uri: str) -> RemoteProblem:
     from botocore.exceptions import ClientError, NoCredentialsError
 
     if isinstance(exc, NoCredentialsError):
-        return RemoteProblem(f"{uri}: no AWS credentials found", "set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or AWS_PROFILE", "denied")
+        return RemoteProblem(
+            f"{uri}: no AWS credentials found",
+            "set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or AWS_PROFILE",
+            "denied",
+        )
     if not isinstance(exc, ClientError):  # connection refused, timeouts
-        return RemoteProblem(f"{uri}: cannot reach the S3 endpoint ({type(exc).__name__})", "check AWS_ENDPOINT_URL and the network", "unreachable")
+        return RemoteProblem(
+            f"{uri}: cannot reach the S3 endpoint ({type(exc).__name__})",
+            "check AWS_ENDPOINT_URL and the network",
+            "unreachable",
+        )
     code = str(exc.response.get("Error", {}).get("Code", ""))
     if code == "NoSuchBucket":
         return RemoteProblem(f"{uri}: bucket {_split(uri)[0]!r} does not exist", "check the bucket name")
     if code in _MISSING:
         return RemoteProblem(f"{uri}: no such object or prefix", "check the key; a folder is a prefix ending in /")
     if code in ("InvalidAccessKeyId", "SignatureDoesNotMatch", "AccessDenied", "403", "Forbidden"):
-        return RemoteProblem(f"{uri}: access denied ({code}): the credentials in the environment were refused", "check AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY / AWS_PROFILE and the bucket's permissions", "denied")
+        return RemoteProblem(
+            f"{uri}: access denied ({code}): the credentials in the environment were refused",
+            "check AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY / AWS_PROFILE and the bucket's permissions",
+            "denied",
+        )
     if code in ("PreconditionFailed", "412", "NoSuchVersion", "InvalidArgument"):
-        return RemoteProblem(f"{uri}: the object changed since the plan was compiled ({code})", "restore the pinned version, or recompile the spec", reason="changed")
+        return RemoteProblem(
+            f"{uri}: the object changed since the plan was compiled ({code})",
+            "restore the pinned version, or recompile the spec",
+            reason="changed",
+        )
     return RemoteProblem(f"{uri}: S3 error {code}")
 
 
@@ -45,7 +62,9 @@ class S3Store:
             import boto3
             from botocore.config import Config
         except ImportError:
-            raise RemoteProblem("s3:// inputs need boto3, which is not installed", "pip install 'ftc[s3]'", "unconfigured") from None
+            raise RemoteProblem(
+                "s3:// inputs need boto3, which is not installed", "pip install 'ftc[s3]'", "unconfigured"
+            ) from None
         from botocore.exceptions import BotoCoreError, ClientError
 
         self._errors = (BotoCoreError, ClientError)
@@ -65,7 +84,9 @@ class S3Store:
         try:
             if key and not key.endswith("/"):
                 try:
-                    return [self._object(bucket, key, key.rsplit("/", 1)[-1], self._s3.head_object(Bucket=bucket, Key=key))]
+                    return [
+                        self._object(bucket, key, key.rsplit("/", 1)[-1], self._s3.head_object(Bucket=bucket, Key=key))
+                    ]
                 except self._errors[1] as exc:
                     if str(exc.response.get("Error", {}).get("Code")) not in _MISSING:
                         raise
@@ -73,7 +94,7 @@ class S3Store:
             found = []
             for page in self._s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=key):
                 for item in page.get("Contents", []):
-                    rel = item["Key"][len(key):]
+                    rel = item["Key"][len(key) :]
                     if rel and not rel.endswith("/") and not any(part.startswith(".") for part in rel.split("/")):
                         head = self._s3.head_object(Bucket=bucket, Key=item["Key"])  # listings omit the version id
                         found.append(self._object(bucket, item["Key"], rel, head))
@@ -96,11 +117,18 @@ class S3Store:
         except self._errors as exc:
             problem = _explain(exc, obj.uri)
             if "no such object" in str(problem):
-                problem = RemoteProblem(f"{obj.uri}: the pinned object is gone", "restore it, or recompile the spec", reason="changed")
+                problem = RemoteProblem(
+                    f"{obj.uri}: the pinned object is gone", "restore it, or recompile the spec", reason="changed"
+                )
             raise problem from None
         found = head["ETag"].strip('"')
         if found != obj.pin["etag"]:
-            raise RemoteProblem(f"{obj.uri}: the object changed since the plan was compiled (ETag {obj.pin['etag']} pinned, {found} found)", "restore the pinned object, or recompile the spec", reason="changed")
+            raise RemoteProblem(
+                f"{obj.uri}: the object changed since the plan was compiled "
+                f"(ETag {obj.pin['etag']} pinned, {found} found)",
+                "restore the pinned object, or recompile the spec",
+                reason="changed",
+            )
 
     def opener(self, obj: RemoteObject) -> Callable[[int, int | None], Iterator[bytes]]:
         def open_from(start: int, end: int | None) -> Iterator[bytes]:

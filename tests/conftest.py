@@ -74,7 +74,9 @@ def tiny_adapter(tiny_model, tmp_path_factory) -> Path:
     torch.manual_seed(0)
     model = get_peft_model(
         AutoModelForCausalLM.from_pretrained(tiny_model),
-        LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"], task_type="CAUSAL_LM", init_lora_weights=False),
+        LoraConfig(
+            r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"], task_type="CAUSAL_LM", init_lora_weights=False
+        ),
     )
     out = tmp_path_factory.mktemp("adapter") / "adapter"
     model.save_pretrained(out, safe_serialization=True)
@@ -143,7 +145,9 @@ def trained(job, ftc, tmp_path):
 
 
 def metrics(out: Path, kind: str) -> list[dict]:
-    return [r for r in (json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()) if r["type"] == kind]
+    return [
+        r for r in (json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()) if r["type"] == kind
+    ]
 
 
 @pytest.fixture(scope="session")

@@ -10,10 +10,10 @@ import os
 import re
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
 
-from ftc.stores.hashing import FileDigest, StatCache
 from ftc.spec.model import DvcLocation, Location
+from ftc.spec.plan import PlanInput
+from ftc.stores.hashing import StatCache
 
 __all__ = ["InputNotFound", "ResolveContext", "ResolvedInput", "resolve_location", "hub_input"]
 
@@ -50,43 +50,27 @@ class ResolveContext:
 
 @dataclass(frozen=True)
 class ResolvedInput:
-    """One input, pinned. Everything but ``local_path`` goes into the plan."""
+    """One input: ``entry`` is what the plan says of it (where it is, its exact identity); ``local_path`` is where this
+    machine can read it now, for the checks (for a remote folder: only the small JSON files the checks read)."""
 
-    source: str
-    uri: str
-    pinned: bool
-    kind: str | None = None
-    digest: str | None = None
-    size: int | None = None
-    files: tuple[FileDigest, ...] | None = None
-    pin: dict[str, Any] | None = None
-    records: int | None = None
-    bad_records: int | None = None
-    #: the objects of a remote folder: path, size and the store's pin of each (etag, version, generation), no sha256
-    remote_files: tuple[dict[str, Any], ...] | None = None
-    #: where this machine can read the input now (for a remote folder: only the small JSON files the checks read)
+    entry: PlanInput
     local_path: Path | None = field(default=None, compare=False)
+
+    @property
+    def source(self) -> str:
+        return self.entry.source
+
+    @property
+    def kind(self) -> str | None:
+        return self.entry.kind
 
     @property
     def names(self) -> list[str]:
         """Relative paths of a folder's files."""
-        if self.files is not None:
-            return [f.path for f in self.files]
-        return [f["path"] for f in self.remote_files or ()]
+        return [f.path for f in self.entry.files or ()]
 
-    def with_records(self, records: int, bad_records: int = 0) -> "ResolvedInput":
-        return replace(self, records=records, bad_records=bad_records or None)
-
-    def to_plan(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"source": self.source, "uri": self.uri, "pinned": self.pinned}
-        for key in ("kind", "digest", "size", "pin", "records", "bad_records"):
-            if getattr(self, key) is not None:
-                out[key] = getattr(self, key)
-        if self.files is not None:
-            out["files"] = [f.to_dict() for f in self.files]
-        if self.remote_files is not None:
-            out["files"] = [dict(f) for f in self.remote_files]
-        return out
+    def with_records(self, records: int, bad_records: int = 0) -> ResolvedInput:
+        return replace(self, entry=replace(self.entry, records=records, bad_records=bad_records or None))
 
 
 _SCHEME = re.compile(r"^([a-zA-Z][a-zA-Z0-9+.-]*)://")
@@ -103,11 +87,11 @@ def resolve_location(location: Location, ctx: ResolveContext) -> ResolvedInput:
     if scheme == "file":
         from . import local
 
-        return local.resolve(location[len("file://"):] if match else location, ctx)
+        return local.resolve(location[len("file://") :] if match else location, ctx)
     if scheme in ("s3", "gs"):
-        from . import remote
+        from . import bucket
 
-        return remote.resolve(location, ctx)
+        return bucket.resolve(location, ctx)
     raise InputNotFound(
         f"{scheme}:// inputs are not supported by this version of ftc",
         "copy the input to a local path and point the spec at it",
@@ -116,4 +100,4 @@ def resolve_location(location: Location, ctx: ResolveContext) -> ResolvedInput:
 
 def hub_input(model_id: str) -> ResolvedInput:
     """The published weights of ``model_id``: named, not pinned (no revision is known at compile time)."""
-    return ResolvedInput(source="hub", uri=f"hf://{model_id}", pinned=False)
+    return ResolvedInput(PlanInput(source="hub", uri=f"hf://{model_id}", pinned=False))

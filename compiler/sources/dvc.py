@@ -21,10 +21,11 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from ftc.spec.canonical import digest_of
+from ftc.spec.model import DvcRef
+from ftc.spec.plan import PlanFile, PlanInput
 from ftc.stores.content_cache import ContentCache, DigestMismatch
 from ftc.stores.dvc_remote import DvcRemote
 from ftc.stores.remote import RemoteProblem
-from ftc.spec.model import DvcRef
 
 from . import InputNotFound, ResolveContext, ResolvedInput
 
@@ -35,14 +36,20 @@ def resolve(ref: DvcRef, ctx: ResolveContext) -> ResolvedInput:
     try:
         from dvc.api import DVCFileSystem
     except ImportError:
-        raise InputNotFound("inputs tracked by DVC need the dvc package to compile", "pip install 'ftc[dvc]'", "unconfigured") from None
+        raise InputNotFound(
+            "inputs tracked by DVC need the dvc package to compile", "pip install 'ftc[dvc]'", "unconfigured"
+        ) from None
     repo, repo_in_plan = _repo(ref, ctx)
     rev = ref.rev or "HEAD"
     fs = _open(DVCFileSystem, repo, rev, repo_in_plan)
     commit = fs.repo.scm.resolve_rev(rev)
     md5, hash_name = _tracked_md5(fs, ref.path, rev, commit)
     if hash_name != "md5":
-        raise InputNotFound(f"{ref.path} at {rev} is hashed the DVC 2 way ({hash_name})", "run `dvc cache migrate --dvc-files` in the repository and commit", "unconfigured")
+        raise InputNotFound(
+            f"{ref.path} at {rev} is hashed the DVC 2 way ({hash_name})",
+            "run `dvc cache migrate --dvc-files` in the repository and commit",
+            "unconfigured",
+        )
     if ref.rev is None and os.path.isdir(repo):
         _check_committed(DVCFileSystem, repo, ref.path, md5)
     remote = DvcRemote(*_remote(fs, ref, rev, repo_in_plan, ctx))
@@ -64,19 +71,29 @@ def _repo(ref: DvcRef, ctx: ResolveContext) -> tuple[str, str]:
     if ref.repo and "://" in ref.repo or (ref.repo or "").startswith("git@"):
         parts = urlsplit(ref.repo)
         if parts.password or (parts.username and parts.scheme in ("http", "https")):
-            raise InputNotFound("the repo URL holds a credential, which would be written into the plan", "remove it from the URL; let git's credential helper supply it", "spec")
+            raise InputNotFound(
+                "the repo URL holds a credential, which would be written into the plan",
+                "remove it from the URL; let git's credential helper supply it",
+                "spec",
+            )
         return ref.repo, ref.repo
     if ref.repo:
         path = ctx.spec_path(ref.repo)
         if not path.is_dir():
-            raise InputNotFound(f"no such repository folder: {path}", "check dvc.repo; a relative path is relative to the spec file")
+            raise InputNotFound(
+                f"no such repository folder: {path}", "check dvc.repo; a relative path is relative to the spec file"
+            )
     else:
         path = ctx.base_dir
     try:
-        top = subprocess.run(["git", "-C", str(path), "rev-parse", "--show-toplevel"], capture_output=True, text=True, check=True).stdout.strip()
+        top = subprocess.run(
+            ["git", "-C", str(path), "rev-parse", "--show-toplevel"], capture_output=True, text=True, check=True
+        ).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
         where = "the spec's folder" if not ref.repo else str(path)
-        raise InputNotFound(f"{where} is not in a git repository", "give dvc.repo: the repository that tracks the path") from None
+        raise InputNotFound(
+            f"{where} is not in a git repository", "give dvc.repo: the repository that tracks the path"
+        ) from None
     return top, ctx.plan_location(ref.repo or ".", Path(top))
 
 
@@ -89,9 +106,13 @@ def _open(DVCFileSystem, repo: str, rev: str, name: str):
         fs.repo  # noqa: B018 - opening the repository at rev is what can fail
         return fs
     except RevError:
-        raise InputNotFound(f"{name}: no revision {rev!r}", "check the tag, branch or commit (`git tag`, `git branch -a`)") from None
+        raise InputNotFound(
+            f"{name}: no revision {rev!r}", "check the tag, branch or commit (`git tag`, `git branch -a`)"
+        ) from None
     except CloneError:
-        raise InputNotFound(f"{name}: cannot clone the repository", "check the URL, the network and git's credentials", "unreachable") from None
+        raise InputNotFound(
+            f"{name}: cannot clone the repository", "check the URL, the network and git's credentials", "unreachable"
+        ) from None
     except (DvcException, OSError) as exc:
         text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise InputNotFound(f"{name}: cannot open the repository at {rev} ({text})") from None
@@ -101,10 +122,16 @@ def _tracked_md5(fs, path: str, rev: str, commit: str) -> tuple[str, str]:
     try:
         info = fs.info(path)
     except FileNotFoundError:
-        raise InputNotFound(f"{path}: no such path at {rev} ({commit[:12]})", "check dvc.path (relative to the repository root) and dvc.rev") from None
+        raise InputNotFound(
+            f"{path}: no such path at {rev} ({commit[:12]})",
+            "check dvc.path (relative to the repository root) and dvc.rev",
+        ) from None
     dvc_info = info.get("dvc_info") or {}
     if not dvc_info.get("md5"):
-        raise InputNotFound(f"{path} is not tracked by DVC at {rev} ({commit[:12]})", f"`dvc add {path}` and commit the .dvc file, or give it as a plain path")
+        raise InputNotFound(
+            f"{path} is not tracked by DVC at {rev} ({commit[:12]})",
+            f"`dvc add {path}` and commit the .dvc file, or give it as a plain path",
+        )
     entry = dvc_info.get("entry")
     hash_name = entry.hash_info.name if entry is not None and entry.hash_info is not None else "md5"
     return dvc_info["md5"], hash_name
@@ -117,7 +144,11 @@ def _check_committed(DVCFileSystem, repo: str, path: str, md5: str) -> None:
     except FileNotFoundError:
         now = None
     if now != md5:
-        raise InputNotFound(f"{path}: its .dvc file has changes not committed to git (HEAD pins md5 {md5}, the work tree {now})", "commit the .dvc file (and `dvc push`), or set dvc.rev", "spec")
+        raise InputNotFound(
+            f"{path}: its .dvc file has changes not committed to git (HEAD pins md5 {md5}, the work tree {now})",
+            "commit the .dvc file (and `dvc push`), or set dvc.rev",
+            "spec",
+        )
 
 
 def _remote(fs, ref: DvcRef, rev: str, name: str, ctx: ResolveContext) -> tuple[str, str | None]:
@@ -137,21 +168,32 @@ def _remote(fs, ref: DvcRef, rev: str, name: str, ctx: ResolveContext) -> tuple[
     settings = config["remote"][default]
     url = settings["url"]
     if "://" in url and urlsplit(url).password:
-        raise InputNotFound(f"the DVC remote {default!r} at {rev} has a credential in its URL", "move it to the environment (AWS_*/GOOGLE_* variables)", "unconfigured")
+        raise InputNotFound(
+            f"the DVC remote {default!r} at {rev} has a credential in its URL",
+            "move it to the environment (AWS_*/GOOGLE_* variables)",
+            "unconfigured",
+        )
     return url, settings.get("endpointurl")
 
 
 def _fetch(remote: DvcRemote, md5: str, what: str, cache: ContentCache) -> tuple[Path, str]:
     obj = remote.object(md5, what)
     try:
-        return cache.fetch(remote.cache_key(md5), remote.store.opener(obj), size=obj.size, expected_md5=md5.removesuffix(".dir"))
+        return cache.fetch(
+            remote.cache_key(md5), remote.store.opener(obj), size=obj.size, expected_md5=md5.removesuffix(".dir")
+        )
     except DigestMismatch as exc:
-        raise RemoteProblem(f"{obj.uri}: the remote's object for {what} is corrupt ({exc})", "push it again from a good copy: `dvc push --force`") from None
+        raise RemoteProblem(
+            f"{obj.uri}: the remote's object for {what} is corrupt ({exc})",
+            "push it again from a good copy: `dvc push --force`",
+        ) from None
 
 
 def _file(remote: DvcRemote, ref: DvcRef, md5: str, pin: dict[str, Any], uri: str) -> ResolvedInput:
     path, sha = _fetch(remote, md5, ref.path, ContentCache())
-    return ResolvedInput(source="dvc", uri=uri, pinned=True, kind="file", digest="sha256:" + sha, size=path.stat().st_size, pin=pin, local_path=path)
+    size = path.stat().st_size
+    entry = PlanInput("dvc", uri, pinned=True, kind="file", digest="sha256:" + sha, size=size, pin=pin)
+    return ResolvedInput(entry, local_path=path)
 
 
 def _folder(remote: DvcRemote, ref: DvcRef, md5: str, pin: dict[str, Any], uri: str) -> ResolvedInput:
@@ -161,13 +203,18 @@ def _folder(remote: DvcRemote, ref: DvcRef, md5: str, pin: dict[str, Any], uri: 
     for entry in entries:
         parts = entry["relpath"].split("/")
         if entry["relpath"].startswith("/") or any(p in ("", ".", "..") for p in parts):
-            raise InputNotFound(f"{ref.path}: its DVC listing names {entry['relpath']!r}, a path outside the folder", "re-add the folder with `dvc add` from a clean copy", "spec")
+            raise InputNotFound(
+                f"{ref.path}: its DVC listing names {entry['relpath']!r}, a path outside the folder",
+                "re-add the folder with `dvc add` from a clean copy",
+                "spec",
+            )
     with ThreadPoolExecutor(max_workers=8) as pool:  # is every object in the remote, and how large
         objects = list(pool.map(lambda e: remote.object(e["md5"], f"{ref.path}/{e['relpath']}"), entries))
     small = {}
     for entry, obj in zip(entries, objects):
         if entry["relpath"].endswith(".json") and obj.size <= _SMALL:
             small[entry["relpath"]] = _fetch(remote, entry["md5"], entry["relpath"], cache)[1]
-    files = tuple({"path": e["relpath"], "size": o.size, "pin": {"md5": e["md5"]}} for e, o in zip(entries, objects))
-    view = cache.view("partial-" + digest_of([pin, files])[7:], small)
-    return ResolvedInput(source="dvc", uri=uri, pinned=True, kind="dir", size=sum(o.size for o in objects), pin=pin, remote_files=files, local_path=view)
+    files = tuple(PlanFile(e["relpath"], o.size, pin={"md5": e["md5"]}) for e, o in zip(entries, objects))
+    view = cache.view("partial-" + digest_of([pin, [f.to_dict() for f in files]])[7:], small)
+    entry = PlanInput("dvc", uri, pinned=True, kind="dir", size=sum(o.size for o in objects), pin=pin, files=files)
+    return ResolvedInput(entry, local_path=view)

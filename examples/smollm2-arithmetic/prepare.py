@@ -10,8 +10,8 @@ Writes weights/ (538 MB of fp32 safetensors, the tokenizer with its chat templat
 
 from __future__ import annotations
 
-import random
 import json
+import random
 import sys
 import tempfile
 import zipfile
@@ -44,7 +44,14 @@ def examples(n: int, seed: int) -> list[dict]:
     out = []
     for _ in range(n):
         a, b = rng.randint(10, 99), rng.randint(10, 99)
-        out.append({"messages": [{"role": "user", "content": f"{a} + {b} = ?"}, {"role": "assistant", "content": f"{a} + {b} = {a + b}"}]})
+        out.append(
+            {
+                "messages": [
+                    {"role": "user", "content": f"{a} + {b} = ?"},
+                    {"role": "assistant", "content": f"{a} + {b} = {a + b}"},
+                ]
+            }
+        )
     return out
 
 

@@ -1,7 +1,9 @@
-"""The ``ftc`` command: thin verbs over library functions; errors become exit codes here and nowhere else.
+"""The ``ftc`` command: thin verbs over library functions; ``main`` turns errors into exit codes through
+:func:`ftc.errors.report`.
 
 Nothing heavy is imported at start-up: each verb imports what it needs when it runs, and no verb but ``run``
-imports the training stack.
+imports the training stack. Every verb is in this one file (about 350 lines), so the whole command line, its
+options and their help, reads in one place; each verb's body is a few lines over a library function.
 """
 
 from __future__ import annotations
@@ -22,7 +24,9 @@ __all__ = ["cli", "main"]
 _EXIT_CODES_HELP = "\b\nExit codes: " + ", ".join(f"{c.value} {c.name.lower().replace('_', ' ')}" for c in ExitCode)
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110}, epilog=_EXIT_CODES_HELP)
+@click.group(
+    context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110}, epilog=_EXIT_CODES_HELP
+)
 @click.option("--debug", is_flag=True, help="Show a traceback with errors.")
 @click.version_option(ftc.__version__, prog_name="ftc")
 def cli(debug: bool) -> None:
@@ -45,12 +49,35 @@ def cli(debug: bool) -> None:
     type=click.Path(path_type=Path, allow_dash=True),
     help="Where to write the plan; - for stdout. Default: <spec name>.plan.json beside the spec.",
 )
-@click.option("--allow-unpinned", is_flag=True, help="Accept an image that cannot be pinned by digest (the plan says the run is not reproducible).")
-@click.option("--emit", type=click.Choice(["k8s"]), help="Also write <plan>.k8s.yaml: a Kubeflow PyTorchJob that runs the plan (docs/multinode.md).")
-@click.option("--k8s-pvc", metavar="NAME", help="With --emit k8s: the PersistentVolumeClaim that holds the plan's folder.")
+@click.option(
+    "--allow-unpinned",
+    is_flag=True,
+    help="Accept an image that cannot be pinned by digest (the plan says the run is not reproducible).",
+)
+@click.option(
+    "--emit",
+    type=click.Choice(["k8s"]),
+    help="Also write <plan>.k8s.yaml: a Kubeflow PyTorchJob that runs the plan (docs/multinode.md).",
+)
+@click.option(
+    "--k8s-pvc", metavar="NAME", help="With --emit k8s: the PersistentVolumeClaim that holds the plan's folder."
+)
 @click.option("--k8s-namespace", metavar="NS", help="With --emit k8s: the namespace of the job.")
-@click.option("--k8s-gpus-per-node", type=click.IntRange(min=0), metavar="N", help="With --emit k8s: GPUs per pod (default: one per process; 0: train on CPU).")
-def compile_command(spec: Path, output: Path | None, allow_unpinned: bool, emit: str | None, k8s_pvc: str | None, k8s_namespace: str | None, k8s_gpus_per_node: int | None) -> None:
+@click.option(
+    "--k8s-gpus-per-node",
+    type=click.IntRange(min=0),
+    metavar="N",
+    help="With --emit k8s: GPUs per pod (default: one per process; 0: train on CPU).",
+)
+def compile_command(
+    spec: Path,
+    output: Path | None,
+    allow_unpinned: bool,
+    emit: str | None,
+    k8s_pvc: str | None,
+    k8s_namespace: str | None,
+    k8s_gpus_per_node: int | None,
+) -> None:
     """Validate SPEC, pin every input by content and the image by digest, and write a deterministic run plan."""
     from ftc.compiler import compile_spec, write_plan
 
@@ -58,7 +85,9 @@ def compile_command(spec: Path, output: Path | None, allow_unpinned: bool, emit:
     if output is None:
         output = spec.with_name(spec.stem + ".plan.json")
     if emit == "k8s" and (to_stdout or not k8s_pvc):
-        raise click.UsageError("--emit k8s writes <plan>.k8s.yaml beside the plan: give -o PLAN (a file) and --k8s-pvc NAME")
+        raise click.UsageError(
+            "--emit k8s writes <plan>.k8s.yaml beside the plan: give -o PLAN (a file) and --k8s-pvc NAME"
+        )
     if emit is None and (k8s_pvc or k8s_namespace or k8s_gpus_per_node is not None):
         raise click.UsageError("--k8s-pvc, --k8s-namespace and --k8s-gpus-per-node go with --emit k8s")
     k8s = {"pvc": k8s_pvc, "namespace": k8s_namespace, "gpus_per_node": k8s_gpus_per_node}
@@ -81,7 +110,10 @@ def compile_command(spec: Path, output: Path | None, allow_unpinned: bool, emit:
             from ftc.compiler import write_k8s_manifest
 
             manifest = write_k8s_manifest(result.plan, output, **k8s)
-            click.echo(f"wrote {manifest}: `kubectl apply -f {manifest}` once the volume {k8s_pvc} holds the plan's folder", err=True)
+            click.echo(
+                f"wrote {manifest}: `kubectl apply -f {manifest}` once the volume {k8s_pvc} holds the plan's folder",
+                err=True,
+            )
 
 
 @cli.command("schema")
@@ -136,7 +168,9 @@ def lineage_group() -> None:
 
 @lineage_group.command("show")
 @click.argument("checkpoint", type=click.Path(path_type=Path))
-@click.option("--format", "fmt", type=click.Choice(["text", "json", "mermaid", "dot"]), default="text", show_default=True)
+@click.option(
+    "--format", "fmt", type=click.Choice(["text", "json", "mermaid", "dot"]), default="text", show_default=True
+)
 def lineage_show(checkpoint: Path, fmt: str) -> None:
     """The chain from CHECKPOINT (a checkpoint, or a run's output folder) up to its roots."""
     from ftc.lineage import load
@@ -153,7 +187,10 @@ def lineage_verify(checkpoint: Path) -> None:
 
     record, count, unreached = verify(checkpoint)
     files = len(record["checkpoint"]["files"])
-    click.echo(f"verified: {files} files of {record['checkpoint']['name']}, {count} lineage record(s) in the chain (record {record['record_id']})")
+    click.echo(
+        f"verified: {files} files of {record['checkpoint']['name']}, {count} lineage record(s) in the chain"
+        f" (record {record['record_id']})"
+    )
     for parent in unreached:
         click.echo(f"not re-hashed (not found here; its record was checked): {parent}")
 
@@ -169,7 +206,9 @@ def lineage_export(checkpoint: Path, fmt: str) -> None:
     from ftc.lineage.export import export
 
     written = (checkpoint_folder(checkpoint) / LINEAGE_FILE).stat().st_mtime  # when the checkpoint was completed
-    click.echo(export(load(checkpoint), fmt, datetime.fromtimestamp(written, timezone.utc).isoformat().replace("+00:00", "Z")))
+    click.echo(
+        export(load(checkpoint), fmt, datetime.fromtimestamp(written, timezone.utc).isoformat().replace("+00:00", "Z"))
+    )
 
 
 @cli.group("image")
@@ -180,8 +219,14 @@ def image_group() -> None:
 @image_group.command("build")
 @click.argument("flavor", type=click.Choice(FLAVORS), default="cpu")
 @click.option("-t", "--tag", help="Tag for the image. Default: ftc-runtime:<version>-<flavor>.")
-@click.option("--context", type=click.Path(path_type=Path, file_okay=False), help="The checkout to build from. Default: the one this ftc runs from.")
-@click.option("--build-arg", "build_args", multiple=True, metavar="NAME=VALUE", help="Passed to the Dockerfile (repeatable).")
+@click.option(
+    "--context",
+    type=click.Path(path_type=Path, file_okay=False),
+    help="The checkout to build from. Default: the one this ftc runs from.",
+)
+@click.option(
+    "--build-arg", "build_args", multiple=True, metavar="NAME=VALUE", help="Passed to the Dockerfile (repeatable)."
+)
 def image_build(flavor: str, tag: str | None, context: Path | None, build_args: tuple[str, ...]) -> None:
     """Build images/Dockerfile.FLAVOR through the engine at DOCKER_HOST and tag it."""
     from ftc.errors import UsageError
@@ -193,26 +238,66 @@ def image_build(flavor: str, tag: str | None, context: Path | None, build_args: 
         if not sep or not name:
             raise UsageError(f"--build-arg {item}: give NAME=VALUE")
         args[name] = value
-    tag, image_id = build_image(flavor, tag=tag, context=context, build_args=args, log=lambda line: click.echo(line, err=True))
+    tag, image_id = build_image(
+        flavor, tag=tag, context=context, build_args=args, log=lambda line: click.echo(line, err=True)
+    )
     click.echo(f"built {tag} ({image_id}); name it in a spec (`image: {tag}`): `ftc compile` pins it by digest")
 
 
 @cli.command("run")
 @click.argument("plan", type=click.Path(path_type=Path))
 @click.option("--resume", is_flag=True, help="Continue from the newest checkpoint in the plan's output folder.")
-@click.option("--node-rank", type=click.IntRange(min=0), default=0, show_default=True, help="This machine's rank in a multi-node plan.")
+@click.option(
+    "--node-rank",
+    type=click.IntRange(min=0),
+    default=0,
+    show_default=True,
+    help="This machine's rank in a multi-node plan.",
+)
 @click.option("--master-addr", default="127.0.0.1", show_default=True, help="Address of node 0 (multi-node plans).")
-@click.option("--master-port", type=click.IntRange(1, 65535), default=29500, show_default=True, help="Port on node 0 for the rendezvous.")
+@click.option(
+    "--master-port",
+    type=click.IntRange(1, 65535),
+    default=29500,
+    show_default=True,
+    help="Port on node 0 for the rendezvous.",
+)
 @click.option(
     "--backend",
     type=click.Choice(["auto", "local", "docker"]),
     default="auto",
     show_default=True,
-    help="local: this Python environment. docker: the plan's image, through the engine at DOCKER_HOST. auto: docker when the plan names an image and an engine answers, else local.",
+    help=(
+        "local: this Python environment. docker: the plan's image, through the engine at DOCKER_HOST. "
+        "auto: docker when the plan names an image and an engine answers, else local."
+    ),
 )
-@click.option("--gpus", default="auto", show_default=True, help="docker backend: GPUs for the container: auto (all when the engine has the NVIDIA runtime), all, none, or a number.")
-@click.option("--mount", "mounts", multiple=True, metavar="PATH", help="docker backend: also mount PATH read-only at the same path (repeatable).")
-def run_command(plan: Path, resume: bool, node_rank: int, master_addr: str, master_port: int, backend: str, gpus: str, mounts: tuple[str, ...]) -> None:
+@click.option(
+    "--gpus",
+    default="auto",
+    show_default=True,
+    help=(
+        "docker backend: GPUs for the container: "
+        "auto (all when the engine has the NVIDIA runtime), all, none, or a number."
+    ),
+)
+@click.option(
+    "--mount",
+    "mounts",
+    multiple=True,
+    metavar="PATH",
+    help="docker backend: also mount PATH read-only at the same path (repeatable).",
+)
+def run_command(
+    plan: Path,
+    resume: bool,
+    node_rank: int,
+    master_addr: str,
+    master_port: int,
+    backend: str,
+    gpus: str,
+    mounts: tuple[str, ...],
+) -> None:
     """Train: validate PLAN, check every input against its pinned digest, then run it (DeepSpeed).
 
     A multi-node plan runs one `ftc run PLAN --node-rank K --master-addr HOST` per machine.
@@ -226,8 +311,15 @@ def run_command(plan: Path, resume: bool, node_rank: int, master_addr: str, mast
     signal.signal(signal.SIGTERM, signal.default_int_handler)
     signal.signal(signal.SIGHUP, signal.default_int_handler)
     run(
-        plan, backend=backend, gpus=gpus, mounts=mounts, log=lambda line: click.echo(line, err=True),
-        resume=resume, node_rank=node_rank, master_addr=master_addr, master_port=master_port,
+        plan,
+        backend=backend,
+        gpus=gpus,
+        mounts=mounts,
+        log=lambda line: click.echo(line, err=True),
+        resume=resume,
+        node_rank=node_rank,
+        master_addr=master_addr,
+        master_port=master_port,
     )
 
 

@@ -157,7 +157,11 @@ class SpecInvalid(FtcError):
             self.exit_code = ExitCode.SPEC_INVALID
         else:
             # ("changed": an object replaced while compiling read it: not found as listed)
-            self.exit_code = INPUT_EXIT_CODES.get(kinds.pop(), ExitCode.INPUT_UNRESOLVABLE) if len(kinds) == 1 else ExitCode.INPUT_UNRESOLVABLE
+            self.exit_code = (
+                INPUT_EXIT_CODES.get(kinds.pop(), ExitCode.INPUT_UNRESOLVABLE)
+                if len(kinds) == 1
+                else ExitCode.INPUT_UNRESOLVABLE
+            )
         noun = "problem" if len(self.problems) == 1 else "problems"
         lines = [f"{source}: {len(self.problems)} {noun}:"]
         # the spec's own lines first, in file order, then the data and input files
@@ -176,7 +180,9 @@ def report(exc: BaseException, *, debug: bool = False) -> ExitCode:
     import traceback
 
     if isinstance(exc, KeyboardInterrupt):
-        print("interrupted: checkpoints written so far are intact; continue with `ftc run PLAN --resume`", file=sys.stderr)
+        print(
+            "interrupted: checkpoints written so far are intact; continue with `ftc run PLAN --resume`", file=sys.stderr
+        )
         return ExitCode.INTERRUPTED
     if isinstance(exc, FtcError):
         if debug:

@@ -11,16 +11,24 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import metrics, read_json
 
 from ftc.errors import ExitCode
+
+from conftest import metrics, read_json
 from support.models import arithmetic_examples, reference_loss_sum, write_jsonl
 
 pytestmark = pytest.mark.slow
 
 
 def ftc_process(*args, **kwargs) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "ftc.cli", *map(str, args)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True, **kwargs)
+    return subprocess.Popen(
+        [sys.executable, "-m", "ftc.cli", *map(str, args)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+        **kwargs,
+    )
 
 
 def ftc_run(*args) -> tuple[int, str]:
@@ -37,8 +45,8 @@ def _eval_loss_of_saved_model(checkpoint: Path, valid: Path, plan: dict, base: P
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from ftc.runtime._batches import collate
-    from ftc.runtime._tokens import tokenize_file
     from ftc.runtime._render import renderer_for
+    from ftc.runtime._tokens import tokenize_file
     from ftc.spec import JobSpec
 
     spec = JobSpec.from_dict(plan["spec"])
@@ -47,7 +55,12 @@ def _eval_loss_of_saved_model(checkpoint: Path, valid: Path, plan: dict, base: P
     if base is not None:
         model = PeftModel.from_pretrained(model, checkpoint)
     model.eval()
-    examples, _ = tokenize_file(valid, render=renderer_for(spec.generation_config.prompt_format, tokenizer), tokenizer=tokenizer, cache_file=None)
+    examples, _ = tokenize_file(
+        valid,
+        render=renderer_for(spec.generation_config.prompt_format, tokenizer),
+        tokenizer=tokenizer,
+        cache_file=None,
+    )
     total, tokens = 0.0, 0
     with torch.no_grad():
         for i in range(len(examples)):
@@ -60,7 +73,14 @@ def _eval_loss_of_saved_model(checkpoint: Path, valid: Path, plan: dict, base: P
 @pytest.mark.parametrize("stage", [2, 3])
 def test_two_processes_train_with_zero_and_save_real_weights(job, tmp_path, stage):
     write_jsonl(tmp_path / "train64.jsonl", arithmetic_examples(64, seed=4))
-    spec = job(train_path="train64.jsonl", lora_config=None, learning_rate=3e-3, num_devices=2, train_batch_size_per_device=8, deepspeed={"zero_stage": stage})
+    spec = job(
+        train_path="train64.jsonl",
+        lora_config=None,
+        learning_rate=3e-3,
+        num_devices=2,
+        train_batch_size_per_device=8,
+        deepspeed={"zero_stage": stage},
+    )
     code, out = ftc_run("compile", spec, "-o", tmp_path / "p.json")
     assert code == 0, out
     code, out = ftc_run("run", tmp_path / "p.json")
@@ -69,7 +89,10 @@ def test_two_processes_train_with_zero_and_save_real_weights(job, tmp_path, stag
     final = tmp_path / "output" / "checkpoints" / "step-000004"  # 64 examples / (8 x 2 processes)
     state = read_json(final / "ftc_state.json")
     assert state["world_size"] == 2 and state["global_step"] == 4
-    assert {p.name for p in final.glob("rng_state_rank*.safetensors")} == {"rng_state_rank0.safetensors", "rng_state_rank1.safetensors"}
+    assert {p.name for p in final.glob("rng_state_rank*.safetensors")} == {
+        "rng_state_rank0.safetensors",
+        "rng_state_rank1.safetensors",
+    }
     # the lineage record, written by rank 0 after every rank saved, names every rank's files
     record_files = {f["path"] for f in read_json(final / "lineage.json")["checkpoint"]["files"]}
     assert {"rng_state_rank0.safetensors", "rng_state_rank1.safetensors", "model.safetensors"} <= record_files
@@ -83,7 +106,12 @@ def test_two_processes_train_with_zero_and_save_real_weights(job, tmp_path, stag
 
 
 def test_zero3_lora_adapter_is_saved_whole(job, tmp_path, tiny_model):
-    spec = job(num_devices=2, train_batch_size_per_device=4, deepspeed={"zero_stage": 3}, lora_config={"r": 4, "target_modules": ["q_proj", "v_proj"]})
+    spec = job(
+        num_devices=2,
+        train_batch_size_per_device=4,
+        deepspeed={"zero_stage": 3},
+        lora_config={"r": 4, "target_modules": ["q_proj", "v_proj"]},
+    )
     assert ftc_run("compile", spec, "-o", tmp_path / "p.json")[0] == 0
     code, out = ftc_run("run", tmp_path / "p.json")
     assert code == 0, out
@@ -94,7 +122,9 @@ def test_zero3_lora_adapter_is_saved_whole(job, tmp_path, tiny_model):
     assert len(tensors) == 8
     assert all(t.numel() > 0 for t in tensors.values())
     assert all(t.shape[0] == 4 or t.shape[1] == 4 for t in tensors.values())  # rank-4 A and B matrices
-    reproduced = _eval_loss_of_saved_model(final, tmp_path / "data" / "valid.jsonl", read_json(tmp_path / "p.json"), base=tiny_model)
+    reproduced = _eval_loss_of_saved_model(
+        final, tmp_path / "data" / "valid.jsonl", read_json(tmp_path / "p.json"), base=tiny_model
+    )
     assert reproduced == pytest.approx(read_json(final / "ftc_state.json")["eval_loss"], abs=1e-5)
 
 
@@ -111,12 +141,22 @@ def test_a_bad_example_in_a_two_process_run_exits_with_its_code_and_message(job,
 def test_resume_after_sigkill_continues_exactly_where_the_uninterrupted_run_goes(job, tmp_path):
     write_jsonl(tmp_path / "train256.jsonl", arithmetic_examples(256, seed=6))
     common = dict(
-        train_path="train256.jsonl", num_epochs=1, train_batch_size_per_device=4, learning_rate=1e-2,
-        lora_config={"r": 4, "lora_dropout": 0.1, "target_modules": "all-linear"},  # dropout: the RNG state must resume too
+        train_path="train256.jsonl",
+        num_epochs=1,
+        train_batch_size_per_device=4,
+        learning_rate=1e-2,
+        lora_config={
+            "r": 4,
+            "lora_dropout": 0.1,
+            "target_modules": "all-linear",
+        },  # dropout: the RNG state must resume too
         checkpoint_and_evaluation_frequency={"unit": "steps", "frequency": 10},
     )
     for name in ("whole", "killed"):
-        assert ftc_run("compile", job(name=f"{name}.yaml", output_dir=name, **common), "-o", tmp_path / f"{name}.json")[0] == 0
+        assert (
+            ftc_run("compile", job(name=f"{name}.yaml", output_dir=name, **common), "-o", tmp_path / f"{name}.json")[0]
+            == 0
+        )
 
     assert ftc_run("run", tmp_path / "whole.json")[0] == 0
 
@@ -124,7 +164,11 @@ def test_resume_after_sigkill_continues_exactly_where_the_uninterrupted_run_goes
     proc = ftc_process("run", tmp_path / "killed.json")
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and proc.poll() is None:
-        steps = [json.loads(line)["step"] for line in (killed / "metrics.jsonl").read_text().splitlines()] if (killed / "metrics.jsonl").exists() else []
+        steps = (
+            [json.loads(line)["step"] for line in (killed / "metrics.jsonl").read_text().splitlines()]
+            if (killed / "metrics.jsonl").exists()
+            else []
+        )
         if (killed / "checkpoints" / "step-000010").exists() and steps and max(steps) >= 13:
             os.killpg(proc.pid, signal.SIGKILL)
             break
@@ -143,7 +187,13 @@ def test_resume_after_sigkill_continues_exactly_where_the_uninterrupted_run_goes
 
 def test_ctrl_c_stops_with_130_and_leaves_whole_checkpoints(job, tmp_path):
     write_jsonl(tmp_path / "train96.jsonl", arithmetic_examples(96, seed=6))
-    spec = job(train_path="train96.jsonl", num_epochs=1, train_batch_size_per_device=2, lora_config=None, checkpoint_and_evaluation_frequency={"unit": "steps", "frequency": 5})
+    spec = job(
+        train_path="train96.jsonl",
+        num_epochs=1,
+        train_batch_size_per_device=2,
+        lora_config=None,
+        checkpoint_and_evaluation_frequency={"unit": "steps", "frequency": 5},
+    )
     assert ftc_run("compile", spec, "-o", tmp_path / "p.json")[0] == 0
     # a shell running this suite in the background starts it with SIGINT ignored, which children inherit: restore it
     proc = ftc_process("run", tmp_path / "p.json", preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
@@ -170,7 +220,12 @@ def test_two_nodes_of_one_process_rendezvous_and_write_one_checkpoint(job, tmp_p
     assert ftc_run("compile", spec, "-o", tmp_path / "p.json")[0] == 0
     plan = read_json(tmp_path / "p.json")
     assert "--nnodes=2" in plan["launch"]["command"]
-    nodes = [ftc_process("run", tmp_path / "p.json", "--node-rank", rank, "--master-addr", "127.0.0.1", "--master-port", port) for rank in (0, 1)]
+    nodes = [
+        ftc_process(
+            "run", tmp_path / "p.json", "--node-rank", rank, "--master-addr", "127.0.0.1", "--master-port", port
+        )
+        for rank in (0, 1)
+    ]
     outputs = [p.communicate(timeout=300)[0] for p in nodes]
     assert [p.returncode for p in nodes] == [0, 0], outputs
     state = read_json(tmp_path / "output" / "checkpoints" / "step-000002" / "ftc_state.json")

@@ -9,7 +9,6 @@ digest, mounts, uid, logs, exit codes, cleanup, lineage) is the real path.
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import signal
@@ -83,7 +82,9 @@ def registry(engine, tmp_path_factory):
 
 def ftc_cli(*args, host: str, timeout: float = 300) -> subprocess.CompletedProcess:
     env = {**os.environ, "DOCKER_HOST": host}
-    return subprocess.run([sys.executable, "-m", "ftc.cli", *map(str, args)], capture_output=True, text=True, env=env, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "ftc.cli", *map(str, args)], capture_output=True, text=True, env=env, timeout=timeout
+    )
 
 
 def run_args(engine, plan: Path, *extra) -> list:
@@ -104,7 +105,9 @@ def test_the_quickstart_in_a_local_image_pinned_by_id_writes_the_callers_checkpo
     quickstart = tmp_path / "quickstart"
     shutil.copytree(REPO / "examples" / "quickstart", quickstart, ignore=shutil.ignore_patterns("output"))
     spec = quickstart / "job.yaml"
-    spec.write_text(spec.read_text().replace("output_dir: ../../runs/quickstart", "output_dir: run") + f"image: {IMAGE}\n")
+    spec.write_text(
+        spec.read_text().replace("output_dir: ../../runs/quickstart", "output_dir: run") + f"image: {IMAGE}\n"
+    )
     plan = quickstart / "plan.json"
     r = ftc_cli("compile", spec, "-o", plan, host=engine.host)
     assert r.returncode == 0, r.stderr
@@ -207,7 +210,13 @@ def test_stopping_ftc_run_removes_the_container(engine, job, tmp_path):
     plan = tmp_path / "plan.json"
     assert ftc_cli("compile", job(image=IMAGE, num_epochs=2000), "-o", plan, host=engine.host).returncode == 0
     env = {**os.environ, "DOCKER_HOST": engine.host}
-    proc = subprocess.Popen([sys.executable, "-m", "ftc.cli", *map(str, run_args(engine, plan))], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "ftc.cli", *map(str, run_args(engine, plan))],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     deadline = time.time() + 120
     while not any(c.status == "running" for c in containers_of(engine, plan)):
         assert proc.poll() is None, proc.communicate()
@@ -233,8 +242,21 @@ def test_image_build_tags_the_image_from_a_checkout(engine, tmp_path):
     checkout = tmp_path / "checkout"
     (checkout / "images").mkdir(parents=True)
     shutil.copy(REPO / "pyproject.toml", checkout / "pyproject.toml")
-    (checkout / "images" / "Dockerfile.cpu").write_text("FROM ftc-test-base:bookworm\nARG FLAVOUR\nLABEL dev.ftc.flavour=$FLAVOUR\n")
-    r = ftc_cli("image", "build", "cpu", "--context", checkout, "-t", "ftc-built:test", "--build-arg", "FLAVOUR=cpu", host=engine.host)
+    (checkout / "images" / "Dockerfile.cpu").write_text(
+        "FROM ftc-test-base:bookworm\nARG FLAVOUR\nLABEL dev.ftc.flavour=$FLAVOUR\n"
+    )
+    r = ftc_cli(
+        "image",
+        "build",
+        "cpu",
+        "--context",
+        checkout,
+        "-t",
+        "ftc-built:test",
+        "--build-arg",
+        "FLAVOUR=cpu",
+        host=engine.host,
+    )
     assert r.returncode == 0, r.stderr
     built = engine.client.images.get("ftc-built:test")
     assert built.labels["dev.ftc.flavour"] == "cpu"
@@ -245,7 +267,9 @@ def test_a_failing_image_build_says_which_step(engine, tmp_path):
     checkout = tmp_path / "checkout"
     (checkout / "images").mkdir(parents=True)
     shutil.copy(REPO / "pyproject.toml", checkout / "pyproject.toml")
-    (checkout / "images" / "Dockerfile.cpu").write_text("FROM ftc-test-base:bookworm\nRUN echo step-two-output && exit 3\n")
+    (checkout / "images" / "Dockerfile.cpu").write_text(
+        "FROM ftc-test-base:bookworm\nRUN echo step-two-output && exit 3\n"
+    )
     r = ftc_cli("image", "build", "cpu", "--context", checkout, host=engine.host)
     assert r.returncode == 14
     assert "error: building ftc-runtime:" in r.stderr and "returned a non-zero code: 3" in r.stderr
@@ -274,7 +298,9 @@ def test_inputs_in_s3_train_in_a_container_that_gets_no_credentials(engine, s3, 
     r = ftc_cli(*run_args(engine, plan, "--backend", "docker"), host=engine.host)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     assert read_json(checkpoint_of(plan) / "lineage.json")["environment"]["image"]["requested"] == IMAGE
-    assert f"s3://{s3.bucket}/weights/" in read_json(checkpoint_of(plan) / "lineage.json")["parents"][0]["source"]["uri"]
+    assert (
+        f"s3://{s3.bucket}/weights/" in read_json(checkpoint_of(plan) / "lineage.json")["parents"][0]["source"]["uri"]
+    )
     for path in [plan, *(p for p in (tmp_path / "output").rglob("*") if p.is_file())]:
         blob = path.read_bytes()
         assert S3_SECRET.encode() not in blob and S3_KEY.encode() not in blob, path
@@ -288,7 +314,12 @@ def test_a_failure_in_the_container_comes_back_as_its_own_exit_code(engine, job,
     records[2]["messages"][1]["content"] = "9 " * 200
     write_jsonl(tmp_path / "long.jsonl", records)
     plan = tmp_path / "plan.json"
-    assert ftc_cli("compile", job(image=IMAGE, train_path="long.jsonl", context_length=64), "-o", plan, host=engine.host).returncode == 0
+    assert (
+        ftc_cli(
+            "compile", job(image=IMAGE, train_path="long.jsonl", context_length=64), "-o", plan, host=engine.host
+        ).returncode
+        == 0
+    )
     r = ftc_cli(*run_args(engine, plan, "--backend", "docker"), host=engine.host)
     assert r.returncode == 7, r.stderr[-3000:]  # data invalid, as on the host
     assert "long.jsonl:3: 216 tokens, longer than context_length 64" in r.stderr

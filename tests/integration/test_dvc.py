@@ -11,11 +11,12 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import S3_KEY, S3_SECRET, metrics, read_json, upload_folder
 
 from ftc.compiler import diff_plans
 from ftc.errors import ExitCode
 from ftc.spec.plan import read_plan
+
+from conftest import S3_KEY, S3_SECRET, metrics, read_json, upload_folder
 from support.models import arithmetic_examples, write_jsonl
 
 pytestmark = pytest.mark.slow
@@ -80,7 +81,9 @@ def test_one_spec_compiled_at_v1_and_at_v2_differs_only_in_that_pin_and_trains_o
     r = ftc("compile", spec, "-o", tmp_path / "v2.json")
     assert r.code == 0, r.err
     v1, v2 = read_json(tmp_path / "v1.json"), read_json(tmp_path / "v2.json")
-    changed = {line.split(":", 1)[0] for line in diff_plans(read_plan(tmp_path / "v1.json"), read_plan(tmp_path / "v2.json"))}
+    changed = {
+        line.split(":", 1)[0] for line in diff_plans(read_plan(tmp_path / "v1.json"), read_plan(tmp_path / "v2.json"))
+    }
     assert changed == {f"inputs.train.{key}" for key in ("digest", "pin.commit", "pin.md5", "records", "size", "uri")}
     assert v1["inputs"]["train"]["pin"]["commit"] == git(data_repo, "rev-parse", "v1")
     assert v2["inputs"]["train"]["pin"]["commit"] == git(data_repo, "rev-parse", "v2")
@@ -107,7 +110,12 @@ def test_a_tracked_weights_folder_pins_every_file_by_md5(tmp_path, job, ftc, tin
     dvc(repo, "remote", "add", "-d", "store", str(tmp_path / "dvc-remote"))
     commit(repo, "weights", "w1")
     dvc(repo, "push", "-q")
-    r = ftc("compile", job(initial_base_model_ckpt_path=tracked("weights", rev="w1"), lora_config=None, num_epochs=1), "-o", tmp_path / "p.json")
+    r = ftc(
+        "compile",
+        job(initial_base_model_ckpt_path=tracked("weights", rev="w1"), lora_config=None, num_epochs=1),
+        "-o",
+        tmp_path / "p.json",
+    )
     assert r.code == 0, r.err
     base = read_json(tmp_path / "p.json")["inputs"]["base_model"]
     assert base["source"] == "dvc" and base["kind"] == "dir" and base["pin"]["md5"].endswith(".dir")
@@ -126,14 +134,39 @@ def test_a_tracked_weights_folder_pins_every_file_by_md5(tmp_path, job, ftc, tin
         (tracked(rev="v0"), ExitCode.INPUT_UNCONFIGURED, "configures no default DVC remote at v0"),
         (tracked(rev="unpushed"), ExitCode.INPUT_UNRESOLVABLE, "is not in the DVC remote"),
         (tracked(), ExitCode.SPEC_INVALID, "its .dvc file has changes not committed to git"),
-        ({"dvc": {"repo": "https://user:hunter2@127.0.0.1:9/d.git", "path": "d"}}, ExitCode.SPEC_INVALID, "the repo URL holds a credential"),
-        ({"dvc": {"repo": "http://127.0.0.1:9/d.git", "path": "d"}}, ExitCode.INPUT_UNREACHABLE, "cannot clone the repository"),
-        ({"dvc": {"path": "data/train.jsonl"}}, ExitCode.INPUT_UNRESOLVABLE, "the spec's folder is not in a git repository"),
+        (
+            {"dvc": {"repo": "https://user:hunter2@127.0.0.1:9/d.git", "path": "d"}},
+            ExitCode.SPEC_INVALID,
+            "the repo URL holds a credential",
+        ),
+        (
+            {"dvc": {"repo": "http://127.0.0.1:9/d.git", "path": "d"}},
+            ExitCode.INPUT_UNREACHABLE,
+            "cannot clone the repository",
+        ),
+        (
+            {"dvc": {"path": "data/train.jsonl"}},
+            ExitCode.INPUT_UNRESOLVABLE,
+            "the spec's folder is not in a git repository",
+        ),
         (tracked(rev="v2", remote="ftp://127.0.0.1/store"), ExitCode.INPUT_UNCONFIGURED, "not a location ftc can read"),
     ],
-    ids=["not-tracked", "no-such-path", "no-such-rev", "no-remote-at-rev", "not-pushed", "uncommitted", "credential-in-url", "unreachable", "no-repo", "unsupported-remote"],
+    ids=[
+        "not-tracked",
+        "no-such-path",
+        "no-such-rev",
+        "no-remote-at-rev",
+        "not-pushed",
+        "uncommitted",
+        "credential-in-url",
+        "unreachable",
+        "no-repo",
+        "unsupported-remote",
+    ],
 )
-def test_dvc_inputs_that_cannot_be_had_fail_compile_with_one_clear_line(data_repo, job, ftc, tmp_path, location, code, message):
+def test_dvc_inputs_that_cannot_be_had_fail_compile_with_one_clear_line(
+    data_repo, job, ftc, tmp_path, location, code, message
+):
     write_jsonl(data_repo / "data" / "train.jsonl", arithmetic_examples(8, seed=5))
     dvc(data_repo, "add", "-q", "data/train.jsonl")
     commit(data_repo, "not pushed", "unpushed")
@@ -179,7 +212,9 @@ def test_data_gone_from_the_remote_after_compiling_stops_the_run(data_repo, job,
     assert "the pinned file is gone" in r.err and not (tmp_path / "output").exists()
 
 
-def test_weights_and_adapter_in_s3_data_in_dvc_on_s3_validation_in_gcs(s3, s3_server, gcs, job, ftc, tmp_path, tiny_model, tiny_adapter):
+def test_weights_and_adapter_in_s3_data_in_dvc_on_s3_validation_in_gcs(
+    s3, s3_server, gcs, job, ftc, tmp_path, tiny_model, tiny_adapter
+):
     upload_folder(s3, tiny_model, s3.bucket, "weights")
     upload_folder(s3, tiny_adapter, s3.bucket, "adapters/first")
     new_data_repo(tmp_path, remote=f"s3://{s3.bucket}/dvc", endpoint=s3_server)
@@ -196,8 +231,15 @@ def test_weights_and_adapter_in_s3_data_in_dvc_on_s3_validation_in_gcs(s3, s3_se
     r = ftc("compile", spec, "-o", tmp_path / "p.json")
     assert r.code == 0, r.err
     plan = read_json(tmp_path / "p.json")
-    assert {role: item["source"] for role, item in plan["inputs"].items()} == {"base_model": "s3", "adapter": "s3", "train": "dvc", "valid": "gcs"}
-    assert plan["inputs"]["train"]["pin"]["remote"] == f"s3://{s3.bucket}/dvc" and plan["inputs"]["train"]["records"] == 40
+    assert {role: item["source"] for role, item in plan["inputs"].items()} == {
+        "base_model": "s3",
+        "adapter": "s3",
+        "train": "dvc",
+        "valid": "gcs",
+    }
+    assert (
+        plan["inputs"]["train"]["pin"]["remote"] == f"s3://{s3.bucket}/dvc" and plan["inputs"]["train"]["records"] == 40
+    )
     shutil.rmtree(os.environ["FTC_CACHE_DIR"])
     r = ftc("run", tmp_path / "p.json")
     assert r.code == 0, r.err

@@ -27,8 +27,22 @@ def test_example_compiles(spec, ftc, tmp_path, request):
 
 def test_seed_example_uses_the_guides_keys():
     spec = yaml.safe_load((REPO / "examples" / "seed-continue-from-checkpoint" / "job.yaml").read_text())
-    assert {"model_id", "initial_base_model_ckpt_path", "initial_adapter_model_ckpt_path", "train_path", "valid_path"} <= set(spec)
-    assert set(spec["generation_config"]["prompt_format"]) <= {"system", "user", "assistant", "trailing_assistant", "bos", "system_in_user", "default_system_message"}
+    assert {
+        "model_id",
+        "initial_base_model_ckpt_path",
+        "initial_adapter_model_ckpt_path",
+        "train_path",
+        "valid_path",
+    } <= set(spec)
+    assert set(spec["generation_config"]["prompt_format"]) <= {
+        "system",
+        "user",
+        "assistant",
+        "trailing_assistant",
+        "bos",
+        "system_in_user",
+        "default_system_message",
+    }
 
 
 def test_seed_example_continues_its_adapter(ftc, tmp_path):

@@ -7,9 +7,10 @@ import hashlib
 import time
 
 import pytest
-from conftest import metrics, read_json
 
 from ftc.errors import ExitCode
+
+from conftest import metrics, read_json
 from support.models import arithmetic_examples, write_jsonl
 
 pytestmark = pytest.mark.slow
@@ -24,7 +25,12 @@ def test_weights_and_data_in_gcs_compile_to_generations_and_train(gcs, job, ftc,
         _upload(gcs, path, f"weights/{path.name}")
     write_jsonl(tmp_path / "g.jsonl", arithmetic_examples(16, seed=3))
     _upload(gcs, tmp_path / "g.jsonl", "data/train.jsonl")
-    spec = job(initial_base_model_ckpt_path=f"gs://{gcs.bucket_name}/weights/", valid_path=f"gs://{gcs.bucket_name}/data/train.jsonl", lora_config=None, num_epochs=1)
+    spec = job(
+        initial_base_model_ckpt_path=f"gs://{gcs.bucket_name}/weights/",
+        valid_path=f"gs://{gcs.bucket_name}/data/train.jsonl",
+        lora_config=None,
+        num_epochs=1,
+    )
     r = ftc("compile", spec, "-o", tmp_path / "p.json")
     assert r.code == 0, r.err
     plan = read_json(tmp_path / "p.json")
@@ -39,7 +45,9 @@ def test_weights_and_data_in_gcs_compile_to_generations_and_train(gcs, job, ftc,
 def test_an_object_overwritten_after_compiling_is_refused(gcs, job, ftc, tmp_path):
     write_jsonl(tmp_path / "g.jsonl", arithmetic_examples(8, seed=3))
     _upload(gcs, tmp_path / "g.jsonl", "data/train.jsonl")
-    assert ftc("compile", job(train_path=f"gs://{gcs.bucket_name}/data/train.jsonl"), "-o", tmp_path / "p.json").code == 0
+    assert (
+        ftc("compile", job(train_path=f"gs://{gcs.bucket_name}/data/train.jsonl"), "-o", tmp_path / "p.json").code == 0
+    )
     write_jsonl(tmp_path / "g2.jsonl", arithmetic_examples(9, seed=4))
     _upload(gcs, tmp_path / "g2.jsonl", "data/train.jsonl")
     r = ftc("run", tmp_path / "p.json")
@@ -57,7 +65,9 @@ def test_an_object_overwritten_after_compiling_is_refused(gcs, job, ftc, tmp_pat
     ],
     ids=["missing-bucket", "missing-object", "unreachable"],
 )
-def test_unresolvable_gcs_inputs_fail_compile_with_one_clear_line(gcs, job, ftc, tmp_path, monkeypatch, where, unreachable, message):
+def test_unresolvable_gcs_inputs_fail_compile_with_one_clear_line(
+    gcs, job, ftc, tmp_path, monkeypatch, where, unreachable, message
+):
     if unreachable:
         monkeypatch.setenv("STORAGE_EMULATOR_HOST", "http://127.0.0.1:9")
     start = time.monotonic()

@@ -7,15 +7,20 @@ import json
 
 import jsonschema
 import pytest
-from conftest import metrics, read_json
 
 from ftc.errors import ExitCode
 from ftc.spec import lineage_schema
+
+from conftest import metrics, read_json
 from support.models import arithmetic_examples, write_jsonl
 
 pytestmark = pytest.mark.slow
 
-LORA = {"r": 8, "lora_alpha": 16, "target_modules": ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]}
+LORA = {
+    "r": 8,
+    "lora_alpha": 16,
+    "target_modules": ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
+}
 
 
 @pytest.fixture
@@ -27,7 +32,15 @@ def two_stages(job, ftc, tmp_path):
     common = dict(num_epochs=3, learning_rate=1e-2, train_batch_size_per_device=8, valid_path="data/valid.jsonl")
     for name, spec in (
         ("stage1", dict(train_path="half1.jsonl", lora_config=LORA, output_dir="stage1")),
-        ("stage2", dict(train_path="half2.jsonl", lora_config=None, initial_adapter_model_ckpt_path="stage1/best", output_dir="stage2")),
+        (
+            "stage2",
+            dict(
+                train_path="half2.jsonl",
+                lora_config=None,
+                initial_adapter_model_ckpt_path="stage1/best",
+                output_dir="stage2",
+            ),
+        ),
     ):
         r = ftc("compile", job(name=f"{name}.yaml", **common, **spec), "-o", tmp_path / f"{name}.plan.json")
         assert r.code == 0, r.err
@@ -72,7 +85,9 @@ def test_a_continued_adapter_starts_where_its_parent_ended_and_its_chain_verifie
         f"    assert main(['lineage', 'show', {str(two_stages / 'stage2')!r}]) == 0\n"
         "print(json.dumps([m for m in ('torch', 'transformers', 'peft', 'deepspeed') if m in sys.modules]))"
     )
-    assert subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout.strip() == "[]"
+    assert (
+        subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout.strip() == "[]"
+    )
 
 
 def test_a_flipped_byte_in_a_parent_fails_verify_and_refuses_to_continue(two_stages, job, ftc):
@@ -85,11 +100,25 @@ def test_a_flipped_byte_in_a_parent_fails_verify_and_refuses_to_continue(two_sta
         assert r.code == ExitCode.LINEAGE_BROKEN, r.out
         assert f"{weights}: expected sha256:" in r.err and ", found sha256:" in r.err
     # a new stage continuing from the changed parent is refused before training
-    r = ftc("compile", job(name="stage3.yaml", train_path="half2.jsonl", lora_config=None, initial_adapter_model_ckpt_path="stage1/best", output_dir="stage3"), "-o", two_stages / "stage3.plan.json")
+    r = ftc(
+        "compile",
+        job(
+            name="stage3.yaml",
+            train_path="half2.jsonl",
+            lora_config=None,
+            initial_adapter_model_ckpt_path="stage1/best",
+            output_dir="stage3",
+        ),
+        "-o",
+        two_stages / "stage3.plan.json",
+    )
     assert r.code == 0, r.err
     r = ftc("run", two_stages / "stage3.plan.json")
     assert r.code == ExitCode.LINEAGE_BROKEN
-    assert "the parent checkpoint no longer matches its own lineage record" in r.err and "adapter_model.safetensors: expected sha256:" in r.err
+    assert (
+        "the parent checkpoint no longer matches its own lineage record" in r.err
+        and "adapter_model.safetensors: expected sha256:" in r.err
+    )
     assert not (two_stages / "stage3").exists()
 
 
@@ -102,7 +131,18 @@ def test_an_edited_record_breaks_its_id_and_every_child_that_embeds_it(two_stage
         r = ftc("lineage", "verify", two_stages / stage)
         assert r.code == ExitCode.LINEAGE_BROKEN
         assert "the lineage record was edited" in r.err or "lineage.json: expected sha256:" in r.err
-    r = ftc("compile", job(name="stage3.yaml", train_path="half2.jsonl", lora_config=None, initial_adapter_model_ckpt_path="stage1/best", output_dir="stage3"), "-o", two_stages / "stage3.plan.json")
+    r = ftc(
+        "compile",
+        job(
+            name="stage3.yaml",
+            train_path="half2.jsonl",
+            lora_config=None,
+            initial_adapter_model_ckpt_path="stage1/best",
+            output_dir="stage3",
+        ),
+        "-o",
+        two_stages / "stage3.plan.json",
+    )
     assert r.code == 0, r.err
     r = ftc("run", two_stages / "stage3.plan.json")
     assert r.code == ExitCode.LINEAGE_BROKEN and "the lineage record was edited" in r.err
@@ -149,7 +189,9 @@ def test_dvc_repro_reproduces_both_stages_then_only_what_changed(tmp_path):
     (copy / ".dvc").mkdir()
     shutil.copy(repo / ".dvc" / "config", copy / ".dvc" / "config")
     for example in ("quickstart", "seed-continue-from-checkpoint"):
-        shutil.copytree(repo / "examples" / example, copy / "examples" / example, ignore=shutil.ignore_patterns("output"))
+        shutil.copytree(
+            repo / "examples" / example, copy / "examples" / example, ignore=shutil.ignore_patterns("output")
+        )
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
 
     def sh(*args: str) -> str:
@@ -178,7 +220,10 @@ def test_dvc_repro_reproduces_both_stages_then_only_what_changed(tmp_path):
     lines[0] = json.dumps({"messages": [{"role": "user", "content": "2+2="}, {"role": "assistant", "content": "4"}]})
     data.write_text("\n".join(lines) + "\n")
     third = sh(*dvc, "repro")
-    assert [s for s in ("compile-stage1", "train-stage1", "stage2", "verify") if f"Running stage '{s}'" in third] == ["stage2", "verify"]
+    assert [s for s in ("compile-stage1", "train-stage1", "stage2", "verify") if f"Running stage '{s}'" in third] == [
+        "stage2",
+        "verify",
+    ]
 
 
 def _validators():
@@ -191,11 +236,19 @@ def _validators():
     folder = Path(__file__).resolve().parents[1] / "data" / "schemas"
     load = lambda name: json.loads((folder / name).read_text(encoding="utf-8"))  # noqa: E731
     cdx = [load(n) for n in ("bom-1.6.schema.json", "spdx.schema.json", "jsf-0.82.schema.json")]
-    registry = Registry().with_resources((s["$id"], Resource.from_contents(s, default_specification=DRAFT7)) for s in cdx)
-    cyclonedx = jsonschema.Draft7Validator(cdx[0], registry=registry, format_checker=jsonschema.Draft7Validator.FORMAT_CHECKER)
+    registry = Registry().with_resources(
+        (s["$id"], Resource.from_contents(s, default_specification=DRAFT7)) for s in cdx
+    )
+    cyclonedx = jsonschema.Draft7Validator(
+        cdx[0], registry=registry, format_checker=jsonschema.Draft7Validator.FORMAT_CHECKER
+    )
     ol = load("OpenLineage-2-0-2.json")
     registry = Registry().with_resource(ol["$id"], Resource.from_contents(ol, default_specification=DRAFT202012))
-    run_event = jsonschema.Draft202012Validator({"$ref": ol["$id"] + "#/$defs/RunEvent"}, registry=registry, format_checker=jsonschema.Draft202012Validator.FORMAT_CHECKER)
+    run_event = jsonschema.Draft202012Validator(
+        {"$ref": ol["$id"] + "#/$defs/RunEvent"},
+        registry=registry,
+        format_checker=jsonschema.Draft202012Validator.FORMAT_CHECKER,
+    )
     return cyclonedx, run_event
 
 
@@ -211,17 +264,29 @@ def test_exports_validate_against_the_published_schemas(two_stages, ftc):
     assert not run_event_schema.is_valid({**event, "producer": "not a uri"})  # formats are really checked
     assert not run_event_schema.is_valid({**event, "eventTime": "yesterday"})
     assert event["eventType"] == "COMPLETE"
-    versions = {d["name"].rsplit("/", 1)[-1]: d.get("facets", {}).get("version", {}).get("datasetVersion") for d in event["inputs"]}
-    assert versions["half2.jsonl"] == stage2["datasets"][0]["sha256"] and stage1["checkpoint"]["digest"] not in versions.values()
+    versions = {
+        d["name"].rsplit("/", 1)[-1]: d.get("facets", {}).get("version", {}).get("datasetVersion")
+        for d in event["inputs"]
+    }
+    assert (
+        versions["half2.jsonl"] == stage2["datasets"][0]["sha256"]
+        and stage1["checkpoint"]["digest"] not in versions.values()
+    )
     assert event["outputs"][0]["facets"]["version"]["datasetVersion"] == stage2["checkpoint"]["digest"]
 
     bom = json.loads(ftc("lineage", "export", two_stages / "stage2", "--format", "cyclonedx").out)
     cyclonedx_schema.validate(bom)
     model = bom["components"][0]
-    assert model["type"] == "machine-learning-model" and model["hashes"][0]["content"] == stage2["checkpoint"]["digest"][7:]
+    assert (
+        model["type"] == "machine-learning-model"
+        and model["hashes"][0]["content"] == stage2["checkpoint"]["digest"][7:]
+    )
     ancestors = {a["bom-ref"]: a for a in model["pedigree"]["ancestors"]}
     assert stage1["record_id"] in ancestors  # stage 1, with its own pedigree (the base) inside
-    assert ancestors[stage1["record_id"]]["pedigree"]["ancestors"][0]["hashes"][0]["content"] == stage1["parents"][0]["digest"][7:]
+    assert (
+        ancestors[stage1["record_id"]]["pedigree"]["ancestors"][0]["hashes"][0]["content"]
+        == stage1["parents"][0]["digest"][7:]
+    )
     assert [c["type"] for c in bom["components"][1:]] == ["data", "data"]
 
     card = ftc("lineage", "export", two_stages / "stage2", "--format", "model-card").out

@@ -6,6 +6,7 @@ import shutil
 import subprocess
 import sys
 import venv
+from pathlib import Path
 
 import pytest
 
@@ -28,7 +29,13 @@ def _run(*args, **kwargs):
 def test_wheel_in_a_fresh_venv(tmp_path):
     # build from a copy: an in-tree build would leave build/ in the checkout
     source = tmp_path / "src"
-    shutil.copytree(REPO, source, ignore=shutil.ignore_patterns(".git", ".venv", "build", "dist", "*.egg-info", "runs", "__pycache__", ".pytest_cache"))
+    shutil.copytree(
+        REPO,
+        source,
+        ignore=shutil.ignore_patterns(
+            ".git", ".venv", "build", "dist", "*.egg-info", "runs", "__pycache__", ".pytest_cache"
+        ),
+    )
     _run(sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-w", tmp_path / "dist", source)
     (wheel,) = (tmp_path / "dist").glob("ftc-*.whl")
     bin_dir = _fresh_venv(tmp_path / "venv")
@@ -36,9 +43,18 @@ def test_wheel_in_a_fresh_venv(tmp_path):
     assert "compile" in _run(bin_dir / "ftc", "--help").stdout
     # the schemas travel inside the wheel: compiling an example works from the installed package alone
     spec = REPO / "examples" / "quickstart" / "job.yaml"
-    _run(bin_dir / "ftc", "compile", spec, "-o", tmp_path / "plan.json", cwd=tmp_path, env={"FTC_CACHE_DIR": str(tmp_path / "cache"), "PATH": str(bin_dir)})
+    _run(
+        bin_dir / "ftc",
+        "compile",
+        spec,
+        "-o",
+        tmp_path / "plan.json",
+        cwd=tmp_path,
+        env={"FTC_CACHE_DIR": str(tmp_path / "cache"), "PATH": str(bin_dir)},
+    )
     installed = _run(bin_dir / "python", "-c", "import ftc.spec, sys; print(ftc.spec.__file__)", cwd=tmp_path).stdout
     assert str(tmp_path / "venv") in installed
+    assert (Path(installed.strip()).parents[1] / "py.typed").is_file()  # type checkers read the installed annotations
     # from the checkout's root (on sys.path first, as with `python -m pytest`) the installed package is the one
     # imported, whole: no folder of the checkout shadows it
     parts = "ftc.cli, ftc.errors, ftc.spec, ftc.stores, ftc.images, ftc.lineage, ftc.compiler, ftc.runtime"
@@ -46,7 +62,9 @@ def test_wheel_in_a_fresh_venv(tmp_path):
     assert located.stdout.count(str(tmp_path / "venv")) == 2, located.stdout
     # and tests run from the root against that install
     _run(bin_dir / "pip", "install", "-q", "pytest")
-    tests = _run(bin_dir / "python", "-m", "pytest", "tests/unit/spec/test_schema.py", "-q", "-p", "no:cacheprovider", cwd=source)
+    tests = _run(
+        bin_dir / "python", "-m", "pytest", "tests/unit/spec/test_schema.py", "-q", "-p", "no:cacheprovider", cwd=source
+    )
     assert " passed" in tests.stdout and "failed" not in tests.stdout
 
 
@@ -54,5 +72,10 @@ def test_editable_install_in_a_fresh_venv(tmp_path):
     bin_dir = _fresh_venv(tmp_path / "venv")
     _run(bin_dir / "pip", "install", "-q", "-e", REPO)
     assert "compile" in _run(bin_dir / "ftc", "--help").stdout
-    located = _run(bin_dir / "python", "-c", "import ftc.compiler, ftc.spec; print(ftc.compiler.__file__, ftc.spec.__file__)", cwd=tmp_path).stdout
+    located = _run(
+        bin_dir / "python",
+        "-c",
+        "import ftc.compiler, ftc.spec; print(ftc.compiler.__file__, ftc.spec.__file__)",
+        cwd=tmp_path,
+    ).stdout
     assert str(REPO / "compiler") in located and str(REPO / "spec") in located

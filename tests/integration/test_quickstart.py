@@ -8,6 +8,7 @@ import sys
 import time
 
 import pytest
+
 from conftest import REPO, metrics
 
 pytestmark = pytest.mark.slow
@@ -18,7 +19,9 @@ def test_quickstart_compiles_and_trains_in_under_two_minutes(tmp_path):
     shutil.copytree(REPO / "examples" / "quickstart", tmp_path / "examples" / "quickstart")
     ftc = [sys.executable, "-m", "ftc.cli"]
     start = time.monotonic()
-    subprocess.run([*ftc, "compile", "examples/quickstart/job.yaml", "-o", "runs/quickstart/plan.json"], cwd=tmp_path, check=True)
+    subprocess.run(
+        [*ftc, "compile", "examples/quickstart/job.yaml", "-o", "runs/quickstart/plan.json"], cwd=tmp_path, check=True
+    )
     run = subprocess.run([*ftc, "run", "runs/quickstart/plan.json"], cwd=tmp_path, capture_output=True, text=True)
     elapsed = time.monotonic() - start
     assert run.returncode == 0, run.stderr

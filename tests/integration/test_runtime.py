@@ -5,9 +5,10 @@ from __future__ import annotations
 import json
 
 import pytest
-from conftest import metrics, read_json
 
 from ftc.errors import ExitCode
+
+from conftest import metrics, read_json
 from support.models import arithmetic_examples, write_jsonl
 
 FULL = dict(lora_config=None, learning_rate=3e-3, num_epochs=3, train_batch_size_per_device=4)
@@ -26,23 +27,47 @@ def test_full_parameter_run_learns_and_writes_a_complete_checkpoint(trained, tmp
     assert [t["step"] for t in train] == list(range(1, 25))  # 128 examples / batch 16 = 8 steps x 3 epochs
     final = out / "checkpoints" / "step-000024"
     assert sorted(p.name for p in final.iterdir()) == [
-        "chat_template.jinja", "config.json", "ftc_state.json", "generation_config.json", "lineage.json", "model.safetensors",
-        "rng_state_rank0.safetensors", "tokenizer.json", "tokenizer_config.json", "training_state",
+        "chat_template.jinja",
+        "config.json",
+        "ftc_state.json",
+        "generation_config.json",
+        "lineage.json",
+        "model.safetensors",
+        "rng_state_rank0.safetensors",
+        "tokenizer.json",
+        "tokenizer_config.json",
+        "training_state",
     ]
-    assert sorted(p.name for p in (final / "training_state" / "state").iterdir()) == ["mp_rank_00_model_states.pt", "zero_pp_rank_0_mp_rank_00_optim_states.pt"]
+    assert sorted(p.name for p in (final / "training_state" / "state").iterdir()) == [
+        "mp_rank_00_model_states.pt",
+        "zero_pp_rank_0_mp_rank_00_optim_states.pt",
+    ]
     state = read_json(final / "ftc_state.json")
-    assert state["mode"] == "full" and state["global_step"] == 24 and state["epoch"] == 3 and state["step_in_epoch"] == 0
+    assert (
+        state["mode"] == "full" and state["global_step"] == 24 and state["epoch"] == 3 and state["step_in_epoch"] == 0
+    )
     assert state["eval_loss"] == pytest.approx(losses[3]) and state["skipped_examples"] == {"train": 0, "valid": 0}
     assert (out / "best").resolve() == final and (out / "latest").resolve() == final
     assert not list((out / "checkpoints").glob(".*"))  # no temp folders left behind
 
 
 def test_new_lora_adapter_checkpoint_is_an_adapter_naming_its_architecture(trained):
-    out = trained(num_epochs=1, train_batch_size_per_device=8, lora_config={"r": 4, "lora_alpha": 8, "target_modules": ["q_proj", "v_proj"], "init_lora_weights": False})
+    out = trained(
+        num_epochs=1,
+        train_batch_size_per_device=8,
+        lora_config={"r": 4, "lora_alpha": 8, "target_modules": ["q_proj", "v_proj"], "init_lora_weights": False},
+    )
     final = out / "checkpoints" / "step-000002"
     assert sorted(p.name for p in final.iterdir()) == [
-        "adapter_config.json", "adapter_model.safetensors", "chat_template.jinja", "ftc_state.json", "lineage.json",
-        "rng_state_rank0.safetensors", "tokenizer.json", "tokenizer_config.json", "training_state",
+        "adapter_config.json",
+        "adapter_model.safetensors",
+        "chat_template.jinja",
+        "ftc_state.json",
+        "lineage.json",
+        "rng_state_rank0.safetensors",
+        "tokenizer.json",
+        "tokenizer_config.json",
+        "training_state",
     ]
     config = read_json(final / "adapter_config.json")
     assert config["base_model_name_or_path"] == "ftc-tests/tiny-llama"
@@ -56,7 +81,12 @@ def test_new_lora_adapter_checkpoint_is_an_adapter_naming_its_architecture(train
 def test_continuing_an_adapter_starts_from_its_weights(trained, tiny_adapter):
     from safetensors.torch import load_file
 
-    out = trained(num_epochs=1, lora_config=None, initial_adapter_model_ckpt_path=str(tiny_adapter), train_batch_size_per_device=16)
+    out = trained(
+        num_epochs=1,
+        lora_config=None,
+        initial_adapter_model_ckpt_path=str(tiny_adapter),
+        train_batch_size_per_device=16,
+    )
     state = read_json(out / "checkpoints" / "step-000001" / "ftc_state.json")
     assert state["mode"] == "lora-continue"
     before = load_file(tiny_adapter / "adapter_model.safetensors")
@@ -68,7 +98,9 @@ def test_continuing_an_adapter_starts_from_its_weights(trained, tiny_adapter):
 
 
 def test_the_same_plan_run_twice_gives_bitwise_identical_losses(trained):
-    spec = dict(num_epochs=2, lora_config={"r": 4, "lora_dropout": 0.1, "target_modules": "all-linear"}, learning_rate=1e-2)
+    spec = dict(
+        num_epochs=2, lora_config={"r": 4, "lora_dropout": 0.1, "target_modules": "all-linear"}, learning_rate=1e-2
+    )
     a = trained("a.json", **spec)
     b = trained("b.json", **spec)
     assert [m["loss"] for m in metrics(a, "train")] == [m["loss"] for m in metrics(b, "train")]
@@ -77,7 +109,14 @@ def test_the_same_plan_run_twice_gives_bitwise_identical_losses(trained):
 
 def test_packing_trains_on_every_token_of_the_padded_layout(trained):
     padded = trained("padded.json", num_epochs=1, lora_config=None, train_batch_size_per_device=16)
-    packed = trained("packed.json", num_epochs=1, lora_config=None, train_batch_size_per_device=16, sample_packing=True, context_length=512)
+    packed = trained(
+        "packed.json",
+        num_epochs=1,
+        lora_config=None,
+        train_batch_size_per_device=16,
+        sample_packing=True,
+        context_length=512,
+    )
     # one step over the same 16 examples, once packed into one row: the same tokens, the same loss
     (a,), (b,) = metrics(padded, "train"), metrics(packed, "train")
     assert a["tokens"] == b["tokens"]
@@ -85,7 +124,13 @@ def test_packing_trains_on_every_token_of_the_padded_layout(trained):
 
 
 def test_checkpoints_every_n_steps_keep_the_newest_and_the_best(trained):
-    out = trained(num_epochs=2, checkpoint_and_evaluation_frequency={"unit": "steps", "frequency": 2}, num_checkpoints_to_keep=1, train_batch_size_per_device=4, **{k: v for k, v in FULL.items() if k not in ("num_epochs", "train_batch_size_per_device")})
+    out = trained(
+        num_epochs=2,
+        checkpoint_and_evaluation_frequency={"unit": "steps", "frequency": 2},
+        num_checkpoints_to_keep=1,
+        train_batch_size_per_device=4,
+        **{k: v for k, v in FULL.items() if k not in ("num_epochs", "train_batch_size_per_device")},
+    )
     evals = metrics(out, "eval")
     assert [e["step"] for e in evals] == [0, 2, 4, 6, 8]
     kept = sorted(p.name for p in (out / "checkpoints").iterdir())
@@ -110,14 +155,23 @@ def test_skipped_examples_are_counted_in_the_checkpoint(trained, tmp_path):
     write_jsonl(tmp_path / "long.jsonl", records)
     with open(tmp_path / "long.jsonl", "a") as f:
         f.write('{"messages": [{"role": "robot", "content": "beep"}]}\n')
-    out = trained(train_path="long.jsonl", skip_bad_examples=True, num_epochs=1, **{k: v for k, v in FULL.items() if k != "num_epochs"})
+    out = trained(
+        train_path="long.jsonl",
+        skip_bad_examples=True,
+        num_epochs=1,
+        **{k: v for k, v in FULL.items() if k != "num_epochs"},
+    )
     state = read_json(sorted((out / "checkpoints").iterdir())[-1] / "ftc_state.json")
     assert state["skipped_examples"] == {"train": 2, "valid": 0}
 
 
 def test_gradient_accumulation_weighs_tokens_like_one_big_batch(trained):
-    one = trained("one.json", num_epochs=1, lora_config=None, train_batch_size_per_device=8, gradient_accumulation_steps=1)
-    two = trained("two.json", num_epochs=1, lora_config=None, train_batch_size_per_device=4, gradient_accumulation_steps=2)
+    one = trained(
+        "one.json", num_epochs=1, lora_config=None, train_batch_size_per_device=8, gradient_accumulation_steps=1
+    )
+    two = trained(
+        "two.json", num_epochs=1, lora_config=None, train_batch_size_per_device=4, gradient_accumulation_steps=2
+    )
     a, b = metrics(one, "train"), metrics(two, "train")
     assert len(a) == len(b) == 2
     for x, y in zip(a, b):
@@ -154,7 +208,9 @@ def test_a_changed_file_inside_the_weights_folder_is_named(job, ftc, tmp_path, t
 
     shutil.copytree(tiny_model, tmp_path / "model")
     ftc("compile", job(initial_base_model_ckpt_path="model"), "-o", tmp_path / "p.json")
-    (tmp_path / "model" / "config.json").write_text((tmp_path / "model" / "config.json").read_text().replace("64", "65", 1))
+    (tmp_path / "model" / "config.json").write_text(
+        (tmp_path / "model" / "config.json").read_text().replace("64", "65", 1)
+    )
     r = ftc("run", tmp_path / "p.json")
     assert r.code == ExitCode.INPUT_CHANGED
     assert "config.json: expected sha256:" in r.err
@@ -204,14 +260,24 @@ def test_a_tokenizer_larger_than_the_embeddings_needs_resize(job, ftc, tmp_path,
 
 def test_resuming_with_another_plan_is_refused(trained, job, ftc, tmp_path):
     trained(num_epochs=1, lora_config=None)
-    ftc("compile", job(name="plan.yaml", num_epochs=2, lora_config=None, output_dir="out-plan"), "-o", tmp_path / "plan.json")
+    ftc(
+        "compile",
+        job(name="plan.yaml", num_epochs=2, lora_config=None, output_dir="out-plan"),
+        "-o",
+        tmp_path / "plan.json",
+    )
     r = ftc("run", tmp_path / "plan.json", "--resume")
     assert r.code == ExitCode.USAGE
     assert "was written by another plan" in r.err and "it cannot be resumed with" in r.err
 
 
 def test_a_diverging_loss_stops_the_run(job, ftc, tmp_path):
-    ftc("compile", job(lora_config=None, learning_rate=1e12, max_grad_norm=None, num_epochs=3, train_batch_size_per_device=2), "-o", tmp_path / "p.json")
+    ftc(
+        "compile",
+        job(lora_config=None, learning_rate=1e12, max_grad_norm=None, num_epochs=3, train_batch_size_per_device=2),
+        "-o",
+        tmp_path / "p.json",
+    )
     r = ftc("run", tmp_path / "p.json")
     assert r.code == ExitCode.TRAINING_FAILED
     assert "the training loss became nan at step" in r.err and "lower learning_rate" in r.err
@@ -220,7 +286,14 @@ def test_a_diverging_loss_stops_the_run(job, ftc, tmp_path):
 def test_attention_kernels_and_checkpointing_change_speed_and_memory_not_the_loss(trained, job, ftc, tmp_path):
     base = dict(num_epochs=1, lora_config=None, train_batch_size_per_device=16, sample_packing=True, context_length=512)
     sdpa = trained("sdpa.json", **base)
-    r = ftc("compile", job(**base, attn_implementation="eager", activation_checkpointing=True, kernels="torch", output_dir="out-eager"), "-o", tmp_path / "eager.json")
+    r = ftc(
+        "compile",
+        job(
+            **base, attn_implementation="eager", activation_checkpointing=True, kernels="torch", output_dir="out-eager"
+        ),
+        "-o",
+        tmp_path / "eager.json",
+    )
     assert r.code == 0, r.err
     r = ftc("run", tmp_path / "eager.json")
     assert r.code == 0, r.err
@@ -233,8 +306,14 @@ def test_attention_kernels_and_checkpointing_change_speed_and_memory_not_the_los
 @pytest.mark.parametrize(
     ("setting", "message"),
     [
-        ({"kernels": "liger", "lora_config": None}, "kernels: liger needs an NVIDIA GPU, the liger-kernel package and a supported model: no GPU here"),
-        ({"attn_implementation": "flex_attention", "sample_packing": True}, "attn_implementation: flex_attention trains only on GPUs (PyTorch has no FlexAttention backward on CPU)"),
+        (
+            {"kernels": "liger", "lora_config": None},
+            "kernels: liger needs an NVIDIA GPU, the liger-kernel package and a supported model: no GPU here",
+        ),
+        (
+            {"attn_implementation": "flex_attention", "sample_packing": True},
+            "attn_implementation: flex_attention trains only on GPUs (PyTorch has no FlexAttention backward on CPU)",
+        ),
     ],
 )
 def test_gpu_only_settings_on_a_cpu_are_a_usage_error(job, ftc, tmp_path, setting, message):

@@ -7,9 +7,10 @@ import hashlib
 import time
 
 import pytest
-from conftest import S3_KEY, S3_SECRET, metrics, read_json, upload_folder
 
 from ftc.errors import ExitCode
+
+from conftest import S3_KEY, S3_SECRET, metrics, read_json, upload_folder
 from support.models import arithmetic_examples, write_jsonl
 
 pytestmark = pytest.mark.slow
@@ -19,7 +20,11 @@ def _spec_in_s3(s3, job, tmp_path, tiny_model, **overrides):
     upload_folder(s3, tiny_model, s3.bucket, "weights")
     write_jsonl(tmp_path / "s3-train.jsonl", arithmetic_examples(16, seed=7))
     s3.upload_file(str(tmp_path / "s3-train.jsonl"), s3.bucket, "data/train.jsonl")
-    return job(initial_base_model_ckpt_path=f"s3://{s3.bucket}/weights/", train_path=f"s3://{s3.bucket}/data/train.jsonl", **overrides)
+    return job(
+        initial_base_model_ckpt_path=f"s3://{s3.bucket}/weights/",
+        train_path=f"s3://{s3.bucket}/data/train.jsonl",
+        **overrides,
+    )
 
 
 def _no_secrets_under(*paths):
@@ -74,15 +79,37 @@ def test_a_versioned_bucket_trains_on_the_pinned_version(s3, job, ftc, tmp_path,
 @pytest.mark.parametrize(
     "where, env, code, message",
     [
-        ("s3://no-such-bucket-here/data/train.jsonl", {}, ExitCode.INPUT_UNRESOLVABLE, "bucket 'no-such-bucket-here' does not exist"),
+        (
+            "s3://no-such-bucket-here/data/train.jsonl",
+            {},
+            ExitCode.INPUT_UNRESOLVABLE,
+            "bucket 'no-such-bucket-here' does not exist",
+        ),
         ("s3://{bucket}/data/missing.jsonl", {}, ExitCode.INPUT_UNRESOLVABLE, "no such object or prefix"),
-        ("s3://{bucket}/data/train.jsonl", {"AWS_SECRET_ACCESS_KEY": "wrong-secret"}, ExitCode.INPUT_DENIED, "access denied"),
-        ("s3://{bucket}/data/train.jsonl", {"AWS_ACCESS_KEY_ID": "", "AWS_SECRET_ACCESS_KEY": ""}, ExitCode.INPUT_DENIED, "no AWS credentials found"),
-        ("s3://{bucket}/data/train.jsonl", {"AWS_ENDPOINT_URL": "http://127.0.0.1:9"}, ExitCode.INPUT_UNREACHABLE, "cannot reach the S3 endpoint"),
+        (
+            "s3://{bucket}/data/train.jsonl",
+            {"AWS_SECRET_ACCESS_KEY": "wrong-secret"},
+            ExitCode.INPUT_DENIED,
+            "access denied",
+        ),
+        (
+            "s3://{bucket}/data/train.jsonl",
+            {"AWS_ACCESS_KEY_ID": "", "AWS_SECRET_ACCESS_KEY": ""},
+            ExitCode.INPUT_DENIED,
+            "no AWS credentials found",
+        ),
+        (
+            "s3://{bucket}/data/train.jsonl",
+            {"AWS_ENDPOINT_URL": "http://127.0.0.1:9"},
+            ExitCode.INPUT_UNREACHABLE,
+            "cannot reach the S3 endpoint",
+        ),
     ],
     ids=["missing-bucket", "missing-object", "wrong-credentials", "no-credentials", "unreachable-endpoint"],
 )
-def test_unresolvable_s3_inputs_fail_compile_with_one_clear_line(s3, job, ftc, tmp_path, monkeypatch, where, env, code, message):
+def test_unresolvable_s3_inputs_fail_compile_with_one_clear_line(
+    s3, job, ftc, tmp_path, monkeypatch, where, env, code, message
+):
     write_jsonl(tmp_path / "t.jsonl", arithmetic_examples(4, seed=1))
     s3.upload_file(str(tmp_path / "t.jsonl"), s3.bucket, "data/train.jsonl")
     for key, value in env.items():
@@ -110,7 +137,9 @@ def test_unresolvable_s3_inputs_fail_compile_with_one_clear_line(s3, job, ftc, t
     ],
     ids=["wrong-credentials", "unreachable-endpoint"],
 )
-def test_a_store_that_fails_at_run_time_stops_the_run_before_training(s3, job, ftc, tmp_path, tiny_model, monkeypatch, env, code, message):
+def test_a_store_that_fails_at_run_time_stops_the_run_before_training(
+    s3, job, ftc, tmp_path, tiny_model, monkeypatch, env, code, message
+):
     spec = _spec_in_s3(s3, job, tmp_path, tiny_model)
     assert ftc("compile", spec, "-o", tmp_path / "p.json").code == 0
     for key, value in env.items():

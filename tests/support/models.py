@@ -7,8 +7,9 @@ from __future__ import annotations
 
 import json
 import random
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 __all__ = [
     "CHAT_TEMPLATE",
@@ -41,7 +42,10 @@ def arithmetic_examples(n: int, seed: int = 0, system: str | None = None) -> lis
     out = []
     for _ in range(n):
         a, b = rng.randint(0, 49), rng.randint(0, 49)
-        messages = [{"role": "user", "content": f"What is {a} + {b}?"}, {"role": "assistant", "content": f"{a} + {b} = {a + b}"}]
+        messages = [
+            {"role": "user", "content": f"What is {a} + {b}?"},
+            {"role": "assistant", "content": f"{a} + {b} = {a + b}"},
+        ]
         if system:
             messages.insert(0, {"role": "system", "content": system})
         out.append({"messages": messages})
@@ -55,7 +59,9 @@ def write_jsonl(path: str | Path, records: Iterable[Any]) -> Path:
     return path
 
 
-def build_tokenizer(out_dir: str | Path, vocab_size: int = 512, corpus: Iterable[str] | None = None, max_length: int = 512):
+def build_tokenizer(
+    out_dir: str | Path, vocab_size: int = 512, corpus: Iterable[str] | None = None, max_length: int = 512
+):
     """Train a byte-level BPE tokenizer with the chat special tokens and template; save it to ``out_dir``."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
@@ -87,10 +93,14 @@ def reference_loss_sum(logits: Any, labels: Any) -> float:
     import torch.nn.functional as F
 
     logits = logits[:, :-1, :].float()
-    return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), labels[:, 1:].reshape(-1), ignore_index=-100, reduction="sum").item()
+    return F.cross_entropy(
+        logits.reshape(-1, logits.shape[-1]), labels[:, 1:].reshape(-1), ignore_index=-100, reduction="sum"
+    ).item()
 
 
-def build_tiny_model(out_dir: str | Path, *, vocab_size: int = 512, seed: int = 0, tokenizer: bool = True, **config: Any) -> Path:
+def build_tiny_model(
+    out_dir: str | Path, *, vocab_size: int = 512, seed: int = 0, tokenizer: bool = True, **config: Any
+) -> Path:
     """A random Llama-architecture model (~0.5 MB) saved as safetensors, with a tokenizer unless told not to."""
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM

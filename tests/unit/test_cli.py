@@ -7,9 +7,9 @@ import re
 import subprocess
 import sys
 
-from conftest import REPO
-
 from ftc.errors import ExitCode
+
+from conftest import REPO
 
 HEAVY = ("torch", "transformers", "peft", "deepspeed", "boto3", "botocore")
 
@@ -31,8 +31,8 @@ import contextlib, io
 from ftc.cli import main
 with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
     assert main(["--help"]) == 0
-    assert main(["compile", {str(spec)!r}, "-o", {str(tmp_path / 'p.json')!r}]) == 0
-    assert main(["plan", "show", {str(tmp_path / 'p.json')!r}]) == 0
+    assert main(["compile", {str(spec)!r}, "-o", {str(tmp_path / "p.json")!r}]) == 0
+    assert main(["plan", "show", {str(tmp_path / "p.json")!r}]) == 0
     assert main(["schema"]) == 0
 """
     assert _loaded_after(code) == []

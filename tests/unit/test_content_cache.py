@@ -45,7 +45,9 @@ def test_an_interrupted_download_resumes_where_it_stopped(tmp_path):
         cache.fetch({"k": 3}, lambda start, end: _chunks(start, end, fail_at=5 * 65536))
     assert cache.known({"k": 3}) is None  # nothing half-written looks complete
     starts = []
-    path, sha = cache.fetch({"k": 3}, lambda start, end: (starts.append(start), _chunks(start, end))[1], expected_sha256=SHA)
+    path, sha = cache.fetch(
+        {"k": 3}, lambda start, end: (starts.append(start), _chunks(start, end))[1], expected_sha256=SHA
+    )
     assert starts == [5 * 65536] and sha == SHA and path.read_bytes() == DATA
 
 
@@ -92,7 +94,12 @@ def test_a_large_object_comes_as_parallel_ranges_and_resumes_the_missing_ones(tm
     # (which ones depends on the threads) were cancelled
     assert {0, part, 2 * part} <= set(completed)
     asked = []
-    path, sha = cache.fetch({"k": 5}, lambda start, end: (asked.append((start, end)), _chunks(start, end))[1], size=len(DATA), expected_sha256=SHA)
+    path, sha = cache.fetch(
+        {"k": 5},
+        lambda start, end: (asked.append((start, end)), _chunks(start, end))[1],
+        size=len(DATA),
+        expected_sha256=SHA,
+    )
     assert (3 * part, 4 * part) in asked
     assert not {start for start, _ in asked} & set(completed)  # no completed range is fetched again
     assert sha == SHA and path.read_bytes() == DATA

@@ -1,4 +1,5 @@
-"""Image references, pins and container settings that need no engine (the engine itself: tests/integration/test_docker.py)."""
+"""Image references, pins and container settings that need no engine
+(the engine itself: tests/integration/test_docker.py)."""
 
 from __future__ import annotations
 
@@ -33,7 +34,11 @@ def test_a_reference_with_a_digest_is_pinned_without_asking_an_engine(monkeypatc
     monkeypatch.setenv("DOCKER_HOST", "unix:///nonexistent/docker.sock")
     digest = "sha256:" + "c" * 64
     assert pin_image(f"ghcr.io/o/ftc:v1@{digest}") == {
-        "ref": f"ghcr.io/o/ftc@{digest}", "requested": f"ghcr.io/o/ftc:v1@{digest}", "pinned": True, "pin_kind": "repo-digest", "digest": digest,
+        "ref": f"ghcr.io/o/ftc@{digest}",
+        "requested": f"ghcr.io/o/ftc:v1@{digest}",
+        "pinned": True,
+        "pin_kind": "repo-digest",
+        "digest": digest,
     }
 
 
@@ -44,7 +49,9 @@ def test_no_engine_is_a_clear_error(monkeypatch):
     with pytest.raises(EngineUnavailable) as err:
         pin_image("ftc-runtime:cpu")
     assert err.value.exit_code == ExitCode.ENGINE_UNAVAILABLE == 13
-    assert str(err.value).startswith("pinning image ftc-runtime:cpu: no container engine answers at unix:///nonexistent/docker.sock")
+    assert str(err.value).startswith(
+        "pinning image ftc-runtime:cpu: no container engine answers at unix:///nonexistent/docker.sock"
+    )
 
 
 @pytest.mark.parametrize("given, requests", [("none", 0), ("all", -1), ("2", 2), ("auto", None)])
@@ -76,7 +83,9 @@ def test_mounts_nest_and_writable_folders_stay_writable(tmp_path, monkeypatch):
     (tmp_path / "weights").mkdir()
     plan = tmp_path / "job" / "plan.json"
     output = tmp_path / "job" / "runs" / "x"
-    made = _mounts(plan, {"train": tmp_path / "job" / "data", "base_model": tmp_path / "weights", "hub": "org/model"}, output, ())
+    made = _mounts(
+        plan, {"train": tmp_path / "job" / "data", "base_model": tmp_path / "weights", "hub": "org/model"}, output, ()
+    )
     assert [(m["Source"], m["Target"] == m["Source"], m["ReadOnly"]) for m in made] == [
         (str(tmp_path / "job"), True, True),  # data/ comes with the plan's folder
         (str(tmp_path / "weights"), True, True),
@@ -106,21 +115,35 @@ def test_repository_names_compare_as_the_engine_means_them(a, b, same):
 @pytest.mark.parametrize(
     "change, message",
     [
-        (lambda plan: plan["output"].update(dir="~/runs/x"), "output_dir ~/runs/x: `~` would mean another folder inside the container"),
-        (lambda plan: plan["inputs"]["train"].update(uri="~/data/train.jsonl"), "train: ~/data/train.jsonl: `~` would mean another folder"),
-        (lambda plan: plan["inputs"]["base_model"].update(source="hub", uri="hf://org/model"), "base_model: hf://org/model comes from a model hub, which a container run does not reach"),
+        (
+            lambda plan: plan["output"].update(dir="~/runs/x"),
+            "output_dir ~/runs/x: `~` would mean another folder inside the container",
+        ),
+        (
+            lambda plan: plan["inputs"]["train"].update(uri="~/data/train.jsonl"),
+            "train: ~/data/train.jsonl: `~` would mean another folder",
+        ),
+        (
+            lambda plan: plan["inputs"]["base_model"].update(source="hub", uri="hf://org/model"),
+            "base_model: hf://org/model comes from a model hub, which a container run does not reach",
+        ),
     ],
 )
 def test_a_container_run_refuses_what_the_container_cannot_see(change, message):
     from ftc.runtime._docker import _refuse_what_a_container_cannot_see
-
     from ftc.spec.plan import PlanInput
 
     def typed(plan: dict) -> SimpleNamespace:  # the two fields of a Plan that the check reads
         inputs = {role: PlanInput(pinned=True, **item) for role, item in plan["inputs"].items()}
         return SimpleNamespace(output_dir=plan["output"]["dir"], inputs=inputs)
 
-    plan = {"output": {"dir": "runs/x"}, "inputs": {"train": {"source": "local", "uri": "data/train.jsonl"}, "base_model": {"source": "local", "uri": "model"}}}
+    plan = {
+        "output": {"dir": "runs/x"},
+        "inputs": {
+            "train": {"source": "local", "uri": "data/train.jsonl"},
+            "base_model": {"source": "local", "uri": "model"},
+        },
+    }
     _refuse_what_a_container_cannot_see(typed(plan))
     change(plan)
     with pytest.raises(UsageError, match=message.replace("(", r"\(")):

@@ -6,10 +6,9 @@ import hashlib
 import os
 import subprocess
 
-from conftest import age
+from ftc.stores.hashing import StatCache, hash_file, hash_tree, manifest_digest
 
-from ftc.stores.hashing import StatCache
-from ftc.stores.hashing import hash_file, hash_tree, manifest_digest
+from conftest import age
 
 
 def _tree(root):

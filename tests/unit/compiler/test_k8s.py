@@ -11,11 +11,12 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import REPO, read_json
-from ftc.compiler import k8s_manifest, write_k8s_manifest
 
+from ftc.compiler import k8s_manifest, write_k8s_manifest
 from ftc.errors import UsageError
 from ftc.spec.plan import Plan
+
+from conftest import REPO, read_json
 
 IMAGE = "ghcr.io/acme/ftc-runtime@sha256:" + "ab" * 32
 
@@ -50,7 +51,12 @@ def compiled(job, ftc, tmp_path, tiny_model):
 
 
 def docs_of(plan: dict, **kwargs) -> tuple[dict, dict]:
-    configmap, pytorchjob = k8s_manifest(Plan.from_dict(plan), plan_name=kwargs.pop("plan_name", "plan.json"), pvc=kwargs.pop("pvc", "ftc-jobs"), **kwargs)
+    configmap, pytorchjob = k8s_manifest(
+        Plan.from_dict(plan),
+        plan_name=kwargs.pop("plan_name", "plan.json"),
+        pvc=kwargs.pop("pvc", "ftc-jobs"),
+        **kwargs,
+    )
     return configmap, pytorchjob
 
 
@@ -71,8 +77,13 @@ def test_the_crd_schema_rejects_a_wrongly_typed_job(compiled):
     del bad["spec"]["pytorchReplicaSpecs"]["Master"]["template"]["spec"]["containers"][0]["name"]  # required
     errors = crd_errors(bad)
     assert any(e.startswith("spec.nprocPerNode: 2 is not of type 'string'") for e in errors), errors
-    assert any(e.startswith("spec.pytorchReplicaSpecs.Worker.replicas: '1' is not of type 'integer'") for e in errors), errors
-    assert any(e.startswith("spec.pytorchReplicaSpecs.Master.template.spec.containers.0: 'name' is a required property") for e in errors), errors
+    assert any(
+        e.startswith("spec.pytorchReplicaSpecs.Worker.replicas: '1' is not of type 'integer'") for e in errors
+    ), errors
+    assert any(
+        e.startswith("spec.pytorchReplicaSpecs.Master.template.spec.containers.0: 'name' is a required property")
+        for e in errors
+    ), errors
     assert len(errors) == 3
 
 
@@ -136,11 +147,15 @@ def test_the_configmap_holds_the_plan_file_byte_for_byte_and_output_is_determini
     configmap, job = yaml.safe_load_all(first)
     assert configmap["data"]["plan.json"].encode("utf-8") == path.read_bytes()
     assert crd_errors(job) == []
-    assert write_k8s_manifest(Plan.from_dict(read_json(path)), path, pvc="ftc-jobs", namespace="ml").read_bytes() == first
+    assert (
+        write_k8s_manifest(Plan.from_dict(read_json(path)), path, pvc="ftc-jobs", namespace="ml").read_bytes() == first
+    )
     assert [p.name for p in path.parent.iterdir() if p.name.startswith(".plan.k8s.yaml")] == []  # no temp file left
     # the same spec compiled again gives the same plan, hence the same manifest
     path2, plan2 = compiled(name="again.json", num_nodes=2, num_devices=4)
-    assert write_k8s_manifest(Plan.from_dict(plan2), path2, pvc="ftc-jobs", namespace="ml").read_bytes() == first.replace(b"plan.json", b"again.json")
+    assert write_k8s_manifest(
+        Plan.from_dict(plan2), path2, pvc="ftc-jobs", namespace="ml"
+    ).read_bytes() == first.replace(b"plan.json", b"again.json")
 
 
 def test_a_plan_without_a_pinned_image_is_refused(compiled):
@@ -149,11 +164,29 @@ def test_a_plan_without_a_pinned_image_is_refused(compiled):
     with pytest.raises(UsageError, match="names no image") as no_image:
         docs_of(plan)
     assert "compile the spec with a pinned image" in str(no_image.value)
-    unpinned = {**plan, "image": {"ref": "ghcr.io/acme/ftc-runtime:latest", "requested": "ghcr.io/acme/ftc-runtime:latest", "pinned": False}}
-    with pytest.raises(UsageError, match=r"image ghcr.io/acme/ftc-runtime:latest is not pinned by digest") as not_pinned:
+    unpinned = {
+        **plan,
+        "image": {
+            "ref": "ghcr.io/acme/ftc-runtime:latest",
+            "requested": "ghcr.io/acme/ftc-runtime:latest",
+            "pinned": False,
+        },
+    }
+    with pytest.raises(
+        UsageError, match=r"image ghcr.io/acme/ftc-runtime:latest is not pinned by digest"
+    ) as not_pinned:
         docs_of(unpinned)
     assert "compile the spec with a pinned image" in str(not_pinned.value)
-    local = {**plan, "image": {"ref": "sha256:" + "cd" * 32, "requested": "ftc-runtime:dev", "pinned": True, "pin_kind": "image-id", "digest": "sha256:" + "cd" * 32}}
+    local = {
+        **plan,
+        "image": {
+            "ref": "sha256:" + "cd" * 32,
+            "requested": "ftc-runtime:dev",
+            "pinned": True,
+            "pin_kind": "image-id",
+            "digest": "sha256:" + "cd" * 32,
+        },
+    }
     with pytest.raises(UsageError, match="ftc-runtime:dev is pinned by a local image ID"):
         docs_of(local)
 
@@ -182,7 +215,20 @@ def test_inputs_the_cluster_cannot_reach_are_refused(compiled, tiny_model):
 def test_compile_emits_the_manifest_beside_the_plan(job, ftc, tmp_path, tiny_model):
     shutil.copytree(tiny_model, tmp_path / "model")
     spec = job(initial_base_model_ckpt_path="model", image=IMAGE, output_dir="runs/out", num_nodes=2, num_devices=2)
-    r = ftc("compile", spec, "-o", tmp_path / "plan.json", "--emit", "k8s", "--k8s-pvc", "ftc-jobs", "--k8s-namespace", "ml", "--k8s-gpus-per-node", "0")
+    r = ftc(
+        "compile",
+        spec,
+        "-o",
+        tmp_path / "plan.json",
+        "--emit",
+        "k8s",
+        "--k8s-pvc",
+        "ftc-jobs",
+        "--k8s-namespace",
+        "ml",
+        "--k8s-gpus-per-node",
+        "0",
+    )
     assert r.code == 0, r.err
     manifest = tmp_path / "plan.k8s.yaml"
     assert f"wrote {manifest}: `kubectl apply -f {manifest}`" in r.err

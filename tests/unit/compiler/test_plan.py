@@ -5,10 +5,10 @@ from __future__ import annotations
 import json
 import shutil
 
-from conftest import read_json
-
 from ftc.errors import ExitCode
 from ftc.spec import job_schema
+
+from conftest import read_json
 
 
 def test_compiling_twice_gives_byte_identical_plans(job, ftc, tmp_path):
@@ -29,7 +29,9 @@ def test_changing_one_input_byte_changes_the_plan_id_and_the_diff_says_where(job
     assert a["spec_digest"] == b["spec_digest"]
     r = ftc("plan", "diff", tmp_path / "a.json", tmp_path / "b.json")
     assert r.code == 0
-    assert r.out.splitlines() == [f'inputs.train.digest: "{a["inputs"]["train"]["digest"]}" -> "{b["inputs"]["train"]["digest"]}"']
+    assert r.out.splitlines() == [
+        f'inputs.train.digest: "{a["inputs"]["train"]["digest"]}" -> "{b["inputs"]["train"]["digest"]}"'
+    ]
 
 
 def test_diff_reports_settings_and_image(job, ftc, tmp_path):
@@ -37,7 +39,10 @@ def test_diff_reports_settings_and_image(job, ftc, tmp_path):
     ftc("compile", job(learning_rate=0.0002, image="ftc-runtime:cpu"), "--allow-unpinned", "-o", tmp_path / "b.json")
     out = ftc("plan", "diff", tmp_path / "a.json", tmp_path / "b.json").out
     assert "spec.learning_rate: 0.0001 -> 0.0002" in out
-    assert 'image: null -> {"note": "not reproducible: the image is named by a tag that can move", "pinned": false, "ref": "ftc-runtime:cpu", "requested": "ftc-runtime:cpu"}' in out
+    assert (
+        'image: null -> {"note": "not reproducible: the image is named by a tag that can move", "pinned": false, '
+        '"ref": "ftc-runtime:cpu", "requested": "ftc-runtime:cpu"}' in out
+    )
     assert ftc("plan", "diff", tmp_path / "a.json", tmp_path / "a.json").out.strip() == "the plans are identical"
 
 
@@ -75,10 +80,18 @@ def test_context_length_defaults_to_the_model_maximum_up_to_2048(job, ftc, tmp_p
 
 
 def test_launch_topology_and_deepspeed_config_are_materialized(job, ftc, tmp_path):
-    spec = job(num_devices=4, num_nodes=2, train_batch_size_per_device=2, gradient_accumulation_steps=3, deepspeed={"zero_stage": 3})
+    spec = job(
+        num_devices=4,
+        num_nodes=2,
+        train_batch_size_per_device=2,
+        gradient_accumulation_steps=3,
+        deepspeed={"zero_stage": 3},
+    )
     assert ftc("compile", spec, "-o", tmp_path / "plan.json").code == 0
     plan = read_json(tmp_path / "plan.json")
-    assert plan["launch"]["nodes"] == 2 and plan["launch"]["processes_per_node"] == 2 and plan["launch"]["world_size"] == 4
+    assert (
+        plan["launch"]["nodes"] == 2 and plan["launch"]["processes_per_node"] == 2 and plan["launch"]["world_size"] == 4
+    )
     assert "--nnodes=2" in plan["launch"]["command"] and "--node-rank={node_rank}" in plan["launch"]["command"]
     ds = plan["deepspeed"]
     assert ds["train_batch_size"] == 2 * 3 * 4
@@ -86,8 +99,17 @@ def test_launch_topology_and_deepspeed_config_are_materialized(job, ftc, tmp_pat
 
 
 def test_deepspeed_file_auto_values_are_filled_from_the_spec(job, ftc, tmp_path):
-    (tmp_path / "ds.json").write_text(json.dumps({"train_batch_size": "auto", "train_micro_batch_size_per_gpu": "auto", "zero_optimization": {"stage": 1}}))
-    ftc("compile", job(deepspeed={"config_path": "ds.json"}, train_batch_size_per_device=3), "-o", tmp_path / "plan.json")
+    (tmp_path / "ds.json").write_text(
+        json.dumps(
+            {"train_batch_size": "auto", "train_micro_batch_size_per_gpu": "auto", "zero_optimization": {"stage": 1}}
+        )
+    )
+    ftc(
+        "compile",
+        job(deepspeed={"config_path": "ds.json"}, train_batch_size_per_device=3),
+        "-o",
+        tmp_path / "plan.json",
+    )
     plan = read_json(tmp_path / "plan.json")
     assert plan["deepspeed"]["train_micro_batch_size_per_gpu"] == 3
     assert plan["deepspeed"]["zero_optimization"] == {"stage": 1}
@@ -95,7 +117,15 @@ def test_deepspeed_file_auto_values_are_filled_from_the_spec(job, ftc, tmp_path)
 
 
 def test_continuing_an_adapter_takes_its_lora_config(job, ftc, tmp_path, tiny_adapter):
-    assert ftc("compile", job(lora_config=None, initial_adapter_model_ckpt_path=str(tiny_adapter)), "-o", tmp_path / "p.json").code == 0
+    assert (
+        ftc(
+            "compile",
+            job(lora_config=None, initial_adapter_model_ckpt_path=str(tiny_adapter)),
+            "-o",
+            tmp_path / "p.json",
+        ).code
+        == 0
+    )
     plan = read_json(tmp_path / "p.json")
     assert plan["mode"] == "lora-continue"
     lora = plan["spec"]["lora_config"]
@@ -103,7 +133,12 @@ def test_continuing_an_adapter_takes_its_lora_config(job, ftc, tmp_path, tiny_ad
 
 
 def test_hub_base_weights_compile_unpinned_with_a_warning(job, ftc, tmp_path):
-    r = ftc("compile", job(model_id="meta-llama/Meta-Llama-3-8B", initial_base_model_ckpt_path=None, context_length=None), "-o", tmp_path / "p.json")
+    r = ftc(
+        "compile",
+        job(model_id="meta-llama/Meta-Llama-3-8B", initial_base_model_ckpt_path=None, context_length=None),
+        "-o",
+        tmp_path / "p.json",
+    )
     assert r.code == 0
     assert "warning: base weights hf://meta-llama/Meta-Llama-3-8B are not pinned" in r.err
     plan = read_json(tmp_path / "p.json")
@@ -138,7 +173,9 @@ def test_recompiling_an_unchanged_spec_skips_schema_validation(job, tmp_path):
     )
 
     def imports_jsonschema() -> bool:
-        out = subprocess.run([sys.executable, "-c", probe, str(spec), str(tmp_path)], capture_output=True, text=True, check=True)
+        out = subprocess.run(
+            [sys.executable, "-c", probe, str(spec), str(tmp_path)], capture_output=True, text=True, check=True
+        )
         return out.stdout.strip() == "True"
 
     assert imports_jsonschema()  # first compile validates
@@ -178,7 +215,10 @@ def test_the_runtime_validates_a_plan_before_anything_else(tmp_path):
 def test_plan_show_is_readable(job, ftc, tmp_path):
     ftc("compile", job(), "-o", tmp_path / "p.json")
     out = ftc("plan", "show", tmp_path / "p.json").out
-    assert "mode      lora-new on ftc-tests/tiny-llama (architecture from the checkpoint: llama, 2 layers, hidden 64, vocab 512)" in out
+    assert (
+        "mode      lora-new on ftc-tests/tiny-llama "
+        "(architecture from the checkpoint: llama, 2 layers, hidden 64, vocab 512)" in out
+    )
     assert "16 examples" in out
     assert "lora      r 4, alpha 8, dropout 0.05, targets q_proj,v_proj" in out
     assert "launch    1 node(s) x 1 process(es): python -m ftc.runtime {plan}" in out
@@ -203,8 +243,14 @@ def test_show_and_diff_handle_remote_folders_pinned_per_object(job, ftc, tmp_pat
 
     ftc("compile", job(), "-o", tmp_path / "p.json")
     plan = read_json(tmp_path / "p.json")
-    remote = {"source": "s3", "uri": "s3://b/weights/", "pinned": True, "kind": "dir", "size": 10,
-              "files": [{"path": "config.json", "size": 10, "pin": {"etag": "aaa"}}]}
+    remote = {
+        "source": "s3",
+        "uri": "s3://b/weights/",
+        "pinned": True,
+        "kind": "dir",
+        "size": 10,
+        "files": [{"path": "config.json", "size": 10, "pin": {"etag": "aaa"}}],
+    }
     a = Plan.from_dict(seal_plan({**plan, "inputs": {**plan["inputs"], "base_model": remote}}))
     changed = {**remote, "files": [{"path": "config.json", "size": 10, "pin": {"etag": "bbb"}}]}
     b = Plan.from_dict(seal_plan({**plan, "inputs": {**plan["inputs"], "base_model": changed}}))

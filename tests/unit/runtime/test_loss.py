@@ -8,6 +8,7 @@ import torch.nn.functional as F
 
 from ftc.runtime import _loss
 from ftc.runtime._loss import TokenLoss, linear_cross_entropy
+
 from support.models import build_tiny_model, reference_loss_sum
 
 
@@ -63,7 +64,9 @@ def test_token_loss_of_a_model_matches_its_logits(tmp_path, small_chunks, tied):
     model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32)
     inputs, labels = _batch(97)
     expected = model(**inputs, use_cache=False).logits
-    reference = F.cross_entropy(expected[:, :-1].reshape(-1, 97), labels[:, 1:].reshape(-1), ignore_index=-100, reduction="sum")
+    reference = F.cross_entropy(
+        expected[:, :-1].reshape(-1, 97), labels[:, 1:].reshape(-1), ignore_index=-100, reduction="sum"
+    )
     reference.backward()
     want = {n: p.grad.clone() for n, p in model.named_parameters()}
     model.zero_grad()
@@ -83,10 +86,15 @@ def test_lora_model_uses_the_chunked_loss_and_its_gradients_match(tmp_path, smal
     from transformers import AutoModelForCausalLM
 
     folder = build_tiny_model(tmp_path / "m", vocab_size=97, tokenizer=False)
-    model = get_peft_model(AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32), LoraConfig(r=4, target_modules="all-linear", init_lora_weights=False))
+    model = get_peft_model(
+        AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32),
+        LoraConfig(r=4, target_modules="all-linear", init_lora_weights=False),
+    )
     inputs, labels = _batch(97)
     logits = model(**inputs, use_cache=False).logits
-    F.cross_entropy(logits[:, :-1].reshape(-1, 97), labels[:, 1:].reshape(-1), ignore_index=-100, reduction="sum").backward()
+    F.cross_entropy(
+        logits[:, :-1].reshape(-1, 97), labels[:, 1:].reshape(-1), ignore_index=-100, reduction="sum"
+    ).backward()
     want = {n: p.grad.clone() for n, p in model.named_parameters() if p.requires_grad}
     model.zero_grad()
 
@@ -107,7 +115,9 @@ def test_full_logits_where_chunking_would_not_be_exact(tmp_path):
     assert TokenLoss(llama, zero_stage=3).reason == "full logits (ZeRO stage 3)"
     adapted_head = get_peft_model(llama, LoraConfig(r=4, target_modules=["q_proj", "lm_head"]))
     assert TokenLoss(adapted_head, zero_stage=0).reason == "full logits (the output layer is adapted or has a bias)"
-    gpt2 = GPT2LMHeadModel(GPT2Config(n_layer=1, n_embd=16, n_head=2, vocab_size=97, bos_token_id=0, eos_token_id=0)).eval()
+    gpt2 = GPT2LMHeadModel(
+        GPT2Config(n_layer=1, n_embd=16, n_head=2, vocab_size=97, bos_token_id=0, eos_token_id=0)
+    ).eval()
     token_loss = TokenLoss(gpt2, zero_stage=0)
     assert token_loss.reason == "full logits (model type 'gpt2')"
     inputs, labels = _batch(97)
@@ -126,11 +136,19 @@ def test_deepspeed_sets_up_its_backward_before_the_output_layer_gets_a_gradient(
 
     from support.servers import free_ports
 
-    for key, value in {"RANK": "0", "LOCAL_RANK": "0", "WORLD_SIZE": "1", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(free_ports(1)[0])}.items():
+    for key, value in {
+        "RANK": "0",
+        "LOCAL_RANK": "0",
+        "WORLD_SIZE": "1",
+        "MASTER_ADDR": "127.0.0.1",
+        "MASTER_PORT": str(free_ports(1)[0]),
+    }.items():
         monkeypatch.setenv(key, value)
     deepspeed.ops.__compatible_ops__["deepspeed_shm_comm"] = False
     deepspeed.init_distributed(dist_backend="gloo")
-    model = AutoModelForCausalLM.from_pretrained(build_tiny_model(tmp_path / "m", vocab_size=97, tokenizer=False), dtype=torch.float32)
+    model = AutoModelForCausalLM.from_pretrained(
+        build_tiny_model(tmp_path / "m", vocab_size=97, tokenizer=False), dtype=torch.float32
+    )
     config = {"train_micro_batch_size_per_gpu": 2, "gradient_accumulation_steps": 2, "zero_optimization": {"stage": 1}}
     engine, *_ = deepspeed.initialize(model=model, optimizer=torch.optim.AdamW(model.parameters()), config=config)
     order = []

@@ -7,9 +7,10 @@ import pytest
 import torch
 
 from ftc.runtime._batches import collate, epoch_rows, shard_rows
-from ftc.runtime._tokens import tokenize_file
 from ftc.runtime._render import render_prompt_format
+from ftc.runtime._tokens import tokenize_file
 from ftc.spec import PromptFormat
+
 from support.models import PROMPT_FORMAT, arithmetic_examples, reference_loss_sum, write_jsonl
 
 
@@ -21,7 +22,9 @@ def setup(tiny_model, tmp_path_factory):
     model = AutoModelForCausalLM.from_pretrained(tiny_model, dtype=torch.float32, attn_implementation="sdpa").eval()
     fmt = PromptFormat(**{**PROMPT_FORMAT, "system_in_user": False, "default_system_message": ""})
     path = write_jsonl(tmp_path_factory.mktemp("d") / "d.jsonl", arithmetic_examples(6, seed=3, system="Add."))
-    examples, _ = tokenize_file(path, render=lambda m: render_prompt_format(m, fmt), tokenizer=tokenizer, cache_file=None)
+    examples, _ = tokenize_file(
+        path, render=lambda m: render_prompt_format(m, fmt), tokenizer=tokenizer, cache_file=None
+    )
     return model, examples
 
 
@@ -47,7 +50,9 @@ def test_packed_logits_of_a_later_sample_match_running_it_alone(setup):
     packed = collate([(0, 1)], examples, pad_id=0, packed=True)
     with torch.no_grad():
         a = model(**alone.inputs, use_cache=False).logits[0, : len(examples.ids[1])]
-        p = model(**packed.inputs, use_cache=False).logits[0, len(examples.ids[0]) : len(examples.ids[0]) + len(examples.ids[1])]
+        p = model(**packed.inputs, use_cache=False).logits[
+            0, len(examples.ids[0]) : len(examples.ids[0]) + len(examples.ids[1])
+        ]
     assert torch.allclose(a, p, atol=1e-5)
 
 
@@ -86,7 +91,9 @@ def test_sdpa_varlen_trains_like_sdpa(setup, tiny_model):
     for attention in ("sdpa", "sdpa_varlen"):
         model = AutoModelForCausalLM.from_pretrained(tiny_model, dtype=torch.float32, attn_implementation=attention)
         logits = model(**batch.inputs, use_cache=False).logits
-        torch.nn.functional.cross_entropy(logits[:, :-1].reshape(-1, logits.shape[-1]), batch.labels[:, 1:].reshape(-1), ignore_index=-100).backward()
+        torch.nn.functional.cross_entropy(
+            logits[:, :-1].reshape(-1, logits.shape[-1]), batch.labels[:, 1:].reshape(-1), ignore_index=-100
+        ).backward()
         grads[attention] = {n: p.grad for n, p in model.named_parameters()}
     for name, g in grads["sdpa"].items():
         assert torch.allclose(grads["sdpa_varlen"][name], g, atol=1e-5), name
@@ -115,7 +122,15 @@ def test_sdpa_varlen_keeps_a_sliding_window(tmp_path):
 
     register()
     torch.manual_seed(0)
-    config = MistralConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2, vocab_size=97, sliding_window=6)
+    config = MistralConfig(
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        vocab_size=97,
+        sliding_window=6,
+    )
     MistralForCausalLM(config).save_pretrained(tmp_path)
     sdpa = AutoModelForCausalLM.from_pretrained(tmp_path, attn_implementation="sdpa").eval()
     varlen = AutoModelForCausalLM.from_pretrained(tmp_path, attn_implementation="sdpa_varlen").eval()
@@ -124,6 +139,10 @@ def test_sdpa_varlen_keeps_a_sliding_window(tmp_path):
     with torch.no_grad():
         got = varlen(**packed, use_cache=False).logits[0, 5:]
         alone = sdpa(input_ids=b, use_cache=False).logits[0]
-        without_window = AutoModelForCausalLM.from_pretrained(tmp_path, attn_implementation="sdpa", sliding_window=None).eval()(input_ids=b, use_cache=False).logits[0]
+        without_window = (
+            AutoModelForCausalLM.from_pretrained(tmp_path, attn_implementation="sdpa", sliding_window=None)
+            .eval()(input_ids=b, use_cache=False)
+            .logits[0]
+        )
     assert torch.allclose(got, alone, atol=1e-5)
     assert not torch.allclose(got, without_window, atol=1e-3)  # the window matters for this sample

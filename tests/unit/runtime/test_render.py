@@ -5,14 +5,23 @@ from __future__ import annotations
 import pytest
 
 from ftc.runtime._batches import IGNORE, collate
-from ftc.runtime._tokens import tokenize_file
 from ftc.runtime._render import render_chat_template, render_prompt_format, renderer_for
+from ftc.runtime._tokens import tokenize_file
 from ftc.spec import PromptFormat
+
 from support.models import PROMPT_FORMAT, write_jsonl
 
 
 def _fmt(**kw) -> PromptFormat:
-    base = dict(system="{instruction}", user="{instruction}", assistant="{instruction}", trailing_assistant="", bos="", system_in_user=False, default_system_message="")
+    base = dict(
+        system="{instruction}",
+        user="{instruction}",
+        assistant="{instruction}",
+        trailing_assistant="",
+        bos="",
+        system_in_user=False,
+        default_system_message="",
+    )
     base.update(kw)
     return PromptFormat(**base)
 
@@ -35,7 +44,11 @@ def _trained_text(tokenizer, path, render):
 def test_llama_guard_mapping_of_the_seed_guide(tmp_path, tokenizer):
     # the whole prompt as the system message, an empty user message, "safe"/"unsafe" as the assistant's answer
     prompt = "[INST] Task: Check if there is unsafe content in 'Agent' messages... [/INST]"
-    messages = [{"role": "system", "content": prompt}, {"role": "user", "content": ""}, {"role": "assistant", "content": "unsafe"}]
+    messages = [
+        {"role": "system", "content": prompt},
+        {"role": "user", "content": ""},
+        {"role": "assistant", "content": "unsafe"},
+    ]
     fmt = _fmt(bos="<s>")
     rendered = render_prompt_format(messages, fmt)
     assert rendered.text == "<s>" + prompt + "unsafe"
@@ -56,13 +69,27 @@ def test_prompt_format_with_role_templates_trains_on_answer_and_end_of_turn(tmp_
     trained, tokens, mask = _trained_text(tokenizer, path, lambda m: render_prompt_format(m, fmt))
     assert trained == "2 + 3 = 5</s>\n"
     ids = tokenizer.convert_tokens_to_ids(tokens)
-    assert tokenizer.decode([i for i, m in zip(ids, mask) if not m]) == "<s><|user|>\nWhat is 2 + 3?</s>\n<|assistant|>\n"
+    assert (
+        tokenizer.decode([i for i, m in zip(ids, mask) if not m]) == "<s><|user|>\nWhat is 2 + 3?</s>\n<|assistant|>\n"
+    )
     assert not mask[: int(mask.argmax())].any() and mask[int(mask.argmax()) :].all()  # one contiguous answer at the end
 
 
 def test_default_system_message_and_system_in_user():
-    fmt = _fmt(system="<<SYS>>{instruction}<</SYS>>", user="[INST] {system}{instruction} [/INST]", assistant=" {instruction} </s>", bos="<s>", system_in_user=True, default_system_message="Be brief.")
-    messages = [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}, {"role": "user", "content": "bye"}, {"role": "assistant", "content": "ciao"}]
+    fmt = _fmt(
+        system="<<SYS>>{instruction}<</SYS>>",
+        user="[INST] {system}{instruction} [/INST]",
+        assistant=" {instruction} </s>",
+        bos="<s>",
+        system_in_user=True,
+        default_system_message="Be brief.",
+    )
+    messages = [
+        {"role": "user", "content": "hi"},
+        {"role": "assistant", "content": "hello"},
+        {"role": "user", "content": "bye"},
+        {"role": "assistant", "content": "ciao"},
+    ]
     rendered = render_prompt_format(messages, fmt)
     assert rendered.text == "<s>[INST] <<SYS>>Be brief.<</SYS>>hi [/INST] hello </s>[INST] bye [/INST] ciao </s>"
     assert [rendered.text[a:b] for a, b in rendered.loss_spans] == ["hello </s>", "ciao </s>"]
@@ -70,26 +97,44 @@ def test_default_system_message_and_system_in_user():
 
 def test_literal_braces_in_templates_are_kept():
     fmt = _fmt(system="Check '{{ role }}' messages: {instruction}")
-    assert render_prompt_format([{"role": "system", "content": "x"}, {"role": "assistant", "content": "y"}], fmt).text == "Check '{{ role }}' messages: xy"
+    assert (
+        render_prompt_format([{"role": "system", "content": "x"}, {"role": "assistant", "content": "y"}], fmt).text
+        == "Check '{{ role }}' messages: xy"
+    )
 
 
 def test_chat_template_masks_each_assistant_turn(tmp_path, tokenizer):
-    messages = [{"role": "system", "content": "You add."}, {"role": "user", "content": "1 + 1?"}, {"role": "assistant", "content": "2"}, {"role": "user", "content": "2 + 2?"}, {"role": "assistant", "content": "4"}]
+    messages = [
+        {"role": "system", "content": "You add."},
+        {"role": "user", "content": "1 + 1?"},
+        {"role": "assistant", "content": "2"},
+        {"role": "user", "content": "2 + 2?"},
+        {"role": "assistant", "content": "4"},
+    ]
     rendered = render_chat_template(messages, tokenizer)
-    assert rendered.text == "<s><|system|>\nYou add.</s>\n<|user|>\n1 + 1?</s>\n<|assistant|>\n2</s>\n<|user|>\n2 + 2?</s>\n<|assistant|>\n4</s>\n"
+    assert (
+        rendered.text == "<s><|system|>\nYou add.</s>\n<|user|>\n1 + 1?</s>\n<|assistant|>\n2</s>\n"
+        "<|user|>\n2 + 2?</s>\n<|assistant|>\n4</s>\n"
+    )
     # the chat template's assistant span starts after the generation prompt
     assert [rendered.text[a:b] for a, b in rendered.loss_spans] == ["2</s>\n", "4</s>\n"]
     path = write_jsonl(tmp_path / "d.jsonl", [{"messages": messages}])
     examples, _ = tokenize_file(path, render=renderer_for(None, tokenizer), tokenizer=tokenizer, cache_file=None)
     ids, mask = examples.ids[0], examples.trainable[0]
     tokens = tokenizer.convert_ids_to_tokens(ids.tolist())
-    assert [t for t, m in zip(tokens, mask) if m] == tokenizer.convert_ids_to_tokens(tokenizer("2</s>\n4</s>\n", add_special_tokens=False).input_ids)
+    assert [t for t, m in zip(tokens, mask) if m] == tokenizer.convert_ids_to_tokens(
+        tokenizer("2</s>\n4</s>\n", add_special_tokens=False).input_ids
+    )
 
 
 def test_labels_are_the_trained_tokens_and_nothing_else(tmp_path, tokenizer):
     fmt = _fmt(**PROMPT_FORMAT)
-    path = write_jsonl(tmp_path / "d.jsonl", [{"messages": [{"role": "user", "content": "a"}, {"role": "assistant", "content": "b"}]}])
-    examples, _ = tokenize_file(path, render=lambda m: render_prompt_format(m, fmt), tokenizer=tokenizer, cache_file=None)
+    path = write_jsonl(
+        tmp_path / "d.jsonl", [{"messages": [{"role": "user", "content": "a"}, {"role": "assistant", "content": "b"}]}]
+    )
+    examples, _ = tokenize_file(
+        path, render=lambda m: render_prompt_format(m, fmt), tokenizer=tokenizer, cache_file=None
+    )
     batch = collate([(0,)], examples, pad_id=0, packed=False, pad_to=32)
     labels = batch.labels[0]
     ids = batch.inputs["input_ids"][0]
@@ -106,8 +151,15 @@ def test_a_chat_template_that_rewrites_earlier_turns_is_refused(tiny_model):
     from ftc.errors import DataInvalid
 
     tokenizer = AutoTokenizer.from_pretrained(tiny_model)
-    tokenizer.chat_template = "{% for m in messages[-2:] %}{{ m['role'] }}: {{ m['content'] }}\n{% endfor %}"  # a sliding window
-    messages = [{"role": "user", "content": "a"}, {"role": "assistant", "content": "b"}, {"role": "user", "content": "c"}, {"role": "assistant", "content": "d"}]
+    tokenizer.chat_template = (
+        "{% for m in messages[-2:] %}{{ m['role'] }}: {{ m['content'] }}\n{% endfor %}"  # a sliding window
+    )
+    messages = [
+        {"role": "user", "content": "a"},
+        {"role": "assistant", "content": "b"},
+        {"role": "user", "content": "c"},
+        {"role": "assistant", "content": "d"},
+    ]
     with pytest.raises(DataInvalid, match="does not render conversations incrementally"):
         render_chat_template(messages, tokenizer)
 

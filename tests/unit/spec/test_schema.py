@@ -8,12 +8,12 @@ import json
 import jsonschema
 import pytest
 
-from conftest import REPO
-
 from ftc.spec import job_schema, plan_schema
-from ftc.spec.schemas import _object_branch
 from ftc.spec.docs import render_spec_reference
 from ftc.spec.model import DeepSpeedSettings, EvalFrequency, GenerationConfig, JobSpec, LoraConfig, PromptFormat
+from ftc.spec.schemas import _object_branch
+
+from conftest import REPO
 
 
 @pytest.mark.parametrize("schema", [job_schema(), plan_schema()], ids=["job", "plan"])
@@ -63,15 +63,41 @@ def test_typed_spec_classes_match_the_schema(cls, path):
 
 def test_seed_guide_keys_are_accepted_as_they_are():
     seed_keys = {
-        "model_id", "initial_base_model_ckpt_path", "initial_adapter_model_ckpt_path", "train_path", "valid_path",
-        "generation_config", "num_epochs", "learning_rate", "lr_scheduler_type", "num_warmup_steps",
-        "train_batch_size_per_device", "eval_batch_size_per_device", "gradient_accumulation_steps", "context_length",
-        "padding", "num_devices", "num_nodes", "lora_config", "deepspeed", "checkpoint_and_evaluation_frequency",
-        "num_checkpoints_to_keep", "seed", "output_dir",
+        "model_id",
+        "initial_base_model_ckpt_path",
+        "initial_adapter_model_ckpt_path",
+        "train_path",
+        "valid_path",
+        "generation_config",
+        "num_epochs",
+        "learning_rate",
+        "lr_scheduler_type",
+        "num_warmup_steps",
+        "train_batch_size_per_device",
+        "eval_batch_size_per_device",
+        "gradient_accumulation_steps",
+        "context_length",
+        "padding",
+        "num_devices",
+        "num_nodes",
+        "lora_config",
+        "deepspeed",
+        "checkpoint_and_evaluation_frequency",
+        "num_checkpoints_to_keep",
+        "seed",
+        "output_dir",
     }
     assert seed_keys <= set(job_schema()["properties"])
     prompt = job_schema()["$defs"]["prompt_format"]["properties"]
-    assert {"system", "user", "assistant", "trailing_assistant", "bos", "system_in_user", "default_system_message"} == set(prompt)
+    assert {
+        "system",
+        "user",
+        "assistant",
+        "trailing_assistant",
+        "bos",
+        "system_in_user",
+        "default_system_message",
+    } == set(prompt)
 
 
 def test_architecture_registry_covers_the_well_known_families():

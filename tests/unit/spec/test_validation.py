@@ -110,7 +110,10 @@ def test_target_modules_the_architecture_lacks(job, ftc):
 
 
 def test_target_modules_checked_for_a_registry_model_without_weights(job, ftc):
-    r = ftc("compile", job(model_id="Qwen/Qwen2.5-0.5B", initial_base_model_ckpt_path=None, lora_config={"target_modules": "c_attn"}))
+    r = ftc(
+        "compile",
+        job(model_id="Qwen/Qwen2.5-0.5B", initial_base_model_ckpt_path=None, lora_config={"target_modules": "c_attn"}),
+    )
     assert r.code == SPEC_INVALID
     assert "Qwen/Qwen2.5-0.5B (qwen2) has no module matching 'c_attn'" in r.err
 
@@ -148,7 +151,15 @@ def test_adapter_config_disagreeing_with_lora_config(job, ftc, tiny_adapter):
 
 
 def test_adapter_trained_on_another_base_model(job, ftc, tiny_adapter):
-    r = ftc("compile", job(model_id="meta-llama/Llama-3.2-1B", initial_base_model_ckpt_path=None, lora_config=None, initial_adapter_model_ckpt_path=str(tiny_adapter)))
+    r = ftc(
+        "compile",
+        job(
+            model_id="meta-llama/Llama-3.2-1B",
+            initial_base_model_ckpt_path=None,
+            lora_config=None,
+            initial_adapter_model_ckpt_path=str(tiny_adapter),
+        ),
+    )
     assert r.code == SPEC_INVALID
     assert "the adapter was trained on ftc-tests/tiny-llama, but model_id is meta-llama/Llama-3.2-1B" in r.err
 
@@ -156,7 +167,13 @@ def test_adapter_trained_on_another_base_model(job, ftc, tiny_adapter):
 def test_bring_your_own_weights_that_do_not_match_model_id(job, ftc):
     r = ftc("compile", job(model_id="meta-llama/Meta-Llama-3-8B"))
     assert r.code == SPEC_INVALID
-    for field, mine, theirs in [("hidden_size", 64, 4096), ("num_hidden_layers", 2, 32), ("num_attention_heads", 4, 32), ("num_key_value_heads", 2, 8), ("vocab_size", 512, 128256)]:
+    for field, mine, theirs in [
+        ("hidden_size", 64, 4096),
+        ("num_hidden_layers", 2, 32),
+        ("num_attention_heads", 4, 32),
+        ("num_key_value_heads", 2, 8),
+        ("vocab_size", 512, 128256),
+    ]:
         assert f"config.json has {field} = {mine} but meta-llama/Meta-Llama-3-8B has {theirs}" in r.err
 
 
@@ -198,8 +215,14 @@ def test_missing_data_file_is_an_unresolvable_input(job, ftc):
     [
         ("{not json", "not valid JSON (Expecting property name enclosed in double quotes at column 2)"),
         ('{"text": "hi"}', 'no "messages" list'),
-        ('{"messages": [{"role": "bot", "content": "x"}]}', 'messages[0] has unknown role "bot" (expected one of: system, user, assistant)'),
-        ('{"messages": [{"role": "user", "content": "x"}, {"role": "assistant", "content": " "}]}', "messages[1] is an empty assistant turn"),
+        (
+            '{"messages": [{"role": "bot", "content": "x"}]}',
+            'messages[0] has unknown role "bot" (expected one of: system, user, assistant)',
+        ),
+        (
+            '{"messages": [{"role": "user", "content": "x"}, {"role": "assistant", "content": " "}]}',
+            "messages[1] is an empty assistant turn",
+        ),
         ('{"messages": [{"role": "user", "content": "x"}]}', "no assistant message"),
     ],
 )
@@ -253,17 +276,28 @@ def test_skip_bad_examples_compiles_and_says_how_many_are_skipped(job, ftc, tmp_
 
 
 def test_triple_quoted_templates_get_a_yaml_hint(job, ftc):
-    path = job('model_id: x\ntrain_path: data/train.jsonl\ngeneration_config:\n  prompt_format:\n    system: """{instruction}"""\n')
+    path = job(
+        "model_id: x\ntrain_path: data/train.jsonl\ngeneration_config:\n"
+        '  prompt_format:\n    system: """{instruction}"""\n'
+    )
     r = ftc("compile", path)
     assert r.code == SPEC_INVALID
     assert 'fix: triple quotes are not YAML: write one pair, e.g. system: "{instruction}"' in r.err
 
 
 def test_system_in_user_needs_a_system_placeholder(job, ftc):
-    fmt = {"system": "<<SYS>>{instruction}<</SYS>>", "user": "[INST] {instruction} [/INST]", "assistant": "{instruction}", "system_in_user": True}
+    fmt = {
+        "system": "<<SYS>>{instruction}<</SYS>>",
+        "user": "[INST] {instruction} [/INST]",
+        "assistant": "{instruction}",
+        "system_in_user": True,
+    }
     r = ftc("compile", job(generation_config={"prompt_format": fmt}))
     assert r.code == SPEC_INVALID
-    assert "$.generation_config.prompt_format.user: system_in_user is true but the user template has no {system} placeholder" in r.err
+    assert (
+        "$.generation_config.prompt_format.user: system_in_user is true "
+        "but the user template has no {system} placeholder" in r.err
+    )
 
 
 def test_a_folder_given_as_the_spec_is_a_usage_error(ftc, tmp_path):

@@ -1,4 +1,4 @@
-"""Checks of the spec against its inputs: the architecture of the weights, the adapter, the data.
+"""Checks of the spec against its weights: the architecture of the base weights, the adapter, the LoRA targets.
 
 Each function appends :class:`~ftc.errors.Problem` s to the loaded spec (so every problem is reported at once)
 and returns what the plan needs.
@@ -8,26 +8,17 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from ftc.spec import LoadedSpec, LoraConfig
 from ftc.spec.architectures import COMPARED_FIELDS, Architecture, closest_model_ids, known_architecture, known_model_ids
 
-from ftc.spec.chat_data import EXAMPLE, check_chat_jsonl
-from ftc.stores.hashing import StatCache
 from .sources import ResolvedInput
 
-__all__ = ["check_architecture", "check_adapter", "check_target_modules", "check_context_length", "check_chat_data"]
+__all__ = ["check_adapter", "check_architecture", "check_target_modules"]
 
 _PICKLED = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
-_DEFAULT_CONTEXT = 2048
-
-
-def _display(path: Path) -> str:
-    rel = os.path.relpath(path)
-    return rel if not rel.startswith(".." + os.sep + "..") else str(path)
 
 
 def _read_json(path: Path) -> tuple[dict | None, str | None]:
@@ -68,38 +59,90 @@ def check_architecture(loaded: LoadedSpec, base: ResolvedInput) -> Architecture 
         if registry is None:
             close = closest_model_ids(model_id)
             hint = f"did you mean {' or '.join(close)}? " if close else ""
-            hint += "For other architectures, give initial_base_model_ckpt_path with a config.json (ftc model ids: " + ", ".join(known_model_ids()[:4]) + ", ...)"
-            loaded.problems.append(loaded.problem(("model_id",), "unknown model_id, and no initial_base_model_ckpt_path whose config.json would describe it", hint, value=model_id))
+            hint += (
+                "For other architectures, give initial_base_model_ckpt_path with a config.json (ftc model ids: "
+                + ", ".join(known_model_ids()[:4])
+                + ", ...)"
+            )
+            loaded.problems.append(
+                loaded.problem(
+                    ("model_id",),
+                    "unknown model_id, and no initial_base_model_ckpt_path whose config.json would describe it",
+                    hint,
+                    value=model_id,
+                )
+            )
             return None
         return Architecture(model_id, registry, "registry")
     if base.local_path is None:
         return Architecture(model_id, registry, "registry") if registry else None
     if base.kind != "dir":
-        loaded.problems.append(loaded.problem(at, "must be a folder (config.json and *.safetensors), not a file", "point at the folder that holds the weights", kind="input", value=spec.initial_base_model_ckpt_path))
+        loaded.problems.append(
+            loaded.problem(
+                at,
+                "must be a folder (config.json and *.safetensors), not a file",
+                "point at the folder that holds the weights",
+                kind="input",
+                value=spec.initial_base_model_ckpt_path,
+            )
+        )
         return None
     loaded.problems += _weights_problems(loaded, at, base, "*.safetensors weights")
     config_path = base.local_path / "config.json"
     if not config_path.is_file():
         if registry is None:
-            loaded.problems.append(loaded.problem(("model_id",), "unknown model_id, and the weights folder has no config.json to describe it", "add the model's config.json to the weights folder, or use a model_id ftc knows", value=model_id))
+            loaded.problems.append(
+                loaded.problem(
+                    ("model_id",),
+                    "unknown model_id, and the weights folder has no config.json to describe it",
+                    "add the model's config.json to the weights folder, or use a model_id ftc knows",
+                    value=model_id,
+                )
+            )
             return None
         return Architecture(model_id, registry, "registry")
     config, error = _read_json(config_path)
     if config is None:
-        loaded.problems.append(loaded.problem(at, f"config.json cannot be read: {error}", "fix or replace config.json", kind="input"))
+        loaded.problems.append(
+            loaded.problem(at, f"config.json cannot be read: {error}", "fix or replace config.json", kind="input")
+        )
         return None
     if registry is not None:
         mismatches = [f for f in COMPARED_FIELDS if f in config and config.get(f) != registry.get(f)]
         if mismatches:
-            matching = [i for i in known_model_ids() if all(known_architecture(i).get(f) == config.get(f) for f in COMPARED_FIELDS)]
-            hint = f"set model_id to one that matches the weights ({', '.join(matching[:3])})" if matching else "set model_id to the architecture of these weights, or check that the folder holds the weights you meant"
+            matching = [
+                i
+                for i in known_model_ids()
+                if all(known_architecture(i).get(f) == config.get(f) for f in COMPARED_FIELDS)
+            ]
+            hint = (
+                f"set model_id to one that matches the weights ({', '.join(matching[:3])})"
+                if matching
+                else "set model_id to the architecture of these weights, "
+                "or check that the folder holds the weights you meant"
+            )
             for f in mismatches:
-                loaded.problems.append(loaded.problem(at, f"the weights' config.json has {f} = {config.get(f)!r} but {model_id} has {registry.get(f)!r}", hint))
+                loaded.problems.append(
+                    loaded.problem(
+                        at,
+                        f"the weights' config.json has {f} = {config.get(f)!r} but {model_id} has {registry.get(f)!r}",
+                        hint,
+                    )
+                )
     return Architecture(model_id, config, "checkpoint")
 
 
 # adapter_config.json keys that define the adapter's shape and meaning: they must agree with the spec
-_ADAPTER_FIXED = ("r", "lora_alpha", "target_modules", "use_rslora", "use_dora", "bias", "modules_to_save", "fan_in_fan_out")
+_ADAPTER_FIXED = (
+    "r",
+    "lora_alpha",
+    "target_modules",
+    "use_rslora",
+    "use_dora",
+    "bias",
+    "modules_to_save",
+    "fan_in_fan_out",
+)
 
 
 def check_adapter(loaded: LoadedSpec, adapter: ResolvedInput) -> LoraConfig | None:
@@ -110,19 +153,45 @@ def check_adapter(loaded: LoadedSpec, adapter: ResolvedInput) -> LoraConfig | No
     if adapter.local_path is None:
         return spec.lora_config
     if adapter.kind != "dir":
-        loaded.problems.append(loaded.problem(at, "must be a folder (adapter_config.json and adapter_model.safetensors), not a file", "point at the adapter's folder", kind="input"))
+        loaded.problems.append(
+            loaded.problem(
+                at,
+                "must be a folder (adapter_config.json and adapter_model.safetensors), not a file",
+                "point at the adapter's folder",
+                kind="input",
+            )
+        )
         return None
     loaded.problems += _weights_problems(loaded, at, adapter, "adapter_model.safetensors")
     config, error = _read_json(adapter.local_path / "adapter_config.json")
     if config is None:
-        loaded.problems.append(loaded.problem(at, f"no readable adapter_config.json ({error})", "point at a folder saved by peft's save_pretrained", kind="input"))
+        loaded.problems.append(
+            loaded.problem(
+                at,
+                f"no readable adapter_config.json ({error})",
+                "point at a folder saved by peft's save_pretrained",
+                kind="input",
+            )
+        )
         return None
     if config.get("peft_type", "LORA") != "LORA":
-        loaded.problems.append(loaded.problem(at, f"the adapter is {config.get('peft_type')}, not LORA", "continue a LoRA adapter, or train a new one with lora_config"))
+        loaded.problems.append(
+            loaded.problem(
+                at,
+                f"the adapter is {config.get('peft_type')}, not LORA",
+                "continue a LoRA adapter, or train a new one with lora_config",
+            )
+        )
         return None
     base_name = config.get("base_model_name_or_path")
     if spec.initial_base_model_ckpt_path is None and _looks_like_hub_id(base_name) and base_name != spec.model_id:
-        loaded.problems.append(loaded.problem(at, f"the adapter was trained on {base_name}, but model_id is {spec.model_id}", f"set model_id: {base_name}, or give the adapter's base weights as initial_base_model_ckpt_path"))
+        loaded.problems.append(
+            loaded.problem(
+                at,
+                f"the adapter was trained on {base_name}, but model_id is {spec.model_id}",
+                f"set model_id: {base_name}, or give the adapter's base weights as initial_base_model_ckpt_path",
+            )
+        )
     from_adapter = _lora_from_adapter(config)
     written = loaded.source.data.get("lora_config") if isinstance(loaded.source.data, dict) else None
     written = written if isinstance(written, dict) else {}
@@ -132,13 +201,28 @@ def check_adapter(loaded: LoadedSpec, adapter: ResolvedInput) -> LoraConfig | No
     for key in _ADAPTER_FIXED:
         if key in written and not _same(key, getattr(spec.lora_config, key), getattr(from_adapter, key)):
             differ.append(key)
-            loaded.problems.append(loaded.problem(("lora_config", key), f"the spec says {key} = {_show(getattr(spec.lora_config, key))} but the adapter has {_show(getattr(from_adapter, key))}", f"remove {key} from lora_config to keep the adapter's, or train a new adapter"))
-    chosen = {key: getattr(spec.lora_config, key) if key in written else getattr(from_adapter, key) for key in LoraConfig.__dataclass_fields__}
+            loaded.problems.append(
+                loaded.problem(
+                    ("lora_config", key),
+                    f"the spec says {key} = {_show(getattr(spec.lora_config, key))}"
+                    f" but the adapter has {_show(getattr(from_adapter, key))}",
+                    f"remove {key} from lora_config to keep the adapter's, or train a new adapter",
+                )
+            )
+    chosen = {
+        key: getattr(spec.lora_config, key) if key in written else getattr(from_adapter, key)
+        for key in LoraConfig.__dataclass_fields__
+    }
     return LoraConfig(**chosen)
 
 
 def _looks_like_hub_id(name: Any) -> bool:
-    return isinstance(name, str) and name.count("/") == 1 and not name.startswith((".", "/", "~")) and not os.path.exists(name)
+    return (
+        isinstance(name, str)
+        and name.count("/") == 1
+        and not name.startswith((".", "/", "~"))
+        and not os.path.exists(name)
+    )
 
 
 def _same(key: str, a: Any, b: Any) -> bool:
@@ -177,47 +261,20 @@ def check_target_modules(loaded: LoadedSpec, arch: Architecture, lora: LoraConfi
         return  # a model_type whose module layout ftc does not know: peft itself will check at run time
     has = ", ".join(arch.leaf_names())
     for target in unmatched:
-        loaded.problems.append(loaded.problem(("lora_config", "target_modules"), f"{arch.model_id} ({arch.model_type}) has no module matching {target!r}", f"choose from: {has}, or all-linear", value=target))
+        loaded.problems.append(
+            loaded.problem(
+                ("lora_config", "target_modules"),
+                f"{arch.model_id} ({arch.model_type}) has no module matching {target!r}",
+                f"choose from: {has}, or all-linear",
+                value=target,
+            )
+        )
     for target in arch.unmatched_targets(lora.modules_to_save or ()) or []:
-        loaded.problems.append(loaded.problem(("lora_config", "modules_to_save"), f"{arch.model_id} ({arch.model_type}) has no module matching {target!r}", f"choose from: {has}", value=target))
-
-
-def check_context_length(loaded: LoadedSpec, arch: Architecture | None) -> int:
-    """The context length to train with: the spec's, or min(2048, the model's max positions)."""
-    limit = arch.max_position_embeddings if arch else None
-    given = loaded.spec.context_length
-    if given is None:
-        return min(_DEFAULT_CONTEXT, limit) if isinstance(limit, int) else _DEFAULT_CONTEXT
-    if isinstance(limit, int) and given > limit:
-        loaded.problems.append(loaded.problem(("context_length",), f"{given} is above the model's max_position_embeddings ({limit})", f"set context_length to {limit} or less (or use weights whose config.json raises max_position_embeddings)", value=given))
-    return given
-
-
-def check_chat_data(loaded: LoadedSpec, at: tuple, item: ResolvedInput, cache: StatCache | None) -> ResolvedInput:
-    """``item`` with its number of examples; every bad data file becomes a problem naming its first bad line."""
-    if item.local_path is None:
-        return item
-    if item.kind != "file":
-        loaded.problems.append(loaded.problem(at, "must be a JSONL file, not a folder", "point at the .jsonl file", kind="input"))
-        return item
-    key = f"chat-jsonl-v2:{item.digest}"
-    found = cache.note(key) if cache else None
-    if found is None:
-        report = check_chat_jsonl(item.local_path)
-        found = {"records": report.records, "bad": report.bad_lines, "line": report.first_bad_line, "reason": report.reason}
-        if cache:
-            cache.remember(key, found)
-    if found["bad"] and not loaded.spec.skip_bad_examples:
-        more = f" ({found['bad'] - 1} more bad lines)" if found["bad"] > 1 else ""
-        loaded.problems.append(_data_problem(loaded, at, item.local_path, found["line"], found["reason"] + more))
-        return item
-    if found["records"] == 0:
-        reason = f"no usable examples ({found['bad']} bad lines)" if found["bad"] else found["reason"]
-        loaded.problems.append(_data_problem(loaded, at, item.local_path, found["line"] or 1, reason))
-        return item
-    return item.with_records(found["records"], found["bad"])
-
-
-def _data_problem(loaded: LoadedSpec, at: tuple, path: Path, line: int, reason: str):
-    problem = loaded.problem(at, reason, f"each line must be one chat example, like {EXAMPLE} (or set skip_bad_examples: true)")
-    return replace(problem, file=_display(path), line=line, where=f"{problem.where} (spec line {problem.line})")
+        loaded.problems.append(
+            loaded.problem(
+                ("lora_config", "modules_to_save"),
+                f"{arch.model_id} ({arch.model_type}) has no module matching {target!r}",
+                f"choose from: {has}",
+                value=target,
+            )
+        )

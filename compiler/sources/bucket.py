@@ -8,6 +8,7 @@ does not fetch it again) and pinned by sha256 too; of a weights folder only the 
 from __future__ import annotations
 
 from ftc.spec.canonical import digest_of
+from ftc.spec.plan import PlanFile, PlanInput
 from ftc.stores.content_cache import ContentCache
 from ftc.stores.remote import RemoteProblem, store_for
 
@@ -25,13 +26,16 @@ def resolve(location: str, ctx: ResolveContext) -> ResolvedInput:
         if len(objects) == 1 and objects[0].uri == location:
             (obj,) = objects
             path, sha = cache.fetch(obj.cache_key(), store.opener(obj), size=obj.size)
-            return ResolvedInput(source=source, uri=location, pinned=True, kind="file", digest="sha256:" + sha, size=obj.size, pin=obj.pin, local_path=path)
+            digest = "sha256:" + sha
+            entry = PlanInput(source, location, pinned=True, kind="file", digest=digest, size=obj.size, pin=obj.pin)
+            return ResolvedInput(entry, local_path=path)
         small = {}
         for obj in objects:
             if obj.path.endswith(".json") and obj.size <= _SMALL:
                 small[obj.path] = cache.fetch(obj.cache_key(), store.opener(obj), size=obj.size)[1]
     except RemoteProblem as exc:
         raise InputNotFound(str(exc), exc.hint, exc.reason) from None
-    files = tuple({"path": o.path, "size": o.size, "pin": o.pin} for o in objects)
-    view = cache.view("partial-" + digest_of([location, files])[7:], small)
-    return ResolvedInput(source=source, uri=location, pinned=True, kind="dir", size=sum(o.size for o in objects), remote_files=files, local_path=view)
+    files = tuple(PlanFile(o.path, o.size, pin=o.pin) for o in objects)
+    view = cache.view("partial-" + digest_of([location, [f.to_dict() for f in files]])[7:], small)
+    entry = PlanInput(source, location, pinned=True, kind="dir", size=sum(o.size for o in objects), files=files)
+    return ResolvedInput(entry, local_path=view)
