@@ -14,7 +14,7 @@ from ftc.stores.hashing import changed_file_lines, hash_tree
 
 from .record import LINEAGE_FILE, read_record, record_id_of
 
-__all__ = ["files_problems", "record_problems", "verify_checkpoint"]
+__all__ = ["checkpoint_problems", "files_problems", "record_problems", "verify_checkpoint"]
 
 
 def record_problems(record: dict[str, Any], where: str) -> list[str]:
@@ -49,6 +49,20 @@ def _hashed(folder: Path, skip_record: bool) -> dict[str, str]:
     return {f.path: f.sha256 for f in hash_tree(folder) if not (skip_record and f.path == LINEAGE_FILE)}
 
 
+def checkpoint_problems(folder: Path) -> tuple[dict[str, Any] | None, list[str]]:
+    """The record of the checkpoint in ``folder`` and everything wrong with it: its record_id (and embedded records')
+    and every file against the record. Its parents are not visited (see :func:`verify_checkpoint`)."""
+    try:
+        record = read_record(folder)
+    except ValueError as exc:
+        return None, [str(exc)]
+    if record is None:
+        return None, [f"{folder}: no {LINEAGE_FILE}: not a checkpoint written by ftc (or from before lineage records)"]
+    problems = record_problems(record, str(folder))
+    problems += files_problems(record["checkpoint"]["files"], _hashed(folder, skip_record=True), str(folder))
+    return record, problems
+
+
 def verify_checkpoint(
     folder: Path, *, _seen: set[str] | None = None, unreached: list[str] | None = None
 ) -> tuple[dict[str, Any] | None, list[str]]:
@@ -59,14 +73,9 @@ def verify_checkpoint(
     deleted, or on another machine) are added to ``unreached``: their records were still checked, their files not."""
     seen = _seen if _seen is not None else set()
     folder = folder.resolve()  # locations are relative to the checkpoint's real folder (not a best/ symlink)
-    try:
-        record = read_record(folder)
-    except ValueError as exc:
-        return None, [str(exc)]
+    record, problems = checkpoint_problems(folder)
     if record is None:
-        return None, [f"{folder}: no {LINEAGE_FILE}: not a checkpoint written by ftc (or from before lineage records)"]
-    problems = record_problems(record, str(folder))
-    problems += files_problems(record["checkpoint"]["files"], _hashed(folder, skip_record=True), str(folder))
+        return None, problems
     seen.add(str(folder.resolve()))
     for parent in record.get("parents", []):
         location = parent["source"].get("location")

@@ -43,7 +43,7 @@ def run(
     log: Callable[[str], None] = print,
     **options: Any,
 ) -> None:
-    """Run the plan at ``plan_path`` with the chosen backend; ``options`` are run_plan's (resume, node_rank, ...)."""
+    """Run the plan at ``plan_path`` with the chosen backend; ``options`` are run_plan's (resume, rendezvous)."""
     plan_path = Path(plan_path)
     plan = read_plan(plan_path)
     chosen, why = choose_backend(plan, backend)

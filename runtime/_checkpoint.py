@@ -10,22 +10,34 @@
     <output>/best, <output>/latest                          symlinks to checkpoints
 
 A checkpoint is written to ``checkpoints/.step-000012.tmp`` and renamed when complete, so a folder named
-``step-*`` is always whole. Resuming reads only ftc's own output (the training state DeepSpeed wrote).
+``step-*`` is always whole. Resuming trusts nothing unverified: every file of the checkpoint must be what its
+lineage record says before anything is read, and DeepSpeed's training state is unpickled weights-only (tensors,
+containers and three DeepSpeed value types), so a planted object is refused, never run.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ftc.errors import LineageBroken, UsageError
 from ftc.lineage.record import LINEAGE_FILE
+from ftc.lineage.verify import checkpoint_problems
 
-__all__ = ["Checkpointer", "latest_checkpoint", "read_state"]
+__all__ = [
+    "Checkpointer",
+    "is_complete",
+    "latest_checkpoint",
+    "load_training_state",
+    "read_state",
+    "resume_point",
+]
 
 STATE_FILE = "ftc_state.json"
 TAG = "state"
@@ -50,6 +62,77 @@ def finished_checkpoints(root: Path) -> list[Path]:
 def latest_checkpoint(root: Path) -> Path | None:
     found = finished_checkpoints(root)
     return found[-1] if found else None
+
+
+def resume_point(out: Path, plan_id: str, *, resume: bool) -> tuple[Path, dict[str, Any]] | None:
+    """The checkpoint a run into ``out`` continues from, with its verified lineage record; None: from the start.
+
+    Without ``resume`` an output folder that holds checkpoints is refused. With it, the newest checkpoint must be
+    exactly what its lineage record says (every file re-hashed, the record's id recomputed) and written by this plan;
+    otherwise the run stops (it never falls back to an older checkpoint or to the start by itself)."""
+    previous = latest_checkpoint(out)
+    if previous is None:
+        return None
+    if not resume:
+        raise UsageError(
+            f"{out} already holds checkpoints ({previous.name}); resume with `ftc run PLAN --resume`, "
+            "or choose another output_dir"
+        )
+    record, problems = checkpoint_problems(previous)
+    if problems or record is None:
+        raise LineageBroken(
+            f"{previous}: cannot resume from it: the checkpoint is not what its lineage record says\n    "
+            + "\n    ".join(problems)
+            + "\n    fix: restore the checkpoint, or move it aside to resume from the one before it"
+        )
+    if record["plan"]["plan_id"] != plan_id:
+        raise UsageError(
+            f"{previous} was written by another plan ({record['plan']['plan_id']}); it cannot be resumed with {plan_id}"
+        )
+    return previous, record
+
+
+def is_complete(checkpoint: Path) -> bool:
+    """Whether ``checkpoint`` is the last of its run (every step trained)."""
+    state = read_state(checkpoint)
+    return state["global_step"] >= state["total_steps"]
+
+
+#: the only non-container types DeepSpeed's training state holds (checked on ZeRO 0-3, full and LoRA, fp32 and bf16)
+_DEEPSPEED_VALUE_TYPES = (
+    ("deepspeed.runtime.fp16.loss_scaler", "LossScaler"),
+    ("deepspeed.runtime.zero.config", "ZeroStageEnum"),
+    ("deepspeed.utils.tensor_fragment", "fragment_address"),
+)
+
+
+def load_training_state(engine: Any, checkpoint: Path, *, strict: bool) -> None:
+    """Load the optimizer, scheduler and module state DeepSpeed saved in ``checkpoint`` (verified beforehand).
+
+    DeepSpeed reads its files with ``torch.load(weights_only=False)``, which runs whatever a pickle names. Its
+    checkpoint engine is given a loader that unpickles weights-only instead: tensors, plain containers and numbers,
+    and the DeepSpeed value types above; anything else stops the run with exit 12 before it is constructed."""
+    import importlib
+    import pickle
+
+    import torch
+
+    allowed = [getattr(importlib.import_module(module), name) for module, name in _DEEPSPEED_VALUE_TYPES]
+
+    def load(path: str, map_location: Any = None) -> Any:
+        with torch.serialization.safe_globals(allowed):
+            return torch.load(path, map_location=map_location, weights_only=True)
+
+    engine.checkpoint_engine.load = load
+    try:
+        engine.load_checkpoint(str(checkpoint / "training_state"), tag=TAG, load_module_strict=strict)
+    except pickle.UnpicklingError as exc:
+        named = re.search(r"GLOBAL [\w.]+", str(exc))
+        what = named.group(0) if named else "not plain tensors and containers"
+        raise LineageBroken(
+            f"{checkpoint}: its training state holds objects ftc never writes; refused without loading them ({what})"
+            "\n    fix: resume only from checkpoints ftc wrote, or start again into a new output_dir"
+        ) from None
 
 
 def _relink(link: Path, target: Path) -> None:

@@ -28,7 +28,7 @@ from ftc.spec.plan import Plan, PlanImage
 from ftc.stores.hashing import cache_dir
 
 from ._inputs import CHECKED_BY_HOST_ENV, verify_inputs
-from ._launch import FAILURE_NOTE, raise_failure
+from ._launch import FAILURE_NOTE, Rendezvous, raise_failure
 
 __all__ = ["GpuRequest", "run_in_container"]
 
@@ -61,9 +61,7 @@ def run_in_container(
     plan_path: Path,
     *,
     resume: bool = False,
-    node_rank: int = 0,
-    master_addr: str = "127.0.0.1",
-    master_port: int = 29500,
+    rendezvous: Rendezvous | None = None,
     gpus: GpuRequest = GpuRequest(),
     mounts: tuple[str, ...] = (),
     log=print,
@@ -106,15 +104,8 @@ def run_in_container(
         "HOME": "/tmp",  # the caller's uid has no home in the image (a `~` path in the plan was refused above)
         IMAGE_ENV: json.dumps(ran, sort_keys=True),
     }
-    command = [
-        str(plan_path),
-        "--node-rank",
-        str(node_rank),
-        "--master-addr",
-        master_addr,
-        "--master-port",
-        str(master_port),
-    ]
+    rendezvous = rendezvous or Rendezvous()
+    command = [str(plan_path), *rendezvous.args()]
     if resume:
         command.append("--resume")
     container = None
@@ -131,7 +122,7 @@ def run_in_container(
                 network_mode="host",
                 ipc_mode="host",
                 device_requests=device_requests,
-                labels={"dev.ftc.plan-id": plan.plan_id, "dev.ftc.node-rank": str(node_rank)},
+                labels={"dev.ftc.plan-id": plan.plan_id, "dev.ftc.node-rank": str(rendezvous.node_rank)},
             )
             log(f"container {container.short_id}: {image.requested} ({found.short_id}) on {engine_address()}")
             # attached before it starts: attaching to a container that already exited can wait forever

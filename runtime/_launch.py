@@ -11,52 +11,75 @@ import os
 import signal
 import subprocess
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 from ftc.errors import ExitCode, FtcError, TrainingFailed, UsageError, report
 from ftc.spec.plan import Plan, read_plan
 
+from ._checkpoint import is_complete, resume_point
 from ._inputs import verify_inputs
+from ._progress import log
 
-__all__ = ["FAILURE_NOTE", "raise_failure", "run_plan", "worker_main"]
+__all__ = ["FAILURE_NOTE", "Rendezvous", "raise_failure", "run_plan", "worker_main"]
 
 FAILURE_NOTE = ".ftc-failure.json"
 
 
-def run_plan(
-    plan: Plan,
-    plan_path: Path,
-    *,
-    resume: bool = False,
-    node_rank: int = 0,
-    master_addr: str = "127.0.0.1",
-    master_port: int | None = None,
-):
-    """Run ``plan`` (read from ``plan_path``) on this machine (node ``node_rank`` of a multi-node plan)."""
-    paths = verify_inputs(plan)  # fail here, before any process starts, when an input changed
+@dataclass(frozen=True)
+class Rendezvous:
+    """This machine's place in a multi-node plan: its node rank and where node 0 waits for the others (a one-node
+    plan ignores it)."""
+
+    node_rank: int = 0
+    master_addr: str = "127.0.0.1"
+    master_port: int = 29500
+
+    def args(self) -> list[str]:
+        """The same, as ``python -m ftc.runtime`` options."""
+        return [
+            "--node-rank",
+            str(self.node_rank),
+            "--master-addr",
+            self.master_addr,
+            "--master-port",
+            str(self.master_port),
+        ]
+
+
+def run_plan(plan: Plan, plan_path: Path, *, resume: bool = False, rendezvous: Rendezvous = Rendezvous()):
+    """Run ``plan`` (read from ``plan_path``) on this machine: all of it, or node ``rendezvous.node_rank``'s share."""
+    # before any process starts (and DeepSpeed with it): an input changed, a checkpoint that must not be overwritten
+    # or cannot be resumed, a run already complete
+    paths = verify_inputs(plan)
+    previous = resume_point(plan.output_path, plan.plan_id, resume=resume)
+    if previous is not None and is_complete(previous[0]):
+        log(f"{previous[0]} is the last checkpoint of this plan: the run is complete; nothing to resume")
+        return None
+    if resume and previous is None:
+        log(f"--resume: {plan.output_path} holds no checkpoint of this plan yet; starting from the beginning")
     launch = plan.launch
     if launch.nodes == 1 and launch.processes_per_node == 1:
         # one process: its own rendezvous on an ephemeral port (0: the OS picks one; nobody else connects)
         one = {"RANK": "0", "LOCAL_RANK": "0", "WORLD_SIZE": "1", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": "0"}
         for key, value in one.items():
             os.environ.setdefault(key, value)
-        from .train import train
+        from .train import Checked, train
 
-        return train(plan, resume=resume, paths=paths)
-    if node_rank >= launch.nodes:
-        raise UsageError(f"--node-rank {node_rank}: the plan has {launch.nodes} node(s), ranks 0 to {launch.nodes - 1}")
-    where = {"node_rank": node_rank, "master_addr": master_addr, "master_port": master_port or 29500}
-    return _launch_workers(plan, plan_path.resolve(), resume=resume, **where)
+        return train(plan, resume=resume, checked=Checked(paths, previous))
+    if rendezvous.node_rank >= launch.nodes:
+        raise UsageError(
+            f"--node-rank {rendezvous.node_rank}: the plan has {launch.nodes} node(s), ranks 0 to {launch.nodes - 1}"
+        )
+    return _launch_workers(plan, plan_path.resolve(), resume=resume, rendezvous=rendezvous)
 
 
-def _launch_workers(
-    plan: Plan, plan_path: Path, *, resume: bool, node_rank: int, master_addr: str, master_port: int
-) -> None:
+def _launch_workers(plan: Plan, plan_path: Path, *, resume: bool, rendezvous: Rendezvous) -> None:
     values = {
         "plan": str(plan_path),
-        "node_rank": str(node_rank),
-        "master_addr": master_addr,
-        "master_port": str(master_port),
+        "node_rank": str(rendezvous.node_rank),
+        "master_addr": rendezvous.master_addr,
+        "master_port": str(rendezvous.master_port),
     }
     command = [sys.executable if part == "python" else part.format(**values) for part in plan.launch.command]
     if resume:
@@ -106,8 +129,8 @@ def worker_main(argv: list[str] | None = None) -> int:
     try:
         plan = read_plan(args.plan)
         if "RANK" not in os.environ:  # started by hand (or as a container's entry point): this node's share
-            where = {"node_rank": args.node_rank, "master_addr": args.master_addr, "master_port": args.master_port}
-            run_plan(plan, args.plan, resume=args.resume, **where)
+            rendezvous = Rendezvous(args.node_rank, args.master_addr, args.master_port)
+            run_plan(plan, args.plan, resume=args.resume, rendezvous=rendezvous)
         else:
             from .train import train
 

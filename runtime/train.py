@@ -19,14 +19,22 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ftc.errors import TrainingFailed, UsageError
+from ftc.errors import TrainingFailed
 from ftc.images import image_from_env
 from ftc.lineage.run import Lineage
 from ftc.spec import JobSpec
 from ftc.spec.plan import Plan
 
 from ._batches import collate, epoch_rows, group, shard_rows
-from ._checkpoint import Checkpointer, finished_checkpoints, latest_checkpoint, read_state, restore_rng
+from ._checkpoint import (
+    Checkpointer,
+    finished_checkpoints,
+    is_complete,
+    load_training_state,
+    read_state,
+    restore_rng,
+    resume_point,
+)
 from ._distributed import Dist, init_distributed
 from ._inputs import verify_inputs
 from ._model import attention_for, describe_mode, kernels_for, load_model
@@ -104,17 +112,30 @@ class TrainState:
     tokens_at_start: int = 0
 
 
-def train(plan: Plan, *, resume: bool = False, paths: dict[str, Path | str] | None = None) -> RunSummary:
-    """Run ``plan`` (already read and verified) in this process, as one rank of its topology. ``paths``: the inputs
-    as ``verify_inputs`` found them, when the caller has just verified them (else each rank verifies)."""
+@dataclass(frozen=True)
+class Checked:
+    """What the launcher checked just before starting this process: the inputs as found on this machine, and the
+    checkpoint to resume from (verified against its lineage record) with that record."""
+
+    paths: dict[str, Path | str]
+    previous: tuple[Path, dict[str, Any]] | None
+
+
+def train(plan: Plan, *, resume: bool = False, checked: Checked | None = None) -> RunSummary:
+    """Run ``plan`` (already read and verified) in this process, as one rank of its topology. ``checked``: what the
+    caller has just checked (else each rank checks the inputs and the checkpoint to resume itself)."""
     # deprecation notices about DeepSpeed's and peft's own calls, printed at every step: nothing a user can act on
     warnings.filterwarnings("ignore", message=r"`(torch\.distributed\.\w+|is_gradient_checkpointing)` is deprecated")
     dist = init_distributed(plan.launch.world_size)
-    paths = paths if paths is not None else verify_inputs(plan)
+    paths = checked.paths if checked is not None else verify_inputs(plan)
     lineage = Lineage.check(plan, paths, image=image_from_env())  # a parent must still be what its record says
-    previous = _check_output(plan, resume)
+    # the checkpoint to continue, verified before anything of it is read
+    previous = checked.previous if checked is not None else resume_point(plan.output_path, plan.plan_id, resume=resume)
+    if previous is not None and is_complete(previous[0]):
+        return _already_complete(plan, dist, previous[0])
+    plan.output_path.mkdir(parents=True, exist_ok=True)
     run = _set_up(plan, dist, paths, lineage)
-    state = _resume(run, previous) if resume and previous is not None else TrainState()
+    state = _resume(run, *previous) if previous is not None else TrainState()
     metrics = MetricsLog(
         run.out / "metrics.jsonl", enabled=dist.main, keep_until_step=state.global_step if resume else -1
     )
@@ -131,22 +152,15 @@ def train(plan: Plan, *, resume: bool = False, paths: dict[str, Path | str] | No
     return _finish(run, state)
 
 
-def _check_output(plan: Plan, resume: bool) -> Path | None:
-    """The newest checkpoint of the output folder, which only --resume may continue (from this same plan)."""
+def _already_complete(plan: Plan, dist: Dist, last: Path) -> RunSummary:
+    """``--resume`` of a finished run: nothing is trained or written."""
+    if dist.main:
+        log(f"{last} is the last checkpoint of this plan: the run is complete; nothing to resume")
+    state = read_state(last)
     out = plan.output_path
-    previous = latest_checkpoint(out)
-    if previous is not None and not resume:
-        raise UsageError(
-            f"{out} already holds checkpoints ({previous.name}); resume with `ftc run PLAN --resume`, "
-            "or choose another output_dir"
-        )
-    if resume and previous is not None and read_state(previous)["plan_id"] != plan.plan_id:
-        raise UsageError(
-            f"{previous} was written by another plan ({read_state(previous)['plan_id']}); "
-            f"it cannot be resumed with {plan.plan_id}"
-        )
-    out.mkdir(parents=True, exist_ok=True)
-    return previous
+    best = out / "best"
+    best_path = best.resolve() if best.exists() else None
+    return RunSummary(out, finished_checkpoints(out), best_path, state["evals"], state["skipped_examples"])
 
 
 def _set_up(plan: Plan, dist: Dist, paths: dict[str, Path | str], lineage: Lineage) -> Run:
@@ -257,13 +271,17 @@ def _load_data(plan: Plan, dist: Dist, paths: dict[str, Path | str], tokenizer: 
     return data, skipped
 
 
-def _resume(run: Run, previous: Path) -> TrainState:
-    """Engine, optimizer, scheduler and random state as the checkpoint ``previous`` saved them."""
+def _resume(run: Run, previous: Path, record: dict[str, Any]) -> TrainState:
+    """Engine, optimizer, scheduler and random state as the checkpoint ``previous`` (verified against its lineage
+    ``record``) saved them; every checkpoint of this run records where it resumed."""
     state = read_state(previous)
-    run.engine.load_checkpoint(
-        str(previous / "training_state"), tag="state", load_module_strict=run.plan.mode == "full"
-    )
+    load_training_state(run.engine, previous, strict=run.plan.mode == "full")
     restore_rng(previous, run.dist.rank)
+    run.execution["resumed_from"] = {
+        "checkpoint": previous.name,
+        "digest": record["checkpoint"]["digest"],
+        "record_id": record["record_id"],
+    }
     run.say(f"resuming from {previous.name}: step {state['global_step']} of {run.total_steps}")
     return TrainState(
         epoch=state["epoch"], step_in_epoch=state["step_in_epoch"], global_step=state["global_step"],

@@ -304,7 +304,7 @@ def run_command(
     """
     import signal
 
-    from ftc.runtime import run
+    from ftc.runtime import Rendezvous, run
 
     # `kill` (SIGTERM), or the terminal or SSH session going away (SIGHUP), stops a run the way Ctrl-C does: worker
     # processes and containers are cleaned up
@@ -317,9 +317,7 @@ def run_command(
         mounts=mounts,
         log=lambda line: click.echo(line, err=True),
         resume=resume,
-        node_rank=node_rank,
-        master_addr=master_addr,
-        master_port=master_port,
+        rendezvous=Rendezvous(node_rank, master_addr, master_port),
     )
 
 

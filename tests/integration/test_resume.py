@@ -1,0 +1,128 @@
+"""`ftc run --resume` trusts nothing unverified: a checkpoint is re-hashed against its lineage record before any of
+it is read, its training state is unpickled weights-only (a planted object is refused, never run), and the run
+records where it resumed. A finished run is left as it is; a run with nothing to resume says so."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+from conftest import read_json
+from ftc.errors import ExitCode
+
+TWO_EPOCHS = dict(lora_config=None, num_epochs=2, train_batch_size_per_device=4)
+STATE = Path("training_state/state/mp_rank_00_model_states.pt")
+
+
+@pytest.fixture
+def interrupted(trained):
+    """A run whose last checkpoint is gone, as if it was stopped after its first epoch: (plan, output, checkpoint)."""
+    out = trained(**TWO_EPOCHS)
+    steps = sorted((out / "checkpoints").glob("step-*"))
+    assert [p.name for p in steps] == ["step-000004", "step-000008"]
+    shutil.rmtree(steps[-1])
+    (out / "summary.json").unlink()
+    return out.parent / "plan.json", out, steps[0]
+
+
+def _reseal(checkpoint: Path) -> None:
+    """Rewrite the checkpoint's lineage record for its files as they are now, as someone covering a change would."""
+    from ftc.lineage.record import LINEAGE_FILE, checkpoint_section, seal
+
+    record = read_json(checkpoint / LINEAGE_FILE)
+    record["checkpoint"] = {**record["checkpoint"], **checkpoint_section(checkpoint)}
+    (checkpoint / LINEAGE_FILE).write_text(json.dumps(seal({k: v for k, v in record.items() if k != "record_id"})))
+
+
+class _Payload:
+    """Unpickling this runs a shell command: what a hostile training_state file would do."""
+
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+def test_a_resumed_run_records_the_checkpoint_it_resumed_from(interrupted, ftc):
+    plan, out, checkpoint = interrupted
+    resumed_from = read_json(checkpoint / "lineage.json")
+    r = ftc("run", plan, "--resume")
+    assert r.code == 0, r.err
+    assert "resuming from step-000004" in r.err
+    final = read_json(out / "checkpoints" / "step-000008" / "lineage.json")
+    assert final["execution"]["resumed_from"] == {
+        "checkpoint": "step-000004",
+        "digest": resumed_from["checkpoint"]["digest"],
+        "record_id": resumed_from["record_id"],
+    }
+    assert ftc("lineage", "verify", out).code == 0
+
+
+def test_a_flipped_byte_in_the_training_state_is_refused_before_anything_is_loaded(interrupted, ftc):
+    plan, out, checkpoint = interrupted
+    state = checkpoint / STATE
+    data = bytearray(state.read_bytes())
+    data[len(data) // 2] ^= 0x01
+    state.write_bytes(bytes(data))
+    r = ftc("run", plan, "--resume")
+    assert r.code == ExitCode.LINEAGE_BROKEN, r.err
+    assert "cannot resume from it: the checkpoint is not what its lineage record says" in r.err
+    assert f"{STATE}: expected sha256:" in r.err and ", found sha256:" in r.err
+    assert "fix: restore the checkpoint, or move it aside to resume from the one before it" in r.err
+    assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["step-000004"]  # nothing trained, nothing new
+
+
+def test_an_edited_record_is_refused(interrupted, ftc):
+    plan, _, checkpoint = interrupted
+    record = read_json(checkpoint / "lineage.json")
+    record["results"]["eval_loss"] = 0.0
+    (checkpoint / "lineage.json").write_text(json.dumps(record))
+    r = ftc("run", plan, "--resume")
+    assert r.code == ExitCode.LINEAGE_BROKEN
+    assert "the lineage record was edited" in r.err
+
+
+def test_a_planted_pickle_is_refused_and_never_runs(interrupted, ftc, tmp_path):
+    import torch
+
+    plan, out, checkpoint = interrupted
+    marker = tmp_path / "the-payload-ran"
+    torch.save({"module": _Payload(marker)}, checkpoint / STATE)
+    _reseal(checkpoint)  # the record matches the planted file: only the weights-only loading stands in the way
+    assert ftc("lineage", "verify", checkpoint).code == 0
+    r = ftc("run", plan, "--resume")
+    assert r.code == ExitCode.LINEAGE_BROKEN, r.err
+    assert "its training state holds objects ftc never writes; refused without loading them" in r.err
+    assert "GLOBAL posix.system" in r.err or "GLOBAL os.system" in r.err
+    assert not marker.exists()
+    assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["step-000004"]
+
+
+def test_resuming_a_finished_run_changes_nothing(trained, ftc, tmp_path):
+    out = trained(**TWO_EPOCHS)
+    before = {p: p.stat().st_mtime_ns for p in out.rglob("*") if p.is_file()}
+    r = ftc("run", tmp_path / "plan.json", "--resume")
+    assert r.code == 0, r.err
+    assert "step-000008 is the last checkpoint of this plan: the run is complete; nothing to resume" in r.err
+    assert {p: p.stat().st_mtime_ns for p in out.rglob("*") if p.is_file()} == before
+
+
+def test_resume_with_nothing_to_resume_says_so_and_starts(job, ftc, tmp_path):
+    ftc("compile", job(**TWO_EPOCHS), "-o", tmp_path / "p.json")
+    r = ftc("run", tmp_path / "p.json", "--resume")
+    assert r.code == 0, r.err
+    assert "holds no checkpoint of this plan yet; starting from the beginning" in r.err
+    assert (tmp_path / "output" / "checkpoints" / "step-000008").is_dir()
+
+
+def test_a_full_output_folder_is_refused_before_training_starts(trained, ftc, tmp_path):
+    trained(**TWO_EPOCHS)
+    r = ftc("run", tmp_path / "plan.json")
+    assert r.code == ExitCode.USAGE
+    assert "already holds checkpoints (step-000008)" in r.err
+    assert "process(es) on" not in r.err  # refused by the launcher: no training process was set up
