@@ -63,6 +63,7 @@ def compile_spec(
         ctx = ResolveContext(base_dir=loaded.source.base_dir, plan_dir=Path(plan_dir or "."), cache=cache)
         inputs = resolve_inputs(loaded, ctx)
         checked = check_inputs(loaded, inputs, cache)
+        _check_output_dir(loaded, ctx)
         loaded.raise_if_problems()
         image = pin_spec_image(checked.spec.image, allow_unpinned=allow_unpinned)
         output_dir = ctx.plan_location(checked.spec.output_dir)
@@ -171,6 +172,20 @@ def build_plan(
         "output": {"dir": output_dir},
     }
     return Plan.from_dict(seal_plan(plan), folder=folder)
+
+
+def _check_output_dir(loaded: LoadedSpec, ctx: ResolveContext) -> None:
+    """The output folder may not exist yet, but it must not be a file (nor a device: /dev/null)."""
+    path = ctx.spec_path(loaded.spec.output_dir)
+    if (path.exists() or path.is_symlink()) and not path.is_dir():
+        loaded.problems.append(
+            loaded.problem(
+                ("output_dir",),
+                f"{path} exists and is not a folder",
+                "name a folder (it is made when the run starts), or move the file away",
+                value=loaded.spec.output_dir,
+            )
+        )
 
 
 def write_plan(plan: Plan, path: str | Path) -> Path:

@@ -13,6 +13,8 @@ from typing import Any
 
 from ftc.spec import LoadedSpec, LoraConfig
 from ftc.spec.architectures import COMPARED_FIELDS, Architecture, closest_model_ids, known_architecture, known_model_ids
+from ftc.spec.reading import MiB, NotReadable, read_bounded_text
+from ftc.stores.safetensors_header import BadSafetensors, TensorInfo, read_safetensors_header
 
 from .sources import ResolvedInput
 
@@ -23,10 +25,66 @@ _PICKLED = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
 
 def _read_json(path: Path) -> tuple[dict | None, str | None]:
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        data = json.loads(read_bounded_text(path, limit=16 * MiB, what="JSON"))
+    except (NotReadable, json.JSONDecodeError, RecursionError) as exc:
         return None, str(exc)
     return (data, None) if isinstance(data, dict) else (None, "not a JSON object")
+
+
+def _weights_tensors(loaded: LoadedSpec, at: tuple, item: ResolvedInput) -> dict[str, TensorInfo] | None:
+    """Every tensor the folder's safetensors files hold, each file's header checked against the file (a bad file is a
+    problem). None when a file is bad, or not on this machine (a remote folder's weights are read at run time)."""
+    if item.local_path is None:
+        return None
+    tensors: dict[str, TensorInfo] = {}
+    for name in item.names:
+        path = item.local_path / name
+        if not name.endswith(".safetensors") or not path.is_file():
+            if name.endswith(".safetensors"):
+                return None
+            continue
+        try:
+            tensors.update(read_safetensors_header(path).tensors)
+        except (BadSafetensors, OSError) as exc:
+            loaded.problems.append(
+                loaded.problem(
+                    at, f"not a valid safetensors file: {exc}", "replace it with the file as saved", kind="input"
+                )
+            )
+            return None
+    return tensors
+
+
+def _shape_problems(loaded: LoadedSpec, at: tuple, arch: Architecture, tensors: dict[str, TensorInfo]) -> None:
+    """The weights hold every tensor of the architecture, each of its shape (a config.json that lies is caught)."""
+    expected = arch.tensor_shapes()
+    if expected is None:
+        return
+    wrong = [
+        f"{n} {list(tensors[n].shape)} (expected {list(s)})"
+        for n, s in expected.items()
+        if n in tensors and tensors[n].shape != s
+    ]
+    missing = [n for n in expected if n not in tensors]
+    if wrong or missing:
+        what = (
+            [f"{len(wrong)} tensor(s) of another shape: " + ", ".join(wrong[:3]) + (" ..." if len(wrong) > 3 else "")]
+            if wrong
+            else []
+        )
+        what += (
+            [f"{len(missing)} tensor(s) missing: " + ", ".join(missing[:3]) + (" ..." if len(missing) > 3 else "")]
+            if missing
+            else []
+        )
+        loaded.problems.append(
+            loaded.problem(
+                at,
+                f"the weights do not match the architecture of {arch.model_id} ({arch.source}): " + "; ".join(what),
+                "check that config.json describes these weights, and that the folder holds all of their files",
+                kind="input",
+            )
+        )
 
 
 def _weights_problems(loaded: LoadedSpec, at: tuple, item: ResolvedInput, wanted: str) -> list:
@@ -88,6 +146,17 @@ def check_architecture(loaded: LoadedSpec, base: ResolvedInput) -> Architecture 
         )
         return None
     loaded.problems += _weights_problems(loaded, at, base, "*.safetensors weights")
+    tensors = _weights_tensors(loaded, at, base)
+    arch = _base_architecture(loaded, base, registry)
+    if arch is not None and tensors:
+        _shape_problems(loaded, at, arch, tensors)
+    return arch
+
+
+def _base_architecture(loaded: LoadedSpec, base: ResolvedInput, registry: dict | None) -> Architecture | None:
+    """The architecture of the weights folder ``base``: its config.json, compared with model_id's when ftc knows it."""
+    model_id = loaded.spec.model_id
+    at = ("initial_base_model_ckpt_path",)
     config_path = base.local_path / "config.json"
     if not config_path.is_file():
         if registry is None:
@@ -163,6 +232,7 @@ def check_adapter(loaded: LoadedSpec, adapter: ResolvedInput) -> LoraConfig | No
         )
         return None
     loaded.problems += _weights_problems(loaded, at, adapter, "adapter_model.safetensors")
+    _weights_tensors(loaded, at, adapter)  # every safetensors file checked against its header
     config, error = _read_json(adapter.local_path / "adapter_config.json")
     if config is None:
         loaded.problems.append(

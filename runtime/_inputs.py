@@ -8,7 +8,7 @@ from pathlib import Path
 
 from ftc.errors import InputChanged, InputUnresolvable
 from ftc.spec.plan import Plan, PlanInput
-from ftc.stores.hashing import StatCache, changed_file_lines, hash_file, hash_tree, manifest_digest
+from ftc.stores.hashing import NotAnInput, StatCache, changed_file_lines, hash_file, hash_tree, manifest_digest
 
 from ._progress import ByteProgress, log
 
@@ -44,6 +44,15 @@ def _verify_local(role: str, item: PlanInput, path: Path, cache: StatCache) -> P
         raise InputChanged(
             f"{role}: {path} is gone (the plan pins {item.digest})\n    fix: restore it, or recompile the spec"
         )
+    try:
+        return _check_local(role, item, path, cache)
+    except NotAnInput as exc:
+        raise InputChanged(
+            f"{role}: {exc} (the plan pins {item.digest})\n    fix: restore it, or recompile the spec"
+        ) from None
+
+
+def _check_local(role: str, item: PlanInput, path: Path, cache: StatCache) -> Path:
     if item.kind == "dir":
         files = hash_tree(path, cache)
         digest = manifest_digest(files)

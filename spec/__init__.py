@@ -6,12 +6,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ftc.errors import _UNSET, Problem, SpecInvalid, UsageError
+from ftc.errors import _UNSET, Problem, SpecInvalid
 
 from ._field_checks import spec_problems
 from ._source import SpecSource, json_path, read_spec_source
 from .architectures import Architecture, known_architecture
 from .model import DeepSpeedSettings, EvalFrequency, GenerationConfig, JobSpec, LoraConfig, PromptFormat
+from .reading import MiB, read_bounded_text
 from .schemas import apply_defaults, job_schema, lineage_schema, plan_schema, schema_problems, without_invalid_keys
 
 __all__ = [
@@ -31,6 +32,10 @@ __all__ = [
     "load_spec",
     "plan_schema",
 ]
+
+
+#: a spec is a page of settings: a file far larger than this is not one
+SPEC_LIMIT = 1 * MiB
 
 
 @dataclass
@@ -57,17 +62,11 @@ def load_spec(path: str | Path, *, remember_valid_in: Path | None = None) -> Loa
     """Read, validate and normalize the spec at ``path``; collect (not raise) every problem in it.
     ``remember_valid_in``: a folder where a spec found valid is remembered, so validating it again is skipped.
 
-    Raises :class:`SpecInvalid` only for text that cannot be parsed, and :class:`UsageError` for a missing file.
+    Raises :class:`SpecInvalid` only for text that cannot be parsed, and :class:`UsageError` for a file that cannot
+    be read as a spec (missing, not a regular file, larger than SPEC_LIMIT, not UTF-8).
     """
     path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise UsageError(f"{path}: no such spec file") from None
-    except IsADirectoryError:
-        raise UsageError(f"{path}: is a folder; give the spec file (job.yaml)") from None
-    except UnicodeDecodeError as exc:
-        raise UsageError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+    text = read_bounded_text(path, limit=SPEC_LIMIT, what="spec", example="job.yaml")
     source = read_spec_source(text, path)
     problems = schema_problems(source, remember_in=remember_valid_in)
     data = without_invalid_keys(source.data, problems) if problems else source.data

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 
 from ftc.errors import Problem
@@ -23,7 +24,29 @@ def spec_problems(spec: JobSpec, raw: dict, problem: ProblemAt) -> list[Problem]
     out += _training_mode(spec, problem)
     out += _topology(spec, problem)
     out += _deepspeed(spec, raw, problem)
+    out += _image(spec, problem)
     return out
+
+
+# an image reference as container engines parse it: [host[:port]/]path[:tag][@algorithm:hex]
+_COMPONENT = r"[a-z0-9]+(?:(?:\.|_|__|-+)[a-z0-9]+)*"
+_IMAGE_REFERENCE = re.compile(
+    rf"^(?:(?:[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?(?:\.[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?)*|\[[0-9a-fA-F:]+\])"
+    rf"(?::[0-9]+)?/)?{_COMPONENT}(?:/{_COMPONENT})*(?::[\w][\w.-]{{0,127}})?(?:@sha256:[0-9a-f]{{64}})?$"
+)
+
+
+def _image(spec: JobSpec, problem: ProblemAt) -> list[Problem]:
+    if spec.image is None or (len(spec.image) <= 255 and _IMAGE_REFERENCE.match(spec.image)):
+        return []
+    return [
+        problem(
+            ("image",),
+            "not an image reference",
+            "write repository:tag or repository@sha256:<digest> (lowercase repository, e.g. ftc-runtime:0.1.0-cpu)",
+            value=spec.image,
+        )
+    ]
 
 
 def _prompt_format(spec: JobSpec, problem: ProblemAt) -> list[Problem]:

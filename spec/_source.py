@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -61,16 +61,28 @@ def json_path(path: Path_) -> str:
     return out
 
 
+#: how many values a spec may hold once its YAML aliases are expanded, and how deeply they may nest: a spec has
+#: dozens; the limits stop alias bombs ("billion laughs") and runaway nesting before anything walks them
+MAX_VALUES = 20_000
+MAX_DEPTH = 32
+
+
 def read_spec_source(text: str, path: Path | None = None) -> SpecSource:
-    """Parse ``text`` (YAML or JSON). Syntax errors and duplicate keys raise :class:`SpecInvalid` with their line."""
+    """Parse ``text`` (YAML or JSON). Syntax errors, duplicate keys and a document too large or too deep once its
+    aliases are expanded raise :class:`SpecInvalid` with their line."""
     name = str(path) if path else "<spec>"
-    loader = _Loader(text)
+    try:
+        loader = _Loader(text)  # reads the whole text: a character YAML does not allow fails here
+    except yaml.YAMLError as exc:
+        problem = Problem("$", f"not valid YAML/JSON: {exc}", "remove the character, or save the file as UTF-8 text")
+        raise SpecInvalid([replace(problem, file=name)], name) from None
     try:
         node = loader.get_single_node()
         if node is None:
             raise SpecInvalid(
                 [Problem("$", "the spec is empty", "write at least model_id and train_path", file=name)], name
             )
+        _check_size(node, name)
         data = loader.construct_document(node)
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
@@ -81,6 +93,9 @@ def read_spec_source(text: str, path: Path | None = None) -> SpecSource:
         if '"""' in text_line:
             hint = 'triple quotes are not YAML: write one pair, e.g. system: "{instruction}"'
         raise SpecInvalid([Problem("$", message, hint, file=name, line=line)], name) from None
+    except RecursionError:
+        too = f"nested too deeply (more than {MAX_DEPTH} levels are allowed)"
+        raise SpecInvalid([Problem("$", f"the document is {too}", "remove the nesting", file=name)], name) from None
     finally:
         loader.dispose()
     lines: dict[Path_, int] = {}
@@ -89,6 +104,27 @@ def read_spec_source(text: str, path: Path | None = None) -> SpecSource:
     if problems:
         raise SpecInvalid(problems, name)
     return SpecSource(path=path, data=data, lines=lines)
+
+
+def _check_size(root: yaml.Node, name: str) -> None:
+    """Refuse a document with more than MAX_VALUES values (aliases counted each time they are used) or nested more
+    than MAX_DEPTH deep, walking at most MAX_VALUES nodes."""
+    count, stack = 0, [(root, 0)]
+    while stack:
+        node, depth = stack.pop()
+        count += 1
+        if count > MAX_VALUES or depth > MAX_DEPTH:
+            if count > MAX_VALUES:
+                too = f"holds more than {MAX_VALUES} values (each use of a YAML alias counted)"
+            else:
+                too = f"is nested more than {MAX_DEPTH} deep"
+            line = node.start_mark.line + 1
+            hint = "a spec holds settings, not data: remove what repeats (aliases such as *name) or the nesting"
+            raise SpecInvalid([Problem("$", f"the document {too}", hint, file=name, line=line)], name)
+        if isinstance(node, yaml.MappingNode):
+            stack += [(child, depth + 1) for pair in node.value for child in pair]
+        elif isinstance(node, yaml.SequenceNode):
+            stack += [(child, depth + 1) for child in node.value]
 
 
 def _index_lines(node: yaml.Node, at: Path_, lines: dict, problems: list, name: str) -> None:

@@ -117,6 +117,38 @@ class Architecture:
             return [] if any(pattern.fullmatch(n) for n in names) else [targets]
         return [t for t in targets if not any(n == t or n.endswith("." + t) for n in names)]
 
+    def tensor_shapes(self) -> dict[str, tuple[int, ...]] | None:
+        """The shape of every weight a checkpoint of this architecture holds (transformers' names), for the model
+        types whose layout ftc knows as Llama's; None for others."""
+        c = self.config
+        if _LAYER_MODULES.get(self.model_type or "") is not _LLAMA_LIKE or self.model_type in ("gemma", "gemma2"):
+            return None
+        try:
+            hidden, layers, vocab = int(c["hidden_size"]), int(c["num_hidden_layers"]), int(c["vocab_size"])
+            heads = int(c["num_attention_heads"])
+            kv_heads = int(c.get("num_key_value_heads") or heads)
+            head_dim = int(c.get("head_dim") or hidden // heads)
+            inner = int(c["intermediate_size"])
+        except (KeyError, TypeError, ValueError, ZeroDivisionError):
+            return None
+        shapes = {"model.embed_tokens.weight": (vocab, hidden), "model.norm.weight": (hidden,)}
+        if not c.get("tie_word_embeddings", False):
+            shapes["lm_head.weight"] = (vocab, hidden)
+        for i in range(layers):
+            at = f"model.layers.{i}"
+            shapes.update({
+                f"{at}.self_attn.q_proj.weight": (heads * head_dim, hidden),
+                f"{at}.self_attn.k_proj.weight": (kv_heads * head_dim, hidden),
+                f"{at}.self_attn.v_proj.weight": (kv_heads * head_dim, hidden),
+                f"{at}.self_attn.o_proj.weight": (hidden, heads * head_dim),
+                f"{at}.mlp.gate_proj.weight": (inner, hidden),
+                f"{at}.mlp.up_proj.weight": (inner, hidden),
+                f"{at}.mlp.down_proj.weight": (hidden, inner),
+                f"{at}.input_layernorm.weight": (hidden,),
+                f"{at}.post_attention_layernorm.weight": (hidden,),
+            })  # fmt: skip
+        return shapes
+
     def leaf_names(self) -> list[str]:
         """Short names of the targetable modules (q_proj, ...), for error messages."""
         names = self.module_names() or []

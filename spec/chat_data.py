@@ -45,6 +45,8 @@ def message_problem(record: object) -> str | None:
         content = msg.get("content")
         if not isinstance(content, str):
             return f"messages[{i}] ({role}) has no string content"
+        if not _is_text(content):
+            return f"messages[{i}] ({role}) holds a lone surrogate (an escape such as \\ud800), which is not text"
         if role == "system" and i != 0:
             return f"messages[{i}] is a system message after the first message"
         if role == "assistant":
@@ -65,10 +67,41 @@ class ChatLine:
     problem: str | None = None
 
 
+#: the longest line read as one example (a chat example is a few kB; a longer line is reported, not read whole)
+MAX_LINE = 16 << 20
+
+
+def _is_text(value: str) -> bool:
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _lines(f) -> Iterator[tuple[int, bytes | None]]:
+    """(line number, bytes) of each line of ``f``; None for a line longer than MAX_LINE (skipped, never held)."""
+    lineno = 0
+    while True:
+        raw = f.readline(MAX_LINE + 1)
+        if not raw:
+            return
+        lineno += 1
+        if len(raw) > MAX_LINE and not raw.endswith(b"\n"):
+            while raw and not raw.endswith(b"\n"):  # the rest of the long line
+                raw = f.readline(MAX_LINE)
+            yield lineno, None
+        else:
+            yield lineno, raw
+
+
 def read_chat_jsonl(path: Path) -> Iterator[ChatLine]:
     """Every non-blank line of ``path``, in order, parsed and checked."""
     with open(path, "rb") as f:
-        for lineno, raw in enumerate(f, start=1):
+        for lineno, raw in _lines(f):
+            if raw is None:
+                yield ChatLine(lineno, None, f"longer than {MAX_LINE >> 20} MiB (one chat example per line)")
+                continue
             if not raw.strip():
                 continue
             try:

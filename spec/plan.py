@@ -15,11 +15,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from ftc.errors import PlanInvalid, UsageError
+from ftc.errors import PlanInvalid
 
 from .architectures import Architecture
 from .canonical import digest_of
 from .model import JobSpec
+from .reading import MiB, read_bounded_text
 from .schemas import validator
 
 __all__ = [
@@ -37,6 +38,8 @@ __all__ = [
 ]
 
 PLAN_VERSION = 2
+#: a plan lists every file of every input: folders of many files make large plans, but not this large
+PLAN_LIMIT = 256 * MiB
 #: the roles of inputs that are weights a checkpoint derives from (the others are data and configuration)
 PARENT_ROLES = ("base_model", "adapter")
 
@@ -225,13 +228,16 @@ def read_plan(path: str | Path) -> Plan:
     :class:`UsageError` when there is no such file.
     """
     path = Path(path)
+    text = read_bounded_text(
+        path,
+        limit=PLAN_LIMIT,
+        what="plan",
+        example="plan.json",
+        missing_fix=f"make one with `ftc compile SPEC -o {path}`",
+    )
     try:
-        document = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise UsageError(f"{path}: no such plan file; make one with `ftc compile SPEC -o {path}`") from None
-    except IsADirectoryError:
-        raise UsageError(f"{path}: is a folder; give the plan file (plan.json)") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        document = json.loads(text)
+    except (json.JSONDecodeError, RecursionError) as exc:
         raise PlanInvalid(f"{path}: not a JSON plan ({exc})") from None
     problems = plan_problems(document)
     if problems:

@@ -6,6 +6,7 @@ import copy
 import difflib
 import functools
 import json
+import math
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -57,8 +58,20 @@ def validator(name: str):
     import jsonschema  # ~0.1 s to import: only when something is validated
 
     schema = _load(name)
-    cls = jsonschema.validators.validator_for(schema)
+    base = jsonschema.validators.validator_for(schema)
+    # JSON Schema counts 10.0 as an integer and has no NaN or infinity; Python's YAML and JSON readers produce all
+    # three (`num_epochs: 1e1`, `learning_rate: .nan`), and none of them can be trained with or written canonically
+    types = base.TYPE_CHECKER.redefine_many({"integer": _is_integer, "number": _is_finite_number})
+    cls = jsonschema.validators.extend(base, type_checker=types)
     return cls(schema, format_checker=cls.FORMAT_CHECKER)
+
+
+def _is_integer(checker: Any, value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_finite_number(checker: Any, value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def _resolve(schema: dict, root: dict) -> dict:
@@ -93,6 +106,14 @@ def _known_keys(schema: dict, root: dict, at: tuple = ()) -> Iterable[tuple[str,
         yield from _known_keys(sub, root, at + (key,))
 
 
+def _article(noun: str) -> str:
+    return "an" if noun[:1] in "aeiou" else "a"
+
+
+#: unknown keys described one by one (each with the closest known key); the rest are counted
+_MAX_UNKNOWN = 20
+
+
 def _json_type(value: Any) -> str:
     if value is None:
         return "null"
@@ -101,7 +122,7 @@ def _json_type(value: Any) -> str:
     if isinstance(value, int):
         return "integer"
     if isinstance(value, float):
-        return "number"
+        return "number" if math.isfinite(value) else "a non-finite number"
     if isinstance(value, str):
         return "string"
     if isinstance(value, list):
@@ -162,7 +183,11 @@ def _describe(error, source: SpecSource, root: dict) -> list[Problem]:
         known = sorted(error.schema.get("properties", {}))
         everywhere = list(_known_keys(root, root))
         out = []
-        for key in sorted(k for k in error.instance if k not in known):
+        unknown = sorted(k for k in error.instance if k not in known)
+        if len(unknown) > _MAX_UNKNOWN:  # one line for the rest: a spec with thousands of stray keys is not a spec
+            rest = len(unknown) - _MAX_UNKNOWN
+            out.append(problem(f"{rest} more unknown keys", "remove them; known keys here: " + ", ".join(known)))
+        for key in unknown[:_MAX_UNKNOWN]:
             close = difflib.get_close_matches(key, known, n=1, cutoff=0.6)
             elsewhere = [p for k, p in everywhere if k == key and p[:-1] != path]
             if close:
@@ -185,7 +210,9 @@ def _describe(error, source: SpecSource, root: dict) -> list[Problem]:
         )
         return [
             problem(
-                f"expected {expected}, got {_json_type(error.instance)}", f"give a {expected}", value=error.instance
+                f"expected {expected}, got {_json_type(error.instance)}",
+                f"give {_article(expected)} {expected}",
+                value=error.instance,
             )
         ]
     if kind == "enum":
@@ -235,7 +262,11 @@ def _describe_alternatives(error, source, root, problem) -> list[Problem]:
         types.extend(t if isinstance(t, list) else [t])
     expected = " or ".join(dict.fromkeys(types))
     return [
-        problem(f"expected {expected}, got {_json_type(error.instance)}", f"give a {expected}", value=error.instance)
+        problem(
+            f"expected {expected}, got {_json_type(error.instance)}",
+            f"give {_article(expected)} {expected}",
+            value=error.instance,
+        )
     ]
 
 

@@ -7,6 +7,7 @@ not part of a folder's content (``.git``, ``.cache``, editor files).
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
@@ -18,8 +19,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ftc.spec.reading import regular_file_problem
+
 __all__ = [
     "FileDigest",
+    "NotAnInput",
     "StatCache",
     "cache_dir",
     "file_changes",
@@ -30,6 +34,11 @@ __all__ = [
 ]
 
 _CHUNK = 1 << 20
+
+
+class NotAnInput(OSError):
+    """A path that cannot be an input: not a regular file or folder (a FIFO or a device would block or never end),
+    or a symlink loop. ``str()`` says which and where."""
 
 
 def cache_dir() -> Path:
@@ -168,8 +177,16 @@ class StatCache:
 
 def _cached(path: Path, cache: StatCache | None) -> tuple[Path, os.stat_result, str | None]:
     """(real path, its stat, its sha256 from the stat cache or None)."""
-    real = Path(os.path.realpath(path))
+    try:
+        real = Path(os.path.realpath(path, strict=True))
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise NotAnInput(f"{path} is a symlink loop (the link points back at itself)") from None
+        raise
     st = real.stat()
+    problem = regular_file_problem(path, st)
+    if problem is not None:
+        raise NotAnInput(problem)
     if cache is None:
         return real, st, None
     found = cache.lookup(real, st)
@@ -194,8 +211,18 @@ def hash_file(path: Path, cache: StatCache | None = None) -> tuple[str, int]:
 
 
 def walk_files(root: Path) -> Iterator[str]:
-    """Relative paths (forward slashes) of the files under ``root``, skipping dot-entries; symlinks followed."""
+    """Relative paths (forward slashes) of the files under ``root``, skipping dot-entries; symlinks followed. A link
+    to a folder that holds it (a loop) raises :class:`NotAnInput`."""
+    chains: dict[str, tuple[tuple[int, int], ...]] = {}  # folder -> identities of it and the folders above it
     for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
+        try:
+            st = os.stat(dirpath)
+        except OSError as exc:
+            raise NotAnInput(f"{dirpath} cannot be read ({exc.strerror or exc}; a symlink loop?)") from None
+        above = chains.get(os.path.dirname(dirpath), ())
+        if (st.st_dev, st.st_ino) in above:
+            raise NotAnInput(f"{dirpath} links to a folder that holds it (a symlink loop)")
+        chains[dirpath] = above + ((st.st_dev, st.st_ino),)
         dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
         rel = os.path.relpath(dirpath, root)
         for name in sorted(filenames):

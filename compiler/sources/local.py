@@ -3,17 +3,21 @@
 from __future__ import annotations
 
 from ftc.spec.plan import PlanFile, PlanInput
-from ftc.stores.hashing import hash_file, hash_tree, manifest_digest
+from ftc.stores.hashing import NotAnInput, hash_file, hash_tree, manifest_digest
 
 from . import InputNotFound, ResolveContext, ResolvedInput
 
 
 def resolve(location: str, ctx: ResolveContext) -> ResolvedInput:
     path = ctx.spec_path(location)
-    if not path.exists():
+    try:
+        path.stat()
+    except FileNotFoundError:
         raise InputNotFound(
             f"no such file or folder: {path}", "check the path; relative paths are relative to the spec file"
-        )
+        ) from None
+    except OSError as exc:  # a symlink loop, a path through a file
+        raise InputNotFound(f"{path}: {exc.strerror or exc}", "point the spec at a regular file or folder") from None
     uri = ctx.plan_location(location)
     try:
         if path.is_dir():
@@ -29,5 +33,7 @@ def resolve(location: str, ctx: ResolveContext) -> ResolvedInput:
         sha256, size = hash_file(path, ctx.cache)
     except PermissionError as exc:
         raise InputNotFound(f"cannot read {exc.filename}: permission denied", "make it readable by this user") from None
+    except NotAnInput as exc:
+        raise InputNotFound(str(exc), "an input is a regular file, or a folder of them") from None
     entry = PlanInput("local", uri, pinned=True, kind="file", digest="sha256:" + sha256, size=size)
     return ResolvedInput(entry, local_path=path)

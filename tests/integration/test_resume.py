@@ -11,8 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from conftest import read_json
 from ftc.errors import ExitCode
+
+from conftest import read_json
 
 TWO_EPOCHS = dict(lora_config=None, num_epochs=2, train_batch_size_per_device=4)
 STATE = Path("training_state/state/mp_rank_00_model_states.pt")

@@ -1,0 +1,71 @@
+"""Reading text from outside safely: regular files only, bounded in size, every failure a clear error.
+
+A spec, a plan, a lineage record or a config.json is read whole, so each has a size limit; a FIFO, a device or a
+socket would block or never end, and a symlink loop never resolves: each is refused before any byte is read.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import stat
+from pathlib import Path
+
+from ftc.errors import UsageError
+
+__all__ = ["MiB", "NotReadable", "read_bounded_text", "regular_file_problem"]
+
+MiB = 1 << 20
+
+_KINDS = {
+    stat.S_IFIFO: "a FIFO (named pipe)",
+    stat.S_IFCHR: "a character device",
+    stat.S_IFBLK: "a block device",
+    stat.S_IFSOCK: "a socket",
+    stat.S_IFDIR: "a folder",
+}
+
+
+class NotReadable(UsageError):
+    """A file that cannot be read as text: missing, not a regular file, too large, not UTF-8, a symlink loop."""
+
+
+def regular_file_problem(path: str | Path, st: os.stat_result) -> str | None:
+    """Why ``path`` (whose stat is ``st``) is not a regular file, or None when it is one."""
+    if stat.S_ISREG(st.st_mode):
+        return None
+    return f"{path} is {_KINDS.get(stat.S_IFMT(st.st_mode), 'not a regular file')}, not a regular file"
+
+
+def read_bounded_text(path: str | Path, *, limit: int, what: str, example: str = "", missing_fix: str = "") -> str:
+    """The UTF-8 text of the regular file ``path``, at most ``limit`` bytes. ``what`` names it in errors ("spec"),
+    ``example`` is a file name to suggest ("job.yaml"), ``missing_fix`` what to do when there is no such file."""
+    path = Path(path)
+    give = f"give the {what} file" + (f" ({example})" if example else "")
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)  # a FIFO must not block the open itself
+    except FileNotFoundError:
+        raise NotReadable(f"{path}: no such {what} file" + (f"; {missing_fix}" if missing_fix else "")) from None
+    except PermissionError:
+        raise NotReadable(f"{path}: permission denied; make the {what} file readable by this user") from None
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise NotReadable(f"{path}: a symlink loop (the link points back at itself); {give}") from None
+        raise NotReadable(f"{path}: cannot be opened ({exc.strerror or exc})") from None
+    try:
+        st = os.fstat(fd)
+        if stat.S_ISDIR(st.st_mode):
+            raise NotReadable(f"{path}: is a folder; {give}")
+        problem = regular_file_problem(path, st)
+        if problem is not None:
+            raise NotReadable(f"{problem}; {give}")
+        with os.fdopen(os.dup(fd), "rb") as f:
+            data = f.read(limit + 1)
+    finally:
+        os.close(fd)
+    if len(data) > limit:
+        raise NotReadable(f"{path}: larger than {limit // MiB} MiB, more than a {what} file holds")
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise NotReadable(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
