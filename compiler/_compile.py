@@ -17,7 +17,7 @@ from ftc.stores.hashing import StatCache, cache_dir
 
 from ._data_checks import check_chat_data, check_context_length
 from ._deepspeed import deepspeed_config
-from ._model_checks import check_adapter, check_architecture, check_target_modules
+from ._model_checks import check_adapter, check_architecture, check_parent_lineage, check_target_modules
 from .sources import InputNotFound, ResolveContext, ResolvedInput, hub_input, resolve_location
 
 __all__ = ["CheckedSpec", "CompileResult", "build_plan", "check_inputs", "compile_spec", "resolve_inputs", "write_plan"]
@@ -121,6 +121,9 @@ def check_inputs(loaded: LoadedSpec, inputs: dict[str, ResolvedInput], cache: St
         lora = check_adapter(loaded, inputs["adapter"])
     if arch is not None and lora is not None:
         check_target_modules(loaded, arch, lora)
+    for role in ("base_model", "adapter"):
+        if role in inputs:
+            check_parent_lineage(loaded, INPUT_KEYS[role], inputs[role])
     for role in ("train", "valid"):
         if role in inputs:
             inputs[role] = check_chat_data(loaded, INPUT_KEYS[role], inputs[role], cache)

@@ -11,6 +11,8 @@ import os
 from pathlib import Path
 from typing import Any
 
+from ftc.lineage.record import LINEAGE_FILE, read_record
+from ftc.lineage.verify import files_problems, record_problems
 from ftc.spec import LoadedSpec, LoraConfig
 from ftc.spec.architectures import COMPARED_FIELDS, Architecture, closest_model_ids, known_architecture, known_model_ids
 from ftc.spec.reading import MiB, NotReadable, read_bounded_text
@@ -83,6 +85,31 @@ def _shape_problems(loaded: LoadedSpec, at: tuple, arch: Architecture, tensors: 
                 f"the weights do not match the architecture of {arch.model_id} ({arch.source}): " + "; ".join(what),
                 "check that config.json describes these weights, and that the folder holds all of their files",
                 kind="input",
+            )
+        )
+
+
+def check_parent_lineage(loaded: LoadedSpec, at: tuple, item: ResolvedInput) -> None:
+    """A local parent checkpoint that carries a lineage record must still be what the record says: its files (as
+    just hashed for the plan) and its record's id. What changed is a problem with exit 12, as at run time."""
+    if item.source != "local" or item.kind != "dir" or item.local_path is None:
+        return  # a store's folder is checked when the run downloads it
+    try:
+        record = read_record(item.local_path)
+    except ValueError as exc:
+        loaded.problems.append(loaded.problem(at, str(exc), "continue from a checkpoint ftc wrote", kind="lineage"))
+        return
+    if record is None:
+        return
+    where = str(item.local_path)
+    files = {path: sha for path, sha in item.entry.file_sha256.items() if path != LINEAGE_FILE}
+    for problem in record_problems(record, where) + files_problems(record["checkpoint"]["files"], files, where):
+        loaded.problems.append(
+            loaded.problem(
+                at,
+                f"the parent checkpoint no longer matches its own lineage record: {problem}",
+                "continue from an intact checkpoint (`ftc lineage verify` names what changed)",
+                kind="lineage",
             )
         )
 

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from ftc.spec.canonical import digest_of
+from ftc.spec.reading import MiB, NotReadable, read_bounded_text
 from ftc.stores.hashing import FileDigest, hash_tree, manifest_digest
 
 __all__ = [
@@ -63,8 +64,9 @@ def read_record(folder: Path) -> dict[str, Any] | None:
     if not path.is_file():
         return None
     try:
-        record = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        # a record embeds its parents' records: a long chain of large folders stays far below this
+        record = json.loads(read_bounded_text(path, limit=64 * MiB, what="lineage record"))
+    except (NotReadable, json.JSONDecodeError, RecursionError) as exc:
         raise ValueError(f"{path}: not a lineage record ({exc})") from None
     from ftc.spec.schemas import validator
 

@@ -104,6 +104,7 @@ INPUT_EXIT_CODES = {
     "denied": ExitCode.INPUT_DENIED,
     "unreachable": ExitCode.INPUT_UNREACHABLE,
     "unconfigured": ExitCode.INPUT_UNCONFIGURED,
+    "lineage": ExitCode.LINEAGE_BROKEN,  # a parent checkpoint that no longer matches its own lineage record
 }
 
 

@@ -90,7 +90,19 @@ def test_a_continued_adapter_starts_where_its_parent_ended_and_its_chain_verifie
     )
 
 
+def _stage3(job, ftc, two_stages):
+    spec = job(
+        name="stage3.yaml",
+        train_path="half2.jsonl",
+        lora_config=None,
+        initial_adapter_model_ckpt_path="stage1/best",
+        output_dir="stage3",
+    )
+    return ftc("compile", spec, "-o", two_stages / "stage3.plan.json")
+
+
 def test_a_flipped_byte_in_a_parent_fails_verify_and_refuses_to_continue(two_stages, job, ftc):
+    assert _stage3(job, ftc, two_stages).code == 0  # compiled while the parent is intact
     weights = (two_stages / "stage1" / "best" / "adapter_model.safetensors").resolve()
     blob = bytearray(weights.read_bytes())
     blob[-1] ^= 1
@@ -99,27 +111,18 @@ def test_a_flipped_byte_in_a_parent_fails_verify_and_refuses_to_continue(two_sta
         r = ftc("lineage", "verify", two_stages / given)
         assert r.code == ExitCode.LINEAGE_BROKEN, r.out
         assert f"{weights}: expected sha256:" in r.err and ", found sha256:" in r.err
-    # a new stage continuing from the changed parent is refused before training
-    r = ftc(
-        "compile",
-        job(
-            name="stage3.yaml",
-            train_path="half2.jsonl",
-            lora_config=None,
-            initial_adapter_model_ckpt_path="stage1/best",
-            output_dir="stage3",
-        ),
-        "-o",
-        two_stages / "stage3.plan.json",
-    )
-    assert r.code == 0, r.err
+    # the plan compiled before the change no longer runs: its input changed
     r = ftc("run", two_stages / "stage3.plan.json")
+    assert r.code == ExitCode.INPUT_CHANGED and "adapter_model.safetensors" in r.err
+    # and a new stage continuing from the changed parent is refused at compile, before any plan is written
+    (two_stages / "stage3.plan.json").unlink()
+    r = _stage3(job, ftc, two_stages)
     assert r.code == ExitCode.LINEAGE_BROKEN
     assert (
         "the parent checkpoint no longer matches its own lineage record" in r.err
         and "adapter_model.safetensors: expected sha256:" in r.err
     )
-    assert not (two_stages / "stage3").exists()
+    assert not (two_stages / "stage3.plan.json").exists() and not (two_stages / "stage3").exists()
 
 
 def test_an_edited_record_breaks_its_id_and_every_child_that_embeds_it(two_stages, job, ftc):
@@ -131,22 +134,9 @@ def test_an_edited_record_breaks_its_id_and_every_child_that_embeds_it(two_stage
         r = ftc("lineage", "verify", two_stages / stage)
         assert r.code == ExitCode.LINEAGE_BROKEN
         assert "the lineage record was edited" in r.err or "lineage.json: expected sha256:" in r.err
-    r = ftc(
-        "compile",
-        job(
-            name="stage3.yaml",
-            train_path="half2.jsonl",
-            lora_config=None,
-            initial_adapter_model_ckpt_path="stage1/best",
-            output_dir="stage3",
-        ),
-        "-o",
-        two_stages / "stage3.plan.json",
-    )
-    assert r.code == 0, r.err
-    r = ftc("run", two_stages / "stage3.plan.json")
+    r = _stage3(job, ftc, two_stages)
     assert r.code == ExitCode.LINEAGE_BROKEN and "the lineage record was edited" in r.err
-    assert not (two_stages / "stage3").exists()
+    assert not (two_stages / "stage3.plan.json").exists() and not (two_stages / "stage3").exists()
 
 
 def test_a_moved_parent_is_reported_as_not_rehashed(two_stages, ftc):
@@ -293,3 +283,26 @@ def test_exports_validate_against_the_published_schemas(two_stages, ftc):
     front = card.split("---")[1]
     assert "base_model: ftc-tests/tiny-llama" in front and "base_model_relation: adapter" in front
     assert stage2["record_id"] in card
+
+
+def test_a_run_checks_its_parents_records_even_when_the_plan_was_made_to_match(two_stages, job, ftc):
+    """A plan edited (and resealed) to pin a changed parent passes the input check; the parent's own record
+    still stops the run before training."""
+    from ftc.spec.plan import seal_plan
+    from ftc.stores.hashing import hash_tree, manifest_digest
+
+    assert _stage3(job, ftc, two_stages).code == 0
+    parent = (two_stages / "stage1" / "best").resolve()
+    weights = parent / "adapter_model.safetensors"
+    blob = bytearray(weights.read_bytes())
+    blob[-1] ^= 1
+    weights.write_bytes(bytes(blob))
+    plan = json.loads((two_stages / "stage3.plan.json").read_text())
+    files = hash_tree(parent)
+    plan["inputs"]["adapter"].update(digest=manifest_digest(files), files=[f.to_dict() for f in files])
+    (two_stages / "stage3.plan.json").write_text(json.dumps(seal_plan(plan)))
+    r = ftc("run", two_stages / "stage3.plan.json")
+    assert r.code == ExitCode.LINEAGE_BROKEN, r.err
+    assert "the parent checkpoint no longer matches its own lineage record" in r.err
+    assert "adapter_model.safetensors: expected sha256:" in r.err
+    assert not (two_stages / "stage3").exists()

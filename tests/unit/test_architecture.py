@@ -27,7 +27,7 @@ ALLOWED = {
     "stores": {"spec"},
     "images": {"spec", "stores"},
     "lineage": {"spec", "stores"},
-    "compiler": {"spec", "stores", "images"},
+    "compiler": {"spec", "stores", "images", "lineage"},
     "runtime": {"spec", "stores", "images", "lineage"},
     "ftc": {"spec", "stores", "images", "lineage", "compiler", "runtime"},
 }
