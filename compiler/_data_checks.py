@@ -56,25 +56,25 @@ def check_chat_data(loaded: LoadedSpec, at: tuple, item: ResolvedInput, cache: S
             loaded.problem(at, "must be a JSONL file, not a folder", "point at the .jsonl file", kind="input")
         )
         return item
-    key = f"chat-jsonl-v2:{item.entry.digest}"
+    key = f"chat-jsonl-v3:{item.entry.digest}"
     found = cache.note(key) if cache else None
     if found is None:
         report = check_chat_jsonl(item.local_path)
-        found = {
-            "records": report.records,
-            "bad": report.bad_lines,
-            "line": report.first_bad_line,
-            "reason": report.reason,
-        }
+        found = {"records": report.records, "bad": report.bad_lines, "lines": [list(b) for b in report.bad]}
         if cache:
             cache.remember(key, found)
     if found["bad"] and not loaded.spec.skip_bad_examples:
-        more = f" ({found['bad'] - 1} more bad lines)" if found["bad"] > 1 else ""
-        loaded.problems.append(_data_problem(loaded, at, item.local_path, found["line"], found["reason"] + more))
+        for line, reason in found["lines"]:  # every bad line at once, up to a cap, then how many more
+            loaded.problems.append(_data_problem(loaded, at, item.local_path, line, reason))
+        rest = found["bad"] - len(found["lines"])
+        if rest:
+            last = found["lines"][-1][0]
+            loaded.problems.append(_data_problem(loaded, at, item.local_path, last, f"and {rest} more bad lines after"))
         return item
     if found["records"] == 0:
-        reason = f"no usable examples ({found['bad']} bad lines)" if found["bad"] else found["reason"]
-        loaded.problems.append(_data_problem(loaded, at, item.local_path, found["line"] or 1, reason))
+        reason = f"no usable examples ({found['bad']} bad lines)" if found["bad"] else "no examples (the file is empty)"
+        first = found["lines"][0][0] if found["lines"] else 1
+        loaded.problems.append(_data_problem(loaded, at, item.local_path, first, reason))
         return item
     return item.with_records(found["records"], found["bad"])
 

@@ -20,10 +20,16 @@ EXAMPLE = '{"messages": [{"role": "user", "content": "2+2?"}, {"role": "assistan
 
 @dataclass(frozen=True)
 class ChatDataReport:
+    """What a data file holds: how many examples, how many bad lines, and the first MAX_REPORTED of them."""
+
     records: int
-    first_bad_line: int | None = None
-    reason: str = ""
     bad_lines: int = 0
+    #: (line, reason) of the first bad lines, in file order
+    bad: tuple[tuple[int, str], ...] = ()
+
+
+#: bad lines described one by one per file (the rest are counted)
+MAX_REPORTED = 10
 
 
 def message_problem(record: object) -> str | None:
@@ -105,7 +111,7 @@ def read_chat_jsonl(path: Path) -> Iterator[ChatLine]:
             if not raw.strip():
                 continue
             try:
-                record = json.loads(raw)
+                record = json.loads(raw.rstrip(b"\r\n"))  # a column past the line's end is still on this line
                 reason = message_problem(record)
             except json.JSONDecodeError as exc:
                 reason = f"not valid JSON ({exc.msg} at column {exc.colno})"
@@ -118,18 +124,12 @@ def read_chat_jsonl(path: Path) -> Iterator[ChatLine]:
 
 def check_chat_jsonl(path: Path) -> ChatDataReport:
     """Read every line of ``path``; count the examples and find the first bad line. Blank lines are allowed."""
-    records = 0
-    first_bad: tuple[int, str] | None = None
-    bad = 0
+    records, count, bad = 0, 0, []
     for item in read_chat_jsonl(path):
         if item.problem is None:
             records += 1
             continue
-        bad += 1
-        if first_bad is None:
-            first_bad = (item.line, item.problem)
-    if first_bad is None and records == 0:
-        return ChatDataReport(records=0, first_bad_line=1, reason="no examples (the file is empty)")
-    if first_bad is None:
-        return ChatDataReport(records=records)
-    return ChatDataReport(records=records, first_bad_line=first_bad[0], reason=first_bad[1], bad_lines=bad)
+        count += 1
+        if len(bad) < MAX_REPORTED:
+            bad.append((item.line, item.problem))
+    return ChatDataReport(records=records, bad_lines=count, bad=tuple(bad))

@@ -311,3 +311,27 @@ def test_a_spec_that_is_not_utf8_is_a_usage_error(ftc, tmp_path):
     r = ftc("compile", tmp_path / "job.yaml")
     assert r.code == ExitCode.USAGE
     assert "not UTF-8 text (invalid start byte at byte 10)" in r.err
+
+
+def test_every_bad_data_line_is_reported_at_once_up_to_a_cap(job, ftc, tmp_path):
+    good = json.dumps({"messages": [{"role": "user", "content": "a"}, {"role": "assistant", "content": "b"}]})
+    bad = ['{"text": "hi"}', "{not json", '{"messages": []}']
+    lines = [good] + [bad[i % 3] for i in range(12)] + [good]
+    (tmp_path / "bad.jsonl").write_text("\n".join(lines) + "\n")
+    r = ftc("compile", job(train_path="bad.jsonl"))
+    assert r.code == SPEC_INVALID
+    assert "11 problems" in r.err  # ten lines named one by one, then a count
+    for line in range(2, 12):
+        assert f"bad.jsonl:{line}: $.train_path (spec line 3): " in r.err
+    assert "bad.jsonl:11: $.train_path (spec line 3): and 2 more bad lines after" in r.err
+
+
+def test_a_json_error_at_the_end_of_a_line_names_its_column(job, ftc, tmp_path):
+    good = json.dumps({"messages": [{"role": "user", "content": "a"}, {"role": "assistant", "content": "b"}]})
+    (tmp_path / "bad.jsonl").write_text(f"{good}\n{good[:-1]}\n")  # the closing brace is missing
+    r = ftc("compile", job(train_path="bad.jsonl"))
+    assert r.code == SPEC_INVALID
+    assert (
+        f"bad.jsonl:2: $.train_path (spec line 3): not valid JSON (Expecting ',' delimiter at column {len(good)})"
+        in r.err
+    )
