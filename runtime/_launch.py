@@ -15,10 +15,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ftc.errors import ExitCode, FtcError, TrainingFailed, UsageError, report
+from ftc.images import image_from_env
+from ftc.lineage.run import Lineage
 from ftc.spec.plan import Plan, read_plan
 
 from ._checkpoint import is_complete, resume_point
 from ._inputs import verify_inputs
+from ._lock import output_lock
 from ._progress import log
 
 __all__ = ["FAILURE_NOTE", "Rendezvous", "raise_failure", "run_plan", "worker_main"]
@@ -51,27 +54,29 @@ def run_plan(plan: Plan, plan_path: Path, *, resume: bool = False, rendezvous: R
     """Run ``plan`` (read from ``plan_path``) on this machine: all of it, or node ``rendezvous.node_rank``'s share."""
     # before any process starts (and DeepSpeed with it): an input changed, a checkpoint that must not be overwritten
     # or cannot be resumed, a run already complete
+    launch = plan.launch
+    if rendezvous.node_rank >= launch.nodes:
+        raise UsageError(
+            f"--node-rank {rendezvous.node_rank}: the plan has {launch.nodes} node(s), ranks 0 to {launch.nodes - 1}"
+        )
     paths = verify_inputs(plan)
+    lineage = Lineage.check(plan, paths, image=image_from_env())  # a parent must still be what its record says
     previous = resume_point(plan.output_path, plan.plan_id, resume=resume)
     if previous is not None and is_complete(previous[0]):
         log(f"{previous[0]} is the last checkpoint of this plan: the run is complete; nothing to resume")
         return None
     if resume and previous is None:
         log(f"--resume: {plan.output_path} holds no checkpoint of this plan yet; starting from the beginning")
-    launch = plan.launch
-    if launch.nodes == 1 and launch.processes_per_node == 1:
-        # one process: its own rendezvous on an ephemeral port (0: the OS picks one; nobody else connects)
-        one = {"RANK": "0", "LOCAL_RANK": "0", "WORLD_SIZE": "1", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": "0"}
-        for key, value in one.items():
-            os.environ.setdefault(key, value)
-        from .train import Checked, train
+    with output_lock(plan.output_path, node_rank=rendezvous.node_rank, plan_id=plan.plan_id):
+        if launch.nodes == 1 and launch.processes_per_node == 1:
+            # one process: its own rendezvous on an ephemeral port (0: the OS picks one; nobody else connects)
+            one = {"RANK": "0", "LOCAL_RANK": "0", "WORLD_SIZE": "1", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": "0"}
+            for key, value in one.items():
+                os.environ.setdefault(key, value)
+            from .train import Checked, train
 
-        return train(plan, resume=resume, checked=Checked(paths, previous))
-    if rendezvous.node_rank >= launch.nodes:
-        raise UsageError(
-            f"--node-rank {rendezvous.node_rank}: the plan has {launch.nodes} node(s), ranks 0 to {launch.nodes - 1}"
-        )
-    return _launch_workers(plan, plan_path.resolve(), resume=resume, rendezvous=rendezvous)
+            return train(plan, resume=resume, checked=Checked(paths, previous, lineage))
+        return _launch_workers(plan, plan_path.resolve(), resume=resume, rendezvous=rendezvous)
 
 
 def _launch_workers(plan: Plan, plan_path: Path, *, resume: bool, rendezvous: Rendezvous) -> None:

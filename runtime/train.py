@@ -114,11 +114,12 @@ class TrainState:
 
 @dataclass(frozen=True)
 class Checked:
-    """What the launcher checked just before starting this process: the inputs as found on this machine, and the
-    checkpoint to resume from (verified against its lineage record) with that record."""
+    """What the launcher checked just before starting this process: the inputs as found on this machine, the
+    checkpoint to resume from (verified against its lineage record) with that record, and the parents' lineage."""
 
     paths: dict[str, Path | str]
     previous: tuple[Path, dict[str, Any]] | None
+    lineage: Lineage
 
 
 def train(plan: Plan, *, resume: bool = False, checked: Checked | None = None) -> RunSummary:
@@ -128,7 +129,8 @@ def train(plan: Plan, *, resume: bool = False, checked: Checked | None = None) -
     warnings.filterwarnings("ignore", message=r"`(torch\.distributed\.\w+|is_gradient_checkpointing)` is deprecated")
     dist = init_distributed(plan.launch.world_size)
     paths = checked.paths if checked is not None else verify_inputs(plan)
-    lineage = Lineage.check(plan, paths, image=image_from_env())  # a parent must still be what its record says
+    # a parent must still be what its record says
+    lineage = checked.lineage if checked is not None else Lineage.check(plan, paths, image=image_from_env())
     # the checkpoint to continue, verified before anything of it is read
     previous = checked.previous if checked is not None else resume_point(plan.output_path, plan.plan_id, resume=resume)
     if previous is not None and is_complete(previous[0]):

@@ -127,3 +127,40 @@ def test_a_full_output_folder_is_refused_before_training_starts(trained, ftc, tm
     assert r.code == ExitCode.USAGE
     assert "already holds checkpoints (step-000008)" in r.err
     assert "process(es) on" not in r.err  # refused by the launcher: no training process was set up
+
+
+def test_a_second_run_into_an_output_folder_being_written_is_refused(job, ftc, tmp_path):
+    from ftc.runtime._lock import output_lock
+
+    ftc("compile", job(**TWO_EPOCHS), "-o", tmp_path / "p.json")
+    plan_id = read_json(tmp_path / "p.json")["plan_id"]
+    with output_lock(tmp_path / "output", node_rank=0, plan_id=plan_id):  # another run, writing
+        r = ftc("run", tmp_path / "p.json")
+    assert r.code == ExitCode.USAGE
+    assert f"{tmp_path / 'output'} is being written by another ftc run (process {os.getpid()} on " in r.err
+    assert "fix: wait for it to end, or stop it" in r.err
+    assert not (tmp_path / "output" / "checkpoints").exists()
+    assert ftc("run", tmp_path / "p.json").code == 0  # once it has ended
+
+
+def test_a_killed_run_leaves_no_lock_behind(job, ftc, tmp_path):
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    ftc("compile", job(**TWO_EPOCHS), "-o", tmp_path / "p.json")
+    hold = (
+        "import sys, time; from pathlib import Path; from ftc.runtime._lock import output_lock\n"
+        "with output_lock(Path(sys.argv[1]), node_rank=0, plan_id='sha256:' + '0' * 64):\n"
+        "    print('held', flush=True); time.sleep(120)"
+    )
+    holder = subprocess.Popen([sys.executable, "-c", hold, str(tmp_path / "output")], stdout=subprocess.PIPE, text=True)
+    assert holder.stdout.readline().strip() == "held"
+    assert ftc("run", tmp_path / "p.json").code == ExitCode.USAGE
+    holder.send_signal(signal.SIGKILL)
+    holder.wait(timeout=30)
+    started = time.monotonic()
+    r = ftc("run", tmp_path / "p.json")
+    assert r.code == 0, r.err  # the kernel released the lock with the process: nothing stale to clean up
+    assert time.monotonic() - started < 120
