@@ -150,5 +150,8 @@ def worker_main(argv: list[str] | None = None) -> int:
 
 def _leave_note(note: Path, exc: FtcError) -> None:
     """Rank 0's error for the launcher, which reports it with its exit code (rank 0 printed it already)."""
-    note.parent.mkdir(parents=True, exist_ok=True)
-    note.write_text(json.dumps({"exit_code": int(exc.exit_code), "message": str(exc)}))
+    try:
+        note.parent.mkdir(parents=True, exist_ok=True)
+        note.write_text(json.dumps({"exit_code": int(exc.exit_code), "message": str(exc)}))
+    except OSError:
+        pass  # the output storage itself failed: the launcher reports a failed process, and rank 0 said why

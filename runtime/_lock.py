@@ -20,6 +20,8 @@ from pathlib import Path
 
 from ftc.errors import UsageError
 
+from ._storage import storage_failure
+
 __all__ = ["output_lock"]
 
 
@@ -27,9 +29,12 @@ __all__ = ["output_lock"]
 def output_lock(out: Path, *, node_rank: int, plan_id: str) -> Iterator[None]:
     """Hold the lock of node ``node_rank`` on the output folder ``out`` (made if needed) while the block runs.
     Raises :class:`UsageError` naming the holder when another run holds it."""
-    out.mkdir(parents=True, exist_ok=True)
     path = out / f".ftc-lock-node{node_rank}"
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as exc:
+        raise storage_failure(out, exc, "creating the output folder's lock") or exc from None
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)

@@ -40,6 +40,7 @@ from ._inputs import verify_inputs
 from ._model import attention_for, describe_mode, kernels_for, load_model
 from ._progress import MetricsLog, Progress, duration, log
 from ._render import renderer_for
+from ._storage import storage_failure
 from ._tokens import token_cache, tokenize_file, usable_examples
 
 __all__ = ["RunSummary", "train"]
@@ -148,6 +149,12 @@ def train(plan: Plan, *, resume: bool = False, checked: Checked | None = None) -
             record = _log_eval(run, state, metrics, epoch=0, train_loss=None)
             bar.note(f"eval loss before training: {record['eval_loss']:.4f}")
         _loop(run, state, metrics, bar)
+    except (OSError, RuntimeError) as exc:  # writing metrics or a checkpoint
+        failure = storage_failure(run.out, exc, "writing the run's output")
+        if failure is None:
+            raise
+        run.checkpointer.discard_partial()
+        raise failure from None
     finally:
         bar.close()
         metrics.close()

@@ -25,6 +25,7 @@ __all__ = [
     "PlanInvalid",
     "Problem",
     "SpecInvalid",
+    "StorageFailed",
     "TrainingFailed",
     "UsageError",
     "report",
@@ -49,6 +50,7 @@ class ExitCode(enum.IntEnum):
     LINEAGE_BROKEN = 12  # a checkpoint's files or lineage record (or a parent's) no longer match the record
     ENGINE_UNAVAILABLE = 13  # no container engine answers, or it cannot give the run what it asks (GPUs)
     IMAGE_BUILD_FAILED = 14  # `ftc image build`: a step of the Dockerfile failed (its output says which)
+    STORAGE_FAILED = 15  # the output folder cannot be written: read-only, full, or not this user's
     INTERRUPTED = 130  # Ctrl-C or SIGTERM: the last checkpoint is intact; resume with `ftc run PLAN --resume`
 
 
@@ -133,6 +135,10 @@ class EngineUnavailable(FtcError):
 
 class ImageBuildFailed(FtcError):
     exit_code = ExitCode.IMAGE_BUILD_FAILED
+
+
+class StorageFailed(FtcError):
+    exit_code = ExitCode.STORAGE_FAILED
 
 
 class DataInvalid(FtcError):

@@ -1,0 +1,58 @@
+"""Output storage that fails: a read-only or a full disk (real tmpfs mounts) is a clear error with its own exit code,
+earlier checkpoints stay intact, the partial one goes, and the run continues once there is room."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from ftc.errors import ExitCode
+
+TWO_EPOCHS = dict(lora_config=None, num_epochs=2, train_batch_size_per_device=4)  # two checkpoints of ~2.9 MB
+
+
+@pytest.fixture
+def mounted(tmp_path):
+    """``mounted(options)`` mounts a tmpfs with ``options`` at tmp_path/output (unmounted after the test)."""
+    target = tmp_path / "output"
+    target.mkdir()
+    made: list[Path] = []
+
+    def mount(options: str) -> Path:
+        done = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(target)], capture_output=True)
+        if done.returncode != 0:
+            pytest.skip(f"cannot mount a tmpfs here (needs root): {done.stderr.decode().strip()}")
+        made.append(target)
+        return target
+
+    yield mount
+    for path in made:
+        subprocess.run(["umount", str(path)], check=False)
+
+
+def test_a_read_only_output_folder_is_refused_before_training(mounted, job, ftc, tmp_path):
+    assert ftc("compile", job(**TWO_EPOCHS), "-o", tmp_path / "p.json").code == 0
+    out = mounted("ro,size=16m")
+    r = ftc("run", tmp_path / "p.json")
+    assert r.code == ExitCode.STORAGE_FAILED, r.err
+    assert f"{out} is on a read-only file system: creating the output folder's lock failed" in r.err
+    assert "fix: choose an output_dir on a writable disk" in r.err
+    assert "Traceback" not in r.err
+
+
+def test_a_full_disk_keeps_earlier_checkpoints_and_the_run_continues_once_there_is_room(mounted, job, ftc, tmp_path):
+    assert ftc("compile", job(**TWO_EPOCHS), "-o", tmp_path / "p.json").code == 0
+    out = mounted("size=4m")  # room for the first checkpoint, not the second
+    r = ftc("run", tmp_path / "p.json")
+    assert r.code == ExitCode.STORAGE_FAILED, r.err
+    assert f"{out} is on a full disk (or over its quota): writing the run's output failed" in r.err
+    assert "fix: free space there, then continue with `ftc run PLAN --resume`" in r.err
+    assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["step-000004"]  # the partial one is gone
+    assert ftc("lineage", "verify", out / "checkpoints" / "step-000004").code == 0
+    subprocess.run(["mount", "-o", "remount,size=32m", str(out)], check=True)
+    r = ftc("run", tmp_path / "p.json", "--resume")
+    assert r.code == 0, r.err
+    assert "resuming from step-000004" in r.err
+    assert ftc("lineage", "verify", out).code == 0
