@@ -6,7 +6,7 @@ import json
 from typing import Any
 
 from ftc.spec.plan import Plan, PlanFile, PlanImage, PlanInput
-from ftc.stores.hashing import file_changes
+from ftc.stores.hashing import describe_changes
 
 __all__ = ["describe_plan", "diff_plans"]
 
@@ -126,15 +126,13 @@ def _ident(f: PlanFile) -> str:
 
 
 def _file_changes(role: str, a: tuple[PlanFile, ...], b: tuple[PlanFile, ...]) -> list[str]:
-    out = []
-    for path, old, new in file_changes({f.path: _ident(f) for f in a}, {f.path: _ident(f) for f in b}):
-        if new is None:
-            out.append(f"inputs.{role}.files: {path} removed")
-        elif old is None:
-            out.append(f"inputs.{role}.files: {path} added")
-        else:
-            out.append(f"inputs.{role}.files: {path} changed ({old} -> {new})")
-    return out
+    return describe_changes(
+        {f.path: _ident(f) for f in a},
+        {f.path: _ident(f) for f in b},
+        removed=f"inputs.{role}.files: {{path}} removed",
+        added=f"inputs.{role}.files: {{path}} added",
+        changed=f"inputs.{role}.files: {{path}} changed ({{before}} -> {{after}})",
+    )
 
 
 def _show(value: Any) -> str:

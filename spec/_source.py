@@ -134,6 +134,19 @@ def _index_lines(node: yaml.Node, at: Path_, lines: dict, problems: list, name: 
         for key_node, value_node in node.value:
             key = key_node.value
             line = key_node.start_mark.line + 1
+            if not isinstance(key_node, yaml.ScalarNode) or key_node.tag != "tag:yaml.org,2002:str":
+                # `? x`, `1: x`, `null: x`, `true: x`: YAML allows keys that are not text; a spec's keys are names
+                written = key_node.value if isinstance(key_node, yaml.ScalarNode) else "a collection"
+                problems.append(
+                    Problem(
+                        json_path(at),
+                        f"a key must be text; {written or 'an empty key'!r} reads as {key_node.tag.rsplit(':', 1)[-1]}",
+                        "write the key name, quoted if it looks like a number or a boolean",
+                        file=name,
+                        line=line,
+                    )
+                )
+                continue
             if key in seen:
                 problems.append(
                     Problem(

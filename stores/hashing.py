@@ -26,6 +26,7 @@ __all__ = [
     "NotAnInput",
     "StatCache",
     "cache_dir",
+    "describe_changes",
     "file_changes",
     "hash_file",
     "hash_tree",
@@ -257,14 +258,27 @@ def file_changes(before: dict[str, str], after: dict[str, str]) -> list[tuple[st
     return [(p, before.get(p), after.get(p)) for p in sorted(set(before) | set(after)) if before.get(p) != after.get(p)]
 
 
+def describe_changes(
+    before: dict[str, str], after: dict[str, str], *, removed: str, added: str, changed: str
+) -> list[str]:
+    """One line per path removed, added or changed between ``before`` and ``after`` (path -> identity): its template
+    with ``{path}``, ``{before}`` and ``{after}`` filled in."""
+
+    def fill(template: str, path: str, old: str | None, new: str | None) -> str:
+        return template.replace("{path}", path).replace("{before}", str(old)).replace("{after}", str(new))
+
+    return [
+        fill(removed if new is None else added if old is None else changed, path, old, new)
+        for path, old, new in file_changes(before, after)
+    ]
+
+
 def changed_file_lines(expected: dict[str, str], found: dict[str, str], *, prefix: str, unlisted: str) -> list[str]:
     """One line per file (path -> sha256) that is missing, not ``expected`` (said as ``unlisted``), or different."""
-    lines = []
-    for name, before, after in file_changes(expected, found):
-        if after is None:
-            lines.append(f"{prefix}{name}: missing (expected sha256:{before})")
-        elif before is None:
-            lines.append(f"{prefix}{name}: {unlisted} (found sha256:{after})")
-        else:
-            lines.append(f"{prefix}{name}: expected sha256:{before}, found sha256:{after}")
-    return lines
+    return describe_changes(
+        expected,
+        found,
+        removed=prefix + "{path}: missing (expected sha256:{before})",
+        added=prefix + "{path}: " + unlisted + " (found sha256:{after})",
+        changed=prefix + "{path}: expected sha256:{before}, found sha256:{after}",
+    )

@@ -69,8 +69,10 @@ def test_a_billion_laughs_spec_is_refused_before_it_expands(ftc, tmp_path):
         ("model_id: " + "[" * 20_000 + "]" * 20_000 + "\n", "nested too deeply (more than 32 levels are allowed)"),
         ("model_id: " + "[" * 40 + "]" * 40 + "\n", "the document is nested more than 32 deep"),
         ("model_id: x\x00\n", "not valid YAML/JSON: unacceptable character #x0000"),
+        ("?\n", "a key must be text; 'an empty key' reads as null"),
+        ("1: x\n", "a key must be text; '1' reads as int"),
     ],
-    ids=["20000 deep", "40 deep", "NUL byte"],
+    ids=["20000 deep", "40 deep", "NUL byte", "empty key", "integer key"],
 )
 def test_a_spec_too_deep_or_with_forbidden_characters_is_invalid(text, message, ftc, tmp_path):
     (tmp_path / "job.yaml").write_text(text)
