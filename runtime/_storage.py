@@ -11,7 +11,8 @@ from ftc.errors import StorageFailed
 
 __all__ = ["storage_failure"]
 
-#: free space under which a failed write is taken to be a full disk (torch reports only "file write failed")
+#: free space under which a failed write is taken to be a full disk: torch's writer reports it in words that vary
+#: ("file write failed", "iostream error", "unexpected pos"), never as ENOSPC
 _NEARLY_FULL = 64 << 20
 
 
