@@ -8,6 +8,7 @@
         training_state/                                     DeepSpeed's optimizer, scheduler and module state
         rng_state_rank*.safetensors                         random number generator state of each process
     <output>/best, <output>/latest                          symlinks to checkpoints
+    <output>/.ftc-lock-node<K>                              held while a run writes here (runtime/_lock.py)
 
 A checkpoint is written to ``checkpoints/.step-000012.tmp`` and renamed when complete, so a folder named
 ``step-*`` is always whole. Resuming trusts nothing unverified: every file of the checkpoint must be what its
@@ -29,6 +30,7 @@ from typing import Any
 from ftc.errors import LineageBroken, UsageError
 from ftc.lineage.record import LINEAGE_FILE
 from ftc.lineage.verify import checkpoint_problems
+from ftc.spec.reading import MiB, read_bounded_text
 
 __all__ = [
     "Checkpointer",
@@ -48,7 +50,8 @@ def checkpoint_name(step: int) -> str:
 
 
 def read_state(path: Path) -> dict[str, Any]:
-    return json.loads((path / STATE_FILE).read_text())
+    """The checkpoint's ftc_state.json (a regular file, bounded: it grows by one eval record per evaluation)."""
+    return json.loads(read_bounded_text(path / STATE_FILE, limit=16 * MiB, what="checkpoint state"))
 
 
 def finished_checkpoints(root: Path) -> list[Path]:
