@@ -11,14 +11,14 @@ from ftc.errors import _UNSET
 from ftc.spec import JobSpec, LoadedSpec, load_spec
 from ftc.spec.architectures import Architecture
 from ftc.spec.canonical import digest_of
-from ftc.spec.plan import PLAN_VERSION, Plan, seal_plan
+from ftc.spec.plan import PLAN_VERSION, Plan, launch_command, seal_plan
 from ftc.stores.atomic import write_text_atomic
 from ftc.stores.hashing import StatCache, cache_dir
 
 from ._data_checks import check_chat_data, check_context_length
 from ._deepspeed import deepspeed_config
 from ._model_checks import check_adapter, check_architecture, check_parent_lineage, check_target_modules
-from .sources import InputNotFound, ResolveContext, ResolvedInput, hub_input, resolve_location
+from .sources import InputNotFound, ResolveContext, ResolvedInput, hub_input, redact_credential, resolve_location
 
 __all__ = ["CheckedSpec", "CompileResult", "build_plan", "check_inputs", "compile_spec", "resolve_inputs", "write_plan"]
 
@@ -94,7 +94,11 @@ def resolve_inputs(loaded: LoadedSpec, ctx: ResolveContext) -> dict[str, Resolve
             at = INPUT_KEYS[role] + (("dvc",) if not isinstance(location, str) else ())
             loaded.problems.append(
                 loaded.problem(
-                    at, str(exc), exc.hint, kind=exc.reason, value=location if isinstance(location, str) else _UNSET
+                    at,
+                    str(exc),
+                    exc.hint,
+                    kind=exc.reason,
+                    value=redact_credential(location) if isinstance(location, str) else _UNSET,
                 )
             )
     if spec.initial_base_model_ckpt_path is None:
@@ -194,26 +198,6 @@ def _check_output_dir(loaded: LoadedSpec, ctx: ResolveContext) -> None:
 def write_plan(plan: Plan, path: str | Path) -> Path:
     """Write ``plan`` to ``path`` atomically (temp file in the same folder, then rename)."""
     return write_text_atomic(path, plan.text())
-
-
-def launch_command(nodes: int, per_node: int) -> list[str]:
-    """argv that starts one node's share of the job ({placeholders} are filled in by ``ftc run``)."""
-    entry = ["-m", "ftc.runtime", "{plan}"]
-    if nodes == 1 and per_node == 1:
-        return ["python", *entry]
-    if nodes == 1:
-        return ["python", "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={per_node}", *entry]
-    return [
-        "python",
-        "-m",
-        "torch.distributed.run",
-        f"--nnodes={nodes}",
-        f"--nproc-per-node={per_node}",
-        "--node-rank={node_rank}",
-        "--master-addr={master_addr}",
-        "--master-port={master_port}",
-        *entry,
-    ]
 
 
 UNPINNED_NOTE = "not reproducible: the image is named by a tag that can move"

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from ftc.spec import LoadedSpec
 from ftc.spec.architectures import Architecture
-from ftc.spec.chat_data import EXAMPLE, check_chat_jsonl
+from ftc.spec.chat_data import CHECKS_VERSION, EXAMPLE, check_chat_jsonl
 from ftc.stores.hashing import StatCache
 
 from .sources import ResolvedInput
@@ -56,7 +56,7 @@ def check_chat_data(loaded: LoadedSpec, at: tuple, item: ResolvedInput, cache: S
             loaded.problem(at, "must be a JSONL file, not a folder", "point at the .jsonl file", kind="input")
         )
         return item
-    key = f"chat-jsonl-v3:{item.entry.digest}"
+    key = f"chat-jsonl-v{CHECKS_VERSION}:{item.entry.digest}"
     found = cache.note(key) if cache else None
     if found is None:
         report = check_chat_jsonl(item.local_path)

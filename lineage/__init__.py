@@ -18,8 +18,8 @@ def checkpoint_folder(path: Path) -> Path:
     """The checkpoint ``path`` names: a checkpoint folder, or a run's output folder (its best, else latest)."""
     if not path.is_dir():
         raise UsageError(f"{path}: no such checkpoint folder")
-    if (path / LINEAGE_FILE).exists():
-        return path
+    if (path / LINEAGE_FILE).exists() or (path / LINEAGE_FILE).is_symlink():
+        return path  # whatever it is: reading it says what is wrong with it
     for link in ("best", "latest"):
         if (path / link / LINEAGE_FILE).exists():
             return (path / link).resolve()

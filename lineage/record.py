@@ -12,14 +12,13 @@ machine: a local parent is located relative to the checkpoint (a path the user w
 
 from __future__ import annotations
 
-import json
 import os
 import platform
 from pathlib import Path
 from typing import Any
 
 from ftc.spec.canonical import digest_of
-from ftc.spec.reading import MiB, NotReadable, read_bounded_text
+from ftc.spec.reading import MiB, NotReadable, finite_json, read_bounded_text
 from ftc.stores.hashing import FileDigest, hash_tree, manifest_digest
 
 __all__ = [
@@ -61,12 +60,13 @@ def checkpoint_section(folder: Path) -> dict[str, Any]:
 def read_record(folder: Path) -> dict[str, Any] | None:
     """The lineage record in ``folder``, or None when it has none. Raises ValueError for one that is not JSON."""
     path = folder / LINEAGE_FILE
-    if not path.is_file():
+    if not path.exists() and not path.is_symlink():
         return None
     try:
         # a record embeds its parents' records: a long chain of large folders stays far below this
-        record = json.loads(read_bounded_text(path, limit=64 * MiB, what="lineage record"))
-    except (NotReadable, json.JSONDecodeError, RecursionError) as exc:
+        text = read_bounded_text(path, limit=64 * MiB, what="lineage record")  # a regular file, or NotReadable
+        record = finite_json(text)
+    except (NotReadable, ValueError, RecursionError) as exc:  # ValueError: not JSON, NaN
         raise ValueError(f"{path}: not a lineage record ({exc})") from None
     from ftc.spec.schemas import validator
 

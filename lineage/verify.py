@@ -10,7 +10,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from ftc.stores.hashing import changed_file_lines, hash_tree
+from ftc.stores.hashing import NotAnInput, changed_file_lines, hash_tree
 
 from .record import LINEAGE_FILE, read_record, record_id_of
 
@@ -45,8 +45,13 @@ def files_problems(expected: list[dict[str, Any]], found: dict[str, str], where:
     )
 
 
-def _hashed(folder: Path, skip_record: bool) -> dict[str, str]:
-    return {f.path: f.sha256 for f in hash_tree(folder) if not (skip_record and f.path == LINEAGE_FILE)}
+def _folder_problems(expected: list[dict[str, Any]], folder: Path, skip_record: bool) -> list[str]:
+    """Every file under ``folder`` against ``expected``; a FIFO, a device or a symlink loop in it is the problem."""
+    try:
+        found = {f.path: f.sha256 for f in hash_tree(folder) if not (skip_record and f.path == LINEAGE_FILE)}
+    except NotAnInput as exc:
+        return [str(exc)]
+    return files_problems(expected, found, str(folder))
 
 
 def checkpoint_problems(folder: Path) -> tuple[dict[str, Any] | None, list[str]]:
@@ -59,7 +64,7 @@ def checkpoint_problems(folder: Path) -> tuple[dict[str, Any] | None, list[str]]
     if record is None:
         return None, [f"{folder}: no {LINEAGE_FILE}: not a checkpoint written by ftc (or from before lineage records)"]
     problems = record_problems(record, str(folder))
-    problems += files_problems(record["checkpoint"]["files"], _hashed(folder, skip_record=True), str(folder))
+    problems += _folder_problems(record["checkpoint"]["files"], folder, skip_record=True)
     return record, problems
 
 
@@ -88,9 +93,10 @@ def verify_checkpoint(
                 unreached.append(f"{parent['role']} of {folder.name}: {path}")
             continue
         if parent.get("files") is not None:
-            problems += files_problems(
-                parent["files"], _hashed(path, skip_record=False) if path.is_dir() else {}, f"{path}"
-            )
+            if path.is_dir():
+                problems += _folder_problems(parent["files"], path, skip_record=False)
+            else:
+                problems += files_problems(parent["files"], {}, str(path))
         if parent.get("lineage") is not None and path.is_dir() and str(path.resolve()) not in seen:
             _, more = verify_checkpoint(path, _seen=seen, unreached=unreached)
             problems += [p for p in more if p not in problems]

@@ -163,3 +163,13 @@ def _index_lines(node: yaml.Node, at: Path_, lines: dict, problems: list, name: 
     elif isinstance(node, yaml.SequenceNode):
         for i, item in enumerate(node.value):
             _index_lines(item, at + (i,), lines, problems, name)
+    elif "\x00" in node.value:  # `"a\0b"` is valid YAML, but no path, name or template can hold a NUL
+        problems.append(
+            Problem(
+                json_path(at),
+                "holds a NUL character (written \\0 or \\x00), which no path, name or text here may hold",
+                "remove it",
+                file=name,
+                line=node.start_mark.line + 1,
+            )
+        )

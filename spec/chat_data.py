@@ -12,7 +12,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-__all__ = ["EXAMPLE", "ROLES", "ChatDataReport", "ChatLine", "check_chat_jsonl", "message_problem", "read_chat_jsonl"]
+from .reading import NotFinite, finite_json
+
+__all__ = [
+    "CHECKS_VERSION",
+    "EXAMPLE",
+    "ROLES",
+    "ChatDataReport",
+    "ChatLine",
+    "check_chat_jsonl",
+    "message_problem",
+    "read_chat_jsonl",
+]
 
 ROLES = ("system", "user", "assistant")
 EXAMPLE = '{"messages": [{"role": "user", "content": "2+2?"}, {"role": "assistant", "content": "4"}]}'
@@ -27,6 +38,9 @@ class ChatDataReport:
     #: (line, reason) of the first bad lines, in file order
     bad: tuple[tuple[int, str], ...] = ()
 
+
+#: bump when what counts as a bad line changes: cached results of checking a file are keyed by it
+CHECKS_VERSION = 4
 
 #: bad lines described one by one per file (the rest are counted)
 MAX_REPORTED = 10
@@ -101,6 +115,19 @@ def _lines(f) -> Iterator[tuple[int, bytes | None]]:
             yield lineno, raw
 
 
+class _Refused(ValueError):
+    """JSON that Python's parser accepts but a data line may not hold."""
+
+
+def _object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    record = dict(pairs)
+    if len(record) != len(pairs):  # {"content": "a", "content": "b"}: the reader would see "b", a person "a"
+        seen: set[str] = set()
+        key = next(k for k, _ in pairs if k in seen or seen.add(k))
+        raise _Refused(f"duplicate key {json.dumps(key)} in one object (which one counts is not defined)")
+    return record
+
+
 def read_chat_jsonl(path: Path) -> Iterator[ChatLine]:
     """Every non-blank line of ``path``, in order, parsed and checked."""
     with open(path, "rb") as f:
@@ -111,8 +138,11 @@ def read_chat_jsonl(path: Path) -> Iterator[ChatLine]:
             if not raw.strip():
                 continue
             try:
-                record = json.loads(raw.rstrip(b"\r\n"))  # a column past the line's end is still on this line
+                # a column past the line's end is still on this line
+                record = finite_json(raw.rstrip(b"\r\n"), object_pairs_hook=_object)
                 reason = message_problem(record)
+            except (_Refused, NotFinite) as exc:
+                reason = str(exc)
             except json.JSONDecodeError as exc:
                 reason = f"not valid JSON ({exc.msg} at column {exc.colno})"
             except UnicodeDecodeError:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -20,7 +20,7 @@ from ftc.errors import PlanInvalid
 from .architectures import Architecture
 from .canonical import digest_of
 from .model import JobSpec
-from .reading import MiB, read_bounded_text
+from .reading import MiB, finite_json, read_bounded_text
 from .schemas import validator
 
 __all__ = [
@@ -221,6 +221,27 @@ def plan_text(plan: dict[str, Any]) -> str:
     return json.dumps(plan, sort_keys=True, indent=2, ensure_ascii=False) + "\n"
 
 
+def launch_command(nodes: int, per_node: int) -> list[str]:
+    """argv that starts one node's share of the job ({placeholders} are filled in by ``ftc run``). The only command
+    ftc writes, and the only one it runs: a plan naming another is refused."""
+    entry = ["-m", "ftc.runtime", "{plan}"]
+    if nodes == 1 and per_node == 1:
+        return ["python", *entry]
+    if nodes == 1:
+        return ["python", "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={per_node}", *entry]
+    return [
+        "python",
+        "-m",
+        "torch.distributed.run",
+        f"--nnodes={nodes}",
+        f"--nproc-per-node={per_node}",
+        "--node-rank={node_rank}",
+        "--master-addr={master_addr}",
+        "--master-port={master_port}",
+        *entry,
+    ]
+
+
 def read_plan(path: str | Path) -> Plan:
     """Load a plan and check it against plan.schema.json, the job schema (its spec section) and its plan_id.
 
@@ -236,14 +257,30 @@ def read_plan(path: str | Path) -> Plan:
         missing_fix=f"make one with `ftc compile SPEC -o {path}`",
     )
     try:
-        document = json.loads(text)
-    except (json.JSONDecodeError, RecursionError) as exc:
+        document = finite_json(text)
+    except RecursionError:
+        raise PlanInvalid(f"{path}: not a plan: nested too deeply") from None
+    except ValueError as exc:  # JSONDecodeError, NaN/Infinity
         raise PlanInvalid(f"{path}: not a JSON plan ({exc})") from None
     problems = plan_problems(document)
     if problems:
         listed = "\n".join(f"  {p}" for p in problems)
         raise PlanInvalid(f"{path}: invalid plan:\n{listed}\n    fix: recompile the spec with `ftc compile`")
     return Plan.from_dict(document, folder=path.resolve().parent)
+
+
+def _nul_strings(value: Any, at: str = "$") -> Iterator[str]:
+    """Where ``value`` holds a string with a NUL character (no path, name or text in a plan may hold one)."""
+    if isinstance(value, str):
+        if "\x00" in value:
+            yield at
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            yield from _nul_strings(key, f"{at} (a key)")
+            yield from _nul_strings(item, f"{at}.{key}")
+    elif isinstance(value, list):
+        for i, item in enumerate(value):
+            yield from _nul_strings(item, f"{at}[{i}]")
 
 
 def _where(prefix: str, error: Any) -> str:
@@ -258,8 +295,16 @@ def plan_problems(plan: Any) -> list[str]:
         problems.append(f"$.plan_version: this ftc reads plan version {PLAN_VERSION}, the plan is version {found}")
     errors = sorted(validator("plan.schema.json").iter_errors(plan), key=lambda e: list(map(str, e.absolute_path)))
     problems += [f"{_where('$', e)}: {e.message}" for e in errors if list(e.absolute_path) != ["plan_version"]]
+    problems += [f"{at}: holds a NUL character" for at in _nul_strings(plan)]
     if problems:
         return problems
+    launch = plan["launch"]
+    ours = launch_command(launch["nodes"], launch["processes_per_node"])
+    if launch["command"] != ours:
+        problems.append(
+            f"$.launch.command: {json.dumps(launch['command'])} is not the command ftc runs for "
+            f"{launch['nodes']} node(s) x {launch['processes_per_node']} process(es) ({json.dumps(ours)})"
+        )
     problems += [
         f"{_where('$.spec', error)}: {error.message}"
         for error in validator("job.schema.json").iter_errors(plan["spec"])

@@ -7,13 +7,15 @@ socket would block or never end, and a symlink loop never resolves: each is refu
 from __future__ import annotations
 
 import errno
+import json
 import os
 import stat
 from pathlib import Path
+from typing import Any
 
 from ftc.errors import UsageError
 
-__all__ = ["MiB", "NotReadable", "read_bounded_text", "regular_file_problem"]
+__all__ = ["MiB", "NotFinite", "NotReadable", "finite_json", "read_bounded_text", "regular_file_problem"]
 
 MiB = 1 << 20
 
@@ -69,3 +71,16 @@ def read_bounded_text(path: str | Path, *, limit: int, what: str, example: str =
         return data.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise NotReadable(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+
+
+class NotFinite(ValueError):
+    """``NaN``, ``Infinity`` or ``-Infinity`` in JSON: Python's parser takes them, JSON has no such numbers."""
+
+
+def _refuse_constant(name: str) -> Any:
+    raise NotFinite(f"{name} is not JSON (numbers must be finite)")
+
+
+def finite_json(text: str | bytes, **options: Any) -> Any:
+    """``json.loads`` that refuses NaN and Infinity (:class:`NotFinite`, a ValueError)."""
+    return json.loads(text, parse_constant=_refuse_constant, **options)

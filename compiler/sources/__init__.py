@@ -91,11 +91,28 @@ def resolve_location(location: Location, ctx: ResolveContext) -> ResolvedInput:
     if scheme in ("s3", "gs"):
         from . import bucket
 
+        if "@" in location[len(scheme) + 3 :].partition("/")[0]:
+            raise InputNotFound(
+                f"{redact_credential(location)}: the bucket name holds a credential (user:secret@), "
+                "which would be written into the plan",
+                "remove it from the URI; store credentials come from the environment (AWS_*, GOOGLE_*) at run time",
+                "spec",
+            )
+
         return bucket.resolve(location, ctx)
     raise InputNotFound(
         f"{scheme}:// inputs are not supported by this version of ftc",
         "copy the input to a local path and point the spec at it",
     )
+
+
+def redact_credential(location: str) -> str:
+    """``location`` with the user:secret of ``scheme://user:secret@host/...`` replaced by ``***``."""
+    scheme, sep, rest = location.partition("://")
+    host, slash, path = rest.partition("/")
+    if not sep or "@" not in host:
+        return location
+    return f"{scheme}://***@{host.rpartition('@')[2]}{slash}{path}"
 
 
 def hub_input(model_id: str) -> ResolvedInput:

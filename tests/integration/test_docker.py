@@ -93,7 +93,8 @@ def run_args(engine, plan: Path, *extra) -> list:
 
 def containers_of(engine, plan: Path) -> list:
     plan_id = read_json(plan)["plan_id"]
-    return engine.client.containers.list(all=True, filters={"label": f"dev.ftc.plan-id={plan_id}"})
+    # sparse: the list alone, no per-container inspect, which races with ftc removing a container that just exited
+    return engine.client.containers.list(all=True, sparse=True, filters={"label": f"dev.ftc.plan-id={plan_id}"})
 
 
 def checkpoint_of(plan: Path) -> Path:

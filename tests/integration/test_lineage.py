@@ -4,6 +4,7 @@ then continued on the other half) and what a changed byte or an edited record do
 from __future__ import annotations
 
 import json
+import os
 
 import jsonschema
 import pytest
@@ -146,13 +147,34 @@ def test_a_moved_parent_is_reported_as_not_rehashed(two_stages, ftc):
     assert "not re-hashed (not found here; its record was checked): adapter of step-" in r.out
 
 
-@pytest.mark.parametrize("text", ["{}", "[1, 2]", "not json"])
-def test_a_malformed_record_is_a_clear_error_not_a_crash(ftc, tmp_path, text):
+@pytest.mark.parametrize(
+    "make, message",
+    [
+        (lambda p: p.write_text("{}"), "is a required property"),
+        (lambda p: p.write_text("[1, 2]"), "[1, 2] is not of type 'object'"),
+        (lambda p: p.write_text("not json"), "Expecting value"),
+        (lambda p: p.write_text('{"record_id": NaN}'), "NaN is not JSON (numbers must be finite)"),
+        (lambda p: p.write_text("[" * 100_000 + "]" * 100_000), "maximum recursion depth exceeded"),
+        (lambda p: os.mkfifo(p), "is a FIFO (named pipe), not a regular file"),
+        (lambda p: p.symlink_to("/dev/zero"), "is a character device, not a regular file"),
+    ],
+    ids=["empty object", "array", "not json", "NaN", "100000 deep", "fifo", "device"],
+)
+def test_a_malformed_record_is_a_clear_error_not_a_crash(ftc, tmp_path, make, message):
     (tmp_path / "ckpt").mkdir()
-    (tmp_path / "ckpt" / "lineage.json").write_text(text)
+    make(tmp_path / "ckpt" / "lineage.json")
     for verb in ("verify", "show"):
         r = ftc("lineage", verb, tmp_path / "ckpt")
         assert r.code == ExitCode.LINEAGE_BROKEN and "lineage.json: not a lineage record" in r.err, r.err
+        assert message in r.err
+
+
+def test_a_symlink_loop_in_a_checkpoint_fails_verify(two_stages, ftc):
+    checkpoint = (two_stages / "stage2" / "best").resolve()
+    (checkpoint / "loop").symlink_to(checkpoint / "loop")
+    r = ftc("lineage", "verify", checkpoint)
+    assert r.code == ExitCode.LINEAGE_BROKEN
+    assert f"{checkpoint}/loop is a symlink loop (the link points back at itself)" in r.err
 
 
 def test_a_checkpoint_without_a_record_is_a_usage_error(ftc, tmp_path):

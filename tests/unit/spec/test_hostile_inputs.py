@@ -6,6 +6,7 @@ or nest without end, numbers that are not numbers, data lines that are not text.
 
 from __future__ import annotations
 
+import json
 import os
 import time
 
@@ -71,8 +72,22 @@ def test_a_billion_laughs_spec_is_refused_before_it_expands(ftc, tmp_path):
         ("model_id: x\x00\n", "not valid YAML/JSON: unacceptable character #x0000"),
         ("?\n", "a key must be text; 'an empty key' reads as null"),
         ("1: x\n", "a key must be text; '1' reads as int"),
+        ('model_id: x\ntrain_path: "data/a\\0b.jsonl"\n', "$.train_path: holds a NUL character"),
+        ("a: 1\na: 2\n", "$.a: duplicate key (first given on line 1); the later value would silently win"),
+        ("model_id: !!python/object/apply:os.system [echo]\n", "could not determine a constructor for the tag"),
+        ("- model_id\n", "$: expected object, got array"),
     ],
-    ids=["20000 deep", "40 deep", "NUL byte", "empty key", "integer key"],
+    ids=[
+        "20000 deep",
+        "40 deep",
+        "NUL byte",
+        "empty key",
+        "integer key",
+        "escaped NUL",
+        "duplicate key",
+        "python tag",
+        "a list",
+    ],
 )
 def test_a_spec_too_deep_or_with_forbidden_characters_is_invalid(text, message, ftc, tmp_path):
     (tmp_path / "job.yaml").write_text(text)
@@ -121,6 +136,14 @@ def test_an_output_dir_that_is_not_a_folder_is_refused(target, job, ftc, tmp_pat
     r = _compile(ftc, tmp_path / "hostile.yaml", tmp_path)
     assert r.code == ExitCode.SPEC_INVALID
     assert "exists and is not a folder" in r.err and "$.output_dir" in r.err
+
+
+def test_a_credential_in_a_bucket_uri_is_refused_and_never_echoed(job, ftc, tmp_path):
+    (tmp_path / "hostile.yaml").write_text(_spec(job, train_path="s3://AKIAEXAMPLE:s3cr3t@bucket/train.jsonl"))
+    r = _compile(ftc, tmp_path / "hostile.yaml", tmp_path)
+    assert r.code == ExitCode.SPEC_INVALID, r.err
+    assert "s3://***@bucket/train.jsonl: the bucket name holds a credential (user:secret@)" in r.err
+    assert "s3cr3t" not in r.err + r.out and "AKIAEXAMPLE" not in r.err + r.out
 
 
 # ---- inputs that are not regular files --------------------------------------------------------------------------
@@ -175,11 +198,16 @@ def test_a_weights_folder_holding_what_is_not_a_file_is_refused(make, message, j
         ),
         ("[" * 20_000 + "]" * 20_000 + "\n", "nested too deeply to be a chat example"),
         ('{"messages": "' + "x" * (17 << 20) + '"}\n', "longer than 16 MiB (one chat example per line)"),
+        (GOOD_LINE.replace('"2"}', '"2", "weight": NaN}'), "NaN is not JSON (numbers must be finite)"),
+        (GOOD_LINE.replace('"2"}', '"2", "content": "4"}'), 'duplicate key "content" in one object'),
+        (b'{"messages": "\xff"}\n', "not UTF-8 text"),
+        ('{"messages": [{"role": "user", "content": "x"}]\n', "not valid JSON (Expecting ',' delimiter at column 48)"),
     ],
-    ids=["lone surrogate", "20000 deep", "17 MiB line"],
+    ids=["lone surrogate", "20000 deep", "17 MiB line", "NaN", "duplicate key", "not UTF-8", "JSON error at the end"],
 )
 def test_a_data_line_that_is_not_a_chat_example_is_named(line, message, job, ftc, tmp_path):
-    (tmp_path / "data" / "hostile.jsonl").write_text(GOOD_LINE + line + GOOD_LINE)
+    line = line if isinstance(line, bytes) else line.encode()
+    (tmp_path / "data" / "hostile.jsonl").write_bytes(GOOD_LINE.encode() + line + GOOD_LINE.encode())
     (tmp_path / "hostile.yaml").write_text(_spec(job, train_path="data/hostile.jsonl"))
     r = _compile(ftc, tmp_path / "hostile.yaml", tmp_path)
     assert r.code == ExitCode.SPEC_INVALID, r.err
@@ -193,6 +221,44 @@ def test_a_plan_that_is_not_a_regular_file_is_a_usage_error(ftc, tmp_path):
     assert time.monotonic() - started < 10
     assert r.code == ExitCode.USAGE
     assert "is a FIFO (named pipe), not a regular file; give the plan file (plan.json)" in r.err
+
+
+def _sealed(plan: dict, change) -> dict:
+    """``plan`` changed by ``change`` and sealed again: a plan_id that matches, as a forger would make it."""
+    from ftc.spec.plan import seal_plan
+
+    change(plan)
+    return seal_plan(plan)
+
+
+@pytest.mark.parametrize(
+    "write, message",
+    [
+        (lambda good: json.dumps(good).replace('"seed": 42', '"seed": NaN'), "NaN is not JSON"),
+        (lambda good: "[" * 100_000 + "]" * 100_000, "not a plan: nested too deeply"),
+        (
+            lambda good: json.dumps(_sealed(good, lambda p: p["output"].update(dir="out\x00put"))),
+            "$.output.dir: holds a NUL character",
+        ),
+        (
+            lambda good: json.dumps(_sealed(good, lambda p: p["launch"].update(command=["sh", "-c", "touch pwned"]))),
+            '$.launch.command: ["sh", "-c", "touch pwned"] is not the command ftc runs for 1 node(s) x 1 process(es)',
+        ),
+        (lambda good: json.dumps({**good, "seed": 7}), "Additional properties are not allowed ('seed' was unexpected)"),
+    ],
+    ids=["NaN", "100000 deep", "NUL in a path", "a foreign launch command", "edited"],
+)
+def test_a_forged_or_broken_plan_is_refused_before_anything_runs(write, message, job, ftc, tmp_path, monkeypatch):
+    assert ftc("compile", job(), "-o", tmp_path / "good.json").code == 0
+    good = json.loads((tmp_path / "good.json").read_text())
+    (tmp_path / "plan.json").write_text(write(good))
+    monkeypatch.chdir(tmp_path)
+    started = time.monotonic()
+    r = ftc("run", tmp_path / "plan.json", "--backend", "local")
+    assert time.monotonic() - started < 10
+    assert r.code == ExitCode.PLAN_INVALID, r.err
+    assert message in r.err
+    assert not (tmp_path / "pwned").exists() and not (tmp_path / "output").exists()
 
 
 # ---- weights whose files or config.json do not hold what they claim ----------------------------------------------
