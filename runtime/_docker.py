@@ -14,6 +14,7 @@ cache before the container starts, and the container reads those inputs from the
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import sys
@@ -28,9 +29,10 @@ from ftc.spec.plan import Plan, PlanImage
 from ftc.stores.hashing import cache_dir
 
 from ._inputs import CHECKED_BY_HOST_ENV, verify_inputs
-from ._launch import FAILURE_NOTE, Rendezvous, raise_failure
+from ._launch import Rendezvous, raise_failure
+from ._lock import CONTAINER_ENV
 
-__all__ = ["GpuRequest", "run_in_container"]
+__all__ = ["GpuRequest", "container_name", "run_in_container"]
 
 
 @dataclass(frozen=True)
@@ -80,8 +82,6 @@ def run_in_container(
     found = _image(client, image)
     output = plan.output_path
     output.mkdir(parents=True, exist_ok=True)  # by the caller, so the folder is the caller's
-    note = output / FAILURE_NOTE
-    note.unlink(missing_ok=True)
 
     with engine_errors("ftc run --backend docker"):
         info, version = client.info(), client.version()
@@ -105,14 +105,20 @@ def run_in_container(
         IMAGE_ENV: json.dumps(ran, sort_keys=True),
     }
     rendezvous = rendezvous or Rendezvous()
+    name = container_name(output, rendezvous.node_rank)
+    environment[CONTAINER_ENV] = name  # the output lock names the container that holds it
     command = [str(plan_path), *rendezvous.args()]
     if resume:
         command.append("--resume")
     container = None
     try:
+        _clear_the_way(client, name, output)
         with engine_errors("ftc run --backend docker"):
-            container = client.containers.create(
-                found.id,
+            container = _create(
+                client,
+                name,
+                output,
+                image=found.id,
                 entrypoint=["python", "-m", "ftc.runtime"],
                 command=command,
                 user=f"{os.getuid()}:{os.getgid()}",
@@ -122,9 +128,13 @@ def run_in_container(
                 network_mode="host",
                 ipc_mode="host",
                 device_requests=device_requests,
-                labels={"dev.ftc.plan-id": plan.plan_id, "dev.ftc.node-rank": str(rendezvous.node_rank)},
+                labels={
+                    "dev.ftc.plan-id": plan.plan_id,
+                    "dev.ftc.node-rank": str(rendezvous.node_rank),
+                    "dev.ftc.output-dir": str(output.resolve()),
+                },
             )
-            log(f"container {container.short_id}: {image.requested} ({found.short_id}) on {engine_address()}")
+            log(f"container {name} ({container.short_id}): {image.requested} ({found.short_id}) on {engine_address()}")
             # attached before it starts: attaching to a container that already exited can wait forever
             output_stream = container.attach(stdout=True, stderr=True, stream=True, logs=True, demux=True)
         try:
@@ -148,7 +158,48 @@ def run_in_container(
                     f"remove it with `docker rm -f {container.id}`",
                     file=sys.stderr,
                 )
-    raise_failure(code, note)
+    raise_failure(code)  # the container's code is its launcher's, which reported the error
+
+
+def container_name(output: Path, node_rank: int) -> str:
+    """The one name a container writing node ``node_rank``'s share into ``output`` has: the engine refuses a second
+    container of that name, so two container runs into one folder cannot both start."""
+    return f"ftc-{hashlib.sha256(str(output.resolve()).encode()).hexdigest()[:12]}-node{node_rank}"
+
+
+def _busy(name: str, output: Path, short_id: str) -> UsageError:
+    return UsageError(
+        f"{output} is being written by container {name} ({short_id}), which no `ftc run` may be following any more "
+        "(one that was killed leaves its container training)\n"
+        f"    fix: stop it with `docker rm -f {name}`, then continue with `ftc run PLAN --resume`; "
+        "or wait for it to end"
+    )
+
+
+def _clear_the_way(client, name: str, output: Path) -> None:
+    """Refuse while a container of ``name`` is alive; remove one that has ended (left by a killed ``ftc run``)."""
+    import docker.errors
+
+    with engine_errors("ftc run --backend docker (looking for an earlier container)"):
+        try:
+            earlier = client.containers.get(name)
+        except docker.errors.NotFound:
+            return
+        if earlier.status in ("created", "running", "restarting", "paused"):
+            raise _busy(name, output, earlier.short_id)
+        earlier.remove(force=True)
+
+
+def _create(client, name: str, output: Path, **options):
+    """A new container of ``name``; a clear refusal when another run created one of that name first."""
+    import docker.errors
+
+    try:
+        return client.containers.create(name=name, **options)
+    except docker.errors.APIError as exc:
+        if exc.status_code == 409:  # Conflict: the name is taken, by a run that started since _clear_the_way
+            raise _busy(name, output, "just started") from None
+        raise
 
 
 def _refuse_what_a_container_cannot_see(plan: Plan) -> None:

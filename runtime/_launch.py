@@ -11,6 +11,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,9 +25,10 @@ from ._inputs import verify_inputs
 from ._lock import output_lock
 from ._progress import log
 
-__all__ = ["FAILURE_NOTE", "Rendezvous", "raise_failure", "run_plan", "worker_main"]
+__all__ = ["Rendezvous", "raise_failure", "run_plan", "worker_main"]
 
-FAILURE_NOTE = ".ftc-failure.json"
+#: where rank 0 leaves its exit code for the launcher (a file in a folder the launcher made for this run)
+FAILURE_NOTE_ENV = "FTC_FAILURE_NOTE"
 
 
 @dataclass(frozen=True)
@@ -89,32 +91,45 @@ def _launch_workers(plan: Plan, plan_path: Path, *, resume: bool, rendezvous: Re
     command = [sys.executable if part == "python" else part.format(**values) for part in plan.launch.command]
     if resume:
         command.append("--resume")
-    note = plan.output_path / FAILURE_NOTE
-    note.unlink(missing_ok=True)
-    child = subprocess.Popen(command, start_new_session=True)
-    try:
-        code = child.wait()
-    except KeyboardInterrupt:
-        os.killpg(child.pid, signal.SIGTERM)
-        child.wait()
-        raise
-    finally:
-        if child.poll() is None:
-            os.killpg(child.pid, signal.SIGKILL)
-    raise_failure(code, note)
+    # the note lives outside the output folder: the failure to report may be that the output storage is full
+    with tempfile.TemporaryDirectory(prefix="ftc-run-") as scratch:
+        note = Path(scratch) / "failure.json"
+        child = subprocess.Popen(command, start_new_session=True, env={**os.environ, FAILURE_NOTE_ENV: str(note)})
+        try:
+            code = child.wait()
+        except KeyboardInterrupt:
+            os.killpg(child.pid, signal.SIGTERM)
+            child.wait()
+            raise
+        finally:
+            if child.poll() is None:
+                os.killpg(child.pid, signal.SIGKILL)
+        raise_failure(code, note)
 
 
-def raise_failure(code: int, note: Path) -> None:
-    """Nothing when ``code`` is 0; else the error rank 0 left in ``note`` (already printed by it), or a generic one."""
+def raise_failure(code: int, note: Path | None = None) -> None:
+    """Nothing when ``code`` is 0; else the error rank 0 left in ``note`` or that ``code`` names (already printed by
+    the process that failed), or a generic one for a process that ended without saying why."""
     if code == 0:
         return
-    if note.exists():
-        failure = json.loads(note.read_text())
-        error = FtcError(failure["message"])
-        error.exit_code = ExitCode(failure["exit_code"])
-        error.already_reported = True
-        raise error
-    raise TrainingFailed(f"a training process failed (exit status {code}); its output above says why")
+    exit_code = None
+    if note is not None and note.is_file():
+        try:
+            exit_code = ExitCode(json.loads(note.read_bytes()[:4096])["exit_code"])
+        except (ValueError, KeyError, TypeError):
+            pass
+    if exit_code is None and code in _OWN_CODES:  # a process of ftc's that reported its error itself
+        exit_code = ExitCode(code)
+    if exit_code is None:
+        raise TrainingFailed(f"a training process failed (exit status {code}); its output above says why")
+    error = FtcError(f"a training process failed ({exit_code.name.lower()}); its output above says why")
+    error.exit_code = exit_code
+    error.already_reported = True
+    raise error
+
+
+#: exit codes ftc gives after reporting an error itself (1 is also Python's for a crash: not among them)
+_OWN_CODES = {int(c) for c in ExitCode if c not in (ExitCode.OK, ExitCode.INTERNAL)}
 
 
 def worker_main(argv: list[str] | None = None) -> int:
@@ -143,15 +158,15 @@ def worker_main(argv: list[str] | None = None) -> int:
         return 0
     except (Exception, KeyboardInterrupt) as exc:
         code = report(exc)
-        if isinstance(exc, FtcError) and int(os.environ.get("RANK", "0")) == 0 and plan is not None:
-            _leave_note(plan.output_path / FAILURE_NOTE, exc)
+        note = os.environ.get(FAILURE_NOTE_ENV)
+        if isinstance(exc, FtcError) and int(os.environ.get("RANK", "0")) == 0 and note:
+            _leave_note(Path(note), exc)
         return int(code)
 
 
 def _leave_note(note: Path, exc: FtcError) -> None:
-    """Rank 0's error for the launcher, which reports it with its exit code (rank 0 printed it already)."""
+    """Rank 0's exit code for the launcher (torch.distributed.run exits 1 whatever its workers' codes were)."""
     try:
-        note.parent.mkdir(parents=True, exist_ok=True)
-        note.write_text(json.dumps({"exit_code": int(exc.exit_code), "message": str(exc)}))
+        note.write_text(json.dumps({"exit_code": int(exc.exit_code)}))
     except OSError:
-        pass  # the output storage itself failed: the launcher reports a failed process, and rank 0 said why
+        pass  # the launcher reports a failed process, and rank 0 said why

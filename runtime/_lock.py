@@ -22,7 +22,10 @@ from ftc.errors import UsageError
 
 from ._storage import storage_failure
 
-__all__ = ["output_lock"]
+__all__ = ["CONTAINER_ENV", "output_lock"]
+
+#: set by the docker backend to the container's name, so a refusal can say which container holds the lock
+CONTAINER_ENV = "FTC_CONTAINER_NAME"
 
 
 @contextmanager
@@ -39,12 +42,16 @@ def output_lock(out: Path, *, node_rank: int, plan_id: str) -> Iterator[None]:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
+            holder, container = _holder(path)
+            stop = f"stop it with `docker rm -f {container}`" if container else "stop it"
             raise UsageError(
-                f"{out} is being written by another ftc run ({_holder(path)}); two runs into one output folder "
-                "would overwrite each other's checkpoints\n    fix: wait for it to end, or stop it (a container run: "
-                "`docker ps --filter label=dev.ftc.plan-id` lists them), or choose another output_dir"
+                f"{out} is being written by another ftc run ({holder}); two runs into one output folder "
+                f"would overwrite each other's checkpoints\n    fix: wait for it to end, or {stop} and continue with "
+                "`ftc run PLAN --resume`, or choose another output_dir"
             ) from None
         holder = {"host": socket.gethostname(), "pid": os.getpid(), "plan_id": plan_id, "since": time.time()}
+        if os.environ.get(CONTAINER_ENV):
+            holder["container"] = os.environ[CONTAINER_ENV]
         os.ftruncate(fd, 0)
         os.pwrite(fd, json.dumps(holder).encode(), 0)
         try:
@@ -56,10 +63,14 @@ def output_lock(out: Path, *, node_rank: int, plan_id: str) -> Iterator[None]:
         os.close(fd)
 
 
-def _holder(path: Path) -> str:
+def _holder(path: Path) -> tuple[str, str | None]:
+    """Who holds the lock at ``path``, in words, and the name of its container (None: not a container run)."""
     try:
         holder = json.loads(path.read_bytes()[:4096])
         since = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(holder["since"]))
-        return f"process {holder['pid']} on {holder['host']}, plan {holder['plan_id'][:19]}…, since {since}"
-    except (OSError, ValueError, KeyError, TypeError):
-        return "its holder is starting"
+        container = holder.get("container")
+        where = f"in container {container}" if isinstance(container, str) else f"on {holder['host']}"
+        text = f"process {holder['pid']} {where}, plan {holder['plan_id'][:19]}…, since {since}"
+        return text, container if isinstance(container, str) else None
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return "its holder is starting", None

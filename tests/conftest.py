@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -45,6 +47,18 @@ def ftc(capsys):
         return Result(int(code), captured.out, captured.err)
 
     return run
+
+
+def ftc_process(*args, **kwargs) -> subprocess.Popen:
+    """``ftc ARGS`` in a new process (and session), its stdout and stderr merged into one pipe."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "ftc.cli", *map(str, args)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+        **kwargs,
+    )
 
 
 def age(path: Path, seconds: float = 60) -> None:

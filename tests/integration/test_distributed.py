@@ -5,8 +5,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -14,21 +12,10 @@ import pytest
 
 from ftc.errors import ExitCode
 
-from conftest import metrics, read_json
+from conftest import ftc_process, metrics, read_json
 from support.models import arithmetic_examples, reference_loss_sum, write_jsonl
 
 pytestmark = pytest.mark.slow
-
-
-def ftc_process(*args, **kwargs) -> subprocess.Popen:
-    return subprocess.Popen(
-        [sys.executable, "-m", "ftc.cli", *map(str, args)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        start_new_session=True,
-        **kwargs,
-    )
 
 
 def ftc_run(*args) -> tuple[int, str]:

@@ -9,6 +9,7 @@ digest, mounts, uid, logs, exit codes, cleanup, lineage) is the real path.
 
 from __future__ import annotations
 
+import fcntl
 import os
 import shutil
 import signal
@@ -20,6 +21,8 @@ import time
 from pathlib import Path
 
 import pytest
+
+from ftc.errors import ExitCode
 
 from conftest import REPO, S3_KEY, S3_SECRET, read_json, upload_folder
 
@@ -228,6 +231,53 @@ def test_stopping_ftc_run_removes_the_container(engine, job, tmp_path):
     assert proc.returncode == 130, err[-3000:]
     assert "interrupted" in err
     assert containers_of(engine, plan) == []
+
+
+def test_a_container_left_training_by_a_killed_ftc_run_is_named_and_blocks_every_other_run(engine, job, tmp_path):
+    """kill -9 of `ftc run` cannot remove its container: the next run into that folder, in a container or not, is
+    refused naming the container and the `docker rm -f` that stops it; once it is gone, the folder is free."""
+    plan = tmp_path / "plan.json"
+    assert ftc_cli("compile", job(image=IMAGE, num_epochs=2000), "-o", plan, host=engine.host).returncode == 0
+    env = {**os.environ, "DOCKER_HOST": engine.host}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "ftc.cli", *map(str, run_args(engine, plan))],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    output = plan.parent / read_json(plan)["output"]["dir"]
+    lock = output / ".ftc-lock-node0"
+    deadline = time.time() + 120
+    while not (lock.exists() and lock.stat().st_size):  # the container holds the output folder's lock
+        assert proc.poll() is None, proc.communicate()
+        assert time.time() < deadline, "the container never took the lock"
+        time.sleep(0.5)
+    proc.kill()
+    proc.wait()
+    (left,) = containers_of(engine, plan)
+    name = left.attrs["Names"][0].lstrip("/")
+    assert name.startswith("ftc-") and name.endswith("-node0")
+    try:
+        for args in (run_args(engine, plan, "--resume"), ["run", plan, "--resume", "--backend", "local"]):
+            r = ftc_cli(*args, host=engine.host, timeout=120)
+            assert r.returncode == ExitCode.USAGE, r.stderr[-3000:]
+            assert f"container {name}" in r.stderr and f"`docker rm -f {name}`" in r.stderr, r.stderr[-3000:]
+            assert "ftc run PLAN --resume" in r.stderr
+        assert len(containers_of(engine, plan)) == 1  # the refused container run started nothing
+    finally:
+        engine.client.api.remove_container(left.id, force=True)
+    deadline = time.time() + 30
+    while True:  # the kernel releases the lock with its holder
+        fd = os.open(lock, os.O_RDWR)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            break
+        except BlockingIOError:
+            assert time.time() < deadline, "the lock outlived the container"
+            time.sleep(0.5)
+        finally:
+            os.close(fd)
 
 
 def test_lineage_records_no_image_for_a_local_run_of_a_plan_that_names_one(engine, job, tmp_path):

@@ -10,6 +10,8 @@ import pytest
 
 from ftc.errors import ExitCode
 
+from conftest import ftc_process
+
 TWO_EPOCHS = dict(lora_config=None, num_epochs=2, train_batch_size_per_device=4)  # two checkpoints of ~2.9 MB
 
 
@@ -56,3 +58,17 @@ def test_a_full_disk_keeps_earlier_checkpoints_and_the_run_continues_once_there_
     assert r.code == 0, r.err
     assert "resuming from step-000004" in r.err
     assert ftc("lineage", "verify", out).code == 0
+
+
+def test_a_full_disk_under_two_processes_is_the_same_storage_error(mounted, job, tmp_path):
+    """The note that carries rank 0's exit code to the launcher is not written to the full disk itself."""
+    spec = job(**TWO_EPOCHS, num_devices=2)
+    assert ftc_process("compile", spec, "-o", tmp_path / "p.json").wait(timeout=120) == 0
+    out = mounted("size=4m")
+    proc = ftc_process("run", tmp_path / "p.json")
+    said, _ = proc.communicate(timeout=600)
+    assert proc.returncode == ExitCode.STORAGE_FAILED, said[-3000:]
+    assert f"{out} is on a full disk (or over its quota)" in said
+    assert not list((out / "checkpoints").glob("*.partial*"))
+    # rank 0 told the launcher its exit code through a file outside the full disk, not in it
+    assert sorted(p.name for p in out.iterdir() if p.name.startswith(".")) == [".ftc-lock-node0"]
