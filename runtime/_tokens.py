@@ -18,12 +18,14 @@ import numpy as np
 from ftc.errors import DataInvalid
 from ftc.spec.chat_data import read_chat_jsonl
 from ftc.spec.plan import PlanInput
+from ftc.stores.hashing import hash_file
 
+from ._progress import log
 from ._render import Rendered
 
 __all__ = ["BadExample", "Examples", "cache_key", "token_cache", "tokenize_file", "usable_examples"]
 
-_FORMAT = 1  # bump when the tokenized layout or the masking rules change
+_FORMAT = 2  # bump when the tokenized layout or the masking rules change
 
 
 @dataclass(frozen=True)
@@ -64,9 +66,12 @@ def tokenize_file(
     tokenizer: Any,
     cache_file: Path | None,
 ) -> tuple[Examples, list[BadExample]]:
-    """Tokenize every example of ``path`` (or load the result cached for the same data, tokenizer and format)."""
-    if cache_file is not None and cache_file.exists():
-        return _load(cache_file)
+    """Tokenize every example of ``path`` (or load the result cached for the same data, tokenizer and format, once
+    its bytes verify)."""
+    if cache_file is not None:
+        cached = _verified(cache_file)
+        if cached is not None:
+            return _load(cached)
     texts: list[Rendered] = []
     lines: list[int] = []
     bad: list[BadExample] = []
@@ -119,9 +124,36 @@ def _store(path: Path, examples: Examples, bad: list[BadExample]) -> None:
     os.close(fd)
     try:
         save_file(tensors, tmp, metadata=meta)
-        os.replace(tmp, path)  # readers never see a half-written cache file
+        sha, _ = hash_file(Path(tmp))
+        os.replace(tmp, _named(path, sha))  # readers never see a half-written cache file
     finally:
         Path(tmp).unlink(missing_ok=True)
+
+
+def _named(cache_file: Path, sha256: str) -> Path:
+    """The cache file as stored: named by its key and by the sha256 of its own bytes, so it can be verified."""
+    return cache_file.with_name(f"{cache_file.stem}.{sha256}{cache_file.suffix}")
+
+
+def _verified(cache_file: Path) -> Path | None:
+    """The stored cache file for ``cache_file``'s key whose bytes match the sha256 in its name (through the stat
+    cache: an unchanged file is not re-read); one that does not is removed with a warning (it is made again)."""
+    from ftc.stores.hashing import NotAnInput, StatCache, cache_dir
+
+    if not cache_file.parent.is_dir():
+        return None
+    for stored in sorted(cache_file.parent.glob(f"{cache_file.stem}.*{cache_file.suffix}")):
+        named = stored.name[len(cache_file.stem) + 1 : -len(cache_file.suffix)]
+        try:
+            with StatCache(cache_dir() / "statcache.sqlite3") as stamps:
+                found, _ = hash_file(stored, stamps)
+        except (NotAnInput, OSError) as exc:
+            found = f"unreadable ({exc})"
+        if found == named:
+            return stored
+        log(f"warning: the tokenized data cached at {stored} is not the bytes it was stored as; tokenizing again")
+        stored.unlink(missing_ok=True)
+    return None
 
 
 def _load(path: Path) -> tuple[Examples, list[BadExample]]:

@@ -13,23 +13,34 @@ or wrong is ever found there. A lock per pin makes two processes that need the s
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import hashlib
 import json
 import os
+import re
+import sys
 import threading
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
 
-from .hashing import cache_dir
+from .atomic import write_text_atomic
+from .hashing import StatCache, cache_dir, hash_file
 
 __all__ = ["ContentCache", "DigestMismatch"]
 
 Opener = Callable[
     [int, int | None], Iterator[bytes]
 ]  # opener(start, end) -> chunks of bytes [start, end), each its own object (kept until written)
+
+
+_SHA256 = re.compile(r"[0-9a-f]{64}")
+
+
+def _warn(message: str) -> None:
+    print(f"warning: {message}", file=sys.stderr, flush=True)
 
 
 class DigestMismatch(Exception):
@@ -44,8 +55,9 @@ class ContentCache:
     part_size = 16 << 20
     parallel_parts = 4
 
-    def __init__(self, root: Path | None = None):
+    def __init__(self, root: Path | None = None, warn: Callable[[str], None] | None = None):
         self.root = root if root is not None else cache_dir()
+        self.warn = warn or _warn
 
     def _key(self, pin: dict) -> str:
         return hashlib.sha256(json.dumps(pin, sort_keys=True).encode()).hexdigest()
@@ -54,12 +66,44 @@ class ContentCache:
         return self.root / "objects" / sha256[:2] / sha256
 
     def known(self, pin: dict) -> Path | None:
-        """The cached bytes of ``pin``, when they were downloaded before."""
+        """The cached bytes of ``pin``, when they were downloaded before and still hash to the sha256 they are named
+        by. Checked through the stat cache, so an unchanged object is not re-read while any write to it is caught;
+        an object that fails is evicted (the next fetch downloads it again) with a warning."""
         note = self.root / "pins" / f"{self._key(pin)}.json"
-        if note.exists():
-            path = self.object_path(json.loads(note.read_text())["sha256"])
-            if path.exists():
-                return path
+        sha = self._pinned_sha256(note)
+        if sha is None:
+            return None
+        path = self.object_path(sha)
+        try:
+            with StatCache(self.root / "statcache.sqlite3") as stamps:
+                found, _ = hash_file(path, stamps)
+        except FileNotFoundError:
+            return None
+        except OSError as exc:  # NotAnInput (a FIFO, a loop) or unreadable: not an object this cache wrote
+            found = f"unreadable ({exc})"
+        if found == sha:
+            return path
+        self.warn(
+            f"the cached copy of {pin.get('uri', 'an input')} ({path}) is not the bytes it was stored as "
+            f"(found {found}); removed, downloading it again"
+        )
+        path.unlink(missing_ok=True)
+        note.unlink(missing_ok=True)
+        return None
+
+    def _pinned_sha256(self, note: Path) -> str | None:
+        """The sha256 a pin note names; None (and the note removed, with a warning) when it is not one."""
+        try:
+            record = json.loads(note.read_bytes()[:4096])
+            sha = record["sha256"]
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            sha = f"({type(exc).__name__})"
+        if isinstance(sha, str) and _SHA256.fullmatch(sha):
+            return sha
+        self.warn(f"{note}: not a pin record of this cache; removed")
+        note.unlink(missing_ok=True)
         return None
 
     @contextmanager
@@ -102,24 +146,44 @@ class ContentCache:
             partial.parent.mkdir(parents=True, exist_ok=True)
             algorithms = ("sha256", "md5") if expected_md5 else ("sha256",)
             parts = self.parallel_parts if parts is None else parts
-            if size is not None and size > self.ranged_above and parts > 1:
-                digests = self._ranged(partial, opener, size, algorithms, parts)
-            else:
-                digests = self._streamed(partial, opener, algorithms)
-            sha = digests["sha256"]
-            for name, expected in (("md5", expected_md5), ("sha256", expected_sha256)):
-                if expected and digests[name] != expected:
-                    partial.unlink()
-                    raise DigestMismatch(expected, digests[name], name)
-            final = self.object_path(sha)
-            final.parent.mkdir(parents=True, exist_ok=True)
-            os.replace(partial, final)
-            note = self.root / "pins" / f"{key}.json"
-            note.parent.mkdir(parents=True, exist_ok=True)
-            tmp = note.with_suffix(".tmp")
-            tmp.write_text(json.dumps({"sha256": sha, "pin": pin}))
-            os.replace(tmp, note)
+            expected = {"md5": expected_md5, "sha256": expected_sha256}
+            try:
+                resumed = partial.exists()
+                digests = self._download(partial, opener, size, algorithms, parts)
+                wrong = [(name, want) for name, want in expected.items() if want and digests[name] != want]
+                if wrong and resumed:  # the bytes kept from an earlier attempt may be what is wrong: start over
+                    self.warn(f"{pin.get('uri', 'a download')}: the resumed download does not verify; starting over")
+                    self._discard(partial)
+                    digests = self._download(partial, opener, size, algorithms, parts)
+                    wrong = [(name, want) for name, want in expected.items() if want and digests[name] != want]
+                if wrong:
+                    name, want = wrong[0]
+                    raise DigestMismatch(want, digests[name], name)
+                sha = digests["sha256"]
+                final = self.object_path(sha)
+                final.parent.mkdir(parents=True, exist_ok=True)
+                os.replace(partial, final)
+            except DigestMismatch:
+                self._discard(partial)
+                raise
+            except OSError as exc:
+                if exc.errno == errno.ENOSPC:  # a full cache disk: what was downloaded would only keep it full
+                    self._discard(partial)
+                raise
+            write_text_atomic(self.root / "pins" / f"{key}.json", json.dumps({"sha256": sha, "pin": pin}))
             return final, sha
+
+    def _download(
+        self, partial: Path, opener: Opener, size: int | None, algorithms: tuple[str, ...], parts: int
+    ) -> dict[str, str]:
+        if size is not None and size > self.ranged_above and parts > 1:
+            return self._ranged(partial, opener, size, algorithms, parts)
+        return self._streamed(partial, opener, algorithms)
+
+    @staticmethod
+    def _discard(partial: Path) -> None:
+        partial.unlink(missing_ok=True)
+        partial.with_suffix(".parts").unlink(missing_ok=True)
 
     def _streamed(self, partial: Path, opener: Opener, algorithms: tuple[str, ...]) -> dict[str, str]:
         hashers = [hashlib.new(name) for name in algorithms]
@@ -149,11 +213,11 @@ class ContentCache:
         """Fetch ``size`` bytes as parallel ranges written in place; a thread hashes the file in order as ranges
         complete, so the digest is ready (almost) when the last byte lands."""
         record = partial.with_suffix(".parts")
-        done = set(json.loads(record.read_text())) if record.exists() and partial.exists() else set()
+        every = list(range(0, size, self.part_size))
+        done = self._completed_ranges(record, partial, set(every))
         with open(partial, "ab"):
             pass
         os.truncate(partial, size)
-        every = list(range(0, size, self.part_size))
         ready = threading.Condition()
         failed = threading.Event()
         hashers = [hashlib.new(name) for name in algorithms]
@@ -166,9 +230,9 @@ class ContentCache:
                 for chunk in opener(start, min(start + self.part_size, size)):
                     os.pwrite(fd, chunk, offset)
                     offset += len(chunk)
-                with ready:  # resume point: the ranges that are complete
+                with ready:  # resume point: the ranges that are complete (never a torn record)
                     done.add(start)
-                    record.write_text(json.dumps(sorted(done)))
+                    write_text_atomic(record, json.dumps(sorted(done)))
                     ready.notify_all()
 
             hash_error: list[BaseException] = []
@@ -210,6 +274,21 @@ class ContentCache:
             os.close(fd)
         record.unlink(missing_ok=True)
         return {h.name: h.hexdigest() for h in hashers}
+
+    def _completed_ranges(self, record: Path, partial: Path, starts: set[int]) -> set[int]:
+        """The ranges an interrupted download completed, from its record; an unreadable record (or one naming
+        ranges this download does not have) is discarded with its partial file, and the download starts over."""
+        if not (record.exists() and partial.exists()):
+            return set()
+        try:
+            done = json.loads(record.read_bytes()[: 1 << 20])
+            if isinstance(done, list) and all(isinstance(d, int) and d in starts for d in done):
+                return set(done)
+        except (OSError, ValueError):
+            pass
+        self.warn(f"{record}: not a record of completed ranges; starting the download over")
+        self._discard(partial)
+        return set()
 
     def view(self, name: str, members: dict[str, str]) -> Path:
         """A folder of symlinks (relative path -> cached sha256), so a downloaded folder reads like the original."""

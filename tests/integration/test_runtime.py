@@ -191,6 +191,31 @@ def test_tokenization_is_cached_per_data_digest(trained):
     assert [p.stat().st_mtime_ns for p in cached] == stamps  # read back, not written again
 
 
+def test_a_changed_byte_in_the_tokenized_cache_is_caught_and_the_data_tokenized_again(trained, job, ftc, tmp_path):
+    import os
+    from pathlib import Path
+
+    first = trained("first.json", num_epochs=1, lora_config=None)
+    for cached in Path(os.environ["FTC_CACHE_DIR"]).glob("tokens/*.safetensors"):
+        blob = bytearray(cached.read_bytes())
+        blob[-3] ^= 0x7F  # inside the last tensor: token ids, masks, lengths or lines would train on other data
+        cached.write_bytes(bytes(blob))
+    assert (
+        ftc(
+            "compile",
+            job(name="again.yaml", num_epochs=1, lora_config=None, output_dir="again"),
+            "-o",
+            tmp_path / "again.json",
+        ).code
+        == 0
+    )
+    r = ftc("run", tmp_path / "again.json")
+    assert r.code == 0, r.err
+    assert r.err.count("is not the bytes it was stored as; tokenizing again") == 2
+    same = [[m[k] for k in ("step", "loss", "tokens")] for m in metrics(first, "train")]
+    assert [[m[k] for k in ("step", "loss", "tokens")] for m in metrics(tmp_path / "again", "train")] == same
+
+
 def test_an_input_changed_after_compiling_is_refused_with_expected_and_found(job, ftc, tmp_path):
     ftc("compile", job(), "-o", tmp_path / "p.json")
     pinned = read_json(tmp_path / "p.json")["inputs"]["train"]["digest"]

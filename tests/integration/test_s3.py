@@ -4,7 +4,10 @@ time, never a credential in a plan, a log or a checkpoint."""
 from __future__ import annotations
 
 import hashlib
+import os
+import shutil
 import time
+from pathlib import Path
 
 import pytest
 
@@ -61,6 +64,25 @@ def test_an_object_replaced_after_compiling_is_refused(s3, job, ftc, tmp_path, t
     assert r.code == ExitCode.INPUT_CHANGED
     assert f"s3://{s3.bucket}/weights/config.json: the object changed since the plan was compiled (ETag " in r.err
     assert not (tmp_path / "output").exists()
+
+
+def test_a_changed_byte_in_the_cache_is_caught_and_the_object_downloaded_again(s3, job, ftc, tmp_path, tiny_model):
+    spec = _spec_in_s3(s3, job, tmp_path, tiny_model, lora_config=None, num_epochs=1)
+    assert ftc("compile", spec, "-o", tmp_path / "p.json").code == 0
+    assert ftc("run", tmp_path / "p.json").code == 0
+    before = [m["eval_loss"] for m in metrics(tmp_path / "output", "eval")]
+    objects = [p for p in (Path(os.environ["FTC_CACHE_DIR"]) / "objects").rglob("*") if p.is_file()]
+    weights = max(objects, key=lambda p: p.stat().st_size)  # model.safetensors
+    blob = bytearray(weights.read_bytes())
+    blob[len(blob) // 2] ^= 0x40  # one weight, far off: the eval loss would move
+    weights.write_bytes(bytes(blob))
+    shutil.rmtree(tmp_path / "output")
+    r = ftc("run", tmp_path / "p.json")
+    assert r.code == 0, r.err
+    assert f"the cached copy of s3://{s3.bucket}/weights/model.safetensors" in r.err
+    assert "is not the bytes it was stored as" in r.err and "downloading it again" in r.err
+    assert [m["eval_loss"] for m in metrics(tmp_path / "output", "eval")] == before
+    assert ftc("lineage", "verify", tmp_path / "output").code == 0
 
 
 def test_a_versioned_bucket_trains_on_the_pinned_version(s3, job, ftc, tmp_path, tiny_model):

@@ -105,6 +105,75 @@ def test_a_large_object_comes_as_parallel_ranges_and_resumes_the_missing_ones(tm
     assert sha == SHA and path.read_bytes() == DATA
 
 
+def _ranged_cache(tmp_path, warnings: list) -> ContentCache:
+    cache = ContentCache(tmp_path, warn=warnings.append)
+    cache.ranged_above, cache.part_size = 256 << 10, 128 << 10  # 1 MiB -> 8 ranges
+    return cache
+
+
+def _interrupted(cache: ContentCache, key: dict) -> None:
+    def flaky(start, end):
+        if start == 3 * cache.part_size:
+            raise ConnectionError("connection reset")
+        yield from _chunks(start, end)
+
+    with pytest.raises(ConnectionError):
+        cache.fetch(key, flaky, size=len(DATA), expected_sha256=SHA, parts=2)  # range 0 completes before 3 starts
+
+
+def test_a_flipped_byte_in_a_cached_object_is_caught_evicted_and_downloaded_again(tmp_path):
+    warnings: list[str] = []
+    cache = ContentCache(tmp_path, warn=warnings.append)
+    path, _ = cache.fetch({"uri": "s3://b/k"}, _chunks, expected_sha256=SHA)
+    blob = bytearray(path.read_bytes())
+    blob[1000] ^= 1
+    path.write_bytes(bytes(blob))
+    calls = []
+    again, sha = cache.fetch({"uri": "s3://b/k"}, lambda s, e: (calls.append(s), _chunks(s, e))[1])
+    assert calls == [0] and sha == SHA and again.read_bytes() == DATA
+    assert len(warnings) == 1 and "the cached copy of s3://b/k" in warnings[0] and "downloading it again" in warnings[0]
+
+
+def test_a_pin_record_that_is_not_one_is_dropped_not_followed(tmp_path):
+    warnings: list[str] = []
+    cache = ContentCache(tmp_path, warn=warnings.append)
+    cache.fetch({"k": 7}, _chunks)
+    (note,) = (tmp_path / "pins").iterdir()
+    note.write_text('{"sha256": "../../../etc/passwd"}')
+    assert cache.known({"k": 7}) is None and not note.exists()
+    assert "not a pin record of this cache" in warnings[0]
+
+
+def test_a_torn_range_record_restarts_the_download_instead_of_failing_every_run(tmp_path):
+    warnings: list[str] = []
+    cache = _ranged_cache(tmp_path, warnings)
+    _interrupted(cache, {"k": 8})
+    (record,) = (tmp_path / "partial").glob("*.parts")
+    record.write_text("[0, 131")  # torn mid-write
+    asked = []
+    path, sha = cache.fetch(
+        {"k": 8}, lambda s, e: (asked.append(s), _chunks(s, e))[1], size=len(DATA), expected_sha256=SHA
+    )
+    assert sha == SHA and path.read_bytes() == DATA and sorted(asked) == list(range(0, len(DATA), 128 << 10))
+    assert "not a record of completed ranges; starting the download over" in warnings[0]
+
+
+def test_a_flipped_byte_in_a_completed_range_is_downloaded_again_not_cached(tmp_path):
+    warnings: list[str] = []
+    cache = _ranged_cache(tmp_path, warnings)
+    _interrupted(cache, {"k": 9})
+    (partial,) = (tmp_path / "partial").glob("*.part")
+    with open(partial, "r+b") as f:  # inside range 0, which the record says is complete
+        f.seek(100)
+        byte = f.read(1)
+        f.seek(100)
+        f.write(bytes([byte[0] ^ 1]))
+    path, sha = cache.fetch({"k": 9}, _chunks, size=len(DATA), expected_sha256=SHA)
+    assert sha == SHA and path.read_bytes() == DATA
+    assert "the resumed download does not verify; starting over" in warnings[0]
+    assert not list((tmp_path / "partial").iterdir())
+
+
 def test_a_failure_while_hashing_ranges_stores_nothing(tmp_path, monkeypatch):
     import os
 
