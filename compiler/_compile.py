@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -85,22 +86,18 @@ def resolve_inputs(loaded: LoadedSpec, ctx: ResolveContext) -> dict[str, Resolve
         "deepspeed_config": spec.deepspeed.config_path,
     }
     inputs: dict[str, ResolvedInput] = {}
-    for role, location in locations.items():
-        if location is None:
-            continue
+    given = {role: location for role, location in locations.items() if location is not None}
+    # at once: a store that does not answer costs one time-out, not one per input
+    with ThreadPoolExecutor(max_workers=max(1, len(given))) as pool:
+        futures = {role: pool.submit(resolve_location, location, ctx) for role, location in given.items()}
+    for role, future in futures.items():  # problems in the spec's order
+        location = given[role]
         try:
-            inputs[role] = resolve_location(location, ctx)
+            inputs[role] = future.result()
         except InputNotFound as exc:
             at = INPUT_KEYS[role] + (("dvc",) if not isinstance(location, str) else ())
-            loaded.problems.append(
-                loaded.problem(
-                    at,
-                    str(exc),
-                    exc.hint,
-                    kind=exc.reason,
-                    value=redact_credential(location) if isinstance(location, str) else _UNSET,
-                )
-            )
+            value = redact_credential(location) if isinstance(location, str) else _UNSET
+            loaded.problems.append(loaded.problem(at, str(exc), exc.hint, kind=exc.reason, value=value))
     if spec.initial_base_model_ckpt_path is None:
         inputs["base_model"] = hub_input(spec.model_id)
     return inputs

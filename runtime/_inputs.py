@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from ftc.errors import InputChanged, InputUnresolvable
@@ -25,12 +26,18 @@ def verify_inputs(plan: Plan) -> dict[str, Path | str]:
     found: dict[str, Path | str] = {}
     # in a container `ftc run --backend docker` started after checking every remote input against its store
     checked_by_host = os.environ.get(CHECKED_BY_HOST_ENV) == plan.plan_id
-    with StatCache() as cache:
+    remote = {role: item for role, item in plan.inputs.items() if item.source in ("s3", "gcs", "dvc")}
+    with StatCache() as cache, ThreadPoolExecutor(max_workers=max(1, len(remote))) as pool:
+        # remote inputs at once: a store that does not answer costs one time-out, not one per input
+        fetching = {
+            role: pool.submit(_materialize_remote, role, item, checked_by_host=checked_by_host)
+            for role, item in remote.items()
+        }
         for role, item in plan.inputs.items():
             if item.source == "hub":
                 found[role] = item.uri.removeprefix("hf://")
-            elif item.source in ("s3", "gcs", "dvc"):
-                found[role] = _materialize_remote(role, item, checked_by_host=checked_by_host)
+            elif role in fetching:
+                found[role] = fetching[role].result()
             elif item.source == "local":
                 found[role] = _verify_local(role, item, plan.locate(item.uri), cache)
             else:
@@ -103,13 +110,13 @@ def _materialize_remote(role: str, item: PlanInput, checked_by_host: bool = Fals
                 objects.append((remote.object(md5, f.path, size=f.size), remote.cache_key(md5), {"md5": md5}))
     elif item.kind == "file":
         obj = RemoteObject(uri, uri.rsplit("/", 1)[-1], item.size, pin)
-        objects = [(obj, obj.cache_key(), {"sha256": item.digest[7:]})]
+        objects = [(obj, obj.cache_key(), {"sha256": item.digest[7:], "md5": obj.md5_hex()})]
     else:
         prefix = uri if uri.endswith("/") else uri + "/"
         objects = []
         for f in item.files:
             obj = RemoteObject(prefix + f.path, f.path, f.size, dict(f.pin or {}))
-            objects.append((obj, obj.cache_key(), {"sha256": f.sha256}))
+            objects.append((obj, obj.cache_key(), {"sha256": f.sha256, "md5": obj.md5_hex()}))
     cache = ContentCache()
     if checked_by_host:
         members = _from_cache(role, objects, cache)

@@ -11,11 +11,15 @@ import os
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from .objects import RemoteObject, RemoteProblem
+from .objects import TRANSIENT_HINT, RemoteObject, RemoteProblem, store_timeouts
 
 __all__ = ["GcsStore"]
 
 _PIECE = 8 << 20
+
+
+def _endpoint() -> str:
+    return os.environ.get("STORAGE_EMULATOR_HOST") or "storage.googleapis.com"
 
 
 def _split(uri: str) -> tuple[str, str]:
@@ -36,7 +40,10 @@ class GcsStore:
                 "unconfigured",
             ) from None
         self._exceptions = exceptions
-        self._retry = Retry(timeout=15)  # bounded: an unreachable endpoint fails in seconds
+        connect, read = store_timeouts()
+        self._timeout = (connect, read)
+        # bounded: a dead endpoint fails in about two attempts' time, not after minutes of retries
+        self._retry = Retry(timeout=connect + read, initial=0.5, maximum=2.0)
         try:
             if os.environ.get("STORAGE_EMULATOR_HOST"):
                 from google.auth.credentials import AnonymousCredentials
@@ -63,10 +70,18 @@ class GcsStore:
                 "check GOOGLE_APPLICATION_CREDENTIALS and the bucket's permissions",
                 "denied",
             )
+        if isinstance(exc, e.PreconditionFailed):
+            return RemoteProblem(
+                f"{uri}: the object changed since the plan was compiled (its generation was replaced)",
+                "recompile the spec (a restored object is a new generation)",
+                "changed",
+            )
+        if isinstance(exc, (e.ServerError, e.TooManyRequests)):
+            return RemoteProblem(f"{uri}: GCS at {_endpoint()} failed ({exc.code})", TRANSIENT_HINT, "unreachable")
         if isinstance(exc, e.GoogleAPICallError):
             return RemoteProblem(f"{uri}: GCS error {exc.code}")
         return RemoteProblem(
-            f"{uri}: cannot reach GCS ({type(exc).__name__})",
+            f"{uri}: cannot reach GCS at {_endpoint()} ({type(exc).__name__})",
             "check the network (and STORAGE_EMULATOR_HOST)",
             "unreachable",
         )
@@ -81,16 +96,16 @@ class GcsStore:
         try:
             bucket = self._client.bucket(bucket_name)
             if name and not name.endswith("/"):
-                blob = bucket.get_blob(name, retry=self._retry, timeout=(5, 60))
+                blob = bucket.get_blob(name, retry=self._retry, timeout=self._timeout)
                 if blob is not None:
                     return [self._object(bucket_name, blob, name.rsplit("/", 1)[-1])]
                 name += "/"
             found = []
-            for blob in self._client.list_blobs(bucket_name, prefix=name, retry=self._retry, timeout=(5, 60)):
+            for blob in self._client.list_blobs(bucket_name, prefix=name, retry=self._retry, timeout=self._timeout):
                 rel = blob.name[len(name) :]
                 if rel and not rel.endswith("/") and not any(part.startswith(".") for part in rel.split("/")):
                     found.append(self._object(bucket_name, blob, rel))
-            if not found and not bucket.exists(retry=self._retry, timeout=(5, 60)):
+            if not found and not bucket.exists(retry=self._retry, timeout=self._timeout):
                 raise RemoteProblem(f"{uri}: bucket {bucket_name!r} does not exist", "check the bucket name")
         except RemoteProblem:
             raise
@@ -110,16 +125,12 @@ class GcsStore:
         bucket, name = _split(obj.uri)
         try:
             blob = self._client.bucket(bucket).get_blob(
-                name, generation=int(obj.pin["generation"]), retry=self._retry, timeout=(5, 60)
+                name, generation=int(obj.pin["generation"]), retry=self._retry, timeout=self._timeout
             )
         except Exception as exc:
             raise self._explain(exc, obj.uri) from None
         if blob is None:
-            raise RemoteProblem(
-                f"{obj.uri}: generation {obj.pin['generation']} pinned by the plan is gone",
-                "restore it, or recompile the spec",
-                reason="changed",
-            )
+            raise self._gone(obj)
 
     def opener(self, obj: RemoteObject) -> Callable[[int, int | None], Iterator[bytes]]:
         def open_from(start: int, end: int | None) -> Iterator[bytes]:
@@ -128,9 +139,22 @@ class GcsStore:
             try:
                 for first in range(start, stop, _PIECE):  # bounded memory: a piece at a time
                     yield blob.download_as_bytes(
-                        start=first, end=min(first + _PIECE, stop) - 1, retry=self._retry, timeout=(5, 120)
+                        start=first,
+                        end=min(first + _PIECE, stop) - 1,
+                        retry=self._retry,
+                        timeout=(self._timeout[0], 4 * self._timeout[1]),  # the endpoint answered: a slow stream
                     )
+            except self._exceptions.NotFound:
+                raise self._gone(obj) from None
             except Exception as exc:
                 raise self._explain(exc, obj.uri) from None
 
         return open_from
+
+    @staticmethod
+    def _gone(obj: RemoteObject) -> RemoteProblem:
+        return RemoteProblem(
+            f"{obj.uri}: generation {obj.pin['generation']} pinned by the plan is gone",
+            "recompile the spec (a restored object is a new generation)",
+            reason="changed",
+        )

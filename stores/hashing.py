@@ -12,6 +12,7 @@ import hashlib
 import json
 import os
 import sqlite3
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -40,6 +41,10 @@ _CHUNK = 1 << 20
 class NotAnInput(OSError):
     """A path that cannot be an input: not a regular file or folder (a FIFO or a device would block or never end),
     or a symlink loop. ``str()`` says which and where."""
+
+
+def _warn(message: str) -> None:
+    print(f"warning: {message}", file=sys.stderr, flush=True)
 
 
 def cache_dir() -> Path:
@@ -78,6 +83,7 @@ class StatCache:
     """
 
     _RACY_NS = 1_000_000_000
+    _WAIT_S = 2.0
 
     def __init__(self, path: Path | None = None):
         self.path = path if path is not None else cache_dir() / "statcache.sqlite3"
@@ -89,23 +95,52 @@ class StatCache:
 
     def _conn(self) -> sqlite3.Connection | None:
         with self._lock:
-            return self._open()
+            return None if self._broken else self._open()
 
     def _open(self) -> sqlite3.Connection | None:
         if self._db is None and not self._broken:
             try:
-                self.path.parent.mkdir(parents=True, exist_ok=True)
-                db = sqlite3.connect(self.path, timeout=10, check_same_thread=False)
-                db.execute("PRAGMA journal_mode=WAL")
-                db.execute(
-                    "CREATE TABLE IF NOT EXISTS files (path TEXT PRIMARY KEY, dev INT, ino INT, size INT,"
-                    " mtime INT, ctime INT, sha256 TEXT)"
-                )
-                db.execute("CREATE TABLE IF NOT EXISTS notes (key TEXT PRIMARY KEY, value TEXT)")
-                self._db = db
-            except (sqlite3.Error, OSError):
-                self._broken = True
+                self._db = self._connect()
+            except sqlite3.DatabaseError as exc:
+                if "locked" in str(exc) or "busy" in str(exc):
+                    self._give_up(f"it is locked by another process ({exc})")
+                else:  # not a database (any more): it only ever held what can be computed again
+                    _warn(f"{self.path}: damaged ({exc}); starting it afresh")
+                    try:
+                        for suffix in ("", "-wal", "-shm"):
+                            Path(f"{self.path}{suffix}").unlink(missing_ok=True)
+                        self._db = self._connect()
+                    except (sqlite3.Error, OSError) as again:
+                        self._give_up(str(again))
+            except OSError as exc:
+                self._give_up(str(exc))
         return self._db
+
+    def _connect(self) -> sqlite3.Connection:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        # a lock held by another process is waited for briefly, then the cache is done without
+        db = sqlite3.connect(self.path, timeout=self._WAIT_S, check_same_thread=False)
+        try:
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute(
+                "CREATE TABLE IF NOT EXISTS files (path TEXT PRIMARY KEY, dev INT, ino INT, size INT,"
+                " mtime INT, ctime INT, sha256 TEXT)"
+            )
+            db.execute("CREATE TABLE IF NOT EXISTS notes (key TEXT PRIMARY KEY, value TEXT)")
+            db.execute("SELECT count(*) FROM files WHERE path = ''").fetchone()  # reads a page: catches damage
+        except BaseException:
+            db.close()
+            raise
+        return db
+
+    def _failed(self, exc: sqlite3.Error) -> None:
+        """One wait for a lock per run: after that, the run goes on without the cache."""
+        if ("locked" in str(exc) or "busy" in str(exc)) and not self._broken:
+            self._give_up(f"it is locked by another process ({exc})")
+
+    def _give_up(self, why: str) -> None:
+        self._broken = True
+        _warn(f"{self.path}: not used ({why}); every file is hashed in full this time")
 
     @staticmethod
     def _key(st: os.stat_result) -> tuple[int, int, int, int, int]:
@@ -120,7 +155,8 @@ class StatCache:
                 row = db.execute(
                     "SELECT dev, ino, size, mtime, ctime, sha256 FROM files WHERE path = ?", (str(path),)
                 ).fetchone()
-        except sqlite3.Error:
+        except sqlite3.Error as exc:
+            self._failed(exc)
             return None
         if row is not None and tuple(row[:5]) == self._key(st):
             return row[5]
@@ -137,8 +173,8 @@ class StatCache:
                 db.execute(
                     "INSERT OR REPLACE INTO files VALUES (?, ?, ?, ?, ?, ?, ?)", (str(path), *self._key(st), sha256)
                 )
-        except sqlite3.Error:
-            pass
+        except sqlite3.Error as exc:
+            self._failed(exc)
 
     def note(self, key: str) -> Any:
         """A JSON value remembered under ``key`` (for example the result of checking a data file by digest)."""
@@ -146,8 +182,10 @@ class StatCache:
         if db is None:
             return None
         try:
-            row = db.execute("SELECT value FROM notes WHERE key = ?", (key,)).fetchone()
-        except sqlite3.Error:
+            with self._lock:
+                row = db.execute("SELECT value FROM notes WHERE key = ?", (key,)).fetchone()
+        except sqlite3.Error as exc:
+            self._failed(exc)
             return None
         return json.loads(row[0]) if row else None
 
@@ -156,9 +194,10 @@ class StatCache:
         if db is None:
             return
         try:
-            db.execute("INSERT OR REPLACE INTO notes VALUES (?, ?)", (key, json.dumps(value)))
-        except sqlite3.Error:
-            pass
+            with self._lock:
+                db.execute("INSERT OR REPLACE INTO notes VALUES (?, ?)", (key, json.dumps(value)))
+        except sqlite3.Error as exc:
+            self._failed(exc)
 
     def close(self) -> None:
         if self._db is not None:

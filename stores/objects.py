@@ -7,7 +7,32 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-__all__ = ["LocalStore", "RemoteObject", "RemoteProblem", "Store"]
+__all__ = ["LocalStore", "RemoteObject", "RemoteProblem", "Store", "TRANSIENT_HINT", "store_timeouts"]
+
+#: what to do when a store failed in a way that may pass (a 5xx after the retries, a timed-out request)
+TRANSIENT_HINT = "the store failed or did not answer; try again (check the endpoint and the network if it persists)"
+
+
+def store_timeouts() -> tuple[float, float]:
+    """(connect, read) time-outs in seconds for every store request: FTC_STORE_CONNECT_TIMEOUT (default 5) and
+    FTC_STORE_READ_TIMEOUT (default 6; the longest wait for an answer, four times that for the next bytes of a
+    download). With one retry, an endpoint that accepts connections and never answers fails in about 13 s."""
+    import math
+    import os
+
+    found = []
+    for name, default in (("FTC_STORE_CONNECT_TIMEOUT", 5.0), ("FTC_STORE_READ_TIMEOUT", 6.0)):
+        text = os.environ.get(name, "")
+        try:
+            value = float(text) if text else default
+        except ValueError:
+            value = math.nan
+        if not (math.isfinite(value) and 0 < value <= 3600):
+            raise RemoteProblem(
+                f"{name}={text!r}: not a number of seconds", f"set {name} to seconds, e.g. 10", "unconfigured"
+            )
+        found.append(value)
+    return found[0], found[1]
 
 
 class RemoteProblem(Exception):
@@ -34,6 +59,24 @@ class RemoteObject:
 
     def cache_key(self) -> dict[str, Any]:
         return {"uri": self.uri, **self.pin}
+
+    def md5_hex(self) -> str | None:
+        """The md5 of the bytes as the store vouches for them (GCS's md5Hash, base64; a DVC object's name, hex),
+        to check a download against; None when the store gives none."""
+        import base64
+        import binascii
+        import re
+
+        md5 = self.pin.get("md5")
+        if not isinstance(md5, str):
+            return None
+        if re.fullmatch(r"[0-9a-f]{32}", md5):
+            return md5
+        try:
+            raw = base64.b64decode(md5, validate=True)
+        except (binascii.Error, ValueError):
+            return None
+        return raw.hex() if len(raw) == 16 else None
 
 
 class Store(Protocol):

@@ -9,11 +9,18 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from .objects import RemoteObject, RemoteProblem
+from .objects import TRANSIENT_HINT, RemoteObject, RemoteProblem, store_timeouts
 
 __all__ = ["S3Store"]
 
 _MISSING = ("NoSuchKey", "404", "NotFound")
+_TRANSIENT = ("InternalError", "ServiceUnavailable", "SlowDown", "RequestTimeout", "500", "502", "503", "504")
+
+
+def _endpoint() -> str:
+    import os
+
+    return os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL") or "(AWS)"
 
 
 def _split(uri: str) -> tuple[str, str]:
@@ -32,11 +39,16 @@ def _explain(exc: Exception, uri: str) -> RemoteProblem:
         )
     if not isinstance(exc, ClientError):  # connection refused, timeouts
         return RemoteProblem(
-            f"{uri}: cannot reach the S3 endpoint ({type(exc).__name__})",
+            f"{uri}: cannot reach the S3 endpoint {_endpoint()} ({type(exc).__name__})",
             "check AWS_ENDPOINT_URL and the network",
             "unreachable",
         )
     code = str(exc.response.get("Error", {}).get("Code", ""))
+    status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0
+    if status >= 500 or code in _TRANSIENT:  # still failing after the retries
+        return RemoteProblem(
+            f"{uri}: the S3 endpoint {_endpoint()} failed ({code or status})", TRANSIENT_HINT, "unreachable"
+        )
     if code == "NoSuchBucket":
         return RemoteProblem(f"{uri}: bucket {_split(uri)[0]!r} does not exist", "check the bucket name")
     if code in _MISSING:
@@ -56,6 +68,18 @@ def _explain(exc: Exception, uri: str) -> RemoteProblem:
     return RemoteProblem(f"{uri}: S3 error {code}")
 
 
+def _pinned_problem(exc: Exception, uri: str) -> RemoteProblem:
+    """What went wrong with an object the plan pins: one that is no longer there has changed since compiling."""
+    problem = _explain(exc, uri)
+    if "no such object" in str(problem) or "does not exist" in str(problem):
+        return RemoteProblem(
+            f"{uri}: the pinned object is gone",
+            "restore it (where versions are kept), or recompile the spec",
+            "changed",
+        )
+    return problem
+
+
 class S3Store:
     def __init__(self, endpoint_url: str | None = None) -> None:
         try:
@@ -70,8 +94,16 @@ class S3Store:
         self._errors = (BotoCoreError, ClientError)
         # a new session reads the environment now (boto3's default session keeps the first credentials it saw);
         # bounded: an unreachable endpoint fails in seconds, not after minutes of retries
-        config = Config(connect_timeout=5, read_timeout=60, retries={"max_attempts": 2, "mode": "standard"})
-        self._s3 = boto3.session.Session().client("s3", config=config, endpoint_url=endpoint_url)
+        connect, read = store_timeouts()
+        session = boto3.session.Session()
+        # two attempts in all (botocore's "max_attempts" would count retries only): a dead endpoint fails its first
+        # request in 2 x (connect or read time-out)
+        retries = {"total_max_attempts": 2, "mode": "standard"}
+        config = Config(connect_timeout=connect, read_timeout=read, retries=retries)
+        self._s3 = session.client("s3", config=config, endpoint_url=endpoint_url)
+        # downloads come after a request the endpoint answered: a slow stream may pause longer than an answer
+        data = Config(connect_timeout=connect, read_timeout=4 * read, retries=retries, max_pool_connections=16)
+        self._data = session.client("s3", config=data, endpoint_url=endpoint_url)
 
     def _object(self, bucket: str, key: str, path: str, head: dict[str, Any]) -> RemoteObject:
         pin = {"etag": head["ETag"].strip('"')}
@@ -115,12 +147,7 @@ class S3Store:
         try:
             head = self._s3.head_object(**self._args(obj))
         except self._errors as exc:
-            problem = _explain(exc, obj.uri)
-            if "no such object" in str(problem):
-                problem = RemoteProblem(
-                    f"{obj.uri}: the pinned object is gone", "restore it, or recompile the spec", reason="changed"
-                )
-            raise problem from None
+            raise _pinned_problem(exc, obj.uri) from None
         found = head["ETag"].strip('"')
         if found != obj.pin["etag"]:
             raise RemoteProblem(
@@ -138,8 +165,8 @@ class S3Store:
             if start or end is not None:
                 args["Range"] = f"bytes={start}-{'' if end is None else end - 1}"
             try:
-                yield from self._s3.get_object(**args)["Body"].iter_chunks(1 << 20)
+                yield from self._data.get_object(**args)["Body"].iter_chunks(1 << 20)
             except self._errors as exc:
-                raise _explain(exc, obj.uri) from None
+                raise _pinned_problem(exc, obj.uri) from None
 
         return open_from

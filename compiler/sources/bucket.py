@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from ftc.spec.canonical import digest_of
 from ftc.spec.plan import PlanFile, PlanInput
-from ftc.stores.content_cache import ContentCache
+from ftc.stores.content_cache import ContentCache, DigestMismatch
 from ftc.stores.remote import RemoteProblem, store_for
 
 from . import InputNotFound, ResolveContext, ResolvedInput
@@ -25,16 +25,24 @@ def resolve(location: str, ctx: ResolveContext) -> ResolvedInput:
         objects = store.list(location)
         if len(objects) == 1 and objects[0].uri == location:
             (obj,) = objects
-            path, sha = cache.fetch(obj.cache_key(), store.opener(obj), size=obj.size)
+            path, sha = cache.fetch(obj.cache_key(), store.opener(obj), size=obj.size, expected_md5=obj.md5_hex())
             digest = "sha256:" + sha
             entry = PlanInput(source, location, pinned=True, kind="file", digest=digest, size=obj.size, pin=obj.pin)
             return ResolvedInput(entry, local_path=path)
         small = {}
         for obj in objects:
             if obj.path.endswith(".json") and obj.size <= _SMALL:
-                small[obj.path] = cache.fetch(obj.cache_key(), store.opener(obj), size=obj.size)[1]
+                small[obj.path] = cache.fetch(
+                    obj.cache_key(), store.opener(obj), size=obj.size, expected_md5=obj.md5_hex()
+                )[1]
     except RemoteProblem as exc:
         raise InputNotFound(str(exc), exc.hint, exc.reason) from None
+    except DigestMismatch as exc:  # the bytes that arrived are not the ones the store describes
+        raise InputNotFound(
+            f"{location}: the download does not match the store's own digest of it ({exc})",
+            "try again; if it persists, the store's copy is damaged",
+            "unreachable",
+        ) from None
     files = tuple(PlanFile(o.path, o.size, pin=o.pin) for o in objects)
     view = cache.view("partial-" + digest_of([location, [f.to_dict() for f in files]])[7:], small)
     entry = PlanInput(source, location, pinned=True, kind="dir", size=sum(o.size for o in objects), files=files)

@@ -12,6 +12,7 @@ from ftc.errors import ExitCode
 
 from conftest import metrics, read_json
 from support.models import arithmetic_examples, write_jsonl
+from support.servers import silent_server
 
 pytestmark = pytest.mark.slow
 
@@ -53,7 +54,28 @@ def test_an_object_overwritten_after_compiling_is_refused(gcs, job, ftc, tmp_pat
     r = ftc("run", tmp_path / "p.json")
     assert r.code == ExitCode.INPUT_CHANGED
     assert f"gs://{gcs.bucket_name}/data/train.jsonl: generation" in r.err and "pinned by the plan is gone" in r.err
+    assert "fix: recompile the spec (a restored object is a new generation)" in r.err
     assert not (tmp_path / "output").exists()
+
+
+def test_an_endpoint_that_never_answers_fails_compile_and_run_in_seconds(gcs, job, ftc, tmp_path, monkeypatch):
+    write_jsonl(tmp_path / "g.jsonl", arithmetic_examples(8, seed=3))
+    _upload(gcs, tmp_path / "g.jsonl", "data/train.jsonl")
+    _upload(gcs, tmp_path / "g.jsonl", "data/valid.jsonl")
+    spec = job(
+        train_path=f"gs://{gcs.bucket_name}/data/train.jsonl", valid_path=f"gs://{gcs.bucket_name}/data/valid.jsonl"
+    )
+    assert ftc("compile", spec, "-o", tmp_path / "p.json").code == 0
+    with silent_server() as endpoint:
+        monkeypatch.setenv("STORAGE_EMULATOR_HOST", endpoint)
+        for args in (("compile", spec, "-o", tmp_path / "q.json"), ("run", tmp_path / "p.json")):
+            started = time.monotonic()
+            r = ftc(*args)
+            took = time.monotonic() - started
+            assert r.code == ExitCode.INPUT_UNREACHABLE, r.err
+            assert f"cannot reach GCS at {endpoint}" in r.err
+            assert took < 20, f"{args[0]} took {took:.0f} s"
+    assert not (tmp_path / "q.json").exists() and not (tmp_path / "output").exists()
 
 
 @pytest.mark.parametrize(

@@ -15,8 +15,15 @@ from ftc.errors import ExitCode
 
 from conftest import S3_KEY, S3_SECRET, metrics, read_json, upload_folder
 from support.models import arithmetic_examples, write_jsonl
+from support.servers import failing_server, silent_server
 
 pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def failing_endpoint():
+    with failing_server(503) as endpoint:
+        yield endpoint
 
 
 def _spec_in_s3(s3, job, tmp_path, tiny_model, **overrides):
@@ -85,6 +92,23 @@ def test_a_changed_byte_in_the_cache_is_caught_and_the_object_downloaded_again(s
     assert ftc("lineage", "verify", tmp_path / "output").code == 0
 
 
+def test_an_endpoint_that_never_answers_fails_compile_and_run_in_seconds(
+    s3, job, ftc, tmp_path, tiny_model, monkeypatch
+):
+    spec = _spec_in_s3(s3, job, tmp_path, tiny_model, valid_path=None)
+    assert ftc("compile", spec, "-o", tmp_path / "p.json").code == 0
+    with silent_server() as endpoint:
+        monkeypatch.setenv("AWS_ENDPOINT_URL", endpoint)
+        for args in (("compile", spec, "-o", tmp_path / "q.json"), ("run", tmp_path / "p.json")):
+            started = time.monotonic()
+            r = ftc(*args)
+            took = time.monotonic() - started
+            assert r.code == ExitCode.INPUT_UNREACHABLE, r.err
+            assert f"cannot reach the S3 endpoint {endpoint} (ReadTimeoutError)" in r.err
+            assert took < 20, f"{args[0]} took {took:.0f} s"  # 2 x 6 s time-outs, every input at once
+    assert not (tmp_path / "q.json").exists() and not (tmp_path / "output").exists()
+
+
 def test_a_versioned_bucket_trains_on_the_pinned_version(s3, job, ftc, tmp_path, tiny_model):
     s3.put_bucket_versioning(Bucket=s3.bucket, VersioningConfiguration={"Status": "Enabled"})
     spec = _spec_in_s3(s3, job, tmp_path, tiny_model, lora_config=None, num_epochs=1)
@@ -126,17 +150,23 @@ def test_a_versioned_bucket_trains_on_the_pinned_version(s3, job, ftc, tmp_path,
             ExitCode.INPUT_UNREACHABLE,
             "cannot reach the S3 endpoint",
         ),
+        (
+            "s3://{bucket}/data/train.jsonl",
+            {"AWS_ENDPOINT_URL": "{failing}"},
+            ExitCode.INPUT_UNREACHABLE,
+            "failed (503) (found: ",
+        ),
     ],
-    ids=["missing-bucket", "missing-object", "wrong-credentials", "no-credentials", "unreachable-endpoint"],
+    ids=["missing-bucket", "missing-object", "wrong-credentials", "no-credentials", "unreachable-endpoint", "5xx"],
 )
 def test_unresolvable_s3_inputs_fail_compile_with_one_clear_line(
-    s3, job, ftc, tmp_path, monkeypatch, where, env, code, message
+    s3, job, ftc, tmp_path, monkeypatch, failing_endpoint, where, env, code, message
 ):
     write_jsonl(tmp_path / "t.jsonl", arithmetic_examples(4, seed=1))
     s3.upload_file(str(tmp_path / "t.jsonl"), s3.bucket, "data/train.jsonl")
     for key, value in env.items():
         if value:
-            monkeypatch.setenv(key, value)
+            monkeypatch.setenv(key, value.format(failing=failing_endpoint))
         else:
             monkeypatch.delenv(key)
     monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "none"))  # no profile of this machine's user either
@@ -146,7 +176,7 @@ def test_unresolvable_s3_inputs_fail_compile_with_one_clear_line(
     r = ftc("compile", job(train_path=where.format(bucket=s3.bucket)), "-o", tmp_path / "p.json")
     assert time.monotonic() - start < 30  # bounded: no endless retries
     assert r.code == code, r.err
-    assert message in r.err and "$.train_path" in r.err
+    assert message in r.err and "$.train_path" in r.err and "\n    fix: " in r.err
     assert "wrong-secret" not in r.err and S3_SECRET not in r.err
     assert not (tmp_path / "p.json").exists()
 
@@ -156,17 +186,18 @@ def test_unresolvable_s3_inputs_fail_compile_with_one_clear_line(
     [
         ({"AWS_SECRET_ACCESS_KEY": "wrong-secret"}, ExitCode.INPUT_DENIED, "access denied"),
         ({"AWS_ENDPOINT_URL": "http://127.0.0.1:9"}, ExitCode.INPUT_UNREACHABLE, "cannot reach the S3 endpoint"),
+        ({"AWS_ENDPOINT_URL": "{failing}"}, ExitCode.INPUT_UNREACHABLE, "failed (503)"),
     ],
-    ids=["wrong-credentials", "unreachable-endpoint"],
+    ids=["wrong-credentials", "unreachable-endpoint", "5xx"],
 )
 def test_a_store_that_fails_at_run_time_stops_the_run_before_training(
-    s3, job, ftc, tmp_path, tiny_model, monkeypatch, env, code, message
+    s3, job, ftc, tmp_path, tiny_model, monkeypatch, failing_endpoint, env, code, message
 ):
     spec = _spec_in_s3(s3, job, tmp_path, tiny_model)
     assert ftc("compile", spec, "-o", tmp_path / "p.json").code == 0
     for key, value in env.items():
-        monkeypatch.setenv(key, value)
+        monkeypatch.setenv(key, value.format(failing=failing_endpoint))
     r = ftc("run", tmp_path / "p.json")
     assert r.code == code, r.err
-    assert message in r.err and "wrong-secret" not in r.err
+    assert message in r.err and "wrong-secret" not in r.err and "\n    fix: " in r.err
     assert not (tmp_path / "output").exists()
