@@ -19,8 +19,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from ftc.errors import UsageError
-
-from ._storage import storage_failure
+from ftc.stores.storage import storage_failure
 
 __all__ = ["CONTAINER_ENV", "output_lock"]
 

@@ -24,6 +24,7 @@ from ftc.images import image_from_env
 from ftc.lineage.run import Lineage
 from ftc.spec import JobSpec
 from ftc.spec.plan import Plan
+from ftc.stores.storage import storage_failure
 
 from ._batches import collate, epoch_rows, group, shard_rows
 from ._checkpoint import (
@@ -40,7 +41,6 @@ from ._inputs import verify_inputs
 from ._model import attention_for, describe_mode, kernels_for, load_model
 from ._progress import MetricsLog, Progress, duration, log
 from ._render import renderer_for
-from ._storage import storage_failure
 from ._tokens import token_cache, tokenize_file, usable_examples
 
 __all__ = ["RunSummary", "train"]

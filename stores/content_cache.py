@@ -28,6 +28,7 @@ from pathlib import Path
 
 from .atomic import write_text_atomic
 from .hashing import StatCache, cache_dir, hash_file
+from .storage import storage_failure
 
 __all__ = ["ContentCache", "DigestMismatch"]
 
@@ -134,6 +135,23 @@ class ContentCache:
         Raises :class:`DigestMismatch` (and keeps nothing) when the bytes are not ``expected_sha256`` (or, for
         objects named by their md5 as DVC's are, ``expected_md5``).
         """
+        try:
+            return self._fetch(pin, opener, size, expected_sha256, expected_md5, parts)
+        except OSError as exc:  # a read-only, full or foreign cache folder is the user's to fix, not a traceback
+            failure = storage_failure(self.root, exc, f"storing {pin.get('uri', 'a download')}", "cache")
+            if failure is None:
+                raise
+            raise failure from None
+
+    def _fetch(
+        self,
+        pin: dict,
+        opener: Opener,
+        size: int | None,
+        expected_sha256: str | None,
+        expected_md5: str | None,
+        parts: int | None,
+    ) -> tuple[Path, str]:
         key = self._key(pin)
         with self._lock(key):
             cached = self.known(pin)
@@ -167,7 +185,7 @@ class ContentCache:
                 self._discard(partial)
                 raise
             except OSError as exc:
-                if exc.errno == errno.ENOSPC:  # a full cache disk: what was downloaded would only keep it full
+                if exc.errno in (errno.ENOSPC, errno.EDQUOT):  # a full disk: the partial file would keep it full
                     self._discard(partial)
                 raise
             write_text_atomic(self.root / "pins" / f"{key}.json", json.dumps({"sha256": sha, "pin": pin}))
@@ -292,6 +310,15 @@ class ContentCache:
 
     def view(self, name: str, members: dict[str, str]) -> Path:
         """A folder of symlinks (relative path -> cached sha256), so a downloaded folder reads like the original."""
+        try:
+            return self._view(name, members)
+        except OSError as exc:
+            failure = storage_failure(self.root, exc, "making a folder of downloaded files", "cache")
+            if failure is None:
+                raise
+            raise failure from None
+
+    def _view(self, name: str, members: dict[str, str]) -> Path:
         folder = self.root / "views" / name
         for rel, sha in members.items():
             parts = rel.split("/")

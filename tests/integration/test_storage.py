@@ -10,19 +10,21 @@ import pytest
 
 from ftc.errors import ExitCode
 
-from conftest import ftc_process
+from conftest import ftc_process, upload_folder
+from support.models import arithmetic_examples, write_jsonl
 
 TWO_EPOCHS = dict(lora_config=None, num_epochs=2, train_batch_size_per_device=4)  # two checkpoints of ~2.9 MB
 
 
 @pytest.fixture
 def mounted(tmp_path):
-    """``mounted(options)`` mounts a tmpfs with ``options`` at tmp_path/output (unmounted after the test)."""
-    target = tmp_path / "output"
-    target.mkdir()
+    """``mounted(options, name="output")`` mounts a tmpfs with ``options`` at tmp_path/name (unmounted after the
+    test)."""
     made: list[Path] = []
 
-    def mount(options: str) -> Path:
+    def mount(options: str, name: str = "output") -> Path:
+        target = tmp_path / name
+        target.mkdir(exist_ok=True)
         done = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(target)], capture_output=True)
         if done.returncode != 0:
             pytest.skip(f"cannot mount a tmpfs here (needs root): {done.stderr.decode().strip()}")
@@ -72,3 +74,46 @@ def test_a_full_disk_under_two_processes_is_the_same_storage_error(mounted, job,
     assert not list((out / "checkpoints").glob("*.partial*"))
     # rank 0 told the launcher its exit code through a file outside the full disk, not in it
     assert sorted(p.name for p in out.iterdir() if p.name.startswith(".")) == [".ftc-lock-node0"]
+
+
+def _s3_inputs(s3, job, tmp_path, tiny_model):
+    upload_folder(s3, tiny_model, s3.bucket, "weights")
+    write_jsonl(tmp_path / "s3-train.jsonl", arithmetic_examples(16, seed=7))
+    s3.upload_file(str(tmp_path / "s3-train.jsonl"), s3.bucket, "data/train.jsonl")
+    return job(
+        initial_base_model_ckpt_path=f"s3://{s3.bucket}/weights/",
+        train_path=f"s3://{s3.bucket}/data/train.jsonl",
+        lora_config=None,
+        num_epochs=1,
+    )
+
+
+def test_a_read_only_cache_is_a_storage_error_that_names_the_cache(mounted, s3, job, ftc, tmp_path, tiny_model):
+    spec = _s3_inputs(s3, job, tmp_path, tiny_model)
+    cache = mounted("ro,size=16m", "cache")
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("FTC_CACHE_DIR", str(cache))
+        r = ftc("compile", spec, "-o", tmp_path / "p.json")
+    assert r.code == ExitCode.STORAGE_FAILED, r.err
+    assert f"the cache {cache} is on a read-only file system: storing s3://{s3.bucket}/" in r.err
+    assert "fix: set FTC_CACHE_DIR to a folder on a writable disk" in r.err and "Traceback" not in r.err
+    assert not (tmp_path / "p.json").exists()
+    assert ftc("compile", spec, "-o", tmp_path / "p.json").code == 0  # with a writable cache
+
+
+def test_a_full_cache_keeps_no_partial_download_and_the_run_goes_on_once_there_is_room(
+    mounted, s3, job, ftc, tmp_path, tiny_model, monkeypatch
+):
+    spec = _s3_inputs(s3, job, tmp_path, tiny_model)
+    cache = mounted("size=320k", "cache")  # room for the JSON files compile reads, not for the weights (548 KiB)
+    monkeypatch.setenv("FTC_CACHE_DIR", str(cache))
+    assert ftc("compile", spec, "-o", tmp_path / "p.json").code == 0
+    r = ftc("run", tmp_path / "p.json")
+    assert r.code == ExitCode.STORAGE_FAILED, r.err
+    assert f"the cache {cache} is on a full disk (or over its quota): storing s3://{s3.bucket}/weights/" in r.err
+    assert "fix: free space there (or set FTC_CACHE_DIR to a larger disk), then run again" in r.err
+    assert not [p for p in (cache / "partial").iterdir() if p.stat().st_size]  # no partial download kept
+    assert not (tmp_path / "output" / "checkpoints").exists()
+    subprocess.run(["mount", "-o", "remount,size=64m", str(cache)], check=True)
+    r = ftc("run", tmp_path / "p.json")
+    assert r.code == 0, r.err
