@@ -68,6 +68,17 @@ def _explain(exc: Exception, uri: str) -> RemoteProblem:
     return RemoteProblem(f"{uri}: S3 error {code}")
 
 
+def _etag_is_md5(etag: str, head: dict[str, Any]) -> bool:
+    """Whether S3 vouches that ``etag`` is the md5 of the object's bytes: an object uploaded in one part (a multipart
+    ETag ends in -N) and not encrypted with KMS or a customer key (whose ETags are not digests)."""
+    import re
+
+    encryption = str(head.get("ServerSideEncryption", ""))
+    return (
+        bool(re.fullmatch(r"[0-9a-f]{32}", etag)) and "kms" not in encryption and not head.get("SSECustomerAlgorithm")
+    )
+
+
 def _pinned_problem(exc: Exception, uri: str) -> RemoteProblem:
     """What went wrong with an object the plan pins: one that is no longer there has changed since compiling."""
     problem = _explain(exc, uri)
@@ -106,9 +117,12 @@ class S3Store:
         self._data = session.client("s3", config=data, endpoint_url=endpoint_url)
 
     def _object(self, bucket: str, key: str, path: str, head: dict[str, Any]) -> RemoteObject:
-        pin = {"etag": head["ETag"].strip('"')}
+        etag = head["ETag"].strip('"')
+        pin = {"etag": etag}
         if head.get("VersionId") and head["VersionId"] != "null":
             pin["version_id"] = head["VersionId"]
+        if _etag_is_md5(etag, head):  # then every download of it is checked against it
+            pin["md5"] = etag
         return RemoteObject(f"s3://{bucket}/{key}", path, head["ContentLength"], pin)
 
     def list(self, uri: str) -> list[RemoteObject]:

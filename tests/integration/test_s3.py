@@ -53,6 +53,8 @@ def test_weights_and_data_in_s3_compile_to_pins_and_train(s3, job, ftc, tmp_path
     assert base["source"] == "s3" and base["kind"] == "dir" and base["pinned"]
     assert {f["path"] for f in base["files"]} >= {"config.json", "model.safetensors"}
     assert all(f["pin"]["etag"] and f["size"] for f in base["files"])
+    for f in base["files"]:  # single-part, unencrypted uploads: S3 vouches for their md5, and downloads are checked
+        assert f["pin"]["md5"] == hashlib.md5((tiny_model / f["path"]).read_bytes()).hexdigest()
     expected = hashlib.sha256((tmp_path / "s3-train.jsonl").read_bytes()).hexdigest()
     assert train["digest"] == "sha256:" + expected and train["records"] == 16
     assert plan["architecture"]["source"] == "checkpoint"  # config.json was read from the bucket
