@@ -15,7 +15,7 @@ from ftc.errors import ExitCode
 
 from conftest import S3_KEY, S3_SECRET, metrics, read_json, upload_folder
 from support.models import arithmetic_examples, write_jsonl
-from support.servers import failing_server, silent_server
+from support.servers import failing_server, silent_server, start_seaweedfs
 
 pytestmark = pytest.mark.slow
 
@@ -109,6 +109,87 @@ def test_an_endpoint_that_never_answers_fails_compile_and_run_in_seconds(
             assert f"cannot reach the S3 endpoint {endpoint} (ReadTimeoutError)" in r.err
             assert took < 20, f"{args[0]} took {took:.0f} s"  # 2 x 6 s time-outs, every input at once
     assert not (tmp_path / "q.json").exists() and not (tmp_path / "output").exists()
+
+
+def test_a_download_cut_by_the_server_dying_resumes_from_its_completed_ranges(tmp_path, monkeypatch):
+    """A real server killed mid-download (its own SeaweedFS, so the shared one lives on): the store failure is
+    'unreachable', the completed ranges are kept, and once the server is back the rest comes and verifies."""
+    import signal
+
+    import boto3
+
+    from ftc.stores.content_cache import ContentCache
+    from ftc.stores.remote import RemoteProblem
+    from ftc.stores.s3 import S3Store
+
+    root = tmp_path / "weed"
+    blob = os.urandom(48 << 20)  # above 32 MiB: parallel byte ranges
+    for key, value in {"AWS_ACCESS_KEY_ID": S3_KEY, "AWS_SECRET_ACCESS_KEY": S3_SECRET}.items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    procs = []
+
+    def start() -> str:
+        proc, endpoint = start_seaweedfs(root, S3_KEY, S3_SECRET)
+        procs.append(proc)
+        monkeypatch.setenv("AWS_ENDPOINT_URL", endpoint)
+        return endpoint
+
+    def stop(proc) -> None:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+
+    try:
+        client = boto3.session.Session().client("s3", endpoint_url=start())
+        client.create_bucket(Bucket="cut")
+        client.put_object(Bucket="cut", Key="big.bin", Body=blob)
+        (obj,) = S3Store().list("s3://cut/big.bin")
+        cache = ContentCache(tmp_path / "cache")
+        received = [0]
+
+        def dying(opener):
+            def open_from(start, end):
+                for chunk in opener(start, end):
+                    received[0] += len(chunk)
+                    if received[0] > 36 << 20:
+                        stop(procs[-1])  # the server dies in the third of three 16 MiB ranges
+                    yield chunk
+
+            return open_from
+
+        started = time.monotonic()
+        with pytest.raises(RemoteProblem) as failed:
+            store = S3Store()
+            opener = dying(store.opener(obj))
+            cache.fetch(obj.cache_key(), opener, size=obj.size, expected_md5=obj.md5_hex(), parts=2)
+        assert failed.value.reason == "unreachable" and time.monotonic() - started < 30
+        client = boto3.session.Session().client("s3", endpoint_url=start())  # back, at another port (the cache
+        deadline = time.monotonic() + 60  # key is the object's, not the endpoint's); serving once its volume is up
+        while True:
+            try:
+                client.get_object(Bucket="cut", Key="big.bin", Range="bytes=0-0")["Body"].read()
+                break
+            except Exception:
+                assert time.monotonic() < deadline, "the restarted server never served the object"
+                time.sleep(0.5)
+        asked = [0]
+
+        def counted(opener):
+            def open_from(start, end):
+                for chunk in opener(start, end):
+                    asked[0] += len(chunk)
+                    yield chunk
+
+            return open_from
+
+        store = S3Store()
+        path, sha = cache.fetch(obj.cache_key(), counted(store.opener(obj)), size=obj.size, expected_md5=obj.md5_hex())
+        assert sha == hashlib.sha256(blob).hexdigest() and path.read_bytes() == blob
+        assert asked[0] <= 16 << 20  # the two completed ranges were kept, not downloaded again
+    finally:
+        for proc in procs:
+            stop(proc)
 
 
 def test_a_versioned_bucket_trains_on_the_pinned_version(s3, job, ftc, tmp_path, tiny_model):
