@@ -121,6 +121,15 @@ class ByteProgress:
             self.bar.close()
 
 
+def _step_of(raw: bytes) -> int | None:
+    """The step of one metrics.jsonl line; None for a line that is not a whole record."""
+    try:
+        step = json.loads(raw).get("step")
+    except (ValueError, AttributeError, RecursionError):
+        return None
+    return step if isinstance(step, int) else None
+
+
 class MetricsLog:
     """metrics.jsonl: one JSON object per train step and per evaluation, flushed as written."""
 
@@ -128,12 +137,13 @@ class MetricsLog:
         self.path = path
         self.enabled = enabled
         if enabled and keep_until_step is not None and path.exists():
-            # a resumed run continues from its checkpoint: records written after it by the interrupted run go
-            kept = [
-                line for line in path.read_text().splitlines() if line and json.loads(line)["step"] <= keep_until_step
-            ]
+            # a resumed run continues from its checkpoint: records written after it by the interrupted run go, and
+            # so does a line torn by a kill in mid-write (read a line at a time: the file grows with every step)
             tmp = path.with_suffix(".tmp")
-            tmp.write_text("".join(line + "\n" for line in kept))
+            with open(path, "rb") as old, open(tmp, "wb") as new:
+                for raw in old:
+                    if _step_of(raw) is not None and _step_of(raw) <= keep_until_step:
+                        new.write(raw.rstrip(b"\n") + b"\n")
             tmp.replace(path)
         self.file = open(path, "a", encoding="utf-8") if enabled else None
 

@@ -12,8 +12,8 @@ other object of a folder is looked up (size, presence) so that data never pushed
 
 from __future__ import annotations
 
-import json
 import os
+import re
 import subprocess
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -23,6 +23,7 @@ from urllib.parse import urlsplit
 from ftc.spec.canonical import digest_of
 from ftc.spec.model import DvcRef
 from ftc.spec.plan import PlanFile, PlanInput
+from ftc.spec.reading import finite_json
 from ftc.stores.content_cache import ContentCache, DigestMismatch
 from ftc.stores.dvc_remote import DvcRemote
 from ftc.stores.remote import RemoteProblem
@@ -189,6 +190,34 @@ def _fetch(remote: DvcRemote, md5: str, what: str, cache: ContentCache) -> tuple
         ) from None
 
 
+#: the largest .dir listing read (a million files' entries are about 100 MiB)
+_LISTING_LIMIT = 256 << 20
+
+
+def _listing_entries(listing: Path, what: str) -> list[dict[str, str]]:
+    """The entries of a DVC ``.dir`` listing: [{"relpath": ..., "md5": ...}, ...], checked before anything uses them."""
+    broken = InputNotFound(
+        f"{what}: its DVC .dir listing is not one (a JSON list of relpath and md5 entries, at most 256 MiB)",
+        "re-add the folder with `dvc add` from a clean copy, and push it again",
+        "spec",
+    )
+    if listing.stat().st_size > _LISTING_LIMIT:
+        raise broken
+    try:
+        entries = finite_json(listing.read_bytes())
+    except (ValueError, RecursionError):
+        raise broken from None
+    if not isinstance(entries, list) or not all(
+        isinstance(e, dict)
+        and isinstance(e.get("relpath"), str)
+        and isinstance(e.get("md5"), str)
+        and re.fullmatch(r"[0-9a-f]{32}", e["md5"])
+        for e in entries
+    ):
+        raise broken
+    return entries
+
+
 def _file(remote: DvcRemote, ref: DvcRef, md5: str, pin: dict[str, Any], uri: str) -> ResolvedInput:
     path, sha = _fetch(remote, md5, ref.path, ContentCache())
     size = path.stat().st_size
@@ -199,7 +228,7 @@ def _file(remote: DvcRemote, ref: DvcRef, md5: str, pin: dict[str, Any], uri: st
 def _folder(remote: DvcRemote, ref: DvcRef, md5: str, pin: dict[str, Any], uri: str) -> ResolvedInput:
     cache = ContentCache()
     listing, _ = _fetch(remote, md5, f"{ref.path} (its .dir listing)", cache)
-    entries = sorted(json.loads(listing.read_text()), key=lambda e: e["relpath"])
+    entries = sorted(_listing_entries(listing, ref.path), key=lambda e: e["relpath"])
     for entry in entries:
         parts = entry["relpath"].split("/")
         if entry["relpath"].startswith("/") or any(p in ("", ".", "..") for p in parts):

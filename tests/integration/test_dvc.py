@@ -3,11 +3,13 @@ read from the repository's remote (a local folder, or S3 on the SeaweedFS server
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -185,6 +187,35 @@ def test_compiling_a_dvc_input_without_dvc_installed_says_what_to_install(job, f
     r = ftc("compile", job(train_path=tracked(rev="v2")), "-o", tmp_path / "p.json")
     assert r.code == ExitCode.INPUT_UNCONFIGURED, r.err
     assert "inputs tracked by DVC need the dvc package to compile" in r.err and "pip install 'ftc[dvc]'" in r.err
+
+
+@pytest.mark.parametrize(
+    "listing",
+    [b'{"relpath": "a"}', b"[" * 100_000 + b"]" * 100_000, b'[{"relpath": "a", "md5": NaN}]'],
+    ids=["not a list", "100000 deep", "NaN"],
+)
+def test_a_dvc_folder_listing_that_is_not_one_is_refused_before_anything_reads_it(tmp_path, job, ftc, listing):
+    repo = tmp_path / "datasets"
+    repo.mkdir()
+    git(repo, "init", "-q")
+    git(repo, "config", "user.email", "tests@ftc")
+    git(repo, "config", "user.name", "ftc tests")
+    dvc(repo, "init", "-q")
+    md5 = hashlib.md5(listing).hexdigest()  # a forged listing, stored under its own md5 as DVC would store one
+    for store in (tmp_path / "dvc-remote", repo / ".dvc" / "cache"):
+        stored = store / "files" / "md5" / md5[:2] / f"{md5[2:]}.dir"
+        stored.parent.mkdir(parents=True)
+        stored.write_bytes(listing)
+    (repo / "weights.dvc").write_text(
+        f"outs:\n- md5: {md5}.dir\n  size: 1\n  nfiles: 1\n  hash: md5\n  path: weights\n"
+    )
+    dvc(repo, "remote", "add", "-d", "store", str(tmp_path / "dvc-remote"))
+    commit(repo, "forged", "w1")
+    started = time.monotonic()
+    r = ftc("compile", job(initial_base_model_ckpt_path=tracked("weights", rev="w1")), "-o", tmp_path / "p.json")
+    assert time.monotonic() - started < 30
+    assert r.code == ExitCode.SPEC_INVALID, r.err
+    assert "weights: its DVC .dir listing is not one" in r.err and "Traceback" not in r.err
 
 
 def test_bytes_in_the_remote_that_do_not_match_the_pinned_md5_are_refused(data_repo, job, ftc, tmp_path):

@@ -50,6 +50,16 @@ def test_a_resumed_metrics_log_drops_what_came_after_its_checkpoint(tmp_path):
     assert [json.loads(line)["step"] for line in path.read_text().splitlines()] == [1, 2, 3, 4, 5]
 
 
+def test_a_line_torn_by_a_kill_does_not_stop_the_resume(tmp_path):
+    path = tmp_path / "metrics.jsonl"
+    whole = "".join(json.dumps({"type": "train", "step": s}) + "\n" for s in range(1, 4))
+    path.write_text(whole + '{"type": "eval", "st')  # killed in mid-write
+    log = MetricsLog(path, enabled=True, keep_until_step=3)
+    log.write({"type": "train", "step": 4})
+    log.close()
+    assert [json.loads(line)["step"] for line in path.read_text().splitlines()] == [1, 2, 3, 4]
+
+
 def test_download_progress_off_a_terminal_is_a_log_line_with_rate_and_eta():
     import io
 
