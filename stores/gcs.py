@@ -62,6 +62,8 @@ class GcsStore:
 
     def _explain(self, exc: Exception, uri: str) -> RemoteProblem:
         e = self._exceptions
+        if isinstance(exc, e.RetryError) and isinstance(exc.cause, Exception):  # retried until the deadline
+            exc = exc.cause
         if isinstance(exc, e.NotFound):
             return RemoteProblem(f"{uri}: no such bucket, object or prefix", "check the bucket and object names")
         if isinstance(exc, (e.Forbidden, e.Unauthorized)):

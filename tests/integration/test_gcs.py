@@ -12,7 +12,7 @@ from ftc.errors import ExitCode
 
 from conftest import metrics, read_json
 from support.models import arithmetic_examples, write_jsonl
-from support.servers import silent_server
+from support.servers import failing_server, silent_server
 
 pytestmark = pytest.mark.slow
 
@@ -81,19 +81,21 @@ def test_an_endpoint_that_never_answers_fails_compile_and_run_in_seconds(gcs, jo
 @pytest.mark.parametrize(
     "where, unreachable, message",
     [
-        ("gs://no-such-bucket-xyz/data/train.jsonl", False, "bucket 'no-such-bucket-xyz' does not exist"),
-        ("gs://{bucket}/data/missing.jsonl", False, "no such object or prefix"),
-        ("gs://{bucket}/data/train.jsonl", True, "cannot reach GCS"),
+        ("gs://no-such-bucket-xyz/data/train.jsonl", None, "bucket 'no-such-bucket-xyz' does not exist"),
+        ("gs://{bucket}/data/missing.jsonl", None, "no such object or prefix"),
+        ("gs://{bucket}/data/train.jsonl", "http://127.0.0.1:9", "cannot reach GCS"),
+        ("gs://{bucket}/data/train.jsonl", "failing", "try again"),
     ],
-    ids=["missing-bucket", "missing-object", "unreachable"],
+    ids=["missing-bucket", "missing-object", "unreachable", "5xx"],
 )
 def test_unresolvable_gcs_inputs_fail_compile_with_one_clear_line(
     gcs, job, ftc, tmp_path, monkeypatch, where, unreachable, message
 ):
-    if unreachable:
-        monkeypatch.setenv("STORAGE_EMULATOR_HOST", "http://127.0.0.1:9")
-    start = time.monotonic()
-    r = ftc("compile", job(train_path=where.format(bucket=gcs.bucket_name)), "-o", tmp_path / "p.json")
-    assert time.monotonic() - start < 40
-    assert r.code == (ExitCode.INPUT_UNREACHABLE if unreachable else ExitCode.INPUT_UNRESOLVABLE)
-    assert message in r.err and "$.train_path" in r.err
+    with failing_server(503) as failing:
+        if unreachable:
+            monkeypatch.setenv("STORAGE_EMULATOR_HOST", failing if unreachable == "failing" else unreachable)
+        start = time.monotonic()
+        r = ftc("compile", job(train_path=where.format(bucket=gcs.bucket_name)), "-o", tmp_path / "p.json")
+        assert time.monotonic() - start < 20
+    assert r.code == (ExitCode.INPUT_UNREACHABLE if unreachable else ExitCode.INPUT_UNRESOLVABLE), r.err
+    assert message in r.err and "$.train_path" in r.err and "\n    fix: " in r.err
