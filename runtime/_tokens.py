@@ -23,9 +23,17 @@ from ftc.stores.hashing import hash_file
 from ._progress import log
 from ._render import Rendered
 
-__all__ = ["BadExample", "Examples", "cache_key", "token_cache", "tokenize_file", "usable_examples"]
+__all__ = [
+    "BadExample",
+    "Examples",
+    "cache_key",
+    "token_cache",
+    "tokenize_file",
+    "trained_mask",
+    "usable_examples",
+]
 
-_FORMAT = 2  # bump when the tokenized layout or the masking rules change
+_FORMAT = 3  # bump when the tokenized layout or the masking rules change
 
 
 @dataclass(frozen=True)
@@ -57,6 +65,22 @@ def cache_key(data_digest: str, tokenizer_files: Any, renderer_key: Any) -> str:
     """Identity of a tokenization: the data, the tokenizer (its files' digests), the rendering and this format."""
     blob = json.dumps([_FORMAT, data_digest, tokenizer_files, renderer_key], sort_keys=True).encode()
     return hashlib.sha256(blob).hexdigest()
+
+
+def trained_mask(offsets: Sequence[tuple[int, int]], spans: Sequence[tuple[int, int]]) -> tuple[np.ndarray, int | None]:
+    """Which tokens (their character ``offsets``) the loss is computed on: every token that overlaps a loss span,
+    so a token that begins before the span (` safe` after a template's space) is trained with the text it carries.
+    Also the index of the first span no token overlaps (None: every one has tokens)."""
+    starts = np.asarray([s for s, _ in offsets], dtype=np.int64)
+    ends = np.asarray([e for _, e in offsets], dtype=np.int64)
+    mask = np.zeros(len(starts), dtype=bool)
+    empty = None
+    for i, (a, b) in enumerate(spans):
+        hit = (starts < b) & (ends > a) & (ends > starts)
+        if empty is None and not hit.any():
+            empty = i
+        mask |= hit
+    return mask, empty
 
 
 def tokenize_file(
@@ -91,13 +115,9 @@ def tokenize_file(
         encoded = tokenizer([r.text for r in chunk], add_special_tokens=False, return_offsets_mapping=True)
         for r, ids, offsets, lineno in zip(chunk, encoded["input_ids"], encoded["offset_mapping"], lines[start:]):
             ids = np.asarray(ids, dtype=np.int32)
-            starts = np.asarray([s for s, _ in offsets], dtype=np.int64)
-            ends = np.asarray([e for _, e in offsets], dtype=np.int64)
-            mask = np.zeros(len(ids), dtype=bool)
-            for a, b in r.loss_spans:
-                mask |= (starts >= a) & (starts < b) & (ends > starts)
-            if not mask.any():
-                bad.append(BadExample(lineno, "no assistant tokens after tokenization"))
+            mask, empty_turn = trained_mask(offsets, r.loss_spans)
+            if empty_turn is not None:
+                bad.append(BadExample(lineno, f"assistant turn {empty_turn + 1} has no token after tokenization"))
                 continue
             examples.ids.append(ids)
             examples.trainable.append(mask)

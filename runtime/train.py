@@ -207,6 +207,12 @@ def _set_up(plan: Plan, dist: Dist, paths: dict[str, Path | str], lineage: Linea
         f"tokenizer from the {loaded.tokenizer_source}"
     )
     data, skipped = _load_data(plan, dist, paths, loaded.tokenizer, loaded.tokenizer_source)
+    for role, examples in data.items():
+        tokens, trained = int(examples.lengths.sum()), sum(int(m.sum()) for m in examples.trainable)
+        say(
+            f"{role}: {len(examples):,} examples, {tokens:,} tokens, {trained:,} of them trained "
+            f"({100 * trained / max(tokens, 1):.1f}%, the assistant turns)"
+        )
     for role, count in skipped.items():
         if count:
             say(f"{role}: skipped {count} bad example(s) (skip_bad_examples)")

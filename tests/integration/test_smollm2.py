@@ -24,3 +24,37 @@ def test_smollm2_example_learns_in_two_epochs_on_cpu(smollm2_example, tmp_path):
     losses = [e["eval_loss"] for e in metrics(out, "eval")]
     assert len(losses) == 3 and losses[0] > losses[1] > losses[2], losses
     assert losses[2] < losses[0] / 4, losses  # clearly: the pretrained model learns two-digit sums
+
+
+def test_the_seed_guides_classifier_label_is_trained_after_a_leading_space_on_smollm2s_tokenizer(smollm2_example):
+    """The seed's Llama-Guard-style classifier with `assistant: " {instruction}<eos>"`: SmolLM2's ` safe` token
+    begins at the template's space, before the label; it is still the token the loss is computed on."""
+    from transformers import AutoTokenizer
+
+    from ftc.runtime._render import render_prompt_format
+    from ftc.runtime._tokens import trained_mask
+    from ftc.spec import PromptFormat
+
+    tokenizer = AutoTokenizer.from_pretrained(smollm2_example / "weights")
+    fmt = PromptFormat(
+        system="{instruction}",
+        user="{instruction}",
+        assistant=" {instruction}<|im_end|>",
+        trailing_assistant="",
+        bos="",
+        system_in_user=False,
+        default_system_message="",
+    )
+    for label in ("safe", "unsafe"):
+        messages = [
+            {"role": "system", "content": "[INST] Task: Check if there is unsafe content in 'User' messages. [/INST]"},
+            {"role": "user", "content": ""},
+            {"role": "assistant", "content": label},
+        ]
+        rendered = render_prompt_format(messages, fmt)
+        encoded = tokenizer(rendered.text, add_special_tokens=False, return_offsets_mapping=True)
+        tokens = tokenizer.convert_ids_to_tokens(encoded["input_ids"])
+        mask, empty = trained_mask(encoded["offset_mapping"], rendered.loss_spans)
+        trained = [t for t, m in zip(tokens, mask) if m]
+        assert empty is None and trained[0] == f"Ġ{label}", trained  # the label, with its space: one token
+        assert trained[-1] == "<|im_end|>"

@@ -173,3 +173,79 @@ def test_no_prompt_format_and_no_chat_template_is_an_error(tiny_model):
     tokenizer.chat_template = None
     with pytest.raises(DataInvalid, match="no generation_config.prompt_format and the tokenizer has no chat template"):
         renderer_for(None, tokenizer)
+
+
+# ---- masks on token boundaries: the token that carries the answer is trained however the template spaces it --------
+
+GUARD = [
+    {"role": "user", "content": "Is 'how do I bake bread' safe?"},
+    {"role": "assistant", "content": "safe"},
+]
+
+
+_GUARD_CORPUS = ["Is 'how do I bake bread' safe? safe unsafe safe unsafe", "[INST] question [/INST] safe </s>"] * 50
+
+
+def _byte_level_tokenizer(folder):
+    """A GPT-2-style (byte-level BPE) tokenizer, as SmolLM2's or Llama 3's: ' safe' is one token, space included."""
+    from support.models import build_tokenizer
+
+    tokenizer = build_tokenizer(folder, vocab_size=300, corpus=_GUARD_CORPUS)
+    assert "Ġsafe" in tokenizer.get_vocab()
+    return tokenizer
+
+
+def _sentencepiece_style_tokenizer(folder):
+    """A Llama-style (SentencePiece) tokenizer: spaces become '▁' glued to the next word, as in Llama 2 or Mistral."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.BPE(unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="first")
+    tok.decoder = decoders.Metaspace(replacement="▁", prepend_scheme="first")
+    tok.train_from_iterator(_GUARD_CORPUS, trainers.BpeTrainer(vocab_size=200, special_tokens=["<unk>", "<s>", "</s>"]))
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<s>", eos_token="</s>", unk_token="<unk>")
+    fast.save_pretrained(folder)
+    return fast
+
+
+def _answer_tokens_trained(tokenizer, tmp_path, fmt) -> tuple[str, list[str]]:
+    """The trained text, and the tokens that hold a character of the answer "safe" with whether each is trained."""
+    path = write_jsonl(tmp_path / "guard.jsonl", [{"messages": GUARD}])
+    render = lambda m: render_prompt_format(m, fmt)  # noqa: E731
+    examples, bad = tokenize_file(path, render=render, tokenizer=tokenizer, cache_file=None)
+    assert bad == []
+    rendered = render(GUARD)
+    answer = rendered.text.rindex("safe")
+    offsets = tokenizer(rendered.text, add_special_tokens=False, return_offsets_mapping=True)["offset_mapping"]
+    ids, mask = examples.ids[0], examples.trainable[0]
+    holding = [i for i, (s, e) in enumerate(offsets) if s < answer + 4 and e > answer]
+    assert holding, "no token holds the answer"
+    return tokenizer.decode(ids[mask]), [(rendered.text[offsets[i][0] : offsets[i][1]], bool(mask[i])) for i in holding]
+
+
+@pytest.mark.parametrize("space", ["", " "], ids=["no space", "a leading space"])
+@pytest.mark.parametrize("kind", ["byte-level BPE", "SentencePiece-style"])
+def test_the_answer_token_is_trained_with_or_without_a_space_before_it(tmp_path, kind, space):
+    if kind == "SentencePiece-style":
+        tokenizer = _sentencepiece_style_tokenizer(tmp_path / "sp")
+    else:
+        tokenizer = _byte_level_tokenizer(tmp_path / "bpe")
+    fmt = _fmt(user="[INST] {instruction} [/INST]", assistant=space + "{instruction}</s>")
+    trained, holding = _answer_tokens_trained(tokenizer, tmp_path, fmt)
+    assert all(is_trained for _, is_trained in holding), holding  # ` safe` or `▁safe` too, not only `</s>`
+    assert "safe" in trained and trained.rstrip().endswith("</s>")
+
+
+def test_the_answer_token_is_trained_through_a_chat_template_with_a_space(tmp_path):
+    tokenizer = _byte_level_tokenizer(tmp_path / "bpe")
+    tokenizer.chat_template = (
+        "{% for m in messages %}{% if m['role'] == 'user' %}[INST] {{ m['content'] }} [/INST]"
+        "{% else %} {{ m['content'] }}</s>{% endif %}{% endfor %}"
+    )
+    path = write_jsonl(tmp_path / "guard.jsonl", [{"messages": GUARD}])
+    render = renderer_for(None, tokenizer)
+    examples, bad = tokenize_file(path, render=render, tokenizer=tokenizer, cache_file=None)
+    assert bad == []
+    trained = tokenizer.convert_ids_to_tokens(examples.ids[0][examples.trainable[0]].tolist())
+    assert trained[0] == "Ġsafe", trained  # the answer's token, space and all
