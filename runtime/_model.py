@@ -12,7 +12,7 @@ from typing import Any
 from ftc.errors import DataInvalid, InputUnresolvable, UsageError
 from ftc.spec import JobSpec
 
-__all__ = ["LoadedModel", "load_model", "describe_mode", "attention_for", "kernels_for"]
+__all__ = ["LoadedModel", "attention_for", "describe_mode", "kernels_for", "load_model", "load_tokenizer"]
 
 #: model types Liger patches in place with the kernels ftc uses (RMSNorm, RoPE, SwiGLU)
 _LIGER = {
@@ -93,6 +93,18 @@ def kernels_for(spec: JobSpec, *, cuda: bool, model_type: str | None) -> str:
     return "liger" if cuda and installed and model_type in _LIGER else "torch"
 
 
+def load_tokenizer(spec: JobSpec, base: Path | None, adapter: Path | None) -> tuple[Any, str]:
+    """The tokenizer a run uses, and where it comes from: the base weights' folder, else the adapter's, else the
+    published one of model_id ("base weights", "adapter", "hub")."""
+    from transformers import AutoTokenizer
+
+    if base is not None and _has_tokenizer(base):
+        return AutoTokenizer.from_pretrained(base), "base weights"
+    if _has_tokenizer(adapter):
+        return AutoTokenizer.from_pretrained(adapter), "adapter"
+    return AutoTokenizer.from_pretrained(spec.model_id), "hub"
+
+
 def load_model(
     spec: JobSpec,
     mode: str,
@@ -105,7 +117,7 @@ def load_model(
 ) -> LoadedModel:
     """The model to train, its weights in ``dtype``. ``base`` is a weights folder, or a model id for the published
     weights."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoModelForCausalLM
 
     if isinstance(base, Path):
         _require_safetensors(base, "weights")
@@ -127,12 +139,7 @@ def load_model(
         getattr(liger, _LIGER[model.config.model_type])(
             rope=True, rms_norm=True, swiglu=True, cross_entropy=False, fused_linear_cross_entropy=False, model=model
         )
-    if isinstance(base, Path) and _has_tokenizer(base):
-        tokenizer, source = AutoTokenizer.from_pretrained(base), "base weights"
-    elif _has_tokenizer(adapter):
-        tokenizer, source = AutoTokenizer.from_pretrained(adapter), "adapter"
-    else:
-        tokenizer, source = AutoTokenizer.from_pretrained(spec.model_id), "hub"
+    tokenizer, source = load_tokenizer(spec, base if isinstance(base, Path) else None, adapter)
     rows = model.get_input_embeddings().weight.shape[0]
     if len(tokenizer) > rows:
         if not spec.resize_token_embeddings:

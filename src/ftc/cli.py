@@ -37,6 +37,7 @@ def cli(debug: bool) -> None:
       ftc run plan.json                    train: full-parameter or LoRA, with DeepSpeed
       ftc plan show plan.json              what the plan will do
       ftc plan diff a.json b.json          what differs between two plans
+      ftc data inspect job.yaml            the training data as a run sees it, trained tokens marked
       ftc schema                           the job spec's JSON Schema
     """
 
@@ -209,6 +210,46 @@ def lineage_export(checkpoint: Path, fmt: str) -> None:
     click.echo(
         export(load(checkpoint), fmt, datetime.fromtimestamp(written, timezone.utc).isoformat().replace("+00:00", "Z"))
     )
+
+
+@cli.group("data")
+def data_group() -> None:
+    """Look at training data as a run will see it."""
+
+
+@data_group.command("inspect")
+@click.argument("spec_or_plan", metavar="SPEC|PLAN", type=click.Path(path_type=Path))
+@click.option("-n", "count", type=click.IntRange(min=0), default=3, show_default=True, help="Examples to show.")
+@click.option("--split", type=click.Choice(["train", "valid"]), default="train", show_default=True)
+@click.option("--boundaries", is_flag=True, help="Show token boundaries as '|'.")
+@click.option(
+    "--color/--no-color",
+    default=None,
+    help="Mark trained tokens in colour (default: on a terminal), else [in brackets].",
+)
+def data_inspect(spec_or_plan: Path, count: int, split: str, boundaries: bool, color: bool | None) -> None:
+    """Render examples of SPEC|PLAN's data exactly as training will, trained tokens marked; then statistics over
+    the whole file (tokens, trained share, lengths against context_length, packing) and warnings."""
+    from ftc.runtime import inspect_data
+
+    plan = _plan_of(spec_or_plan)
+    color = sys.stdout.isatty() if color is None else color
+    click.echo(inspect_data(plan, split=split, n=count, boundaries=boundaries, color=color), color=color)
+
+
+def _plan_of(path: Path):
+    """The plan at ``path``, or the one the spec there compiles to (in memory: nothing is written)."""
+    from ftc.compiler import compile_spec
+    from ftc.errors import PlanInvalid
+    from ftc.spec.plan import read_plan
+
+    if path.suffix == ".json":
+        try:
+            return read_plan(path)
+        except PlanInvalid as exc:
+            if "plan_id" in str(exc) or "plan_version" in str(exc) or "not a JSON plan" in str(exc):
+                raise  # a plan, broken: say so rather than reading it as a spec
+    return compile_spec(path, plan_dir=path.parent).plan
 
 
 @cli.group("image")

@@ -1,0 +1,103 @@
+"""`ftc data inspect`: the data as a run sees it (same rendering, same tokens, same cache), trained text marked,
+statistics over the whole file, and warnings about what would train something serving does not produce."""
+
+from __future__ import annotations
+
+import json
+
+from ftc.errors import ExitCode
+
+from support.models import PROMPT_FORMAT, arithmetic_examples, write_jsonl
+
+GUARD_FORMAT = {
+    "system": "{instruction}",
+    "user": "[INST] {instruction} [/INST]",
+    "assistant": " {instruction}",  # a space before the label, and no end of turn after it
+    "trailing_assistant": " ",
+    "bos": "<s>",
+}
+
+
+def _guard_data(path, n: int = 12):
+    write_jsonl(
+        path,
+        [
+            {"messages": [{"role": "user", "content": f"is message {i} harmful?"}, {"role": "assistant", "content": a}]}
+            for i, a in zip(range(n), ["safe", "unsafe"] * n)
+        ],
+    )
+
+
+def test_the_examples_are_shown_as_trained_with_statistics_and_no_warning_for_a_sound_format(job, ftc, tmp_path):
+    spec = job(generation_config={"prompt_format": PROMPT_FORMAT})
+    r = ftc("data", "inspect", spec, "-n", "2", "--no-color")
+    assert r.code == 0, r.err
+    first = arithmetic_examples(16, seed=1)[0]["messages"]
+    question, answer = first[-2]["content"], first[-1]["content"]
+    assert "--- data/train.jsonl:1 (" in r.out
+    assert f"<s><|user|>\n{question}</s>\n<|assistant|>\n[{answer}</s>\n]" in r.out  # exactly what is trained
+    assert r.out.count("--- data/train.jsonl:") == 2
+    assert "examples: 16 (0 bad)" in r.out and "trained " in r.out and "(context_length 64)" in r.out
+    assert "packing (off): 16 examples would fill" in r.out
+    assert r.out.rstrip().endswith("no warnings")
+
+
+def test_the_same_report_from_the_plan_with_token_boundaries_and_the_valid_split(job, ftc, tmp_path):
+    assert ftc("compile", job(generation_config={"prompt_format": PROMPT_FORMAT}), "-o", tmp_path / "p.json").code == 0
+    r = ftc("data", "inspect", tmp_path / "p.json", "--split", "valid", "-n", "1", "--boundaries", "--no-color")
+    assert r.code == 0, r.err
+    assert "valid: data/valid.jsonl" in r.out and "examples: 4 (0 bad)" in r.out
+    assert "<s>|<|user|>|" in r.out and "|</s>|" in r.out  # one '|' between tokens
+
+
+def _guard_weights(tiny_model, folder):
+    """The tiny model with a byte-level tokenizer that knows ' safe' as one token and adds <s> when it encodes."""
+    import shutil
+
+    from tokenizers import Tokenizer, processors
+
+    from support.models import build_tokenizer
+
+    shutil.copytree(tiny_model, folder)
+    corpus = ["[INST] is message 1 harmful? [/INST] safe unsafe safe unsafe"] * 50
+    build_tokenizer(folder, vocab_size=300, corpus=corpus)
+    tok = Tokenizer.from_file(str(folder / "tokenizer.json"))
+    tok.post_processor = processors.TemplateProcessing(
+        single="<s> $A", special_tokens=[("<s>", tok.token_to_id("<s>"))]
+    )
+    tok.save(str(folder / "tokenizer.json"))
+    return folder
+
+
+def test_a_format_that_trains_something_serving_will_not_see_is_warned_about(job, ftc, tmp_path, tiny_model):
+    _guard_weights(tiny_model, tmp_path / "guard-weights")
+    _guard_data(tmp_path / "data" / "guard.jsonl")
+    long = {
+        "messages": [{"role": "user", "content": "is this harmful? " * 40}, {"role": "assistant", "content": "safe"}]
+    }
+    with open(tmp_path / "data" / "guard.jsonl", "a") as f:
+        f.write(json.dumps(long) + "\nnot json\n")
+    spec = job(
+        initial_base_model_ckpt_path=str(tmp_path / "guard-weights"),
+        train_path="data/guard.jsonl",
+        generation_config={"prompt_format": GUARD_FORMAT},
+        skip_bad_examples=True,
+    )
+    r = ftc("data", "inspect", spec, "-n", "1", "--color")
+    assert r.code == 0, r.err
+    assert "\x1b[1;32m" in r.out  # trained text in colour
+    assert "examples: 13 (1 bad)" in r.out
+    assert "warning: the assistant template has no end-of-turn text after {instruction}" in r.out
+    assert "\x1b[1;32m safe\x1b[0m" in r.out or "\x1b[1;32m safe" in r.out  # the label's token, space and all
+    assert "warning: the answers' first tokens begin with ' ' from the template" in r.out
+    assert "end trailing_assistant before ' '" in r.out
+    assert "warning: prompt_format.bos is '<s>' and the tokenizer adds '<s>' itself when it encodes" in r.out
+    assert "warning: 1 example(s) longer than context_length 64 (data/guard.jsonl:13)" in r.out
+    assert "warning: 1 bad example(s), which a run stops on (or skips with skip_bad_examples): " in r.out
+    assert "data/guard.jsonl:14: not valid JSON" in r.out
+
+
+def test_a_split_the_plan_has_no_data_for_is_a_usage_error(job, ftc, tmp_path):
+    r = ftc("data", "inspect", job(valid_path=None), "--split", "valid")
+    assert r.code == ExitCode.USAGE
+    assert "--split valid: the plan has no valid data (it has: train)" in r.err
