@@ -22,7 +22,8 @@ import json
 import os
 import re
 import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -145,6 +146,48 @@ def _relink(link: Path, target: Path) -> None:
     os.replace(tmp, link)
 
 
+@contextmanager
+def _frozen_left_out(engine: Any, lora: bool) -> Iterator[None]:
+    """For a LoRA run, leave every frozen weight out of DeepSpeed's module state: its own filter walks
+    ``named_parameters()``, which names a tied weight once, so a tied output layer (lm_head = embed_tokens, as in
+    SmolLM2 or Llama 3.2) would still be saved whole in every checkpoint. Resuming loads the base weights anyway."""
+    if not lora:
+        yield
+        return
+    own = engine.module_state_dict
+
+    def module_state_dict(*args: Any, exclude_frozen_parameters: bool = False, **kwargs: Any) -> dict[str, Any]:
+        found = own(*args, exclude_frozen_parameters=exclude_frozen_parameters, **kwargs)
+        if exclude_frozen_parameters:
+            prefix = kwargs.get("prefix", "")
+            for name, param in engine.module.named_parameters(remove_duplicate=False):
+                if not param.requires_grad:
+                    found.pop(prefix + name, None)
+        return found
+
+    engine.module_state_dict = module_state_dict
+    try:
+        yield
+    finally:
+        del engine.module_state_dict  # the class's method again
+
+
+def checkpoint_sizes(folder: Path) -> dict[str, int]:
+    """Bytes per part of a checkpoint: the weights a server loads, the state only resuming needs, and the rest."""
+    sizes = {"weights": 0, "training_state": 0, "other": 0}
+    for path in folder.rglob("*"):
+        if not path.is_file():
+            continue
+        rel = path.relative_to(folder)
+        if rel.parts[0] == "training_state" or rel.name.startswith("rng_state_rank"):
+            sizes["training_state"] += path.stat().st_size
+        elif rel.suffix == ".safetensors":
+            sizes["weights"] += path.stat().st_size
+        else:
+            sizes["other"] += path.stat().st_size
+    return sizes
+
+
 @dataclass
 class Checkpointer:
     root: Path
@@ -175,9 +218,10 @@ class Checkpointer:
             shutil.rmtree(tmp, ignore_errors=True)
             tmp.mkdir(parents=True)
         self.barrier()
-        engine.save_checkpoint(
-            str(tmp / "training_state"), tag=TAG, save_latest=False, exclude_frozen_parameters=self.is_lora
-        )
+        with _frozen_left_out(engine, self.is_lora):
+            engine.save_checkpoint(
+                str(tmp / "training_state"), tag=TAG, save_latest=False, exclude_frozen_parameters=self.is_lora
+            )
         self._save_weights(engine, tmp)
         rng = {"cpu": torch.get_rng_state()}
         if torch.cuda.is_available():
@@ -186,6 +230,7 @@ class Checkpointer:
         self.barrier()
         if self.rank == 0:
             tokenizer.save_pretrained(tmp)
+            state = {**state, "sizes": checkpoint_sizes(tmp)}  # (the state file itself is a few hundred bytes)
             (tmp / STATE_FILE).write_text(json.dumps(state, indent=2, sort_keys=True) + "\n")
             record = lineage(tmp, final)
             (tmp / LINEAGE_FILE).write_text(json.dumps(record, indent=2, sort_keys=True) + "\n")

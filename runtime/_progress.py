@@ -15,6 +15,15 @@ def log(message: str, stream: TextIO | None = None) -> None:
     print(f"[ftc] {message}", file=stream or sys.stderr, flush=True)
 
 
+def size_text(n: float) -> str:
+    """``n`` bytes in the unit that reads best: 512 B, 8.2 kB, 19.6 MB, 4.1 GB."""
+    for unit in ("B", "kB", "MB"):
+        if n < 1000:
+            return f"{n:,.0f} {unit}" if unit == "B" else f"{n:,.1f} {unit}"
+        n /= 1000
+    return f"{n:,.1f} GB"
+
+
 def duration(seconds: float) -> str:
     if seconds < 60:
         return f"{seconds:.1f} s"

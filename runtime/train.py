@@ -39,7 +39,7 @@ from ._checkpoint import (
 from ._distributed import Dist, init_distributed
 from ._inputs import verify_inputs
 from ._model import attention_for, describe_mode, kernels_for, load_model
-from ._progress import MetricsLog, Progress, duration, log
+from ._progress import MetricsLog, Progress, duration, log, size_text
 from ._render import renderer_for
 from ._tokens import token_cache, tokenize_file, usable_examples
 
@@ -424,7 +424,11 @@ def _save(run: Run, state: TrainState, metrics: MetricsLog, bar: Progress, epoch
     record = lambda folder, final: run.lineage.record(folder, final, results, run.execution)  # noqa: E731
     path = run.checkpointer.save(run.engine, run.tokenizer, saved, record)
     loss_text = f"eval loss {eval_loss:.4f}" if eval_loss is not None else "no valid_path"
-    bar.note(f"checkpoint {path.name} at step {state.global_step}/{run.total_steps}: {loss_text}")
+    size = ""
+    if run.dist.main:
+        parts = read_state(path).get("sizes", {})
+        size = f" ({size_text(parts.get('weights', 0))} weights, {size_text(parts.get('training_state', 0))} to resume)"
+    bar.note(f"checkpoint {path.name} at step {state.global_step}/{run.total_steps}: {loss_text}{size}")
 
 
 def _finish(run: Run, state: TrainState) -> RunSummary:

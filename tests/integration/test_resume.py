@@ -164,3 +164,27 @@ def test_a_killed_run_leaves_no_lock_behind(job, ftc, tmp_path):
     r = ftc("run", tmp_path / "p.json")
     assert r.code == 0, r.err  # the kernel released the lock with the process: nothing stale to clean up
     assert time.monotonic() - started < 120
+
+
+def test_a_lora_checkpoint_of_a_tied_model_holds_no_frozen_weight_and_resumes_to_the_same_adapter(
+    trained, ftc, tmp_path
+):
+    """lm_head tied to embed_tokens (SmolLM2, Llama 3.2): DeepSpeed's own filter names the tied weight once and would
+    save the other name whole in every checkpoint."""
+    from support.models import build_tiny_model
+
+    build_tiny_model(tmp_path / "tied", tie_word_embeddings=True)
+    out = trained(initial_base_model_ckpt_path=str(tmp_path / "tied"), num_epochs=2, train_batch_size_per_device=4)
+    first, last = sorted((out / "checkpoints").glob("step-*"))
+    embedding = 512 * 64 * 4  # bytes of the tied matrix, fp32
+    assert (first / STATE).stat().st_size < embedding / 4
+    sizes = read_json(first / "ftc_state.json")["sizes"]
+    assert sizes["weights"] == (first / "adapter_model.safetensors").stat().st_size
+    assert sizes["training_state"] < embedding
+    uninterrupted = (last / "adapter_model.safetensors").read_bytes()
+    shutil.rmtree(last)
+    (out / "summary.json").unlink()
+    r = ftc("run", out.parent / "plan.json", "--resume")
+    assert r.code == 0, r.err
+    assert "resuming from step-000004" in r.err
+    assert (last / "adapter_model.safetensors").read_bytes() == uninterrupted  # bitwise: nothing needed was left out
