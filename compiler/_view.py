@@ -29,7 +29,7 @@ def _pin(item: PlanInput) -> str:
     if not item.pinned:
         return "(unpinned)"
     if item.digest:
-        return _short(item.digest)
+        return f"pinned {_short(item.digest)}"  # the digest `ftc lineage show` labels the same way
     if item.source == "dvc":
         return f"md5 {item.pin['md5'][:12]}… (each file by md5)"
     return f"(pinned per object by the {item.source} store)"  # a remote folder: sha256s come at download
@@ -48,8 +48,12 @@ def describe_plan(plan: Plan) -> str:
         f"{cfg.get('num_hidden_layers')} layers, hidden {cfg.get('hidden_size')}, vocab {cfg.get('vocab_size')})",
         "inputs",
     ]
+    given = spec.given_locations()
     for role, item in plan.inputs.items():
         what = [item.source, item.uri]
+        as_given = given.get(role)
+        if as_given is not None and as_given != item.uri:
+            what.append(f"(given as {as_given})")
         if item.kind:
             files = f", {len(item.files)} files" if item.files else ""
             what.append(f"({item.kind}{files}, {_size(item.size)})")

@@ -35,17 +35,18 @@ def load(path: Path) -> dict[str, Any]:
         raise LineageBroken(str(exc)) from None
 
 
-def verify(path: Path) -> tuple[dict[str, Any], int, list[str]]:
-    """Verify the chain of the checkpoint at ``path``: the record, how many records it holds, and the local parents
-    that could not be found to re-hash. Raises :class:`LineageBroken` listing every file or record that does not
-    match."""
+def verify(path: Path) -> tuple[dict[str, Any], int, list[str], list[str]]:
+    """Verify the chain of the checkpoint at ``path``: the record, how many records it holds, the parents whose files
+    were re-hashed, and the local parents that could not be found to re-hash. Raises :class:`LineageBroken` listing
+    every file or record that does not match."""
     folder = checkpoint_folder(path)
     unreached: list[str] = []
-    record, problems = verify_checkpoint(folder, unreached=unreached)
+    rehashed: list[str] = []
+    record, problems = verify_checkpoint(folder, unreached=unreached, rehashed=rehashed)
     if problems or record is None:
         raise LineageBroken(f"{folder}: the lineage does not verify:\n    " + "\n    ".join(problems))
     count, stack = 0, [record]
     while stack:
         count += 1
         stack += [p["lineage"] for p in stack.pop().get("parents", []) if p.get("lineage")]
-    return record, count, unreached
+    return record, count, rehashed, unreached

@@ -23,6 +23,11 @@ def _name(source: dict[str, Any]) -> str:
     return source.get("location") or source.get("uri") or source["source"]
 
 
+def _shown(source: dict[str, Any]) -> str:
+    """For people: the location as the spec gave it, where the record has it."""
+    return source.get("given") or _name(source)
+
+
 def _namespace(source: dict[str, Any]) -> str:
     uri = source.get("uri", "")
     if source["source"] in ("s3", "gcs") and "://" in uri:
@@ -173,10 +178,12 @@ def model_card(record: dict[str, Any]) -> str:
     lines = [f"# {checkpoint['model_id']} {'adapter' if adapter else 'fine-tune'} ({checkpoint['name']})", ""]
     lines += [f"Trained with ftc. Lineage record `{record['record_id']}`; verify it with `ftc lineage verify`.", ""]
     lines += ["## Parents", ""]
-    lines += [f"- {p['relation']}: {_name(p['source'])} ({p.get('digest') or 'unpinned'})" for p in record["parents"]]
+    lines += [
+        f"- {p['relation']}: {_shown(p['source'])} (pinned {p.get('digest') or 'unpinned'})" for p in record["parents"]
+    ]
     lines += ["", "## Data", ""]
     lines += [
-        f"- {d['role']}: {_name(d['source'])} ({d['sha256']}), {d['examples_used']} examples"
+        f"- {d['role']}: {_shown(d['source'])} ({d['sha256']}), {d['examples_used']} examples"
         for d in record["datasets"]
     ]
     lines += ["", "## Results", "", "| step | eval loss |", "|---|---|"]

@@ -38,8 +38,10 @@ def _input_files(item: PlanInput, path: Path | str) -> dict[str, str] | None:
     return {name: Path(os.readlink(path / name)).name for name in walk_files(path)}
 
 
-def _source(item: PlanInput, path: Path | str, checkpoint: Path) -> dict[str, Any]:
+def _source(item: PlanInput, path: Path | str, checkpoint: Path, given: str | None = None) -> dict[str, Any]:
     source = {k: v for k, v in item.to_dict().items() if k in ("source", "uri", "kind", "pin")}
+    if given is not None:
+        source["given"] = given
     if item.source == "local" and isinstance(path, Path):
         source["location"] = location_of(path, checkpoint, item.uri)
         del source["uri"]  # relative to the plan, which the record does not travel with
@@ -96,7 +98,7 @@ class Lineage:
             entry: dict[str, Any] = {
                 "role": role,
                 "relation": _relation(role, plan.mode),
-                "source": _source(item, path, final),
+                "source": _source(item, path, final, plan.spec.given_locations().get(role)),
                 # a folder's digest is its manifest's, whether it was local or downloaded
                 "digest": item.digest
                 or (manifest_digest([FileDigest(n, 0, sha) for n, sha in files.items()]) if files else None),
@@ -112,7 +114,7 @@ class Lineage:
             item = plan.inputs.get(role)
             if item is None:
                 continue
-            source = _source(item, self.paths[role], final)
+            source = _source(item, self.paths[role], final, plan.spec.given_locations().get(role))
             datasets.append(
                 {
                     "role": role,

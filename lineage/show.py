@@ -4,7 +4,9 @@ Mermaid, Graphviz dot). Everything comes from the record; the embedded parents' 
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any
 
 __all__ = ["Node", "chain", "render"]
@@ -18,10 +20,14 @@ class Node:
     relation: str | None  # how the node below derives from this one
     name: str
     record_id: str | None
+    #: the checkpoint's own digest (its files, not its record) for the checkpoint itself; for a parent, the digest
+    #: its child's plan pinned it by (a folder's every file, a checkpoint's record included): labelled apart
     digest: str | None
     data: list[str]
     eval_loss: float | None
     image: str | None = None  # the container the checkpoint was trained in
+    location: str | None = None  # where the record says it is (relative to the checkpoint that names it)
+    same_as: int | None = None  # drawn already, as this node: a parent two checkpoints share
 
 
 def _image(record: dict[str, Any]) -> str | None:
@@ -33,55 +39,64 @@ def _image(record: dict[str, Any]) -> str | None:
 
 
 def _source_name(source: dict[str, Any]) -> str:
-    return source.get("location") or source.get("uri") or source.get("source", "?")
+    """An input as its spec gave it (a spec-relative path, a URI, dvc:PATH@REV), else as the record locates it."""
+    return source.get("given") or source.get("uri") or source.get("location") or source.get("source", "?")
 
 
 def _data(record: dict[str, Any]) -> list[str]:
     return [
-        f"{d['role']} {_source_name(d['source']).rsplit('/', 1)[-1]} {d['sha256'][:19]}…"
-        f" ({d['examples_used']} examples)"
+        f"{d['role']} {_source_name(d['source'])} {d['sha256'][:19]}… ({d['examples_used']} examples)"
         for d in record.get("datasets", [])
     ]
 
 
 def chain(record: dict[str, Any]) -> list[Node]:
-    """The checkpoint and its ancestors, depth first (parents in record order)."""
+    """The checkpoint and its ancestors, depth first (parents in record order); a parent reached a second time (the
+    base model of both stages) is a node that names the first (``same_as``), without its ancestors again."""
     nodes: list[Node] = []
+    seen: dict[str, int] = {}
 
-    def visit(rec: dict[str, Any], parent_index: int | None, depth: int, relation: str | None, name: str) -> None:
+    def visit(
+        rec: dict[str, Any],
+        parent_index: int | None,
+        depth: int,
+        relation: str | None,
+        name: str,
+        pinned: str | None,
+        location: str | None,
+    ) -> None:
         results = rec.get("results", {})
         nodes.append(
             Node(
-                len(nodes),
-                parent_index,
-                depth,
-                relation,
-                name,
-                rec.get("record_id"),
-                rec["checkpoint"]["digest"],
-                _data(rec),
-                results.get("eval_loss"),
-                _image(rec),
+                len(nodes), parent_index, depth, relation, name, rec.get("record_id"),
+                pinned if parent_index is not None else rec["checkpoint"]["digest"],
+                _data(rec), results.get("eval_loss"), _image(rec), location,
             )
-        )
+        )  # fmt: skip
         me = nodes[-1].index
         for parent in rec.get("parents", []):
             label = f"{parent['role'].replace('_', ' ')} {_source_name(parent['source'])}"
+            key = parent.get("record_id") or parent.get("digest")
+            where = parent["source"].get("location")
+            if key is not None and key in seen:
+                nodes.append(
+                    Node(len(nodes), me, depth + 1, parent["relation"], label, parent.get("record_id"),
+                         parent.get("digest"), [], None, location=where, same_as=seen[key])
+                )  # fmt: skip
+                continue
+            if key is not None:
+                seen[key] = len(nodes)
             if parent.get("lineage") is not None:
-                visit(parent["lineage"], me, depth + 1, parent["relation"], label)
+                visit(parent["lineage"], me, depth + 1, parent["relation"], label, parent.get("digest"), where)
             else:
                 nodes.append(
-                    Node(len(nodes), me, depth + 1, parent["relation"], label, None, parent.get("digest"), [], None)
-                )
+                    Node(len(nodes), me, depth + 1, parent["relation"], label, None, parent.get("digest"), [], None,
+                         location=where)
+                )  # fmt: skip
 
-    visit(
-        record,
-        None,
-        0,
-        None,
-        f"checkpoint {record['checkpoint'].get('name', '')}"
-        f" ({record['checkpoint'].get('kind')} of {record['checkpoint'].get('model_id')})",
-    )
+    checkpoint = record["checkpoint"]
+    name = f"checkpoint {checkpoint.get('name', '')} ({checkpoint.get('kind')} of {checkpoint.get('model_id')})"
+    visit(record, None, 0, None, name, None, None)
     return nodes
 
 
@@ -89,11 +104,27 @@ def _short(digest: str | None) -> str:
     return digest[:19] + "…" if digest else "unpinned"
 
 
-def _text(nodes: list[Node]) -> str:
-    lines = []
+def _text(nodes: list[Node], folder: Path | None = None) -> str:
+    """A tree: ├─ for a parent with a sibling after it, └─ for the last; one labelled digest per node (``files``:
+    the checkpoint's own files; ``pinned``: a parent as its child's plan pinned it); with ``folder``, where each
+    parent is on this machine."""
+    last_child = {n.parent_index: n.index for n in nodes if n.parent_index is not None}
+    lines, prefix_of = [], {}
     for node in nodes:
-        head = "" if node.depth == 0 else "   " * (node.depth - 1) + f"└─ {node.relation}: "
-        parts = [head + node.name, f"digest {_short(node.digest)}"]
+        if node.parent_index is None:
+            head, prefix_of[node.index] = "", ""
+        else:
+            last = last_child[node.parent_index] == node.index
+            above = prefix_of[node.parent_index]
+            head = above + ("└─ " if last else "├─ ") + f"{node.relation}: "
+            prefix_of[node.index] = above + ("   " if last else "│  ")
+        label = "files" if node.parent_index is None else "pinned"
+        parts = [head + node.name, f"{label} {_short(node.digest)}"]
+        if node.same_as is not None:
+            first = nodes[node.same_as]
+            of = nodes[first.parent_index].name.split(" (")[0] if first.parent_index is not None else ""
+            lines.append("  ".join([*parts, f"(shown above, as the {first.relation} parent of {of})"]))
+            continue
         parts.append(f"record {_short(node.record_id)}" if node.record_id else "no lineage record")
         if node.data:
             parts.append("data " + ", ".join(node.data))
@@ -101,8 +132,24 @@ def _text(nodes: list[Node]) -> str:
             parts.append(f"eval loss {node.eval_loss:.4f}")
         if node.image:
             parts.append(f"image {node.image}")
+        if folder is not None and node.location is not None:
+            parts.append(f"at {_resolved(folder, nodes, node)}")
         lines.append("  ".join(parts))
     return "\n".join(lines)
+
+
+def _resolved(folder: Path, nodes: list[Node], node: Node) -> str:
+    """Where ``node`` is on this machine: its location, relative to the checkpoint that names it."""
+    base = folder
+    chain_up = []
+    at = nodes[node.parent_index] if node.parent_index is not None else None
+    while at is not None and at.parent_index is not None:
+        chain_up.append(at)
+        at = nodes[at.parent_index]
+    for step in reversed(chain_up):  # each parent's own record locates its parents relative to itself
+        base = Path(os.path.normpath(base / step.location)) if step.location else base
+    location = Path(node.location).expanduser()
+    return str(location if location.is_absolute() else Path(os.path.normpath(base / location)))
 
 
 def _label(node: Node) -> str:
@@ -112,22 +159,34 @@ def _label(node: Node) -> str:
     return text.replace('"', "'")
 
 
+def _edges(nodes: list[Node]) -> list[tuple[int, int | None, str | None]]:
+    """(from, to, relation) for every parent link; a parent shared by two checkpoints is one node with two edges."""
+    return [
+        (n.same_as if n.same_as is not None else n.index, n.parent_index, n.relation)
+        for n in nodes
+        if n.parent_index is not None
+    ]
+
+
 def _mermaid(nodes: list[Node]) -> str:
     lines = ["flowchart BT"]
-    lines += [f'  n{n.index}["{_label(n).replace(chr(92) + "n", "<br/>")}"]' for n in nodes]
-    lines += [f"  n{n.index} -->|{n.relation}| n{n.parent_index}" for n in nodes if n.parent_index is not None]
+    lines += [f'  n{n.index}["{_label(n).replace(chr(92) + "n", "<br/>")}"]' for n in nodes if n.same_as is None]
+    lines += [f"  n{a} -->|{relation}| n{b}" for a, b, relation in _edges(nodes)]
     return "\n".join(lines)
 
 
 def _dot(nodes: list[Node]) -> str:
     lines = ["digraph lineage {", "  rankdir=BT;", "  node [shape=box];"]
-    lines += [f'  n{n.index} [label="{_label(n)}"];' for n in nodes]
-    lines += [f'  n{n.index} -> n{n.parent_index} [label="{n.relation}"];' for n in nodes if n.parent_index is not None]
+    lines += [f'  n{n.index} [label="{_label(n)}"];' for n in nodes if n.same_as is None]
+    lines += [f'  n{a} -> n{b} [label="{relation}"];' for a, b, relation in _edges(nodes)]
     return "\n".join(lines + ["}"])
 
 
-def render(record: dict[str, Any], fmt: str = "text") -> str:
+def render(record: dict[str, Any], fmt: str = "text", folder: Path | None = None) -> str:
+    """The chain of ``record`` in ``fmt``; with ``folder`` (the checkpoint's), text also says where each parent is."""
     nodes = chain(record)
     if fmt == "json":
         return json.dumps({"chain": [asdict(n) for n in nodes]}, indent=2)
-    return {"text": _text, "mermaid": _mermaid, "dot": _dot}[fmt](nodes)
+    if fmt == "text":
+        return _text(nodes, folder)
+    return {"mermaid": _mermaid, "dot": _dot}[fmt](nodes)

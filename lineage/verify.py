@@ -69,7 +69,11 @@ def checkpoint_problems(folder: Path) -> tuple[dict[str, Any] | None, list[str]]
 
 
 def verify_checkpoint(
-    folder: Path, *, _seen: set[str] | None = None, unreached: list[str] | None = None
+    folder: Path,
+    *,
+    _seen: set[str] | None = None,
+    unreached: list[str] | None = None,
+    rehashed: list[str] | None = None,
 ) -> tuple[dict[str, Any] | None, list[str]]:
     """The record of the checkpoint in ``folder`` and everything wrong with its chain (empty: all verified).
 
@@ -92,12 +96,17 @@ def verify_checkpoint(
             if unreached is not None:
                 unreached.append(f"{parent['role']} of {folder.name}: {path}")
             continue
-        if parent.get("files") is not None:
+        hashed_as = f"{path.resolve()} {parent.get('digest')}"  # the base of two stages is re-hashed once
+        if parent.get("files") is not None and hashed_as not in seen:
+            seen.add(hashed_as)
             if path.is_dir():
                 problems += _folder_problems(parent["files"], path, skip_record=False)
             else:
                 problems += files_problems(parent["files"], {}, str(path))
+            if rehashed is not None:
+                shown = parent["source"].get("given") or str(path)
+                rehashed.append(f"{parent['role'].replace('_', ' ')} {shown} ({len(parent['files'])} files)")
         if parent.get("lineage") is not None and path.is_dir() and str(path.resolve()) not in seen:
-            _, more = verify_checkpoint(path, _seen=seen, unreached=unreached)
+            _, more = verify_checkpoint(path, _seen=seen, unreached=unreached, rehashed=rehashed)
             problems += [p for p in more if p not in problems]
     return record, problems

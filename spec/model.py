@@ -146,6 +146,17 @@ class JobSpec:
     def replace(self, **changes: Any) -> JobSpec:
         return dataclasses.replace(self, **changes)
 
+    def given_locations(self) -> dict[str, str]:
+        """Each input role's location as the spec's author wrote it, for people: a path (relative to the spec), a
+        URI, or ``dvc:PATH@REV`` (``in REPO``)."""
+        found = {
+            "base_model": self.initial_base_model_ckpt_path,
+            "adapter": self.initial_adapter_model_ckpt_path,
+            "train": self.train_path,
+            "valid": self.valid_path,
+        }
+        return {role: _written(value) for role, value in found.items() if value is not None}
+
     @property
     def processes_per_node(self) -> int:
         return self.num_devices // self.num_nodes
@@ -153,6 +164,13 @@ class JobSpec:
     @property
     def global_batch_size(self) -> int:
         return self.train_batch_size_per_device * self.gradient_accumulation_steps * self.num_devices
+
+
+def _written(location: Location) -> str:
+    if isinstance(location, str):
+        return location
+    ref = location.dvc
+    return f"dvc:{ref.path}@{ref.rev or 'HEAD'}" + (f" in {ref.repo}" if ref.repo else "")
 
 
 def _build(cls: type, data: dict[str, Any]):

@@ -172,12 +172,13 @@ def lineage_group() -> None:
 @click.option(
     "--format", "fmt", type=click.Choice(["text", "json", "mermaid", "dot"]), default="text", show_default=True
 )
-def lineage_show(checkpoint: Path, fmt: str) -> None:
+@click.option("--paths", is_flag=True, help="Also say where each parent is on this machine.")
+def lineage_show(checkpoint: Path, fmt: str, paths: bool) -> None:
     """The chain from CHECKPOINT (a checkpoint, or a run's output folder) up to its roots."""
-    from ftc.lineage import load
+    from ftc.lineage import checkpoint_folder, load
     from ftc.lineage.show import render
 
-    click.echo(render(load(checkpoint), fmt))
+    click.echo(render(load(checkpoint), fmt, folder=checkpoint_folder(checkpoint) if paths else None))
 
 
 @lineage_group.command("verify")
@@ -186,12 +187,14 @@ def lineage_verify(checkpoint: Path) -> None:
     """Re-hash CHECKPOINT's files and every reachable parent's, and recompute every record_id."""
     from ftc.lineage import verify
 
-    record, count, unreached = verify(checkpoint)
+    record, count, rehashed, unreached = verify(checkpoint)
     files = len(record["checkpoint"]["files"])
     click.echo(
-        f"verified: {files} files of {record['checkpoint']['name']}, {count} lineage record(s) in the chain"
-        f" (record {record['record_id']})"
+        f"verified: {files} files of {record['checkpoint']['name']} re-hashed, {count} lineage record(s) in the chain"
+        f" recomputed (record {record['record_id']})"
     )
+    for parent in rehashed:
+        click.echo(f"re-hashed parent: {parent}")
     for parent in unreached:
         click.echo(f"not re-hashed (not found here; its record was checked): {parent}")
 

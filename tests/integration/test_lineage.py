@@ -56,7 +56,7 @@ def test_a_continued_adapter_starts_where_its_parent_ended_and_its_chain_verifie
     assert two[-1]["eval_loss"] < one[-1]["eval_loss"]
     r = ftc("lineage", "verify", two_stages / "stage2")
     assert r.code == 0, r.err
-    assert "2 lineage record(s) in the chain" in r.out
+    assert "2 lineage record(s) in the chain recomputed" in r.out
     stage1 = read_json(two_stages / "stage1" / "best" / "lineage.json")
     stage2 = read_json(two_stages / "stage2" / "best" / "lineage.json")
     jsonschema.validate(stage2, lineage_schema(), cls=jsonschema.Draft202012Validator)  # stage 1's record is embedded
@@ -65,16 +65,27 @@ def test_a_continued_adapter_starts_where_its_parent_ended_and_its_chain_verifie
     (adapter,) = [p for p in stage2["parents"] if p["role"] == "adapter"]
     assert adapter["relation"] == "adapter-continued" and adapter["record_id"] == stage1["record_id"]
     assert [p["relation"] for p in stage1["parents"]] == ["adapter"]
+    assert "re-hashed parent: adapter stage1/best (" in r.out  # as the spec gave it
+    assert r.out.count("re-hashed parent: base model") == 1  # the base both stages share, once
     r = ftc("lineage", "show", two_stages / "stage2")
     lines = r.out.splitlines()
-    assert len(lines) == 4  # stage 2, its base, stage 1, stage 1's base
+    assert len(lines) == 4  # stage 2, its base, stage 1, and stage 1's base: the same base, named and not redrawn
     assert lines[0].startswith("checkpoint step-") and "adapter of ftc-tests/tiny-llama" in lines[0]
-    assert any(line.startswith("└─ adapter-continued: adapter ") and stage1["record_id"][:19] in line for line in lines)
-    assert sum(line.lstrip().startswith("└─ adapter: base model") for line in lines) == 2
+    assert f"files {stage2['checkpoint']['digest'][:19]}…" in lines[0]
+    assert lines[1].startswith("├─ adapter: base model ")  # a sibling follows
+    assert lines[2].startswith("└─ adapter-continued: adapter stage1/best ")  # the last sibling, as the spec gave it
+    assert f"pinned {adapter['digest'][:19]}…" in lines[2] and f"record {stage1['record_id'][:19]}…" in lines[2]
+    assert lines[3].startswith("   └─ adapter: base model ") and "(shown above, as the adapter parent of" in lines[3]
+    plan_show = ftc("plan", "show", two_stages / "stage2.plan.json").out
+    assert f"pinned {adapter['digest'][:19]}…" in plan_show  # one digest for stage 1, labelled alike in both
+    paths = ftc("lineage", "show", two_stages / "stage2", "--paths").out
+    assert f" at {(two_stages / 'stage1' / 'best').resolve()}" in paths
     mermaid = ftc("lineage", "show", two_stages / "stage2", "--format", "mermaid").out
     assert mermaid.startswith("flowchart BT") and "-->|adapter-continued|" in mermaid
+    assert mermaid.count('["base model') == 1 and mermaid.count("-->|adapter|") == 2  # one node, two edges
     chain = json.loads(ftc("lineage", "show", two_stages / "stage2", "--format", "json").out)["chain"]
     assert [n["relation"] for n in chain] == [None, "adapter", "adapter-continued", "adapter"]
+    assert [n["same_as"] for n in chain] == [None, None, None, 1]
     # auditing needs no training stack: show and verify import neither torch nor its kin
     import subprocess
     import sys
