@@ -52,7 +52,7 @@ def describe_plan(plan: Plan) -> str:
     for role, item in plan.inputs.items():
         what = [item.source, item.uri]
         as_given = given.get(role)
-        if as_given is not None and as_given != item.uri:
+        if as_given is not None and as_given.rstrip("/") != item.uri.rstrip("/"):
             what.append(f"(given as {as_given})")
         if item.kind:
             files = f", {len(item.files)} files" if item.files else ""

@@ -243,6 +243,7 @@ def test_show_and_diff_handle_remote_folders_pinned_per_object(job, ftc, tmp_pat
 
     ftc("compile", job(), "-o", tmp_path / "p.json")
     plan = read_json(tmp_path / "p.json")
+    plan["spec"]["initial_base_model_ckpt_path"] = "s3://b/weights/"
     remote = {
         "source": "s3",
         "uri": "s3://b/weights/",
