@@ -146,15 +146,12 @@ def test_a_download_cut_by_the_server_dying_resumes_from_its_completed_ranges(tm
         client.put_object(Bucket="cut", Key="big.bin", Body=blob)
         (obj,) = S3Store().list("s3://cut/big.bin")
         cache = ContentCache(tmp_path / "cache")
-        received = [0]
 
         def dying(opener):
             def open_from(start, end):
-                for chunk in opener(start, end):
-                    received[0] += len(chunk)
-                    if received[0] > 36 << 20:
-                        stop(procs[-1])  # the server dies in the third of three 16 MiB ranges
-                    yield chunk
+                if start == 32 << 20:  # the third of three 16 MiB ranges starts once one of the first two is done:
+                    stop(procs[-1])  # the server dies then (however fast this machine reads)
+                yield from opener(start, end)
 
             return open_from
 
@@ -186,7 +183,7 @@ def test_a_download_cut_by_the_server_dying_resumes_from_its_completed_ranges(tm
         store = S3Store()
         path, sha = cache.fetch(obj.cache_key(), counted(store.opener(obj)), size=obj.size, expected_md5=obj.md5_hex())
         assert sha == hashlib.sha256(blob).hexdigest() and path.read_bytes() == blob
-        assert asked[0] <= 16 << 20  # the two completed ranges were kept, not downloaded again
+        assert asked[0] <= 32 << 20  # the completed range (or two) was kept, not downloaded again
     finally:
         for proc in procs:
             stop(proc)

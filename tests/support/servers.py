@@ -118,7 +118,10 @@ def start_seaweedfs(root: str | Path, access_key: str, secret_key: str):
             "-ip=127.0.0.1",
             "-ip.bind=127.0.0.1",
             f"-dir={root}",
-            "-volume.max=100",
+            # every bucket is a collection with volumes of its own: many small ones, or the tests' buckets run out
+            # of volumes and writes fail with InternalError
+            "-volume.max=1000",
+            "-master.volumeSizeLimitMB=64",
             f"-master.port={master}",
             f"-volume.port={volume}",
             f"-filer.port={filer}",

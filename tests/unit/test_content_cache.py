@@ -51,6 +51,15 @@ def test_an_interrupted_download_resumes_where_it_stopped(tmp_path):
     assert starts == [5 * 65536] and sha == SHA and path.read_bytes() == DATA
 
 
+def test_an_interrupted_download_with_nothing_to_check_it_against_starts_over(tmp_path):
+    cache = ContentCache(tmp_path)
+    with pytest.raises(ConnectionError):
+        cache.fetch({"k": 4}, lambda start, end: _chunks(start, end, fail_at=5 * 65536))
+    starts = []
+    path, sha = cache.fetch({"k": 4}, lambda start, end: (starts.append(start), _chunks(start, end))[1])
+    assert starts == [0] and sha == SHA  # kept bytes nothing could verify are not trusted
+
+
 def _fetch_in_another_process(root, log):
     def slow(start, end):
         with open(log, "a") as f:
