@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from concurrent.futures import ThreadPoolExecutor
+import functools
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -14,6 +14,7 @@ from ftc.spec.architectures import Architecture
 from ftc.spec.canonical import digest_of
 from ftc.spec.plan import PLAN_VERSION, Plan, launch_command, seal_plan
 from ftc.stores.atomic import write_text_atomic
+from ftc.stores.content_cache import run_downloads
 from ftc.stores.hashing import StatCache, cache_dir
 
 from ._data_checks import check_chat_data, check_context_length
@@ -87,13 +88,16 @@ def resolve_inputs(loaded: LoadedSpec, ctx: ResolveContext) -> dict[str, Resolve
     }
     inputs: dict[str, ResolvedInput] = {}
     given = {role: location for role, location in locations.items() if location is not None}
-    # at once: a store that does not answer costs one time-out, not one per input
-    with ThreadPoolExecutor(max_workers=max(1, len(given))) as pool:
-        futures = {role: pool.submit(resolve_location, location, ctx) for role, location in given.items()}
-    for role, future in futures.items():  # problems in the spec's order
+    # at once: a store that does not answer costs one time-out, not one per input (every problem is still listed;
+    # Ctrl-C stops the downloads)
+    jobs = {role: functools.partial(resolve_location, location, ctx) for role, location in given.items()}
+    results = run_downloads(jobs, first_failure_stops=False)
+    for role, result in results.items():  # problems in the spec's order
         location = given[role]
         try:
-            inputs[role] = future.result()
+            if isinstance(result, BaseException):
+                raise result
+            inputs[role] = result
         except InputNotFound as exc:
             at = INPUT_KEYS[role] + (("dvc",) if not isinstance(location, str) else ())
             value = redact_credential(location) if isinstance(location, str) else _UNSET

@@ -179,7 +179,8 @@ def model_card(record: dict[str, Any]) -> str:
     lines += [f"Trained with ftc. Lineage record `{record['record_id']}`; verify it with `ftc lineage verify`.", ""]
     lines += ["## Parents", ""]
     lines += [
-        f"- {p['relation']}: {_shown(p['source'])} (pinned {p.get('digest') or 'unpinned'})" for p in record["parents"]
+        f"- {p['relation']}: {_shown(p['source'])} ({'pinned ' + p['digest'] if p.get('digest') else 'unpinned'})"
+        for p in record["parents"]
     ]
     lines += ["", "## Data", ""]
     lines += [

@@ -147,7 +147,9 @@ def _resolved(folder: Path, nodes: list[Node], node: Node) -> str:
         chain_up.append(at)
         at = nodes[at.parent_index]
     for step in reversed(chain_up):  # each parent's own record locates its parents relative to itself
-        base = Path(os.path.normpath(base / step.location)) if step.location else base
+        if step.location is None:
+            return f"not on this machine (below {step.name}, which is not)"
+        base = Path(os.path.normpath(base / step.location))
     location = Path(node.location).expanduser()
     return str(location if location.is_absolute() else Path(os.path.normpath(base / location)))
 
@@ -188,5 +190,5 @@ def render(record: dict[str, Any], fmt: str = "text", folder: Path | None = None
     if fmt == "json":
         return json.dumps({"chain": [asdict(n) for n in nodes]}, indent=2)
     if fmt == "text":
-        return _text(nodes, folder)
+        return _text(nodes, folder.resolve() if folder is not None else None)  # as verify: from the real folder
     return {"mermaid": _mermaid, "dot": _dot}[fmt](nodes)

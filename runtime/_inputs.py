@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import os
 import time
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from ftc.errors import InputChanged, InputUnresolvable
@@ -20,43 +21,88 @@ __all__ = ["CHECKED_BY_HOST_ENV", "verify_inputs"]
 CHECKED_BY_HOST_ENV = "FTC_REMOTE_INPUTS_CHECKED"
 
 
-def verify_inputs(plan: Plan) -> dict[str, Path | str]:
-    """Where each input is on this machine (a model id for unpinned hub weights). Raises :class:`InputChanged`
-    naming the input, the expected and the found digest when anything differs from the plan."""
+#: files of a weights folder that hold weights (not needed to read its tokenizer or config)
+WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".gguf", ".ckpt", ".h5", ".msgpack", ".onnx")
+
+
+def verify_inputs(plan: Plan, roles: set[str] | None = None, weights: bool = True) -> dict[str, Path | str]:
+    """Where each input (of ``roles``; default: all) is on this machine (a model id for unpinned hub weights).
+    Raises :class:`InputChanged` naming the input, the expected and the found digest when anything differs from the
+    plan. Without ``weights``, a folder's weight files are neither fetched nor checked (its other files are): what
+    reading a tokenizer needs, for any model size."""
     found: dict[str, Path | str] = {}
     # in a container `ftc run --backend docker` started after checking every remote input against its store
     checked_by_host = os.environ.get(CHECKED_BY_HOST_ENV) == plan.plan_id
-    remote = {role: item for role, item in plan.inputs.items() if item.source in ("s3", "gcs", "dvc")}
-    with StatCache() as cache, ThreadPoolExecutor(max_workers=max(1, len(remote))) as pool:
-        # remote inputs at once: a store that does not answer costs one time-out, not one per input
-        fetching = {
-            role: pool.submit(_materialize_remote, role, item, checked_by_host=checked_by_host)
-            for role, item in remote.items()
-        }
-        for role, item in plan.inputs.items():
+    inputs = {role: item for role, item in plan.inputs.items() if roles is None or role in roles}
+    if not weights:
+        inputs = {role: _without_weights(item) for role, item in inputs.items()}
+    from ftc.stores.content_cache import run_downloads
+
+    remote = {role: item for role, item in inputs.items() if item.source in ("s3", "gcs", "dvc")}
+    # remote inputs at once: a store that does not answer costs one time-out, not one per input, and the first
+    # input that fails stops the others' downloads
+    jobs = {
+        role: functools.partial(_materialize_remote, role, item, checked_by_host=checked_by_host)
+        for role, item in remote.items()
+    }
+    fetched = run_downloads(jobs, first_failure_stops=True) if jobs else {}
+    for role in plan.inputs:  # the first failure in the plan's order is the one reported
+        if isinstance(fetched.get(role), BaseException) and not _stopped(fetched[role]):
+            raise fetched[role]
+    with StatCache() as cache:
+        for role, item in inputs.items():
             if item.source == "hub":
                 found[role] = item.uri.removeprefix("hf://")
-            elif role in fetching:
-                found[role] = fetching[role].result()
+            elif role in fetched:
+                found[role] = fetched[role]
             elif item.source == "local":
-                found[role] = _verify_local(role, item, plan.locate(item.uri), cache)
+                found[role] = _verify_local(role, item, plan.locate(item.uri), cache, whole=weights)
             else:
                 raise InputUnresolvable(f"{role}: {item.source} inputs are not supported by this version of ftc")
     return found
 
 
-def _verify_local(role: str, item: PlanInput, path: Path, cache: StatCache) -> Path:
-    """``path``, after checking it holds the bytes ``item`` pins."""
+def _stopped(exc: BaseException) -> bool:
+    from ftc.stores.content_cache import DownloadStopped
+
+    return isinstance(exc, DownloadStopped)  # stopped because another input failed: that one is reported
+
+
+def _without_weights(item: PlanInput) -> PlanInput:
+    if item.kind != "dir" or not item.files:
+        return item
+    return dataclasses.replace(item, files=tuple(f for f in item.files if not f.path.endswith(WEIGHT_SUFFIXES)))
+
+
+def _verify_local(role: str, item: PlanInput, path: Path, cache: StatCache, whole: bool = True) -> Path:
+    """``path``, after checking it holds the bytes ``item`` pins (with ``whole`` false, each file ``item`` lists)."""
     if not path.exists():
         raise InputChanged(
             f"{role}: {path} is gone (the plan pins {item.digest})\n    fix: restore it, or recompile the spec"
         )
     try:
+        if not whole and item.kind == "dir":
+            return _check_listed(role, item, path, cache)
         return _check_local(role, item, path, cache)
     except NotAnInput as exc:
         raise InputChanged(
             f"{role}: {exc} (the plan pins {item.digest})\n    fix: restore it, or recompile the spec"
         ) from None
+
+
+def _check_listed(role: str, item: PlanInput, path: Path, cache: StatCache) -> Path:
+    for f in item.files:
+        try:
+            sha, _ = hash_file(path / f.path, cache)
+        except FileNotFoundError:
+            sha = "(missing)"
+        if sha != f.sha256:
+            raise InputChanged(
+                f"{role}: {path / f.path} changed since the plan was compiled"
+                f"\n    expected sha256:{f.sha256}\n    found    sha256:{sha}"
+                "\n    fix: restore the pinned file, or recompile the spec to train on the new one"
+            )
+    return path
 
 
 def _check_local(role: str, item: PlanInput, path: Path, cache: StatCache) -> Path:
@@ -90,9 +136,7 @@ def _materialize_remote(role: str, item: PlanInput, checked_by_host: bool = Fals
 
     S3 and GCS objects are first checked against their pins (ETag, version, generation); a DVC remote's objects
     are named by their md5, so the bytes are checked against it (and a data file against its sha256 too)."""
-    from concurrent.futures import ThreadPoolExecutor
-
-    from ftc.stores.content_cache import ContentCache, DigestMismatch
+    from ftc.stores.content_cache import ContentCache, DigestMismatch, run_downloads
     from ftc.stores.dvc_remote import DvcRemote
     from ftc.stores.remote import RemoteObject, RemoteProblem, store_for
 
@@ -177,11 +221,15 @@ def _materialize_remote(role: str, item: PlanInput, checked_by_host: bool = Fals
         return obj.path, sha
 
     try:
-        with ThreadPoolExecutor(max_workers=min(8, len(objects))) as pool:
-            members = dict(pool.map(one, objects))
+        jobs = {entry[0].path: functools.partial(one, entry) for entry in objects}
+        results = run_downloads(jobs, first_failure_stops=True)
     finally:
         if progress is not None:
             progress.close()
+    failures = [r for r in results.values() if isinstance(r, BaseException)]
+    if failures:
+        raise next((f for f in failures if not _stopped(f)), failures[0])
+    members = dict(results.values())
     if item.kind == "file":
         return cache.object_path(members[objects[0][0].path])
     return _view(role, item, cache, members)

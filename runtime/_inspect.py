@@ -53,7 +53,7 @@ def inspect_data(plan: Plan, *, split: str = "train", n: int = 3, boundaries: bo
         raise UsageError(
             f"--split {split}: the plan has no {split} data (it has: train{', valid' * ('valid' in plan.inputs)})"
         )
-    paths = verify_inputs(plan)
+    paths = verify_inputs(plan, roles={"base_model", "adapter", split}, weights=False)  # data and tokenizer only
     spec = plan.spec
     base = paths["base_model"]
     tokenizer, source = load_tokenizer(spec, base if isinstance(base, Path) else None, paths.get("adapter"))

@@ -12,6 +12,7 @@ from __future__ import annotations
 import fcntl
 import json
 import os
+import re
 import socket
 import time
 from collections.abc import Iterator
@@ -68,8 +69,10 @@ def _holder(path: Path) -> tuple[str, str | None]:
         holder = json.loads(path.read_bytes()[:4096])
         since = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(holder["since"]))
         container = holder.get("container")
-        where = f"in container {container}" if isinstance(container, str) else f"on {holder['host']}"
+        if not (isinstance(container, str) and re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}", container)):
+            container = None  # only a name the engine could have given is put into a command to run
+        where = f"in container {container}" if container else f"on {holder['host']}"
         text = f"process {holder['pid']} {where}, plan {holder['plan_id'][:19]}…, since {since}"
-        return text, container if isinstance(container, str) else None
+        return text, container
     except (OSError, ValueError, KeyError, TypeError, AttributeError):
         return "its holder is starting", None

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import errno
 import json
+import math
 import os
 import stat
 from pathlib import Path
@@ -81,6 +82,14 @@ def _refuse_constant(name: str) -> Any:
     raise NotFinite(f"{name} is not JSON (numbers must be finite)")
 
 
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if math.isinf(value):  # 1e999: a literal too large for a float
+        raise NotFinite(f"{text[:40]} is too large a number (numbers must be finite)")
+    return value
+
+
 def finite_json(text: str | bytes, **options: Any) -> Any:
-    """``json.loads`` that refuses NaN and Infinity (:class:`NotFinite`, a ValueError)."""
-    return json.loads(text, parse_constant=_refuse_constant, **options)
+    """``json.loads`` that refuses NaN, Infinity and numbers too large to be finite (:class:`NotFinite`, a
+    ValueError)."""
+    return json.loads(text, parse_constant=_refuse_constant, parse_float=_finite_float, **options)

@@ -25,12 +25,14 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 from .atomic import write_text_atomic
 from .hashing import StatCache, cache_dir, hash_file
+from .objects import TRANSIENT_HINT, RemoteProblem
 from .storage import storage_failure
 
-__all__ = ["ContentCache", "DigestMismatch"]
+__all__ = ["ContentCache", "DigestMismatch", "DownloadStopped", "run_downloads"]
 
 Opener = Callable[
     [int, int | None], Iterator[bytes]
@@ -38,10 +40,46 @@ Opener = Callable[
 
 
 _SHA256 = re.compile(r"[0-9a-f]{64}")
+_STORAGE_FAULTS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM)
 
 
 def _warn(message: str) -> None:
     print(f"warning: {message}", file=sys.stderr, flush=True)
+
+
+#: set while the downloads of this process are being stopped (a failure elsewhere, Ctrl-C): each ends at its next chunk
+_STOP = threading.Event()
+
+
+def run_downloads(jobs: dict[str, Callable[[], Any]], *, first_failure_stops: bool) -> dict[str, Any]:
+    """Run ``jobs`` at once; each result, or the exception it raised, by key. Ctrl-C (and, with
+    ``first_failure_stops``, the first job that fails) stops every download still running at its next chunk, so
+    nothing keeps downloading for minutes after the answer is known; the partial files stay for a resume."""
+    from concurrent.futures import ALL_COMPLETED, FIRST_EXCEPTION, wait
+
+    pool = ThreadPoolExecutor(max_workers=max(1, min(8, len(jobs))))
+    stopped_here = False  # a stop this call did not start (an outer one's) is left for that one to end
+    try:
+        futures = {key: pool.submit(job) for key, job in jobs.items()}
+        wait(futures.values(), return_when=FIRST_EXCEPTION if first_failure_stops else ALL_COMPLETED)
+        if any(f.done() and f.exception() is not None for f in futures.values()) and not _STOP.is_set():
+            stopped_here = True
+            _STOP.set()
+        wait(futures.values())
+        return {key: f.exception() or f.result() for key, f in futures.items()}
+    except BaseException:  # Ctrl-C while waiting
+        if not _STOP.is_set():
+            stopped_here = True
+            _STOP.set()
+        raise
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+        if stopped_here:
+            _STOP.clear()
+
+
+class DownloadStopped(Exception):
+    """A download stopped because another failed, or Ctrl-C: its job's result is never used."""
 
 
 class DigestMismatch(Exception):
@@ -189,7 +227,7 @@ class ContentCache:
                 self._discard(partial)
                 raise
             except OSError as exc:
-                if exc.errno in (errno.ENOSPC, errno.EDQUOT):  # a full disk: the partial file would keep it full
+                if exc.errno in _STORAGE_FAULTS:  # a full disk would stay full; a foreign cache keeps nothing of it
                     self._discard(partial)
                 raise
             write_text_atomic(self.root / "pins" / f"{key}.json", json.dumps({"sha256": sha, "pin": pin}))
@@ -200,7 +238,13 @@ class ContentCache:
     ) -> dict[str, str]:
         if size is not None and size > self.ranged_above and parts > 1:
             return self._ranged(partial, opener, size, algorithms, parts)
-        return self._streamed(partial, opener, algorithms)
+        digests = self._streamed(partial, opener, algorithms)
+        if size is not None and partial.stat().st_size != size:  # a stream that ended early (or ran on)
+            got = partial.stat().st_size
+            if got > size:
+                self._discard(partial)  # not a prefix of the object: nothing to resume from
+            raise RemoteProblem(f"the download ended after {got} of {size} bytes", TRANSIENT_HINT, "unreachable")
+        return digests
 
     @staticmethod
     def _discard(partial: Path) -> None:
@@ -222,6 +266,8 @@ class ContentCache:
         with open(partial, "ab") as out:
             with _BackgroundWriter(out) as writer:
                 for chunk in opener(start, None):
+                    if _STOP.is_set():
+                        raise DownloadStopped()
                     writer.write(chunk)
                     for h in hashers:
                         h.update(chunk)
@@ -237,6 +283,7 @@ class ContentCache:
         record = partial.with_suffix(".parts")
         every = list(range(0, size, self.part_size))
         done = self._completed_ranges(record, partial, set(every))
+        write_text_atomic(record, json.dumps(sorted(done)))  # before the file has its full size: never a "prefix"
         with open(partial, "ab"):
             pass
         os.truncate(partial, size)
@@ -248,10 +295,17 @@ class ContentCache:
         try:
 
             def part(start: int) -> None:
-                offset = start
-                for chunk in opener(start, min(start + self.part_size, size)):
+                offset, end = start, min(start + self.part_size, size)
+                for chunk in opener(start, end):
+                    if _STOP.is_set():
+                        raise DownloadStopped()
+                    if offset + len(chunk) > end:
+                        raise OSError(f"{partial}: the store sent more than bytes {start}-{end - 1}")
                     os.pwrite(fd, chunk, offset)
                     offset += len(chunk)
+                if offset != end:  # a body that ended early: the range is not complete
+                    got = f"{offset - start} of {end - start} bytes"
+                    raise RemoteProblem(f"the download ended early ({got} of a range)", TRANSIENT_HINT, "unreachable")
                 with ready:  # resume point: the ranges that are complete (never a torn record)
                     done.add(start)
                     write_text_atomic(record, json.dumps(sorted(done)))

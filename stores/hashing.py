@@ -102,8 +102,8 @@ class StatCache:
             try:
                 self._db = self._connect()
             except sqlite3.DatabaseError as exc:
-                if "locked" in str(exc) or "busy" in str(exc):
-                    self._give_up(f"it is locked by another process ({exc})")
+                if not ("malformed" in str(exc) or "not a database" in str(exc)):
+                    self._give_up(str(exc))  # locked, read-only, unreadable: go on without it, touch nothing
                 else:  # not a database (any more): it only ever held what can be computed again
                     _warn(f"{self.path}: damaged ({exc}); starting it afresh")
                     try:
@@ -119,7 +119,9 @@ class StatCache:
     def _connect(self) -> sqlite3.Connection:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         # a lock held by another process is waited for briefly, then the cache is done without
-        db = sqlite3.connect(self.path, timeout=self._WAIT_S, check_same_thread=False)
+        # autocommit: each write is its own short transaction, so no connection (of this process or another) holds
+        # the write lock for longer than one statement
+        db = sqlite3.connect(self.path, timeout=self._WAIT_S, check_same_thread=False, isolation_level=None)
         try:
             db.execute("PRAGMA journal_mode=WAL")
             db.execute(
@@ -136,7 +138,7 @@ class StatCache:
     def _failed(self, exc: sqlite3.Error) -> None:
         """One wait for a lock per run: after that, the run goes on without the cache."""
         if ("locked" in str(exc) or "busy" in str(exc)) and not self._broken:
-            self._give_up(f"it is locked by another process ({exc})")
+            self._give_up(f"it is locked by another connection ({exc})")
 
     def _give_up(self, why: str) -> None:
         self._broken = True

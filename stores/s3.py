@@ -82,7 +82,7 @@ def _etag_is_md5(etag: str, head: dict[str, Any]) -> bool:
 def _pinned_problem(exc: Exception, uri: str) -> RemoteProblem:
     """What went wrong with an object the plan pins: one that is no longer there has changed since compiling."""
     problem = _explain(exc, uri)
-    if "no such object" in str(problem) or "does not exist" in str(problem):
+    if "no such object" in str(problem):
         return RemoteProblem(
             f"{uri}: the pinned object is gone",
             "restore it (where versions are kept), or recompile the spec",

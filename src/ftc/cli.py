@@ -243,15 +243,16 @@ def data_inspect(spec_or_plan: Path, count: int, split: str, boundaries: bool, c
 def _plan_of(path: Path):
     """The plan at ``path``, or the one the spec there compiles to (in memory: nothing is written)."""
     from ftc.compiler import compile_spec
-    from ftc.errors import PlanInvalid
-    from ftc.spec.plan import read_plan
+    from ftc.spec.plan import PLAN_LIMIT, read_plan
+    from ftc.spec.reading import read_bounded_text
 
-    if path.suffix == ".json":
+    if path.suffix == ".json":  # a plan, or a spec written as JSON: a plan is the one with a plan_id
         try:
+            document = json.loads(read_bounded_text(path, limit=PLAN_LIMIT, what="plan"))
+        except ValueError:
+            document = {"plan_id": None}  # not JSON at all: read_plan says what is wrong with it
+        if isinstance(document, dict) and "plan_id" in document:
             return read_plan(path)
-        except PlanInvalid as exc:
-            if "plan_id" in str(exc) or "plan_version" in str(exc) or "not a JSON plan" in str(exc):
-                raise  # a plan, broken: say so rather than reading it as a spec
     return compile_spec(path, plan_dir=path.parent).plan
 
 

@@ -101,3 +101,17 @@ def test_a_split_the_plan_has_no_data_for_is_a_usage_error(job, ftc, tmp_path):
     r = ftc("data", "inspect", job(valid_path=None), "--split", "valid")
     assert r.code == ExitCode.USAGE
     assert "--split valid: the plan has no valid data (it has: train)" in r.err
+
+
+def test_only_the_tokenizer_and_the_data_are_read_and_they_are_verified(job, ftc, tmp_path, tiny_model):
+    import shutil
+
+    shutil.copytree(tiny_model, tmp_path / "weights")
+    assert ftc("compile", job(initial_base_model_ckpt_path="weights"), "-o", tmp_path / "p.json").code == 0
+    weights = tmp_path / "weights" / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:-8] + b"\0" * 8)  # a run would refuse these; inspect never reads them
+    assert ftc("data", "inspect", tmp_path / "p.json", "-n", "0").code == 0
+    tokenizer = tmp_path / "weights" / "tokenizer.json"
+    tokenizer.write_text(tokenizer.read_text().replace('"<pad>"', '"<PAD>"', 1))
+    r = ftc("data", "inspect", tmp_path / "p.json", "-n", "0")
+    assert r.code == ExitCode.INPUT_CHANGED and "tokenizer.json changed since the plan was compiled" in r.err

@@ -232,3 +232,49 @@ def test_the_background_writer_writes_every_chunk_in_order_and_raises_write_erro
         with _BackgroundWriter(Full()) as writer:
             for _ in range(10):
                 writer.write(b"x")
+
+
+def test_a_download_that_ends_early_is_a_store_failure_and_resumes_where_it_ended(tmp_path):
+    from ftc.stores.remote import RemoteProblem
+
+    cache = ContentCache(tmp_path)
+    with pytest.raises(RemoteProblem, match="the download ended after 327680 of 1048576 bytes") as info:
+        cache.fetch({"k": 10}, lambda start, end: _chunks(start, 5 * 65536), size=len(DATA), expected_sha256=SHA)
+    assert info.value.reason == "unreachable" and cache.known({"k": 10}) is None
+    starts = []
+    path, sha = cache.fetch(
+        {"k": 10},
+        lambda start, end: (starts.append(start), _chunks(start, end))[1],
+        size=len(DATA),
+        expected_sha256=SHA,
+    )
+    assert starts == [5 * 65536] and sha == SHA
+    ranged = _ranged_cache(tmp_path / "r", [])
+    with pytest.raises(RemoteProblem, match="the download ended early"):
+        ranged.fetch({"k": 11}, lambda start, end: _chunks(start, start + 1000), size=len(DATA), expected_sha256=SHA)
+
+
+def test_the_first_failed_input_stops_the_other_downloads_and_keeps_what_they_had(tmp_path):
+    from ftc.stores.content_cache import DownloadStopped, run_downloads
+
+    cache = ContentCache(tmp_path)
+
+    def slow(start, end):
+        for chunk in _chunks(start, end):
+            time.sleep(0.2)  # 16 chunks: 3.2 s in all
+            yield chunk
+
+    def fails():
+        time.sleep(0.3)
+        raise RuntimeError("the other input is gone")
+
+    started = time.monotonic()
+    results = run_downloads(
+        {"big": lambda: cache.fetch({"k": 12}, slow, size=len(DATA), expected_sha256=SHA), "small": fails},
+        first_failure_stops=True,
+    )
+    assert time.monotonic() - started < 1.5  # not the 3.2 s the big download would take
+    assert isinstance(results["small"], RuntimeError) and isinstance(results["big"], DownloadStopped)
+    (partial,) = (tmp_path / "partial").glob("*.part")
+    assert 0 < partial.stat().st_size < len(DATA)  # kept for a resume
+    assert cache.fetch({"k": 12}, _chunks, size=len(DATA), expected_sha256=SHA)[1] == SHA  # and nothing stays stopped
