@@ -2,7 +2,8 @@
 (through the same token cache), with the trained tokens marked, statistics over the whole file, and warnings about
 what would train something else than serving expects.
 
-Only the tokenizer is loaded (no model, no torch): it works on a laptop for any model size.
+Only the data and the tokenizer's files are fetched and verified, and only the tokenizer is loaded (no model, no
+weights): it works on a laptop for any model size.
 """
 
 from __future__ import annotations
