@@ -232,6 +232,12 @@ def _warnings(plan: Plan, arch: Architecture) -> list[str]:
         data = plan.inputs.get(role)
         if data is not None and data.bad_records:
             out.append(f"{role}: {data.bad_records} bad line(s) in {data.uri} will be skipped (skip_bad_examples)")
+    fmt = plan.spec.generation_config.prompt_format
+    if fmt is not None and not fmt.assistant.partition("{instruction}")[2]:
+        out.append(
+            "generation_config.prompt_format.assistant ends with {instruction}: no end-of-turn text is trained, so "
+            "the model never learns to stop; add the tokenizer's end of turn (its eos token) after {instruction}"
+        )
     image = plan.image
     if image is not None and not image.pinned:
         out.append(

@@ -257,3 +257,14 @@ def test_show_and_diff_handle_remote_folders_pinned_per_object(job, ftc, tmp_pat
     b = Plan.from_dict(seal_plan({**plan, "inputs": {**plan["inputs"], "base_model": changed}}))
     assert "s3://b/weights/  (dir, 1 files, 10 B)  (pinned per object by the s3 store)" in describe_plan(a)
     assert diff_plans(a, b) == ['inputs.base_model.files: config.json changed ({"etag": "aaa"} -> {"etag": "bbb"})']
+
+
+def test_an_assistant_template_without_end_of_turn_text_is_warned_about(job, ftc, tmp_path):
+    from support.models import PROMPT_FORMAT
+
+    silent = {**PROMPT_FORMAT, "assistant": "<|assistant|>\n{instruction}"}
+    r = ftc("compile", job(generation_config={"prompt_format": silent}), "-o", tmp_path / "p.json")
+    assert r.code == 0, r.err
+    assert "warning: generation_config.prompt_format.assistant ends with {instruction}: no end-of-turn text" in r.err
+    r = ftc("compile", job(generation_config={"prompt_format": PROMPT_FORMAT}), "-o", tmp_path / "q.json")
+    assert r.code == 0 and "end-of-turn" not in r.err

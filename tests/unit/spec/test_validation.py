@@ -40,6 +40,23 @@ def test_wrong_type_names_expected_and_found(job, ftc):
     assert '$.learning_rate: expected number, got string (found: "fast")' in r.err
 
 
+@pytest.mark.parametrize(
+    "key, instead",
+    [
+        ("classifier_config", "write each label as the assistant's answer"),
+        ("preference_tuning_config", "supervised fine-tuning only"),
+        ("worker_resources", "num_devices and num_nodes"),
+        ("flash_attention_2", "set attn_implementation"),
+        ("logger", "metrics go to <output_dir>/metrics.jsonl"),
+    ],
+)
+def test_a_key_of_the_seeds_tool_that_ftc_does_not_take_says_what_to_do_instead(job, ftc, key, instead):
+    r = ftc("compile", job(**{key: {}}))
+    assert r.code == ExitCode.SPEC_INVALID
+    assert f"$.{key}: a key of llmforge's job spec that ftc does not take" in r.err and instead in r.err
+    assert "did you mean" not in r.err  # classifier_config is not a misspelt lora_config
+
+
 def test_enum_typo_suggests_the_choice(job, ftc):
     r = ftc("compile", job(padding="longst"))
     assert "$.padding: must be one of: longest, max_length" in r.err
