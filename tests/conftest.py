@@ -219,6 +219,20 @@ def s3(s3_server, monkeypatch, request):
     return client
 
 
+def spec_in_s3(s3, job, tmp_path: Path, tiny_model: Path, **overrides: Any) -> Path:
+    """A job spec whose base weights (tiny_model) and train data (16 examples) are in the test's S3 bucket."""
+    from support.models import arithmetic_examples, write_jsonl
+
+    upload_folder(s3, tiny_model, s3.bucket, "weights")
+    write_jsonl(tmp_path / "s3-train.jsonl", arithmetic_examples(16, seed=7))
+    s3.upload_file(str(tmp_path / "s3-train.jsonl"), s3.bucket, "data/train.jsonl")
+    return job(
+        initial_base_model_ckpt_path=f"s3://{s3.bucket}/weights/",
+        train_path=f"s3://{s3.bucket}/data/train.jsonl",
+        **overrides,
+    )
+
+
 def upload_folder(client, folder: Path, bucket: str, prefix: str) -> None:
     for path in sorted(folder.rglob("*")):
         if path.is_file():

@@ -94,6 +94,13 @@ def run_args(engine, plan: Path, *extra) -> list:
     return ["run", plan, *extra, *[a for m in engine.mounts for a in ("--mount", m)]]
 
 
+def ftc_in_background(engine, plan: Path) -> subprocess.Popen:
+    """`ftc run PLAN` against the test engine, running on; its stderr piped (stdout dropped)."""
+    env = {**os.environ, "DOCKER_HOST": engine.host}
+    command = [sys.executable, "-m", "ftc.cli", *map(str, run_args(engine, plan))]
+    return subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+
+
 def containers_of(engine, plan: Path) -> list:
     plan_id = read_json(plan)["plan_id"]
     # sparse: the list alone, no per-container inspect, which races with ftc removing a container that just exited
@@ -213,14 +220,7 @@ def test_asking_for_gpus_the_engine_cannot_give(engine, job, tmp_path):
 def test_stopping_ftc_run_removes_the_container(engine, job, tmp_path):
     plan = tmp_path / "plan.json"
     assert ftc_cli("compile", job(image=IMAGE, num_epochs=2000), "-o", plan, host=engine.host).returncode == 0
-    env = {**os.environ, "DOCKER_HOST": engine.host}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "ftc.cli", *map(str, run_args(engine, plan))],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    proc = ftc_in_background(engine, plan)
     deadline = time.time() + 120
     while not any(c.status == "running" for c in containers_of(engine, plan)):
         assert proc.poll() is None, proc.communicate()
@@ -238,14 +238,7 @@ def test_a_container_left_training_by_a_killed_ftc_run_is_named_and_blocks_every
     refused naming the container and the `docker rm -f` that stops it; once it is gone, the folder is free."""
     plan = tmp_path / "plan.json"
     assert ftc_cli("compile", job(image=IMAGE, num_epochs=2000), "-o", plan, host=engine.host).returncode == 0
-    env = {**os.environ, "DOCKER_HOST": engine.host}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "ftc.cli", *map(str, run_args(engine, plan))],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    proc = ftc_in_background(engine, plan)
     output = plan.parent / read_json(plan)["output"]["dir"]
     lock = output / ".ftc-lock-node0"
     deadline = time.time() + 120

@@ -40,15 +40,20 @@ def commit(repo: Path, message: str, tag: str | None = None) -> None:
         git(repo, "tag", tag)
 
 
-def new_data_repo(root: Path, remote: str | None = None, endpoint: str | None = None) -> Path:
-    """A dataset repository: v0 (16 examples, no remote yet), v1 (same data, remote configured, pushed), v2 (40
-    examples, pushed). ``remote`` defaults to a local folder beside the repository."""
-    repo = root / "datasets"
+def new_repo(repo: Path) -> Path:
+    """An empty git repository with DVC initialized, on branch main."""
     repo.mkdir()
     git(repo, "init", "-q", "-b", "main")
     git(repo, "config", "user.email", "tests@ftc")
     git(repo, "config", "user.name", "ftc tests")
     dvc(repo, "init", "-q")
+    return repo
+
+
+def new_data_repo(root: Path, remote: str | None = None, endpoint: str | None = None) -> Path:
+    """A dataset repository: v0 (16 examples, no remote yet), v1 (same data, remote configured, pushed), v2 (40
+    examples, pushed). ``remote`` defaults to a local folder beside the repository."""
+    repo = new_repo(root / "datasets")
     dvc(repo, "config", "core.analytics", "false")
     (repo / "README.md").write_text("datasets\n")
     write_jsonl(repo / "data" / "train.jsonl", arithmetic_examples(16, seed=1))
@@ -101,12 +106,7 @@ def test_one_spec_compiled_at_v1_and_at_v2_differs_only_in_that_pin_and_trains_o
 
 
 def test_a_tracked_weights_folder_pins_every_file_by_md5(tmp_path, job, ftc, tiny_model):
-    repo = tmp_path / "datasets"
-    repo.mkdir()
-    git(repo, "init", "-q")
-    git(repo, "config", "user.email", "tests@ftc")
-    git(repo, "config", "user.name", "ftc tests")
-    dvc(repo, "init", "-q")
+    repo = new_repo(tmp_path / "datasets")
     shutil.copytree(tiny_model, repo / "weights")
     dvc(repo, "add", "-q", "weights")
     dvc(repo, "remote", "add", "-d", "store", str(tmp_path / "dvc-remote"))
@@ -195,12 +195,7 @@ def test_compiling_a_dvc_input_without_dvc_installed_says_what_to_install(job, f
     ids=["not a list", "100000 deep", "NaN"],
 )
 def test_a_dvc_folder_listing_that_is_not_one_is_refused_before_anything_reads_it(tmp_path, job, ftc, listing):
-    repo = tmp_path / "datasets"
-    repo.mkdir()
-    git(repo, "init", "-q")
-    git(repo, "config", "user.email", "tests@ftc")
-    git(repo, "config", "user.name", "ftc tests")
-    dvc(repo, "init", "-q")
+    repo = new_repo(tmp_path / "datasets")
     md5 = hashlib.md5(listing).hexdigest()  # a forged listing, stored under its own md5 as DVC would store one
     for store in (tmp_path / "dvc-remote", repo / ".dvc" / "cache"):
         stored = store / "files" / "md5" / md5[:2] / f"{md5[2:]}.dir"

@@ -13,7 +13,7 @@ import pytest
 
 from ftc.errors import ExitCode
 
-from conftest import S3_KEY, S3_SECRET, metrics, read_json, upload_folder
+from conftest import S3_KEY, S3_SECRET, metrics, read_json, spec_in_s3
 from support.models import arithmetic_examples, write_jsonl
 from support.servers import failing_server, silent_server, start_seaweedfs
 
@@ -26,17 +26,6 @@ def failing_endpoint():
         yield endpoint
 
 
-def _spec_in_s3(s3, job, tmp_path, tiny_model, **overrides):
-    upload_folder(s3, tiny_model, s3.bucket, "weights")
-    write_jsonl(tmp_path / "s3-train.jsonl", arithmetic_examples(16, seed=7))
-    s3.upload_file(str(tmp_path / "s3-train.jsonl"), s3.bucket, "data/train.jsonl")
-    return job(
-        initial_base_model_ckpt_path=f"s3://{s3.bucket}/weights/",
-        train_path=f"s3://{s3.bucket}/data/train.jsonl",
-        **overrides,
-    )
-
-
 def _no_secrets_under(*paths):
     for root in paths:
         for path in [root] if root.is_file() else [p for p in root.rglob("*") if p.is_file()]:
@@ -45,7 +34,7 @@ def _no_secrets_under(*paths):
 
 
 def test_weights_and_data_in_s3_compile_to_pins_and_train(s3, job, ftc, tmp_path, tiny_model):
-    spec = _spec_in_s3(s3, job, tmp_path, tiny_model, lora_config=None, num_epochs=1)
+    spec = spec_in_s3(s3, job, tmp_path, tiny_model, lora_config=None, num_epochs=1)
     r = ftc("compile", spec, "-o", tmp_path / "p.json")
     assert r.code == 0, r.err
     plan = read_json(tmp_path / "p.json")
@@ -66,7 +55,7 @@ def test_weights_and_data_in_s3_compile_to_pins_and_train(s3, job, ftc, tmp_path
 
 
 def test_an_object_replaced_after_compiling_is_refused(s3, job, ftc, tmp_path, tiny_model):
-    spec = _spec_in_s3(s3, job, tmp_path, tiny_model)
+    spec = spec_in_s3(s3, job, tmp_path, tiny_model)
     assert ftc("compile", spec, "-o", tmp_path / "p.json").code == 0
     s3.put_object(Bucket=s3.bucket, Key="weights/config.json", Body=b'{"model_type": "llama"}')
     r = ftc("run", tmp_path / "p.json")
@@ -76,7 +65,7 @@ def test_an_object_replaced_after_compiling_is_refused(s3, job, ftc, tmp_path, t
 
 
 def test_a_changed_byte_in_the_cache_is_caught_and_the_object_downloaded_again(s3, job, ftc, tmp_path, tiny_model):
-    spec = _spec_in_s3(s3, job, tmp_path, tiny_model, lora_config=None, num_epochs=1)
+    spec = spec_in_s3(s3, job, tmp_path, tiny_model, lora_config=None, num_epochs=1)
     assert ftc("compile", spec, "-o", tmp_path / "p.json").code == 0
     assert ftc("run", tmp_path / "p.json").code == 0
     before = [m["eval_loss"] for m in metrics(tmp_path / "output", "eval")]
@@ -97,7 +86,7 @@ def test_a_changed_byte_in_the_cache_is_caught_and_the_object_downloaded_again(s
 def test_an_endpoint_that_never_answers_fails_compile_and_run_in_seconds(
     s3, job, ftc, tmp_path, tiny_model, monkeypatch
 ):
-    spec = _spec_in_s3(s3, job, tmp_path, tiny_model, valid_path=None)
+    spec = spec_in_s3(s3, job, tmp_path, tiny_model, valid_path=None)
     assert ftc("compile", spec, "-o", tmp_path / "p.json").code == 0
     with silent_server() as endpoint:
         monkeypatch.setenv("AWS_ENDPOINT_URL", endpoint)
@@ -191,7 +180,7 @@ def test_a_download_cut_by_the_server_dying_resumes_from_its_completed_ranges(tm
 
 def test_a_versioned_bucket_trains_on_the_pinned_version(s3, job, ftc, tmp_path, tiny_model):
     s3.put_bucket_versioning(Bucket=s3.bucket, VersioningConfiguration={"Status": "Enabled"})
-    spec = _spec_in_s3(s3, job, tmp_path, tiny_model, lora_config=None, num_epochs=1)
+    spec = spec_in_s3(s3, job, tmp_path, tiny_model, lora_config=None, num_epochs=1)
     assert ftc("compile", spec, "-o", tmp_path / "p.json").code == 0
     plan = read_json(tmp_path / "p.json")
     assert plan["inputs"]["train"]["pin"]["version_id"]
@@ -273,7 +262,7 @@ def test_unresolvable_s3_inputs_fail_compile_with_one_clear_line(
 def test_a_store_that_fails_at_run_time_stops_the_run_before_training(
     s3, job, ftc, tmp_path, tiny_model, monkeypatch, failing_endpoint, env, code, message
 ):
-    spec = _spec_in_s3(s3, job, tmp_path, tiny_model)
+    spec = spec_in_s3(s3, job, tmp_path, tiny_model)
     assert ftc("compile", spec, "-o", tmp_path / "p.json").code == 0
     for key, value in env.items():
         monkeypatch.setenv(key, value.format(failing=failing_endpoint))

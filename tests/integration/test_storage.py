@@ -10,8 +10,7 @@ import pytest
 
 from ftc.errors import ExitCode
 
-from conftest import ftc_process, upload_folder
-from support.models import arithmetic_examples, write_jsonl
+from conftest import ftc_process, spec_in_s3
 
 TWO_EPOCHS = dict(lora_config=None, num_epochs=2, train_batch_size_per_device=4)  # two checkpoints of ~2.9 MB
 
@@ -76,20 +75,8 @@ def test_a_full_disk_under_two_processes_is_the_same_storage_error(mounted, job,
     assert sorted(p.name for p in out.iterdir() if p.name.startswith(".")) == [".ftc-lock-node0"]
 
 
-def _s3_inputs(s3, job, tmp_path, tiny_model):
-    upload_folder(s3, tiny_model, s3.bucket, "weights")
-    write_jsonl(tmp_path / "s3-train.jsonl", arithmetic_examples(16, seed=7))
-    s3.upload_file(str(tmp_path / "s3-train.jsonl"), s3.bucket, "data/train.jsonl")
-    return job(
-        initial_base_model_ckpt_path=f"s3://{s3.bucket}/weights/",
-        train_path=f"s3://{s3.bucket}/data/train.jsonl",
-        lora_config=None,
-        num_epochs=1,
-    )
-
-
 def test_a_read_only_cache_is_a_storage_error_that_names_the_cache(mounted, s3, job, ftc, tmp_path, tiny_model):
-    spec = _s3_inputs(s3, job, tmp_path, tiny_model)
+    spec = spec_in_s3(s3, job, tmp_path, tiny_model, lora_config=None, num_epochs=1)
     cache = mounted("ro,size=16m", "cache")
     with pytest.MonkeyPatch.context() as env:
         env.setenv("FTC_CACHE_DIR", str(cache))
@@ -104,7 +91,7 @@ def test_a_read_only_cache_is_a_storage_error_that_names_the_cache(mounted, s3, 
 def test_a_full_cache_keeps_no_partial_download_and_the_run_goes_on_once_there_is_room(
     mounted, s3, job, ftc, tmp_path, tiny_model, monkeypatch
 ):
-    spec = _s3_inputs(s3, job, tmp_path, tiny_model)
+    spec = spec_in_s3(s3, job, tmp_path, tiny_model, lora_config=None, num_epochs=1)
     cache = mounted("size=320k", "cache")  # room for the JSON files compile reads, not for the weights (548 KiB)
     monkeypatch.setenv("FTC_CACHE_DIR", str(cache))
     assert ftc("compile", spec, "-o", tmp_path / "p.json").code == 0
