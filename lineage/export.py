@@ -8,6 +8,7 @@ import uuid
 from typing import Any
 
 import ftc
+from ftc.errors import UsageError
 
 __all__ = ["FORMATS", "export"]
 
@@ -198,6 +199,11 @@ FORMATS = ("openlineage", "cyclonedx", "model-card")
 
 
 def export(record: dict[str, Any], fmt: str, event_time: str) -> str:
+    if "export" in record:
+        raise UsageError(
+            "this folder is an export of a checkpoint (`ftc export`): its model card is its README.md, and its "
+            "training is described by the checkpoint's record: export the lineage of that checkpoint instead"
+        )
     if fmt == "model-card":
         return model_card(record)
     document = openlineage(record, event_time) if fmt == "openlineage" else cyclonedx(record)

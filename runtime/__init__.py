@@ -1,11 +1,14 @@
-"""The runtime: execute a compiled plan. Every entry point checks the plan and its inputs first."""
+"""The runtime: execute a compiled plan. Every entry point checks the plan and its inputs first.
+
+``chat_template`` and ``generation`` are public modules: the prompt format as serving reads it, and generation as
+serving does it (used by ``ftc.serving`` and by a run's own evaluation)."""
 
 from typing import Any
 
 from ._backend import run
 from ._launch import Rendezvous, run_plan
 
-__all__ = ["Rendezvous", "inspect_data", "run", "run_plan"]
+__all__ = ["Rendezvous", "inspect_data", "run", "run_plan", "verify_inputs"]
 
 
 def __getattr__(name: str) -> Any:
@@ -14,4 +17,8 @@ def __getattr__(name: str) -> Any:
         from ._inspect import inspect_data
 
         return inspect_data
+    if name == "verify_inputs":
+        from ._inputs import verify_inputs
+
+        return verify_inputs
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -2,7 +2,8 @@
 
     <output>/checkpoints/step-000012/
         adapter_model.safetensors, adapter_config.json     (LoRA)   or   model*.safetensors, config.json (full)
-        tokenizer files
+        tokenizer files                                     with the chat template of the spec's prompt_format
+        plan.json                                           the plan that wrote it (its sha256 is the record's plan_id)
         ftc_state.json                                      where training stood, losses, mode, skipped examples
         lineage.json                                        the lineage record (ftc.lineage): parents, data, run
         training_state/                                     DeepSpeed's optimizer, scheduler and module state
@@ -29,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from ftc.errors import LineageBroken, UsageError
+from ftc.lineage.plan import PLAN_FILE
 from ftc.lineage.record import LINEAGE_FILE
 from ftc.lineage.verify import checkpoint_problems
 from ftc.spec.reading import MiB, read_bounded_text
@@ -197,6 +199,7 @@ class Checkpointer:
     barrier: Callable[[], None]
     keep: int | None
     model_id: str
+    plan_text: str  # the plan file's text, saved with every checkpoint
 
     def discard_partial(self) -> None:
         """Remove checkpoints an interrupted run left half-written (they never had their final name)."""
@@ -230,6 +233,7 @@ class Checkpointer:
         self.barrier()
         if self.rank == 0:
             tokenizer.save_pretrained(tmp)
+            (tmp / PLAN_FILE).write_text(self.plan_text, encoding="utf-8")
             state = {**state, "sizes": checkpoint_sizes(tmp)}  # (the state file itself is a few hundred bytes)
             (tmp / STATE_FILE).write_text(json.dumps(state, indent=2, sort_keys=True) + "\n")
             record = lineage(tmp, final)

@@ -5,6 +5,7 @@ Two renderers: the spec's ``prompt_format`` (the seed guide's semantics) and the
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -12,9 +13,11 @@ from typing import Any
 from ftc.errors import DataInvalid
 from ftc.spec import PromptFormat
 
-__all__ = ["Rendered", "render_prompt_format", "render_chat_template", "renderer_for"]
+__all__ = ["Rendered", "fill", "render_chat_template", "render_prompt_format", "renderer_for", "system_message"]
 
 PLACEHOLDER = "{instruction}"
+#: the placeholders a template may hold, filled in one pass (a message that contains "{instruction}" stays as is)
+_SLOTS = re.compile(r"\{(instruction|system)\}")
 
 
 @dataclass(frozen=True)
@@ -24,39 +27,65 @@ class Rendered:
     loss_spans: tuple[tuple[int, int], ...]
 
 
-def _fill(template: str, instruction: str, system: str = "") -> str:
+def template_pieces(template: str) -> list[str]:
+    """``template`` split at its placeholders: literal text at even positions, ``instruction``/``system`` at odd
+    ones (the chat template exported for serving is built from the same pieces)."""
+    return _SLOTS.split(template)
+
+
+def fill(template: str, instruction: str, system: str = "") -> str:
     # plain replacement, not str.format: templates may hold literal braces ({{ role }} in Llama Guard prompts)
-    return template.replace("{system}", system).replace(PLACEHOLDER, instruction)
+    values = {"instruction": instruction, "system": system}
+    return "".join(piece if i % 2 == 0 else values[piece] for i, piece in enumerate(template_pieces(template)))
+
+
+def system_message(messages: list[dict[str, Any]], fmt: PromptFormat) -> tuple[str | None, list[dict[str, Any]]]:
+    """The conversation's system message (its own, else ``default_system_message``; None: no system text at all,
+    which is also what an empty one is unless ``add_system_tags_even_if_message_is_empty``) and the other messages."""
+    if messages and messages[0]["role"] == "system":
+        content, rest = messages[0]["content"], messages[1:]
+    else:
+        content, rest = fmt.default_system_message, messages
+    if fmt.strip_whitespace:
+        content = content.strip()
+    if not content and not fmt.add_system_tags_even_if_message_is_empty:
+        return None, rest
+    return content, rest
 
 
 def render_prompt_format(messages: list[dict[str, Any]], fmt: PromptFormat) -> Rendered:
     """The seed guide's prompt format: ``bos``, then each message through its role's template.
 
-    - A conversation without a system message gets ``default_system_message`` (when non-empty).
+    - A conversation without a system message gets ``default_system_message``; an empty system message renders
+      nothing unless ``add_system_tags_even_if_message_is_empty``.
+    - ``strip_whitespace``: each message's content is stripped before it is filled in.
     - ``system_in_user``: the rendered system message goes into the ``{system}`` placeholder of the first user
       message instead of standing on its own.
     - Loss spans cover each assistant message from its content to the end of its template (so the model learns
       the end-of-turn text too), not the template's opening (``trailing_assistant`` supplies that at inference).
     """
-    if (not messages or messages[0]["role"] != "system") and fmt.default_system_message:
-        messages = [{"role": "system", "content": fmt.default_system_message}, *messages]
+    system, messages = system_message(messages, fmt)
     parts = [fmt.bos]
     position = len(fmt.bos)
     spans = []
     pending_system = ""
+    if system is not None:
+        text = fill(fmt.system, system)
+        if fmt.system_in_user:
+            pending_system = text
+        else:
+            parts.append(text)
+            position += len(text)
     for message in messages:
         role, content = message["role"], message["content"]
-        if role == "system":
-            text = _fill(fmt.system, content)
-            if fmt.system_in_user:
-                pending_system = text
-                continue
-        elif role == "user":
-            text = _fill(fmt.user, content, pending_system)
+        if fmt.strip_whitespace:
+            content = content.strip()
+        if role == "user":
+            text = fill(fmt.user, content, pending_system)
             pending_system = ""
         else:
-            prefix = _fill(fmt.assistant.split(PLACEHOLDER, 1)[0], "")
-            text = _fill(fmt.assistant, content)
+            prefix = fill(fmt.assistant.split(PLACEHOLDER, 1)[0], "")
+            text = fill(fmt.assistant, content)
             spans.append((position + len(prefix), position + len(text)))
         parts.append(text)
         position += len(text)

@@ -42,6 +42,7 @@ from ._model import attention_for, describe_mode, kernels_for, load_model
 from ._progress import MetricsLog, Progress, duration, log, size_text
 from ._render import renderer_for
 from ._tokens import token_cache, tokenize_file, usable_examples
+from .chat_template import chat_template
 
 __all__ = ["RunSummary", "train"]
 
@@ -76,6 +77,8 @@ class Run:
     lineage: Lineage
     checkpointer: Checkpointer
     execution: dict[str, Any]
+    #: evaluation.generate: the validation conversations (as data["valid"] holds them) whose answers are generated
+    answered: list[list[dict[str, Any]]] | None = None
 
     def say(self, message: str) -> None:
         if self.dist.main:
@@ -147,7 +150,7 @@ def train(plan: Plan, *, resume: bool = False, checked: Checked | None = None) -
     try:
         if state.global_step == 0 and "valid" in run.data:  # the baseline every later evaluation is compared with
             record = _log_eval(run, state, metrics, epoch=0, train_loss=None)
-            bar.note(f"eval loss before training: {record['eval_loss']:.4f}")
+            bar.note(f"eval loss before training: {record['eval_loss']:.4f}{_matched_text(record)}")
         _loop(run, state, metrics, bar)
     except (OSError, RuntimeError) as exc:  # writing metrics or a checkpoint
         failure = storage_failure(run.out, exc, "writing the run's output")
@@ -202,6 +205,8 @@ def _set_up(plan: Plan, dist: Dist, paths: dict[str, Path | str], lineage: Linea
     loaded = load_model(
         spec, plan.mode, paths["base_model"], paths.get("adapter"), dtype=dtype, attention=attention, kernels=kernels
     )
+    if spec.generation_config.prompt_format is not None:  # checkpoints carry the format as serving reads it
+        loaded.tokenizer.chat_template = chat_template(spec.generation_config.prompt_format)
     say(
         f"{loaded.trainable_parameters:,} of {loaded.total_parameters:,} parameters trainable; "
         f"tokenizer from the {loaded.tokenizer_source}"
@@ -239,7 +244,7 @@ def _set_up(plan: Plan, dist: Dist, paths: dict[str, Path | str], lineage: Linea
     say(f"loss: {token_loss.reason}")
     checkpointer = Checkpointer(
         plan.output_path, is_lora=plan.mode != "full", zero_stage=plan.zero_stage, rank=dist.rank,
-        barrier=dist.barrier, keep=spec.num_checkpoints_to_keep, model_id=spec.model_id,
+        barrier=dist.barrier, keep=spec.num_checkpoints_to_keep, model_id=spec.model_id, plan_text=plan.text(),
     )  # fmt: skip
     checkpointer.discard_partial()
     device = f"cuda ({torch.cuda.get_device_name(dist.device)})" if cuda else dist.device.type
@@ -253,7 +258,17 @@ def _set_up(plan: Plan, dist: Dist, paths: dict[str, Path | str], lineage: Linea
         skipped=skipped, pack_to=pack_to, pad_to=spec.context_length if fixed_width else None,
         steps_per_epoch=steps_per_epoch, lineage=lineage, checkpointer=checkpointer, execution=execution,
     )  # fmt: skip
+    if spec.evaluation.generate and "valid" in data:
+        run.answered = _conversations(paths["valid"], data["valid"].lines)
     return run
+
+
+def _conversations(path: Path, lines: list[int]) -> list[list[dict[str, Any]]]:
+    """The conversations at ``lines`` of a chat-JSONL file, in that order (the examples a run evaluates)."""
+    from ftc.spec.chat_data import read_chat_jsonl
+
+    found = {item.line: item.messages for item in read_chat_jsonl(path) if item.problem is None}
+    return [found[line] for line in lines]
 
 
 def _load_data(plan: Plan, dist: Dist, paths: dict[str, Path | str], tokenizer: Any, tokenizer_source: str):
@@ -388,6 +403,37 @@ def _evaluate(run: Run) -> float | None:
     return total / max(tokens, 1)
 
 
+def _exact_match(run: Run) -> float | None:
+    """evaluation.generate: the share of validation examples whose generated answer equals the reference (its last
+    assistant turn), every rank answering its share. Under ZeRO-3 each rank answers as many examples, each for
+    max_new_tokens steps, so that every rank joins every forward pass."""
+    from .chat_template import stop_texts
+    from .generation import Sampling, answer, stop_token_ids
+
+    if run.answered is None:
+        return None
+    dist, spec, module = run.dist, run.spec, run.engine.module
+    fmt = spec.generation_config.prompt_format
+    stops = stop_texts(fmt, spec.generation_config.stopping_sequences)
+    stop_ids = stop_token_ids(run.tokenizer, stops)
+    sampling = Sampling(max_new_tokens=spec.evaluation.max_new_tokens)
+    lockstep = run.plan.zero_stage == 3 and dist.world > 1
+    mine = list(range(dist.rank, len(run.answered), dist.world))
+    share = -(-len(run.answered) // dist.world) if lockstep else len(mine)
+    matched = 0
+    run.engine.eval()
+    for k in range(share):
+        index = mine[k] if k < len(mine) else 0  # lockstep: a rank with fewer examples repeats one, uncounted
+        result = answer(
+            module, run.tokenizer, run.answered[index], fmt=fmt, stop_texts=stops, stop_ids=stop_ids,
+            sampling=sampling, lockstep=lockstep,
+        )  # fmt: skip
+        matched += int(k < len(mine) and result.exact_match)
+    run.engine.train()
+    (total,) = dist.sum(matched)
+    return total / max(len(run.answered), 1)
+
+
 def _log_eval(
     run: Run, state: TrainState, metrics: MetricsLog, *, epoch: int, train_loss: float | None
 ) -> dict[str, Any]:
@@ -398,6 +444,8 @@ def _log_eval(
         "eval_loss": _evaluate(run),
         "train_loss": train_loss,
     }
+    if run.answered is not None:
+        record["exact_match"] = _exact_match(run)
     state.evals.append(record)
     metrics.write(record)
     return record
@@ -405,7 +453,8 @@ def _log_eval(
 
 def _save(run: Run, state: TrainState, metrics: MetricsLog, bar: Progress, epoch: int, step_in_epoch: int) -> None:
     """Evaluate, then write a checkpoint (every rank) with its state and lineage record."""
-    eval_loss = _log_eval(run, state, metrics, epoch=epoch, train_loss=state.last_loss)["eval_loss"]
+    evaluated = _log_eval(run, state, metrics, epoch=epoch, train_loss=state.last_loss)
+    eval_loss = evaluated["eval_loss"]
     wall_time_s = state.wall_before + time.perf_counter() - state.started
     saved = {
         "plan_id": run.plan.plan_id, "mode": run.plan.mode, "global_step": state.global_step,
@@ -423,12 +472,16 @@ def _save(run: Run, state: TrainState, metrics: MetricsLog, bar: Progress, epoch
     }  # fmt: skip
     record = lambda folder, final: run.lineage.record(folder, final, results, run.execution)  # noqa: E731
     path = run.checkpointer.save(run.engine, run.tokenizer, saved, record)
-    loss_text = f"eval loss {eval_loss:.4f}" if eval_loss is not None else "no valid_path"
+    loss_text = f"eval loss {eval_loss:.4f}{_matched_text(evaluated)}" if eval_loss is not None else "no valid_path"
     size = ""
     if run.dist.main:
         parts = read_state(path).get("sizes", {})
         size = f" ({size_text(parts.get('weights', 0))} weights, {size_text(parts.get('training_state', 0))} to resume)"
     bar.note(f"checkpoint {path.name} at step {state.global_step}/{run.total_steps}: {loss_text}{size}")
+
+
+def _matched_text(record: dict[str, Any]) -> str:
+    return f", exact match {record['exact_match']:.3f}" if record.get("exact_match") is not None else ""
 
 
 def _finish(run: Run, state: TrainState) -> RunSummary:
@@ -451,7 +504,7 @@ def _finish(run: Run, state: TrainState) -> RunSummary:
     for record in state.evals:
         train_loss = "   n/a" if record["train_loss"] is None else f"{record['train_loss']:.4f}"
         loss = "n/a" if record["eval_loss"] is None else f"{record['eval_loss']:.4f}"
-        run.say(f"  step {record['step']:>6}  train loss {train_loss}  eval loss {loss}")
+        run.say(f"  step {record['step']:>6}  train loss {train_loss}  eval loss {loss}{_matched_text(record)}")
     where = summary.best or (summary.checkpoints[-1] if summary.checkpoints else out)
     run.say(f"checkpoint{' (best eval loss)' if summary.best else ''}: {os.path.relpath(where)}")
     return summary
@@ -468,8 +521,13 @@ def _write_summary(
     data = {
         "plan_id": plan.plan_id, "steps": steps, "tokens_trained": tokens, "train_loss": train_loss,
         "eval_loss": losses[-1] if losses else None, "best_eval_loss": min(losses) if losses else None,
-        "evals": [{"step": e["step"], "epoch": e["epoch"], "eval_loss": e["eval_loss"]} for e in summary.evals],
+        "evals": [
+            {k: e[k] for k in ("step", "epoch", "eval_loss", "exact_match") if k in e} for e in summary.evals
+        ],
     }  # fmt: skip
+    matches = [e["exact_match"] for e in summary.evals if e.get("exact_match") is not None]
+    if matches:
+        data["exact_match"] = matches[-1]
     tmp = out / ".summary.json.tmp"
     tmp.write_text(json.dumps(data, indent=2) + "\n")
     os.replace(tmp, out / "summary.json")

@@ -11,7 +11,7 @@ from ftc.errors import _UNSET, Problem, SpecInvalid
 from ._field_checks import spec_problems
 from ._source import SpecSource, json_path, read_spec_source
 from .architectures import Architecture, known_architecture
-from .model import DeepSpeedSettings, EvalFrequency, GenerationConfig, JobSpec, LoraConfig, PromptFormat
+from .model import DeepSpeedSettings, EvalFrequency, Evaluation, GenerationConfig, JobSpec, LoraConfig, PromptFormat
 from .reading import MiB, read_bounded_text
 from .schemas import apply_defaults, job_schema, lineage_schema, plan_schema, schema_problems, without_invalid_keys
 
@@ -19,6 +19,7 @@ __all__ = [
     "Architecture",
     "DeepSpeedSettings",
     "EvalFrequency",
+    "Evaluation",
     "GenerationConfig",
     "JobSpec",
     "LoadedSpec",

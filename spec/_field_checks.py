@@ -25,6 +25,15 @@ def spec_problems(spec: JobSpec, raw: dict, problem: ProblemAt) -> list[Problem]
     out += _topology(spec, problem)
     out += _deepspeed(spec, raw, problem)
     out += _image(spec, problem)
+    if spec.evaluation.generate and spec.valid_path is None:
+        out.append(
+            problem(
+                ("evaluation", "generate"),
+                "answers are generated for the validation examples, and there is no valid_path",
+                "give valid_path, or set evaluation.generate: false",
+                value=True,
+            )
+        )
     return out
 
 

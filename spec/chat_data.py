@@ -46,8 +46,9 @@ CHECKS_VERSION = 4
 MAX_REPORTED = 10
 
 
-def message_problem(record: object) -> str | None:
-    """Why ``record`` (one parsed line) is not a chat example, or None when it is one."""
+def message_problem(record: object, require_answer: bool = True) -> str | None:
+    """Why ``record`` (one parsed line) is not a chat example, or None when it is one. Without ``require_answer``
+    a conversation need not hold an assistant turn (a prompt to answer)."""
     if not isinstance(record, dict):
         return f"expected a JSON object, got {type(record).__name__}"
     messages = record.get("messages")
@@ -73,7 +74,7 @@ def message_problem(record: object) -> str | None:
             if not content.strip():
                 return f"messages[{i}] is an empty assistant turn (nothing to learn from)"
             has_assistant = True
-    if not has_assistant:
+    if not has_assistant and require_answer:
         return "no assistant message (the loss is computed on assistant turns only)"
     return None
 
@@ -128,8 +129,8 @@ def _object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     return record
 
 
-def read_chat_jsonl(path: Path) -> Iterator[ChatLine]:
-    """Every non-blank line of ``path``, in order, parsed and checked."""
+def read_chat_jsonl(path: Path, require_answer: bool = True) -> Iterator[ChatLine]:
+    """Every non-blank line of ``path``, in order, parsed and checked (see :func:`message_problem`)."""
     with open(path, "rb") as f:
         for lineno, raw in _lines(f):
             if raw is None:
@@ -140,7 +141,7 @@ def read_chat_jsonl(path: Path) -> Iterator[ChatLine]:
             try:
                 # a column past the line's end is still on this line
                 record = finite_json(raw.rstrip(b"\r\n"), object_pairs_hook=_object)
-                reason = message_problem(record)
+                reason = message_problem(record, require_answer)
             except (_Refused, NotFinite) as exc:
                 reason = str(exc)
             except json.JSONDecodeError as exc:

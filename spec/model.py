@@ -17,6 +17,7 @@ __all__ = [
     "DvcRef",
     "Location",
     "EvalFrequency",
+    "Evaluation",
     "GenerationConfig",
     "JobSpec",
     "LoraConfig",
@@ -45,15 +46,18 @@ Location = str | DvcLocation
 
 @dataclass(frozen=True)
 class PromptFormat:
-    """Templates that wrap each message; ``{instruction}`` is replaced by the message content."""
+    """Templates that wrap each message; ``{instruction}`` is replaced by the message content. The defaults are the
+    schema's (for building one in code; a spec gets them from the schema)."""
 
-    system: str
     user: str
     assistant: str
-    trailing_assistant: str
-    bos: str
-    system_in_user: bool
-    default_system_message: str
+    system: str = "{instruction}"
+    trailing_assistant: str = ""
+    bos: str = ""
+    system_in_user: bool = False
+    default_system_message: str = ""
+    add_system_tags_even_if_message_is_empty: bool = False
+    strip_whitespace: bool = True
 
 
 @dataclass(frozen=True)
@@ -85,6 +89,12 @@ class DeepSpeedSettings:
     zero_stage: int
     offload_optimizer: bool
     offload_param: bool
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    generate: bool
+    max_new_tokens: int
 
 
 @dataclass(frozen=True)
@@ -128,6 +138,7 @@ class JobSpec:
     lora_config: LoraConfig | None
     deepspeed: DeepSpeedSettings
     precision: Literal["auto", "bf16", "fp32"]
+    evaluation: Evaluation
     checkpoint_and_evaluation_frequency: EvalFrequency
     num_checkpoints_to_keep: int | None
     seed: int

@@ -38,6 +38,9 @@ def cli(debug: bool) -> None:
       ftc plan show plan.json              what the plan will do
       ftc plan diff a.json b.json          what differs between two plans
       ftc data inspect job.yaml            the training data as a run sees it, trained tokens marked
+      ftc export runs/x/best -o model/     a standalone Hugging Face model folder (adapter merged)
+      ftc generate model/ --prompt "..."   answer in the trained format (a checkpoint or an export)
+      ftc eval model/ --data test.jsonl    exact match against the answers in a data file
       ftc schema                           the job spec's JSON Schema
     """
 
@@ -213,6 +216,114 @@ def lineage_export(checkpoint: Path, fmt: str) -> None:
     click.echo(
         export(load(checkpoint), fmt, datetime.fromtimestamp(written, timezone.utc).isoformat().replace("+00:00", "Z"))
     )
+
+
+def _sampling_options(command):
+    """--max-new-tokens, --temperature, --top-p and --seed, shared by generate and eval."""
+    options = [
+        click.option("--max-new-tokens", type=click.IntRange(min=1), default=256, show_default=True),
+        click.option(
+            "--temperature", type=click.FloatRange(min=0), default=0.0, show_default=True, help="0: greedy."
+        ),
+        click.option("--top-p", type=click.FloatRange(min=0, max=1, min_open=True), default=1.0, show_default=True),
+        click.option("--seed", type=int, default=0, show_default=True, help="Of sampling (temperature > 0)."),
+        click.option("--dtype", type=click.Choice(["float32", "bfloat16", "float16"]), help="Default: float32 on "
+                     "a CPU, bfloat16 on a GPU."),
+    ]  # fmt: skip
+    for option in reversed(options):
+        command = option(command)
+    return command
+
+
+@cli.command("export")
+@click.argument("checkpoint", type=click.Path(path_type=Path))
+@click.option("-o", "--output", type=click.Path(path_type=Path), required=True, help="The new export folder.")
+@click.option(
+    "--merge/--no-merge",
+    default=None,
+    help="Merge a LoRA adapter into the exact base weights it was trained on (default), or export the adapter.",
+)
+@click.option("--max-shard-size", default="5GB", show_default=True, help="Largest safetensors shard of a merge.")
+def export_command(checkpoint: Path, output: Path, merge: bool | None, max_shard_size: str) -> None:
+    """Write CHECKPOINT as a standalone Hugging Face model folder: weights (an adapter merged into its base), the
+    tokenizer with a chat template that renders the trained prompt format token for token, generation_config.json
+    with the stop tokens, a model card and a lineage record that `ftc lineage verify` checks."""
+    from ftc.serving.export import export_checkpoint
+
+    done = export_checkpoint(
+        checkpoint, output, merge=merge, max_shard_size=max_shard_size, log=lambda m: click.echo(m, err=True)
+    )
+    how = "merged into its base" if done.merged else "as it is"
+    click.echo(
+        f"exported {how} to {done.folder} ({done.files} files, {done.size / 2**20:.1f} MiB, {done.dtype}); "
+        f"lineage record {done.record_id}"
+    )
+
+
+@cli.command("generate")
+@click.argument("model", metavar="CHECKPOINT|EXPORT", type=click.Path(path_type=Path))
+@click.option("--prompt", help="One user turn to answer.")
+@click.option("--system", help="With --prompt: a system message before it.")
+@click.option(
+    "--messages",
+    "messages_file",
+    type=click.Path(path_type=Path),
+    help="A chat-JSONL file: answer each conversation (a last assistant turn, if any, is replaced).",
+)
+@_sampling_options
+def generate_command(
+    model: Path, prompt: str | None, system: str | None, messages_file: Path | None, **options
+) -> None:
+    """Answer with MODEL (a checkpoint: its adapter on the exact base it was trained on; or an export), prompted
+    in the trained format, stopping at its stop text; the answer is streamed as it is generated."""
+    from ftc.errors import UsageError
+    from ftc.serving.generate import conversations, open_session
+
+    if (prompt is None) == (messages_file is None):
+        raise UsageError("give --prompt TEXT or --messages FILE.jsonl (one of them)")
+    if prompt is not None:
+        chats = [[*([{"role": "system", "content": system}] if system else []), {"role": "user", "content": prompt}]]
+    else:
+        chats = []
+        for _, messages in conversations(messages_file, require_answer=False):
+            while messages and messages[-1]["role"] == "assistant":
+                messages = messages[:-1]
+            chats.append(messages)
+    sampling, dtype = _sampling(options)
+    session = open_session(model, dtype=dtype)
+    for i, messages in enumerate(chats):
+        if i:
+            click.echo()
+        result = session.generate(messages, sampling, on_text=lambda text: click.echo(text, nl=False))
+        click.echo()
+        if result.finish_reason == "length":
+            click.echo(f"(stopped at --max-new-tokens {sampling.max_new_tokens})", err=True)
+
+
+@cli.command("eval")
+@click.argument("model", metavar="CHECKPOINT|EXPORT", type=click.Path(path_type=Path))
+@click.option("--data", type=click.Path(path_type=Path), required=True, help="Chat-JSONL examples with answers.")
+@click.option(
+    "-o", "--output", type=click.Path(path_type=Path), help="Per-example outputs (JSONL). Default: <data>.eval.jsonl"
+)
+@_sampling_options
+def eval_command(model: Path, data: Path, output: Path | None, **options) -> None:
+    """Answer every example of --data in place of its last assistant turn and score exact match (whitespace
+    normalized): per-example outputs to --output, the aggregate as JSON on stdout."""
+    from ftc.serving.generate import evaluate, open_session
+
+    sampling, dtype = _sampling(options)
+    session = open_session(model, dtype=dtype)
+    out = output or data.with_name(data.stem + ".eval.jsonl")
+    result = evaluate(session, data, out, sampling=sampling)
+    click.echo(json.dumps(result, indent=2))
+
+
+def _sampling(options: dict):
+    from ftc.runtime.generation import Sampling
+
+    sampling = Sampling(options["max_new_tokens"], options["temperature"], options["top_p"], options["seed"])
+    return sampling, options["dtype"]
 
 
 @cli.group("data")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import yaml
 
@@ -50,3 +52,20 @@ def test_seed_example_continues_its_adapter(ftc, tmp_path):
     plan = read_json(tmp_path / "plan.json")
     assert plan["mode"] == "lora-continue"
     assert plan["spec"]["lora_config"]["r"] == 8
+
+
+def test_seed_example_records_exact_match_at_every_evaluation(ftc, tmp_path):
+    plan = tmp_path / "plan.json"
+    assert ftc("compile", REPO / "examples" / "seed-continue-from-checkpoint" / "job.yaml", "-o", plan).code == 0
+    document = read_json(plan)
+    document["output"]["dir"] = str(tmp_path / "out")  # not the example's runs/ folder
+    from ftc.spec.plan import plan_text, seal_plan
+
+    plan.write_text(plan_text(seal_plan(document)))
+    r = ftc("run", plan)
+    assert r.code == 0, r.err
+    evals = [json.loads(line) for line in (tmp_path / "out" / "metrics.jsonl").read_text().splitlines()]
+    evals = [e for e in evals if e["type"] == "eval"]
+    assert [e["epoch"] for e in evals] == [0, 1, 2, 3]
+    assert all(0.0 <= e["exact_match"] <= 1.0 for e in evals)
+    assert read_json(tmp_path / "out" / "summary.json")["exact_match"] == evals[-1]["exact_match"]

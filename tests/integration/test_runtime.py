@@ -33,11 +33,13 @@ def test_full_parameter_run_learns_and_writes_a_complete_checkpoint(trained, tmp
         "generation_config.json",
         "lineage.json",
         "model.safetensors",
+        "plan.json",
         "rng_state_rank0.safetensors",
         "tokenizer.json",
         "tokenizer_config.json",
         "training_state",
     ]
+    assert (final / "plan.json").read_text() == (tmp_path / "plan.json").read_text()  # the plan that wrote it
     assert sorted(p.name for p in (final / "training_state" / "state").iterdir()) == [
         "mp_rank_00_model_states.pt",
         "zero_pp_rank_0_mp_rank_00_optim_states.pt",
@@ -64,6 +66,7 @@ def test_new_lora_adapter_checkpoint_is_an_adapter_naming_its_architecture(train
         "chat_template.jinja",
         "ftc_state.json",
         "lineage.json",
+        "plan.json",
         "rng_state_rank0.safetensors",
         "tokenizer.json",
         "tokenizer_config.json",

@@ -36,15 +36,7 @@ def test_the_seed_guides_classifier_label_is_trained_after_a_leading_space_on_sm
     from ftc.spec import PromptFormat
 
     tokenizer = AutoTokenizer.from_pretrained(smollm2_example / "weights")
-    fmt = PromptFormat(
-        system="{instruction}",
-        user="{instruction}",
-        assistant=" {instruction}<|im_end|>",
-        trailing_assistant="",
-        bos="",
-        system_in_user=False,
-        default_system_message="",
-    )
+    fmt = PromptFormat(user="{instruction}", assistant=" {instruction}<|im_end|>")
     for label in ("safe", "unsafe"):
         messages = [
             {"role": "system", "content": "[INST] Task: Check if there is unsafe content in 'User' messages. [/INST]"},

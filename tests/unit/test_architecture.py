@@ -20,6 +20,7 @@ PARTS = {
     "lineage": "lineage",
     "compiler": "compiler",
     "runtime": "runtime",
+    "serving": "serving",
 }
 #: what each part may import of the project besides itself (every part may use ftc.errors and ftc.__version__)
 ALLOWED = {
@@ -29,7 +30,8 @@ ALLOWED = {
     "lineage": {"spec", "stores"},
     "compiler": {"spec", "stores", "images", "lineage"},
     "runtime": {"spec", "stores", "images", "lineage"},
-    "ftc": {"spec", "stores", "images", "lineage", "compiler", "runtime"},
+    "serving": {"spec", "stores", "lineage", "runtime"},
+    "ftc": {"spec", "stores", "images", "lineage", "compiler", "runtime", "serving"},
 }
 
 

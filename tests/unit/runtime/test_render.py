@@ -13,17 +13,7 @@ from support.models import PROMPT_FORMAT, write_jsonl
 
 
 def _fmt(**kw) -> PromptFormat:
-    base = dict(
-        system="{instruction}",
-        user="{instruction}",
-        assistant="{instruction}",
-        trailing_assistant="",
-        bos="",
-        system_in_user=False,
-        default_system_message="",
-    )
-    base.update(kw)
-    return PromptFormat(**base)
+    return PromptFormat(**{"user": "{instruction}", "assistant": "{instruction}", **kw})
 
 
 @pytest.fixture(scope="module")

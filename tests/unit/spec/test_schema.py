@@ -97,6 +97,8 @@ def test_seed_guide_keys_are_accepted_as_they_are():
         "bos",
         "system_in_user",
         "default_system_message",
+        "add_system_tags_even_if_message_is_empty",
+        "strip_whitespace",
     } == set(prompt)
 
 

@@ -1,0 +1,3 @@
+"""From checkpoint to a model people use: ``export`` (a standalone Hugging Face folder, merged, with the trained
+prompt format as its chat template and its own lineage record), ``generate`` and ``eval`` (exact match). Reads
+checkpoints through their lineage records and plans (``trained``); the training stack is imported when used."""

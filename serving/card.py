@@ -1,0 +1,129 @@
+"""The model card (README.md) of an export: Hugging Face metadata (base model and relation, results), what the
+weights are and derive from, how to load and prompt them, and the lineage chain. Built from verified records only."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from ftc.lineage.show import render
+
+from .trained import Trained
+
+__all__ = ["model_card"]
+
+
+def _base(record: dict[str, Any]) -> dict[str, Any] | None:
+    return next((p for p in record["parents"] if p["role"] == "base_model"), None)
+
+
+def _where(source: dict[str, Any]) -> str:
+    return source.get("given") or source.get("uri") or source.get("location") or source["source"]
+
+
+def _metadata(trained: Trained, export: dict[str, Any], name: str) -> list[str]:
+    record = trained.record
+    base = _base(record)
+    published = base is not None and base["source"]["source"] == "hub"
+    relation = "adapter" if trained.adapter and not export["merged"] else "finetune"
+    lines = ["---"]
+    if published:  # base_model names a model on the Hub: only true of its published weights
+        lines.append(f"base_model: {json.dumps(trained.model_id)}")
+    lines += [
+        f"base_model_relation: {relation}",
+        f"library_name: {'peft' if relation == 'adapter' else 'transformers'}",
+        "pipeline_tag: text-generation",
+        "tags:",
+        "- ftc",
+    ]
+    metrics = []
+    results = record["results"]
+    if results.get("eval_loss") is not None:
+        metrics.append(f"      - {{type: loss, name: eval loss, value: {results['eval_loss']:.6f}}}")
+    last_eval = next((e for e in reversed(results["evals"]) if e.get("exact_match") is not None), None)
+    if last_eval is not None:
+        metrics.append(f"      - {{type: exact_match, name: exact match, value: {last_eval['exact_match']:.6f}}}")
+    valid = next((d for d in record["datasets"] if d["role"] == "valid"), None)
+    if metrics and valid is not None:
+        lines += [
+            "model-index:",
+            f"- name: {json.dumps(name)}",
+            "  results:",
+            "  - task: {type: text-generation}",
+            f"    dataset: {{name: {json.dumps(_where(valid['source']))}, type: json}}",
+            "    metrics:",
+            *metrics,
+        ]
+    return [*lines, "---", ""]
+
+
+def model_card(trained: Trained, export: dict[str, Any], name: str) -> str:
+    record = trained.record
+    checkpoint = record["checkpoint"]
+    base = _base(record)
+    merged = export["merged"]
+    what = (
+        "its LoRA adapter merged (in float32) into the base weights it was trained on"
+        if merged
+        else "a LoRA adapter: serve it on the base named below, and no other"
+        if trained.adapter
+        else "full-parameter fine-tuned weights"
+    )
+    lines = _metadata(trained, export, name)
+    lines += [
+        f"# {name}",
+        "",
+        f"Exported by ftc from checkpoint `{checkpoint['name']}` of `{trained.model_id}`: {what}; "
+        f"weights in {export['dtype']}. Lineage record of the checkpoint: `{record['record_id']}`; "
+        "`ftc lineage verify` on this folder checks every file of it and of its chain.",
+        "",
+        "## Base weights",
+        "",
+    ]
+    if base is None:
+        lines.append("None recorded.")
+    elif base["source"]["source"] == "hub":
+        lines.append(f"The published weights of `{trained.model_id}` (not pinned to a revision when trained).")
+    else:
+        lines += [
+            f"Your own weights of the `{trained.model_id}` architecture (not its published weights): "
+            f"`{_where(base['source'])}` ({base['source']['source']}), pinned by content digest `{base['digest']}`.",
+        ]
+    stops = ", ".join(f"`{json.dumps(s)}`" for s in export["stop_strings"]) or "the end-of-sequence token"
+    template = (
+        "renders the spec's prompt_format exactly as training did (the same tokens)"
+        if export["chat_template"] == "prompt_format"
+        else "is the tokenizer's own, which training used"
+    )
+    lines += [
+        "",
+        "## Use",
+        "",
+        f"The chat template {template}; generation stops at {stops} "
+        f"(`eos_token_id` {export['eos_token_id']} in generation_config.json).",
+        "",
+        "```python",
+        "from transformers import AutoModelForCausalLM, AutoTokenizer",
+        "",
+        'tokenizer = AutoTokenizer.from_pretrained("path/to/this/folder")',
+        'model = AutoModelForCausalLM.from_pretrained("path/to/this/folder")',
+        'messages = [{"role": "user", "content": "..."}]',
+        'ids = tokenizer.apply_chat_template(messages, add_generation_prompt=True, return_tensors="pt", '
+        "return_dict=False)",
+        "print(tokenizer.decode(model.generate(ids, max_new_tokens=64)[0, ids.shape[1]:], skip_special_tokens=True))",
+        "```",
+        "",
+        "## Data",
+        "",
+    ]
+    lines += [
+        f"- {d['role']}: `{_where(d['source'])}` ({d['sha256']}), {d['examples_used']} examples"
+        for d in record["datasets"]
+    ]
+    lines += ["", "## Results", "", "| step | eval loss | exact match |", "|---|---|---|"]
+    for e in record["results"]["evals"]:
+        loss = f"{e['eval_loss']:.4f}" if e.get("eval_loss") is not None else "n/a"
+        match = f"{e['exact_match']:.3f}" if e.get("exact_match") is not None else "n/a"
+        lines.append(f"| {e['step']} | {loss} | {match} |")
+    lines += ["", "## Lineage", "", "```", render(record), "```", ""]
+    return "\n".join(lines)

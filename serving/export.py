@@ -1,0 +1,195 @@
+"""``ftc export``: a checkpoint as a standalone Hugging Face model folder that needs no ftc to serve.
+
+    <out>/config.json, model*.safetensors (+ index)    the adapter merged into its exact base (or whole weights)
+      or adapter_config.json, adapter_model.safetensors  (--no-merge: the adapter; README.md names its base)
+    tokenizer files                                     the chat template renders the spec's prompt_format
+    generation_config.json                              eos_token_id: the end-of-sequence and stop tokens
+    README.md                                           a model card: base, relation, results, lineage
+    lineage.json                                        relation merged/exported to the checkpoint and its chain
+
+The merge is done in fp32 and saved in the base's dtype. The folder is built beside ``out`` and renamed into place
+when whole: an interrupted export leaves no folder that looks complete.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ftc.errors import UsageError
+from ftc.lineage.record import LINEAGE_FILE, LINEAGE_VERSION, checkpoint_section, environment, seal
+from ftc.stores.hashing import FileDigest, hash_file, manifest_digest
+from ftc.stores.safetensors_header import read_safetensors_header
+from ftc.stores.storage import storage_failure
+
+from .card import model_card
+from .trained import Trained, load_model, open_trained
+
+__all__ = ["Exported", "export_checkpoint"]
+
+_ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors")
+#: what a whole-weights checkpoint holds besides its weights that a server needs (its training state stays behind)
+_MODEL_FILES = ("config.json", "generation_config.json", "model.safetensors.index.json")
+_DTYPES = {"F32": "float32", "BF16": "bfloat16", "F16": "float16"}
+
+
+@dataclass(frozen=True)
+class Exported:
+    folder: Path
+    merged: bool
+    dtype: str
+    record_id: str
+    files: int
+    size: int
+
+
+def export_checkpoint(
+    path: Path, out: Path, *, merge: bool | None = None, max_shard_size: str = "5GB", log: Any = print
+) -> Exported:
+    """Export the checkpoint at ``path`` to the new folder ``out``. ``merge``: merge an adapter into its base
+    (default: yes for adapters; whole weights are copied as they are)."""
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise UsageError(f"{out} already exists; export into a new folder (nothing is overwritten)")
+    trained = open_trained(path, need_base=merge is not False)
+    if trained.is_export:
+        raise UsageError(f"{trained.folder} is already an export; export the checkpoint it was made from")
+    merge = trained.adapter if merge is None else merge and trained.adapter
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.name}.export-tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    try:
+        exported = _write(trained, tmp, out, merge=merge, max_shard_size=max_shard_size, log=log, given=str(path))
+        if out.exists():
+            out.rmdir()  # empty (checked above)
+        os.replace(tmp, out)
+    except OSError as exc:
+        failure = storage_failure(out.parent, exc, "writing the export")
+        if failure is None:
+            raise
+        raise failure from None
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return exported
+
+
+def _base_dtype(base: Path | str) -> str:
+    """The dtype most of the base's weight bytes are in (its headers, checked, not trusted)."""
+    if not isinstance(base, Path):
+        return "bfloat16"  # published weights: Hugging Face's checkpoints of these families are bf16
+    counts: Counter[str] = Counter()
+    for file in sorted(base.glob("*.safetensors")):
+        for tensor in read_safetensors_header(file).tensors.values():
+            if tensor.dtype in _DTYPES:
+                counts[_DTYPES[tensor.dtype]] += math.prod(tensor.shape)
+    return counts.most_common(1)[0][0] if counts else "float32"
+
+
+def _write(
+    trained: Trained, tmp: Path, out: Path, *, merge: bool, max_shard_size: str, log: Any, given: str
+) -> Exported:
+    import torch
+    from transformers import AutoTokenizer
+
+    from ftc.runtime.chat_template import chat_template
+    from ftc.runtime.generation import stop_token_ids
+
+    source = trained.folder
+    if merge:
+        dtype = _base_dtype(trained.base)
+        log(f"merging the adapter into its base {trained.base} in float32; saving in {dtype}")
+        model, _ = load_model(trained, dtype="float32")
+        merged = model.merge_and_unload()
+        merged.to(getattr(torch, dtype)).save_pretrained(tmp, max_shard_size=max_shard_size)
+    else:
+        names = _ADAPTER_FILES if trained.adapter else _MODEL_FILES
+        weights = [] if trained.adapter else sorted(p.name for p in source.glob("model*.safetensors"))
+        for name in [*names, *weights]:
+            if (source / name).exists():
+                shutil.copyfile(source / name, tmp / name)
+        dtype = _base_dtype(source)
+    tokenizer = AutoTokenizer.from_pretrained(source)
+    fmt = trained.prompt_format
+    if fmt is not None:
+        tokenizer.chat_template = chat_template(fmt)
+    tokenizer.save_pretrained(tmp)
+    stop_ids = stop_token_ids(tokenizer, trained.stop_texts)
+    _generation_config(tmp, trained, tokenizer, stop_ids)
+    parent_record = trained.record
+    export_section: dict[str, Any] = {
+        "merged": merge,
+        "dtype": dtype,
+        "chat_template": "prompt_format" if fmt is not None else "tokenizer",
+        "stop_strings": trained.stop_texts,
+        "eos_token_id": stop_ids,
+    }
+    base_parent = next((p for p in parent_record["parents"] if p["role"] == "base_model"), None)
+    if trained.adapter and not merge and base_parent is not None:
+        export_section["base"] = {"digest": base_parent["digest"], "source": base_parent["source"]}
+    (tmp / "README.md").write_text(model_card(trained, export_section, out.name), encoding="utf-8")
+    record = _record(trained, tmp, out, export_section, given)
+    (tmp / LINEAGE_FILE).write_text(json.dumps(record, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    files = [p for p in tmp.rglob("*") if p.is_file()]
+    return Exported(out, merge, dtype, record["record_id"], len(files), sum(p.stat().st_size for p in files))
+
+
+def _generation_config(folder: Path, trained: Trained, tokenizer: Any, stop_ids: list[int]) -> None:
+    """generation_config.json: the model's own settings (where it had them), with the stop tokens of the trained
+    format as ``eos_token_id`` (what vLLM and TGI stop on) and the stop texts as ``stop_strings``."""
+    path = folder / "generation_config.json"
+    config = json.loads(path.read_text()) if path.exists() else {}
+    config.update({"eos_token_id": stop_ids[0] if len(stop_ids) == 1 else stop_ids})
+    if tokenizer.bos_token_id is not None:
+        config.setdefault("bos_token_id", tokenizer.bos_token_id)
+    if tokenizer.pad_token_id is not None:
+        config["pad_token_id"] = tokenizer.pad_token_id
+    multi_token = [t for t in trained.stop_texts if len(tokenizer(t, add_special_tokens=False)["input_ids"]) > 1]
+    if multi_token:
+        config["stop_strings"] = multi_token
+    config.pop("transformers_version", None)
+    path.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
+
+
+def _record(trained: Trained, folder: Path, out: Path, export_section: dict[str, Any], given: str) -> dict[str, Any]:
+    """The export's lineage record: its files, and the checkpoint as its one parent (its files, including its
+    record, which is embedded whole), so `ftc lineage verify` walks from the export down the whole chain."""
+    parent = trained.record
+    files = {f["path"]: f["sha256"] for f in parent["checkpoint"]["files"]}  # verified when it was opened
+    files[LINEAGE_FILE], _ = hash_file(trained.folder / LINEAGE_FILE)
+    kind = "merged" if export_section["merged"] else parent["checkpoint"]["kind"]
+    return seal(
+        {
+            "lineage_version": LINEAGE_VERSION,
+            "checkpoint": {
+                **checkpoint_section(folder),
+                "name": out.name,
+                "model_id": trained.model_id,
+                "kind": kind,
+            },
+            "parents": [
+                {
+                    "role": "checkpoint",
+                    "relation": "merged" if export_section["merged"] else "exported",
+                    "source": {
+                        "source": "local",
+                        "kind": "dir",
+                        "given": given,
+                        # relative to the export, as a training record locates its parents
+                        "location": Path(os.path.relpath(trained.folder, os.path.realpath(out))).as_posix(),
+                    },
+                    "digest": manifest_digest([FileDigest(p, 0, sha) for p, sha in sorted(files.items())]),
+                    "files": [{"path": p, "sha256": sha} for p, sha in sorted(files.items())],
+                    "record_id": parent["record_id"],
+                    "lineage": parent,
+                }
+            ],
+            "export": export_section,
+            "environment": environment(),
+        }
+    )

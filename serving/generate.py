@@ -1,0 +1,124 @@
+"""``ftc generate`` and ``ftc eval``: a checkpoint (adapter on its exact base, unmerged) or an export, prompted as a
+server prompts it, answers streamed as they are generated; or scored by exact match against reference answers."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ftc.errors import DataInvalid, UsageError
+from ftc.spec.chat_data import read_chat_jsonl
+from ftc.spec.reading import regular_file_problem
+from ftc.stores.hashing import hash_file
+
+from .trained import Trained, load_model, open_trained
+
+__all__ = ["Session", "conversations", "evaluate", "open_session"]
+
+
+@dataclass
+class Session:
+    """A trained model loaded for generation, with its prompt format and stops."""
+
+    trained: Trained
+    model: Any
+    tokenizer: Any
+    stop_ids: list[int]
+
+    def prompt_ids(self, messages: list[dict[str, Any]]) -> list[int]:
+        from ftc.runtime.generation import prompt_text
+
+        text = prompt_text(messages, self.trained.prompt_format, self.tokenizer)
+        return self.tokenizer(text, add_special_tokens=False)["input_ids"]
+
+    def generate(self, messages: list[dict[str, Any]], sampling: Any, on_text: Callable[[str], None] | None = None):
+        from ftc.runtime.generation import generate
+
+        return generate(
+            self.model, self.tokenizer, self.prompt_ids(messages), stop_texts=self.trained.stop_texts,
+            stop_ids=self.stop_ids, sampling=sampling, on_text=on_text,
+        )  # fmt: skip
+
+
+def _device(device: str | None) -> str:
+    import torch
+
+    return device or ("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def open_session(path: Path, *, dtype: str | None = None, device: str | None = None) -> Session:
+    """Verify and load the checkpoint or export at ``path``. ``dtype``: float32 on a CPU, bfloat16 on a GPU by
+    default."""
+    from transformers.utils import logging
+
+    from ftc.runtime.generation import stop_token_ids
+
+    logging.disable_progress_bar()  # the answer is the output; a bar per weights file is noise around it
+    trained = open_trained(path)
+    where = _device(device)
+    model, tokenizer = load_model(trained, dtype=dtype or ("float32" if where == "cpu" else "bfloat16"), device=where)
+    return Session(trained, model, tokenizer, stop_token_ids(tokenizer, trained.stop_texts))
+
+
+def _data_file(path: Path) -> Path:
+    try:
+        problem = regular_file_problem(path, path.stat())
+    except OSError as exc:
+        raise UsageError(f"{path}: cannot be read ({exc.strerror})") from None
+    if problem:
+        raise UsageError(problem)
+    return path
+
+
+def conversations(path: Path, *, require_answer: bool) -> Iterator[tuple[int, list[dict[str, Any]]]]:
+    """(line, messages) of every conversation of a chat-JSONL file; a bad line stops with its number and reason."""
+    for item in read_chat_jsonl(_data_file(path), require_answer=require_answer):
+        if item.problem is not None:
+            raise DataInvalid(f"{path}:{item.line}: {item.problem}")
+        yield item.line, item.messages
+
+
+def evaluate(
+    session: Session, data: Path, out: Path, *, sampling: Any, progress: Callable[[int], None] | None = None
+) -> dict[str, Any]:
+    """Answer every example of ``data`` in place of its last assistant turn; write one JSON line per example to
+    ``out`` (atomically) and return the aggregate."""
+    from ftc.runtime.generation import answer
+
+    trained = session.trained
+    rows = []
+    for count, (line, messages) in enumerate(conversations(data, require_answer=True), start=1):
+        result = answer(
+            session.model, session.tokenizer, messages, fmt=trained.prompt_format, stop_texts=trained.stop_texts,
+            stop_ids=session.stop_ids, sampling=sampling,
+        )  # fmt: skip
+        rows.append({
+            "line": line, "expected": result.expected, "output": result.generated.text,
+            "exact_match": result.exact_match, "finish_reason": result.generated.finish_reason,
+            "tokens": result.generated.tokens,
+        })  # fmt: skip
+        if progress is not None:
+            progress(count)
+    if not rows:
+        raise DataInvalid(f"{data}: no examples")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.writelines(json.dumps(row, ensure_ascii=False) + "\n" for row in rows)
+        os.replace(tmp, out)
+    finally:
+        Path(tmp).unlink(missing_ok=True)
+    matched = sum(row["exact_match"] for row in rows)
+    sha, _ = hash_file(data)
+    return {
+        "model": str(trained.folder), "record_id": trained.record["record_id"], "data": str(data),
+        "data_sha256": f"sha256:{sha}", "examples": len(rows), "exact_match": matched / len(rows),
+        "exact_matches": matched, "max_new_tokens": sampling.max_new_tokens, "temperature": sampling.temperature,
+        "outputs": str(out),
+    }  # fmt: skip

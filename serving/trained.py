@@ -1,0 +1,113 @@
+"""A trained model as ``ftc export``, ``ftc generate`` and ``ftc eval`` read it: a checkpoint (with the plan that
+wrote it) or an export of one. Every file is checked against the lineage record before anything is loaded, and an
+adapter's base weights are the exact ones it was trained on: found and verified through the pins of the checkpoint's
+own plan (your own weights, local or in a store; never ``model_id``'s published weights in their place)."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ftc.errors import InputChanged, InputUnresolvable, LineageBroken
+from ftc.lineage import checkpoint_folder
+from ftc.lineage.plan import checkpoint_plan
+from ftc.lineage.verify import checkpoint_problems
+from ftc.spec import PromptFormat
+from ftc.spec.plan import Plan
+
+__all__ = ["Trained", "load_model", "open_trained"]
+
+
+@dataclass(frozen=True)
+class Trained:
+    folder: Path
+    record: dict[str, Any]
+    is_export: bool
+    #: the folder's weights are a LoRA adapter, served on ``base``
+    adapter: bool
+    #: the base weights (a folder, or a model id for the published weights); None where not needed
+    base: Path | str | None
+    #: the spec's prompt format (None: the tokenizer's chat template, which an export always carries)
+    prompt_format: PromptFormat | None
+    stop_texts: list[str]
+    model_id: str
+    plan: Plan | None = None  # a checkpoint's own plan
+
+    @property
+    def name(self) -> str:
+        return self.record["checkpoint"]["name"]
+
+
+def open_trained(path: Path, *, need_base: bool = True) -> Trained:
+    """The checkpoint or export at ``path`` (a run's output folder means its best, else latest, checkpoint),
+    verified. ``need_base``: find and verify an adapter's base weights too."""
+    from ftc.runtime.chat_template import stop_texts
+
+    folder = checkpoint_folder(path).resolve()
+    record, problems = checkpoint_problems(folder)
+    if problems or record is None:
+        raise LineageBroken(
+            f"{folder}: not what its lineage record says; nothing of it is loaded\n    "
+            + "\n    ".join(problems)
+            + "\n    fix: restore it (`ftc lineage verify` names every difference)"
+        )
+    adapter = record["checkpoint"]["kind"] == "adapter"
+    if "export" in record:
+        base = _checkpoint_of(folder, record).base if adapter and need_base else None
+        return Trained(
+            folder, record, True, adapter, base, None, list(record["export"]["stop_strings"]),
+            record["checkpoint"]["model_id"],
+        )  # fmt: skip
+    plan = checkpoint_plan(folder, record)
+    generation = plan.spec.generation_config
+    return Trained(
+        folder, record, False, adapter, _base_weights(plan, folder) if adapter and need_base else None,
+        generation.prompt_format, stop_texts(generation.prompt_format, generation.stopping_sequences),
+        plan.architecture.model_id, plan,
+    )  # fmt: skip
+
+
+def _checkpoint_of(folder: Path, record: dict[str, Any]) -> Trained:
+    """The checkpoint an (unmerged) export was made from, where its record locates it."""
+    location = Path(record["parents"][0]["source"]["location"]).expanduser()
+    path = location if location.is_absolute() else Path(os.path.normpath(folder / location))
+    if not path.is_dir():
+        raise InputUnresolvable(
+            f"{folder} is an adapter; its base is named by the checkpoint it was exported from, which is not at "
+            f"{path}\n    fix: export it with --merge, or serve it on the base its README.md names"
+        )
+    return open_trained(path)
+
+
+def _base_weights(plan: Plan, folder: Path) -> Path | str:
+    """The adapter's base weights as the plan pinned them, located from the checkpoint and verified."""
+    from ftc.runtime import verify_inputs
+
+    try:
+        return verify_inputs(plan, {"base_model"})["base_model"]
+    except (InputChanged, InputUnresolvable) as exc:
+        exc.args = (f"the base weights {folder.name} was trained on: {exc}",)
+        raise exc from None
+
+
+def load_model(trained: Trained, *, dtype: str = "float32", device: str = "cpu") -> tuple[Any, Any]:
+    """The model (an adapter on its base, unmerged; or whole weights) in ``dtype`` on ``device``, and the
+    tokenizer saved with it, for inference."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    torch_dtype = getattr(torch, dtype)
+    tokenizer = AutoTokenizer.from_pretrained(trained.folder)
+    try:
+        if trained.adapter:
+            from peft import PeftModel
+
+            base = AutoModelForCausalLM.from_pretrained(trained.base, dtype=torch_dtype, use_safetensors=True)
+            model = PeftModel.from_pretrained(base, trained.folder)
+        else:
+            model = AutoModelForCausalLM.from_pretrained(trained.folder, dtype=torch_dtype, use_safetensors=True)
+    except (OSError, ValueError) as exc:
+        raise InputUnresolvable(f"{trained.folder}: the model does not load: {exc}") from None
+    return model.to(device).eval(), tokenizer

@@ -1,0 +1,164 @@
+"""The chat template written for serving renders exactly what training tokenized: the same text for any format and
+conversation (property test), and the same token ids over every example the project ships, for several formats."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from ftc.runtime._render import render_prompt_format
+from ftc.runtime._tokens import tokenize_file
+from ftc.runtime.chat_template import chat_template, stop_texts
+from ftc.spec import PromptFormat
+
+from conftest import REPO
+from support.models import PROMPT_FORMAT
+
+#: the formats the exported template is checked with, token for token
+FORMATS = {
+    "quickstart": PromptFormat(**PROMPT_FORMAT),
+    "llama2-system-in-user": PromptFormat(
+        system="<<SYS>>\n{instruction}\n<</SYS>>\n\n",
+        user="[INST] {system}{instruction} [/INST]",
+        assistant=" {instruction} </s>",
+        trailing_assistant=" ",
+        bos="<s>",
+        system_in_user=True,
+        default_system_message="You are a careful assistant.",
+    ),
+    # the seed guide's Llama Guard 2 mapping: the whole task prompt as the system message, the verdict as the answer
+    "llama-guard-2": PromptFormat(
+        system="[INST] Task: Check if there is unsafe content in '{{ role }}' messages.\n{instruction} [/INST]",
+        user="{instruction}",
+        assistant=" {instruction}</s>",
+        bos="<s>",
+    ),
+    "keeps-whitespace-and-empty-system-tags": PromptFormat(
+        system="<|system|>\n{instruction}</s>\n",
+        user="<|user|>\n{instruction}</s>\n",
+        assistant="<|assistant|>\n{instruction}</s>\n",
+        trailing_assistant="<|assistant|>\n",
+        add_system_tags_even_if_message_is_empty=True,
+        strip_whitespace=False,
+    ),
+}
+
+
+def _data_files() -> list[Path]:
+    return sorted(REPO.glob("examples/*/data/*.jsonl"))
+
+
+def _conversations(path: Path) -> list[list[dict]]:
+    return [json.loads(line)["messages"] for line in path.read_text().splitlines() if line.strip()]
+
+
+@pytest.fixture(scope="module")
+def tokenizer(tiny_model):
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(tiny_model)
+
+
+def test_every_example_data_file_is_checked():
+    assert {p.parent.parent.name for p in _data_files()} >= {
+        "quickstart",
+        "seed-continue-from-checkpoint",
+        "smollm2-arithmetic",
+    }
+
+
+@pytest.mark.parametrize("name", sorted(FORMATS))
+@pytest.mark.parametrize("data", _data_files(), ids=lambda p: f"{p.parent.parent.name}/{p.name}")
+def test_exported_template_gives_the_very_tokens_training_used(name, data, tokenizer):
+    fmt = FORMATS[name]
+    examples, bad = tokenize_file(data, render=lambda m: render_prompt_format(m, fmt), tokenizer=tokenizer,
+                                  cache_file=None)  # fmt: skip
+    assert bad == [] and len(examples) == len(_conversations(data))
+    template = chat_template(fmt)
+    for messages, trained in zip(_conversations(data), examples.ids):
+        served = tokenizer.apply_chat_template(messages, chat_template=template, tokenize=True, return_dict=False)
+        assert served == trained.tolist()
+        # the generation prompt: the conversation up to its last answer, then trailing_assistant
+        last = max(i for i, m in enumerate(messages) if m["role"] == "assistant")
+        prompt = tokenizer.apply_chat_template(
+            messages[:last], chat_template=template, tokenize=False, add_generation_prompt=True
+        )
+        assert prompt == render_prompt_format(messages[:last], fmt).text + fmt.trailing_assistant
+
+
+def test_the_tokenizers_own_template_is_what_training_rendered(tokenizer, tmp_path):
+    from ftc.runtime._render import render_chat_template
+
+    data = REPO / "examples" / "quickstart" / "data" / "valid.jsonl"
+    examples, _ = tokenize_file(data, render=lambda m: render_chat_template(m, tokenizer), tokenizer=tokenizer,
+                                cache_file=None)  # fmt: skip
+    for messages, trained in zip(_conversations(data), examples.ids):
+        assert tokenizer.apply_chat_template(messages, tokenize=True, return_dict=False) == trained.tolist()
+
+
+_PIECES = list("ab \n\t{}%#'\"\\") + ["{instruction}", "{system}", "{{", "{%", "😀", "é", "\x01"]
+_TEXT = st.lists(st.sampled_from(_PIECES), max_size=8).map("".join)
+
+
+@st.composite
+def _format_and_messages(draw):
+    fmt = PromptFormat(
+        system=draw(_TEXT) + "{instruction}" + draw(_TEXT),
+        user=draw(_TEXT) + ("{system}" if draw(st.booleans()) else "") + "{instruction}" + draw(_TEXT),
+        assistant=draw(_TEXT) + "{instruction}" + draw(_TEXT),
+        trailing_assistant=draw(_TEXT),
+        bos=draw(st.sampled_from(["", "<s>"])),
+        system_in_user=draw(st.booleans()),
+        default_system_message=draw(_TEXT),
+        add_system_tags_even_if_message_is_empty=draw(st.booleans()),
+        strip_whitespace=draw(st.booleans()),
+    )
+    messages = [{"role": "system", "content": draw(_TEXT)}] if draw(st.booleans()) else []
+    for _ in range(draw(st.integers(1, 3))):
+        messages += [{"role": "user", "content": draw(_TEXT)}, {"role": "assistant", "content": draw(_TEXT) + "x"}]
+    return fmt, messages
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(_format_and_messages())
+def test_template_renders_any_format_as_training_does(tokenizer, case):
+    fmt, messages = case
+    template = chat_template(fmt)
+    rendered = tokenizer.apply_chat_template(messages, chat_template=template, tokenize=False)
+    assert rendered == render_prompt_format(messages, fmt).text
+    prompt = tokenizer.apply_chat_template(
+        messages[:-1], chat_template=template, tokenize=False, add_generation_prompt=True
+    )
+    assert prompt == render_prompt_format(messages[:-1], fmt).text + fmt.trailing_assistant
+
+
+def test_strip_whitespace_and_empty_system_messages_follow_the_seed_format():
+    fmt = PromptFormat(system="[S]{instruction}[/S]", user="[U]{instruction}[/U]", assistant="[A]{instruction}[/A]")
+    messages = [{"role": "user", "content": "  hi \n"}, {"role": "assistant", "content": " 4 "}]
+    assert render_prompt_format(messages, fmt).text == "[U]hi[/U][A]4[/A]"  # stripped; no system tags
+    assert render_prompt_format([{"role": "system", "content": "  "}, *messages], fmt).text == "[U]hi[/U][A]4[/A]"
+    tags = PromptFormat(**{**vars(fmt), "add_system_tags_even_if_message_is_empty": True, "strip_whitespace": False})
+    assert render_prompt_format(messages, tags).text == "[S][/S][U]  hi \n[/U][A] 4 [/A]"
+    rendered = render_prompt_format(messages, tags)
+    assert [rendered.text[a:b] for a, b in rendered.loss_spans] == [" 4 [/A]"]
+
+
+def test_a_placeholder_inside_a_message_is_text_not_a_slot():
+    fmt = PromptFormat(user="[INST] {system}{instruction} [/INST]", assistant="{instruction}", system_in_user=True)
+    messages = [
+        {"role": "system", "content": "say {instruction}"},
+        {"role": "user", "content": "{system}"},
+        {"role": "assistant", "content": "ok"},
+    ]
+    assert render_prompt_format(messages, fmt).text == "[INST] say {instruction}{system} [/INST]ok"
+
+
+def test_stop_texts_are_the_stopping_sequences_then_the_end_of_the_assistant_turn():
+    assert stop_texts(FORMATS["quickstart"], ()) == ["</s>"]
+    assert stop_texts(FORMATS["llama2-system-in-user"], ("</s>", "[INST]")) == ["</s>", "[INST]"]
+    assert stop_texts(PromptFormat(user="{instruction}", assistant="{instruction}"), ()) == []
+    assert stop_texts(None, ("###",)) == ["###"]
