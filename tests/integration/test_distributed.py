@@ -93,12 +93,17 @@ def test_two_processes_train_with_zero_and_save_real_weights(job, tmp_path, stag
 
 
 def test_zero3_lora_adapter_is_saved_whole(job, tmp_path, tiny_model):
+    """... and evaluation.generate under ZeRO-3: 5 validation examples on 2 processes (one answers 2, the other 3
+    and a repeat), every process joining every forward pass: no hang, and the rate ftc eval finds for the saved
+    weights in one process."""
     spec = job(
         num_devices=2,
         train_batch_size_per_device=4,
         deepspeed={"zero_stage": 3},
         lora_config={"r": 4, "target_modules": ["q_proj", "v_proj"]},
+        evaluation={"generate": True, "max_new_tokens": 12},
     )
+    write_jsonl(tmp_path / "data" / "valid.jsonl", arithmetic_examples(5, seed=2))
     assert ftc_run("compile", spec, "-o", tmp_path / "p.json")[0] == 0
     code, out = ftc_run("run", tmp_path / "p.json")
     assert code == 0, out
@@ -113,6 +118,11 @@ def test_zero3_lora_adapter_is_saved_whole(job, tmp_path, tiny_model):
         final, tmp_path / "data" / "valid.jsonl", read_json(tmp_path / "p.json"), base=tiny_model
     )
     assert reproduced == pytest.approx(read_json(final / "ftc_state.json")["eval_loss"], abs=1e-5)
+    evals = metrics(tmp_path / "output", "eval")
+    assert len(evals) == 2 and all("exact_match" in e for e in evals)
+    code, out = ftc_run("eval", final, "--data", tmp_path / "data" / "valid.jsonl", "--max-new-tokens", "12")
+    assert code == 0, out
+    assert json.loads(out[out.index("{") :])["exact_match"] == evals[-1]["exact_match"]
 
 
 def test_a_bad_example_in_a_two_process_run_exits_with_its_code_and_message(job, tmp_path):

@@ -184,6 +184,10 @@ def test_eval_scores_exact_match_and_writes_every_answer(lora_run, ftc, tmp_path
     direct = ftc("generate", lora_run, "--prompt", "What is 0 + 1?", "--max-new-tokens", "6")
     assert direct.out == rows[0]["output"] + "\n"
 
+    asked = write_jsonl(tmp_path / "ask.jsonl", [{"messages": [{"role": "user", "content": "What is 0 + 1?"}]}] * 2)
+    both = ftc("generate", lora_run, "--messages", asked, "--max-new-tokens", "6")
+    assert both.code == 0 and both.out == direct.out + "\n" + direct.out  # one answer per conversation
+
     (tmp_path / "bad.jsonl").write_text('{"messages": []}\n')
     r = ftc("eval", lora_run, "--data", tmp_path / "bad.jsonl")
     assert r.code == 7 and "bad.jsonl:1" in r.err

@@ -14,6 +14,7 @@ from typing import Any
 __all__ = [
     "CHAT_TEMPLATE",
     "PROMPT_FORMAT",
+    "PROMPT_FORMATS",
     "arithmetic_examples",
     "build_tiny_model",
     "build_tokenizer",
@@ -32,6 +33,31 @@ PROMPT_FORMAT = {
     "assistant": "<|assistant|>\n{instruction}</s>\n",
     "trailing_assistant": "<|assistant|>\n",
     "bos": "<s>",
+}
+#: prompt formats (as spec fields) the exported chat template is checked with, token for token
+PROMPT_FORMATS: dict[str, dict[str, Any]] = {
+    "quickstart": PROMPT_FORMAT,
+    "llama2-system-in-user": {
+        "system": "<<SYS>>\n{instruction}\n<</SYS>>\n\n",
+        "user": "[INST] {system}{instruction} [/INST]",
+        "assistant": " {instruction} </s>",
+        "trailing_assistant": " ",
+        "bos": "<s>",
+        "system_in_user": True,
+        "default_system_message": "You are a careful assistant.",
+    },
+    # the seed guide's Llama Guard 2 mapping: the whole task prompt as the system message, the verdict as the answer
+    "llama-guard-2": {
+        "system": "[INST] Task: Check if there is unsafe content in '{{ role }}' messages.\n{instruction} [/INST]",
+        "user": "{instruction}",
+        "assistant": " {instruction}</s>",
+        "bos": "<s>",
+    },
+    "keeps-whitespace-and-empty-system-tags": {
+        **PROMPT_FORMAT,
+        "add_system_tags_even_if_message_is_empty": True,
+        "strip_whitespace": False,
+    },
 }
 SPECIAL_TOKENS = ["<pad>", "<s>", "</s>", "<|system|>", "<|user|>", "<|assistant|>"]
 

@@ -16,36 +16,10 @@ from ftc.runtime.chat_template import chat_template, stop_texts
 from ftc.spec import PromptFormat
 
 from conftest import REPO
-from support.models import PROMPT_FORMAT
+from support.models import PROMPT_FORMATS, arithmetic_examples, write_jsonl
 
 #: the formats the exported template is checked with, token for token
-FORMATS = {
-    "quickstart": PromptFormat(**PROMPT_FORMAT),
-    "llama2-system-in-user": PromptFormat(
-        system="<<SYS>>\n{instruction}\n<</SYS>>\n\n",
-        user="[INST] {system}{instruction} [/INST]",
-        assistant=" {instruction} </s>",
-        trailing_assistant=" ",
-        bos="<s>",
-        system_in_user=True,
-        default_system_message="You are a careful assistant.",
-    ),
-    # the seed guide's Llama Guard 2 mapping: the whole task prompt as the system message, the verdict as the answer
-    "llama-guard-2": PromptFormat(
-        system="[INST] Task: Check if there is unsafe content in '{{ role }}' messages.\n{instruction} [/INST]",
-        user="{instruction}",
-        assistant=" {instruction}</s>",
-        bos="<s>",
-    ),
-    "keeps-whitespace-and-empty-system-tags": PromptFormat(
-        system="<|system|>\n{instruction}</s>\n",
-        user="<|user|>\n{instruction}</s>\n",
-        assistant="<|assistant|>\n{instruction}</s>\n",
-        trailing_assistant="<|assistant|>\n",
-        add_system_tags_even_if_message_is_empty=True,
-        strip_whitespace=False,
-    ),
-}
+FORMATS = {name: PromptFormat(**fields) for name, fields in PROMPT_FORMATS.items()}
 
 
 def _data_files() -> list[Path]:
@@ -88,6 +62,18 @@ def test_exported_template_gives_the_very_tokens_training_used(name, data, token
             messages[:last], chat_template=template, tokenize=False, add_generation_prompt=True
         )
         assert prompt == render_prompt_format(messages[:last], fmt).text + fmt.trailing_assistant
+
+
+@pytest.mark.parametrize("name", sorted(FORMATS))
+def test_the_same_over_the_tests_data_with_system_messages(name, tokenizer, tmp_path):
+    fmt = FORMATS[name]
+    data = write_jsonl(tmp_path / "d.jsonl", arithmetic_examples(100, seed=3, system=" You add numbers. "))
+    examples, _ = tokenize_file(data, render=lambda m: render_prompt_format(m, fmt), tokenizer=tokenizer,
+                                cache_file=None)  # fmt: skip
+    template = chat_template(fmt)
+    for messages, trained in zip(_conversations(data), examples.ids):
+        served = tokenizer.apply_chat_template(messages, chat_template=template, tokenize=True, return_dict=False)
+        assert served == trained.tolist()
 
 
 def test_the_tokenizers_own_template_is_what_training_rendered(tokenizer, tmp_path):
