@@ -81,8 +81,11 @@ def export_checkpoint(
 
 def _base_dtype(base: Path | str) -> str:
     """The dtype most of the base's weight bytes are in (its headers, checked, not trusted)."""
-    if not isinstance(base, Path):
-        return "bfloat16"  # published weights: Hugging Face's checkpoints of these families are bf16
+    if not isinstance(base, Path):  # the published weights of a model id: their config says
+        from transformers import AutoConfig
+
+        found = getattr(AutoConfig.from_pretrained(base), "dtype", None)
+        return str(found).removeprefix("torch.") if found is not None else "float32"
     counts: Counter[str] = Counter()
     for file in sorted(base.glob("*.safetensors")):
         for tensor in read_safetensors_header(file).tensors.values():
