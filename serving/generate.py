@@ -4,8 +4,6 @@ server prompts it, answers streamed as they are generated; or scored by exact ma
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,6 +12,7 @@ from typing import Any
 from ftc.errors import DataInvalid, UsageError
 from ftc.spec.chat_data import read_chat_jsonl
 from ftc.spec.reading import regular_file_problem
+from ftc.stores.atomic import write_text_atomic
 from ftc.stores.hashing import hash_file
 
 from .trained import Trained, load_model, open_trained
@@ -106,14 +105,7 @@ def evaluate(
             progress(count)
     if not rows:
         raise DataInvalid(f"{data}: no examples")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.writelines(json.dumps(row, ensure_ascii=False) + "\n" for row in rows)
-        os.replace(tmp, out)
-    finally:
-        Path(tmp).unlink(missing_ok=True)
+    write_text_atomic(out, "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows))
     matched = sum(row["exact_match"] for row in rows)
     sha, _ = hash_file(data)
     return {

@@ -41,6 +41,7 @@ def cli(debug: bool) -> None:
       ftc export runs/x/best -o model/     a standalone Hugging Face model folder (adapter merged)
       ftc generate model/ --prompt "..."   answer in the trained format (a checkpoint or an export)
       ftc eval model/ --data test.jsonl    exact match against the answers in a data file
+      ftc report runs/x -o report.html     one HTML page: loss curves, lineage graph, inputs, environment
       ftc schema                           the job spec's JSON Schema
     """
 
@@ -324,6 +325,26 @@ def _sampling(options: dict):
 
     sampling = Sampling(options["max_new_tokens"], options["temperature"], options["top_p"], options["seed"])
     return sampling, options["dtype"]
+
+
+@cli.command("report")
+@click.argument("checkpoint", metavar="CHECKPOINT|RUN", type=click.Path(path_type=Path))
+@click.option("-o", "--output", type=click.Path(path_type=Path), required=True, help="The HTML file to write.")
+def report_command(checkpoint: Path, output: Path) -> None:
+    """One self-contained HTML page (no network) of CHECKPOINT (a run's best, else latest): the loss curves, the
+    lineage graph with each ancestor's digest, data, eval loss and whether it verifies here, the pinned inputs, the
+    settings and the environment."""
+    from ftc.errors import LineageBroken
+    from ftc.lineage import checkpoint_folder
+    from ftc.lineage.report import report_html
+    from ftc.stores.atomic import write_text_atomic
+
+    try:
+        page = report_html(checkpoint_folder(checkpoint))
+    except ValueError as exc:
+        raise LineageBroken(str(exc)) from None
+    write_text_atomic(output, page)
+    click.echo(f"wrote {output} ({len(page.encode()) / 1024:.0f} KiB)")
 
 
 @cli.group("data")

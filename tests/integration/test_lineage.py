@@ -13,41 +13,8 @@ from ftc.errors import ExitCode
 from ftc.spec import lineage_schema
 
 from conftest import metrics, read_json
-from support.models import arithmetic_examples, write_jsonl
 
 pytestmark = pytest.mark.slow
-
-LORA = {
-    "r": 8,
-    "lora_alpha": 16,
-    "target_modules": ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
-}
-
-
-@pytest.fixture
-def two_stages(job, ftc, tmp_path):
-    """Stage 1: a new adapter on half one, 3 epochs. Stage 2: that adapter continued on half two, 3 epochs."""
-    examples = arithmetic_examples(96, seed=11)
-    write_jsonl(tmp_path / "half1.jsonl", examples[:48])
-    write_jsonl(tmp_path / "half2.jsonl", examples[48:])
-    common = dict(num_epochs=3, learning_rate=1e-2, train_batch_size_per_device=8, valid_path="data/valid.jsonl")
-    for name, spec in (
-        ("stage1", dict(train_path="half1.jsonl", lora_config=LORA, output_dir="stage1")),
-        (
-            "stage2",
-            dict(
-                train_path="half2.jsonl",
-                lora_config=None,
-                initial_adapter_model_ckpt_path="stage1/best",
-                output_dir="stage2",
-            ),
-        ),
-    ):
-        r = ftc("compile", job(name=f"{name}.yaml", **common, **spec), "-o", tmp_path / f"{name}.plan.json")
-        assert r.code == 0, r.err
-        r = ftc("run", tmp_path / f"{name}.plan.json")
-        assert r.code == 0, r.err
-    return tmp_path
 
 
 def test_a_continued_adapter_starts_where_its_parent_ended_and_its_chain_verifies(two_stages, ftc):
