@@ -176,6 +176,9 @@ def load_model(
         config = LoraConfig.from_pretrained(adapter)
         config.lora_dropout = spec.lora_config.lora_dropout  # the one setting a continuation may change
         model = PeftModel.from_pretrained(model, adapter, is_trainable=True, config=config)
+        if isinstance(base, Path):  # peft reads the base's config when saving: here, not a model hub (the adapter
+            # names model_id there, which checkpoints keep; see _checkpoint._name_base)
+            model.peft_config["default"].base_model_name_or_path = str(base)
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     total = sum(p.numel() for p in model.parameters())
     return LoadedModel(model, tokenizer, source, trainable, total)

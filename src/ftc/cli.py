@@ -61,9 +61,18 @@ def cli(debug: bool) -> None:
 )
 @click.option(
     "--emit",
-    type=click.Choice(["k8s"]),
-    help="Also write <plan>.k8s.yaml: a Kubeflow PyTorchJob that runs the plan (docs/multinode.md).",
+    type=click.Choice(["k8s", "dvc"]),
+    help="k8s: also write <plan>.k8s.yaml, a Kubeflow PyTorchJob that runs the plan (docs/multinode.md). dvc: "
+    "instead of compiling, add the spec to a DVC pipeline as a stage that compiles, trains and verifies it.",
 )
+@click.option(
+    "--dvc-file",
+    type=click.Path(path_type=Path),
+    default="dvc.yaml",
+    show_default=True,
+    help="With --emit dvc: the pipeline file (made if absent; paths in it are relative to it).",
+)
+@click.option("--dvc-stage", metavar="NAME", help="With --emit dvc: the stage's name (default: the spec's name).")
 @click.option(
     "--k8s-pvc", metavar="NAME", help="With --emit k8s: the PersistentVolumeClaim that holds the plan's folder."
 )
@@ -82,6 +91,8 @@ def compile_command(
     k8s_pvc: str | None,
     k8s_namespace: str | None,
     k8s_gpus_per_node: int | None,
+    dvc_file: Path,
+    dvc_stage: str | None,
 ) -> None:
     """Validate SPEC, pin every input by content and the image by digest, and write a deterministic run plan."""
     from ftc.compiler import compile_spec, write_plan
@@ -89,6 +100,12 @@ def compile_command(
     to_stdout = str(output) == "-"
     if output is None:
         output = spec.with_name(spec.stem + ".plan.json")
+    if emit == "dvc":
+        from ftc.compiler import write_dvc_stage
+
+        written, name = write_dvc_stage(spec, output, dvc_file, dvc_stage)
+        click.echo(f"wrote stage {name} to {written}: `dvc repro` compiles, trains and verifies it", err=True)
+        return
     if emit == "k8s" and (to_stdout or not k8s_pvc):
         raise click.UsageError(
             "--emit k8s writes <plan>.k8s.yaml beside the plan: give -o PLAN (a file) and --k8s-pvc NAME"

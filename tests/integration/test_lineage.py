@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 
 import jsonschema
 import pytest
@@ -162,8 +163,8 @@ def test_a_checkpoint_without_a_record_is_a_usage_error(ftc, tmp_path):
 
 
 def test_dvc_repro_reproduces_both_stages_then_only_what_changed(tmp_path):
-    """The repository's dvc.yaml, run in a fresh copy: everything once, nothing the second time, only stage 2 (and
-    the verification after it) when a line of stage 2's data changes."""
+    """The repository's dvc.yaml, run in a fresh copy: everything once, nothing the second time, only stage 2 (which
+    verifies its chain) when a line of stage 2's data changes."""
     import os
     import shutil
     import subprocess
@@ -187,7 +188,7 @@ def test_dvc_repro_reproduces_both_stages_then_only_what_changed(tmp_path):
     def sh(*args: str) -> str:
         done = subprocess.run(args, cwd=copy, env=env, capture_output=True, text=True)
         assert done.returncode == 0, done.stdout + done.stderr
-        return done.stdout
+        return done.stdout + done.stderr
 
     sh("git", "init", "-q")
     sh("git", "add", "-A")
@@ -196,9 +197,10 @@ def test_dvc_repro_reproduces_both_stages_then_only_what_changed(tmp_path):
     start = time.monotonic()
     first = sh(*dvc, "repro")
     assert time.monotonic() - start < 180
-    for stage in ("compile-stage1", "train-stage1", "stage2", "verify"):
+    for stage in ("stage1", "stage2"):
         assert f"Running stage '{stage}'" in first
-    assert "2 lineage record(s) in the chain" in (copy / "runs/seed/stage2.verified.txt").read_text()
+    assert "verified: " in first and "2 lineage record(s) in the chain" in first  # stage 2's chain, verified
+    assert "Unable to fetch remote file" not in first  # nothing asks a model hub about the tiny model's model_id
     one, two = (read_json(copy / f"runs/seed/{s}/summary.json")["evals"] for s in ("stage1", "stage2"))
     assert two[0]["eval_loss"] < one[0]["eval_loss"] and two[-1]["eval_loss"] < one[-1]["eval_loss"]
     assert "runs/seed/stage2/summary.json" in sh(*dvc, "metrics", "show")
@@ -210,10 +212,29 @@ def test_dvc_repro_reproduces_both_stages_then_only_what_changed(tmp_path):
     lines[0] = json.dumps({"messages": [{"role": "user", "content": "2+2="}, {"role": "assistant", "content": "4"}]})
     data.write_text("\n".join(lines) + "\n")
     third = sh(*dvc, "repro")
-    assert [s for s in ("compile-stage1", "train-stage1", "stage2", "verify") if f"Running stage '{s}'" in third] == [
-        "stage2",
-        "verify",
-    ]
+    assert [s for s in ("stage1", "stage2") if f"Running stage '{s}'" in third] == ["stage2"]
+
+
+def test_the_root_pipeline_is_what_emit_dvc_writes_for_the_seed_stages(ftc, tmp_path, monkeypatch):
+    """dvc.yaml at the repository root is not written by hand: `--emit dvc` of stage 1, then stage 2, gives it."""
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[2]
+    shutil.copytree(repo / "examples" / "seed-continue-from-checkpoint", tmp_path / "examples" / "seed",
+                    ignore=shutil.ignore_patterns("output"))  # fmt: skip
+    example = tmp_path / "examples" / "seed-continue-from-checkpoint"
+    (tmp_path / "examples" / "seed").rename(example)
+    shutil.copytree(repo / "examples" / "quickstart" / "model", tmp_path / "examples" / "quickstart" / "model")
+    monkeypatch.chdir(tmp_path)
+    for stage in ("stage1", "stage2"):
+        r = ftc("compile", example / f"{stage}.yaml", "-o", f"runs/seed/{stage}.plan.json", "--emit", "dvc")
+        assert r.code == 0, r.err
+        assert f"wrote stage {stage} to dvc.yaml" in r.err
+    assert not (tmp_path / "runs").exists()  # a stage is written from the spec; DVC compiles it when it runs
+    assert (tmp_path / "dvc.yaml").read_text() == (repo / "dvc.yaml").read_text()
+    r = ftc("compile", example / "stage1.yaml", "-o", "-", "--emit", "dvc")
+    assert r.code == 2
+    assert "give -o PLAN" in r.err
 
 
 def _validators():

@@ -1,0 +1,111 @@
+"""``ftc compile SPEC -o PLAN --emit dvc``: the spec as a stage of a DVC pipeline (``dvc.yaml``), so ``dvc repro``
+reruns it when the spec, its local data or weights, or a parent stage's checkpoints change, and only then.
+
+The stage compiles the spec, trains the plan and verifies the chain of its checkpoint: its dependencies are the spec
+and every local input; its outputs the plan and the checkpoints, its metrics ``summary.json``; the pipeline's eval
+loss plot gains the run's curve. A local input inside another stage's run (``runs/stage1/best``) depends on that
+stage's checkpoints, which is what chains stages. Written from the validated spec alone: a parent checkpoint need
+not exist yet (the stage's own ``ftc compile`` pins it when DVC runs it). Inputs in stores are pinned by the plan, not
+tracked by DVC.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from ftc.errors import UsageError
+from ftc.spec import JobSpec, load_spec
+
+__all__ = ["HEADER", "dvc_stage", "write_dvc_stage"]
+
+HEADER = (
+    "# Written by `ftc compile SPEC -o PLAN --emit dvc` (one stage per spec; run it again to update a stage).\n"
+    "# `dvc repro` compiles, trains and verifies each stage whose spec, local inputs or parent stage changed;\n"
+    "# `dvc metrics show` lists each run's eval losses, `dvc plots show` draws their eval loss curves.\n"
+)
+_PLOT = "eval loss"
+
+
+def _relative(path: Path, root: Path) -> str:
+    return Path(os.path.relpath(path.resolve(), root.resolve())).as_posix()
+
+
+def _local_inputs(spec: JobSpec, spec_dir: Path) -> list[Path]:
+    found = []
+    for location in (spec.initial_base_model_ckpt_path, spec.initial_adapter_model_ckpt_path, spec.train_path,
+                     spec.valid_path):  # fmt: skip
+        if isinstance(location, str) and "://" not in location:
+            path = Path(os.path.expanduser(location))
+            found.append(path if path.is_absolute() else spec_dir / path)
+    return found
+
+
+def _produced_by(dep: str, stages: dict[str, Any], own: str) -> str | None:
+    """The output of another stage that ``dep`` lies in: itself or below it, or a run folder (or its best/latest
+    link) whose ``checkpoints`` another stage writes."""
+    for name, stage in stages.items():
+        if name == own:
+            continue
+        for entry in stage.get("outs", []):
+            out = next(iter(entry)) if isinstance(entry, dict) else entry
+            if dep == out or dep.startswith(out.rstrip("/") + "/"):
+                return out
+            run = out.rsplit("/", 1)[0] if out.endswith("/checkpoints") else None
+            if run is not None and (dep == run or dep.rsplit("/", 1)[0] == run):
+                return out
+    return None
+
+
+def dvc_stage(spec_path: Path, plan_path: Path, root: Path, stages: dict[str, Any], name: str) -> dict[str, Any]:
+    """The stage of the spec at ``spec_path`` (compiled to ``plan_path``) in the pipeline at ``root``."""
+    loaded = load_spec(spec_path)
+    loaded.raise_if_problems()
+    spec = loaded.spec
+    spec_dir = spec_path.resolve().parent
+    out = Path(os.path.expanduser(spec.output_dir))
+    out = _relative(out if out.is_absolute() else spec_dir / out, root)
+    spec_rel, plan_rel = _relative(spec_path, root), _relative(plan_path, root)
+    deps = [spec_rel]
+    for path in _local_inputs(spec, spec_dir):
+        dep = _relative(path, root)
+        dep = _produced_by(dep, stages, name) or dep
+        if dep not in deps:
+            deps.append(dep)
+    return {
+        "cmd": f"ftc compile {spec_rel} -o {plan_rel} && ftc run {plan_rel} && ftc lineage verify {out}",
+        "deps": deps,
+        "outs": [{plan_rel: {"cache": False}}, {f"{out}/checkpoints": {"cache": False}}],
+        "metrics": [{f"{out}/summary.json": {"cache": False}}],
+    }
+
+
+def write_dvc_stage(spec_path: Path, plan_path: Path, dvc_file: Path, name: str | None = None) -> tuple[Path, str]:
+    """Add (or replace) the spec's stage in ``dvc_file`` (made if absent); return the file and the stage's name."""
+    if plan_path is None or str(plan_path) == "-":
+        raise UsageError("--emit dvc writes a stage that compiles to a plan file: give -o PLAN (a file)")
+    name = name or (spec_path.stem if spec_path.stem not in ("job", "spec") else spec_path.resolve().parent.name)
+    root = dvc_file.resolve().parent
+    document: dict[str, Any] = {}
+    if dvc_file.exists():
+        document = yaml.safe_load(dvc_file.read_text(encoding="utf-8")) or {}
+        if not isinstance(document, dict) or not isinstance(document.get("stages", {}), dict):
+            raise UsageError(f"{dvc_file}: not a DVC pipeline file (no stages mapping); give another --dvc-file")
+    stages = document.setdefault("stages", {})
+    stages[name] = dvc_stage(spec_path, plan_path, root, stages, name)
+    summary = next(iter(stages[name]["metrics"][0]))
+    plots = document.setdefault("plots", [])
+    curve = next((p for p in plots if isinstance(p, dict) and _PLOT in p), None)
+    if curve is None:
+        curve = {_PLOT: {"x": "step", "y": {}}}
+        plots.append(curve)
+    curve[_PLOT].setdefault("y", {})[summary] = "eval_loss"
+    ordered = {"stages": stages, "plots": plots, **{k: v for k, v in document.items() if k not in ("stages", "plots")}}
+    text = HEADER + yaml.safe_dump(ordered, sort_keys=False, width=120)
+    from ftc.stores.atomic import write_text_atomic
+
+    write_text_atomic(dvc_file, text)
+    return dvc_file, name
