@@ -204,6 +204,23 @@ def _rows(pairs: list[tuple[str, Any]]) -> str:
     return "<table>" + "".join(f"<tr><th>{_e(k)}</th><td>{v}</td></tr>" for k, v in pairs) + "</table>"
 
 
+def _tracker(folder: Path) -> list[tuple[str, Any]]:
+    """Where the run is in its experiment tracker (summary.json of the run the checkpoint is in), as text: the page
+    links to nothing."""
+    path = folder.parent.parent / "summary.json"
+    if folder.parent.name != "checkpoints" or not path.is_file():
+        return []
+    try:
+        tracker = finite_json(read_bounded_text(path, limit=16 * MiB, what="summary")).get("tracker")
+    except (NotReadable, ValueError, NotFinite, RecursionError, AttributeError):
+        return []
+    if not isinstance(tracker, dict):
+        return []
+    where = tracker.get("url") or tracker.get("dir") or ""
+    return [("tracker", f"{_e(tracker.get('provider', ''))} run <code>{_e(tracker.get('run_id', ''))}</code> "
+                        f"<code>{_e(where)}</code>")]  # fmt: skip
+
+
 def _settings(folder: Path) -> list[tuple[str, Any]]:
     path = folder / "plan.json"
     if not path.is_file():
@@ -298,6 +315,7 @@ def report_html(folder: Path) -> str:
                         f"{execution.get('precision', '—')}, ZeRO {execution.get('zero_stage', '—')}")),
         ("plan", f"<code>{_e(record.get('plan', {}).get('plan_id', '—'))}</code>"),
         ("record", f"<code>{_e(record['record_id'])}</code>"),
+        *_tracker(folder),
     ]  # fmt: skip
     title = f"{checkpoint['model_id']} · {checkpoint['name']} ({checkpoint['kind']})"
     body = f"""<main>

@@ -24,6 +24,7 @@ from ._checkpoint import is_complete, resume_point
 from ._inputs import verify_inputs
 from ._lock import output_lock
 from ._progress import log
+from ._trackers import OFF_ENV, check_tracker
 
 __all__ = ["Rendezvous", "raise_failure", "run_plan", "worker_main"]
 
@@ -69,6 +70,26 @@ def run_plan(plan: Plan, plan_path: Path, *, resume: bool = False, rendezvous: R
         return None
     if resume and previous is None:
         log(f"--resume: {plan.output_path} holds no checkpoint of this plan yet; starting from the beginning")
+    if rendezvous.node_rank == 0 and not check_tracker(plan):  # process 0 is on node 0: it alone logs
+        os.environ[OFF_ENV] = plan.plan_id  # for this run's processes (removed when it ends)
+    try:
+        return _run_locked(plan, plan_path, paths, lineage, previous, resume=resume, rendezvous=rendezvous)
+    finally:
+        os.environ.pop(OFF_ENV, None)
+
+
+def _run_locked(
+    plan: Plan,
+    plan_path: Path,
+    paths: dict[str, Path | str],
+    lineage: Lineage,
+    previous: tuple[Path, dict] | None,
+    *,
+    resume: bool,
+    rendezvous: Rendezvous,
+):
+    """The run itself, holding the output folder's lock: in this process, or as the plan's worker processes."""
+    launch = plan.launch
     with output_lock(plan.output_path, node_rank=rendezvous.node_rank, plan_id=plan.plan_id):
         if launch.nodes == 1 and launch.processes_per_node == 1:
             # one process: its own rendezvous on an ephemeral port (0: the OS picks one; nobody else connects)

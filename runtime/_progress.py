@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -142,9 +143,16 @@ def _step_of(raw: bytes) -> int | None:
 class MetricsLog:
     """metrics.jsonl: one JSON object per train step and per evaluation, flushed as written."""
 
-    def __init__(self, path: Path, enabled: bool, keep_until_step: int | None = None):
+    def __init__(
+        self,
+        path: Path,
+        enabled: bool,
+        keep_until_step: int | None = None,
+        also: Callable[[dict[str, Any]], None] | None = None,
+    ):
         self.path = path
         self.enabled = enabled
+        self.also = also  # each record goes there too (the run's tracker)
         if enabled and keep_until_step is not None and path.exists():
             # a resumed run continues from its checkpoint: records written after it by the interrupted run go, and
             # so does a line torn by a kill in mid-write (read a line at a time: the file grows with every step)
@@ -160,6 +168,8 @@ class MetricsLog:
         if self.file is not None:
             self.file.write(json.dumps(record, sort_keys=True) + "\n")
             self.file.flush()
+        if self.also is not None:
+            self.also(record)
 
     def close(self) -> None:
         if self.file is not None:

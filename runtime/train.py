@@ -21,6 +21,7 @@ from typing import Any
 
 from ftc.errors import TrainingFailed
 from ftc.images import image_from_env
+from ftc.lineage.record import read_record
 from ftc.lineage.run import Lineage
 from ftc.spec import JobSpec
 from ftc.spec.plan import Plan
@@ -42,6 +43,7 @@ from ._model import attention_for, describe_mode, kernels_for, load_model
 from ._progress import MetricsLog, Progress, duration, log, size_text
 from ._render import renderer_for
 from ._tokens import token_cache, tokenize_file, usable_examples
+from ._trackers import open_tracker
 from .chat_template import chat_template
 
 __all__ = ["RunSummary", "train"]
@@ -79,6 +81,7 @@ class Run:
     execution: dict[str, Any]
     #: evaluation.generate: the validation conversations (as data["valid"] holds them) whose answers are generated
     answered: list[list[dict[str, Any]]] | None = None
+    tracker: Any = None  # the spec's logger, on process 0
 
     def say(self, message: str) -> None:
         if self.dist.main:
@@ -142,16 +145,24 @@ def train(plan: Plan, *, resume: bool = False, checked: Checked | None = None) -
     plan.output_path.mkdir(parents=True, exist_ok=True)
     run = _set_up(plan, dist, paths, lineage)
     state = _resume(run, *previous) if previous is not None else TrainState()
+    if run.tracker is not None:
+        run.tracker.start(plan)
     metrics = MetricsLog(
-        run.out / "metrics.jsonl", enabled=dist.main, keep_until_step=state.global_step if resume else -1
-    )
+        run.out / "metrics.jsonl", enabled=dist.main, keep_until_step=state.global_step if resume else -1,
+        also=run.tracker.log if run.tracker is not None else None,
+    )  # fmt: skip
     bar = Progress(run.total_steps, state.global_step, enabled=dist.main)
     run.engine.train()
+    status = "FAILED"
     try:
         if state.global_step == 0 and "valid" in run.data:  # the baseline every later evaluation is compared with
             record = _log_eval(run, state, metrics, epoch=0, train_loss=None)
             bar.note(f"eval loss before training: {record['eval_loss']:.4f}{_matched_text(record)}")
         _loop(run, state, metrics, bar)
+        status = "FINISHED"
+    except KeyboardInterrupt:
+        status = "KILLED"
+        raise
     except (OSError, RuntimeError) as exc:  # writing metrics or a checkpoint
         failure = storage_failure(run.out, exc, "writing the run's output")
         if failure is None:
@@ -161,7 +172,12 @@ def train(plan: Plan, *, resume: bool = False, checked: Checked | None = None) -
     finally:
         bar.close()
         metrics.close()
-    return _finish(run, state)
+        if run.tracker is not None and status != "FINISHED":
+            run.tracker.finish(status, [])
+    summary = _finish(run, state, tracker=run.tracker.link if run.tracker is not None else None)
+    if run.tracker is not None:
+        run.tracker.finish("FINISHED", [run.out / "summary.json"])
+    return summary
 
 
 def _already_complete(plan: Plan, dist: Dist, last: Path) -> RunSummary:
@@ -260,6 +276,7 @@ def _set_up(plan: Plan, dist: Dist, paths: dict[str, Path | str], lineage: Linea
     )  # fmt: skip
     if spec.evaluation.generate and "valid" in data:
         run.answered = _conversations(paths["valid"], data["valid"].lines)
+    run.tracker = open_tracker(plan, main=dist.main)
     return run
 
 
@@ -472,6 +489,8 @@ def _save(run: Run, state: TrainState, metrics: MetricsLog, bar: Progress, epoch
     }  # fmt: skip
     record = lambda folder, final: run.lineage.record(folder, final, results, run.execution)  # noqa: E731
     path = run.checkpointer.save(run.engine, run.tokenizer, saved, record)
+    if run.tracker is not None:
+        run.tracker.checkpoint(path, read_record(path))
     loss_text = f"eval loss {eval_loss:.4f}{_matched_text(evaluated)}" if eval_loss is not None else "no valid_path"
     size = ""
     if run.dist.main:
@@ -484,7 +503,7 @@ def _matched_text(record: dict[str, Any]) -> str:
     return f", exact match {record['exact_match']:.3f}" if record.get("exact_match") is not None else ""
 
 
-def _finish(run: Run, state: TrainState) -> RunSummary:
+def _finish(run: Run, state: TrainState, tracker: dict[str, Any] | None = None) -> RunSummary:
     """The run's summary (summary.json on rank 0) and its last words."""
     out = run.out
     best = out / "best"
@@ -494,8 +513,9 @@ def _finish(run: Run, state: TrainState) -> RunSummary:
     if not run.dist.main:
         return summary
     _write_summary(
-        out, run.plan, summary, steps=state.global_step, tokens=state.tokens_trained, train_loss=state.last_loss
-    )
+        out, run.plan, summary, steps=state.global_step, tokens=state.tokens_trained, train_loss=state.last_loss,
+        tracker=tracker,
+    )  # fmt: skip
     elapsed = time.perf_counter() - state.started
     run.say(
         f"done: {run.spec.num_epochs} epoch(s), {state.global_step} steps, {state.tokens_trained:,} tokens; "
@@ -511,7 +531,14 @@ def _finish(run: Run, state: TrainState) -> RunSummary:
 
 
 def _write_summary(
-    out: Path, plan: Plan, summary: RunSummary, *, steps: int, tokens: int, train_loss: float | None
+    out: Path,
+    plan: Plan,
+    summary: RunSummary,
+    *,
+    steps: int,
+    tokens: int,
+    train_loss: float | None,
+    tracker: dict[str, Any] | None = None,
 ) -> None:
     """``summary.json``: the run's numbers in one flat file (for `dvc metrics`, dashboards, scripts); the eval
     curve is in ``evals`` (for `dvc plots`), every step in metrics.jsonl."""
@@ -528,6 +555,8 @@ def _write_summary(
     matches = [e["exact_match"] for e in summary.evals if e.get("exact_match") is not None]
     if matches:
         data["exact_match"] = matches[-1]
+    if tracker:
+        data["tracker"] = tracker  # where the run is in the tracker (whose tags name each checkpoint's record_id)
     tmp = out / ".summary.json.tmp"
     tmp.write_text(json.dumps(data, indent=2) + "\n")
     os.replace(tmp, out / "summary.json")

@@ -11,7 +11,16 @@ from ftc.errors import _UNSET, Problem, SpecInvalid
 from ._field_checks import spec_problems
 from ._source import SpecSource, json_path, read_spec_source
 from .architectures import Architecture, known_architecture
-from .model import DeepSpeedSettings, EvalFrequency, Evaluation, GenerationConfig, JobSpec, LoraConfig, PromptFormat
+from .model import (
+    DeepSpeedSettings,
+    EvalFrequency,
+    Evaluation,
+    GenerationConfig,
+    JobSpec,
+    Logger,
+    LoraConfig,
+    PromptFormat,
+)
 from .reading import MiB, read_bounded_text
 from .schemas import apply_defaults, job_schema, lineage_schema, plan_schema, schema_problems, without_invalid_keys
 
@@ -23,6 +32,7 @@ __all__ = [
     "GenerationConfig",
     "JobSpec",
     "LoadedSpec",
+    "Logger",
     "LoraConfig",
     "PromptFormat",
     "SpecSource",

@@ -25,6 +25,7 @@ def spec_problems(spec: JobSpec, raw: dict, problem: ProblemAt) -> list[Problem]
     out += _topology(spec, problem)
     out += _deepspeed(spec, raw, problem)
     out += _image(spec, problem)
+    out += _logger(spec, problem)
     if spec.evaluation.generate and spec.valid_path is None:
         out.append(
             problem(
@@ -43,6 +44,52 @@ _IMAGE_REFERENCE = re.compile(
     rf"^(?:(?:[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?(?:\.[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?)*|\[[0-9a-fA-F:]+\])"
     rf"(?::[0-9]+)?/)?{_COMPONENT}(?:/{_COMPONENT})*(?::[\w][\w.-]{{0,127}})?(?:@sha256:[0-9a-f]{{64}})?$"
 )
+
+
+#: the settings each tracker takes (the schema lists their union)
+LOGGER_KEYS = {
+    "mlflow": ("tracking_uri", "experiment_name", "run_name"),
+    "wandb": ("project", "entity", "name", "group", "tags", "mode"),
+    "tensorboard": ("log_dir",),
+}
+
+
+def _logger(spec: JobSpec, problem: ProblemAt) -> list[Problem]:
+    logger = spec.logger
+    if logger is None:
+        return []
+    out = []
+    allowed = LOGGER_KEYS[logger.provider]
+    for key in sorted(set(logger.provider_config) - set(allowed)):
+        out.append(
+            problem(
+                ("logger", "provider_config", key),
+                f"{logger.provider} does not take {key}",
+                f"{logger.provider} takes: {', '.join(allowed)}",
+            )
+        )
+    uri = logger.provider_config.get("tracking_uri", "")
+    if re.match(r"^[a-z][a-z0-9+.-]*://[^/@]*@", uri, re.IGNORECASE):
+        out.append(
+            problem(
+                ("logger", "provider_config", "tracking_uri"),
+                "the tracking URI holds credentials, which would be written into the plan and its checkpoints",
+                "remove them from the URI and set MLFLOW_TRACKING_USERNAME/MLFLOW_TRACKING_PASSWORD or "
+                "MLFLOW_TRACKING_TOKEN in the environment",
+                value=re.sub(r"//[^/@]*@", "//***@", uri),
+            )
+        )
+    log_dir = logger.provider_config.get("log_dir")
+    if log_dir is not None and (log_dir.startswith(("/", "~")) or ".." in log_dir.split("/")):
+        out.append(
+            problem(
+                ("logger", "provider_config", "log_dir"),
+                "the event files go inside the output folder",
+                "give a folder relative to output_dir, such as tensorboard",
+                value=log_dir,
+            )
+        )
+    return out
 
 
 def _image(spec: JobSpec, problem: ProblemAt) -> list[Problem]:

@@ -20,6 +20,7 @@ __all__ = [
     "Evaluation",
     "GenerationConfig",
     "JobSpec",
+    "Logger",
     "LoraConfig",
     "PromptFormat",
 ]
@@ -92,6 +93,16 @@ class DeepSpeedSettings:
 
 
 @dataclass(frozen=True)
+class Logger:
+    """An experiment tracker: its provider, settings (keys per provider; credentials never) and what an unreachable
+    one does."""
+
+    provider: Literal["mlflow", "wandb", "tensorboard"]
+    provider_config: dict[str, Any]
+    if_unreachable: Literal["fail", "warn"]
+
+
+@dataclass(frozen=True)
 class Evaluation:
     generate: bool
     max_new_tokens: int
@@ -144,6 +155,7 @@ class JobSpec:
     seed: int
     output_dir: str
     image: str | None
+    logger: Logger | None
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> JobSpec:

@@ -115,7 +115,6 @@ FOREIGN_KEYS = {
     "worker_resources": "remove it: ftc trains where it is started; num_devices and num_nodes say how many processes",
     "trainer_resources": "remove it: num_devices and num_nodes say how many training processes run",
     "flash_attention_2": "remove it, and set attn_implementation if needed (auto picks flex_attention or sdpa)",
-    "logger": "remove it: metrics go to <output_dir>/metrics.jsonl, summary.json and every checkpoint's lineage record",
     "classifier_config": (
         "remove it: ftc trains causal language models only; write each label as the assistant's answer "
         "(the seed guide's Llama Guard mapping)"

@@ -245,6 +245,61 @@ def start_registry(root: str | Path):
     return proc, address
 
 
+def start_mlflow(root: str | Path):
+    """Start a real MLflow tracking server (``mlflow server``: SQLite backend, artifacts proxied to a folder) on
+    127.0.0.1; returns (process, its URL) once /health answers."""
+    import subprocess
+    import sys
+    import urllib.request
+
+    root = Path(root)
+    root.mkdir(parents=True, exist_ok=True)
+    (port,) = free_ports(1)
+    log = root / "mlflow.log"
+    proc = subprocess.Popen(
+        [
+            sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
+            "--backend-store-uri", f"sqlite:///{root / 'mlflow.sqlite'}",
+            "--artifacts-destination", str(root / "artifacts"),
+        ],
+        stdout=open(log, "w"), stderr=subprocess.STDOUT, start_new_session=True, cwd=root,
+    )  # fmt: skip
+    url = f"http://127.0.0.1:{port}"
+    _wait_until(lambda: urllib.request.urlopen(f"{url}/health", timeout=2).status == 200, "mlflow", log, proc, 120)
+    return proc, url
+
+
+def wandb_records(path: str | Path) -> Iterator[object]:
+    """The records of an offline W&B run file (``run-*.wandb``), parsed with wandb's own protobuf schema. The file
+    is a LevelDB-style log (32 KiB blocks of checksummed chunks) after a 7-byte W&B header; wandb 0.2x+ reads it in
+    its Go core only, so the chunking is undone here."""
+    from wandb.proto import wandb_internal_pb2
+
+    data = Path(path).read_bytes()
+    assert data[:4] == b":W&B", "not a W&B run file"
+    block, pos, pending = 32768, 7, b""
+    while pos + 7 <= len(data):
+        if block - pos % block < 7:  # a block's tail too short for a chunk header is padding
+            pos += block - pos % block
+            continue
+        length, kind = int.from_bytes(data[pos + 4 : pos + 6], "little"), data[pos + 6]
+        chunk = data[pos + 7 : pos + 7 + length]
+        pos += 7 + length
+        if kind == 0:  # zero padding to the end of the block
+            pos += block - pos % block if pos % block else 0
+            continue
+        if kind == 2:
+            pending = chunk
+            continue
+        if kind == 3:
+            pending += chunk
+            continue
+        record = wandb_internal_pb2.Record()
+        record.ParseFromString(pending + chunk if kind == 4 else chunk)
+        pending = b""
+        yield record
+
+
 def debian_rootfs_tar(path: str | Path, mirror: str = "http://deb.debian.org/debian") -> Path:
     """A tar of a minimal Debian bookworm root with python3 (``debootstrap``, ~45 s; reused when ``path`` exists):
     the base of test images, since no registry can be pulled from here."""

@@ -11,7 +11,7 @@ from ftc.errors import ExitCode
 
 from conftest import REPO
 
-HEAVY = ("torch", "transformers", "peft", "deepspeed", "boto3", "botocore")
+HEAVY = ("torch", "transformers", "peft", "deepspeed", "boto3", "botocore", "mlflow", "wandb", "tensorboard")
 
 
 def _loaded_after(code: str) -> list[str]:
@@ -25,7 +25,7 @@ def test_importing_the_cli_loads_no_training_stack():
 
 
 def test_help_compile_and_plan_show_load_no_training_stack(job, tmp_path):
-    spec = job()
+    spec = job(logger={"provider": "mlflow", "provider_config": {"tracking_uri": "http://127.0.0.1:9"}})
     code = f"""
 import contextlib, io
 from ftc.cli import main

@@ -47,7 +47,6 @@ def test_wrong_type_names_expected_and_found(job, ftc):
         ("preference_tuning_config", "supervised fine-tuning only"),
         ("worker_resources", "num_devices and num_nodes"),
         ("flash_attention_2", "set attn_implementation"),
-        ("logger", "metrics go to <output_dir>/metrics.jsonl"),
     ],
 )
 def test_a_key_of_the_seeds_tool_that_ftc_does_not_take_says_what_to_do_instead(job, ftc, key, instead):
@@ -55,6 +54,24 @@ def test_a_key_of_the_seeds_tool_that_ftc_does_not_take_says_what_to_do_instead(
     assert r.code == ExitCode.SPEC_INVALID
     assert f"$.{key}: a key of llmforge's job spec that ftc does not take" in r.err and instead in r.err
     assert "did you mean" not in r.err  # classifier_config is not a misspelt lora_config
+
+
+@pytest.mark.parametrize(
+    "logger, message",
+    [
+        ({"provider": "tensorboard", "provider_config": {"project": "x"}}, "tensorboard does not take project"),
+        ({"provider": "mlflow", "provider_config": {"tracking_uri": "http://u:hunter2@127.0.0.1:5000"}},
+         "the tracking URI holds credentials"),
+        ({"provider": "tensorboard", "provider_config": {"log_dir": "../elsewhere"}}, "inside the output folder"),
+        ({"provider": "comet"}, "$.logger.provider"),
+        ({"provider": "wandb", "provider_config": {"api_key": "secret"}}, "$.logger.provider_config.api_key"),
+    ],
+)  # fmt: skip
+def test_a_logger_is_checked_and_never_takes_credentials(job, ftc, logger, message):
+    r = ftc("compile", job(logger=logger))
+    assert r.code == ExitCode.SPEC_INVALID
+    assert message in r.err
+    assert "hunter2" not in r.err and "secret" not in r.err.replace("secret_", "")
 
 
 def test_enum_typo_suggests_the_choice(job, ftc):

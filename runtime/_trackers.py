@@ -1,0 +1,274 @@
+"""Experiment trackers (the spec's ``logger``): MLflow, Weights & Biases, TensorBoard, fed by process 0.
+
+Each gets the normalized spec as parameters, every train step and evaluation as metrics, and what ties its run to
+ftc's proof as tags: the plan_id, the spec digest, each input's digest, the image, and each checkpoint's record_id
+(its lineage.json as an artifact). ``check_tracker`` runs in the launcher, before any training process starts: an
+unreachable tracker stops the run there (exit 10), or with ``if_unreachable: warn`` the run trains without it. A
+tracker that fails in mid-run is dropped with one warning: training and metrics.jsonl go on. Credentials are the
+trackers' own environment variables; nothing here writes one anywhere.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+from ftc.errors import InputUnresolvable, UsageError
+from ftc.spec import Logger
+from ftc.spec.plan import Plan
+
+from ._progress import log
+
+__all__ = ["OFF_ENV", "Tracker", "check_tracker", "open_tracker"]
+
+#: set by the launcher when the tracker was unreachable and the spec says to train without it
+OFF_ENV = "FTC_TRACKER_OFF"
+_EXTRA = {"mlflow": "mlflow", "wandb": "wandb", "tensorboard": "tensorboard"}
+_TRAIN_KEYS = {"loss": "train/loss", "lr": "train/lr", "tokens_per_s": "train/tokens_per_s"}
+_EVAL_KEYS = {"eval_loss": "eval/loss", "exact_match": "eval/exact_match"}
+
+
+def _flat(value: Any, prefix: str = "") -> dict[str, str]:
+    if isinstance(value, dict):
+        out: dict[str, str] = {}
+        for key, item in value.items():
+            out.update(_flat(item, f"{prefix}{key}."))
+        return out
+    return {prefix[:-1]: json.dumps(value) if not isinstance(value, str) else value}
+
+
+def _tags(plan: Plan) -> dict[str, str]:
+    tags = {
+        "ftc.plan_id": plan.plan_id,
+        "ftc.spec_digest": plan.spec_digest,
+        "ftc.mode": plan.mode,
+        "ftc.model_id": plan.architecture.model_id,
+        "ftc.image": plan.image.ref if plan.image is not None else "none (local Python environment)",
+    }
+    for role, item in sorted(plan.inputs.items()):
+        tags[f"ftc.input.{role}"] = item.digest or f"{item.uri} (unpinned)"
+    return tags
+
+
+def _metrics(record: dict[str, Any]) -> dict[str, float]:
+    keys = _TRAIN_KEYS if record.get("type") == "train" else _EVAL_KEYS
+    return {name: float(record[key]) for key, name in keys.items() if isinstance(record.get(key), (int, float))}
+
+
+class _MLflow:
+    def __init__(self, config: dict[str, Any], out: Path):
+        uri = config.get("tracking_uri") or os.environ.get("MLFLOW_TRACKING_URI")
+        if not uri:
+            raise UsageError("logger mlflow: no tracking_uri in the spec and no MLFLOW_TRACKING_URI in the environment")
+        # a server that does not answer costs seconds, not MLflow's default minutes of retries
+        os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")
+        os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
+        from mlflow import MlflowClient
+
+        self.uri, self.client, self.run_id = uri, MlflowClient(tracking_uri=uri), None
+        self.queued: list[Any] = []
+        self.experiment = config.get("experiment_name", "ftc")
+        self.run_name = config.get("run_name", out.name)
+        self.where = f"MLflow at {uri}"
+
+    def reachable(self) -> None:
+        asked = {k: os.environ.get(k) for k in ("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "MLFLOW_HTTP_REQUEST_TIMEOUT")}
+        os.environ.update({"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0", "MLFLOW_HTTP_REQUEST_TIMEOUT": "5"})
+        try:  # one question, answered within 5 s, or the server is not there
+            self.client.search_experiments(max_results=1)
+        finally:
+            for key, value in asked.items():
+                if value is None:
+                    del os.environ[key]
+                else:
+                    os.environ[key] = value
+
+    def start(self, params: dict[str, str], tags: dict[str, str]) -> None:
+        from mlflow.entities import Param
+
+        found = self.client.get_experiment_by_name(self.experiment)
+        experiment = found.experiment_id if found else self.client.create_experiment(self.experiment)
+        self.run_id = self.client.create_run(experiment, tags=tags, run_name=self.run_name).info.run_id
+        self.link = {"provider": "mlflow", "run_id": self.run_id,
+                     "url": f"{self.uri.rstrip('/')}/#/experiments/{experiment}/runs/{self.run_id}"}  # fmt: skip
+        items = [Param(k, v[:6000]) for k, v in sorted(params.items())]
+        for i in range(0, len(items), 100):
+            self.client.log_batch(self.run_id, params=items[i : i + 100])
+
+    def log(self, record: dict[str, Any]) -> None:
+        from mlflow.entities import Metric
+
+        stamp = int(record.get("time", time.time()) * 1000)
+        metrics = [Metric(k, v, stamp, record["step"]) for k, v in _metrics(record).items()]
+        if metrics:  # queued: a step does not wait for the server
+            self.queued.append(self.client.log_batch(self.run_id, metrics=metrics, synchronous=False))
+
+    def checkpoint(self, folder: Path, record: dict[str, Any]) -> None:
+        self.client.set_tag(self.run_id, f"ftc.record_id.{folder.name}", record["record_id"])
+        self.client.set_tag(self.run_id, "ftc.record_id", record["record_id"])
+        self.client.log_artifact(self.run_id, str(folder / "lineage.json"), artifact_path=f"lineage/{folder.name}")
+
+    def finish(self, status: str, files: list[Path]) -> None:
+        for queued in self.queued:  # every step is on the server before the run ends
+            queued.wait()
+        for path in files:
+            self.client.log_artifact(self.run_id, str(path))
+        self.client.set_terminated(self.run_id, status)
+
+
+class _Wandb:
+    def __init__(self, config: dict[str, Any], out: Path):
+        self.config, self.out, self.run = config, out, None
+        self.mode = config.get("mode", "online")
+        self.where = f"Weights & Biases ({self.mode})"
+
+    def reachable(self) -> None:
+        if self.mode == "online" and not os.environ.get("WANDB_API_KEY"):
+            raise RuntimeError("no WANDB_API_KEY in the environment (or set provider_config.mode: offline)")
+
+    def start(self, params: dict[str, str], tags: dict[str, str]) -> None:
+        import wandb
+
+        self.out.mkdir(parents=True, exist_ok=True)
+        self.run = wandb.init(
+            project=self.config.get("project", "ftc"), entity=self.config.get("entity"),
+            name=self.config.get("name", self.out.name), group=self.config.get("group"),
+            tags=self.config.get("tags"), mode=self.mode, dir=str(self.out), config={**params, **tags},
+            settings=wandb.Settings(silent=True, console="off", x_disable_stats=True),
+        )  # fmt: skip
+        self.link = {"provider": "wandb", "run_id": self.run.id, "url": self.run.url, "dir": self.run.dir}
+
+    def log(self, record: dict[str, Any]) -> None:
+        metrics = _metrics(record)
+        if metrics:
+            self.run.log(metrics, step=record["step"])
+
+    def checkpoint(self, folder: Path, record: dict[str, Any]) -> None:
+        import wandb
+
+        self.run.summary["ftc.record_id"] = record["record_id"]
+        self.run.summary[f"ftc.record_id.{folder.name}"] = record["record_id"]
+        artifact = wandb.Artifact(f"lineage-{folder.name}", type="lineage", metadata={"record_id": record["record_id"]})
+        artifact.add_file(str(folder / "lineage.json"))
+        self.run.log_artifact(artifact)
+
+    def finish(self, status: str, files: list[Path]) -> None:
+        import shutil
+
+        for path in files:  # files in the run's folder are uploaded with it
+            shutil.copyfile(path, Path(self.run.dir) / path.name)
+        self.run.finish(exit_code=0 if status == "FINISHED" else 1)
+
+
+class _TensorBoard:
+    def __init__(self, config: dict[str, Any], out: Path):
+        self.folder = out / config.get("log_dir", "tensorboard")
+        self.writer = None
+        self.where = f"TensorBoard event files in {self.folder}"
+
+    def reachable(self) -> None:
+        import tensorboard  # noqa: F401 - torch.utils.tensorboard needs it
+
+    def start(self, params: dict[str, str], tags: dict[str, str]) -> None:
+        from torch.utils.tensorboard import SummaryWriter
+
+        self.writer = SummaryWriter(log_dir=str(self.folder))
+        self.link = {"provider": "tensorboard", "dir": str(self.folder)}
+        self.writer.add_text("ftc/spec", "\n".join(f"    {k}: {v}" for k, v in sorted(params.items())), 0)
+        self.writer.add_text("ftc/lineage", "\n".join(f"    {k}: {v}" for k, v in sorted(tags.items())), 0)
+
+    def log(self, record: dict[str, Any]) -> None:
+        for name, value in _metrics(record).items():
+            self.writer.add_scalar(name, value, record["step"])
+
+    def checkpoint(self, folder: Path, record: dict[str, Any]) -> None:
+        self.writer.add_text("ftc/record_id", f"{folder.name}: {record['record_id']}", int(folder.name.split("-")[-1]))
+        self.writer.flush()
+
+    def finish(self, status: str, files: list[Path]) -> None:
+        self.writer.add_text("ftc/status", status, 0)
+        self.writer.close()
+
+
+_PROVIDERS = {"mlflow": _MLflow, "wandb": _Wandb, "tensorboard": _TensorBoard}
+
+
+def _backend(logger: Logger, out: Path) -> Any:
+    import importlib.util
+
+    package = _EXTRA[logger.provider]
+    if importlib.util.find_spec(package) is None:
+        raise UsageError(
+            f"logger {logger.provider}: the {package} package is not installed (pip install 'ftc[{package}]')"
+        )
+    return _PROVIDERS[logger.provider](dict(logger.provider_config), out)
+
+
+def check_tracker(plan: Plan) -> bool:
+    """Before any training process starts: whether the spec's tracker answers. Raises (exit 10) when it does not
+    and the spec says fail; returns False (after a warning) when it says warn; True without a tracker too."""
+    logger = plan.spec.logger
+    if logger is None:
+        return True
+    backend = _backend(logger, plan.output_path)
+    try:
+        backend.reachable()
+    except Exception as exc:  # noqa: BLE001 - any client's failure to answer is the same to the user
+        reason = str(exc).splitlines()[0][:300] if str(exc) else type(exc).__name__
+        if logger.if_unreachable == "warn":
+            log(f"warning: {backend.where} cannot be reached ({reason}); training with local metrics only")
+            return False
+        raise InputUnresolvable(
+            f"logger: {backend.where} cannot be reached: {reason}\n    fix: start it or correct the address, or set "
+            "logger.if_unreachable: warn to train without it",
+            reason="unreachable",
+        ) from None
+    return True
+
+
+class Tracker:
+    """Process 0's tracker for one run; every call after a failure is a no-op (one warning says so)."""
+
+    def __init__(self, backend: Any):
+        self.backend = backend
+        self.broken = False
+
+    def _call(self, what: str, *args: Any) -> None:
+        if self.broken:
+            return
+        try:
+            getattr(self.backend, what)(*args)
+        except Exception as exc:  # noqa: BLE001 - a tracker must never stop training
+            self.broken = True
+            log(f"warning: {self.backend.where} failed ({type(exc).__name__}: {str(exc)[:200]}); "
+                "its run stops here, training and metrics.jsonl go on")  # fmt: skip
+
+    def start(self, plan: Plan) -> None:
+        self._call("start", _flat(plan.spec.to_dict()), _tags(plan))
+        if not self.broken:
+            log(f"tracking in {self.backend.where}: {self.link.get('url') or self.link.get('dir')}")
+
+    @property
+    def link(self) -> dict[str, Any]:
+        """Where the tracker's run is (provider, run id, URL or folder): summary.json names it."""
+        return getattr(self.backend, "link", None) or {}
+
+    def log(self, record: dict[str, Any]) -> None:
+        self._call("log", record)
+
+    def checkpoint(self, folder: Path, record: dict[str, Any]) -> None:
+        self._call("checkpoint", folder, record)
+
+    def finish(self, status: str, files: list[Path]) -> None:
+        self._call("finish", status, [f for f in files if f.is_file()])
+
+
+def open_tracker(plan: Plan, *, main: bool) -> Tracker | None:
+    """The run's tracker on process 0 (None elsewhere, without a logger, or when the launcher found it unreachable
+    and the spec said to train without it)."""
+    if not main or plan.spec.logger is None or os.environ.get(OFF_ENV) == plan.plan_id:
+        return None
+    return Tracker(_backend(plan.spec.logger, plan.output_path))

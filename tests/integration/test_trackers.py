@@ -1,0 +1,138 @@
+"""Experiment trackers on real servers and files: a real `mlflow server` (SQLite) read back through MLflow's client,
+an offline W&B run read back from its own files, TensorBoard event files read back with EventAccumulator; each
+matched to metrics.jsonl and the lineage record_ids. An unreachable tracker stops the run before training (or, when
+the spec says so, the run trains without it); a credential in the environment lands nowhere."""
+
+from __future__ import annotations
+
+import glob
+import json
+import os
+
+import pytest
+
+from ftc.errors import ExitCode
+
+from conftest import metrics, read_json
+from support.servers import silent_server, start_mlflow, wandb_records
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="session")
+def mlflow_url(tmp_path_factory):
+    proc, url = start_mlflow(tmp_path_factory.mktemp("mlflow"))
+    yield url
+    proc.kill()
+    proc.wait()
+
+
+def _records(out):
+    checkpoints = sorted((out / "checkpoints").iterdir())
+    return {c.name: read_json(c / "lineage.json")["record_id"] for c in checkpoints}
+
+
+def _assert_same_curve(found: dict[int, float], records: list[dict], key: str) -> None:
+    expected = {r["step"]: r[key] for r in records if r.get(key) is not None}
+    assert found.keys() == expected.keys()
+    assert all(found[s] == pytest.approx(expected[s], rel=1e-6) for s in expected)
+
+
+def test_mlflow_receives_params_metrics_lineage_tags_and_artifacts(trained, mlflow_url, monkeypatch, tmp_path):
+    from mlflow import MlflowClient
+
+    token = "ftc-test-token-never-written-0123"
+    monkeypatch.setenv("MLFLOW_TRACKING_TOKEN", token)  # read by MLflow's client; the test server ignores it
+    logger = {"provider": "mlflow", "provider_config": {"tracking_uri": mlflow_url, "experiment_name": "ftc-tests"}}
+    out = trained(logger=logger, num_epochs=2)
+    summary = read_json(out / "summary.json")
+    run_id = summary["tracker"]["run_id"]
+    assert summary["tracker"]["url"].startswith(mlflow_url) and run_id in summary["tracker"]["url"]
+
+    client = MlflowClient(mlflow_url)
+    run = client.get_run(run_id)
+    assert run.info.status == "FINISHED"
+    plan = read_json(tmp_path / "plan.json")
+    assert run.data.params["learning_rate"] == str(plan["spec"]["learning_rate"])
+    assert run.data.params["lora_config.r"] == "4"
+    assert run.data.tags["ftc.plan_id"] == plan["plan_id"]
+    assert run.data.tags["ftc.input.train"] == plan["inputs"]["train"]["digest"]
+    for name, record_id in _records(out).items():
+        assert run.data.tags[f"ftc.record_id.{name}"] == record_id
+        artifact = client.download_artifacts(run_id, f"lineage/{name}/lineage.json", str(tmp_path / "dl" / name))
+        assert json.loads(open(artifact).read())["record_id"] == record_id
+    history = lambda key: {m.step: m.value for m in client.get_metric_history(run_id, key)}  # noqa: E731
+    _assert_same_curve(history("train/loss"), metrics(out, "train"), "loss")
+    _assert_same_curve(history("eval/loss"), metrics(out, "eval"), "eval_loss")
+    assert "summary.json" in {a.path for a in client.list_artifacts(run_id)}
+
+    for path in [tmp_path / "plan.json", *out.rglob("*")]:  # the credential reached no file ftc wrote
+        if path.is_file():
+            assert token.encode() not in path.read_bytes(), path
+
+
+def test_an_unreachable_tracker_stops_the_run_before_training(job, ftc, tmp_path):
+    with silent_server() as url:  # accepts connections, never answers
+        spec = job(logger={"provider": "mlflow", "provider_config": {"tracking_uri": url}})
+        assert ftc("compile", spec, "-o", tmp_path / "plan.json").code == 0
+        r = ftc("run", tmp_path / "plan.json")
+    assert r.code == ExitCode.INPUT_UNREACHABLE
+    assert f"logger: MLflow at {url} cannot be reached" in r.err and "if_unreachable: warn" in r.err
+    assert not (tmp_path / "output" / "checkpoints").exists()
+
+
+def test_a_tracker_marked_warn_is_skipped_and_training_goes_on(job, ftc, tmp_path):
+    spec = job(
+        logger={"provider": "mlflow", "provider_config": {"tracking_uri": "http://127.0.0.1:9"},
+                "if_unreachable": "warn"},
+    )  # fmt: skip
+    assert ftc("compile", spec, "-o", tmp_path / "plan.json").code == 0
+    r = ftc("run", tmp_path / "plan.json")
+    assert r.code == 0, r.err
+    assert "cannot be reached" in r.err and "training with local metrics only" in r.err
+    assert "tracker" not in read_json(tmp_path / "output" / "summary.json")
+    assert "FTC_TRACKER_OFF" not in os.environ  # set for this run's processes only
+
+
+def _key(item) -> str:
+    """A W&B record item's key: flat, or nested (``train/loss`` is stored as ["train", "loss"])."""
+    return item.key or "/".join(item.nested_key)
+
+
+def test_wandb_offline_run_holds_the_metrics_and_the_lineage(trained):
+    out = trained(logger={"provider": "wandb", "provider_config": {"mode": "offline", "project": "ftc-tests"}})
+    (path,) = glob.glob(str(out / "wandb" / "offline-run-*" / "run-*.wandb"))
+    history, summary, config, artifacts = {}, {}, {}, []
+    for record in wandb_records(path):
+        kind = record.WhichOneof("record_type")
+        if kind == "history":
+            items = {_key(i): json.loads(i.value_json) for i in record.history.item}
+            history.setdefault("train/loss", {})
+            if "train/loss" in items:
+                history["train/loss"][items["_step"]] = items["train/loss"]
+            if "eval/loss" in items:
+                history.setdefault("eval/loss", {})[items["_step"]] = items["eval/loss"]
+        elif kind == "summary":
+            summary.update({_key(i): json.loads(i.value_json) for i in record.summary.update})
+        elif kind == "run":
+            config.update({_key(i): json.loads(i.value_json) for i in record.run.config.update})
+        elif kind == "artifact":
+            artifacts.append(record.artifact.name)
+    _assert_same_curve(history["train/loss"], metrics(out, "train"), "loss")
+    _assert_same_curve(history["eval/loss"], metrics(out, "eval"), "eval_loss")
+    records = _records(out)
+    assert {summary[f"ftc.record_id.{name}"] for name in records} == set(records.values())
+    assert sorted(artifacts) == [f"lineage-{name}" for name in sorted(records)]
+    assert config["ftc.plan_id"] == read_json(out / "summary.json")["plan_id"]
+
+
+def test_tensorboard_event_files_hold_the_curves(trained):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    out = trained(logger={"provider": "tensorboard"})
+    events = EventAccumulator(str(out / "tensorboard"))
+    events.Reload()
+    scalars = lambda tag: {e.step: e.value for e in events.Scalars(tag)}  # noqa: E731
+    _assert_same_curve(scalars("train/loss"), metrics(out, "train"), "loss")
+    _assert_same_curve(scalars("eval/loss"), metrics(out, "eval"), "eval_loss")
+    assert read_json(out / "summary.json")["tracker"]["provider"] == "tensorboard"
