@@ -18,7 +18,8 @@ from typing import Any
 import yaml
 
 from ftc.errors import UsageError
-from ftc.spec import JobSpec, load_spec
+from ftc.spec import SPEC_LIMIT, JobSpec, load_spec
+from ftc.spec.reading import read_bounded_text
 
 __all__ = ["HEADER", "dvc_stage", "write_dvc_stage"]
 
@@ -90,8 +91,12 @@ def write_dvc_stage(spec_path: Path, plan_path: Path, dvc_file: Path, name: str 
     name = name or (spec_path.stem if spec_path.stem not in ("job", "spec") else spec_path.resolve().parent.name)
     root = dvc_file.resolve().parent
     document: dict[str, Any] = {}
-    if dvc_file.exists():
-        document = yaml.safe_load(dvc_file.read_text(encoding="utf-8")) or {}
+    if dvc_file.exists() or dvc_file.is_symlink():
+        text = read_bounded_text(dvc_file, limit=SPEC_LIMIT, what="DVC pipeline file", example="dvc.yaml")
+        try:
+            document = yaml.safe_load(text) or {}
+        except yaml.YAMLError as exc:
+            raise UsageError(f"{dvc_file}: not YAML ({str(exc).splitlines()[0]}); give another --dvc-file") from None
         if not isinstance(document, dict) or not isinstance(document.get("stages", {}), dict):
             raise UsageError(f"{dvc_file}: not a DVC pipeline file (no stages mapping); give another --dvc-file")
     stages = document.setdefault("stages", {})

@@ -31,7 +31,7 @@ def checkpoint_plan(folder: Path, record: dict[str, Any]) -> Plan:
             "\n    fix: train it again with this ftc"
         )
     try:
-        plan = read_plan(path)
+        plan = read_plan(path, older_spec=True)  # a checkpoint outlives the ftc that wrote it
     except PlanInvalid as exc:
         raise LineageBroken(f"{folder}: the plan it carries is not valid: {exc}") from None
     if plan.plan_id != record["plan"]["plan_id"]:

@@ -242,11 +242,12 @@ def launch_command(nodes: int, per_node: int) -> list[str]:
     ]
 
 
-def read_plan(path: str | Path) -> Plan:
+def read_plan(path: str | Path, *, older_spec: bool = False) -> Plan:
     """Load a plan and check it against plan.schema.json, the job schema (its spec section) and its plan_id.
 
     Raises :class:`PlanInvalid` listing every problem (nothing may run from a plan that fails here), and
-    :class:`UsageError` when there is no such file.
+    :class:`UsageError` when there is no such file. ``older_spec``: a plan an older ftc compiled (a checkpoint's,
+    read to serve or describe it, not to run it) gets the defaults of the settings added since.
     """
     path = Path(path)
     text = read_bounded_text(
@@ -262,10 +263,14 @@ def read_plan(path: str | Path) -> Plan:
         raise PlanInvalid(f"{path}: not a plan: nested too deeply") from None
     except ValueError as exc:  # JSONDecodeError, NaN/Infinity
         raise PlanInvalid(f"{path}: not a JSON plan ({exc})") from None
-    problems = plan_problems(document)
+    problems = plan_problems(document, older_spec=older_spec)
     if problems:
         listed = "\n".join(f"  {p}" for p in problems)
         raise PlanInvalid(f"{path}: invalid plan:\n{listed}\n    fix: recompile the spec with `ftc compile`")
+    if older_spec:
+        from .schemas import apply_defaults
+
+        document = {**document, "spec": apply_defaults(document["spec"])}
     return Plan.from_dict(document, folder=path.resolve().parent)
 
 
@@ -287,8 +292,9 @@ def _where(prefix: str, error: Any) -> str:
     return prefix + "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in error.absolute_path)
 
 
-def plan_problems(plan: Any) -> list[str]:
-    """Every way ``plan`` differs from what `ftc compile` writes, as readable lines."""
+def plan_problems(plan: Any, *, older_spec: bool = False) -> list[str]:
+    """Every way ``plan`` differs from what `ftc compile` writes, as readable lines (with ``older_spec``, settings
+    added to the spec since the plan was compiled may be absent)."""
     problems = []
     if isinstance(plan, dict) and "plan_version" in plan and plan["plan_version"] != PLAN_VERSION:
         found = json.dumps(plan["plan_version"])
@@ -310,7 +316,7 @@ def plan_problems(plan: Any) -> list[str]:
         for error in validator("job.schema.json").iter_errors(plan["spec"])
     ]
     missing = [f.name for f in dataclasses.fields(JobSpec) if f.name not in plan["spec"]]
-    if missing:  # a plan compiled before these settings existed: its spec is not normalized by this ftc
+    if missing and not older_spec:  # a plan compiled before these settings existed: not normalized by this ftc
         problems.append(f"$.spec: no {', '.join(missing)} (the plan was compiled by an older ftc)")
     expected = seal_plan(plan)["plan_id"]
     if plan["plan_id"] != expected:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import shutil
 
+import pytest
+
 from ftc.errors import ExitCode
 from ftc.spec import job_schema
 
@@ -268,3 +270,21 @@ def test_an_assistant_template_without_end_of_turn_text_is_warned_about(job, ftc
     assert "warning: generation_config.prompt_format.assistant ends with {instruction}: no end-of-turn text" in r.err
     r = ftc("compile", job(generation_config={"prompt_format": PROMPT_FORMAT}), "-o", tmp_path / "q.json")
     assert r.code == 0 and "end-of-turn" not in r.err
+
+
+def test_a_plan_from_an_older_ftc_is_read_with_the_defaults_of_newer_settings_only_when_asked(job, ftc, tmp_path):
+    """A checkpoint carries the plan that wrote it and outlives that ftc: reading it to serve or describe it fills
+    in the settings added since; running it is refused."""
+    from ftc.errors import PlanInvalid
+    from ftc.spec.plan import plan_text, read_plan, seal_plan
+
+    assert ftc("compile", job(), "-o", tmp_path / "plan.json").code == 0
+    document = json.loads((tmp_path / "plan.json").read_text())
+    del document["spec"]["logger"], document["spec"]["evaluation"]  # as an ftc before them wrote it
+    older = tmp_path / "older.json"
+    older.write_text(plan_text(seal_plan(document)))
+    with pytest.raises(PlanInvalid, match="no evaluation, logger"):
+        read_plan(older)
+    plan = read_plan(older, older_spec=True)
+    assert plan.spec.logger is None and plan.spec.evaluation.generate is False
+    assert plan.plan_id == seal_plan(document)["plan_id"]  # the plan's identity is its own, defaults aside
