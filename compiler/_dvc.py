@@ -12,6 +12,7 @@ tracked by DVC.
 from __future__ import annotations
 
 import os
+import shlex
 from pathlib import Path
 from typing import Any
 
@@ -76,8 +77,9 @@ def dvc_stage(spec_path: Path, plan_path: Path, root: Path, stages: dict[str, An
         dep = _produced_by(dep, stages, name) or dep
         if dep not in deps:
             deps.append(dep)
+    q = shlex.quote  # the paths as one shell word each, whatever they hold
     return {
-        "cmd": f"ftc compile {spec_rel} -o {plan_rel} && ftc run {plan_rel} && ftc lineage verify {out}",
+        "cmd": f"ftc compile {q(spec_rel)} -o {q(plan_rel)} && ftc run {q(plan_rel)} && ftc lineage verify {q(out)}",
         "deps": deps,
         "outs": [{plan_rel: {"cache": False}}, {f"{out}/checkpoints": {"cache": False}}],
         "metrics": [{f"{out}/summary.json": {"cache": False}}],

@@ -14,7 +14,7 @@ from typing import Any
 
 from ftc.spec.reading import MiB, NotFinite, NotReadable, finite_json, read_bounded_text
 
-from .show import Node, _resolved, chain
+from .show import Node, _resolved, chain, source_name
 from .verify import verify_checkpoint
 
 __all__ = ["report_html"]
@@ -121,14 +121,12 @@ def _chart(series: list[_Series], *, width: int = 1000, height: int = 300, label
 
 def _status(folder: Path, nodes: list[Node], node: Node, problems: list[str]) -> tuple[str, str]:
     """(css class, words) for whether ``node``'s files were found and re-hashed here."""
-    if node.parent_index is None:
-        return ("bad", "changed") if problems else ("ok", "verified: every file re-hashed")
-    where = _resolved(folder, nodes, node)
-    if not os.path.exists(where):
+    where = str(folder) if node.parent_index is None else _resolved(folder, nodes, node)
+    if node.parent_index is not None and not os.path.exists(where):
         return "warn", f"not on this machine ({where}); its record was checked"
-    if any(where in p for p in problems):
+    if any(p.startswith((f"{where}/", f"{where}:")) or f" {where}/" in p for p in problems):
         return "bad", f"changed ({where})"
-    return "ok", f"re-hashed at {where}"
+    return "ok", "verified: every file re-hashed" if node.parent_index is None else f"re-hashed at {where}"
 
 
 def _graph(nodes: list[Node]) -> str:
@@ -238,8 +236,7 @@ def _settings(folder: Path) -> list[tuple[str, Any]]:
 def report_html(folder: Path) -> str:
     """The report of the checkpoint in ``folder`` (its chain verified as ``ftc lineage verify`` does)."""
     folder = folder.resolve()
-    unreached: list[str] = []
-    record, problems = verify_checkpoint(folder, unreached=unreached)
+    record, problems = verify_checkpoint(folder)
     if record is None:
         raise ValueError("\n".join(problems))
     nodes = chain(record)
@@ -287,11 +284,11 @@ def report_html(folder: Path) -> str:
         )
     parents = [
         (f"{p['role'].replace('_', ' ')} ({p['relation']})",
-         f"<code>{_e(p['source'].get('given') or p['source'].get('uri') or p['source'].get('location'))}</code> "
+         f"<code>{_e(source_name(p['source']))}</code> "
          f"({_e(p['source']['source'])}) pinned <code>{_e(p.get('digest') or 'unpinned')}</code>")
         for p in record["parents"]
     ] + [
-        (f"{d['role']} data", f"<code>{_e(d['source'].get('given') or d['source'].get('uri') or '')}</code> "
+        (f"{d['role']} data", f"<code>{_e(source_name(d['source']))}</code> "
          f"<code>{_e(d['sha256'])}</code>, {d['examples_used']} examples used, {d['examples_skipped']} skipped")
         for d in record.get("datasets", [])
     ]  # fmt: skip

@@ -9,7 +9,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-__all__ = ["Node", "chain", "render"]
+__all__ = ["Node", "chain", "render", "source_name"]
 
 
 @dataclass(frozen=True)
@@ -38,14 +38,14 @@ def _image(record: dict[str, Any]) -> str | None:
     return text if image["pinned"] else text + ", NOT reproducible: unpinned image"
 
 
-def _source_name(source: dict[str, Any]) -> str:
+def source_name(source: dict[str, Any]) -> str:
     """An input as its spec gave it (a spec-relative path, a URI, dvc:PATH@REV), else as the record locates it."""
     return source.get("given") or source.get("uri") or source.get("location") or source.get("source", "?")
 
 
 def _data(record: dict[str, Any]) -> list[str]:
     return [
-        f"{d['role']} {_source_name(d['source'])} {d['sha256'][:19]}… ({d['examples_used']} examples)"
+        f"{d['role']} {source_name(d['source'])} {d['sha256'][:19]}… ({d['examples_used']} examples)"
         for d in record.get("datasets", [])
     ]
 
@@ -75,7 +75,7 @@ def chain(record: dict[str, Any]) -> list[Node]:
         )  # fmt: skip
         me = nodes[-1].index
         for parent in rec.get("parents", []):
-            label = f"{parent['role'].replace('_', ' ')} {_source_name(parent['source'])}"
+            label = f"{parent['role'].replace('_', ' ')} {source_name(parent['source'])}"
             key = parent.get("record_id") or parent.get("digest")
             where = parent["source"].get("location")
             if key is not None and key in seen:

@@ -31,6 +31,7 @@ from ftc.stores.hashing import cache_dir
 from ._inputs import CHECKED_BY_HOST_ENV, verify_inputs
 from ._launch import Rendezvous, raise_failure
 from ._lock import CONTAINER_ENV
+from ._trackers import TRACKER_ENV
 
 __all__ = ["GpuRequest", "container_name", "run_in_container"]
 
@@ -104,6 +105,8 @@ def run_in_container(
         "HOME": "/tmp",  # the caller's uid has no home in the image (a `~` path in the plan was refused above)
         IMAGE_ENV: json.dumps(ran, sort_keys=True),
     }
+    if plan.spec.logger is not None:  # the tracker is fed from in there: its address and credentials go along
+        environment.update({k: v for k, v in os.environ.items() if k in TRACKER_ENV[plan.spec.logger.provider]})
     rendezvous = rendezvous or Rendezvous()
     name = container_name(output, rendezvous.node_rank)
     environment[CONTAINER_ENV] = name  # the output lock names the container that holds it

@@ -13,7 +13,7 @@ from typing import Any
 from ftc.errors import DataInvalid
 from ftc.spec import PromptFormat
 
-__all__ = ["Rendered", "fill", "render_chat_template", "render_prompt_format", "renderer_for", "system_message"]
+__all__ = ["PLACEHOLDER", "Rendered", "render_chat_template", "render_prompt_format", "renderer_for", "template_pieces"]
 
 PLACEHOLDER = "{instruction}"
 #: the placeholders a template may hold, filled in one pass (a message that contains "{instruction}" stays as is)

@@ -11,7 +11,9 @@ trackers' own environment variables; nothing here writes one anywhere.
 from __future__ import annotations
 
 import json
+import netrc
 import os
+import re
 import time
 from pathlib import Path
 from typing import Any
@@ -22,13 +24,25 @@ from ftc.spec.plan import Plan
 
 from ._progress import log
 
-__all__ = ["OFF_ENV", "Tracker", "check_tracker", "open_tracker"]
+__all__ = ["OFF_ENV", "TRACKER_ENV", "Tracker", "check_tracker", "open_tracker"]
 
 #: set by the launcher when the tracker was unreachable and the spec says to train without it
 OFF_ENV = "FTC_TRACKER_OFF"
+#: the environment each tracker's client reads (its address and credentials): what a container run passes on
+TRACKER_ENV = {
+    "mlflow": ("MLFLOW_TRACKING_URI", "MLFLOW_TRACKING_TOKEN", "MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD",
+               "MLFLOW_TRACKING_INSECURE_TLS", "MLFLOW_TRACKING_SERVER_CERT_PATH"),
+    "wandb": ("WANDB_API_KEY", "WANDB_BASE_URL", "WANDB_ENTITY", "WANDB_PROJECT"),
+    "tensorboard": (),
+}  # fmt: skip
 _EXTRA = {"mlflow": "mlflow", "wandb": "wandb", "tensorboard": "tensorboard"}
 _TRAIN_KEYS = {"loss": "train/loss", "lr": "train/lr", "tokens_per_s": "train/tokens_per_s"}
 _EVAL_KEYS = {"eval_loss": "eval/loss", "exact_match": "eval/exact_match"}
+
+
+def _redacted(text: str) -> str:
+    """``text`` with the user and password of any URL in it replaced (``http://***@host``)."""
+    return re.sub(r"//[^/@\s]*@", "//***@", text)
 
 
 def _flat(value: Any, prefix: str = "") -> dict[str, str]:
@@ -68,11 +82,12 @@ class _MLflow:
         os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
         from mlflow import MlflowClient
 
-        self.uri, self.client, self.run_id = uri, MlflowClient(tracking_uri=uri), None
+        self.client, self.run_id = MlflowClient(tracking_uri=uri), None
+        self.uri = _redacted(uri)  # what is shown and kept: without a password in the URI
         self.queued: list[Any] = []
         self.experiment = config.get("experiment_name", "ftc")
         self.run_name = config.get("run_name", out.name)
-        self.where = f"MLflow at {uri}"
+        self.where = f"MLflow at {self.uri}"
 
     def reachable(self) -> None:
         asked = {k: os.environ.get(k) for k in ("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "MLFLOW_HTTP_REQUEST_TIMEOUT")}
@@ -126,8 +141,17 @@ class _Wandb:
         self.where = f"Weights & Biases ({self.mode})"
 
     def reachable(self) -> None:
-        if self.mode == "online" and not os.environ.get("WANDB_API_KEY"):
-            raise RuntimeError("no WANDB_API_KEY in the environment (or set provider_config.mode: offline)")
+        """Online: a key is set up (WANDB_API_KEY, or `wandb login`'s ~/.netrc entry). The server itself answers
+        only at wandb.init; one that does not is dropped there with a warning."""
+        if self.mode == "offline" or os.environ.get("WANDB_API_KEY"):
+            return
+        host = re.sub(r"^https?://", "", os.environ.get("WANDB_BASE_URL", "https://api.wandb.ai")).split("/")[0]
+        try:
+            found = netrc.netrc().authenticators(host)
+        except (OSError, netrc.NetrcParseError):
+            found = None
+        if not found:
+            raise RuntimeError("no WANDB_API_KEY in the environment and no `wandb login` (or set mode: offline)")
 
     def start(self, params: dict[str, str], tags: dict[str, str]) -> None:
         import wandb
@@ -217,7 +241,7 @@ def check_tracker(plan: Plan) -> bool:
     try:
         backend.reachable()
     except Exception as exc:  # noqa: BLE001 - any client's failure to answer is the same to the user
-        reason = str(exc).splitlines()[0][:300] if str(exc) else type(exc).__name__
+        reason = _redacted(str(exc).splitlines()[0][:300] if str(exc) else type(exc).__name__)
         if logger.if_unreachable == "warn":
             log(f"warning: {backend.where} cannot be reached ({reason}); training with local metrics only")
             return False
@@ -243,7 +267,7 @@ class Tracker:
             getattr(self.backend, what)(*args)
         except Exception as exc:  # noqa: BLE001 - a tracker must never stop training
             self.broken = True
-            log(f"warning: {self.backend.where} failed ({type(exc).__name__}: {str(exc)[:200]}); "
+            log(f"warning: {self.backend.where} failed ({type(exc).__name__}: {_redacted(str(exc)[:200])}); "
                 "its run stops here, training and metrics.jsonl go on")  # fmt: skip
 
     def start(self, plan: Plan) -> None:

@@ -1,6 +1,7 @@
 """Generation as serving does it: the prompt a server renders (the conversation, then the generation prompt),
 tokens one at a time with a KV cache, stopping at an end-of-sequence token or at any stop text, which is never part
-of the answer. Greedy by default; sampling is seeded, on the CPU, so it repeats on any device.
+of the answer. Greedy by default; sampling is seeded and draws on the CPU, so a seed repeats its answer (given the
+same logits).
 
 Used by ``ftc generate``, ``ftc eval`` and the evaluation of a run (``evaluation.generate``).
 """
@@ -16,7 +17,17 @@ from ftc.spec import PromptFormat
 
 from ._render import render_prompt_format
 
-__all__ = ["Answer", "Generated", "Sampling", "answer", "exact_match", "generate", "prompt_text", "stop_token_ids"]
+__all__ = [
+    "Answer",
+    "Generated",
+    "Sampling",
+    "answer",
+    "exact_match",
+    "generate",
+    "prompt_ids",
+    "prompt_text",
+    "stop_token_ids",
+]
 
 
 @dataclass(frozen=True)
@@ -42,6 +53,11 @@ def prompt_text(messages: list[dict[str, Any]], fmt: PromptFormat | None, tokeni
     if fmt is not None:
         return render_prompt_format(messages, fmt).text + fmt.trailing_assistant
     return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+
+
+def prompt_ids(messages: list[dict[str, Any]], fmt: PromptFormat | None, tokenizer: Any) -> list[int]:
+    """The token ids a server feeds the model for ``messages``: the prompt text tokenized whole."""
+    return tokenizer(prompt_text(messages, fmt, tokenizer), add_special_tokens=False)["input_ids"]
 
 
 def stop_token_ids(tokenizer: Any, stop_texts: list[str]) -> list[int]:
@@ -75,12 +91,16 @@ def _attention_for_decoding(model: Any) -> Iterator[None]:
             model.set_attn_implementation(before)
 
 
-def _cache_keyword(model: Any) -> str:
-    """The name the model's forward takes its KV cache by (transformers renamed ``past_key_values`` to ``cache``)."""
+def _forward_keywords(model: Any) -> tuple[str, dict[str, Any]]:
+    """The name the model's forward takes its KV cache by (transformers renamed ``past_key_values`` to ``cache``),
+    and the argument that keeps only the last position's logits (a long prompt's would be length x vocabulary)."""
     import inspect
 
     base = model.get_base_model() if hasattr(model, "get_base_model") else model
-    return "cache" if "cache" in inspect.signature(type(base).forward).parameters else "past_key_values"
+    parameters = inspect.signature(type(base).forward).parameters
+    return ("cache" if "cache" in parameters else "past_key_values"), (
+        {"logits_to_keep": 1} if "logits_to_keep" in parameters else {}
+    )
 
 
 def _next_token(logits: Any, sampling: Sampling, generator: Any) -> int:
@@ -119,10 +139,11 @@ def generate(
     shown, text, finish = 0, "", "length"
     done = False
     ids = torch.tensor([prompt_ids], dtype=torch.long, device=device)
-    cache, keyword = None, _cache_keyword(model)
+    cache = None
+    keyword, last_only = _forward_keywords(model)
     with torch.no_grad(), _attention_for_decoding(model):
         for _ in range(sampling.max_new_tokens):
-            out = model(input_ids=ids, use_cache=True, **{keyword: cache})
+            out = model(input_ids=ids, use_cache=True, **{keyword: cache}, **last_only)
             cache = out[keyword]
             token = _next_token(out.logits[0, -1], sampling, generator)
             ids = torch.tensor([[token]], dtype=torch.long, device=device)
@@ -175,7 +196,7 @@ def answer(
     """The model's answer in place of the last assistant turn of ``messages`` (the reference), given the turns
     before it, prompted as a server prompts."""
     last = max(i for i, m in enumerate(messages) if m["role"] == "assistant")
-    ids = tokenizer(prompt_text(messages[:last], fmt, tokenizer), add_special_tokens=False)["input_ids"]
+    ids = prompt_ids(messages[:last], fmt, tokenizer)
     generated = generate(
         model, tokenizer, ids, stop_texts=stop_texts, stop_ids=stop_ids, sampling=sampling, lockstep=lockstep
     )

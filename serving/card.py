@@ -6,24 +6,16 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from ftc.lineage.show import render
+from ftc.lineage.show import render, source_name
 
 from .trained import Trained
 
 __all__ = ["model_card"]
 
 
-def _base(record: dict[str, Any]) -> dict[str, Any] | None:
-    return next((p for p in record["parents"] if p["role"] == "base_model"), None)
-
-
-def _where(source: dict[str, Any]) -> str:
-    return source.get("given") or source.get("uri") or source.get("location") or source["source"]
-
-
 def _metadata(trained: Trained, export: dict[str, Any], name: str) -> list[str]:
     record = trained.record
-    base = _base(record)
+    base = trained.base_parent
     published = base is not None and base["source"]["source"] == "hub"
     relation = "adapter" if trained.adapter and not export["merged"] else "finetune"
     lines = ["---"]
@@ -50,7 +42,7 @@ def _metadata(trained: Trained, export: dict[str, Any], name: str) -> list[str]:
             f"- name: {json.dumps(name)}",
             "  results:",
             "  - task: {type: text-generation}",
-            f"    dataset: {{name: {json.dumps(_where(valid['source']))}, type: json}}",
+            f"    dataset: {{name: {json.dumps(source_name(valid['source']))}, type: json}}",
             "    metrics:",
             *metrics,
         ]
@@ -60,7 +52,7 @@ def _metadata(trained: Trained, export: dict[str, Any], name: str) -> list[str]:
 def model_card(trained: Trained, export: dict[str, Any], name: str) -> str:
     record = trained.record
     checkpoint = record["checkpoint"]
-    base = _base(record)
+    base = trained.base_parent
     merged = export["merged"]
     what = (
         "its LoRA adapter merged (in float32) into the base weights it was trained on"
@@ -87,7 +79,8 @@ def model_card(trained: Trained, export: dict[str, Any], name: str) -> str:
     else:
         lines += [
             f"Your own weights of the `{trained.model_id}` architecture (not its published weights): "
-            f"`{_where(base['source'])}` ({base['source']['source']}), pinned by content digest `{base['digest']}`.",
+            f"`{source_name(base['source'])}` ({base['source']['source']}), "
+            f"pinned by content digest `{base['digest']}`.",
         ]
     stops = ", ".join(f"`{json.dumps(s)}`" for s in export["stop_strings"]) or "the end-of-sequence token"
     template = (
@@ -110,14 +103,15 @@ def model_card(trained: Trained, export: dict[str, Any], name: str) -> str:
         'messages = [{"role": "user", "content": "..."}]',
         'ids = tokenizer.apply_chat_template(messages, add_generation_prompt=True, return_tensors="pt", '
         "return_dict=False)",
-        "print(tokenizer.decode(model.generate(ids, max_new_tokens=64)[0, ids.shape[1]:], skip_special_tokens=True))",
+        "out = model.generate(ids, max_new_tokens=64, tokenizer=tokenizer)  # the tokenizer: for the stop strings",
+        "print(tokenizer.decode(out[0, ids.shape[1]:], skip_special_tokens=True))",
         "```",
         "",
         "## Data",
         "",
     ]
     lines += [
-        f"- {d['role']}: `{_where(d['source'])}` ({d['sha256']}), {d['examples_used']} examples"
+        f"- {d['role']}: `{source_name(d['source'])}` ({d['sha256']}), {d['examples_used']} examples"
         for d in record["datasets"]
     ]
     lines += ["", "## Results", "", "| step | eval loss | exact match |", "|---|---|---|"]

@@ -124,7 +124,6 @@ def _write(
     tokenizer.save_pretrained(tmp)
     stop_ids = stop_token_ids(tokenizer, trained.stop_texts)
     _generation_config(tmp, trained, tokenizer, stop_ids)
-    parent_record = trained.record
     export_section: dict[str, Any] = {
         "merged": merge,
         "dtype": dtype,
@@ -132,7 +131,7 @@ def _write(
         "stop_strings": trained.stop_texts,
         "eos_token_id": stop_ids,
     }
-    base_parent = next((p for p in parent_record["parents"] if p["role"] == "base_model"), None)
+    base_parent = trained.base_parent
     if trained.adapter and not merge and base_parent is not None:
         export_section["base"] = {"digest": base_parent["digest"], "source": base_parent["source"]}
     (tmp / "README.md").write_text(model_card(trained, export_section, out.name), encoding="utf-8")
@@ -152,9 +151,8 @@ def _generation_config(folder: Path, trained: Trained, tokenizer: Any, stop_ids:
         config.setdefault("bos_token_id", tokenizer.bos_token_id)
     if tokenizer.pad_token_id is not None:
         config["pad_token_id"] = tokenizer.pad_token_id
-    multi_token = [t for t in trained.stop_texts if len(tokenizer(t, add_special_tokens=False)["input_ids"]) > 1]
-    if multi_token:
-        config["stop_strings"] = multi_token
+    if trained.stop_texts:  # as text too: a one-token stop may be another token after a space or newline
+        config["stop_strings"] = list(trained.stop_texts)
     config.pop("transformers_version", None)
     path.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
 

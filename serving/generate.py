@@ -29,17 +29,12 @@ class Session:
     tokenizer: Any
     stop_ids: list[int]
 
-    def prompt_ids(self, messages: list[dict[str, Any]]) -> list[int]:
-        from ftc.runtime.generation import prompt_text
-
-        text = prompt_text(messages, self.trained.prompt_format, self.tokenizer)
-        return self.tokenizer(text, add_special_tokens=False)["input_ids"]
-
     def generate(self, messages: list[dict[str, Any]], sampling: Any, on_text: Callable[[str], None] | None = None):
-        from ftc.runtime.generation import generate
+        from ftc.runtime.generation import generate, prompt_ids
 
+        ids = prompt_ids(messages, self.trained.prompt_format, self.tokenizer)
         return generate(
-            self.model, self.tokenizer, self.prompt_ids(messages), stop_texts=self.trained.stop_texts,
+            self.model, self.tokenizer, ids, stop_texts=self.trained.stop_texts,
             stop_ids=self.stop_ids, sampling=sampling, on_text=on_text,
         )  # fmt: skip
 
@@ -90,6 +85,7 @@ def evaluate(
     from ftc.runtime.generation import answer
 
     trained = session.trained
+    sha, _ = hash_file(_data_file(data))  # what was answered: the file as it was before reading it
     rows = []
     for count, (line, messages) in enumerate(conversations(data, require_answer=True), start=1):
         result = answer(
@@ -107,7 +103,6 @@ def evaluate(
         raise DataInvalid(f"{data}: no examples")
     write_text_atomic(out, "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows))
     matched = sum(row["exact_match"] for row in rows)
-    sha, _ = hash_file(data)
     return {
         "model": str(trained.folder), "record_id": trained.record["record_id"], "data": str(data),
         "data_sha256": f"sha256:{sha}", "examples": len(rows), "exact_match": matched / len(rows),

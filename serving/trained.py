@@ -39,6 +39,11 @@ class Trained:
     def name(self) -> str:
         return self.record["checkpoint"]["name"]
 
+    @property
+    def base_parent(self) -> dict[str, Any] | None:
+        """The lineage entry of the base weights (a checkpoint's base_model parent)."""
+        return next((p for p in self.record["parents"] if p["role"] == "base_model"), None)
+
 
 def open_trained(path: Path, *, need_base: bool = True) -> Trained:
     """The checkpoint or export at ``path`` (a run's output folder means its best, else latest, checkpoint),
@@ -78,7 +83,14 @@ def _checkpoint_of(folder: Path, record: dict[str, Any]) -> Trained:
             f"{folder} is an adapter; its base is named by the checkpoint it was exported from, which is not at "
             f"{path}\n    fix: export it with --merge, or serve it on the base its README.md names"
         )
-    return open_trained(path)
+    parent = open_trained(path)
+    if parent.record["record_id"] != record["parents"][0]["record_id"]:
+        raise LineageBroken(
+            f"{folder} was exported from checkpoint record {record['parents'][0]['record_id']}, but {path} now holds "
+            f"record {parent.record['record_id']}: its base may not be this adapter's\n    fix: restore the "
+            "checkpoint it was exported from, or export it again with --merge"
+        )
+    return parent
 
 
 def _base_weights(plan: Plan, folder: Path) -> Path | str:

@@ -35,7 +35,8 @@ messages = [{"role": "user", "content": prompt}]
 ids = tokenizer.apply_chat_template(messages, add_generation_prompt=True, return_tensors="pt", return_dict=False)
 with torch.no_grad():
     logits = model(ids).logits[0].tolist()
-    out = model.generate(ids, max_new_tokens=16, do_sample=False, generation_config=config)[0, ids.shape[1]:].tolist()
+    out = model.generate(ids, max_new_tokens=16, do_sample=False, generation_config=config, tokenizer=tokenizer)
+    out = out[0, ids.shape[1]:].tolist()
 stops = config.eos_token_id if isinstance(config.eos_token_id, list) else [config.eos_token_id]
 answer = out[: next((i for i, t in enumerate(out) if t in stops), len(out))]
 print(json.dumps({"ids": ids[0].tolist(), "logits": logits, "answer": tokenizer.decode(answer)}))
@@ -135,6 +136,15 @@ def test_unmerged_export_names_its_base_and_still_generates(lora_run, ftc, tmp_p
     a = ftc("generate", export, "--prompt", PROMPT, "--max-new-tokens", "8")
     b = ftc("generate", lora_run, "--prompt", PROMPT, "--max-new-tokens", "8")
     assert a.code == 0 and a.out == b.out
+
+    # the checkpoint it names is replaced by another run's: its base is not trusted for this adapter
+    checkpoint = (lora_run / "best").resolve()
+    moved = checkpoint.with_name("moved-away")
+    checkpoint.rename(moved)
+    shutil.copytree(sorted(p for p in (lora_run / "checkpoints").iterdir() if p.name.startswith("step-"))[0],
+                    checkpoint, symlinks=True)  # fmt: skip
+    r = ftc("generate", export, "--prompt", PROMPT)
+    assert r.code == 12 and "was exported from checkpoint record" in r.err
 
 
 def test_export_refuses_what_it_cannot_do_safely(lora_run, ftc, tmp_path):

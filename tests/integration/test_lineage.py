@@ -236,6 +236,15 @@ def test_the_root_pipeline_is_what_emit_dvc_writes_for_the_seed_stages(ftc, tmp_
     assert r.code == 2
     assert "give -o PLAN" in r.err
 
+    spaced = tmp_path / "my specs; rm -rf x"  # a path is one shell word in the stage's command, whatever it holds
+    shutil.copytree(example, spaced)
+    r = ftc("compile", spaced / "stage1.yaml", "-o", "p.json", "--emit", "dvc", "--dvc-file", "other.yaml")
+    assert r.code == 0, r.err
+    import yaml
+
+    stage = yaml.safe_load((tmp_path / "other.yaml").read_text())["stages"]["stage1"]
+    assert stage["cmd"].startswith("ftc compile 'my specs; rm -rf x/stage1.yaml' -o p.json && ")
+
 
 def _validators():
     """Validators for the published schemas vendored in tests/data/schemas (their README says where from)."""

@@ -81,6 +81,14 @@ def test_an_unreachable_tracker_stops_the_run_before_training(job, ftc, tmp_path
     assert not (tmp_path / "output" / "checkpoints").exists()
 
 
+def test_a_password_in_the_environments_tracking_uri_is_never_shown(job, ftc, tmp_path, monkeypatch):
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://alice:hunter2-secret@127.0.0.1:9")
+    assert ftc("compile", job(logger={"provider": "mlflow"}), "-o", tmp_path / "plan.json").code == 0
+    r = ftc("run", tmp_path / "plan.json")
+    assert r.code == ExitCode.INPUT_UNREACHABLE
+    assert "MLflow at http://***@127.0.0.1:9 cannot be reached" in r.err and "hunter2" not in r.err
+
+
 def test_a_tracker_marked_warn_is_skipped_and_training_goes_on(job, ftc, tmp_path):
     spec = job(
         logger={"provider": "mlflow", "provider_config": {"tracking_uri": "http://127.0.0.1:9"},
