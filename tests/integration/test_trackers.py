@@ -8,6 +8,7 @@ from __future__ import annotations
 import glob
 import json
 import os
+import signal
 
 import pytest
 
@@ -23,7 +24,7 @@ pytestmark = pytest.mark.slow
 def mlflow_url(tmp_path_factory):
     proc, url = start_mlflow(tmp_path_factory.mktemp("mlflow"))
     yield url
-    proc.kill()
+    os.killpg(proc.pid, signal.SIGKILL)  # the server and the workers and job consumers it started
     proc.wait()
 
 
