@@ -3,8 +3,9 @@
 A record names every file of its checkpoint (size, sha256) and a root digest over them; its parents (base weights,
 an adapter continued) by digest, with their own records embedded, so the whole chain travels with the checkpoint;
 the data by pinned identity and sha256; the plan; the environment; the topology; and the results. ``record_id`` is
-the sha256 of the canonical JSON of the record without ``record_id``: editing any of it breaks the id, and editing a
-parent's record breaks the id of every record that embeds it.
+the sha256 of the canonical JSON of the record without ``record_id`` and ``measured`` (wall time: the one thing two
+runs of a plan do not share): editing any of the rest breaks the id, and editing a parent's record breaks the id of
+every record that embeds it.
 
 No secrets (credentials never reach a plan, and the record is built from the plan) and no absolute paths of this
 machine: a local parent is located relative to the checkpoint (a path the user wrote as absolute stays so).
@@ -24,6 +25,7 @@ from ftc.stores.hashing import FileDigest, hash_tree, manifest_digest
 __all__ = [
     "LINEAGE_FILE",
     "LINEAGE_VERSION",
+    "MEASURED",
     "checkpoint_files",
     "checkpoint_section",
     "environment",
@@ -39,8 +41,13 @@ LINEAGE_VERSION = 1
 KEY_PACKAGES = ("torch", "transformers", "peft", "deepspeed", "accelerate", "safetensors", "tokenizers", "ftc")
 
 
+#: what was measured, not decided (wall time): it differs between two runs of one plan, so it stays outside the seal
+#: and two identical runs have identical record_ids
+MEASURED = "measured"
+
+
 def record_id_of(record: dict[str, Any]) -> str:
-    return digest_of({k: v for k, v in record.items() if k != "record_id"})
+    return digest_of({k: v for k, v in record.items() if k not in ("record_id", MEASURED)})
 
 
 def seal(record: dict[str, Any]) -> dict[str, Any]:

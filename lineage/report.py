@@ -302,12 +302,13 @@ def report_html(folder: Path) -> str:
                      "none: the run used the local Python environment")),
     ]  # fmt: skip
     execution = record.get("execution", {})
+    wall = record.get("measured", {}).get("wall_time_s", results.get("wall_time_s"))
     run_rows = [
         ("status", _e(results.get("status", "an export"))),
         ("steps", _e(f"{results.get('step', '—')} of {results.get('total_steps', '—')}")),
         ("tokens trained", _e(f"{results['tokens_trained']:,}" if trained else "—")),
         ("final eval loss", _e(f"{results['eval_loss']:.4f}" if results.get("eval_loss") is not None else "—")),
-        ("wall time", _e(f"{results['wall_time_s']:.1f} s" if trained else "—")),
+        ("wall time", _e(f"{wall:.1f} s" if isinstance(wall, (int, float)) else "—")),
         ("topology", _e(f"{execution.get('world_size', '—')} process(es) on {execution.get('device', '—')}, "
                         f"{execution.get('precision', '—')}, ZeRO {execution.get('zero_stage', '—')}")),
         ("plan", f"<code>{_e(record.get('plan', {}).get('plan_id', '—'))}</code>"),

@@ -16,7 +16,7 @@ from ftc.spec.canonical import digest_of
 from ftc.spec.plan import PARENT_ROLES, Plan, PlanInput
 from ftc.stores.hashing import FileDigest, manifest_digest, walk_files
 
-from .record import LINEAGE_VERSION, checkpoint_section, environment, location_of, read_record, seal
+from .record import LINEAGE_VERSION, MEASURED, checkpoint_section, environment, location_of, read_record, seal
 from .verify import files_problems, record_problems
 
 __all__ = ["Lineage"]
@@ -85,8 +85,16 @@ class Lineage:
             parents[role] = record
         return cls(plan, paths, parents, environment(image))
 
-    def record(self, folder: Path, final: Path, results: dict[str, Any], execution: dict[str, Any]) -> dict[str, Any]:
-        """The sealed record of the checkpoint being written in ``folder`` (renamed to ``final`` once whole)."""
+    def record(
+        self,
+        folder: Path,
+        final: Path,
+        results: dict[str, Any],
+        execution: dict[str, Any],
+        measured: dict[str, Any] | None = None,
+    ) -> dict[str, Any]:
+        """The sealed record of the checkpoint being written in ``folder`` (renamed to ``final`` once whole), with
+        what was ``measured`` (wall time) beside the seal."""
         plan = self.plan
         parents = []
         for role in PARENT_ROLES:
@@ -144,4 +152,5 @@ class Lineage:
             },
             "results": {k: v for k, v in results.items() if k not in ("skipped", "used")},
         }
-        return seal(record)
+        sealed = seal(record)
+        return {**sealed, MEASURED: measured} if measured is not None else sealed

@@ -332,9 +332,17 @@ def _resume(run: Run, previous: Path, record: dict[str, Any]) -> TrainState:
     run.say(f"resuming from {previous.name}: step {state['global_step']} of {run.total_steps}")
     return TrainState(
         epoch=state["epoch"], step_in_epoch=state["step_in_epoch"], global_step=state["global_step"],
-        tokens_trained=state["tokens_trained"], wall_before=state.get("wall_time_s", 0.0), evals=state["evals"],
+        tokens_trained=state["tokens_trained"], wall_before=_wall_time(record, state), evals=state["evals"],
         tokens_at_start=state["tokens_trained"],
     )  # fmt: skip
+
+
+def _wall_time(record: dict[str, Any], state: dict[str, Any]) -> float:
+    """The training time a resumed checkpoint had already taken (from its record; older checkpoints: their state)."""
+    found = record.get("measured", {}).get("wall_time_s")
+    if found is None:
+        found = state.get("wall_time_s", record["results"].get("wall_time_s", 0.0))
+    return float(found)
 
 
 def _loop(run: Run, state: TrainState, metrics: MetricsLog, bar: Progress) -> None:
@@ -478,16 +486,18 @@ def _save(run: Run, state: TrainState, metrics: MetricsLog, bar: Progress, epoch
         "total_steps": run.total_steps, "epoch": epoch, "step_in_epoch": step_in_epoch,
         "tokens_trained": state.tokens_trained, "eval_loss": eval_loss, "train_loss": state.last_loss,
         "evals": state.evals, "precision": run.precision, "world_size": run.dist.world,
-        "skipped_examples": run.skipped, "tokenizer_source": run.tokenizer_source, "wall_time_s": wall_time_s,
+        "skipped_examples": run.skipped, "tokenizer_source": run.tokenizer_source,
     }  # fmt: skip
     complete = state.global_step == run.total_steps
     results = {
         "step": state.global_step, "total_steps": run.total_steps, "epoch": epoch,
         "status": "complete" if complete else "intermediate", "eval_loss": eval_loss, "train_loss": state.last_loss,
-        "evals": state.evals, "tokens_trained": state.tokens_trained, "wall_time_s": round(wall_time_s, 3),
+        "evals": state.evals, "tokens_trained": state.tokens_trained,
         "skipped": run.skipped, "used": {role: len(examples) for role, examples in run.data.items()},
     }  # fmt: skip
-    record = lambda folder, final: run.lineage.record(folder, final, results, run.execution)  # noqa: E731
+    measured = {"wall_time_s": round(wall_time_s, 3)}  # beside the seal: the checkpoint's files and record are the
+    # same for two runs of the plan
+    record = lambda folder, final: run.lineage.record(folder, final, results, run.execution, measured)  # noqa: E731
     path = run.checkpointer.save(run.engine, run.tokenizer, saved, record)
     if run.tracker is not None:
         run.tracker.checkpoint(path, read_record(path))

@@ -100,7 +100,7 @@ def test_continuing_an_adapter_starts_from_its_weights(trained, tiny_adapter):
     assert any((after[k] - before[k]).abs().max() > 0 for k in before)
 
 
-def test_the_same_plan_run_twice_gives_bitwise_identical_losses(trained):
+def test_the_same_plan_run_twice_gives_bitwise_identical_losses(trained, ftc, tmp_path):
     spec = dict(
         num_epochs=2, lora_config={"r": 4, "lora_dropout": 0.1, "target_modules": "all-linear"}, learning_rate=1e-2
     )
@@ -108,6 +108,19 @@ def test_the_same_plan_run_twice_gives_bitwise_identical_losses(trained):
     b = trained("b.json", **spec)
     assert [m["loss"] for m in metrics(a, "train")] == [m["loss"] for m in metrics(b, "train")]
     assert [m["eval_loss"] for m in metrics(a, "eval")] == [m["eval_loss"] for m in metrics(b, "eval")]
+
+    # the same plan again, into the same folder: every checkpoint file and every lineage record is the same; only
+    # the measured wall time, outside the seal, differs
+    first = a.rename(tmp_path / "first-run")
+    r = ftc("run", tmp_path / "a.json")
+    assert r.code == 0, r.err
+    for checkpoint in sorted((a / "checkpoints").iterdir()):
+        once, again = (
+            read_json(p / checkpoint.name / "lineage.json") for p in (first / "checkpoints", a / "checkpoints")
+        )
+        assert again["checkpoint"] == once["checkpoint"] and again["record_id"] == once["record_id"]
+        assert "wall_time_s" in again["measured"] and "wall_time_s" not in again["results"]
+    assert ftc("lineage", "verify", a).code == 0
 
 
 def test_packing_trains_on_every_token_of_the_padded_layout(trained):
