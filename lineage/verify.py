@@ -14,7 +14,7 @@ from ftc.stores.hashing import NotAnInput, changed_file_lines, hash_tree
 
 from .record import LINEAGE_FILE, read_record, record_id_of
 
-__all__ = ["checkpoint_problems", "files_problems", "record_problems", "verify_checkpoint"]
+__all__ = ["checkpoint_problems", "files_problems", "record_problems", "verified_record", "verify_checkpoint"]
 
 
 def record_problems(record: dict[str, Any], where: str) -> list[str]:
@@ -66,6 +66,17 @@ def checkpoint_problems(folder: Path) -> tuple[dict[str, Any] | None, list[str]]
     problems = record_problems(record, str(folder))
     problems += _folder_problems(record["checkpoint"]["files"], folder, skip_record=True)
     return record, problems
+
+
+def verified_record(folder: Path, refusal: str, fix: str) -> dict[str, Any]:
+    """The record of the checkpoint in ``folder`` once it and every file verify; else :class:`LineageBroken` saying
+    ``refusal`` (what will not be done with it), every problem, and ``fix``."""
+    from ftc.errors import LineageBroken
+
+    record, problems = checkpoint_problems(folder)
+    if problems or record is None:
+        raise LineageBroken(f"{folder}: {refusal}\n    " + "\n    ".join(problems) + f"\n    fix: {fix}")
+    return record
 
 
 def verify_checkpoint(

@@ -32,7 +32,7 @@ from typing import Any
 from ftc.errors import LineageBroken, UsageError
 from ftc.lineage.plan import PLAN_FILE
 from ftc.lineage.record import LINEAGE_FILE
-from ftc.lineage.verify import checkpoint_problems
+from ftc.lineage.verify import verified_record
 from ftc.spec.reading import MiB, read_bounded_text
 
 __all__ = [
@@ -84,13 +84,11 @@ def resume_point(out: Path, plan_id: str, *, resume: bool) -> tuple[Path, dict[s
             f"{out} already holds checkpoints ({previous.name}); resume with `ftc run PLAN --resume`, "
             "or choose another output_dir"
         )
-    record, problems = checkpoint_problems(previous)
-    if problems or record is None:
-        raise LineageBroken(
-            f"{previous}: cannot resume from it: the checkpoint is not what its lineage record says\n    "
-            + "\n    ".join(problems)
-            + "\n    fix: restore the checkpoint, or move it aside to resume from the one before it"
-        )
+    record = verified_record(
+        previous,
+        "cannot resume from it: the checkpoint is not what its lineage record says",
+        "restore the checkpoint, or move it aside to resume from the one before it",
+    )
     if record["plan"]["plan_id"] != plan_id:
         raise UsageError(
             f"{previous} was written by another plan ({record['plan']['plan_id']}); it cannot be resumed with {plan_id}"

@@ -13,7 +13,7 @@ from typing import Any
 from ftc.errors import InputChanged, InputUnresolvable, LineageBroken
 from ftc.lineage import checkpoint_folder
 from ftc.lineage.plan import checkpoint_plan
-from ftc.lineage.verify import checkpoint_problems
+from ftc.lineage.verify import verified_record
 from ftc.spec import PromptFormat
 from ftc.spec.plan import Plan
 
@@ -51,13 +51,11 @@ def open_trained(path: Path, *, need_base: bool = True) -> Trained:
     from ftc.runtime.chat_template import stop_texts
 
     folder = checkpoint_folder(path).resolve()
-    record, problems = checkpoint_problems(folder)
-    if problems or record is None:
-        raise LineageBroken(
-            f"{folder}: not what its lineage record says; nothing of it is loaded\n    "
-            + "\n    ".join(problems)
-            + "\n    fix: restore it (`ftc lineage verify` names every difference)"
-        )
+    record = verified_record(
+        folder,
+        "not what its lineage record says; nothing of it is loaded",
+        "restore it (`ftc lineage verify` names every difference)",
+    )
     adapter = record["checkpoint"]["kind"] == "adapter"
     if "export" in record:
         base = _checkpoint_of(folder, record).base if adapter and need_base else None

@@ -5,6 +5,7 @@ and on its export (identical greedy answers), `ftc eval`, and the lineage of an 
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -241,3 +242,25 @@ def test_generation_during_training_records_exact_match_that_rises_on_a_learnabl
     record = read_json(tmp_path / "output" / "best" / "lineage.json")
     assert [e["exact_match"] for e in record["results"]["evals"]][-1] == matches[-1]
     assert "exact match" in r.err
+
+
+def test_what_the_serving_verbs_refuse_says_why_and_what_to_do(lora_run, ftc, tmp_path):
+    export = tmp_path / "export"
+    assert ftc("export", lora_run, "-o", export).code == 0
+    r = ftc("export", export, "-o", tmp_path / "again")
+    assert r.code == 2 and "is already an export; export the checkpoint it was made from" in r.err
+
+    os.mkfifo(tmp_path / "fifo")
+    r = ftc("generate", lora_run, "--messages", tmp_path / "fifo")
+    assert r.code == 2 and "is a FIFO (named pipe), not a regular file" in r.err
+    r = ftc("eval", lora_run, "--data", tmp_path / "missing.jsonl")
+    assert r.code == 2 and "missing.jsonl: cannot be read" in r.err
+    r = ftc("report", tmp_path, "-o", tmp_path / "r.html")
+    assert r.code == 2 and "no lineage.json here" in r.err and not (tmp_path / "r.html").exists()
+
+    # a checkpoint without the plan that wrote it (as older ftc wrote them) cannot be served: nothing says its format
+    copy = tmp_path / "old-checkpoint"
+    shutil.copytree((lora_run / "best").resolve(), copy)
+    (copy / "plan.json").unlink()
+    r = ftc("generate", copy, "--prompt", PROMPT)
+    assert r.code == 12 and "plan.json" in r.err and "not in the lineage record" not in r.err

@@ -336,3 +336,12 @@ def test_a_run_checks_its_parents_records_even_when_the_plan_was_made_to_match(t
     assert "the parent checkpoint no longer matches its own lineage record" in r.err
     assert "adapter_model.safetensors: expected sha256:" in r.err
     assert not (two_stages / "stage3").exists()
+
+
+def test_emit_dvc_refuses_a_pipeline_file_it_cannot_read(ftc, job, tmp_path):
+    (tmp_path / "bad.yaml").write_text("stages: [1\n")
+    r = ftc("compile", job(), "-o", tmp_path / "p.json", "--emit", "dvc", "--dvc-file", tmp_path / "bad.yaml")
+    assert r.code == 2 and "bad.yaml: not YAML" in r.err
+    os.mkfifo(tmp_path / "fifo.yaml")
+    r = ftc("compile", job(), "-o", tmp_path / "p.json", "--emit", "dvc", "--dvc-file", tmp_path / "fifo.yaml")
+    assert r.code == 2 and "is a FIFO (named pipe), not a regular file" in r.err

@@ -145,3 +145,19 @@ def test_tensorboard_event_files_hold_the_curves(trained):
     _assert_same_curve(scalars("train/loss"), metrics(out, "train"), "loss")
     _assert_same_curve(scalars("eval/loss"), metrics(out, "eval"), "eval_loss")
     assert read_json(out / "summary.json")["tracker"]["provider"] == "tensorboard"
+
+
+def test_a_tracker_that_is_not_set_up_is_refused_before_training(job, ftc, tmp_path, monkeypatch):
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path))  # no ~/.netrc from `wandb login`
+    cases = [
+        ({"provider": "mlflow"}, ExitCode.USAGE, "no tracking_uri in the spec and no MLFLOW_TRACKING_URI"),
+        ({"provider": "wandb"}, ExitCode.INPUT_UNREACHABLE, "no WANDB_API_KEY in the environment and no `wandb login`"),
+    ]
+    for i, (logger, code, message) in enumerate(cases):
+        plan = tmp_path / f"p{i}.json"
+        assert ftc("compile", job(logger=logger, output_dir=f"out{i}"), "-o", plan).code == 0
+        r = ftc("run", plan)
+        assert r.code == code and message in r.err, r.err
+        assert not (tmp_path / f"out{i}" / "checkpoints").exists()
