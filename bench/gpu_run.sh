@@ -1,11 +1,19 @@
 #!/usr/bin/env bash
-# The GPU benchmark in one go, on a machine without internet: install the wheels bench/gpu_wheels.sh fetched,
-# then every variant of the 1B (full) and 8B (LoRA) shapes, HF Trainer baselines included, one after the other.
+# Everything ftc needs to prove on a GPU, in one call with a time budget, on a machine without internet:
+#   1. install the wheels bench/gpu_wheels.sh fetched (into /tmp/ftc-site, when .whl/ holds any);
+#   2. the correctness checks (bench/gpu_checks.py: full, packed FlexAttention vs unpacked, LoRA, ZeRO-2, ZeRO-3,
+#      Liger, checkpoint + --resume), ~1/3 of the budget at most;
+#   3. the throughput benchmark against HF Trainer (bench/train_bench.py), 1B full then 8B LoRA, each in the time
+#      left (a shape cut short keeps the variants it finished: its JSON says "complete": false).
+#
 #   bash bench/gpu_run.sh RESULTS_DIR [SHAPE ...]      (default shapes: 1b 8b-lora)
-# Writes RESULTS_DIR/train-SHAPE-DATE.json and prints each table.
+#   FTC_GPU_BUDGET_S   the whole call's budget in seconds (default 480)
+# Writes RESULTS_DIR/gpu-checks-DATE.json and RESULTS_DIR/train-SHAPE-DATE.json; exits 1 when a check failed or a
+# benchmark did not finish.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 results=${1:?results folder}; shift
+budget=${FTC_GPU_BUDGET_S:-480}
 mkdir -p "$results"
 if ls .whl/*.whl >/dev/null 2>&1; then
     python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/ftc-site .whl/*.whl || exit 1
@@ -13,10 +21,19 @@ if ls .whl/*.whl >/dev/null 2>&1; then
 fi
 export PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false
 python3 -c "import ftc, deepspeed, jsonschema, torch; print('torch', torch.__version__, 'cuda', torch.cuda.is_available())" || exit 1
+left() { echo $(( budget - SECONDS - 10 )); }
 status=0
+python3 bench/gpu_checks.py --json "$results/gpu-checks-$(date +%F).json" --budget-s $(( budget / 3 )) || status=1
 for shape in "${@:-1b 8b-lora}"; do
     for s in $shape; do
-        python3 bench/train_bench.py --shape "$s" --json "$results/train-$s-$(date +%F).json" || status=1
+        if (( $(left) < 60 )); then
+            echo "[gpu_run] $s: not run, the budget of ${budget} s is spent" >&2
+            status=1
+            continue
+        fi
+        timeout --signal=TERM --kill-after=15 "$(left)" \
+            python3 bench/train_bench.py --shape "$s" --json "$results/train-$s-$(date +%F).json" || status=1
     done
 done
+echo "[gpu_run] done in ${SECONDS} s (budget ${budget} s)"
 exit $status

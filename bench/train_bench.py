@@ -288,9 +288,44 @@ def main() -> None:
             print(f"running {name} ...", file=sys.stderr, flush=True)
             raw = run_hf(root, name) if name in HF_VARIANTS else run_ftc(root, shape, name, data["lengths"])
             results[name] = summarize(raw, warmup=shape["warmup"], flops_per_token=fpt, peak_flops=peak)
-    del data["lengths"]
+            if args.json:  # after every variant: a run stopped by a time budget keeps what it measured
+                partial = _report(args, shape, machine, data, fpt, peak, results)
+                args.json.write_text(json.dumps({**partial, "complete": False}, indent=2) + "\n")
+    report = _report(args, shape, machine, data, fpt, peak, results)
+    print(f"{machine}; torch {torch.__version__}, transformers {transformers.__version__}; shape {args.shape}")
+    print(
+        f"data: {data['examples']} examples, median {data['median_tokens']:.0f} tokens,"
+        f" mean {data['mean_tokens']:.0f}, max {data['max_tokens']}"
+    )
+    memory = "peak_gpu_gib" if cuda else "peak_rss_gib"
+    print(
+        f"{'run':<18} {'steps':>5} {'real tok/s':>11} {'x HF':>6} {'MFU':>6}"
+        f" {'first step':>10} {'peak GiB':>9} {'x HF':>6}"
+    )
+    for name, r in results.items():
+        ratio = report["ratios_vs_hf_padded"][name]
+        if "real_tokens_per_s" not in r:
+            print(f"{name:<18} {r['steps']:>5}  failed: {r.get('failed')}")
+            continue
+        mfu = f"{r['mfu']:.1%}" if "mfu" in r else "-"
+        x = {m: f"{ratio[m]:.2f}" if m in ratio else "-" for m in ("real_tokens_per_s", memory)}
+        print(
+            f"{name:<18} {r['steps']:>5} {r['real_tokens_per_s']:>11,.0f} {x['real_tokens_per_s']:>6} {mfu:>6}"
+            f" {r['time_to_first_step_s']:>8.1f} s"
+            f" {r.get(memory, 0):>9.2f} {x[memory]:>6}"
+        )
+    if args.json:
+        args.json.write_text(json.dumps({**report, "complete": True}, indent=2) + "\n")
+
+
+def _report(args, shape: dict, machine: str, data: dict, fpt: float, peak, results: dict) -> dict:
+    """The JSON report of the variants run so far."""
+    import torch
+    import transformers
+
+    data = {k: v for k, v in data.items() if k != "lengths"}
     base = results.get("hf_padded", {})
-    report = {
+    return {
         "date": time.strftime("%Y-%m-%d"),
         "machine": machine,
         "shape": args.shape,
@@ -317,30 +352,6 @@ def main() -> None:
             for k, v in results.items()
         },
     }
-    print(f"{machine}; torch {torch.__version__}, transformers {transformers.__version__}; shape {args.shape}")
-    print(
-        f"data: {data['examples']} examples, median {data['median_tokens']:.0f} tokens,"
-        f" mean {data['mean_tokens']:.0f}, max {data['max_tokens']}"
-    )
-    memory = "peak_gpu_gib" if cuda else "peak_rss_gib"
-    print(
-        f"{'run':<18} {'steps':>5} {'real tok/s':>11} {'x HF':>6} {'MFU':>6}"
-        f" {'first step':>10} {'peak GiB':>9} {'x HF':>6}"
-    )
-    for name, r in results.items():
-        ratio = report["ratios_vs_hf_padded"][name]
-        if "real_tokens_per_s" not in r:
-            print(f"{name:<18} {r['steps']:>5}  failed: {r.get('failed')}")
-            continue
-        mfu = f"{r['mfu']:.1%}" if "mfu" in r else "-"
-        x = {m: f"{ratio[m]:.2f}" if m in ratio else "-" for m in ("real_tokens_per_s", memory)}
-        print(
-            f"{name:<18} {r['steps']:>5} {r['real_tokens_per_s']:>11,.0f} {x['real_tokens_per_s']:>6} {mfu:>6}"
-            f" {r['time_to_first_step_s']:>8.1f} s"
-            f" {r.get(memory, 0):>9.2f} {x[memory]:>6}"
-        )
-    if args.json:
-        args.json.write_text(json.dumps(report, indent=2) + "\n")
 
 
 if __name__ == "__main__":

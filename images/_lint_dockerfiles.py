@@ -11,10 +11,21 @@ import shlex
 
 from ._lint_context import package_dirs, package_folders
 from ._lint_instructions import Instruction, assignments, context_sources, dockerfile_stages, parse_dockerfile
-from ._lint_pins import IMAGE_EXTRAS, PIN_FILE, PinFile, canonicalize_name, declared_requirements
+from ._lint_pins import (
+    GPU_EXTRAS,
+    IMAGE_EXTRAS,
+    PIN_FILE,
+    PIN_FILE_GPU,
+    PinFile,
+    canonicalize_name,
+    declared_requirements,
+)
 
-BASE_IMAGE_ARG = {"cpu": "PYTHON_IMAGE", "gpu": "CUDA_IMAGE"}
-TORCH_INDEX = {"cpu": "TORCH_INDEX_CPU", "gpu": "TORCH_INDEX_GPU"}
+BASE_IMAGE_ARG = "BASE_IMAGE"
+PIN_FILES = {"cpu": PIN_FILE, "gpu": PIN_FILE_GPU}  # what each image installs with as constraints
+EXTRAS = {"cpu": IMAGE_EXTRAS, "gpu": GPU_EXTRAS}
+# what Triton's launchers and Inductor's C++ need at run time, in the GPU image's final stage
+GPU_TOOLCHAIN = ("gcc", "g++")
 ENTRYPOINT = ["python", "-m", "ftc.runtime"]
 VENV = "/opt/ftc"
 # what the final stage must set: no pip cache, no stray bytecode, unbuffered logs, and never a model hub
@@ -56,7 +67,9 @@ def _copy_problems(instructions: list[Instruction], pyproject: dict, where: str)
 
 def dockerfile_problems(text: str, flavour: str, pin_file: PinFile, pyproject: dict, where: str) -> list[str]:
     """A Dockerfile (``flavour``: cpu or gpu; ``where``: its path in messages) follows the pin file and
-    pyproject.toml, writes no version, copies every package folder, and builds a lean, non-root final stage."""
+    pyproject.toml, writes no version, copies every package folder, and builds a lean, non-root final stage (the GPU
+    image's with the C/C++ compiler Triton and Inductor need). ``pin_file``: that flavour's pins, with the settings
+    of images/versions.txt."""
     problems = []
     instructions = parse_dockerfile(text)
     head, stages = dockerfile_stages(instructions)
@@ -68,7 +81,8 @@ def dockerfile_problems(text: str, flavour: str, pin_file: PinFile, pyproject: d
             problems.append(f"{where}:{ins.line}: {ins.keyword} before the first FROM")
             continue
         global_args.update(assignments(ins.args))
-    base_arg = BASE_IMAGE_ARG[flavour]
+    base_arg = BASE_IMAGE_ARG
+    pins_path, extras = PIN_FILES[flavour], EXTRAS[flavour]
     for name, value in global_args.items():
         if name in pin_file.settings and value != pin_file.settings[name]:
             problems.append(
@@ -91,7 +105,7 @@ def dockerfile_problems(text: str, flavour: str, pin_file: PinFile, pyproject: d
         if len(rest) == 2 and rest[0].upper() == "AS":
             stage_names.add(rest[1])
     pinned_settings = {(name, value) for name, value in pin_file.settings.items()}
-    declared = {canonicalize_name(r.name) for r in declared_requirements(pyproject)}
+    declared = {canonicalize_name(r.name) for r in declared_requirements(pyproject, extras)}
     for ins in instructions:
         if ins.keyword == "ARG" and set(assignments(ins.args).items()) <= pinned_settings:
             continue  # a base image ARG, checked against the pin file above
@@ -102,20 +116,20 @@ def dockerfile_problems(text: str, flavour: str, pin_file: PinFile, pyproject: d
             if re.search(written, ins.args):
                 problems.append(
                     f"{where}:{ins.line}: a version of {name} is written in the Dockerfile: versions belong in"
-                    f" {PIN_FILE}"
+                    f" {pins_path}"
                 )
             elif key in declared and re.search(rf"(?<![\w.+-]){re.escape(version)}(?![\w+-]|\.\d)", ins.args):
                 problems.append(
                     f"{where}:{ins.line}: {name}'s pinned version {version} is written in the Dockerfile: versions"
-                    f" belong in {PIN_FILE}"
+                    f" belong in {pins_path}"
                 )
     body = "\n".join(ins.args for ins in instructions)
-    if f"TORCH_INDEX_{flavour.upper()}" not in body:
-        problems.append(f"{where}: torch's index is not read from {PIN_FILE} (#@ {TORCH_INDEX[flavour]}=)")
+    if flavour == "cpu" and "TORCH_INDEX_CPU" not in body:
+        problems.append(f"{where}: torch's index is not read from {PIN_FILE} (#@ TORCH_INDEX_CPU=)")
     if "download.pytorch.org" in body:
         problems.append(f"{where}: torch's index URL is written in the Dockerfile: it belongs in {PIN_FILE}")
-    if not any(i.keyword == "COPY" and shlex.split(i.args)[0] == PIN_FILE for i in instructions):
-        problems.append(f"{where}: does not COPY {PIN_FILE} (pip installs with it as constraints)")
+    if not any(i.keyword == "COPY" and shlex.split(i.args)[0] == pins_path for i in instructions):
+        problems.append(f"{where}: does not COPY {pins_path} (pip installs with it as constraints)")
     # ftc itself is built from the package folders pyproject.toml names
     problems += _copy_problems(instructions, pyproject, where)
     # what ftc declares is read from pyproject.toml by a RUN that then installs it with the pin file as constraints
@@ -124,26 +138,31 @@ def dockerfile_problems(text: str, flavour: str, pin_file: PinFile, pyproject: d
         for i in instructions
         if i.keyword == "RUN" and "pyproject.toml" in i.args and "optional-dependencies" in i.args
     ]
-    extras = ", ".join(IMAGE_EXTRAS)
+    listed = ", ".join(extras)
     if not reads:
         problems.append(
-            f"{where}: no RUN reads [project] dependencies and the extras {extras} from pyproject.toml to install them"
+            f"{where}: no RUN reads [project] dependencies and the extras {listed} from pyproject.toml to install them"
         )
-    for extra in IMAGE_EXTRAS if reads else ():
+    for extra in extras if reads else ():
         if not any(re.search(rf"""["']{re.escape(extra)}["']""", args) for args in reads):
             problems.append(
-                f"{where}: does not install the `{extra}` extra of pyproject.toml (the images install [project]"
-                f" dependencies and the extras {extras})"
+                f"{where}: does not install the `{extra}` extra of pyproject.toml (this image installs [project]"
+                f" dependencies and the extras {listed})"
             )
     for ins in instructions:
         for command in re.split(r"&&|;|\|\|", ins.args) if ins.keyword == "RUN" else []:
-            if re.search(r"\bpip\s+install\b", command) and f"-c {PIN_FILE}" not in command:
+            if re.search(r"\bpip\s+install\b", command) and f"-c {pins_path}" not in command:
                 targets = [t for t in shlex.split(command.split("install", 1)[1]) if not t.startswith("-")]
                 if not (targets == ["."] and "--no-deps" in command):  # ftc itself, after its pinned dependencies
                     problems.append(
                         f"{where}:{ins.line}: `{command.strip()}` installs without the pin file as constraints"
-                        f" (-c {PIN_FILE})"
+                        f" (-c {pins_path})"
                     )
+    if not any(i.keyword == "RUN" and f"--installed {pins_path}" in i.args for i in instructions):
+        problems.append(
+            f"{where}: no RUN checks that everything installed is pinned"
+            f" (python -m ftc.images.lint --installed {pins_path})"
+        )
     version = pyproject["project"]["version"]
     for ins in instructions:
         if ins.keyword == "ARG" and assignments(ins.args).get("FTC_VERSION", version) != version:
@@ -210,10 +229,19 @@ def dockerfile_problems(text: str, flavour: str, pin_file: PinFile, pyproject: d
     for name in REQUIRED_LABELS:
         if name not in labels:
             problems.append(f"{where}: no LABEL {name}")
-    for ins in final:
-        if ins.keyword == "RUN" and COMPILER.search(ins.args):
-            problems.append(
-                f"{where}:{ins.line}: the final stage installs a compiler or build headers"
-                f" ({COMPILER.search(ins.args)[0]})"
-            )
+    runs = [ins for ins in final if ins.keyword == "RUN"]
+    if flavour == "gpu":
+        for tool in GPU_TOOLCHAIN:
+            if not any(re.search(rf"(?<![\w-]){re.escape(tool)}(?![\w-])", ins.args) for ins in runs):
+                problems.append(
+                    f"{where}: the final stage does not install {tool}: Triton (FlexAttention, Liger) and"
+                    " torch.compile compile with it at run time"
+                )
+    else:
+        for ins in runs:
+            if COMPILER.search(ins.args):
+                problems.append(
+                    f"{where}:{ins.line}: the final stage installs a compiler or build headers"
+                    f" ({COMPILER.search(ins.args)[0]})"
+                )
     return problems

@@ -16,9 +16,13 @@ if TYPE_CHECKING:
     from packaging.requirements import Requirement
 
 PIN_FILE = "images/versions.txt"
+PIN_FILE_GPU = "images/versions-gpu.txt"  # versions.txt with torch's CUDA build and what it and the `gpu` extra add
 # the extras the images install besides [project] dependencies: the training stack, and the stores the runtime
 # re-verifies remote inputs in (s3://, gs://; DVC inputs are read through the same stores and need no extra)
 IMAGE_EXTRAS = ("train", "s3", "gcs")
+GPU_EXTRAS = (*IMAGE_EXTRAS, "gpu")  # and liger-kernel in the GPU image
+# the pins of versions.txt that versions-gpu.txt replaces (torch's CUDA build)
+GPU_REPLACES = ("torch",)
 DIGEST = re.compile(r"@sha256:[0-9a-f]{64}\Z")
 # torch's CUDA builds bring their CUDA runtime as packages torch itself pins; the pin file covers everything else
 TORCH_CUDA_RUNTIME = re.compile(r"nvidia-.*|cuda-.*|triton")
@@ -38,9 +42,9 @@ class PinFile:
     problems: list[str] = field(default_factory=list)  # lines that are not what the file allows
 
 
-def parse_pin_file(text: str) -> PinFile:
-    """The pins (exact ``name==version`` lines) and settings (``#@ NAME=value`` lines) of a pin file; every other
-    non-comment line is a problem."""
+def parse_pin_file(text: str, where: str = PIN_FILE) -> PinFile:
+    """The pins (exact ``name==version`` lines) and settings (``#@ NAME=value`` lines) of a pin file (``where``: its
+    path in messages); every other non-comment line is a problem."""
     from packaging.requirements import InvalidRequirement, Requirement
     from packaging.version import Version
 
@@ -50,9 +54,9 @@ def parse_pin_file(text: str) -> PinFile:
         if line.startswith("#@"):
             name, sep, value = line[2:].strip().partition("=")
             if not sep or not re.fullmatch(r"[A-Z][A-Z0-9_]*", name) or not value.strip():
-                out.problems.append(f"{PIN_FILE}:{number}: `{line}` is not a `#@ NAME=value` line")
+                out.problems.append(f"{where}:{number}: `{line}` is not a `#@ NAME=value` line")
             elif name in out.settings:
-                out.problems.append(f"{PIN_FILE}:{number}: {name} is set twice")
+                out.problems.append(f"{where}:{number}: {name} is set twice")
             else:
                 out.settings[name] = value.strip()
             continue
@@ -62,35 +66,36 @@ def parse_pin_file(text: str) -> PinFile:
         try:
             req = Requirement(line)
         except InvalidRequirement:
-            out.problems.append(f"{PIN_FILE}:{number}: `{line}` is not a requirement")
+            out.problems.append(f"{where}:{number}: `{line}` is not a requirement")
             continue
         specs = list(req.specifier)
         exact = len(specs) == 1 and specs[0].operator == "==" and "*" not in specs[0].version
         if not exact or req.extras or req.marker or req.url:
-            out.problems.append(f"{PIN_FILE}:{number}: `{line}` is not an exact pin (name==version)")
+            out.problems.append(f"{where}:{number}: `{line}` is not an exact pin (name==version)")
             continue
         version = specs[0].version
         if Version(version).local is not None:
             out.problems.append(
-                f"{PIN_FILE}:{number}: `{line}`: a local version label (+...) picks one build; pin the public version,"
+                f"{where}:{number}: `{line}`: a local version label (+...) picks one build; pin the public version,"
                 " the index picks the build"
             )
             continue
         key = canonicalize_name(req.name)
         if key in out.pins:
-            out.problems.append(f"{PIN_FILE}:{number}: {req.name} is pinned twice")
+            out.problems.append(f"{where}:{number}: {req.name} is pinned twice")
             continue
         out.pins[key] = (req.name, version)
     return out
 
 
-def declared_requirements(pyproject: dict) -> list[Requirement]:
-    """What ftc declares for the images: [project] dependencies and the extras of IMAGE_EXTRAS (train, s3, gcs)."""
+def declared_requirements(pyproject: dict, image_extras: tuple[str, ...] = IMAGE_EXTRAS) -> list[Requirement]:
+    """What ftc declares for an image: [project] dependencies and the extras of ``image_extras`` (train, s3, gcs; the
+    GPU image adds gpu)."""
     from packaging.requirements import Requirement
 
     project = pyproject["project"]
     extras = project["optional-dependencies"]
-    return [Requirement(r) for r in project["dependencies"] + [r for extra in IMAGE_EXTRAS for r in extras[extra]]]
+    return [Requirement(r) for r in project["dependencies"] + [r for extra in image_extras for r in extras[extra]]]
 
 
 def pyproject_problems(pin_file: PinFile, pyproject: dict) -> list[str]:
@@ -174,48 +179,73 @@ def closure_problems(
 
 
 def settings_problems(pin_file: PinFile, python: tuple[int, int] = sys.version_info[:2]) -> list[str]:
-    """The base images are pinned by digest, the CPU image has the tests' Python (``python``: this one by default),
-    and the GPU image's CUDA and torch's CUDA index agree."""
+    """The base image is pinned by digest and has the tests' Python (``python``: this one by default), and torch's
+    CPU index is an https CPU index."""
     problems = []
     settings = pin_file.settings
-    for name in ("PYTHON_IMAGE", "CUDA_IMAGE", "TORCH_INDEX_CPU", "TORCH_INDEX_GPU"):
+    for name in ("BASE_IMAGE", "TORCH_INDEX_CPU"):
         if name not in settings:
             problems.append(f"{PIN_FILE}: no `#@ {name}=...` line")
-    for name in ("PYTHON_IMAGE", "CUDA_IMAGE"):
-        if name in settings and not DIGEST.search(settings[name]):
-            problems.append(
-                f"{PIN_FILE}: {name} {settings[name]} is not pinned by digest (image:tag@sha256:<64 hex>;"
-                " see images/README.md)"
-            )
-    for name in ("TORCH_INDEX_CPU", "TORCH_INDEX_GPU"):
-        if name in settings and not settings[name].startswith("https://"):
-            problems.append(f"{PIN_FILE}: {name} {settings[name]} is not an https URL")
-    if "PYTHON_IMAGE" in settings:
-        m = re.match(r"(?:docker\.io/)?(?:library/)?python:(\d+)\.(\d+)", settings["PYTHON_IMAGE"])
+    if "BASE_IMAGE" in settings and not DIGEST.search(settings["BASE_IMAGE"]):
+        problems.append(
+            f"{PIN_FILE}: BASE_IMAGE {settings['BASE_IMAGE']} is not pinned by digest (image:tag@sha256:<64 hex>;"
+            " see images/README.md)"
+        )
+    if "TORCH_INDEX_CPU" in settings and not settings["TORCH_INDEX_CPU"].startswith("https://"):
+        problems.append(f"{PIN_FILE}: TORCH_INDEX_CPU {settings['TORCH_INDEX_CPU']} is not an https URL")
+    if "BASE_IMAGE" in settings:
+        m = re.match(r"(?:docker\.io/)?(?:library/)?python:(\d+)\.(\d+)", settings["BASE_IMAGE"])
         if not m:
-            problems.append(f"{PIN_FILE}: PYTHON_IMAGE {settings['PYTHON_IMAGE']} is not a python:X.Y image")
+            problems.append(f"{PIN_FILE}: BASE_IMAGE {settings['BASE_IMAGE']} is not a python:X.Y image")
         elif (int(m[1]), int(m[2])) != tuple(python):
             problems.append(
-                f"{PIN_FILE}: PYTHON_IMAGE has Python {m[1]}.{m[2]}, the tests run on {python[0]}.{python[1]}"
+                f"{PIN_FILE}: BASE_IMAGE has Python {m[1]}.{m[2]}, the tests run on {python[0]}.{python[1]}"
             )
     if "TORCH_INDEX_CPU" in settings and not settings["TORCH_INDEX_CPU"].rstrip("/").endswith("/cpu"):
         problems.append(f"{PIN_FILE}: TORCH_INDEX_CPU {settings['TORCH_INDEX_CPU']} is not a CPU index (.../cpu)")
-    if "CUDA_IMAGE" in settings and "TORCH_INDEX_GPU" in settings:
-        cuda = re.match(r"(?:[\w.-]+/)*cuda:(\d+)\.(\d+)\.\d+-(\w+)-", settings["CUDA_IMAGE"])
-        index = re.search(r"/cu(\d+)/?\Z", settings["TORCH_INDEX_GPU"])
-        if not cuda or not index:
+    return problems
+
+
+def gpu_pin_problems(gpu: PinFile, cpu: PinFile, pyproject: dict) -> list[str]:
+    """The GPU pin file is the CPU one with torch's CUDA build: every pin of versions.txt but torch at the same
+    version, torch and liger-kernel (the `gpu` extra) pinned as pyproject.toml allows, and no settings (those live in
+    versions.txt). Its closure is checked where it is installed: in the image build (``--installed``)."""
+    problems = [f"{PIN_FILE_GPU}: `#@ {name}=` settings belong in {PIN_FILE}" for name in gpu.settings]
+    for key, (name, version) in cpu.pins.items():
+        if key in GPU_REPLACES:
+            continue
+        if key not in gpu.pins:
+            problems.append(f"{name}=={version} is pinned in {PIN_FILE} but not in {PIN_FILE_GPU}")
+        elif gpu.pins[key][1] != version:
             problems.append(
-                f"{PIN_FILE}: cannot read the CUDA version of CUDA_IMAGE {settings['CUDA_IMAGE']}"
-                f" or TORCH_INDEX_GPU {settings['TORCH_INDEX_GPU']}"
+                f"{name} is {version} in {PIN_FILE} but {gpu.pins[key][1]} in {PIN_FILE_GPU}: the images share"
+                " every version but torch's"
             )
-        elif index[1] != f"{cuda[1]}{cuda[2]}":
-            problems.append(
-                f"{PIN_FILE}: CUDA_IMAGE is CUDA {cuda[1]}.{cuda[2]} but TORCH_INDEX_GPU is cu{index[1]}:"
-                f" they must match (cu{cuda[1]}{cuda[2]})"
-            )
-        elif cuda[3] == "devel":
-            problems.append(
-                f"{PIN_FILE}: CUDA_IMAGE {settings['CUDA_IMAGE']} is a -devel image: the runtime image carries no"
-                " compiler"
-            )
+    for req in declared_requirements(pyproject, GPU_EXTRAS):
+        pin = gpu.pins.get(canonicalize_name(req.name))
+        if pin is None:
+            problems.append(f"{req.name}: declared in pyproject.toml ({req}) but not pinned in {PIN_FILE_GPU}")
+        elif not req.specifier.contains(pin[1], prereleases=True):
+            problems.append(f"{pin[0]}=={pin[1]} in {PIN_FILE_GPU} does not satisfy pyproject.toml's `{req}`")
+    return problems
+
+
+def installed_problems(
+    pin_file: PinFile, where: str = PIN_FILE, distributions: Callable = importlib.metadata.distributions
+) -> list[str]:
+    """Every package installed in this environment (an image's, as it is built) is pinned in ``pin_file`` at the
+    version installed: nothing came from an unpinned resolution. pip and ftc itself are not pins."""
+    from packaging.version import Version
+
+    problems = []
+    for dist in distributions():
+        name = dist.metadata["Name"]
+        key = canonicalize_name(name)
+        if key in ("pip", "ftc"):
+            continue
+        pin = pin_file.pins.get(key)
+        if pin is None:
+            problems.append(f"{name} {dist.version} is installed but not pinned in {where}")
+        elif Version(dist.version).public != Version(pin[1]).public:
+            problems.append(f"{name} {dist.version} is installed but {where} pins {pin[1]}")
     return problems

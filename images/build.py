@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import re
+import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import ftc
@@ -10,9 +13,21 @@ from ftc.errors import ImageBuildFailed, UsageError
 
 from .engine import connect, describe_error, engine_address, engine_errors
 
-__all__ = ["FLAVORS", "build_image", "default_tag", "source_checkout"]
+__all__ = ["FLAVORS", "Built", "build_image", "default_tag", "source_checkout"]
 
 FLAVORS = ("cpu", "gpu")
+# a URL with a user and password in it: build arguments stay in the image's history
+URL_CREDENTIAL = re.compile(r"://[^/@\s]+:[^/@\s]*@")
+
+
+@dataclass(frozen=True)
+class Built:
+    """An image ``ftc image build`` made: its tag, image ID, size and how long the build took."""
+
+    tag: str
+    image_id: str
+    size_bytes: int
+    seconds: float
 
 
 def default_tag(flavor: str) -> str:
@@ -43,12 +58,21 @@ def build_image(
     tag: str | None = None,
     context: Path | None = None,
     build_args: dict[str, str] | None = None,
+    network: str | None = None,
     log: Callable[[str], None] = print,
-) -> tuple[str, str]:
-    """Build images/Dockerfile.<flavor> from the checkout and tag it; returns (tag, image ID). The build's output
-    streams to ``log``."""
+) -> Built:
+    """Build images/Dockerfile.<flavor> from the checkout and tag it. ``build_args`` (BASE_IMAGE, PIP_INDEX_URL, ...)
+    go to the Dockerfile; ``network`` is the RUN steps' network mode (``host`` where the engine has no bridge). The
+    build's output streams to ``log``."""
     if flavor not in FLAVORS:
         raise UsageError(f"image flavour {flavor!r}: choose one of {', '.join(FLAVORS)}")
+    for name, value in (build_args or {}).items():
+        if URL_CREDENTIAL.search(value):
+            raise UsageError(
+                f"--build-arg {name}: the URL carries a user and password, and build arguments stay in the image's"
+                " history; use an index that needs none (a mirror on this network) and pass credentials to pip"
+                " another way"
+            )
     root = source_checkout(context)
     dockerfile = root / "images" / f"Dockerfile.{flavor}"
     if not dockerfile.is_file():
@@ -59,12 +83,14 @@ def build_image(
     log(f"building {tag} from {dockerfile} on {engine_address()}")
     image_id = None
     last: list[str] = []
+    started = time.monotonic()
     try:
         for event in client.api.build(
             path=str(root),
             dockerfile=f"images/Dockerfile.{flavor}",
             tag=tag,
             buildargs=build_args,
+            network_mode=network,
             rm=True,
             forcerm=True,
             decode=True,
@@ -85,10 +111,9 @@ def build_image(
         raise
     except Exception as exc:  # the engine refused the build request itself (bad context, engine error)
         raise ImageBuildFailed(f"building {tag} failed: {describe_error(exc)}") from None
-    if image_id is None:
-        with engine_errors(f"building {tag}"):
-            image_id = client.images.get(tag).id
-    return tag, image_id
+    with engine_errors(f"building {tag}"):
+        image = client.images.get(image_id or tag)
+    return Built(tag, image.id, int(image.attrs.get("Size") or 0), time.monotonic() - started)
 
 
 def _labels(root: Path) -> dict[str, str]:

@@ -2,11 +2,13 @@
 .dockerignore sends what the build needs and nothing else. No container engine, nothing built.
 
     python -m ftc.images.lint [ROOT]        (ROOT: the repository root; the current folder by default)
+    python -m ftc.images.lint --installed PIN_FILE
 
-prints one problem a line and exits 1, or prints an "ok" line and exits 0. Each rule is a function that returns the
-problems it finds (an empty list when the files keep it); :func:`image_problems` runs them all on a folder laid out
-like the repository. The pins are compared with the packages installed where this runs, and the CPU image's Python
-with the Python it runs on: run it in the test environment.
+prints one problem a line and exits 1, or prints an "ok" line and exits 0. ``--installed`` checks this environment
+instead: every package installed here is pinned in PIN_FILE at its version (the images' builds run it). Each rule is
+a function that returns the problems it finds (an empty list when the files keep it); :func:`image_problems` runs
+them all on a folder laid out like the repository. The pins are compared with the packages installed where this
+runs, and the base image's Python with the Python it runs on: run it in the test environment.
 
 The folders the images copy and the build context must send are read from pyproject.toml's
 ``[tool.setuptools] package-dir`` (and ``packages``), never listed here. Only the standard library is imported at
@@ -38,11 +40,14 @@ from ._lint_instructions import DOCKERFILES, Instruction, dockerfile_stages, par
 from ._lint_pins import (
     IMAGE_EXTRAS,
     PIN_FILE,
+    PIN_FILE_GPU,
     PinFile,
     canonicalize_name,
     closure_problems,
     declared_requirements,
     environment_problems,
+    gpu_pin_problems,
+    installed_problems,
     parse_pin_file,
     pyproject_problems,
     settings_problems,
@@ -53,6 +58,7 @@ __all__ = [
     "ENTRYPOINT",
     "IMAGE_EXTRAS",
     "PIN_FILE",
+    "PIN_FILE_GPU",
     "Instruction",
     "PinFile",
     "canonicalize_name",
@@ -63,7 +69,9 @@ __all__ = [
     "dockerignore_problems",
     "dockerignore_rules",
     "environment_problems",
+    "gpu_pin_problems",
     "image_problems",
+    "installed_problems",
     "is_ignored",
     "main",
     "package_dirs",
@@ -84,15 +92,18 @@ def image_problems(root: Path) -> list[str]:
     Dockerfiles and .dockerignore of the repository at ``root``; an empty list when it keeps every rule."""
     root = Path(root)
     pin_file = parse_pin_file((root / PIN_FILE).read_text())
+    gpu = parse_pin_file((root / PIN_FILE_GPU).read_text(), PIN_FILE_GPU)
     pyproject = read_pyproject(root)
     dockerfiles = {flavour: (root / path).read_text() for flavour, path in DOCKERFILES.items()}
-    problems = list(pin_file.problems)
+    problems = list(pin_file.problems) + gpu.problems
     problems += pyproject_problems(pin_file, pyproject)
     problems += environment_problems(pin_file)
     problems += closure_problems(pin_file, pyproject)
     problems += settings_problems(pin_file)
+    problems += gpu_pin_problems(gpu, pin_file, pyproject)
+    flavour_pins = {"cpu": pin_file, "gpu": PinFile(pins=gpu.pins, settings=pin_file.settings)}
     for flavour, text in dockerfiles.items():
-        problems += dockerfile_problems(text, flavour, pin_file, pyproject, DOCKERFILES[flavour])
+        problems += dockerfile_problems(text, flavour, flavour_pins[flavour], pyproject, DOCKERFILES[flavour])
     problems += dockerignore_problems((root / ".dockerignore").read_text(), dockerfiles, root, pyproject)
     return problems
 
@@ -105,8 +116,14 @@ def main(argv: list[str] | None = None) -> int:
         description="Check the runtime images' pin file, Dockerfiles and .dockerignore (nothing is built).",
     )
     parser.add_argument("root", nargs="?", default=".", type=Path, help="the repository root (default: .)")
-    root = parser.parse_args(argv).root
-    needed = ("pyproject.toml", PIN_FILE, *DOCKERFILES.values(), ".dockerignore")
+    parser.add_argument(
+        "--installed", metavar="PIN_FILE", type=Path, help="check this environment's packages against PIN_FILE instead"
+    )
+    args = parser.parse_args(argv)
+    if args.installed is not None:
+        return _check_installed(args.installed)
+    root = args.root
+    needed = ("pyproject.toml", PIN_FILE, PIN_FILE_GPU, *DOCKERFILES.values(), ".dockerignore")
     missing = [p for p in needed if not (root / p).is_file()]
     if missing:
         print(f"{root}: not a checkout of ftc (no {', '.join(missing)})", file=sys.stderr)
@@ -121,6 +138,20 @@ def main(argv: list[str] | None = None) -> int:
     if problems:
         return 1
     print(f"ok: {root}: the images' pins, Dockerfiles and .dockerignore keep every rule")
+    return 0
+
+
+def _check_installed(path: Path) -> int:
+    if not path.is_file():
+        print(f"{path}: no such pin file", file=sys.stderr)
+        return 2
+    pins = parse_pin_file(path.read_text(), str(path))
+    problems = pins.problems + installed_problems(pins, str(path))
+    for problem in problems:
+        print(problem)
+    if problems:
+        return 1
+    print(f"ok: every package installed in {sys.prefix} is pinned in {path} at its version")
     return 0
 
 

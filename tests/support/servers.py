@@ -323,3 +323,44 @@ def debian_rootfs_tar(path: str | Path, mirror: str = "http://deb.debian.org/deb
         subprocess.run(["tar", "-C", str(rootfs), "-cf", str(partial), "."], check=True)
         partial.rename(path)
     return path
+
+
+def serve_wheel_index(*folders: str | Path):
+    """Serve the wheels in ``folders`` as a PEP 503 package index on 127.0.0.1 (what pip's --index-url and
+    --extra-index-url read): the way an image build reaches wheels that lie on this machine. Returns (server, its
+    /simple/ URL); ``server.shutdown()`` stops it."""
+    import http.server
+    import re
+    import tempfile
+    import threading
+
+    root = Path(tempfile.mkdtemp(prefix="ftc-wheels-"))
+    projects: dict[str, list[Path]] = {}
+    for folder in folders:
+        for wheel in sorted(Path(folder).glob("*.whl")):
+            name = re.sub(r"[-_.]+", "-", wheel.name.split("-", 1)[0]).lower()
+            projects.setdefault(name, []).append(wheel)
+    for name, wheels in projects.items():
+        page = root / "simple" / name
+        page.mkdir(parents=True)
+        (page / "index.html").write_text(
+            "<!DOCTYPE html><html><body>\n"
+            + "".join(f'<a href="/files/{w.name}">{w.name}</a><br>\n' for w in wheels)
+            + "</body></html>\n"
+        )
+        for wheel in wheels:
+            link = root / "files" / wheel.name
+            link.parent.mkdir(exist_ok=True)
+            if not link.exists():
+                link.symlink_to(wheel.resolve())
+
+    class Handler(http.server.SimpleHTTPRequestHandler):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, directory=str(root), **kwargs)
+
+        def log_message(self, *args):  # quiet: pip asks for many pages
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server, f"http://127.0.0.1:{server.server_address[1]}/simple/"

@@ -8,6 +8,7 @@ broken copies to prove each rule catches what it is meant to catch.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -22,6 +23,7 @@ from ftc.images.lint import (
     ENTRYPOINT,
     IMAGE_EXTRAS,
     PIN_FILE,
+    PIN_FILE_GPU,
     PinFile,
     canonicalize_name,
     closure_problems,
@@ -220,17 +222,31 @@ BROKEN = {
     "what the s3 extra pulls in not pinned": (_edit(PIN_FILE, "\nbotocore==", "\n# botocore=="), "add `botocore=="),
     "what the gcs extra pulls in not pinned": (_edit(PIN_FILE, "\nprotobuf==", "\n# protobuf=="), "add `protobuf=="),
     "a base image by tag only": (
-        _edit(
-            PIN_FILE,
-            "#@ CUDA_IMAGE=nvidia/cuda:13.0.2-base-ubuntu24.04@sha256:",
-            "#@ CUDA_IMAGE=nvidia/cuda:13.0.2-base-ubuntu24.04#",
-        ),
+        _edit(PIN_FILE, "#@ BASE_IMAGE=python:3.11.7-slim-bookworm@sha256:", "#@ BASE_IMAGE=python:3.11.7-slim#"),
         "not pinned by digest",
     ),
-    "torch's CUDA index and the CUDA image disagree": (_edit(PIN_FILE, "whl/cu130", "whl/cu128"), "they must match"),
-    "the CPU image's Python is not the tests'": (
-        _edit(PIN_FILE, "#@ PYTHON_IMAGE=python:3.11.7-slim", "#@ PYTHON_IMAGE=python:3.9.18-slim"),
+    "torch's CPU index is a CUDA one": (_edit(PIN_FILE, "whl/cpu", "whl/cu130"), "is not a CPU index"),
+    "the base image's Python is not the tests'": (
+        _edit(PIN_FILE, "#@ BASE_IMAGE=python:3.11.7-slim", "#@ BASE_IMAGE=python:3.9.18-slim"),
         "the tests run on",
+    ),
+    # the GPU pin file
+    "a GPU pin that differs from the CPU image's": (
+        _edit(PIN_FILE_GPU, "\npeft==", "\npeft==0.17.0\n# "),
+        "the images share every version but torch's",
+    ),
+    "a CPU pin missing from the GPU pins": (
+        _edit(PIN_FILE_GPU, "\nnumpy==", "\n# numpy=="),
+        f"is pinned in {PIN_FILE} but not in {PIN_FILE_GPU}",
+    ),
+    "liger-kernel not pinned for the GPU image": (
+        _edit(PIN_FILE_GPU, "\nliger_kernel==", "\n# liger_kernel=="),
+        f"liger-kernel: declared in pyproject.toml (liger-kernel>=0.8) but not pinned in {PIN_FILE_GPU}",
+    ),
+    "a range in the GPU pins": (_edit(PIN_FILE_GPU, "\ntriton==", "\ntriton>="), "is not an exact pin"),
+    "a setting in the GPU pins": (
+        _edit(PIN_FILE_GPU, "\ntriton==", "\n#@ BASE_IMAGE=debian:12\ntriton=="),
+        "settings belong in",
     ),
     "a new requirement in the train extra": (
         _edit_pyproject(lambda p: p["project"]["optional-dependencies"]["train"].append("rich-click>=1")),
@@ -254,7 +270,7 @@ BROKEN = {
         "`==<version>` in a Dockerfile",
     ),
     "a version in an ENV": (
-        _edit(GPU, "    HOME=/home/ftc", f"    HOME=/home/ftc TORCH_VERSION={TORCH_PIN.split('==')[1]}"),
+        _edit(CPU, "    HOME=/home/ftc", f"    HOME=/home/ftc TORCH_VERSION={TORCH_PIN.split('==')[1]}"),
         "pinned version",
     ),
     "a version after a package name": (
@@ -262,11 +278,11 @@ BROKEN = {
         "a version of torch is written",
     ),
     "a base image ARG that differs from the pin file": (
-        _edit(GPU, "ARG CUDA_IMAGE=nvidia/cuda:13.0.2-base", "ARG CUDA_IMAGE=nvidia/cuda:13.0.1-base"),
+        _edit(GPU, "ARG BASE_IMAGE=python:3.11.7-slim", "ARG BASE_IMAGE=python:3.11.6-slim"),
         "they must be equal",
     ),
     "a base image named in FROM": (
-        _edit(CPU, "FROM ${PYTHON_IMAGE} AS builder", "FROM python:3.11-slim AS builder"),
+        _edit(CPU, "FROM ${BASE_IMAGE} AS builder", "FROM python:3.11-slim AS builder"),
         "names an image directly",
     ),
     "torch's index written in the Dockerfile": (
@@ -317,7 +333,19 @@ BROKEN = {
         ),
         "copies from the build context",
     ),
-    "one stage": (_edit(CPU, "\nFROM ${PYTHON_IMAGE}\n", "\n"), "not a multi-stage build"),
+    "one stage": (_edit(CPU, "\nFROM ${BASE_IMAGE}\n", "\n"), "not a multi-stage build"),
+    "no compiler in the GPU image": (
+        _edit(GPU, "install -y --no-install-recommends gcc g++ libc6-dev", "install -y --no-install-recommends gcc"),
+        "the final stage does not install g++",
+    ),
+    "the GPU image installs without its pin file": (
+        _edit(GPU, "pip install -c images/versions-gpu.txt -r", "pip install -c images/versions.txt -r"),
+        "(-c images/versions-gpu.txt)",
+    ),
+    "no check that everything installed is pinned": (
+        _edit(CPU, "    && python -m ftc.images.lint --installed images/versions.txt \\\n", ""),
+        "no RUN checks that everything installed is pinned",
+    ),
     "the environment not copied": (
         _edit(GPU, "COPY --from=builder /opt/ftc /opt/ftc", ""),
         "does not COPY --from=<builder> /opt/ftc",
@@ -343,8 +371,8 @@ BROKEN = {
         "no RUN reads [project] dependencies",
     ),
     "the pin file not copied": (
-        _edit(GPU, "COPY images/versions.txt images/versions.txt", ""),
-        "does not COPY images/versions.txt",
+        _edit(GPU, "COPY images/versions-gpu.txt images/versions-gpu.txt", ""),
+        "does not COPY images/versions-gpu.txt",
     ),
     "a package folder not copied": (_edit(GPU, "COPY lineage lineage\n", ""), f"{GPU}: does not COPY lineage"),
     "a package folder copied in part": (
@@ -436,3 +464,33 @@ def test_a_version_of_another_build_counts_as_the_same_version():
     pins = parse_pin_file("torch==2.13.0\n")
     assert environment_problems(pins, version_of=lambda name: "2.13.0+cu130") == []
     assert environment_problems(pins, version_of=lambda name: "2.14.1+cpu") != []
+
+
+def test_the_installed_check_names_every_unpinned_package_and_other_version(tmp_path):
+    import importlib.metadata
+
+    from ftc.images.lint import installed_problems
+
+    site = tmp_path / "site"
+    for name, version in (("numpy", "2.4.6"), ("PyYAML", "6.0.3"), ("six", "1.17.0"), ("pip", "26.0"), ("ftc", "0.1")):
+        info = site / f"{name}-{version}.dist-info"
+        info.mkdir(parents=True)
+        (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n")
+    pins = parse_pin_file("numpy==2.4.6\nPyYAML==6.0.4\n", "pins.txt")
+    problems = installed_problems(pins, "pins.txt", lambda: importlib.metadata.distributions(path=[str(site)]))
+    assert sorted(problems) == [
+        "PyYAML 6.0.3 is installed but pins.txt pins 6.0.4",
+        "six 1.17.0 is installed but not pinned in pins.txt",
+    ]  # pip and ftc itself are not pins
+
+
+def test_a_build_argument_carrying_a_password_is_refused_before_the_engine_is_asked(tmp_path):
+    env = {**os.environ, "DOCKER_HOST": "unix:///nonexistent/docker.sock"}
+    done = subprocess.run(
+        [sys.executable, "-m", "ftc.cli", "image", "build", "gpu", "--build-arg",
+         "PIP_INDEX_URL=https://me:s3cret@pypi.example/simple/"],
+        capture_output=True, text=True, env=env, timeout=60,
+    )  # fmt: skip
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert "--build-arg PIP_INDEX_URL: the URL carries a user and password" in done.stderr
+    assert "s3cret" not in done.stdout + done.stderr
