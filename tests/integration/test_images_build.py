@@ -8,7 +8,7 @@ CUDA build runs on a CPU too), and the GPU image proves the toolchain that Trito
 time, with no GPU: a C extension compiled and imported by Triton's own builder (what its kernel launchers do),
 ``torch.compile`` of a small function on the CPU, ``import triton, liger_kernel, deepspeed``, DeepSpeed's op report.
 
-Not in CI (~20 min here, ~7 GB of disk): ``python -m pytest tests -m images``. The first run also downloads the
+Not in CI (~13 min here, with 8 GB of images): ``python -m pytest tests -m images``. The first run also downloads the
 wheels (~3.2 GB) and makes the base (~1 min), into .ftc-test-assets/.
 """
 
