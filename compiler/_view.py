@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from ftc.spec.canonical import differences, show_value
 from ftc.spec.plan import Plan, PlanFile, PlanImage, PlanInput
 from ftc.stores.hashing import describe_changes
 
@@ -88,16 +89,7 @@ def describe_image(image: PlanImage | None) -> str:
     return f"{image.requested} pinned {how}: {image.ref}"
 
 
-_ABSENT = object()
 _DERIVED = ("plan_id", "spec_digest")  # hashes of the rest: the lines below say what changed
-
-
-def _walk(a: Any, b: Any, path: str, out: list[tuple[str, Any, Any]]) -> None:
-    if isinstance(a, dict) and isinstance(b, dict):
-        for key in sorted(set(a) | set(b)):
-            _walk(a.get(key, _ABSENT), b.get(key, _ABSENT), f"{path}.{key}" if path else key, out)
-    elif a != b:
-        out.append((path, a, b))
 
 
 def _section(path: str) -> int:
@@ -108,10 +100,9 @@ def _section(path: str) -> int:
 
 def diff_plans(a: Plan, b: Plan) -> list[str]:
     """One line per difference between plans ``a`` and ``b``: inputs first, then settings, then the image."""
-    changes: list[tuple[str, Any, Any]] = []
-    _walk(_comparable(a), _comparable(b), "", changes)
+    changes = differences(_comparable(a), _comparable(b))
     ordered = sorted(changes, key=lambda c: (_section(c[0]), c[0]))
-    lines = [f"{path}: {_show(old)} -> {_show(new)}" for path, old, new in ordered]
+    lines = [f"{path}: {show_value(old)} -> {show_value(new)}" for path, old, new in ordered]
     for role in sorted(set(a.inputs) & set(b.inputs)):
         lines += _file_changes(role, a.inputs[role].files or (), b.inputs[role].files or ())
     return lines
@@ -137,7 +128,3 @@ def _file_changes(role: str, a: tuple[PlanFile, ...], b: tuple[PlanFile, ...]) -
         added=f"inputs.{role}.files: {{path}} added",
         changed=f"inputs.{role}.files: {{path}} changed ({{before}} -> {{after}})",
     )
-
-
-def _show(value: Any) -> str:
-    return "(absent)" if value is _ABSENT else json.dumps(value, ensure_ascii=False, sort_keys=True)

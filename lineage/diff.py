@@ -1,0 +1,163 @@
+"""``ftc lineage diff A B``: why two checkpoints differ, from what their records and plans say: inputs (by pin),
+settings (the spec key by key, from the plan each checkpoint carries), environment (package by package, Python, the
+image), topology (processes, nodes, device, precision, ZeRO stage) and results (steps, tokens, eval losses side by
+side, which files differ). Reads the records as they are: ``ftc lineage verify`` says whether to trust them."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ftc.spec.canonical import differences, show_value
+
+from . import checkpoint_folder, load
+from .plan import PLAN_FILE, checkpoint_plan
+from .show import source_name
+
+__all__ = [
+    "SECTIONS",
+    "CheckpointDiff",
+    "diff_checkpoints",
+    "environment_differences",
+    "input_differences",
+    "topology_differences",
+]
+
+SECTIONS = ("inputs", "settings", "environment", "topology", "results")
+# where a run writes says nothing of what it trained: two runs to compare always write to different places
+WHERE_ONLY = ("spec.output_dir",)
+
+
+@dataclass
+class CheckpointDiff:
+    """What differs between checkpoints ``a`` and ``b``: lines by section (an empty section: the same)."""
+
+    a: str
+    b: str
+    sections: dict[str, list[str]] = field(default_factory=lambda: {s: [] for s in SECTIONS})
+
+    @property
+    def identical(self) -> bool:
+        return not any(self.sections.values())
+
+    def text(self) -> str:
+        head = [f"a: {self.a}", f"b: {self.b}"]
+        if self.identical:
+            return "\n".join([*head, "the histories are the same: inputs, settings, environment, topology, results"])
+        body = []
+        for name in SECTIONS:
+            lines = self.sections[name]
+            body.append(f"{name}: " + ("the same" if not lines else f"{len(lines)} difference(s)"))
+            body += [f"  {line}" for line in lines]
+        return "\n".join(head + body)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"a": self.a, "b": self.b, "identical": self.identical, "sections": self.sections}
+
+
+def input_differences(a: dict[str, Any], b: dict[str, Any]) -> list[str]:
+    """Parents and datasets by role, compared by their pins (digests), with where each came from."""
+
+    def by_role(record: dict[str, Any]) -> dict[str, dict[str, Any]]:
+        # a reproduction's original is what it is compared with, not one of its inputs
+        entries = [*record.get("parents", []), *record.get("datasets", [])]
+        return {e["role"]: e for e in entries if e.get("relation") != "reproduction-of"}
+
+    def pin(entry: dict[str, Any]) -> str:
+        return entry.get("digest") or entry.get("sha256") or "(no digest)"  # parents: digest; datasets: sha256
+
+    ia, ib = by_role(a), by_role(b)
+    lines = []
+    for role in sorted(set(ia) | set(ib)):
+        ea, eb = ia.get(role), ib.get(role)
+        if ea is None or eb is None:
+            only = "a" if eb is None else "b"
+            entry = ea or eb
+            lines.append(f"{role}: only in {only} ({pin(entry)} from {source_name(entry['source'])})")
+        elif pin(ea) != pin(eb):
+            lines.append(f"{role}: {pin(ea)} ({source_name(ea['source'])}) -> {pin(eb)} ({source_name(eb['source'])})")
+        elif ea.get("relation") != eb.get("relation"):
+            lines.append(f"{role}: relation {ea.get('relation')} -> {eb.get('relation')}")
+    return lines
+
+
+def _settings(fa: Path, a: dict[str, Any], fb: Path, b: dict[str, Any]) -> list[str]:
+    """The plans' spec and architecture, key by key (not where the runs wrote); when a checkpoint carries no plan,
+    its spec digest."""
+    if a["plan"].get("spec_digest") == b["plan"].get("spec_digest") and a["plan"].get("mode") == b["plan"].get("mode"):
+        return []
+    if not (fa / PLAN_FILE).exists() or not (fb / PLAN_FILE).exists():
+        return [
+            f"spec_digest: {a['plan'].get('spec_digest')} -> {b['plan'].get('spec_digest')} (a checkpoint carries no"
+            f" {PLAN_FILE}: key by key needs both plans)"
+        ]
+    da, db = checkpoint_plan(fa, a).to_dict(), checkpoint_plan(fb, b).to_dict()
+    lines = []
+    for section in ("spec", "architecture"):
+        lines += [
+            f"{path}: {show_value(x)} -> {show_value(y)}"
+            for path, x, y in differences(da.get(section), db.get(section), section)
+            if path not in WHERE_ONLY
+        ]
+    return lines
+
+
+def environment_differences(a: dict[str, Any], b: dict[str, Any]) -> list[str]:
+    ea, eb = a.get("environment", {}), b.get("environment", {})
+    lines = [
+        f"{key}: {show_value(x)} -> {show_value(y)}"
+        for key in ("python", "platform")
+        for _, x, y in differences(ea.get(key), eb.get(key), key)
+    ]
+    ia, ib = ea.get("image") or {}, eb.get("image") or {}
+    if ia.get("id") != ib.get("id"):
+        lines.append(f"image: {ia.get('requested', '(none)')} {ia.get('id', '')} -> {ib.get('requested', '(none)')} "
+                     f"{ib.get('id', '')}".replace("  ", " ").strip())  # fmt: skip
+    pa, pb = ea.get("packages", {}), eb.get("packages", {})
+    lines += [f"package {name}: {show_value(x)} -> {show_value(y)}" for name, x, y in differences(pa, pb)]
+    return lines
+
+
+def topology_differences(a: dict[str, Any], b: dict[str, Any]) -> list[str]:
+    xa, xb = a.get("execution", {}), b.get("execution", {})
+    return [f"{path}: {show_value(x)} -> {show_value(y)}" for path, x, y in differences(xa, xb)]
+
+
+def _results(a: dict[str, Any], b: dict[str, Any]) -> list[str]:
+    ra, rb = a.get("results", {}), b.get("results", {})
+    lines = [
+        f"{key}: {show_value(ra.get(key))} -> {show_value(rb.get(key))}"
+        for key in ("status", "step", "total_steps", "tokens_trained", "train_loss", "eval_loss")
+        if ra.get(key) != rb.get(key)
+    ]
+    evals_a = {e["step"]: e.get("eval_loss") for e in ra.get("evals", [])}
+    evals_b = {e["step"]: e.get("eval_loss") for e in rb.get("evals", [])}
+    for step in sorted(set(evals_a) | set(evals_b)):
+        x, y = evals_a.get(step), evals_b.get(step)
+        if x != y:
+            lines.append(f"eval loss at step {step}: {show_value(x)} -> {show_value(y)}")
+    files_a = {f["path"]: f["sha256"] for f in a.get("checkpoint", {}).get("files", [])}
+    files_b = {f["path"]: f["sha256"] for f in b.get("checkpoint", {}).get("files", [])}
+    for path in sorted(set(files_a) | set(files_b)):
+        if path not in files_b:
+            lines.append(f"file {path}: only in a")
+        elif path not in files_a:
+            lines.append(f"file {path}: only in b")
+        elif files_a[path] != files_b[path]:
+            lines.append(f"file {path}: {files_a[path][:12]}… -> {files_b[path][:12]}…")
+    return lines
+
+
+def diff_checkpoints(a: Path, b: Path) -> CheckpointDiff:
+    """What differs between the histories of the checkpoints at ``a`` and ``b`` (checkpoint folders, or run output
+    folders: their best checkpoint)."""
+    fa, fb = checkpoint_folder(a), checkpoint_folder(b)
+    ra, rb = load(fa), load(fb)
+    out = CheckpointDiff(str(fa), str(fb))
+    out.sections["inputs"] = input_differences(ra, rb)
+    out.sections["settings"] = _settings(fa, ra, fb, rb)
+    out.sections["environment"] = environment_differences(ra, rb)
+    out.sections["topology"] = topology_differences(ra, rb)
+    out.sections["results"] = _results(ra, rb)
+    return out
