@@ -5,13 +5,14 @@ the plan's pins find and verify them from here (the base weights to serve an ada
 from __future__ import annotations
 
 import dataclasses
+import os
 from pathlib import Path
 from typing import Any
 
 from ftc.errors import LineageBroken, PlanInvalid
-from ftc.spec.plan import Plan, read_plan
+from ftc.spec.plan import Placement, Plan, read_plan
 
-__all__ = ["PLAN_FILE", "checkpoint_plan"]
+__all__ = ["PLAN_FILE", "checkpoint_plan", "reproduction_plan"]
 
 PLAN_FILE = "plan.json"
 
@@ -24,6 +25,33 @@ def _recorded_locations(record: dict[str, Any]) -> dict[str, str]:
 
 def checkpoint_plan(folder: Path, record: dict[str, Any]) -> Plan:
     """The plan that wrote the checkpoint in ``folder`` (whose verified lineage record is ``record``)."""
+    plan = _carried_plan(folder, record, older_spec=True)  # a checkpoint outlives the ftc that wrote it
+    located = _recorded_locations(record)
+    inputs = {
+        role: dataclasses.replace(item, uri=located[role]) if item.source == "local" and role in located else item
+        for role, item in plan.inputs.items()
+    }
+    return dataclasses.replace(plan, inputs=inputs)
+
+
+def reproduction_plan(folder: Path, record: dict[str, Any], output: Path) -> Plan:
+    """The plan that wrote the checkpoint in ``folder`` (verified record ``record``), to run again as it is (the same
+    bytes, so the same plan_id and the same plan.json in every checkpoint): placed so that its local inputs are found
+    where the record locates them, its output goes to ``output``, it stops after the checkpoint's step, and its
+    checkpoints name this one as what they reproduce."""
+    plan = _carried_plan(folder, record, older_spec=False)
+    located = _recorded_locations(record)
+    locations = {
+        item.uri: os.path.normpath(folder / Path(located[role]).expanduser())
+        for role, item in plan.inputs.items()
+        if item.source == "local" and role in located
+    }
+    locations[plan.output_dir] = str(output.resolve())
+    placement = Placement(locations, record["results"]["step"], str(folder.resolve()))
+    return dataclasses.replace(plan, placement=placement)
+
+
+def _carried_plan(folder: Path, record: dict[str, Any], *, older_spec: bool) -> Plan:
     path = folder / PLAN_FILE
     if not path.exists():
         raise LineageBroken(
@@ -31,17 +59,25 @@ def checkpoint_plan(folder: Path, record: dict[str, Any]) -> Plan:
             "\n    fix: train it again with this ftc"
         )
     try:
-        plan = read_plan(path, older_spec=True)  # a checkpoint outlives the ftc that wrote it
+        plan = read_plan(path, older_spec=older_spec)
     except PlanInvalid as exc:
+        if not older_spec and _valid_for_an_older_ftc(path):
+            raise PlanInvalid(
+                f"{path}: the checkpoint's plan was compiled by an older ftc ({exc}); it can be served, not rerun by"
+                " this version: reproduce it with the ftc that wrote it (its version is in the plan)"
+            ) from None
         raise LineageBroken(f"{folder}: the plan it carries is not valid: {exc}") from None
     if plan.plan_id != record["plan"]["plan_id"]:
         raise LineageBroken(
             f"{path}: plan_id {plan.plan_id}, but the checkpoint's lineage record names {record['plan']['plan_id']}"
             "\n    fix: restore the checkpoint's plan.json (`ftc lineage verify` checks every file)"
         )
-    located = _recorded_locations(record)
-    inputs = {
-        role: dataclasses.replace(item, uri=located[role]) if item.source == "local" and role in located else item
-        for role, item in plan.inputs.items()
-    }
-    return dataclasses.replace(plan, inputs=inputs)
+    return plan
+
+
+def _valid_for_an_older_ftc(path: Path) -> bool:
+    try:
+        read_plan(path, older_spec=True)
+    except PlanInvalid:
+        return False
+    return True

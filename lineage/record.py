@@ -20,22 +20,27 @@ from typing import Any
 
 from ftc.spec.canonical import digest_of
 from ftc.spec.reading import MiB, NotReadable, finite_json, read_bounded_text
-from ftc.stores.hashing import FileDigest, hash_tree, manifest_digest
+from ftc.stores.hashing import FileDigest, hash_file, hash_tree, manifest_digest
 
 __all__ = [
     "LINEAGE_FILE",
     "LINEAGE_VERSION",
     "MEASURED",
+    "REPRODUCTION_FILE",
     "checkpoint_files",
+    "checkpoint_parent",
     "checkpoint_section",
     "environment",
     "location_of",
     "read_record",
     "record_id_of",
+    "reproduction_of",
     "seal",
 ]
 
 LINEAGE_FILE = "lineage.json"
+#: ftc reproduce's verdict, in the rerun's output folder (beside checkpoints/)
+REPRODUCTION_FILE = "reproduction.json"
 LINEAGE_VERSION = 1
 #: the packages whose versions decide what a run computes
 KEY_PACKAGES = ("torch", "transformers", "peft", "deepspeed", "accelerate", "safetensors", "tokenizers", "ftc")
@@ -108,3 +113,39 @@ def location_of(path: Path, checkpoint: Path, given: str) -> str:
     if given.startswith("~") or os.path.isabs(given):
         return given
     return Path(os.path.relpath(os.path.realpath(path), os.path.realpath(checkpoint))).as_posix()
+
+
+def checkpoint_parent(folder: Path, record: dict[str, Any], relation: str, child: Path, given: str) -> dict[str, Any]:
+    """A checkpoint (in ``folder``, whose verified record is ``record``) as the parent of ``child`` (an export, a
+    reproduction): its files with its record among them, the record embedded whole, located relative to the child,
+    so `ftc lineage verify` walks from the child down the whole chain."""
+    files = {f["path"]: f["sha256"] for f in record["checkpoint"]["files"]}
+    files[LINEAGE_FILE], _ = hash_file(folder / LINEAGE_FILE)
+    return {
+        "role": "checkpoint",
+        "relation": relation,
+        "source": {
+            "source": "local",
+            "kind": "dir",
+            "given": given,
+            "location": Path(os.path.relpath(os.path.realpath(folder), os.path.realpath(child))).as_posix(),
+        },
+        "digest": manifest_digest([FileDigest(p, 0, sha) for p, sha in sorted(files.items())]),
+        "files": [{"path": p, "sha256": sha} for p, sha in sorted(files.items())],
+        "record_id": record["record_id"],
+        "lineage": record,
+    }
+
+
+def reproduction_of(folder: Path, record: dict[str, Any]) -> tuple[dict[str, Any], str | None] | None:
+    """For a checkpoint ``ftc reproduce`` wrote (in OUT/checkpoints/NAME): the original, as its parent entry, and the
+    verdict in OUT/reproduction.json (None when it cannot be read). None for any other checkpoint."""
+    origin = next((p for p in record.get("parents", []) if p.get("relation") == "reproduction-of"), None)
+    if origin is None:
+        return None
+    try:
+        text = read_bounded_text(folder.parent.parent / REPRODUCTION_FILE, limit=4 * MiB, what="reproduction report")
+        verdict = finite_json(text)["verdict"]
+    except (NotReadable, ValueError, KeyError, TypeError, RecursionError):
+        return origin, None
+    return origin, verdict if isinstance(verdict, str) else None

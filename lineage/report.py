@@ -14,6 +14,7 @@ from typing import Any
 
 from ftc.spec.reading import MiB, NotFinite, NotReadable, finite_json, read_bounded_text
 
+from .record import REPRODUCTION_FILE, reproduction_of
 from .show import Node, _resolved, chain, source_name
 from .verify import verify_checkpoint
 
@@ -233,6 +234,20 @@ def _settings(folder: Path) -> list[tuple[str, Any]]:
     return [(k, f"<code>{_e(json.dumps(spec[k]))}</code>") for k in keys if k in spec]
 
 
+def _reproduction(folder: Path, record: dict[str, Any]) -> list[tuple[str, Any]]:
+    """A reproduction's status: what it reproduces, and the verdict `ftc reproduce` wrote beside its checkpoints."""
+    found = reproduction_of(folder, record)
+    if found is None:
+        return []
+    origin, verdict = found
+    rows = [("reproduction of", f"<code>{_e(source_name(origin['source']))}</code> record "
+                                f"<code>{_e(origin.get('record_id', '—'))}</code>")]  # fmt: skip
+    if verdict is None:
+        return [*rows, ("reproduction", "no verdict beside it (the run did not finish, or its report was moved)")]
+    css = "ok" if verdict in ("bitwise reproduced", "numerically reproduced") else "bad"
+    return [*rows, ("reproduction", f'<span class="{css}">{_e(verdict)}</span> ({REPRODUCTION_FILE})')]
+
+
 def report_html(folder: Path) -> str:
     """The report of the checkpoint in ``folder`` (its chain verified as ``ftc lineage verify`` does)."""
     folder = folder.resolve()
@@ -313,6 +328,7 @@ def report_html(folder: Path) -> str:
                         f"{execution.get('precision', '—')}, ZeRO {execution.get('zero_stage', '—')}")),
         ("plan", f"<code>{_e(record.get('plan', {}).get('plan_id', '—'))}</code>"),
         ("record", f"<code>{_e(record['record_id'])}</code>"),
+        *_reproduction(folder, record),
         *_tracker(folder),
     ]  # fmt: skip
     title = f"{checkpoint['model_id']} · {checkpoint['name']} ({checkpoint['kind']})"

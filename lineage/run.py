@@ -16,10 +16,42 @@ from ftc.spec.canonical import digest_of
 from ftc.spec.plan import PARENT_ROLES, Plan, PlanInput
 from ftc.stores.hashing import FileDigest, manifest_digest, walk_files
 
-from .record import LINEAGE_VERSION, MEASURED, checkpoint_section, environment, location_of, read_record, seal
+from .record import (
+    LINEAGE_VERSION,
+    MEASURED,
+    checkpoint_files,
+    checkpoint_parent,
+    checkpoint_section,
+    environment,
+    location_of,
+    read_record,
+    seal,
+)
 from .verify import files_problems, record_problems
 
 __all__ = ["Lineage"]
+
+
+def _origin(plan: Plan) -> tuple[Path, dict[str, Any]] | None:
+    """The checkpoint a reproduction reproduces (its placement names it), checked against its own record."""
+    folder = plan.placement.reproduction_of if plan.placement is not None else None
+    if folder is None:
+        return None
+    path = Path(folder)
+    try:
+        record = read_record(path)
+    except ValueError as exc:
+        raise LineageBroken(f"the checkpoint reproduced: {exc}") from None
+    if record is None:
+        raise LineageBroken(f"{path}: the checkpoint reproduced has no lineage record")
+    problems = record_problems(record, str(path))
+    found = {f.path: f.sha256 for f in checkpoint_files(path)}
+    problems += files_problems(record["checkpoint"]["files"], found, str(path))
+    if problems:
+        raise LineageBroken(
+            f"{path}: the checkpoint reproduced no longer matches its record\n    " + "\n    ".join(problems)
+        )
+    return path, record
 
 
 def _relation(role: str, mode: str) -> str:
@@ -56,6 +88,8 @@ class Lineage:
     paths: dict[str, Path | str]
     parents: dict[str, dict[str, Any]]  # role -> the parent checkpoint's own lineage record
     env: dict[str, Any]
+    #: ftc reproduce: the checkpoint this run reproduces, and its record (a parent with relation reproduction-of)
+    origin: tuple[Path, dict[str, Any]] | None = None
 
     @classmethod
     def check(cls, plan: Plan, paths: dict[str, Path | str], image: dict[str, Any] | None = None) -> Lineage:
@@ -83,7 +117,7 @@ class Lineage:
                     + "\n    fix: continue from an intact checkpoint (`ftc lineage verify` names what changed)"
                 )
             parents[role] = record
-        return cls(plan, paths, parents, environment(image))
+        return cls(plan, paths, parents, environment(image), _origin(plan))
 
     def record(
         self,
@@ -117,6 +151,9 @@ class Lineage:
                 entry["record_id"] = self.parents[role]["record_id"]
                 entry["lineage"] = self.parents[role]
             parents.append(entry)
+        if self.origin is not None:
+            path, origin = self.origin
+            parents.append(checkpoint_parent(path, origin, "reproduction-of", final, str(path)))
         datasets = []
         for role in ("train", "valid"):
             item = plan.inputs.get(role)

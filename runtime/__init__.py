@@ -8,7 +8,7 @@ from typing import Any
 from ._backend import run
 from ._launch import Rendezvous, run_plan
 
-__all__ = ["Rendezvous", "inspect_data", "run", "run_plan", "verify_inputs"]
+__all__ = ["Rendezvous", "inspect_data", "run", "run_plan", "save_tokenizer", "verify_inputs"]
 
 
 def __getattr__(name: str) -> Any:
@@ -17,6 +17,10 @@ def __getattr__(name: str) -> Any:
         from ._inspect import inspect_data
 
         return inspect_data
+    if name == "save_tokenizer":  # a checkpoint's and an export's tokenizer, saved the same way
+        from ._model import save_tokenizer
+
+        return save_tokenizer
     if name == "verify_inputs":
         from ._inputs import verify_inputs
 

@@ -35,6 +35,8 @@ from ftc.lineage.record import LINEAGE_FILE
 from ftc.lineage.verify import verified_record
 from ftc.spec.reading import MiB, read_bounded_text
 
+from ._model import save_tokenizer
+
 __all__ = [
     "Checkpointer",
     "is_complete",
@@ -172,6 +174,22 @@ def _frozen_left_out(engine: Any, lora: bool) -> Iterator[None]:
         del engine.module_state_dict  # the class's method again
 
 
+#: adapter_config.json keys that peft keeps as sets: saved in the process's (randomized) set order unless sorted
+_SET_KEYS = ("target_modules", "exclude_modules")
+
+
+def stable_adapter_config(folder: Path) -> None:
+    """Rewrite the adapter_config.json peft just saved in ``folder`` with its set-valued lists sorted, so the same
+    plan writes the same bytes in every process (Python's string hashing, and so set order, is per process)."""
+    path = folder / "adapter_config.json"
+    config = json.loads(path.read_text(encoding="utf-8"))
+    for key in _SET_KEYS:
+        value = config.get(key)
+        if isinstance(value, list) and all(isinstance(v, str) for v in value):
+            config[key] = sorted(value)
+    path.write_text(json.dumps(config, indent=2, sort_keys=True), encoding="utf-8")
+
+
 def checkpoint_sizes(folder: Path) -> dict[str, int]:
     """Bytes per part of a checkpoint: the weights a server loads, the state only resuming needs, and the rest."""
     sizes = {"weights": 0, "training_state": 0, "other": 0}
@@ -230,7 +248,7 @@ class Checkpointer:
         save_file(rng, str(tmp / f"rng_state_rank{self.rank}.safetensors"))
         self.barrier()
         if self.rank == 0:
-            tokenizer.save_pretrained(tmp)
+            save_tokenizer(tokenizer, tmp)
             (tmp / PLAN_FILE).write_text(self.plan_text, encoding="utf-8")
             state = {**state, "sizes": checkpoint_sizes(tmp)}  # (the state file itself is a few hundred bytes)
             (tmp / STATE_FILE).write_text(json.dumps(state, indent=2, sort_keys=True) + "\n")
@@ -256,6 +274,8 @@ class Checkpointer:
                         model.save_pretrained(folder, safe_serialization=True)
             elif self.rank == 0:
                 model.save_pretrained(folder, safe_serialization=True)
+            if self.rank == 0:
+                stable_adapter_config(folder)
             if self.rank == 0:
                 _name_base(folder, self.model_id)
             return

@@ -216,7 +216,9 @@ def _materialize_remote(role: str, item: PlanInput, checked_by_host: bool = Fals
             ) from None
         except RemoteProblem as exc:
             if exc.changed:
-                raise InputChanged(f"{role}: {exc}\n    fix: {exc.hint}") from None
+                changed = InputChanged(f"{role}: {exc}\n    fix: {exc.hint}")
+                changed.gone = exc.reason == "gone"
+                raise changed from None
             raise InputUnresolvable(f"{role}: {exc}\n    fix: {exc.hint}", exc.reason) from None
         return obj.path, sha
 

@@ -6,6 +6,7 @@ and their exit status comes back through a failure note each worker leaves in th
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import signal
@@ -18,7 +19,7 @@ from pathlib import Path
 from ftc.errors import ExitCode, FtcError, TrainingFailed, UsageError, report
 from ftc.images import image_from_env
 from ftc.lineage.run import Lineage
-from ftc.spec.plan import Plan, read_plan
+from ftc.spec.plan import Placement, Plan, read_plan
 
 from ._checkpoint import is_complete, resume_point
 from ._inputs import verify_inputs
@@ -115,6 +116,10 @@ def _launch_workers(plan: Plan, plan_path: Path, *, resume: bool, rendezvous: Re
     # the note lives outside the output folder: the failure to report may be that the output storage is full
     with tempfile.TemporaryDirectory(prefix="ftc-run-") as scratch:
         note = Path(scratch) / "failure.json"
+        if plan.placement is not None:  # the workers run the same plan file, placed as this process places it
+            placement = Path(scratch) / "placement.json"
+            placement.write_text(json.dumps(plan.placement.to_dict()))
+            command += ["--placement", str(placement)]
         child = subprocess.Popen(command, start_new_session=True, env={**os.environ, FAILURE_NOTE_ENV: str(note)})
         try:
             code = child.wait()
@@ -165,10 +170,13 @@ def worker_main(argv: list[str] | None = None) -> int:
     parser.add_argument("--node-rank", type=int, default=0)
     parser.add_argument("--master-addr", default="127.0.0.1")
     parser.add_argument("--master-port", type=int, default=29500)
+    parser.add_argument("--placement", type=Path, help=argparse.SUPPRESS)  # ftc reproduce's workers
     args = parser.parse_args(argv)
     plan = None
     try:
         plan = read_plan(args.plan)
+        if args.placement is not None:
+            plan = dataclasses.replace(plan, placement=_read_placement(args.placement))
         if "RANK" not in os.environ:  # started by hand (or as a container's entry point): this node's share
             rendezvous = Rendezvous(args.node_rank, args.master_addr, args.master_port)
             run_plan(plan, args.plan, resume=args.resume, rendezvous=rendezvous)
@@ -183,6 +191,15 @@ def worker_main(argv: list[str] | None = None) -> int:
         if isinstance(exc, FtcError) and int(os.environ.get("RANK", "0")) == 0 and note:
             _leave_note(Path(note), exc)
         return int(code)
+
+
+def _read_placement(path: Path) -> Placement:
+    """The placement the launcher wrote for this run's workers (small JSON in its own scratch folder)."""
+    try:
+        with open(path, "rb") as f:
+            return Placement.from_dict(json.loads(f.read(1 << 20)))
+    except (OSError, ValueError) as exc:
+        raise UsageError(f"--placement {path}: {exc}") from None
 
 
 def _leave_note(note: Path, exc: FtcError) -> None:

@@ -12,7 +12,15 @@ from typing import Any
 from ftc.errors import DataInvalid, InputUnresolvable, UsageError
 from ftc.spec import JobSpec
 
-__all__ = ["LoadedModel", "attention_for", "describe_mode", "kernels_for", "load_model", "load_tokenizer"]
+__all__ = [
+    "LoadedModel",
+    "attention_for",
+    "describe_mode",
+    "kernels_for",
+    "load_model",
+    "load_tokenizer",
+    "save_tokenizer",
+]
 
 #: model types Liger patches in place with the kernels ftc uses (RMSNorm, RoPE, SwiGLU)
 _LIGER = {
@@ -182,3 +190,16 @@ def load_model(
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     total = sum(p.numel() for p in model.parameters())
     return LoadedModel(model, tokenizer, source, trainable, total)
+
+
+#: what transformers records in tokenizer_config.json about how the tokenizer was loaded, not what it is: it would
+#: differ between two runs of one plan in different environments (HF_HUB_OFFLINE sets local_files_only), and a token
+#: is a credential
+LOADING_KWARGS = ("local_files_only", "cache_dir", "token", "use_auth_token", "proxies", "force_download", "revision")
+
+
+def save_tokenizer(tokenizer: Any, folder: Path) -> None:
+    """``tokenizer.save_pretrained(folder)`` without the loading settings it picked up (LOADING_KWARGS)."""
+    for key in LOADING_KWARGS:
+        tokenizer.init_kwargs.pop(key, None)
+    tokenizer.save_pretrained(folder)

@@ -349,6 +349,8 @@ def _loop(run: Run, state: TrainState, metrics: MetricsLog, bar: Progress) -> No
     """Every remaining step of every epoch; evaluate and save at the plan's frequency and at the end."""
     spec = run.spec
     freq = spec.checkpoint_and_evaluation_frequency
+    placement = run.plan.placement
+    stop_after = placement.stop_after_step if placement is not None else None  # ftc reproduce of an earlier step
     start_epoch, start_step = state.epoch, state.step_in_epoch
     for epoch in range(start_epoch, spec.num_epochs):
         steps = run.epoch_steps(epoch)
@@ -365,11 +367,15 @@ def _loop(run: Run, state: TrainState, metrics: MetricsLog, bar: Progress) -> No
             end_of_epoch = step_in_epoch + 1 == len(steps)
             if freq.unit == "steps" and state.global_step % freq.frequency == 0 and not end_of_epoch:
                 _save(run, state, metrics, bar, epoch, step_in_epoch + 1)
+                if state.global_step == stop_after:
+                    return
         last_epoch = epoch + 1 == spec.num_epochs
         every_epochs = freq.unit == "epochs" and (epoch + 1) % freq.frequency == 0
         every_steps = freq.unit == "steps" and state.global_step % freq.frequency == 0
         if last_epoch or every_epochs or every_steps:
             _save(run, state, metrics, bar, epoch + 1, 0)
+            if state.global_step == stop_after:
+                return
 
 
 def _step(run: Run, state: TrainState, micro_rows: list[list[tuple[int, ...]]]) -> None:
@@ -527,10 +533,12 @@ def _finish(run: Run, state: TrainState, tracker: dict[str, Any] | None = None) 
         tracker=tracker,
     )  # fmt: skip
     elapsed = time.perf_counter() - state.started
+    stopped = state.global_step < run.total_steps  # ftc reproduce of an earlier checkpoint stops at its step
     run.say(
-        f"done: {run.spec.num_epochs} epoch(s), {state.global_step} steps, {state.tokens_trained:,} tokens; "
-        f"training took {duration(elapsed)}"
-    )
+        (f"stopped after step {state.global_step} of {run.total_steps}, as asked" if stopped else
+         f"done: {run.spec.num_epochs} epoch(s), {state.global_step} steps")
+        + f", {state.tokens_trained:,} tokens; training took {duration(elapsed)}"
+    )  # fmt: skip
     for record in state.evals:
         train_loss = "   n/a" if record["train_loss"] is None else f"{record['train_loss']:.4f}"
         loss = "n/a" if record["eval_loss"] is None else f"{record['eval_loss']:.4f}"

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from ftc.lineage.record import reproduction_of
 from ftc.lineage.show import render, source_name
 
 from .trained import Trained
@@ -119,5 +120,16 @@ def model_card(trained: Trained, export: dict[str, Any], name: str) -> str:
         loss = f"{e['eval_loss']:.4f}" if e.get("eval_loss") is not None else "n/a"
         match = f"{e['exact_match']:.3f}" if e.get("exact_match") is not None else "n/a"
         lines.append(f"| {e['step']} | {loss} | {match} |")
+    reproduced = reproduction_of(trained.folder, record)
+    if reproduced is not None:
+        origin, verdict = reproduced
+        lines += [
+            "",
+            "## Reproduction",
+            "",
+            f"This checkpoint is `ftc reproduce`'s rerun of `{source_name(origin['source'])}` (record"
+            f" `{origin['record_id']}`), from the same plan and pinned inputs: "
+            + (f"**{verdict}**." if verdict else "its verdict was not found beside it."),
+        ]
     lines += ["", "## Lineage", "", "```", render(record), "```", ""]
     return "\n".join(lines)

@@ -23,8 +23,8 @@ from pathlib import Path
 from typing import Any
 
 from ftc.errors import UsageError
-from ftc.lineage.record import LINEAGE_FILE, LINEAGE_VERSION, checkpoint_section, environment, seal
-from ftc.stores.hashing import FileDigest, hash_file, manifest_digest
+from ftc.lineage.record import LINEAGE_FILE, LINEAGE_VERSION, checkpoint_parent, checkpoint_section, environment, seal
+from ftc.runtime import save_tokenizer
 from ftc.stores.safetensors_header import read_safetensors_header
 from ftc.stores.storage import storage_failure
 
@@ -121,7 +121,7 @@ def _write(
     fmt = trained.prompt_format
     if fmt is not None:
         tokenizer.chat_template = chat_template(fmt)
-    tokenizer.save_pretrained(tmp)
+    save_tokenizer(tokenizer, tmp)
     stop_ids = stop_token_ids(tokenizer, trained.stop_texts)
     _generation_config(tmp, trained, tokenizer, stop_ids)
     export_section: dict[str, Any] = {
@@ -160,10 +160,9 @@ def _generation_config(folder: Path, trained: Trained, tokenizer: Any, stop_ids:
 def _record(trained: Trained, folder: Path, out: Path, export_section: dict[str, Any], given: str) -> dict[str, Any]:
     """The export's lineage record: its files, and the checkpoint as its one parent (its files, including its
     record, which is embedded whole), so `ftc lineage verify` walks from the export down the whole chain."""
-    parent = trained.record
-    files = {f["path"]: f["sha256"] for f in parent["checkpoint"]["files"]}  # verified when it was opened
-    files[LINEAGE_FILE], _ = hash_file(trained.folder / LINEAGE_FILE)
+    parent = trained.record  # verified when it was opened
     kind = "merged" if export_section["merged"] else parent["checkpoint"]["kind"]
+    relation = "merged" if export_section["merged"] else "exported"
     return seal(
         {
             "lineage_version": LINEAGE_VERSION,
@@ -173,23 +172,7 @@ def _record(trained: Trained, folder: Path, out: Path, export_section: dict[str,
                 "model_id": trained.model_id,
                 "kind": kind,
             },
-            "parents": [
-                {
-                    "role": "checkpoint",
-                    "relation": "merged" if export_section["merged"] else "exported",
-                    "source": {
-                        "source": "local",
-                        "kind": "dir",
-                        "given": given,
-                        # relative to the export, as a training record locates its parents
-                        "location": Path(os.path.relpath(trained.folder, os.path.realpath(out))).as_posix(),
-                    },
-                    "digest": manifest_digest([FileDigest(p, 0, sha) for p, sha in sorted(files.items())]),
-                    "files": [{"path": p, "sha256": sha} for p, sha in sorted(files.items())],
-                    "record_id": parent["record_id"],
-                    "lineage": parent,
-                }
-            ],
+            "parents": [checkpoint_parent(trained.folder, parent, relation, out, given)],
             "export": export_section,
             "environment": environment(),
         }

@@ -27,6 +27,7 @@ __all__ = [
     "PARENT_ROLES",
     "PLAN_VERSION",
     "Launch",
+    "Placement",
     "Plan",
     "PlanFile",
     "PlanImage",
@@ -111,6 +112,42 @@ class Launch:
 
 
 @dataclass(frozen=True)
+class Placement:
+    """Where a plan runs when not beside what it was compiled with (``ftc reproduce``: a checkpoint's own plan, its
+    local inputs where the checkpoint's record locates them, its output in a fresh folder). Not part of the plan: the
+    plan's bytes, and so its plan_id and the plan.json each checkpoint carries, are unchanged.
+
+    ``locations``: a location the plan names (an input's uri, the output folder) -> the absolute path it is at.
+    ``stop_after_step``: end the run once the checkpoint of this step is written (None: run to the end).
+    ``reproduction_of``: the checkpoint folder this run reproduces (its record names it as a parent)."""
+
+    locations: Mapping[str, str] = field(default_factory=dict)
+    stop_after_step: int | None = None
+    reproduction_of: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "locations": dict(self.locations),
+            "stop_after_step": self.stop_after_step,
+            "reproduction_of": self.reproduction_of,
+        }
+
+    @classmethod
+    def from_dict(cls, document: Mapping[str, Any]) -> Placement:
+        locations = document.get("locations", {})
+        stop = document.get("stop_after_step")
+        origin = document.get("reproduction_of")
+        if (
+            not isinstance(locations, dict)
+            or not all(isinstance(k, str) and isinstance(v, str) and os.path.isabs(v) for k, v in locations.items())
+            or not (stop is None or (isinstance(stop, int) and not isinstance(stop, bool) and stop >= 0))
+            or not (origin is None or (isinstance(origin, str) and os.path.isabs(origin)))
+        ):
+            raise ValueError("a placement maps locations to absolute paths, with an optional step and origin")
+        return cls(locations, stop, origin)
+
+
+@dataclass(frozen=True)
 class Plan:
     """A compiled plan. ``folder`` (where the plan file is) is not part of the plan: relative locations in it are
     relative to that folder, and :meth:`locate` is the one place that resolves them."""
@@ -129,10 +166,13 @@ class Plan:
     deepspeed: Mapping[str, Any]
     output_dir: str
     folder: Path = field(default=Path("."), compare=False)
+    placement: Placement | None = field(default=None, compare=False)
 
     def locate(self, location: str) -> Path:
-        """A path the plan names (an input's uri, the output folder): as written when absolute or ``~``, else
-        relative to the plan's folder."""
+        """A path the plan names (an input's uri, the output folder): where its placement puts it, if it has one;
+        else as written when absolute or ``~``, else relative to the plan's folder."""
+        if self.placement is not None and location in self.placement.locations:
+            return Path(self.placement.locations[location])
         path = Path(os.path.expanduser(location))
         return path if path.is_absolute() else self.folder / path
 

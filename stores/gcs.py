@@ -158,5 +158,5 @@ class GcsStore:
         return RemoteProblem(
             f"{obj.uri}: generation {obj.pin['generation']} pinned by the plan is gone",
             "recompile the spec (a restored object is a new generation)",
-            reason="changed",
+            reason="gone",
         )

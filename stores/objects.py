@@ -37,8 +37,9 @@ def store_timeouts() -> tuple[float, float]:
 
 class RemoteProblem(Exception):
     """A failure a user can act on: ``str()`` says what, ``hint`` what to do, ``reason`` why: "input" (not found),
-    "denied", "unreachable", "unconfigured" (see ftc.errors.INPUT_EXIT_CODES), or "changed" when a pinned object is
-    no longer what the plan names. Never holds a credential."""
+    "denied", "unreachable", "unconfigured" (see ftc.errors.INPUT_EXIT_CODES), "changed" when a pinned object is
+    no longer what the plan names, or "gone" when it is no longer there at all (also a change, for a run; for a
+    reproduction, an input that cannot be fetched). Never holds a credential."""
 
     def __init__(self, message: str, hint: str = "", reason: str = "input"):
         super().__init__(message)
@@ -46,7 +47,7 @@ class RemoteProblem(Exception):
 
     @property
     def changed(self) -> bool:
-        return self.reason == "changed"
+        return self.reason in ("changed", "gone")
 
 
 @dataclass(frozen=True)
@@ -114,7 +115,7 @@ class LocalStore:
                 raise RemoteProblem(
                     f"{obj.uri}: the pinned file is gone",
                     "restore it (a `dvc gc` may have removed it), or recompile the spec",
-                    "changed",
+                    "gone",
                 ) from None
             except PermissionError:
                 raise RemoteProblem(

@@ -86,7 +86,7 @@ def _pinned_problem(exc: Exception, uri: str) -> RemoteProblem:
         return RemoteProblem(
             f"{uri}: the pinned object is gone",
             "restore it (where versions are kept), or recompile the spec",
-            "changed",
+            "gone",
         )
     return problem
 

@@ -220,6 +220,21 @@ def lineage_verify(checkpoint: Path) -> None:
         click.echo(f"not re-hashed (not found here; its record was checked): {parent}")
 
 
+@lineage_group.command("diff")
+@click.argument("a", type=click.Path(path_type=Path))
+@click.argument("b", type=click.Path(path_type=Path))
+@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True)
+def lineage_diff(a: Path, b: Path, fmt: str) -> None:
+    """Why checkpoints A and B differ: inputs (by pin), settings (key by key), environment (package by package),
+    topology and results, as their lineage records and plans say."""
+    import json
+
+    from ftc.lineage.diff import diff_checkpoints
+
+    found = diff_checkpoints(a, b)
+    click.echo(json.dumps(found.to_dict(), indent=2) if fmt == "json" else found.text())
+
+
 @lineage_group.command("export")
 @click.argument("checkpoint", type=click.Path(path_type=Path))
 @click.option("--format", "fmt", type=click.Choice(["openlineage", "cyclonedx", "model-card"]), required=True)
@@ -403,6 +418,24 @@ def _plan_of(path: Path):
         if isinstance(document, dict) and "plan_id" in document:
             return read_plan(path)
     return compile_spec(path, plan_dir=path.parent).plan
+
+
+@cli.command("reproduce")
+@click.argument("checkpoint", type=click.Path(path_type=Path))
+@click.option("-o", "--output", type=click.Path(path_type=Path), required=True, help="A new folder for the rerun.")
+@click.option(
+    "--rtol", type=click.FloatRange(min=0), default=1e-2, show_default=True,
+    help="Relative tolerance per tensor for 'numerically reproduced': |a - b| <= atol + rtol * max|a|.",
+)  # fmt: skip
+@click.option("--atol", type=click.FloatRange(min=0), default=1e-6, show_default=True, help="Absolute tolerance.")
+def reproduce_command(checkpoint: Path, output: Path, rtol: float, atol: float) -> None:
+    """Rerun CHECKPOINT's own plan from its pinned inputs into OUTPUT and compare every file: bitwise reproduced,
+    numerically reproduced (within the tolerance), or not reproduced (exit 16, with the likely causes)."""
+    from ftc.runtime.reproduce import REPORT_FILE, reproduce
+
+    found = reproduce(checkpoint, output, rtol=rtol, atol=atol)
+    click.echo(found.text())
+    click.echo(f"report: {output / REPORT_FILE}")
 
 
 @cli.group("image")

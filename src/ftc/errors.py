@@ -22,6 +22,7 @@ __all__ = [
     "InputChanged",
     "InputUnresolvable",
     "LineageBroken",
+    "NotReproduced",
     "PlanInvalid",
     "Problem",
     "SpecInvalid",
@@ -51,6 +52,7 @@ class ExitCode(enum.IntEnum):
     ENGINE_UNAVAILABLE = 13  # no container engine answers, or it cannot give the run what it asks (GPUs)
     IMAGE_BUILD_FAILED = 14  # `ftc image build`: a step of the Dockerfile failed (its output says which)
     STORAGE_FAILED = 15  # the output folder cannot be written: read-only, full, or not this user's
+    NOT_REPRODUCED = 16  # `ftc reproduce`: the rerun's weights differ from the checkpoint's beyond the tolerance
     INTERRUPTED = 130  # Ctrl-C or SIGTERM: the last checkpoint is intact; resume with `ftc run PLAN --resume`
 
 
@@ -123,6 +125,7 @@ class InputUnresolvable(FtcError):
 
 class InputChanged(FtcError):
     exit_code = ExitCode.INPUT_CHANGED
+    gone = False  # the pinned bytes are no longer there at all (a deleted version): a reproduction cannot fetch them
 
 
 class LineageBroken(FtcError):
@@ -143,6 +146,10 @@ class StorageFailed(FtcError):
 
 class DataInvalid(FtcError):
     exit_code = ExitCode.DATA_INVALID
+
+
+class NotReproduced(FtcError):
+    exit_code = ExitCode.NOT_REPRODUCED
 
 
 class TrainingFailed(FtcError):

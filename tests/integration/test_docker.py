@@ -304,7 +304,7 @@ def test_image_build_tags_the_image_from_a_checkout(engine, tmp_path):
     assert r.returncode == 0, r.stderr
     built = engine.client.images.get("ftc-built:test")
     assert built.labels["dev.ftc.flavour"] == "cpu"
-    assert f"built ftc-built:test ({built.id})" in r.stdout
+    assert f"built ftc-built:test ({built.id}, {built.attrs['Size'] / 1e9:.2f} GB) in " in r.stdout
 
 
 def test_a_failing_image_build_says_which_step(engine, tmp_path):

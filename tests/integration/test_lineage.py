@@ -345,3 +345,42 @@ def test_emit_dvc_refuses_a_pipeline_file_it_cannot_read(ftc, job, tmp_path):
     os.mkfifo(tmp_path / "fifo.yaml")
     r = ftc("compile", job(), "-o", tmp_path / "p.json", "--emit", "dvc", "--dvc-file", tmp_path / "fifo.yaml")
     assert r.code == 2 and "is a FIFO (named pipe), not a regular file" in r.err
+
+
+def test_lineage_diff_of_two_learning_rates_names_exactly_that_key(trained, ftc):
+    a = trained("a.json", learning_rate=1e-3, num_epochs=1)
+    b = trained("b.json", learning_rate=2e-3, num_epochs=1)
+    r = ftc("lineage", "diff", a, b, "--format", "json")
+    assert r.code == 0, r.err
+    found = json.loads(r.out)
+    sections = found["sections"]
+    assert sections["settings"] == ["spec.learning_rate: 0.001 -> 0.002"]
+    assert sections["inputs"] == [] and sections["environment"] == [] and sections["topology"] == []
+    assert any(line.startswith("eval loss at step ") for line in sections["results"])  # what the change did
+    assert any(line.startswith("file adapter_model.safetensors: ") for line in sections["results"])
+
+    text = ftc("lineage", "diff", a, b).out
+    assert "settings: 1 difference(s)\n  spec.learning_rate: 0.001 -> 0.002" in text
+    assert "inputs: the same" in text and "topology: the same" in text
+    same = ftc("lineage", "diff", a, a / "best")
+    assert same.code == 0 and "the histories are the same" in same.out
+
+
+def test_lineage_diff_names_the_data_that_changed_by_its_pin(trained, ftc, tmp_path):
+    from support.models import arithmetic_examples, write_jsonl
+
+    a = trained("a.json", num_epochs=1)
+    write_jsonl(tmp_path / "data" / "other.jsonl", arithmetic_examples(16, seed=9))
+    b = trained("b.json", num_epochs=1, train_path="data/other.jsonl")
+    sections = json.loads(ftc("lineage", "diff", a, b, "--format", "json").out)["sections"]
+    [train] = sections["inputs"]
+    assert train.startswith("train: sha256:") and "data/train.jsonl" in train and "data/other.jsonl" in train
+    assert sections["settings"] == ['spec.train_path: "data/train.jsonl" -> "data/other.jsonl"']
+
+
+def test_lineage_diff_of_a_folder_without_a_checkpoint_is_a_usage_error(trained, ftc, tmp_path):
+    a = trained("a.json", num_epochs=1)
+    (tmp_path / "empty").mkdir()
+    r = ftc("lineage", "diff", a, tmp_path / "empty")
+    assert r.code == ExitCode.USAGE
+    assert "no lineage.json here" in r.err

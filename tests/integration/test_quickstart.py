@@ -31,3 +31,9 @@ def test_quickstart_compiles_and_trains_in_under_two_minutes(tmp_path):
     assert len(losses) == 4 and losses[0] > losses[1] > losses[2] > losses[3], losses
     assert (out / "best" / "model.safetensors").exists()
     assert "checkpoint (best eval loss): " in run.stderr
+    # the audit: the checkpoint alone reruns to the same bytes, in a new process, in a folder of its own
+    audit = subprocess.run(
+        [*ftc, "reproduce", "runs/quickstart", "-o", "runs/audit"], cwd=tmp_path, capture_output=True, text=True
+    )
+    assert audit.returncode == 0, audit.stderr[-3000:]
+    assert "\nbitwise reproduced: " in "\n" + audit.stdout and "files: 10 of 10 identical" in audit.stdout

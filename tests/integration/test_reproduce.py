@@ -1,0 +1,189 @@
+"""`ftc reproduce`: a checkpoint's own plan rerun from its pinned inputs into a fresh folder, and the verdict: bitwise
+reproduced, numerically reproduced (within the tolerance), or not reproduced (exit 16) with the likely causes."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from ftc.errors import ExitCode
+
+from conftest import LORA, read_json, spec_in_s3
+
+pytestmark = pytest.mark.slow
+
+
+def _reseal(checkpoint: Path, **environment_packages: str) -> None:
+    """Rewrite a checkpoint's record for its files as they are now (with other package versions, if given), as
+    someone covering a change would: the record verifies, and only a rerun can tell."""
+    from ftc.lineage.record import LINEAGE_FILE, checkpoint_section, seal
+
+    record = read_json(checkpoint / LINEAGE_FILE)
+    record["checkpoint"] = {**record["checkpoint"], **checkpoint_section(checkpoint)}
+    record["environment"]["packages"].update(environment_packages)
+    body = {k: v for k, v in record.items() if k not in ("record_id", "measured")}
+    (checkpoint / LINEAGE_FILE).write_text(json.dumps(seal(body)))
+
+
+def _nudge(path: Path, amount: float, relative: bool) -> str:
+    """Add ``amount`` (times the tensor's largest value when ``relative``) to one element of the first tensor of a
+    safetensors file; its name."""
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    tensors = load_file(str(path))
+    name = sorted(tensors)[0]
+    t = tensors[name].clone()
+    t.view(-1)[0] += amount * (float(t.abs().max()) if relative else 1.0)
+    tensors[name] = t.to(torch.float32) if t.dtype == torch.float32 else t
+    save_file(tensors, str(path))
+    return name
+
+
+def test_a_run_reproduces_bitwise_and_the_rerun_names_its_original(trained, ftc, tmp_path):
+    out = trained(lora_config=LORA, num_epochs=2, train_batch_size_per_device=4)
+    original = (out / "best").resolve()
+    r = ftc("reproduce", out, "-o", tmp_path / "rerun")
+    assert r.code == 0, r.err
+    assert r.out.startswith("bitwise reproduced: ")
+    report = read_json(tmp_path / "rerun" / "reproduction.json")
+    assert report["verdict"] == "bitwise reproduced"
+    assert set(report["files"].values()) == {"same"} and "adapter_model.safetensors" in report["files"]
+    assert [e["original"] for e in report["evals"]] == [e["rerun"] for e in report["evals"]]
+    rerun = tmp_path / "rerun" / "checkpoints" / original.name
+    record = read_json(rerun / "lineage.json")
+    [origin] = [p for p in record["parents"] if p["relation"] == "reproduction-of"]
+    assert origin["record_id"] == read_json(original / "lineage.json")["record_id"]
+    verified = ftc("lineage", "verify", rerun)
+    assert verified.code == 0, verified.err
+    assert f"re-hashed parent: checkpoint {original}" in verified.out  # the audit is part of the chain
+    assert ftc("report", tmp_path / "rerun", "-o", tmp_path / "report.html").code == 0
+    page = (tmp_path / "report.html").read_text()
+    assert '<span class="ok">bitwise reproduced</span>' in page and "reproduction-of" in page
+    assert ftc("export", rerun, "-o", tmp_path / "export").code == 0
+    card = (tmp_path / "export" / "README.md").read_text()
+    assert "## Reproduction" in card and "from the same plan and pinned inputs: **bitwise reproduced**." in card
+
+
+def test_an_earlier_checkpoint_is_reproduced_up_to_its_step(trained, ftc, tmp_path):
+    out = trained(lora_config=None, num_epochs=2, train_batch_size_per_device=4)
+    first = out / "checkpoints" / "step-000004"
+    r = ftc("reproduce", first, "-o", tmp_path / "rerun")
+    assert r.code == 0, r.err
+    assert r.out.startswith("bitwise reproduced: ")
+    assert [p.name for p in (tmp_path / "rerun" / "checkpoints").iterdir()] == ["step-000004"]  # it stopped there
+
+
+def test_the_second_stage_of_a_chain_reproduces_without_rebuilding_the_first(two_stages, ftc, tmp_path):
+    r = ftc("reproduce", two_stages / "stage2", "-o", tmp_path / "rerun")
+    assert r.code == 0, r.err
+    assert r.out.startswith("bitwise reproduced: ")
+    assert "chain verified (2 record(s))" in r.err  # stage 1 was verified, not rerun
+    assert sorted(p.name for p in (tmp_path / "rerun").iterdir() if not p.name.startswith(".")) == [
+        "best", "checkpoints", "latest", "metrics.jsonl", "reproduction.json", "summary.json"
+    ]  # fmt: skip
+
+
+def test_a_rerun_in_other_processes_writes_the_same_bytes(two_stages, tmp_path):
+    """Python randomizes set order per process: an adapter config written from a set (peft's target_modules) would
+    differ between the run and its rerun. Two reruns in processes with different hash seeds are both bitwise."""
+    import os
+    import subprocess
+    import sys
+
+    for seed in ("0", "1"):
+        env = {**os.environ, "PYTHONHASHSEED": seed}
+        done = subprocess.run(
+            [sys.executable, "-m", "ftc.cli", "reproduce", two_stages / "stage2", "-o", tmp_path / f"rerun-{seed}"],
+            capture_output=True, text=True, env=env, timeout=600,
+        )  # fmt: skip
+        assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
+        assert "\nbitwise reproduced: " in "\n" + done.stdout, done.stdout[-2000:]
+
+
+def test_a_checkpoint_of_a_resumed_run_reproduces_bitwise_to_an_uninterrupted_run(trained, ftc, tmp_path):
+    out = trained(lora_config=None, num_epochs=2, train_batch_size_per_device=4)
+    steps = sorted((out / "checkpoints").glob("step-*"))
+    shutil.rmtree(steps[-1])  # stopped after the first epoch
+    (out / "summary.json").unlink()
+    resumed = ftc("run", tmp_path / "plan.json", "--resume")
+    assert resumed.code == 0 and "resuming from step-000004" in resumed.err, resumed.err
+    final = out / "checkpoints" / steps[-1].name
+    assert read_json(final / "lineage.json")["execution"]["resumed_from"]["checkpoint"] == "step-000004"
+    r = ftc("reproduce", final, "-o", tmp_path / "rerun")  # the rerun runs straight through
+    assert r.code == 0, r.err
+    assert r.out.startswith("bitwise reproduced: ")
+    rerun = read_json(tmp_path / "rerun" / "checkpoints" / steps[-1].name / "lineage.json")
+    assert "resumed_from" not in rerun["execution"]
+
+
+def test_weights_within_the_tolerance_are_numerically_reproduced_and_other_packages_named(trained, ftc, tmp_path):
+    out = trained(lora_config=None, num_epochs=1, train_batch_size_per_device=4)
+    original = (out / "best").resolve()
+    copy = original.parent / "step-copy"  # beside it: the record locates the inputs relative to the checkpoint
+    shutil.copytree(original, copy)
+    tensor = _nudge(copy / "model.safetensors", 1e-4, relative=True)
+    _reseal(copy, torch="9.9.9")
+    assert ftc("lineage", "verify", copy).code == 0  # the record covers the change: only a rerun tells
+    r = ftc("reproduce", copy, "-o", tmp_path / "rerun")
+    assert r.code == 0, r.err
+    assert r.out.startswith("numerically reproduced: ")
+    assert f"model.safetensors {tensor}: max |diff|" in r.out
+    assert 'environment package torch: "9.9.9" -> ' in r.out  # the likely cause, from the two records
+    report = read_json(tmp_path / "rerun" / "reproduction.json")
+    assert report["verdict"] == "numerically reproduced"
+    assert report["tensors"][0]["tensor"] == tensor and report["tensors"][0]["within"] is True
+    assert report["tolerance"] == {"rtol": 0.01, "atol": 1e-06}
+
+
+def test_weights_outside_the_tolerance_are_not_reproduced(trained, ftc, tmp_path):
+    out = trained(lora_config=None, num_epochs=1, train_batch_size_per_device=4)
+    original = (out / "best").resolve()
+    copy = original.parent / "step-copy"
+    shutil.copytree(original, copy)
+    tensor = _nudge(copy / "model.safetensors", 1.0, relative=True)
+    _reseal(copy)
+    r = ftc("reproduce", copy, "-o", tmp_path / "rerun")
+    assert r.code == ExitCode.NOT_REPRODUCED, r.err
+    assert "not reproduced: " in r.err and f"{tensor}: max |diff|" in r.err and "OUTSIDE the tolerance" in r.err
+    assert "likely causes" in r.err and "the rerun and this report are kept" in r.err
+    assert read_json(tmp_path / "rerun" / "reproduction.json")["verdict"] == "not reproduced"
+
+
+def test_a_tampered_checkpoint_is_refused_before_anything_runs(trained, ftc, tmp_path):
+    out = trained(lora_config=None, num_epochs=1, train_batch_size_per_device=4)
+    original = (out / "best").resolve()
+    weights = original / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:-1] + bytes([weights.read_bytes()[-1] ^ 1]))
+    r = ftc("reproduce", out, "-o", tmp_path / "rerun")
+    assert r.code == ExitCode.LINEAGE_BROKEN
+    assert "model.safetensors" in r.err
+    assert not (tmp_path / "rerun").exists()
+
+
+def test_an_output_folder_that_is_not_empty_is_refused(trained, ftc, tmp_path):
+    out = trained(lora_config=None, num_epochs=1, train_batch_size_per_device=4)
+    (tmp_path / "rerun").mkdir()
+    (tmp_path / "rerun" / "x").write_text("mine")
+    r = ftc("reproduce", out, "-o", tmp_path / "rerun")
+    assert r.code == ExitCode.USAGE
+    assert "exists and is not empty" in r.err
+    assert (tmp_path / "rerun" / "x").read_text() == "mine"
+
+
+def test_an_input_whose_pinned_version_is_gone_is_named_with_exit_4(
+    s3, job, ftc, tmp_path, tiny_model, monkeypatch, tmp_path_factory
+):
+    s3.put_bucket_versioning(Bucket=s3.bucket, VersioningConfiguration={"Status": "Enabled"})
+    spec = spec_in_s3(s3, job, tmp_path, tiny_model, lora_config=None, num_epochs=1)
+    assert ftc("compile", spec, "-o", tmp_path / "p.json").code == 0
+    assert ftc("run", tmp_path / "p.json").code == 0
+    version = read_json(tmp_path / "p.json")["inputs"]["train"]["pin"]["version_id"]
+    s3.delete_object(Bucket=s3.bucket, Key="data/train.jsonl", VersionId=version)
+    monkeypatch.setenv("FTC_CACHE_DIR", str(tmp_path_factory.mktemp("empty-cache")))  # nothing kept from the run
+    r = ftc("reproduce", tmp_path / "output", "-o", tmp_path / "rerun")
+    assert r.code == ExitCode.INPUT_UNRESOLVABLE, r.err
+    assert f"s3://{s3.bucket}/data/train.jsonl" in r.err
