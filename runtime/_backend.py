@@ -17,10 +17,10 @@ __all__ = ["choose_backend", "run"]
 
 
 def choose_backend(plan: Plan, requested: str) -> tuple[str, str]:
-    """(backend, why) for ``requested`` in auto|local|docker."""
+    """(backend, why) for ``requested`` in auto|local|docker|ray."""
     image = plan.image
-    if requested == "local":
-        return "local", "--backend local"
+    if requested in ("local", "ray"):
+        return requested, f"--backend {requested}"
     if requested == "docker":
         return "docker", "--backend docker"
     if image is None:
@@ -40,6 +40,8 @@ def run(
     backend: str = "auto",
     gpus: str = "auto",
     mounts: tuple[str, ...] = (),
+    ray_address: str | None = None,
+    max_failures: int = 2,
     log: Callable[[str], None] = print,
     **options: Any,
 ) -> None:
@@ -52,6 +54,13 @@ def run(
         from ._docker import GpuRequest, run_in_container
 
         return run_in_container(plan, plan_path, gpus=GpuRequest.parse(gpus), mounts=mounts, log=log, **options)
+    if chosen == "ray":
+        from ._ray import run_on_ray
+
+        return run_on_ray(
+            plan, plan_path, address=ray_address, max_failures=max_failures, resume=options.get("resume", False),
+            log=log,
+        )  # fmt: skip
     from ._launch import run_plan
 
     return run_plan(plan, plan_path, **options)

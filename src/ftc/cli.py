@@ -517,13 +517,22 @@ def image_build(
 )
 @click.option(
     "--backend",
-    type=click.Choice(["auto", "local", "docker"]),
+    type=click.Choice(["auto", "local", "docker", "ray"]),
     default="auto",
     show_default=True,
     help=(
         "local: this Python environment. docker: the plan's image, through the engine at DOCKER_HOST. "
+        "ray: a Ray cluster (--address), through Ray Train. "
         "auto: docker when the plan names an image and an engine answers, else local."
     ),
+)
+@click.option("--address", "ray_address", metavar="ADDR", help="ray backend: the cluster (default: RAY_ADDRESS).")
+@click.option(
+    "--max-failures",
+    type=click.IntRange(min=0),
+    default=2,
+    show_default=True,
+    help="ray backend: how many times a failed worker group is restarted (each restart resumes).",
 )
 @click.option(
     "--gpus",
@@ -548,6 +557,8 @@ def run_command(
     master_addr: str,
     master_port: int,
     backend: str,
+    ray_address: str | None,
+    max_failures: int,
     gpus: str,
     mounts: tuple[str, ...],
 ) -> None:
@@ -568,6 +579,8 @@ def run_command(
         backend=backend,
         gpus=gpus,
         mounts=mounts,
+        ray_address=ray_address,
+        max_failures=max_failures,
         log=lambda line: click.echo(line, err=True),
         resume=resume,
         rendezvous=Rendezvous(node_rank, master_addr, master_port),

@@ -364,3 +364,41 @@ def serve_wheel_index(*folders: str | Path):
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     return server, f"http://127.0.0.1:{server.server_address[1]}/simple/"
+
+
+def start_ray_cluster(root: str | Path, nodes: int = 2, env: dict[str, str] | None = None) -> str:
+    """A real Ray cluster on this machine: a head node and ``nodes - 1`` more (``ray start`` each, one CPU and a
+    resource ``ftc_node_K`` each, a small object store). Returns the head's address (127.0.0.1:PORT). Stop it with
+    :func:`stop_ray_cluster`, which stops every Ray node on this machine."""
+    import os
+    import subprocess
+    import sys
+
+    root = Path(root)
+    root.mkdir(parents=True, exist_ok=True)
+    (port,) = free_ports(1)
+    ray = str(Path(sys.executable).with_name("ray"))
+    common = ["--num-cpus", "1", "--object-store-memory", str(100 * 1024 * 1024), "--disable-usage-stats"]
+    environment = {**os.environ, **(env or {})}
+    for k in range(nodes):
+        where = (
+            ["--head", "--port", str(port), "--include-dashboard", "false"]
+            if k == 0
+            else ["--address", f"127.0.0.1:{port}"]
+        )
+        command = [ray, "start", *where, *common, "--resources", f'{{"ftc_node_{k}": 1}}']
+        done = subprocess.run(command, capture_output=True, text=True, env=environment, timeout=180)
+        (root / f"node{k}.log").write_text(done.stdout + done.stderr)
+        if done.returncode != 0:
+            stop_ray_cluster()
+            raise RuntimeError(f"ray start (node {k}) failed: " + (done.stdout + done.stderr)[-2000:])
+    return f"127.0.0.1:{port}"
+
+
+def stop_ray_cluster() -> None:
+    """``ray stop --force``: every Ray node on this machine."""
+    import subprocess
+    import sys
+
+    ray = str(Path(sys.executable).with_name("ray"))
+    subprocess.run([ray, "stop", "--force"], capture_output=True, timeout=120)

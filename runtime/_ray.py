@@ -1,0 +1,211 @@
+"""``ftc run PLAN --backend ray``: the plan on an existing Ray cluster, through Ray Train.
+
+The driver (this process) checks the plan and its inputs as ``ftc run`` always does, holds the output folder's
+lock, and starts a ``TorchTrainer`` of ``launch.world_size`` workers (one CPU, or one GPU, each; spread over the
+cluster's nodes). Ray Train sets up the process group (gloo on CPUs, NCCL on GPUs); each worker runs ftc's own
+recipe (``ftc.runtime.train``: the same DeepSpeed initialization, over that process group, the same checkpoints and
+lineage). Workers materialize remote inputs through ftc's content cache on their node and verify every digest
+(a node that sees other bytes fails as ``ftc run`` does, exit 6).
+
+A worker that dies makes Ray Train restart the group (``--max-failures``, default 2); the restarted workers resume
+from the newest verified checkpoint. Ctrl-C on the driver stops the job on the cluster. A worker's ftc error comes
+back with its exit code and message, not a Ray traceback.
+
+Local inputs and the output folder are named by absolute paths: every node must see them at those paths (a shared
+file system). Inputs in S3, GCS or DVC remotes need nothing shared.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import tempfile
+from collections.abc import Callable
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from ftc.errors import EngineUnavailable, ExitCode, FtcError, UsageError
+from ftc.spec.plan import Placement, Plan
+
+__all__ = ["run_on_ray"]
+
+#: how a worker's ftc error crosses Ray (exceptions are pickled across processes; ftc's are sent as text)
+_ERROR = re.compile(r"FTC-ERROR (\{.*?\}) FTC-ERROR-END", re.DOTALL)
+
+
+def run_on_ray(
+    plan: Plan,
+    plan_path: Path,
+    *,
+    address: str | None = None,
+    max_failures: int = 2,
+    resume: bool = False,
+    log: Callable[[str], None] = print,
+) -> None:
+    """Run ``plan`` (read from ``plan_path``) on the Ray cluster at ``address`` (else RAY_ADDRESS, else a local
+    one Ray finds)."""
+    # Ray Train's current engine (the controller needs no CPU of its own), without its migration notices
+    os.environ.setdefault("RAY_TRAIN_V2_ENABLED", "1")
+    os.environ.setdefault("RAY_TRAIN_ENABLE_V2_MIGRATION_WARNINGS", "0")
+    try:
+        import ray
+        from ray.train import FailureConfig, RunConfig, ScalingConfig
+        from ray.train.torch import TorchConfig, TorchTrainer
+    except ImportError:
+        raise UsageError("--backend ray needs Ray Train: pip install 'ftc[ray]'") from None
+    from ._checkpoint import is_complete, latest_checkpoint, resume_point
+    from ._inputs import verify_inputs
+    from ._lock import output_lock
+    from ._progress import log as say
+
+    if plan.launch.nodes != 1:
+        raise UsageError(
+            "--backend ray places the plan's processes itself: compile it for one node with num_devices processes"
+            f" (this plan has {plan.launch.nodes} nodes of {plan.launch.processes_per_node})"
+        )
+    verify_inputs(plan)  # the driver checks the plan's inputs first; each worker verifies what it reads
+    previous = resume_point(plan.output_path, plan.plan_id, resume=resume)
+    if previous is not None and is_complete(previous[0]):
+        say(f"{previous[0]} is the last checkpoint of this plan: the run is complete; nothing to resume")
+        return
+    where = address or os.environ.get("RAY_ADDRESS") or "auto"
+    _answers(where)  # Ray itself keeps retrying an address nobody answers at for minutes
+    try:
+        ray.init(address=where, logging_level="ERROR", log_to_driver=True, configure_logging=False)
+    except Exception as exc:  # ConnectionError, or Ray's own when nothing answers
+        raise EngineUnavailable(
+            f"no Ray cluster answers at {where}: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}"
+            "\n    fix: start one (`ray start --head`) or name it with --address / RAY_ADDRESS"
+        ) from None
+    scratch = None
+    try:
+        world = plan.launch.world_size
+        gpu = _cluster_has_gpus(ray)
+        image = plan.image.ref if plan.image is not None else None
+        log(
+            f"ray: {world} worker(s) ({'a GPU' if gpu else 'a CPU'} each) on the cluster at {where};"
+            + (f" the plan's image {image} is not used: the workers run the cluster's Python" if image else "")
+        )
+        placed = _absolute(plan)
+        scratch = tempfile.mkdtemp(prefix="ftc-ray-")  # Ray Train's own run folder: ftc keeps nothing there
+        trainer = TorchTrainer(
+            _worker,
+            train_loop_config={"plan": plan_path.read_text(encoding="utf-8"), "placement": placed.to_dict()},
+            torch_config=TorchConfig(backend="nccl" if gpu else "gloo"),
+            scaling_config=ScalingConfig(num_workers=world, use_gpu=gpu, placement_strategy="SPREAD"),
+            run_config=RunConfig(
+                name=f"ftc-{plan.plan_id.removeprefix('sha256:')[:12]}",
+                storage_path=scratch,
+                failure_config=FailureConfig(max_failures=max_failures),
+            ),
+        )
+        with output_lock(plan.output_path, node_rank=0, plan_id=plan.plan_id):
+            try:
+                trainer.fit()  # Ctrl-C here: Ray Train's own handler aborts the job on the cluster, then returns
+            except SystemExit:  # ... or exits (a second Ctrl-C, or the controller already gone)
+                raise KeyboardInterrupt from None
+            except Exception as exc:  # Ray's error around the worker's
+                raise _ftc_error(exc) from None
+            last = latest_checkpoint(plan.output_path)
+            if last is None or not is_complete(last):  # Ray returned without the run's end: it was aborted
+                raise KeyboardInterrupt
+    finally:
+        ray.shutdown()
+        if scratch is not None:
+            shutil.rmtree(scratch, ignore_errors=True)
+
+
+def _answers(where: str, timeout: float = 5.0) -> None:
+    """An explicit HOST:PORT (the cluster's GCS) must accept a connection within ``timeout``; ``auto`` is left to
+    Ray (it finds a cluster started on this machine, or says there is none)."""
+    import socket
+
+    found = re.fullmatch(r"(?:ray://)?\[?([^\]]+?)\]?:(\d+)", where)
+    if found is None:
+        return
+    try:
+        socket.create_connection((found.group(1), int(found.group(2))), timeout=timeout).close()
+    except OSError as exc:
+        raise EngineUnavailable(
+            f"no Ray cluster answers at {where} ({exc.strerror or exc})"
+            "\n    fix: start one (`ray start --head`) or name it with --address / RAY_ADDRESS"
+        ) from None
+
+
+def _cluster_has_gpus(ray: Any) -> bool:
+    return float(ray.cluster_resources().get("GPU", 0)) > 0
+
+
+def _absolute(plan: Plan) -> Placement:
+    """Where the plan's local inputs and output are, as absolute paths every node uses (the plan file itself is
+    sent to the workers as text, so its folder is not theirs)."""
+    locations = dict(plan.placement.locations) if plan.placement is not None else {}
+    for item in plan.inputs.values():
+        if item.source == "local":
+            locations.setdefault(item.uri, str(plan.locate(item.uri).resolve()))
+    locations.setdefault(plan.output_dir, str(plan.output_path.resolve()))
+    base = plan.placement or Placement()
+    return replace(base, locations=locations)
+
+
+def _worker(config: dict[str, Any]) -> None:
+    """One Ray Train worker: ftc's recipe, as one rank of the plan (a restart resumes from the newest checkpoint)."""
+    import ray.train
+
+    from ftc.errors import report
+    from ftc.spec.plan import read_plan
+
+    context = ray.train.get_context()
+    os.environ.update(
+        {
+            "RANK": str(context.get_world_rank()),
+            "LOCAL_RANK": str(context.get_local_rank()),
+            "WORLD_SIZE": str(context.get_world_size()),
+            "LOCAL_WORLD_SIZE": str(context.get_local_world_size()),
+            "HF_HUB_OFFLINE": "1",
+        }
+    )
+    try:
+        with tempfile.TemporaryDirectory(prefix="ftc-ray-") as scratch:
+            path = Path(scratch) / "plan.json"
+            path.write_text(config["plan"], encoding="utf-8")
+            plan = replace(read_plan(path), placement=Placement.from_dict(config["placement"]))
+            from .train import train
+
+            train(plan, resume=True)  # the driver refused a used output folder unless --resume was given
+    except FtcError as exc:
+        report(exc)
+        raise RuntimeError(
+            "FTC-ERROR " + json.dumps({"exit_code": int(exc.exit_code), "message": str(exc)}) + " FTC-ERROR-END"
+        ) from None
+
+
+def _ftc_error(exc: BaseException) -> FtcError:
+    """The ftc error a worker sent inside Ray's exception, or a training failure naming Ray's."""
+    text = "\n".join(str(e) for e in _chain(exc))
+    found = _ERROR.search(text)
+    if found is not None:
+        sent = json.loads(found.group(1))
+        error = FtcError(sent["message"])
+        error.exit_code = ExitCode(sent["exit_code"])
+        return error
+    from ftc.errors import TrainingFailed
+
+    first = next((line for line in text.splitlines() if line.strip()), type(exc).__name__)
+    return TrainingFailed(f"the Ray job failed: {first[:500]}\n    (the workers' output above says more)")
+
+
+def _chain(exc: BaseException) -> list[BaseException]:
+    seen: list[BaseException] = []
+    stack = [exc]
+    while stack:
+        e = stack.pop()
+        if e is None or any(e is s for s in seen):
+            continue
+        seen.append(e)
+        stack += [e.__cause__, e.__context__, *getattr(e, "worker_failures", {}).values()]
+        stack += list(getattr(e, "exceptions", ()) or ())
+    return seen

@@ -1,0 +1,156 @@
+"""`ftc run --backend ray` on a real Ray cluster started by the tests: a head node and a second node on 127.0.0.1
+(`ray start` twice, one CPU each), Ray Train placing the plan's workers (gloo), each running ftc's own recipe."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from ftc.errors import ExitCode
+
+from conftest import read_json
+
+pytestmark = pytest.mark.slow
+
+TWO_WORKERS = dict(lora_config=None, num_epochs=2, train_batch_size_per_device=4, num_devices=2)
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory):
+    pytest.importorskip("ray.train", reason="pip install 'ftc[ray]'")
+    from support.servers import start_ray_cluster, stop_ray_cluster
+
+    root = tmp_path_factory.mktemp("ray")
+    # the workers' ftc cache: the raylets' environment is the one they were started with
+    address = start_ray_cluster(root, nodes=2, env={"FTC_CACHE_DIR": str(root / "cache")})
+    yield address
+    stop_ray_cluster()
+
+
+def ftc_cli(*args, timeout: float = 600) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "ftc.cli", *map(str, args)], capture_output=True, text=True, timeout=timeout
+    )
+
+
+def _compiled(job, ftc, tmp_path: Path, name: str, **settings) -> Path:
+    plan = tmp_path / f"{name}.json"
+    r = ftc("compile", job(name=f"{name}.yaml", output_dir=f"out-{name}", **settings), "-o", plan)
+    assert r.code == 0, r.err
+    return plan
+
+
+def _train_workers() -> list[int]:
+    """The pids of Ray Train's worker processes on this machine (Ray names them ray::RayTrainWorker)."""
+    import psutil
+
+    found = []
+    for proc in psutil.process_iter(["pid", "cmdline"]):
+        if any("ray::RayTrainWorker" in part for part in proc.info["cmdline"] or ()):
+            found.append(proc.info["pid"])
+    return sorted(found)
+
+
+def _weights(out: Path) -> str:
+    return hashlib.sha256((out / "best" / "model.safetensors").read_bytes()).hexdigest()
+
+
+def _losses(out: Path) -> list[tuple[int, str, float]]:
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    return [(r["step"], r["type"], r.get("loss", r.get("eval_loss"))) for r in rows]
+
+
+def test_a_two_worker_plan_on_ray_trains_as_the_local_two_process_run(cluster, job, ftc, tmp_path):
+    on_ray = _compiled(job, ftc, tmp_path, "ray", **TWO_WORKERS)
+    local = _compiled(job, ftc, tmp_path, "local", **TWO_WORKERS)
+    r = ftc_cli("run", on_ray, "--backend", "ray", "--address", cluster)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    assert f"ray: 2 worker(s) (a CPU each) on the cluster at {cluster}" in r.stderr
+    assert ftc("run", local).code == 0
+    assert _losses(tmp_path / "out-ray") == _losses(tmp_path / "out-local")
+    assert _weights(tmp_path / "out-ray") == _weights(tmp_path / "out-local")  # bitwise, as on one machine
+    record = read_json(tmp_path / "out-ray" / "best" / "lineage.json")
+    assert record["execution"]["world_size"] == 2
+    assert ftc("lineage", "verify", tmp_path / "out-ray").code == 0
+
+
+def test_a_killed_worker_is_restarted_and_the_run_resumes_to_the_same_weights(cluster, job, ftc, tmp_path):
+    from support.models import arithmetic_examples, write_jsonl
+
+    write_jsonl(tmp_path / "data" / "more.jsonl", arithmetic_examples(128, seed=5))  # 32 steps an epoch
+    longer = {**TWO_WORKERS, "train_batch_size_per_device": 2, "train_path": "data/more.jsonl"}
+    plan = _compiled(job, ftc, tmp_path, "ray", **longer)
+    whole = _compiled(job, ftc, tmp_path, "whole", **longer)
+    assert ftc("run", whole).code == 0
+    out = tmp_path / "out-ray"
+    driver = subprocess.Popen(
+        [sys.executable, "-m", "ftc.cli", "run", plan, "--backend", "ray", "--address", cluster, "--max-failures", "2"],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+    killed = None
+    deadline = time.monotonic() + 300
+    while killed is None and time.monotonic() < deadline and driver.poll() is None:
+        steps = [r[0] for r in _losses(out) if r[1] == "train"] if (out / "metrics.jsonl").exists() else []
+        checkpoint = any((out / "checkpoints").glob("step-*")) if (out / "checkpoints").exists() else False
+        if checkpoint and steps and max(steps) > 36:  # mid-epoch 2, after the first checkpoint
+            pids = _train_workers()
+            if pids:
+                killed = pids[-1]
+                os.kill(killed, signal.SIGKILL)
+        time.sleep(0.2)
+    output, _ = driver.communicate(timeout=600)
+    assert killed is not None, output[-3000:]
+    assert driver.returncode == 0, output[-5000:]
+    assert "resuming from step-000032" in output  # the restarted group resumed from the newest checkpoint
+    assert _weights(out) == _weights(tmp_path / "out-whole")  # bitwise, as the local resume is
+    train_steps = [r[0] for r in _losses(out) if r[1] == "train"]
+    assert train_steps == sorted(set(train_steps))  # the metrics of the lost steps were not kept twice
+
+
+def test_ctrl_c_on_the_driver_stops_the_job_on_the_cluster(cluster, job, ftc, tmp_path):
+    plan = _compiled(job, ftc, tmp_path, "ray", **{**TWO_WORKERS, "num_epochs": 20})
+    driver = subprocess.Popen(
+        [sys.executable, "-m", "ftc.cli", "run", plan, "--backend", "ray", "--address", cluster],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+    out = tmp_path / "out-ray"
+    deadline = time.monotonic() + 300
+    while not (out / "metrics.jsonl").exists() and time.monotonic() < deadline and driver.poll() is None:
+        time.sleep(0.2)
+    driver.send_signal(signal.SIGINT)
+    output, _ = driver.communicate(timeout=120)
+    assert driver.returncode == ExitCode.INTERRUPTED, output[-3000:]
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        left = _train_workers()
+        if not left:
+            break
+        time.sleep(0.5)
+    assert not left, f"Ray Train workers still running after Ctrl-C: {left}"
+
+
+def test_no_cluster_at_the_address_is_exit_13_at_once(job, ftc, tmp_path):
+    pytest.importorskip("ray.train", reason="pip install 'ftc[ray]'")
+    plan = _compiled(job, ftc, tmp_path, "ray", **TWO_WORKERS)
+    started = time.monotonic()
+    r = ftc_cli("run", plan, "--backend", "ray", "--address", "127.0.0.1:1", timeout=120)
+    assert r.returncode == ExitCode.ENGINE_UNAVAILABLE, r.stderr
+    assert "no Ray cluster answers at 127.0.0.1:1" in r.stderr and "ray start --head" in r.stderr
+    assert time.monotonic() - started < 60
+    assert not (tmp_path / "out-ray").exists()
+
+
+def test_a_workers_error_comes_back_with_its_exit_code_and_message(cluster, job, ftc, tmp_path):
+    plan = _compiled(job, ftc, tmp_path, "ray", **{**TWO_WORKERS, "context_length": 16})  # the examples are longer
+    r = ftc_cli("run", plan, "--backend", "ray", "--address", cluster)
+    assert r.returncode == ExitCode.DATA_INVALID, r.stdout[-2000:] + r.stderr[-3000:]
+    assert "longer than context_length 16" in r.stderr and "skip_bad_examples" in r.stderr
+    assert "Traceback" not in r.stderr.split("FTC-ERROR")[-1]  # ftc's message, not Ray's traceback, ends the output
