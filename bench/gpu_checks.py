@@ -244,7 +244,13 @@ def main() -> int:
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(report, indent=2) + "\n")
     failed = [n for n, r in results.items() if r["ok"] is False]
-    print(f"[gpu-checks] {len(results) - len(failed)}/{len(results)} not failed; results in {args.json}")
+    counts = {
+        "ok": sum(r["ok"] is True for r in results.values()),
+        "skipped": sum(r["ok"] is None and "not_run" not in r for r in results.values()),
+        "not run (budget)": sum("not_run" in r for r in results.values()),
+        "failed": len(failed),
+    }
+    print(f"[gpu-checks] {', '.join(f'{v} {k}' for k, v in counts.items())}; results in {args.json}")
     return 1 if failed else 0
 
 
