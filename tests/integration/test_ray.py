@@ -116,7 +116,9 @@ def test_a_killed_worker_is_restarted_and_the_run_resumes_to_the_same_weights(cl
 
 
 def test_ctrl_c_on_the_driver_stops_the_job_on_the_cluster(cluster, job, ftc, tmp_path):
-    plan = _compiled(job, ftc, tmp_path, "ray", **{**TWO_WORKERS, "num_epochs": 20})
+    plan = _compiled(
+        job, ftc, tmp_path, "ray", **{**TWO_WORKERS, "num_epochs": 300}
+    )  # minutes: still running at Ctrl-C
     driver = subprocess.Popen(
         [sys.executable, "-m", "ftc.cli", "run", plan, "--backend", "ray", "--address", cluster],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
