@@ -98,15 +98,18 @@ def declared_requirements(pyproject: dict, image_extras: tuple[str, ...] = IMAGE
     return [Requirement(r) for r in project["dependencies"] + [r for extra in image_extras for r in extras[extra]]]
 
 
-def pyproject_problems(pin_file: PinFile, pyproject: dict) -> list[str]:
-    """Every package ftc declares is pinned, at a version its requirement allows."""
+def pyproject_problems(
+    pin_file: PinFile, pyproject: dict, image_extras: tuple[str, ...] = IMAGE_EXTRAS, where: str = PIN_FILE
+) -> list[str]:
+    """Every package ftc declares for an image (``image_extras``) is pinned in ``pin_file`` (``where``), at a version
+    its requirement allows."""
     problems = []
-    for req in declared_requirements(pyproject):
+    for req in declared_requirements(pyproject, image_extras):
         pin = pin_file.pins.get(canonicalize_name(req.name))
         if pin is None:
-            problems.append(f"{req.name}: declared in pyproject.toml ({req}) but not pinned in {PIN_FILE}")
+            problems.append(f"{req.name}: declared in pyproject.toml ({req}) but not pinned in {where}")
         elif not req.specifier.contains(pin[1], prereleases=True):
-            problems.append(f"{pin[0]}=={pin[1]} does not satisfy pyproject.toml's `{req}`")
+            problems.append(f"{pin[0]}=={pin[1]} in {where} does not satisfy pyproject.toml's `{req}`")
     return problems
 
 
@@ -221,13 +224,7 @@ def gpu_pin_problems(gpu: PinFile, cpu: PinFile, pyproject: dict) -> list[str]:
                 f"{name} is {version} in {PIN_FILE} but {gpu.pins[key][1]} in {PIN_FILE_GPU}: the images share"
                 " every version but torch's"
             )
-    for req in declared_requirements(pyproject, GPU_EXTRAS):
-        pin = gpu.pins.get(canonicalize_name(req.name))
-        if pin is None:
-            problems.append(f"{req.name}: declared in pyproject.toml ({req}) but not pinned in {PIN_FILE_GPU}")
-        elif not req.specifier.contains(pin[1], prereleases=True):
-            problems.append(f"{pin[0]}=={pin[1]} in {PIN_FILE_GPU} does not satisfy pyproject.toml's `{req}`")
-    return problems
+    return problems + pyproject_problems(gpu, pyproject, GPU_EXTRAS, PIN_FILE_GPU)
 
 
 def installed_problems(

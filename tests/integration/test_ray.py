@@ -156,3 +156,11 @@ def test_a_workers_error_comes_back_with_its_exit_code_and_message(cluster, job,
     assert r.returncode == ExitCode.DATA_INVALID, r.stdout[-2000:] + r.stderr[-3000:]
     assert "longer than context_length 16" in r.stderr and "skip_bad_examples" in r.stderr
     assert "Traceback" not in r.stderr.split("FTC-ERROR")[-1]  # ftc's message, not Ray's traceback, ends the output
+
+
+def test_a_multi_node_plan_is_refused_before_the_cluster_is_asked(job, ftc, tmp_path):
+    pytest.importorskip("ray.train", reason="pip install 'ftc[ray]'")
+    plan = _compiled(job, ftc, tmp_path, "ray", **{**TWO_WORKERS, "num_nodes": 2})
+    r = ftc_cli("run", plan, "--backend", "ray", "--address", "127.0.0.1:1", timeout=120)
+    assert r.returncode == ExitCode.USAGE, r.stderr
+    assert "--backend ray places the plan's processes itself" in r.stderr and "2 nodes of 1" in r.stderr

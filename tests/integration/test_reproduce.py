@@ -187,3 +187,12 @@ def test_an_input_whose_pinned_version_is_gone_is_named_with_exit_4(
     r = ftc("reproduce", tmp_path / "output", "-o", tmp_path / "rerun")
     assert r.code == ExitCode.INPUT_UNRESOLVABLE, r.err
     assert f"s3://{s3.bucket}/data/train.jsonl" in r.err
+
+
+def test_an_export_is_refused_with_where_to_look(trained, ftc, tmp_path):
+    out = trained(lora_config=None, num_epochs=1, train_batch_size_per_device=4)
+    assert ftc("export", out, "-o", tmp_path / "export").code == 0
+    r = ftc("reproduce", tmp_path / "export", "-o", tmp_path / "rerun")
+    assert r.code == ExitCode.USAGE
+    assert "an export; reproduce the checkpoint it was made from" in r.err
+    assert not (tmp_path / "rerun").exists()
