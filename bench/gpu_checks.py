@@ -5,8 +5,9 @@
 Each check is a run (or two) of examples/quickstart with one setting changed, in a fresh folder:
 
 - ``full``: full-parameter training (ZeRO 0; bf16 on a GPU): every loss finite, eval loss falls.
-- ``packed``: ftc's packed rows of the quickstart's validation examples through the attention ftc trains packed rows
-  with (FlexAttention on a GPU, ftc's SDPA-per-sample on a CPU), in the training dtype: the loss equals the sum of
+- ``packed``: ftc's packed rows of the quickstart's validation examples through each attention that can train packed
+  rows (SDPA's block-diagonal mask and FlexAttention on a GPU; ftc's SDPA-per-sample and SDPA on a CPU), in the
+  training dtype: the loss equals the sum of
   each sample run alone (SDPA) within bf16 tolerance, and its backward pass gives finite gradients (packing changes
   which tokens share a row, never what a token sees). ``packed_training``: a packed run trains (eval loss falls).
 - ``lora``: a LoRA adapter trains (eval loss falls).
@@ -93,8 +94,9 @@ def _weights_digest(folder: Path) -> str:
     return digest.hexdigest()
 
 
-def _packed_loss_check(gpu: bool) -> tuple[bool, dict]:
-    """Packed rows (3 samples a row) vs each sample alone, on the quickstart's model and validation data."""
+def _packed_loss_check(gpu: bool, attention: str) -> tuple[bool, dict]:
+    """Packed rows (3 samples a row) through ``attention`` vs each sample alone (SDPA), on the quickstart's model and
+    validation data."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -106,7 +108,6 @@ def _packed_loss_check(gpu: bool) -> tuple[bool, dict]:
 
     register()
     device, dtype = ("cuda", torch.bfloat16) if gpu else ("cpu", torch.float32)
-    attention = "flex_attention" if gpu else "sdpa_varlen"
     spec = yaml.safe_load((QUICKSTART / "job.yaml").read_text())
     fmt = PromptFormat(**spec["generation_config"]["prompt_format"])
     tokenizer = AutoTokenizer.from_pretrained(QUICKSTART / "model")
@@ -151,6 +152,39 @@ def _packed_loss_check(gpu: bool) -> tuple[bool, dict]:
     }
 
 
+def _liger_probe() -> tuple[bool, dict]:
+    """The quickstart's model with and without ftc's Liger patch (runtime/_model.apply_liger), on the same tokens:
+    the patched modules must report Liger's classes and the logits must differ (Liger's kernels ran, not torch's)
+    by no more than bf16 rounding."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from ftc.runtime._model import apply_liger
+
+    torch.manual_seed(0)
+    ids = torch.randint(3, 512, (2, 96), device="cuda")
+
+    def logits(patch: bool):
+        m = AutoModelForCausalLM.from_pretrained(QUICKSTART / "model", dtype=torch.bfloat16).cuda().eval()
+        if patch:
+            apply_liger(m)
+        with torch.no_grad():
+            return m(input_ids=ids).logits.float(), {
+                type(x).__name__ if not hasattr(x, "_get_name") else x._get_name() for x in m.modules()
+            }
+
+    plain, _ = logits(False)
+    liger, names = logits(True)
+    diff = float((liger - plain).abs().max())
+    scale = float(plain.abs().max())
+    patched = {"LigerRMSNorm", "LigerSwiGLUMLP"} <= names
+    return patched and 0 < diff <= BF16_RTOL * scale * 4, {
+        "liger_modules": sorted(n for n in names if n.startswith("Liger")),
+        "logits_max_abs_diff": diff,
+        "logits_max_abs": scale,
+    }
+
+
 def checks(folder: Path, gpu: bool) -> dict:
     """name -> a function that runs the check and returns (ok, details)."""
     ran: dict[str, dict] = {}
@@ -160,7 +194,9 @@ def checks(folder: Path, gpu: bool) -> dict:
         return _falls(s), {"evals": [e["eval_loss"] for e in s["evals"]]}
 
     def packed():
-        return _packed_loss_check(gpu)
+        # ftc's default for packed rows (SDPA with a block-diagonal mask on GPUs, sdpa_varlen on CPUs) and the other
+        results = [_packed_loss_check(gpu, a) for a in (("sdpa", "flex_attention") if gpu else ("sdpa_varlen", "sdpa"))]
+        return all(ok for ok, _ in results), {d["attention"]: d for _, d in results}
 
     def packed_training():
         s = _run(folder, "packed", sample_packing=True)
@@ -181,9 +217,11 @@ def checks(folder: Path, gpu: bool) -> dict:
     def liger():
         if not gpu:
             return None, {"skipped": "Liger's kernels run only on a GPU"}
+        patched, probe = _liger_probe()
         s = _run(folder, "liger", kernels="liger")
-        a, b = s["evals"][0]["eval_loss"], ran["full"]["evals"][0]["eval_loss"]
-        return _close(a, b, BF16_RTOL) and _falls(s), {"eval_loss_step0": a, "torch_kernels": b}
+        a, b = s["evals"][0]["eval_loss"], ran["full"]["evals"][0]["eval_loss"] if "full" in ran else None
+        same_start = b is None or _close(a, b, BF16_RTOL)
+        return patched and same_start and _falls(s), {"eval_loss_step0": a, "torch_kernels": b, **probe}
 
     def resume():
         whole = _run(folder, "uninterrupted", num_epochs=2)
@@ -214,6 +252,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--json", type=Path, required=True)
     parser.add_argument("--budget-s", type=float, default=300.0)
+    parser.add_argument("--only", help="comma-separated check names (default: all)")
     args = parser.parse_args()
     import torch
 
@@ -223,6 +262,8 @@ def main() -> int:
     results = {}
     with tempfile.TemporaryDirectory(prefix="ftc-gpu-checks-") as tmp:
         for name, check in checks(Path(tmp), gpu).items():
+            if args.only and name not in args.only.split(","):
+                continue
             if time.monotonic() - started > args.budget_s:
                 results[name] = {"ok": None, "not_run": f"budget of {args.budget_s:.0f} s spent"}
                 continue

@@ -2,12 +2,13 @@
 # Everything ftc needs to prove on a GPU, in one call with a time budget, on a machine without internet:
 #   1. install the wheels bench/gpu_wheels.sh fetched (into /tmp/ftc-site, when .whl/ holds any);
 #   2. the correctness checks (bench/gpu_checks.py: full, packed FlexAttention vs unpacked, LoRA, ZeRO-2, ZeRO-3,
-#      Liger, checkpoint + --resume), ~1/3 of the budget at most;
+#      Liger, checkpoint + --resume), ~1/3 of the budget at most (FTC_GPU_CHECKS_S);
 #   3. the throughput benchmark against HF Trainer (bench/train_bench.py), 1B full then 8B LoRA, each in the time
 #      left (a shape cut short keeps the variants it finished: its JSON says "complete": false).
 #
 #   bash bench/gpu_run.sh RESULTS_DIR [SHAPE ...]      (default shapes: 1b 8b-lora)
 #   FTC_GPU_BUDGET_S   the whole call's budget in seconds (default 480)
+#   FTC_GPU_CHECKS_S   of which the correctness checks may take (default a third of it)
 # Writes RESULTS_DIR/gpu-checks-DATE.json and RESULTS_DIR/train-SHAPE-DATE.json; exits 1 when a check failed or a
 # benchmark did not finish.
 set -uo pipefail
@@ -23,7 +24,7 @@ export PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false
 python3 -c "import ftc, deepspeed, jsonschema, torch; print('torch', torch.__version__, 'cuda', torch.cuda.is_available())" || exit 1
 left() { echo $(( budget - SECONDS - 10 )); }
 status=0
-python3 bench/gpu_checks.py --json "$results/gpu-checks-$(date +%F).json" --budget-s $(( budget / 3 )) || status=1
+python3 bench/gpu_checks.py --json "$results/gpu-checks-$(date +%F).json" --budget-s "${FTC_GPU_CHECKS_S:-$(( budget / 3 ))}" || status=1
 for shape in "${@:-1b 8b-lora}"; do
     for s in $shape; do
         if (( $(left) < 60 )); then

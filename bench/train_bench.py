@@ -93,6 +93,7 @@ SHAPES = {
 FTC_VARIANTS = {
     "ftc_packed": dict(sample_packing=True),
     "ftc_packed_sdpa": dict(sample_packing=True, attn_implementation="sdpa"),
+    "ftc_packed_torch": dict(sample_packing=True, kernels="torch"),  # no Liger kernels
     "ftc_packed_ckpt": dict(sample_packing=True, activation_checkpointing=True),
     "ftc_padded": dict(sample_packing=False),
 }
