@@ -12,7 +12,7 @@ from ftc.errors import _UNSET
 from ftc.spec import JobSpec, LoadedSpec, load_spec
 from ftc.spec.architectures import Architecture
 from ftc.spec.canonical import digest_of
-from ftc.spec.plan import PLAN_VERSION, Plan, launch_command, seal_plan
+from ftc.spec.plan import PLAN_VERSION, STORE_SCHEMES, Plan, launch_command, seal_plan
 from ftc.stores.atomic import write_text_atomic
 from ftc.stores.content_cache import run_downloads
 from ftc.stores.hashing import StatCache, cache_dir
@@ -68,7 +68,8 @@ def compile_spec(
         _check_output_dir(loaded, ctx)
         loaded.raise_if_problems()
         image = pin_spec_image(checked.spec.image, allow_unpinned=allow_unpinned)
-        output_dir = ctx.plan_location(checked.spec.output_dir)
+        out = checked.spec.output_dir
+        output_dir = out.rstrip("/") + "/" if out.startswith(STORE_SCHEMES) else ctx.plan_location(out)
         plan = build_plan(checked, inputs, output_dir=output_dir, image=image, folder=ctx.plan_dir)
         return CompileResult(plan, _warnings(plan, checked.arch), cache.hits, cache.misses)
     finally:
@@ -183,8 +184,29 @@ def build_plan(
 
 
 def _check_output_dir(loaded: LoadedSpec, ctx: ResolveContext) -> None:
-    """The output folder may not exist yet, but it must not be a file (nor a device: /dev/null)."""
-    path = ctx.spec_path(loaded.spec.output_dir)
+    """The output folder may not exist yet, but it must not be a file (nor a device: /dev/null). A store prefix
+    needs a bucket and a name under it (the run's checkpoints go under it)."""
+    out = loaded.spec.output_dir
+    if out.startswith(STORE_SCHEMES):
+        bucket, _, name = out.split("://", 1)[1].partition("/")
+        if not bucket or not name.strip("/") or "//" in name or any(p in (".", "..") for p in name.split("/")):
+            loaded.problems.append(
+                loaded.problem(
+                    ("output_dir",),
+                    f"{out} is not a prefix in a bucket",
+                    f"name one, e.g. {out.split('://')[0]}://BUCKET/runs/NAME/",
+                    value=out,
+                )
+            )
+        return
+    if "://" in out:
+        loaded.problems.append(
+            loaded.problem(
+                ("output_dir",), f"{out}: not a folder, s3:// or gs:// prefix", "name one of those", value=out
+            )
+        )
+        return
+    path = ctx.spec_path(out)
     if (path.exists() or path.is_symlink()) and not path.is_dir():
         loaded.problems.append(
             loaded.problem(

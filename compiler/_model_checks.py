@@ -92,8 +92,10 @@ def _shape_problems(loaded: LoadedSpec, at: tuple, arch: Architecture, tensors: 
 def check_parent_lineage(loaded: LoadedSpec, at: tuple, item: ResolvedInput) -> None:
     """A local parent checkpoint that carries a lineage record must still be what the record says: its files (as
     just hashed for the plan) and its record's id. What changed is a problem with exit 12, as at run time."""
+    if item.source in ("s3", "gcs") and item.kind == "dir":
+        return _check_published(loaded, at, item)  # its files are checked against the record when a run downloads it
     if item.source != "local" or item.kind != "dir" or item.local_path is None:
-        return  # a store's folder is checked when the run downloads it
+        return
     try:
         record = read_record(item.local_path)
     except ValueError as exc:
@@ -112,6 +114,35 @@ def check_parent_lineage(loaded: LoadedSpec, at: tuple, item: ResolvedInput) -> 
                 kind="lineage",
             )
         )
+
+
+def _check_published(loaded: LoadedSpec, at: tuple, item: ResolvedInput) -> None:
+    """A checkpoint an ftc run published to a store (``…/checkpoints/step-N/``) is read only once its upload is
+    whole: its marker is there, names exactly the files listed, and the record_id of the lineage record there."""
+    from ftc.stores.publish import marker_problems, published_layout, read_marker
+    from ftc.stores.remote import RemoteProblem, store_for
+
+    uri = item.entry.uri.rstrip("/") + "/"
+    if not published_layout(uri):
+        return
+    fix = (
+        "continue from a checkpoint whose upload finished"
+        " (`ftc run PLAN --resume` of the run that wrote it uploads the rest)"
+    )
+    try:
+        marker = read_marker(store_for(uri), uri)
+    except RemoteProblem as exc:
+        loaded.problems.append(loaded.problem(at, str(exc), exc.hint, kind="input"))
+        return
+    problems = marker_problems(uri, marker, {f.path: f.size for f in item.entry.files or ()})
+    if not problems and item.local_path is not None and (item.local_path / LINEAGE_FILE).exists():
+        record = read_record(item.local_path)
+        if record is not None and record.get("record_id") != marker["record_id"]:
+            problems.append(
+                f"{uri}{LINEAGE_FILE}: record {record.get('record_id')}, the marker names {marker['record_id']}"
+            )
+    for problem in problems:
+        loaded.problems.append(loaded.problem(at, problem, fix, kind="input"))
 
 
 def _weights_problems(loaded: LoadedSpec, at: tuple, item: ResolvedInput, wanted: str) -> list:

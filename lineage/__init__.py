@@ -35,16 +35,43 @@ def load(path: Path) -> dict[str, Any]:
         raise LineageBroken(str(exc)) from None
 
 
-def verify(path: Path) -> tuple[dict[str, Any], int, list[str], list[str]]:
-    """Verify the chain of the checkpoint at ``path``: the record, how many records it holds, the parents whose files
+def verify(path: Path | str) -> tuple[dict[str, Any], int, list[str], list[str]]:
+    """Verify the chain of the checkpoint at ``path`` (a folder, or a checkpoint an ftc run published to
+    ``s3://…/checkpoints/step-N/`` or ``gs://…``): the record, how many records it holds, the parents whose files
     were re-hashed, and the local parents that could not be found to re-hash. Raises :class:`LineageBroken` listing
     every file or record that does not match."""
-    folder = checkpoint_folder(path)
+    if str(path).startswith(("s3://", "gs://")):
+        return _verify_published(str(path).rstrip("/") + "/")
+    folder = checkpoint_folder(Path(path))
+    return _verify_folder(folder, str(folder))
+
+
+def _verify_published(uri: str) -> tuple[dict[str, Any], int, list[str], list[str]]:
+    """A published checkpoint: downloaded (each file against its marker's sha256), then verified as a folder."""
+    import tempfile
+
+    from ftc.errors import InputUnresolvable
+    from ftc.stores.publish import download_checkpoint
+    from ftc.stores.remote import RemoteProblem, store_for
+
+    with tempfile.TemporaryDirectory(prefix="ftc-verify-") as scratch:
+        folder = Path(scratch) / uri.rstrip("/").rsplit("/", 1)[-1]
+        try:
+            download_checkpoint(store_for(uri), uri, folder)
+        except RemoteProblem as exc:
+            if exc.changed:
+                raise LineageBroken(f"{uri}: the lineage does not verify:\n    {exc}") from None
+            raise InputUnresolvable(f"{uri}: {exc}\n    fix: {exc.hint}", exc.reason) from None
+        return _verify_folder(folder, uri.rstrip("/"))
+
+
+def _verify_folder(folder: Path, shown: str) -> tuple[dict[str, Any], int, list[str], list[str]]:
     unreached: list[str] = []
     rehashed: list[str] = []
     record, problems = verify_checkpoint(folder, unreached=unreached, rehashed=rehashed)
     if problems or record is None:
-        raise LineageBroken(f"{folder}: the lineage does not verify:\n    " + "\n    ".join(problems))
+        problems = [p.replace(str(folder.resolve()), shown).replace(str(folder), shown) for p in problems]
+        raise LineageBroken(f"{shown}: the lineage does not verify:\n    " + "\n    ".join(problems))
     count, stack = 0, [record]
     while stack:
         count += 1

@@ -79,6 +79,49 @@ def verified_record(folder: Path, refusal: str, fix: str) -> dict[str, Any]:
     return record
 
 
+def _in_store(parent: dict[str, Any]) -> bool:
+    """A parent folder in S3 or GCS whose record pins each file (size, sha256 and the store's pin): fetchable."""
+    source, files = parent["source"], parent.get("files") or []
+    return (
+        source.get("source") in ("s3", "gcs")
+        and source.get("kind") == "dir"
+        and bool(files)
+        and all("pin" in f and "size" in f for f in files)
+    )
+
+
+def _store_parent_problems(
+    parent: dict[str, Any],
+    child: Path,
+    seen: set[str],
+    unreached: list[str] | None,
+    rehashed: list[str] | None,
+) -> list[str]:
+    """A parent in a store: every file fetched again (the pinned object, checked against its sha256), then its own
+    chain verified from the fetched copy. A store that cannot be read leaves it unreached, as a missing disk does."""
+    from ftc.stores.publish import fetch_pinned_folder
+
+    uri = parent["source"]["uri"]
+    if f"{uri} {parent.get('digest')}" in seen:
+        return []
+    seen.add(f"{uri} {parent.get('digest')}")
+    copy, problems, unreadable = fetch_pinned_folder(uri, parent["files"])
+    if unreadable is not None:
+        if unreached is not None:
+            unreached.append(f"{parent['role']} of {child.name}: {uri}: {unreadable}")
+        return problems
+    if copy is None:
+        return problems
+    if rehashed is not None:
+        rehashed.append(
+            f"{parent['role'].replace('_', ' ')} {uri} ({len(parent['files'])} files, fetched from the store)"
+        )
+    if parent.get("lineage") is None:
+        return []
+    _, more = verify_checkpoint(copy, _seen=seen, unreached=unreached, rehashed=rehashed)
+    return [p.replace(str(copy.resolve()), uri.rstrip("/")) for p in more]
+
+
 def verify_checkpoint(
     folder: Path,
     *,
@@ -98,9 +141,12 @@ def verify_checkpoint(
         return None, problems
     seen.add(str(folder.resolve()))
     for parent in record.get("parents", []):
+        if _in_store(parent):
+            problems += _store_parent_problems(parent, folder, seen, unreached, rehashed)
+            continue
         location = parent["source"].get("location")
         if location is None:
-            continue  # not on this machine's disk (a store, a hub id): verified when a run downloads it
+            continue  # not on this machine's disk (a hub id, a record from before stores were pinned per file)
         path = Path(location).expanduser()
         path = path if path.is_absolute() else Path(os.path.normpath(folder / path))
         if not path.exists():

@@ -6,6 +6,7 @@ reason are printed before anything starts.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -52,8 +53,13 @@ def run(
     log(f"backend: {chosen} ({why})")
     if chosen == "docker":
         from ._docker import GpuRequest, run_in_container
+        from ._publish import publishing
 
-        return run_in_container(plan, plan_path, gpus=GpuRequest.parse(gpus), mounts=mounts, log=log, **options)
+        # an output_dir in a store: this process uploads what the container stages (no credentials go in there)
+        rendezvous = options.get("rendezvous")
+        node0 = rendezvous is None or rendezvous.node_rank == 0
+        with publishing(plan, resume=options.get("resume", False)) if node0 else contextlib.nullcontext():
+            return run_in_container(plan, plan_path, gpus=GpuRequest.parse(gpus), mounts=mounts, log=log, **options)
     if chosen == "ray":
         from ._ray import run_on_ray
 

@@ -6,6 +6,7 @@ and their exit status comes back through a failure note each worker leaves in th
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
@@ -22,9 +23,10 @@ from ftc.lineage.run import Lineage
 from ftc.spec.plan import Placement, Plan, read_plan
 
 from ._checkpoint import is_complete, resume_point
-from ._inputs import verify_inputs
+from ._inputs import CHECKED_BY_HOST_ENV, verify_inputs
 from ._lock import output_lock
 from ._progress import log
+from ._publish import publishing
 from ._trackers import OFF_ENV, check_tracker
 
 __all__ = ["Rendezvous", "raise_failure", "run_plan", "worker_main"]
@@ -65,18 +67,21 @@ def run_plan(plan: Plan, plan_path: Path, *, resume: bool = False, rendezvous: R
         )
     paths = verify_inputs(plan)
     lineage = Lineage.check(plan, paths, image=image_from_env())  # a parent must still be what its record says
-    previous = resume_point(plan.output_path, plan.plan_id, resume=resume)
-    if previous is not None and is_complete(previous[0]):
-        log(f"{previous[0]} is the last checkpoint of this plan: the run is complete; nothing to resume")
-        return None
-    if resume and previous is None:
-        log(f"--resume: {plan.output_path} holds no checkpoint of this plan yet; starting from the beginning")
-    if rendezvous.node_rank == 0 and not check_tracker(plan):  # process 0 is on node 0: it alone logs
-        os.environ[OFF_ENV] = plan.plan_id  # for this run's processes (removed when it ends)
-    try:
-        return _run_locked(plan, plan_path, paths, lineage, previous, resume=resume, rendezvous=rendezvous)
-    finally:
-        os.environ.pop(OFF_ENV, None)
+    # an output_dir in a store: node 0 uploads each checkpoint (in a container, the host that started it does)
+    publishes = rendezvous.node_rank == 0 and os.environ.get(CHECKED_BY_HOST_ENV) != plan.plan_id
+    with publishing(plan, resume=resume) if publishes else contextlib.nullcontext():
+        previous = resume_point(plan.output_path, plan.plan_id, resume=resume)
+        if previous is not None and is_complete(previous[0]):
+            log(f"{previous[0]} is the last checkpoint of this plan: the run is complete; nothing to resume")
+            return None
+        if resume and previous is None:
+            log(f"--resume: {plan.output_path} holds no checkpoint of this plan yet; starting from the beginning")
+        if rendezvous.node_rank == 0 and not check_tracker(plan):  # process 0 is on node 0: it alone logs
+            os.environ[OFF_ENV] = plan.plan_id  # for this run's processes (removed when it ends)
+        try:
+            return _run_locked(plan, plan_path, paths, lineage, previous, resume=resume, rendezvous=rendezvous)
+        finally:
+            os.environ.pop(OFF_ENV, None)
 
 
 def _run_locked(

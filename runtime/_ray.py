@@ -17,6 +17,7 @@ file system). Inputs in S3, GCS or DVC remotes need nothing shared.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -67,6 +68,15 @@ def run_on_ray(
             f" (this plan has {plan.launch.nodes} nodes of {plan.launch.processes_per_node})"
         )
     verify_inputs(plan)  # the driver checks the plan's inputs first; each worker verifies what it reads
+    publisher = None
+    if plan.output_store is not None:  # the rank-0 worker uploads; the driver checks the prefix first
+        from ._publish import Publisher
+
+        publisher = Publisher(plan.output_store, plan.output_path)
+        publisher.check_start(resume=resume, staged_here=False)
+        if resume and publisher.finished():
+            say(f"{plan.output_store}: the last checkpoint of this plan is published: the run is complete")
+            return
     previous = resume_point(plan.output_path, plan.plan_id, resume=resume)
     if previous is not None and is_complete(previous[0]):
         say(f"{previous[0]} is the last checkpoint of this plan: the run is complete; nothing to resume")
@@ -109,6 +119,10 @@ def run_on_ray(
                 raise KeyboardInterrupt from None
             except Exception as exc:  # Ray's error around the worker's
                 raise _ftc_error(exc) from None
+            if publisher is not None:  # the workers' nodes staged it: the store says how far the run got
+                if not publisher.finished():
+                    raise KeyboardInterrupt
+                return
             last = latest_checkpoint(plan.output_path)
             if last is None or not is_complete(last):  # Ray returned without the run's end: it was aborted
                 raise KeyboardInterrupt
@@ -146,7 +160,8 @@ def _absolute(plan: Plan) -> Placement:
     for item in plan.inputs.values():
         if item.source == "local":
             locations.setdefault(item.uri, str(plan.locate(item.uri).resolve()))
-    locations.setdefault(plan.output_dir, str(plan.output_path.resolve()))
+    if plan.output_store is None:  # a store prefix: each worker stages in its own node's cache, rank 0 uploads
+        locations.setdefault(plan.output_dir, str(plan.output_path.resolve()))
     base = plan.placement or Placement()
     return replace(base, locations=locations)
 
@@ -173,9 +188,12 @@ def _worker(config: dict[str, Any]) -> None:
             path = Path(scratch) / "plan.json"
             path.write_text(config["plan"], encoding="utf-8")
             plan = replace(read_plan(path), placement=Placement.from_dict(config["placement"]))
+            from ._publish import publishing
             from .train import train
 
-            train(plan, resume=True)  # the driver refused a used output folder unless --resume was given
+            # the driver refused a used output folder unless --resume was given; rank 0 uploads to a store prefix
+            with publishing(plan, resume=True) if context.get_world_rank() == 0 else contextlib.nullcontext():
+                train(plan, resume=True)
     except FtcError as exc:
         report(exc)
         raise RuntimeError(

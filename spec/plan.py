@@ -19,6 +19,7 @@ from ftc.errors import PlanInvalid
 
 from .architectures import Architecture
 from .canonical import digest_of
+from .locations import staging_dir
 from .model import JobSpec
 from .reading import MiB, finite_json, read_bounded_text
 from .schemas import validator
@@ -32,6 +33,7 @@ __all__ = [
     "PlanFile",
     "PlanImage",
     "PlanInput",
+    "STORE_SCHEMES",
     "plan_problems",
     "plan_text",
     "read_plan",
@@ -177,7 +179,21 @@ class Plan:
         return path if path.is_absolute() else self.folder / path
 
     @property
+    def output_store(self) -> str | None:
+        """The object-store prefix the run publishes to (``s3://…/``, ``gs://…/``); None for a folder, or when the
+        placement puts the output elsewhere (``ftc reproduce`` writes its rerun into a folder of its own)."""
+        if self.placement is not None and self.output_dir in self.placement.locations:
+            return None
+        return self.output_dir.rstrip("/") + "/" if self.output_dir.startswith(STORE_SCHEMES) else None
+
+    @property
     def output_path(self) -> Path:
+        """Where the run writes: the output folder, or for a store prefix the local folder its checkpoints are
+        staged in before each is uploaded ($FTC_CACHE_DIR/staging/<plan>; the same for a ``--resume``)."""
+        if self.placement is not None and self.output_dir in self.placement.locations:
+            return Path(self.placement.locations[self.output_dir])
+        if self.output_store is not None:
+            return staging_dir(self.plan_id)
         return self.locate(self.output_dir)
 
     @property
@@ -228,6 +244,10 @@ class Plan:
     def text(self) -> str:
         """The plan file's text (deterministic)."""
         return plan_text(self.to_dict())
+
+
+#: output_dir values that name an object-store prefix rather than a folder
+STORE_SCHEMES = ("s3://", "gs://")
 
 
 def _input(item: Mapping[str, Any]) -> PlanInput:

@@ -153,6 +153,49 @@ class GcsStore:
 
         return open_from
 
+    # writing: a run's output_dir may be a prefix (runtime/_publish.py)
+
+    def names(self, uri: str) -> list[str]:
+        """The names of every object under the prefix ``uri`` (ending in /), relative to it; [] when none."""
+        bucket, name = _split(uri)
+        try:
+            blobs = self._client.list_blobs(bucket, prefix=name, retry=self._retry, timeout=self._timeout)
+            return sorted(blob.name[len(name) :] for blob in blobs)
+        except self._exceptions.NotFound:
+            raise RemoteProblem(f"{uri}: bucket {bucket!r} does not exist", "check the bucket name") from None
+        except Exception as exc:
+            raise self._explain(exc, uri) from None
+
+    def read_small(self, uri: str, limit: int) -> bytes | None:
+        """The bytes of the object at ``uri`` (None when there is none), refused past ``limit`` bytes."""
+        bucket, name = _split(uri)
+        try:
+            blob = self._client.bucket(bucket).get_blob(name, retry=self._retry, timeout=self._timeout)
+            if blob is None:
+                return None
+            if int(blob.size) > limit:
+                raise RemoteProblem(f"{uri}: {blob.size} bytes, more than the {limit} expected")
+            return blob.download_as_bytes(retry=self._retry, timeout=self._timeout)
+        except RemoteProblem:
+            raise
+        except Exception as exc:
+            raise self._explain(exc, uri) from None
+
+    def put_file(self, uri: str, path: str) -> None:
+        bucket, name = _split(uri)
+        try:
+            blob = self._client.bucket(bucket).blob(name)
+            blob.upload_from_filename(path, retry=self._retry, timeout=(self._timeout[0], 4 * self._timeout[1]))
+        except Exception as exc:
+            raise self._explain(exc, uri) from None
+
+    def put_bytes(self, uri: str, data: bytes) -> None:
+        bucket, name = _split(uri)
+        try:
+            self._client.bucket(bucket).blob(name).upload_from_string(data, retry=self._retry, timeout=self._timeout)
+        except Exception as exc:
+            raise self._explain(exc, uri) from None
+
     @staticmethod
     def _gone(obj: RemoteObject) -> RemoteProblem:
         return RemoteProblem(

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ftc.spec.locations import cache_dir
 from ftc.spec.reading import regular_file_problem
 
 __all__ = [
@@ -45,14 +46,6 @@ class NotAnInput(OSError):
 
 def _warn(message: str) -> None:
     print(f"warning: {message}", file=sys.stderr, flush=True)
-
-
-def cache_dir() -> Path:
-    """ftc's cache folder: $FTC_CACHE_DIR, else $XDG_CACHE_HOME/ftc, else ~/.cache/ftc."""
-    if os.environ.get("FTC_CACHE_DIR"):
-        return Path(os.environ["FTC_CACHE_DIR"])
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(base) / "ftc"
 
 
 @dataclass(frozen=True)

@@ -184,3 +184,48 @@ class S3Store:
                 raise _pinned_problem(exc, obj.uri) from None
 
         return open_from
+
+    # writing: a run's output_dir may be a prefix (runtime/_publish.py)
+
+    def names(self, uri: str) -> list[str]:
+        """The names of every object under the prefix ``uri`` (ending in /), relative to it; [] when none."""
+        bucket, key = _split(uri)
+        try:
+            pages = self._s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=key)
+            return sorted(item["Key"][len(key) :] for page in pages for item in page.get("Contents", []))
+        except self._errors as exc:
+            raise _explain(exc, uri) from None
+
+    def read_small(self, uri: str, limit: int) -> bytes | None:
+        """The bytes of the object at ``uri`` (None when there is none), refused past ``limit`` bytes."""
+        bucket, key = _split(uri)
+        try:
+            answer = self._s3.get_object(Bucket=bucket, Key=key)
+            if answer["ContentLength"] > limit:
+                raise RemoteProblem(f"{uri}: {answer['ContentLength']} bytes, more than the {limit} expected")
+            return answer["Body"].read(limit + 1)[:limit]
+        except self._errors as exc:
+            problem = _explain(exc, uri)
+            if "no such object" in str(problem):
+                return None
+            raise problem from None
+
+    def put_file(self, uri: str, path: str) -> None:
+        """Upload the file at ``path`` to ``uri`` (in parts, several at once, when it is large)."""
+        from boto3.s3.transfer import TransferConfig
+
+        bucket, key = _split(uri)
+        try:
+            self._data.upload_file(path, bucket, key, Config=TransferConfig(max_concurrency=8))
+        except self._errors as exc:
+            raise _explain(exc, uri) from None
+        except Exception as exc:  # boto3's S3UploadFailedError wraps the ClientError
+            cause = exc.__context__ if isinstance(exc.__context__, self._errors) else exc
+            raise _explain(cause, uri) from None
+
+    def put_bytes(self, uri: str, data: bytes) -> None:
+        bucket, key = _split(uri)
+        try:
+            self._s3.put_object(Bucket=bucket, Key=key, Body=data)
+        except self._errors as exc:
+            raise _explain(exc, uri) from None

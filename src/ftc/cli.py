@@ -203,9 +203,11 @@ def lineage_show(checkpoint: Path, fmt: str, paths: bool) -> None:
 
 
 @lineage_group.command("verify")
-@click.argument("checkpoint", type=click.Path(path_type=Path))
-def lineage_verify(checkpoint: Path) -> None:
-    """Re-hash CHECKPOINT's files and every reachable parent's, and recompute every record_id."""
+@click.argument("checkpoint")
+def lineage_verify(checkpoint: str) -> None:
+    """Re-hash CHECKPOINT's files and every reachable parent's, and recompute every record_id. CHECKPOINT: a folder,
+    or a checkpoint a run published (s3://…/checkpoints/step-N/, gs://…), downloaded and checked against its
+    marker first."""
     from ftc.lineage import verify
 
     record, count, rehashed, unreached = verify(checkpoint)

@@ -10,6 +10,7 @@ digest, mounts, uid, logs, exit codes, cleanup, lineage) is the real path.
 from __future__ import annotations
 
 import fcntl
+import json
 import os
 import shutil
 import signal
@@ -348,6 +349,23 @@ def test_inputs_in_s3_train_in_a_container_that_gets_no_credentials(engine, s3, 
     for path in [plan, *(p for p in (tmp_path / "output").rglob("*") if p.is_file())]:
         blob = path.read_bytes()
         assert S3_SECRET.encode() not in blob and S3_KEY.encode() not in blob, path
+    assert S3_SECRET not in r.stdout + r.stderr and S3_KEY not in r.stdout + r.stderr
+
+
+def test_output_dir_in_s3_is_published_by_the_host_not_the_container(engine, s3, job, tmp_path):
+    """The container stages the checkpoints in the cache folder it shares with the host; the host, which has the
+    credentials, uploads them (none go into the container)."""
+    prefix = f"s3://{s3.bucket}/runs/in-docker/"
+    plan = tmp_path / "plan.json"
+    assert ftc_cli("compile", job(image=IMAGE, output_dir=prefix), "-o", plan, host=engine.host).returncode == 0
+    r = ftc_cli(*run_args(engine, plan, "--backend", "docker"), host=engine.host)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    keys = [o["Key"] for o in s3.list_objects_v2(Bucket=s3.bucket, Prefix="runs/in-docker/")["Contents"]]
+    markers = [k for k in keys if k.endswith(".complete")]
+    assert markers and "runs/in-docker/summary.json" in keys
+    step = markers[-1].removesuffix(".complete")
+    record = json.loads(s3.get_object(Bucket=s3.bucket, Key=f"{step}/lineage.json")["Body"].read())
+    assert record["environment"]["image"]["requested"] == IMAGE  # trained in the container, published from the host
     assert S3_SECRET not in r.stdout + r.stderr and S3_KEY not in r.stdout + r.stderr
 
 

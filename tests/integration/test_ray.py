@@ -16,7 +16,7 @@ import pytest
 
 from ftc.errors import ExitCode
 
-from conftest import read_json
+from conftest import S3_KEY, S3_SECRET, read_json
 
 pytestmark = pytest.mark.slow
 
@@ -24,13 +24,21 @@ TWO_WORKERS = dict(lora_config=None, num_epochs=2, train_batch_size_per_device=4
 
 
 @pytest.fixture(scope="module")
-def cluster(tmp_path_factory):
+def cluster(tmp_path_factory, s3_server):
     pytest.importorskip("ray.train", reason="pip install 'ftc[ray]'")
     from support.servers import start_ray_cluster, stop_ray_cluster
 
     root = tmp_path_factory.mktemp("ray")
-    # the workers' ftc cache: the raylets' environment is the one they were started with
-    address = start_ray_cluster(root, nodes=2, env={"FTC_CACHE_DIR": str(root / "cache")})
+    # the workers' ftc cache and S3 credentials: the raylets' environment is the one they were started with (as on
+    # a real cluster, where the nodes have their own credentials: ftc sends none to them)
+    env = {
+        "FTC_CACHE_DIR": str(root / "cache"),
+        "AWS_ENDPOINT_URL": s3_server,
+        "AWS_ACCESS_KEY_ID": S3_KEY,
+        "AWS_SECRET_ACCESS_KEY": S3_SECRET,
+        "AWS_DEFAULT_REGION": "us-east-1",
+    }
+    address = start_ray_cluster(root, nodes=2, env=env)
     yield address
     stop_ray_cluster()
 
@@ -164,3 +172,23 @@ def test_a_multi_node_plan_is_refused_before_the_cluster_is_asked(job, ftc, tmp_
     r = ftc_cli("run", plan, "--backend", "ray", "--address", "127.0.0.1:1", timeout=120)
     assert r.returncode == ExitCode.USAGE, r.stderr
     assert "--backend ray places the plan's processes itself" in r.stderr and "2 nodes of 1" in r.stderr
+
+
+def test_output_dir_in_s3_on_ray_is_published_by_the_rank_0_worker(cluster, s3, job, ftc, tmp_path):
+    prefix = f"s3://{s3.bucket}/runs/ray/"
+    plan = tmp_path / "p.json"
+    assert ftc("compile", job(output_dir=prefix, **TWO_WORKERS), "-o", plan).code == 0
+    r = ftc_cli("run", plan, "--backend", "ray", "--address", cluster)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    keys = [o["Key"] for o in s3.list_objects_v2(Bucket=s3.bucket, Prefix="runs/ray/")["Contents"]]
+    markers = sorted(k for k in keys if k.endswith(".complete"))
+    assert markers == ["runs/ray/checkpoints/step-000002.complete", "runs/ray/checkpoints/step-000004.complete"]
+    last = json.loads(s3.get_object(Bucket=s3.bucket, Key=markers[-1])["Body"].read())
+    assert last["last"] is True and "runs/ray/summary.json" in keys
+    record = json.loads(
+        s3.get_object(Bucket=s3.bucket, Key="runs/ray/checkpoints/step-000004/lineage.json")["Body"].read()
+    )
+    assert record["execution"]["world_size"] == 2 and record["record_id"] == last["record_id"]
+    # the driver reads the store to know the run ended: a second run of the plan says so, and trains nothing
+    r = ftc_cli("run", plan, "--backend", "ray", "--address", cluster, "--resume")
+    assert r.returncode == 0 and "the run is complete" in r.stderr, r.stderr[-3000:]

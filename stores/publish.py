@@ -1,0 +1,177 @@
+"""A run's checkpoints in an object store: the layout under an ``output_dir`` prefix, and the marker that makes each
+checkpoint visible only once every byte of it is there.
+
+    PREFIX/checkpoints/step-000032/...          the checkpoint's files, as written locally (lineage.json among them)
+    PREFIX/checkpoints/step-000032.complete     the marker, uploaded last: the record_id and every file's size and
+                                                sha256, and whether it is the run's last checkpoint
+    PREFIX/metrics.jsonl, PREFIX/summary.json   the run's metrics so far, and its summary once it ends
+
+A reader (the compiler, for a spec that continues from ``s3://…/checkpoints/step-N/``) takes a checkpoint only when
+its marker is there and names what the listing holds; anything else is an upload cut short.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+from ftc.spec.reading import finite_json
+
+from .objects import RemoteProblem, Store
+
+__all__ = [
+    "MARKER_SUFFIX",
+    "download_checkpoint",
+    "fetch_pinned_folder",
+    "marker_problems",
+    "marker_uri",
+    "publish_checkpoint",
+    "published_layout",
+    "read_marker",
+]
+
+MARKER_SUFFIX = ".complete"
+#: a marker lists a checkpoint's files: thousands at most (a sharded model), never megabytes
+_MARKER_LIMIT = 4 << 20
+#: where ftc puts a checkpoint under an output prefix: a folder there must have its marker to be read
+_LAYOUT = re.compile(r".*/checkpoints/step-\d+/?$")
+
+
+def published_layout(uri: str) -> bool:
+    """Whether ``uri`` is a checkpoint folder in ftc's layout under an output prefix."""
+    return bool(_LAYOUT.fullmatch(uri))
+
+
+def _relative(path: object) -> bool:
+    """A file's path inside the checkpoint: relative, forward slashes, no part that climbs out or is empty."""
+    return (
+        isinstance(path, str)
+        and not path.startswith("/")
+        and "\\" not in path
+        and all(part not in ("", ".", "..") for part in path.split("/"))
+    )
+
+
+def marker_uri(checkpoint_uri: str) -> str:
+    return checkpoint_uri.rstrip("/") + MARKER_SUFFIX
+
+
+def read_marker(store: Store, checkpoint_uri: str) -> dict[str, Any] | None:
+    """The marker of the checkpoint at ``checkpoint_uri`` (None when there is none), checked for shape."""
+    uri = marker_uri(checkpoint_uri)
+    data = store.read_small(uri, _MARKER_LIMIT)  # type: ignore[attr-defined]
+    if data is None:
+        return None
+    try:
+        marker = finite_json(data.decode("utf-8"))
+        files = marker["files"]
+        ok = isinstance(marker["record_id"], str) and all(
+            _relative(f["path"]) and isinstance(f["size"], int) and isinstance(f["sha256"], str) for f in files
+        )
+    except (ValueError, UnicodeDecodeError, KeyError, TypeError):
+        ok = False
+    if not ok:
+        raise RemoteProblem(f"{uri}: not a checkpoint marker ftc wrote", "publish the checkpoint again", "changed")
+    return marker
+
+
+def marker_problems(checkpoint_uri: str, marker: dict[str, Any] | None, listed: dict[str, Any]) -> list[str]:
+    """What keeps the checkpoint at ``checkpoint_uri`` from being read: no marker (an upload cut short), or files
+    listed (path -> size) that are not the ones its marker names."""
+    if marker is None:
+        return [
+            f"{checkpoint_uri}: its upload has not finished: {marker_uri(checkpoint_uri)}, written last, is not there"
+        ]
+    from .hashing import describe_changes
+
+    return describe_changes(
+        {f["path"]: f["size"] for f in marker["files"]},
+        listed,
+        removed=checkpoint_uri + "{path}: named by the marker, not in the store",
+        added=checkpoint_uri + "{path}: in the store, not named by the marker",
+        changed=checkpoint_uri + "{path}: {after} bytes, the marker says {before}",
+    )
+
+
+def publish_checkpoint(store: Store, checkpoint_uri: str, folder: Path, record: dict[str, Any], last: bool) -> None:
+    """Upload the checkpoint in ``folder`` (whose files its lineage ``record`` names) to ``checkpoint_uri``, then its
+    marker. A run stopped half-way leaves no marker, so the upload is never taken for a whole checkpoint."""
+    from .hashing import hash_file
+
+    files = [{"path": f["path"], "size": f["size"], "sha256": f["sha256"]} for f in record["checkpoint"]["files"]]
+    sha, size = hash_file(folder / "lineage.json")
+    files.append({"path": "lineage.json", "size": size, "sha256": sha})
+    prefix = checkpoint_uri.rstrip("/") + "/"
+    for f in sorted(files, key=lambda f: f["path"] == "lineage.json"):  # the record after the files it names
+        store.put_file(prefix + f["path"], str(folder / f["path"]))  # type: ignore[attr-defined]
+    marker = {"record_id": record["record_id"], "last": last, "files": sorted(files, key=lambda f: f["path"])}
+    store.put_bytes(marker_uri(checkpoint_uri), (json.dumps(marker, indent=1) + "\n").encode())  # type: ignore[attr-defined]
+
+
+def fetch_pinned_folder(uri: str, files: list[dict[str, Any]]) -> tuple[Path | None, list[str], str | None]:
+    """The files of the store folder ``uri`` that a lineage record pins (path, size, sha256 and the store's pin of
+    each), fetched through the content cache: each object must still be the pinned one and hash to its sha256.
+    Returns (a folder of them, or None; what differs, one line each; why the store could not be read, or None)."""
+    from ftc.spec.canonical import digest_of
+
+    from .content_cache import ContentCache, DigestMismatch
+    from .objects import RemoteObject
+    from .remote import store_for
+
+    prefix = uri.rstrip("/") + "/"
+    try:
+        store = store_for(prefix)
+    except RemoteProblem as exc:
+        return None, [], f"{exc} ({exc.hint})"
+    cache, members, problems = ContentCache(), {}, []
+    for f in files:
+        obj = RemoteObject(prefix + f["path"], f["path"], int(f["size"]), dict(f["pin"]))
+        try:
+            store.check_unchanged(obj)
+            _, members[f["path"]] = cache.fetch(
+                obj.cache_key(), store.opener(obj), size=obj.size, expected_sha256=f["sha256"], parts=1
+            )
+        except DigestMismatch as exc:
+            problems.append(f"{obj.uri}: expected sha256:{exc.expected}, found sha256:{exc.found}")
+        except RemoteProblem as exc:
+            if not exc.changed:
+                return None, problems, f"{exc} ({exc.hint})"
+            problems.append(str(exc))
+    if problems:
+        return None, problems, None
+    return cache.view("verify-" + digest_of([prefix, files])[7:], members), [], None
+
+
+def download_checkpoint(store: Store, checkpoint_uri: str, dest: Path) -> dict[str, Any]:
+    """The published checkpoint at ``checkpoint_uri`` copied into the new folder ``dest`` (made whole under a temporary
+    name, then renamed), each file checked against the sha256 its marker names; the marker. Raises
+    :class:`RemoteProblem` when there is no marker, the listing is not what it names, or a file's bytes differ."""
+    import shutil
+
+    from .content_cache import ContentCache, DigestMismatch
+
+    marker = read_marker(store, checkpoint_uri)
+    listed = {o.path: o for o in store.list(checkpoint_uri)}
+    problems = marker_problems(checkpoint_uri, marker, {p: o.size for p, o in listed.items()})
+    if problems or marker is None:
+        raise RemoteProblem("\n    ".join(problems), "continue from another checkpoint", "changed")
+    cache = ContentCache()
+    partial = dest.with_name(f".{dest.name}.download")
+    shutil.rmtree(partial, ignore_errors=True)
+    for f in marker["files"]:
+        obj = listed[f["path"]]
+        try:
+            cached, _ = cache.fetch(obj.cache_key(), store.opener(obj), size=obj.size, expected_sha256=f["sha256"])
+        except DigestMismatch as exc:
+            raise RemoteProblem(
+                f"{obj.uri}: expected sha256:{exc.expected}, found sha256:{exc.found}",
+                "continue from another checkpoint",
+                "changed",
+            ) from None
+        target = partial / f["path"]
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(cached, target)
+    partial.rename(dest)
+    return marker

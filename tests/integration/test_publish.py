@@ -1,0 +1,208 @@
+"""output_dir in an object store (a real SeaweedFS S3 server and fake-gcs-server on 127.0.0.1): each checkpoint is
+staged locally, uploaded with its lineage record, and made visible by a marker written last; a later spec continues
+from one by its s3:// path (the seed guide's flow), and `ftc lineage verify` of the child walks to it in the store."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+from ftc.errors import ExitCode
+
+from conftest import LORA, S3_KEY, S3_SECRET, read_json
+
+pytestmark = pytest.mark.slow
+
+
+def _objects(s3, prefix: str) -> dict[str, bytes]:
+    keys = [o["Key"] for o in s3.list_objects_v2(Bucket=s3.bucket, Prefix=prefix).get("Contents", [])]
+    return {k[len(prefix) :]: s3.get_object(Bucket=s3.bucket, Key=k)["Body"].read() for k in keys}
+
+
+def _stage1(s3, job, ftc, tmp_path) -> tuple[str, dict[str, bytes]]:
+    """A new adapter trained into s3://BUCKET/runs/stage1/ (2 epochs of 4 steps, a checkpoint per epoch)."""
+    prefix = f"s3://{s3.bucket}/runs/stage1/"
+    spec = job(name="stage1.yaml", lora_config=LORA, num_epochs=2, learning_rate=1e-2, output_dir=prefix)
+    r = ftc("compile", spec, "-o", tmp_path / "stage1.plan.json")
+    assert r.code == 0, r.err
+    assert read_json(tmp_path / "stage1.plan.json")["output"]["dir"] == prefix
+    r = ftc("run", tmp_path / "stage1.plan.json")
+    assert r.code == 0, r.err
+    assert f"published step-000008 to {prefix}checkpoints/step-000008/" in r.out + r.err
+    return prefix, _objects(s3, "runs/stage1/")
+
+
+def _stage2(job, ftc, tmp_path, parent: str, **overrides):
+    settings = dict(lora_config=None, initial_adapter_model_ckpt_path=parent, learning_rate=1e-2, output_dir="stage2")
+    spec = job(name="stage2.yaml", **{**settings, **overrides})
+    return ftc("compile", spec, "-o", tmp_path / "stage2.plan.json")
+
+
+def test_each_checkpoint_is_uploaded_with_its_record_and_a_marker(s3, job, ftc, tmp_path):
+    prefix, objects = _stage1(s3, job, ftc, tmp_path)
+    markers = sorted(k for k in objects if k.endswith(".complete"))
+    assert markers == ["checkpoints/step-000004.complete", "checkpoints/step-000008.complete"]
+    assert {"metrics.jsonl", "summary.json"} <= set(objects)
+    assert len(objects["metrics.jsonl"].splitlines()) > 8  # train and eval records, all of them
+    for marker_key in markers:
+        marker = json.loads(objects[marker_key])
+        step = marker_key.removesuffix(".complete")
+        record = json.loads(objects[f"{step}/lineage.json"])
+        assert marker["record_id"] == record["record_id"]
+        assert marker["last"] is (step == "checkpoints/step-000008")
+        uploaded = {k[len(step) + 1 :] for k in objects if k.startswith(step + "/")}
+        assert uploaded == {f["path"] for f in marker["files"]}  # the checkpoint whole, no more
+        for f in marker["files"]:  # every byte as the local checkpoint's record names it
+            blob = objects[f"{step}/{f['path']}"]
+            assert hashlib.sha256(blob).hexdigest() == f["sha256"] and len(blob) == f["size"]
+        assert {f["path"] for f in record["checkpoint"]["files"]} == uploaded - {"lineage.json"}
+    assert all(S3_SECRET.encode() not in b and S3_KEY.encode() not in b for b in objects.values())
+    # the same prefix again: refused unless resumed; resumed, the run is complete and nothing is uploaded twice
+    r = ftc("run", tmp_path / "stage1.plan.json")
+    assert r.code == ExitCode.USAGE and f"{prefix} already holds" in r.err and "--resume" in r.err
+    r = ftc("run", tmp_path / "stage1.plan.json", "--resume")
+    assert r.code == 0, r.err
+    assert "the run is complete; nothing to resume" in r.out + r.err and "published" not in r.out + r.err
+
+
+def test_a_spec_continues_from_a_published_checkpoint_and_verify_walks_to_it(s3, job, ftc, tmp_path):
+    """The seed guide's flow with both stages' checkpoints in S3: stage 2 continues from stage 1's adapter by its
+    s3:// path, and `ftc lineage verify` of stage 2's published checkpoint fetches and checks stage 1's."""
+    prefix, objects = _stage1(s3, job, ftc, tmp_path)
+    parent = f"{prefix}checkpoints/step-000008/"
+    r = _stage2(job, ftc, tmp_path, parent, output_dir=f"s3://{s3.bucket}/runs/stage2/")
+    assert r.code == 0, r.err
+    r = ftc("run", tmp_path / "stage2.plan.json")
+    assert r.code == 0, r.err
+    child = f"s3://{s3.bucket}/runs/stage2/checkpoints/step-000004/"
+    record = json.loads(_objects(s3, "runs/stage2/")["checkpoints/step-000004/lineage.json"])
+    (adapter,) = [p for p in record["parents"] if p["role"] == "adapter"]
+    assert adapter["source"]["source"] == "s3" and adapter["source"]["uri"] == parent
+    assert adapter["record_id"] == json.loads(objects["checkpoints/step-000008/lineage.json"])["record_id"]
+    assert all(f["pin"]["etag"] and f["size"] >= 0 for f in adapter["files"])  # each object pinned, for verify
+    r = ftc("lineage", "verify", child)
+    assert r.code == 0, r.err
+    assert "verified: " in r.out and f"re-hashed parent: adapter {parent} (" in r.out
+    assert "fetched from the store" in r.out and "2 lineage record(s) in the chain recomputed" in r.out
+    # the parent changed in the store after the child was trained: verify names the object
+    s3.put_object(Bucket=s3.bucket, Key="runs/stage1/checkpoints/step-000008/adapter_config.json", Body=b"{}")
+    r = ftc("lineage", "verify", child)
+    assert r.code == ExitCode.LINEAGE_BROKEN, r.out + r.err
+    assert f"{parent}adapter_config.json" in r.err and "changed" in r.err
+    # and the child itself, changed in the store: its download is checked against its marker
+    s3.put_object(Bucket=s3.bucket, Key="runs/stage2/checkpoints/step-000004/adapter_config.json", Body=b"{}")
+    r = ftc("lineage", "verify", child)
+    assert r.code == ExitCode.LINEAGE_BROKEN, r.out + r.err
+    assert f"{child}adapter_config.json: 2 bytes, the marker says" in r.err
+
+
+def test_a_checkpoint_whose_upload_did_not_finish_is_refused_as_a_parent(s3, job, ftc, tmp_path):
+    prefix, _ = _stage1(s3, job, ftc, tmp_path)
+    s3.delete_object(Bucket=s3.bucket, Key="runs/stage1/checkpoints/step-000004.complete")  # the upload cut short
+    r = _stage2(job, ftc, tmp_path, f"{prefix}checkpoints/step-000004/")
+    assert r.code == ExitCode.INPUT_UNRESOLVABLE, r.err
+    assert "its upload has not finished" in r.err and f"{prefix}checkpoints/step-000004.complete" in r.err
+    # a file missing from an upload that has its marker: also not a checkpoint to continue from
+    s3.delete_object(Bucket=s3.bucket, Key="runs/stage1/checkpoints/step-000008/adapter_config.json")
+    r = _stage2(job, ftc, tmp_path, f"{prefix}checkpoints/step-000008/")
+    assert r.code == ExitCode.INPUT_UNRESOLVABLE, r.err
+    assert "adapter_config.json: named by the marker, not in the store" in r.err
+
+
+@pytest.mark.parametrize("output_dir", ["s3://only-a-bucket", "s3://b/../x/", "ftp://b/runs/x/"])
+def test_an_output_dir_that_is_not_a_prefix_in_a_bucket_is_a_spec_error(job, ftc, tmp_path, output_dir):
+    r = ftc("compile", job(output_dir=output_dir), "-o", tmp_path / "p.json")
+    assert r.code == ExitCode.SPEC_INVALID, r.err
+    assert "output_dir" in r.err and output_dir in r.err
+
+
+def test_a_bucket_that_does_not_exist_stops_the_run_before_training(s3, job, ftc, tmp_path):
+    spec = job(output_dir=f"s3://{s3.bucket}-missing/runs/x/")
+    assert ftc("compile", spec, "-o", tmp_path / "p.json").code == 0
+    r = ftc("run", tmp_path / "p.json")
+    assert r.code == ExitCode.INPUT_UNRESOLVABLE, r.err
+    assert "does not exist" in r.err and "output_dir" in r.err
+    assert "step" not in r.out  # no training began
+
+
+def test_output_dir_in_gcs_publishes_the_same_layout(gcs, job, ftc, tmp_path):
+    prefix = f"gs://{gcs.bucket_name}/runs/x/"
+    r = ftc("compile", job(output_dir=prefix), "-o", tmp_path / "p.json")
+    assert r.code == 0, r.err
+    r = ftc("run", tmp_path / "p.json")
+    assert r.code == 0, r.err
+    names = sorted(b.name for b in gcs.list_blobs(gcs.bucket_name, prefix="runs/x/"))
+    markers = [n for n in names if n.endswith(".complete")]
+    assert markers and all(n.startswith("runs/x/checkpoints/step-") for n in markers)
+    last = json.loads(gcs.bucket(gcs.bucket_name).blob(markers[-1]).download_as_bytes())
+    step = markers[-1].removesuffix(".complete")
+    assert {f["path"] for f in last["files"]} == {n[len(step) + 1 :] for n in names if n.startswith(step + "/")}
+    assert last["last"] is True
+
+
+def test_resume_on_another_machine_downloads_the_newest_published_checkpoint(s3, job, ftc, tmp_path, monkeypatch):
+    prefix, objects = _stage1(s3, job, ftc, tmp_path)
+    weights = "checkpoints/step-000008/adapter_model.safetensors"
+    # the run died after publishing step 4: step 8 and the summary never reached the store ...
+    for key in [k for k in objects if k.startswith("checkpoints/step-000008") or k == "summary.json"]:
+        s3.delete_object(Bucket=s3.bucket, Key="runs/stage1/" + key)
+    # ... and it resumes on a machine whose cache (and so staging folder) is empty
+    monkeypatch.setenv("FTC_CACHE_DIR", str(tmp_path / "another-machine"))
+    r = ftc("run", tmp_path / "stage1.plan.json", "--resume")
+    assert r.code == 0, r.err
+    said = r.out + r.err
+    assert f"step-000004 is not staged in {tmp_path / 'another-machine'}" in said and "downloading it from" in said
+    assert "resuming from step-000004: step 4 of 8" in said
+    again = _objects(s3, "runs/stage1/")
+    assert again[weights] == objects[weights]  # the resumed run ends with the uninterrupted run's weights, bitwise
+    assert json.loads(again["checkpoints/step-000008.complete"])["last"] is True
+
+
+def test_a_tampered_published_checkpoint_is_not_resumed_from(s3, job, ftc, tmp_path, monkeypatch):
+    prefix, objects = _stage1(s3, job, ftc, tmp_path)
+    for key in [k for k in objects if k.startswith("checkpoints/step-000008")]:
+        s3.delete_object(Bucket=s3.bucket, Key="runs/stage1/" + key)
+    s3.put_object(Bucket=s3.bucket, Key="runs/stage1/checkpoints/step-000004/adapter_config.json", Body=b"{}")
+    monkeypatch.setenv("FTC_CACHE_DIR", str(tmp_path / "another-machine"))
+    r = ftc("run", tmp_path / "stage1.plan.json", "--resume")
+    assert r.code == ExitCode.INPUT_UNRESOLVABLE, r.err
+    assert f"cannot resume from {prefix}checkpoints/step-000004/" in r.err and "bytes, the marker says" in r.err
+    assert not (tmp_path / "another-machine" / "staging").exists() or not any(
+        (tmp_path / "another-machine" / "staging").rglob("*.safetensors")
+    )
+
+
+def test_resume_uploads_a_checkpoint_whose_upload_was_cut_short(s3, job, ftc, tmp_path):
+    prefix, objects = _stage1(s3, job, ftc, tmp_path)
+    # the run ended but died uploading step 8: its files are there, its marker never was
+    s3.delete_object(Bucket=s3.bucket, Key="runs/stage1/checkpoints/step-000008.complete")
+    r = ftc("run", tmp_path / "stage1.plan.json", "--resume")
+    assert r.code == 0, r.err
+    assert f"published step-000008 to {prefix}checkpoints/step-000008/" in r.out + r.err
+    assert "published step-000004" not in r.out + r.err  # its marker was there: not sent again
+    again = _objects(s3, "runs/stage1/")
+    assert again["checkpoints/step-000008.complete"] == objects["checkpoints/step-000008.complete"]
+
+
+def test_credentials_the_store_refuses_stop_the_run_before_training(s3, job, ftc, tmp_path, monkeypatch):
+    spec = job(output_dir=f"s3://{s3.bucket}/runs/x/")
+    assert ftc("compile", spec, "-o", tmp_path / "p.json").code == 0
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "not-the-secret")
+    r = ftc("run", tmp_path / "p.json")
+    assert r.code == ExitCode.INPUT_DENIED, r.err
+    assert "output_dir: cannot list it" in r.err and "access denied" in r.err
+    assert "not-the-secret" not in r.out + r.err
+
+
+def test_a_published_runs_checkpoint_reproduces_into_a_folder_not_its_prefix(s3, job, ftc, tmp_path):
+    prefix, objects = _stage1(s3, job, ftc, tmp_path)
+    plan_id = read_json(tmp_path / "stage1.plan.json")["plan_id"].removeprefix("sha256:")
+    staged = Path(os.environ["FTC_CACHE_DIR"]) / "staging" / plan_id[:16] / "checkpoints" / "step-000004"
+    r = ftc("reproduce", staged, "-o", tmp_path / "again")
+    assert r.code == 0, r.err
+    assert "bitwise" in r.out + r.err
+    assert _objects(s3, "runs/stage1/").keys() == objects.keys()  # the rerun published nothing to the prefix
