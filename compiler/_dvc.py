@@ -20,6 +20,7 @@ import yaml
 
 from ftc.errors import UsageError
 from ftc.spec import SPEC_LIMIT, JobSpec, load_spec
+from ftc.spec.plan import STORE_SCHEMES
 from ftc.spec.reading import read_bounded_text
 
 __all__ = ["HEADER", "dvc_stage", "write_dvc_stage"]
@@ -68,6 +69,12 @@ def dvc_stage(spec_path: Path, plan_path: Path, root: Path, stages: dict[str, An
     loaded.raise_if_problems()
     spec = loaded.spec
     spec_dir = spec_path.resolve().parent
+    if spec.output_dir.startswith(STORE_SCHEMES):
+        raise UsageError(
+            f"{spec_path}: output_dir {spec.output_dir} is in a store, but a DVC stage's outputs are files in the"
+            " repository (what `dvc repro` checks and the next stage depends on)"
+            "\n    fix: give the stage a folder as output_dir, or run it with `ftc run` outside the pipeline"
+        )
     out = Path(os.path.expanduser(spec.output_dir))
     out = _relative(out if out.is_absolute() else spec_dir / out, root)
     spec_rel, plan_rel = _relative(spec_path, root), _relative(plan_path, root)

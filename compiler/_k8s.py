@@ -261,6 +261,8 @@ def _check_paths(plan: Plan) -> None:
                     "\n    fix: push the data to an s3:// or gs:// DVC remote"
                 )
     out = plan.output_dir
+    if plan.output_store is not None:
+        return  # node 0's pod uploads each checkpoint (with the store credentials the cluster gives its pods)
     if _absolute(out) or _outside(out):
         raise UsageError(
             f"output folder {out} is not inside the plan folder, so the pods' checkpoints would be lost"

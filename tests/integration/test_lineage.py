@@ -345,6 +345,8 @@ def test_emit_dvc_refuses_a_pipeline_file_it_cannot_read(ftc, job, tmp_path):
     os.mkfifo(tmp_path / "fifo.yaml")
     r = ftc("compile", job(), "-o", tmp_path / "p.json", "--emit", "dvc", "--dvc-file", tmp_path / "fifo.yaml")
     assert r.code == 2 and "is a FIFO (named pipe), not a regular file" in r.err
+    r = ftc("compile", job(output_dir="s3://bucket/runs/x/"), "-o", tmp_path / "p.json", "--emit", "dvc")
+    assert r.code == 2 and "output_dir s3://bucket/runs/x/ is in a store, but a DVC stage's outputs" in r.err
 
 
 def test_lineage_diff_of_two_learning_rates_names_exactly_that_key(trained, ftc):

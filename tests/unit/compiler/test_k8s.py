@@ -210,6 +210,9 @@ def test_inputs_the_cluster_cannot_reach_are_refused(compiled, tiny_model):
     output["output"]["dir"] = "../elsewhere"
     with pytest.raises(UsageError, match=r"output folder \.\./elsewhere is not inside the plan folder"):
         docs_of(output)
+    output["output"]["dir"] = "s3://bucket/runs/x/"  # a store prefix: node 0's pod uploads, nothing is lost
+    job, _ = docs_of(output)
+    assert job["metadata"]["name"].startswith("x-")
 
 
 def test_compile_emits_the_manifest_beside_the_plan(job, ftc, tmp_path, tiny_model):
