@@ -31,11 +31,12 @@ _INTERVAL = 2.0
 _RUN_FILES = ("metrics.jsonl", "summary.json")
 
 
-def _failed(exc: RemoteProblem, doing: str) -> InputUnresolvable:
+def _failed(exc: RemoteProblem, doing: str, *, uploading: bool = True) -> InputUnresolvable:
     """A store that refuses or fails an upload: the store's reason picks the exit code (9 denied, 10 unreachable)."""
+    kept = "\n    the checkpoints are kept in the staging folder; `ftc run PLAN --resume` uploads what is missing"
     return InputUnresolvable(
         f"output_dir: {doing}: {exc}\n    fix: {exc.hint or 'check the bucket and its permissions'}"
-        "\n    the checkpoints are kept in the staging folder; `ftc run PLAN --resume` uploads what is missing",
+        + (kept if uploading else ""),
         exc.reason,
     )
 
@@ -48,8 +49,9 @@ class Publisher:
         try:
             self.store = store_for(prefix)
         except RemoteProblem as exc:
-            raise _failed(exc, "cannot write there") from None
+            raise _failed(exc, "cannot write there", uploading=False) from None
         self._sent: set[str] = set()
+        self._stamps: dict[str, tuple[int, int]] = {}  # run file -> (size, mtime) last uploaded
 
     def check_start(self, *, resume: bool, staged_here: bool = True) -> None:
         """Before any training: the prefix can be listed with these credentials and holds no other run (unless
@@ -59,7 +61,7 @@ class Publisher:
         try:
             names = self.store.names(self.prefix)  # type: ignore[attr-defined]
         except RemoteProblem as exc:
-            raise _failed(exc, "cannot list it") from None
+            raise _failed(exc, "cannot list it", uploading=False) from None
         if names and not resume:
             raise UsageError(
                 f"{self.prefix} already holds {len(names)} object(s) ({names[0]}, ...); resume with "
@@ -120,10 +122,14 @@ class Publisher:
         for name in _RUN_FILES:
             path = self.staging / name
             if path.is_file():
+                st = path.stat()
+                if self._stamps.get(name) == (st.st_size, st.st_mtime_ns):
+                    continue  # unchanged since its last upload
                 try:
                     self.store.put_file(self.prefix + name, str(path))  # type: ignore[attr-defined]
                 except RemoteProblem as exc:
                     raise _failed(exc, f"uploading {name}") from None
+                self._stamps[name] = (st.st_size, st.st_mtime_ns)
         return sent
 
 
@@ -146,6 +152,7 @@ def publishing(plan: Plan, *, resume: bool) -> Iterator[Publisher | None]:
             try:
                 publisher.sync()
             except BaseException as exc:  # reported when the run ends; training goes on meanwhile
+                log(f"warning: {exc}\n    training goes on; the run will exit with this error when it ends")
                 failure.append(exc)
                 return
 

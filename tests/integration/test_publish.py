@@ -206,3 +206,16 @@ def test_a_published_runs_checkpoint_reproduces_into_a_folder_not_its_prefix(s3,
     assert r.code == 0, r.err
     assert "bitwise" in r.out + r.err
     assert _objects(s3, "runs/stage1/").keys() == objects.keys()  # the rerun published nothing to the prefix
+
+
+def test_a_store_that_fails_stops_the_run_before_training_with_exit_10(s3, job, ftc, tmp_path, monkeypatch):
+    from support.servers import failing_server
+
+    spec = job(output_dir=f"s3://{s3.bucket}/runs/x/")
+    assert ftc("compile", spec, "-o", tmp_path / "p.json").code == 0
+    with failing_server(503) as endpoint:
+        monkeypatch.setenv("AWS_ENDPOINT_URL", endpoint)
+        r = ftc("run", tmp_path / "p.json")
+    assert r.code == ExitCode.INPUT_UNREACHABLE, r.err
+    assert "output_dir: cannot list it" in r.err and "failed (ServiceUnavailable)" in r.err and "try again" in r.err
+    assert "staging folder" not in r.err  # nothing was staged: it failed before training
