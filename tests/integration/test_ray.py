@@ -174,6 +174,18 @@ def test_a_multi_node_plan_is_refused_before_the_cluster_is_asked(job, ftc, tmp_
     assert "--backend ray places the plan's processes itself" in r.stderr and "2 nodes of 1" in r.stderr
 
 
+def test_without_ray_installed_the_backend_says_what_to_install(job, ftc, tmp_path):
+    # Ray is installed here; the child process is made to find none (an import of ray fails, as without the package)
+    plan = _compiled(job, ftc, tmp_path, "ray", **TWO_WORKERS)
+    probe = (
+        "import sys\nsys.modules['ray'] = None\nfrom ftc.cli import _entry\n"
+        f"sys.argv = ['ftc', 'run', {str(plan)!r}, '--backend', 'ray']\n_entry()"
+    )
+    r = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120)
+    assert r.returncode == ExitCode.USAGE, r.stderr
+    assert "--backend ray needs Ray Train: pip install 'ftc[ray]'" in r.stderr
+
+
 def test_output_dir_in_s3_on_ray_is_published_by_the_rank_0_worker(cluster, s3, job, ftc, tmp_path):
     prefix = f"s3://{s3.bucket}/runs/ray/"
     plan = tmp_path / "p.json"
