@@ -57,18 +57,21 @@ def _verify_published(uri: str) -> tuple[dict[str, Any], int, list[str], list[st
     with tempfile.TemporaryDirectory(prefix="ftc-verify-") as scratch:
         folder = Path(scratch) / uri.rstrip("/").rsplit("/", 1)[-1]
         try:
-            download_checkpoint(store_for(uri), uri, folder)
+            marker = download_checkpoint(store_for(uri), uri, folder)
         except RemoteProblem as exc:
             if exc.changed:
                 raise LineageBroken(f"{uri}: the lineage does not verify:\n    {exc}") from None
             raise InputUnresolvable(f"{uri}: {exc}\n    fix: {exc.hint}", exc.reason) from None
-        return _verify_folder(folder, uri.rstrip("/"))
+        # each file was checked against the marker's sha256 as it arrived: the record is checked against those
+        return _verify_folder(folder, uri.rstrip("/"), {f["path"]: f["sha256"] for f in marker["files"]})
 
 
-def _verify_folder(folder: Path, shown: str) -> tuple[dict[str, Any], int, list[str], list[str]]:
+def _verify_folder(
+    folder: Path, shown: str, digests: dict[str, str] | None = None
+) -> tuple[dict[str, Any], int, list[str], list[str]]:
     unreached: list[str] = []
     rehashed: list[str] = []
-    record, problems = verify_checkpoint(folder, unreached=unreached, rehashed=rehashed)
+    record, problems = verify_checkpoint(folder, unreached=unreached, rehashed=rehashed, _digests=digests)
     if problems or record is None:
         problems = [p.replace(str(folder.resolve()), shown).replace(str(folder), shown) for p in problems]
         raise LineageBroken(f"{shown}: the lineage does not verify:\n    " + "\n    ".join(problems))

@@ -70,13 +70,12 @@ def _input_files(item: PlanInput, path: Path | str) -> dict[str, str] | None:
     return {name: Path(os.readlink(path / name)).name for name in walk_files(path)}
 
 
-def _store_pin(item: PlanInput, name: str) -> dict[str, Any]:
-    """For a file of a store folder, its size and the store's pin of it (S3 ETag and version, GCS generation), so
-    `ftc lineage verify` can fetch exactly these bytes again; nothing for other inputs."""
+def _store_pins(item: PlanInput) -> dict[str, dict[str, Any]]:
+    """For each file of a store folder, its size and the store's pin of it (S3 ETag and version, GCS generation),
+    so `ftc lineage verify` can fetch exactly these bytes again; nothing for other inputs."""
     if item.source not in ("s3", "gcs"):
         return {}
-    found = next((f for f in item.files or () if f.path == name), None)
-    return {"size": found.size, "pin": dict(found.pin)} if found is not None and found.pin else {}
+    return {f.path: {"size": f.size, "pin": dict(f.pin)} for f in item.files or () if f.pin}
 
 
 def _source(item: PlanInput, path: Path | str, checkpoint: Path, given: str | None = None) -> dict[str, Any]:
@@ -155,8 +154,9 @@ class Lineage:
                 or (manifest_digest([FileDigest(n, 0, sha) for n, sha in files.items()]) if files else None),
             }
             if files is not None:
+                pins = _store_pins(item)
                 entry["files"] = [
-                    {"path": name, "sha256": sha, **_store_pin(item, name)} for name, sha in sorted(files.items())
+                    {"path": name, "sha256": sha, **pins.get(name, {})} for name, sha in sorted(files.items())
                 ]
             if role in self.parents:
                 entry["record_id"] = self.parents[role]["record_id"]

@@ -54,9 +54,10 @@ def _folder_problems(expected: list[dict[str, Any]], folder: Path, skip_record: 
     return files_problems(expected, found, str(folder))
 
 
-def checkpoint_problems(folder: Path) -> tuple[dict[str, Any] | None, list[str]]:
+def checkpoint_problems(folder: Path, digests: dict[str, str] | None = None) -> tuple[dict[str, Any] | None, list[str]]:
     """The record of the checkpoint in ``folder`` and everything wrong with it: its record_id (and embedded records')
-    and every file against the record. Its parents are not visited (see :func:`verify_checkpoint`)."""
+    and every file against the record (``digests``: path -> sha256 of its files, when just verified while fetching
+    them; else each is hashed). Its parents are not visited (see :func:`verify_checkpoint`)."""
     try:
         record = read_record(folder)
     except ValueError as exc:
@@ -64,7 +65,11 @@ def checkpoint_problems(folder: Path) -> tuple[dict[str, Any] | None, list[str]]
     if record is None:
         return None, [f"{folder}: no {LINEAGE_FILE}: not a checkpoint written by ftc (or from before lineage records)"]
     problems = record_problems(record, str(folder))
-    problems += _folder_problems(record["checkpoint"]["files"], folder, skip_record=True)
+    if digests is not None:
+        found = {path: sha for path, sha in digests.items() if path != LINEAGE_FILE}
+        problems += files_problems(record["checkpoint"]["files"], found, str(folder))
+    else:
+        problems += _folder_problems(record["checkpoint"]["files"], folder, skip_record=True)
     return record, problems
 
 
@@ -86,7 +91,7 @@ def _in_store(parent: dict[str, Any]) -> bool:
         source.get("source") in ("s3", "gcs")
         and source.get("kind") == "dir"
         and bool(files)
-        and all("pin" in f and "size" in f for f in files)
+        and all(isinstance(f.get("pin"), dict) and type(f.get("size")) is int and f["size"] >= 0 for f in files)
     )
 
 
@@ -118,7 +123,8 @@ def _store_parent_problems(
         )
     if parent.get("lineage") is None:
         return []
-    _, more = verify_checkpoint(copy, _seen=seen, unreached=unreached, rehashed=rehashed)
+    digests = {f["path"]: f["sha256"] for f in parent["files"]}  # each fetched file was just checked against these
+    _, more = verify_checkpoint(copy, _seen=seen, unreached=unreached, rehashed=rehashed, _digests=digests)
     return [p.replace(str(copy.resolve()), uri.rstrip("/")) for p in more]
 
 
@@ -128,6 +134,7 @@ def verify_checkpoint(
     _seen: set[str] | None = None,
     unreached: list[str] | None = None,
     rehashed: list[str] | None = None,
+    _digests: dict[str, str] | None = None,
 ) -> tuple[dict[str, Any] | None, list[str]]:
     """The record of the checkpoint in ``folder`` and everything wrong with its chain (empty: all verified).
 
@@ -136,7 +143,7 @@ def verify_checkpoint(
     deleted, or on another machine) are added to ``unreached``: their records were still checked, their files not."""
     seen = _seen if _seen is not None else set()
     folder = folder.resolve()  # locations are relative to the checkpoint's real folder (not a best/ symlink)
-    record, problems = checkpoint_problems(folder)
+    record, problems = checkpoint_problems(folder, _digests)
     if record is None:
         return None, problems
     seen.add(str(folder.resolve()))

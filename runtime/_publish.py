@@ -41,6 +41,12 @@ def _failed(exc: RemoteProblem, doing: str, *, uploading: bool = True) -> InputU
     )
 
 
+def _published(names: list[str]) -> list[str]:
+    """The checkpoints (step-N) whose marker is among ``names`` (relative to the prefix), oldest first."""
+    found = (n.removeprefix("checkpoints/") for n in names if n.startswith("checkpoints/"))
+    return sorted(n.removesuffix(MARKER_SUFFIX) for n in found if n.endswith(MARKER_SUFFIX) and "/" not in n)
+
+
 class Publisher:
     """Mirrors the staging folder ``staging`` to the store prefix ``prefix``."""
 
@@ -67,9 +73,7 @@ class Publisher:
                 f"{self.prefix} already holds {len(names)} object(s) ({names[0]}, ...); resume with "
                 "`ftc run PLAN --resume`, or choose another output_dir"
             )
-        self._sent = {
-            n.removeprefix("checkpoints/").removesuffix(MARKER_SUFFIX) for n in names if n.endswith(MARKER_SUFFIX)
-        }
+        self._sent = set(_published(names))
         if resume and staged_here and self._sent:
             self._restore(max(self._sent))
 
@@ -92,19 +96,16 @@ class Publisher:
         from ftc.stores.publish import read_marker
 
         try:
-            names = self.store.names(self.prefix + "checkpoints/")  # type: ignore[attr-defined]
-            steps = sorted(n.removesuffix(MARKER_SUFFIX) for n in names if n.endswith(MARKER_SUFFIX) and "/" not in n)
+            steps = _published(self.store.names(self.prefix))  # type: ignore[attr-defined]
             marker = read_marker(self.store, f"{self.prefix}checkpoints/{steps[-1]}/") if steps else None
         except RemoteProblem as exc:
             raise _failed(exc, "reading what the run published") from None
         return bool(marker and marker.get("last"))
 
-    def sync(self) -> int:
-        """Upload every whole checkpoint not yet published, oldest first, then the run's metrics and summary; how
-        many checkpoints were uploaded."""
+    def sync(self) -> None:
+        """Upload every whole checkpoint not yet published, oldest first, then the run's metrics and summary."""
         from ftc.lineage.record import read_record
 
-        sent = 0
         for folder in finished_checkpoints(self.staging):
             if folder.name in self._sent:
                 continue
@@ -118,7 +119,6 @@ class Publisher:
                 raise _failed(exc, f"uploading {folder.name}") from None
             self._sent.add(folder.name)
             log(f"published {folder.name} to {uri}")
-            sent += 1
         for name in _RUN_FILES:
             path = self.staging / name
             if path.is_file():
@@ -130,7 +130,6 @@ class Publisher:
                 except RemoteProblem as exc:
                     raise _failed(exc, f"uploading {name}") from None
                 self._stamps[name] = (st.st_size, st.st_mtime_ns)
-        return sent
 
 
 @contextmanager

@@ -175,7 +175,7 @@ class GcsStore:
                 return None
             if int(blob.size) > limit:
                 raise RemoteProblem(f"{uri}: {blob.size} bytes, more than the {limit} expected")
-            return blob.download_as_bytes(retry=self._retry, timeout=self._timeout)
+            return blob.download_as_bytes(end=limit - 1, retry=self._retry, timeout=self._timeout)
         except RemoteProblem:
             raise
         except Exception as exc:

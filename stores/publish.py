@@ -68,7 +68,12 @@ def read_marker(store: Store, checkpoint_uri: str) -> dict[str, Any] | None:
         marker = finite_json(data.decode("utf-8"))
         files = marker["files"]
         ok = isinstance(marker["record_id"], str) and all(
-            _relative(f["path"]) and isinstance(f["size"], int) and isinstance(f["sha256"], str) for f in files
+            _relative(f["path"])
+            and type(f["size"]) is int
+            and f["size"] >= 0
+            and isinstance(f["sha256"], str)
+            and re.fullmatch(r"[0-9a-f]{64}", f["sha256"]) is not None
+            for f in files
         )
     except (ValueError, UnicodeDecodeError, KeyError, TypeError):
         ok = False
@@ -110,13 +115,28 @@ def publish_checkpoint(store: Store, checkpoint_uri: str, folder: Path, record: 
     store.put_bytes(marker_uri(checkpoint_uri), (json.dumps(marker, indent=1) + "\n").encode())  # type: ignore[attr-defined]
 
 
+def _fetched(store: Store, cache: Any, obj: Any, sha256: str) -> Path:
+    """The cached copy of ``obj``, downloaded unless cached; bytes other than ``sha256`` are a change of the store's
+    (:class:`RemoteProblem`, "changed"), and nothing of them is kept."""
+    from .content_cache import DigestMismatch
+
+    try:
+        return cache.fetch(obj.cache_key(), store.opener(obj), size=obj.size, expected_sha256=sha256)[0]
+    except DigestMismatch as exc:
+        raise RemoteProblem(
+            f"{obj.uri}: expected sha256:{exc.expected}, found sha256:{exc.found}",
+            "restore the object, or use another checkpoint",
+            "changed",
+        ) from None
+
+
 def fetch_pinned_folder(uri: str, files: list[dict[str, Any]]) -> tuple[Path | None, list[str], str | None]:
     """The files of the store folder ``uri`` that a lineage record pins (path, size, sha256 and the store's pin of
     each), fetched through the content cache: each object must still be the pinned one and hash to its sha256.
     Returns (a folder of them, or None; what differs, one line each; why the store could not be read, or None)."""
     from ftc.spec.canonical import digest_of
 
-    from .content_cache import ContentCache, DigestMismatch
+    from .content_cache import ContentCache
     from .objects import RemoteObject
     from .remote import store_for
 
@@ -127,14 +147,10 @@ def fetch_pinned_folder(uri: str, files: list[dict[str, Any]]) -> tuple[Path | N
         return None, [], f"{exc} ({exc.hint})"
     cache, members, problems = ContentCache(), {}, []
     for f in files:
-        obj = RemoteObject(prefix + f["path"], f["path"], int(f["size"]), dict(f["pin"]))
+        obj = RemoteObject(prefix + f["path"], f["path"], f["size"], dict(f["pin"]))
         try:
             store.check_unchanged(obj)
-            _, members[f["path"]] = cache.fetch(
-                obj.cache_key(), store.opener(obj), size=obj.size, expected_sha256=f["sha256"], parts=1
-            )
-        except DigestMismatch as exc:
-            problems.append(f"{obj.uri}: expected sha256:{exc.expected}, found sha256:{exc.found}")
+            members[f["path"]] = _fetched(store, cache, obj, f["sha256"]).name  # cache objects: named by sha256
         except RemoteProblem as exc:
             if not exc.changed:
                 return None, problems, f"{exc} ({exc.hint})"
@@ -150,7 +166,7 @@ def download_checkpoint(store: Store, checkpoint_uri: str, dest: Path) -> dict[s
     :class:`RemoteProblem` when there is no marker, the listing is not what it names, or a file's bytes differ."""
     import shutil
 
-    from .content_cache import ContentCache, DigestMismatch
+    from .content_cache import ContentCache
 
     marker = read_marker(store, checkpoint_uri)
     listed = {o.path: o for o in store.list(checkpoint_uri)}
@@ -161,15 +177,7 @@ def download_checkpoint(store: Store, checkpoint_uri: str, dest: Path) -> dict[s
     partial = dest.with_name(f".{dest.name}.download")
     shutil.rmtree(partial, ignore_errors=True)
     for f in marker["files"]:
-        obj = listed[f["path"]]
-        try:
-            cached, _ = cache.fetch(obj.cache_key(), store.opener(obj), size=obj.size, expected_sha256=f["sha256"])
-        except DigestMismatch as exc:
-            raise RemoteProblem(
-                f"{obj.uri}: expected sha256:{exc.expected}, found sha256:{exc.found}",
-                "continue from another checkpoint",
-                "changed",
-            ) from None
+        cached = _fetched(store, cache, listed[f["path"]], f["sha256"])
         target = partial / f["path"]
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(cached, target)

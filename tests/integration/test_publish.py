@@ -219,3 +219,44 @@ def test_a_store_that_fails_stops_the_run_before_training_with_exit_10(s3, job, 
     assert r.code == ExitCode.INPUT_UNREACHABLE, r.err
     assert "output_dir: cannot list it" in r.err and "failed (ServiceUnavailable)" in r.err and "try again" in r.err
     assert "staging folder" not in r.err  # nothing was staged: it failed before training
+
+
+def test_a_marker_that_is_not_ftcs_or_does_not_match_is_refused(s3, job, ftc, tmp_path):
+    prefix, objects = _stage1(s3, job, ftc, tmp_path)
+    key = "runs/stage1/checkpoints/step-{}.complete"
+    # not a marker: refused when continuing from it and when verifying it
+    s3.put_object(Bucket=s3.bucket, Key=key.format("000004"), Body=b'{"record_id": "x", "files": [{"path": "../x"}]}')
+    r = _stage2(job, ftc, tmp_path, f"{prefix}checkpoints/step-000004/")
+    assert r.code == ExitCode.INPUT_UNRESOLVABLE, r.err
+    assert f"{prefix}checkpoints/step-000004.complete: not a checkpoint marker ftc wrote" in r.err
+    # a marker naming another lineage record than the one uploaded
+    marker = json.loads(objects["checkpoints/step-000008.complete"])
+    s3.put_object(Bucket=s3.bucket, Key=key.format("000008"), Body=json.dumps({**marker, "record_id": "sha256:0"}))
+    r = _stage2(job, ftc, tmp_path, f"{prefix}checkpoints/step-000008/")
+    assert r.code == ExitCode.INPUT_UNRESOLVABLE, r.err
+    assert "lineage.json: record sha256:" in r.err and "the marker names sha256:0" in r.err
+    # verify of a published checkpoint without its marker, and in a bucket that does not exist
+    s3.delete_object(Bucket=s3.bucket, Key=key.format("000008"))
+    r = ftc("lineage", "verify", f"{prefix}checkpoints/step-000008/")
+    assert r.code == ExitCode.LINEAGE_BROKEN, r.err
+    assert "its upload has not finished" in r.err
+    r = ftc("lineage", "verify", f"s3://{s3.bucket}-missing/runs/stage1/checkpoints/step-000008/")
+    assert r.code == ExitCode.INPUT_UNRESOLVABLE, r.err
+    assert "does not exist" in r.err
+
+
+def test_verify_with_the_store_unreachable_checks_the_records_and_says_what_it_could_not_rehash(
+    s3, job, ftc, tmp_path, monkeypatch
+):
+    from support.servers import failing_server
+
+    prefix, _ = _stage1(s3, job, ftc, tmp_path)
+    parent = f"{prefix}checkpoints/step-000008/"
+    assert _stage2(job, ftc, tmp_path, parent).code == 0
+    assert ftc("run", tmp_path / "stage2.plan.json").code == 0
+    with failing_server(503) as endpoint:
+        monkeypatch.setenv("AWS_ENDPOINT_URL", endpoint)
+        r = ftc("lineage", "verify", tmp_path / "stage2")
+    assert r.code == 0, r.err
+    assert f"not re-hashed (not found here; its record was checked): adapter of step-000004: {parent}" in r.out
+    assert "failed (503)" in r.out and "try again" in r.out
