@@ -9,6 +9,7 @@ import glob
 import json
 import os
 import signal
+import time
 
 import pytest
 
@@ -108,17 +109,40 @@ def _key(item) -> str:
     return item.key or "/".join(item.nested_key)
 
 
-def test_wandb_offline_run_holds_the_metrics_and_the_lineage(trained):
-    out = trained(logger={"provider": "wandb", "provider_config": {"mode": "offline", "project": "ftc-tests"}})
+def _wandb_run_file(out) -> tuple[str, list]:
+    """The offline run's file and its records, once they end with the run's exit record. The file is written by
+    W&B's own service process; should it still be writing when ``ftc run`` returns, it gets a bounded wait."""
     (path,) = glob.glob(str(out / "wandb" / "offline-run-*" / "run-*.wandb"))
+    deadline = time.monotonic() + 60
+    while True:
+        records = list(wandb_records(path))
+        if any(r.WhichOneof("record_type") == "exit" for r in records) or time.monotonic() > deadline:
+            return path, records
+        time.sleep(0.5)
+
+
+def _wandb_logs(out) -> str:
+    """The tails of W&B's own logs of the run: what a failure of this test shows."""
+    return "\n".join(
+        f"--- {p}\n{p.read_text(errors='replace')[-3000:]}" for p in sorted(out.glob("wandb/offline-run-*/logs/*.log"))
+    )
+
+
+def test_wandb_offline_run_holds_the_metrics_and_the_lineage(job, ftc, tmp_path):
+    logger = {"provider": "wandb", "provider_config": {"mode": "offline", "project": "ftc-tests"}}
+    assert ftc("compile", job(logger=logger), "-o", tmp_path / "plan.json").code == 0
+    r = ftc("run", tmp_path / "plan.json")
+    out = tmp_path / "output"
+    assert r.code == 0, r.err
+    assert "tracking in Weights & Biases (offline)" in r.err and " failed (" not in r.err, r.err + _wandb_logs(out)
+    path, records = _wandb_run_file(out)
     history, summary, config, artifacts = {}, {}, {}, []
-    for record in wandb_records(path):
+    for record in records:
         kind = record.WhichOneof("record_type")
         if kind == "history":
             items = {_key(i): json.loads(i.value_json) for i in record.history.item}
-            history.setdefault("train/loss", {})
             if "train/loss" in items:
-                history["train/loss"][items["_step"]] = items["train/loss"]
+                history.setdefault("train/loss", {})[items["_step"]] = items["train/loss"]
             if "eval/loss" in items:
                 history.setdefault("eval/loss", {})[items["_step"]] = items["eval/loss"]
         elif kind == "summary":
@@ -127,6 +151,8 @@ def test_wandb_offline_run_holds_the_metrics_and_the_lineage(trained):
             config.update({_key(i): json.loads(i.value_json) for i in record.run.config.update})
         elif kind == "artifact":
             artifacts.append(record.artifact.name)
+    kinds = [r.WhichOneof("record_type") for r in records]
+    assert "train/loss" in history, f"{path} holds {kinds}\n{r.err}{_wandb_logs(out)}"
     _assert_same_curve(history["train/loss"], metrics(out, "train"), "loss")
     _assert_same_curve(history["eval/loss"], metrics(out, "eval"), "eval_loss")
     records = _records(out)
