@@ -35,7 +35,7 @@ class GcsStore:
             from google.cloud import storage
         except ImportError:
             raise RemoteProblem(
-                "gs:// inputs need google-cloud-storage, which is not installed",
+                "gs:// locations need google-cloud-storage, which is not installed",
                 "pip install 'ftc[gcs]'",
                 "unconfigured",
             ) from None

@@ -98,7 +98,7 @@ class S3Store:
             from botocore.config import Config
         except ImportError:
             raise RemoteProblem(
-                "s3:// inputs need boto3, which is not installed", "pip install 'ftc[s3]'", "unconfigured"
+                "s3:// locations need boto3, which is not installed", "pip install 'ftc[s3]'", "unconfigured"
             ) from None
         from botocore.exceptions import BotoCoreError, ClientError
 

@@ -7,6 +7,8 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -260,3 +262,84 @@ def test_verify_with_the_store_unreachable_checks_the_records_and_says_what_it_c
     assert r.code == 0, r.err
     assert f"not re-hashed (not found here; its record was checked): adapter of step-000004: {parent}" in r.out
     assert "failed (503)" in r.out and "try again" in r.out
+
+
+def test_an_upload_refused_in_the_middle_of_a_run_is_said_at_once_and_resume_uploads_the_rest(
+    s3, s3_server, job, ftc, tmp_path, monkeypatch
+):
+    """The store starts refusing the run's credentials after training began (step 4's upload): the warning comes
+    while training goes on, every checkpoint is still staged, the run exits 9 with the staging note, and
+    ``--resume`` with working credentials uploads what is missing without training again."""
+    import threading
+
+    import ftc.runtime._publish as publish
+    import ftc.runtime.train as train
+
+    from support.servers import refusing_proxy
+
+    prefix = f"s3://{s3.bucket}/runs/cut/"
+    spec = job(lora_config=LORA, num_epochs=3, output_dir=prefix)
+    assert ftc("compile", spec, "-o", tmp_path / "p.json").code == 0
+    said, log, save = threading.Event(), publish.log, train._save
+
+    def noting(message: str) -> None:
+        log(message)
+        if "training goes on" in message:
+            said.set()
+
+    def save_then_wait(run, state, *args):
+        # a test seam, not a stand-in: the tiny model trains 8 more steps in less time than the uploader's first
+        # look, so training waits after step 4 (at most a minute) for the uploader to report, proving it does so
+        # while the run is still training
+        save(run, state, *args)
+        if state.global_step == 4:
+            said.wait(60)
+
+    monkeypatch.setattr(publish, "log", noting)
+    monkeypatch.setattr(train, "_save", save_then_wait)
+    with refusing_proxy(s3_server, lambda method, path: method == "PUT" and "/step-000004/" in path) as endpoint:
+        monkeypatch.setenv("AWS_ENDPOINT_URL", endpoint)
+        r = ftc("run", tmp_path / "p.json")
+    assert r.code == ExitCode.INPUT_DENIED, r.err
+    warning = r.err.index("warning: output_dir: uploading step-000004")
+    assert "training goes on; the run will exit with this error when it ends" in r.err
+    assert warning < r.err.index("step-000012")  # said before training's last checkpoint
+    assert r.err.rstrip().endswith("`ftc run PLAN --resume` uploads what is missing")
+    staged = Path(os.environ["FTC_CACHE_DIR"]) / "staging"
+    assert len(list(staged.glob("*/checkpoints/step-0000*/lineage.json"))) == 3  # nothing was lost
+    assert not _objects(s3, "runs/cut/checkpoints/step-000004.complete")
+
+    monkeypatch.setenv("AWS_ENDPOINT_URL", s3_server)  # the credentials work again
+    r = ftc("run", tmp_path / "p.json", "--resume")
+    assert r.code == 0, r.err
+    assert "the run is complete; nothing to resume" in r.err and "published step-000004" in r.err
+    objects = _objects(s3, "runs/cut/")
+    assert {"metrics.jsonl", "summary.json"} <= objects.keys()
+    for step in ("000004", "000008", "000012"):
+        marker = json.loads(objects[f"checkpoints/step-{step}.complete"])
+        for f in marker["files"]:
+            assert hashlib.sha256(objects[f"checkpoints/step-{step}/{f['path']}"]).hexdigest() == f["sha256"]
+    assert json.loads(objects["checkpoints/step-000012.complete"])["last"] is True
+
+
+@pytest.mark.parametrize(
+    ("output_dir", "module", "message"),
+    [
+        ("s3://bucket/runs/x/", "boto3", "s3:// locations need boto3, which is not installed\n    "
+         "fix: pip install 'ftc[s3]'"),
+        ("gs://bucket/runs/x/", "google.cloud.storage", "gs:// locations need google-cloud-storage, which is not "
+         "installed\n    fix: pip install 'ftc[gcs]'"),
+    ],
+)  # fmt: skip
+def test_a_store_output_dir_without_its_client_library_says_what_to_install(job, ftc, tmp_path, output_dir, module,
+                                                                            message):  # fmt: skip
+    # the libraries are installed here; the child process is made to find none (its import fails, as without them)
+    assert ftc("compile", job(output_dir=output_dir), "-o", tmp_path / "p.json").code == 0
+    probe = (
+        f"import sys\nsys.modules[{module!r}] = None\nfrom ftc.cli import _entry\n"
+        f"sys.argv = ['ftc', 'run', {str(tmp_path / 'p.json')!r}]\n_entry()"
+    )
+    r = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120)
+    assert r.returncode == ExitCode.INPUT_UNCONFIGURED, r.stderr
+    assert f"output_dir: cannot write there: {message}" in r.stderr
+    assert not (tmp_path / "output").exists()

