@@ -18,17 +18,19 @@ from pathlib import Path
 
 from ftc.errors import InputUnresolvable, UsageError
 from ftc.spec.plan import Plan
+from ftc.stores.atomic import write_text_atomic
 from ftc.stores.publish import MARKER_SUFFIX, publish_checkpoint
 from ftc.stores.remote import RemoteProblem, store_for
 
 from ._checkpoint import finished_checkpoints, is_complete
 from ._progress import log
+from ._trackers import TRACKER_FILE
 
 __all__ = ["Publisher", "publishing"]
 
 #: seconds between looks for a new checkpoint to upload
 _INTERVAL = 2.0
-_RUN_FILES = ("metrics.jsonl", "summary.json")
+_RUN_FILES = ("metrics.jsonl", "summary.json", TRACKER_FILE)
 
 
 def _failed(exc: RemoteProblem, doing: str, *, uploading: bool = True) -> InputUnresolvable:
@@ -88,8 +90,12 @@ class Publisher:
         dest.parent.mkdir(parents=True, exist_ok=True)
         try:
             download_checkpoint(self.store, uri, dest)
+            # where the run is in its tracker: the resumed run continues that tracker run
+            tracker = self.store.read_small(self.prefix + TRACKER_FILE, 64 << 10)  # type: ignore[attr-defined]
         except RemoteProblem as exc:
             raise _failed(exc, f"cannot resume from {uri}") from None
+        if tracker is not None and not (self.staging / TRACKER_FILE).exists():
+            write_text_atomic(self.staging / TRACKER_FILE, tracker.decode("utf-8", errors="replace"))
 
     def finished(self) -> bool:
         """Whether the newest checkpoint published is the run's last (every step trained)."""

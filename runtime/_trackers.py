@@ -6,6 +6,12 @@ ftc's proof as tags: the plan_id, the spec digest, each input's digest, the imag
 unreachable tracker stops the run there (exit 10), or with ``if_unreachable: warn`` the run trains without it. A
 tracker that fails in mid-run is dropped with one warning: training and metrics.jsonl go on. Credentials are the
 trackers' own environment variables; nothing here writes one anywhere.
+
+Where the run is in the tracker is kept in the output folder (``tracker.json``) from its start, so ``--resume``
+continues that tracker run instead of starting another: MLflow reopens the run (the steps after the checkpoint are
+logged again, next to the values the interrupted run logged for them), W&B resumes the run id (offline: a second
+offline folder with the same id, which ``wandb sync`` joins), TensorBoard purges the events after the checkpoint's
+step.
 """
 
 from __future__ import annotations
@@ -21,10 +27,14 @@ from typing import Any
 from ftc.errors import InputUnresolvable, UsageError
 from ftc.spec import Logger
 from ftc.spec.plan import Plan
+from ftc.stores.atomic import write_text_atomic
 
 from ._progress import log
 
-__all__ = ["OFF_ENV", "TRACKER_ENV", "Tracker", "check_tracker", "open_tracker"]
+__all__ = ["OFF_ENV", "TRACKER_ENV", "TRACKER_FILE", "Tracker", "check_tracker", "open_tracker"]
+
+#: in the output folder: where this run is in its tracker (the link summary.json names at the end)
+TRACKER_FILE = "tracker.json"
 
 #: set by the launcher when the tracker was unreachable and the spec says to train without it
 OFF_ENV = "FTC_TRACKER_OFF"
@@ -101,17 +111,30 @@ class _MLflow:
                 else:
                     os.environ[key] = value
 
-    def start(self, params: dict[str, str], tags: dict[str, str]) -> None:
+    def start(self, params: dict[str, str], tags: dict[str, str], resume: tuple[str, int] | None) -> None:
         from mlflow.entities import Param
+        from mlflow.exceptions import MlflowException
 
-        found = self.client.get_experiment_by_name(self.experiment)
-        experiment = found.experiment_id if found else self.client.create_experiment(self.experiment)
-        self.run_id = self.client.create_run(experiment, tags=tags, run_name=self.run_name).info.run_id
+        previous = None
+        if resume is not None and resume[0]:
+            try:
+                previous = self.client.get_run(resume[0])
+            except MlflowException:  # deleted since: a new run, tagged with where it resumed
+                log(f"MLflow has no run {resume[0]} any more (the interrupted run's); starting a new one")
+        if previous is not None:
+            self.run_id, experiment = previous.info.run_id, previous.info.experiment_id
+            self.client.update_run(self.run_id, status="RUNNING")
+        else:
+            found = self.client.get_experiment_by_name(self.experiment)
+            experiment = found.experiment_id if found else self.client.create_experiment(self.experiment)
+            self.run_id = self.client.create_run(experiment, tags=tags, run_name=self.run_name).info.run_id
+            items = [Param(k, v[:6000]) for k, v in sorted(params.items())]
+            for i in range(0, len(items), 100):
+                self.client.log_batch(self.run_id, params=items[i : i + 100])
+        if resume is not None:
+            self.client.set_tag(self.run_id, "ftc.resumed_at_step", str(resume[1]))
         self.link = {"provider": "mlflow", "run_id": self.run_id,
                      "url": f"{self.uri.rstrip('/')}/#/experiments/{experiment}/runs/{self.run_id}"}  # fmt: skip
-        items = [Param(k, v[:6000]) for k, v in sorted(params.items())]
-        for i in range(0, len(items), 100):
-            self.client.log_batch(self.run_id, params=items[i : i + 100])
 
     def log(self, record: dict[str, Any]) -> None:
         from mlflow.entities import Metric
@@ -153,16 +176,19 @@ class _Wandb:
         if not found:
             raise RuntimeError("no WANDB_API_KEY in the environment and no `wandb login` (or set mode: offline)")
 
-    def start(self, params: dict[str, str], tags: dict[str, str]) -> None:
+    def start(self, params: dict[str, str], tags: dict[str, str], resume: tuple[str, int] | None) -> None:
         import wandb
 
         self.out.mkdir(parents=True, exist_ok=True)
+        again = {"id": resume[0], "resume": "allow"} if resume is not None and resume[0] else {}
         self.run = wandb.init(
             project=self.config.get("project", "ftc"), entity=self.config.get("entity"),
             name=self.config.get("name", self.out.name), group=self.config.get("group"),
             tags=self.config.get("tags"), mode=self.mode, dir=str(self.out), config={**params, **tags},
-            settings=wandb.Settings(silent=True, console="off", x_disable_stats=True),
+            settings=wandb.Settings(silent=True, console="off", x_disable_stats=True), **again,
         )  # fmt: skip
+        if resume is not None:
+            self.run.summary["ftc.resumed_at_step"] = resume[1]
         self.link = {"provider": "wandb", "run_id": self.run.id, "url": self.run.url, "dir": self.run.dir}
 
     def log(self, record: dict[str, Any]) -> None:
@@ -196,10 +222,11 @@ class _TensorBoard:
     def reachable(self) -> None:
         import tensorboard  # noqa: F401 - torch.utils.tensorboard needs it
 
-    def start(self, params: dict[str, str], tags: dict[str, str]) -> None:
+    def start(self, params: dict[str, str], tags: dict[str, str], resume: tuple[str, int] | None) -> None:
         from torch.utils.tensorboard import SummaryWriter
 
-        self.writer = SummaryWriter(log_dir=str(self.folder))
+        # resumed: readers drop the interrupted run's events after the checkpoint's step (they are logged again)
+        self.writer = SummaryWriter(log_dir=str(self.folder), purge_step=resume[1] + 1 if resume else None)
         self.link = {"provider": "tensorboard", "dir": str(self.folder)}
         self.writer.add_text("ftc/spec", "\n".join(f"    {k}: {v}" for k, v in sorted(params.items())), 0)
         self.writer.add_text("ftc/lineage", "\n".join(f"    {k}: {v}" for k, v in sorted(tags.items())), 0)
@@ -270,10 +297,18 @@ class Tracker:
             log(f"warning: {self.backend.where} failed ({type(exc).__name__}: {_redacted(str(exc)[:200])}); "
                 "its run stops here, training and metrics.jsonl go on")  # fmt: skip
 
-    def start(self, plan: Plan) -> None:
-        self._call("start", _flat(plan.spec.to_dict()), _tags(plan))
-        if not self.broken:
-            log(f"tracking in {self.backend.where}: {self.link.get('url') or self.link.get('dir')}")
+    def start(self, plan: Plan, out: Path, *, resumed_at: int | None = None) -> None:
+        """Start the tracker's run, or continue the interrupted one's (``resumed_at``: the step training resumes
+        after), and keep where it is in ``out``/tracker.json."""
+        resume = None
+        if resumed_at is not None:
+            resume = (_interrupted_run(out, plan.spec.logger.provider), resumed_at)
+        self._call("start", _flat(plan.spec.to_dict()), _tags(plan), resume)
+        if self.broken:
+            return
+        again = f" (continuing it after step {resumed_at})" if resume and resume[0] == self.link.get("run_id") else ""
+        log(f"tracking in {self.backend.where}: {self.link.get('url') or self.link.get('dir')}{again}")
+        write_text_atomic(out / TRACKER_FILE, json.dumps(self.link, indent=2, sort_keys=True) + "\n")
 
     @property
     def link(self) -> dict[str, Any]:
@@ -288,6 +323,26 @@ class Tracker:
 
     def finish(self, status: str, files: list[Path]) -> None:
         self._call("finish", status, [f for f in files if f.is_file()])
+
+
+def _interrupted_run(out: Path, provider: str) -> str:
+    """The run id ``out``/tracker.json names for ``provider`` ("" when there is none, or it is not one ftc wrote:
+    the resumed run then starts a new tracker run)."""
+    from ftc.spec.reading import finite_json, read_bounded_text
+
+    path = out / TRACKER_FILE
+    if not path.is_file():
+        return ""
+    try:
+        link = finite_json(read_bounded_text(path, limit=64 << 10, what="tracker"))
+    except (UsageError, ValueError):  # not readable as a small regular file, or not JSON
+        link = None
+    run_id = link.get("run_id") if isinstance(link, dict) and link.get("provider") == provider else None
+    if not isinstance(run_id, str) or not re.fullmatch(r"[A-Za-z0-9_-]{1,128}", run_id):
+        if provider != "tensorboard":
+            log(f"warning: {path} names no {provider} run ftc can continue; the resumed run starts a new one")
+        return ""
+    return run_id
 
 
 def open_tracker(plan: Plan, *, main: bool) -> Tracker | None:

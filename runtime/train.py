@@ -146,7 +146,7 @@ def train(plan: Plan, *, resume: bool = False, checked: Checked | None = None) -
     run = _set_up(plan, dist, paths, lineage)
     state = _resume(run, *previous) if previous is not None else TrainState()
     if run.tracker is not None:
-        run.tracker.start(plan)
+        run.tracker.start(plan, run.out, resumed_at=state.global_step if previous is not None else None)
     metrics = MetricsLog(
         run.out / "metrics.jsonl", enabled=dist.main, keep_until_step=state.global_step if resume else -1,
         also=run.tracker.log if run.tracker is not None else None,

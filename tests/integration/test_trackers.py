@@ -8,8 +8,10 @@ from __future__ import annotations
 import glob
 import json
 import os
+import shutil
 import signal
 import time
+from pathlib import Path
 
 import pytest
 
@@ -109,10 +111,11 @@ def _key(item) -> str:
     return item.key or "/".join(item.nested_key)
 
 
-def _wandb_run_file(out) -> tuple[str, list]:
-    """The offline run's file and its records, once they end with the run's exit record. The file is written by
-    W&B's own service process; should it still be writing when ``ftc run`` returns, it gets a bounded wait."""
-    (path,) = glob.glob(str(out / "wandb" / "offline-run-*" / "run-*.wandb"))
+def _wandb_run_file(folder) -> tuple[str, list]:
+    """An offline run folder's run file and its records, once they end with the run's exit record. The file is
+    written by W&B's own service process; should it still be writing when ``ftc run`` returns, it gets a bounded
+    wait."""
+    (path,) = glob.glob(str(Path(folder) / "run-*.wandb"))
     deadline = time.monotonic() + 60
     while True:
         records = list(wandb_records(path))
@@ -135,7 +138,8 @@ def test_wandb_offline_run_holds_the_metrics_and_the_lineage(job, ftc, tmp_path)
     out = tmp_path / "output"
     assert r.code == 0, r.err
     assert "tracking in Weights & Biases (offline)" in r.err and " failed (" not in r.err, r.err + _wandb_logs(out)
-    path, records = _wandb_run_file(out)
+    (folder,) = glob.glob(str(out / "wandb" / "offline-run-*"))
+    path, records = _wandb_run_file(folder)
     history, summary, config, artifacts = {}, {}, {}, []
     for record in records:
         kind = record.WhichOneof("record_type")
@@ -187,3 +191,75 @@ def test_a_tracker_that_is_not_set_up_is_refused_before_training(job, ftc, tmp_p
         r = ftc("run", plan)
         assert r.code == code and message in r.err, r.err
         assert not (tmp_path / f"out{i}" / "checkpoints").exists()
+
+
+def _interrupt(out) -> str:
+    """Leave ``out`` as a run stopped after its first epoch's checkpoint (step 4 of 8); the tracker run id it kept."""
+    shutil.rmtree(out / "checkpoints" / "step-000008")
+    (out / "summary.json").unlink()
+    return read_json(out / "tracker.json").get("run_id", "")
+
+
+def test_a_resumed_run_continues_its_mlflow_run(trained, mlflow_url, ftc, tmp_path):
+    from mlflow import MlflowClient
+
+    logger = {"provider": "mlflow", "provider_config": {"tracking_uri": mlflow_url, "experiment_name": "ftc-resume"}}
+    out = trained(logger=logger, num_epochs=2)
+    first = metrics(out, "train")
+    started = read_json(out / "summary.json")["tracker"]["run_id"]
+    run_id = _interrupt(out)
+    assert run_id == started  # tracker.json names the run from its start
+    r = ftc("run", tmp_path / "plan.json", "--resume")
+    assert r.code == 0, r.err
+    assert "(continuing it after step 4)" in r.err
+    assert read_json(out / "summary.json")["tracker"]["run_id"] == run_id
+    client = MlflowClient(mlflow_url)
+    run = client.get_run(run_id)
+    assert run.info.status == "FINISHED" and run.data.tags["ftc.resumed_at_step"] == "4"
+    assert run.data.tags["ftc.record_id.step-000008"] == read_json(out / "checkpoints/step-000008/lineage.json")[
+        "record_id"]  # fmt: skip
+    logged: dict[int, list[float]] = {}
+    for m in client.get_metric_history(run_id, "train/loss"):
+        logged.setdefault(m.step, []).append(m.value)
+    # steps 1-4 once; 5-8 by the interrupted run and again by the resumed one: equal, as resuming is exact here
+    assert {s: len(v) for s, v in logged.items()} == {1: 1, 2: 1, 3: 1, 4: 1, 5: 2, 6: 2, 7: 2, 8: 2}
+    assert all(v == pytest.approx(r["loss"], rel=1e-6) for r in first for v in logged[r["step"]])
+    assert len(client.search_runs([run.info.experiment_id])) == 1
+
+
+def test_a_resumed_run_continues_its_wandb_run(trained, ftc, tmp_path):
+    out = trained(logger={"provider": "wandb", "provider_config": {"mode": "offline", "project": "ftc-tests"}},
+                  num_epochs=2)  # fmt: skip
+    run_id = _interrupt(out)
+    time.sleep(1.1)  # W&B names an offline folder by the second it starts in: a resume comes later than this
+    r = ftc("run", tmp_path / "plan.json", "--resume")
+    assert r.code == 0, r.err
+    assert "(continuing it after step 4)" in r.err
+    folders = sorted(glob.glob(str(out / "wandb" / "offline-run-*")))
+    assert len(folders) == 2 and all(f.endswith(f"-{run_id}") for f in folders)  # `wandb sync` joins them
+    _, records = _wandb_run_file(folders[1])
+    steps = sorted(
+        json.loads(next(i.value_json for i in rec.history.item if _key(i) == "_step"))
+        for rec in records if rec.WhichOneof("record_type") == "history"
+    )  # fmt: skip
+    assert steps[0] == 5 and steps[-1] == 8
+    resumed = [
+        json.loads(i.value_json) for rec in records if rec.WhichOneof("record_type") == "summary"
+        for i in rec.summary.update if _key(i) == "ftc.resumed_at_step"
+    ]  # fmt: skip
+    assert resumed == [4]
+
+
+def test_a_resumed_run_purges_the_interrupted_tensorboard_events_after_its_checkpoint(trained, ftc, tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    out = trained(logger={"provider": "tensorboard"}, num_epochs=2)
+    _interrupt(out)
+    r = ftc("run", tmp_path / "plan.json", "--resume")
+    assert r.code == 0, r.err
+    assert len(list((out / "tensorboard").glob("events.out.tfevents.*"))) == 2
+    events = EventAccumulator(str(out / "tensorboard"))
+    events.Reload()
+    steps = [e.step for e in events.Scalars("train/loss")]
+    assert steps == [1, 2, 3, 4, 5, 6, 7, 8]  # once each: the interrupted run's 5-8 are purged
+    _assert_same_curve({e.step: e.value for e in events.Scalars("train/loss")}, metrics(out, "train"), "loss")
