@@ -25,10 +25,11 @@ def _objects(s3, prefix: str) -> dict[str, bytes]:
     return {k[len(prefix) :]: s3.get_object(Bucket=s3.bucket, Key=k)["Body"].read() for k in keys}
 
 
-def _stage1(s3, job, ftc, tmp_path) -> tuple[str, dict[str, bytes]]:
+def _stage1(s3, job, ftc, tmp_path, **overrides) -> tuple[str, dict[str, bytes]]:
     """A new adapter trained into s3://BUCKET/runs/stage1/ (2 epochs of 4 steps, a checkpoint per epoch)."""
     prefix = f"s3://{s3.bucket}/runs/stage1/"
-    spec = job(name="stage1.yaml", lora_config=LORA, num_epochs=2, learning_rate=1e-2, output_dir=prefix)
+    settings = dict(lora_config=LORA, num_epochs=2, learning_rate=1e-2, output_dir=prefix)
+    spec = job(name="stage1.yaml", **{**settings, **overrides})
     r = ftc("compile", spec, "-o", tmp_path / "stage1.plan.json")
     assert r.code == 0, r.err
     assert read_json(tmp_path / "stage1.plan.json")["output"]["dir"] == prefix
@@ -147,7 +148,9 @@ def test_output_dir_in_gcs_publishes_the_same_layout(gcs, job, ftc, tmp_path):
 
 
 def test_resume_on_another_machine_downloads_the_newest_published_checkpoint(s3, job, ftc, tmp_path, monkeypatch):
-    prefix, objects = _stage1(s3, job, ftc, tmp_path)
+    wandb = {"provider": "wandb", "provider_config": {"mode": "offline", "project": "ftc-tests"}}
+    prefix, objects = _stage1(s3, job, ftc, tmp_path, logger=wandb)
+    run_id = json.loads(objects["tracker.json"])["run_id"]
     weights = "checkpoints/step-000008/adapter_model.safetensors"
     # the run died after publishing step 4: step 8 and the summary never reached the store ...
     for key in [k for k in objects if k.startswith("checkpoints/step-000008") or k == "summary.json"]:
@@ -159,9 +162,11 @@ def test_resume_on_another_machine_downloads_the_newest_published_checkpoint(s3,
     said = r.out + r.err
     assert f"step-000004 is not staged in {tmp_path / 'another-machine'}" in said and "downloading it from" in said
     assert "resuming from step-000004: step 4 of 8" in said
+    assert "(continuing it after step 4)" in said  # the tracker run named by the store's tracker.json
     again = _objects(s3, "runs/stage1/")
     assert again[weights] == objects[weights]  # the resumed run ends with the uninterrupted run's weights, bitwise
     assert json.loads(again["checkpoints/step-000008.complete"])["last"] is True
+    assert json.loads(again["tracker.json"])["run_id"] == run_id
 
 
 def test_a_tampered_published_checkpoint_is_not_resumed_from(s3, job, ftc, tmp_path, monkeypatch):
