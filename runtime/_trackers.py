@@ -119,7 +119,10 @@ class _MLflow:
         if resume is not None and resume[0]:
             try:
                 previous = self.client.get_run(resume[0])
-            except MlflowException:  # deleted since: a new run, tagged with where it resumed
+            except MlflowException:
+                pass
+            if previous is None or previous.info.lifecycle_stage != "active":  # deleted since: a new run
+                previous = None
                 log(f"MLflow has no run {resume[0]} any more (the interrupted run's); starting a new one")
         if previous is not None:
             self.run_id, experiment = previous.info.run_id, previous.info.experiment_id
@@ -306,9 +309,15 @@ class Tracker:
         self._call("start", _flat(plan.spec.to_dict()), _tags(plan), resume)
         if self.broken:
             return
-        again = f" (continuing it after step {resumed_at})" if resume and resume[0] == self.link.get("run_id") else ""
+        same = resume is not None and (
+            resume[0] == self.link.get("run_id") if resume[0] else self.link.get("provider") == "tensorboard"
+        )
+        again = f" (continuing it after step {resumed_at})" if same else ""
         log(f"tracking in {self.backend.where}: {self.link.get('url') or self.link.get('dir')}{again}")
-        write_text_atomic(out / TRACKER_FILE, json.dumps(self.link, indent=2, sort_keys=True) + "\n")
+        try:
+            write_text_atomic(out / TRACKER_FILE, json.dumps(self.link, indent=2, sort_keys=True) + "\n")
+        except OSError as exc:  # a tracker never stops training; a later --resume starts a new tracker run
+            log(f"warning: cannot keep where the tracker's run is ({exc}); a resumed run would start a new one")
 
     @property
     def link(self) -> dict[str, Any]:

@@ -227,6 +227,22 @@ def test_a_resumed_run_continues_its_mlflow_run(trained, mlflow_url, ftc, tmp_pa
     assert len(client.search_runs([run.info.experiment_id])) == 1
 
 
+def test_a_resumed_run_whose_mlflow_run_was_deleted_starts_a_new_one(trained, mlflow_url, ftc, tmp_path):
+    from mlflow import MlflowClient
+
+    logger = {"provider": "mlflow", "provider_config": {"tracking_uri": mlflow_url, "experiment_name": "ftc-deleted"}}
+    out = trained(logger=logger, num_epochs=2)
+    run_id = _interrupt(out)
+    MlflowClient(mlflow_url).delete_run(run_id)
+    r = ftc("run", tmp_path / "plan.json", "--resume")
+    assert r.code == 0, r.err
+    assert f"MLflow has no run {run_id} any more (the interrupted run's); starting a new one" in r.err
+    new = read_json(out / "summary.json")["tracker"]["run_id"]
+    assert new != run_id and read_json(out / "tracker.json")["run_id"] == new
+    run = MlflowClient(mlflow_url).get_run(new)
+    assert run.data.tags["ftc.resumed_at_step"] == "4" and run.info.status == "FINISHED"
+
+
 def test_a_resumed_run_continues_its_wandb_run(trained, ftc, tmp_path):
     out = trained(logger={"provider": "wandb", "provider_config": {"mode": "offline", "project": "ftc-tests"}},
                   num_epochs=2)  # fmt: skip
@@ -257,6 +273,7 @@ def test_a_resumed_run_purges_the_interrupted_tensorboard_events_after_its_check
     _interrupt(out)
     r = ftc("run", tmp_path / "plan.json", "--resume")
     assert r.code == 0, r.err
+    assert "(continuing it after step 4)" in r.err
     assert len(list((out / "tensorboard").glob("events.out.tfevents.*"))) == 2
     events = EventAccumulator(str(out / "tensorboard"))
     events.Reload()
