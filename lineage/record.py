@@ -20,7 +20,7 @@ from typing import Any
 
 from ftc.spec.canonical import digest_of
 from ftc.spec.reading import MiB, NotReadable, finite_json, read_bounded_text
-from ftc.stores.hashing import FileDigest, hash_file, hash_tree, manifest_digest
+from ftc.stores.hashing import FileDigest, StatCache, hash_file, hash_tree, manifest_digest
 
 __all__ = [
     "LINEAGE_FILE",
@@ -59,9 +59,9 @@ def seal(record: dict[str, Any]) -> dict[str, Any]:
     return {**record, "record_id": record_id_of(record)}
 
 
-def checkpoint_files(folder: Path) -> list[FileDigest]:
-    """Every file of a checkpoint but its lineage record, hashed."""
-    return [f for f in hash_tree(folder) if f.path != LINEAGE_FILE]
+def checkpoint_files(folder: Path, cache: StatCache | None = None) -> list[FileDigest]:
+    """Every file of a checkpoint but its lineage record, hashed (unchanged files from ``cache``)."""
+    return [f for f in hash_tree(folder, cache) if f.path != LINEAGE_FILE]
 
 
 def checkpoint_section(folder: Path) -> dict[str, Any]:
@@ -120,7 +120,8 @@ def checkpoint_parent(folder: Path, record: dict[str, Any], relation: str, child
     reproduction): its files with its record among them, the record embedded whole, located relative to the child,
     so `ftc lineage verify` walks from the child down the whole chain."""
     files = {f["path"]: f["sha256"] for f in record["checkpoint"]["files"]}
-    files[LINEAGE_FILE], _ = hash_file(folder / LINEAGE_FILE)
+    with StatCache() as cache:  # read once per rerun, not once per checkpoint it writes
+        files[LINEAGE_FILE], _ = hash_file(folder / LINEAGE_FILE, cache)
     return {
         "role": "checkpoint",
         "relation": relation,

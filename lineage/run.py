@@ -14,7 +14,7 @@ from typing import Any
 from ftc.errors import LineageBroken
 from ftc.spec.canonical import digest_of
 from ftc.spec.plan import PARENT_ROLES, Plan, PlanInput
-from ftc.stores.hashing import FileDigest, manifest_digest, walk_files
+from ftc.stores.hashing import FileDigest, StatCache, manifest_digest, walk_files
 
 from .record import (
     LINEAGE_VERSION,
@@ -45,7 +45,8 @@ def _origin(plan: Plan) -> tuple[Path, dict[str, Any]] | None:
     if record is None:
         raise LineageBroken(f"{path}: the checkpoint reproduced has no lineage record")
     problems = record_problems(record, str(path))
-    found = {f.path: f.sha256 for f in checkpoint_files(path)}
+    with StatCache() as cache:  # `ftc reproduce` has just verified it: each rank need not read it all again
+        found = {f.path: f.sha256 for f in checkpoint_files(path, cache)}
     problems += files_problems(record["checkpoint"]["files"], found, str(path))
     if problems:
         raise LineageBroken(

@@ -10,7 +10,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from ftc.stores.hashing import NotAnInput, changed_file_lines, hash_tree
+from ftc.stores.hashing import NotAnInput, StatCache, changed_file_lines, hash_tree
 
 from .record import LINEAGE_FILE, read_record, record_id_of
 
@@ -48,7 +48,8 @@ def files_problems(expected: list[dict[str, Any]], found: dict[str, str], where:
 def _folder_problems(expected: list[dict[str, Any]], folder: Path, skip_record: bool) -> list[str]:
     """Every file under ``folder`` against ``expected``; a FIFO, a device or a symlink loop in it is the problem."""
     try:
-        found = {f.path: f.sha256 for f in hash_tree(folder) if not (skip_record and f.path == LINEAGE_FILE)}
+        with StatCache(reuse=False) as cache:  # hashed again; what was found spares the checks that follow a verify
+            found = {f.path: f.sha256 for f in hash_tree(folder, cache) if not (skip_record and f.path == LINEAGE_FILE)}
     except NotAnInput as exc:
         return [str(exc)]
     return files_problems(expected, found, str(folder))

@@ -73,13 +73,15 @@ class StatCache:
 
     A file modified less than a second before it was hashed is not cached: its content may still be changing
     within the same timestamp. Any SQLite failure (read-only disk, locked database) just disables the cache.
+    ``reuse=False``: every file is hashed again (an audit), and what was found is remembered for later checks.
     """
 
     _RACY_NS = 1_000_000_000
     _WAIT_S = 2.0
 
-    def __init__(self, path: Path | None = None):
+    def __init__(self, path: Path | None = None, *, reuse: bool = True):
         self.path = path if path is not None else cache_dir() / "statcache.sqlite3"
+        self.reuse = reuse
         self._db: sqlite3.Connection | None = None
         self._broken = False
         self._lock = threading.Lock()  # one connection, shared by the hashing threads
@@ -142,7 +144,7 @@ class StatCache:
         return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
 
     def lookup(self, path: Path, st: os.stat_result) -> str | None:
-        db = self._conn()
+        db = self._conn() if self.reuse else None
         if db is None:
             return None
         try:

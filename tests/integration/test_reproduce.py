@@ -11,7 +11,7 @@ import pytest
 
 from ftc.errors import ExitCode
 
-from conftest import LORA, read_json, spec_in_s3
+from conftest import LORA, age, read_json, spec_in_s3
 
 pytestmark = pytest.mark.slow
 
@@ -66,6 +66,24 @@ def test_a_run_reproduces_bitwise_and_the_rerun_names_its_original(trained, ftc,
     assert ftc("export", rerun, "-o", tmp_path / "export").code == 0
     card = (tmp_path / "export" / "README.md").read_text()
     assert "## Reproduction" in card and "from the same plan and pinned inputs: **bitwise reproduced**." in card
+
+
+def test_the_original_is_read_once_verified_then_remembered(trained, ftc, tmp_path, monkeypatch):
+    # the audit re-hashes every file of the original; the run's own check of it (in the launcher, and in every rank)
+    # finds those digests in the stat cache instead of reading it all again
+    import ftc.stores.hashing as hashing
+
+    out = trained(lora_config=LORA, num_epochs=2, train_batch_size_per_device=4)
+    original = (out / "best").resolve()
+    age(out)  # the stat cache trusts only files not modified in the last second
+    hashed: list[str] = []
+    sha256_file = hashing._sha256_file
+    monkeypatch.setattr(hashing, "_sha256_file", lambda path: hashed.append(str(path)) or sha256_file(path))
+    r = ftc("reproduce", out, "-o", tmp_path / "rerun")
+    assert r.code == 0, r.err
+    ours = sorted(p for p in hashed if p.startswith(str(original) + "/"))
+    assert ours and ours == sorted(set(ours))  # every file of the original, once each
+    assert {Path(p).name for p in ours} >= {"adapter_model.safetensors", "lineage.json"}
 
 
 def test_an_earlier_checkpoint_is_reproduced_up_to_its_step(trained, ftc, tmp_path):

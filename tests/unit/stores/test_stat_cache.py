@@ -65,3 +65,18 @@ def test_a_stat_cache_locked_by_another_process_costs_seconds_not_minutes(tmp_pa
     assert "every file is hashed in full this time" in err
     with sqlite3.connect(db) as check:  # released: usable again
         check.execute("SELECT count(*) FROM files").fetchone()
+
+
+def test_an_audit_hashes_every_file_again_and_leaves_what_it_found_for_later_checks(tmp_path):
+    db = tmp_path / "statcache.sqlite3"
+    f = _old_file(tmp_path / "f.bin", b"abc")
+    with StatCache(db) as cache:
+        hash_file(f, cache)
+    with StatCache(db, reuse=False) as audit:  # a remembered digest is not taken: the file is read again
+        assert hash_file(f, audit)[0] == hashlib.sha256(b"abc").hexdigest()
+        assert (audit.hits, audit.misses) == (0, 1)
+    g = _old_file(tmp_path / "g.bin", b"def")
+    with StatCache(db, reuse=False) as audit:
+        hash_file(g, audit)
+    with StatCache(db) as cache:  # what the audit found spares the next check
+        assert hash_file(g, cache)[0] == hashlib.sha256(b"def").hexdigest() and cache.hits == 1
