@@ -12,6 +12,7 @@ again, so ``--resume`` and a restarted Ray worker pick up where the last upload 
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -23,7 +24,7 @@ from ftc.stores.publish import MARKER_SUFFIX, publish_checkpoint
 from ftc.stores.remote import RemoteProblem, store_for
 
 from ._checkpoint import finished_checkpoints, is_complete
-from ._progress import log
+from ._progress import ByteProgress, log, size_text
 from ._trackers import TRACKER_FILE
 
 __all__ = ["Publisher", "publishing"]
@@ -80,20 +81,28 @@ class Publisher:
             self._restore(max(self._sent))
 
     def _restore(self, name: str) -> None:
-        from ftc.stores.publish import download_checkpoint
+        from ftc.stores.publish import download_checkpoint, read_marker
 
         if any(p.name >= name for p in finished_checkpoints(self.staging)):
             return  # staged here already (or newer, not uploaded yet)
         uri = f"{self.prefix}checkpoints/{name}/"
-        log(f"--resume: {name} is not staged in {self.staging}; downloading it from {uri}")
         dest = self.staging / "checkpoints" / name
         dest.parent.mkdir(parents=True, exist_ok=True)
+        progress = None
         try:
-            download_checkpoint(self.store, uri, dest)
+            marker = read_marker(self.store, uri)
+            total = sum(f["size"] for f in marker["files"]) if marker else 0
+            log(f"--resume: {name} is not staged in {self.staging}; downloading it from {uri} ({size_text(total)})")
+            if total >= 64 << 20:  # as for inputs: a bar on a terminal, else a line every 10 s
+                progress = ByteProgress(total, f"--resume: downloading {name}")
+            download_checkpoint(self.store, uri, dest, on_bytes=progress.add if progress is not None else None)
             # where the run is in its tracker: the resumed run continues that tracker run
             tracker = self.store.read_small(self.prefix + TRACKER_FILE, 64 << 10)  # type: ignore[attr-defined]
         except RemoteProblem as exc:
             raise _failed(exc, f"cannot resume from {uri}") from None
+        finally:
+            if progress is not None:
+                progress.close()
         if tracker is not None and not (self.staging / TRACKER_FILE).exists():
             write_text_atomic(self.staging / TRACKER_FILE, tracker.decode("utf-8", errors="replace"))
 
@@ -119,12 +128,14 @@ class Publisher:
             record = read_record(folder)
             if record is None:  # not whole yet (a checkpoint is renamed into place with its record)
                 continue
+            started = time.perf_counter()
             try:
-                publish_checkpoint(self.store, uri, folder, record, last=is_complete(folder))
+                sent = publish_checkpoint(self.store, uri, folder, record, last=is_complete(folder))
             except RemoteProblem as exc:
                 raise _failed(exc, f"uploading {folder.name}") from None
             self._sent.add(folder.name)
-            log(f"published {folder.name} to {uri}")
+            rate = sent / max(time.perf_counter() - started, 1e-9)
+            log(f"published {folder.name} to {uri} ({size_text(sent)}, {size_text(rate)}/s)")
         for name in _RUN_FILES:
             path = self.staging / name
             if path.is_file():

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -100,9 +101,10 @@ def marker_problems(checkpoint_uri: str, marker: dict[str, Any] | None, listed: 
     )
 
 
-def publish_checkpoint(store: Store, checkpoint_uri: str, folder: Path, record: dict[str, Any], last: bool) -> None:
+def publish_checkpoint(store: Store, checkpoint_uri: str, folder: Path, record: dict[str, Any], last: bool) -> int:
     """Upload the checkpoint in ``folder`` (whose files its lineage ``record`` names) to ``checkpoint_uri``, then its
-    marker. A run stopped half-way leaves no marker, so the upload is never taken for a whole checkpoint."""
+    marker; the bytes uploaded. A run stopped half-way leaves no marker, so the upload is never taken for a whole
+    checkpoint."""
     from .hashing import hash_file
 
     files = [{"path": f["path"], "size": f["size"], "sha256": f["sha256"]} for f in record["checkpoint"]["files"]]
@@ -113,15 +115,25 @@ def publish_checkpoint(store: Store, checkpoint_uri: str, folder: Path, record: 
         store.put_file(prefix + f["path"], str(folder / f["path"]))  # type: ignore[attr-defined]
     marker = {"record_id": record["record_id"], "last": last, "files": sorted(files, key=lambda f: f["path"])}
     store.put_bytes(marker_uri(checkpoint_uri), (json.dumps(marker, indent=1) + "\n").encode())  # type: ignore[attr-defined]
+    return sum(f["size"] for f in files)
 
 
-def _fetched(store: Store, cache: Any, obj: Any, sha256: str) -> Path:
+def _fetched(store: Store, cache: Any, obj: Any, sha256: str, on_bytes: Callable[[int], None] | None = None) -> Path:
     """The cached copy of ``obj``, downloaded unless cached; bytes other than ``sha256`` are a change of the store's
-    (:class:`RemoteProblem`, "changed"), and nothing of them is kept."""
+    (:class:`RemoteProblem`, "changed"), and nothing of them is kept. ``on_bytes``: told of each chunk downloaded."""
     from .content_cache import DigestMismatch
 
+    opener = store.opener(obj)
+    if on_bytes is not None:
+        plain = opener
+
+        def opener(start: int, end: int | None) -> Iterator[bytes]:
+            for chunk in plain(start, end):
+                on_bytes(len(chunk))
+                yield chunk
+
     try:
-        return cache.fetch(obj.cache_key(), store.opener(obj), size=obj.size, expected_sha256=sha256)[0]
+        return cache.fetch(obj.cache_key(), opener, size=obj.size, expected_sha256=sha256)[0]
     except DigestMismatch as exc:
         raise RemoteProblem(
             f"{obj.uri}: expected sha256:{exc.expected}, found sha256:{exc.found}",
@@ -160,10 +172,13 @@ def fetch_pinned_folder(uri: str, files: list[dict[str, Any]]) -> tuple[Path | N
     return cache.view("verify-" + digest_of([prefix, files])[7:], members), [], None
 
 
-def download_checkpoint(store: Store, checkpoint_uri: str, dest: Path) -> dict[str, Any]:
+def download_checkpoint(
+    store: Store, checkpoint_uri: str, dest: Path, on_bytes: Callable[[int], None] | None = None
+) -> dict[str, Any]:
     """The published checkpoint at ``checkpoint_uri`` copied into the new folder ``dest`` (made whole under a temporary
     name, then renamed), each file checked against the sha256 its marker names; the marker. Raises
-    :class:`RemoteProblem` when there is no marker, the listing is not what it names, or a file's bytes differ."""
+    :class:`RemoteProblem` when there is no marker, the listing is not what it names, or a file's bytes differ.
+    ``on_bytes``: told of each chunk downloaded (a progress display)."""
     import shutil
 
     from .content_cache import ContentCache
@@ -177,7 +192,7 @@ def download_checkpoint(store: Store, checkpoint_uri: str, dest: Path) -> dict[s
     partial = dest.with_name(f".{dest.name}.download")
     shutil.rmtree(partial, ignore_errors=True)
     for f in marker["files"]:
-        cached = _fetched(store, cache, listed[f["path"]], f["sha256"])
+        cached = _fetched(store, cache, listed[f["path"]], f["sha256"], on_bytes)
         target = partial / f["path"]
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(cached, target)

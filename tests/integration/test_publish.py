@@ -348,3 +348,18 @@ def test_a_store_output_dir_without_its_client_library_says_what_to_install(job,
     assert r.returncode == ExitCode.INPUT_UNCONFIGURED, r.stderr
     assert f"output_dir: cannot write there: {message}" in r.stderr
     assert not (tmp_path / "output").exists()
+
+
+def test_a_published_checkpoint_downloads_whole_and_counts_its_bytes_for_the_progress_display(s3, job, ftc, tmp_path):
+    from ftc.stores.publish import download_checkpoint
+    from ftc.stores.remote import store_for
+
+    prefix, objects = _stage1(s3, job, ftc, tmp_path)
+    counted: list[int] = []
+    marker = download_checkpoint(
+        store_for(prefix), f"{prefix}checkpoints/step-000004/", tmp_path / "got", on_bytes=counted.append
+    )
+    assert sum(counted) == sum(f["size"] for f in marker["files"]) > 0
+    for f in marker["files"]:
+        assert hashlib.sha256((tmp_path / "got" / f["path"]).read_bytes()).hexdigest() == f["sha256"]
+    assert not list(tmp_path.glob(".got.download"))  # made whole under a temporary name, then renamed
