@@ -287,6 +287,19 @@ def gcs_server():
     server.stop()
 
 
+@pytest.fixture(scope="session")
+def mlflow_url(tmp_path_factory):
+    """A real MLflow tracking server (`mlflow server`, SQLite) on 127.0.0.1."""
+    import signal
+
+    from support.servers import start_mlflow
+
+    proc, url = start_mlflow(tmp_path_factory.mktemp("mlflow"))
+    yield url
+    os.killpg(proc.pid, signal.SIGKILL)  # the server and the workers and job consumers it started
+    proc.wait()
+
+
 @pytest.fixture
 def gcs(gcs_server, monkeypatch, request):
     """google-cloud-storage client for the test server (via STORAGE_EMULATOR_HOST); ``gcs.bucket_name`` is new."""

@@ -147,9 +147,11 @@ def test_output_dir_in_gcs_publishes_the_same_layout(gcs, job, ftc, tmp_path):
     assert last["last"] is True
 
 
-def test_resume_on_another_machine_downloads_the_newest_published_checkpoint(s3, job, ftc, tmp_path, monkeypatch):
-    wandb = {"provider": "wandb", "provider_config": {"mode": "offline", "project": "ftc-tests"}}
-    prefix, objects = _stage1(s3, job, ftc, tmp_path, logger=wandb)
+def test_resume_on_another_machine_downloads_the_newest_published_checkpoint(
+    s3, job, ftc, tmp_path, monkeypatch, mlflow_url
+):
+    mlflow = {"provider": "mlflow", "provider_config": {"tracking_uri": mlflow_url, "experiment_name": "ftc-moved"}}
+    prefix, objects = _stage1(s3, job, ftc, tmp_path, logger=mlflow)
     run_id = json.loads(objects["tracker.json"])["run_id"]
     weights = "checkpoints/step-000008/adapter_model.safetensors"
     # the run died after publishing step 4: step 8 and the summary never reached the store ...

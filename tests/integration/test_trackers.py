@@ -9,7 +9,6 @@ import glob
 import json
 import os
 import shutil
-import signal
 import time
 from pathlib import Path
 
@@ -18,17 +17,9 @@ import pytest
 from ftc.errors import ExitCode
 
 from conftest import metrics, read_json
-from support.servers import silent_server, start_mlflow, wandb_records
+from support.servers import silent_server, wandb_records
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture(scope="session")
-def mlflow_url(tmp_path_factory):
-    proc, url = start_mlflow(tmp_path_factory.mktemp("mlflow"))
-    yield url
-    os.killpg(proc.pid, signal.SIGKILL)  # the server and the workers and job consumers it started
-    proc.wait()
 
 
 def _records(out):
