@@ -57,28 +57,12 @@ def silent_server() -> Iterator[str]:
 
 
 @contextmanager
-def failing_server(status: int = 503) -> Iterator[str]:
-    """``http://127.0.0.1:PORT`` of an HTTP server that answers every request with ``status`` (a store that is
-    restarting or overloaded)."""
+def _serving(handler) -> Iterator[str]:
+    """``http://127.0.0.1:PORT`` of a threaded HTTP server answering with ``handler`` until the block ends."""
     import threading
-    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+    from http.server import ThreadingHTTPServer
 
-    class Failing(BaseHTTPRequestHandler):
-        def _fail(self) -> None:
-            body = b"<Error><Code>ServiceUnavailable</Code><Message>restarting</Message></Error>"
-            self.send_response(status)
-            self.send_header("Content-Type", "application/xml")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            if self.command != "HEAD":
-                self.wfile.write(body)
-
-        do_GET = do_HEAD = do_PUT = do_POST = _fail
-
-        def log_message(self, *args) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Failing)
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
@@ -88,14 +72,48 @@ def failing_server(status: int = 503) -> Iterator[str]:
         server.server_close()
 
 
+def _reply(handler, status: int, headers: list[tuple[str, str]], body: bytes) -> None:
+    """Answer the request ``handler`` serves with ``status``, ``headers`` and ``body`` (no body to a HEAD)."""
+    handler.send_response(status)
+    for key, value in headers:
+        handler.send_header(key, value)
+    handler.end_headers()
+    if handler.command != "HEAD":
+        handler.wfile.write(body)
+
+
+def _s3_error(handler, status: int, code: str, message: str) -> None:
+    """An S3-style XML error answer (what boto3 reads the error code from)."""
+    body = f"<Error><Code>{code}</Code><Message>{message}</Message></Error>".encode()
+    _reply(handler, status, [("Content-Type", "application/xml"), ("Content-Length", str(len(body)))], body)
+
+
+@contextmanager
+def failing_server(status: int = 503) -> Iterator[str]:
+    """``http://127.0.0.1:PORT`` of an HTTP server that answers every request with ``status`` (a store that is
+    restarting or overloaded)."""
+    from http.server import BaseHTTPRequestHandler
+
+    class Failing(BaseHTTPRequestHandler):
+        def _fail(self) -> None:
+            _s3_error(self, status, "ServiceUnavailable", "restarting")
+
+        do_GET = do_HEAD = do_PUT = do_POST = _fail
+
+        def log_message(self, *args) -> None:
+            pass
+
+    with _serving(Failing) as url:
+        yield url
+
+
 @contextmanager
 def refusing_proxy(upstream: str, refuse) -> Iterator[str]:
     """``http://127.0.0.1:PORT`` of a proxy to the HTTP server ``upstream`` that answers 403 AccessDenied to the
     requests ``refuse(method, path)`` picks (credentials that stop working in the middle of a run) and forwards every
     other request unchanged, Host header included, so S3 signatures still match."""
     import http.client
-    import threading
-    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+    from http.server import BaseHTTPRequestHandler
     from urllib.parse import urlsplit
 
     target = urlsplit(upstream)
@@ -114,19 +132,10 @@ def refusing_proxy(upstream: str, refuse) -> Iterator[str]:
                 pass
             return body
 
-        def _reply(self, status: int, headers: list[tuple[str, str]], body: bytes) -> None:
-            self.send_response(status)
-            for key, value in headers:
-                self.send_header(key, value)
-            self.end_headers()
-            if self.command != "HEAD":
-                self.wfile.write(body)
-
         def _handle(self) -> None:
             body = self._body()
             if refuse(self.command, self.path):
-                denied = b"<Error><Code>AccessDenied</Code><Message>Access Denied</Message></Error>"
-                self._reply(403, [("Content-Type", "application/xml"), ("Content-Length", str(len(denied)))], denied)
+                _s3_error(self, 403, "AccessDenied", "Access Denied")
                 return
             headers = {k: v for k, v in self.headers.items() if k.lower() not in ("transfer-encoding", "connection")}
             if body or "Content-Length" in self.headers or self.headers.get("Transfer-Encoding"):
@@ -141,7 +150,7 @@ def refusing_proxy(upstream: str, refuse) -> Iterator[str]:
                     kept = [(k, v) for k, v in kept if k.lower() != "content-length"] + [
                         ("Content-Length", str(len(data)))
                     ]
-                self._reply(answer.status, kept, data)
+                _reply(self, answer.status, kept, data)
             finally:
                 conn.close()
 
@@ -150,14 +159,8 @@ def refusing_proxy(upstream: str, refuse) -> Iterator[str]:
         def log_message(self, *args) -> None:
             pass
 
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Proxy)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        server.server_close()
+    with _serving(Proxy) as url:
+        yield url
 
 
 def start_seaweedfs(root: str | Path, access_key: str, secret_key: str):
