@@ -12,7 +12,7 @@ from ftc.errors import InputChanged, InputUnresolvable
 from ftc.spec.plan import Plan, PlanInput
 from ftc.stores.hashing import NotAnInput, StatCache, changed_file_lines, hash_file, hash_tree, manifest_digest
 
-from ._progress import ByteProgress, log
+from ._progress import byte_progress, log
 
 __all__ = ["CHECKED_BY_HOST_ENV", "verify_inputs"]
 
@@ -177,7 +177,7 @@ def _materialize_remote(role: str, item: PlanInput, checked_by_host: bool = Fals
     large = sum(1 for obj, _, _ in objects if obj.size > cache.ranged_above)
     parts = min(8, max(1, 8 // max(1, large)))
     to_fetch = sum(obj.size for obj, key, _ in objects if cache.known(key) is None)
-    progress = ByteProgress(to_fetch, f"{role}: downloading") if to_fetch >= 64 << 20 else None
+    progress = byte_progress(to_fetch, f"{role}: downloading")
 
     def counted(opener):
         def open_from(start: int, end: int | None):

@@ -9,7 +9,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TextIO
 
-__all__ = ["ByteProgress", "Progress", "MetricsLog", "duration", "log"]
+__all__ = ["ByteProgress", "MetricsLog", "Progress", "byte_progress", "duration", "log", "size_text"]
 
 
 def log(message: str, stream: TextIO | None = None) -> None:
@@ -129,6 +129,11 @@ class ByteProgress:
     def close(self) -> None:
         if self.bar is not None:
             self.bar.close()
+
+
+def byte_progress(total: int, label: str) -> ByteProgress | None:
+    """A progress display for a transfer of ``total`` bytes, or None for one too small to need it (under 64 MiB)."""
+    return ByteProgress(total, label) if total >= 64 << 20 else None
 
 
 def _step_of(raw: bytes) -> int | None:

@@ -24,8 +24,8 @@ from ftc.stores.publish import MARKER_SUFFIX, publish_checkpoint
 from ftc.stores.remote import RemoteProblem, store_for
 
 from ._checkpoint import finished_checkpoints, is_complete
-from ._progress import ByteProgress, log, size_text
-from ._trackers import TRACKER_FILE
+from ._progress import byte_progress, log, size_text
+from ._trackers import TRACKER_FILE, TRACKER_FILE_LIMIT
 
 __all__ = ["Publisher", "publishing"]
 
@@ -93,11 +93,11 @@ class Publisher:
             marker = read_marker(self.store, uri)
             total = sum(f["size"] for f in marker["files"]) if marker else 0
             log(f"--resume: {name} is not staged in {self.staging}; downloading it from {uri} ({size_text(total)})")
-            if total >= 64 << 20:  # as for inputs: a bar on a terminal, else a line every 10 s
-                progress = ByteProgress(total, f"--resume: downloading {name}")
-            download_checkpoint(self.store, uri, dest, on_bytes=progress.add if progress is not None else None)
+            progress = byte_progress(total, f"--resume: downloading {name}")  # as for inputs
+            on_bytes = progress.add if progress is not None else None
+            download_checkpoint(self.store, uri, dest, on_bytes=on_bytes, marker=marker)
             # where the run is in its tracker: the resumed run continues that tracker run
-            tracker = self.store.read_small(self.prefix + TRACKER_FILE, 64 << 10)  # type: ignore[attr-defined]
+            tracker = self.store.read_small(self.prefix + TRACKER_FILE, TRACKER_FILE_LIMIT)  # type: ignore[attr-defined]
         except RemoteProblem as exc:
             raise _failed(exc, f"cannot resume from {uri}") from None
         finally:

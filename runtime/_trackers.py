@@ -31,10 +31,12 @@ from ftc.stores.atomic import write_text_atomic
 
 from ._progress import log
 
-__all__ = ["OFF_ENV", "TRACKER_ENV", "TRACKER_FILE", "Tracker", "check_tracker", "open_tracker"]
+__all__ = ["OFF_ENV", "TRACKER_ENV", "TRACKER_FILE", "TRACKER_FILE_LIMIT", "Tracker", "check_tracker", "open_tracker"]
 
 #: in the output folder: where this run is in its tracker (the link summary.json names at the end)
 TRACKER_FILE = "tracker.json"
+#: more than a tracker link ever holds
+TRACKER_FILE_LIMIT = 64 << 10
 
 #: set by the launcher when the tracker was unreachable and the spec says to train without it
 OFF_ENV = "FTC_TRACKER_OFF"
@@ -343,7 +345,7 @@ def _interrupted_run(out: Path, provider: str) -> str:
     if not path.is_file():
         return ""
     try:
-        link = finite_json(read_bounded_text(path, limit=64 << 10, what="tracker"))
+        link = finite_json(read_bounded_text(path, limit=TRACKER_FILE_LIMIT, what="tracker"))
     except (UsageError, ValueError):  # not readable as a small regular file, or not JSON
         link = None
     run_id = link.get("run_id") if isinstance(link, dict) and link.get("provider") == provider else None

@@ -173,17 +173,22 @@ def fetch_pinned_folder(uri: str, files: list[dict[str, Any]]) -> tuple[Path | N
 
 
 def download_checkpoint(
-    store: Store, checkpoint_uri: str, dest: Path, on_bytes: Callable[[int], None] | None = None
+    store: Store,
+    checkpoint_uri: str,
+    dest: Path,
+    on_bytes: Callable[[int], None] | None = None,
+    marker: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The published checkpoint at ``checkpoint_uri`` copied into the new folder ``dest`` (made whole under a temporary
     name, then renamed), each file checked against the sha256 its marker names; the marker. Raises
     :class:`RemoteProblem` when there is no marker, the listing is not what it names, or a file's bytes differ.
-    ``on_bytes``: told of each chunk downloaded (a progress display)."""
+    ``on_bytes``: told of each chunk downloaded (a progress display); ``marker``: the marker, when just read with
+    :func:`read_marker`."""
     import shutil
 
     from .content_cache import ContentCache
 
-    marker = read_marker(store, checkpoint_uri)
+    marker = marker if marker is not None else read_marker(store, checkpoint_uri)
     listed = {o.path: o for o in store.list(checkpoint_uri)}
     problems = marker_problems(checkpoint_uri, marker, {p: o.size for p, o in listed.items()})
     if problems or marker is None:
