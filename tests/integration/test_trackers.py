@@ -271,3 +271,15 @@ def test_a_resumed_run_purges_the_interrupted_tensorboard_events_after_its_check
     steps = [e.step for e in events.Scalars("train/loss")]
     assert steps == [1, 2, 3, 4, 5, 6, 7, 8]  # once each: the interrupted run's 5-8 are purged
     _assert_same_curve({e.step: e.value for e in events.Scalars("train/loss")}, metrics(out, "train"), "loss")
+
+
+def test_a_tracker_json_that_cannot_be_written_is_a_warning_and_training_goes_on(trained, ftc, tmp_path):
+    out = trained(logger={"provider": "tensorboard"}, num_epochs=2)
+    _interrupt(out)
+    (out / "tracker.json").unlink()
+    (out / "tracker.json").mkdir()  # in the way: the link cannot be written there
+    r = ftc("run", tmp_path / "plan.json", "--resume")
+    assert r.code == 0, r.err
+    assert "warning: cannot keep where the tracker's run is" in r.err
+    assert "a resumed run would start a new one" in r.err
+    assert (out / "checkpoints" / "step-000008" / "lineage.json").is_file()  # training went on to the end
