@@ -4,7 +4,8 @@ The lock is an ``flock`` on ``<output>/.ftc-lock-node<K>`` (one per node of a mu
 folder). The kernel releases it when the holder ends, however it ends (a crash, ``kill -9``), so a lock is never
 stale; while it is held, the file names its holder (host, process, plan, since when) for the refusal message. A
 container run takes it inside the container, so a container left running after its ``ftc run`` was killed still
-holds it.
+holds it. The lock file is opened without following a link (an output folder may be shared): a link or anything but
+a regular file planted at its name is refused (exit 15), never truncated through.
 """
 
 from __future__ import annotations
@@ -19,7 +20,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from ftc.errors import UsageError
+from ftc.errors import StorageFailed, UsageError
+from ftc.stores.atomic import open_regular
 from ftc.stores.storage import storage_failure
 
 __all__ = ["CONTAINER_ENV", "output_lock"]
@@ -35,7 +37,8 @@ def output_lock(out: Path, *, node_rank: int, plan_id: str) -> Iterator[None]:
     path = out / f".ftc-lock-node{node_rank}"
     try:
         out.mkdir(parents=True, exist_ok=True)
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        # never through a link planted there (it would empty whatever it points to), never into a device or FIFO
+        fd = open_regular(path, os.O_RDWR | os.O_CREAT, 0o644)
     except OSError as exc:
         raise storage_failure(out, exc, "creating the output folder's lock") or exc from None
     try:
@@ -66,7 +69,9 @@ def output_lock(out: Path, *, node_rank: int, plan_id: str) -> Iterator[None]:
 def _holder(path: Path) -> tuple[str, str | None]:
     """Who holds the lock at ``path``, in words, and the name of its container (None: not a container run)."""
     try:
-        holder = json.loads(path.read_bytes()[:4096])
+        fd = open_regular(path, os.O_RDONLY)
+        with os.fdopen(fd, "rb") as f:
+            holder = json.loads(f.read(4096))
         since = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(holder["since"]))
         container = holder.get("container")
         if not (isinstance(container, str) and re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}", container)):
@@ -74,5 +79,5 @@ def _holder(path: Path) -> tuple[str, str | None]:
         where = f"in container {container}" if container else f"on {holder['host']}"
         text = f"process {holder['pid']} {where}, plan {holder['plan_id'][:19]}…, since {since}"
         return text, container
-    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+    except (OSError, ValueError, KeyError, TypeError, AttributeError, UsageError, StorageFailed):
         return "its holder is starting", None

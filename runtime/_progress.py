@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TextIO
+
+from ftc.stores.atomic import open_regular
 
 __all__ = ["ByteProgress", "MetricsLog", "Progress", "byte_progress", "duration", "log", "size_text"]
 
@@ -158,16 +162,25 @@ class MetricsLog:
         self.path = path
         self.enabled = enabled
         self.also = also  # each record goes there too (the run's tracker)
-        if enabled and keep_until_step is not None and path.exists():
+        # the output folder may be shared: a link planted at metrics.jsonl is refused, never read or appended through
+        if enabled and keep_until_step is not None and os.path.lexists(path):
             # a resumed run continues from its checkpoint: records written after it by the interrupted run go, and
             # so does a line torn by a kill in mid-write (read a line at a time: the file grows with every step)
-            tmp = path.with_suffix(".tmp")
-            with open(path, "rb") as old, open(tmp, "wb") as new:
-                for raw in old:
-                    if _step_of(raw) is not None and _step_of(raw) <= keep_until_step:
-                        new.write(raw.rstrip(b"\n") + b"\n")
-            tmp.replace(path)
-        self.file = open(path, "a", encoding="utf-8") if enabled else None
+            fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)  # a new file
+            try:
+                with os.fdopen(fd, "wb") as new, os.fdopen(open_regular(path, os.O_RDONLY), "rb") as old:
+                    for raw in old:
+                        if _step_of(raw) is not None and _step_of(raw) <= keep_until_step:
+                            new.write(raw.rstrip(b"\n") + b"\n")
+                os.chmod(tmp, 0o644)  # as the file it replaces was made (mkstemp's are private)
+                os.replace(tmp, path)
+            except BaseException:
+                Path(tmp).unlink(missing_ok=True)
+                raise
+        self.file = None
+        if enabled:
+            fd = open_regular(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+            self.file = os.fdopen(fd, "a", encoding="utf-8")
 
     def write(self, record: dict[str, Any]) -> None:
         if self.file is not None:

@@ -19,12 +19,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ftc.errors import TrainingFailed
+from ftc.errors import StorageFailed, TrainingFailed
 from ftc.images import image_from_env
 from ftc.lineage.record import read_record
 from ftc.lineage.run import Lineage
 from ftc.spec import JobSpec
 from ftc.spec.plan import Plan
+from ftc.stores.atomic import write_text_atomic
 from ftc.stores.storage import storage_failure
 
 from ._batches import collate, epoch_rows, group, shard_rows
@@ -575,6 +576,5 @@ def _write_summary(
         data["exact_match"] = matches[-1]
     if tracker:
         data["tracker"] = tracker  # where the run is in the tracker (whose tags name each checkpoint's record_id)
-    tmp = out / ".summary.json.tmp"
-    tmp.write_text(json.dumps(data, indent=2) + "\n")
-    os.replace(tmp, out / "summary.json")
+    # a temp file of its own (O_EXCL), renamed: never written through a link planted in the output folder
+    write_text_atomic(out / "summary.json", json.dumps(data, indent=2) + "\n", error=StorageFailed)

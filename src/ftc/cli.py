@@ -100,6 +100,8 @@ def compile_command(
     to_stdout = str(output) == "-"
     if output is None:
         output = spec.with_name(spec.stem + ".plan.json")
+    if not to_stdout and emit != "dvc":
+        _check_output(output)
     if emit == "dvc":
         from ftc.compiler import write_dvc_stage
 
@@ -285,6 +287,7 @@ def export_command(checkpoint: Path, output: Path, merge: bool | None, max_shard
     with the stop tokens, a model card and a lineage record that `ftc lineage verify` checks."""
     from ftc.serving.export import export_checkpoint
 
+    _check_output(output, folder=True, reads=checkpoint)
     done = export_checkpoint(
         checkpoint, output, merge=merge, max_shard_size=max_shard_size, log=lambda m: click.echo(m, err=True)
     )
@@ -347,11 +350,28 @@ def eval_command(model: Path, data: Path, output: Path | None, **options) -> Non
     normalized): per-example outputs to --output, the aggregate as JSON on stdout."""
     from ftc.serving.generate import evaluate, open_session
 
+    out = output or data.with_name(data.stem + ".eval.jsonl")
+    _check_output(out, reads=model, also=data)
     sampling, dtype = _sampling(options)
     session = open_session(model, dtype=dtype)
-    out = output or data.with_name(data.stem + ".eval.jsonl")
     result = evaluate(session, data, out, sampling=sampling)
     click.echo(json.dumps(result, indent=2))
+
+
+def _check_output(output: Path, *, folder: bool = False, reads: Path | None = None, also: Path | None = None) -> None:
+    """Refuse ``-o`` before any work: a link, a device, a FIFO, a socket, a folder where a file goes (or a file
+    where a folder goes), or a path inside the checkpoint ``reads`` (a run's output folder: any of its checkpoints)
+    or the file ``also`` that the command reads."""
+    from ftc.stores.atomic import check_output_path
+
+    check_output_path(output, folder=folder, not_inside=[also] if also is not None else [])
+    if reads is not None and reads.is_dir():
+        from ftc.lineage import checkpoint_folder
+
+        found = checkpoint_folder(reads)
+        check_output_path(
+            output, folder=folder, not_inside=[found] if found == reads else [found, reads / "checkpoints"]
+        )
 
 
 def _sampling(options: dict):
@@ -373,6 +393,7 @@ def report_command(checkpoint: Path, output: Path) -> None:
     from ftc.lineage.report import report_html
     from ftc.stores.atomic import write_text_atomic
 
+    _check_output(output, reads=checkpoint)
     try:
         page = report_html(checkpoint_folder(checkpoint))
     except ValueError as exc:
