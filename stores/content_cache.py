@@ -27,7 +27,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from .atomic import write_text_atomic
+from .atomic import open_regular, write_text_atomic
 from .hashing import StatCache, cache_dir, hash_file
 from .objects import TRANSIENT_HINT, RemoteProblem
 from .storage import storage_failure
@@ -149,7 +149,9 @@ class ContentCache:
     def _lock(self, key: str) -> Iterator[None]:
         folder = self.root / "locks"
         folder.mkdir(parents=True, exist_ok=True)
-        with open(folder / f"{key}.lock", "w") as handle:
+        lock = folder / f"{key}.lock"  # the cache may be shared: a link planted there is refused, never truncated
+        fix = "remove it (and find out how it got there), or set FTC_CACHE_DIR to a folder of your own"
+        with os.fdopen(open_regular(lock, os.O_WRONLY | os.O_CREAT, 0o644, fix=fix), "w") as handle:
             fcntl.flock(handle, fcntl.LOCK_EX)
             try:
                 yield
