@@ -13,8 +13,13 @@ import re
 
 __all__ = ["for_html", "for_markdown", "for_terminal", "redact"]
 
-# scheme://AUTHORITY…: the authority runs to the first character that cannot be in a URL written inline
-_URL = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*://)(?P<rest>[^\s\"'<>`]*)")
+# scheme:// and what follows it up to white space: a password may hold any other character ('"', "<", "`" too)
+_URL = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*://)(?P<rest>\S*)")
+# where a URL written inline ends: a quote, angle bracket or back tick closing it (then the end or punctuation)
+_INLINE_END = re.compile(r"[\"'<>`](?=$|[,;:.)\]}\"'<>`])")
+# a host (a name, an IPv4 or a bracketed IPv6 address) and a port, then the end of the authority
+_HOST_AFTER_AT = re.compile(r"(?:\[[0-9A-Za-z:.%]*\]|[A-Za-z0-9._~%-]+)(?::[0-9]*)?(?![A-Za-z0-9._~%@:\[\]-])")
+_BRACKETED_HOST = re.compile(r"\[[0-9A-Za-z:.%]*\](?::[0-9]*)?")
 # query parameters that carry secrets in URLs people paste (presigned S3/GCS links, tokens)
 _SECRET_QUERY = re.compile(
     r"(?i)([?&](?:x-amz-signature|x-amz-credential|x-amz-security-token|x-goog-signature|x-goog-credential|signature"
@@ -23,28 +28,54 @@ _SECRET_QUERY = re.compile(
 REDACTED = "***"
 
 
+def _userinfo_end(rest: str) -> int | None:
+    """Where the user-info of the URL whose text after ``scheme://`` is ``rest`` ends (the index of its "@"), or None
+    when it has none.
+
+    A password may hold "@", "/", ":", "?" or "#" unescaped, so the cut is at the last "@" followed by a host: a
+    path holding "@" after such a password is cut too (nothing of the password leaks). User-info is there when the
+    authority (up to the first "/", "?" or "#") holds an "@", or holds a ":" and an "@" comes later (a password
+    with "/" in it): so ``host:port/path@x`` is cut like ``user:pass/word@host``, which it cannot be told from.
+    ``s3://bucket/key@v1`` (no ":" before the "/") holds none."""
+    head = re.split(r"[/?#]", rest, maxsplit=1)[0]
+    if "@" not in head and (":" not in head or _BRACKETED_HOST.fullmatch(head)):
+        return None
+    at = [i for i, char in enumerate(rest) if char == "@"]
+    hosts = [i for i in at if _HOST_AFTER_AT.match(rest, i + 1)]
+    if hosts:
+        return hosts[-1]
+    return at[-1] if "@" in head else None
+
+
 def _without_userinfo(match: re.Match[str]) -> str:
     scheme, rest = match.group("scheme"), match.group("rest")
-    authority = re.split(r"[/?#]", rest, maxsplit=1)[0]
-    port = authority.rpartition(":")[2] if ":" in authority and not authority.endswith("]") else ""
-    # user-info is removed whole, whatever it holds: a password may hold "@", "/" or ":" unescaped, so the cut is
-    # at the last "@" of the location (a path holding "@" after such a password is cut too: nothing of it leaks)
-    if "@" in authority or ("@" in rest and port and not port.isdigit()):
-        rest = REDACTED + "@" + rest.rpartition("@")[2]
+    inline = _INLINE_END.search(rest)
+    end = _userinfo_end(rest[: inline.start()]) if inline else None
+    if end is None:  # none in the URL as written inline: a password holding a quote runs on past it
+        end = _userinfo_end(rest)
+    if end is not None:
+        rest = REDACTED + rest[end:]
     return scheme + _SECRET_QUERY.sub(lambda m: m.group(1) + REDACTED, rest)
 
 
 def redact(text: str) -> str:
     """``text`` with the user-info of every URL in it replaced by ``***`` (``http://***@host/…``), whatever it
     contains, and secret-bearing query parameters (signatures, tokens, keys) emptied. The one redaction of ftc:
-    plans, lineage records, logs, error messages and a library's log lines passed on all go through it."""
+    plans, lineage records, logs, error messages and a library's log lines passed on all go through it.
+
+    >>> redact("View run at http://me:p@ss/w:rd@mlflow.local:5000/#/runs/1")
+    'View run at http://***@mlflow.local:5000/#/runs/1'
+    """
     if "://" not in text:
         return text
     return _URL.sub(_without_userinfo, text)
 
 
 # C0 controls, DEL, C1 controls, and the Unicode format characters that reorder or hide text on a terminal
-_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u061c\u200b-\u200f\u2028-\u202e\u2060-\u2069\ufeff]")
+_CONTROL = re.compile(
+    "[\x00-\x1f\x7f-\x9f\xad\u061c\u180e\u200b-\u200f\u2028-\u202e\u2060-\u2069\ufeff\ufff9-\ufffb"
+    "\U000e0000-\U000e007f]"  # and the invisible tag characters that spell hidden ASCII
+)
 
 
 def _escaped(match: re.Match[str]) -> str:
@@ -53,7 +84,9 @@ def _escaped(match: re.Match[str]) -> str:
     if char in named:
         return named[char]
     code = ord(char)
-    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
+    if code < 0x100:
+        return f"\\x{code:02x}"
+    return f"\\u{code:04x}" if code < 0x10000 else f"\\U{code:08x}"
 
 
 def for_terminal(text: str, *, newlines: bool = False) -> str:
