@@ -34,6 +34,7 @@ from ftc.lineage.plan import PLAN_FILE
 from ftc.lineage.record import LINEAGE_FILE
 from ftc.lineage.verify import verified_record
 from ftc.spec.reading import MiB, read_bounded_text
+from ftc.stores.atomic import clear_planted
 
 from ._model import save_tokenizer
 
@@ -234,6 +235,7 @@ class Checkpointer:
         final = self.root / "checkpoints" / checkpoint_name(state["global_step"])
         tmp = final.with_name(f".{final.name}.tmp")
         if self.rank == 0:
+            clear_planted(tmp)  # a link planted in the output folder goes: nothing is written through it
             shutil.rmtree(tmp, ignore_errors=True)
             tmp.mkdir(parents=True)
         self.barrier()
@@ -254,6 +256,7 @@ class Checkpointer:
             (tmp / STATE_FILE).write_text(json.dumps(state, indent=2, sort_keys=True) + "\n")
             record = lineage(tmp, final)
             (tmp / LINEAGE_FILE).write_text(json.dumps(record, indent=2, sort_keys=True) + "\n")
+            clear_planted(final)
             if final.exists():
                 shutil.rmtree(final)
             os.replace(tmp, final)
