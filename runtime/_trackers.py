@@ -318,7 +318,8 @@ class Tracker:
         log(f"tracking in {self.backend.where}: {self.link.get('url') or self.link.get('dir')}{again}")
         try:
             write_text_atomic(out / TRACKER_FILE, json.dumps(self.link, indent=2, sort_keys=True) + "\n")
-        except OSError as exc:  # a tracker never stops training; a later --resume starts a new tracker run
+        except (OSError, UsageError) as exc:  # UsageError: a link planted at tracker.json, refused
+            # a tracker never stops training; a later --resume starts a new tracker run
             log(f"warning: cannot keep where the tracker's run is ({exc}); a resumed run would start a new one")
 
     @property
