@@ -25,6 +25,7 @@ from typing import Any
 from ftc.errors import UsageError
 from ftc.lineage.record import LINEAGE_FILE, LINEAGE_VERSION, checkpoint_parent, checkpoint_section, environment, seal
 from ftc.runtime import save_tokenizer
+from ftc.stores.atomic import check_output_path, clear_planted
 from ftc.stores.safetensors_header import read_safetensors_header
 from ftc.stores.storage import storage_failure
 
@@ -54,7 +55,8 @@ def export_checkpoint(
 ) -> Exported:
     """Export the checkpoint at ``path`` to the new folder ``out``. ``merge``: merge an adapter into its base
     (default: yes for adapters; whole weights are copied as they are)."""
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+    check_output_path(out, folder=True)  # not a link, a file or a device: before the merge, not after it
+    if out.exists() and any(out.iterdir()):
         raise UsageError(f"{out} already exists; export into a new folder (nothing is overwritten)")
     trained = open_trained(path, need_base=merge is not False)
     if trained.is_export:
@@ -62,6 +64,7 @@ def export_checkpoint(
     merge = trained.adapter if merge is None else merge and trained.adapter
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".{out.name}.export-tmp")
+    clear_planted(tmp)  # a link there goes, not what it points to
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
     try:

@@ -186,6 +186,7 @@ def download_checkpoint(
     :func:`read_marker`."""
     import shutil
 
+    from .atomic import clear_planted
     from .content_cache import ContentCache
 
     marker = marker if marker is not None else read_marker(store, checkpoint_uri)
@@ -195,7 +196,9 @@ def download_checkpoint(
         raise RemoteProblem("\n    ".join(problems), "continue from another checkpoint", "changed")
     cache = ContentCache()
     partial = dest.with_name(f".{dest.name}.download")
+    clear_planted(partial)  # a link planted there goes: the files are never copied through it
     shutil.rmtree(partial, ignore_errors=True)
+    partial.mkdir(parents=True)  # a new folder of this run's own
     for f in marker["files"]:
         cached = _fetched(store, cache, listed[f["path"]], f["sha256"], on_bytes)
         target = partial / f["path"]
