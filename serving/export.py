@@ -85,9 +85,9 @@ def export_checkpoint(
 def _base_dtype(base: Path | str) -> str:
     """The dtype most of the base's weight bytes are in (its headers, checked, not trusted)."""
     if not isinstance(base, Path):  # the published weights of a model id: their config says
-        from transformers import AutoConfig
+        from ftc.runtime import pretrained_config
 
-        found = getattr(AutoConfig.from_pretrained(base), "dtype", None)
+        found = getattr(pretrained_config(base, "the published base weights"), "dtype", None)
         return str(found).removeprefix("torch.") if found is not None else "float32"
     counts: Counter[str] = Counter()
     for file in sorted(base.glob("*.safetensors")):
@@ -101,8 +101,8 @@ def _write(
     trained: Trained, tmp: Path, out: Path, *, merge: bool, max_shard_size: str, log: Any, given: str
 ) -> Exported:
     import torch
-    from transformers import AutoTokenizer
 
+    from ftc.runtime import pretrained_tokenizer
     from ftc.runtime.chat_template import chat_template
     from ftc.runtime.generation import stop_token_ids
 
@@ -120,7 +120,7 @@ def _write(
             if (source / name).exists():
                 shutil.copyfile(source / name, tmp / name)
         dtype = _base_dtype(source)
-    tokenizer = AutoTokenizer.from_pretrained(source)
+    tokenizer = pretrained_tokenizer(source, "the checkpoint")
     fmt = trained.prompt_format
     if fmt is not None:
         tokenizer.chat_template = chat_template(fmt)
