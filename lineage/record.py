@@ -18,6 +18,7 @@ import platform
 from pathlib import Path
 from typing import Any
 
+from ftc.errors import LineageBroken
 from ftc.spec.canonical import digest_of
 from ftc.spec.reading import MiB, NotReadable, finite_json, read_bounded_text
 from ftc.stores.hashing import FileDigest, StatCache, hash_file, hash_tree, manifest_digest
@@ -25,20 +26,27 @@ from ftc.stores.hashing import FileDigest, StatCache, hash_file, hash_tree, mani
 __all__ = [
     "LINEAGE_FILE",
     "LINEAGE_VERSION",
+    "MAX_CHAIN_DEPTH",
+    "MAX_NESTING",
     "MEASURED",
     "REPRODUCTION_FILE",
+    "SIGNATURE_FILE",
     "checkpoint_files",
     "checkpoint_parent",
     "checkpoint_section",
+    "chain_depth",
     "environment",
     "location_of",
     "read_record",
     "record_id_of",
     "reproduction_of",
     "seal",
+    "too_long",
 ]
 
 LINEAGE_FILE = "lineage.json"
+#: the folder's signature (ftc.lineage.signing), written after the record and over it: never among the files it names
+SIGNATURE_FILE = "model.sig"
 #: ftc reproduce's verdict, in the rerun's output folder (beside checkpoints/)
 REPRODUCTION_FILE = "reproduction.json"
 LINEAGE_VERSION = 1
@@ -60,8 +68,8 @@ def seal(record: dict[str, Any]) -> dict[str, Any]:
 
 
 def checkpoint_files(folder: Path, cache: StatCache | None = None) -> list[FileDigest]:
-    """Every file of a checkpoint but its lineage record, hashed (unchanged files from ``cache``)."""
-    return [f for f in hash_tree(folder, cache) if f.path != LINEAGE_FILE]
+    """Every file of a checkpoint but its lineage record and its signature, hashed (unchanged files from ``cache``)."""
+    return [f for f in hash_tree(folder, cache) if f.path not in (LINEAGE_FILE, SIGNATURE_FILE)]
 
 
 def checkpoint_section(folder: Path) -> dict[str, Any]:
@@ -69,8 +77,75 @@ def checkpoint_section(folder: Path) -> dict[str, Any]:
     return {"files": [f.to_dict() for f in files], "digest": manifest_digest(files)}
 
 
+#: the most records one chain may hold, the checkpoint's own included: each training stage, export or reproduction
+#: adds one, so a real chain stays far below; every reader of a chain (verify, show, diff, report, export) walks
+#: at most this many, and a deeper one is refused when it is read
+MAX_CHAIN_DEPTH = 64
+#: the deepest JSON nesting a record may have: a chain of MAX_CHAIN_DEPTH records nests 3 levels per record
+#: (record -> parents -> entry -> lineage) plus a few inside each; more is a record built to exhaust a reader
+MAX_NESTING = 4 * MAX_CHAIN_DEPTH + 16
+
+
+def _nesting(document: Any) -> int:
+    """How deeply ``document`` (parsed JSON) nests objects and arrays, walked without recursion."""
+    deepest, stack = 0, [(document, 1)]
+    while stack:
+        value, depth = stack.pop()
+        if isinstance(value, dict):
+            value = list(value.values())
+        elif not isinstance(value, list):
+            continue
+        deepest = max(deepest, depth)
+        if depth <= MAX_NESTING:  # deeper is refused whatever lies below
+            stack += [(v, depth + 1) for v in value if isinstance(v, (dict, list))]
+    return deepest
+
+
+def chain_depth(record: dict[str, Any]) -> int:
+    """How many records the longest chain of ``record`` holds (1: no embedded parent record), walked without
+    recursion; it stops counting past :data:`MAX_CHAIN_DEPTH`."""
+    deepest, stack = 0, [(record, 1)]
+    while stack:
+        rec, depth = stack.pop()
+        deepest = max(deepest, depth)
+        parents = rec.get("parents") if isinstance(rec, dict) else None
+        if depth > MAX_CHAIN_DEPTH or not isinstance(parents, list):
+            continue
+        stack += [
+            (p["lineage"], depth + 1) for p in parents if isinstance(p, dict) and isinstance(p.get("lineage"), dict)
+        ]
+    return deepest
+
+
+def _too_deep(path: Path, record: Any) -> str | None:
+    """Why ``record`` (read from ``path``) is refused before anything walks it, or None."""
+    if isinstance(record, dict) and chain_depth(record) > MAX_CHAIN_DEPTH:
+        return (
+            f"{path}: not a lineage record ftc reads: its chain embeds more than {MAX_CHAIN_DEPTH} records (each"
+            " training stage, export or reproduction adds one)\n    fix: ftc never extends a chain past that: treat"
+            " this checkpoint as untrusted"
+        )
+    if _nesting(record) > MAX_NESTING:
+        return (
+            f"{path}: not a lineage record: JSON nested more than {MAX_NESTING} levels deep (no record ftc writes"
+            " comes close)"
+        )
+    return None
+
+
+def too_long(folder: Path) -> str:
+    """Why the checkpoint in ``folder``, whose chain is :data:`MAX_CHAIN_DEPTH` records long, cannot be a parent."""
+    return (
+        f"{folder}: its lineage chain already holds {MAX_CHAIN_DEPTH} records, the most ftc reads: a checkpoint made"
+        " from it could not be verified\n    fix: start a new chain from its weights as plain base weights (a copy of"
+        " the folder without lineage.json)"
+    )
+
+
 def read_record(folder: Path) -> dict[str, Any] | None:
-    """The lineage record in ``folder``, or None when it has none. Raises ValueError for one that is not JSON."""
+    """The lineage record in ``folder``, or None when it has none. Raises ValueError for one that is not JSON, is
+    nested deeper than :data:`MAX_NESTING`, holds a chain of more than :data:`MAX_CHAIN_DEPTH` records, or does
+    not match lineage.schema.json: every reader of a record reads it here, so none walks a deeper one."""
     path = folder / LINEAGE_FILE
     if not path.exists() and not path.is_symlink():
         return None
@@ -78,8 +153,15 @@ def read_record(folder: Path) -> dict[str, Any] | None:
         # a record embeds its parents' records: a long chain of large folders stays far below this
         text = read_bounded_text(path, limit=64 * MiB, what="lineage record")  # a regular file, or NotReadable
         record = finite_json(text)
-    except (NotReadable, ValueError, RecursionError) as exc:  # ValueError: not JSON, NaN
+    except RecursionError:  # the parser's own depth limit
+        raise ValueError(
+            f"{path}: not a lineage record: JSON nested too deeply to parse (no record ftc writes comes close)"
+        ) from None
+    except (NotReadable, ValueError) as exc:  # ValueError: not JSON, NaN
         raise ValueError(f"{path}: not a lineage record ({exc})") from None
+    problem = _too_deep(path, record)
+    if problem is not None:
+        raise ValueError(problem)
     from ftc.spec.schemas import validator
 
     error = next(iter(validator("lineage.schema.json").iter_errors(record)), None)
@@ -118,7 +200,10 @@ def location_of(path: Path, checkpoint: Path, given: str) -> str:
 def checkpoint_parent(folder: Path, record: dict[str, Any], relation: str, child: Path, given: str) -> dict[str, Any]:
     """A checkpoint (in ``folder``, whose verified record is ``record``) as the parent of ``child`` (an export, a
     reproduction): its files with its record among them, the record embedded whole, located relative to the child,
-    so `ftc lineage verify` walks from the child down the whole chain."""
+    so `ftc lineage verify` walks from the child down the whole chain. A record already :data:`MAX_CHAIN_DEPTH`
+    deep cannot have a child that ftc would read back: :class:`LineageBroken`."""
+    if chain_depth(record) >= MAX_CHAIN_DEPTH:
+        raise LineageBroken(too_long(folder))
     files = {f["path"]: f["sha256"] for f in record["checkpoint"]["files"]}
     with StatCache() as cache:  # read once per rerun, not once per checkpoint it writes
         files[LINEAGE_FILE], _ = hash_file(folder / LINEAGE_FILE, cache)
