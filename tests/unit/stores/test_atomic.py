@@ -1,0 +1,204 @@
+"""Writes go only where meant: no file ftc writes follows a link planted at its name, and no output replaces a
+device, a FIFO, a socket, a folder or a link; an output inside what a command reads is refused."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import stat
+import time
+
+import pytest
+
+from ftc.errors import ExitCode, StorageFailed, UsageError
+from ftc.runtime._lock import output_lock
+from ftc.runtime._progress import MetricsLog
+from ftc.stores.atomic import check_output_path, clear_planted, open_regular, write_text_atomic
+
+PLAN_ID = "sha256:" + "0" * 64
+
+
+@pytest.fixture
+def victim(tmp_path):
+    path = tmp_path / "victim.txt"
+    path.write_text("precious\n")
+    return path
+
+
+# --- the output folder's lock ----------------------------------------------------------------------------------
+
+
+def test_a_lock_symlink_planted_in_the_output_folder_is_refused_and_its_target_left_intact(tmp_path, victim):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / ".ftc-lock-node0").symlink_to(victim)
+    with pytest.raises(StorageFailed) as caught:
+        with output_lock(out, node_rank=0, plan_id=PLAN_ID):
+            pytest.fail("the lock was taken through a link")
+    assert caught.value.exit_code == ExitCode.STORAGE_FAILED == 15
+    assert f"{out / '.ftc-lock-node0'} is a symbolic link (to {victim}), not a file ftc wrote" in str(caught.value)
+    assert "fix: remove it (and find out how it got there), or choose another output_dir" in str(caught.value)
+    assert victim.read_text() == "precious\n"
+
+
+def test_a_lock_of_another_node_planted_as_a_dangling_link_makes_no_file_where_it_points(tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / ".ftc-lock-node3").symlink_to(tmp_path / "made-by-ftc")
+    with pytest.raises(StorageFailed, match="is a symbolic link"):
+        with output_lock(out, node_rank=3, plan_id=PLAN_ID):
+            pass
+    assert not (tmp_path / "made-by-ftc").exists()  # O_CREAT through a dangling link would have made it
+
+
+def test_a_fifo_or_a_folder_at_the_lock_name_is_refused_without_waiting(tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    os.mkfifo(out / ".ftc-lock-node0")
+    (out / ".ftc-lock-node1").mkdir()
+    started = time.monotonic()
+    with pytest.raises(StorageFailed, match=r"\.ftc-lock-node0 is a FIFO \(named pipe\), not a file ftc wrote"):
+        with output_lock(out, node_rank=0, plan_id=PLAN_ID):
+            pass
+    with pytest.raises(StorageFailed, match=r"\.ftc-lock-node1 is a folder, not a file ftc wrote"):
+        with output_lock(out, node_rank=1, plan_id=PLAN_ID):
+            pass
+    assert time.monotonic() - started < 5
+    assert stat.S_ISFIFO(os.lstat(out / ".ftc-lock-node0").st_mode)
+
+
+def test_a_real_lock_file_is_still_taken_and_emptied_after(tmp_path):
+    out = tmp_path / "out"
+    with output_lock(out, node_rank=0, plan_id=PLAN_ID):
+        assert json.loads((out / ".ftc-lock-node0").read_text())["plan_id"] == PLAN_ID
+    assert (out / ".ftc-lock-node0").read_text() == ""
+
+
+# --- metrics.jsonl ----------------------------------------------------------------------------------------------
+
+
+def test_a_metrics_jsonl_symlink_is_neither_appended_to_nor_read_on_resume(tmp_path, victim):
+    for resumed in (None, 4):
+        (tmp_path / "metrics.jsonl").unlink(missing_ok=True)
+        (tmp_path / "metrics.jsonl").symlink_to(victim)
+        with pytest.raises(StorageFailed, match=r"metrics\.jsonl is a symbolic link \(to .*victim\.txt\)") as caught:
+            MetricsLog(tmp_path / "metrics.jsonl", enabled=True, keep_until_step=resumed)
+        assert caught.value.exit_code == 15
+        assert victim.read_text() == "precious\n"
+    assert not list(tmp_path.glob(".metrics.jsonl.*.tmp"))  # the resume's temp file went with the refusal
+
+
+def test_a_resume_never_writes_through_a_link_planted_at_the_old_temp_name(tmp_path, victim):
+    path = tmp_path / "metrics.jsonl"
+    path.write_text("".join(json.dumps({"step": s}) + "\n" for s in range(1, 6)))
+    (tmp_path / "metrics.tmp").symlink_to(victim)  # the name an earlier ftc used for the rewrite
+    MetricsLog(path, enabled=True, keep_until_step=2).close()
+    assert [json.loads(line)["step"] for line in path.read_text().splitlines()] == [1, 2]
+    assert victim.read_text() == "precious\n" and not path.is_symlink()
+    assert stat.S_IMODE(path.stat().st_mode) == 0o644
+
+
+# --- write_text_atomic ------------------------------------------------------------------------------------------
+
+
+def test_write_text_atomic_never_replaces_a_device(tmp_path):
+    with pytest.raises(UsageError) as caught:
+        write_text_atomic("/dev/null", "x")
+    assert str(caught.value).startswith("/dev/null is a character device, not a regular file; ftc does not replace")
+    assert stat.S_ISCHR(os.stat("/dev/null").st_mode)
+
+
+def test_write_text_atomic_never_replaces_a_link_but_writes_a_regular_file(tmp_path, victim):
+    link = tmp_path / "link.json"
+    link.symlink_to(victim)
+    with pytest.raises(UsageError, match=r"link\.json is a symbolic link \(to .*victim\.txt\); ftc neither writes"):
+        write_text_atomic(link, "{}")
+    assert link.is_symlink() and victim.read_text() == "precious\n"
+    assert write_text_atomic(tmp_path / "new.json", "{}").read_text() == "{}"
+    assert write_text_atomic(victim, "replaced").read_text() == "replaced"  # a regular file is replaced whole
+
+
+def test_write_text_atomic_says_which_error_its_caller_wants(tmp_path):
+    os.mkfifo(tmp_path / "summary.json")
+    with pytest.raises(StorageFailed, match=r"summary\.json is a FIFO \(named pipe\), not a regular file"):
+        write_text_atomic(tmp_path / "summary.json", "{}", error=StorageFailed)
+    assert not [p for p in tmp_path.iterdir() if p.name != "summary.json"]  # no temp file left
+
+
+# --- check_output_path ------------------------------------------------------------------------------------------
+
+
+def _refused(path, **kwargs) -> str:
+    with pytest.raises(UsageError) as caught:
+        check_output_path(path, **kwargs)
+    assert caught.value.exit_code == ExitCode.USAGE == 2
+    return str(caught.value)
+
+
+def test_an_output_that_is_a_socket_or_a_file_where_a_folder_goes_is_refused(tmp_path):
+    server = socket.socket(socket.AF_UNIX)
+    server.bind(str(tmp_path / "sock"))
+    try:
+        assert "-o " + str(tmp_path / "sock") + " is a socket, not a regular file" in _refused(tmp_path / "sock")
+    finally:
+        server.close()
+    (tmp_path / "file").write_text("x")
+    message = _refused(tmp_path / "file", folder=True)
+    assert f"-o {tmp_path / 'file'} is a file, not a folder; ftc does not replace it" in message
+    assert "fix: give the path of a new folder" in message
+    assert (tmp_path / "file").read_text() == "x"
+
+
+def test_an_output_under_a_file_is_refused_before_any_work(tmp_path):
+    (tmp_path / "file").write_text("x")
+    message = _refused(tmp_path / "file" / "deeper" / "r.html")
+    assert f"{tmp_path / 'file'} is not a folder\n    fix: give a path under a folder" in message
+
+
+def test_a_dangling_link_as_output_is_refused_and_nothing_is_made_where_it_points(tmp_path):
+    (tmp_path / "out.html").symlink_to(tmp_path / "elsewhere.html")
+    assert "is a symbolic link (to " in _refused(tmp_path / "out.html")
+    assert not (tmp_path / "elsewhere.html").exists()
+
+
+def test_an_output_inside_what_is_read_is_refused_however_it_is_spelled(tmp_path, monkeypatch):
+    checkpoint = tmp_path / "runs" / "checkpoints" / "step-4"
+    checkpoint.mkdir(parents=True)
+    (tmp_path / "elsewhere").mkdir()
+    (tmp_path / "elsewhere" / "into").symlink_to(checkpoint)  # a linked folder above the output
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    for spelled in (
+        checkpoint / "eval.jsonl",
+        checkpoint / "sub" / "deeper" / "x",  # folders that do not exist yet
+        "into/eval.jsonl",
+        "../runs/checkpoints/step-4/../step-4/eval.jsonl",  # relative, with ..
+        f"{checkpoint}/",  # the checkpoint itself, with a trailing slash
+    ):
+        message = _refused(spelled, not_inside=[checkpoint], folder=str(spelled).endswith("/"))
+        assert f"is inside {checkpoint}, which this command reads" in message, spelled
+        assert "fix: write it outside that folder" in message
+    # beside it is fine, and so is a name that only starts the same
+    assert check_output_path(tmp_path / "runs" / "checkpoints" / "step-40" / "x", not_inside=[checkpoint])
+    assert check_output_path(tmp_path / "runs" / "report.html", not_inside=[checkpoint])
+
+
+def test_clear_planted_removes_the_link_not_what_it_points_to(tmp_path, victim):
+    folder = tmp_path / "folder"
+    folder.mkdir()
+    (folder / "keep").write_text("k")
+    (tmp_path / "a").symlink_to(folder)
+    (tmp_path / "b").symlink_to(victim)
+    clear_planted(tmp_path / "a")
+    clear_planted(tmp_path / "b")
+    clear_planted(tmp_path / "absent")
+    assert not os.path.lexists(tmp_path / "a") and not os.path.lexists(tmp_path / "b")
+    assert (folder / "keep").read_text() == "k" and victim.read_text() == "precious\n"
+    clear_planted(folder)  # a real folder is left to its caller
+    assert (folder / "keep").exists()
+
+
+def test_open_regular_refuses_a_device_it_could_otherwise_truncate():
+    with pytest.raises(StorageFailed, match="/dev/null is a character device, not a file ftc wrote"):
+        open_regular("/dev/null", os.O_RDWR | os.O_CREAT)
+    assert stat.S_ISCHR(os.stat("/dev/null").st_mode)
