@@ -8,7 +8,21 @@ from typing import Any
 from ._backend import run
 from ._launch import Rendezvous, run_plan
 
-__all__ = ["Rendezvous", "inspect_data", "run", "run_plan", "save_tokenizer", "verify_inputs"]
+__all__ = [
+    "Rendezvous",
+    "inspect_data",
+    "pretrained_adapter",
+    "pretrained_causal_lm",
+    "pretrained_config",
+    "pretrained_tokenizer",
+    "run",
+    "run_plan",
+    "save_tokenizer",
+    "verify_inputs",
+]
+
+#: loaders that never run code from a weights folder (runtime/_model.py), and the tokenizer saver
+_LOADERS = ("pretrained_adapter", "pretrained_causal_lm", "pretrained_config", "pretrained_tokenizer", "save_tokenizer")
 
 
 def __getattr__(name: str) -> Any:
@@ -17,10 +31,10 @@ def __getattr__(name: str) -> Any:
         from ._inspect import inspect_data
 
         return inspect_data
-    if name == "save_tokenizer":  # a checkpoint's and an export's tokenizer, saved the same way
-        from ._model import save_tokenizer
+    if name in _LOADERS:  # a checkpoint's and an export's tokenizer, saved the same way; weights loaded one way
+        from . import _model
 
-        return save_tokenizer
+        return getattr(_model, name)
     if name == "verify_inputs":
         from ._inputs import verify_inputs
 

@@ -1,6 +1,9 @@
 """Load the model and tokenizer a plan names, and put a LoRA adapter on it (new or continued).
 
-Weights load from safetensors only: a pickled checkpoint is refused, because unpickling runs code.
+Weights load from safetensors only: a pickled checkpoint is refused, because unpickling runs code. Nothing here runs
+code from a weights folder either: every loader of ftc (:func:`pretrained_tokenizer`, :func:`pretrained_config`,
+:func:`pretrained_causal_lm`, :func:`pretrained_adapter`) first refuses a folder that holds Python files or a config
+naming them (``auto_map``), then passes ``trust_remote_code=False`` (without it transformers asks on stdin).
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ from typing import Any
 
 from ftc.errors import DataInvalid, InputUnresolvable, UsageError
 from ftc.spec import JobSpec
+from ftc.stores.weights_folder import refuse_code
 
 __all__ = [
     "LoadedModel",
@@ -19,6 +23,10 @@ __all__ = [
     "kernels_for",
     "load_model",
     "load_tokenizer",
+    "pretrained_adapter",
+    "pretrained_causal_lm",
+    "pretrained_config",
+    "pretrained_tokenizer",
     "save_tokenizer",
 ]
 
@@ -48,6 +56,59 @@ def describe_mode(mode: str, own_weights: bool) -> str:
         "lora-new": f"a new LoRA adapter on {base}",
         "lora-continue": f"continuing a LoRA adapter on {base}",
     }[mode]
+
+
+def _no_code(source: Path | str, what: str) -> None:
+    """A local folder must hold no code a loader could run (a model id's files are never trusted either: every
+    loader below passes trust_remote_code=False, so transformers refuses them itself)."""
+    if isinstance(source, Path):
+        refuse_code(source, what)
+
+
+def _unloadable(source: Path | str, what: str, exc: Exception) -> InputUnresolvable:
+    return InputUnresolvable(
+        f"{source}: {what} could not be loaded: {exc}\n    fix: point at a folder saved by save_pretrained (or a "
+        "model id whose files are in the Hugging Face cache)"
+    )
+
+
+def pretrained_tokenizer(source: Path | str, what: str = "the tokenizer") -> Any:
+    """``AutoTokenizer.from_pretrained(source)`` that never runs code from ``source``."""
+    from transformers import AutoTokenizer
+
+    _no_code(source, what)
+    try:
+        return AutoTokenizer.from_pretrained(source, trust_remote_code=False)
+    except (OSError, ValueError) as exc:
+        raise _unloadable(source, what, exc) from None
+
+
+def pretrained_config(source: Path | str, what: str = "the model config") -> Any:
+    """``AutoConfig.from_pretrained(source)`` that never runs code from ``source``."""
+    from transformers import AutoConfig
+
+    _no_code(source, what)
+    try:
+        return AutoConfig.from_pretrained(source, trust_remote_code=False)
+    except (OSError, ValueError) as exc:
+        raise _unloadable(source, what, exc) from None
+
+
+def pretrained_causal_lm(source: Path | str, what: str = "the weights", **options: Any) -> Any:
+    """``AutoModelForCausalLM.from_pretrained(source, **options)`` that never runs code from ``source``. Its errors
+    are the caller's to word (a run and a server say different things)."""
+    from transformers import AutoModelForCausalLM
+
+    _no_code(source, what)
+    return AutoModelForCausalLM.from_pretrained(source, trust_remote_code=False, **options)
+
+
+def pretrained_adapter(model: Any, adapter: Path, what: str = "the adapter", **options: Any) -> Any:
+    """``PeftModel.from_pretrained(model, adapter, **options)`` that never runs code from ``adapter``."""
+    from peft import PeftModel
+
+    _no_code(adapter, what)
+    return PeftModel.from_pretrained(model, adapter, trust_remote_code=False, **options)
 
 
 def _has_tokenizer(folder: Path | None) -> bool:
@@ -115,13 +176,11 @@ def apply_liger(model: Any) -> None:
 def load_tokenizer(spec: JobSpec, base: Path | None, adapter: Path | None) -> tuple[Any, str]:
     """The tokenizer a run uses, and where it comes from: the base weights' folder, else the adapter's, else the
     published one of model_id ("base weights", "adapter", "hub")."""
-    from transformers import AutoTokenizer
-
     if base is not None and _has_tokenizer(base):
-        return AutoTokenizer.from_pretrained(base), "base weights"
+        return pretrained_tokenizer(base, "the base weights"), "base weights"
     if _has_tokenizer(adapter):
-        return AutoTokenizer.from_pretrained(adapter), "adapter"
-    return AutoTokenizer.from_pretrained(spec.model_id), "hub"
+        return pretrained_tokenizer(adapter, "the adapter"), "adapter"
+    return pretrained_tokenizer(spec.model_id, "the published tokenizer"), "hub"
 
 
 def load_model(
@@ -136,15 +195,18 @@ def load_model(
 ) -> LoadedModel:
     """The model to train, its weights in ``dtype``. ``base`` is a weights folder, or a model id for the published
     weights."""
-    from transformers import AutoModelForCausalLM
-
+    _no_code(base, "the base weights")  # every folder before anything of any is loaded
+    if adapter is not None:
+        _no_code(adapter, "the adapter")
     if isinstance(base, Path):
         _require_safetensors(base, "weights")
     if attention == "sdpa_varlen":
         from ._attention import register
 
         register()
-    model = AutoModelForCausalLM.from_pretrained(base, dtype=dtype, use_safetensors=True, attn_implementation=attention)
+    model = pretrained_causal_lm(
+        base, "the base weights", dtype=dtype, use_safetensors=True, attn_implementation=attention
+    )
     model.config.use_cache = False  # a KV cache disables the packed-sequence masks and costs memory in training
     if spec.activation_checkpointing:
         if hasattr(model, "activation_checkpointing_enable"):  # transformers >= 5.2x; the older name warns there
@@ -184,12 +246,12 @@ def load_model(
         )
         model = get_peft_model(model, config)
     elif mode == "lora-continue":
-        from peft import LoraConfig, PeftModel
+        from peft import LoraConfig
 
         _require_safetensors(adapter, "adapter weights")
-        config = LoraConfig.from_pretrained(adapter)
+        config = LoraConfig.from_pretrained(adapter, trust_remote_code=False)
         config.lora_dropout = spec.lora_config.lora_dropout  # the one setting a continuation may change
-        model = PeftModel.from_pretrained(model, adapter, is_trainable=True, config=config)
+        model = pretrained_adapter(model, adapter, "the adapter", is_trainable=True, config=config)
         if isinstance(base, Path):  # peft reads the base's config when saving: here, not a model hub (the adapter
             # names model_id there, which checkpoints keep; see _checkpoint._name_base)
             model.peft_config["default"].base_model_name_or_path = str(base)

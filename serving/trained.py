@@ -16,6 +16,7 @@ from ftc.lineage.plan import checkpoint_plan
 from ftc.lineage.verify import verified_record
 from ftc.spec import PromptFormat
 from ftc.spec.plan import Plan
+from ftc.stores.weights_folder import refuse_code
 
 __all__ = ["Trained", "load_model", "open_trained"]
 
@@ -51,6 +52,7 @@ def open_trained(path: Path, *, need_base: bool = True) -> Trained:
     from ftc.runtime.chat_template import stop_texts
 
     folder = checkpoint_folder(path).resolve()
+    refuse_code(folder, "the checkpoint")  # before reading anything of it
     record = verified_record(
         folder,
         "not what its lineage record says; nothing of it is loaded",
@@ -96,28 +98,31 @@ def _base_weights(plan: Plan, folder: Path) -> Path | str:
     from ftc.runtime import verify_inputs
 
     try:
-        return verify_inputs(plan, {"base_model"})["base_model"]
+        base = verify_inputs(plan, {"base_model"})["base_model"]
     except (InputChanged, InputUnresolvable) as exc:
         exc.args = (f"the base weights {folder.name} was trained on: {exc}",)
         raise exc from None
+    if isinstance(base, Path):
+        refuse_code(base, f"the base weights {folder.name} was trained on")
+    return base
 
 
 def load_model(trained: Trained, *, dtype: str = "float32", device: str = "cpu") -> tuple[Any, Any]:
     """The model (an adapter on its base, unmerged; or whole weights) in ``dtype`` on ``device``, and the
     tokenizer saved with it, for inference."""
     import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    from ftc.runtime import pretrained_adapter, pretrained_causal_lm, pretrained_tokenizer
+
+    what = "the export" if trained.is_export else "the checkpoint"
     torch_dtype = getattr(torch, dtype)
-    tokenizer = AutoTokenizer.from_pretrained(trained.folder)
+    tokenizer = pretrained_tokenizer(trained.folder, what)
     try:
         if trained.adapter:
-            from peft import PeftModel
-
-            base = AutoModelForCausalLM.from_pretrained(trained.base, dtype=torch_dtype, use_safetensors=True)
-            model = PeftModel.from_pretrained(base, trained.folder)
+            base = pretrained_causal_lm(trained.base, "the base weights", dtype=torch_dtype, use_safetensors=True)
+            model = pretrained_adapter(base, trained.folder, what)
         else:
-            model = AutoModelForCausalLM.from_pretrained(trained.folder, dtype=torch_dtype, use_safetensors=True)
+            model = pretrained_causal_lm(trained.folder, what, dtype=torch_dtype, use_safetensors=True)
     except (OSError, ValueError) as exc:
         raise InputUnresolvable(f"{trained.folder}: the model does not load: {exc}") from None
     return model.to(device).eval(), tokenizer
