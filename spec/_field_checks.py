@@ -8,6 +8,7 @@ from collections.abc import Callable
 from ftc.errors import Problem
 
 from .model import JobSpec
+from .text import redact
 
 __all__ = ["spec_problems"]
 
@@ -69,14 +70,14 @@ def _logger(spec: JobSpec, problem: ProblemAt) -> list[Problem]:
             )
         )
     uri = logger.provider_config.get("tracking_uri", "")
-    if re.match(r"^[a-z][a-z0-9+.-]*://[^/@]*@", uri, re.IGNORECASE):
+    if isinstance(uri, str) and redact(uri) != uri:  # user-info of any shape (a password holding "/" or "@")
         out.append(
             problem(
                 ("logger", "provider_config", "tracking_uri"),
                 "the tracking URI holds credentials, which would be written into the plan and its checkpoints",
                 "remove them from the URI and set MLFLOW_TRACKING_USERNAME/MLFLOW_TRACKING_PASSWORD or "
                 "MLFLOW_TRACKING_TOKEN in the environment",
-                value=re.sub(r"//[^/@]*@", "//***@", uri),
+                value=redact(uri),
             )
         )
     log_dir = logger.provider_config.get("log_dir")
