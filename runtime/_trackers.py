@@ -17,6 +17,7 @@ step.
 from __future__ import annotations
 
 import json
+import logging
 import netrc
 import os
 import re
@@ -27,6 +28,7 @@ from typing import Any
 from ftc.errors import InputUnresolvable, UsageError
 from ftc.spec import Logger
 from ftc.spec.plan import Plan
+from ftc.spec.text import redact
 from ftc.stores.atomic import write_text_atomic
 
 from ._progress import log
@@ -52,9 +54,23 @@ _TRAIN_KEYS = {"loss": "train/loss", "lr": "train/lr", "tokens_per_s": "train/to
 _EVAL_KEYS = {"eval_loss": "eval/loss", "exact_match": "eval/exact_match"}
 
 
-def _redacted(text: str) -> str:
-    """``text`` with the user and password of any URL in it replaced (``http://***@host``)."""
-    return re.sub(r"//[^/@\s]*@", "//***@", text)
+class _Redacting(logging.Filter):
+    """A library's log line reaches the user through the one redaction: a URL's user-info never shows."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        text = record.getMessage()
+        if redact(text) != text:
+            record.msg, record.args = redact(text), ()
+        return True
+
+
+def _redact_library_logs(*names: str) -> None:
+    """Pass every line the named libraries log (through their loggers and their own handlers) through redact."""
+    for name in names:
+        logger = logging.getLogger(name)
+        for target in (logger, *logger.handlers):
+            if not any(isinstance(f, _Redacting) for f in target.filters):
+                target.addFilter(_Redacting())
 
 
 def _flat(value: Any, prefix: str = "") -> dict[str, str]:
@@ -94,8 +110,11 @@ class _MLflow:
         os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
         from mlflow import MlflowClient
 
+        # MLflow prints "View run at <uri>" itself (to stdout, unredacted): ftc says where the run is, redacted
+        os.environ["MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT"] = "true"
+        _redact_library_logs("mlflow", "urllib3.connectionpool")
         self.client, self.run_id = MlflowClient(tracking_uri=uri), None
-        self.uri = _redacted(uri)  # what is shown and kept: without a password in the URI
+        self.uri = redact(uri)  # what is shown and kept: without a password in the URI
         self.queued: list[Any] = []
         self.experiment = config.get("experiment_name", "ftc")
         self.run_name = config.get("run_name", out.name)
@@ -194,7 +213,8 @@ class _Wandb:
         )  # fmt: skip
         if resume is not None:
             self.run.summary["ftc.resumed_at_step"] = resume[1]
-        self.link = {"provider": "wandb", "run_id": self.run.id, "url": self.run.url, "dir": self.run.dir}
+        self.link = {"provider": "wandb", "run_id": self.run.id, "url": self.run.url and redact(self.run.url),
+                     "dir": self.run.dir}  # fmt: skip
 
     def log(self, record: dict[str, Any]) -> None:
         metrics = _metrics(record)
@@ -273,7 +293,8 @@ def check_tracker(plan: Plan) -> bool:
     try:
         backend.reachable()
     except Exception as exc:  # noqa: BLE001 - any client's failure to answer is the same to the user
-        reason = _redacted(str(exc).splitlines()[0][:300] if str(exc) else type(exc).__name__)
+        # redacted whole, then cut: a cut inside a URL would keep the part of its password before the cut
+        reason = redact(str(exc).splitlines()[0])[:300] if str(exc) else type(exc).__name__
         if logger.if_unreachable == "warn":
             log(f"warning: {backend.where} cannot be reached ({reason}); training with local metrics only")
             return False
@@ -299,7 +320,7 @@ class Tracker:
             getattr(self.backend, what)(*args)
         except Exception as exc:  # noqa: BLE001 - a tracker must never stop training
             self.broken = True
-            log(f"warning: {self.backend.where} failed ({type(exc).__name__}: {_redacted(str(exc)[:200])}); "
+            log(f"warning: {self.backend.where} failed ({type(exc).__name__}: {redact(str(exc))[:200]}); "
                 "its run stops here, training and metrics.jsonl go on")  # fmt: skip
 
     def start(self, plan: Plan, out: Path, *, resumed_at: int | None = None) -> None:
