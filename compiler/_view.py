@@ -7,6 +7,7 @@ from typing import Any
 
 from ftc.spec.canonical import differences, show_value
 from ftc.spec.plan import Plan, PlanFile, PlanImage, PlanInput
+from ftc.spec.text import for_terminal
 from ftc.stores.hashing import describe_changes
 
 __all__ = ["describe_plan", "diff_plans"]
@@ -77,7 +78,8 @@ def describe_plan(plan: Plan) -> str:
     lines.append(f"launch    {launch.nodes} node(s) x {launch.processes_per_node} process(es): {command}")
     lines.append(f"image     {describe_image(plan.image)}")
     lines.append(f"output    {plan.output_dir}")
-    return "\n".join(lines)
+    # a plan may come from a checkpoint (outside text): each line with its control characters shown, not obeyed
+    return "\n".join(for_terminal(line) for line in lines)
 
 
 def describe_image(image: PlanImage | None) -> str:
@@ -99,13 +101,14 @@ def _section(path: str) -> int:
 
 
 def diff_plans(a: Plan, b: Plan) -> list[str]:
-    """One line per difference between plans ``a`` and ``b``: inputs first, then settings, then the image."""
+    """One line per difference between plans ``a`` and ``b``: inputs first, then settings, then the image (each
+    line's control characters shown escaped)."""
     changes = differences(_comparable(a), _comparable(b))
     ordered = sorted(changes, key=lambda c: (_section(c[0]), c[0]))
     lines = [f"{path}: {show_value(old)} -> {show_value(new)}" for path, old, new in ordered]
     for role in sorted(set(a.inputs) & set(b.inputs)):
         lines += _file_changes(role, a.inputs[role].files or (), b.inputs[role].files or ())
-    return lines
+    return [for_terminal(line) for line in lines]  # values and file names from plans: outside text
 
 
 def _comparable(plan: Plan) -> dict[str, Any]:

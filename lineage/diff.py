@@ -9,7 +9,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ftc.spec.canonical import differences, show_value
+from ftc.spec.canonical import ABSENT, differences, show_value
+from ftc.spec.text import for_terminal
 
 from . import checkpoint_folder, load
 from .plan import PLAN_FILE, checkpoint_plan
@@ -21,6 +22,7 @@ __all__ = [
     "diff_checkpoints",
     "environment_differences",
     "input_differences",
+    "recorded_differences",
     "topology_differences",
 ]
 
@@ -44,13 +46,15 @@ class CheckpointDiff:
     def text(self) -> str:
         head = [f"a: {self.a}", f"b: {self.b}"]
         if self.identical:
-            return "\n".join([*head, "the histories are the same: inputs, settings, environment, topology, results"])
+            same = "the histories are the same: inputs, settings, environment, topology, results"
+            return "\n".join(for_terminal(line) for line in [*head, same])
         body = []
         for name in SECTIONS:
             lines = self.sections[name]
             body.append(f"{name}: " + ("the same" if not lines else f"{len(lines)} difference(s)"))
             body += [f"  {line}" for line in lines]
-        return "\n".join(head + body)
+        # names, locations and values come from records and plans (outside text): their control characters shown
+        return "\n".join(for_terminal(line) for line in head + body)
 
     def to_dict(self) -> dict[str, Any]:
         return {"a": self.a, "b": self.b, "identical": self.identical, "sections": self.sections}
@@ -67,6 +71,9 @@ def input_differences(a: dict[str, Any], b: dict[str, Any]) -> list[str]:
     def pin(entry: dict[str, Any]) -> str:
         return entry.get("digest") or entry.get("sha256") or "(no digest)"  # parents: digest; datasets: sha256
 
+    def pinned(entry: dict[str, Any]) -> bool:
+        return bool(entry.get("digest") or entry.get("sha256"))
+
     ia, ib = by_role(a), by_role(b)
     lines = []
     for role in sorted(set(ia) | set(ib)):
@@ -75,25 +82,49 @@ def input_differences(a: dict[str, Any], b: dict[str, Any]) -> list[str]:
             only = "a" if eb is None else "b"
             entry = ea or eb
             lines.append(f"{role}: only in {only} ({pin(entry)} from {source_name(entry['source'])})")
-        elif pin(ea) != pin(eb):
+        elif pin(ea) != pin(eb) or (not pinned(ea) and source_name(ea["source"]) != source_name(eb["source"])):
+            # unpinned (hub weights by name): the name is all that says which weights they were
             lines.append(f"{role}: {pin(ea)} ({source_name(ea['source'])}) -> {pin(eb)} ({source_name(eb['source'])})")
         elif ea.get("relation") != eb.get("relation"):
             lines.append(f"{role}: relation {ea.get('relation')} -> {eb.get('relation')}")
     return lines
 
 
+#: what each record says of the model and how it was trained, compared whatever the plans say: a record names them
+#: itself, and two records that agree on their spec digest may still disagree here
+RECORDED = (("checkpoint", "model_id"), ("checkpoint", "kind"), ("plan", "mode"))
+
+
+def recorded_differences(a: dict[str, Any], b: dict[str, Any]) -> list[str]:
+    """The model (``checkpoint.model_id``), the kind of weights and the training mode as each record states them,
+    and an export's settings (merged, dtype, chat template, stop strings)."""
+    lines = [
+        f"{section}.{key}: {show_value(a.get(section, {}).get(key, ABSENT))} -> "
+        f"{show_value(b.get(section, {}).get(key, ABSENT))}"
+        for section, key in RECORDED
+        if a.get(section, {}).get(key, ABSENT) != b.get(section, {}).get(key, ABSENT)
+    ]
+    lines += [
+        f"{path}: {show_value(x)} -> {show_value(y)}"
+        for path, x, y in differences(a.get("export", ABSENT), b.get("export", ABSENT), "export")
+    ]
+    return lines
+
+
 def _settings(fa: Path, a: dict[str, Any], fb: Path, b: dict[str, Any]) -> list[str]:
-    """The plans' spec and architecture, key by key (not where the runs wrote); when a checkpoint carries no plan,
-    its spec digest."""
-    if a["plan"].get("spec_digest") == b["plan"].get("spec_digest") and a["plan"].get("mode") == b["plan"].get("mode"):
-        return []
+    """What the records say of the model and mode, then the plans' spec and architecture, key by key (not where the
+    runs wrote); when a checkpoint carries no plan, its spec digest."""
+    lines = recorded_differences(a, b)
+    pa, pb = a.get("plan", {}), b.get("plan", {})
+    if pa.get("spec_digest") == pb.get("spec_digest") and pa.get("mode") == pb.get("mode"):
+        return lines
     if not (fa / PLAN_FILE).exists() or not (fb / PLAN_FILE).exists():
         return [
-            f"spec_digest: {a['plan'].get('spec_digest')} -> {b['plan'].get('spec_digest')} (a checkpoint carries no"
-            f" {PLAN_FILE}: key by key needs both plans)"
+            *lines,
+            f"spec_digest: {pa.get('spec_digest')} -> {pb.get('spec_digest')} (a checkpoint carries no"
+            f" {PLAN_FILE}: key by key needs both plans)",
         ]
     da, db = checkpoint_plan(fa, a).to_dict(), checkpoint_plan(fb, b).to_dict()
-    lines = []
     for section in ("spec", "architecture"):
         lines += [
             f"{path}: {show_value(x)} -> {show_value(y)}"

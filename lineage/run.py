@@ -18,7 +18,9 @@ from ftc.stores.hashing import FileDigest, StatCache, manifest_digest, walk_file
 
 from .record import (
     LINEAGE_VERSION,
+    MAX_CHAIN_DEPTH,
     MEASURED,
+    chain_depth,
     checkpoint_files,
     checkpoint_parent,
     checkpoint_section,
@@ -26,6 +28,7 @@ from .record import (
     location_of,
     read_record,
     seal,
+    too_long,
 )
 from .verify import files_problems, record_problems
 
@@ -115,6 +118,8 @@ class Lineage:
                 raise LineageBroken(f"{role}: {exc}") from None
             if record is None:
                 continue
+            if chain_depth(record) >= MAX_CHAIN_DEPTH:  # the checkpoint this run writes could not be read back
+                raise LineageBroken(f"{role}: {too_long(path)}")
             where = f"{role} {plan.inputs[role].uri}"
             problems = record_problems(record, where)
             files = {k: v for k, v in (_input_files(plan.inputs[role], path) or {}).items() if k != "lineage.json"}

@@ -5,9 +5,13 @@ from __future__ import annotations
 
 import json
 import os
+import re
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
+
+from ftc.spec.text import for_terminal
 
 __all__ = ["Node", "chain", "render", "source_name"]
 
@@ -52,11 +56,13 @@ def _data(record: dict[str, Any]) -> list[str]:
 
 def chain(record: dict[str, Any]) -> list[Node]:
     """The checkpoint and its ancestors, depth first (parents in record order); a parent reached a second time (the
-    base model of both stages) is a node that names the first (``same_as``), without its ancestors again."""
+    base model of both stages) is a node that names the first (``same_as``), without its ancestors again. Walked
+    with a stack, not recursion: a record read by ``read_record`` is at most ``MAX_CHAIN_DEPTH`` records deep, and
+    no depth of chain exhausts the walk."""
     nodes: list[Node] = []
     seen: dict[str, int] = {}
 
-    def visit(
+    def add(
         rec: dict[str, Any],
         parent_index: int | None,
         depth: int,
@@ -73,30 +79,36 @@ def chain(record: dict[str, Any]) -> list[Node]:
                 _data(rec), results.get("eval_loss"), _image(rec), location,
             )
         )  # fmt: skip
-        me = nodes[-1].index
-        for parent in rec.get("parents", []):
-            label = f"{parent['role'].replace('_', ' ')} {source_name(parent['source'])}"
-            key = parent.get("record_id") or parent.get("digest")
-            where = parent["source"].get("location")
-            if key is not None and key in seen:
-                nodes.append(
-                    Node(len(nodes), me, depth + 1, parent["relation"], label, parent.get("record_id"),
-                         parent.get("digest"), [], None, location=where, same_as=seen[key])
-                )  # fmt: skip
-                continue
-            if key is not None:
-                seen[key] = len(nodes)
-            if parent.get("lineage") is not None:
-                visit(parent["lineage"], me, depth + 1, parent["relation"], label, parent.get("digest"), where)
-            else:
-                nodes.append(
-                    Node(len(nodes), me, depth + 1, parent["relation"], label, None, parent.get("digest"), [], None,
-                         location=where)
-                )  # fmt: skip
 
     checkpoint = record["checkpoint"]
-    name = f"checkpoint {checkpoint.get('name', '')} ({checkpoint.get('kind')} of {checkpoint.get('model_id')})"
-    visit(record, None, 0, None, name, None, None)
+    add(record, None, 0, None,
+        f"checkpoint {checkpoint.get('name', '')} ({checkpoint.get('kind')} of {checkpoint.get('model_id')})",
+        None, None)  # fmt: skip
+    # (a parent entry, the index of the node it is a parent of, its depth): popped in record order, each parent's
+    # ancestors before its next sibling, as a recursive walk would
+    stack = [(parent, 0, 1) for parent in reversed(record.get("parents", []))]
+    while stack:
+        parent, me, depth = stack.pop()
+        label = f"{parent['role'].replace('_', ' ')} {source_name(parent['source'])}"
+        key = parent.get("record_id") or parent.get("digest")
+        where = parent["source"].get("location")
+        if key is not None and key in seen:
+            nodes.append(
+                Node(len(nodes), me, depth, parent["relation"], label, parent.get("record_id"),
+                     parent.get("digest"), [], None, location=where, same_as=seen[key])
+            )  # fmt: skip
+            continue
+        if key is not None:
+            seen[key] = len(nodes)
+        lineage = parent.get("lineage")
+        if lineage is None:
+            nodes.append(
+                Node(len(nodes), me, depth, parent["relation"], label, None, parent.get("digest"), [], None,
+                     location=where)
+            )  # fmt: skip
+            continue
+        add(lineage, me, depth, parent["relation"], label, parent.get("digest"), where)
+        stack += [(p, nodes[-1].index, depth + 1) for p in reversed(lineage.get("parents", []))]
     return nodes
 
 
@@ -135,7 +147,8 @@ def _text(nodes: list[Node], folder: Path | None = None) -> str:
         if folder is not None and node.location is not None:
             parts.append(f"at {_resolved(folder, nodes, node)}")
         lines.append("  ".join(parts))
-    return "\n".join(lines)
+    # names, locations and data come from records (outside text): one line per node, its control characters shown
+    return "\n".join(for_terminal(line) for line in lines)
 
 
 def _resolved(folder: Path, nodes: list[Node], node: Node) -> str:
@@ -154,11 +167,28 @@ def _resolved(folder: Path, nodes: list[Node], node: Node) -> str:
     return str(location if location.is_absolute() else Path(os.path.normpath(base / location)))
 
 
-def _label(node: Node) -> str:
-    text = f"{node.name}\\n{_short(node.digest)}"
+# what a Mermaid label may hold as it is: letters, digits and punctuation with no meaning inside a quoted label;
+# everything else is written as an entity code (#35; for "#"), so no text closes the label, starts a directive
+# (%%{init: ...}%%), a Markdown string (`) or markup (<script>), nor breaks the line
+_MERMAID_PLAIN = re.compile(r"[^\w .,:/@+=~'()\[\]!?…-]")
+
+
+def _for_mermaid(text: str) -> str:
+    """``text`` as literal text of a quoted Mermaid label or edge label (control characters shown escaped)."""
+    return _MERMAID_PLAIN.sub(lambda m: f"#{ord(m.group())};", for_terminal(text))
+
+
+def _for_dot(text: str) -> str:
+    """``text`` as literal text of a quoted Graphviz label (control characters shown escaped, no ``\\l`` or ``"``
+    with a meaning)."""
+    return for_terminal(text).replace("\\", "\\\\").replace('"', '\\"')
+
+
+def _label(node: Node, escape: Callable[[str], str], newline: str) -> str:
+    lines = [node.name, _short(node.digest)]
     if node.eval_loss is not None:
-        text += f"\\neval loss {node.eval_loss:.4f}"
-    return text.replace('"', "'")
+        lines.append(f"eval loss {node.eval_loss:.4f}")
+    return newline.join(escape(line) for line in lines)
 
 
 def _edges(nodes: list[Node]) -> list[tuple[int, int | None, str | None]]:
@@ -172,15 +202,15 @@ def _edges(nodes: list[Node]) -> list[tuple[int, int | None, str | None]]:
 
 def _mermaid(nodes: list[Node]) -> str:
     lines = ["flowchart BT"]
-    lines += [f'  n{n.index}["{_label(n).replace(chr(92) + "n", "<br/>")}"]' for n in nodes if n.same_as is None]
-    lines += [f"  n{a} -->|{relation}| n{b}" for a, b, relation in _edges(nodes)]
+    lines += [f'  n{n.index}["{_label(n, _for_mermaid, "<br/>")}"]' for n in nodes if n.same_as is None]
+    lines += [f"  n{a} -->|{_for_mermaid(str(relation))}| n{b}" for a, b, relation in _edges(nodes)]
     return "\n".join(lines)
 
 
 def _dot(nodes: list[Node]) -> str:
     lines = ["digraph lineage {", "  rankdir=BT;", "  node [shape=box];"]
-    lines += [f'  n{n.index} [label="{_label(n)}"];' for n in nodes if n.same_as is None]
-    lines += [f'  n{a} -> n{b} [label="{relation}"];' for a, b, relation in _edges(nodes)]
+    lines += [f'  n{n.index} [label="{_label(n, _for_dot, chr(92) + "n")}"];' for n in nodes if n.same_as is None]
+    lines += [f'  n{a} -> n{b} [label="{_for_dot(str(relation))}"];' for a, b, relation in _edges(nodes)]
     return "\n".join(lines + ["}"])
 
 
