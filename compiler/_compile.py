@@ -13,6 +13,7 @@ from ftc.spec import JobSpec, LoadedSpec, load_spec
 from ftc.spec.architectures import Architecture
 from ftc.spec.canonical import digest_of
 from ftc.spec.plan import PLAN_VERSION, STORE_SCHEMES, Plan, launch_command, seal_plan
+from ftc.spec.text import redact
 from ftc.stores.atomic import write_text_atomic
 from ftc.stores.content_cache import run_downloads
 from ftc.stores.hashing import StatCache, cache_dir
@@ -20,7 +21,7 @@ from ftc.stores.hashing import StatCache, cache_dir
 from ._data_checks import check_chat_data, check_context_length
 from ._deepspeed import deepspeed_config
 from ._model_checks import check_adapter, check_architecture, check_parent_lineage, check_target_modules
-from .sources import InputNotFound, ResolveContext, ResolvedInput, hub_input, redact_credential, resolve_location
+from .sources import InputNotFound, ResolveContext, ResolvedInput, hub_input, resolve_location
 
 __all__ = ["CheckedSpec", "CompileResult", "build_plan", "check_inputs", "compile_spec", "resolve_inputs", "write_plan"]
 
@@ -101,7 +102,7 @@ def resolve_inputs(loaded: LoadedSpec, ctx: ResolveContext) -> dict[str, Resolve
             inputs[role] = result
         except InputNotFound as exc:
             at = INPUT_KEYS[role] + (("dvc",) if not isinstance(location, str) else ())
-            value = redact_credential(location) if isinstance(location, str) else _UNSET
+            value = redact(location) if isinstance(location, str) else _UNSET
             loaded.problems.append(loaded.problem(at, str(exc), exc.hint, kind=exc.reason, value=value))
     if spec.initial_base_model_ckpt_path is None:
         inputs["base_model"] = hub_input(spec.model_id)
@@ -187,6 +188,17 @@ def _check_output_dir(loaded: LoadedSpec, ctx: ResolveContext) -> None:
     """The output folder may not exist yet, but it must not be a file (nor a device: /dev/null). A store prefix
     needs a bucket and a name under it (the run's checkpoints go under it)."""
     out = loaded.spec.output_dir
+    if redact(out) != out:
+        loaded.problems.append(
+            loaded.problem(
+                ("output_dir",),
+                f"{redact(out)} holds a credential (user:secret@ or a secret parameter), which would be written into "
+                "the plan and every checkpoint's record",
+                "remove it; store credentials come from the environment (AWS_*, GOOGLE_*) at run time",
+                value=redact(out),
+            )
+        )
+        return
     if out.startswith(STORE_SCHEMES):
         bucket, _, name = out.split("://", 1)[1].partition("/")
         if not bucket or not name.strip("/") or "//" in name or any(p in (".", "..") for p in name.split("/")):

@@ -92,9 +92,10 @@ def check_output_path(
     for source in not_inside:
         inside = Path(os.path.realpath(source))
         if real == inside or inside in real.parents:
+            where, fix = ("", "elsewhere") if real == inside else ("inside ", "outside that folder")
             raise error(
-                f"{named} is inside {source}, which this command reads: writing there would change it (a checkpoint"
-                " would no longer verify)\n    fix: write it outside that folder"
+                f"{named} is {where}{source}, which this command reads: writing there would change it (a checkpoint"
+                f" would no longer verify)\n    fix: write it {fix}"
             )
     return path
 

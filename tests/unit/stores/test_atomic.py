@@ -176,8 +176,9 @@ def test_an_output_inside_what_is_read_is_refused_however_it_is_spelled(tmp_path
         f"{checkpoint}/",  # the checkpoint itself, with a trailing slash
     ):
         message = _refused(spelled, not_inside=[checkpoint], folder=str(spelled).endswith("/"))
-        assert f"is inside {checkpoint}, which this command reads" in message, spelled
-        assert "fix: write it outside that folder" in message
+        itself = str(spelled).endswith("/")
+        assert f"is {'' if itself else 'inside '}{checkpoint}, which this command reads" in message, spelled
+        assert f"fix: write it {'elsewhere' if itself else 'outside that folder'}" in message
     # beside it is fine, and so is a name that only starts the same
     assert check_output_path(tmp_path / "runs" / "checkpoints" / "step-40" / "x", not_inside=[checkpoint])
     assert check_output_path(tmp_path / "runs" / "report.html", not_inside=[checkpoint])
