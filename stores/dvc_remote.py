@@ -8,6 +8,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from functools import cached_property
 
+from ftc.spec.text import redact
+
 from .remote import RemoteObject, RemoteProblem, Store, store_for
 
 __all__ = ["DvcRemote"]
@@ -42,7 +44,7 @@ class DvcRemote:
             if exc.reason != "input":
                 raise
             raise RemoteProblem(
-                f"{what} (md5 {md5}) is not in the DVC remote {self.url}",
+                f"{what} (md5 {md5}) is not in the DVC remote {redact(self.url)}",
                 "run `dvc push` in the repository that tracks it",
             ) from None
         return RemoteObject(uri, what, found.size, {"md5": md5})

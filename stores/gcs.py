@@ -19,7 +19,9 @@ _PIECE = 8 << 20
 
 
 def _endpoint() -> str:
-    return os.environ.get("STORAGE_EMULATOR_HOST") or "storage.googleapis.com"
+    from ftc.spec.text import redact  # the emulator's address may hold user:password@
+
+    return redact(os.environ.get("STORAGE_EMULATOR_HOST") or "storage.googleapis.com")
 
 
 def _split(uri: str) -> tuple[str, str]:

@@ -17,10 +17,14 @@ _MISSING = ("NoSuchKey", "404", "NotFound")
 _TRANSIENT = ("InternalError", "ServiceUnavailable", "SlowDown", "RequestTimeout", "500", "502", "503", "504")
 
 
-def _endpoint() -> str:
+def _endpoint(given: str | None = None) -> str:
+    """The S3 endpoint as shown in a message: ``given`` (a DVC remote's endpointurl) or the environment's, redacted
+    (an endpoint URL may hold user:password@)."""
     import os
 
-    return os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL") or "(AWS)"
+    from ftc.spec.text import redact
+
+    return redact(given or os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL") or "(AWS)")
 
 
 def _split(uri: str) -> tuple[str, str]:
@@ -28,7 +32,7 @@ def _split(uri: str) -> tuple[str, str]:
     return bucket, key
 
 
-def _explain(exc: Exception, uri: str) -> RemoteProblem:
+def _explain(exc: Exception, uri: str, endpoint: str | None = None) -> RemoteProblem:
     from botocore.exceptions import ClientError, NoCredentialsError
 
     if isinstance(exc, NoCredentialsError):
@@ -39,7 +43,7 @@ def _explain(exc: Exception, uri: str) -> RemoteProblem:
         )
     if not isinstance(exc, ClientError):  # connection refused, timeouts
         return RemoteProblem(
-            f"{uri}: cannot reach the S3 endpoint {_endpoint()} ({type(exc).__name__})",
+            f"{uri}: cannot reach the S3 endpoint {_endpoint(endpoint)} ({type(exc).__name__})",
             "check AWS_ENDPOINT_URL and the network",
             "unreachable",
         )
@@ -47,7 +51,7 @@ def _explain(exc: Exception, uri: str) -> RemoteProblem:
     status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0
     if status >= 500 or code in _TRANSIENT:  # still failing after the retries
         return RemoteProblem(
-            f"{uri}: the S3 endpoint {_endpoint()} failed ({code or status})", TRANSIENT_HINT, "unreachable"
+            f"{uri}: the S3 endpoint {_endpoint(endpoint)} failed ({code or status})", TRANSIENT_HINT, "unreachable"
         )
     if code == "NoSuchBucket":
         return RemoteProblem(f"{uri}: bucket {_split(uri)[0]!r} does not exist", "check the bucket name")
@@ -79,9 +83,9 @@ def _etag_is_md5(etag: str, head: dict[str, Any]) -> bool:
     )
 
 
-def _pinned_problem(exc: Exception, uri: str) -> RemoteProblem:
+def _pinned_problem(exc: Exception, uri: str, endpoint: str | None = None) -> RemoteProblem:
     """What went wrong with an object the plan pins: one that is no longer there has changed since compiling."""
-    problem = _explain(exc, uri)
+    problem = _explain(exc, uri, endpoint)
     if "no such object" in str(problem):
         return RemoteProblem(
             f"{uri}: the pinned object is gone",
@@ -103,6 +107,7 @@ class S3Store:
         from botocore.exceptions import BotoCoreError, ClientError
 
         self._errors = (BotoCoreError, ClientError)
+        self._endpoint_url = endpoint_url
         # a new session reads the environment now (boto3's default session keeps the first credentials it saw);
         # bounded: an unreachable endpoint fails in seconds, not after minutes of retries
         connect, read = store_timeouts()
@@ -145,7 +150,7 @@ class S3Store:
                         head = self._s3.head_object(Bucket=bucket, Key=item["Key"])  # listings omit the version id
                         found.append(self._object(bucket, item["Key"], rel, head))
         except self._errors as exc:
-            raise _explain(exc, uri) from None
+            raise _explain(exc, uri, self._endpoint_url) from None
         if not found:
             raise RemoteProblem(f"{uri}: no such object or prefix", "check the key; a folder is a prefix ending in /")
         return sorted(found, key=lambda o: o.path)
@@ -161,7 +166,7 @@ class S3Store:
         try:
             head = self._s3.head_object(**self._args(obj))
         except self._errors as exc:
-            raise _pinned_problem(exc, obj.uri) from None
+            raise _pinned_problem(exc, obj.uri, self._endpoint_url) from None
         found = head["ETag"].strip('"')
         if found != obj.pin["etag"]:
             raise RemoteProblem(
@@ -181,7 +186,7 @@ class S3Store:
             try:
                 yield from self._data.get_object(**args)["Body"].iter_chunks(1 << 20)
             except self._errors as exc:
-                raise _pinned_problem(exc, obj.uri) from None
+                raise _pinned_problem(exc, obj.uri, self._endpoint_url) from None
 
         return open_from
 
@@ -194,7 +199,7 @@ class S3Store:
             pages = self._s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=key)
             return sorted(item["Key"][len(key) :] for page in pages for item in page.get("Contents", []))
         except self._errors as exc:
-            raise _explain(exc, uri) from None
+            raise _explain(exc, uri, self._endpoint_url) from None
 
     def read_small(self, uri: str, limit: int) -> bytes | None:
         """The bytes of the object at ``uri`` (None when there is none), refused past ``limit`` bytes."""
@@ -205,7 +210,7 @@ class S3Store:
                 raise RemoteProblem(f"{uri}: {answer['ContentLength']} bytes, more than the {limit} expected")
             return answer["Body"].read(limit + 1)[:limit]
         except self._errors as exc:
-            problem = _explain(exc, uri)
+            problem = _explain(exc, uri, self._endpoint_url)
             if "no such object" in str(problem):
                 return None
             raise problem from None
@@ -218,14 +223,14 @@ class S3Store:
         try:
             self._data.upload_file(path, bucket, key, Config=TransferConfig(max_concurrency=8))
         except self._errors as exc:
-            raise _explain(exc, uri) from None
+            raise _explain(exc, uri, self._endpoint_url) from None
         except Exception as exc:  # boto3's S3UploadFailedError wraps the ClientError
             cause = exc.__context__ if isinstance(exc.__context__, self._errors) else exc
-            raise _explain(cause, uri) from None
+            raise _explain(cause, uri, self._endpoint_url) from None
 
     def put_bytes(self, uri: str, data: bytes) -> None:
         bucket, key = _split(uri)
         try:
             self._s3.put_object(Bucket=bucket, Key=key, Body=data)
         except self._errors as exc:
-            raise _explain(exc, uri) from None
+            raise _explain(exc, uri, self._endpoint_url) from None

@@ -13,9 +13,10 @@ from pathlib import Path
 
 from ftc.spec.model import DvcLocation, Location
 from ftc.spec.plan import PlanInput
+from ftc.spec.text import redact
 from ftc.stores.hashing import StatCache
 
-__all__ = ["InputNotFound", "ResolveContext", "ResolvedInput", "resolve_location", "hub_input"]
+__all__ = ["InputNotFound", "ResolveContext", "ResolvedInput", "hub_input", "refuse_credential", "resolve_location"]
 
 
 class InputNotFound(Exception):
@@ -91,13 +92,7 @@ def resolve_location(location: Location, ctx: ResolveContext) -> ResolvedInput:
     if scheme in ("s3", "gs"):
         from . import bucket
 
-        if "@" in location[len(scheme) + 3 :].partition("/")[0]:
-            raise InputNotFound(
-                f"{redact_credential(location)}: the bucket name holds a credential (user:secret@), "
-                "which would be written into the plan",
-                "remove it from the URI; store credentials come from the environment (AWS_*, GOOGLE_*) at run time",
-                "spec",
-            )
+        refuse_credential(location, "the URI")
 
         return bucket.resolve(location, ctx)
     raise InputNotFound(
@@ -106,13 +101,17 @@ def resolve_location(location: Location, ctx: ResolveContext) -> ResolvedInput:
     )
 
 
-def redact_credential(location: str) -> str:
-    """``location`` with the user:secret of ``scheme://user:secret@host/...`` replaced by ``***``."""
-    scheme, sep, rest = location.partition("://")
-    host, slash, path = rest.partition("/")
-    if not sep or "@" not in host:
-        return location
-    return f"{scheme}://***@{host.rpartition('@')[2]}{slash}{path}"
+def refuse_credential(location: str, what: str, hint: str = "") -> None:
+    """Raise :class:`InputNotFound` (a spec problem) when ``location`` holds a credential (user-info of any shape,
+    a secret query parameter): it would be written into the plan, every checkpoint's record and their uploads. The
+    message shows ``location`` redacted."""
+    if redact(location) != location:
+        raise InputNotFound(
+            f"{redact(location)}: {what} holds a credential (user:secret@ or a secret parameter), which would be "
+            "written into the plan and every checkpoint's record",
+            hint or "remove it; store credentials come from the environment (AWS_*, GOOGLE_*) at run time",
+            "spec",
+        )
 
 
 def hub_input(model_id: str) -> ResolvedInput:

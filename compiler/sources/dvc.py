@@ -24,11 +24,12 @@ from ftc.spec.canonical import digest_of
 from ftc.spec.model import DvcRef
 from ftc.spec.plan import PlanFile, PlanInput
 from ftc.spec.reading import finite_json
+from ftc.spec.text import redact
 from ftc.stores.content_cache import ContentCache, DigestMismatch
 from ftc.stores.dvc_remote import DvcRemote
 from ftc.stores.remote import RemoteProblem
 
-from . import InputNotFound, ResolveContext, ResolvedInput
+from . import InputNotFound, ResolveContext, ResolvedInput, refuse_credential
 
 _SMALL = 1 << 20  # JSON members of a folder up to this size are fetched for the checks
 
@@ -71,7 +72,7 @@ def _repo(ref: DvcRef, ctx: ResolveContext) -> tuple[str, str]:
     plan's folder, like any local input)."""
     if ref.repo and "://" in ref.repo or (ref.repo or "").startswith("git@"):
         parts = urlsplit(ref.repo)
-        if parts.password or (parts.username and parts.scheme in ("http", "https")):
+        if redact(ref.repo) != ref.repo or parts.password or (parts.username and parts.scheme in ("http", "https")):
             raise InputNotFound(
                 "the repo URL holds a credential, which would be written into the plan",
                 "remove it from the URL; let git's credential helper supply it",
@@ -156,6 +157,7 @@ def _remote(fs, ref: DvcRef, rev: str, name: str, ctx: ResolveContext) -> tuple[
     """The remote's URL (and S3 endpoint) the repository configures at ``rev``, unless the spec names one."""
     if ref.remote:
         if "://" in ref.remote:
+            refuse_credential(ref.remote, "dvc.remote", "remove it; store credentials come from the environment")
             return ref.remote, None
         return str(ctx.spec_path(ref.remote).resolve()), None  # a folder: relative to the spec, like every local path
     config = fs.repo.config
@@ -167,14 +169,18 @@ def _remote(fs, ref: DvcRef, rev: str, name: str, ctx: ResolveContext) -> tuple[
             "unconfigured",
         )
     settings = config["remote"][default]
-    url = settings["url"]
-    if "://" in url and urlsplit(url).password:
-        raise InputNotFound(
-            f"the DVC remote {default!r} at {rev} has a credential in its URL",
-            "move it to the environment (AWS_*/GOOGLE_* variables)",
-            "unconfigured",
-        )
-    return url, settings.get("endpointurl")
+    url, endpoint = settings["url"], settings.get("endpointurl")
+    # neither may reach the plan: it is copied into every checkpoint's record and uploaded with it
+    for key, value in (("url", url), ("endpointurl", endpoint)):
+        if isinstance(value, str) and redact(value) != value:
+            raise InputNotFound(
+                f"the DVC remote {default!r} at {rev} has a credential in its {key} ({redact(value)}), which would"
+                " be written into the plan and every checkpoint's record",
+                f"remove it (`dvc remote modify {default} {key} URL`) and give the store's credentials in the"
+                " environment (AWS_*/GOOGLE_* variables), or `dvc remote modify --local` for DVC's own use",
+                "unconfigured",
+            )
+    return url, endpoint
 
 
 def _fetch(remote: DvcRemote, md5: str, what: str, cache: ContentCache) -> tuple[Path, str]:
