@@ -26,6 +26,10 @@ from ftc.stores.storage import storage_failure
 
 __all__ = ["CONTAINER_ENV", "output_lock"]
 
+#: the files a run writes in its output folder by name (besides checkpoints): a link or anything but a regular file
+#: planted at one of them is refused when the lock is taken
+WRITTEN_IN_PLACE = ("metrics.jsonl", "summary.json", "tracker.json")
+
 #: set by the docker backend to the container's name, so a refusal can say which container holds the lock
 CONTAINER_ENV = "FTC_CONTAINER_NAME"
 
@@ -52,6 +56,11 @@ def output_lock(out: Path, *, node_rank: int, plan_id: str) -> Iterator[None]:
                 f"would overwrite each other's checkpoints\n    fix: wait for it to end, or {stop} and continue with "
                 "`ftc run PLAN --resume`, or choose another output_dir"
             ) from None
+        for name in WRITTEN_IN_PLACE:  # refused now, before training, rather than when first written
+            try:
+                os.close(open_regular(out / name, os.O_RDONLY))
+            except OSError:
+                pass  # absent (or unreadable: writing it says so)
         holder = {"host": socket.gethostname(), "pid": os.getpid(), "plan_id": plan_id, "since": time.time()}
         if os.environ.get(CONTAINER_ENV):
             holder["container"] = os.environ[CONTAINER_ENV]

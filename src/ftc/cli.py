@@ -206,13 +206,27 @@ def lineage_show(checkpoint: Path, fmt: str, paths: bool) -> None:
 
 @lineage_group.command("verify")
 @click.argument("checkpoint")
-def lineage_verify(checkpoint: str) -> None:
+@click.option(
+    "--trusted-key",
+    "trusted",
+    multiple=True,
+    type=click.Path(path_type=Path),
+    help="A signer's PEM public key you trust, or a folder of *.pem keys (repeatable; also FTC_TRUSTED_KEYS).",
+)
+@click.option(
+    "--require-signature", is_flag=True, help="Exit 12 unless every checkpoint of the chain is signed by a trusted key."
+)
+def lineage_verify(checkpoint: str, trusted: tuple[Path, ...], require_signature: bool) -> None:
     """Re-hash CHECKPOINT's files and every reachable parent's, and recompute every record_id. CHECKPOINT: a folder,
     or a checkpoint a run published (s3://…/checkpoints/step-N/, gs://…), downloaded and checked against its
-    marker first."""
-    from ftc.lineage import verify
+    marker first. Then say of each checkpoint of the chain: signed by a key (trusted or not), unsigned but
+    consistent, or broken (docs/security.md)."""
+    from ftc.lineage import load_trusted_keys, trusted_keys_from_env, verify
+    from ftc.lineage.signing import signature_lines
 
-    record, count, rehashed, unreached = verify(checkpoint)
+    keys = load_trusted_keys(trusted) + trusted_keys_from_env()  # a key that cannot be read: before any hashing
+    signatures: list = []
+    record, count, rehashed, unreached = verify(checkpoint, trusted_keys=keys, signatures=signatures)
     files = len(record["checkpoint"]["files"])
     click.echo(
         f"verified: {files} files of {record['checkpoint']['name']} re-hashed, {count} lineage record(s) in the chain"
@@ -222,6 +236,8 @@ def lineage_verify(checkpoint: str) -> None:
         click.echo(f"re-hashed parent: {parent}")
     for parent in unreached:
         click.echo(f"not re-hashed (not found here; its record was checked): {parent}")
+    for line in signature_lines(signatures, require=require_signature):
+        click.echo(f"signature: {line}")
 
 
 @lineage_group.command("diff")

@@ -68,6 +68,26 @@ def test_a_fifo_or_a_folder_at_the_lock_name_is_refused_without_waiting(tmp_path
     assert stat.S_ISFIFO(os.lstat(out / ".ftc-lock-node0").st_mode)
 
 
+@pytest.mark.parametrize("name", ["metrics.jsonl", "summary.json", "tracker.json"])
+def test_a_link_or_fifo_planted_at_a_file_the_run_writes_is_refused_when_the_lock_is_taken(tmp_path, victim, name):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / name).symlink_to(victim)
+    with pytest.raises(StorageFailed, match=f"{name} is a symbolic link \\(to .*victim.txt\\), not a file ftc wrote"):
+        with output_lock(out, node_rank=0, plan_id=PLAN_ID):
+            pytest.fail("training would have started")
+    (out / name).unlink()
+    os.mkfifo(out / name)
+    with pytest.raises(StorageFailed, match=f"{name} is a FIFO"):
+        with output_lock(out, node_rank=0, plan_id=PLAN_ID):
+            pytest.fail("training would have started")
+    assert victim.read_text() == "precious\n" and (out / ".ftc-lock-node0").read_text() == ""
+    (out / name).unlink()
+    (out / name).write_text("{}\n")  # what an earlier run left: fine
+    with output_lock(out, node_rank=0, plan_id=PLAN_ID):
+        pass
+
+
 def test_a_real_lock_file_is_still_taken_and_emptied_after(tmp_path):
     out = tmp_path / "out"
     with output_lock(out, node_rank=0, plan_id=PLAN_ID):
