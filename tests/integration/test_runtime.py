@@ -381,3 +381,34 @@ def test_bf16_training_learns_like_fp32(trained, tmp_path, mode):
     bf16 = metrics(trained("bf16.json", **common, precision="bf16"), "eval")
     assert [e["eval_loss"] for e in bf16] == pytest.approx([e["eval_loss"] for e in fp32], rel=0.03)
     assert bf16[-1]["eval_loss"] < bf16[0]["eval_loss"] - drop, [e["eval_loss"] for e in bf16]  # it learns
+
+
+def test_a_lock_link_planted_in_the_output_folder_stops_the_run_and_empties_nothing(job, ftc, tmp_path):
+    victim = tmp_path / "victim.txt"
+    victim.write_text("precious\n")
+    out = tmp_path / "output"
+    out.mkdir()
+    (out / ".ftc-lock-node0").symlink_to(victim)
+    assert ftc("compile", job(), "-o", tmp_path / "p.json").code == 0
+    r = ftc("run", tmp_path / "p.json")
+    assert r.code == ExitCode.STORAGE_FAILED, r.err
+    assert f"{out / '.ftc-lock-node0'} is a symbolic link (to {victim}), not a file ftc wrote" in r.err
+    assert "fix: remove it (and find out how it got there), or choose another output_dir" in r.err
+    assert "Traceback" not in r.err
+    assert victim.read_text() == "precious\n" and not (out / "checkpoints").exists()
+
+
+def test_links_planted_at_a_checkpoint_s_temporary_name_are_never_written_through(job, ftc, tmp_path):
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    out = tmp_path / "output"
+    (out / "checkpoints").mkdir(parents=True)
+    for step in range(1, 5):
+        (out / "checkpoints" / f".step-{step:06d}.tmp").symlink_to(elsewhere)
+    assert ftc("compile", job(), "-o", tmp_path / "p.json").code == 0
+    r = ftc("run", tmp_path / "p.json")
+    assert r.code == 0, r.err
+    assert list(elsewhere.iterdir()) == []  # nothing written into (or deleted from) where the links pointed
+    written = sorted(p.name for p in (out / "checkpoints").iterdir() if not p.name.startswith("."))
+    assert written and all(int(name.removeprefix("step-")) <= 4 for name in written), written  # where links were
+    assert ftc("lineage", "verify", out).code == 0
