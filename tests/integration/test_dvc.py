@@ -277,3 +277,17 @@ def test_weights_and_adapter_in_s3_data_in_dvc_on_s3_validation_in_gcs(
         assert S3_SECRET.encode() not in path.read_bytes() and S3_KEY.encode() not in path.read_bytes(), path
     assert S3_SECRET not in logs and S3_KEY not in logs
     assert json.loads((out / "best" / "adapter_config.json").read_text())["r"] > 0
+
+
+def test_a_credential_in_a_dvc_remotes_endpointurl_never_reaches_a_plan(s3, s3_server, job, ftc, tmp_path):
+    repo = new_data_repo(tmp_path, remote=f"s3://{s3.bucket}/dvc", endpoint=s3_server)
+    secret = "endpoint-pa55/w@rd"
+    dvc(repo, "remote", "modify", "store", "endpointurl", s3_server.replace("://", f"://minio:{secret}@"))
+    commit(repo, "an endpoint with a password in it", "v3")
+    plan = tmp_path / "p.json"
+    r = ftc("compile", job(train_path=tracked(rev="v3"), lora_config=None, num_epochs=1), "-o", plan)
+    assert r.code == ExitCode.INPUT_UNCONFIGURED, r.err
+    assert "the DVC remote 'store' at v3 has a credential in its endpointurl (http://***@127.0.0.1:" in r.err
+    assert "dvc remote modify store endpointurl" in r.err
+    assert secret not in r.err + r.out and "pa55" not in r.err + r.out
+    assert not plan.exists()
