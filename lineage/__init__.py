@@ -8,10 +8,24 @@ from typing import Any
 
 from ftc.errors import LineageBroken, UsageError
 
-from .record import LINEAGE_FILE, read_record
-from .verify import verify_checkpoint
+from .record import LINEAGE_FILE, SIGNATURE_FILE, read_record
+from .signing import SignatureState, TrustedKey, load_trusted_keys, signature_state, trusted_keys_from_env
+from .verify import _Signatures, verify_checkpoint
 
-__all__ = ["LINEAGE_FILE", "checkpoint_folder", "load", "read_record", "verify", "verify_checkpoint"]
+__all__ = [
+    "LINEAGE_FILE",
+    "SIGNATURE_FILE",
+    "SignatureState",
+    "TrustedKey",
+    "checkpoint_folder",
+    "load",
+    "load_trusted_keys",
+    "read_record",
+    "signature_state",
+    "trusted_keys_from_env",
+    "verify",
+    "verify_checkpoint",
+]
 
 
 def checkpoint_folder(path: Path) -> Path:
@@ -35,18 +49,29 @@ def load(path: Path) -> dict[str, Any]:
         raise LineageBroken(str(exc)) from None
 
 
-def verify(path: Path | str) -> tuple[dict[str, Any], int, list[str], list[str]]:
+def verify(
+    path: Path | str,
+    *,
+    trusted_keys: list[TrustedKey] | None = None,
+    signatures: list[tuple[str, SignatureState]] | None = None,
+) -> tuple[dict[str, Any], int, list[str], list[str]]:
     """Verify the chain of the checkpoint at ``path`` (a folder, or a checkpoint an ftc run published to
     ``s3://…/checkpoints/step-N/`` or ``gs://…``): the record, how many records it holds, the parents whose files
     were re-hashed, and the local parents that could not be found to re-hash. Raises :class:`LineageBroken` listing
-    every file or record that does not match."""
+    every file or record that does not match. ``signatures``, when given, receives (node, signature state) for the
+    checkpoint and each parent checkpoint verified, checked against ``trusted_keys``."""
+    found = _Signatures(trusted_keys or []) if signatures is not None else None
     if str(path).startswith(("s3://", "gs://")):
-        return _verify_published(str(path).rstrip("/") + "/")
-    folder = checkpoint_folder(Path(path))
-    return _verify_folder(folder, str(folder))
+        result = _verify_published(str(path).rstrip("/") + "/", found)
+    else:
+        folder = checkpoint_folder(Path(path))
+        result = _verify_folder(folder, str(folder), signatures=found)
+    if signatures is not None and found is not None:
+        signatures += found.found
+    return result
 
 
-def _verify_published(uri: str) -> tuple[dict[str, Any], int, list[str], list[str]]:
+def _verify_published(uri: str, signatures: _Signatures | None) -> tuple[dict[str, Any], int, list[str], list[str]]:
     """A published checkpoint: downloaded (each file against its marker's sha256), then verified as a folder."""
     import tempfile
 
@@ -63,15 +88,18 @@ def _verify_published(uri: str) -> tuple[dict[str, Any], int, list[str], list[st
                 raise LineageBroken(f"{uri}: the lineage does not verify:\n    {exc}") from None
             raise InputUnresolvable(f"{uri}: {exc}\n    fix: {exc.hint}", exc.reason) from None
         # each file was checked against the marker's sha256 as it arrived: the record is checked against those
-        return _verify_folder(folder, uri.rstrip("/"), {f["path"]: f["sha256"] for f in marker["files"]})
+        digests = {f["path"]: f["sha256"] for f in marker["files"]}
+        return _verify_folder(folder, uri.rstrip("/"), digests, signatures=signatures)
 
 
 def _verify_folder(
-    folder: Path, shown: str, digests: dict[str, str] | None = None
+    folder: Path, shown: str, digests: dict[str, str] | None = None, *, signatures: _Signatures | None = None
 ) -> tuple[dict[str, Any], int, list[str], list[str]]:
     unreached: list[str] = []
     rehashed: list[str] = []
-    record, problems = verify_checkpoint(folder, unreached=unreached, rehashed=rehashed, _digests=digests)
+    record, problems = verify_checkpoint(
+        folder, unreached=unreached, rehashed=rehashed, _digests=digests, signatures=signatures
+    )
     if problems or record is None:
         problems = [p.replace(str(folder.resolve()), shown).replace(str(folder), shown) for p in problems]
         raise LineageBroken(f"{shown}: the lineage does not verify:\n    " + "\n    ".join(problems))

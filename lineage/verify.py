@@ -10,9 +10,10 @@ import os
 from pathlib import Path
 from typing import Any
 
-from ftc.stores.hashing import NotAnInput, StatCache, changed_file_lines, hash_tree
+from ftc.stores.hashing import NotAnInput, StatCache, changed_file_lines, hash_file, hash_tree, walk_files
 
-from .record import LINEAGE_FILE, read_record, record_id_of
+from .record import LINEAGE_FILE, SIGNATURE_FILE, read_record, record_id_of
+from .signing import SignatureState, TrustedKey, signature_state
 
 __all__ = ["checkpoint_problems", "files_problems", "record_problems", "verified_record", "verify_checkpoint"]
 
@@ -45,11 +46,33 @@ def files_problems(expected: list[dict[str, Any]], found: dict[str, str], where:
     )
 
 
+def _unlisted(expected: set[str], path: str, skip_record: bool) -> bool:
+    """Whether ``path`` is a file of the folder the record does not name: its own record, and its signature (written
+    after the record, over it), are not."""
+    if path in expected:
+        return False
+    return not ((skip_record and path == LINEAGE_FILE) or path == SIGNATURE_FILE)
+
+
 def _folder_problems(expected: list[dict[str, Any]], folder: Path, skip_record: bool) -> list[str]:
-    """Every file under ``folder`` against ``expected``; a FIFO, a device or a symlink loop in it is the problem."""
+    """Every file under ``folder`` against ``expected``; a FIFO, a device or a symlink loop in it is the problem.
+    Names are compared first: a file the record does not name is reported without a byte of it read (a 100 GB
+    file dropped in is named, not hashed)."""
+    names = {f["path"] for f in expected}
+    try:
+        unlisted = [p for p in walk_files(folder) if _unlisted(names, p, skip_record)]
+    except NotAnInput as exc:
+        return [str(exc)]
+    if unlisted:
+        return [f"{folder}/{p}: not in the lineage record (not hashed)" for p in unlisted]
     try:
         with StatCache(reuse=False) as cache:  # hashed again; what was found spares the checks that follow a verify
-            found = {f.path: f.sha256 for f in hash_tree(folder, cache) if not (skip_record and f.path == LINEAGE_FILE)}
+            found = {
+                f.path: f.sha256
+                for f in hash_tree(folder, cache)
+                if not (skip_record and f.path == LINEAGE_FILE)
+                and not (f.path == SIGNATURE_FILE and f.path not in names)
+            }
     except NotAnInput as exc:
         return [str(exc)]
     return files_problems(expected, found, str(folder))
@@ -67,7 +90,7 @@ def checkpoint_problems(folder: Path, digests: dict[str, str] | None = None) -> 
         return None, [f"{folder}: no {LINEAGE_FILE}: not a checkpoint written by ftc (or from before lineage records)"]
     problems = record_problems(record, str(folder))
     if digests is not None:
-        found = {path: sha for path, sha in digests.items() if path != LINEAGE_FILE}
+        found = {path: sha for path, sha in digests.items() if path not in (LINEAGE_FILE, SIGNATURE_FILE)}
         problems += files_problems(record["checkpoint"]["files"], found, str(folder))
     else:
         problems += _folder_problems(record["checkpoint"]["files"], folder, skip_record=True)
@@ -102,6 +125,7 @@ def _store_parent_problems(
     seen: set[str],
     unreached: list[str] | None,
     rehashed: list[str] | None,
+    signatures: _Signatures | None = None,
 ) -> list[str]:
     """A parent in a store: every file fetched again (the pinned object, checked against its sha256), then its own
     chain verified from the fetched copy. A store that cannot be read leaves it unreached, as a missing disk does."""
@@ -125,8 +149,47 @@ def _store_parent_problems(
     if parent.get("lineage") is None:
         return []
     digests = {f["path"]: f["sha256"] for f in parent["files"]}  # each fetched file was just checked against these
-    _, more = verify_checkpoint(copy, _seen=seen, unreached=unreached, rehashed=rehashed, _digests=digests)
+    if signatures is not None:  # the pinned files are the record's: a signature beside them in the store is not one
+        signatures.found.append(
+            (
+                f"{parent['role']} {uri}",
+                SignatureState(
+                    "unverified", None, "fetched from a store by its pinned files, its signature not among them"
+                ),
+            )
+        )
+    _, more = verify_checkpoint(
+        copy, _seen=seen, unreached=unreached, rehashed=rehashed, _digests=digests, signatures=signatures, _top=False
+    )
     return [p.replace(str(copy.resolve()), uri.rstrip("/")) for p in more]
+
+
+class _Signatures:
+    """What ``verify_checkpoint`` collects about signatures: the keys trusted, and (node, state) per checkpoint of
+    the chain it verified."""
+
+    def __init__(self, trusted: list[TrustedKey]):
+        self.trusted = trusted
+        self.found: list[tuple[str, SignatureState]] = []
+
+
+def _note_signature(
+    signatures: _Signatures | None, name: str, folder: Path, files: list[dict[str, Any]], problems: list[str]
+) -> None:
+    """The signature state of the checkpoint in ``folder`` whose ``files`` (path, sha256) were just verified (when
+    ``problems`` is empty): a signed file's sha256 is taken from there, not hashed again."""
+    if signatures is None:
+        return
+    if problems:
+        signatures.found.append((name, SignatureState("broken", None, "the lineage does not verify")))
+        return
+    digests = {f["path"]: f["sha256"] for f in files}
+    if (folder / SIGNATURE_FILE).exists() and LINEAGE_FILE not in digests:
+        try:
+            digests[LINEAGE_FILE], _ = hash_file(folder / LINEAGE_FILE)
+        except (OSError, NotAnInput):
+            pass  # the signature check reads it itself, and says what is wrong
+    signatures.found.append((name, signature_state(folder, signatures.trusted, digests=digests)))
 
 
 def verify_checkpoint(
@@ -136,21 +199,26 @@ def verify_checkpoint(
     unreached: list[str] | None = None,
     rehashed: list[str] | None = None,
     _digests: dict[str, str] | None = None,
+    signatures: _Signatures | None = None,
+    _top: bool = True,
 ) -> tuple[dict[str, Any] | None, list[str]]:
     """The record of the checkpoint in ``folder`` and everything wrong with its chain (empty: all verified).
 
     Parents are re-hashed where they can be reached (a local parent, located relative to the checkpoint); a
     parent with its own record is verified the same way, recursively. Local parents that are not found (moved,
-    deleted, or on another machine) are added to ``unreached``: their records were still checked, their files not."""
+    deleted, or on another machine) are added to ``unreached``: their records were still checked, their files not.
+    ``signatures`` collects the signature state of the checkpoint and of each parent checkpoint verified here."""
     seen = _seen if _seen is not None else set()
     folder = folder.resolve()  # locations are relative to the checkpoint's real folder (not a best/ symlink)
     record, problems = checkpoint_problems(folder, _digests)
     if record is None:
         return None, problems
+    if _top:
+        _note_signature(signatures, folder.name, folder, record["checkpoint"]["files"], problems)
     seen.add(str(folder.resolve()))
     for parent in record.get("parents", []):
         if _in_store(parent):
-            problems += _store_parent_problems(parent, folder, seen, unreached, rehashed)
+            problems += _store_parent_problems(parent, folder, seen, unreached, rehashed, signatures)
             continue
         location = parent["source"].get("location")
         if location is None:
@@ -160,18 +228,30 @@ def verify_checkpoint(
         if not path.exists():
             if unreached is not None:
                 unreached.append(f"{parent['role']} of {folder.name}: {path}")
+            if signatures is not None and parent.get("lineage") is not None:
+                shown = parent["source"].get("given") or str(path)
+                gone = SignatureState(
+                    "unverified", "no one known", "not found here, so its signature cannot be checked"
+                )
+                signatures.found.append((f"{parent['role']} {shown}", gone))
             continue
         hashed_as = f"{path.resolve()} {parent.get('digest')}"  # the base of two stages is re-hashed once
         if parent.get("files") is not None and hashed_as not in seen:
             seen.add(hashed_as)
             if path.is_dir():
-                problems += _folder_problems(parent["files"], path, skip_record=False)
+                found = _folder_problems(parent["files"], path, skip_record=False)
+                problems += found
+                if parent.get("lineage") is not None:  # a checkpoint: a node of the chain, signed or not
+                    shown = parent["source"].get("given") or str(path)
+                    _note_signature(signatures, f"{parent['role']} {shown}", path, parent["files"], found)
             else:
                 problems += files_problems(parent["files"], {}, str(path))
             if rehashed is not None:
                 shown = parent["source"].get("given") or str(path)
                 rehashed.append(f"{parent['role'].replace('_', ' ')} {shown} ({len(parent['files'])} files)")
         if parent.get("lineage") is not None and path.is_dir() and str(path.resolve()) not in seen:
-            _, more = verify_checkpoint(path, _seen=seen, unreached=unreached, rehashed=rehashed)
+            _, more = verify_checkpoint(
+                path, _seen=seen, unreached=unreached, rehashed=rehashed, signatures=signatures, _top=False
+            )
             problems += [p for p in more if p not in problems]
     return record, problems

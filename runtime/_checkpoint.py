@@ -6,14 +6,16 @@
         plan.json                                           the plan that wrote it (its sha256 is the record's plan_id)
         ftc_state.json                                      where training stood, losses, mode, skipped examples
         lineage.json                                        the lineage record (ftc.lineage): parents, data, run
+        model.sig                                           its signature over every file, when FTC_SIGNING_KEY is set
         training_state/                                     DeepSpeed's optimizer, scheduler and module state
         rng_state_rank*.safetensors                         random number generator state of each process
     <output>/best, <output>/latest                          symlinks to checkpoints
     <output>/.ftc-lock-node<K>                              held while a run writes here (runtime/_lock.py)
 
 A checkpoint is written to ``checkpoints/.step-000012.tmp`` and renamed when complete, so a folder named
-``step-*`` is always whole. Resuming trusts nothing unverified: every file of the checkpoint must be what its
-lineage record says before anything is read, and DeepSpeed's training state is unpickled weights-only (tensors,
+``step-*`` is always whole, and a signed one is signed whole (the signature is written before the rename).
+Resuming trusts nothing unverified: every file of the checkpoint must be what its lineage record says before
+anything is read, and DeepSpeed's training state is unpickled weights-only (tensors,
 containers and three DeepSpeed value types), so a planted object is refused, never run.
 """
 
@@ -25,18 +27,20 @@ import re
 import shutil
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from ftc.errors import LineageBroken, UsageError
 from ftc.lineage.plan import PLAN_FILE
 from ftc.lineage.record import LINEAGE_FILE
+from ftc.lineage.signing import Signer, signer_from_env
 from ftc.lineage.verify import verified_record
 from ftc.spec.reading import MiB, read_bounded_text
 from ftc.stores.atomic import clear_planted
 
 from ._model import save_tokenizer
+from ._progress import log
 
 __all__ = [
     "Checkpointer",
@@ -217,6 +221,14 @@ class Checkpointer:
     keep: int | None
     model_id: str
     plan_text: str  # the plan file's text, saved with every checkpoint
+    #: signs each checkpoint (rank 0), as FTC_SIGNING_KEY / FTC_SIGNING configure; None: checkpoints are unsigned
+    signer: Signer | None = field(init=False, default=None)
+
+    def __post_init__(self) -> None:
+        # a configured key that cannot be used stops the run here, before the first step (and before any checkpoint)
+        self.signer = signer_from_env() if self.rank == 0 else None
+        if self.signer is not None:
+            log(f"checkpoints are signed: {self.signer.describe()}")
 
     def discard_partial(self) -> None:
         """Remove checkpoints an interrupted run left half-written (they never had their final name)."""
@@ -256,6 +268,7 @@ class Checkpointer:
             (tmp / STATE_FILE).write_text(json.dumps(state, indent=2, sort_keys=True) + "\n")
             record = lineage(tmp, final)
             (tmp / LINEAGE_FILE).write_text(json.dumps(record, indent=2, sort_keys=True) + "\n")
+            self._sign(tmp)  # over every file, the record included; still under the temporary name
             clear_planted(final)
             if final.exists():
                 shutil.rmtree(final)
@@ -264,6 +277,17 @@ class Checkpointer:
             self._mark_best_and_prune()
         self.barrier()
         return final
+
+    def _sign(self, folder: Path) -> None:
+        """Sign the checkpoint being written in ``folder``. Signing that was asked for and fails is said once, and
+        the run goes on writing unsigned checkpoints (`ftc lineage verify --require-signature` refuses them)."""
+        if self.signer is None:
+            return
+        try:
+            self.signer.sign(folder)
+        except UsageError as exc:
+            self.signer = None
+            log(f"warning: signing failed; this checkpoint and the ones after it are unsigned: {exc}")
 
     def _save_weights(self, engine: Any, folder: Path) -> None:
         model = engine.module

@@ -1,0 +1,203 @@
+"""Signed checkpoints, end to end with real EC keys: a chain trained from the tiny model (stage 1 unsigned, stage 2
+continuing it and signed as it is written), then verified against trusted and foreign keys, edited and resealed."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import yaml
+
+from ftc.cli import main
+from ftc.errors import ExitCode
+from ftc.lineage.record import seal
+from ftc.spec.canonical import digest_of
+
+from conftest import age
+
+pytestmark = pytest.mark.slow
+
+
+def make_key(folder: Path, name: str) -> tuple[Path, Path]:
+    """A fresh P-256 key pair written as PEM files: (private key, public key)."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    private, public = folder / f"{name}.pem", folder / f"{name}.pub.pem"
+    private.write_bytes(
+        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    )
+    public.write_bytes(
+        key.public_key().public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+    )
+    return private, public
+
+
+@pytest.fixture(scope="module")
+def chain(tmp_path_factory, tiny_model):
+    """Stage 1 (unsigned: no key configured) and stage 2 (continues stage 1's adapter, signed with key ``ours``),
+    trained once for the module; tests work on copies (``copied``)."""
+    from support.models import arithmetic_examples, write_jsonl
+
+    root = tmp_path_factory.mktemp("signed-chain")
+    keys = root / "keys"
+    keys.mkdir()
+    ours, ours_pub = make_key(keys, "ours")
+    _, theirs_pub = make_key(keys, "theirs")
+    write_jsonl(root / "data" / "train.jsonl", arithmetic_examples(16, seed=1))
+    write_jsonl(root / "data" / "valid.jsonl", arithmetic_examples(4, seed=2))
+    age(root / "data")
+    base = {
+        "model_id": "ftc-tests/tiny-llama",
+        "initial_base_model_ckpt_path": str(tiny_model),
+        "train_path": "data/train.jsonl",
+        "valid_path": "data/valid.jsonl",
+        "context_length": 64,
+    }
+    stages = {
+        "stage1": {"lora_config": {"r": 4, "lora_alpha": 8, "target_modules": ["q_proj", "v_proj"]}},
+        "stage2": {"initial_adapter_model_ckpt_path": "stage1/best"},
+    }
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("FTC_CACHE_DIR", str(root / "cache"))
+        mp.delenv("FTC_SIGNING_KEY", raising=False)
+        mp.delenv("FTC_TRUSTED_KEYS", raising=False)
+        for name, extra in stages.items():
+            if name == "stage2":
+                mp.setenv("FTC_SIGNING_KEY", str(ours))
+            (root / f"{name}.yaml").write_text(yaml.safe_dump({**base, **extra, "output_dir": name}))
+            assert main(["compile", str(root / f"{name}.yaml"), "-o", str(root / f"{name}.plan.json")]) == 0
+            assert main(["run", str(root / f"{name}.plan.json")]) == 0
+    return {"root": root, "ours": ours, "ours_pub": ours_pub, "theirs_pub": theirs_pub}
+
+
+@pytest.fixture
+def copied(chain, tmp_path):
+    """A copy of the trained chain (symlinks kept, relative locations intact) that a test may change."""
+    shutil.copytree(chain["root"] / "stage1", tmp_path / "stage1", symlinks=True)
+    shutil.copytree(chain["root"] / "stage2", tmp_path / "stage2", symlinks=True)
+    return tmp_path
+
+
+def checkpoint(run: Path) -> Path:
+    return (run / "latest").resolve()
+
+
+def fingerprint(public: Path) -> str:
+    import hashlib
+
+    return "sha256:" + hashlib.sha256(public.read_bytes()).hexdigest()
+
+
+def reseal(folder: Path, edit) -> None:
+    """Edit the checkpoint's plan.json (through ``edit``) and reseal it as the lineage code seals: the plan's
+    plan_id, the record's file list and record_id recomputed, so `ftc lineage verify` finds it consistent."""
+    from ftc.lineage.record import checkpoint_section, record_id_of
+
+    plan_path = folder / "plan.json"
+    plan = json.loads(plan_path.read_text())
+    edit(plan)
+    plan["plan_id"] = digest_of({k: v for k, v in plan.items() if k != "plan_id"})
+    plan_path.write_text(json.dumps(plan, indent=2, sort_keys=True))
+    record = json.loads((folder / "lineage.json").read_text())
+    record["checkpoint"] = {**record["checkpoint"], **checkpoint_section(folder)}
+    record["plan"]["plan_id"] = plan["plan_id"]
+    record = seal({k: v for k, v in record.items() if k != "record_id"})
+    assert record["record_id"] == record_id_of(record)
+    (folder / "lineage.json").write_text(json.dumps(record, indent=2, sort_keys=True))
+
+
+def test_a_checkpoint_signed_as_written_verifies_as_signed_by_the_trusted_key(chain, copied, ftc):
+    stage2 = checkpoint(copied / "stage2")
+    assert (stage2 / "model.sig").is_file()
+    record = json.loads((stage2 / "lineage.json").read_text())
+    assert "model.sig" not in [f["path"] for f in record["checkpoint"]["files"]]  # written after the record
+    assert str(chain["ours"]) not in (stage2 / "lineage.json").read_text()  # nothing of the key in the record
+    assert str(chain["ours"]) not in (stage2 / "plan.json").read_text()
+    r = ftc("lineage", "verify", copied / "stage2", "--trusted-key", chain["ours_pub"])
+    assert r.code == 0, r.err
+    assert f"signature: {stage2.name}: signed by {fingerprint(chain['ours_pub'])} (a trusted key)" in r.out
+    assert "signature: adapter stage1/best: unsigned but consistent" in r.out
+    # every stage 2 checkpoint of the run is signed; stage 1's are not (no key was configured)
+    assert all((c / "model.sig").is_file() for c in (copied / "stage2" / "checkpoints").iterdir())
+    assert not any((c / "model.sig").exists() for c in (copied / "stage1" / "checkpoints").iterdir())
+
+
+def test_an_unsigned_checkpoint_is_consistent_and_refused_only_when_a_signature_is_required(chain, copied, ftc):
+    r = ftc("lineage", "verify", copied / "stage1", "--trusted-key", chain["ours_pub"])
+    assert r.code == 0, r.err
+    assert f"signature: {checkpoint(copied / 'stage1').name}: unsigned but consistent" in r.out
+    r = ftc("lineage", "verify", copied / "stage1", "--trusted-key", chain["ours_pub"], "--require-signature")
+    assert r.code == ExitCode.LINEAGE_BROKEN
+    assert "--require-signature: not signed by a trusted key" in r.err
+    assert f"{checkpoint(copied / 'stage1').name}: unsigned" in r.err and "fix:" in r.err
+
+
+def test_a_foreign_signature_is_refused_when_a_signature_is_required(chain, copied, ftc, monkeypatch):
+    stage2 = checkpoint(copied / "stage2")
+    monkeypatch.setenv("FTC_TRUSTED_KEYS", str(chain["theirs_pub"]))  # the environment's trust, not ours
+    r = ftc("lineage", "verify", copied / "stage2")
+    assert r.code == 0, r.err  # consistent; signed by a key the user did not name
+    assert f"{stage2.name}: signed by {fingerprint(chain['ours_pub'])}, not verified: not a trusted key" in r.out
+    r = ftc("lineage", "verify", copied / "stage2", "--require-signature")
+    assert r.code == ExitCode.LINEAGE_BROKEN
+    assert f"{stage2.name}: signed by {fingerprint(chain['ours_pub'])}, not verified" in r.err
+
+
+def test_an_unsigned_parent_of_a_signed_checkpoint_is_named_when_a_signature_is_required(chain, copied, ftc):
+    r = ftc("lineage", "verify", copied / "stage2", "--trusted-key", chain["ours_pub"], "--require-signature")
+    assert r.code == ExitCode.LINEAGE_BROKEN
+    assert "adapter stage1/best: unsigned" in r.err
+    assert checkpoint(copied / "stage2").name + ":" not in r.err.split("not signed by a trusted key")[1]
+
+
+def test_an_edited_and_resealed_checkpoint_is_consistent_but_no_longer_signed(chain, copied, ftc):
+    stage2 = checkpoint(copied / "stage2")
+    reseal(stage2, lambda plan: plan["spec"].__setitem__("learning_rate", 0.5))
+    # the lineage itself is consistent again: without a signature, verify would pass
+    from ftc.lineage.verify import checkpoint_problems
+
+    assert checkpoint_problems(stage2)[1] == []
+    r = ftc("lineage", "verify", copied / "stage2", "--trusted-key", chain["ours_pub"])
+    assert r.code == ExitCode.LINEAGE_BROKEN
+    assert f"{stage2.name}: consistent, but no longer signed: signature broken" in r.err
+    assert "lineage.json: changed after signing" in r.err and "plan.json: changed after signing" in r.err
+    # the same without any trusted key: the signature's manifest no longer matches, whoever signed it
+    r = ftc("lineage", "verify", copied / "stage2")
+    assert r.code == ExitCode.LINEAGE_BROKEN and "no longer signed" in r.err
+    # removing the signature makes it unsigned: consistent, and refused when a signature is required
+    (stage2 / "model.sig").unlink()
+    r = ftc("lineage", "verify", copied / "stage2")
+    assert r.code == 0 and f"{stage2.name}: unsigned but consistent" in r.out
+    r = ftc("lineage", "verify", copied / "stage2", "--trusted-key", chain["ours_pub"], "--require-signature")
+    assert r.code == ExitCode.LINEAGE_BROKEN and f"{stage2.name}: unsigned" in r.err
+
+
+def test_a_signing_key_that_cannot_be_used_stops_the_run_before_training(chain, copied, ftc, monkeypatch, tmp_path):
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ed25519
+
+    not_ec = tmp_path / "ed25519.pem"
+    not_ec.write_bytes(
+        ed25519.Ed25519PrivateKey.generate().private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
+    )
+    spec = yaml.safe_load((chain["root"] / "stage1.yaml").read_text())
+    spec.update(output_dir=str(tmp_path / "out"), train_path=str(chain["root"] / "data" / "train.jsonl"))
+    spec["valid_path"] = str(chain["root"] / "data" / "valid.jsonl")
+    (tmp_path / "job.yaml").write_text(yaml.safe_dump(spec))
+    assert ftc("compile", tmp_path / "job.yaml", "-o", tmp_path / "plan.json").code == 0
+    for value, message in (
+        (str(not_ec), "it is an Ed25519 key, not an EC key"),
+        (str(tmp_path / "missing.pem"), "no such private key file"),
+    ):
+        monkeypatch.setenv("FTC_SIGNING_KEY", value)
+        r = ftc("run", tmp_path / "plan.json")
+        assert r.code == ExitCode.USAGE, r.err
+        assert f"FTC_SIGNING_KEY: the signing key cannot be used: {message}" in r.err and "fix:" in r.err
+        assert value not in r.err  # the key's path is not logged
+        assert not list((tmp_path / "out").glob("checkpoints/step-*"))
