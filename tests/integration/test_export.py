@@ -264,3 +264,30 @@ def test_what_the_serving_verbs_refuse_says_why_and_what_to_do(lora_run, ftc, tm
     (copy / "plan.json").unlink()
     r = ftc("generate", copy, "--prompt", PROMPT)
     assert r.code == 12 and "plan.json" in r.err and "not in the lineage record" not in r.err
+
+
+def test_outputs_that_would_land_in_the_checkpoint_or_through_a_link_are_refused_before_any_work(
+    lora_run, ftc, tmp_path
+):
+    checkpoint = (lora_run / "best").resolve()
+    data = tmp_path / "test.jsonl"
+    write_jsonl(data, [{"messages": [{"role": "user", "content": PROMPT}, {"role": "assistant", "content": "19"}]}])
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "linked").symlink_to(tmp_path / "empty")
+    r = ftc("export", lora_run, "-o", tmp_path / "linked")
+    assert r.code == 2 and f"-o {tmp_path / 'linked'} is a symbolic link (to {tmp_path / 'empty'})" in r.err
+    assert "merging" not in r.err  # refused before the merge, not after it
+    for argv in (
+        ["export", lora_run, "-o", checkpoint / "export"],
+        ["eval", checkpoint, "--data", data, "-o", checkpoint / "eval.jsonl"],
+        ["report", lora_run, "-o", lora_run / "latest" / "report.html"],
+    ):
+        r = ftc(*argv)
+        assert r.code == 2 and "which this command reads" in r.err, (argv, r.err)
+    assert ftc("lineage", "verify", lora_run).code == 0  # the checkpoint is as it was
+
+    # a link planted at the export's temporary name is removed, not written through
+    (tmp_path / ".export.export-tmp").symlink_to(tmp_path / "empty")
+    r = ftc("export", lora_run, "-o", tmp_path / "export")
+    assert r.code == 0, r.err
+    assert list((tmp_path / "empty").iterdir()) == [] and ftc("lineage", "verify", tmp_path / "export").code == 0
