@@ -17,6 +17,7 @@ from ftc.spec import LoadedSpec, LoraConfig
 from ftc.spec.architectures import COMPARED_FIELDS, Architecture, closest_model_ids, known_architecture, known_model_ids
 from ftc.spec.reading import MiB, NotReadable, read_bounded_text
 from ftc.stores.safetensors_header import BadSafetensors, TensorInfo, read_safetensors_header
+from ftc.stores.weights_folder import CODE_FIX, code_in_folder, code_in_names, describe_code
 
 from .sources import ResolvedInput
 
@@ -145,6 +146,15 @@ def _check_published(loaded: LoadedSpec, at: tuple, item: ResolvedInput) -> None
         loaded.problems.append(loaded.problem(at, problem, fix, kind="input"))
 
 
+def _code_problems(loaded: LoadedSpec, at: tuple, item: ResolvedInput) -> list:
+    """A weights folder holding Python files, or a config naming classes in them (``auto_map``), is refused: loading
+    it could run that code. A folder in a store is judged by its listing and its small JSON files here (those are
+    what this machine holds of it), and whole again when a run downloads it."""
+    found = code_in_folder(item.local_path) if item.local_path is not None else []
+    found += [line for line in (f"a Python file: {name}" for name in code_in_names(item.names)) if line not in found]
+    return [loaded.problem(at, describe_code(found), CODE_FIX, kind="input")] if found else []
+
+
 def _weights_problems(loaded: LoadedSpec, at: tuple, item: ResolvedInput, wanted: str) -> list:
     """A weights folder must hold safetensors; pickled checkpoints are refused (loading them runs code)."""
     names = item.names
@@ -203,6 +213,7 @@ def check_architecture(loaded: LoadedSpec, base: ResolvedInput) -> Architecture 
             )
         )
         return None
+    loaded.problems += _code_problems(loaded, at, base)
     loaded.problems += _weights_problems(loaded, at, base, "*.safetensors weights")
     tensors = _weights_tensors(loaded, at, base)
     arch = _base_architecture(loaded, base, registry)
@@ -289,6 +300,7 @@ def check_adapter(loaded: LoadedSpec, adapter: ResolvedInput) -> LoraConfig | No
             )
         )
         return None
+    loaded.problems += _code_problems(loaded, at, adapter)
     loaded.problems += _weights_problems(loaded, at, adapter, "adapter_model.safetensors")
     _weights_tensors(loaded, at, adapter)  # every safetensors file checked against its header
     config, error = _read_json(adapter.local_path / "adapter_config.json")

@@ -15,6 +15,7 @@ __all__ = [
     "pretrained_causal_lm",
     "pretrained_config",
     "pretrained_tokenizer",
+    "refuse_code_in_inputs",
     "run",
     "run_plan",
     "save_tokenizer",
@@ -22,7 +23,14 @@ __all__ = [
 ]
 
 #: loaders that never run code from a weights folder (runtime/_model.py), and the tokenizer saver
-_LOADERS = ("pretrained_adapter", "pretrained_causal_lm", "pretrained_config", "pretrained_tokenizer", "save_tokenizer")
+_LOADERS = (
+    "pretrained_adapter",
+    "pretrained_causal_lm",
+    "pretrained_config",
+    "pretrained_tokenizer",
+    "refuse_code_in_inputs",
+    "save_tokenizer",
+)
 
 
 def __getattr__(name: str) -> Any:

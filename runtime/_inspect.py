@@ -21,7 +21,7 @@ from ftc.spec.plan import Plan
 
 from ._batches import epoch_rows
 from ._inputs import verify_inputs
-from ._model import load_tokenizer
+from ._model import load_tokenizer, refuse_code_in_inputs
 from ._render import PLACEHOLDER, renderer_for
 from ._tokens import Examples, token_cache, tokenize_file, trained_mask
 
@@ -54,6 +54,7 @@ def inspect_data(plan: Plan, *, split: str = "train", n: int = 3, boundaries: bo
         raise UsageError(
             f"--split {split}: the plan has no {split} data (it has: train{', valid' * ('valid' in plan.inputs)})"
         )
+    refuse_code_in_inputs(plan, {"base_model", "adapter"})
     paths = verify_inputs(plan, roles={"base_model", "adapter", split}, weights=False)  # data and tokenizer only
     spec = plan.spec
     base = paths["base_model"]

@@ -27,6 +27,7 @@ __all__ = [
     "pretrained_causal_lm",
     "pretrained_config",
     "pretrained_tokenizer",
+    "refuse_code_in_inputs",
     "save_tokenizer",
 ]
 
@@ -63,6 +64,21 @@ def _no_code(source: Path | str, what: str) -> None:
     loader below passes trust_remote_code=False, so transformers refuses them itself)."""
     if isinstance(source, Path):
         refuse_code(source, what)
+
+
+#: how the inputs that are weights folders are named in messages
+_FOLDERS = {"base_model": "the base weights", "adapter": "the adapter"}
+
+
+def refuse_code_in_inputs(plan: Any, roles: set[str]) -> None:
+    """The local weights folders among the inputs ``roles`` of ``plan`` must hold no code a loader could run: checked
+    before they are verified or read (planted code is reported as what it is, not as a changed input)."""
+    for role, what in _FOLDERS.items():
+        item = plan.inputs.get(role)
+        if role in roles and item is not None and item.source == "local" and item.kind == "dir":
+            folder = plan.locate(item.uri)
+            if folder.is_dir():
+                refuse_code(folder, what)
 
 
 def _unloadable(source: Path | str, what: str, exc: Exception) -> InputUnresolvable:

@@ -95,14 +95,15 @@ def _checkpoint_of(folder: Path, record: dict[str, Any]) -> Trained:
 
 def _base_weights(plan: Plan, folder: Path) -> Path | str:
     """The adapter's base weights as the plan pinned them, located from the checkpoint and verified."""
-    from ftc.runtime import verify_inputs
+    from ftc.runtime import refuse_code_in_inputs, verify_inputs
 
+    refuse_code_in_inputs(plan, {"base_model"})
     try:
         base = verify_inputs(plan, {"base_model"})["base_model"]
     except (InputChanged, InputUnresolvable) as exc:
         exc.args = (f"the base weights {folder.name} was trained on: {exc}",)
         raise exc from None
-    if isinstance(base, Path):
+    if isinstance(base, Path):  # downloaded from a store: whole only now
         refuse_code(base, f"the base weights {folder.name} was trained on")
     return base
 

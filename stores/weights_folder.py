@@ -18,12 +18,15 @@ from ftc.errors import InputUnresolvable
 from ftc.spec.reading import MiB, NotReadable, read_bounded_text
 from ftc.spec.text import for_terminal
 
-__all__ = ["CODE_KEYS", "code_in_folder", "code_in_names", "code_message", "refuse_code"]
+__all__ = ["CODE_FIX", "CODE_KEYS", "code_in_folder", "code_in_names", "code_message", "describe_code", "refuse_code"]
 
 #: config keys with which transformers loads classes from Python files instead of its own
 CODE_KEYS = ("auto_map", "custom_pipelines")
 #: file names Python imports (a symlink or a folder so named counts too: it is what a loader would import)
 _CODE_SUFFIXES = (".py", ".pyc", ".pyo", ".pyw", ".pyd")
+#: the recovery scripts DeepSpeed copies beside the optimizer state of every checkpoint ftc writes: nothing imports
+#: them (a loader imports only what a config's auto_map names, from the folder itself, and that is refused)
+_DEEPSPEED_SCRIPTS = ("training_state/zero_to_fp32.py", "training_state/zero_to_torch.py")
 #: entries walked in a folder before it is refused as too large to be a weights folder
 _MAX_ENTRIES = 100_000
 _CONFIG_LIMIT = 16 * MiB
@@ -31,6 +34,11 @@ _CONFIG_LIMIT = 16 * MiB
 
 def _is_code(name: str) -> bool:
     return name.lower().endswith(_CODE_SUFFIXES)
+
+
+def _is_code_at(relative: str) -> bool:
+    """Whether the entry at ``relative`` (a path in the folder, with "/") is code that is refused."""
+    return relative not in _DEEPSPEED_SCRIPTS and any(_is_code(part) for part in relative.split("/"))
 
 
 def _is_config(name: str) -> bool:
@@ -55,27 +63,28 @@ def _keys_at(value: Any, path: str = "$") -> Iterable[str]:
 
 def code_in_names(names: Iterable[str]) -> list[str]:
     """The Python files among ``names`` (paths relative to a folder, as a store lists them)."""
-    return sorted(n for n in names if any(_is_code(part) for part in Path(n).parts))
+    return sorted(n for n in names if _is_code_at(Path(n).as_posix()))
 
 
 def code_in_folder(folder: Path) -> list[str]:
     """What in ``folder`` (and its subfolders) a loader could run, each as one line: a Python file (symlinks and
-    folders by their names, never followed), a CODE_KEYS key in a config file, or a config file that cannot be read
-    (a loader would read it anyway). Empty when there is nothing."""
+    folders by their names, never followed; DeepSpeed's recovery scripts in a checkpoint's training_state/ aside), a
+    CODE_KEYS key in a config file, or a config file that cannot be read (a loader would read it anyway). Empty when
+    there is nothing."""
     found: list[str] = []
     configs: list[Path] = []
     seen = 0
     for top, dirs, files in os.walk(folder, followlinks=False):
         for name in sorted([*dirs, *files]):
             seen += 1
-            relative = os.path.relpath(os.path.join(top, name), folder)
+            relative = Path(os.path.relpath(os.path.join(top, name), folder)).as_posix()
             if seen > _MAX_ENTRIES:
                 return [*found, f"more than {_MAX_ENTRIES:,} files and folders: not a weights folder"]
-            if _is_code(name):
+            if _is_code_at(relative):
                 found.append(f"a Python file: {relative}")
             elif name in files and _is_config(name):
                 configs.append(Path(top) / name)
-        dirs[:] = [d for d in dirs if not _is_code(d)]
+        dirs[:] = sorted(d for d in dirs if not _is_code(d))  # walked in order: the same message every time
     for path in sorted(configs):
         relative = os.path.relpath(path, folder)
         try:
@@ -95,15 +104,22 @@ def refuse_code(folder: Path, what: str) -> None:
         raise InputUnresolvable(code_message(folder, what, found))
 
 
-def code_message(folder: Path | str, what: str, found: list[str]) -> str:
-    """The one message for a folder holding code: where, what was found, and the fix."""
+#: what to do about a folder holding code
+CODE_FIX = (
+    "use weights whose configs name only classes built into transformers: remove the `auto_map`/`custom_pipelines` "
+    "keys and the Python files (if you trust that code, convert the model with it once and save_pretrained the result)"
+)
+
+
+def describe_code(found: list[str]) -> str:
+    """What :func:`code_in_folder` found, as the middle of a message (shown escaped: the names are outside text)."""
     shown = "; ".join(for_terminal(line) for line in found[:5]) + (
         f"; and {len(found) - 5} more" if len(found) > 5 else ""
     )
-    return (
-        f"{for_terminal(str(folder))} ({what}) holds code that loading it could run: {shown}; "
-        "ftc never runs code from a weights folder, and loads nothing of this one\n"
-        "    fix: use weights whose configs name only classes built into transformers: remove the "
-        "`auto_map`/`custom_pipelines` keys and the Python files (if you trust that code, convert the model with "
-        "it once and save_pretrained the result)"
-    )
+    return f"holds code that loading it could run: {shown}; ftc never runs code from a weights folder"
+
+
+def code_message(folder: Path | str, what: str, found: list[str]) -> str:
+    """The one message for a folder holding code: where, what was found, and the fix."""
+    where = f"{for_terminal(str(folder))} ({what})"
+    return f"{where} {describe_code(found)}, and loads nothing of this one\n    fix: {CODE_FIX}"
