@@ -9,8 +9,9 @@ from typing import Any
 
 import ftc
 from ftc.errors import UsageError
+from ftc.spec.text import for_markdown
 
-__all__ = ["FORMATS", "export"]
+__all__ = ["FORMATS", "export", "front_matter"]
 
 OPENLINEAGE_SCHEMA = "https://openlineage.io/spec/2-0-2/OpenLineage.json#/$defs/RunEvent"
 PRODUCER = f"urn:ftc:{ftc.__version__}"
@@ -89,6 +90,7 @@ def _hashes(digest: str | None) -> list[dict[str, str]]:
 
 
 def _model_component(record: dict[str, Any]) -> dict[str, Any]:
+    # recursive, one call per record: a record ftc reads holds at most MAX_CHAIN_DEPTH (record.py)
     checkpoint = record["checkpoint"]
     ancestors = []
     for parent in record["parents"]:
@@ -166,33 +168,52 @@ def cyclonedx(record: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def front_matter(metadata: dict[str, Any]) -> str:
+    """A Markdown file's YAML front matter (``---`` … ``---``) holding ``metadata``, written by a YAML emitter: a
+    value is one scalar whatever it holds (a newline, ``key: value``, ``!!python/object``, ``---``), never a key."""
+    import yaml
+
+    text = yaml.safe_dump(metadata, sort_keys=False, allow_unicode=False, default_flow_style=False, width=1 << 16)
+    return f"---\n{text}---\n"
+
+
 def model_card(record: dict[str, Any]) -> str:
-    """A Hugging Face model card (README.md) whose metadata names the base model and the relation to it."""
+    """A Hugging Face model card (README.md) whose metadata names the base model and the relation to it. Names from
+    the record are outside text: the metadata is emitted as YAML, the body escaped as Markdown."""
     checkpoint = record["checkpoint"]
     adapter = checkpoint["kind"] == "adapter"
-    front = [
-        "---",
-        f"base_model: {checkpoint['model_id']}",
-        f"base_model_relation: {'adapter' if adapter else 'finetune'}",
+    front = front_matter(
+        {
+            "base_model": checkpoint["model_id"],
+            "base_model_relation": "adapter" if adapter else "finetune",
+            "library_name": "peft" if adapter else "transformers",
+            "tags": ["ftc"],
+        }
+    )
+    md = for_markdown
+    lines = [
+        f"# {md(checkpoint['model_id'])} {'adapter' if adapter else 'fine-tune'} ({md(checkpoint['name'])})",
+        "",
+        # record_id: a sha256 digest (lineage.schema.json's pattern, checked when the record was read)
+        f"Trained with ftc. Lineage record `{record['record_id']}`; verify it with `ftc lineage verify`.",
+        "",
     ]
-    front += [f"library_name: {'peft' if adapter else 'transformers'}", "tags:", "- ftc", "---", ""]
-    lines = [f"# {checkpoint['model_id']} {'adapter' if adapter else 'fine-tune'} ({checkpoint['name']})", ""]
-    lines += [f"Trained with ftc. Lineage record `{record['record_id']}`; verify it with `ftc lineage verify`.", ""]
     lines += ["## Parents", ""]
     lines += [
-        f"- {p['relation']}: {_shown(p['source'])} ({'pinned ' + p['digest'] if p.get('digest') else 'unpinned'})"
+        f"- {md(p['relation'])}: {md(_shown(p['source']))} "
+        f"({'pinned ' + md(p['digest']) if p.get('digest') else 'unpinned'})"
         for p in record["parents"]
     ]
     lines += ["", "## Data", ""]
     lines += [
-        f"- {d['role']}: {_shown(d['source'])} ({d['sha256']}), {d['examples_used']} examples"
+        f"- {md(d['role'])}: {md(_shown(d['source']))} ({md(d['sha256'])}), {d['examples_used']} examples"
         for d in record["datasets"]
     ]
     lines += ["", "## Results", "", "| step | eval loss |", "|---|---|"]
     lines += [
         f"| {e['step']} | {e['eval_loss']:.4f} |" for e in record["results"]["evals"] if e.get("eval_loss") is not None
     ]
-    return "\n".join(front + lines) + "\n"
+    return front + "\n" + "\n".join(lines) + "\n"
 
 
 FORMATS = ("openlineage", "cyclonedx", "model-card")

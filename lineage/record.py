@@ -86,9 +86,10 @@ MAX_CHAIN_DEPTH = 64
 MAX_NESTING = 4 * MAX_CHAIN_DEPTH + 16
 
 
-def _nesting(document: Any) -> int:
-    """How deeply ``document`` (parsed JSON) nests objects and arrays, walked without recursion."""
-    deepest, stack = 0, [(document, 1)]
+def _shape(document: Any) -> tuple[int, bool]:
+    """How deeply ``document`` (parsed JSON) nests objects and arrays, and whether it holds an integer no reader can
+    format as a number (past 64 bits: JSON integers have no bound), walked without recursion."""
+    deepest, huge, stack = 0, False, [(document, 1)]
     while stack:
         value, depth = stack.pop()
         if isinstance(value, dict):
@@ -96,9 +97,10 @@ def _nesting(document: Any) -> int:
         elif not isinstance(value, list):
             continue
         deepest = max(deepest, depth)
+        huge = huge or any(type(v) is int and not -(2**63) <= v < 2**63 for v in value)
         if depth <= MAX_NESTING:  # deeper is refused whatever lies below
             stack += [(v, depth + 1) for v in value if isinstance(v, (dict, list))]
-    return deepest
+    return deepest, huge
 
 
 def chain_depth(record: dict[str, Any]) -> int:
@@ -125,11 +127,14 @@ def _too_deep(path: Path, record: Any) -> str | None:
             " training stage, export or reproduction adds one)\n    fix: ftc never extends a chain past that: treat"
             " this checkpoint as untrusted"
         )
-    if _nesting(record) > MAX_NESTING:
+    deepest, huge = _shape(record)
+    if deepest > MAX_NESTING:
         return (
             f"{path}: not a lineage record: JSON nested more than {MAX_NESTING} levels deep (no record ftc writes"
             " comes close)"
         )
+    if huge:
+        return f"{path}: not a lineage record: it holds an integer beyond 64 bits (no count or step ftc records is)"
     return None
 
 
@@ -144,8 +149,9 @@ def too_long(folder: Path) -> str:
 
 def read_record(folder: Path) -> dict[str, Any] | None:
     """The lineage record in ``folder``, or None when it has none. Raises ValueError for one that is not JSON, is
-    nested deeper than :data:`MAX_NESTING`, holds a chain of more than :data:`MAX_CHAIN_DEPTH` records, or does
-    not match lineage.schema.json: every reader of a record reads it here, so none walks a deeper one."""
+    nested deeper than :data:`MAX_NESTING`, holds a chain of more than :data:`MAX_CHAIN_DEPTH` records or an
+    integer beyond 64 bits, or does not match lineage.schema.json: every reader of a record reads it here, so none
+    walks a deeper one or formats such a number."""
     path = folder / LINEAGE_FILE
     if not path.exists() and not path.is_symlink():
         return None

@@ -5,20 +5,21 @@ from the checkpoint's verified lineage record, the plan it carries and the run's
 
 from __future__ import annotations
 
-import html
 import json
+import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ftc.spec.reading import MiB, NotFinite, NotReadable, finite_json, read_bounded_text
+from ftc.spec.reading import MiB, NotFinite, NotReadable, finite_json, read_bounded_text, regular_file_problem
+from ftc.spec.text import for_html, redact
 
 from .record import REPRODUCTION_FILE, reproduction_of
 from .show import Node, _resolved, chain, source_name
 from .verify import verify_checkpoint
 
-__all__ = ["report_html"]
+__all__ = ["MAX_POINTS", "lttb", "report_html"]
 
 _STYLE = """
 body { font: 14px/1.45 system-ui, -apple-system, "Segoe UI", Roboto, sans-serif; color: #1d2430; margin: 0;
@@ -41,42 +42,158 @@ svg text { font: 11px system-ui, sans-serif; fill: #3b4452; }
 _TRAIN, _EVAL = "#3867d6", "#e8590c"
 
 
+#: the most points a curve is drawn with: a longer one is downsampled (LTTB), keeping its shape
+MAX_POINTS = 2000
+#: how much of metrics.jsonl the page reads (the start of a longer one: the page says so)
+METRICS_LIMIT = 32 * MiB
+#: a metrics line longer than this is not one ftc wrote: it is skipped, unread
+LINE_LIMIT = 64 * 1024
+#: the largest step or value drawn: beyond it (or NaN, infinite) a point is a gap in its curve
+PLOTTABLE = 1e15
+
+#: the most lineage nodes the page draws and lists
+MAX_NODES = 200
+
+#: a point of a curve: (step, value), or None where the curve has a gap
+Point = tuple[float, float] | None
+
+
 @dataclass(frozen=True)
 class _Series:
     name: str
     color: str
-    points: list[tuple[float, float]]
+    points: list[Point]
 
 
 def _e(value: Any) -> str:
-    return html.escape(str(value), quote=True)
+    """Text for the page: outside text (names, locations, values from records, plans and metrics) shown literally,
+    its control characters escaped."""
+    return for_html(str(value))
 
 
-def _run_metrics(folder: Path, step: int) -> list[dict[str, Any]]:
-    """The train records of the run the checkpoint belongs to (its metrics.jsonl, up to the checkpoint's step), when
-    the checkpoint is still in its run's folder; a torn or foreign line is skipped."""
+def _plottable(value: Any) -> float | None:
+    """``value`` as a coordinate, or None where it cannot be drawn (not a number, NaN, infinite, huge)."""
+    if type(value) is float:
+        return value if -PLOTTABLE <= value <= PLOTTABLE else None  # NaN compares false
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    if isinstance(value, int) and not -PLOTTABLE <= value <= PLOTTABLE:
+        return None
+    value = float(value)
+    return value if math.isfinite(value) and abs(value) <= PLOTTABLE else None
+
+
+def _point(step: Any, value: Any) -> Point:
+    x, y = _plottable(step), _plottable(value)
+    return None if x is None or y is None else (x, y)
+
+
+#: metrics lines as JSON, NaN and infinities read as floats: they are gaps, not unreadable lines
+_LENIENT = json.JSONDecoder(parse_constant=float)
+
+
+def _run_metrics(folder: Path, step: int) -> tuple[list[Point], str | None]:
+    """The train losses of the run the checkpoint belongs to (its metrics.jsonl, up to the checkpoint's step), when
+    the checkpoint is still in its run's folder: read line by line, at most :data:`METRICS_LIMIT` bytes; a torn or
+    foreign line is skipped, a train line whose step or loss cannot be drawn is a gap. With a note for the page
+    when not all of it was read."""
     path = folder.parent.parent / "metrics.jsonl"
-    if folder.parent.name != "checkpoints" or not path.is_file():
-        return []
+    if folder.parent.name != "checkpoints":
+        return [], None
     try:
-        text = read_bounded_text(path, limit=256 * MiB, what="metrics")
-    except (NotReadable, OSError):  # the curve is an extra: the page is made without it
-        return []
-    records = []
-    for line in text.splitlines():
-        try:
-            record = finite_json(line)
-        except (ValueError, NotFinite, RecursionError):
-            continue
-        if isinstance(record, dict) and record.get("type") == "train" and isinstance(record.get("step"), int):
-            if record["step"] <= step and isinstance(record.get("loss"), (int, float)):
-                records.append(record)
-    return records
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)  # a FIFO must not block the open
+    except OSError:  # none, or not readable: the curve is an extra, the page is made without it
+        return [], None
+    with os.fdopen(fd, "rb") as f:
+        st = os.fstat(f.fileno())
+        if regular_file_problem(path, st) is not None:
+            return [], None
+        points: list[Point] = []
+        read = skipped = 0
+        while read < METRICS_LIMIT:
+            line = f.readline(LINE_LIMIT + 1)
+            if not line:
+                break
+            read += len(line)
+            if len(line) > LINE_LIMIT and not line.endswith(b"\n"):  # skip the rest of it, a chunk at a time
+                skipped += 1
+                while (rest := f.readline(LINE_LIMIT)) and not rest.endswith(b"\n"):
+                    read += len(rest)
+                read += len(rest)
+                continue
+            if b'"train"' not in line:  # an eval or summary line: not parsed
+                continue
+            try:
+                record = _LENIENT.decode(line.decode("utf-8"))
+            except (ValueError, RecursionError):  # UnicodeDecodeError is a ValueError
+                continue
+            if not isinstance(record, dict) or record.get("type") != "train":
+                continue
+            at = record.get("step")
+            if isinstance(at, int) and not isinstance(at, bool) and at > step:
+                continue
+            points.append(_point(at, record.get("loss")))
+    notes = []
+    if read >= METRICS_LIMIT and st.st_size > read:
+        notes.append(f"the first {read // MiB} MiB of its {st.st_size / MiB:.0f} MiB were read")
+    if skipped:
+        notes.append(f"{skipped} line(s) longer than {LINE_LIMIT // 1024} KiB skipped")
+    return points, "; ".join(notes) or None
+
+
+def lttb(points: list[tuple[float, float]], n: int) -> list[int]:
+    """The indices of ``n`` of ``points`` (x ascending) that keep the curve's shape: Largest-Triangle-Three-Buckets
+    (Steinarsson, 2013). The first and the last are kept; between them each of ``n - 2`` equal buckets gives the
+    point that makes the largest triangle with the point kept before it and the mean of the next bucket, so a
+    spike or a dip is kept. Every index when there are no more than ``n``."""
+    size = len(points)
+    if n >= size:
+        return list(range(size))
+    if n < 3:
+        return [0, size - 1][:n]
+    every = (size - 2) / (n - 2)
+    kept = [0]
+    for i in range(n - 2):
+        start, end = int(i * every) + 1, int((i + 1) * every) + 1
+        following = points[end : min(int((i + 2) * every) + 1, size)]
+        mean_x = sum(p[0] for p in following) / len(following)
+        mean_y = sum(p[1] for p in following) / len(following)
+        ax, ay = points[kept[-1]]
+        kept.append(
+            max(
+                range(start, end),
+                key=lambda j: abs((ax - mean_x) * (points[j][1] - ay) - (ax - points[j][0]) * (mean_y - ay)),
+            )
+        )
+    kept.append(size - 1)
+    return kept
+
+
+def _downsampled(points: list[Point], n: int = MAX_POINTS) -> list[Point]:
+    """At most ``n`` points of a curve (gaps kept where any lay between two points kept)."""
+    drawn = [p for p in points if p is not None]
+    if len(drawn) <= n:
+        return points
+    gap_before, gaps = [], 0
+    for p in points:
+        if p is None:
+            gaps += 1
+        else:
+            gap_before.append(gaps)  # how many gaps came before this point
+    out: list[Point] = []
+    previous = None
+    for i in lttb(drawn, n):
+        if previous is not None and gap_before[i] != gap_before[previous]:
+            out.append(None)
+        out.append(drawn[i])
+        previous = i
+    return out
 
 
 def _chart(series: list[_Series], *, width: int = 1000, height: int = 300, label: str) -> str:
     """A line chart of ``series`` (step -> loss) as inline SVG, with axes and ticks."""
-    points = [p for s in series for p in s.points]
+    series = [_Series(s.name, s.color, _downsampled(s.points)) for s in series]
+    points = [p for s in series for p in s.points if p is not None]
     if not points:
         return "<p class='warn'>No losses were recorded.</p>"
     left, right, top, bottom = 56, 16, 12, 34
@@ -106,22 +223,33 @@ def _chart(series: list[_Series], *, width: int = 1000, height: int = 300, label
         parts.append(f'<text x="{sx(x):.1f}" y="{height - 14}" text-anchor="middle">{x:.0f}</text>')
     parts.append(f'<text x="{(left + width - right) / 2}" y="{height - 1}" text-anchor="middle">step</text>')
     for s in series:
-        if not s.points:
+        drawn = [p for p in s.points if p is not None]
+        if not drawn:
             continue
-        path = " ".join(f"{'M' if i == 0 else 'L'}{sx(x):.1f},{sy(y):.1f}" for i, (x, y) in enumerate(s.points))
-        parts.append(f'<path d="{path}" fill="none" stroke="{s.color}" stroke-width="2"><title>{_e(s.name)}</title>'
-                     "</path>")  # fmt: skip
-        if len(s.points) <= 60:
-            parts += [f'<circle cx="{sx(x):.1f}" cy="{sy(y):.1f}" r="3" fill="{s.color}"/>' for x, y in s.points]
+        steps, move = [], True
+        for p in s.points:  # a gap (None) starts a new stroke
+            if p is None:
+                move = True
+                continue
+            steps.append(f"{'M' if move else 'L'}{sx(p[0]):.1f},{sy(p[1]):.1f}")
+            move = False
+        parts.append(f'<path d="{" ".join(steps)}" fill="none" stroke="{s.color}" stroke-width="2"><title>'
+                     f"{_e(s.name)}</title></path>")  # fmt: skip
+        if len(drawn) <= 60:
+            parts += [f'<circle cx="{sx(x):.1f}" cy="{sy(y):.1f}" r="3" fill="{s.color}"/>' for x, y in drawn]
     parts.append("</svg>")
     legend = "".join(
-        f'<span><i class="swatch" style="background:{s.color}"></i>{_e(s.name)}</span>' for s in series if s.points
+        f'<span><i class="swatch" style="background:{s.color}"></i>{_e(s.name)}</span>'
+        for s in series
+        if any(p is not None for p in s.points)
     )
     return f'<div class="legend">{legend}</div>' + "".join(parts)
 
 
 def _status(folder: Path, nodes: list[Node], node: Node, problems: list[str]) -> tuple[str, str]:
     """(css class, words) for whether ``node``'s files were found and re-hashed here."""
+    if node.parent_index is not None and node.location is None:  # published weights by name, or a store's folder
+        return "warn", "not a local folder (published weights, or a store's): its record entry was checked"
     where = str(folder) if node.parent_index is None else _resolved(folder, nodes, node)
     if node.parent_index is not None and not os.path.exists(where):
         return "warn", f"not on this machine ({where}); its record was checked"
@@ -215,7 +343,7 @@ def _tracker(folder: Path) -> list[tuple[str, Any]]:
         return []
     if not isinstance(tracker, dict):
         return []
-    where = tracker.get("url") or tracker.get("dir") or ""
+    where = redact(str(tracker.get("url") or tracker.get("dir") or ""))
     return [("tracker", f"{_e(tracker.get('provider', ''))} run <code>{_e(tracker.get('run_id', ''))}</code> "
                         f"<code>{_e(where)}</code>")]  # fmt: skip
 
@@ -255,20 +383,35 @@ def report_html(folder: Path) -> str:
     if record is None:
         raise ValueError("\n".join(problems))
     nodes = chain(record)
+    if len(nodes) > MAX_NODES:  # a record may name thousands of parents: the page shows the first, and says so
+        more = (
+            f"<p class='warn'>{len(nodes) - MAX_NODES} more node(s) not shown: `ftc lineage show` lists them all.</p>"
+        )
+        nodes = nodes[:MAX_NODES]  # depth first: every node shown has the node it is a parent of shown too
+    else:
+        more = ""
     checkpoint = record["checkpoint"]
     trained = record.get("results") is not None
     results = record.get("results", {})
-    evals = [e for e in results.get("evals", []) if isinstance(e.get("eval_loss"), (int, float))]
-    train = _run_metrics(folder, results.get("step", 0))
-    train_points = [(r["step"], r["loss"]) for r in train] or [
-        (e["step"], e["train_loss"]) for e in evals if isinstance(e.get("train_loss"), (int, float))
-    ]
-    curves = _chart(
-        [_Series("train loss", _TRAIN, train_points),
-         _Series("eval loss", _EVAL, [(e["step"], e["eval_loss"]) for e in evals])],
-        label="train and eval loss",
-    )  # fmt: skip
-    matches = [(e["step"], e["exact_match"]) for e in evals if isinstance(e.get("exact_match"), (int, float))]
+    evals = results.get("evals", [])
+    train_points, metrics_note = _run_metrics(folder, results.get("step", 0))
+    # where the train curve comes from: metrics.jsonl is beside the checkpoint, not in it, and no record covers it
+    if any(p is not None for p in train_points):
+        source = "from the run's metrics.jsonl, which the lineage record does not cover (not verified)"
+        if metrics_note:
+            source += f"; {metrics_note}"
+    else:
+        train_points = [_point(e["step"], e.get("train_loss")) for e in evals if e.get("train_loss") is not None]
+        source = "from the lineage record (its evaluations), verified with it" if train_points else "none recorded"
+    eval_points = [_point(e["step"], e["eval_loss"]) for e in evals if e.get("eval_loss") is not None]
+    curves = (
+        _chart(
+            [_Series("train loss", _TRAIN, train_points), _Series("eval loss", _EVAL, eval_points)],
+            label="train and eval loss",
+        )
+        + f"<p class='warn'>Training curve: {_e(source)}. Eval losses: from the lineage record.</p>"
+    )
+    matches = [_point(e["step"], e["exact_match"]) for e in evals if e.get("exact_match") is not None]
     match_chart = (
         "<h2>Exact match</h2>" + _chart([_Series("exact match", "#2b8a3e", matches)], height=200, label="exact match")
         if matches
@@ -301,12 +444,15 @@ def report_html(folder: Path) -> str:
         (f"{p['role'].replace('_', ' ')} ({p['relation']})",
          f"<code>{_e(source_name(p['source']))}</code> "
          f"({_e(p['source']['source'])}) pinned <code>{_e(p.get('digest') or 'unpinned')}</code>")
-        for p in record["parents"]
+        for p in record["parents"][:MAX_NODES]
     ] + [
         (f"{d['role']} data", f"<code>{_e(source_name(d['source']))}</code> "
          f"<code>{_e(d['sha256'])}</code>, {d['examples_used']} examples used, {d['examples_skipped']} skipped")
-        for d in record.get("datasets", [])
+        for d in record.get("datasets", [])[:MAX_NODES]
     ]  # fmt: skip
+    hidden = len(record["parents"]) + len(record.get("datasets", [])) - len(parents)
+    if hidden:
+        parents.append(("more", f"{hidden} more not shown: `ftc lineage show` lists them all"))
     env = record["environment"]
     image = env.get("image")
     environment = [
@@ -334,9 +480,9 @@ def report_html(folder: Path) -> str:
     title = f"{checkpoint['model_id']} · {checkpoint['name']} ({checkpoint['kind']})"
     body = f"""<main>
 <h1>{_e(title)}</h1>
-<div class="sub">ftc run report · {_e(folder)} · lineage {verdict}</div>
+<div class="sub">ftc run report · {_e(folder)} · lineage {verdict}<br>training curve: {_e(source)}</div>
 <section><h2>Losses</h2>{curves}{match_chart}</section>
-<section><h2>Lineage</h2>{_graph(nodes)}
+<section><h2>Lineage</h2>{more}{_graph(nodes)}
 <table><tr><th>node</th><th>digest</th><th>data</th><th>eval loss</th><th>here</th></tr>{"".join(ancestry)}</table>
 </section>
 <section><h2>Run</h2>{_rows(run_rows)}</section>

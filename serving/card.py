@@ -4,50 +4,66 @@ weights are and derive from, how to load and prompt them, and the lineage chain.
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
+from ftc.lineage.export import front_matter
 from ftc.lineage.record import reproduction_of
 from ftc.lineage.show import render, source_name
+from ftc.spec.text import for_markdown
 
 from .trained import Trained
 
 __all__ = ["model_card"]
 
 
-def _metadata(trained: Trained, export: dict[str, Any], name: str) -> list[str]:
+def _metadata(trained: Trained, export: dict[str, Any], name: str) -> str:
     record = trained.record
     base = trained.base_parent
     published = base is not None and base["source"]["source"] == "hub"
     relation = "adapter" if trained.adapter and not export["merged"] else "finetune"
-    lines = ["---"]
+    metadata: dict[str, Any] = {}
     if published:  # base_model names a model on the Hub: only true of its published weights
-        lines.append(f"base_model: {json.dumps(trained.model_id)}")
-    lines += [
-        f"base_model_relation: {relation}",
-        f"library_name: {'peft' if relation == 'adapter' else 'transformers'}",
-        "pipeline_tag: text-generation",
-        "tags:",
-        "- ftc",
-    ]
+        metadata["base_model"] = trained.model_id
+    metadata.update(
+        {
+            "base_model_relation": relation,
+            "library_name": "peft" if relation == "adapter" else "transformers",
+            "pipeline_tag": "text-generation",
+            "tags": ["ftc"],
+        }
+    )
     metrics = []
     results = record["results"]
     if results.get("eval_loss") is not None:
-        metrics.append(f"      - {{type: loss, name: eval loss, value: {results['eval_loss']:.6f}}}")
+        metrics.append({"type": "loss", "name": "eval loss", "value": round(float(results["eval_loss"]), 6)})
     last_eval = next((e for e in reversed(results["evals"]) if e.get("exact_match") is not None), None)
     if last_eval is not None:
-        metrics.append(f"      - {{type: exact_match, name: exact match, value: {last_eval['exact_match']:.6f}}}")
+        metrics.append(
+            {"type": "exact_match", "name": "exact match", "value": round(float(last_eval["exact_match"]), 6)}
+        )
     valid = next((d for d in record["datasets"] if d["role"] == "valid"), None)
     if metrics and valid is not None:
-        lines += [
-            "model-index:",
-            f"- name: {json.dumps(name)}",
-            "  results:",
-            "  - task: {type: text-generation}",
-            f"    dataset: {{name: {json.dumps(source_name(valid['source']))}, type: json}}",
-            "    metrics:",
-            *metrics,
+        metadata["model-index"] = [
+            {
+                "name": name,
+                "results": [
+                    {
+                        "task": {"type": "text-generation"},
+                        "dataset": {"name": source_name(valid["source"]), "type": "json"},
+                        "metrics": metrics,
+                    }
+                ],
+            }
         ]
-    return [*lines, "---", ""]
+    return front_matter(metadata)
+
+
+def _fenced(text: str) -> list[str]:
+    """``text`` as a fenced code block whose fence no line of it can close."""
+    longest = max((len(run) for run in re.findall(r"`+", text)), default=0)
+    fence = "`" * max(3, longest + 1)
+    return [fence, text, fence]
 
 
 def model_card(trained: Trained, export: dict[str, Any], name: str) -> str:
@@ -62,12 +78,12 @@ def model_card(trained: Trained, export: dict[str, Any], name: str) -> str:
         if trained.adapter
         else "full-parameter fine-tuned weights"
     )
-    lines = _metadata(trained, export, name)
-    lines += [
-        f"# {name}",
+    md = for_markdown  # names from records and specs are outside text
+    lines = [
+        f"# {md(name)}",
         "",
-        f"Exported by ftc from checkpoint `{checkpoint['name']}` of `{trained.model_id}`: {what}; "
-        f"weights in {export['dtype']}. Lineage record of the checkpoint: `{record['record_id']}`; "
+        f"Exported by ftc from checkpoint {md(checkpoint['name'])} of {md(trained.model_id)}: {what}; "
+        f"weights in {md(export['dtype'])}. Lineage record of the checkpoint: `{record['record_id']}`; "
         "`ftc lineage verify` on this folder checks every file of it and of its chain.",
         "",
         "## Base weights",
@@ -76,14 +92,14 @@ def model_card(trained: Trained, export: dict[str, Any], name: str) -> str:
     if base is None:
         lines.append("None recorded.")
     elif base["source"]["source"] == "hub":
-        lines.append(f"The published weights of `{trained.model_id}` (not pinned to a revision when trained).")
+        lines.append(f"The published weights of {md(trained.model_id)} (not pinned to a revision when trained).")
     else:
         lines += [
-            f"Your own weights of the `{trained.model_id}` architecture (not its published weights): "
-            f"`{source_name(base['source'])}` ({base['source']['source']}), "
-            f"pinned by content digest `{base['digest']}`.",
+            f"Your own weights of the {md(trained.model_id)} architecture (not its published weights): "
+            f"{md(source_name(base['source']))} ({md(base['source']['source'])}), "
+            f"pinned by content digest {md(str(base['digest']))}.",
         ]
-    stops = ", ".join(f"`{json.dumps(s)}`" for s in export["stop_strings"]) or "the end-of-sequence token"
+    stops = ", ".join(md(json.dumps(s)) for s in export["stop_strings"]) or "the end-of-sequence token"
     template = (
         "renders the spec's prompt_format exactly as training did (the same tokens)"
         if export["chat_template"] == "prompt_format"
@@ -112,7 +128,7 @@ def model_card(trained: Trained, export: dict[str, Any], name: str) -> str:
         "",
     ]
     lines += [
-        f"- {d['role']}: `{source_name(d['source'])}` ({d['sha256']}), {d['examples_used']} examples"
+        f"- {md(d['role'])}: {md(source_name(d['source']))} ({md(d['sha256'])}), {d['examples_used']} examples"
         for d in record["datasets"]
     ]
     lines += ["", "## Results", "", "| step | eval loss | exact match |", "|---|---|---|"]
@@ -127,9 +143,9 @@ def model_card(trained: Trained, export: dict[str, Any], name: str) -> str:
             "",
             "## Reproduction",
             "",
-            f"This checkpoint is `ftc reproduce`'s rerun of `{source_name(origin['source'])}` (record"
-            f" `{origin['record_id']}`), from the same plan and pinned inputs: "
-            + (f"**{verdict}**." if verdict else "its verdict was not found beside it."),
+            f"This checkpoint is `ftc reproduce`'s rerun of {md(source_name(origin['source']))} (record"
+            f" {md(str(origin['record_id']))}), from the same plan and pinned inputs: "
+            + (f"**{md(verdict)}**." if verdict else "its verdict was not found beside it."),
         ]
-    lines += ["", "## Lineage", "", "```", render(record), "```", ""]
-    return "\n".join(lines)
+    lines += ["", "## Lineage", "", *_fenced(render(record)), ""]
+    return _metadata(trained, export, name) + "\n" + "\n".join(lines)
