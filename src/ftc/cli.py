@@ -223,21 +223,26 @@ def lineage_verify(checkpoint: str, trusted: tuple[Path, ...], require_signature
     consistent, or broken (docs/security.md)."""
     from ftc.lineage import load_trusted_keys, trusted_keys_from_env, verify
     from ftc.lineage.signing import signature_lines
+    from ftc.spec.text import for_terminal
 
     keys = load_trusted_keys(trusted) + trusted_keys_from_env()  # a key that cannot be read: before any hashing
     signatures: list = []
     record, count, rehashed, unreached = verify(checkpoint, trusted_keys=keys, signatures=signatures)
     files = len(record["checkpoint"]["files"])
-    click.echo(
+
+    def say(line: str) -> None:  # names and locations come from records: their control characters shown
+        click.echo(for_terminal(line))
+
+    say(
         f"verified: {files} files of {record['checkpoint']['name']} re-hashed, {count} lineage record(s) in the chain"
         f" recomputed (record {record['record_id']})"
     )
     for parent in rehashed:
-        click.echo(f"re-hashed parent: {parent}")
+        say(f"re-hashed parent: {parent}")
     for parent in unreached:
-        click.echo(f"not re-hashed (not found here; its record was checked): {parent}")
+        say(f"not re-hashed (not found here; its record was checked): {parent}")
     for line in signature_lines(signatures, require=require_signature):
-        click.echo(f"signature: {line}")
+        say(f"signature: {line}")
 
 
 @lineage_group.command("diff")
