@@ -15,7 +15,7 @@ from pathlib import Path
 import click
 
 import ftc
-from ftc.errors import ExitCode, report
+from ftc.errors import ExitCode, FtcError, report
 from ftc.images.build import FLAVORS
 
 __all__ = ["cli", "main"]
@@ -646,6 +646,10 @@ def main(argv: list[str] | None = None) -> int:
         exc.show()
         return ExitCode.USAGE
     except (Exception, KeyboardInterrupt) as exc:
+        if isinstance(exc, FtcError) and len(exc.args) == 1:  # messages quote outside text (records, plans, data)
+            from ftc.spec.text import for_terminal
+
+            exc.args = (for_terminal(str(exc), newlines=True),)  # shown with its control characters escaped
         return report(exc, debug=debug)
 
 
