@@ -365,3 +365,18 @@ def test_a_published_checkpoint_downloads_whole_and_counts_its_bytes_for_the_pro
     for f in marker["files"]:
         assert hashlib.sha256((tmp_path / "got" / f["path"]).read_bytes()).hexdigest() == f["sha256"]
     assert not list(tmp_path.glob(".got.download"))  # made whole under a temporary name, then renamed
+
+
+def test_a_link_planted_at_a_download_s_temporary_name_is_never_written_through(s3, job, ftc, tmp_path):
+    from ftc.stores.publish import download_checkpoint
+    from ftc.stores.remote import store_for
+
+    prefix, _ = _stage1(s3, job, ftc, tmp_path)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (tmp_path / ".got.download").symlink_to(elsewhere)
+    marker = download_checkpoint(store_for(prefix), f"{prefix}checkpoints/step-000004/", tmp_path / "got")
+    assert list(elsewhere.iterdir()) == []  # before, every file was copied into the folder the link named
+    assert not (tmp_path / "got").is_symlink()
+    assert sorted(p.relative_to(tmp_path / "got").as_posix() for p in (tmp_path / "got").rglob("*") if p.is_file()) \
+        == sorted(f["path"] for f in marker["files"])  # fmt: skip
