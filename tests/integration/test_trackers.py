@@ -283,3 +283,27 @@ def test_a_tracker_json_that_cannot_be_written_is_a_warning_and_training_goes_on
     assert "warning: cannot keep where the tracker's run is" in r.err
     assert "a resumed run would start a new one" in r.err
     assert (out / "checkpoints" / "step-000008" / "lineage.json").is_file()  # training went on to the end
+
+
+def test_a_password_holding_at_in_mlflows_uri_is_shown_nowhere_not_even_in_mlflows_own_lines(
+    job, ftc, tmp_path, mlflow_url
+):
+    import subprocess
+    import sys
+
+    uri = mlflow_url.replace("://", "://alice:hunter2@tail@")  # MLflow's client sends it as basic auth
+    spec = job(logger={"provider": "mlflow", "provider_config": {"experiment_name": "ftc-redaction"}})
+    assert ftc("compile", spec, "-o", tmp_path / "plan.json").code == 0
+    env = {**os.environ, "MLFLOW_TRACKING_URI": uri, "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0"}
+    done = subprocess.run(
+        [sys.executable, "-m", "ftc.cli", "run", str(tmp_path / "plan.json")],
+        env=env, capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    shown = done.stdout + done.stderr
+    assert "tracking in MLflow at http://***@127.0.0.1:" in shown
+    assert "hunter2" not in shown and "tail@" not in shown
+    out = tmp_path / "output"
+    for name in ("tracker.json", "summary.json"):
+        text = (out / name).read_text()
+        assert "hunter2" not in text and "tail@" not in text and "http://***@127.0.0.1:" in text, name
