@@ -102,6 +102,8 @@ def compile_command(
         output = spec.with_name(spec.stem + ".plan.json")
     if not to_stdout and emit != "dvc":
         _check_output(output)
+        if emit == "k8s":  # written beside the plan
+            _check_output(output.with_name(f"{output.stem}.k8s.yaml"))
     if emit == "dvc":
         from ftc.compiler import write_dvc_stage
 

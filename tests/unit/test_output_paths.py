@@ -138,3 +138,10 @@ def test_an_output_reached_through_a_linked_folder_or_dots_is_still_inside(
     r = ftc("report", checkpoint, "-o", "../runs/x/checkpoints/step-000002/../step-000004/r.html")
     _assert_refused(r, "is inside", "which this command reads")
     assert sorted(p.name for p in checkpoint.iterdir()) == ["lineage.json"]
+
+
+def test_compile_checks_the_k8s_manifest_beside_the_plan_before_writing_either(job, ftc, tmp_path):
+    (tmp_path / "plan.k8s.yaml").symlink_to("/dev/null")
+    r = ftc("compile", job(), "-o", tmp_path / "plan.json", "--emit", "k8s", "--k8s-pvc", "data")
+    _assert_refused(r, f"-o {tmp_path / 'plan.k8s.yaml'} is a symbolic link (to /dev/null)")
+    assert not (tmp_path / "plan.json").exists() and stat.S_ISCHR(os.stat("/dev/null").st_mode)
