@@ -24,6 +24,7 @@ from typing import Any
 
 from ftc.errors import UsageError
 from ftc.lineage.record import LINEAGE_FILE, LINEAGE_VERSION, checkpoint_parent, checkpoint_section, environment, seal
+from ftc.lineage.signing import signer_from_env
 from ftc.runtime import save_tokenizer
 from ftc.stores.atomic import check_output_path, clear_planted
 from ftc.stores.safetensors_header import read_safetensors_header
@@ -56,6 +57,7 @@ def export_checkpoint(
     """Export the checkpoint at ``path`` to the new folder ``out``. ``merge``: merge an adapter into its base
     (default: yes for adapters; whole weights are copied as they are)."""
     check_output_path(out, folder=True)  # not a link, a file or a device: before the merge, not after it
+    signer = signer_from_env()  # FTC_SIGNING_KEY: a key that cannot be used is refused before the merge
     if out.exists() and any(out.iterdir()):
         raise UsageError(f"{out} already exists; export into a new folder (nothing is overwritten)")
     trained = open_trained(path, need_base=merge is not False)
@@ -69,6 +71,8 @@ def export_checkpoint(
     tmp.mkdir()
     try:
         exported = _write(trained, tmp, out, merge=merge, max_shard_size=max_shard_size, log=log, given=str(path))
+        if signer is not None:
+            signer.sign(tmp)  # model.sig over every file of the export, its record included, before the rename
         if out.exists():
             out.rmdir()  # empty (checked above)
         os.replace(tmp, out)
