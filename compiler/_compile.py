@@ -12,7 +12,7 @@ from ftc.errors import _UNSET
 from ftc.spec import JobSpec, LoadedSpec, load_spec
 from ftc.spec.architectures import Architecture
 from ftc.spec.canonical import digest_of
-from ftc.spec.plan import PLAN_VERSION, STORE_SCHEMES, Plan, launch_command, seal_plan
+from ftc.spec.plan import PLAN_VERSION, STORE_SCHEMES, Plan, launch_command, seal_plan, valid_plan
 from ftc.spec.text import redact
 from ftc.stores.atomic import write_text_atomic
 from ftc.stores.content_cache import run_downloads
@@ -181,7 +181,8 @@ def build_plan(
         "deepspeed": checked.deepspeed,
         "output": {"dir": output_dir},
     }
-    return Plan.from_dict(seal_plan(plan), folder=folder)
+    # the same check every reader of a plan makes (a recompile remembers the schema part, as for the spec)
+    return valid_plan(seal_plan(plan), folder, remember_in=cache_dir() / "validated")
 
 
 def _check_output_dir(loaded: LoadedSpec, ctx: ResolveContext) -> None:

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from ftc.spec import LoadedSpec
+from ftc.spec.plan import deepspeed_problems
 
 __all__ = ["deepspeed_config"]
 
@@ -28,7 +29,8 @@ def _zero_section(stage: int, offload_optimizer: bool, offload_param: bool) -> d
 
 def deepspeed_config(loaded: LoadedSpec, world_size: int, file_path: Path | None) -> dict[str, Any]:
     """The config for ``world_size`` processes. A user's file keeps its settings; its "auto" values are filled from
-    the spec, and values that contradict the spec become problems."""
+    the spec, and values that contradict the spec become problems, as do settings a plan may not carry (the plan's
+    ``deepspeed`` section is an allow-list: no monitor, profiler or file path)."""
     spec = loaded.spec
     batch = {
         "train_micro_batch_size_per_gpu": spec.train_batch_size_per_device,
@@ -89,6 +91,16 @@ def _from_file(loaded: LoadedSpec, file_path: Path, batch: dict[str, Any], world
     zero = config.get("zero_optimization")
     if isinstance(zero, dict) and zero.get("stage") == 3:
         zero.setdefault("stage3_gather_16bit_weights_on_model_save", True)
+    for line in deepspeed_problems({k: v for k, v in config.items() if k not in ("optimizer", "scheduler")}):
+        loaded.problems.append(
+            loaded.problem(
+                at,
+                f"the DeepSpeed config: {line.removeprefix('$: ')}; a plan carries only the batch, clipping, "
+                "precision and ZeRO settings (no monitor, profiler, checkpoint or NVMe section: nothing that writes "
+                "files or reports anywhere)",
+                "remove it from the file; ftc writes metrics.jsonl and the spec's logger feeds a tracker",
+            )
+        )
     return config
 
 

@@ -34,11 +34,12 @@ def checkpoint_plan(folder: Path, record: dict[str, Any]) -> Plan:
     return dataclasses.replace(plan, inputs=inputs)
 
 
-def reproduction_plan(folder: Path, record: dict[str, Any], output: Path) -> Plan:
+def reproduction_plan(folder: Path, record: dict[str, Any], output: Path, *, tracker: str = "off") -> Plan:
     """The plan that wrote the checkpoint in ``folder`` (verified record ``record``), to run again as it is (the same
     bytes, so the same plan_id and the same plan.json in every checkpoint): placed so that its local inputs are found
-    where the record locates them, its output goes to ``output``, it stops after the checkpoint's step, and its
-    checkpoints name this one as what they reproduce."""
+    where the record locates them, its output goes to ``output``, it stops after the checkpoint's step, its
+    checkpoints name this one as what they reproduce, and it feeds ``tracker`` (``off``, or one the caller names:
+    never the plan's own logger, which the checkpoint's author chose)."""
     plan = _carried_plan(folder, record, older_spec=False)
     located = _recorded_locations(record)
     locations = {
@@ -47,7 +48,7 @@ def reproduction_plan(folder: Path, record: dict[str, Any], output: Path) -> Pla
         if item.source == "local" and role in located
     }
     locations[plan.output_dir] = str(output.resolve())
-    placement = Placement(locations, record["results"]["step"], str(folder.resolve()))
+    placement = Placement(locations, record["results"]["step"], str(folder.resolve()), tracker)
     return dataclasses.replace(plan, placement=placement)
 
 

@@ -25,6 +25,7 @@ from typing import Any
 from ftc.errors import EngineUnavailable, InputUnresolvable, UsageError
 from ftc.images import IMAGE_ENV
 from ftc.images.engine import connect, describe_error, engine_address, engine_errors, image_identity
+from ftc.spec.folders import SYSTEM_TREES, system_folder
 from ftc.spec.plan import Plan, PlanImage
 from ftc.stores.hashing import cache_dir
 
@@ -105,8 +106,8 @@ def run_in_container(
         "HOME": "/tmp",  # the caller's uid has no home in the image (a `~` path in the plan was refused above)
         IMAGE_ENV: json.dumps(ran, sort_keys=True),
     }
-    if plan.spec.logger is not None:  # the tracker is fed from in there: its address and credentials go along
-        environment.update({k: v for k, v in os.environ.items() if k in TRACKER_ENV[plan.spec.logger.provider]})
+    if plan.logger is not None:  # the tracker is fed from in there: its address and credentials go along
+        environment.update({k: v for k, v in os.environ.items() if k in TRACKER_ENV[plan.logger.provider]})
     rendezvous = rendezvous or Rendezvous()
     name = container_name(output, rendezvous.node_rank)
     environment[CONTAINER_ENV] = name  # the output lock names the container that holds it
@@ -266,12 +267,14 @@ def _mounts(plan_path: Path, paths: dict[str, Path | str], output: Path, extra: 
     for value in paths.values():
         if isinstance(value, Path):
             read_only.add(value.resolve())
+    planned = set(read_only)  # what the plan names (--mount is the caller's own choice)
     for spec in extra:
         source = Path(spec).expanduser()
         if not source.exists():
             raise UsageError(f"--mount {spec}: no such file or folder")
         read_only.add(source.resolve())
     writable = {output.resolve(), cache_dir().resolve()}
+    _refuse_system_binds(planned, writable)
     for folder in writable:
         folder.mkdir(parents=True, exist_ok=True)
     # a path inside another mounted path comes with it, unless it must be writable inside a read-only parent
@@ -279,6 +282,26 @@ def _mounts(plan_path: Path, paths: dict[str, Path | str], output: Path, extra: 
     out = [Mount(str(p), str(p), type="bind", read_only=True) for p in sorted(keep) if p not in writable]
     out += [Mount(str(p), str(p), type="bind", read_only=False) for p in sorted(writable)]
     return out
+
+
+def _refuse_system_binds(read_only: set[Path], writable: set[Path]) -> None:
+    """Whatever a plan, a spec or the environment says, the container never gets a system folder, the root or the
+    home folder to write into (``ftc.spec.folders``), nor a host folder the plan names read-only over the image's
+    own system (``/``, ``/usr``, ``/etc``...)."""
+    for path in sorted(writable):
+        why = system_folder(path)
+        if why is not None:
+            raise UsageError(
+                f"{path}: {why}; a container run binds its output and ftc's cache read-write, never such a folder"
+                "\n    fix: give output_dir (and FTC_CACHE_DIR) a folder of their own, e.g. runs/NAME"
+            )
+    for path in sorted(read_only):
+        text = str(path)
+        if text == "/" or any(text == tree or text.startswith(tree + "/") for tree in SYSTEM_TREES):
+            raise UsageError(
+                f"{path}: a system folder; bound into the container it would cover the image's own"
+                "\n    fix: copy the input (or the plan) into a folder of its own and recompile"
+            )
 
 
 def _start_error(exc: Exception, gpus: GpuRequest) -> Exception:

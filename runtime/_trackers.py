@@ -284,9 +284,10 @@ def _backend(logger: Logger, out: Path) -> Any:
 
 
 def check_tracker(plan: Plan) -> bool:
-    """Before any training process starts: whether the spec's tracker answers. Raises (exit 10) when it does not
-    and the spec says fail; returns False (after a warning) when it says warn; True without a tracker too."""
-    logger = plan.spec.logger
+    """Before any training process starts: whether the run's tracker (``plan.logger``: the spec's, or for a plan
+    from a checkpoint only one the user named) answers. Raises (exit 10) when it does not and the spec says fail;
+    returns False (after a warning) when it says warn; True without a tracker too."""
+    logger = plan.logger
     if logger is None:
         return True
     backend = _backend(logger, plan.output_path)
@@ -328,7 +329,7 @@ class Tracker:
         after), and keep where it is in ``out``/tracker.json."""
         resume = None
         if resumed_at is not None:
-            resume = (_interrupted_run(out, plan.spec.logger.provider), resumed_at)
+            resume = (_interrupted_run(out, plan.logger.provider), resumed_at)
         self._call("start", _flat(plan.spec.to_dict()), _tags(plan), resume)
         if self.broken:
             return
@@ -380,7 +381,9 @@ def _interrupted_run(out: Path, provider: str) -> str:
 
 def open_tracker(plan: Plan, *, main: bool) -> Tracker | None:
     """The run's tracker on process 0 (None elsewhere, without a logger, or when the launcher found it unreachable
-    and the spec said to train without it)."""
-    if not main or plan.spec.logger is None or os.environ.get(OFF_ENV) == plan.plan_id:
+    and the spec said to train without it). ``plan.logger``, not the spec's: a plan placed to run from a checkpoint
+    feeds no tracker the checkpoint names."""
+    logger = plan.logger
+    if not main or logger is None or os.environ.get(OFF_ENV) == plan.plan_id:
         return None
-    return Tracker(_backend(plan.spec.logger, plan.output_path))
+    return Tracker(_backend(logger, plan.output_path))

@@ -9,7 +9,13 @@ checkpoint's step; then every file compared with the original's record. The verd
 - **not reproduced**: outside the tolerance (exit 16), with the likely causes ranked from the two records.
 
 The rerun's checkpoints name the original as a parent with relation ``reproduction-of`` (so ``ftc lineage verify``
-of the rerun re-hashes the original too), and the verdict is written to ``DIR/reproduction.json``."""
+of the rerun re-hashes the original too), and the verdict is written to ``DIR/reproduction.json``.
+
+The plan comes from the checkpoint: outside input, checked exactly as a compiled plan (``ftc.spec.plan.valid_plan``:
+its DeepSpeed section an allow-list without monitors, profilers or paths; its logger's log_dir inside the output).
+It is obeyed in what it pins, never in where it reports or writes: the rerun writes only into DIR (and ftc's own
+cache), feeds no tracker unless the caller names one (``tracker``, set up from the environment alone), and DIR may
+not be inside the checkpoint or any input it reads."""
 
 from __future__ import annotations
 
@@ -89,13 +95,17 @@ class Reproduction:
         return "\n".join(lines)
 
 
-def reproduce(checkpoint: Path, output: Path, *, rtol: float = 1e-2, atol: float = 1e-6) -> Reproduction:
+def reproduce(
+    checkpoint: Path, output: Path, *, rtol: float = 1e-2, atol: float = 1e-6, tracker: str = "off"
+) -> Reproduction:
     """Rerun the plan of the checkpoint at ``checkpoint`` into ``output`` (a new or empty folder) and compare. Raises
-    :class:`NotReproduced` (with the report written) when the weights differ beyond the tolerance."""
+    :class:`NotReproduced` (with the report written) when the weights differ beyond the tolerance. ``tracker``:
+    ``off``, or the tracker to feed (configured from the environment; the plan's logger is never used)."""
     from ._launch import run_plan
 
     started = time.monotonic()
     folder = checkpoint_folder(checkpoint).resolve()
+    _refuse_output_inside(output, folder, "the checkpoint it reproduces")  # before anything is read or run
     record, count, rehashed, unreached = verify(folder)  # LineageBroken names whatever does not match
     if "export" in record:
         raise UsageError(f"{folder}: an export; reproduce the checkpoint it was made from (its lineage names it)")
@@ -104,7 +114,10 @@ def reproduce(checkpoint: Path, output: Path, *, rtol: float = 1e-2, atol: float
     log(f"reproducing {folder.name} (record {record['record_id'][:19]}…): chain verified ({count} record(s))")
     for parent in unreached:
         log(f"  not re-hashed (not found here; its record was checked): {parent}")
-    plan = reproduction_plan(folder, record, output)
+    plan = reproduction_plan(folder, record, output, tracker=tracker)
+    for role, item in plan.inputs.items():  # the rerun reads them: it writes into none of them
+        if item.source == "local":
+            _refuse_output_inside(output, plan.locate(item.uri), f"its {role} input")
     try:
         run_plan(plan, folder / PLAN_FILE)
     except InputChanged as exc:
@@ -122,6 +135,16 @@ def reproduce(checkpoint: Path, output: Path, *, rtol: float = 1e-2, atol: float
     if found.verdict == NOT_REPRODUCED:
         raise NotReproduced(found.text() + f"\n    the rerun and this report are kept: {output}")
     return found
+
+
+def _refuse_output_inside(output: Path, folder: Path, what: str) -> None:
+    """A rerun written into the checkpoint (or an input) would change what it is compared with: refused."""
+    out, inside = output.resolve(), folder.resolve()
+    if out == inside or out.is_relative_to(inside):
+        raise UsageError(
+            f"-o {output}: inside {what} ({inside}); a rerun written there changes the files it is checked against"
+            "\n    fix: give a new folder outside it, e.g. -o rerun"
+        )
 
 
 def _compare(original: Path, record: dict[str, Any], rerun: Path, *, rtol: float, atol: float) -> Reproduction:

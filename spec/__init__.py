@@ -85,5 +85,5 @@ def load_spec(path: str | Path, *, remember_valid_in: Path | None = None) -> Loa
     if data is None or any(key not in data for key in job_schema()["required"]):
         return loaded  # too broken to type-check further; the schema problems say why
     loaded.spec = JobSpec.from_dict(apply_defaults(data))
-    loaded.problems += spec_problems(loaded.spec, source.data, loaded.problem)
+    loaded.problems += spec_problems(loaded.spec, source.data, loaded.problem, base_dir=source.base_dir)
     return loaded

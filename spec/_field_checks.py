@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Callable
+from pathlib import Path
 
 from ftc.errors import Problem
 
+from .folders import system_folder
 from .model import JobSpec
 from .text import redact
 
@@ -17,10 +20,15 @@ PLACEHOLDER = "{instruction}"
 ProblemAt = Callable[..., Problem]  # problem(path_tuple, message, hint, value=...)
 
 
-def spec_problems(spec: JobSpec, raw: dict, problem: ProblemAt) -> list[Problem]:
+def spec_problems(spec: JobSpec, raw: dict, problem: ProblemAt, base_dir: Path | None = None) -> list[Problem]:
     """Problems in ``spec`` that the schema cannot express. ``raw`` is the spec as written (before defaults),
-    to tell a value the user set from a default."""
+    to tell a value the user set from a default. ``base_dir``: the spec's folder, where its relative paths start
+    (None for a spec carried in a plan: its relative paths are checked as written).
+
+    The one list of the compiler's checks on the spec's own fields: ``ftc compile`` runs it on the spec, and every
+    plan reader on the spec a plan carries (``ftc.spec.plan.plan_problems``)."""
     out: list[Problem] = []
+    out += _output_dir(spec, problem, base_dir)
     out += _prompt_format(spec, problem)
     out += _training_mode(spec, problem)
     out += _topology(spec, problem)
@@ -91,6 +99,36 @@ def _logger(spec: JobSpec, problem: ProblemAt) -> list[Problem]:
             )
         )
     return out
+
+
+def _output_dir(spec: JobSpec, problem: ProblemAt, base_dir: Path | None) -> list[Problem]:
+    """The run writes into output_dir: never the root, the home folder or a system folder (``ftc.spec.folders``),
+    and a relative path names a folder of its own (``../../runs/x``), not one of the spec's parents
+    (``../../..``): climbing to a folder that far up is written as an absolute path."""
+    out_dir = spec.output_dir
+    if "://" in out_dir:  # a store prefix (checked with the inputs), or a scheme the compiler refuses
+        return []
+    path = os.path.expanduser(out_dir)
+    fix = "name a folder for the run's own files, e.g. runs/NAME (or an absolute path of your own)"
+    if not os.path.isabs(path):
+        parts = os.path.normpath(path).split(os.sep)
+        if parts[0] == ".." and all(part == ".." for part in parts):
+            return [
+                problem(
+                    ("output_dir",),
+                    "climbs out of the spec's folder into one of its parents (the run would write its checkpoints "
+                    "among everything there)",
+                    fix,
+                    value=out_dir,
+                )
+            ]
+        if base_dir is None:
+            return []
+        path = os.path.join(base_dir, path)
+    why = system_folder(path)
+    if why is None:
+        return []
+    return [problem(("output_dir",), f"{why}: a run writes only into a folder of its own", fix, value=out_dir)]
 
 
 def _image(spec: JobSpec, problem: ProblemAt) -> list[Problem]:

@@ -1,8 +1,12 @@
 """The run plan: what the compiler hands the runtime, typed and frozen, read and verified once.
 
 On disk a plan is canonical JSON (``plan.schema.json``); ``plan_id`` is the sha256 of that JSON without
-``plan_id``. :func:`read_plan` checks a file against the schema, the job schema and its ``plan_id`` and returns a
-:class:`Plan`; everything after that takes the typed plan (or its fields), never the JSON.
+``plan_id``. :func:`valid_plan` is the one check of a plan document, for the plan ``ftc compile`` writes and for
+every plan read (:func:`read_plan`: a plan file, a checkpoint's plan.json): the schema (whose ``deepspeed`` section
+is an allow-list), the job schema, every check the compiler makes on the spec's own fields, the output folder, the
+launch command and ``plan_id``. A plan_id proves only that the plan is self-consistent (anyone can reseal an edited
+plan), so a plan the compiler would never write is refused however it is sealed. Everything after that takes the
+typed plan (or its fields), never the JSON.
 """
 
 from __future__ import annotations
@@ -15,12 +19,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from ftc.errors import PlanInvalid
+from ftc.errors import _UNSET, PlanInvalid, Problem
 
+from ._field_checks import spec_problems
+from ._source import json_path
 from .architectures import Architecture
 from .canonical import digest_of
+from .folders import system_folder
 from .locations import staging_dir
-from .model import JobSpec
+from .model import JobSpec, Logger
 from .reading import MiB, finite_json, read_bounded_text
 from .schemas import validator
 
@@ -34,10 +41,13 @@ __all__ = [
     "PlanImage",
     "PlanInput",
     "STORE_SCHEMES",
+    "TRACKERS",
+    "deepspeed_problems",
     "plan_problems",
     "plan_text",
     "read_plan",
     "seal_plan",
+    "valid_plan",
 ]
 
 PLAN_VERSION = 2
@@ -121,17 +131,26 @@ class Placement:
 
     ``locations``: a location the plan names (an input's uri, the output folder) -> the absolute path it is at.
     ``stop_after_step``: end the run once the checkpoint of this step is written (None: run to the end).
-    ``reproduction_of``: the checkpoint folder this run reproduces (its record names it as a parent)."""
+    ``reproduction_of``: the checkpoint folder this run reproduces (its record names it as a parent).
+    ``tracker``: the tracker the run feeds, named by the person running it (its address and credentials from the
+    environment only), or ``off``: a placed plan came from elsewhere, and its ``logger`` is not obeyed (it could
+    name any server to send the environment's tracker credentials to)."""
 
     locations: Mapping[str, str] = field(default_factory=dict)
     stop_after_step: int | None = None
     reproduction_of: str | None = None
+    tracker: str = "off"
+
+    def __post_init__(self) -> None:
+        if self.tracker not in TRACKERS:
+            raise ValueError(f"a placement's tracker is one of {', '.join(TRACKERS)}")
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "locations": dict(self.locations),
             "stop_after_step": self.stop_after_step,
             "reproduction_of": self.reproduction_of,
+            "tracker": self.tracker,
         }
 
     @classmethod
@@ -139,14 +158,20 @@ class Placement:
         locations = document.get("locations", {})
         stop = document.get("stop_after_step")
         origin = document.get("reproduction_of")
+        tracker = document.get("tracker", "off")
         if (
             not isinstance(locations, dict)
             or not all(isinstance(k, str) and isinstance(v, str) and os.path.isabs(v) for k, v in locations.items())
             or not (stop is None or (isinstance(stop, int) and not isinstance(stop, bool) and stop >= 0))
             or not (origin is None or (isinstance(origin, str) and os.path.isabs(origin)))
+            or tracker not in TRACKERS
         ):
-            raise ValueError("a placement maps locations to absolute paths, with an optional step and origin")
-        return cls(locations, stop, origin)
+            raise ValueError("a placement maps locations to absolute paths, with an optional step, origin and tracker")
+        return cls(locations, stop, origin, tracker)
+
+
+#: what ``ftc reproduce --logger`` may name: off, or a tracker configured from the environment alone
+TRACKERS = ("off", "mlflow", "wandb", "tensorboard")
 
 
 @dataclass(frozen=True)
@@ -195,6 +220,16 @@ class Plan:
         if self.output_store is not None:
             return staging_dir(self.plan_id)
         return self.locate(self.output_dir)
+
+    @property
+    def logger(self) -> Logger | None:
+        """The tracker this run feeds: the spec's, or for a placed plan (one from a checkpoint) only the one the
+        placement names, with no settings from the plan (address and credentials come from the environment)."""
+        if self.placement is None:
+            return self.spec.logger
+        if self.placement.tracker == "off":
+            return None
+        return Logger(self.placement.tracker, {}, "fail")
 
     @property
     def zero_stage(self) -> int:
@@ -323,15 +358,24 @@ def read_plan(path: str | Path, *, older_spec: bool = False) -> Plan:
         raise PlanInvalid(f"{path}: not a plan: nested too deeply") from None
     except ValueError as exc:  # JSONDecodeError, NaN/Infinity
         raise PlanInvalid(f"{path}: not a JSON plan ({exc})") from None
-    problems = plan_problems(document, older_spec=older_spec)
+    return valid_plan(document, path.resolve().parent, older_spec=older_spec, name=str(path))
+
+
+def valid_plan(
+    document: Any, folder: Path, *, older_spec: bool = False, name: str = "plan", remember_in: Path | None = None
+) -> Plan:
+    """The typed plan of ``document`` (to be, or read, in ``folder``) if it is one ``ftc compile`` could have
+    written; else :class:`PlanInvalid` listing every problem (:func:`plan_problems`). The one check for the plan
+    compile writes and every plan read."""
+    problems = plan_problems(document, older_spec=older_spec, folder=folder, remember_in=remember_in)
     if problems:
         listed = "\n".join(f"  {p}" for p in problems)
-        raise PlanInvalid(f"{path}: invalid plan:\n{listed}\n    fix: recompile the spec with `ftc compile`")
+        raise PlanInvalid(f"{name}: invalid plan:\n{listed}\n    fix: recompile the spec with `ftc compile`")
     if older_spec:
         from .schemas import apply_defaults
 
         document = {**document, "spec": apply_defaults(document["spec"])}
-    return Plan.from_dict(document, folder=path.resolve().parent)
+    return Plan.from_dict(document, folder=folder)
 
 
 def _nul_strings(value: Any, at: str = "$") -> Iterator[str]:
@@ -348,19 +392,77 @@ def _nul_strings(value: Any, at: str = "$") -> Iterator[str]:
             yield from _nul_strings(item, f"{at}[{i}]")
 
 
+def _field_problems(spec: dict[str, Any], *, older_spec: bool) -> list[str]:
+    """The compiler's checks on the spec's own fields, run on the spec a plan carries (``raw`` is unknown there:
+    a normalized spec holds every default, so checks that tell a written value from a default are the compiler's
+    alone)."""
+    from .schemas import apply_defaults
+
+    def problem(at: tuple, message: str, hint: str = "", *, value: Any = _UNSET, **_: Any) -> Problem:
+        return Problem(json_path(("spec", *at)), message, hint, value=value)
+
+    try:
+        typed = JobSpec.from_dict(apply_defaults(spec) if older_spec else spec)
+    except (TypeError, ValueError, KeyError) as exc:
+        return [f"$.spec: not a spec ftc can read ({type(exc).__name__})"]
+    return [p.render() for p in spec_problems(typed, {}, problem)]
+
+
+def _output_problems(output: str, folder: Path | None) -> list[str]:
+    """The plan's output folder: never the root, the home folder or a system folder (``ftc.spec.folders``)."""
+    if output.startswith(STORE_SCHEMES):
+        return []
+    path = os.path.expanduser(output)
+    if not os.path.isabs(path):
+        if folder is None:
+            return []
+        path = os.path.join(folder, path)
+    why = system_folder(path)
+    return [f"$.output.dir: {json.dumps(output)}: {why}: a run writes only into a folder of its own"] if why else []
+
+
+def deepspeed_problems(config: Any) -> list[str]:
+    """How a DeepSpeed config differs from what a plan may carry (plan.schema.json's allow-list: the keys ftc sets
+    and ZeRO's tuning numbers; no monitor, profiler or file path), as readable lines."""
+    from .schemas import plan_schema
+
+    check = validator("plan.schema.json").evolve(schema=plan_schema()["$defs"]["deepspeed"])
+    errors = sorted(check.iter_errors(config), key=lambda e: list(map(str, e.absolute_path)))
+    return [f"{_where('$', e)}: {e.message}" for e in errors]
+
+
+_DEEPSPEED_NOTE = " (a plan's DeepSpeed section holds only the settings ftc makes: no monitor, profiler or file path)"
+
+
 def _where(prefix: str, error: Any) -> str:
     return prefix + "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in error.absolute_path)
 
 
-def plan_problems(plan: Any, *, older_spec: bool = False) -> list[str]:
+def plan_problems(
+    plan: Any, *, older_spec: bool = False, folder: Path | None = None, remember_in: Path | None = None
+) -> list[str]:
     """Every way ``plan`` differs from what `ftc compile` writes, as readable lines (with ``older_spec``, settings
-    added to the spec since the plan was compiled may be absent)."""
+    added to the spec since the plan was compiled may be absent). ``folder``: where the plan is, from which its
+    relative output folder is checked. ``remember_in`` (the compiler's, never a reader's: a marker says only that
+    this ftc found these exact bytes valid before): a plan found valid against the schemas is remembered there, and
+    a recompile skips the schema validation (and importing jsonschema); the other checks always run."""
     problems = []
     if isinstance(plan, dict) and "plan_version" in plan and plan["plan_version"] != PLAN_VERSION:
         found = json.dumps(plan["plan_version"])
         problems.append(f"$.plan_version: this ftc reads plan version {PLAN_VERSION}, the plan is version {found}")
-    errors = sorted(validator("plan.schema.json").iter_errors(plan), key=lambda e: list(map(str, e.absolute_path)))
-    problems += [f"{_where('$', e)}: {e.message}" for e in errors if list(e.absolute_path) != ["plan_version"]]
+    marker = None
+    if remember_in is not None:
+        from .schemas import _valid_marker, job_schema
+
+        marker = _valid_marker([plan, job_schema()], "plan.schema.json", remember_in)
+    against_schemas = marker is None or not marker.exists()
+    if against_schemas:
+        errors = sorted(validator("plan.schema.json").iter_errors(plan), key=lambda e: list(map(str, e.absolute_path)))
+        problems += [
+            f"{_where('$', e)}: {e.message}" + (_DEEPSPEED_NOTE if list(e.absolute_path)[:1] == ["deepspeed"] else "")
+            for e in errors
+            if list(e.absolute_path) != ["plan_version"]
+        ]
     problems += [f"{at}: holds a NUL character" for at in _nul_strings(plan)]
     if problems:
         return problems
@@ -371,17 +473,26 @@ def plan_problems(plan: Any, *, older_spec: bool = False) -> list[str]:
             f"$.launch.command: {json.dumps(launch['command'])} is not the command ftc runs for "
             f"{launch['nodes']} node(s) x {launch['processes_per_node']} process(es) ({json.dumps(ours)})"
         )
-    problems += [
-        f"{_where('$.spec', error)}: {error.message}"
-        for error in validator("job.schema.json").iter_errors(plan["spec"])
-    ]
+    in_spec = []
+    if against_schemas:
+        in_spec += [
+            f"{_where('$.spec', error)}: {error.message}"
+            for error in validator("job.schema.json").iter_errors(plan["spec"])
+        ]
     missing = [f.name for f in dataclasses.fields(JobSpec) if f.name not in plan["spec"]]
     if missing and not older_spec:  # a plan compiled before these settings existed: not normalized by this ftc
-        problems.append(f"$.spec: no {', '.join(missing)} (the plan was compiled by an older ftc)")
+        in_spec.append(f"$.spec: no {', '.join(missing)} (the plan was compiled by an older ftc)")
+    # the compiler's checks of the spec's own fields need a spec that is one
+    problems += in_spec or _field_problems(plan["spec"], older_spec=older_spec)
+    problems += _output_problems(plan["output"]["dir"], folder)
     expected = seal_plan(plan)["plan_id"]
     if plan["plan_id"] != expected:
         problems.append(
             f"$.plan_id: the plan was edited after compiling "
             f"(plan_id {plan['plan_id']} but the content hashes to {expected})"
         )
+    if not problems and marker is not None and against_schemas:
+        from .schemas import _touch
+
+        _touch(marker)
     return problems

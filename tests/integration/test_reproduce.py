@@ -214,3 +214,168 @@ def test_an_export_is_refused_with_where_to_look(trained, ftc, tmp_path):
     assert r.code == ExitCode.USAGE
     assert "an export; reproduce the checkpoint it was made from" in r.err
     assert not (tmp_path / "rerun").exists()
+
+
+# -- a checkpoint from someone else: its plan is outside input, checked like a compiled one, never obeyed in where
+# -- it reports or writes ---------------------------------------------------------------------------------------------
+
+
+def _reseal_plan(checkpoint: Path, edit) -> str:
+    """Edit the plan a checkpoint carries and reseal it (plan_id) and its record (plan_id, file digests,
+    record_id), as whoever hands over a checkpoint can: `ftc lineage verify` still says it is consistent. The new
+    plan's text."""
+    from ftc.lineage.record import LINEAGE_FILE, checkpoint_section, seal
+    from ftc.spec.plan import plan_text, seal_plan
+
+    plan = read_json(checkpoint / "plan.json")
+    edit(plan)
+    plan = seal_plan(plan)
+    (checkpoint / "plan.json").write_text(plan_text(plan))
+    record = read_json(checkpoint / LINEAGE_FILE)
+    record["plan"]["plan_id"] = plan["plan_id"]
+    record["checkpoint"] = {**record["checkpoint"], **checkpoint_section(checkpoint)}
+    body = {k: v for k, v in record.items() if k not in ("record_id", "measured")}
+    (checkpoint / LINEAGE_FILE).write_text(json.dumps(seal(body)))
+    return plan_text(plan)
+
+
+class _Listener:
+    """An HTTP server on 127.0.0.1 that answers everything with {} and keeps every request (method, path,
+    headers)."""
+
+    def __init__(self):
+        import http.server
+        import threading
+
+        requests = self.requests = []
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def _any(self):
+                length = int(self.headers.get("Content-Length") or 0)
+                self.rfile.read(length)
+                requests.append((self.command, self.path, dict(self.headers)))
+                body = b"{}"
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = _any
+
+            def log_message(self, *args):
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def listener():
+    server = _Listener()
+    yield server
+    server.close()
+
+
+def _files_under(folder: Path) -> list[Path]:
+    return [p for p in folder.rglob("*") if p.is_file() and not p.is_symlink()]
+
+
+def test_a_checkpoint_naming_a_tracker_sends_it_nothing(trained, ftc, tmp_path, listener, monkeypatch):
+    out = trained(lora_config=None, num_epochs=1, train_batch_size_per_device=4)
+    original = (out / "best").resolve()
+    logger = {"provider": "mlflow", "provider_config": {"tracking_uri": listener.url}, "if_unreachable": "fail"}
+    hostile = _reseal_plan(original, lambda plan: plan["spec"].update(logger=logger))
+    assert ftc("lineage", "verify", original).code == 0  # consistent: only what is done with it can be safe
+    # the plan's logger reads its credentials from the environment; the checkpoint's author chose the address
+    monkeypatch.setenv("MLFLOW_TRACKING_TOKEN", "SECRET")
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", listener.url)  # even so: no tracker unless --logger names one
+    r = ftc("reproduce", original, "-o", tmp_path / "rerun")
+    assert r.code == 0, r.err
+    assert listener.requests == []
+    rerun = tmp_path / "rerun"
+    report = read_json(rerun / "reproduction.json")
+    # the same weights; only ftc_state.json, which names the plan_id, differs from what the edited plan resealed
+    assert {p for p, state in report["files"].items() if state != "same"} == {"ftc_state.json"}
+    assert not (rerun / "tracker.json").exists()
+    assert (rerun / "checkpoints" / original.name / "plan.json").read_text() == hostile  # the same plan, untouched
+    assert all(b"SECRET" not in p.read_bytes() for p in _files_under(rerun))
+
+
+def test_a_tracker_named_on_the_command_line_is_fed_from_the_environment_alone(
+    trained, ftc, tmp_path, listener, monkeypatch
+):
+    out = trained(lora_config=None, num_epochs=1, train_batch_size_per_device=4)
+    original = (out / "best").resolve()
+    logger = {"provider": "mlflow", "provider_config": {"tracking_uri": listener.url}, "if_unreachable": "fail"}
+    _reseal_plan(original, lambda plan: plan["spec"].update(logger=logger))
+    monkeypatch.setenv("MLFLOW_TRACKING_TOKEN", "SECRET")
+    r = ftc("reproduce", original, "-o", tmp_path / "rerun", "--logger", "tensorboard")
+    assert r.code == 0, r.err
+    assert listener.requests == []
+    events = list((tmp_path / "rerun" / "tensorboard").glob("events.out.tfevents.*"))
+    assert events, sorted(p.name for p in (tmp_path / "rerun").iterdir())
+    assert read_json(tmp_path / "rerun" / "tracker.json")["provider"] == "tensorboard"
+
+
+def test_a_checkpoint_whose_plan_has_deepspeed_monitors_is_refused_and_writes_nothing(trained, ftc, tmp_path):
+    out = trained(lora_config=None, num_epochs=1, train_batch_size_per_device=4)
+    original = (out / "best").resolve()
+    victim = tmp_path / "victim.txt"
+    victim.write_text("precious\n")
+    elsewhere = tmp_path / "elsewhere"
+
+    def monitors(plan):
+        plan["deepspeed"]["flops_profiler"] = {"enabled": True, "profile_step": 1, "output_file": str(victim)}
+        plan["deepspeed"]["csv_monitor"] = {"enabled": True, "output_path": str(elsewhere), "job_name": "x"}
+
+    _reseal_plan(original, monitors)
+    assert ftc("lineage", "verify", original).code == 0
+    r = ftc("reproduce", original, "-o", tmp_path / "rerun")
+    assert r.code == ExitCode.LINEAGE_BROKEN, r.err
+    assert "the plan it carries is not valid" in r.err
+    assert (
+        "$.deepspeed: Additional properties are not allowed ('csv_monitor', 'flops_profiler' were unexpected)" in r.err
+    )
+    assert "Traceback" not in r.err
+    assert victim.read_text() == "precious\n"
+    assert not elsewhere.exists() and not (tmp_path / "rerun").exists()
+
+
+def test_a_checkpoint_whose_plan_logs_to_an_absolute_folder_is_refused(trained, ftc, tmp_path):
+    out = trained(lora_config=None, num_epochs=1, train_batch_size_per_device=4)
+    original = (out / "best").resolve()
+    elsewhere = tmp_path / "elsewhere"
+    logger = {"provider": "tensorboard", "provider_config": {"log_dir": str(elsewhere)}, "if_unreachable": "fail"}
+    _reseal_plan(original, lambda plan: plan["spec"].update(logger=logger))
+    r = ftc("reproduce", original, "-o", tmp_path / "rerun", "--logger", "tensorboard")
+    assert r.code == ExitCode.LINEAGE_BROKEN, r.err
+    assert "$.spec.logger.provider_config.log_dir: the event files go inside the output folder" in r.err
+    assert not elsewhere.exists() and not (tmp_path / "rerun").exists()
+
+
+def test_a_rerun_into_the_checkpoint_or_an_input_it_reads_is_refused(job, ftc, tmp_path, tiny_model):
+    base = tmp_path / "base"
+    shutil.copytree(tiny_model, base)
+    assert ftc("compile", job(lora_config=None, num_epochs=1, initial_base_model_ckpt_path=str(base),
+                              output_dir="out"), "-o", tmp_path / "plan.json").code == 0  # fmt: skip
+    assert ftc("run", tmp_path / "plan.json").code == 0
+    original = (tmp_path / "out" / "best").resolve()
+    before = sorted(p.name for p in original.iterdir())
+    for inside, what in (
+        (original / "rerun", "inside the checkpoint it reproduces"),
+        (tmp_path / "out" / "best" / "rerun", "inside the checkpoint it reproduces"),  # through the link
+        (base / "rerun", "inside its base_model input"),
+    ):
+        r = ftc("reproduce", original, "-o", inside)
+        assert r.code == ExitCode.USAGE, r.err
+        assert what in r.err and "fix: give a new folder outside it" in r.err
+        assert not inside.exists()
+    assert sorted(p.name for p in original.iterdir()) == before
+    assert ftc("lineage", "verify", original).code == 0
