@@ -132,7 +132,9 @@ def open_regular(
 ) -> int:
     """``os.open(path, flags, mode)`` for a file ftc creates, appends to or reads in a folder others may write to:
     a symbolic link at ``path`` is refused, not followed (``O_NOFOLLOW``), and so is anything but a regular file (a
-    FIFO is never waited on, a device never truncated). Raises ``error`` with ``fix``; other OSErrors as they are."""
+    FIFO is never waited on, a device never truncated), and, to be written, a file with another name (a hard link
+    planted there would carry the write to the file it shares). Raises ``error`` with ``fix``; other OSErrors as
+    they are."""
     path = Path(path)
     try:
         fd = os.open(path, flags | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, mode)
@@ -154,6 +156,11 @@ def open_regular(
             raise error(
                 f"{path} is {_kind(found.st_mode)}, not a file ftc wrote; refused: ftc writes only regular files "
                 f"there\n    fix: {fix}"
+            )
+        if flags & (os.O_WRONLY | os.O_RDWR) and found.st_nlink > 1:
+            raise error(
+                f"{path} has {found.st_nlink - 1} other name(s) (a hard link), so it is not a file ftc wrote; refused:"
+                f" writing it would change the other file too\n    fix: {fix}"
             )
         os.set_blocking(fd, True)
     except BaseException:

@@ -223,3 +223,33 @@ def test_open_regular_refuses_a_device_it_could_otherwise_truncate():
     with pytest.raises(StorageFailed, match="/dev/null is a character device, not a file ftc wrote"):
         open_regular("/dev/null", os.O_RDWR | os.O_CREAT)
     assert stat.S_ISCHR(os.stat("/dev/null").st_mode)
+
+
+def test_a_hard_link_planted_at_the_lock_or_metrics_name_is_refused_and_its_other_file_left_intact(tmp_path, victim):
+    out = tmp_path / "out"
+    out.mkdir()
+    os.link(victim, out / ".ftc-lock-node0")  # O_NOFOLLOW does not see a hard link: the link count does
+    with pytest.raises(StorageFailed, match=r"\.ftc-lock-node0 has 1 other name\(s\) \(a hard link\)"):
+        with output_lock(out, node_rank=0, plan_id=PLAN_ID):
+            pass
+    os.link(victim, tmp_path / "metrics.jsonl")
+    with pytest.raises(StorageFailed, match=r"metrics\.jsonl has 2 other name\(s\) \(a hard link\)"):
+        MetricsLog(tmp_path / "metrics.jsonl", enabled=True)
+    assert victim.read_text() == "precious\n"
+
+
+def test_an_output_that_is_a_hard_link_to_a_checkpoint_file_is_replaced_not_written_through(tmp_path):
+    checkpoint = tmp_path / "ckpt"
+    checkpoint.mkdir()
+    (checkpoint / "README.md").write_text("the record's bytes")
+    os.link(checkpoint / "README.md", tmp_path / "card.md")
+    write_text_atomic(check_output_path(tmp_path / "card.md", not_inside=[checkpoint]), "new")
+    assert (tmp_path / "card.md").read_text() == "new"
+    assert (checkpoint / "README.md").read_text() == "the record's bytes"  # a rename gives the name a new file
+
+
+def test_the_process_own_stdout_by_any_of_its_names_is_refused():
+    for name in ("/dev/stdout", "/proc/self/fd/1", "/dev/fd/1"):
+        if os.path.lexists(name):
+            assert "is a symbolic link (to " in _refused(name), name
+    assert os.path.islink("/dev/stdout")  # still the machine's link, not a file
