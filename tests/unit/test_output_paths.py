@@ -145,3 +145,12 @@ def test_compile_checks_the_k8s_manifest_beside_the_plan_before_writing_either(j
     r = ftc("compile", job(), "-o", tmp_path / "plan.json", "--emit", "k8s", "--k8s-pvc", "data")
     _assert_refused(r, f"-o {tmp_path / 'plan.k8s.yaml'} is a symbolic link (to /dev/null)")
     assert not (tmp_path / "plan.json").exists() and stat.S_ISCHR(os.stat("/dev/null").st_mode)
+
+
+def test_a_checkpoint_named_through_a_link_is_still_the_one_read(ftc, run_folder, data, tmp_path):
+    checkpoint = run_folder / "checkpoints" / "step-000004"
+    (tmp_path / "model").symlink_to(checkpoint)
+    r = ftc("eval", tmp_path / "model", "--data", data, "-o", checkpoint / "eval.jsonl")
+    _assert_refused(r, f"-o {checkpoint / 'eval.jsonl'} is inside {tmp_path / 'model'}, which this command reads")
+    r = ftc("export", run_folder, "-o", run_folder / "checkpoints" / "step-000006")  # beside, but a checkpoint to be
+    _assert_refused(r, "is inside", "which this command reads")
