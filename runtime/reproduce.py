@@ -20,6 +20,7 @@ not be inside the checkpoint or any input it reads."""
 from __future__ import annotations
 
 import json
+import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -104,6 +105,9 @@ def reproduce(
     from ._launch import run_plan
 
     started = time.monotonic()
+    for name, value in (("rtol", rtol), ("atol", atol)):  # nan would judge nothing within, inf everything
+        if not (math.isfinite(value) and value >= 0):
+            raise UsageError(f"--{name} {value}: a tolerance is a finite number >= 0\n    fix: e.g. --{name} 0.01")
     folder = checkpoint_folder(checkpoint).resolve()
     _refuse_output_inside(output, folder, "the checkpoint it reproduces")  # before anything is read or run
     record, count, rehashed, unreached = verify(folder)  # LineageBroken names whatever does not match
