@@ -195,7 +195,8 @@ def signer_from_env(env: Mapping[str, str] | None = None) -> Signer | None:
     password = env.get(KEY_PASSWORD_ENV) or None
     key = _load_private_key(path, password)
     try:
-        config.use_elliptic_key_signer(private_key=path, password=password)
+        # the library hands the password to cryptography as given, which takes bytes (its hint says str)
+        config.use_elliptic_key_signer(private_key=path, password=password.encode() if password else None)
     except Exception as exc:  # the file changed since it was checked
         raise _key_problem(type(exc).__name__) from None
     return Signer("key", _fingerprint(key.public_key()), config)
