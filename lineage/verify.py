@@ -12,7 +12,7 @@ from typing import Any
 
 from ftc.stores.hashing import NotAnInput, StatCache, changed_file_lines, hash_file, hash_tree, walk_files
 
-from .record import LINEAGE_FILE, SIGNATURE_FILE, read_record, record_id_of
+from .record import LINEAGE_FILE, MAX_CHAIN_DEPTH, SIGNATURE_FILE, read_record, record_id_of
 from .signing import SignatureState, TrustedKey, signature_state
 
 __all__ = ["checkpoint_problems", "files_problems", "record_problems", "verified_record", "verify_checkpoint"]
@@ -201,6 +201,7 @@ def verify_checkpoint(
     _digests: dict[str, str] | None = None,
     signatures: _Signatures | None = None,
     _top: bool = True,
+    _depth: int = 1,
 ) -> tuple[dict[str, Any] | None, list[str]]:
     """The record of the checkpoint in ``folder`` and everything wrong with its chain (empty: all verified).
 
@@ -250,8 +251,15 @@ def verify_checkpoint(
                 shown = parent["source"].get("given") or str(path)
                 rehashed.append(f"{parent['role'].replace('_', ' ')} {shown} ({len(parent['files'])} files)")
         if parent.get("lineage") is not None and path.is_dir() and str(path.resolve()) not in seen:
+            if _depth >= MAX_CHAIN_DEPTH:  # folders that name each other on and on: no chain ftc writes is longer
+                problems.append(
+                    f"{path}: the chain goes on past {MAX_CHAIN_DEPTH} checkpoints on disk (folders naming each other"
+                    " as parents): not followed; no chain ftc writes is longer"
+                )
+                continue
             _, more = verify_checkpoint(
-                path, _seen=seen, unreached=unreached, rehashed=rehashed, signatures=signatures, _top=False
-            )
+                path, _seen=seen, unreached=unreached, rehashed=rehashed, signatures=signatures, _top=False,
+                _depth=_depth + 1,
+            )  # fmt: skip
             problems += [p for p in more if p not in problems]
     return record, problems
