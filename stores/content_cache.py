@@ -88,6 +88,13 @@ class DigestMismatch(Exception):
         self.expected, self.found, self.algorithm = expected, found, algorithm
 
 
+def _open_in_cache(path: Path, flags: int) -> int:
+    """``os.open`` of a file in the cache, which may be shared: a link (or anything but a file of its own) planted
+    at its name is refused, never followed."""
+    fix = "remove it (and find out how it got there), or set FTC_CACHE_DIR to a folder of your own"
+    return open_regular(path, flags, 0o644, fix=fix)
+
+
 class ContentCache:
     #: objects larger than this are fetched as parallel byte ranges of ``part_size``
     ranged_above = 32 << 20
@@ -150,8 +157,7 @@ class ContentCache:
         folder = self.root / "locks"
         folder.mkdir(parents=True, exist_ok=True)
         lock = folder / f"{key}.lock"  # the cache may be shared: a link planted there is refused, never truncated
-        fix = "remove it (and find out how it got there), or set FTC_CACHE_DIR to a folder of your own"
-        with os.fdopen(open_regular(lock, os.O_WRONLY | os.O_CREAT, 0o644, fix=fix), "w") as handle:
+        with os.fdopen(_open_in_cache(lock, os.O_WRONLY | os.O_CREAT), "w") as handle:
             fcntl.flock(handle, fcntl.LOCK_EX)
             try:
                 yield
@@ -259,13 +265,13 @@ class ContentCache:
         if partial.with_suffix(".parts").exists():  # a ranged download's file is not a prefix of the object
             partial.unlink(missing_ok=True)
             partial.with_suffix(".parts").unlink()
-        if partial.exists():  # resume: hash what is there, ask for the rest
-            with open(partial, "rb") as f:
+        if os.path.lexists(partial):  # resume: hash what is there, ask for the rest
+            with os.fdopen(_open_in_cache(partial, os.O_RDONLY), "rb") as f:
                 while chunk := f.read(1 << 20):
                     for h in hashers:
                         h.update(chunk)
-            start = partial.stat().st_size
-        with open(partial, "ab") as out:
+                start = os.fstat(f.fileno()).st_size
+        with os.fdopen(_open_in_cache(partial, os.O_WRONLY | os.O_APPEND | os.O_CREAT), "ab") as out:
             with _BackgroundWriter(out) as writer:
                 for chunk in opener(start, None):
                     if _STOP.is_set():
@@ -286,15 +292,13 @@ class ContentCache:
         every = list(range(0, size, self.part_size))
         done = self._completed_ranges(record, partial, set(every))
         write_text_atomic(record, json.dumps(sorted(done)))  # before the file has its full size: never a "prefix"
-        with open(partial, "ab"):
-            pass
-        os.truncate(partial, size)
         ready = threading.Condition()
         failed = threading.Event()
         hashers = [hashlib.new(name) for name in algorithms]
         buffer = memoryview(bytearray(1 << 20))
-        fd = os.open(partial, os.O_RDWR)
+        fd = _open_in_cache(partial, os.O_RDWR | os.O_CREAT)  # never through a link planted in a shared cache
         try:
+            os.ftruncate(fd, size)
 
             def part(start: int) -> None:
                 offset, end = start, min(start + self.part_size, size)

@@ -253,3 +253,37 @@ def test_the_process_own_stdout_by_any_of_its_names_is_refused():
         if os.path.lexists(name):
             assert "is a symbolic link (to " in _refused(name), name
     assert os.path.islink("/dev/stdout")  # still the machine's link, not a file
+
+
+def _chunks(data: bytes, start: int, end: int | None, fail_at: int | None = None):
+    for i in range(start, len(data) if end is None else end, 65536):
+        if fail_at is not None and i >= fail_at:
+            raise ConnectionError("connection reset")
+        yield data[i : min(i + 65536, len(data) if end is None else end)]
+
+
+@pytest.mark.parametrize("ranged", [False, True])
+def test_a_link_planted_at_a_partial_download_in_a_shared_cache_is_refused_not_written_through(
+    tmp_path, victim, ranged
+):
+    import hashlib
+
+    from ftc.stores.content_cache import ContentCache
+
+    data = bytes(range(256)) * 4096
+    cache = ContentCache(tmp_path / "cache")
+    cache.ranged_above, cache.part_size = 256 << 10, 128 << 10
+    options = dict(size=len(data), parts=2) if ranged else dict(parts=1)
+    with pytest.raises(ConnectionError):
+        cache.fetch({"k": 1}, lambda s, e: _chunks(data, s, e, fail_at=5 * 65536), **options)
+    (partial,) = (tmp_path / "cache" / "partial").glob("*.part")
+    partial.unlink()
+    partial.symlink_to(victim)  # another user of the cache, between two attempts
+    with pytest.raises(StorageFailed) as caught:
+        cache.fetch({"k": 1}, lambda s, e: _chunks(data, s, e), expected_sha256=hashlib.sha256(data).hexdigest(),
+                    **options)  # fmt: skip
+    assert f"{partial} is a symbolic link (to {victim}), not a file ftc wrote" in str(caught.value)
+    assert "fix: remove it (and find out how it got there), or set FTC_CACHE_DIR to a folder of your own" in str(
+        caught.value
+    )
+    assert victim.read_text() == "precious\n"  # not truncated, extended or overwritten with the object's bytes
