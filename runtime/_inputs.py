@@ -8,9 +8,18 @@ import os
 import time
 from pathlib import Path
 
-from ftc.errors import InputChanged, InputUnresolvable
+from ftc.errors import InputChanged, InputUnresolvable, PlanInvalid
 from ftc.spec.plan import Plan, PlanInput
-from ftc.stores.hashing import NotAnInput, StatCache, changed_file_lines, hash_file, hash_tree, manifest_digest
+from ftc.stores.hashing import (
+    MANIFEST_FORMAT,
+    NotAnInput,
+    StatCache,
+    changed_file_lines,
+    hash_file,
+    hash_tree,
+    legacy_manifest_digest,
+    manifest_digest,
+)
 
 from ._progress import byte_progress, log
 
@@ -109,6 +118,12 @@ def _check_local(role: str, item: PlanInput, path: Path, cache: StatCache) -> Pa
     if item.kind == "dir":
         files = hash_tree(path, cache)
         digest = manifest_digest(files)
+        if digest != item.digest and legacy_manifest_digest(files) == item.digest:
+            raise PlanInvalid(
+                f"{role}: the plan pins {path} by a folder manifest of an older ftc (format 1, in which a file's name "
+                f"could forge another file's entry); this ftc pins folders by {MANIFEST_FORMAT}"
+                "\n    fix: recompile the spec with this ftc (the folder itself is unchanged)"
+            )
         if digest != item.digest:
             changes = changed_file_lines(
                 item.file_sha256, {f.path: f.sha256 for f in files}, prefix="    ", unlisted="not in the plan"

@@ -10,6 +10,7 @@ from __future__ import annotations
 from ftc.spec.canonical import digest_of
 from ftc.spec.plan import PlanFile, PlanInput
 from ftc.stores.content_cache import ContentCache, DigestMismatch
+from ftc.stores.hashing import name_problem
 from ftc.stores.remote import RemoteProblem, store_for
 
 from . import InputNotFound, ResolveContext, ResolvedInput
@@ -29,6 +30,10 @@ def resolve(location: str, ctx: ResolveContext) -> ResolvedInput:
             digest = "sha256:" + sha
             entry = PlanInput(source, location, pinned=True, kind="file", digest=digest, size=obj.size, pin=obj.pin)
             return ResolvedInput(entry, local_path=path)
+        for obj in objects:
+            problem = name_problem(obj.path)
+            if problem is not None:
+                raise InputNotFound(f"{location}: {problem}", "rename the object in the store")
         small = {}
         for obj in objects:
             if obj.path.endswith(".json") and obj.size <= _SMALL:

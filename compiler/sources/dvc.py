@@ -27,6 +27,7 @@ from ftc.spec.reading import finite_json
 from ftc.spec.text import redact
 from ftc.stores.content_cache import ContentCache, DigestMismatch
 from ftc.stores.dvc_remote import DvcRemote
+from ftc.stores.hashing import name_problem
 from ftc.stores.remote import RemoteProblem
 
 from . import InputNotFound, ResolveContext, ResolvedInput, refuse_credential
@@ -242,6 +243,11 @@ def _folder(remote: DvcRemote, ref: DvcRef, md5: str, pin: dict[str, Any], uri: 
                 f"{ref.path}: its DVC listing names {entry['relpath']!r}, a path outside the folder",
                 "re-add the folder with `dvc add` from a clean copy",
                 "spec",
+            )
+        problem = name_problem(entry["relpath"])
+        if problem is not None:
+            raise InputNotFound(
+                f"{ref.path} (its DVC listing): {problem}", "then `dvc add` the folder again and push it"
             )
     with ThreadPoolExecutor(max_workers=8) as pool:  # is every object in the remote, and how large
         objects = list(pool.map(lambda e: remote.object(e["md5"], f"{ref.path}/{e['relpath']}"), entries))

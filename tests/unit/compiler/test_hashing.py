@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import os
-import subprocess
 
-from ftc.stores.hashing import StatCache, hash_file, hash_tree, manifest_digest
+from ftc.stores.hashing import StatCache, hash_file, hash_tree, manifest_digest, manifest_text
 
 from conftest import age
 
@@ -19,14 +19,17 @@ def _tree(root):
     return root
 
 
-def test_folder_digest_is_the_sha256_of_its_sha256sum_manifest(tmp_path):
+def test_folder_digest_is_the_sha256_of_its_versioned_json_manifest(tmp_path):
     root = _tree(tmp_path / "w")
     files = hash_tree(root)
     assert [f.path for f in files] == ["a.txt", "sub/b.bin"]  # dot-entries are not content
-    manifest = subprocess.run(["sha256sum", "a.txt", "sub/b.bin"], cwd=root, capture_output=True, check=True).stdout
-    assert manifest_digest(files) == "sha256:" + hashlib.sha256(manifest).hexdigest()
-    check = subprocess.run(["sha256sum", "-c", "-"], cwd=root, input=manifest, capture_output=True)
-    assert check.returncode == 0
+    sums = {f.path: hashlib.sha256((root / f.path).read_bytes()).hexdigest() for f in files}
+    manifest = json.dumps(
+        {"files": [["a.txt", sums["a.txt"]], ["sub/b.bin", sums["sub/b.bin"]]], "format": "ftc-manifest/2"},
+        separators=(",", ":"),
+    )
+    assert manifest_text(files) == manifest
+    assert manifest_digest(files) == "sha256:" + hashlib.sha256(manifest.encode()).hexdigest()
 
 
 def test_unchanged_files_come_from_the_stat_cache(tmp_path):
