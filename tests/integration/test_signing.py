@@ -201,3 +201,44 @@ def test_a_signing_key_that_cannot_be_used_stops_the_run_before_training(chain, 
         assert f"FTC_SIGNING_KEY: the signing key cannot be used: {message}" in r.err and "fix:" in r.err
         assert value not in r.err  # the key's path is not logged
         assert not list((tmp_path / "out").glob("checkpoints/step-*"))
+
+
+def test_verify_names_a_huge_file_not_in_the_record_without_hashing_it(chain, copied, ftc):
+    import time
+
+    stage2 = checkpoint(copied / "stage2")
+    with open(stage2 / "planted.bin", "wb") as f:
+        f.truncate(6 << 30)  # 6 GiB, sparse: hashing it would take far longer than the limit below
+    started = time.monotonic()
+    r = ftc("lineage", "verify", copied / "stage2", "--trusted-key", chain["ours_pub"])
+    assert time.monotonic() - started < 20
+    assert r.code == ExitCode.LINEAGE_BROKEN
+    assert f"{stage2}/planted.bin: not in the lineage record (not hashed)" in r.err
+
+
+def test_a_signed_checkpoint_resumes_and_is_a_parent_like_any_other(chain, copied, ftc):
+    # the signature beside the files is neither a file of the record nor a stranger to verify, in a parent too
+    stage2 = checkpoint(copied / "stage2")
+    record = json.loads((stage2 / "lineage.json").read_text())
+    from ftc.lineage.verify import verified_record
+
+    assert verified_record(stage2, "cannot", "fix")["record_id"] == record["record_id"]
+
+
+def test_an_export_is_signed_as_written_and_its_chain_verifies(chain, copied, ftc, monkeypatch):
+    monkeypatch.setenv("FTC_SIGNING_KEY", str(chain["ours"]))
+    r = ftc("export", copied / "stage2", "-o", copied / "export")
+    assert r.code == 0, r.err
+    assert (copied / "export" / "model.sig").is_file()
+    monkeypatch.delenv("FTC_SIGNING_KEY")
+    r = ftc("lineage", "verify", copied / "export", "--trusted-key", chain["ours_pub"])
+    assert r.code == 0, r.err
+    ours = fingerprint(chain["ours_pub"])
+    assert f"signature: export: signed by {ours} (a trusted key)" in r.out
+    assert f"signature: checkpoint {copied / 'stage2'}: signed by {ours} (a trusted key)" in r.out
+    assert "signature: adapter stage1/best: unsigned but consistent" in r.out
+    # a key that cannot be used is refused before the merge: no export folder appears
+    monkeypatch.setenv("FTC_SIGNING_KEY", str(copied / "no-such-key.pem"))
+    r = ftc("export", copied / "stage2", "-o", copied / "export2")
+    assert r.code == ExitCode.USAGE and "FTC_SIGNING_KEY: the signing key cannot be used" in r.err
+    assert not (copied / "export2").exists()
