@@ -287,3 +287,21 @@ def test_a_link_planted_at_a_partial_download_in_a_shared_cache_is_refused_not_w
         caught.value
     )
     assert victim.read_text() == "precious\n"  # not truncated, extended or overwritten with the object's bytes
+
+
+def test_a_link_planted_at_the_stat_cache_database_is_not_written_through(tmp_path, capsys):
+    from ftc.stores.hashing import StatCache
+
+    empty = tmp_path / "empty-victim"
+    empty.write_bytes(b"")  # SQLite would make a database of an empty file
+    db = tmp_path / "cache" / "statcache.sqlite3"
+    db.parent.mkdir()
+    db.symlink_to(empty)  # (SQLite itself removes a link at -wal or -journal: measured)
+    data = tmp_path / "data.bin"
+    data.write_bytes(b"x" * 1000)
+    cache = StatCache(db)
+    st = data.stat()
+    assert cache.lookup(data, st) is None
+    cache.store(data, st, "0" * 64)
+    assert empty.read_bytes() == b""  # before, it became the cache's database (20 KiB)
+    assert "is a link or not a file, so not one ftc wrote" in capsys.readouterr().err
