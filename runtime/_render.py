@@ -13,6 +13,8 @@ from typing import Any
 from ftc.errors import DataInvalid
 from ftc.spec import PromptFormat
 
+from ._sandbox import render_template
+
 __all__ = ["PLACEHOLDER", "Rendered", "render_chat_template", "render_prompt_format", "renderer_for", "template_pieces"]
 
 PLACEHOLDER = "{instruction}"
@@ -93,11 +95,12 @@ def render_prompt_format(messages: list[dict[str, Any]], fmt: PromptFormat) -> R
 
 
 def render_chat_template(messages: list[dict[str, Any]], tokenizer: Any) -> Rendered:
-    """The tokenizer's chat template. Each assistant turn's span is the text the template adds for it after the
-    generation prompt, found by rendering the conversation up to each turn."""
+    """The tokenizer's chat template, rendered as ``apply_chat_template`` renders it but within a budget
+    (:mod:`._sandbox`). Each assistant turn's span is the text the template adds for it after the generation prompt,
+    found by rendering the conversation up to each turn."""
 
     def render(upto: int, generation_prompt: bool) -> str:
-        return tokenizer.apply_chat_template(messages[:upto], tokenize=False, add_generation_prompt=generation_prompt)
+        return render_template(tokenizer, messages[:upto], add_generation_prompt=generation_prompt)
 
     full = render(len(messages), False)
     spans = []

@@ -22,6 +22,7 @@ from ftc.stores.hashing import hash_file
 
 from ._progress import log
 from ._render import Rendered
+from ._sandbox import TemplateRefused
 
 __all__ = [
     "BadExample",
@@ -105,6 +106,8 @@ def tokenize_file(
             try:
                 texts.append(render(item.messages))
                 lines.append(item.line)
+            except TemplateRefused as exc:  # the template is at fault, not this example: every one would fail
+                raise TemplateRefused(f"{path}:{item.line}: {exc}") from None
             except DataInvalid as exc:
                 reason = str(exc)
         if reason is not None:

@@ -16,6 +16,7 @@ from typing import Any
 from ftc.spec import PromptFormat
 
 from ._render import render_prompt_format
+from ._sandbox import render_template
 
 __all__ = [
     "Answer",
@@ -52,7 +53,7 @@ def prompt_text(messages: list[dict[str, Any]], fmt: PromptFormat | None, tokeni
     (``trailing_assistant``, or the chat template's)."""
     if fmt is not None:
         return render_prompt_format(messages, fmt).text + fmt.trailing_assistant
-    return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    return render_template(tokenizer, messages, add_generation_prompt=True)
 
 
 def prompt_ids(messages: list[dict[str, Any]], fmt: PromptFormat | None, tokenizer: Any) -> list[int]:
