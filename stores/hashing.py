@@ -1,8 +1,11 @@
 """sha256 of files and folders, with a stat cache so an unchanged multi-GB input is never hashed twice.
 
-A folder's digest is the sha256 of its manifest: one ``"<sha256>  <relative path>\\n"`` line per file, sorted by
-path (the format ``sha256sum`` prints, so ``sha256sum -c`` can check it). Entries whose name starts with a dot are
-not part of a folder's content (``.git``, ``.cache``, editor files).
+A folder's digest is the sha256 of its manifest, format ``ftc-manifest/2``: the canonical JSON (sorted keys, no
+spaces, ASCII) of ``{"format": "ftc-manifest/2", "files": [[relative path, sha256], ...]}`` sorted by path. A name is
+a JSON string, so no file name can forge an entry (format 1, ``"<sha256>  <path>\\n"`` lines, could be: a file
+*named* ``a\\n<sha256>  b`` added a line). Names holding a control character (or a character that hides or
+reorders text) are refused: they cannot be shown, nor pinned. Entries whose name starts with a dot are not part of a
+folder's content (``.git``, ``.cache``, editor files).
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ import errno
 import hashlib
 import json
 import os
+import re
 import sqlite3
 import sys
 import threading
@@ -32,7 +36,11 @@ __all__ = [
     "file_changes",
     "hash_file",
     "hash_tree",
+    "MANIFEST_FORMAT",
+    "legacy_manifest_digest",
     "manifest_digest",
+    "manifest_text",
+    "name_problem",
     "walk_files",
 ]
 
@@ -251,9 +259,34 @@ def hash_file(path: Path, cache: StatCache | None = None) -> tuple[str, int]:
     return digest or _hash_and_store(real, st, cache), st.st_size
 
 
+# C0 and C1 controls, DEL, and the characters that hide or reorder text on a screen (ftc.spec.text escapes them all)
+_UNSHOWABLE = re.compile(
+    "[\x00-\x1f\x7f-\x9f\xad\u061c\u180e\u200b-\u200f\u2028-\u202e\u2060-\u2069\ufeff\ufff9-\ufffb"
+    "\U000e0000-\U000e007f]"
+)
+
+
+def name_problem(name: str) -> str | None:
+    """Why the relative path ``name`` (of a file in a folder input, a store listing or a DVC listing) cannot be
+    pinned, or None: a control character (a newline, an escape), a character that hides or reorders text, or bytes
+    that are not UTF-8."""
+    from ftc.spec.text import for_terminal
+
+    if re.search("[\ud800-\udfff]", name):  # bytes that are not UTF-8, kept by the file system's decoding
+        shown = for_terminal(name.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace"))
+        return f"the file name '{shown}' is not UTF-8: such a name cannot be written into a plan; rename the file"
+    if not _UNSHOWABLE.search(name):
+        return None
+
+    return (
+        f"the file name '{for_terminal(name)}' holds a control character (or one that hides text): such a name "
+        "cannot be shown or pinned; rename the file"
+    )
+
+
 def walk_files(root: Path) -> Iterator[str]:
     """Relative paths (forward slashes) of the files under ``root``, skipping dot-entries; symlinks followed. A link
-    to a folder that holds it (a loop) raises :class:`NotAnInput`."""
+    to a folder that holds it (a loop), or a name :func:`name_problem` refuses, raises :class:`NotAnInput`."""
     chains: dict[str, tuple[tuple[int, int], ...]] = {}  # folder -> identities of it and the folders above it
     for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
         try:
@@ -268,7 +301,11 @@ def walk_files(root: Path) -> Iterator[str]:
         rel = os.path.relpath(dirpath, root)
         for name in sorted(filenames):
             if not name.startswith("."):
-                yield name if rel == "." else f"{rel}/{name}".replace(os.sep, "/")
+                path = name if rel == "." else f"{rel}/{name}".replace(os.sep, "/")
+                problem = name_problem(path)
+                if problem is not None:
+                    raise NotAnInput(f"{root}: {problem}")
+                yield path
 
 
 def hash_tree(root: Path, cache: StatCache | None = None, workers: int | None = None) -> list[FileDigest]:
@@ -287,10 +324,27 @@ def hash_tree(root: Path, cache: StatCache | None = None, workers: int | None = 
     return [FileDigest(name, st.st_size, digest or hashed[name]) for name, (_, st, digest) in found.items()]
 
 
+#: the format of a folder's manifest, hashed with it: a digest of another format never equals one of this format
+MANIFEST_FORMAT = "ftc-manifest/2"
+
+
 def manifest_digest(files: list[FileDigest]) -> str:
-    """``sha256:<hex>`` of the sha256sum-style manifest of ``files``."""
+    """``sha256:<hex>`` of the manifest of ``files`` (format ``ftc-manifest/2``, see the module's description); the
+    sizes are not part of it."""
+    return "sha256:" + hashlib.sha256(manifest_text(files).encode()).hexdigest()
+
+
+def manifest_text(files: list[FileDigest]) -> str:
+    """The manifest :func:`manifest_digest` hashes: JSON, so it reads back to exactly the entries it was made of."""
+    entries = [[f.path, f.sha256] for f in sorted(files, key=lambda f: f.path)]
+    return json.dumps({"files": entries, "format": MANIFEST_FORMAT}, ensure_ascii=True, separators=(",", ":"))
+
+
+def legacy_manifest_digest(files: list[FileDigest]) -> str:
+    """The digest format 1 gave ``files`` (``"<sha256>  <path>\\n"`` lines, as older ftc pinned folders): only to
+    tell a plan or record of an older ftc from a changed folder, never to accept a folder."""
     manifest = "".join(f"{f.sha256}  {f.path}\n" for f in sorted(files, key=lambda f: f.path))
-    return "sha256:" + hashlib.sha256(manifest.encode()).hexdigest()
+    return "sha256:" + hashlib.sha256(manifest.encode(errors="surrogateescape")).hexdigest()
 
 
 def file_changes(before: dict[str, str], after: dict[str, str]) -> list[tuple[str, str | None, str | None]]:
