@@ -58,6 +58,7 @@ __all__ = [
     "signature_lines",
     "signature_state",
     "signer_from_env",
+    "signing_asked",
     "trusted_keys_from_env",
 ]
 
@@ -166,6 +167,13 @@ def _load_private_key(path: str, password: str | None) -> Any:
     if key.curve.name not in _CURVES:
         raise _key_problem(f"curve {key.curve.name}; model-signing accepts {', '.join(_CURVES)}")
     return key
+
+
+def signing_asked(env: Mapping[str, str] | None = None) -> bool:
+    """Whether the environment asks for signing (a key, or Sigstore), whether or not it can be done."""
+    env = os.environ if env is None else env
+    mode = env.get(SIGNING_ENV, "").strip().lower()
+    return mode not in ("off", "none") and bool(env.get(KEY_ENV) or mode)
 
 
 def signer_from_env(env: Mapping[str, str] | None = None) -> Signer | None:

@@ -25,6 +25,7 @@ from typing import Any
 from ftc.errors import EngineUnavailable, InputUnresolvable, UsageError
 from ftc.images import IMAGE_ENV
 from ftc.images.engine import connect, describe_error, engine_address, engine_errors, image_identity
+from ftc.lineage.signing import signing_asked
 from ftc.spec.folders import SYSTEM_TREES, system_folder
 from ftc.spec.plan import Plan, PlanImage
 from ftc.stores.hashing import cache_dir
@@ -89,6 +90,8 @@ def run_in_container(
         info, version = client.info(), client.version()
     device_requests = gpus.device_requests(info)
     log(f"gpus: {_describe_gpus(gpus, device_requests)}")
+    if signing_asked():  # the key never goes into a container (docs/security.md)
+        log("warning: signing is configured, but the docker backend does not sign: this run's checkpoints are unsigned")
     engine = f"{version.get('Platform', {}).get('Name') or 'engine'} {version.get('Version', '')}".strip()
     ran = {
         "ref": image.ref,

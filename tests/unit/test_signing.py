@@ -392,3 +392,10 @@ def test_require_signature_names_every_node_not_signed_by_a_trusted_key(signed, 
     assert caught.value.exit_code == ExitCode.LINEAGE_BROKEN
     assert "adapter stage1/best: unsigned" in message and "base: signed by" in message
     assert "ckpt:" not in message
+
+
+def test_signing_is_asked_for_by_a_key_or_a_mode_and_off_turns_it_off():
+    from ftc.lineage.signing import signing_asked
+
+    assert not signing_asked({}) and not signing_asked({"FTC_SIGNING": "off", "FTC_SIGNING_KEY": "/k.pem"})
+    assert signing_asked({"FTC_SIGNING_KEY": "/k.pem"}) and signing_asked({"FTC_SIGNING": "sigstore"})
