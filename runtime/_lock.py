@@ -27,8 +27,9 @@ from ftc.stores.storage import storage_failure
 __all__ = ["CONTAINER_ENV", "output_lock"]
 
 #: the files a run writes in its output folder by name (besides checkpoints): a link or anything but a regular file
-#: planted at one of them is refused when the lock is taken
-WRITTEN_IN_PLACE = ("metrics.jsonl", "summary.json", "tracker.json")
+#: planted at one of them is refused when the lock is taken (tracker.json is not one: a tracker never stops training,
+#: and one that cannot be written, a link there included, is a warning)
+WRITTEN_IN_PLACE = ("metrics.jsonl", "summary.json")
 
 #: set by the docker backend to the container's name, so a refusal can say which container holds the lock
 CONTAINER_ENV = "FTC_CONTAINER_NAME"

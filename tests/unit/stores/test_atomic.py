@@ -68,7 +68,7 @@ def test_a_fifo_or_a_folder_at_the_lock_name_is_refused_without_waiting(tmp_path
     assert stat.S_ISFIFO(os.lstat(out / ".ftc-lock-node0").st_mode)
 
 
-@pytest.mark.parametrize("name", ["metrics.jsonl", "summary.json", "tracker.json"])
+@pytest.mark.parametrize("name", ["metrics.jsonl", "summary.json"])
 def test_a_link_or_fifo_planted_at_a_file_the_run_writes_is_refused_when_the_lock_is_taken(tmp_path, victim, name):
     out = tmp_path / "out"
     out.mkdir()
