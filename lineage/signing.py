@@ -55,7 +55,9 @@ __all__ = [
     "TrustedKey",
     "load_trusted_keys",
     "require_signed",
+    "export_signing_note",
     "signature_lines",
+    "signature_note",
     "signature_state",
     "signer_from_env",
     "signing_asked",
@@ -510,6 +512,24 @@ def signature_state(
     if failure is not None:
         return SignatureState("broken", signer, failure)
     return SignatureState("signed", signer)
+
+
+def signature_note(folder: Path, record: dict[str, Any]) -> str:
+    """The signature state of the checkpoint in ``folder`` (whose record is ``record``) in one line, for readers that
+    show a checkpoint without re-hashing it (`ftc lineage show`, a model card): checked against ``FTC_TRUSTED_KEYS``,
+    each file taken as the record names it (`ftc lineage verify` re-hashes them)."""
+    digests = {f["path"]: f["sha256"] for f in record["checkpoint"]["files"]}
+    try:
+        digests[LINEAGE_FILE], _ = hash_file(folder / LINEAGE_FILE)
+    except (OSError, NotAnInput):
+        pass  # the signature check reads it itself, and says what is wrong
+    return signature_state(folder, trusted_keys_from_env(), digests=digests).describe()
+
+
+def export_signing_note() -> str:
+    """How an export being written now is signed, as the environment configures it (for its model card)."""
+    signer = signer_from_env()
+    return f"signed in {SIGNATURE_FILE} by {signer.describe()}" if signer is not None else "unsigned"
 
 
 def signature_lines(states: Iterable[tuple[str, SignatureState]], *, require: bool) -> list[str]:

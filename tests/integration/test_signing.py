@@ -242,3 +242,29 @@ def test_an_export_is_signed_as_written_and_its_chain_verifies(chain, copied, ft
     r = ftc("export", copied / "stage2", "-o", copied / "export2")
     assert r.code == ExitCode.USAGE and "FTC_SIGNING_KEY: the signing key cannot be used" in r.err
     assert not (copied / "export2").exists()
+
+
+def test_show_report_and_the_model_card_tell_signed_from_no_longer_signed(chain, copied, ftc, monkeypatch):
+    stage2 = checkpoint(copied / "stage2")
+    ours = fingerprint(chain["ours_pub"])
+    monkeypatch.setenv("FTC_TRUSTED_KEYS", str(chain["ours_pub"]))
+    r = ftc("lineage", "show", copied / "stage2")
+    assert r.code == 0 and r.out.splitlines()[-1] == f"signature: signed by {ours} (a trusted key)"
+    assert "signature:" not in ftc("lineage", "show", copied / "stage1").out  # unsigned: nothing to say
+    r = ftc("report", copied / "stage2", "-o", copied / "report.html")
+    assert r.code == 0, r.err
+    page = (copied / "report.html").read_text()
+    assert f"signature of {stage2.name}: signed by {ours} (a trusted key)" in page
+    assert "signature of adapter stage1/best: unsigned" in page
+    monkeypatch.setenv("FTC_SIGNING_KEY", str(chain["ours"]))
+    assert ftc("export", copied / "stage2", "-o", copied / "export").code == 0
+    card = (copied / "export" / "README.md").read_text().replace("\\", "")  # as Markdown renders it
+    assert (
+        f"Signatures: the checkpoint is signed by {ours} (a trusted key); this export is signed in model.sig by" in card
+    )
+    # edited and resealed: consistent, but each reader says the signature is broken
+    reseal(stage2, lambda plan: plan["spec"].__setitem__("learning_rate", 0.5))
+    r = ftc("lineage", "show", copied / "stage2")
+    assert r.out.splitlines()[-1].startswith("signature: signature broken: the files are not the ones signed")
+    r = ftc("report", copied / "stage2", "-o", copied / "report2.html")
+    assert f"signature of {stage2.name}: signature broken" in (copied / "report2.html").read_text()
