@@ -17,7 +17,8 @@ from ftc.spec.text import for_html, redact
 
 from .record import REPRODUCTION_FILE, reproduction_of
 from .show import Node, _resolved, chain, source_name
-from .verify import verify_checkpoint
+from .signing import trusted_keys_from_env
+from .verify import _Signatures, verify_checkpoint
 
 __all__ = ["MAX_POINTS", "lttb", "report_html"]
 
@@ -379,7 +380,8 @@ def _reproduction(folder: Path, record: dict[str, Any]) -> list[tuple[str, Any]]
 def report_html(folder: Path) -> str:
     """The report of the checkpoint in ``folder`` (its chain verified as ``ftc lineage verify`` does)."""
     folder = folder.resolve()
-    record, problems = verify_checkpoint(folder)
+    signatures = _Signatures(trusted_keys_from_env())  # each checkpoint of the chain: signed, unsigned or broken
+    record, problems = verify_checkpoint(folder, signatures=signatures)
     if record is None:
         raise ValueError("\n".join(problems))
     nodes = chain(record)
@@ -423,7 +425,7 @@ def report_html(folder: Path) -> str:
         else '<span class="bad">does not verify</span>:<ul>'
         + "".join(f"<li class='mono'>{_e(p)}</li>" for p in problems)
         + "</ul>"
-    )
+    ) + "".join(f"<br>signature of {_e(name)}: {_e(state.describe())}" for name, state in signatures.found)
     ancestry = []
     for n in nodes:
         css, words = _status(folder, nodes, n, problems)
