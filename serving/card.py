@@ -10,6 +10,7 @@ from typing import Any
 from ftc.lineage.export import front_matter
 from ftc.lineage.record import reproduction_of
 from ftc.lineage.show import render, source_name
+from ftc.lineage.signing import export_signing_note, signature_note
 from ftc.spec.text import for_markdown
 
 from .trained import Trained
@@ -85,6 +86,9 @@ def model_card(trained: Trained, export: dict[str, Any], name: str) -> str:
         f"Exported by ftc from checkpoint {md(checkpoint['name'])} of {md(trained.model_id)}: {what}; "
         f"weights in {md(export['dtype'])}. Lineage record of the checkpoint: `{record['record_id']}`; "
         "`ftc lineage verify` on this folder checks every file of it and of its chain.",
+        "",
+        f"Signatures: the checkpoint is {md(signature_note(trained.folder, record))}; this export is "
+        f"{md(export_signing_note())} (what a signature proves, and what it does not: ftc's docs/security.md).",
         "",
         "## Base weights",
         "",
