@@ -202,8 +202,12 @@ def lineage_show(checkpoint: Path, fmt: str, paths: bool) -> None:
     """The chain from CHECKPOINT (a checkpoint, or a run's output folder) up to its roots."""
     from ftc.lineage import checkpoint_folder, load
     from ftc.lineage.show import render
+    from ftc.lineage.signing import SIGNATURE_FILE, signature_note
 
     click.echo(render(load(checkpoint), fmt, folder=checkpoint_folder(checkpoint) if paths else None))
+    signature = checkpoint_folder(checkpoint) / SIGNATURE_FILE
+    if fmt == "text" and (signature.exists() or signature.is_symlink()):  # FTC_TRUSTED_KEYS; files as recorded
+        click.echo(f"signature: {signature_note(signature.parent, load(checkpoint))}")
 
 
 @lineage_group.command("verify")
