@@ -285,6 +285,20 @@ def test_a_tracker_json_that_cannot_be_written_is_a_warning_and_training_goes_on
     assert (out / "checkpoints" / "step-000008" / "lineage.json").is_file()  # training went on to the end
 
 
+def test_a_link_planted_at_tracker_json_is_neither_written_through_nor_replaced(trained, ftc, tmp_path):
+    out = trained(logger={"provider": "tensorboard"}, num_epochs=2)
+    _interrupt(out)
+    victim = tmp_path / "victim.json"
+    victim.write_text("precious")
+    (out / "tracker.json").unlink()
+    (out / "tracker.json").symlink_to(victim)
+    r = ftc("run", tmp_path / "plan.json", "--resume")
+    assert r.code == 0, r.err
+    assert "warning: cannot keep where the tracker's run is" in r.err and "is a symbolic link" in r.err
+    assert victim.read_text() == "precious" and (out / "tracker.json").is_symlink()
+    assert (out / "checkpoints" / "step-000008" / "lineage.json").is_file()
+
+
 def test_a_password_holding_at_in_mlflows_uri_is_shown_nowhere_not_even_in_mlflows_own_lines(
     job, ftc, tmp_path, mlflow_url
 ):
