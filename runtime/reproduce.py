@@ -31,6 +31,7 @@ from ftc.lineage import checkpoint_folder, verify
 from ftc.lineage.diff import environment_differences, input_differences, topology_differences
 from ftc.lineage.plan import PLAN_FILE, reproduction_plan
 from ftc.lineage.record import REPRODUCTION_FILE, checkpoint_files, read_record
+from ftc.spec.folders import system_folder
 from ftc.stores.atomic import write_text_atomic
 
 from ._progress import log
@@ -108,6 +109,9 @@ def reproduce(
     for name, value in (("rtol", rtol), ("atol", atol)):  # nan would judge nothing within, inf everything
         if not (math.isfinite(value) and value >= 0):
             raise UsageError(f"--{name} {value}: a tolerance is a finite number >= 0\n    fix: e.g. --{name} 0.01")
+    why = system_folder(output.expanduser().absolute())
+    if why is not None:
+        raise UsageError(f"-o {output}: {why}; a rerun writes into a new folder of its own\n    fix: e.g. -o rerun")
     folder = checkpoint_folder(checkpoint).resolve()
     _refuse_output_inside(output, folder, "the checkpoint it reproduces")  # before anything is read or run
     record, count, rehashed, unreached = verify(folder)  # LineageBroken names whatever does not match

@@ -284,3 +284,18 @@ def test_reading_a_resealed_plan_raises_plan_invalid(compiled, tmp_path):
     plan["deepspeed"]["flops_profiler"] = {"enabled": True, "output_file": str(tmp_path / "victim")}
     with pytest.raises(PlanInvalid, match="flops_profiler"):
         read_plan(_resealed(tmp_path, plan))
+
+
+def test_a_placed_plan_whose_output_is_a_store_publishes_nothing(compiled, tmp_path):
+    # new: a checkpoint's plan naming a bucket (someone else's, or one the environment's credentials reach) as its
+    # output: the rerun writes into -o, and uploads nowhere
+    import dataclasses
+
+    from ftc.spec.plan import Plan
+
+    plan = compiled()
+    plan["output"]["dir"] = "s3://their-bucket/runs/x/"
+    read = Plan.from_dict(seal_plan(plan), folder=tmp_path)
+    assert read.output_store == "s3://their-bucket/runs/x/"
+    placed = dataclasses.replace(read, placement=Placement({read.output_dir: str(tmp_path / "rerun")}))
+    assert placed.output_store is None and placed.output_path == tmp_path / "rerun"
