@@ -305,3 +305,23 @@ def test_a_link_planted_at_the_stat_cache_database_is_not_written_through(tmp_pa
     cache.store(data, st, "0" * 64)
     assert empty.read_bytes() == b""  # before, it became the cache's database (20 KiB)
     assert "is a link or not a file, so not one ftc wrote" in capsys.readouterr().err
+
+
+def test_a_link_planted_at_a_cache_lock_is_refused_not_truncated(tmp_path, victim):
+    from ftc.stores.content_cache import ContentCache
+
+    data = b"abc" * 1000
+    cache = ContentCache(tmp_path / "cache")
+    cache.fetch({"k": 2}, lambda s, e: iter([data[s:e]]))
+    (lock,) = (tmp_path / "cache" / "locks").glob("*.lock")
+    lock.unlink()
+    lock.symlink_to(victim)
+    with pytest.raises(StorageFailed, match=r"\.lock is a symbolic link \(to .*victim\.txt\), not a file ftc wrote"):
+        cache.fetch({"k": 2}, lambda s, e: iter([data[s:e]]))
+    assert victim.read_text() == "precious\n"
+
+
+def test_where_a_planted_link_points_is_shown_with_its_control_characters_escaped(tmp_path):
+    (tmp_path / "out.html").symlink_to("x\x1b[2J\rverified")
+    message = _refused(tmp_path / "out.html")
+    assert "\x1b" not in message and "\r" not in message and "verified" in message
