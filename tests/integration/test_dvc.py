@@ -291,3 +291,33 @@ def test_a_credential_in_a_dvc_remotes_endpointurl_never_reaches_a_plan(s3, s3_s
     assert "dvc remote modify store endpointurl" in r.err
     assert secret not in r.err + r.out and "pa55" not in r.err + r.out
     assert not plan.exists()
+
+
+def test_a_dvc_variable_in_output_dir_runs_nothing_under_dvc_repro(job, ftc, tmp_path, tiny_model, monkeypatch):
+    """A params.yaml value holding shell code, named by ${x} in output_dir: `dvc repro` of the stage ftc writes
+    trains into a folder literally named runs/${x}; the code never runs (a stage written raw, beside it, shows what
+    DVC would otherwise do with it)."""
+    import yaml
+
+    repo = new_repo(tmp_path / "pipeline")
+    shutil.copytree(tiny_model, repo / "model")
+    shutil.copytree(tmp_path / "data", repo / "data")
+    (repo / "params.yaml").write_text("x: \"'; touch INJECTED; echo '\"\ny: \"'; touch CONTROL; echo '\"\n")
+    spec = job(initial_base_model_ckpt_path="model", output_dir="runs/${x}", num_epochs=1)
+    shutil.move(spec, repo / "job.yaml")
+    monkeypatch.chdir(repo)
+    r = ftc("compile", "job.yaml", "-o", "plan.json", "--emit", "dvc", "--dvc-stage", "train")
+    assert r.code == 0, r.err
+    document = yaml.safe_load((repo / "dvc.yaml").read_text())
+    document["stages"]["control"] = {"cmd": "echo '${y}'"}  # raw: what an unescaped ${ does
+    (repo / "dvc.yaml").write_text(yaml.safe_dump(document, sort_keys=False))
+    commit(repo, "pipeline")
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    done = subprocess.run(
+        [sys.executable, "-m", "dvc", "repro"], cwd=repo, env=env, capture_output=True, text=True, timeout=600
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert (repo / "CONTROL").exists()  # DVC here does interpolate an unescaped ${...} into a command
+    assert not (repo / "INJECTED").exists()
+    assert (repo / "runs" / "${x}" / "checkpoints").is_dir() and (repo / "runs" / "${x}" / "summary.json").is_file()
+    assert "verified: " in done.stdout + done.stderr
