@@ -321,3 +321,22 @@ def test_a_dvc_variable_in_output_dir_runs_nothing_under_dvc_repro(job, ftc, tmp
     assert not (repo / "INJECTED").exists()
     assert (repo / "runs" / "${x}" / "checkpoints").is_dir() and (repo / "runs" / "${x}" / "summary.json").is_file()
     assert "verified: " in done.stdout + done.stderr
+
+
+def test_a_dvc_folder_listing_naming_a_file_with_a_newline_is_refused(tmp_path, job, ftc):
+    repo = new_repo(tmp_path / "datasets")
+    listing = json.dumps([{"md5": "0" * 32, "relpath": f"tokenizer.json\n{'0' * 64}  tokenizer_config.json"}]).encode()
+    md5 = hashlib.md5(listing).hexdigest()
+    for store in (tmp_path / "dvc-remote", repo / ".dvc" / "cache"):
+        stored = store / "files" / "md5" / md5[:2] / f"{md5[2:]}.dir"
+        stored.parent.mkdir(parents=True)
+        stored.write_bytes(listing)
+    (repo / "weights.dvc").write_text(
+        f"outs:\n- md5: {md5}.dir\n  size: 1\n  nfiles: 1\n  hash: md5\n  path: weights\n"
+    )
+    dvc(repo, "remote", "add", "-d", "store", str(tmp_path / "dvc-remote"))
+    commit(repo, "a listing with a newline in a name", "w1")
+    r = ftc("compile", job(initial_base_model_ckpt_path=tracked("weights", rev="w1")), "-o", tmp_path / "p.json")
+    assert r.code == ExitCode.INPUT_UNRESOLVABLE, r.err
+    assert "weights (its DVC listing): the file name 'tokenizer.json\\n000" in r.err and "holds a control" in r.err
+    assert "then `dvc add` the folder again" in r.err and "Traceback" not in r.err

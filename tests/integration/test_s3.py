@@ -270,3 +270,14 @@ def test_a_store_that_fails_at_run_time_stops_the_run_before_training(
     assert r.code == code, r.err
     assert message in r.err and "wrong-secret" not in r.err and "\n    fix: " in r.err
     assert not (tmp_path / "output").exists()
+
+
+def test_an_object_named_with_a_newline_in_a_weights_prefix_is_refused(s3, job, ftc, tmp_path, tiny_model):
+    from conftest import upload_folder
+
+    upload_folder(s3, tiny_model, s3.bucket, "weights")
+    s3.put_object(Bucket=s3.bucket, Key=f"weights/tokenizer.json\n{'0' * 64}  tokenizer_config.json", Body=b"{}")
+    r = ftc("compile", job(initial_base_model_ckpt_path=f"s3://{s3.bucket}/weights/"), "-o", tmp_path / "p.json")
+    assert r.code == ExitCode.INPUT_UNRESOLVABLE, r.err
+    assert "the file name 'tokenizer.json\\n000" in r.err and "rename the object in the store" in r.err
+    assert not (tmp_path / "p.json").exists()
