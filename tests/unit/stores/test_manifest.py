@@ -155,3 +155,13 @@ def test_a_plan_pinned_by_the_older_manifest_format_says_so_at_run_time(job, ftc
     assert "recompile the spec with this ftc" in r.err and "changed since" not in r.err
     assert not (tmp_path / "output" / "checkpoints").exists()
     assert os.environ.get("FTC_TRACKER_OFF") is None
+
+
+def test_a_file_name_that_is_not_utf8_is_refused_at_compile_not_a_traceback(job, ftc, tmp_path, tiny_model):
+    weights = tmp_path / "weights"
+    shutil.copytree(tiny_model, weights)
+    with open(os.path.join(os.fsencode(weights), b"notes-\xff.txt"), "wb") as f:
+        f.write(b"latin-1 name")
+    r = ftc("compile", job(initial_base_model_ckpt_path=str(weights)), "-o", tmp_path / "plan.json")
+    assert r.code == ExitCode.INPUT_UNRESOLVABLE, r.err
+    assert "the file name 'notes-\\xff.txt' is not UTF-8" in r.err and "rename the file" in r.err
