@@ -12,16 +12,17 @@ from typing import Any
 
 from ftc.stores.hashing import NotAnInput, StatCache, changed_file_lines, hash_file, hash_tree, walk_files
 
-from .record import LINEAGE_FILE, MAX_CHAIN_DEPTH, SIGNATURE_FILE, read_record, record_id_of
+from .record import LINEAGE_FILE, MAX_CHAIN_DEPTH, SIGNATURE_FILE, read_record, record_ids
 from .signing import SignatureState, TrustedKey, signature_state
 
 __all__ = ["checkpoint_problems", "files_problems", "record_problems", "verified_record", "verify_checkpoint"]
 
 
-def record_problems(record: dict[str, Any], where: str) -> list[str]:
+def record_problems(record: dict[str, Any], where: str, _ids: dict[int, str] | None = None) -> list[str]:
     """The record and every record embedded in it hash to their ``record_id``s."""
     problems = []
-    found = record_id_of(record)
+    ids = _ids if _ids is not None else record_ids(record)  # every id of the chain, each record encoded once
+    found = ids[id(record)]
     if found != record.get("record_id"):
         problems.append(
             f"{where}: the lineage record was edited: record_id {record.get('record_id')} written, {found} computed"
@@ -35,7 +36,7 @@ def record_problems(record: dict[str, Any], where: str) -> list[str]:
                 f"{where}: parent {parent['role']}'s embedded record is {embedded.get('record_id')},"
                 f" the entry names {parent.get('record_id')}"
             )
-        problems += record_problems(embedded, f"{where} -> {parent['role']}")
+        problems += record_problems(embedded, f"{where} -> {parent['role']}", ids)
     return problems
 
 
