@@ -15,14 +15,16 @@ from typing import Any
 
 import numpy as np
 
-from ftc.errors import UsageError
+from ftc.errors import DataInvalid, UsageError
 from ftc.spec.chat_data import read_chat_jsonl
 from ftc.spec.plan import Plan
+from ftc.spec.text import for_terminal
 
 from ._batches import epoch_rows
 from ._inputs import verify_inputs
 from ._model import load_tokenizer, refuse_code_in_inputs
 from ._render import PLACEHOLDER, renderer_for
+from ._sandbox import TemplateRefused
 from ._tokens import Examples, token_cache, tokenize_file, trained_mask
 
 __all__ = ["inspect_data"]
@@ -31,6 +33,12 @@ _GREEN, _DIM, _RESET = "\x1b[1;32m", "\x1b[2m", "\x1b[0m"
 
 #: examples rendered again to look at their token boundaries (the statistics cover every example)
 _LOOK_AT = 200
+#: characters of one example shown (the rest is counted: "... N more characters")
+_SHOWN = 4096
+#: an example longer than this is not tokenized whole to look at its answers' first tokens
+_LOOKED_AT_WHOLE = 64 << 10
+#: an example whose rendered text is longer is not tokenized for the statistics (16 MiB takes a minute or more)
+_TOKENIZED = 1 << 20
 
 
 @dataclass(frozen=True)
@@ -64,31 +72,62 @@ def inspect_data(plan: Plan, *, split: str = "train", n: int = 3, boundaries: bo
     renderer_key = _renderer_key(fmt, tokenizer)
     tokenizer_input = {"base weights": plan.inputs["base_model"], "adapter": plan.inputs.get("adapter")}.get(source)
     cache = token_cache(plan.inputs[split], tokenizer_input, renderer_key)
-    examples, bad = tokenize_file(Path(paths[split]), render=render, tokenizer=tokenizer, cache_file=cache)
+    examples, bad = tokenize_file(
+        Path(paths[split]), render=render, tokenizer=tokenizer, cache_file=cache, max_chars=_TOKENIZED
+    )
+    untokenized = [b for b in bad if b.untokenized]
+    bad = [b for b in bad if not b.untokenized]
     marks = _Marks(color=color, boundaries=boundaries)
-    name = plan.inputs[split].uri
+    name = for_terminal(plan.inputs[split].uri)
     out = [f"{split}: {name} (tokenizer from the {source}; {'prompt_format' if fmt else 'its chat template'})", ""]
+    index = {line: i for i, line in enumerate(examples.lines)}
     shown, looked, straddled = 0, 0, set()
     for item in read_chat_jsonl(Path(paths[split])):
         if looked >= _LOOK_AT:
             break
         if item.messages is None:
             continue
-        rendered = render(item.messages)
-        encoded = tokenizer(rendered.text, add_special_tokens=False, return_offsets_mapping=True)
-        offsets = encoded["offset_mapping"]
-        straddled |= _answer_prefixes(rendered, offsets)
+        try:
+            rendered = render(item.messages)
+        except TemplateRefused:
+            raise
+        except DataInvalid:
+            continue  # a bad example: listed with its reason below
+        text = rendered.text
+        # the whole text only while it is short: a long one is looked at (and tokenized) as far as it is shown
+        whole = len(text) <= _LOOKED_AT_WHOLE
+        offsets = tokenizer(
+            text if whole else text[: _SHOWN + 256], add_special_tokens=False, return_offsets_mapping=True
+        )["offset_mapping"]
+        if whole:
+            straddled |= _answer_prefixes(rendered, offsets)
         looked += 1
         if shown < n:
             mask, _ = trained_mask(offsets, rendered.loss_spans)
-            out.append(f"--- {name}:{item.line} ({len(mask)} tokens, {int(mask.sum())} trained)")
-            out.append(_marked(rendered.text, offsets, mask, marks))
+            out.append(f"--- {name}:{item.line} ({_counts(examples, index.get(item.line), len(text))})")
+            out.append(_marked(text[:_SHOWN], offsets, mask, marks))
+            if len(text) > _SHOWN:
+                out.append(marks.context(f"... {len(text) - _SHOWN:,} more characters"))
             out.append("")
             shown += 1
     out += _statistics(examples, bad, spec.context_length, spec.sample_packing, spec.seed)
     warnings = _warnings(fmt, tokenizer, examples, bad, spec.context_length, name, straddled)
+    if untokenized:
+        first = ", ".join(f"{name}:{b.line}" for b in untokenized[:3])
+        warnings.append(
+            f"{len(untokenized)} example(s) of more than {_TOKENIZED:,} characters rendered ({first}) were not "
+            "tokenized here, so the statistics leave them out: a run tokenizes every example (and stops on those "
+            f"longer than context_length {spec.context_length}, or skips them with skip_bad_examples)"
+        )
     out += ["", *(f"warning: {w}" for w in warnings)] if warnings else ["", "no warnings"]
     return "\n".join(out)
+
+
+def _counts(examples: Examples, i: int | None, chars: int) -> str:
+    """An example's tokens and trained tokens as the statistics count them."""
+    if i is None:
+        return f"{chars:,} characters, not tokenized here"
+    return f"{len(examples.ids[i])} tokens, {int(examples.trainable[i].sum())} trained"
 
 
 def _renderer_key(fmt: Any, tokenizer: Any) -> Any:
@@ -98,10 +137,13 @@ def _renderer_key(fmt: Any, tokenizer: Any) -> Any:
 
 
 def _marked(text: str, offsets: list[tuple[int, int]], mask: np.ndarray, marks: _Marks) -> str:
-    """``text`` with each run of trained tokens marked; with ``boundaries``, a '|' between tokens."""
+    """``text`` with each run of trained tokens marked; with ``boundaries``, a '|' between tokens. Offsets past its
+    end are cut there (``text`` may be the shown beginning of a longer one). Control characters in the text are
+    shown escaped (line breaks kept): the marks are the only escape sequences written."""
     pieces: list[tuple[str, bool]] = []  # each token's text (with any untokenized text before it), trained or not
     cursor = 0
     for (_, end), trained in zip(offsets, mask):
+        end = min(end, len(text))
         if end > cursor:
             pieces.append((text[cursor:end], bool(trained)))
             cursor = end
@@ -112,7 +154,7 @@ def _marked(text: str, offsets: list[tuple[int, int]], mask: np.ndarray, marks: 
         j = i
         while j < len(pieces) and pieces[j][1] == pieces[i][1]:
             j += 1
-        run = [piece for piece, _ in pieces[i:j]]
+        run = [for_terminal(piece, newlines=True) for piece, _ in pieces[i:j]]
         joined = "|".join(run) if marks.boundaries else "".join(run)
         out.append(marks.trained(joined) if pieces[i][1] else marks.context(joined))
         i = j
@@ -199,6 +241,6 @@ def _warnings(
             "(or skips them with skip_bad_examples)"
         )
     if bad:
-        first = "; ".join(f"{name}:{b.line}: {b.reason}" for b in bad[:3])
+        first = "; ".join(f"{name}:{b.line}: {for_terminal(b.reason)}" for b in bad[:3])
         out.append(f"{len(bad)} bad example(s), which a run stops on (or skips with skip_bad_examples): {first}")
     return out

@@ -41,6 +41,8 @@ _FORMAT = 3  # bump when the tokenized layout or the masking rules change
 class BadExample:
     line: int
     reason: str
+    #: not bad: longer than the ``max_chars`` a caller asked for, so never tokenized (``ftc data inspect``)
+    untokenized: bool = False
 
 
 @dataclass
@@ -90,9 +92,11 @@ def tokenize_file(
     render: Callable[[list[dict[str, Any]]], Rendered],
     tokenizer: Any,
     cache_file: Path | None,
+    max_chars: int | None = None,
 ) -> tuple[Examples, list[BadExample]]:
     """Tokenize every example of ``path`` (or load the result cached for the same data, tokenizer and format, once
-    its bytes verify)."""
+    its bytes verify). ``max_chars``: an example whose rendered text is longer is not tokenized (tokenizing 16 MiB
+    takes a minute) but listed as ``untokenized``, and then nothing is cached (a run must see every example)."""
     if cache_file is not None:
         cached = _verified(cache_file)
         if cached is not None:
@@ -104,12 +108,18 @@ def tokenize_file(
         reason = item.problem
         if reason is None:
             try:
-                texts.append(render(item.messages))
-                lines.append(item.line)
+                rendered = render(item.messages)
             except TemplateRefused as exc:  # the template is at fault, not this example: every one would fail
                 raise TemplateRefused(f"{path}:{item.line}: {exc}") from None
             except DataInvalid as exc:
                 reason = str(exc)
+            else:
+                if max_chars is not None and len(rendered.text) > max_chars:
+                    size = f"{len(rendered.text):,} characters rendered, more than the {max_chars:,} tokenized here"
+                    bad.append(BadExample(item.line, size, untokenized=True))
+                    continue
+                texts.append(rendered)
+                lines.append(item.line)
         if reason is not None:
             bad.append(BadExample(item.line, reason))
     examples = Examples([], [], [])
@@ -126,7 +136,7 @@ def tokenize_file(
             examples.trainable.append(mask)
             examples.lines.append(lineno)
     bad.sort(key=lambda b: b.line)
-    if cache_file is not None:
+    if cache_file is not None and not any(b.untokenized for b in bad):
         _store(cache_file, examples, bad)
     return examples, bad
 
