@@ -29,10 +29,36 @@ class Session:
     tokenizer: Any
     stop_ids: list[int]
 
-    def generate(self, messages: list[dict[str, Any]], sampling: Any, on_text: Callable[[str], None] | None = None):
-        from ftc.runtime.generation import generate, prompt_ids
+    @property
+    def context(self) -> int | None:
+        """The most tokens the model takes (its config's max_position_embeddings), when it says."""
+        found = getattr(self.model.config, "max_position_embeddings", None)
+        return found if isinstance(found, int) and found > 0 else None
 
+    def prompt(self, messages: list[dict[str, Any]], where: str) -> list[int]:
+        """The token ids a server feeds the model for ``messages`` (``where`` names them in errors): refused when
+        there is no user turn to answer, or when they leave the model no room for an answer."""
+        from ftc.runtime.generation import prompt_ids
+
+        if not any(message["role"] == "user" for message in messages):
+            roles = ", ".join(message["role"] for message in messages) or "none"
+            raise DataInvalid(
+                f"{where}: no user turn to answer (the turns before the answer: {roles})\n    fix: give each "
+                "conversation a user turn before the assistant turn to answer"
+            )
         ids = prompt_ids(messages, self.trained.prompt_format, self.tokenizer)
+        context = self.context
+        if context is not None and len(ids) >= context:
+            raise DataInvalid(
+                f"{where}: the prompt is {len(ids):,} tokens, and the model takes at most {context:,} "
+                "(max_position_embeddings) with its answer\n    fix: shorten the conversation"
+            )
+        return ids
+
+    def generate(self, ids: list[int], sampling: Any, on_text: Callable[[str], None] | None = None):
+        """The answer to the prompt ``ids`` (from :meth:`prompt`)."""
+        from ftc.runtime.generation import generate
+
         return generate(
             self.model, self.tokenizer, ids, stop_texts=self.trained.stop_texts,
             stop_ids=self.stop_ids, sampling=sampling, on_text=on_text,
@@ -82,16 +108,18 @@ def evaluate(
 ) -> dict[str, Any]:
     """Answer every example of ``data`` in place of its last assistant turn; write one JSON line per example to
     ``out`` (atomically) and return the aggregate."""
-    from ftc.runtime.generation import answer
+    from ftc.runtime.generation import Answer
 
     trained = session.trained
     sha, _ = hash_file(_data_file(data))  # what was answered: the file as it was before reading it
     rows = []
-    for count, (line, messages) in enumerate(conversations(data, require_answer=True), start=1):
-        result = answer(
-            session.model, session.tokenizer, messages, fmt=trained.prompt_format, stop_texts=trained.stop_texts,
-            stop_ids=session.stop_ids, sampling=sampling,
-        )  # fmt: skip
+    # every prompt is checked before the first answer is generated
+    prompts = []
+    for line, messages in conversations(data, require_answer=True):
+        last = max(i for i, m in enumerate(messages) if m["role"] == "assistant")
+        prompts.append((line, session.prompt(messages[:last], f"{data}:{line}"), messages[last]["content"]))
+    for count, (line, ids, expected) in enumerate(prompts, start=1):
+        result = Answer(expected, session.generate(ids, sampling))
         rows.append({
             "line": line, "expected": result.expected, "output": result.generated.text,
             "exact_match": result.exact_match, "finish_reason": result.generated.finish_reason,

@@ -9,6 +9,7 @@ options and their help, reads in one place; each verb's body is a few lines over
 from __future__ import annotations
 
 import json
+import math
 import sys
 from pathlib import Path
 
@@ -282,14 +283,24 @@ def lineage_export(checkpoint: Path, fmt: str) -> None:
     )
 
 
+class _FiniteFloat(click.FloatRange):
+    """A FloatRange that is also finite: nan passes every comparison of a range check, and inf is no setting."""
+
+    def convert(self, value, param, ctx):
+        number = super().convert(value, param, ctx)
+        if not math.isfinite(number):
+            self.fail(f"{value!r} is not a finite number", param, ctx)
+        return number
+
+
 def _sampling_options(command):
     """--max-new-tokens, --temperature, --top-p and --seed, shared by generate and eval."""
     options = [
         click.option("--max-new-tokens", type=click.IntRange(min=1), default=256, show_default=True),
         click.option(
-            "--temperature", type=click.FloatRange(min=0), default=0.0, show_default=True, help="0: greedy."
+            "--temperature", type=_FiniteFloat(min=0), default=0.0, show_default=True, help="0: greedy."
         ),
-        click.option("--top-p", type=click.FloatRange(min=0, max=1, min_open=True), default=1.0, show_default=True),
+        click.option("--top-p", type=_FiniteFloat(min=0, max=1, min_open=True), default=1.0, show_default=True),
         click.option("--seed", type=int, default=0, show_default=True, help="Of sampling (temperature > 0)."),
         click.option("--dtype", type=click.Choice(["float32", "bfloat16", "float16"]), help="Default: float32 on "
                      "a CPU, bfloat16 on a GPU."),
@@ -347,19 +358,21 @@ def generate_command(
     if (prompt is None) == (messages_file is None):
         raise UsageError("give --prompt TEXT or --messages FILE.jsonl (one of them)")
     if prompt is not None:
-        chats = [[*([{"role": "system", "content": system}] if system else []), {"role": "user", "content": prompt}]]
+        turns = [*([{"role": "system", "content": system}] if system else []), {"role": "user", "content": prompt}]
+        chats = [("--prompt", turns)]
     else:
         chats = []
-        for _, messages in conversations(messages_file, require_answer=False):
+        for line, messages in conversations(messages_file, require_answer=False):
             while messages and messages[-1]["role"] == "assistant":
                 messages = messages[:-1]
-            chats.append(messages)
+            chats.append((f"{messages_file}:{line}", messages))
     sampling, dtype = _sampling(options)
     session = open_session(model, dtype=dtype)
-    for i, messages in enumerate(chats):
+    prompts = [session.prompt(messages, where) for where, messages in chats]  # all checked before any answer
+    for i, ids in enumerate(prompts):
         if i:
             click.echo()
-        result = session.generate(messages, sampling, on_text=lambda text: click.echo(text, nl=False))
+        result = session.generate(ids, sampling, on_text=lambda text: click.echo(text, nl=False))
         click.echo()
         if result.finish_reason == "length":
             click.echo(f"(stopped at --max-new-tokens {sampling.max_new_tokens})", err=True)
