@@ -142,7 +142,7 @@ def test_a_credential_in_a_bucket_uri_is_refused_and_never_echoed(job, ftc, tmp_
     (tmp_path / "hostile.yaml").write_text(_spec(job, train_path="s3://AKIAEXAMPLE:s3cr3t@bucket/train.jsonl"))
     r = _compile(ftc, tmp_path / "hostile.yaml", tmp_path)
     assert r.code == ExitCode.SPEC_INVALID, r.err
-    assert "s3://***@bucket/train.jsonl: the bucket name holds a credential (user:secret@)" in r.err
+    assert "s3://***@bucket/train.jsonl: the URI holds a credential (user:secret@" in r.err
     assert "s3cr3t" not in r.err + r.out and "AKIAEXAMPLE" not in r.err + r.out
 
 
