@@ -48,7 +48,8 @@ def reproduction_plan(folder: Path, record: dict[str, Any], output: Path, *, tra
         if item.source == "local" and role in located
     }
     locations[plan.output_dir] = str(output.resolve())
-    placement = Placement(locations, record["results"]["step"], str(folder.resolve()), tracker)
+    # never None (the plan's own logger): the checkpoint's author chose that
+    placement = Placement(locations, record["results"]["step"], str(folder.resolve()), tracker or "off")
     return dataclasses.replace(plan, placement=placement)
 
 

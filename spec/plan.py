@@ -132,17 +132,18 @@ class Placement:
     ``locations``: a location the plan names (an input's uri, the output folder) -> the absolute path it is at.
     ``stop_after_step``: end the run once the checkpoint of this step is written (None: run to the end).
     ``reproduction_of``: the checkpoint folder this run reproduces (its record names it as a parent).
-    ``tracker``: the tracker the run feeds, named by the person running it (its address and credentials from the
-    environment only), or ``off``: a placed plan came from elsewhere, and its ``logger`` is not obeyed (it could
+    ``tracker``: None, the spec's logger (a plan the user compiled, placed by a backend: Ray); else the tracker the
+    run feeds, named by the person running it (its address and credentials from the environment only), or ``off``.
+    A plan from a checkpoint (``ftc reproduce``) always has one of those: its ``logger`` is not obeyed (it could
     name any server to send the environment's tracker credentials to)."""
 
     locations: Mapping[str, str] = field(default_factory=dict)
     stop_after_step: int | None = None
     reproduction_of: str | None = None
-    tracker: str = "off"
+    tracker: str | None = None
 
     def __post_init__(self) -> None:
-        if self.tracker not in TRACKERS:
+        if self.tracker is not None and self.tracker not in TRACKERS:
             raise ValueError(f"a placement's tracker is one of {', '.join(TRACKERS)}")
 
     def to_dict(self) -> dict[str, Any]:
@@ -158,13 +159,13 @@ class Placement:
         locations = document.get("locations", {})
         stop = document.get("stop_after_step")
         origin = document.get("reproduction_of")
-        tracker = document.get("tracker", "off")
+        tracker = document.get("tracker")
         if (
             not isinstance(locations, dict)
             or not all(isinstance(k, str) and isinstance(v, str) and os.path.isabs(v) for k, v in locations.items())
             or not (stop is None or (isinstance(stop, int) and not isinstance(stop, bool) and stop >= 0))
             or not (origin is None or (isinstance(origin, str) and os.path.isabs(origin)))
-            or tracker not in TRACKERS
+            or not (tracker is None or tracker in TRACKERS)
         ):
             raise ValueError("a placement maps locations to absolute paths, with an optional step, origin and tracker")
         return cls(locations, stop, origin, tracker)
@@ -223,9 +224,10 @@ class Plan:
 
     @property
     def logger(self) -> Logger | None:
-        """The tracker this run feeds: the spec's, or for a placed plan (one from a checkpoint) only the one the
-        placement names, with no settings from the plan (address and credentials come from the environment)."""
-        if self.placement is None:
+        """The tracker this run feeds: the spec's, or when the placement names one (``ftc reproduce``: a plan from
+        a checkpoint) only that one, with no settings from the plan (address and credentials come from the
+        environment), or none (``off``)."""
+        if self.placement is None or self.placement.tracker is None:
             return self.spec.logger
         if self.placement.tracker == "off":
             return None

@@ -234,7 +234,9 @@ def test_a_placed_plan_feeds_only_the_tracker_its_placement_names(compiled, tmp_
     plan = read_plan(tmp_path / "plan.json")
     assert plan.logger.provider == "mlflow"  # the user's own compiled plan: its logger
     placed = dataclasses.replace(plan, placement=Placement({}))
-    assert placed.logger is None  # off unless named
+    assert placed.logger.provider == "mlflow"  # placed by a backend (Ray: absolute paths): still the user's plan
+    off = dataclasses.replace(plan, placement=Placement({}, tracker="off"))
+    assert off.logger is None  # ftc reproduce: off unless named
     named = dataclasses.replace(plan, placement=Placement({}, tracker="tensorboard"))
     assert named.logger.provider == "tensorboard" and named.logger.provider_config == {}
     assert named.text() == plan.text()  # the plan's bytes (and plan_id) are the same
@@ -244,7 +246,7 @@ def test_a_placement_with_an_unknown_tracker_is_refused():
     with pytest.raises(ValueError, match="tracker"):
         Placement.from_dict({"locations": {}, "tracker": "http://127.0.0.1:9"})
     assert Placement.from_dict(Placement({"a": "/x"}, 3, "/c", "wandb").to_dict()).tracker == "wandb"
-    assert Placement.from_dict({"locations": {}}).tracker == "off"  # a placement written before: off
+    assert Placement.from_dict({"locations": {}}).tracker is None  # the plan's own logger
 
 
 # -- the container backend never binds a system folder --------------------------------------------------------------
@@ -299,3 +301,15 @@ def test_a_placed_plan_whose_output_is_a_store_publishes_nothing(compiled, tmp_p
     assert read.output_store == "s3://their-bucket/runs/x/"
     placed = dataclasses.replace(read, placement=Placement({read.output_dir: str(tmp_path / "rerun")}))
     assert placed.output_store is None and placed.output_path == tmp_path / "rerun"
+
+
+def test_the_ray_backends_placement_keeps_the_users_own_tracker(compiled, tmp_path):
+    # the Ray backend places every plan (absolute paths for its nodes): a plan the user compiled keeps its logger
+    import dataclasses
+
+    from ftc.runtime._ray import _absolute
+
+    compiled(logger={"provider": "tensorboard", "provider_config": {}})
+    plan = read_plan(tmp_path / "plan.json")
+    placed = dataclasses.replace(plan, placement=Placement.from_dict(_absolute(plan).to_dict()))
+    assert placed.logger == plan.spec.logger
