@@ -14,7 +14,8 @@ import re
 __all__ = ["for_html", "for_markdown", "for_terminal", "redact"]
 
 # scheme:// and what follows it up to white space: a password may hold any other character ('"', "<", "`" too)
-_URL = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*://)(?P<rest>\S*)")
+# (or scheme:\/\/, as some JSON encoders write it)
+_URL = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*:(?://|\\/\\/))(?P<rest>\S*)")
 # where a URL written inline ends: a quote, angle bracket or back tick closing it (then the end or punctuation)
 _INLINE_END = re.compile(r"[\"'<>`](?=$|[,;:.)\]}\"'<>`])")
 # a host (a name, an IPv4 or a bracketed IPv6 address) and a port, then the end of the authority
@@ -66,7 +67,7 @@ def redact(text: str) -> str:
     >>> redact("View run at http://me:p@ss/w:rd@mlflow.local:5000/#/runs/1")
     'View run at http://***@mlflow.local:5000/#/runs/1'
     """
-    if "://" not in text:
+    if "://" not in text and ":\\/\\/" not in text:
         return text
     return _URL.sub(_without_userinfo, text)
 

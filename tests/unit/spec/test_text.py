@@ -45,6 +45,10 @@ def test_redact_handles_several_urls_in_one_line():
     assert not any(secret in redact(line) for secret in ("s1", "s2", "s3@"))
 
 
+def test_redact_sees_urls_whose_slashes_a_json_encoder_escaped():
+    assert redact('{"uri": "http:\\/\\/u:pw@host:5000\\/api"}') == '{"uri": "http:\\/\\/***@host:5000\\/api"}'
+
+
 def test_redact_keeps_text_around_quoted_urls():
     assert redact("['http://u:pw@host', 'x@y']") == "['http://***@host', 'x@y']"
     assert redact('{"url":"http://u:pw@host","email":"a@b"}') == '{"url":"http://***@host","email":"a@b"}'
