@@ -69,6 +69,12 @@ def input_differences(a: dict[str, Any], b: dict[str, Any]) -> list[str]:
         return {e["role"]: e for e in entries if e.get("relation") != "reproduction-of"}
 
     def pin(entry: dict[str, Any]) -> str:
+        files = entry.get("files")
+        if isinstance(files, list) and files and all(isinstance(f, dict) and "sha256" in f for f in files):
+            # a folder: its digest in this ftc's manifest format, so a record of an older ftc (format 1) compares
+            from ftc.stores.hashing import FileDigest, manifest_digest
+
+            return manifest_digest([FileDigest(str(f.get("path")), 0, str(f["sha256"])) for f in files])
         return entry.get("digest") or entry.get("sha256") or "(no digest)"  # parents: digest; datasets: sha256
 
     def pinned(entry: dict[str, Any]) -> bool:

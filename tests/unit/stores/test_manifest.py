@@ -165,3 +165,21 @@ def test_a_file_name_that_is_not_utf8_is_refused_at_compile_not_a_traceback(job,
     r = ftc("compile", job(initial_base_model_ckpt_path=str(weights)), "-o", tmp_path / "plan.json")
     assert r.code == ExitCode.INPUT_UNRESOLVABLE, r.err
     assert "the file name 'notes-\\xff.txt' is not UTF-8" in r.err and "rename the file" in r.err
+
+
+def test_lineage_diff_compares_a_folder_pinned_by_an_older_ftc_by_its_files():
+    from ftc.lineage.diff import input_differences
+
+    files = [FileDigest("config.json", 0, _sha(b"{}")), FileDigest("model.safetensors", 0, _sha(b"w"))]
+    listed = [{"path": f.path, "sha256": f.sha256} for f in files]
+
+    def record(digest: str, listed: list[dict]) -> dict:
+        source = {"source": "local", "kind": "dir", "given": "model"}
+        return {"parents": [{"role": "base_model", "relation": "base", "source": source, "digest": digest,
+                             "files": listed}]}  # fmt: skip
+
+    old, new = record(legacy_manifest_digest(files), listed), record(manifest_digest(files), listed)
+    assert input_differences(old, new) == []  # the same files: no false difference
+    changed = record(manifest_digest(files[:1]), listed[:1])
+    (line,) = input_differences(new, changed)
+    assert line.startswith(f"base_model: {manifest_digest(files)} (model) -> {manifest_digest(files[:1])}")
