@@ -35,3 +35,47 @@ def test_a_link_to_a_system_folder_is_that_folder(ftc, tmp_path):
     r = ftc("reproduce", tmp_path / "no-such-checkpoint", "-o", tmp_path / "innocent" / "rerun")
     assert r.code == ExitCode.USAGE, r.err
     assert "/usr/rerun is inside /usr" in r.err
+
+
+def _plan_with_a_dvc_input(job, ftc, tmp_path, endpoint):
+    import json
+
+    from ftc.spec.plan import Plan, seal_plan
+
+    assert ftc("compile", job(), "-o", tmp_path / "plan.json").code == 0
+    plan = json.loads((tmp_path / "plan.json").read_text())
+    plan["inputs"]["valid"] = {
+        "source": "dvc", "uri": "dvc://example.com/data.git/valid.jsonl@abc", "pinned": True, "kind": "file",
+        "digest": "sha256:" + "0" * 64, "size": 1,
+        "pin": {"md5": "0" * 32, "remote": "s3://their-bucket/dvc", "endpoint": endpoint},
+    }  # fmt: skip
+    return Plan.from_dict(seal_plan(plan), folder=tmp_path)
+
+
+def test_a_dvc_endpoint_the_checkpoint_names_is_not_sent_this_environments_credentials(job, ftc, tmp_path, monkeypatch):
+    # new: a resealed plan's DVC pin naming an S3 endpoint of its author's: a rerun would sign requests with the
+    # environment's AWS credentials and send them there
+    from ftc.errors import InputUnresolvable
+    from ftc.runtime.reproduce import refuse_endpoints_of_the_plan
+
+    monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
+    monkeypatch.delenv("AWS_ENDPOINT_URL_S3", raising=False)
+    plan = _plan_with_a_dvc_input(job, ftc, tmp_path, "http://user:SECRET@127.0.0.1:9/")
+    with pytest.raises(InputUnresolvable) as raised:
+        refuse_endpoints_of_the_plan(plan)
+    assert raised.value.exit_code == ExitCode.INPUT_UNCONFIGURED
+    message = str(raised.value)
+    assert (
+        "valid: the checkpoint's plan reads" in message and "through the S3 endpoint http://***@127.0.0.1:9/" in message
+    )
+    assert "SECRET" not in message and "fix: if you trust that endpoint, set AWS_ENDPOINT_URL" in message
+    monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:8")  # another endpoint: still refused
+    with pytest.raises(InputUnresolvable):
+        refuse_endpoints_of_the_plan(plan)
+
+
+def test_a_dvc_endpoint_the_environment_names_too_is_used(job, ftc, tmp_path, monkeypatch):
+    from ftc.runtime.reproduce import refuse_endpoints_of_the_plan
+
+    monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:9")
+    refuse_endpoints_of_the_plan(_plan_with_a_dvc_input(job, ftc, tmp_path, "http://127.0.0.1:9/"))
