@@ -115,3 +115,100 @@ def test_only_the_tokenizer_and_the_data_are_read_and_they_are_verified(job, ftc
     tokenizer.write_text(tokenizer.read_text().replace('"<pad>"', '"<PAD>"', 1))
     r = ftc("data", "inspect", tmp_path / "p.json", "-n", "0")
     assert r.code == ExitCode.INPUT_CHANGED and "tokenizer.json changed since the plan was compiled" in r.err
+
+
+def _weights_with_template(tiny_model, folder, template: str):
+    import shutil
+
+    shutil.copytree(tiny_model, folder)
+    (folder / "chat_template.jinja").write_text(template)
+    return folder
+
+
+def test_a_chat_template_that_would_loop_for_hours_stops_inspect_and_run_in_seconds(job, ftc, tmp_path, tiny_model):
+    import time
+
+    nested = "{% for i in range(100000) %}{% for j in range(100000) %}x{% endfor %}{% endfor %}"
+    _weights_with_template(tiny_model, tmp_path / "weights", nested)
+    spec = job(initial_base_model_ckpt_path="weights", output_dir="out")
+    started = time.monotonic()
+    r = ftc("data", "inspect", spec, "-n", "1")
+    assert r.code == ExitCode.DATA_INVALID, r.err
+    assert time.monotonic() - started < 60  # it ran past 60 s and 4 GB before; about a second of work now
+    assert f"error: data/train.jsonl:1: the chat template of {tmp_path / 'weights'} took more than 2,000,000 steps" in (
+        r.err.replace(str(tmp_path / "data" / "train.jsonl"), "data/train.jsonl")
+    )
+    assert "fix: give generation_config.prompt_format" in r.err and "Traceback" not in r.err
+
+
+def test_a_chat_template_touching_python_internals_is_a_clear_error_in_inspect_and_run(job, ftc, tmp_path, tiny_model):
+    _weights_with_template(tiny_model, tmp_path / "weights", "{{ messages.__class__.__mro__ }}")
+    spec = job(initial_base_model_ckpt_path="weights", output_dir="out")
+    r = ftc("data", "inspect", spec, "-n", "1")
+    assert r.code == ExitCode.DATA_INVALID and "Traceback" not in r.err
+    assert "did what the sandbox forbids: access to attribute '__class__' of 'list' object is unsafe" in r.err
+    assert ftc("compile", spec, "-o", tmp_path / "plan.json").code == 0
+    r = ftc("run", tmp_path / "plan.json")
+    assert r.code == ExitCode.DATA_INVALID and "Traceback" not in r.err
+    assert "data/train.jsonl:1: the chat template of" in r.err and "did what the sandbox forbids" in r.err
+
+
+#: clears the screen, returns to the start of the line, and makes a hidden link: data must not do that to a terminal
+HOSTILE_TEXT = "12 + 7 = 19. \x1b[2J\r\x1b]8;;http://evil.example\x1b\\link\x1b]8;;\x1b\\ "
+
+
+def _our_codes_removed(text: str) -> str:
+    for code in ("\x1b[1;32m", "\x1b[2m", "\x1b[0m"):
+        text = text.replace(code, "")
+    return text
+
+
+def test_a_16_mib_line_is_shown_in_4_kib_in_seconds_and_its_control_characters_escaped(job, ftc, tmp_path):
+    import time
+
+    from ftc.runtime._render import render_prompt_format
+    from ftc.spec import PromptFormat
+    from ftc.spec.chat_data import MAX_LINE
+
+    per = len(json.dumps(HOSTILE_TEXT)) - 2
+    content = HOSTILE_TEXT * ((MAX_LINE - 300) // per)
+    line = json.dumps({"messages": [{"role": "user", "content": content}, {"role": "assistant", "content": "19"}]})
+    assert MAX_LINE - 400 < len(line) <= MAX_LINE  # as long as a line may be
+    short = arithmetic_examples(3, seed=1)
+    with open(tmp_path / "data" / "big.jsonl", "w") as f:
+        f.write(line + "\n" + "".join(json.dumps(e) + "\n" for e in short))
+    spec = job(train_path="data/big.jsonl", generation_config={"prompt_format": PROMPT_FORMAT})
+    for colour in ("--no-color", "--color"):
+        started = time.monotonic()
+        r = ftc("data", "inspect", spec, "-n", "2", colour)
+        assert r.code == 0, r.err
+        assert time.monotonic() - started < 60  # it took 147 s and 6 GB, and printed all 16 MiB
+        assert len(r.out) < 16_384
+        rendered = len(render_prompt_format(json.loads(line)["messages"], PromptFormat(**PROMPT_FORMAT)).text)
+        assert f"--- data/big.jsonl:1 ({rendered:,} characters, not tokenized here)" in r.out
+        assert f"... {rendered - 4096:,} more characters" in r.out
+        assert "\\x1b[2J\\r\\x1b]8;;http://evil.example\\x1b\\link" in r.out
+        assert "\x1b" not in _our_codes_removed(r.out) and "\r" not in r.out
+        assert "examples: 3 (0 bad)" in r.out  # the statistics of what was tokenized
+        assert "warning: 1 example(s) of more than 1,048,576 characters rendered (data/big.jsonl:1) were not " in r.out
+    assert "\x1b[1;32m" in r.out  # with --color: the trained text still in colour
+
+
+def test_control_characters_of_a_short_example_are_escaped_and_its_lines_kept(job, ftc, tmp_path):
+    write_jsonl(
+        tmp_path / "data" / "odd.jsonl",
+        [
+            {
+                "messages": [
+                    {"role": "user", "content": "first line\n" + HOSTILE_TEXT},
+                    {"role": "assistant", "content": "1\r9"},
+                ]
+            }
+        ],
+    )
+    spec = job(train_path="data/odd.jsonl", generation_config={"prompt_format": PROMPT_FORMAT})
+    r = ftc("data", "inspect", spec, "-n", "1", "--color")
+    assert r.code == 0, r.err
+    assert "<|user|>\nfirst line\n12 + 7 = 19. \\x1b[2J\\r\\x1b]8;;http://evil.example\\x1b\\link" in r.out
+    assert "\x1b[1;32m1\\r9</s>\n\x1b[0m" in r.out  # the answer still marked as trained, its \r escaped
+    assert "\x1b" not in _our_codes_removed(r.out) and "\r" not in r.out
