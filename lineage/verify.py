@@ -6,6 +6,7 @@ Each finding is one line naming the file and the expected vs found digest.
 
 from __future__ import annotations
 
+import errno
 import os
 from pathlib import Path
 from typing import Any
@@ -55,6 +56,16 @@ def _unlisted(expected: set[str], path: str, skip_record: bool) -> bool:
     return not ((skip_record and path == LINEAGE_FILE) or path == SIGNATURE_FILE)
 
 
+def _unlisted_problem(folder: Path, path: str) -> str:
+    """What is wrong with ``path``, a file in ``folder`` that the record does not name, found without reading it."""
+    try:
+        os.stat(folder / path)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            return f"{folder}/{path} is a symlink loop (the link points back at itself)"
+    return f"{folder}/{path}: not in the lineage record (not hashed)"
+
+
 def _folder_problems(expected: list[dict[str, Any]], folder: Path, skip_record: bool) -> list[str]:
     """Every file under ``folder`` against ``expected``; a FIFO, a device or a symlink loop in it is the problem.
     Names are compared first: a file the record does not name is reported without a byte of it read (a 100 GB
@@ -65,7 +76,7 @@ def _folder_problems(expected: list[dict[str, Any]], folder: Path, skip_record: 
     except NotAnInput as exc:
         return [str(exc)]
     if unlisted:
-        return [f"{folder}/{p}: not in the lineage record (not hashed)" for p in unlisted]
+        return [_unlisted_problem(folder, p) for p in unlisted]
     try:
         with StatCache(reuse=False) as cache:  # hashed again; what was found spares the checks that follow a verify
             found = {
