@@ -110,7 +110,7 @@ def _packed_loss_check(gpu: bool, attention: str) -> tuple[bool, dict]:
     device, dtype = ("cuda", torch.bfloat16) if gpu else ("cpu", torch.float32)
     spec = yaml.safe_load((QUICKSTART / "job.yaml").read_text())
     fmt = PromptFormat(**spec["generation_config"]["prompt_format"])
-    tokenizer = AutoTokenizer.from_pretrained(QUICKSTART / "model")
+    tokenizer = AutoTokenizer.from_pretrained(QUICKSTART / "model", trust_remote_code=False)
     examples, _ = tokenize_file(
         QUICKSTART / "data" / "valid.jsonl",
         render=lambda m: render_prompt_format(m, fmt),
@@ -121,7 +121,9 @@ def _packed_loss_check(gpu: bool, attention: str) -> tuple[bool, dict]:
     rows = [tuple(range(i, i + 3)) for i in range(0, n, 3)]
 
     def model(kind):
-        m = AutoModelForCausalLM.from_pretrained(QUICKSTART / "model", dtype=dtype, attn_implementation=kind)
+        m = AutoModelForCausalLM.from_pretrained(
+            QUICKSTART / "model", dtype=dtype, attn_implementation=kind, trust_remote_code=False
+        )
         return m.to(device)
 
     def loss_sum(m, batch):
@@ -165,7 +167,11 @@ def _liger_probe() -> tuple[bool, dict]:
     ids = torch.randint(3, 512, (2, 96), device="cuda")
 
     def logits(patch: bool):
-        m = AutoModelForCausalLM.from_pretrained(QUICKSTART / "model", dtype=torch.bfloat16).cuda().eval()
+        m = (
+            AutoModelForCausalLM.from_pretrained(QUICKSTART / "model", dtype=torch.bfloat16, trust_remote_code=False)
+            .cuda()
+            .eval()
+        )
         if patch:
             apply_liger(m)
         with torch.no_grad():

@@ -55,8 +55,8 @@ def main() -> None:
 
     s = json.loads((args.workdir / "settings.json").read_text())
     cuda = torch.cuda.is_available()
-    tokenizer = AutoTokenizer.from_pretrained(args.workdir / "model")
-    model = AutoModelForCausalLM.from_pretrained(args.workdir / "model", dtype=torch.float32)
+    tokenizer = AutoTokenizer.from_pretrained(args.workdir / "model", trust_remote_code=False)
+    model = AutoModelForCausalLM.from_pretrained(args.workdir / "model", dtype=torch.float32, trust_remote_code=False)
     if s["lora"]:
         from peft import LoraConfig, get_peft_model
 

@@ -120,7 +120,7 @@ def make_workdir(root: Path, shape: dict, examples: int, seed: int = 0) -> dict:
     model_dir = root / "model"
     subprocess.run([sys.executable, "-c", _BUILD_MODEL, str(model_dir), json.dumps(shape["model"])], check=True)
     build_tokenizer(model_dir, max_length=shape["context"])
-    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    tokenizer = AutoTokenizer.from_pretrained(model_dir, trust_remote_code=False)
     rng = np.random.default_rng(seed)
     unit = "12 + 34 = 46, 7 + 8 = 15. "
     per_unit = len(tokenizer(unit, add_special_tokens=False).input_ids)

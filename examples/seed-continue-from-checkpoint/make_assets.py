@@ -29,9 +29,9 @@ def train_stage_one(examples: list[dict], out: Path, steps: int = 60) -> None:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     torch.manual_seed(0)
-    tok = AutoTokenizer.from_pretrained(BASE)
+    tok = AutoTokenizer.from_pretrained(BASE, trust_remote_code=False)
     model = get_peft_model(
-        AutoModelForCausalLM.from_pretrained(BASE),
+        AutoModelForCausalLM.from_pretrained(BASE, trust_remote_code=False),
         LoraConfig(r=8, lora_alpha=16, lora_dropout=0.0, target_modules=["q_proj", "v_proj"], task_type="CAUSAL_LM"),
     )
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=3e-3)

