@@ -281,3 +281,16 @@ def test_an_object_named_with_a_newline_in_a_weights_prefix_is_refused(s3, job, 
     assert r.code == ExitCode.INPUT_UNRESOLVABLE, r.err
     assert "the file name 'tokenizer.json\\n000" in r.err and "rename the object in the store" in r.err
     assert not (tmp_path / "p.json").exists()
+
+
+def test_a_password_in_aws_endpoint_url_reaches_no_message_and_no_plan(
+    s3, s3_server, job, ftc, tmp_path, tiny_model, monkeypatch
+):
+    secret = "endpoint-Pa55/w@rd"
+    spec = spec_in_s3(s3, job, tmp_path, tiny_model)
+    monkeypatch.setenv("AWS_ENDPOINT_URL", s3_server.replace("://", f"://minio:{secret}@"))
+    r = ftc("compile", spec, "-o", tmp_path / "p.json")
+    assert r.code == ExitCode.INPUT_UNREACHABLE, r.err  # botocore takes no user-info in an endpoint
+    assert f"s3://{s3.bucket}/weights/: cannot reach the S3 endpoint http://***@127.0.0.1:" in r.err
+    assert secret not in r.out + r.err and "Pa55" not in r.out + r.err
+    assert not (tmp_path / "p.json").exists()
