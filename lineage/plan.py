@@ -9,10 +9,11 @@ import os
 from pathlib import Path
 from typing import Any
 
-from ftc.errors import LineageBroken, PlanInvalid
+from ftc.errors import InputUnresolvable, LineageBroken, PlanInvalid
 from ftc.spec.plan import Placement, Plan, read_plan
+from ftc.spec.text import for_terminal, redact
 
-__all__ = ["PLAN_FILE", "checkpoint_plan", "reproduction_plan"]
+__all__ = ["PLAN_FILE", "checkpoint_plan", "refuse_foreign_endpoints", "reproduction_plan"]
 
 PLAN_FILE = "plan.json"
 
@@ -51,6 +52,23 @@ def reproduction_plan(folder: Path, record: dict[str, Any], output: Path, *, tra
     # never None (the plan's own logger): the checkpoint's author chose that
     placement = Placement(locations, record["results"]["step"], str(folder.resolve()), tracker or "off")
     return dataclasses.replace(plan, placement=placement)
+
+
+def refuse_foreign_endpoints(plan: Plan, roles: set[str] | None = None) -> None:
+    """Before a carried plan's inputs (those of ``roles``; all by default) are fetched: a DVC input's pin may name
+    the S3 endpoint its repository configured (``endpointurl``). In a checkpoint's plan that is whatever its author
+    wrote, and fetching would send requests signed with this environment's credentials there, so such an input is
+    read only when the environment names the same endpoint (exit 11 otherwise, saying how to trust it)."""
+    ours = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL") or ""
+    for role, item in sorted(plan.inputs.items()):
+        endpoint = (item.pin or {}).get("endpoint") if item.source == "dvc" else None
+        if (roles is None or role in roles) and endpoint and str(endpoint).rstrip("/") != ours.rstrip("/"):
+            raise InputUnresolvable(
+                f"{role}: the checkpoint's plan reads {for_terminal(redact(item.uri))} through the S3 endpoint "
+                f"{for_terminal(redact(str(endpoint)))}, and this environment's credentials go only to the endpoint "
+                "the environment names\n    fix: if you trust that endpoint, set AWS_ENDPOINT_URL to it and run again",
+                "unconfigured",
+            )
 
 
 def _carried_plan(folder: Path, record: dict[str, Any], *, older_spec: bool) -> Plan:

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,16 +29,14 @@ from typing import Any
 from ftc.errors import InputChanged, InputUnresolvable, NotReproduced, UsageError
 from ftc.lineage import checkpoint_folder, verify
 from ftc.lineage.diff import environment_differences, input_differences, topology_differences
-from ftc.lineage.plan import PLAN_FILE, reproduction_plan
+from ftc.lineage.plan import PLAN_FILE, refuse_foreign_endpoints, reproduction_plan
 from ftc.lineage.record import REPRODUCTION_FILE, checkpoint_files, read_record
 from ftc.spec.folders import system_folder
-from ftc.spec.plan import Plan
-from ftc.spec.text import for_terminal, redact
 from ftc.stores.atomic import write_text_atomic
 
 from ._progress import log
 
-__all__ = ["REPORT_FILE", "Reproduction", "refuse_endpoints_of_the_plan", "reproduce"]
+__all__ = ["REPORT_FILE", "Reproduction", "reproduce"]
 
 REPORT_FILE = REPRODUCTION_FILE
 BITWISE, NUMERICAL, NOT_REPRODUCED = "bitwise reproduced", "numerically reproduced", "not reproduced"
@@ -129,7 +126,7 @@ def reproduce(
     for role, item in plan.inputs.items():  # the rerun reads them: it writes into none of them
         if item.source == "local":
             _refuse_output_inside(output, plan.locate(item.uri), f"its {role} input")
-    refuse_endpoints_of_the_plan(plan)
+    refuse_foreign_endpoints(plan)  # before anything is fetched
     try:
         run_plan(plan, folder / PLAN_FILE)
     except InputChanged as exc:
@@ -147,23 +144,6 @@ def reproduce(
     if found.verdict == NOT_REPRODUCED:
         raise NotReproduced(found.text() + f"\n    the rerun and this report are kept: {output}")
     return found
-
-
-def refuse_endpoints_of_the_plan(plan: Plan) -> None:
-    """A DVC input's pin may name the S3 endpoint its repository configured (``endpointurl``); in a checkpoint's
-    plan that is whatever its author wrote, and the rerun would send requests signed with this environment's
-    credentials there. A reproduction reads such an input only through the endpoint the environment names."""
-    ours = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL") or ""
-    for role, item in sorted(plan.inputs.items()):
-        endpoint = (item.pin or {}).get("endpoint") if item.source == "dvc" else None
-        if endpoint and str(endpoint).rstrip("/") != ours.rstrip("/"):
-            shown = for_terminal(redact(str(endpoint)))
-            raise InputUnresolvable(
-                f"{role}: the checkpoint's plan reads {for_terminal(redact(item.uri))} through the S3 endpoint "
-                f"{shown}, and a reproduction sends this environment's credentials only to the endpoint the "
-                "environment names\n    fix: if you trust that endpoint, set AWS_ENDPOINT_URL to it and run again",
-                "unconfigured",
-            )
 
 
 def _refuse_output_inside(output: Path, folder: Path, what: str) -> None:

@@ -12,7 +12,7 @@ from typing import Any
 
 from ftc.errors import InputChanged, InputUnresolvable, LineageBroken
 from ftc.lineage import checkpoint_folder
-from ftc.lineage.plan import checkpoint_plan
+from ftc.lineage.plan import checkpoint_plan, refuse_foreign_endpoints
 from ftc.lineage.verify import verified_record
 from ftc.spec import PromptFormat
 from ftc.spec.plan import Plan
@@ -99,6 +99,7 @@ def _base_weights(plan: Plan, folder: Path) -> Path | str:
 
     refuse_code_in_inputs(plan, {"base_model"})
     try:
+        refuse_foreign_endpoints(plan, {"base_model"})  # the checkpoint's plan says where; credentials stay here
         base = verify_inputs(plan, {"base_model"})["base_model"]
     except (InputChanged, InputUnresolvable) as exc:
         exc.args = (f"the base weights {folder.name} was trained on: {exc}",)

@@ -56,13 +56,13 @@ def test_a_dvc_endpoint_the_checkpoint_names_is_not_sent_this_environments_crede
     # new: a resealed plan's DVC pin naming an S3 endpoint of its author's: a rerun would sign requests with the
     # environment's AWS credentials and send them there
     from ftc.errors import InputUnresolvable
-    from ftc.runtime.reproduce import refuse_endpoints_of_the_plan
+    from ftc.lineage.plan import refuse_foreign_endpoints
 
     monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
     monkeypatch.delenv("AWS_ENDPOINT_URL_S3", raising=False)
     plan = _plan_with_a_dvc_input(job, ftc, tmp_path, "http://user:SECRET@127.0.0.1:9/")
     with pytest.raises(InputUnresolvable) as raised:
-        refuse_endpoints_of_the_plan(plan)
+        refuse_foreign_endpoints(plan)
     assert raised.value.exit_code == ExitCode.INPUT_UNCONFIGURED
     message = str(raised.value)
     assert (
@@ -71,11 +71,21 @@ def test_a_dvc_endpoint_the_checkpoint_names_is_not_sent_this_environments_crede
     assert "SECRET" not in message and "fix: if you trust that endpoint, set AWS_ENDPOINT_URL" in message
     monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:8")  # another endpoint: still refused
     with pytest.raises(InputUnresolvable):
-        refuse_endpoints_of_the_plan(plan)
+        refuse_foreign_endpoints(plan)
 
 
 def test_a_dvc_endpoint_the_environment_names_too_is_used(job, ftc, tmp_path, monkeypatch):
-    from ftc.runtime.reproduce import refuse_endpoints_of_the_plan
+    from ftc.lineage.plan import refuse_foreign_endpoints
 
     monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:9")
-    refuse_endpoints_of_the_plan(_plan_with_a_dvc_input(job, ftc, tmp_path, "http://127.0.0.1:9/"))
+    refuse_foreign_endpoints(_plan_with_a_dvc_input(job, ftc, tmp_path, "http://127.0.0.1:9/"))
+
+
+def test_only_the_roles_about_to_be_fetched_are_checked(job, ftc, tmp_path, monkeypatch):
+    # serving an adapter fetches its base weights only: a foreign endpoint on the data is not its concern
+    from ftc.lineage.plan import refuse_foreign_endpoints
+
+    monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
+    monkeypatch.delenv("AWS_ENDPOINT_URL_S3", raising=False)
+    plan = _plan_with_a_dvc_input(job, ftc, tmp_path, "http://127.0.0.1:9/")
+    refuse_foreign_endpoints(plan, {"base_model"})
