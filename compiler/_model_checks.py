@@ -11,7 +11,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from ftc.lineage.record import LINEAGE_FILE, read_record
+from ftc.lineage.record import LINEAGE_FILE, SIGNATURE_FILE, read_record
 from ftc.lineage.verify import files_problems, record_problems
 from ftc.spec import LoadedSpec, LoraConfig
 from ftc.spec.architectures import COMPARED_FIELDS, Architecture, closest_model_ids, known_architecture, known_model_ids
@@ -105,7 +105,8 @@ def check_parent_lineage(loaded: LoadedSpec, at: tuple, item: ResolvedInput) -> 
     if record is None:
         return
     where = str(item.local_path)
-    files = {path: sha for path, sha in item.entry.file_sha256.items() if path != LINEAGE_FILE}
+    # its record and its signature (written after the record, over it) are not among the files the record names
+    files = {path: sha for path, sha in item.entry.file_sha256.items() if path not in (LINEAGE_FILE, SIGNATURE_FILE)}
     for problem in record_problems(record, where) + files_problems(record["checkpoint"]["files"], files, where):
         loaded.problems.append(
             loaded.problem(
