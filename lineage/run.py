@@ -20,6 +20,7 @@ from .record import (
     LINEAGE_VERSION,
     MAX_CHAIN_DEPTH,
     MEASURED,
+    SIGNATURE_FILE,
     chain_depth,
     checkpoint_files,
     checkpoint_parent,
@@ -122,7 +123,8 @@ class Lineage:
                 raise LineageBroken(f"{role}: {too_long(path)}")
             where = f"{role} {plan.inputs[role].uri}"
             problems = record_problems(record, where)
-            files = {k: v for k, v in (_input_files(plan.inputs[role], path) or {}).items() if k != "lineage.json"}
+            found = _input_files(plan.inputs[role], path) or {}
+            files = {k: v for k, v in found.items() if k not in ("lineage.json", SIGNATURE_FILE)}  # beside the files
             problems += files_problems(record["checkpoint"]["files"], files, where)
             if problems:
                 raise LineageBroken(
