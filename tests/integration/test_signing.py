@@ -223,6 +223,20 @@ def test_a_signed_checkpoint_resumes_and_is_a_parent_like_any_other(chain, copie
     from ftc.lineage.verify import verified_record
 
     assert verified_record(stage2, "cannot", "fix")["record_id"] == record["record_id"]
+    # stage 3 continues the signed stage 2, unsigned itself: verify walks through the signed parent
+    spec = yaml.safe_load((chain["root"] / "stage2.yaml").read_text())
+    spec.update(output_dir="stage3", initial_adapter_model_ckpt_path="stage2/best")
+    spec.update({k: str(chain["root"] / spec[k]) for k in ("train_path", "valid_path")})
+    (copied / "stage3.yaml").write_text(yaml.safe_dump(spec))
+    assert ftc("compile", copied / "stage3.yaml", "-o", copied / "stage3.plan.json").code == 0
+    r = ftc("run", copied / "stage3.plan.json")
+    assert r.code == 0, r.err
+    r = ftc("lineage", "verify", copied / "stage3", "--trusted-key", chain["ours_pub"], "--require-signature")
+    assert r.code == ExitCode.LINEAGE_BROKEN
+    message = r.err.split("not signed by a trusted key")[1]
+    assert f"{checkpoint(copied / 'stage3').name}: unsigned" in message
+    assert "adapter-continued" not in message and "stage2/best" not in message  # the signed parent passes
+    assert "adapter stage1/best: unsigned" in message  # and its own unsigned parent is named
 
 
 def test_an_export_is_signed_as_written_and_its_chain_verifies(chain, copied, ftc, monkeypatch):
