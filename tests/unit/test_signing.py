@@ -399,3 +399,51 @@ def test_signing_is_asked_for_by_a_key_or_a_mode_and_off_turns_it_off():
 
     assert not signing_asked({}) and not signing_asked({"FTC_SIGNING": "off", "FTC_SIGNING_KEY": "/k.pem"})
     assert signing_asked({"FTC_SIGNING_KEY": "/k.pem"}) and signing_asked({"FTC_SIGNING": "sigstore"})
+
+
+def test_keyless_sigstore_without_a_network_is_a_clear_error_before_anything_is_signed(monkeypatch, tmp_path):
+    # where the tests run there is no network: Sigstore's trust root cannot be fetched, and that is said up front.
+    # (Where a network exists, the signer is built; signing itself then needs an OIDC identity, untested here.)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "data"))
+    try:
+        signer = signer_from_env({"FTC_SIGNING": "sigstore"})
+    except UsageError as exc:
+        assert exc.exit_code == ExitCode.USAGE
+        assert str(exc).startswith("FTC_SIGNING=sigstore: Sigstore cannot be reached or refused to set up signing")
+        assert "keyless signing needs a network" in str(exc)
+    else:
+        assert signer is not None and signer.kind == "sigstore" and signer.fingerprint is None
+
+
+def test_a_keyless_sigstore_signature_shows_its_identity_but_is_not_trusted_offline(signed, keys):
+    import datetime
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "sigstore")])
+    now = datetime.datetime.now(datetime.timezone.utc)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(1)
+        .not_valid_before(now)
+        .not_valid_after(now + datetime.timedelta(minutes=10))
+        .add_extension(x509.SubjectAlternativeName([x509.RFC822Name("alice@example.com\x1b[2J")]), critical=False)
+        .sign(key, hashes.SHA256())
+    )
+    bundle = _bundle(signed)
+    raw = base64.b64encode(cert.public_bytes(serialization.Encoding.DER)).decode()
+    bundle["verificationMaterial"] = {"certificate": {"rawBytes": raw}, "tlogEntries": []}
+    (signed / SIGNATURE_FILE).write_text(json.dumps(bundle))
+    state = signature_state(signed, load_trusted_keys([keys["ours_pub"]]))
+    assert state.status == "unverified" and not state.trusted
+    assert state.describe() == (
+        "signed by alice@example.com\\x1b[2J, not verified: keyless Sigstore signatures are not checked offline"
+    )
