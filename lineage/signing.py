@@ -518,6 +518,8 @@ def signature_note(folder: Path, record: dict[str, Any]) -> str:
     """The signature state of the checkpoint in ``folder`` (whose record is ``record``) in one line, for readers that
     show a checkpoint without re-hashing it (`ftc lineage show`, a model card): checked against ``FTC_TRUSTED_KEYS``,
     each file taken as the record names it (`ftc lineage verify` re-hashes them)."""
+    if not (folder / SIGNATURE_FILE).exists() and not (folder / SIGNATURE_FILE).is_symlink():
+        return SignatureState("unsigned").describe()
     digests = {f["path"]: f["sha256"] for f in record["checkpoint"]["files"]}
     try:
         digests[LINEAGE_FILE], _ = hash_file(folder / LINEAGE_FILE)
