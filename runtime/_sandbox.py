@@ -295,7 +295,21 @@ def _environment() -> Any:
     environment.globals["dict"] = TemplateDict()
     environment.globals["namespace"] = Namespace
     environment.globals["range"] = _range
+    environment.globals["lipsum"] = _bounded_lipsum(environment.globals["lipsum"])
     return environment
+
+
+def _bounded_lipsum(lipsum: Callable[..., Any]) -> Callable[..., Any]:
+    """Jinja's ``lipsum(n, html, min, max)``: ``n`` paragraphs of ``min`` to ``max`` words, at most 100 of at most
+    1,000 (``lipsum(n=1000000)`` made 448 million characters in two minutes before its size could be checked)."""
+
+    def bounded(n: int = 5, html: bool = True, min: int = 20, max: int = 100) -> Any:  # noqa: A002
+        for value, limit, what in ((n, 100, "n"), (min, 1000, "min"), (max, 1000, "max")):
+            if isinstance(value, int) and value > limit:
+                raise _Exceeded(f"passed {what}={value:,} to lipsum (at most {limit:,})")
+        return _sized(lipsum(n=n, html=html, min=min, max=max))
+
+    return bounded
 
 
 def _counted(iterable: Any) -> Iterator[Any]:

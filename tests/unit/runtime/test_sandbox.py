@@ -129,6 +129,9 @@ HOSTILE = {
     "{{ ''.__class__.__mro__ }}": "did what the sandbox forbids: access to attribute '__class__'",
     "{% set ns = namespace() %}{% set ns.__dict__ = 1 %}": "did what the sandbox forbids",
     "{% for %}": "is not a valid Jinja template",
+    # found against the sandbox itself: Jinja's lipsum() made 448 million characters in two minutes
+    "{{ lipsum(n=1000000)|length }}": "passed n=1,000,000 to lipsum (at most 100)",
+    "{{ lipsum(n=10, min=1, max=10**8)|length }}": "passed max=100,000,000 to lipsum (at most 1,000)",
 }
 
 
