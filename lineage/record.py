@@ -38,6 +38,7 @@ __all__ = [
     "checkpoint_section",
     "chain_depth",
     "environment",
+    "located",
     "location_of",
     "read_record",
     "record_id_of",
@@ -255,6 +256,19 @@ def location_of(path: Path, checkpoint: Path, given: str) -> str:
     if given.startswith("~") or os.path.isabs(given):
         return given
     return Path(os.path.relpath(os.path.realpath(path), os.path.realpath(checkpoint))).as_posix()
+
+
+def located(location: str, folder: Path) -> Path:
+    """Where a record's ``location`` of a parent is on this machine: relative to ``folder`` (the checkpoint that
+    names it), or absolute, or under this user's home (``~/…``). A record is outside input: ``~name`` stays as
+    written (relative, so not found), never another user's home, and a home that cannot be told is not looked up."""
+    path = Path(location)
+    if location == "~" or location.startswith("~/"):
+        try:
+            path = path.expanduser()
+        except RuntimeError:  # no home directory known
+            pass
+    return path if path.is_absolute() else Path(os.path.normpath(folder / path))
 
 
 def checkpoint_parent(folder: Path, record: dict[str, Any], relation: str, child: Path, given: str) -> dict[str, Any]:

@@ -13,6 +13,8 @@ from typing import Any
 
 from ftc.spec.text import for_terminal
 
+from .record import located
+
 __all__ = ["Node", "chain", "render", "source_name"]
 
 
@@ -163,8 +165,7 @@ def _resolved(folder: Path, nodes: list[Node], node: Node) -> str:
         if step.location is None:
             return f"not on this machine (below {step.name}, which is not)"
         base = Path(os.path.normpath(base / step.location))
-    location = Path(node.location).expanduser()
-    return str(location if location.is_absolute() else Path(os.path.normpath(base / location)))
+    return str(located(node.location, base))
 
 
 # what a Mermaid label may hold as it is: letters, digits and punctuation with no meaning inside a quoted label;

@@ -13,7 +13,7 @@ from typing import Any
 
 from ftc.stores.hashing import NotAnInput, StatCache, changed_file_lines, hash_file, hash_tree, walk_files
 
-from .record import LINEAGE_FILE, MAX_CHAIN_DEPTH, SIGNATURE_FILE, read_record, record_ids
+from .record import LINEAGE_FILE, MAX_CHAIN_DEPTH, SIGNATURE_FILE, located, read_record, record_ids
 from .signing import SignatureState, TrustedKey, signature_state
 
 __all__ = ["checkpoint_problems", "files_problems", "record_problems", "verified_record", "verify_checkpoint"]
@@ -236,8 +236,7 @@ def verify_checkpoint(
         location = parent["source"].get("location")
         if location is None:
             continue  # not on this machine's disk (a hub id, a record from before stores were pinned per file)
-        path = Path(location).expanduser()
-        path = path if path.is_absolute() else Path(os.path.normpath(folder / path))
+        path = located(location, folder)  # never another user's home: the record is outside input
         if not path.exists():
             if unreached is not None:
                 unreached.append(f"{parent['role']} of {folder.name}: {path}")

@@ -313,3 +313,25 @@ def test_model_card_body_escapes_markdown_from_the_record(ftc, tmp_path):
     card = ftc("lineage", "export", tmp_path / "ckpt", "--format", "model-card").out
     assert "<img" not in card and "](http" not in card and "&lt;img" in card
     assert "\\[click\\]\\(http://evil\\.example\\)" in card and "\\| col \\|" in card
+
+
+def test_parent_locations_naming_another_home_or_holding_nul_are_not_found_not_a_crash(ftc, tmp_path):
+    """New: a record's parent at ``~nosuchuser/x`` made verify and report crash (RuntimeError: no such home);
+    a record never makes ftc look in another user's home."""
+    parents = [
+        {"role": "adapter", "relation": "adapter-continued", "digest": DIGEST,
+         "source": {"source": "local", "kind": "dir", "location": "../a\x00b"}},
+        {"role": "base_model", "relation": "adapter", "digest": "sha256:" + "1" * 64,
+         "source": {"source": "local", "kind": "dir", "location": "~nosuchuser/x"}},
+    ]  # fmt: skip
+    write_checkpoint(tmp_path / "ckpt", parents=parents)
+    r = ftc("lineage", "verify", tmp_path / "ckpt")
+    assert r.code == 0, r.err
+    assert (
+        f"not re-hashed (not found here; its record was checked): base_model of ckpt: {tmp_path}/ckpt/~nosuchuser/x"
+        in r.out
+    )
+    assert f"adapter of ckpt: {tmp_path}/a\\x00b" in r.out
+    shown = ftc("lineage", "show", tmp_path / "ckpt", "--paths")
+    assert shown.code == 0 and f"at {tmp_path}/ckpt/~nosuchuser/x" in shown.out, shown.err
+    assert ftc("report", tmp_path / "ckpt", "-o", tmp_path / "page.html").code == 0
