@@ -106,3 +106,22 @@ def test_a_file_name_holding_escape_sequences_is_shown_escaped(folder):
     with pytest.raises(InputUnresolvable) as caught:
         refuse_code(folder, "the adapter")
     assert "a Python file: \\x1b[2Jx.py" in str(caught.value) and "\x1b" not in str(caught.value)
+
+
+def test_a_config_that_links_to_itself_or_is_too_large_is_refused_not_followed(folder):
+    (folder / "config.json").unlink()
+    os.symlink("config.json", folder / "config.json")  # a loop: never resolves
+    with open(folder / "generation_config.json", "wb") as f:
+        f.truncate(17 << 20)  # past the 16 MiB a config may be
+    found = code_in_folder(folder)
+    assert found[0].startswith("config.json cannot be read (") and "symlink loop" in found[0]
+    assert found[1].startswith("generation_config.json cannot be read (")
+
+
+def test_a_folder_of_more_entries_than_a_weights_folder_has_is_refused_without_walking_it_all(folder, monkeypatch):
+    import ftc.stores.weights_folder as weights_folder
+
+    monkeypatch.setattr(weights_folder, "_MAX_ENTRIES", 50)
+    for i in range(60):
+        (folder / f"shard-{i}.bin").write_bytes(b"")
+    assert code_in_folder(folder)[-1] == "more than 50 files and folders: not a weights folder"
