@@ -13,6 +13,8 @@ from ftc.errors import InputUnresolvable, LineageBroken, PlanInvalid
 from ftc.spec.plan import Placement, Plan, read_plan
 from ftc.spec.text import for_terminal, redact
 
+from .record import located as record_location
+
 __all__ = ["PLAN_FILE", "checkpoint_plan", "refuse_foreign_endpoints", "reproduction_plan"]
 
 PLAN_FILE = "plan.json"
@@ -44,7 +46,7 @@ def reproduction_plan(folder: Path, record: dict[str, Any], output: Path, *, tra
     plan = _carried_plan(folder, record, older_spec=False)
     located = _recorded_locations(record)
     locations = {
-        item.uri: os.path.normpath(folder / Path(located[role]).expanduser())
+        item.uri: str(record_location(located[role], folder))  # never another user's home
         for role, item in plan.inputs.items()
         if item.source == "local" and role in located
     }

@@ -268,7 +268,7 @@ def located(location: str, folder: Path) -> Path:
             path = path.expanduser()
         except RuntimeError:  # no home directory known
             pass
-    return path if path.is_absolute() else Path(os.path.normpath(folder / path))
+    return Path(os.path.normpath(path if path.is_absolute() else folder / path))
 
 
 def checkpoint_parent(folder: Path, record: dict[str, Any], relation: str, child: Path, given: str) -> dict[str, Any]:

@@ -5,7 +5,6 @@ own plan (your own weights, local or in a store; never ``model_id``'s published 
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -13,6 +12,7 @@ from typing import Any
 from ftc.errors import InputChanged, InputUnresolvable, LineageBroken
 from ftc.lineage import checkpoint_folder
 from ftc.lineage.plan import checkpoint_plan, refuse_foreign_endpoints
+from ftc.lineage.record import located
 from ftc.lineage.verify import verified_record
 from ftc.spec import PromptFormat
 from ftc.spec.plan import Plan
@@ -76,8 +76,7 @@ def open_trained(path: Path, *, need_base: bool = True) -> Trained:
 
 def _checkpoint_of(folder: Path, record: dict[str, Any]) -> Trained:
     """The checkpoint an (unmerged) export was made from, where its record locates it."""
-    location = Path(record["parents"][0]["source"]["location"]).expanduser()
-    path = location if location.is_absolute() else Path(os.path.normpath(folder / location))
+    path = located(record["parents"][0]["source"]["location"], folder)  # never another user's home
     if not path.is_dir():
         raise InputUnresolvable(
             f"{folder} is an adapter; its base is named by the checkpoint it was exported from, which is not at "
