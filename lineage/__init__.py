@@ -9,7 +9,14 @@ from typing import Any
 from ftc.errors import LineageBroken, UsageError
 
 from .record import LINEAGE_FILE, SIGNATURE_FILE, read_record
-from .signing import SignatureState, TrustedKey, load_trusted_keys, signature_state, trusted_keys_from_env
+from .signing import (
+    SignatureState,
+    TrustedKey,
+    load_trusted_keys,
+    signature_state,
+    signer_from_env,
+    trusted_keys_from_env,
+)
 from .verify import _Signatures, verify_checkpoint
 
 __all__ = [
@@ -21,6 +28,7 @@ __all__ = [
     "load",
     "load_trusted_keys",
     "read_record",
+    "sign",
     "signature_state",
     "trusted_keys_from_env",
     "verify",
@@ -69,6 +77,26 @@ def verify(
     if signatures is not None and found is not None:
         signatures += found.found
     return result
+
+
+def sign(path: Path) -> tuple[Path, str]:
+    """Sign the checkpoint (or export) at ``path`` after the fact, with the key ``FTC_SIGNING_KEY`` names: its record
+    and every file are verified first (what is signed is what the record says), then ``model.sig`` is written beside
+    them. For checkpoints written where no key was (a container). Returns (the folder, who signed)."""
+    from .verify import verified_record
+
+    folder = checkpoint_folder(path)
+    signer = signer_from_env()
+    if signer is None:
+        raise UsageError(
+            f"{folder}: no signing key: set FTC_SIGNING_KEY to an EC private key in PEM (docs/security.md)"
+        )
+    signature = folder / SIGNATURE_FILE
+    if signature.exists() or signature.is_symlink():
+        raise UsageError(f"{folder}: already signed ({SIGNATURE_FILE}); remove it first to sign the folder again")
+    verified_record(folder, "will not be signed: it is not what its lineage record says", "sign an intact checkpoint")
+    signer.sign(folder)
+    return folder, signer.describe()
 
 
 def _verify_published(uri: str, signatures: _Signatures | None) -> tuple[dict[str, Any], int, list[str], list[str]]:

@@ -282,3 +282,26 @@ def test_show_report_and_the_model_card_tell_signed_from_no_longer_signed(chain,
     assert r.out.splitlines()[-1].startswith("signature: signature broken: the files are not the ones signed")
     r = ftc("report", copied / "stage2", "-o", copied / "report2.html")
     assert f"signature of {stage2.name}: signature broken" in (copied / "report2.html").read_text()
+
+
+def test_a_checkpoint_signed_after_the_fact_completes_a_chain_that_require_signature_accepts(
+    chain, copied, ftc, monkeypatch
+):
+    stage1 = checkpoint(copied / "stage1")
+    r = ftc("lineage", "sign", copied / "stage1")
+    assert r.code == ExitCode.USAGE and "no signing key: set FTC_SIGNING_KEY" in r.err
+    monkeypatch.setenv("FTC_SIGNING_KEY", str(chain["ours"]))
+    (stage1 / "plan.json").write_text("{}")  # not what its record says: not signed
+    r = ftc("lineage", "sign", copied / "stage1")
+    assert r.code == ExitCode.LINEAGE_BROKEN and "will not be signed" in r.err and "plan.json" in r.err
+    assert not (stage1 / "model.sig").exists()
+    shutil.copy(chain["root"] / "stage1" / "latest" / "plan.json", stage1 / "plan.json")
+    r = ftc("lineage", "sign", copied / "stage1")
+    assert r.code == 0, r.err
+    assert f"signed {stage1} with key {fingerprint(chain['ours_pub'])}" in r.out
+    r = ftc("lineage", "sign", copied / "stage1")
+    assert r.code == ExitCode.USAGE and "already signed (model.sig)" in r.err
+    monkeypatch.delenv("FTC_SIGNING_KEY")
+    r = ftc("lineage", "verify", copied / "stage2", "--trusted-key", chain["ours_pub"], "--require-signature")
+    assert r.code == 0, r.err
+    assert r.out.count("(a trusted key)") == 2 and "unsigned" not in r.out
