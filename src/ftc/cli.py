@@ -252,6 +252,18 @@ def lineage_verify(checkpoint: str, trusted: tuple[Path, ...], require_signature
         say(f"signature: {line}")
 
 
+@lineage_group.command("sign")
+@click.argument("checkpoint", type=click.Path(path_type=Path))
+def lineage_sign(checkpoint: Path) -> None:
+    """Sign CHECKPOINT (a checkpoint, an export, or a run's output folder) with the key FTC_SIGNING_KEY names, once
+    its files verify: for checkpoints written where no key was (the docker backend). Writes CHECKPOINT/model.sig."""
+    from ftc.lineage import sign
+    from ftc.spec.text import for_terminal
+
+    folder, by = sign(checkpoint)
+    click.echo(for_terminal(f"signed {folder} with {by}: {folder / 'model.sig'}"))
+
+
 @lineage_group.command("diff")
 @click.argument("a", type=click.Path(path_type=Path))
 @click.argument("b", type=click.Path(path_type=Path))
