@@ -91,7 +91,10 @@ def run_in_container(
     device_requests = gpus.device_requests(info)
     log(f"gpus: {_describe_gpus(gpus, device_requests)}")
     if signing_asked():  # the key never goes into a container (docs/security.md)
-        log("warning: signing is configured, but the docker backend does not sign: this run's checkpoints are unsigned")
+        log(
+            "warning: signing is configured, but the docker backend does not sign: this run's checkpoints are"
+            " unsigned (sign one afterwards with `ftc lineage sign CHECKPOINT`)"
+        )
     engine = f"{version.get('Platform', {}).get('Name') or 'engine'} {version.get('Version', '')}".strip()
     ran = {
         "ref": image.ref,
