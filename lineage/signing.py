@@ -118,6 +118,7 @@ class Signer:
         """Write ``folder/model.sig`` over every file now in ``folder``: hashed first, then the bundle written beside
         them and renamed into place, so a crash leaves no half-written signature under the final name."""
         tmp = folder / f".{SIGNATURE_FILE}.tmp"
+        tmp.unlink(missing_ok=True)  # one an interrupted signing left would be hashed among the files
         try:
             with contextlib.redirect_stdout(io.StringIO()):  # the library prints notices of its own
                 self._config.sign(folder, tmp)

@@ -447,3 +447,11 @@ def test_a_keyless_sigstore_signature_shows_its_identity_but_is_not_trusted_offl
     assert state.describe() == (
         "signed by alice@example.com\\x1b[2J, not verified: keyless Sigstore signatures are not checked offline"
     )
+
+
+def test_a_temporary_signature_left_by_an_interrupted_signing_is_not_signed_as_a_file(tmp_path, keys):
+    folder = _folder(tmp_path)
+    (folder / ".model.sig.tmp").write_text("half a bundle")
+    _sign(folder, keys["ours"])
+    assert not (folder / ".model.sig.tmp").exists()
+    assert signature_state(folder, load_trusted_keys([keys["ours_pub"]])).status == "signed"
