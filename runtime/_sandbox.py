@@ -411,9 +411,13 @@ def render_template(tokenizer: Any, messages: list[dict[str, Any]], *, add_gener
         raise DataInvalid(
             "an empty conversation: there is nothing to render (a conversation needs a turn before its answer)"
         )
-    template = tokenizer.get_chat_template() if hasattr(tokenizer, "get_chat_template") else tokenizer.chat_template
     name = template_name(tokenizer)
     fix = "\n    fix: give generation_config.prompt_format, or use a tokenizer whose chat template you have read"
+    template = getattr(tokenizer, "chat_template", None)
+    if isinstance(template, dict):  # named templates: the default one, as apply_chat_template takes it
+        template = template.get("default")
+    if not isinstance(template, str) or not template:
+        raise TemplateRefused(f"{name.replace('the chat template of ', '', 1)} has no chat template{fix}")
     budget = _Budget()
     token = _BUDGET.set(budget)
     try:

@@ -171,3 +171,17 @@ def test_a_template_that_refuses_a_conversation_makes_that_conversation_bad_not_
 def test_an_empty_conversation_is_refused_as_transformers_refuses_it(tokenizer):
     with pytest.raises(DataInvalid, match="an empty conversation"):
         render_template(tokenizer, [], add_generation_prompt=True)
+
+
+def test_a_tokenizer_without_a_chat_template_is_a_clear_error_not_a_traceback(tokenizer):
+    own = tokenizer.chat_template
+    try:
+        tokenizer.chat_template = None
+        with pytest.raises(TemplateRefused) as caught:
+            render_template(tokenizer, CONVERSATIONS[0], add_generation_prompt=True)
+        tokenizer.chat_template = {"default": TEMPLATES["chatml"], "tool_use": "{{ 1/0 }}"}  # named: the default one
+        rendered = render_template(tokenizer, CONVERSATIONS[0], add_generation_prompt=True)
+        assert rendered == tokenizer.apply_chat_template(CONVERSATIONS[0], tokenize=False, add_generation_prompt=True)
+    finally:
+        tokenizer.chat_template = own
+    assert str(caught.value).startswith(f"{tokenizer.name_or_path} has no chat template\n    fix: ")
