@@ -124,3 +124,15 @@ def test_a_checkpoint_or_its_base_with_code_is_refused_by_generate_eval_export_a
     run = ftc_answering(tmp_path, "generate", out / "best", "--prompt", "What is 1 + 1?")
     assert_refused(run, "weights (the base weights) holds code")
     assert not imported.exists() and not (tmp_path / "hf-modules").exists()
+
+
+def test_a_folder_in_a_store_holding_code_is_refused_by_compile_from_its_listing(s3, job, tmp_path, tiny_model):
+    from conftest import spec_in_s3, upload_folder
+
+    base = shutil.copytree(tiny_model, tmp_path / "weights")
+    imported = plant_code(base)
+    spec = spec_in_s3(s3, job, tmp_path, tiny_model)
+    upload_folder(s3, base, s3.bucket, "weights")  # the same folder with the code in it
+    run = ftc_answering(tmp_path, "compile", spec, "-o", tmp_path / "plan.json")
+    assert_refused(run, "$.initial_base_model_ckpt_path")
+    assert not imported.exists() and not (tmp_path / "plan.json").exists()
