@@ -96,7 +96,7 @@ def test_merged_export_is_the_adapter_on_its_base_and_needs_no_ftc(lora_run, tin
     card = (export / "README.md").read_text()
     assert "base_model_relation: finetune" in card
     assert "base_model:" not in card  # own weights: not the published ftc-tests/tiny-llama
-    assert "Your own weights of the `ftc-tests/tiny-llama` architecture" in card
+    assert "Your own weights of the ftc\\-tests/tiny\\-llama architecture" in card  # names escaped as Markdown
     assert "type: loss" in card
 
 
