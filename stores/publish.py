@@ -101,6 +101,10 @@ def marker_problems(checkpoint_uri: str, marker: dict[str, Any] | None, listed: 
     )
 
 
+#: a checkpoint's signature, beside its files (ftc.lineage.record.SIGNATURE_FILE: stores do not import lineage)
+SIGNATURE_FILE = "model.sig"
+
+
 def publish_checkpoint(store: Store, checkpoint_uri: str, folder: Path, record: dict[str, Any], last: bool) -> int:
     """Upload the checkpoint in ``folder`` (whose files its lineage ``record`` names) to ``checkpoint_uri``, then its
     marker; the bytes uploaded. A run stopped half-way leaves no marker, so the upload is never taken for a whole
@@ -110,6 +114,10 @@ def publish_checkpoint(store: Store, checkpoint_uri: str, folder: Path, record: 
     files = [{"path": f["path"], "size": f["size"], "sha256": f["sha256"]} for f in record["checkpoint"]["files"]]
     sha, size = hash_file(folder / "lineage.json")
     files.append({"path": "lineage.json", "size": size, "sha256": sha})
+    signature = folder / SIGNATURE_FILE
+    if signature.is_file() and not signature.is_symlink():  # a signed checkpoint keeps its signature in the store
+        sha, size = hash_file(signature)
+        files.append({"path": SIGNATURE_FILE, "size": size, "sha256": sha})
     prefix = checkpoint_uri.rstrip("/") + "/"
     for f in sorted(files, key=lambda f: f["path"] == "lineage.json"):  # the record after the files it names
         store.put_file(prefix + f["path"], str(folder / f["path"]))  # type: ignore[attr-defined]
