@@ -78,15 +78,17 @@ _CURVES = ("secp256r1", "secp384r1", "secp521r1")  # what model-signing accepts 
 _PUBLIC_PEM = re.compile(r"-----BEGIN PUBLIC KEY-----\r?\n[A-Za-z0-9+/=\r\n]+-----END PUBLIC KEY-----\s*")
 
 
-def _hashing_config() -> Any:
+def _hashing_config(links: bool = False) -> Any:
     """How a folder is hashed for its manifest: every file, sha256 (the digest the lineage record names), no symlinks
-    (the library refuses them), the signature itself left out. Signing and verifying use this same one."""
+    (the library refuses them), the signature itself left out. Signing and verifying use this same one (``links``:
+    verifying a copy ftc fetched from a store, whose files are links into its verified cache)."""
     from model_signing import hashing
 
     return (
         hashing.Config()
-        .use_file_serialization(hashing_algorithm="sha256", allow_symlinks=False)
+        .use_file_serialization(hashing_algorithm="sha256", allow_symlinks=links)
         .set_ignored_paths(paths=[SIGNATURE_FILE], ignore_git_paths=False)
+        .set_allow_symlinks(links)  # (what hash() applies: use_file_serialization's own flag is overridden)
     )
 
 
@@ -340,10 +342,10 @@ class SignatureState:
         return {"status": self.status, "signer": self.signer, "reason": self.reason, "trusted": self.trusted}
 
 
-def _read_signature(path: Path) -> bytes:
+def _read_signature(path: Path, links: bool = False) -> bytes:
     """The bytes of ``model.sig``: a regular file (not a symlink, FIFO or device), bounded. Raises ValueError."""
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | (0 if links else os.O_NOFOLLOW))
     except OSError as exc:
         if exc.errno == errno.ELOOP:
             raise ValueError(f"{SIGNATURE_FILE} is a symlink; a signature is a regular file in the folder") from None
@@ -416,7 +418,7 @@ def _sigstore_identity(material: dict[str, Any]) -> str | None:
         return None
 
 
-def _every_entry(folder: Path) -> tuple[list[str], list[str]]:
+def _every_entry(folder: Path, links_ok: bool = False) -> tuple[list[str], list[str]]:
     """(every file under ``folder`` but the signature, hidden ones too, as the library hashes them; every symlink),
     relative with forward slashes. Nothing is read, and no link is followed."""
     files, links = [], []
@@ -424,18 +426,20 @@ def _every_entry(folder: Path) -> tuple[list[str], list[str]]:
         rel = os.path.relpath(dirpath, folder)
         for name in sorted(dirnames + filenames):
             path = name if rel == "." else f"{rel}/{name}".replace(os.sep, "/")
-            if os.path.islink(os.path.join(dirpath, name)):
+            if os.path.islink(os.path.join(dirpath, name)) and not (links_ok and name in filenames):
                 links.append(path)
             elif name in filenames and path != SIGNATURE_FILE:
                 files.append(path)
     return files, links
 
 
-def _files_problems(folder: Path, manifest: dict[str, str], digests: Mapping[str, str] | None) -> list[str]:
+def _files_problems(
+    folder: Path, manifest: dict[str, str], digests: Mapping[str, str] | None, links: bool = False
+) -> list[str]:
     """What differs between the folder and the signed manifest: names first (an unsigned file is named, never
     hashed), then each signed file's sha256 (from ``digests`` when the caller just verified them)."""
-    present, links = _every_entry(folder)
-    problems = [f"{p}: a symlink (a signed folder holds regular files only)" for p in links]
+    present, linked = _every_entry(folder, links)
+    problems = [f"{p}: a symlink (a signed folder holds regular files only)" for p in linked]
     problems += [f"{p}: not signed (added after signing)" for p in sorted(set(present) - set(manifest))]
     problems += [f"{p}: signed, now missing" for p in sorted(set(manifest) - set(present))]
     if problems:
@@ -454,7 +458,7 @@ def _files_problems(folder: Path, manifest: dict[str, str], digests: Mapping[str
     return problems
 
 
-def _library_verifies(folder: Path, signature: bytes, key: TrustedKey) -> str | None:
+def _library_verifies(folder: Path, signature: bytes, key: TrustedKey, links: bool = False) -> str | None:
     """None when the library verifies the signature with ``key`` over the folder's files; else why not. The bundle
     and the key are handed over as the bytes checked here (copies in a private folder), never re-read from paths
     someone else controls."""
@@ -466,7 +470,7 @@ def _library_verifies(folder: Path, signature: bytes, key: TrustedKey) -> str | 
         try:
             with contextlib.redirect_stdout(io.StringIO()):
                 verifying.Config().use_elliptic_key_verifier(public_key=Path(scratch) / "key.pem").set_hashing_config(
-                    _hashing_config()
+                    _hashing_config(links)
                 ).verify(folder, Path(scratch) / SIGNATURE_FILE)
         except Exception as exc:  # the library's errors for a signature that does not verify
             text = str(exc) or type(exc).__name__
@@ -477,26 +481,31 @@ def _library_verifies(folder: Path, signature: bytes, key: TrustedKey) -> str | 
 
 
 def signature_state(
-    folder: Path, trusted_keys: Iterable[TrustedKey] = (), *, digests: Mapping[str, str] | None = None
+    folder: Path,
+    trusted_keys: Iterable[TrustedKey] = (),
+    *,
+    digests: Mapping[str, str] | None = None,
+    _links: bool = False,
 ) -> SignatureState:
     """The state of ``folder``'s signature (see :class:`SignatureState`) against ``trusted_keys``.
 
     The manifest in ``model.sig`` is compared with the folder first, by name (a file not signed is reported without
     being read), then by sha256 (``digests``: path -> sha256 already verified by the caller, e.g. the lineage
     record's files after `ftc lineage verify` re-hashed them). Only then is the signature checked, by the library,
-    with the trusted key whose fingerprint the bundle names."""
+    with the trusted key whose fingerprint the bundle names. (``_links``: ``folder`` is a copy ftc fetched from a
+    store, its files links into the content cache, each already checked against its pinned sha256.)"""
     path = folder / SIGNATURE_FILE
     if not path.exists() and not path.is_symlink():
         return SignatureState("unsigned")
     try:
-        data = _read_signature(path)
+        data = _read_signature(path, _links)
         bundle, manifest = _claims(data)
     except ValueError as exc:
         return SignatureState("broken", None, str(exc))
     kind, signer = _claimed_signer(bundle)
     if LINEAGE_FILE not in manifest and (folder / LINEAGE_FILE).exists():
         return SignatureState("broken", signer, f"{SIGNATURE_FILE} does not cover {LINEAGE_FILE}")
-    problems = _files_problems(folder, manifest, digests)
+    problems = _files_problems(folder, manifest, digests, _links)
     if problems:
         shown = "; ".join(problems[:5]) + (f"; and {len(problems) - 5} more" if len(problems) > 5 else "")
         return SignatureState("broken", signer, f"the files are not the ones signed: {for_terminal(shown)}")
@@ -509,7 +518,7 @@ def signature_state(
         return SignatureState("broken", None, f"{SIGNATURE_FILE} names no key")
     if signer not in keys:
         return SignatureState("unverified", signer, "not a trusted key (--trusted-key, FTC_TRUSTED_KEYS)")
-    failure = _library_verifies(folder, data, keys[signer])
+    failure = _library_verifies(folder, data, keys[signer], _links)
     if failure is not None:
         return SignatureState("broken", signer, failure)
     return SignatureState("signed", signer)

@@ -161,15 +161,8 @@ def _store_parent_problems(
     if parent.get("lineage") is None:
         return []
     digests = {f["path"]: f["sha256"] for f in parent["files"]}  # each fetched file was just checked against these
-    if signatures is not None:  # the pinned files are the record's: a signature beside them in the store is not one
-        signatures.found.append(
-            (
-                f"{parent['role']} {uri}",
-                SignatureState(
-                    "unverified", None, "fetched from a store by its pinned files, its signature not among them"
-                ),
-            )
-        )
+    # the fetched copy holds what the child pinned: its signature too when it was there then (else: unsigned)
+    _note_signature(signatures, f"{parent['role']} {uri}", copy, parent["files"], [], fetched=True)
     _, more = verify_checkpoint(
         copy, _seen=seen, unreached=unreached, rehashed=rehashed, _digests=digests, signatures=signatures, _top=False
     )
@@ -186,7 +179,12 @@ class _Signatures:
 
 
 def _note_signature(
-    signatures: _Signatures | None, name: str, folder: Path, files: list[dict[str, Any]], problems: list[str]
+    signatures: _Signatures | None,
+    name: str,
+    folder: Path,
+    files: list[dict[str, Any]],
+    problems: list[str],
+    fetched: bool = False,
 ) -> None:
     """The signature state of the checkpoint in ``folder`` whose ``files`` (path, sha256) were just verified (when
     ``problems`` is empty): a signed file's sha256 is taken from there, not hashed again."""
@@ -201,7 +199,8 @@ def _note_signature(
             digests[LINEAGE_FILE], _ = hash_file(folder / LINEAGE_FILE)
         except (OSError, NotAnInput):
             pass  # the signature check reads it itself, and says what is wrong
-    signatures.found.append((name, signature_state(folder, signatures.trusted, digests=digests)))
+    state = signature_state(folder, signatures.trusted, digests=digests, _links=fetched)
+    signatures.found.append((name, state))
 
 
 def verify_checkpoint(

@@ -305,3 +305,30 @@ def test_a_checkpoint_signed_after_the_fact_completes_a_chain_that_require_signa
     r = ftc("lineage", "verify", copied / "stage2", "--trusted-key", chain["ours_pub"], "--require-signature")
     assert r.code == 0, r.err
     assert r.out.count("(a trusted key)") == 2 and "unsigned" not in r.out
+
+
+def test_a_signed_checkpoint_published_to_a_store_keeps_its_signature(s3, chain, job, ftc, tmp_path, monkeypatch):
+    from ftc.lineage.record import SIGNATURE_FILE
+    from ftc.stores.publish import SIGNATURE_FILE as PUBLISHED
+
+    assert PUBLISHED == SIGNATURE_FILE  # one name, said in two parts that may not import each other
+    prefix = f"s3://{s3.bucket}/runs/signed/"
+    monkeypatch.setenv("FTC_SIGNING_KEY", str(chain["ours"]))
+    assert ftc("compile", job(output_dir=prefix), "-o", tmp_path / "plan.json").code == 0
+    r = ftc("run", tmp_path / "plan.json")
+    assert r.code == 0, r.err
+    monkeypatch.delenv("FTC_SIGNING_KEY")
+    step = f"{prefix}checkpoints/step-000004/"
+    keys = [o["Key"] for o in s3.list_objects_v2(Bucket=s3.bucket, Prefix="runs/signed/").get("Contents", [])]
+    assert "runs/signed/checkpoints/step-000004/model.sig" in keys
+    r = ftc("lineage", "verify", step, "--trusted-key", chain["ours_pub"], "--require-signature")
+    assert r.code == 0, r.err
+    assert f"signed by {fingerprint(chain['ours_pub'])} (a trusted key)" in r.out
+    # a stage continuing it from the store: the parent fetched by its pins carries its signature
+    r = ftc("compile", job(name="next.yaml", lora_config=None, initial_adapter_model_ckpt_path=step,
+                           output_dir="next"), "-o", tmp_path / "next.plan.json")  # fmt: skip
+    assert r.code == 0, r.err
+    assert ftc("run", tmp_path / "next.plan.json").code == 0
+    r = ftc("lineage", "verify", tmp_path / "next", "--trusted-key", chain["ours_pub"])
+    assert r.code == 0, r.err
+    assert f"signature: adapter {step}: signed by {fingerprint(chain['ours_pub'])} (a trusted key)" in r.out
