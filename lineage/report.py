@@ -118,9 +118,10 @@ def _run_metrics(folder: Path, step: int) -> tuple[list[Point], str | None]:
             read += len(line)
             if len(line) > LINE_LIMIT and not line.endswith(b"\n"):  # skip the rest of it, a chunk at a time
                 skipped += 1
-                while (rest := f.readline(LINE_LIMIT)) and not rest.endswith(b"\n"):
-                    read += len(rest)
-                read += len(rest)
+                rest = b""
+                while read < METRICS_LIMIT and (rest := f.readline(LINE_LIMIT)) and not rest.endswith(b"\n"):
+                    read += len(rest)  # a line with no end (a sparse file) stops at the read limit too
+                read += len(rest) if rest.endswith(b"\n") else 0
                 continue
             if b'"train"' not in line:  # an eval or summary line: not parsed
                 continue

@@ -189,3 +189,13 @@ def test_a_report_of_a_broken_chain_is_still_exit_12_when_the_record_is_unreadab
     (checkpoint / "lineage.json").write_text('{"lineage_version": 1, "x": ' + "[" * 300 + "]" * 300 + "}")
     r = ftc("report", checkpoint, "-o", tmp_path / "page.html")
     assert r.code == ExitCode.LINEAGE_BROKEN and "JSON nested more than 272 levels deep" in r.err, r.err
+
+
+def test_a_100_gb_sparse_metrics_file_without_line_ends_is_read_only_to_the_limit(ftc, tmp_path):
+    """New: a line that never ends (a sparse file of zeros) was skipped chunk by chunk to its end."""
+    checkpoint = _run(tmp_path, ['{"type": "train", "step": 1, "loss": 1.0}'])
+    with open(tmp_path / "run" / "metrics.jsonl", "ab") as f:
+        f.write(b'{"x": "')
+        f.truncate(100 << 30)
+    page = _report(ftc, checkpoint, tmp_path)  # within the time _report allows
+    assert "the first 32 MiB of its 102400 MiB were read; 1 line(s) longer than 64 KiB skipped" in page
