@@ -48,6 +48,8 @@ def _origin(plan: Plan) -> tuple[Path, dict[str, Any]] | None:
         raise LineageBroken(f"the checkpoint reproduced: {exc}") from None
     if record is None:
         raise LineageBroken(f"{path}: the checkpoint reproduced has no lineage record")
+    if chain_depth(record) >= MAX_CHAIN_DEPTH:  # the rerun's records embed it: they could not be read back
+        raise LineageBroken(too_long(path))
     problems = record_problems(record, str(path))
     with StatCache() as cache:  # `ftc reproduce` has just verified it: each rank need not read it all again
         found = {f.path: f.sha256 for f in checkpoint_files(path, cache)}
