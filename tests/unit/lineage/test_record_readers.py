@@ -335,3 +335,18 @@ def test_parent_locations_naming_another_home_or_holding_nul_are_not_found_not_a
     shown = ftc("lineage", "show", tmp_path / "ckpt", "--paths")
     assert shown.code == 0 and f"at {tmp_path}/ckpt/~nosuchuser/x" in shown.out, shown.err
     assert ftc("report", tmp_path / "ckpt", "-o", tmp_path / "page.html").code == 0
+
+
+def test_lineage_diff_of_a_checkpoint_and_an_export_names_the_export(ftc, tmp_path):
+    """New: an export's record has no plan section: diff stopped with a KeyError."""
+    folder = tmp_path / "export"
+    folder.mkdir()
+    (folder / "config.json").write_text("{}")
+    record = {k: v for k, v in record_for(folder).items() if k not in ("datasets", "plan", "execution", "results")}
+    record["export"] = {"merged": True, "dtype": "float32", "chat_template": "prompt_format", "stop_strings": ["</s>"],
+                        "eos_token_id": [2]}  # fmt: skip
+    (folder / "lineage.json").write_text(json.dumps(seal({k: v for k, v in record.items() if k != "record_id"})))
+    write_checkpoint(tmp_path / "ckpt")
+    r = ftc("lineage", "diff", tmp_path / "ckpt", folder)
+    assert r.code == 0, r.err
+    assert 'plan.mode: "lora-new" -> (absent)' in r.out and 'export: (absent) -> {"chat_template"' in r.out
