@@ -220,9 +220,12 @@ def load_model(
         from ._attention import register
 
         register()
-    model = pretrained_causal_lm(
-        base, "the base weights", dtype=dtype, use_safetensors=True, attn_implementation=attention
-    )
+    try:
+        model = pretrained_causal_lm(
+            base, "the base weights", dtype=dtype, use_safetensors=True, attn_implementation=attention
+        )
+    except (OSError, ValueError) as exc:  # a config transformers cannot read, an architecture it does not know
+        raise _unloadable(base, "the base weights", exc) from None
     model.config.use_cache = False  # a KV cache disables the packed-sequence masks and costs memory in training
     if spec.activation_checkpointing:
         if hasattr(model, "activation_checkpointing_enable"):  # transformers >= 5.2x; the older name warns there

@@ -136,3 +136,19 @@ def test_a_folder_in_a_store_holding_code_is_refused_by_compile_from_its_listing
     run = ftc_answering(tmp_path, "compile", spec, "-o", tmp_path / "plan.json")
     assert_refused(run, "$.initial_base_model_ckpt_path")
     assert not imported.exists() and not (tmp_path / "plan.json").exists()
+
+
+def test_base_weights_of_an_architecture_transformers_does_not_know_stop_a_run_with_a_clear_error(
+    job, ftc, tmp_path, tiny_model
+):
+    base = shutil.copytree(tiny_model, tmp_path / "weights")
+    config = json.loads((base / "config.json").read_text())
+    config.update(model_type="evil", architectures=["EvilForCausalLM"])  # without auto_map: no code, no class
+    (base / "config.json").write_text(json.dumps(config))
+    assert ftc("compile", job(initial_base_model_ckpt_path=str(base)), "-o", tmp_path / "plan.json").code == 0
+    r = ftc("run", tmp_path / "plan.json")
+    assert r.code == 4 and "Traceback" not in r.err, r.err
+    assert (
+        f"{base}: the base weights could not be loaded: The checkpoint you are trying to load has model type `evil`"
+        in r.err
+    )
