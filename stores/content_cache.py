@@ -44,7 +44,9 @@ _STORAGE_FAULTS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.
 
 
 def _warn(message: str) -> None:
-    print(f"warning: {message}", file=sys.stderr, flush=True)
+    from ftc.spec.text import for_terminal, redact  # a pin's URI may come from a plan someone else wrote
+
+    print(f"warning: {for_terminal(redact(message))}", file=sys.stderr, flush=True)
 
 
 #: set while the downloads of this process are being stopped (a failure elsewhere, Ctrl-C): each ends at its next chunk

@@ -278,3 +278,14 @@ def test_the_first_failed_input_stops_the_other_downloads_and_keeps_what_they_ha
     (partial,) = (tmp_path / "partial").glob("*.part")
     assert 0 < partial.stat().st_size < len(DATA)  # kept for a resume
     assert cache.fetch({"k": 12}, _chunks, size=len(DATA), expected_sha256=SHA)[1] == SHA  # and nothing stays stopped
+
+
+def test_a_warning_naming_a_pins_uri_shows_it_redacted_and_escaped(tmp_path, capsys):
+    uri = "http://u:SECRET-pw@host/k\x1b[2J"  # a pin from a plan someone else wrote
+    cache = ContentCache(tmp_path)
+    path, _ = cache.fetch({"uri": uri}, _chunks, expected_sha256=SHA)
+    path.write_bytes(b"not the bytes")
+    assert cache.fetch({"uri": uri}, _chunks)[1] == SHA
+    err = capsys.readouterr().err
+    assert "warning: the cached copy of http://***@host/k\\x1b[2J" in err
+    assert "SECRET" not in err and "\x1b" not in err
