@@ -36,7 +36,7 @@ _LOOK_AT = 200
 #: characters of one example shown (the rest is counted: "... N more characters")
 _SHOWN = 4096
 #: an example longer than this is not tokenized whole to look at its answers' first tokens
-_LOOKED_AT_WHOLE = 64 << 10
+_LOOKED_AT_WHOLE = 16 << 10
 #: an example whose rendered text is longer is not tokenized for the statistics (16 MiB takes a minute or more)
 _TOKENIZED = 1 << 20
 

@@ -95,8 +95,12 @@ def _sized(value: Any) -> Any:
     return value
 
 
-def _at_most(chars: int, what: str) -> None:
-    if chars > MAX_CHARS:
+def _at_most(chars: int, what: str, sequence: Any = "") -> None:
+    """``chars`` characters, or items when ``sequence`` (what is repeated or joined) is a list or tuple."""
+    if isinstance(sequence, (list, tuple)):
+        if chars > MAX_ITEMS:
+            raise _Exceeded(f"would make {what} of {chars:,} items (at most {MAX_ITEMS:,})")
+    elif chars > MAX_CHARS:
         raise _Exceeded(f"would make {what} of {chars:,} characters (at most {MAX_CHARS:,})")
 
 
@@ -223,9 +227,9 @@ def _environment() -> Any:
             if operator == "*":
                 for seq, times in ((left, right), (right, left)):
                     if isinstance(seq, (str, list, tuple)) and isinstance(times, int):
-                        _at_most(len(seq) * max(times, 0), "a repeated string or list")
+                        _at_most(len(seq) * max(times, 0), "a repeated string or list", seq)
             elif operator == "+" and isinstance(left, (str, list, tuple)) and isinstance(right, (str, list, tuple)):
-                _at_most(len(left) + len(right), "a joined string or list")
+                _at_most(len(left) + len(right), "a joined string or list", left)
             elif operator == "%" and isinstance(left, str):
                 _format_spec(left, right if isinstance(right, (tuple, list)) else [right], percent=True)
             _int_size(left, right, operator)
