@@ -72,11 +72,13 @@ def _folder_problems(expected: list[dict[str, Any]], folder: Path, skip_record: 
     file dropped in is named, not hashed)."""
     names = {f["path"] for f in expected}
     try:
-        unlisted = [p for p in walk_files(folder) if _unlisted(names, p, skip_record)]
+        present = list(walk_files(folder))
     except NotAnInput as exc:
         return [str(exc)]
-    if unlisted:
-        return [_unlisted_problem(folder, p) for p in unlisted]
+    unlisted = [p for p in present if _unlisted(names, p, skip_record)]
+    if unlisted:  # said by name, with what is missing; the rest is hashed once the folder holds only its files
+        missing = [f"{folder}/{p}: missing" for p in sorted(names - set(present))]
+        return [_unlisted_problem(folder, p) for p in unlisted] + missing
     try:
         with StatCache(reuse=False) as cache:  # hashed again; what was found spares the checks that follow a verify
             found = {

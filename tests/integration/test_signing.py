@@ -209,11 +209,13 @@ def test_verify_names_a_huge_file_not_in_the_record_without_hashing_it(chain, co
     stage2 = checkpoint(copied / "stage2")
     with open(stage2 / "planted.bin", "wb") as f:
         f.truncate(6 << 30)  # 6 GiB, sparse: hashing it would take far longer than the limit below
+    (stage2 / "ftc_state.json").unlink()  # said in the same message: every problem at once
     started = time.monotonic()
     r = ftc("lineage", "verify", copied / "stage2", "--trusted-key", chain["ours_pub"])
     assert time.monotonic() - started < 20
     assert r.code == ExitCode.LINEAGE_BROKEN
     assert f"{stage2}/planted.bin: not in the lineage record (not hashed)" in r.err
+    assert f"{stage2}/ftc_state.json: missing" in r.err
 
 
 def test_a_signed_checkpoint_resumes_and_is_a_parent_like_any_other(chain, copied, ftc):
