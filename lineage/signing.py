@@ -387,8 +387,10 @@ def _claims(data: bytes) -> tuple[dict[str, Any], dict[str, str]]:
         if not isinstance(name, str) or not isinstance(digest, str) or not re.fullmatch(r"[0-9a-f]{64}", digest):
             raise ValueError(f"{SIGNATURE_FILE} is not a model-signing bundle (a resource without a sha256)")
         parts = name.split("/")
-        if name.startswith("/") or any(p in ("", ".", "..") for p in parts) or "\\" in name or name in manifest:
+        if name.startswith("/") or any(p in ("", ".", "..") for p in parts) or "\\" in name:
             raise ValueError(f"{SIGNATURE_FILE} names a path outside the folder: {for_terminal(name)[:120]!r}")
+        if name in manifest:
+            raise ValueError(f"{SIGNATURE_FILE} names a file twice: {for_terminal(name)[:120]!r}")
         manifest[name] = digest
     return bundle, manifest
 

@@ -455,3 +455,23 @@ def test_a_temporary_signature_left_by_an_interrupted_signing_is_not_signed_as_a
     _sign(folder, keys["ours"])
     assert not (folder / ".model.sig.tmp").exists()
     assert signature_state(folder, load_trusted_keys([keys["ours_pub"]])).status == "signed"
+
+
+@pytest.mark.parametrize(
+    ("name", "said"),
+    [
+        ("/etc/passwd", "names a path outside the folder: '/etc/passwd'"),
+        ("sub/../../x", "names a path outside the folder: 'sub/../../x'"),
+        ("./plan.json", "names a path outside the folder: './plan.json'"),
+        ("sub//model.safetensors", "names a path outside the folder"),
+        ("sub\\..\\..\\x", "names a path outside the folder"),
+        ("plan.json", "names a file twice: 'plan.json'"),
+    ],
+)
+def test_a_manifest_path_that_is_absolute_climbs_or_repeats_is_refused(signed, keys, name, said):
+    bundle = _bundle(signed)
+    payload = _payload(bundle)
+    payload["predicate"]["resources"].append({"name": name, "digest": "0" * 64, "algorithm": "sha256"})
+    (signed / SIGNATURE_FILE).write_text(json.dumps(_with_payload(bundle, payload)))
+    state = signature_state(signed, load_trusted_keys([keys["ours_pub"]]))
+    assert state.status == "broken" and said in state.reason
