@@ -34,7 +34,7 @@ import re
 import stat
 import tempfile
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -111,7 +111,7 @@ class Signer:
 
     kind: str  # "key" or "sigstore"
     fingerprint: str | None  # the public key's, for a key
-    _config: Any
+    _config: Any = field(repr=False)  # holds the private key
 
     def describe(self) -> str:
         return f"key {self.fingerprint}" if self.kind == "key" else "Sigstore (keyless)"
