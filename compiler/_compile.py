@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import ftc
-from ftc.errors import _UNSET
+from ftc.errors import _UNSET, PlanInvalid
 from ftc.spec import JobSpec, LoadedSpec, load_spec
 from ftc.spec.architectures import Architecture
 from ftc.spec.canonical import digest_of
@@ -181,8 +181,27 @@ def build_plan(
         "deepspeed": checked.deepspeed,
         "output": {"dir": output_dir},
     }
+    found = credential_in({"inputs": plan["inputs"], "output": plan["output"], "image": plan["image"]})
+    if found is not None:  # every location was checked when read: this is the plan writer's own last look
+        raise PlanInvalid(
+            f"the plan would hold a credential at {found[0]} ({redact(found[1])}); nothing was written"
+            "\n    fix: remove it from the spec or the input's configuration; credentials come from the environment"
+        )
     # the same check every reader of a plan makes (a recompile remembers the schema part, as for the spec)
     return valid_plan(seal_plan(plan), folder, remember_in=cache_dir() / "validated")
+
+
+def credential_in(value: Any, path: str = "$") -> tuple[str, str] | None:
+    """(JSON path, string) of the first string in ``value`` that holds a credential (what
+    :func:`ftc.spec.text.redact` would change: a URL's user-info, a secret query parameter), or None."""
+    if isinstance(value, str):
+        return (path, value) if redact(value) != value else None
+    items = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, list) else ()
+    for key, item in items:
+        found = credential_in(item, f"{path}.{key}" if isinstance(key, str) else f"{path}[{key}]")
+        if found is not None:
+            return found
+    return None
 
 
 def _check_output_dir(loaded: LoadedSpec, ctx: ResolveContext) -> None:

@@ -54,3 +54,14 @@ def test_a_password_in_aws_endpoint_url_is_never_printed_in_compiles_error(job, 
     assert r.code == ExitCode.INPUT_UNREACHABLE, r.err
     assert "cannot reach the S3 endpoint http://***@127.0.0.1:9" in r.err
     assert SECRET not in r.err + r.out
+
+
+def test_the_plan_writers_last_look_finds_a_credential_anywhere_in_what_it_writes():
+    from ftc.compiler._compile import credential_in
+
+    clean = {"inputs": {"train": {"uri": "s3://bucket/data@v1/t.jsonl", "pin": {"remote": "s3://b/dvc"}}}}
+    assert credential_in(clean) is None
+    hidden = {"inputs": {"train": {"pin": {"endpoint": f"http://u:{SECRET}/x@minio:9000"}}}, "output": {"dir": "o"}}
+    assert credential_in(hidden) == ("$.inputs.train.pin.endpoint", f"http://u:{SECRET}/x@minio:9000")
+    listed = {"inputs": {"base": {"files": [{"path": "a"}, {"pin": {"url": f"https://h/o?X-Amz-Signature={SECRET}"}}]}}}
+    assert credential_in(listed)[0] == "$.inputs.base.files[1].pin.url"
