@@ -119,8 +119,8 @@ def model_card(trained: Trained, export: dict[str, Any], name: str) -> str:
         "```python",
         "from transformers import AutoModelForCausalLM, AutoTokenizer",
         "",
-        'tokenizer = AutoTokenizer.from_pretrained("path/to/this/folder")',
-        'model = AutoModelForCausalLM.from_pretrained("path/to/this/folder")',
+        'tokenizer = AutoTokenizer.from_pretrained("path/to/this/folder", trust_remote_code=False)',
+        'model = AutoModelForCausalLM.from_pretrained("path/to/this/folder", trust_remote_code=False)',
         'messages = [{"role": "user", "content": "..."}]',
         'ids = tokenizer.apply_chat_template(messages, add_generation_prompt=True, return_tensors="pt", '
         "return_dict=False)",

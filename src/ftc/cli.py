@@ -173,7 +173,10 @@ def plan_show(plan: Path, as_json: bool) -> None:
     from ftc.spec.plan import read_plan
 
     document = read_plan(plan)
-    click.echo(document.text() if as_json else describe_plan(document), nl=not as_json)
+    if as_json:  # every non-ASCII character as a JSON escape: the same plan, and nothing a terminal obeys
+        click.echo(json.dumps(document.to_dict(), sort_keys=True, indent=2, ensure_ascii=True))
+    else:
+        click.echo(describe_plan(document))
 
 
 @plan_group.command("diff")

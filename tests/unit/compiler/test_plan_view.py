@@ -58,3 +58,15 @@ def test_ftc_plan_show_of_a_hostile_plan_prints_nothing_raw(job, ftc, tmp_path):
         assert "data/x\\x1b[2J" in r.out
     else:  # refused as a plan: the message quotes it escaped
         assert r.code == ExitCode.PLAN_INVALID and "\\x1b[2J" in r.err, r.err
+
+
+def test_ftc_plan_show_json_escapes_every_non_ascii_character_and_is_the_same_plan(job, ftc, tmp_path):
+    plan = _plan(job, ftc, tmp_path)
+    generation = dict(plan["spec"].get("generation_config") or {})
+    spec = {**plan["spec"], "generation_config": {**generation, "stopping_sequences": ["</s>\u202e\x85"]}}
+    path = tmp_path / "bidi.json"
+    path.write_text(json.dumps(seal_plan({**plan, "spec": spec}), ensure_ascii=False), encoding="utf-8")
+    r = ftc("plan", "show", path, "--json")
+    assert r.code == 0, r.err
+    assert r.out.isascii() and "\\u202e\\u0085" in r.out
+    assert json.loads(r.out) == read_json(path)
