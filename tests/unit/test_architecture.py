@@ -1,6 +1,6 @@
 """The folders are the architecture: each part imports only the parts below it, no part reaches into another's
-private (``_``) modules, and no modules import each other in a circle. README.md's "Architecture" section says the
-same in words; this test is what holds it."""
+private (``_``) modules, and no modules import each other in a circle. docs/architecture.md says the same in words;
+this test is what holds it."""
 
 from __future__ import annotations
 
@@ -133,11 +133,10 @@ def test_no_modules_import_each_other_in_a_circle(top_level_only):
     assert circles == []
 
 
-def test_the_layout_table_in_the_readme_names_every_part():
-    readme = (REPO / "README.md").read_text(encoding="utf-8")
-    section = readme.split("## Architecture", 1)[1].split("\n## ", 1)[0]
+def test_the_architecture_page_names_every_part():
+    page = (REPO / "docs" / "architecture.md").read_text(encoding="utf-8")
     for folder in PARTS:
-        assert f"`{folder}/`" in section, f"README's Architecture section does not name {folder}/"
+        assert f"`{folder}/`" in page, f"docs/architecture.md does not name {folder}/"
     assert sorted(p.name for p in REPO.iterdir() if p.is_dir() and (p / "__init__.py").exists()) == sorted(
         f for f in PARTS if "/" not in f
     ), "a top-level package folder that is not one of the parts"
