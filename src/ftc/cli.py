@@ -678,7 +678,14 @@ def main(argv: list[str] | None = None) -> int:
     debug = "--debug" in args
     try:
         result = cli.main(args=args, prog_name="ftc", standalone_mode=False)
+        sys.stdout.flush()  # a closed pipe shows here at the latest, not at the interpreter's exit
         return int(result) if isinstance(result, int) else ExitCode.OK
+    except BrokenPipeError:
+        return _reader_went_away()
+    except SystemExit:  # click ends a command whose stdout was closed with exit 1, after pacifying its streams
+        if _stdout_closed():
+            return _reader_went_away()
+        raise
     except click.exceptions.Exit as exc:
         return exc.exit_code
     except click.exceptions.Abort:  # click's name for Ctrl-C
@@ -692,6 +699,29 @@ def main(argv: list[str] | None = None) -> int:
 
             exc.args = (for_terminal(str(exc), newlines=True),)  # shown with its control characters escaped
         return report(exc, debug=debug)
+
+
+def _stdout_closed() -> bool:
+    """Whether stdout is a pipe whose reader has closed it (the kernel flags the write end with an error)."""
+    import select
+
+    try:
+        poller = select.poll()
+        poller.register(sys.__stdout__.fileno(), 0)
+        return any(events & select.POLLERR for _, events in poller.poll(0))
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
+def _reader_went_away() -> int:
+    """The reader of stdout closed it (``ftc schema | head -1``): not an error, as for any Unix filter. What is
+    still buffered goes nowhere, so that the interpreter's last flush does not fail again."""
+    import os
+
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
+    return ExitCode.OK
 
 
 def _entry() -> None:

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import subprocess
 import sys
+
+import pytest
 
 from ftc.errors import ExitCode
 
@@ -64,3 +67,16 @@ def test_version(ftc):
     import ftc as package
 
     assert package.__version__ in ftc("--version").out
+
+
+@pytest.mark.parametrize("args", [["schema"], ["schema", "--markdown"], ["--help"]])
+def test_a_reader_that_closes_the_pipe_early_is_not_an_error(args):
+    """`ftc schema | head -1`: the reader went away; exit 0 and nothing on stderr, as for any Unix filter."""
+    read_end, write_end = os.pipe()
+    os.close(read_end)  # the reader is gone before ftc writes a byte
+    try:
+        done = subprocess.run([sys.executable, "-m", "ftc.cli", *args], stdout=write_end, stderr=subprocess.PIPE)
+    finally:
+        os.close(write_end)
+    assert done.returncode == 0, done.stderr.decode()
+    assert done.stderr == b""
