@@ -11,17 +11,21 @@ import pytest
 
 from conftest import REPO
 
-#: folder -> the part it is (the import package ftc.<part>, or "ftc" for the CLI and the errors)
-PARTS = {
-    "src/ftc": "ftc",
-    "spec": "spec",
-    "stores": "stores",
-    "images": "images",
-    "lineage": "lineage",
-    "compiler": "compiler",
-    "runtime": "runtime",
-    "serving": "serving",
-}
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python 3.10
+    import tomli as tomllib
+
+
+def _parts() -> dict[str, str]:
+    """Folder -> the part it is (the import package ftc.<part>, or "ftc" for the CLI and the errors), read from
+    pyproject.toml's ``[tool.setuptools] package-dir``: the one place the parts are listed."""
+    mapping = tomllib.loads((REPO / "pyproject.toml").read_text(encoding="utf-8"))["tool"]["setuptools"]["package-dir"]
+    return {folder.rstrip("/"): name.removeprefix("ftc.") for name, folder in mapping.items()}
+
+
+PARTS = _parts()
+
 #: what each part may import of the project besides itself (every part may use ftc.errors and ftc.__version__)
 ALLOWED = {
     "spec": set(),
@@ -80,6 +84,11 @@ def _imports(module: str, path: Path, *, top_level_only: bool) -> set[str]:
             continue
         out.update(n for n in names if n == "ftc" or n.startswith("ftc."))
     return out
+
+
+def test_the_parts_are_read_from_pyproject_and_each_has_its_import_rules():
+    assert PARTS["src/ftc"] == "ftc" and PARTS["spec"] == "spec", PARTS
+    assert not set(PARTS.values()) - set(ALLOWED), "a part in pyproject.toml's package-dir with no rules in ALLOWED"
 
 
 def test_every_part_imports_only_the_parts_below_it():

@@ -185,7 +185,6 @@ def _add_package(name: str, folder: str, create: bool = True) -> Callable[[Path]
 def _map_package(pyproject: dict, name: str, folder: str) -> None:
     setuptools = pyproject["tool"]["setuptools"]
     setuptools["package-dir"][name] = folder
-    setuptools["packages"].append(name)
 
 
 TORCH_PIN = "torch==" + parse_pin_file((REPO / PIN_FILE).read_text()).pins.get("torch", ("torch", "2.13.0"))[1]
