@@ -54,22 +54,23 @@ def _spec(folder: Path, weights: Path, model_id: str) -> Path:
 
 def _measure(weights: Path, model_id: str, deepspeed_filter_only: bool) -> dict[str, int]:
     from ftc.compiler import compile_spec, write_plan
-    from ftc.runtime import _checkpoint, run
+    from ftc.runtime.launch import run
+    from ftc.runtime.training import checkpoint as checkpoints
 
     with tempfile.TemporaryDirectory(prefix="ftc-ckpt-bench-") as tmp:
         folder = Path(tmp)
         os.environ["FTC_CACHE_DIR"] = str(folder / "cache")
         plan = compile_spec(_spec(folder, weights, model_id), plan_dir=folder).plan
         write_plan(plan, folder / "plan.json")
-        keep = _checkpoint._frozen_left_out
+        keep = checkpoints.frozen_left_out
         if deepspeed_filter_only:
-            _checkpoint._frozen_left_out = lambda engine, lora: contextlib.nullcontext()
+            checkpoints.frozen_left_out = lambda engine, lora: contextlib.nullcontext()
         try:
             run(folder / "plan.json")
         finally:
-            _checkpoint._frozen_left_out = keep
+            checkpoints.frozen_left_out = keep
         (checkpoint,) = (folder / "out" / "checkpoints").glob("step-*")
-        sizes = _checkpoint.checkpoint_sizes(checkpoint)
+        sizes = checkpoints.checkpoint_sizes(checkpoint)
         states = next(checkpoint.rglob("mp_rank_00_model_states.pt"))
         return {**sizes, "model_states_pt": states.stat().st_size}
 

@@ -89,7 +89,7 @@ def main() -> None:
                 return time.perf_counter() - start
 
             # ftc: pin the folder as the compiler does, then materialize it as the runtime does (a fresh cache)
-            from ftc.runtime._inputs import _materialize_remote
+            from ftc.runtime.training.inputs import materialize_remote
             from ftc.spec.plan import PlanFile, PlanInput
             from ftc.stores.remote import store_for
 
@@ -101,7 +101,7 @@ def main() -> None:
                 os.environ["FTC_CACHE_DIR"] = str(tmp / f"ftc-cache-{attempt}")
                 os.sync()
                 start = time.perf_counter()
-                folder = _materialize_remote("base_model", item)
+                folder = materialize_remote("base_model", item)
                 elapsed = time.perf_counter() - start
                 assert len(list(folder.iterdir())) == args.files
                 return elapsed

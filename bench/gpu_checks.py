@@ -100,10 +100,10 @@ def _packed_loss_check(gpu: bool, attention: str) -> tuple[bool, dict]:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from ftc.runtime._attention import register
-    from ftc.runtime._batches import collate
-    from ftc.runtime._render import render_prompt_format
-    from ftc.runtime._tokens import tokenize_file
+    from ftc.runtime.training.attention import register
+    from ftc.runtime.training.batches import collate
+    from ftc.runtime.training.render import render_prompt_format
+    from ftc.runtime.training.tokens import tokenize_file
     from ftc.spec.model import PromptFormat
 
     register()
@@ -155,13 +155,13 @@ def _packed_loss_check(gpu: bool, attention: str) -> tuple[bool, dict]:
 
 
 def _liger_probe() -> tuple[bool, dict]:
-    """The quickstart's model with and without ftc's Liger patch (runtime/_model.apply_liger), on the same tokens:
-    the patched modules must report Liger's classes and the logits must differ (Liger's kernels ran, not torch's)
-    by no more than bf16 rounding."""
+    """The quickstart's model with and without ftc's Liger patch (``ftc.runtime.training.apply_liger``), on the same
+    tokens: the patched modules must report Liger's classes and the logits must differ (Liger's kernels ran, not
+    torch's) by no more than bf16 rounding."""
     import torch
     from transformers import AutoModelForCausalLM
 
-    from ftc.runtime._model import apply_liger
+    from ftc.runtime.training.model import apply_liger
 
     torch.manual_seed(0)
     ids = torch.randint(3, 512, (2, 96), device="cuda")

@@ -1,12 +1,18 @@
-"""The runtime: execute a compiled plan. Every entry point checks the plan and its inputs first.
+"""The runtime: execute a compiled plan. Two rooms and the recipes between them:
 
-``chat_template`` and ``generation`` are public modules: the prompt format as serving reads it, and generation as
-serving does it (used by ``ftc.serving`` and by a run's own evaluation)."""
+- ``ftc.runtime.training``: the training library (rendering, tokens and masks, batches, losses, model loading,
+  checkpoints, generation, the chat template), public names in its ``__all__``;
+- ``ftc.runtime.recipes``: the training recipes over it (``sft``), each one file;
+- ``ftc.runtime.launch``: starting a plan's recipe (local processes, a container, a Ray cluster), the output lock,
+  publishing and ``ftc reproduce``.
+
+Training never imports the launch layer, and importing this package imports neither: the names below are the
+runtime's entry points as before (``from ftc.runtime import run``), each imported when first asked for.
+``python -m ftc.runtime PLAN`` runs one process of a plan (``launch.local.worker_main``)."""
+
+from __future__ import annotations
 
 from typing import Any
-
-from ._backend import run
-from ._launch import Rendezvous, run_plan
 
 __all__ = [
     "Rendezvous",
@@ -22,29 +28,17 @@ __all__ = [
     "verify_inputs",
 ]
 
-#: loaders that never run code from a weights folder (runtime/_model.py), and the tokenizer saver
-_LOADERS = (
-    "pretrained_adapter",
-    "pretrained_causal_lm",
-    "pretrained_config",
-    "pretrained_tokenizer",
-    "refuse_code_in_inputs",
-    "save_tokenizer",
-)
+_LAUNCH = ("Rendezvous", "run", "run_plan")
 
 
 def __getattr__(name: str) -> Any:
-    # `ftc data inspect` needs numpy and a tokenizer; importing the runtime (`ftc run`'s launcher) needs neither
-    if name == "inspect_data":
-        from ._inspect import inspect_data
+    # the launcher (and its publisher, its engines) loads only for a caller that starts a plan
+    if name in _LAUNCH:
+        from . import launch
 
-        return inspect_data
-    if name in _LOADERS:  # a checkpoint's and an export's tokenizer, saved the same way; weights loaded one way
-        from . import _model
+        return getattr(launch, name)
+    if name in __all__:
+        from . import training
 
-        return getattr(_model, name)
-    if name == "verify_inputs":
-        from ._inputs import verify_inputs
-
-        return verify_inputs
+        return getattr(training, name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

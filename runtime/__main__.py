@@ -1,5 +1,5 @@
 import sys
 
-from ._launch import worker_main
+from .launch.local import worker_main
 
 sys.exit(worker_main())

@@ -25,7 +25,7 @@ from typing import Any
 from ftc.errors import UsageError
 from ftc.lineage.record import LINEAGE_FILE, LINEAGE_VERSION, checkpoint_parent, checkpoint_section, environment, seal
 from ftc.lineage.signing import signer_from_env
-from ftc.runtime import save_tokenizer
+from ftc.runtime.training import save_tokenizer
 from ftc.stores.atomic import check_output_path, clear_planted
 from ftc.stores.safetensors_header import read_safetensors_header
 from ftc.stores.storage import storage_failure
@@ -89,7 +89,7 @@ def export_checkpoint(
 def _base_dtype(base: Path | str) -> str:
     """The dtype most of the base's weight bytes are in (its headers, checked, not trusted)."""
     if not isinstance(base, Path):  # the published weights of a model id: their config says
-        from ftc.runtime import pretrained_config
+        from ftc.runtime.training import pretrained_config
 
         found = getattr(pretrained_config(base, "the published base weights"), "dtype", None)
         return str(found).removeprefix("torch.") if found is not None else "float32"
@@ -106,9 +106,9 @@ def _write(
 ) -> Exported:
     import torch
 
-    from ftc.runtime import pretrained_tokenizer
-    from ftc.runtime.chat_template import chat_template
-    from ftc.runtime.generation import stop_token_ids
+    from ftc.runtime.training import pretrained_tokenizer
+    from ftc.runtime.training.chat_template import chat_template
+    from ftc.runtime.training.generation import stop_token_ids
 
     source = trained.folder
     if merge:

@@ -38,7 +38,7 @@ class Session:
     def prompt(self, messages: list[dict[str, Any]], where: str) -> list[int]:
         """The token ids a server feeds the model for ``messages`` (``where`` names them in errors): refused when
         there is no user turn to answer, or when they leave the model no room for an answer."""
-        from ftc.runtime.generation import prompt_ids
+        from ftc.runtime.training.generation import prompt_ids
 
         if not any(message["role"] == "user" for message in messages):
             roles = ", ".join(message["role"] for message in messages) or "none"
@@ -57,7 +57,7 @@ class Session:
 
     def generate(self, ids: list[int], sampling: Any, on_text: Callable[[str], None] | None = None):
         """The answer to the prompt ``ids`` (from :meth:`prompt`)."""
-        from ftc.runtime.generation import generate
+        from ftc.runtime.training.generation import generate
 
         return generate(
             self.model, self.tokenizer, ids, stop_texts=self.trained.stop_texts,
@@ -76,7 +76,7 @@ def open_session(path: Path, *, dtype: str | None = None, device: str | None = N
     default."""
     from transformers.utils import logging
 
-    from ftc.runtime.generation import stop_token_ids
+    from ftc.runtime.training.generation import stop_token_ids
 
     logging.disable_progress_bar()  # the answer is the output; a bar per weights file is noise around it
     trained = open_trained(path)
@@ -108,7 +108,7 @@ def evaluate(
 ) -> dict[str, Any]:
     """Answer every example of ``data`` in place of its last assistant turn; write one JSON line per example to
     ``out`` (atomically) and return the aggregate."""
-    from ftc.runtime.generation import Answer
+    from ftc.runtime.training.generation import Answer
 
     trained = session.trained
     sha, _ = hash_file(_data_file(data))  # what was answered: the file as it was before reading it

@@ -49,7 +49,7 @@ class Trained:
 def open_trained(path: Path, *, need_base: bool = True) -> Trained:
     """The checkpoint or export at ``path`` (a run's output folder means its best, else latest, checkpoint),
     verified. ``need_base``: find and verify an adapter's base weights too."""
-    from ftc.runtime.chat_template import stop_texts
+    from ftc.runtime.training.chat_template import stop_texts
 
     folder = checkpoint_folder(path).resolve()
     refuse_code(folder, "the checkpoint")  # before reading anything of it
@@ -94,7 +94,7 @@ def _checkpoint_of(folder: Path, record: dict[str, Any]) -> Trained:
 
 def _base_weights(plan: Plan, folder: Path) -> Path | str:
     """The adapter's base weights as the plan pinned them, located from the checkpoint and verified."""
-    from ftc.runtime import refuse_code_in_inputs, verify_inputs
+    from ftc.runtime.training import refuse_code_in_inputs, verify_inputs
 
     refuse_code_in_inputs(plan, {"base_model"})
     try:
@@ -113,7 +113,7 @@ def load_model(trained: Trained, *, dtype: str = "float32", device: str = "cpu")
     tokenizer saved with it, for inference."""
     import torch
 
-    from ftc.runtime import pretrained_adapter, pretrained_causal_lm, pretrained_tokenizer
+    from ftc.runtime.training import pretrained_adapter, pretrained_causal_lm, pretrained_tokenizer
 
     what = "the export" if trained.is_export else "the checkpoint"
     torch_dtype = getattr(torch, dtype)

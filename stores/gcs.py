@@ -155,7 +155,7 @@ class GcsStore:
 
         return open_from
 
-    # writing: a run's output_dir may be a prefix (runtime/_publish.py)
+    # writing: a run's output_dir may be a prefix (runtime/launch/publish.py)
 
     def names(self, uri: str) -> list[str]:
         """The names of every object under the prefix ``uri`` (ending in /), relative to it; [] when none."""

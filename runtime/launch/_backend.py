@@ -52,8 +52,8 @@ def run(
     chosen, why = choose_backend(plan, backend)
     log(f"backend: {chosen} ({why})")
     if chosen == "docker":
-        from ._docker import GpuRequest, run_in_container
-        from ._publish import publishing
+        from .docker import GpuRequest, run_in_container
+        from .publish import publishing
 
         # an output_dir in a store: this process uploads what the container stages (no credentials go in there)
         rendezvous = options.get("rendezvous")
@@ -61,12 +61,12 @@ def run(
         with publishing(plan, resume=options.get("resume", False)) if node0 else contextlib.nullcontext():
             return run_in_container(plan, plan_path, gpus=GpuRequest.parse(gpus), mounts=mounts, log=log, **options)
     if chosen == "ray":
-        from ._ray import run_on_ray
+        from .ray import run_on_ray
 
         return run_on_ray(
             plan, plan_path, address=ray_address, max_failures=max_failures, resume=options.get("resume", False),
             log=log,
         )  # fmt: skip
-    from ._launch import run_plan
+    from .local import run_plan
 
     return run_plan(plan, plan_path, **options)

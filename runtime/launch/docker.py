@@ -26,16 +26,16 @@ from ftc.errors import EngineUnavailable, InputUnresolvable, UsageError
 from ftc.images import IMAGE_ENV
 from ftc.images.engine import connect, describe_error, engine_address, engine_errors, image_identity
 from ftc.lineage.signing import signing_asked
+from ftc.runtime.training.inputs import CHECKED_BY_HOST_ENV, verify_inputs
+from ftc.runtime.training.trackers import TRACKER_ENV
 from ftc.spec.folders import SYSTEM_TREES, system_folder
 from ftc.spec.plan import Plan, PlanImage
 from ftc.stores.hashing import cache_dir
 
-from ._inputs import CHECKED_BY_HOST_ENV, verify_inputs
-from ._launch import Rendezvous, raise_failure
-from ._lock import CONTAINER_ENV
-from ._trackers import TRACKER_ENV
+from .local import Rendezvous, raise_failure
+from .lock import CONTAINER_ENV
 
-__all__ = ["GpuRequest", "container_name", "run_in_container"]
+__all__ = ["GpuRequest", "container_mounts", "container_name", "refuse_what_a_container_cannot_see", "run_in_container"]
 
 
 @dataclass(frozen=True)
@@ -78,7 +78,7 @@ def run_in_container(
             f"{plan_path}: the plan names no image; "
             "run it with --backend local, or add `image:` to the spec and recompile"
         )
-    _refuse_what_a_container_cannot_see(plan)
+    refuse_what_a_container_cannot_see(plan)
     plan_path = plan_path.resolve()
     paths = verify_inputs(plan)  # before anything starts: a changed input stops here
     client = connect("ftc run --backend docker")
@@ -133,7 +133,7 @@ def run_in_container(
                 command=command,
                 user=f"{os.getuid()}:{os.getgid()}",
                 environment=environment,
-                mounts=_mounts(plan_path, paths, output, mounts),
+                mounts=container_mounts(plan_path, paths, output, mounts),
                 working_dir=str(plan_path.parent),
                 network_mode="host",
                 ipc_mode="host",
@@ -212,7 +212,7 @@ def _create(client, name: str, output: Path, **options):
         raise
 
 
-def _refuse_what_a_container_cannot_see(plan: Plan) -> None:
+def refuse_what_a_container_cannot_see(plan: Plan) -> None:
     home = (
         "`~` would mean another folder inside the container; "
         "write the path out (or make it relative to the spec) and recompile"
@@ -266,7 +266,7 @@ def _image(client, image: PlanImage):
         ) from None
 
 
-def _mounts(plan_path: Path, paths: dict[str, Path | str], output: Path, extra: tuple[str, ...]) -> list:
+def container_mounts(plan_path: Path, paths: dict[str, Path | str], output: Path, extra: tuple[str, ...]) -> list:
     from docker.types import Mount
 
     read_only = {plan_path.parent.resolve()}

@@ -20,14 +20,14 @@ from pathlib import Path
 from ftc.errors import ExitCode, FtcError, TrainingFailed, UsageError, report
 from ftc.images import image_from_env
 from ftc.lineage.run import Lineage
+from ftc.runtime.training.checkpoint import is_complete, resume_point
+from ftc.runtime.training.inputs import CHECKED_BY_HOST_ENV, verify_inputs
+from ftc.runtime.training.progress import log
+from ftc.runtime.training.trackers import OFF_ENV, check_tracker
 from ftc.spec.plan import Placement, Plan, read_plan
 
-from ._checkpoint import is_complete, resume_point
-from ._inputs import CHECKED_BY_HOST_ENV, verify_inputs
-from ._lock import output_lock
-from ._progress import log
-from ._publish import publishing
-from ._trackers import OFF_ENV, check_tracker
+from .lock import output_lock
+from .publish import publishing
 
 __all__ = ["Rendezvous", "raise_failure", "run_plan", "worker_main"]
 
@@ -102,7 +102,7 @@ def _run_locked(
             one = {"RANK": "0", "LOCAL_RANK": "0", "WORLD_SIZE": "1", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": "0"}
             for key, value in one.items():
                 os.environ.setdefault(key, value)
-            from .train import Checked, train
+            from ftc.runtime.recipes.sft import Checked, train
 
             return train(plan, resume=resume, checked=Checked(paths, previous, lineage))
         return _launch_workers(plan, plan_path.resolve(), resume=resume, rendezvous=rendezvous)
@@ -186,7 +186,7 @@ def worker_main(argv: list[str] | None = None) -> int:
             rendezvous = Rendezvous(args.node_rank, args.master_addr, args.master_port)
             run_plan(plan, args.plan, resume=args.resume, rendezvous=rendezvous)
         else:
-            from .train import train
+            from ftc.runtime.recipes.sft import train
 
             train(plan, resume=args.resume)
         return 0

@@ -18,14 +18,13 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from ftc.errors import InputUnresolvable, UsageError
+from ftc.runtime.training.checkpoint import finished_checkpoints, is_complete
+from ftc.runtime.training.progress import byte_progress, log, size_text
+from ftc.runtime.training.trackers import TRACKER_FILE, TRACKER_FILE_LIMIT
 from ftc.spec.plan import Plan
 from ftc.stores.atomic import write_text_atomic
 from ftc.stores.publish import MARKER_SUFFIX, publish_checkpoint
 from ftc.stores.remote import RemoteProblem, store_for
-
-from ._checkpoint import finished_checkpoints, is_complete
-from ._progress import byte_progress, log, size_text
-from ._trackers import TRACKER_FILE, TRACKER_FILE_LIMIT
 
 __all__ = ["Publisher", "publishing"]
 

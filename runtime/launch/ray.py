@@ -1,11 +1,10 @@
-"""``ftc run PLAN --backend ray``: the plan on an existing Ray cluster, through Ray Train.
-
-The driver (this process) checks the plan and its inputs as ``ftc run`` always does, holds the output folder's
-lock, and starts a ``TorchTrainer`` of ``launch.world_size`` workers (one CPU, or one GPU, each; spread over the
-cluster's nodes). Ray Train sets up the process group (gloo on CPUs, NCCL on GPUs); each worker runs ftc's own
-recipe (``ftc.runtime.train``: the same DeepSpeed initialization, over that process group, the same checkpoints and
-lineage). Workers materialize remote inputs through ftc's content cache on their node and verify every digest
-(a node that sees other bytes fails as ``ftc run`` does, exit 6).
+"""``ftc run PLAN --backend ray``: the plan on an existing Ray cluster, through Ray Train.  The driver (this process)
+checks the plan and its inputs as ``ftc run`` always does, holds the output folder's lock, and starts a ``TorchTrainer``
+of ``launch.world_size`` workers (one CPU, or one GPU, each; spread over the cluster's nodes). Ray Train sets up the
+process group (gloo on CPUs, NCCL on GPUs); each worker runs ftc's own recipe (``ftc.runtime.recipes.sft``: the same
+DeepSpeed initialization, over that process group, the same checkpoints and lineage). Workers materialize remote inputs
+through ftc's content cache on their node and verify every digest (a node that sees other bytes fails as ``ftc run``
+does, exit 6).
 
 A worker that dies makes Ray Train restart the group (``--max-failures``, default 2); the restarted workers resume
 from the newest verified checkpoint. Ctrl-C on the driver stops the job on the cluster. A worker's ftc error comes
@@ -31,7 +30,7 @@ from typing import Any
 from ftc.errors import EngineUnavailable, ExitCode, FtcError, UsageError
 from ftc.spec.plan import Placement, Plan
 
-__all__ = ["run_on_ray"]
+__all__ = ["absolute_placement", "run_on_ray"]
 
 #: how a worker's ftc error crosses Ray (exceptions are pickled across processes; ftc's are sent as text)
 _ERROR = re.compile(r"FTC-ERROR (\{.*?\}) FTC-ERROR-END", re.DOTALL)
@@ -57,10 +56,11 @@ def run_on_ray(
         from ray.train.torch import TorchConfig, TorchTrainer
     except ImportError:
         raise UsageError("--backend ray needs Ray Train: pip install 'ftc[ray]'") from None
-    from ._checkpoint import is_complete, latest_checkpoint, resume_point
-    from ._inputs import verify_inputs
-    from ._lock import output_lock
-    from ._progress import log as say
+    from ftc.runtime.training.checkpoint import is_complete, latest_checkpoint, resume_point
+    from ftc.runtime.training.inputs import verify_inputs
+    from ftc.runtime.training.progress import log as say
+
+    from .lock import output_lock
 
     if plan.launch.nodes != 1:
         raise UsageError(
@@ -70,7 +70,7 @@ def run_on_ray(
     verify_inputs(plan)  # the driver checks the plan's inputs first; each worker verifies what it reads
     publisher = None
     if plan.output_store is not None:  # the rank-0 worker uploads; the driver checks the prefix first
-        from ._publish import Publisher
+        from .publish import Publisher
 
         publisher = Publisher(plan.output_store, plan.output_path)
         publisher.check_start(resume=resume, staged_here=False)
@@ -99,7 +99,7 @@ def run_on_ray(
             f"ray: {world} worker(s) ({'a GPU' if gpu else 'a CPU'} each) on the cluster at {where};"
             + (f" the plan's image {image} is not used: the workers run the cluster's Python" if image else "")
         )
-        placed = _absolute(plan)
+        placed = absolute_placement(plan)
         scratch = tempfile.mkdtemp(prefix="ftc-ray-")  # Ray Train's own run folder: ftc keeps nothing there
         trainer = TorchTrainer(
             _worker,
@@ -153,7 +153,7 @@ def _cluster_has_gpus(ray: Any) -> bool:
     return float(ray.cluster_resources().get("GPU", 0)) > 0
 
 
-def _absolute(plan: Plan) -> Placement:
+def absolute_placement(plan: Plan) -> Placement:
     """Where the plan's local inputs and output are, as absolute paths every node uses (the plan file itself is
     sent to the workers as text, so its folder is not theirs)."""
     locations = dict(plan.placement.locations) if plan.placement is not None else {}
@@ -188,8 +188,9 @@ def _worker(config: dict[str, Any]) -> None:
             path = Path(scratch) / "plan.json"
             path.write_text(config["plan"], encoding="utf-8")
             plan = replace(read_plan(path), placement=Placement.from_dict(config["placement"]))
-            from ._publish import publishing
-            from .train import train
+            from ftc.runtime.recipes.sft import train
+
+            from .publish import publishing
 
             # the driver refused a used output folder unless --resume was given; rank 0 uploads to a store prefix
             with publishing(plan, resume=True) if context.get_world_rank() == 0 else contextlib.nullcontext():

@@ -31,10 +31,9 @@ from ftc.lineage import checkpoint_folder, verify
 from ftc.lineage.diff import environment_differences, input_differences, topology_differences
 from ftc.lineage.plan import PLAN_FILE, refuse_foreign_endpoints, reproduction_plan
 from ftc.lineage.record import REPRODUCTION_FILE, checkpoint_files, read_record
+from ftc.runtime.training.progress import log
 from ftc.spec.folders import system_folder
 from ftc.stores.atomic import write_text_atomic
-
-from ._progress import log
 
 __all__ = ["REPORT_FILE", "Reproduction", "reproduce"]
 
@@ -103,7 +102,7 @@ def reproduce(
     """Rerun the plan of the checkpoint at ``checkpoint`` into ``output`` (a new or empty folder) and compare. Raises
     :class:`NotReproduced` (with the report written) when the weights differ beyond the tolerance. ``tracker``:
     ``off``, or the tracker to feed (configured from the environment; the plan's logger is never used)."""
-    from ._launch import run_plan
+    from .local import run_plan
 
     started = time.monotonic()
     for name, value in (("rtol", rtol), ("atol", atol)):  # nan would judge nothing within, inf everything

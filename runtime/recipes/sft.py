@@ -1,8 +1,9 @@
-"""The training recipe: one plan in, checkpoints out. ``train`` reads top to bottom: set up, resume, evaluate the
-starting point, the loop (steps, evaluations and checkpoints), finish. Each step is a short function below it, over
-two objects: ``Run`` (what set-up built, fixed for the run) and ``TrainState`` (where training stands, saved in every
-checkpoint and restored on resume). The recipe is one file on purpose (about 450 lines), so it reads top to bottom;
-what is not the recipe's own (tokens, batches, model, loss, checkpoints, processes) is in the modules beside it.
+"""The supervised fine-tuning recipe (sft): one plan in, checkpoints out. ``train`` reads top to bottom: set up, resume,
+evaluate the starting point, the loop (steps, evaluations and checkpoints), finish. Each step is a short function below
+it, over two objects: ``Run`` (what set-up built, fixed for the run) and ``TrainState`` (where training stands, saved in
+every checkpoint and restored on resume). The recipe is one file on purpose (about 450 lines), so it reads top to
+bottom; what is not the recipe's own (tokens, batches, model, loss, checkpoints, processes) is in the training library
+(``ftc.runtime.training``), the only part of the runtime it imports; the launch layer starts it.
 
 Every process (rank) runs ``train``; rank 0 also writes the files everyone shares. One code path through
 ``deepspeed.initialize`` for every topology: gloo on CPU, NCCL on GPUs.
@@ -23,13 +24,9 @@ from ftc.errors import StorageFailed, TrainingFailed
 from ftc.images import image_from_env
 from ftc.lineage.record import read_record
 from ftc.lineage.run import Lineage
-from ftc.spec import JobSpec
-from ftc.spec.plan import Plan
-from ftc.stores.atomic import write_text_atomic
-from ftc.stores.storage import storage_failure
-
-from ._batches import collate, epoch_rows, group, shard_rows
-from ._checkpoint import (
+from ftc.runtime.training.batches import collate, epoch_rows, group, shard_rows
+from ftc.runtime.training.chat_template import chat_template
+from ftc.runtime.training.checkpoint import (
     Checkpointer,
     finished_checkpoints,
     is_complete,
@@ -38,14 +35,17 @@ from ._checkpoint import (
     restore_rng,
     resume_point,
 )
-from ._distributed import Dist, init_distributed
-from ._inputs import verify_inputs
-from ._model import attention_for, describe_mode, kernels_for, load_model
-from ._progress import MetricsLog, Progress, duration, log, size_text
-from ._render import renderer_for
-from ._tokens import token_cache, tokenize_file, usable_examples
-from ._trackers import open_tracker
-from .chat_template import chat_template
+from ftc.runtime.training.distributed import Dist, init_distributed
+from ftc.runtime.training.inputs import verify_inputs
+from ftc.runtime.training.model import attention_for, describe_mode, kernels_for, load_model
+from ftc.runtime.training.progress import MetricsLog, Progress, duration, log, size_text
+from ftc.runtime.training.render import renderer_for
+from ftc.runtime.training.tokens import token_cache, tokenize_file, usable_examples
+from ftc.runtime.training.trackers import open_tracker
+from ftc.spec import JobSpec
+from ftc.spec.plan import Plan
+from ftc.stores.atomic import write_text_atomic
+from ftc.stores.storage import storage_failure
 
 __all__ = ["RunSummary", "train"]
 
@@ -198,7 +198,7 @@ def _set_up(plan: Plan, dist: Dist, paths: dict[str, Path | str], lineage: Linea
     import torch
     from transformers import get_scheduler
 
-    from ._loss import TokenLoss
+    from ftc.runtime.training.loss import TokenLoss
 
     spec = plan.spec
     say = log if dist.main else (lambda message: None)
@@ -439,8 +439,8 @@ def _exact_match(run: Run) -> float | None:
     """evaluation.generate: the share of validation examples whose generated answer equals the reference (its last
     assistant turn), every rank answering its share. Under ZeRO-3 each rank answers as many examples, each for
     max_new_tokens steps, so that every rank joins every forward pass."""
-    from .chat_template import stop_texts
-    from .generation import Sampling, answer, stop_token_ids
+    from ftc.runtime.training.chat_template import stop_texts
+    from ftc.runtime.training.generation import Sampling, answer, stop_token_ids
 
     if run.answered is None:
         return None

@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from ._tokens import Examples
+from .tokens import Examples
 
 __all__ = ["IGNORE", "Batch", "Row", "collate", "epoch_rows", "group", "shard_rows"]
 

@@ -2,8 +2,8 @@
 
 Serving tokenizes what ``tokenizer.apply_chat_template(messages, add_generation_prompt=True)`` renders, so the
 template written into every checkpoint and export renders exactly the text training tokenized
-(:func:`ftc.runtime._render.render_prompt_format`), piece by piece from the same templates: bos, the system message
-(own, default, empty, stripped, in the first user message), each turn, and ``trailing_assistant`` as the
+(:func:`ftc.runtime.training.render.render_prompt_format`), piece by piece from the same templates: bos, the system
+message (own, default, empty, stripped, in the first user message), each turn, and ``trailing_assistant`` as the
 generation prompt. Tests hold the two renderers equal, token for token, over every example the project ships.
 """
 
@@ -13,7 +13,7 @@ import json
 
 from ftc.spec import PromptFormat
 
-from ._render import PLACEHOLDER, template_pieces
+from .render import PLACEHOLDER, template_pieces
 
 __all__ = ["chat_template", "stop_texts"]
 
@@ -26,7 +26,7 @@ def _literal(text: str) -> str:
 
 
 def _expression(template: str, *, instruction: str, system: str = '""') -> str:
-    """A Jinja expression that fills ``template`` as :func:`ftc.runtime._render.fill` does (one pass)."""
+    """A Jinja expression that fills ``template`` as :func:`ftc.runtime.training.render.fill` does (one pass)."""
     values = {"instruction": instruction, "system": system}
     parts = [
         _literal(piece) if i % 2 == 0 else values[piece]

@@ -10,7 +10,7 @@
         training_state/                                     DeepSpeed's optimizer, scheduler and module state
         rng_state_rank*.safetensors                         random number generator state of each process
     <output>/best, <output>/latest                          symlinks to checkpoints
-    <output>/.ftc-lock-node<K>                              held while a run writes here (runtime/_lock.py)
+    <output>/.ftc-lock-node<K>                              held while a run writes here (runtime/launch/lock.py)
 
 A checkpoint is written to ``checkpoints/.step-000012.tmp`` and renamed when complete, so a folder named
 ``step-*`` is always whole, and a signed one is signed whole (the signature is written before the rename).
@@ -39,16 +39,21 @@ from ftc.lineage.verify import verified_record
 from ftc.spec.reading import MiB, read_bounded_text
 from ftc.stores.atomic import clear_planted
 
-from ._model import save_tokenizer
-from ._progress import log
+from .model import save_tokenizer
+from .progress import log
 
 __all__ = [
     "Checkpointer",
+    "checkpoint_sizes",
+    "finished_checkpoints",
+    "frozen_left_out",
     "is_complete",
     "latest_checkpoint",
     "load_training_state",
     "read_state",
+    "restore_rng",
     "resume_point",
+    "stable_adapter_config",
 ]
 
 STATE_FILE = "ftc_state.json"
@@ -154,7 +159,7 @@ def _relink(link: Path, target: Path) -> None:
 
 
 @contextmanager
-def _frozen_left_out(engine: Any, lora: bool) -> Iterator[None]:
+def frozen_left_out(engine: Any, lora: bool) -> Iterator[None]:
     """For a LoRA run, leave every frozen weight out of DeepSpeed's module state: its own filter walks
     ``named_parameters()``, which names a tied weight once, so a tied output layer (lm_head = embed_tokens, as in
     SmolLM2 or Llama 3.2) would still be saved whole in every checkpoint. Resuming loads the base weights anyway."""
@@ -251,7 +256,7 @@ class Checkpointer:
             shutil.rmtree(tmp, ignore_errors=True)
             tmp.mkdir(parents=True)
         self.barrier()
-        with _frozen_left_out(engine, self.is_lora):
+        with frozen_left_out(engine, self.is_lora):
             engine.save_checkpoint(
                 str(tmp / "training_state"), tag=TAG, save_latest=False, exclude_frozen_parameters=self.is_lora
             )

@@ -15,8 +15,8 @@ from typing import Any
 
 from ftc.spec import PromptFormat
 
-from ._render import render_prompt_format
-from ._sandbox import render_template
+from .render import render_prompt_format
+from .sandbox import render_template
 
 __all__ = [
     "Answer",

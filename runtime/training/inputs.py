@@ -21,9 +21,9 @@ from ftc.stores.hashing import (
     manifest_digest,
 )
 
-from ._progress import byte_progress, log
+from .progress import byte_progress, log
 
-__all__ = ["CHECKED_BY_HOST_ENV", "verify_inputs"]
+__all__ = ["CHECKED_BY_HOST_ENV", "materialize_remote", "verify_inputs"]
 
 #: set to the plan_id by `ftc run --backend docker` for the container: the host has checked every remote input
 #: against its store and put it in the (shared) cache, so the container reads the cache and needs no credentials
@@ -51,7 +51,7 @@ def verify_inputs(plan: Plan, roles: set[str] | None = None, weights: bool = Tru
     # remote inputs at once: a store that does not answer costs one time-out, not one per input, and the first
     # input that fails stops the others' downloads
     jobs = {
-        role: functools.partial(_materialize_remote, role, item, checked_by_host=checked_by_host)
+        role: functools.partial(materialize_remote, role, item, checked_by_host=checked_by_host)
         for role, item in remote.items()
     }
     fetched = run_downloads(jobs, first_failure_stops=True) if jobs else {}
@@ -145,7 +145,7 @@ def _check_local(role: str, item: PlanInput, path: Path, cache: StatCache) -> Pa
     return path
 
 
-def _materialize_remote(role: str, item: PlanInput, checked_by_host: bool = False) -> Path:
+def materialize_remote(role: str, item: PlanInput, checked_by_host: bool = False) -> Path:
     """Download the pinned objects into the content cache (once; in parallel for a folder) and return the file, or
     a folder view of them. An object the store no longer holds, or whose bytes differ, stops the run.
 

@@ -20,12 +20,12 @@ from ftc.spec.chat_data import read_chat_jsonl
 from ftc.spec.plan import Plan
 from ftc.spec.text import for_terminal
 
-from ._batches import epoch_rows
-from ._inputs import verify_inputs
-from ._model import load_tokenizer, refuse_code_in_inputs
-from ._render import PLACEHOLDER, renderer_for
-from ._sandbox import TemplateRefused
-from ._tokens import Examples, token_cache, tokenize_file, trained_mask
+from .batches import epoch_rows
+from .inputs import verify_inputs
+from .model import load_tokenizer, refuse_code_in_inputs
+from .render import PLACEHOLDER, renderer_for
+from .sandbox import TemplateRefused
+from .tokens import Examples, token_cache, tokenize_file, trained_mask
 
 __all__ = ["inspect_data"]
 

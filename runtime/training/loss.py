@@ -15,12 +15,12 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from ._batches import IGNORE
+from .batches import IGNORE
 
-__all__ = ["TokenLoss", "linear_cross_entropy"]
+__all__ = ["CHUNK_ELEMENTS", "TokenLoss", "linear_cross_entropy"]
 
 #: elements of one chunk's fp32 logits (and, reused in place, their gradient): 256 MiB
-_CHUNK_ELEMENTS = 1 << 26
+CHUNK_ELEMENTS = 1 << 26
 #: model types whose logits are exactly ``lm_head(final hidden state)`` (no soft-capping or scaling after it)
 _PLAIN_OUTPUT_LAYER = frozenset({"llama", "mistral", "qwen2", "qwen3"})
 
@@ -40,7 +40,7 @@ class _LinearCrossEntropy(torch.autograd.Function):
         # vocabulary x width temporary per chunk
         grad_w = torch.zeros_like(weight) if want_grad and ctx.needs_input_grad[1] else None
         loss = torch.zeros((), dtype=torch.float32, device=hidden.device)
-        chunk = max(1, _CHUNK_ELEMENTS // weight.shape[0])
+        chunk = max(1, CHUNK_ELEMENTS // weight.shape[0])
         for start in range(0, h.shape[0], chunk):
             h_c, y_c = h[start : start + chunk], y[start : start + chunk]
             logits = (h_c @ weight.T).float()

@@ -18,6 +18,7 @@ from ftc.stores.weights_folder import refuse_code
 
 __all__ = [
     "LoadedModel",
+    "apply_liger",
     "attention_for",
     "describe_mode",
     "kernels_for",
@@ -139,7 +140,7 @@ def _require_safetensors(folder: Path, what: str) -> None:
 def attention_for(spec: JobSpec, *, cuda: bool) -> str:
     """The attention kernel to load the model with. Packed samples never see each other: transformers masks them
     apart by their position ids restarting at 0 (block-diagonal for SDPA, block-sparse for FlexAttention, whose
-    backward needs a GPU), and sdpa_varlen (runtime/_attention.py) attends within each sample separately.
+    backward needs a GPU), and sdpa_varlen (runtime/training/attention.py) attends within each sample separately.
 
     On GPUs auto is SDPA with transformers' block-diagonal mask: on an H200 (1B Llama shape, packed rows of 2,048)
     it trained 1.53 x as many tokens/s as FlexAttention (docs/performance.md). On CPUs, sdpa_varlen."""
@@ -181,7 +182,7 @@ def kernels_for(spec: JobSpec, *, cuda: bool, model_type: str | None) -> str:
 
 def apply_liger(model: Any) -> None:
     """Liger's kernels for the decoder's norms, rotary embedding and MLP activation, patched into ``model`` in place.
-    The loss is ftc's own (runtime/_loss.py), so Liger's cross-entropy patches stay off."""
+    The loss is ftc's own (runtime/training/loss.py), so Liger's cross-entropy patches stay off."""
     import liger_kernel.transformers as liger
 
     getattr(liger, _LIGER[model.config.model_type])(
@@ -217,7 +218,7 @@ def load_model(
     if isinstance(base, Path):
         _require_safetensors(base, "weights")
     if attention == "sdpa_varlen":
-        from ._attention import register
+        from .attention import register
 
         register()
     try:
@@ -272,7 +273,7 @@ def load_model(
         config.lora_dropout = spec.lora_config.lora_dropout  # the one setting a continuation may change
         model = pretrained_adapter(model, adapter, "the adapter", is_trainable=True, config=config)
         if isinstance(base, Path):  # peft reads the base's config when saving: here, not a model hub (the adapter
-            # names model_id there, which checkpoints keep; see _checkpoint._name_base)
+            # names model_id there, which checkpoints keep; see checkpoint._name_base)
             model.peft_config["default"].base_model_name_or_path = str(base)
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     total = sum(p.numel() for p in model.parameters())

@@ -13,7 +13,7 @@ from typing import Any
 from ftc.errors import DataInvalid
 from ftc.spec import PromptFormat
 
-from ._sandbox import render_template
+from .sandbox import render_template
 
 __all__ = ["PLACEHOLDER", "Rendered", "render_chat_template", "render_prompt_format", "renderer_for", "template_pieces"]
 
@@ -96,7 +96,7 @@ def render_prompt_format(messages: list[dict[str, Any]], fmt: PromptFormat) -> R
 
 def render_chat_template(messages: list[dict[str, Any]], tokenizer: Any) -> Rendered:
     """The tokenizer's chat template, rendered as ``apply_chat_template`` renders it but within a budget
-    (:mod:`._sandbox`). Each assistant turn's span is the text the template adds for it after the generation prompt,
+    (:mod:`.sandbox`). Each assistant turn's span is the text the template adds for it after the generation prompt,
     found by rendering the conversation up to each turn."""
 
     def render(upto: int, generation_prompt: bool) -> str:

@@ -20,9 +20,9 @@ from ftc.spec.chat_data import read_chat_jsonl
 from ftc.spec.plan import PlanInput
 from ftc.stores.hashing import hash_file
 
-from ._progress import log
-from ._render import Rendered
-from ._sandbox import TemplateRefused
+from .progress import log
+from .render import Rendered
+from .sandbox import TemplateRefused
 
 __all__ = [
     "BadExample",

@@ -31,9 +31,19 @@ from ftc.spec.plan import Plan
 from ftc.spec.text import redact
 from ftc.stores.atomic import write_text_atomic
 
-from ._progress import log
+from .progress import log
 
-__all__ = ["OFF_ENV", "TRACKER_ENV", "TRACKER_FILE", "TRACKER_FILE_LIMIT", "Tracker", "check_tracker", "open_tracker"]
+__all__ = [
+    "OFF_ENV",
+    "TRACKER_ENV",
+    "TRACKER_FILE",
+    "TRACKER_FILE_LIMIT",
+    "Tracker",
+    "check_tracker",
+    "interrupted_run",
+    "open_tracker",
+    "redact_library_logs",
+]
 
 #: in the output folder: where this run is in its tracker (the link summary.json names at the end)
 TRACKER_FILE = "tracker.json"
@@ -64,7 +74,7 @@ class _Redacting(logging.Filter):
         return True
 
 
-def _redact_library_logs(*names: str) -> None:
+def redact_library_logs(*names: str) -> None:
     """Pass every line the named libraries log (through their loggers and their own handlers) through redact."""
     for name in names:
         logger = logging.getLogger(name)
@@ -112,7 +122,7 @@ class _MLflow:
 
         # MLflow prints "View run at <uri>" itself (to stdout, unredacted): ftc says where the run is, redacted
         os.environ["MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT"] = "true"
-        _redact_library_logs("mlflow", "urllib3.connectionpool")
+        redact_library_logs("mlflow", "urllib3.connectionpool")
         self.client, self.run_id = MlflowClient(tracking_uri=uri), None
         self.uri = redact(uri)  # what is shown and kept: without a password in the URI
         self.queued: list[Any] = []
@@ -329,7 +339,7 @@ class Tracker:
         after), and keep where it is in ``out``/tracker.json."""
         resume = None
         if resumed_at is not None:
-            resume = (_interrupted_run(out, plan.logger.provider), resumed_at)
+            resume = (interrupted_run(out, plan.logger.provider), resumed_at)
         self._call("start", _flat(plan.spec.to_dict()), _tags(plan), resume)
         if self.broken:
             return
@@ -359,7 +369,7 @@ class Tracker:
         self._call("finish", status, [f for f in files if f.is_file()])
 
 
-def _interrupted_run(out: Path, provider: str) -> str:
+def interrupted_run(out: Path, provider: str) -> str:
     """The run id ``out``/tracker.json names for ``provider`` ("" when there is none, or it is not one ftc wrote:
     the resumed run then starts a new tracker run)."""
     from ftc.spec.reading import finite_json, read_bounded_text

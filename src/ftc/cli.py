@@ -430,7 +430,7 @@ def _check_output(output: Path, *, folder: bool = False, reads: Path | None = No
 
 
 def _sampling(options: dict):
-    from ftc.runtime.generation import Sampling
+    from ftc.runtime.training.generation import Sampling
 
     sampling = Sampling(options["max_new_tokens"], options["temperature"], options["top_p"], options["seed"])
     return sampling, options["dtype"]
@@ -475,7 +475,7 @@ def data_group() -> None:
 def data_inspect(spec_or_plan: Path, count: int, split: str, boundaries: bool, color: bool | None) -> None:
     """Render examples of SPEC|PLAN's data exactly as training will, trained tokens marked; then statistics over
     the whole file (tokens, trained share, lengths against context_length, packing) and warnings."""
-    from ftc.runtime import inspect_data
+    from ftc.runtime.training.inspect import inspect_data
 
     plan = _plan_of(spec_or_plan)
     color = sys.stdout.isatty() if color is None else color
@@ -516,7 +516,7 @@ def reproduce_command(checkpoint: Path, output: Path, rtol: float, atol: float, 
     """Rerun CHECKPOINT's own plan from its pinned inputs into OUTPUT and compare every file: bitwise reproduced,
     numerically reproduced (within the tolerance), or not reproduced (exit 16, with the likely causes). The rerun
     writes only into OUTPUT (and ftc's cache) and reports to no tracker unless --logger names one."""
-    from ftc.runtime.reproduce import REPORT_FILE, reproduce
+    from ftc.runtime.launch.reproduce import REPORT_FILE, reproduce
 
     found = reproduce(checkpoint, output, rtol=rtol, atol=atol, tracker=tracker)
     click.echo(found.text())
@@ -653,7 +653,7 @@ def run_command(
     """
     import signal
 
-    from ftc.runtime import Rendezvous, run
+    from ftc.runtime.launch import Rendezvous, run
 
     # `kill` (SIGTERM), or the terminal or SSH session going away (SIGHUP), stops a run the way Ctrl-C does: worker
     # processes and containers are cleaned up

@@ -166,7 +166,7 @@ def _our_codes_removed(text: str) -> str:
 def test_a_16_mib_line_is_shown_in_4_kib_in_seconds_and_its_control_characters_escaped(job, ftc, tmp_path):
     import time
 
-    from ftc.runtime._render import render_prompt_format
+    from ftc.runtime.training.render import render_prompt_format
     from ftc.spec import PromptFormat
     from ftc.spec.chat_data import MAX_LINE
 

@@ -31,9 +31,9 @@ def _eval_loss_of_saved_model(checkpoint: Path, valid: Path, plan: dict, base: P
     from peft import PeftModel
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from ftc.runtime._batches import collate
-    from ftc.runtime._render import renderer_for
-    from ftc.runtime._tokens import tokenize_file
+    from ftc.runtime.training.batches import collate
+    from ftc.runtime.training.render import renderer_for
+    from ftc.runtime.training.tokens import tokenize_file
     from ftc.spec import JobSpec
 
     spec = JobSpec.from_dict(plan["spec"])

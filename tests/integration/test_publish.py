@@ -279,8 +279,8 @@ def test_an_upload_refused_in_the_middle_of_a_run_is_said_at_once_and_resume_upl
     ``--resume`` with working credentials uploads what is missing without training again."""
     import threading
 
-    import ftc.runtime._publish as publish
-    import ftc.runtime.train as train
+    import ftc.runtime.launch.publish as publish
+    import ftc.runtime.recipes.sft as train
 
     from support.servers import refusing_proxy
 

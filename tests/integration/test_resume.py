@@ -130,7 +130,7 @@ def test_a_full_output_folder_is_refused_before_training_starts(trained, ftc, tm
 
 
 def test_a_second_run_into_an_output_folder_being_written_is_refused(job, ftc, tmp_path):
-    from ftc.runtime._lock import output_lock
+    from ftc.runtime.launch.lock import output_lock
 
     ftc("compile", job(**TWO_EPOCHS), "-o", tmp_path / "p.json")
     plan_id = read_json(tmp_path / "p.json")["plan_id"]
@@ -151,7 +151,7 @@ def test_a_killed_run_leaves_no_lock_behind(job, ftc, tmp_path):
 
     ftc("compile", job(**TWO_EPOCHS), "-o", tmp_path / "p.json")
     hold = (
-        "import sys, time; from pathlib import Path; from ftc.runtime._lock import output_lock\n"
+        "import sys, time; from pathlib import Path; from ftc.runtime.launch.lock import output_lock\n"
         "with output_lock(Path(sys.argv[1]), node_rank=0, plan_id='sha256:' + '0' * 64):\n"
         "    print('held', flush=True); time.sleep(120)"
     )

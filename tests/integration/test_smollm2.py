@@ -59,9 +59,9 @@ def test_served_tokens_are_the_trained_tokens_on_smollm2s_tokenizer(smollm2_exam
 
     from transformers import AutoTokenizer
 
-    from ftc.runtime._render import render_chat_template, render_prompt_format
-    from ftc.runtime._tokens import tokenize_file
-    from ftc.runtime.chat_template import chat_template
+    from ftc.runtime.training.chat_template import chat_template
+    from ftc.runtime.training.render import render_chat_template, render_prompt_format
+    from ftc.runtime.training.tokens import tokenize_file
     from ftc.spec import PromptFormat
 
     tokenizer = AutoTokenizer.from_pretrained(smollm2_example / "weights")
@@ -83,8 +83,8 @@ def test_the_seed_guides_classifier_label_is_trained_after_a_leading_space_on_sm
     begins at the template's space, before the label; it is still the token the loss is computed on."""
     from transformers import AutoTokenizer
 
-    from ftc.runtime._render import render_prompt_format
-    from ftc.runtime._tokens import trained_mask
+    from ftc.runtime.training.render import render_prompt_format
+    from ftc.runtime.training.tokens import trained_mask
     from ftc.spec import PromptFormat
 
     tokenizer = AutoTokenizer.from_pretrained(smollm2_example / "weights")

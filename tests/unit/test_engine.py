@@ -56,7 +56,7 @@ def test_no_engine_is_a_clear_error(monkeypatch):
 
 @pytest.mark.parametrize("given, requests", [("none", 0), ("all", -1), ("2", 2), ("auto", None)])
 def test_gpu_requests(given, requests):
-    from ftc.runtime._docker import GpuRequest
+    from ftc.runtime.launch.docker import GpuRequest
 
     made = GpuRequest.parse(given).device_requests({"Runtimes": {"runc": {}}})
     if requests in (0, None):  # auto on an engine without the NVIDIA runtime: none
@@ -69,21 +69,21 @@ def test_gpu_requests(given, requests):
 
 @pytest.mark.parametrize("bad", ["0", "-1", "many", ""])
 def test_a_bad_gpu_request_is_a_usage_error(bad):
-    from ftc.runtime._docker import GpuRequest
+    from ftc.runtime.launch.docker import GpuRequest
 
     with pytest.raises(UsageError, match="give auto, all, none or a number"):
         GpuRequest.parse(bad)
 
 
 def test_mounts_nest_and_writable_folders_stay_writable(tmp_path, monkeypatch):
-    from ftc.runtime._docker import _mounts
+    from ftc.runtime.launch.docker import container_mounts
 
     monkeypatch.setenv("FTC_CACHE_DIR", str(tmp_path / "cache"))
     (tmp_path / "job" / "data").mkdir(parents=True)
     (tmp_path / "weights").mkdir()
     plan = tmp_path / "job" / "plan.json"
     output = tmp_path / "job" / "runs" / "x"
-    made = _mounts(
+    made = container_mounts(
         plan, {"train": tmp_path / "job" / "data", "base_model": tmp_path / "weights", "hub": "org/model"}, output, ()
     )
     assert [(m["Source"], m["Target"] == m["Source"], m["ReadOnly"]) for m in made] == [
@@ -93,7 +93,7 @@ def test_mounts_nest_and_writable_folders_stay_writable(tmp_path, monkeypatch):
         (str(output), True, False),  # writable inside the read-only plan folder
     ]
     with pytest.raises(UsageError, match="--mount /nonexistent/x: no such file or folder"):
-        _mounts(plan, {}, output, ("/nonexistent/x",))
+        container_mounts(plan, {}, output, ("/nonexistent/x",))
 
 
 @pytest.mark.parametrize(
@@ -130,7 +130,7 @@ def test_repository_names_compare_as_the_engine_means_them(a, b, same):
     ],
 )
 def test_a_container_run_refuses_what_the_container_cannot_see(change, message):
-    from ftc.runtime._docker import _refuse_what_a_container_cannot_see
+    from ftc.runtime.launch.docker import refuse_what_a_container_cannot_see
     from ftc.spec.plan import PlanInput
 
     def typed(plan: dict) -> SimpleNamespace:  # the two fields of a Plan that the check reads
@@ -144,7 +144,7 @@ def test_a_container_run_refuses_what_the_container_cannot_see(change, message):
             "base_model": {"source": "local", "uri": "model"},
         },
     }
-    _refuse_what_a_container_cannot_see(typed(plan))
+    refuse_what_a_container_cannot_see(typed(plan))
     change(plan)
     with pytest.raises(UsageError, match=message.replace("(", r"\(")):
-        _refuse_what_a_container_cannot_see(typed(plan))
+        refuse_what_a_container_cannot_see(typed(plan))

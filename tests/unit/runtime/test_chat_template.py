@@ -10,9 +10,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from ftc.runtime._render import render_prompt_format
-from ftc.runtime._tokens import tokenize_file
-from ftc.runtime.chat_template import chat_template, stop_texts
+from ftc.runtime.training.chat_template import chat_template, stop_texts
+from ftc.runtime.training.render import render_prompt_format
+from ftc.runtime.training.tokens import tokenize_file
 from ftc.spec import PromptFormat
 
 from conftest import REPO
@@ -77,7 +77,7 @@ def test_the_same_over_the_tests_data_with_system_messages(name, tokenizer, tmp_
 
 
 def test_the_tokenizers_own_template_is_what_training_rendered(tokenizer, tmp_path):
-    from ftc.runtime._render import render_chat_template
+    from ftc.runtime.training.render import render_chat_template
 
     data = REPO / "examples" / "quickstart" / "data" / "valid.jsonl"
     examples, _ = tokenize_file(data, render=lambda m: render_chat_template(m, tokenizer), tokenizer=tokenizer,

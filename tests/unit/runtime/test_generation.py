@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from ftc.runtime.generation import Sampling, exact_match, generate, stop_token_ids
+from ftc.runtime.training.generation import Sampling, exact_match, generate, stop_token_ids
 
 
 @pytest.fixture(scope="module")

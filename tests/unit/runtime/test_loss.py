@@ -6,15 +6,15 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from ftc.runtime import _loss
-from ftc.runtime._loss import TokenLoss, linear_cross_entropy
+from ftc.runtime.training import loss as loss_module
+from ftc.runtime.training.loss import TokenLoss, linear_cross_entropy
 
 from support.models import build_tiny_model, reference_loss_sum
 
 
 @pytest.fixture
 def small_chunks(monkeypatch):
-    monkeypatch.setattr(_loss, "_CHUNK_ELEMENTS", 7 * 97)  # 7 rows of a 97-token vocabulary: many uneven chunks
+    monkeypatch.setattr(loss_module, "CHUNK_ELEMENTS", 7 * 97)  # 7 rows of a 97-token vocabulary: many uneven chunks
 
 
 @pytest.mark.parametrize("weight_trainable", [True, False])

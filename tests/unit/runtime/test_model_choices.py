@@ -7,7 +7,7 @@ import dataclasses
 import pytest
 
 from ftc.errors import UsageError
-from ftc.runtime._model import attention_for, kernels_for
+from ftc.runtime.training.model import attention_for, kernels_for
 
 
 @dataclasses.dataclass

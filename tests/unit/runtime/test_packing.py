@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-from ftc.runtime._batches import collate, epoch_rows, shard_rows
-from ftc.runtime._render import render_prompt_format
-from ftc.runtime._tokens import tokenize_file
+from ftc.runtime.training.batches import collate, epoch_rows, shard_rows
+from ftc.runtime.training.render import render_prompt_format
+from ftc.runtime.training.tokens import tokenize_file
 from ftc.spec import PromptFormat
 
 from support.models import PROMPT_FORMAT, arithmetic_examples, reference_loss_sum, write_jsonl
@@ -62,7 +62,7 @@ def test_packed_samples_attend_only_to_themselves_with_every_kernel(tiny_model, 
     # build from the restarting position ids (forward only here: PyTorch has no FlexAttention backward on CPU)
     from transformers import AutoModelForCausalLM
 
-    from ftc.runtime._attention import register
+    from ftc.runtime.training.attention import register
 
     register()
     sdpa, examples = setup
@@ -82,7 +82,7 @@ def test_packed_samples_attend_only_to_themselves_with_every_kernel(tiny_model, 
 def test_sdpa_varlen_trains_like_sdpa(setup, tiny_model):
     from transformers import AutoModelForCausalLM
 
-    from ftc.runtime._attention import register
+    from ftc.runtime.training.attention import register
 
     register()
     _, examples = setup
@@ -118,7 +118,7 @@ def test_every_rank_gets_as_many_rows():
 def test_sdpa_varlen_keeps_a_sliding_window(tmp_path):
     from transformers import AutoModelForCausalLM, MistralConfig, MistralForCausalLM
 
-    from ftc.runtime._attention import register
+    from ftc.runtime.training.attention import register
 
     register()
     torch.manual_seed(0)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import io
 import json
 
-from ftc.runtime._progress import MetricsLog, Progress
+from ftc.runtime.training.progress import MetricsLog, Progress
 
 
 class _Terminal(io.StringIO):
@@ -63,7 +63,7 @@ def test_a_line_torn_by_a_kill_does_not_stop_the_resume(tmp_path):
 def test_download_progress_off_a_terminal_is_a_log_line_with_rate_and_eta():
     import io
 
-    from ftc.runtime._progress import ByteProgress
+    from ftc.runtime.training.progress import ByteProgress
 
     stream = io.StringIO()
     progress = ByteProgress(4_000_000_000, "base_model: downloading", stream=stream, every_s=0.0)

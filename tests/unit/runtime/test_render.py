@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from ftc.runtime._batches import IGNORE, collate
-from ftc.runtime._render import render_chat_template, render_prompt_format, renderer_for
-from ftc.runtime._tokens import tokenize_file
+from ftc.runtime.training.batches import IGNORE, collate
+from ftc.runtime.training.render import render_chat_template, render_prompt_format, renderer_for
+from ftc.runtime.training.tokens import tokenize_file
 from ftc.spec import PromptFormat
 
 from support.models import PROMPT_FORMAT, write_jsonl

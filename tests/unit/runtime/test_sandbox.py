@@ -9,8 +9,8 @@ import time
 import pytest
 
 from ftc.errors import DataInvalid, ExitCode
-from ftc.runtime._sandbox import TemplateRefused, render_template
-from ftc.runtime.chat_template import chat_template
+from ftc.runtime.training.chat_template import chat_template
+from ftc.runtime.training.sandbox import TemplateRefused, render_template
 from ftc.spec import PromptFormat
 
 from support.models import PROMPT_FORMAT

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import json
 
-from ftc.runtime import save_tokenizer
-from ftc.runtime._checkpoint import stable_adapter_config
+from ftc.runtime.training import save_tokenizer
+from ftc.runtime.training.checkpoint import stable_adapter_config
 
 
 def test_a_saved_tokenizer_keeps_no_trace_of_how_it_was_loaded(tiny_model, tmp_path):

@@ -8,16 +8,16 @@ import os
 
 import pytest
 
-from ftc.runtime._trackers import TRACKER_FILE, _interrupted_run
+from ftc.runtime.training.trackers import TRACKER_FILE, interrupted_run
 
 
 def test_the_run_id_ftc_wrote_is_continued(tmp_path):
     (tmp_path / TRACKER_FILE).write_text(json.dumps({"provider": "mlflow", "run_id": "0f3a9c", "url": "http://x"}))
-    assert _interrupted_run(tmp_path, "mlflow") == "0f3a9c"
+    assert interrupted_run(tmp_path, "mlflow") == "0f3a9c"
 
 
 def test_no_file_is_a_new_run_without_a_warning(tmp_path, capsys):
-    assert _interrupted_run(tmp_path, "mlflow") == ""
+    assert interrupted_run(tmp_path, "mlflow") == ""
     assert capsys.readouterr().err == ""
 
 
@@ -36,10 +36,10 @@ def test_no_file_is_a_new_run_without_a_warning(tmp_path, capsys):
 )
 def test_anything_else_is_a_new_run_with_a_warning(tmp_path, capsys, content):
     (tmp_path / TRACKER_FILE).write_bytes(content)
-    assert _interrupted_run(tmp_path, "mlflow") == ""
+    assert interrupted_run(tmp_path, "mlflow") == ""
     assert "names no mlflow run ftc can continue; the resumed run starts a new one" in capsys.readouterr().err
 
 
 def test_a_fifo_is_not_read(tmp_path, capsys):
     os.mkfifo(tmp_path / TRACKER_FILE)
-    assert _interrupted_run(tmp_path, "mlflow") == ""  # returns at once: a FIFO's open does not block
+    assert interrupted_run(tmp_path, "mlflow") == ""  # returns at once: a FIFO's open does not block

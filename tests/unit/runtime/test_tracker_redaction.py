@@ -6,7 +6,7 @@ from __future__ import annotations
 import io
 import logging
 
-from ftc.runtime._trackers import Tracker, _redact_library_logs
+from ftc.runtime.training.trackers import Tracker, redact_library_logs
 
 
 class _Failing:
@@ -36,8 +36,8 @@ def test_a_librarys_log_lines_pass_through_redact_on_its_logger_and_its_own_hand
     library.addHandler(handler)
     library.propagate = False
     try:
-        _redact_library_logs("ftc-tests-library")
-        _redact_library_logs("ftc-tests-library")  # once is enough: no second filter
+        redact_library_logs("ftc-tests-library")
+        redact_library_logs("ftc-tests-library")  # once is enough: no second filter
         assert len(handler.filters) == 1 and len(library.filters) == 1
         library.warning("View run at %s", "http://alice:p@ss/w0rd@mlflow:5000/#/runs/1")
         logging.getLogger("ftc-tests-library.child").warning("retrying http://bob:hunter2@host/x")  # via the handler

@@ -254,31 +254,31 @@ def test_a_placement_with_an_unknown_tracker_is_refused():
 
 @pytest.mark.parametrize("output", ["/", "/etc", "~", "/usr/share/runs"])
 def test_a_container_never_gets_a_system_folder_to_write(tmp_path, monkeypatch, output):
-    from ftc.runtime._docker import _mounts
+    from ftc.runtime.launch.docker import container_mounts
 
     monkeypatch.setenv("FTC_CACHE_DIR", str(tmp_path / "cache"))
     (tmp_path / "job").mkdir()
     with pytest.raises(UsageError, match="a container run binds its output and ftc's cache read-write"):
-        _mounts(tmp_path / "job" / "plan.json", {}, Path(output).expanduser(), ())
+        container_mounts(tmp_path / "job" / "plan.json", {}, Path(output).expanduser(), ())
     assert not (tmp_path / "cache").exists()  # refused before any folder was made
 
 
 def test_a_container_never_gets_a_system_folder_as_a_cache(tmp_path, monkeypatch):
-    from ftc.runtime._docker import _mounts
+    from ftc.runtime.launch.docker import container_mounts
 
     monkeypatch.setenv("FTC_CACHE_DIR", "/etc")
     (tmp_path / "job").mkdir()
     with pytest.raises(UsageError, match="/etc: /etc is a system folder"):
-        _mounts(tmp_path / "job" / "plan.json", {}, tmp_path / "out", ())
+        container_mounts(tmp_path / "job" / "plan.json", {}, tmp_path / "out", ())
 
 
 def test_a_plan_input_in_a_system_folder_is_not_bound_over_the_images_own(tmp_path, monkeypatch):
-    from ftc.runtime._docker import _mounts
+    from ftc.runtime.launch.docker import container_mounts
 
     monkeypatch.setenv("FTC_CACHE_DIR", str(tmp_path / "cache"))
     (tmp_path / "job").mkdir()
     with pytest.raises(UsageError, match="/etc: a system folder; bound into the container it would cover"):
-        _mounts(tmp_path / "job" / "plan.json", {"train": Path("/etc")}, tmp_path / "out", ())
+        container_mounts(tmp_path / "job" / "plan.json", {"train": Path("/etc")}, tmp_path / "out", ())
 
 
 def test_reading_a_resealed_plan_raises_plan_invalid(compiled, tmp_path):
@@ -307,9 +307,9 @@ def test_the_ray_backends_placement_keeps_the_users_own_tracker(compiled, tmp_pa
     # the Ray backend places every plan (absolute paths for its nodes): a plan the user compiled keeps its logger
     import dataclasses
 
-    from ftc.runtime._ray import _absolute
+    from ftc.runtime.launch.ray import absolute_placement
 
     compiled(logger={"provider": "tensorboard", "provider_config": {}})
     plan = read_plan(tmp_path / "plan.json")
-    placed = dataclasses.replace(plan, placement=Placement.from_dict(_absolute(plan).to_dict()))
+    placed = dataclasses.replace(plan, placement=Placement.from_dict(absolute_placement(plan).to_dict()))
     assert placed.logger == plan.spec.logger

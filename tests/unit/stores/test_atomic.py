@@ -12,8 +12,8 @@ import time
 import pytest
 
 from ftc.errors import ExitCode, StorageFailed, UsageError
-from ftc.runtime._lock import output_lock
-from ftc.runtime._progress import MetricsLog
+from ftc.runtime.launch.lock import output_lock
+from ftc.runtime.training.progress import MetricsLog
 from ftc.stores.atomic import check_output_path, clear_planted, open_regular, write_text_atomic
 
 PLAN_ID = "sha256:" + "0" * 64

@@ -1,0 +1,92 @@
+"""The training library: the pieces a recipe (``ftc.runtime.recipes``) is written with, each in a module of its own.
+
+A recipe imports its names from here (``from ftc.runtime.training import collate, load_model, TokenLoss``) or from
+the module that holds them; both are public. Nothing here imports the launch layer (``ftc.runtime.launch``), and
+importing this package loads none of its modules: each name is imported when first asked for, so the chat template
+(serving's prompt format) costs no torch.
+
+- ``render``, ``sandbox``, ``chat_template``: an example as the prompt format or the model's chat template writes it
+- ``tokens``: tokenizing, with the mask of the tokens trained on, cached per input file
+- ``batches``: epochs, shards and packed batches
+- ``loss``: the token loss (and the fused linear cross-entropy)
+- ``model``, ``attention``: loading weights and tokenizers without running their code; attention and kernels
+- ``distributed``, ``checkpoint``: the process group; checkpoints, their state and resuming
+- ``inputs``, ``progress``, ``trackers``: the plan's inputs verified, what a run prints and logs, experiment trackers
+- ``generation``, ``inspect``: generation as serving does it; ``ftc data inspect``
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+#: module -> the names it gives the library
+_MODULES = {
+    "attention": ("register",),
+    "batches": ("IGNORE", "Batch", "Row", "collate", "epoch_rows", "group", "shard_rows"),
+    "chat_template": ("stop_texts",),  # chat_template() is ``chat_template.chat_template`` (the module's name)
+    "checkpoint": (
+        "Checkpointer",
+        "checkpoint_sizes",
+        "finished_checkpoints",
+        "frozen_left_out",
+        "is_complete",
+        "latest_checkpoint",
+        "load_training_state",
+        "read_state",
+        "restore_rng",
+        "resume_point",
+        "stable_adapter_config",
+    ),
+    "distributed": ("Dist", "init_distributed"),
+    "generation": (
+        "Answer",
+        "Generated",
+        "Sampling",
+        "answer",
+        "exact_match",
+        "generate",
+        "prompt_ids",
+        "prompt_text",
+        "stop_token_ids",
+    ),
+    "inputs": ("CHECKED_BY_HOST_ENV", "materialize_remote", "verify_inputs"),
+    "inspect": ("inspect_data",),
+    "loss": ("CHUNK_ELEMENTS", "TokenLoss", "linear_cross_entropy"),
+    "model": (
+        "LoadedModel",
+        "apply_liger",
+        "attention_for",
+        "describe_mode",
+        "kernels_for",
+        "load_model",
+        "load_tokenizer",
+        "pretrained_adapter",
+        "pretrained_causal_lm",
+        "pretrained_config",
+        "pretrained_tokenizer",
+        "refuse_code_in_inputs",
+        "save_tokenizer",
+    ),
+    "progress": ("ByteProgress", "MetricsLog", "Progress", "byte_progress", "duration", "log", "size_text"),
+    "render": ("PLACEHOLDER", "Rendered", "render_chat_template", "render_prompt_format", "renderer_for"),
+    "sandbox": ("TemplateRefused", "render_template"),
+    "tokens": ("BadExample", "Examples", "token_cache", "tokenize_file", "trained_mask", "usable_examples"),
+    "trackers": ("TRACKER_FILE", "Tracker", "check_tracker", "interrupted_run", "open_tracker", "redact_library_logs"),
+}
+_HOME = {name: module for module, names in _MODULES.items() for name in names}
+
+__all__ = sorted([*_MODULES, *_HOME])
+
+
+def __getattr__(name: str) -> Any:
+    # each module on first use: torch, transformers and deepspeed load only with the pieces that need them
+    if name in _MODULES:
+        return importlib.import_module(f"{__name__}.{name}")
+    if name in _HOME:
+        return getattr(importlib.import_module(f"{__name__}.{_HOME[name]}"), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return __all__
