@@ -34,7 +34,7 @@ __all__ = [
 
 
 class ExitCode(enum.IntEnum):
-    """Exit codes of the ``ftc`` command, documented in the README."""
+    """Exit codes of the ``ftc`` command, documented in docs/cli.md."""
 
     OK = 0
     INTERNAL = 1  # a bug: please report it with the --debug traceback
