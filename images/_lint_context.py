@@ -1,6 +1,7 @@
 """The build context: the packages pyproject.toml installs and the folders they live in (its
-``[tool.setuptools] package-dir`` and ``packages``, never listed here), and .dockerignore, which must send what
-`pip install .` and the Dockerfiles' COPYs need and keep everything else out."""
+``[tool.setuptools] package-dir``, the one list of ftc's parts, never listed here), and .dockerignore, which must send
+every module and package data file of those folders and what the Dockerfiles copy by name, and keep everything that
+is not ftc's source out (the images copy the whole context: `COPY . .`)."""
 
 from __future__ import annotations
 
@@ -37,6 +38,8 @@ MUST_BE_EXCLUDED = [
     "build/lib/ftc/cli.py",
     "dist/ftc-0.1.0.tar.gz",
     "job.plan.json",
+    ".env",
+    "data/model.safetensors",
 ]
 # files `pip install .` needs besides the packages' own (see package_dirs)
 MUST_BE_SENT = ["pyproject.toml", "README.md", PIN_FILE]
@@ -51,49 +54,25 @@ def read_pyproject(root: Path) -> dict:
 
 
 def package_dirs(pyproject: dict) -> dict[str, str]:
-    """Each import package setuptools installs -> its folder (posix, relative to the root), from
-    ``[tool.setuptools] package-dir`` and ``packages``: a package is in the folder its longest mapped ancestor (or
-    itself) is mapped to, plus the rest of its dotted name; an unmapped one in the folder of its dotted name."""
-    setuptools = pyproject.get("tool", {}).get("setuptools", {})
-    mapping: dict[str, str] = setuptools.get("package-dir", {})
-    packages = setuptools.get("packages")
-    names = list(packages) if isinstance(packages, list) else [name for name in mapping if name]
-    out = {}
-    for name in names:
-        parents = [key for key in mapping if key == "" or name == key or name.startswith(key + ".")]
-        if parents:
-            key = max(parents, key=len)
-            rest = name[len(key) :].lstrip(".").replace(".", "/")
-            folder = posixpath.join(mapping[key], rest) if rest else mapping[key]
-        else:
-            folder = name.replace(".", "/")
-        out[name] = posixpath.normpath(folder)
-    return out
-
-
-def package_folders(pyproject: dict) -> list[str]:
-    """The top-level folders of the repository the packages live in (``src`` for ``src/ftc``), in pyproject.toml's
-    order: what the Dockerfiles must COPY and .dockerignore must send."""
-    folders: list[str] = []
-    for folder in package_dirs(pyproject).values():
-        top = folder.split("/")[0]
-        if top not in (".", "..", "") and top not in folders:
-            folders.append(top)
-    return folders
+    """Each part (an import package) -> its folder (posix, relative to the root), from ``[tool.setuptools]
+    package-dir``; setuptools finds the subpackages inside each folder."""
+    mapping: dict[str, str] = pyproject.get("tool", {}).get("setuptools", {}).get("package-dir", {})
+    return {name: posixpath.normpath(folder) for name, folder in mapping.items() if name}
 
 
 def _package_files(pyproject: dict, root: Path) -> list[str]:
-    """What `pip install .` takes from each package folder: its modules and its package data."""
-    data = pyproject.get("tool", {}).get("setuptools", {}).get("package-data", {})
-    files = []
-    for name, folder in package_dirs(pyproject).items():
-        path = root / folder
-        if not path.is_dir():
-            continue
-        patterns = ["*.py", *data.get(name, []), *data.get("*", []), *data.get("", [])]
-        found = {f.relative_to(root).as_posix() for pattern in patterns for f in path.glob(pattern) if f.is_file()}
-        files += sorted(found)
-    return files
+    """What `pip install .` takes from the parts' folders: every module, and the package data."""
+    dirs = package_dirs(pyproject)
+    found = set()
+    for folder in dirs.values():
+        found |= {f for f in (root / folder).rglob("*.py") if "__pycache__" not in f.parts}
+    for name, patterns in pyproject.get("tool", {}).get("setuptools", {}).get("package-data", {}).items():
+        parents = [part for part in dirs if name == part or name.startswith(part + ".")]
+        if parents:  # a package inside a part's folder, where its dotted name says
+            part = max(parents, key=len)
+            folder = root / dirs[part] / name[len(part) :].lstrip(".").replace(".", "/")
+            found |= {f for pattern in patterns for f in folder.glob(pattern) if f.is_file()}
+    return sorted(f.relative_to(root).as_posix() for f in found)
 
 
 # --- .dockerignore ---------------------------------------------------------------------------------------------------
@@ -154,17 +133,16 @@ def dockerignore_problems(
     text: str, dockerfiles: dict[str, str], root: Path, pyproject: dict | None = None
 ) -> list[str]:
     """.dockerignore (``text``) keeps what must never reach the build out of the context, sends pyproject.toml,
-    README.md, the pin file and every module and package data file of the packages pyproject.toml installs
-    (``pyproject``: read from ``root`` when not given), and every file the Dockerfiles (flavour -> text) copy."""
+    README.md, the pin file and every module and package data file of the folders pyproject.toml's package-dir maps
+    (``pyproject``: read from ``root`` when not given), and every file the Dockerfiles (flavour -> text) copy by
+    name."""
     if pyproject is None:
         pyproject = read_pyproject(root)
     rules = dockerignore_rules(text)
     problems = []
     dirs = package_dirs(pyproject)
     if not dirs:
-        problems.append(
-            "pyproject.toml: no [tool.setuptools] package-dir or packages: the folders the images need are unknown"
-        )
+        problems.append("pyproject.toml: no [tool.setuptools] package-dir: the folders the images need are unknown")
     for name, folder in dirs.items():
         if not (root / folder).is_dir():
             problems.append(f"pyproject.toml: package {name} is in {folder}/, which does not exist")
@@ -177,6 +155,8 @@ def dockerignore_problems(
     for flavour, text_ in dockerfiles.items():
         for ins, sources in context_sources(parse_dockerfile(text_)):
             for source in sources:
+                if source == ".":
+                    continue  # the whole context: what this file sends, checked above
                 path = root / source
                 files = (
                     [source]

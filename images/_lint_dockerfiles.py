@@ -1,6 +1,6 @@
 """The Dockerfiles' rules: the base image, the torch index and every version come from the pin file, the
-packages are installed from pyproject.toml's declarations with the pin file as constraints, every package folder is
-copied, no build argument or ENV looks like a credential, and the final stage is lean, non-root and runs
+packages are installed from pyproject.toml's declarations with the pin file as constraints, ftc is built from the
+whole build context, no build argument or ENV looks like a credential, and the final stage is lean, non-root and runs
 ftc.runtime."""
 
 from __future__ import annotations
@@ -9,8 +9,7 @@ import json
 import re
 import shlex
 
-from ._lint_context import package_dirs, package_folders
-from ._lint_instructions import Instruction, assignments, context_sources, dockerfile_stages, parse_dockerfile
+from ._lint_instructions import assignments, context_sources, dockerfile_stages, parse_dockerfile
 from ._lint_pins import (
     GPU_EXTRAS,
     IMAGE_EXTRAS,
@@ -45,29 +44,9 @@ def _name_pattern(name: str) -> str:
     return r"[-_.]".join(re.escape(part) for part in re.split(r"[-_.]+", canonicalize_name(name)))
 
 
-def _copy_problems(instructions: list[Instruction], pyproject: dict, where: str) -> list[str]:
-    """Every folder pyproject.toml puts a package in is copied from the build context (`pip install .` builds
-    from it); a folder counts as copied when it, `.`, or each of its package folders is a COPY source."""
-    sources = [s for _, paths in context_sources(instructions) for s in paths]
-
-    def copied(path: str) -> bool:
-        return any(s == "." or path == s or path.startswith(s + "/") for s in sources)
-
-    dirs = package_dirs(pyproject)
-    problems = []
-    for folder in package_folders(pyproject):
-        inside = {name: d for name, d in dirs.items() if d == folder or d.startswith(folder + "/")}
-        if not copied(folder) and not all(copied(d) for d in inside.values()):
-            problems.append(
-                f"{where}: does not COPY {folder} (pyproject.toml's [tool.setuptools] package-dir puts"
-                f" {', '.join(sorted(inside))} there; `pip install .` needs it)"
-            )
-    return problems
-
-
 def dockerfile_problems(text: str, flavour: str, pin_file: PinFile, pyproject: dict, where: str) -> list[str]:
     """A Dockerfile (``flavour``: cpu or gpu; ``where``: its path in messages) follows the pin file and
-    pyproject.toml, writes no version, copies every package folder, and builds a lean, non-root final stage (the GPU
+    pyproject.toml, writes no version, copies the build context, and builds a lean, non-root final stage (the GPU
     image's with the C/C++ compiler Triton and Inductor need). ``pin_file``: that flavour's pins, with the settings
     of images/versions.txt."""
     problems = []
@@ -130,8 +109,13 @@ def dockerfile_problems(text: str, flavour: str, pin_file: PinFile, pyproject: d
         problems.append(f"{where}: torch's index URL is written in the Dockerfile: it belongs in {PIN_FILE}")
     if not any(i.keyword == "COPY" and shlex.split(i.args)[0] == pins_path for i in instructions):
         problems.append(f"{where}: does not COPY {pins_path} (pip installs with it as constraints)")
-    # ftc itself is built from the package folders pyproject.toml names
-    problems += _copy_problems(instructions, pyproject, where)
+    # ftc itself is built from the whole context (.dockerignore keeps out what is not its source), so a part
+    # pyproject.toml's package-dir gains needs no line here
+    if not any("." in sources for _, sources in context_sources(instructions)):
+        problems.append(
+            f"{where}: does not COPY the build context (`COPY . .`): `pip install .` builds ftc from the folders"
+            " pyproject.toml's package-dir maps"
+        )
     # what ftc declares is read from pyproject.toml by a RUN that then installs it with the pin file as constraints
     reads = [
         i.args

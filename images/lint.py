@@ -10,10 +10,10 @@ a function that returns the problems it finds (an empty list when the files keep
 them all on a folder laid out like the repository. The pins are compared with the packages installed where this
 runs, and the base image's Python with the Python it runs on: run it in the test environment.
 
-The folders the images copy and the build context must send are read from pyproject.toml's
-``[tool.setuptools] package-dir`` (and ``packages``), never listed here. Only the standard library is imported at
-module level (and tomli on Python 3.10); the version and requirement parsing of ``packaging`` is imported by the
-functions that need it.
+The images copy the whole build context; the folders it must send are read from pyproject.toml's
+``[tool.setuptools] package-dir`` (the one list of ftc's parts), never listed here. Only the standard library is
+imported at module level (and tomli on Python 3.10); the version and requirement parsing of ``packaging`` is imported
+by the functions that need it.
 
 This module is the entry point and re-exports the rules, which live by what they check in private modules:
 ``_lint_pins`` (the pin file against pyproject.toml and the installed packages), ``_lint_instructions`` (reading a
@@ -32,7 +32,6 @@ from ._lint_context import (
     dockerignore_rules,
     is_ignored,
     package_dirs,
-    package_folders,
     read_pyproject,
 )
 from ._lint_dockerfiles import ENTRYPOINT, dockerfile_problems
@@ -75,7 +74,6 @@ __all__ = [
     "is_ignored",
     "main",
     "package_dirs",
-    "package_folders",
     "parse_dockerfile",
     "parse_pin_file",
     "pyproject_problems",

@@ -35,7 +35,6 @@ from ftc.images.lint import (
     image_problems,
     is_ignored,
     package_dirs,
-    package_folders,
     parse_dockerfile,
     parse_pin_file,
     pyproject_problems,
@@ -103,26 +102,15 @@ def test_the_build_context_is_small_and_complete(pyproject):
 
 
 def test_the_package_folders_come_from_the_setuptools_mapping():
-    pyproject = {
-        "tool": {
-            "setuptools": {
-                "package-dir": {"ftc": "src/ftc", "ftc.x": "x", "ftc.y": "lib/y/"},
-                "packages": ["ftc", "ftc.x", "ftc.x.sub", "ftc.more", "ftc.y", "other"],
-            }
-        }
-    }
-    assert package_dirs(pyproject) == {
-        "ftc": "src/ftc",
-        "ftc.x": "x",
-        "ftc.x.sub": "x/sub",
-        "ftc.more": "src/ftc/more",
-        "ftc.y": "lib/y",
-        "other": "other",
-    }
-    assert package_folders(pyproject) == ["src", "x", "lib", "other"]
-    # without `packages`, the mapped packages
-    del pyproject["tool"]["setuptools"]["packages"]
-    assert package_folders(pyproject) == ["src", "x", "lib"]
+    pyproject = {"tool": {"setuptools": {"package-dir": {"ftc": "src/ftc", "ftc.x": "x", "ftc.y": "lib/y/"}}}}
+    assert package_dirs(pyproject) == {"ftc": "src/ftc", "ftc.x": "x", "ftc.y": "lib/y"}
+
+
+def test_a_new_part_needs_no_change_to_the_images(repo_copy):
+    _add_package("ftc.plugins", "plugins")(repo_copy)
+    (repo_copy / "plugins" / "sub").mkdir()
+    (repo_copy / "plugins" / "sub" / "__init__.py").write_text("")
+    assert image_problems(repo_copy) == []
 
 
 # --- and each rule catches what it is for --------------------------------------------------------------------------
@@ -134,6 +122,16 @@ def _edit(path: str, old: str, new: str) -> Callable[[Path], None]:
         text = target.read_text()
         assert old in text, f"{old!r} not in {path}: update the test"
         target.write_text(text.replace(old, new, 1))
+
+    return apply
+
+
+def _exclude(pattern: str) -> Callable[[Path], None]:
+    """One more pattern at the end of .dockerignore (the last pattern that matches decides)."""
+
+    def apply(root: Path) -> None:
+        with (root / ".dockerignore").open("a") as out:
+            out.write(f"{pattern}\n")
 
     return apply
 
@@ -373,33 +371,27 @@ BROKEN = {
         _edit(GPU, "COPY images/versions-gpu.txt images/versions-gpu.txt", ""),
         "does not COPY images/versions-gpu.txt",
     ),
-    "a package folder not copied": (_edit(GPU, "COPY lineage lineage\n", ""), f"{GPU}: does not COPY lineage"),
-    "a package folder copied in part": (
-        _edit(CPU, "COPY src src\n", "COPY src/ftc/cli.py src/ftc/cli.py\n"),
-        f"{CPU}: does not COPY src",
+    "the checkout not copied": (
+        _edit(GPU, "COPY . .\n", ""),
+        f"{GPU}: does not COPY the build context",
     ),
     # the build context
-    "everything sent": (_edit(".dockerignore", "\n*\n", "\n"), ".venv/bin/python would be sent"),
-    "a copied folder left out": (_edit(".dockerignore", "!runtime/\n", ""), "which images/Dockerfile.cpu copies"),
-    "a package's modules left out": (
-        _edit(".dockerignore", "!runtime/\n", ""),
-        ".dockerignore: runtime/train.py is excluded, but the images need it",
+    "everything sent": (_edit(".dockerignore", "\n**/.*\n", "\n"), ".venv/bin/python would be sent"),
+    "a copied file left out": (_exclude("images/*.txt"), "images/versions-gpu.txt, which images/Dockerfile.gpu copies"),
+    "a part's modules left out": (_exclude("lineage/"), ".dockerignore: lineage/__init__.py is excluded"),
+    "a subpackage's modules left out": (
+        _exclude("compiler/sources/"),
+        ".dockerignore: compiler/sources/__init__.py is excluded, but the images need it",
     ),
     "package data left out": (
-        _edit(".dockerignore", "**/*.py[cod]\n", "**/*.py[cod]\n**/*.json\n"),
+        _exclude("**/*.json"),
         ".dockerignore: spec/job.schema.json is excluded, but the images need it",
     ),
     "bytecode sent": (
         _edit(".dockerignore", "**/__pycache__\n**/*.py[cod]\n", ""),
         "src/ftc/__pycache__/__init__.cpython-311.pyc would be sent",
     ),
-    # a package folder pyproject.toml adds: the Dockerfiles must copy it, .dockerignore must send it
-    "a new package folder not copied": (_add_package("ftc.plugins", "plugins"), f"{CPU}: does not COPY plugins"),
-    "a new package folder not sent": (
-        _add_package("ftc.plugins", "plugins"),
-        ".dockerignore: plugins/__init__.py is excluded, but the images need it",
-    ),
-    "a package folder that does not exist": (
+    "a part that does not exist": (
         _add_package("ftc.plugins", "plugins", create=False),
         "pyproject.toml: package ftc.plugins is in plugins/, which does not exist",
     ),
@@ -410,7 +402,8 @@ BROKEN = {
 def repo_copy(tmp_path) -> Path:
     for path in ("pyproject.toml", "README.md", ".dockerignore"):
         shutil.copy2(REPO / path, tmp_path / path)
-    for folder in dict.fromkeys(["images", *package_folders(read_pyproject(REPO))]):
+    folders = [folder.split("/")[0] for folder in package_dirs(read_pyproject(REPO)).values()]
+    for folder in dict.fromkeys(["images", *folders]):
         shutil.copytree(REPO / folder, tmp_path / folder, ignore=shutil.ignore_patterns("__pycache__"))
     return tmp_path
 
