@@ -142,6 +142,118 @@ def test_no_modules_import_each_other_in_a_circle(top_level_only):
     assert circles == []
 
 
+#: the rooms inside runtime/ and what each may import of the others: the training library imports neither, a recipe
+#: only the library, the launch layer both (docs/architecture.md)
+ROOMS = {
+    "ftc.runtime.training": set(),
+    "ftc.runtime.recipes": {"ftc.runtime.training"},
+    "ftc.runtime.launch": {"ftc.runtime.training", "ftc.runtime.recipes"},
+}
+#: the parts outside the runtime that may use each room (the CLI starts plans; serving generates and exports)
+ROOM_USERS = {
+    "ftc.runtime.training": {"ftc", "serving"},
+    "ftc.runtime.recipes": set(),
+    "ftc.runtime.launch": {"ftc"},
+}
+
+
+def _room_of(module: str) -> str | None:
+    return next((room for room in ROOMS if module == room or module.startswith(room + ".")), None)
+
+
+def test_each_room_of_the_runtime_imports_only_the_rooms_below_it():
+    wrong = []
+    for module, path in MODULES.items():
+        room = _room_of(module)
+        if room is None:
+            continue
+        for imported in _imports(module, path, top_level_only=False):
+            other = _room_of(imported)
+            if other == room:
+                # one recipe never imports another: what two recipes share belongs in the library
+                if room == "ftc.runtime.recipes" and room not in (module, imported):
+                    wrong.append(f"{module} imports the recipe {imported}")
+            elif other is not None and other not in ROOMS[room]:
+                wrong.append(
+                    f"{module} imports {imported} ({room} may import {sorted(ROOMS[room]) or 'no other room'})"
+                )
+    assert wrong == []
+
+
+def test_the_training_library_and_the_launch_layer_are_used_only_where_they_may_be():
+    """The compiler never imports the training library or the launch layer, lineage never the training library; only
+    the CLI starts a plan (beside the runtime's own entry points), and no part outside the runtime runs a recipe."""
+    wrong = []
+    for module, path in MODULES.items():
+        if _part_of(module) == "runtime":
+            continue
+        for imported in _imports(module, path, top_level_only=False):
+            room = _room_of(imported)
+            if room is not None and _part_of(module) not in ROOM_USERS[room]:
+                wrong.append(f"{module} imports {imported}")
+    assert wrong == []
+
+
+def _private_uses(path: Path, *, attributes: bool) -> list[str]:
+    """The private (``_``) names of ftc a file outside the package imports (modules, or names from a module) and,
+    with ``attributes``, takes from an ftc module it imported (``checkpoint._helper``)."""
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    found, modules = [], {}  # local name -> the ftc module it is bound to
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            for alias in node.names:
+                if alias.name.startswith("ftc."):
+                    found.append(alias.name)
+                    modules[alias.asname or alias.name] = alias.name
+        elif isinstance(node, ast.ImportFrom) and (node.module or "").startswith("ftc") and not node.level:
+            for alias in node.names:
+                found.append(f"{node.module}.{alias.name}")
+                if f"{node.module}.{alias.name}" in MODULES:
+                    modules[alias.asname or alias.name] = f"{node.module}.{alias.name}"
+        elif attributes and isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name):
+            if node.value.id in modules:
+                found.append(f"{modules[node.value.id]}.{node.attr}")
+    private = [name for name in found if any(p.startswith("_") and p != "__version__" for p in name.split(".")[1:])]
+    return [f"{path.relative_to(REPO)}: {name}" for name in private]
+
+
+def test_the_benchmarks_use_only_public_names_of_ftc():
+    wrong = [use for path in sorted((REPO / "bench").glob("*.py")) for use in _private_uses(path, attributes=True)]
+    assert wrong == []
+
+
+def test_the_tests_import_only_public_names_of_the_runtime():
+    wrong = [
+        use
+        for path in sorted((REPO / "tests").rglob("*.py"))
+        for use in _private_uses(path, attributes=False)
+        if use.split(": ", 1)[1].startswith("ftc.runtime")
+    ]
+    assert wrong == []
+
+
+def test_the_runtime_without_its_launcher_loads_no_launcher_module():
+    """The chat template (serving's prompt format) and the training library import nothing of the launch layer (its
+    publisher, its engines), nor a recipe; ``import ftc.runtime`` alone imports neither room."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, ftc.runtime.training.chat_template, ftc.runtime.training\n"
+        "from ftc.runtime.training import collate, inspect_data, save_tokenizer, stop_texts, TokenLoss\n"
+        "print('\\n'.join(sorted(sys.modules)))"
+    )
+    loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    assert [m for m in loaded if m.startswith(("ftc.runtime.launch", "ftc.runtime.recipes"))] == []
+    assert "ftc.runtime.training.chat_template" in loaded and "ftc.runtime.training.loss" in loaded
+    code = "import sys, ftc.runtime\nprint('\\n'.join(sorted(sys.modules)))"
+    loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    assert [m for m in loaded if m.startswith("ftc.runtime.")] == []
+    code = "import sys, ftc.runtime.training.chat_template\nprint('\\n'.join(sorted(sys.modules)))"
+    loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    assert [m for m in loaded if m.split(".")[0] in ("torch", "transformers", "deepspeed", "peft")] == []
+
+
 def test_the_architecture_page_names_every_part():
     page = (REPO / "docs" / "architecture.md").read_text(encoding="utf-8")
     for folder in PARTS:
