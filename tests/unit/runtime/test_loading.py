@@ -13,9 +13,10 @@ import pytest
 from ftc.errors import ExitCode, InputUnresolvable
 
 from conftest import REPO
+from support.parts import parts
 
-#: the folders whose Python ships or runs (tests build their own tiny models)
-PRODUCT = ("spec", "stores", "images", "lineage", "compiler", "runtime", "serving", "src", "bench", "examples")
+#: the folders whose Python ships (the parts pyproject.toml maps) or runs (tests build their own tiny models)
+PRODUCT = (*parts(), "bench", "examples")
 
 
 def _calls() -> list[tuple[str, int, ast.Call]]:
