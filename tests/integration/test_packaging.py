@@ -6,11 +6,13 @@ import shutil
 import subprocess
 import sys
 import venv
+import zipfile
 from pathlib import Path
 
 import pytest
 
 from conftest import REPO
+from support.parts import parts
 
 pytestmark = pytest.mark.slow
 
@@ -38,6 +40,16 @@ def test_wheel_in_a_fresh_venv(tmp_path):
     )
     _run(sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-w", tmp_path / "dist", source)
     (wheel,) = (tmp_path / "dist").glob("ftc-*.whl")
+    # every module of every part, subpackages included (setuptools finds them: pyproject lists only the parts), and
+    # the package data
+    shipped = set(zipfile.ZipFile(wheel).namelist())
+    modules = {
+        "/".join([*package.split("."), *path.relative_to(source / folder).parts])
+        for folder, package in parts().items()
+        for path in (source / folder).rglob("*.py")
+    }
+    assert modules - shipped == set()
+    assert {"ftc/py.typed", "ftc/spec/job.schema.json", "ftc/spec/plan.schema.json"} <= shipped
     bin_dir = _fresh_venv(tmp_path / "venv")
     _run(bin_dir / "pip", "install", "-q", wheel)
     assert "compile" in _run(bin_dir / "ftc", "--help").stdout
@@ -57,8 +69,10 @@ def test_wheel_in_a_fresh_venv(tmp_path):
     assert (Path(installed.strip()).parents[1] / "py.typed").is_file()  # type checkers read the installed annotations
     # from the checkout's root (on sys.path first, as with `python -m pytest`) the installed package is the one
     # imported, whole: no folder of the checkout shadows it
-    parts = "ftc.cli, ftc.errors, ftc.spec, ftc.stores, ftc.images, ftc.lineage, ftc.compiler, ftc.runtime"
-    located = _run(bin_dir / "python", "-c", f"import {parts}; print(ftc.cli.__file__, ftc.spec.__file__)", cwd=source)
+    packages = ", ".join(["ftc.cli", "ftc.errors", *parts().values()])  # every part pyproject.toml maps
+    located = _run(
+        bin_dir / "python", "-c", f"import {packages}; print(ftc.cli.__file__, ftc.spec.__file__)", cwd=source
+    )
     assert located.stdout.count(str(tmp_path / "venv")) == 2, located.stdout
     # and tests run from the root against that install
     _run(bin_dir / "pip", "install", "-q", "pytest")
