@@ -10,21 +10,11 @@ from pathlib import Path
 import pytest
 
 from conftest import REPO
+from support.parts import parts
 
-try:
-    import tomllib
-except ModuleNotFoundError:  # Python 3.10
-    import tomli as tomllib
-
-
-def _parts() -> dict[str, str]:
-    """Folder -> the part it is (the import package ftc.<part>, or "ftc" for the CLI and the errors), read from
-    pyproject.toml's ``[tool.setuptools] package-dir``: the one place the parts are listed."""
-    mapping = tomllib.loads((REPO / "pyproject.toml").read_text(encoding="utf-8"))["tool"]["setuptools"]["package-dir"]
-    return {folder.rstrip("/"): name.removeprefix("ftc.") for name, folder in mapping.items()}
-
-
-PARTS = _parts()
+#: folder -> the part it is (ftc.<part> -> <part>; "ftc" for the CLI and the errors), read from pyproject.toml's
+#: ``[tool.setuptools] package-dir``, the one place the parts are listed
+PARTS = {folder: package.removeprefix("ftc.") for folder, package in parts().items()}
 
 #: what each part may import of the project besides itself (every part may use ftc.errors and ftc.__version__)
 ALLOWED = {
