@@ -52,3 +52,19 @@ def test_links_between_the_readme_and_docs_resolve():
             if not found.exists() or (anchor and found.suffix == ".md" and anchor not in _anchors(found)):
                 broken.append(f"{page.relative_to(REPO)}: {target}")
     assert broken == []
+
+
+def test_every_test_the_hostile_inputs_page_names_exists():
+    """docs/hostile-inputs.md names a regression test for each hostile input: a renamed or deleted test must not
+    leave a row pointing at nothing."""
+    text = (REPO / "docs" / "hostile-inputs.md").read_text(encoding="utf-8")
+    named = re.findall(r"(tests/[\w/]+\.py)(?:::(\w+))?", text)
+    assert len(named) > 150
+    missing = []
+    for file, name in named:
+        path = REPO / file
+        if not path.is_file():
+            missing.append(file)
+        elif name and not re.search(rf"^(async )?def {name}\b|^    def {name}\b", path.read_text(), re.M):
+            missing.append(f"{file}::{name}")
+    assert missing == []
