@@ -16,24 +16,9 @@ from ftc.lineage.record import seal
 from ftc.spec.canonical import digest_of
 
 from conftest import age
+from support.keys import ec_key_pair
 
 pytestmark = pytest.mark.slow
-
-
-def make_key(folder: Path, name: str) -> tuple[Path, Path]:
-    """A fresh P-256 key pair written as PEM files: (private key, public key)."""
-    from cryptography.hazmat.primitives import serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-
-    key = ec.generate_private_key(ec.SECP256R1())
-    private, public = folder / f"{name}.pem", folder / f"{name}.pub.pem"
-    private.write_bytes(
-        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
-    )
-    public.write_bytes(
-        key.public_key().public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
-    )
-    return private, public
 
 
 @pytest.fixture(scope="module")
@@ -45,8 +30,8 @@ def chain(tmp_path_factory, tiny_model):
     root = tmp_path_factory.mktemp("signed-chain")
     keys = root / "keys"
     keys.mkdir()
-    ours, ours_pub = make_key(keys, "ours")
-    _, theirs_pub = make_key(keys, "theirs")
+    ours, ours_pub = ec_key_pair(keys, "ours")
+    _, theirs_pub = ec_key_pair(keys, "theirs")
     write_jsonl(root / "data" / "train.jsonl", arithmetic_examples(16, seed=1))
     write_jsonl(root / "data" / "valid.jsonl", arithmetic_examples(4, seed=2))
     age(root / "data")

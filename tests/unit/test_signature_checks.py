@@ -23,28 +23,15 @@ from ftc.lineage.signing import (
     signer_from_env,
 )
 
-
-def _key(folder: Path, name: str, curve=None) -> tuple[Path, Path]:
-    from cryptography.hazmat.primitives import serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-
-    key = ec.generate_private_key(curve or ec.SECP256R1())
-    private, public = folder / f"{name}.pem", folder / f"{name}.pub.pem"
-    private.write_bytes(
-        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
-    )
-    public.write_bytes(
-        key.public_key().public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
-    )
-    return private, public
+from support.keys import ec_key_pair
 
 
 @pytest.fixture
 def keys(tmp_path):
     folder = tmp_path / "keys"
     folder.mkdir()
-    ours, ours_pub = _key(folder, "ours")
-    theirs, theirs_pub = _key(folder, "theirs")
+    ours, ours_pub = ec_key_pair(folder, "ours")
+    theirs, theirs_pub = ec_key_pair(folder, "theirs")
     return {"ours": ours, "ours_pub": ours_pub, "theirs": theirs, "theirs_pub": theirs_pub}
 
 
@@ -298,7 +285,7 @@ def test_a_signing_key_that_is_not_ec_is_a_clear_error(tmp_path):
 def test_a_signing_key_on_an_unsupported_curve_is_a_clear_error(tmp_path):
     from cryptography.hazmat.primitives.asymmetric import ec
 
-    private, _ = _key(tmp_path, "k1", ec.SECP256K1())
+    private, _ = ec_key_pair(tmp_path, "k1", ec.SECP256K1())
     assert "curve secp256k1; model-signing accepts" in str(_problem({"FTC_SIGNING_KEY": str(private)}))
 
 
