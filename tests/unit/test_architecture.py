@@ -251,3 +251,63 @@ def test_the_architecture_page_names_every_part():
     assert sorted(p.name for p in REPO.iterdir() if p.is_dir() and (p / "__init__.py").exists()) == sorted(
         f for f in PARTS if "/" not in f
     ), "a top-level package folder that is not one of the parts"
+
+
+#: the size rules of a module a reader can take in one sitting (issue 28): lines per file, lines per function unless
+#: the function says why it is longer in a ``# long:`` comment on its ``def`` line or the line above
+MAX_FILE_LINES = 400
+MAX_FUNCTION_LINES = 80
+#: files and functions still over the limits while they are being split; each entry goes when its split lands
+STILL_TOO_LONG = {
+    "compiler/_model_checks.py",
+    "lineage/report.py",
+    "lineage/signing.py",
+    "runtime/recipes/sft.py",
+    "runtime/training/sandbox.py",
+    "spec/plan.py",
+    "src/ftc/cli.py",
+    "stores/content_cache.py",
+    "compiler/_k8s.py::k8s_manifest",
+    "images/_lint_dockerfiles.py::dockerfile_problems",
+    "lineage/report.py::report_html",
+    "runtime/launch/docker.py::run_in_container",
+    "runtime/launch/ray.py::run_on_ray",
+    "runtime/recipes/sft.py::_set_up",
+    "runtime/training/inputs.py::materialize_remote",
+    "runtime/training/sandbox.py::_environment",
+    "serving/card.py::model_card",
+}
+
+
+def _too_long(path: Path, name: str) -> list[str]:
+    """``name`` (or ``name::function``) for the file at ``path`` or a function of it over the size rules."""
+    text = path.read_text(encoding="utf-8")
+    lines = text.splitlines()
+    found = [name] if len(lines) > MAX_FILE_LINES else []
+    for node in ast.walk(ast.parse(text)):
+        if not isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            continue
+        first = min([node.lineno, *(d.lineno for d in node.decorator_list)])
+        said_why = any("# long:" in lines[i - 1] for i in (first - 1, node.lineno) if i >= 1)
+        if node.end_lineno - node.lineno + 1 > MAX_FUNCTION_LINES and not said_why:
+            found.append(f"{name}::{node.name}")
+    return found
+
+
+def test_no_module_or_function_is_too_long_to_read_in_one_sitting():
+    wrong = [
+        long
+        for path in MODULES.values()
+        for long in _too_long(path, str(path.relative_to(REPO)))
+        if long not in STILL_TOO_LONG
+    ]
+    assert wrong == [], f"over {MAX_FILE_LINES} lines a file or {MAX_FUNCTION_LINES} a function (split it, or say why)"
+
+
+def test_the_size_rule_sees_a_long_function_and_its_reason(tmp_path):
+    body = "\n".join(f"    x{i} = {i}" for i in range(MAX_FUNCTION_LINES))
+    module = tmp_path / "example.py"
+    module.write_text(f"def long_one():\n{body}\n\n\n# long: one table\ndef said_why():\n{body}\n")
+    assert _too_long(module, "example.py") == ["example.py::long_one"]
+    module.write_text("\n" * MAX_FILE_LINES + "x = 1\n")
+    assert _too_long(module, "example.py") == ["example.py"]
