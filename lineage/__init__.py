@@ -9,14 +9,9 @@ from typing import Any
 from ftc.errors import LineageBroken, UsageError
 
 from .record import LINEAGE_FILE, SIGNATURE_FILE, read_record
-from .signing import (
-    SignatureState,
-    TrustedKey,
-    load_trusted_keys,
-    signature_state,
-    signer_from_env,
-    trusted_keys_from_env,
-)
+from .signature_check import SignatureState, signature_state
+from .signing import signer_from_env
+from .trusted_keys import TrustedKey, load_trusted_keys, trusted_keys_from_env
 from .verify import _Signatures, verify_checkpoint
 
 __all__ = [

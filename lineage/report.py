@@ -17,7 +17,7 @@ from ftc.spec.text import for_html, redact
 
 from .record import REPRODUCTION_FILE, reproduction_of
 from .show import Node, _resolved, chain, source_name
-from .signing import trusted_keys_from_env
+from .trusted_keys import trusted_keys_from_env
 from .verify import _Signatures, verify_checkpoint
 
 __all__ = ["MAX_POINTS", "lttb", "report_html"]

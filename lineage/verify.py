@@ -14,7 +14,8 @@ from typing import Any
 from ftc.stores.hashing import NotAnInput, StatCache, changed_file_lines, hash_file, hash_tree, walk_files
 
 from .record import LINEAGE_FILE, MAX_CHAIN_DEPTH, SIGNATURE_FILE, located, read_record, record_ids
-from .signing import SignatureState, TrustedKey, signature_state
+from .signature_check import SignatureState, signature_state
+from .trusted_keys import TrustedKey
 
 __all__ = ["checkpoint_problems", "files_problems", "record_problems", "verified_record", "verify_checkpoint"]
 

@@ -10,7 +10,8 @@ from typing import Any
 from ftc.lineage.export import front_matter
 from ftc.lineage.record import reproduction_of
 from ftc.lineage.show import render, source_name
-from ftc.lineage.signing import export_signing_note, signature_note
+from ftc.lineage.signature_check import signature_note
+from ftc.lineage.signing import export_signing_note
 from ftc.spec.text import for_markdown
 
 from .trained import Trained

@@ -206,7 +206,7 @@ def lineage_show(checkpoint: Path, fmt: str, paths: bool) -> None:
     """The chain from CHECKPOINT (a checkpoint, or a run's output folder) up to its roots."""
     from ftc.lineage import checkpoint_folder, load
     from ftc.lineage.show import render
-    from ftc.lineage.signing import SIGNATURE_FILE, signature_note
+    from ftc.lineage.signature_check import SIGNATURE_FILE, signature_note
 
     click.echo(render(load(checkpoint), fmt, folder=checkpoint_folder(checkpoint) if paths else None))
     signature = checkpoint_folder(checkpoint) / SIGNATURE_FILE
@@ -232,7 +232,7 @@ def lineage_verify(checkpoint: str, trusted: tuple[Path, ...], require_signature
     marker first. Then say of each checkpoint of the chain: signed by a key (trusted or not), unsigned but
     consistent, or broken (docs/security.md)."""
     from ftc.lineage import load_trusted_keys, trusted_keys_from_env, verify
-    from ftc.lineage.signing import signature_lines
+    from ftc.lineage.signature_check import signature_lines
     from ftc.spec.text import for_terminal
 
     keys = load_trusted_keys(trusted) + trusted_keys_from_env()  # a key that cannot be read: before any hashing

@@ -15,13 +15,9 @@ from pathlib import Path
 import pytest
 
 from ftc.errors import ExitCode, UsageError
-from ftc.lineage.signing import (
-    SIGNATURE_FILE,
-    load_trusted_keys,
-    signature_lines,
-    signature_state,
-    signer_from_env,
-)
+from ftc.lineage.signature_check import SIGNATURE_FILE, signature_lines, signature_state
+from ftc.lineage.signing import signer_from_env
+from ftc.lineage.trusted_keys import load_trusted_keys
 
 from support.keys import ec_key_pair
 
