@@ -209,7 +209,7 @@ def _library_verifies(folder: Path, signature: bytes, key: TrustedKey, links: bo
         (Path(scratch) / SIGNATURE_FILE).write_bytes(signature)
         try:
             with contextlib.redirect_stdout(io.StringIO()):
-                verifying.Config().use_elliptic_key_verifier(public_key=Path(scratch) / "key.pem").sethashing_config(
+                verifying.Config().use_elliptic_key_verifier(public_key=Path(scratch) / "key.pem").set_hashing_config(
                     hashing_config(links)
                 ).verify(folder, Path(scratch) / SIGNATURE_FILE)
         except Exception as exc:  # the library's errors for a signature that does not verify

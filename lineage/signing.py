@@ -150,7 +150,7 @@ def signer_from_env(env: Mapping[str, str] | None = None) -> Signer | None:
             f"signing was asked for ({KEY_ENV} or {SIGNING_ENV} is set), but the model-signing library cannot be "
             f"imported ({exc})\n    fix: pip install 'ftc[sign]'; or unset {KEY_ENV} / {SIGNING_ENV}"
         ) from None
-    config = signing.Config().sethashing_config(hashing_config())
+    config = signing.Config().set_hashing_config(hashing_config())
     if mode == "sigstore":
         return Signer("sigstore", None, _sigstore_signer(config, env))
     password = env.get(KEY_PASSWORD_ENV) or None
