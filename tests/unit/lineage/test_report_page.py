@@ -13,8 +13,8 @@ import time
 import pytest
 
 from ftc.errors import ExitCode
-from ftc.lineage import report
-from ftc.lineage.report import MAX_POINTS, lttb
+from ftc.lineage import report, report_charts, report_metrics
+from ftc.lineage.report_charts import MAX_POINTS, lttb
 
 from support.records import write_checkpoint
 
@@ -71,7 +71,7 @@ def test_lttb_of_few_points_keeps_them(n, expected):
 
 def test_downsampling_keeps_gaps_between_the_points_kept():
     points = [(float(i), 1.0) for i in range(3000)] + [None] + [(float(i), 2.0) for i in range(3000, 6000)]
-    out = report._downsampled(points, 100)
+    out = report_charts.downsampled(points, 100)
     assert sum(p is not None for p in out) == 100 and out.count(None) == 1
     gap = out.index(None)
     assert out[gap - 1][1] == 1.0 and out[gap + 1][1] == 2.0
@@ -109,7 +109,7 @@ def test_a_long_curve_is_drawn_with_at_most_2000_points(ftc, tmp_path):
 
 
 def test_metrics_past_the_read_limit_are_not_read_and_the_page_says_so(ftc, tmp_path, monkeypatch):
-    monkeypatch.setattr(report, "METRICS_LIMIT", 1 << 20)
+    monkeypatch.setattr(report_metrics, "METRICS_LIMIT", 1 << 20)
     lines = [json.dumps({"type": "train", "step": i, "loss": 1.0, "pad": "x" * 100}) for i in range(30_000)]
     page = _report(ftc, _run(tmp_path, lines, results={"step": 30_000, "total_steps": 30_000}), tmp_path)
     assert "the first 1 MiB of its 4 MiB were read" in page

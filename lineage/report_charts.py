@@ -1,0 +1,203 @@
+"""The SVG drawings of ``ftc report``: loss curves as line charts (a long curve downsampled with LTTB, a point that
+cannot be drawn a gap) and the lineage as a graph of boxes and arrows. Pure functions from points and nodes to inline
+SVG; outside text in them is escaped for HTML."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from ftc.spec.text import for_html
+
+from .show import Node
+
+__all__ = ["MAX_POINTS", "Point", "Series", "downsampled", "lineage_graph", "line_chart", "lttb"]
+
+#: the most points a curve is drawn with: a longer one is downsampled (LTTB), keeping its shape
+MAX_POINTS = 2000
+
+#: a point of a curve: (step, value), or None where the curve has a gap
+Point = tuple[float, float] | None
+
+
+@dataclass(frozen=True)
+class Series:
+    name: str
+    color: str
+    points: list[Point]
+
+
+def _e(value: Any) -> str:
+    """Text for the page: outside text (names, locations, values from records, plans and metrics) shown literally,
+    its control characters escaped."""
+    return for_html(str(value))
+
+
+def lttb(points: list[tuple[float, float]], n: int) -> list[int]:
+    """The indices of ``n`` of ``points`` (x ascending) that keep the curve's shape: Largest-Triangle-Three-Buckets
+    (Steinarsson, 2013). The first and the last are kept; between them each of ``n - 2`` equal buckets gives the
+    point that makes the largest triangle with the point kept before it and the mean of the next bucket, so a
+    spike or a dip is kept. Every index when there are no more than ``n``."""
+    size = len(points)
+    if n >= size:
+        return list(range(size))
+    if n < 3:
+        return [0, size - 1][:n]
+    every = (size - 2) / (n - 2)
+    kept = [0]
+    for i in range(n - 2):
+        start, end = int(i * every) + 1, int((i + 1) * every) + 1
+        following = points[end : min(int((i + 2) * every) + 1, size)]
+        mean_x = sum(p[0] for p in following) / len(following)
+        mean_y = sum(p[1] for p in following) / len(following)
+        ax, ay = points[kept[-1]]
+        kept.append(
+            max(
+                range(start, end),
+                key=lambda j: abs((ax - mean_x) * (points[j][1] - ay) - (ax - points[j][0]) * (mean_y - ay)),
+            )
+        )
+    kept.append(size - 1)
+    return kept
+
+
+def downsampled(points: list[Point], n: int = MAX_POINTS) -> list[Point]:
+    """At most ``n`` points of a curve (gaps kept where any lay between two points kept)."""
+    drawn = [p for p in points if p is not None]
+    if len(drawn) <= n:
+        return points
+    gap_before, gaps = [], 0
+    for p in points:
+        if p is None:
+            gaps += 1
+        else:
+            gap_before.append(gaps)  # how many gaps came before this point
+    out: list[Point] = []
+    previous = None
+    for i in lttb(drawn, n):
+        if previous is not None and gap_before[i] != gap_before[previous]:
+            out.append(None)
+        out.append(drawn[i])
+        previous = i
+    return out
+
+
+def line_chart(series: list[Series], *, width: int = 1000, height: int = 300, label: str) -> str:
+    """A line chart of ``series`` (step -> loss) as inline SVG, with axes and ticks."""
+    series = [Series(s.name, s.color, downsampled(s.points)) for s in series]
+    points = [p for s in series for p in s.points if p is not None]
+    if not points:
+        return "<p class='warn'>No losses were recorded.</p>"
+    left, right, top, bottom = 56, 16, 12, 34
+    x0, x1 = min(p[0] for p in points), max(p[0] for p in points)
+    y0, y1 = min(p[1] for p in points), max(p[1] for p in points)
+    x1 = x1 if x1 > x0 else x0 + 1
+    pad = (y1 - y0) * 0.06 or 0.5
+    y0, y1 = max(0.0, y0 - pad), y1 + pad
+
+    def sx(x: float) -> float:
+        return left + (x - x0) / (x1 - x0) * (width - left - right)
+
+    def sy(y: float) -> float:
+        return top + (1 - (y - y0) / (y1 - y0)) * (height - top - bottom)
+
+    parts = [
+        f'<svg viewBox="0 0 {width} {height}" width="100%" role="img" aria-label="{_e(label)}">',
+        f'<rect x="{left}" y="{top}" width="{width - left - right}" height="{height - top - bottom}" fill="#fbfcfd" '
+        'stroke="#dde1e7"/>',
+    ]
+    for i in range(5):
+        y = y0 + (y1 - y0) * i / 4
+        parts.append(f'<line x1="{left}" x2="{width - right}" y1="{sy(y):.1f}" y2="{sy(y):.1f}" stroke="#eef0f3"/>')
+        parts.append(f'<text x="{left - 6}" y="{sy(y) + 4:.1f}" text-anchor="end">{y:.2f}</text>')
+    for i in range(6):
+        x = x0 + (x1 - x0) * i / 5
+        parts.append(f'<text x="{sx(x):.1f}" y="{height - 14}" text-anchor="middle">{x:.0f}</text>')
+    parts.append(f'<text x="{(left + width - right) / 2}" y="{height - 1}" text-anchor="middle">step</text>')
+    for s in series:
+        drawn = [p for p in s.points if p is not None]
+        if not drawn:
+            continue
+        steps, move = [], True
+        for p in s.points:  # a gap (None) starts a new stroke
+            if p is None:
+                move = True
+                continue
+            steps.append(f"{'M' if move else 'L'}{sx(p[0]):.1f},{sy(p[1]):.1f}")
+            move = False
+        parts.append(f'<path d="{" ".join(steps)}" fill="none" stroke="{s.color}" stroke-width="2"><title>'
+                     f"{_e(s.name)}</title></path>")  # fmt: skip
+        if len(drawn) <= 60:
+            parts += [f'<circle cx="{sx(x):.1f}" cy="{sy(y):.1f}" r="3" fill="{s.color}"/>' for x, y in drawn]
+    parts.append("</svg>")
+    legend = "".join(
+        f'<span><i class="swatch" style="background:{s.color}"></i>{_e(s.name)}</span>'
+        for s in series
+        if any(p is not None for p in s.points)
+    )
+    return f'<div class="legend">{legend}</div>' + "".join(parts)
+
+
+def lineage_graph(nodes: list[Node]) -> str:
+    """The lineage as an SVG graph: the checkpoint at the top, each parent below the node it is a parent of, an
+    arrow labelled with the relation from parent to child; a shared parent is drawn once."""
+    drawn = [n for n in nodes if n.same_as is None]
+    # a parent two checkpoints share sits below the deeper of them, so every arrow points up
+    depth = {n.index: n.depth for n in drawn}
+    for n in nodes:
+        if n.same_as is not None:
+            depth[n.same_as] = max(depth[n.same_as], n.depth)
+    rows: dict[int, list[Node]] = {}
+    for n in drawn:
+        rows.setdefault(depth[n.index], []).append(n)
+    rows = {i: rows[d] for i, d in enumerate(sorted(rows))}
+    box_w, box_h, gap_x, gap_y = 300, 58, 30, 60
+    side = 120  # room on the right for arrows that pass a row by
+    width = max(len(r) for r in rows.values()) * (box_w + gap_x) + gap_x + side
+    height = len(rows) * (box_h + gap_y) + 10
+    at: dict[int, tuple[float, float]] = {}
+    row_of: dict[int, int] = {}
+    for row_index, row in rows.items():
+        span = len(row) * (box_w + gap_x) - gap_x
+        for i, n in enumerate(row):
+            at[n.index] = ((width - side - span) / 2 + i * (box_w + gap_x), 10 + row_index * (box_h + gap_y))
+            row_of[n.index] = row_index
+    parts = [
+        f'<svg viewBox="0 0 {width} {height}" width="{width}" style="max-width:100%;height:auto" role="img" '
+        'aria-label="lineage graph">',
+        '<defs><marker id="arrow" viewBox="0 0 10 10" refX="9" refY="5" markerWidth="7" markerHeight="7" '
+        'orient="auto-start-reverse"><path d="M0,0 L10,5 L0,10 z" fill="#7a8494"/></marker></defs>',
+    ]
+    for n in nodes:
+        if n.parent_index is None:
+            continue
+        source = n.same_as if n.same_as is not None else n.index
+        (sx, sy), (dx, dy) = at[source], at[n.parent_index]
+        if row_of[source] - row_of[n.parent_index] > 1:  # past the rows between: around them, on the right
+            x_a, y_a, x_b, y_b = sx + box_w, sy + box_h / 2, dx + box_w, dy + box_h / 2
+            bulge = max(x_a, x_b) + side * 0.8
+            parts.append(
+                f'<path d="M{x_a:.0f},{y_a:.0f} C{bulge:.0f},{y_a:.0f} {bulge:.0f},{y_b:.0f} '
+                f'{x_b + 2:.0f},{y_b:.0f}" fill="none" stroke="#7a8494" marker-end="url(#arrow)"/>'
+            )
+            label_x, label_y = bulge - side * 0.2, (y_a + y_b) / 2
+        else:
+            x_a, y_a, x_b, y_b = sx + box_w / 2, sy, dx + box_w / 2, dy + box_h
+            parts.append(
+                f'<line x1="{x_a:.0f}" y1="{y_a:.0f}" x2="{x_b:.0f}" y2="{y_b + 2:.0f}" stroke="#7a8494" '
+                'marker-end="url(#arrow)"/>'
+            )
+            label_x, label_y = (x_a + x_b) / 2 + 6, (y_a + y_b) / 2 + 4
+        parts.append(f'<text x="{label_x:.0f}" y="{label_y:.0f}">{_e(n.relation)}</text>')
+    for n in drawn:
+        x, y = at[n.index]
+        fill = "#eef3ff" if n.parent_index is None else "#fff"
+        loss = f" · eval loss {n.eval_loss:.4f}" if n.eval_loss is not None else ""
+        title = n.name if len(n.name) <= 44 else n.name[:43] + "…"
+        parts += [
+            f'<rect x="{x}" y="{y}" width="{box_w}" height="{box_h}" rx="6" fill="{fill}" stroke="#9aa4b2"/>',
+            f'<text x="{x + 10}" y="{y + 20}" style="font-weight:600">{_e(title)}</text>',
+            f'<text x="{x + 10}" y="{y + 38}">{_e((n.digest or "unpinned")[:26])}…{_e(loss)}</text>',
+        ]
+    parts.append("</svg>")
+    return "".join(parts)
