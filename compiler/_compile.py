@@ -17,11 +17,11 @@ from ftc.spec.text import redact
 from ftc.stores.atomic import write_text_atomic
 from ftc.stores.content_cache import run_downloads
 from ftc.stores.hashing import StatCache, cache_dir
+from ftc.stores.sources import InputNotFound, ResolveContext, ResolvedInput, hub_input, resolve_location
 
 from ._data_checks import check_chat_data, check_context_length
 from ._deepspeed import deepspeed_config
 from ._model_checks import check_adapter, check_architecture, check_parent_lineage, check_target_modules
-from .sources import InputNotFound, ResolveContext, ResolvedInput, hub_input, resolve_location
 
 __all__ = ["CheckedSpec", "CompileResult", "build_plan", "check_inputs", "compile_spec", "resolve_inputs", "write_plan"]
 

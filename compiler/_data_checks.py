@@ -15,8 +15,7 @@ from ftc.spec import LoadedSpec
 from ftc.spec.architectures import Architecture
 from ftc.spec.chat_data import CHECKS_VERSION, EXAMPLE, check_chat_jsonl
 from ftc.stores.hashing import StatCache
-
-from .sources import ResolvedInput
+from ftc.stores.sources import ResolvedInput
 
 __all__ = ["check_chat_data", "check_context_length"]
 

@@ -17,9 +17,8 @@ from ftc.spec import LoadedSpec, LoraConfig
 from ftc.spec.architectures import COMPARED_FIELDS, Architecture, closest_model_ids, known_architecture, known_model_ids
 from ftc.spec.reading import MiB, NotReadable, read_bounded_text
 from ftc.stores.safetensors_header import BadSafetensors, TensorInfo, read_safetensors_header
+from ftc.stores.sources import ResolvedInput
 from ftc.stores.weights_folder import CODE_FIX, code_in_folder, code_in_names, describe_code
-
-from .sources import ResolvedInput
 
 __all__ = ["check_adapter", "check_architecture", "check_target_modules"]
 

@@ -380,8 +380,8 @@ BROKEN = {
     "a copied file left out": (_exclude("images/*.txt"), "images/versions-gpu.txt, which images/Dockerfile.gpu copies"),
     "a part's modules left out": (_exclude("lineage/"), ".dockerignore: lineage/__init__.py is excluded"),
     "a subpackage's modules left out": (
-        _exclude("compiler/sources/"),
-        ".dockerignore: compiler/sources/__init__.py is excluded, but the images need it",
+        _exclude("stores/sources/"),
+        ".dockerignore: stores/sources/__init__.py is excluded, but the images need it",
     ),
     "package data left out": (
         _exclude("**/*.json"),

@@ -21,18 +21,68 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from ftc.spec.canonical import digest_of
-from ftc.spec.model import DvcRef
+from ftc.spec.model import DvcLocation, DvcRef, Location
 from ftc.spec.plan import PlanFile, PlanInput
 from ftc.spec.reading import finite_json
 from ftc.spec.text import redact
 from ftc.stores.content_cache import ContentCache, DigestMismatch
 from ftc.stores.dvc_remote import DvcRemote
 from ftc.stores.hashing import name_problem
-from ftc.stores.remote import RemoteProblem
+from ftc.stores.remote import RemoteProblem, Store
 
-from . import InputNotFound, ResolveContext, ResolvedInput, refuse_credential
+from .base import InputNotFound, ResolveContext, ResolvedInput, SourceKind, refuse_credential
+
+__all__ = ["Dvc"]
 
 _SMALL = 1 << 20  # JSON members of a folder up to this size are fetched for the checks
+
+
+class Dvc(SourceKind):
+    """``{dvc: {path, repo, rev, remote}}``: pinned by git commit and md5, read from the remote's objects by md5."""
+
+    name = "dvc"
+    fetched = True
+
+    def takes(self, location: Location) -> bool:
+        return isinstance(location, DvcLocation)
+
+    def resolve(self, location: Location, ctx: ResolveContext) -> ResolvedInput:
+        return resolve(location.dvc, ctx)
+
+    def objects(self, item: PlanInput) -> list[tuple[Any, dict[str, str], dict[str, str | None]]]:
+        # the remote's objects are named by their md5: the bytes are checked against it (a data file's against its
+        # sha256 too), and nothing else can have changed
+        pin = dict(item.pin or {})
+        remote = DvcRemote(pin["remote"], pin.get("endpoint"))
+        if item.kind == "file":
+            obj = remote.object(pin["md5"], item.uri.rsplit("@", 1)[0].rsplit("/", 1)[-1], size=item.size)
+            return [(obj, remote.cache_key(pin["md5"]), {"sha256": item.digest[7:], "md5": pin["md5"]})]
+        objects = []
+        for f in item.files:
+            md5 = f.pin["md5"]
+            objects.append((remote.object(md5, f.path, size=f.size), remote.cache_key(md5), {"md5": md5}))
+        return objects
+
+    def store(self, item: PlanInput) -> Store:
+        return DvcRemote(item.pin["remote"], item.pin.get("endpoint")).store
+
+    def endpoint(self, item: PlanInput) -> str | None:
+        return (item.pin or {}).get("endpoint")
+
+    def cluster_problem(self, role: str, item: PlanInput) -> str | None:
+        store = (item.pin or {}).get("remote", "")
+        if store.startswith(("s3://", "gs://")):
+            return None
+        return (
+            f"{role}: its DVC remote {store} is a folder on this machine, which the cluster cannot reach"
+            "\n    fix: push the data to an s3:// or gs:// DVC remote"
+        )
+
+    def pin_text(self, item: PlanInput) -> str:
+        return f"md5 {item.pin['md5'][:12]}… (each file by md5)"
+
+    def namespace(self, source: dict[str, Any]) -> str:
+        return f"dvc:{source.get('pin', {}).get('repo', '')}"
 
 
 def resolve(ref: DvcRef, ctx: ResolveContext) -> ResolvedInput:
