@@ -12,7 +12,8 @@ from ftc.errors import _UNSET, PlanInvalid
 from ftc.spec import JobSpec, LoadedSpec, load_spec
 from ftc.spec.architectures import Architecture
 from ftc.spec.canonical import digest_of
-from ftc.spec.plan import PLAN_VERSION, STORE_SCHEMES, Plan, launch_command, seal_plan, valid_plan
+from ftc.spec.plan import Plan, valid_plan
+from ftc.spec.plan_format import PLAN_VERSION, STORE_SCHEMES, launch_command, seal_plan
 from ftc.spec.text import redact
 from ftc.stores.atomic import write_text_atomic
 from ftc.stores.content_cache import run_downloads

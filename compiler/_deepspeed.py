@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from ftc.spec import LoadedSpec
-from ftc.spec.plan import deepspeed_problems
+from ftc.spec.plan_checks import deepspeed_problems
 
 __all__ = ["deepspeed_config"]
 

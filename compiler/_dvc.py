@@ -21,7 +21,7 @@ import yaml
 
 from ftc.errors import UsageError
 from ftc.spec import SPEC_LIMIT, JobSpec, load_spec
-from ftc.spec.plan import STORE_SCHEMES
+from ftc.spec.plan_format import STORE_SCHEMES
 from ftc.spec.reading import read_bounded_text
 from ftc.spec.text import for_terminal, redact
 

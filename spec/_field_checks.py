@@ -26,7 +26,7 @@ def spec_problems(spec: JobSpec, raw: dict, problem: ProblemAt, base_dir: Path |
     (None for a spec carried in a plan: its relative paths are checked as written).
 
     The one list of the compiler's checks on the spec's own fields: ``ftc compile`` runs it on the spec, and every
-    plan reader on the spec a plan carries (``ftc.spec.plan.plan_problems``)."""
+    plan reader on the spec a plan carries (``ftc.spec.plan_checks.plan_problems``)."""
     out: list[Problem] = []
     out += _output_dir(spec, problem, base_dir)
     out += _prompt_format(spec, problem)

@@ -59,7 +59,7 @@ def test_seed_example_records_exact_match_at_every_evaluation(ftc, tmp_path):
     assert ftc("compile", REPO / "examples" / "seed-continue-from-checkpoint" / "job.yaml", "-o", plan).code == 0
     document = read_json(plan)
     document["output"]["dir"] = str(tmp_path / "out")  # not the example's runs/ folder
-    from ftc.spec.plan import plan_text, seal_plan
+    from ftc.spec.plan_format import plan_text, seal_plan
 
     plan.write_text(plan_text(seal_plan(document)))
     r = ftc("run", plan)

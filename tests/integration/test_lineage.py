@@ -318,7 +318,7 @@ def test_exports_validate_against_the_published_schemas(two_stages, ftc):
 def test_a_run_checks_its_parents_records_even_when_the_plan_was_made_to_match(two_stages, job, ftc):
     """A plan edited (and resealed) to pin a changed parent passes the input check; the parent's own record
     still stops the run before training."""
-    from ftc.spec.plan import seal_plan
+    from ftc.spec.plan_format import seal_plan
     from ftc.stores.hashing import hash_tree, manifest_digest
 
     assert _stage3(job, ftc, two_stages).code == 0

@@ -225,7 +225,7 @@ def _reseal_plan(checkpoint: Path, edit) -> str:
     record_id), as whoever hands over a checkpoint can: `ftc lineage verify` still says it is consistent. The new
     plan's text."""
     from ftc.lineage.record import LINEAGE_FILE, checkpoint_section, seal
-    from ftc.spec.plan import plan_text, seal_plan
+    from ftc.spec.plan_format import plan_text, seal_plan
 
     plan = read_json(checkpoint / "plan.json")
     edit(plan)

@@ -274,7 +274,7 @@ def test_an_edited_plan_does_not_run(job, ftc, tmp_path):
 
 
 def test_a_plan_from_before_a_setting_existed_asks_to_recompile(job, ftc, tmp_path):
-    from ftc.spec.plan import seal_plan
+    from ftc.spec.plan_format import seal_plan
 
     ftc("compile", job(), "-o", tmp_path / "p.json")
     plan = read_json(tmp_path / "p.json")

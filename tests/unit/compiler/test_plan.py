@@ -241,7 +241,8 @@ def test_a_plan_that_is_not_json_is_refused(ftc, tmp_path):
 
 def test_show_and_diff_handle_remote_folders_pinned_per_object(job, ftc, tmp_path):
     from ftc.compiler import describe_plan, diff_plans
-    from ftc.spec.plan import Plan, seal_plan
+    from ftc.spec.plan import Plan
+    from ftc.spec.plan_format import seal_plan
 
     ftc("compile", job(), "-o", tmp_path / "p.json")
     plan = read_json(tmp_path / "p.json")
@@ -276,7 +277,8 @@ def test_a_plan_from_an_older_ftc_is_read_with_the_defaults_of_newer_settings_on
     """A checkpoint carries the plan that wrote it and outlives that ftc: reading it to serve or describe it fills
     in the settings added since; running it is refused."""
     from ftc.errors import PlanInvalid
-    from ftc.spec.plan import plan_text, read_plan, seal_plan
+    from ftc.spec.plan import read_plan
+    from ftc.spec.plan_format import plan_text, seal_plan
 
     assert ftc("compile", job(), "-o", tmp_path / "plan.json").code == 0
     document = json.loads((tmp_path / "plan.json").read_text())

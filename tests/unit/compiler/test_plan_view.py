@@ -7,7 +7,8 @@ import json
 
 from ftc.compiler import describe_plan, diff_plans
 from ftc.errors import ExitCode
-from ftc.spec.plan import Plan, seal_plan
+from ftc.spec.plan import Plan
+from ftc.spec.plan_format import seal_plan
 
 from conftest import read_json
 

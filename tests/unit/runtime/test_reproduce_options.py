@@ -40,7 +40,8 @@ def test_a_link_to_a_system_folder_is_that_folder(ftc, tmp_path):
 def _plan_with_a_dvc_input(job, ftc, tmp_path, endpoint):
     import json
 
-    from ftc.spec.plan import Plan, seal_plan
+    from ftc.spec.plan import Plan
+    from ftc.spec.plan_format import seal_plan
 
     assert ftc("compile", job(), "-o", tmp_path / "plan.json").code == 0
     plan = json.loads((tmp_path / "plan.json").read_text())

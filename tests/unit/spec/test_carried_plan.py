@@ -11,7 +11,9 @@ from pathlib import Path
 import pytest
 
 from ftc.errors import ExitCode, PlanInvalid, UsageError
-from ftc.spec.plan import Placement, deepspeed_problems, read_plan, seal_plan
+from ftc.spec.plan import Placement, read_plan
+from ftc.spec.plan_checks import deepspeed_problems
+from ftc.spec.plan_format import seal_plan
 
 from conftest import read_json
 

@@ -225,7 +225,7 @@ def test_a_plan_that_is_not_a_regular_file_is_a_usage_error(ftc, tmp_path):
 
 def _sealed(plan: dict, change) -> dict:
     """``plan`` changed by ``change`` and sealed again: a plan_id that matches, as a forger would make it."""
-    from ftc.spec.plan import seal_plan
+    from ftc.spec.plan_format import seal_plan
 
     change(plan)
     return seal_plan(plan)

@@ -139,7 +139,7 @@ def test_different_folders_have_different_manifests(a: dict[str, str], b: dict[s
 
 
 def test_a_plan_pinned_by_the_older_manifest_format_says_so_at_run_time(job, ftc, tmp_path, tiny_model):
-    from ftc.spec.plan import seal_plan
+    from ftc.spec.plan_format import seal_plan
 
     plan_path = tmp_path / "plan.json"
     assert ftc("compile", job(num_epochs=1), "-o", plan_path).code == 0
