@@ -17,7 +17,7 @@ from ftc.stores.hashing import hash_file
 
 from .trained import Trained, load_model, open_trained
 
-__all__ = ["Session", "conversations", "evaluate", "open_session"]
+__all__ = ["Session", "conversations", "conversations_to_answer", "evaluate", "open_session"]
 
 
 @dataclass
@@ -101,6 +101,17 @@ def conversations(path: Path, *, require_answer: bool) -> Iterator[tuple[int, li
         if item.problem is not None:
             raise DataInvalid(f"{path}:{item.line}: {item.problem}")
         yield item.line, item.messages
+
+
+def conversations_to_answer(path: Path) -> list[tuple[str, list[dict[str, Any]]]]:
+    """(where, messages) of every conversation of the chat-JSONL file ``path`` to answer, ``where`` as
+    ``path:line``: the trailing assistant turns of each are removed, since the answer takes their place."""
+    found = []
+    for line, messages in conversations(path, require_answer=False):
+        while messages and messages[-1]["role"] == "assistant":
+            messages = messages[:-1]
+        found.append((f"{path}:{line}", messages))
+    return found
 
 
 def evaluate(
