@@ -18,7 +18,9 @@ from typing import Any
 
 __all__ = [
     "COMPARED_FIELDS",
+    "FAMILY_FIELDS",
     "Architecture",
+    "config_mismatches",
     "known_architecture",
     "known_model_ids",
     "closest_model_ids",
@@ -33,6 +35,22 @@ COMPARED_FIELDS = (
     "num_key_value_heads",
     "vocab_size",
 )
+#: more fields that must agree, for the families whose architecture they change: Mixtral's experts (how many, how
+#: many per token), Gemma 2's attention (head size, query scale, soft-capping of attention and output logits) and
+#: its output layer tied to the embeddings. A weights folder of the family must state each (transformers writes them
+#: all); only tie_word_embeddings may be left out, meaning the family's default.
+FAMILY_FIELDS: dict[str, tuple[str, ...]] = {
+    "mixtral": ("num_local_experts", "num_experts_per_tok"),
+    "gemma2": (
+        "head_dim",
+        "query_pre_attn_scalar",
+        "attn_logit_softcapping",
+        "final_logit_softcapping",
+        "tie_word_embeddings",
+    ),
+}
+#: what transformers reads for a tie_word_embeddings a config.json leaves out, by model_type
+_TIED_BY_DEFAULT = {"gemma2": True}
 
 # Linear layers per decoder layer, by model_type; names as they appear in transformers' modules.
 _LLAMA_LIKE = {"self_attn": ("q_proj", "k_proj", "v_proj", "o_proj"), "mlp": ("gate_proj", "up_proj", "down_proj")}
@@ -44,7 +62,29 @@ _LAYER_MODULES: dict[str, Mapping[str, tuple[str, ...]]] = {
     "gemma": _LLAMA_LIKE,
     "gemma2": _LLAMA_LIKE,
     "phi3": {"self_attn": ("qkv_proj", "o_proj"), "mlp": ("gate_up_proj", "down_proj")},
+    # transformers fuses each layer's experts into two 3-D weights (not linear layers): the router is the one here
+    "mixtral": {"self_attn": _LLAMA_LIKE["self_attn"], "mlp": ("gate",)},
 }
+
+
+def _gated_mlp(hidden: int, inner: int, experts: int) -> dict[str, tuple[int, int]]:
+    return {"mlp.gate_proj": (inner, hidden), "mlp.up_proj": (inner, hidden), "mlp.down_proj": (hidden, inner)}
+
+
+def _experts_mlp(hidden: int, inner: int, experts: int) -> dict[str, tuple[int, int]]:
+    """Mixtral's layer as saved (the published layout; transformers fuses the experts only once loaded)."""
+    shapes = {"block_sparse_moe.gate": (experts, hidden)}
+    for e in range(experts):
+        shapes.update({
+            f"block_sparse_moe.experts.{e}.w1": (inner, hidden),
+            f"block_sparse_moe.experts.{e}.w2": (hidden, inner),
+            f"block_sparse_moe.experts.{e}.w3": (inner, hidden),
+        })  # fmt: skip
+    return shapes
+
+
+# the MLP weights a saved checkpoint holds per layer, by model_type (Gemma's first version has a different norm)
+_SAVED_MLP = {t: _gated_mlp for t in ("llama", "mistral", "qwen2", "qwen3", "gemma2")} | {"mixtral": _experts_mlp}
 
 
 @functools.cache
@@ -69,6 +109,27 @@ def closest_model_ids(model_id: str, n: int = 3) -> list[str]:
     if model_id.lower() in lowered:
         return [lowered[model_id.lower()]]
     return difflib.get_close_matches(model_id, ids, n=n, cutoff=0.6)
+
+
+def config_mismatches(config: Mapping[str, Any], published: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """Where a weights folder's config.json disagrees with a published architecture: (field, what the folder says,
+    as "field = value" or "no field"), for COMPARED_FIELDS that the folder states, and for the family's
+    FAMILY_FIELDS when both are of that family."""
+    found = [(f, f"{f} = {config[f]!r}") for f in COMPARED_FIELDS if f in config and config[f] != published.get(f)]
+    model_type = published.get("model_type")
+    if config.get("model_type", model_type) != model_type:
+        return found
+    for f in FAMILY_FIELDS.get(model_type, ()):
+        if f not in published:
+            continue
+        if f not in config and f == "tie_word_embeddings":
+            if _TIED_BY_DEFAULT.get(model_type, False) != published[f]:
+                found.append((f, f"no {f} (so {_TIED_BY_DEFAULT.get(model_type, False)!r})"))
+        elif f not in config:
+            found.append((f, f"no {f}"))
+        elif config[f] != published[f]:
+            found.append((f, f"{f} = {config[f]!r}"))
+    return found
 
 
 @dataclass(frozen=True)
@@ -118,10 +179,11 @@ class Architecture:
         return [t for t in targets if not any(n == t or n.endswith("." + t) for n in names)]
 
     def tensor_shapes(self) -> dict[str, tuple[int, ...]] | None:
-        """The shape of every weight a checkpoint of this architecture holds (transformers' names), for the model
-        types whose layout ftc knows as Llama's; None for others."""
-        c = self.config
-        if _LAYER_MODULES.get(self.model_type or "") is not _LLAMA_LIKE or self.model_type in ("gemma", "gemma2"):
+        """The shape of every weight a checkpoint of this architecture holds, as transformers saves them, for Llama's
+        layout and its kin (Mistral, Qwen 2, Gemma 2 with its extra norms, Mixtral with its experts); None for
+        others."""
+        c, model_type = self.config, self.model_type or ""
+        if model_type not in _SAVED_MLP:
             return None
         try:
             hidden, layers, vocab = int(c["hidden_size"]), int(c["num_hidden_layers"]), int(c["vocab_size"])
@@ -129,11 +191,16 @@ class Architecture:
             kv_heads = int(c.get("num_key_value_heads") or heads)
             head_dim = int(c.get("head_dim") or hidden // heads)
             inner = int(c["intermediate_size"])
+            experts = int(c.get("num_local_experts") or 0)
         except (KeyError, TypeError, ValueError, ZeroDivisionError):
             return None
         shapes = {"model.embed_tokens.weight": (vocab, hidden), "model.norm.weight": (hidden,)}
-        if not c.get("tie_word_embeddings", False):
+        if not c.get("tie_word_embeddings", _TIED_BY_DEFAULT.get(model_type, False)):
             shapes["lm_head.weight"] = (vocab, hidden)
+        mlp = _SAVED_MLP[model_type](hidden, inner, experts)
+        norms = ["input_layernorm", "post_attention_layernorm"]
+        if model_type == "gemma2":
+            norms += ["pre_feedforward_layernorm", "post_feedforward_layernorm"]
         for i in range(layers):
             at = f"model.layers.{i}"
             shapes.update({
@@ -141,12 +208,9 @@ class Architecture:
                 f"{at}.self_attn.k_proj.weight": (kv_heads * head_dim, hidden),
                 f"{at}.self_attn.v_proj.weight": (kv_heads * head_dim, hidden),
                 f"{at}.self_attn.o_proj.weight": (hidden, heads * head_dim),
-                f"{at}.mlp.gate_proj.weight": (inner, hidden),
-                f"{at}.mlp.up_proj.weight": (inner, hidden),
-                f"{at}.mlp.down_proj.weight": (hidden, inner),
-                f"{at}.input_layernorm.weight": (hidden,),
-                f"{at}.post_attention_layernorm.weight": (hidden,),
             })  # fmt: skip
+            shapes.update({f"{at}.{name}.weight": shape for name, shape in mlp.items()})
+            shapes.update({f"{at}.{norm}.weight": (hidden,) for norm in norms})
         return shapes
 
     def leaf_names(self) -> list[str]:
