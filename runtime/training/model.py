@@ -14,6 +14,7 @@ from typing import Any
 
 from ftc.errors import DataInvalid, InputUnresolvable, UsageError
 from ftc.spec import JobSpec
+from ftc.stores.sources import SOURCES
 from ftc.stores.weights_folder import refuse_code
 
 __all__ = [
@@ -76,7 +77,7 @@ def refuse_code_in_inputs(plan: Any, roles: set[str]) -> None:
     before they are verified or read (planted code is reported as what it is, not as a changed input)."""
     for role, what in _FOLDERS.items():
         item = plan.inputs.get(role)
-        if role in roles and item is not None and item.source == "local" and item.kind == "dir":
+        if role in roles and item is not None and SOURCES[item.source].on_disk and item.kind == "dir":
             folder = plan.locate(item.uri)
             if folder.is_dir():
                 refuse_code(folder, what)

@@ -269,7 +269,6 @@ STILL_TOO_LONG = {
     "runtime/launch/docker.py::run_in_container",
     "runtime/launch/ray.py::run_on_ray",
     "runtime/recipes/sft.py::_set_up",
-    "runtime/training/inputs.py::materialize_remote",
     "runtime/training/sandbox.py::_environment",
     "serving/card.py::model_card",
 }
