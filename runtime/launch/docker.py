@@ -31,6 +31,8 @@ from ftc.runtime.training.trackers import TRACKER_ENV
 from ftc.spec.folders import SYSTEM_TREES, system_folder
 from ftc.spec.plan import Plan, PlanImage
 from ftc.stores.hashing import cache_dir
+from ftc.stores.sources import SOURCES
+from ftc.stores.sources.local import HOME_IN_CONTAINER
 
 from .local import Rendezvous, raise_failure
 from .lock import CONTAINER_ENV
@@ -213,20 +215,12 @@ def _create(client, name: str, output: Path, **options):
 
 
 def refuse_what_a_container_cannot_see(plan: Plan) -> None:
-    home = (
-        "`~` would mean another folder inside the container; "
-        "write the path out (or make it relative to the spec) and recompile"
-    )
-    for role, item in plan.inputs.items():
-        if item.source == "hub":
-            raise UsageError(
-                f"{role}: {item.uri} comes from a model hub, which a container run does not reach (it runs offline); "
-                "give the weights as initial_base_model_ckpt_path and recompile, or run with --backend local"
-            )
-        if item.source == "local" and item.uri.startswith("~"):
-            raise UsageError(f"{role}: {item.uri}: {home}")
+    for role, item in plan.inputs.items():  # the input's kind knows what an offline container cannot read
+        problem = SOURCES[item.source].container_problem(role, item)
+        if problem is not None:
+            raise UsageError(problem)
     if plan.output_dir.startswith("~"):
-        raise UsageError(f"output_dir {plan.output_dir}: {home}")
+        raise UsageError(f"output_dir {plan.output_dir}: {HOME_IN_CONTAINER}")
 
 
 def _describe_gpus(gpus: GpuRequest, requests: list) -> str:

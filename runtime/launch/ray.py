@@ -29,6 +29,7 @@ from typing import Any
 
 from ftc.errors import EngineUnavailable, ExitCode, FtcError, UsageError
 from ftc.spec.plan import Placement, Plan
+from ftc.stores.sources import SOURCES
 
 __all__ = ["absolute_placement", "run_on_ray"]
 
@@ -158,7 +159,7 @@ def absolute_placement(plan: Plan) -> Placement:
     sent to the workers as text, so its folder is not theirs)."""
     locations = dict(plan.placement.locations) if plan.placement is not None else {}
     for item in plan.inputs.values():
-        if item.source == "local":
+        if SOURCES[item.source].on_disk:
             locations.setdefault(item.uri, str(plan.locate(item.uri).resolve()))
     if plan.output_store is None:  # a store prefix: each worker stages in its own node's cache, rank 0 uploads
         locations.setdefault(plan.output_dir, str(plan.output_path.resolve()))
