@@ -16,7 +16,7 @@ from ftc.spec.plan import Plan, valid_plan
 from ftc.spec.plan_format import PLAN_VERSION, STORE_SCHEMES, launch_command, seal_plan
 from ftc.spec.text import redact
 from ftc.stores.atomic import write_text_atomic
-from ftc.stores.content_cache import run_downloads
+from ftc.stores.downloads import run_downloads
 from ftc.stores.hashing import StatCache, cache_dir
 from ftc.stores.sources import InputNotFound, ResolveContext, ResolvedInput, hub_input, resolve_location
 

@@ -37,7 +37,7 @@ def verify_inputs(plan: Plan, roles: set[str] | None = None, weights: bool = Tru
     inputs = {role: item for role, item in plan.inputs.items() if roles is None or role in roles}
     if not weights:
         inputs = {role: _without_weights(item) for role, item in inputs.items()}
-    from ftc.stores.content_cache import run_downloads
+    from ftc.stores.downloads import run_downloads
 
     kinds = {role: _kind(role, item) for role, item in inputs.items()}
     # fetched inputs at once: a store that does not answer costs one time-out, not one per input, and the first
@@ -65,7 +65,7 @@ def _kind(role: str, item: PlanInput) -> SourceKind:
 
 
 def _stopped(exc: BaseException) -> bool:
-    from ftc.stores.content_cache import DownloadStopped
+    from ftc.stores.downloads import DownloadStopped
 
     return isinstance(exc, DownloadStopped)  # stopped because another input failed: that one is reported
 
@@ -105,7 +105,7 @@ def materialize_remote(role: str, item: PlanInput, checked_by_host: bool = False
 def _download(role: str, objects: list, cache, store, *, check_pins: bool) -> dict[str, str]:
     """path -> sha256 of each of ``objects``, fetched from ``store`` into ``cache`` (each pin checked first when
     ``check_pins``), with one progress line for them all."""
-    from ftc.stores.content_cache import run_downloads
+    from ftc.stores.downloads import run_downloads
 
     # about 8 requests at once: one stream per object when there are many large ones (hashed as the bytes arrive),
     # parallel byte ranges of each when there are few

@@ -262,7 +262,6 @@ STILL_TOO_LONG = {
     "compiler/_model_checks.py",
     "runtime/recipes/sft.py",
     "src/ftc/cli.py",
-    "stores/content_cache.py",
     "compiler/_k8s.py::k8s_manifest",
     "images/_lint_dockerfiles.py::dockerfile_problems",
     "runtime/launch/docker.py::run_in_container",

@@ -209,7 +209,7 @@ def test_a_folder_view_never_links_outside_its_folder(tmp_path):
 def test_the_background_writer_writes_every_chunk_in_order_and_raises_write_errors_in_the_reader():
     import io
 
-    from ftc.stores.content_cache import _BackgroundWriter
+    from ftc.stores.downloads import _BackgroundWriter
 
     out = io.BytesIO()
     with _BackgroundWriter(out, depth=2) as writer:
@@ -255,7 +255,7 @@ def test_a_download_that_ends_early_is_a_store_failure_and_resumes_where_it_ende
 
 
 def test_the_first_failed_input_stops_the_other_downloads_and_keeps_what_they_had(tmp_path):
-    from ftc.stores.content_cache import DownloadStopped, run_downloads
+    from ftc.stores.downloads import DownloadStopped, run_downloads
 
     cache = ContentCache(tmp_path)
 
