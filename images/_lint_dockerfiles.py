@@ -49,11 +49,25 @@ def dockerfile_problems(text: str, flavour: str, pin_file: PinFile, pyproject: d
     pyproject.toml, writes no version, copies the build context, and builds a lean, non-root final stage (the GPU
     image's with the C/C++ compiler Triton and Inductor need). ``pin_file``: that flavour's pins, with the settings
     of images/versions.txt."""
-    problems = []
     instructions = parse_dockerfile(text)
     head, stages = dockerfile_stages(instructions)
-
     # (2) the base image and the torch index come from the pin file; no version is written here
+    problems = _base_image_problems(head, stages, pin_file, where)
+    problems += _written_version_problems(instructions, flavour, pin_file, pyproject, where)
+    problems += _install_problems(instructions, flavour, pyproject, where)
+    # (4) no build argument or environment variable that looks like a credential, in any stage
+    problems += _credential_problems(instructions, where)
+    # (3) and hygiene: the final stage copies only the environment, runs as a fixed non-root uid, runs ftc.runtime
+    if len(stages) < 2:
+        problems.append(f"{where}: not a multi-stage build (a builder stage and a final stage)")
+        return problems
+    return problems + _final_stage_problems(stages[-1], flavour, where)
+
+
+def _base_image_problems(head: list, stages: list, pin_file: PinFile, where: str) -> list[str]:
+    """The ARGs before the first FROM default to the pin file's settings, and every stage starts from one of them
+    (or from an earlier stage)."""
+    problems = []
     global_args = {}
     for ins in head:
         if ins.keyword != "ARG":
@@ -61,7 +75,6 @@ def dockerfile_problems(text: str, flavour: str, pin_file: PinFile, pyproject: d
             continue
         global_args.update(assignments(ins.args))
     base_arg = BASE_IMAGE_ARG
-    pins_path, extras = PIN_FILES[flavour], EXTRAS[flavour]
     for name, value in global_args.items():
         if name in pin_file.settings and value != pin_file.settings[name]:
             problems.append(
@@ -83,6 +96,15 @@ def dockerfile_problems(text: str, flavour: str, pin_file: PinFile, pyproject: d
             problems.append(f"{where}:{stage[0].line}: FROM ${{{ref[1]}}}: {ref[1]} is not a base image of {PIN_FILE}")
         if len(rest) == 2 and rest[0].upper() == "AS":
             stage_names.add(rest[1])
+    return problems
+
+
+def _written_version_problems(
+    instructions: list, flavour: str, pin_file: PinFile, pyproject: dict, where: str
+) -> list[str]:
+    """No version, pinned version or torch index URL is written in the Dockerfile: they belong in the pin file."""
+    problems = []
+    pins_path, extras = PIN_FILES[flavour], EXTRAS[flavour]
     pinned_settings = {(name, value) for name, value in pin_file.settings.items()}
     declared = {canonicalize_name(r.name) for r in declared_requirements(pyproject, extras)}
     for ins in instructions:
@@ -107,6 +129,14 @@ def dockerfile_problems(text: str, flavour: str, pin_file: PinFile, pyproject: d
         problems.append(f"{where}: torch's index is not read from {PIN_FILE} (#@ TORCH_INDEX_CPU=)")
     if "download.pytorch.org" in body:
         problems.append(f"{where}: torch's index URL is written in the Dockerfile: it belongs in {PIN_FILE}")
+    return problems
+
+
+def _install_problems(instructions: list, flavour: str, pyproject: dict, where: str) -> list[str]:
+    """ftc and what it declares are installed from the build context and pyproject.toml, with the pin file as
+    constraints, and checked against it once installed."""
+    problems = []
+    pins_path, extras = PIN_FILES[flavour], EXTRAS[flavour]
     if not any(i.keyword == "COPY" and shlex.split(i.args)[0] == pins_path for i in instructions):
         problems.append(f"{where}: does not COPY {pins_path} (pip installs with it as constraints)")
     # ftc itself is built from the whole context (.dockerignore keeps out what is not its source), so a part
@@ -155,7 +185,12 @@ def dockerfile_problems(text: str, flavour: str, pin_file: PinFile, pyproject: d
                 f" pyproject.toml's version is {version!r}"
             )
 
-    # (4) no build argument or environment variable that looks like a credential, in any stage
+    return problems
+
+
+def _credential_problems(instructions: list, where: str) -> list[str]:
+    """An ARG or ENV whose name looks like a credential (it would stay in the image's layers and history)."""
+    problems = []
     for ins in instructions:
         if ins.keyword in ("ARG", "ENV"):
             for name in assignments(ins.args):
@@ -164,12 +199,13 @@ def dockerfile_problems(text: str, flavour: str, pin_file: PinFile, pyproject: d
                         f"{where}:{ins.line}: {ins.keyword} {name} looks like a credential: build arguments and ENV"
                         " stay in the image's layers and history"
                     )
+    return problems
 
-    # (3) and hygiene: the final stage copies only the environment, runs as a fixed non-root uid, runs ftc.runtime
-    if len(stages) < 2:
-        problems.append(f"{where}: not a multi-stage build (a builder stage and a final stage)")
-        return problems
-    final = stages[-1]
+
+def _final_stage_problems(final: list, flavour: str, where: str) -> list[str]:
+    """The final stage copies only the environment from the builder, runs as a numeric non-root uid, runs
+    ftc.runtime with the required ENV and LABELs, and installs a compiler only in the GPU image."""
+    problems = []
     copies = [i for i in final if i.keyword == "COPY"]
     if not any(re.search(rf"--from=\S+\s+{re.escape(VENV)}/?\s+{re.escape(VENV)}/?$", i.args) for i in copies):
         problems.append(f"{where}: the final stage does not COPY --from=<builder> {VENV} {VENV}")

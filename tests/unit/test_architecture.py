@@ -263,7 +263,6 @@ STILL_TOO_LONG = {
     "runtime/recipes/sft.py",
     "src/ftc/cli.py",
     "compiler/_k8s.py::k8s_manifest",
-    "images/_lint_dockerfiles.py::dockerfile_problems",
     "runtime/launch/docker.py::run_in_container",
     "runtime/launch/ray.py::run_on_ray",
     "runtime/recipes/sft.py::_set_up",
