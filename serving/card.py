@@ -68,49 +68,75 @@ def _fenced(text: str) -> list[str]:
     return [fence, text, fence]
 
 
+#: names from records and specs are outside text
+_md = for_markdown
+
+
 def model_card(trained: Trained, export: dict[str, Any], name: str) -> str:
+    """The README.md of an export: Hugging Face front matter, then what the weights are, their base, how to load and
+    prompt them, the data, the results, a reproduction's verdict and the lineage chain."""
+    record = trained.record
+    lines = [
+        *_about(trained, export, name),
+        *_base_weights(trained),
+        *_use(export),
+        *_data_and_results(record),
+        *_reproduction(trained),
+        *["", "## Lineage", "", *_fenced(render(record)), ""],
+    ]
+    return _metadata(trained, export, name) + "\n" + "\n".join(lines)
+
+
+def _about(trained: Trained, export: dict[str, Any], name: str) -> list[str]:
+    """The title, what was exported from which checkpoint, and the signatures."""
     record = trained.record
     checkpoint = record["checkpoint"]
-    base = trained.base_parent
-    merged = export["merged"]
     what = (
         "its LoRA adapter merged (in float32) into the base weights it was trained on"
-        if merged
+        if export["merged"]
         else "a LoRA adapter: serve it on the base named below, and no other"
         if trained.adapter
         else "full-parameter fine-tuned weights"
     )
-    md = for_markdown  # names from records and specs are outside text
-    lines = [
-        f"# {md(name)}",
+    return [
+        f"# {_md(name)}",
         "",
-        f"Exported by ftc from checkpoint {md(checkpoint['name'])} of {md(trained.model_id)}: {what}; "
-        f"weights in {md(export['dtype'])}. Lineage record of the checkpoint: `{record['record_id']}`; "
+        f"Exported by ftc from checkpoint {_md(checkpoint['name'])} of {_md(trained.model_id)}: {what}; "
+        f"weights in {_md(export['dtype'])}. Lineage record of the checkpoint: `{record['record_id']}`; "
         "`ftc lineage verify` on this folder checks every file of it and of its chain.",
         "",
-        f"Signatures: the checkpoint is {md(signature_note(trained.folder, record))}; this export is "
-        f"{md(export_signing_note())} (what a signature proves, and what it does not: ftc's docs/security.md).",
-        "",
-        "## Base weights",
+        f"Signatures: the checkpoint is {_md(signature_note(trained.folder, record))}; this export is "
+        f"{_md(export_signing_note())} (what a signature proves, and what it does not: ftc's docs/security.md).",
         "",
     ]
+
+
+def _base_weights(trained: Trained) -> list[str]:
+    """Which weights the export derives from: published ones by name, or the user's own by content digest."""
+    base = trained.base_parent
+    lines = ["## Base weights", ""]
     if base is None:
         lines.append("None recorded.")
     elif base["source"]["source"] == "hub":
-        lines.append(f"The published weights of {md(trained.model_id)} (not pinned to a revision when trained).")
+        lines.append(f"The published weights of {_md(trained.model_id)} (not pinned to a revision when trained).")
     else:
         lines += [
-            f"Your own weights of the {md(trained.model_id)} architecture (not its published weights): "
-            f"{md(source_name(base['source']))} ({md(base['source']['source'])}), "
-            f"pinned by content digest {md(str(base['digest']))}.",
+            f"Your own weights of the {_md(trained.model_id)} architecture (not its published weights): "
+            f"{_md(source_name(base['source']))} ({_md(base['source']['source'])}), "
+            f"pinned by content digest {_md(str(base['digest']))}.",
         ]
-    stops = ", ".join(md(json.dumps(s)) for s in export["stop_strings"]) or "the end-of-sequence token"
+    return lines
+
+
+def _use(export: dict[str, Any]) -> list[str]:
+    """How to load and prompt the export: its chat template, where generation stops, and a transformers example."""
+    stops = ", ".join(_md(json.dumps(s)) for s in export["stop_strings"]) or "the end-of-sequence token"
     template = (
         "renders the spec's prompt_format exactly as training did (the same tokens)"
         if export["chat_template"] == "prompt_format"
         else "is the tokenizer's own, which training used"
     )
-    lines += [
+    return [
         "",
         "## Use",
         "",
@@ -128,12 +154,14 @@ def model_card(trained: Trained, export: dict[str, Any], name: str) -> str:
         "out = model.generate(ids, max_new_tokens=64, tokenizer=tokenizer)  # the tokenizer: for the stop strings",
         "print(tokenizer.decode(out[0, ids.shape[1]:], skip_special_tokens=True))",
         "```",
-        "",
-        "## Data",
-        "",
     ]
+
+
+def _data_and_results(record: dict[str, Any]) -> list[str]:
+    """The datasets trained on, and the evaluations as a table."""
+    lines = ["", "## Data", ""]
     lines += [
-        f"- {md(d['role'])}: {md(source_name(d['source']))} ({md(d['sha256'])}), {d['examples_used']} examples"
+        f"- {_md(d['role'])}: {_md(source_name(d['source']))} ({_md(d['sha256'])}), {d['examples_used']} examples"
         for d in record["datasets"]
     ]
     lines += ["", "## Results", "", "| step | eval loss | exact match |", "|---|---|---|"]
@@ -141,16 +169,20 @@ def model_card(trained: Trained, export: dict[str, Any], name: str) -> str:
         loss = f"{e['eval_loss']:.4f}" if e.get("eval_loss") is not None else "n/a"
         match = f"{e['exact_match']:.3f}" if e.get("exact_match") is not None else "n/a"
         lines.append(f"| {e['step']} | {loss} | {match} |")
-    reproduced = reproduction_of(trained.folder, record)
-    if reproduced is not None:
-        origin, verdict = reproduced
-        lines += [
-            "",
-            "## Reproduction",
-            "",
-            f"This checkpoint is `ftc reproduce`'s rerun of {md(source_name(origin['source']))} (record"
-            f" {md(str(origin['record_id']))}), from the same plan and pinned inputs: "
-            + (f"**{md(verdict)}**." if verdict else "its verdict was not found beside it."),
-        ]
-    lines += ["", "## Lineage", "", *_fenced(render(record)), ""]
-    return _metadata(trained, export, name) + "\n" + "\n".join(lines)
+    return lines
+
+
+def _reproduction(trained: Trained) -> list[str]:
+    """What a reproduction reproduces and its verdict, when the checkpoint is `ftc reproduce`'s rerun."""
+    reproduced = reproduction_of(trained.folder, trained.record)
+    if reproduced is None:
+        return []
+    origin, verdict = reproduced
+    return [
+        "",
+        "## Reproduction",
+        "",
+        f"This checkpoint is `ftc reproduce`'s rerun of {_md(source_name(origin['source']))} (record"
+        f" {_md(str(origin['record_id']))}), from the same plan and pinned inputs: "
+        + (f"**{_md(verdict)}**." if verdict else "its verdict was not found beside it."),
+    ]

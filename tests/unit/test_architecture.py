@@ -266,7 +266,6 @@ STILL_TOO_LONG = {
     "runtime/launch/docker.py::run_in_container",
     "runtime/launch/ray.py::run_on_ray",
     "runtime/recipes/sft.py::_set_up",
-    "serving/card.py::model_card",
 }
 
 
