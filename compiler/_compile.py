@@ -22,7 +22,8 @@ from ftc.stores.sources import InputNotFound, ResolveContext, ResolvedInput, hub
 
 from ._data_checks import check_chat_data, check_context_length
 from ._deepspeed import deepspeed_config
-from ._model_checks import check_adapter, check_architecture, check_parent_lineage, check_target_modules
+from ._model_checks import check_adapter, check_architecture, check_target_modules
+from ._parent_checks import check_parent_lineage
 
 __all__ = ["CheckedSpec", "CompileResult", "build_plan", "check_inputs", "compile_spec", "resolve_inputs", "write_plan"]
 

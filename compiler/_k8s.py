@@ -22,6 +22,8 @@ from ftc.errors import UsageError
 from ftc.images import IMAGE_ENV
 from ftc.spec.plan import Plan
 from ftc.stores.atomic import write_text_atomic
+from ftc.stores.sources import SOURCES
+from ftc.stores.sources.local import is_absolute, is_outside
 
 __all__ = ["JOB_DIR", "k8s_manifest", "write_k8s_manifest"]
 
@@ -64,6 +66,42 @@ def k8s_manifest(
     _check_paths(plan)
     nodes, per_node = plan.launch.nodes, plan.launch.processes_per_node
     gpus = per_node if gpus_per_node is None else int(gpus_per_node)
+    _check_arguments(plan_name, pvc, namespace, gpus, per_node)
+    short_id = plan.plan_id.removeprefix("sha256:")[:12]
+    job_name = _job_name(plan, job_name, short_id, nodes)
+    text = plan.text()
+    if len(text.encode()) > _CONFIGMAP_MAX_BYTES:
+        raise UsageError(
+            f"the plan is {len(text.encode()):,} bytes, more than a ConfigMap holds ({_CONFIGMAP_MAX_BYTES:,}); "
+            "folders of many files make plans large: "
+            "put such inputs in an object store (s3://, gs://) or a tarball, and recompile"
+        )
+    labels = {"app.kubernetes.io/managed-by": "ftc", "ftc.dev/plan-id": short_id}
+    config_name = f"{job_name}-plan"
+    configmap = {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": _metadata(config_name, namespace, labels),
+        "data": {plan_name: text},
+    }
+    template = _pod_template(image, plan, plan_name, pvc, config_name, labels, gpus)
+    # Never: a failed process stops the job (a restarted pod would find checkpoints and need --resume)
+    replicas = {"Master": {"replicas": 1, "restartPolicy": "Never", "template": template}}
+    if nodes > 1:
+        replicas["Worker"] = {"replicas": nodes - 1, "restartPolicy": "Never", "template": copy.deepcopy(template)}
+    job = {
+        "apiVersion": "kubeflow.org/v1",
+        "kind": "PyTorchJob",
+        "metadata": _metadata(job_name, namespace, labels),
+        "spec": {
+            "nprocPerNode": str(per_node),  # the CRD types it as a string ("auto", "cpu", "gpu" or a number)
+            "pytorchReplicaSpecs": replicas,
+        },
+    }
+    return [configmap, job]
+
+
+def _check_arguments(plan_name: str, pvc: str, namespace: str | None, gpus: int, per_node: int) -> None:
     if gpus < 0 or 0 < gpus < per_node:
         raise UsageError(
             f"gpus_per_node {gpus}: give 0 (CPU) or at least the plan's {per_node} process(es) per node, one GPU each"
@@ -80,7 +118,9 @@ def k8s_manifest(
         raise UsageError(
             f"--k8s-namespace {namespace!r} is not a valid namespace (at most 63 lowercase letters, digits and '-')"
         )
-    short_id = plan.plan_id.removeprefix("sha256:")[:12]
+
+
+def _job_name(plan: Plan, job_name: str | None, short_id: str, nodes: int) -> str:
     # the operator names a Service and a Pod after each replica (<job>-worker-<i>): a Service name is at most 63
     # characters and must start with a letter (DNS-1035)
     room = 63 - len(f"-worker-{max(nodes - 2, 0)}")
@@ -90,22 +130,13 @@ def k8s_manifest(
         raise UsageError(
             f"job name {job_name!r}: at most {room} lowercase letters, digits and '-', starting with a letter"
         )
+    return job_name
 
-    text = plan.text()
-    if len(text.encode()) > _CONFIGMAP_MAX_BYTES:
-        raise UsageError(
-            f"the plan is {len(text.encode()):,} bytes, more than a ConfigMap holds ({_CONFIGMAP_MAX_BYTES:,}); "
-            "folders of many files make plans large: "
-            "put such inputs in an object store (s3://, gs://) or a tarball, and recompile"
-        )
-    labels = {"app.kubernetes.io/managed-by": "ftc", "ftc.dev/plan-id": short_id}
-    config_name = f"{job_name}-plan"
-    configmap = {
-        "apiVersion": "v1",
-        "kind": "ConfigMap",
-        "metadata": _metadata(config_name, namespace, labels),
-        "data": {plan_name: text},
-    }
+
+def _pod_template(
+    image: str, plan: Plan, plan_name: str, pvc: str, config_name: str, labels: dict[str, str], gpus: int
+) -> dict[str, Any]:
+    """The pod every replica runs: torchrun over the plan, the claim at JOB_DIR, the plan file from the ConfigMap."""
     plan_path = f"{JOB_DIR}/{plan_name}"
     container: dict[str, Any] = {
         "name": CONTAINER,
@@ -135,7 +166,7 @@ def k8s_manifest(
     }
     if gpus:
         container["resources"] = {"limits": {"nvidia.com/gpu": gpus}}
-    template = {
+    return {
         "metadata": {"labels": dict(labels)},
         "spec": {
             "securityContext": {"runAsNonRoot": True, "runAsUser": RUN_AS, "runAsGroup": RUN_AS, "fsGroup": RUN_AS},
@@ -148,20 +179,6 @@ def k8s_manifest(
             ],
         },
     }
-    # Never: a failed process stops the job (a restarted pod would find checkpoints and need --resume)
-    replicas = {"Master": {"replicas": 1, "restartPolicy": "Never", "template": template}}
-    if nodes > 1:
-        replicas["Worker"] = {"replicas": nodes - 1, "restartPolicy": "Never", "template": copy.deepcopy(template)}
-    job = {
-        "apiVersion": "kubeflow.org/v1",
-        "kind": "PyTorchJob",
-        "metadata": _metadata(job_name, namespace, labels),
-        "spec": {
-            "nprocPerNode": str(per_node),  # the CRD types it as a string ("auto", "cpu", "gpu" or a number)
-            "pytorchReplicaSpecs": replicas,
-        },
-    }
-    return [configmap, job]
 
 
 def write_k8s_manifest(
@@ -234,49 +251,18 @@ def _image(plan: Plan) -> str:
 
 def _check_paths(plan: Plan) -> None:
     """Every input must be reachable from a pod: inside the plan folder (on the claim) or in a store."""
-    remote = (
-        "a path inside the plan folder (copied to the claim in the same layout), or a remote input (s3://, gs://, dvc)"
-    )
-    for role, item in sorted(plan.inputs.items()):
-        source, uri = item.source, item.uri
-        if source == "local":
-            if _absolute(uri):
-                raise UsageError(
-                    f"{role}: {uri} is an absolute path, which the cluster cannot reach\n    fix: use {remote}"
-                )
-            if _outside(uri):
-                raise UsageError(
-                    f"{role}: {uri} is outside the plan folder, which is all the cluster sees\n    fix: use {remote}"
-                )
-        elif source == "hub":
-            raise UsageError(
-                f"{role}: {uri} is not pinned, and the pods do not reach the hub (HF_HUB_OFFLINE=1)"
-                f"\n    fix: download the weights and give them as initial_base_model_ckpt_path: {remote}"
-            )
-        elif source == "dvc":
-            store = (item.pin or {}).get("remote", "")
-            if not store.startswith(("s3://", "gs://")):
-                raise UsageError(
-                    f"{role}: its DVC remote {store} is a folder on this machine, which the cluster cannot reach"
-                    "\n    fix: push the data to an s3:// or gs:// DVC remote"
-                )
+    for role, item in sorted(plan.inputs.items()):  # the input's kind knows what a pod cannot read
+        problem = SOURCES[item.source].cluster_problem(role, item)
+        if problem is not None:
+            raise UsageError(problem)
     out = plan.output_dir
     if plan.output_store is not None:
         return  # node 0's pod uploads each checkpoint (with the store credentials the cluster gives its pods)
-    if _absolute(out) or _outside(out):
+    if is_absolute(out) or is_outside(out):
         raise UsageError(
             f"output folder {out} is not inside the plan folder, so the pods' checkpoints would be lost"
             "\n    fix: set output_dir to a folder inside the plan's folder"
         )
-
-
-def _absolute(uri: str) -> bool:
-    return uri.startswith(("/", "~")) or "://" in uri
-
-
-def _outside(uri: str) -> bool:
-    path = posixpath.normpath(uri)
-    return path == ".." or path.startswith("../")
 
 
 def _default_name(plan: Plan, short_id: str, room: int) -> str:

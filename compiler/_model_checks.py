@@ -11,13 +11,11 @@ import os
 from pathlib import Path
 from typing import Any
 
-from ftc.lineage.record import LINEAGE_FILE, SIGNATURE_FILE, read_record
-from ftc.lineage.verify import files_problems, record_problems
 from ftc.spec import LoadedSpec, LoraConfig
 from ftc.spec.architectures import COMPARED_FIELDS, Architecture, closest_model_ids, known_architecture, known_model_ids
 from ftc.spec.reading import MiB, NotReadable, read_bounded_text
 from ftc.stores.safetensors_header import BadSafetensors, TensorInfo, read_safetensors_header
-from ftc.stores.sources import ResolvedInput
+from ftc.stores.sources import SOURCES, ResolvedInput
 from ftc.stores.weights_folder import CODE_FIX, code_in_folder, code_in_names, describe_code
 
 __all__ = ["check_adapter", "check_architecture", "check_target_modules"]
@@ -89,63 +87,6 @@ def _shape_problems(loaded: LoadedSpec, at: tuple, arch: Architecture, tensors: 
         )
 
 
-def check_parent_lineage(loaded: LoadedSpec, at: tuple, item: ResolvedInput) -> None:
-    """A local parent checkpoint that carries a lineage record must still be what the record says: its files (as
-    just hashed for the plan) and its record's id. What changed is a problem with exit 12, as at run time."""
-    if item.source in ("s3", "gcs") and item.kind == "dir":
-        return _check_published(loaded, at, item)  # its files are checked against the record when a run downloads it
-    if item.source != "local" or item.kind != "dir" or item.local_path is None:
-        return
-    try:
-        record = read_record(item.local_path)
-    except ValueError as exc:
-        loaded.problems.append(loaded.problem(at, str(exc), "continue from a checkpoint ftc wrote", kind="lineage"))
-        return
-    if record is None:
-        return
-    where = str(item.local_path)
-    # its record and its signature (written after the record, over it) are not among the files the record names
-    files = {path: sha for path, sha in item.entry.file_sha256.items() if path not in (LINEAGE_FILE, SIGNATURE_FILE)}
-    for problem in record_problems(record, where) + files_problems(record["checkpoint"]["files"], files, where):
-        loaded.problems.append(
-            loaded.problem(
-                at,
-                f"the parent checkpoint no longer matches its own lineage record: {problem}",
-                "continue from an intact checkpoint (`ftc lineage verify` names what changed)",
-                kind="lineage",
-            )
-        )
-
-
-def _check_published(loaded: LoadedSpec, at: tuple, item: ResolvedInput) -> None:
-    """A checkpoint an ftc run published to a store (``…/checkpoints/step-N/``) is read only once its upload is
-    whole: its marker is there, names exactly the files listed, and the record_id of the lineage record there."""
-    from ftc.stores.publish import marker_problems, published_layout, read_marker
-    from ftc.stores.remote import RemoteProblem, store_for
-
-    uri = item.entry.uri.rstrip("/") + "/"
-    if not published_layout(uri):
-        return
-    fix = (
-        "continue from a checkpoint whose upload finished"
-        " (`ftc run PLAN --resume` of the run that wrote it uploads the rest)"
-    )
-    try:
-        marker = read_marker(store_for(uri), uri)
-    except RemoteProblem as exc:
-        loaded.problems.append(loaded.problem(at, str(exc), exc.hint, kind="input"))
-        return
-    problems = marker_problems(uri, marker, {f.path: f.size for f in item.entry.files or ()})
-    if not problems and item.local_path is not None and (item.local_path / LINEAGE_FILE).exists():
-        record = read_record(item.local_path)
-        if record is not None and record.get("record_id") != marker["record_id"]:
-            problems.append(
-                f"{uri}{LINEAGE_FILE}: record {record.get('record_id')}, the marker names {marker['record_id']}"
-            )
-    for problem in problems:
-        loaded.problems.append(loaded.problem(at, problem, fix, kind="input"))
-
-
 def _code_problems(loaded: LoadedSpec, at: tuple, item: ResolvedInput) -> list:
     """A weights folder holding Python files, or a config naming classes in them (``auto_map``), is refused: loading
     it could run that code. A folder in a store is judged by its listing and its small JSON files here (those are
@@ -181,7 +122,7 @@ def check_architecture(loaded: LoadedSpec, base: ResolvedInput) -> Architecture 
     model_id = spec.model_id
     registry = known_architecture(model_id)
     at = ("initial_base_model_ckpt_path",)
-    if base.source == "hub":
+    if SOURCES[base.source].model_id(base.entry) is not None:  # named by a model id, no files to read here
         if registry is None:
             close = closest_model_ids(model_id)
             hint = f"did you mean {' or '.join(close)}? " if close else ""

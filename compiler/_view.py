@@ -9,6 +9,7 @@ from ftc.spec.canonical import differences, show_value
 from ftc.spec.plan import Plan, PlanFile, PlanImage, PlanInput
 from ftc.spec.text import for_terminal
 from ftc.stores.hashing import describe_changes
+from ftc.stores.sources import SOURCES
 
 __all__ = ["describe_plan", "diff_plans"]
 
@@ -32,9 +33,7 @@ def _pin(item: PlanInput) -> str:
         return "(unpinned)"
     if item.digest:
         return f"pinned {_short(item.digest)}"  # the digest `ftc lineage show` labels the same way
-    if item.source == "dvc":
-        return f"md5 {item.pin['md5'][:12]}… (each file by md5)"
-    return f"(pinned per object by the {item.source} store)"  # a remote folder: sha256s come at download
+    return SOURCES[item.source].pin_text(item)  # a remote folder: sha256s come at download
 
 
 def describe_plan(plan: Plan) -> str:
