@@ -80,15 +80,17 @@ def exact_match(output: str, expected: str) -> bool:
 @contextmanager
 def _attention_for_decoding(model: Any) -> Iterator[None]:
     """Decoding with a KV cache needs an attention kernel that takes a query shorter than its keys: ftc's
-    per-sample kernel (training's sdpa_varlen) and FlexAttention's block masks are swapped for SDPA meanwhile."""
+    per-sample kernel (training's sdpa_varlen) and FlexAttention's block masks are swapped for SDPA meanwhile (for
+    eager attention where the scores are soft-capped, which SDPA cannot do)."""
     config = model.config
     before = getattr(config, "_attn_implementation", None)
-    if before in ("sdpa_varlen", "flex_attention"):
-        model.set_attn_implementation("sdpa")
+    swap = {"sdpa_varlen": "sdpa", "flex_attention": "sdpa", "varlen_softcap": "eager"}.get(before)
+    if swap:
+        model.set_attn_implementation(swap)
     try:
         yield
     finally:
-        if before in ("sdpa_varlen", "flex_attention"):
+        if swap:
             model.set_attn_implementation(before)
 
 

@@ -201,6 +201,16 @@ def load_tokenizer(spec: JobSpec, base: Path | None, adapter: Path | None) -> tu
     return pretrained_tokenizer(spec.model_id, "the published tokenizer"), "hub"
 
 
+def _kernel_for_weights(base: Path | str, attention: str) -> str:
+    """``attention``, unless the model soft-caps its attention scores (Gemma 2), which SDPA cannot do: then
+    transformers' eager attention, or ftc's per-sample kernel computing the scores itself."""
+    if attention in ("sdpa", "sdpa_varlen") and getattr(
+        pretrained_config(base, "the base weights"), "attn_logit_softcapping", None
+    ):
+        return {"sdpa": "eager", "sdpa_varlen": "varlen_softcap"}[attention]
+    return attention
+
+
 def load_model(
     spec: JobSpec,
     mode: str,
@@ -218,7 +228,8 @@ def load_model(
         _no_code(adapter, "the adapter")
     if isinstance(base, Path):
         _require_safetensors(base, "weights")
-    if attention == "sdpa_varlen":
+    attention = _kernel_for_weights(base, attention)
+    if attention in ("sdpa_varlen", "varlen_softcap"):
         from .attention import register
 
         register()

@@ -16,6 +16,8 @@ __all__ = [
     "PROMPT_FORMAT",
     "PROMPT_FORMATS",
     "arithmetic_examples",
+    "build_tiny_gemma2",
+    "build_tiny_mixtral",
     "build_tiny_model",
     "build_tokenizer",
     "reference_loss_sum",
@@ -152,3 +154,63 @@ def build_tiny_model(
     if tokenizer:
         build_tokenizer(out_dir, vocab_size=vocab_size, max_length=settings["max_position_embeddings"])
     return out_dir
+
+
+#: the tiny models' shared shape: 2 layers of width 64, 4 query heads over 2 key/value heads
+_TINY = dict(
+    hidden_size=64,
+    intermediate_size=128,
+    num_hidden_layers=2,
+    num_attention_heads=4,
+    num_key_value_heads=2,
+    max_position_embeddings=512,
+    bos_token_id=1,
+    eos_token_id=2,
+    pad_token_id=0,
+)
+
+
+def _save_tiny(out_dir: str | Path, model: Any, tokenizer: bool, vocab_size: int) -> Path:
+    out_dir = Path(out_dir)
+    model.save_pretrained(out_dir, safe_serialization=True)
+    if tokenizer:
+        build_tokenizer(out_dir, vocab_size=vocab_size, max_length=model.config.max_position_embeddings)
+    return out_dir
+
+
+def build_tiny_mixtral(
+    out_dir: str | Path, *, vocab_size: int = 512, seed: int = 0, tokenizer: bool = True, **config: Any
+) -> Path:
+    """A random Mixtral-architecture model (4 experts, 2 per token; ~1 MB) saved as safetensors, with a tokenizer
+    unless told not to."""
+    import torch
+    from transformers import MixtralConfig, MixtralForCausalLM
+
+    settings = dict(_TINY, vocab_size=vocab_size, num_local_experts=4, num_experts_per_tok=2, tie_word_embeddings=False)
+    settings.update(config)
+    torch.manual_seed(seed)
+    return _save_tiny(out_dir, MixtralForCausalLM(MixtralConfig(**settings)), tokenizer, vocab_size)
+
+
+def build_tiny_gemma2(
+    out_dir: str | Path, *, vocab_size: int = 512, seed: int = 0, tokenizer: bool = True, **config: Any
+) -> Path:
+    """A random Gemma 2-architecture model (soft-capped attention and output logits, output layer tied to the
+    embeddings, every other layer with a sliding window of 16 tokens; ~0.5 MB) saved as safetensors, with a
+    tokenizer unless told not to."""
+    import torch
+    from transformers import Gemma2Config, Gemma2ForCausalLM
+
+    settings = dict(
+        _TINY,
+        vocab_size=vocab_size,
+        head_dim=16,
+        query_pre_attn_scalar=16,
+        sliding_window=16,
+        attn_logit_softcapping=50.0,
+        final_logit_softcapping=30.0,
+        tie_word_embeddings=True,
+    )
+    settings.update(config)
+    torch.manual_seed(seed)
+    return _save_tiny(out_dir, Gemma2ForCausalLM(Gemma2Config(**settings)), tokenizer, vocab_size)
