@@ -13,16 +13,23 @@ from ftc.lineage.show import render, source_name
 from ftc.lineage.signature_check import signature_note
 from ftc.lineage.signing import export_signing_note
 from ftc.spec.text import for_markdown
+from ftc.stores.sources import kind_named
 
 from .trained import Trained
 
 __all__ = ["model_card"]
 
 
+def _names_a_model(parent: dict[str, Any]) -> bool:
+    """A parent recorded as a published model named by its id (the hub's), not as pinned weights."""
+    kind = kind_named(parent["source"]["source"])
+    return kind is not None and kind.names_a_model
+
+
 def _metadata(trained: Trained, export: dict[str, Any], name: str) -> str:
     record = trained.record
     base = trained.base_parent
-    published = base is not None and base["source"]["source"] == "hub"
+    published = base is not None and _names_a_model(base)
     relation = "adapter" if trained.adapter and not export["merged"] else "finetune"
     metadata: dict[str, Any] = {}
     if published:  # base_model names a model on the Hub: only true of its published weights
@@ -117,7 +124,7 @@ def _base_weights(trained: Trained) -> list[str]:
     lines = ["## Base weights", ""]
     if base is None:
         lines.append("None recorded.")
-    elif base["source"]["source"] == "hub":
+    elif _names_a_model(base):
         lines.append(f"The published weights of {_md(trained.model_id)} (not pinned to a revision when trained).")
     else:
         lines += [

@@ -118,6 +118,8 @@ class SourceKind:
     #: before reading, a lineage record keeps the pins, `ftc lineage verify` fetches the files again by them, and an
     #: ftc run may have published the folder as a checkpoint
     store_pins: bool = False
+    #: the input is a published model named by its id (weights not pinned, read by id where the plan runs)
+    names_a_model: bool = False
 
     # compile time: a spec's location pinned
     def takes(self, location: Location) -> bool:

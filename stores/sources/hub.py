@@ -18,6 +18,7 @@ def hub_input(model_id: str) -> ResolvedInput:
 
 class Hub(SourceKind):
     name = "hub"
+    names_a_model = True
 
     def model_id(self, item: PlanInput) -> str:
         return item.uri.removeprefix("hf://")
