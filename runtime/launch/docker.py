@@ -8,8 +8,9 @@ network with the host IPC namespace (DeepSpeed and NCCL need shared memory and t
 however the run ends: success, failure, Ctrl-C, SIGTERM or SIGHUP.
 
 Store credentials stay on the host: the host checks every remote input against its store and downloads it into the
-cache before the container starts, and the container reads those inputs from the cache (told so by
-``FTC_REMOTE_INPUTS_CHECKED``), so it needs no credentials and gets none.
+cache before the container starts, and the container reads those inputs from the cache (told so by the worker's
+``--inputs-checked`` option), so it needs no credentials and gets none. The container's worker reports how it ended
+in an outcome note (``outcome``) in a folder of the run's own mounted for it.
 """
 
 from __future__ import annotations
@@ -18,6 +19,8 @@ import hashlib
 import json
 import os
 import sys
+import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -34,8 +37,8 @@ from ftc.stores.hashing import cache_dir
 from ftc.stores.sources import SOURCES
 from ftc.stores.sources.local import HOME_IN_CONTAINER
 
-from .local import Rendezvous, raise_failure
-from .lock import CONTAINER_ENV
+from .handoff import Handoff, Rendezvous
+from .outcome import raise_failure
 
 __all__ = ["GpuRequest", "container_mounts", "container_name", "refuse_what_a_container_cannot_see", "run_in_container"]
 
@@ -73,7 +76,7 @@ def run_in_container(
     mounts: tuple[str, ...] = (),
     log=print,
 ) -> None:
-    """Run ``plan`` (read from ``plan_path``) in the image it pins; the container's exit code becomes this run's."""
+    """Run ``plan`` (read from ``plan_path``) in the image it pins; the container's outcome becomes this run's."""
     image = plan.image
     if image is None:
         raise UsageError(
@@ -98,13 +101,41 @@ def run_in_container(
             " unsigned (sign one afterwards with `ftc lineage sign CHECKPOINT`)"
         )
     engine = f"{version.get('Platform', {}).get('Name') or 'engine'} {version.get('Version', '')}".strip()
-    ran = {
-        "ref": image.ref,
-        "requested": image.requested,
-        "pinned": image.pinned,
-        **image_identity(found),
-        "engine": engine,
-    }
+    rendezvous = rendezvous or Rendezvous()
+    name = container_name(output, rendezvous.node_rank)
+    # the worker's outcome note: in a folder of this run's own, mounted for it (not the output folder: the failure to
+    # report may be that the output storage is full)
+    with tempfile.TemporaryDirectory(prefix="ftc-run-", ignore_cleanup_errors=True) as scratch:
+        # remote inputs come from the cache (no store credentials in there); the output lock names the container
+        handoff = Handoff(resume=resume, outcome=Path(scratch) / "outcome.json", inputs_checked=True, container=name)
+        options = {
+            "image": found.id,
+            "entrypoint": ["python", "-m", "ftc.runtime"],
+            "command": [str(plan_path), *rendezvous.to_args(), *handoff.to_args()],
+            "user": f"{os.getuid()}:{os.getgid()}",
+            "environment": _environment(plan, image, found, engine),
+            "mounts": [*container_mounts(plan_path, paths, output, mounts), _scratch_mount(scratch)],
+            "working_dir": str(plan_path.parent),
+            "network_mode": "host",
+            "ipc_mode": "host",
+            "device_requests": device_requests,
+            "labels": {
+                "dev.ftc.plan-id": plan.plan_id,
+                "dev.ftc.node-rank": str(rendezvous.node_rank),
+                "dev.ftc.output-dir": str(output.resolve()),
+            },
+        }
+        where = f"{image.requested} ({found.short_id}) on {engine_address()}"
+        announce = lambda container: log(f"container {name} ({container.short_id}): {where}")  # noqa: E731
+        code = _run_and_follow(client, name, output, options, gpus=gpus, announce=announce)
+        raise_failure(code, handoff.outcome)  # what the container's worker reported (its output was ours)
+
+
+def _environment(plan: Plan, image: PlanImage, found: Any, engine: str) -> dict[str, str]:
+    """The container's environment: ftc's cache, offline hubs, a home, the image it runs in (for the lineage
+    record) and the tracker's address and credentials."""
+    ran = {"ref": image.ref, "requested": image.requested, "pinned": image.pinned, **image_identity(found)}
+    ran["engine"] = engine
     if not image.pinned:
         ran["note"] = image.note  # the record says so too: this run cannot be reproduced from its plan
     environment = {
@@ -116,37 +147,26 @@ def run_in_container(
     }
     if plan.logger is not None:  # the tracker is fed from in there: its address and credentials go along
         environment.update({k: v for k, v in os.environ.items() if k in TRACKER_ENV[plan.logger.provider]})
-    rendezvous = rendezvous or Rendezvous()
-    name = container_name(output, rendezvous.node_rank)
-    environment[CONTAINER_ENV] = name  # the output lock names the container that holds it
-    command = [str(plan_path), *rendezvous.args()]
-    if resume:
-        command.append("--resume")
+    return environment
+
+
+def _scratch_mount(folder: str):
+    from docker.types import Mount
+
+    return Mount(folder, folder, type="bind", read_only=False)
+
+
+def _run_and_follow(
+    client, name: str, output: Path, options: dict[str, Any], *, gpus: GpuRequest, announce: Callable[[Any], None]
+) -> int:
+    """Create the container ``name`` (``announce`` it), start it, copy its output to ours until it ends, and return
+    its exit code; it is removed however that ends (success, failure, Ctrl-C, SIGTERM, SIGHUP)."""
     container = None
     try:
         _clear_the_way(client, name, output)
         with engine_errors("ftc run --backend docker"):
-            container = _create(
-                client,
-                name,
-                output,
-                image=found.id,
-                entrypoint=["python", "-m", "ftc.runtime"],
-                command=command,
-                user=f"{os.getuid()}:{os.getgid()}",
-                environment=environment,
-                mounts=container_mounts(plan_path, paths, output, mounts),
-                working_dir=str(plan_path.parent),
-                network_mode="host",
-                ipc_mode="host",
-                device_requests=device_requests,
-                labels={
-                    "dev.ftc.plan-id": plan.plan_id,
-                    "dev.ftc.node-rank": str(rendezvous.node_rank),
-                    "dev.ftc.output-dir": str(output.resolve()),
-                },
-            )
-            log(f"container {name} ({container.short_id}): {image.requested} ({found.short_id}) on {engine_address()}")
+            container = _create(client, name, output, **options)
+            announce(container)
             # attached before it starts: attaching to a container that already exited can wait forever
             output_stream = container.attach(stdout=True, stderr=True, stream=True, logs=True, demux=True)
         try:
@@ -159,9 +179,9 @@ def run_in_container(
                     if data:
                         stream.buffer.write(data)
                         stream.flush()
-            code = container.wait()["StatusCode"]
+            return container.wait()["StatusCode"]
     finally:
-        if container is not None:  # success, failure, Ctrl-C, SIGTERM, SIGHUP: never leave it behind
+        if container is not None:  # never leave it behind
             try:
                 container.remove(force=True)
             except Exception as exc:
@@ -170,7 +190,6 @@ def run_in_container(
                     f"remove it with `docker rm -f {container.id}`",
                     file=sys.stderr,
                 )
-    raise_failure(code)  # the container's code is its launcher's, which reported the error
 
 
 def container_name(output: Path, node_rank: int) -> str:

@@ -1,7 +1,8 @@
 """``ftc run``: check the plan and its inputs, then start the plan's processes and wait for them.
 
 One process runs in this interpreter; more are started with the plan's launch command (torch.distributed.run),
-and their exit status comes back through a failure note each worker leaves in the output folder.
+told what they need by command-line options (``handoff``), and report how they ended in an outcome note
+(``outcome``) in a folder this process made for the run.
 """
 
 from __future__ import annotations
@@ -14,50 +15,36 @@ import signal
 import subprocess
 import sys
 import tempfile
-from dataclasses import dataclass
 from pathlib import Path
 
-from ftc.errors import ExitCode, FtcError, TrainingFailed, UsageError, report
+from ftc.errors import FtcError, UsageError, report
 from ftc.images import image_from_env
 from ftc.lineage.run import Lineage
 from ftc.runtime.training.checkpoint import is_complete, resume_point
-from ftc.runtime.training.inputs import CHECKED_BY_HOST_ENV, verify_inputs
+from ftc.runtime.training.inputs import verify_inputs
 from ftc.runtime.training.progress import log
-from ftc.runtime.training.trackers import OFF_ENV, check_tracker
+from ftc.runtime.training.trackers import check_tracker
 from ftc.spec.plan import Placement, Plan, read_plan
 
+from .handoff import Handoff, Rendezvous, worker_parser
 from .lock import output_lock
+from .outcome import raise_failure, write_outcome
 from .publish import publishing
 
-__all__ = ["Rendezvous", "raise_failure", "run_plan", "worker_main"]
-
-#: where rank 0 leaves its exit code for the launcher (a file in a folder the launcher made for this run)
-FAILURE_NOTE_ENV = "FTC_FAILURE_NOTE"
+__all__ = ["run_plan", "worker_main"]
 
 
-@dataclass(frozen=True)
-class Rendezvous:
-    """This machine's place in a multi-node plan: its node rank and where node 0 waits for the others (a one-node
-    plan ignores it)."""
-
-    node_rank: int = 0
-    master_addr: str = "127.0.0.1"
-    master_port: int = 29500
-
-    def args(self) -> list[str]:
-        """The same, as ``python -m ftc.runtime`` options."""
-        return [
-            "--node-rank",
-            str(self.node_rank),
-            "--master-addr",
-            self.master_addr,
-            "--master-port",
-            str(self.master_port),
-        ]
-
-
-def run_plan(plan: Plan, plan_path: Path, *, resume: bool = False, rendezvous: Rendezvous = Rendezvous()):
-    """Run ``plan`` (read from ``plan_path``) on this machine: all of it, or node ``rendezvous.node_rank``'s share."""
+def run_plan(
+    plan: Plan,
+    plan_path: Path,
+    *,
+    resume: bool = False,
+    rendezvous: Rendezvous | None = None,
+    handoff: Handoff | None = None,
+):
+    """Run ``plan`` (read from ``plan_path``) on this machine: all of it, or node ``rendezvous.node_rank``'s share.
+    ``handoff``: what the launcher that started this process said (in a container: the docker backend)."""
+    rendezvous, handoff = rendezvous or Rendezvous(), handoff or Handoff()
     # before any process starts (and DeepSpeed with it): an input changed, a checkpoint that must not be overwritten
     # or cannot be resumed, a run already complete
     launch = plan.launch
@@ -68,7 +55,7 @@ def run_plan(plan: Plan, plan_path: Path, *, resume: bool = False, rendezvous: R
     paths = verify_inputs(plan)
     lineage = Lineage.check(plan, paths, image=image_from_env())  # a parent must still be what its record says
     # an output_dir in a store: node 0 uploads each checkpoint (in a container, the host that started it does)
-    publishes = rendezvous.node_rank == 0 and os.environ.get(CHECKED_BY_HOST_ENV) != plan.plan_id
+    publishes = rendezvous.node_rank == 0 and not handoff.inputs_checked
     with publishing(plan, resume=resume) if publishes else contextlib.nullcontext():
         previous = resume_point(plan.output_path, plan.plan_id, resume=resume)
         if previous is not None and is_complete(previous[0]):
@@ -76,39 +63,34 @@ def run_plan(plan: Plan, plan_path: Path, *, resume: bool = False, rendezvous: R
             return None
         if resume and previous is None:
             log(f"--resume: {plan.output_path} holds no checkpoint of this plan yet; starting from the beginning")
-        if rendezvous.node_rank == 0 and not check_tracker(plan):  # process 0 is on node 0: it alone logs
-            os.environ[OFF_ENV] = plan.plan_id  # for this run's processes (removed when it ends)
-        try:
-            return _run_locked(plan, plan_path, paths, lineage, previous, resume=resume, rendezvous=rendezvous)
-        finally:
-            os.environ.pop(OFF_ENV, None)
+        # process 0 is on node 0: it alone logs, and trains without the tracker when it is unreachable
+        tracker_off = handoff.tracker_off or (rendezvous.node_rank == 0 and not check_tracker(plan))
+        handoff = dataclasses.replace(handoff, resume=resume, tracker_off=tracker_off)
+        with output_lock(
+            plan.output_path, node_rank=rendezvous.node_rank, plan_id=plan.plan_id, container=handoff.container
+        ):
+            if launch.nodes == 1 and launch.processes_per_node == 1:
+                return _run_here(plan, paths, lineage, previous, handoff)
+            return _launch_workers(plan, plan_path.resolve(), handoff, rendezvous)
 
 
-def _run_locked(
-    plan: Plan,
-    plan_path: Path,
-    paths: dict[str, Path | str],
-    lineage: Lineage,
-    previous: tuple[Path, dict] | None,
-    *,
-    resume: bool,
-    rendezvous: Rendezvous,
+def _run_here(
+    plan: Plan, paths: dict[str, Path | str], lineage: Lineage, previous: tuple[Path, dict] | None, handoff: Handoff
 ):
-    """The run itself, holding the output folder's lock: in this process, or as the plan's worker processes."""
-    launch = plan.launch
-    with output_lock(plan.output_path, node_rank=rendezvous.node_rank, plan_id=plan.plan_id):
-        if launch.nodes == 1 and launch.processes_per_node == 1:
-            # one process: its own rendezvous on an ephemeral port (0: the OS picks one; nobody else connects)
-            one = {"RANK": "0", "LOCAL_RANK": "0", "WORLD_SIZE": "1", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": "0"}
-            for key, value in one.items():
-                os.environ.setdefault(key, value)
-            from ftc.runtime.recipes.sft import Checked, train
+    """The plan's one process, in this interpreter, holding the output folder's lock."""
+    # its own rendezvous on an ephemeral port (0: the OS picks one; nobody else connects)
+    one = {"RANK": "0", "LOCAL_RANK": "0", "WORLD_SIZE": "1", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": "0"}
+    for key, value in one.items():
+        os.environ.setdefault(key, value)
+    from ftc.runtime.recipes.sft import train
+    from ftc.runtime.training.preflight import Checked
 
-            return train(plan, resume=resume, checked=Checked(paths, previous, lineage))
-        return _launch_workers(plan, plan_path.resolve(), resume=resume, rendezvous=rendezvous)
+    checked = Checked(paths, previous, lineage)
+    return train(plan, resume=handoff.resume, checked=checked, tracker=not handoff.tracker_off)
 
 
-def _launch_workers(plan: Plan, plan_path: Path, *, resume: bool, rendezvous: Rendezvous) -> None:
+def _launch_workers(plan: Plan, plan_path: Path, handoff: Handoff, rendezvous: Rendezvous) -> None:
+    """The plan's processes, started with its launch command; their outcome, as this process's."""
     values = {
         "plan": str(plan_path),
         "node_rank": str(rendezvous.node_rank),
@@ -116,16 +98,15 @@ def _launch_workers(plan: Plan, plan_path: Path, *, resume: bool, rendezvous: Re
         "master_port": str(rendezvous.master_port),
     }
     command = [sys.executable if part == "python" else part.format(**values) for part in plan.launch.command]
-    if resume:
-        command.append("--resume")
     # the note lives outside the output folder: the failure to report may be that the output storage is full
     with tempfile.TemporaryDirectory(prefix="ftc-run-") as scratch:
-        note = Path(scratch) / "failure.json"
+        note = Path(scratch) / "outcome.json"
+        handoff = dataclasses.replace(handoff, outcome=note)
         if plan.placement is not None:  # the workers run the same plan file, placed as this process places it
             placement = Path(scratch) / "placement.json"
             placement.write_text(json.dumps(plan.placement.to_dict()))
-            command += ["--placement", str(placement)]
-        child = subprocess.Popen(command, start_new_session=True, env={**os.environ, FAILURE_NOTE_ENV: str(note)})
+            handoff = dataclasses.replace(handoff, placement=placement)
+        child = subprocess.Popen(command + handoff.to_args(), start_new_session=True)
         try:
             code = child.wait()
         except KeyboardInterrupt:
@@ -138,63 +119,27 @@ def _launch_workers(plan: Plan, plan_path: Path, *, resume: bool, rendezvous: Re
         raise_failure(code, note)
 
 
-def raise_failure(code: int, note: Path | None = None) -> None:
-    """Nothing when ``code`` is 0; else the error rank 0 left in ``note`` or that ``code`` names (already printed by
-    the process that failed), or a generic one for a process that ended without saying why."""
-    if code == 0:
-        return
-    exit_code = None
-    if note is not None and note.is_file():
-        try:
-            exit_code = ExitCode(json.loads(note.read_bytes()[:4096])["exit_code"])
-        except (ValueError, KeyError, TypeError):
-            pass
-    if exit_code is None and code in _OWN_CODES:  # a process of ftc's that reported its error itself
-        exit_code = ExitCode(code)
-    if exit_code is None:
-        raise TrainingFailed(f"a training process failed (exit status {code}); its output above says why")
-    error = FtcError(f"a training process failed ({exit_code.name.lower()}); its output above says why")
-    error.exit_code = exit_code
-    error.already_reported = True
-    raise error
-
-
-#: exit codes ftc gives after reporting an error itself (1 is also Python's for a crash: not among them)
-_OWN_CODES = {int(c) for c in ExitCode if c not in (ExitCode.OK, ExitCode.INTERNAL)}
-
-
 def worker_main(argv: list[str] | None = None) -> int:
-    """``python -m ftc.runtime PLAN [--resume]``: one rank of a plan (what the launch command starts)."""
-    import argparse
-
-    parser = argparse.ArgumentParser(
-        prog="python -m ftc.runtime", description="Run one process of a compiled ftc plan."
-    )
-    parser.add_argument("plan", type=Path)
-    parser.add_argument("--resume", action="store_true")
-    parser.add_argument("--node-rank", type=int, default=0)
-    parser.add_argument("--master-addr", default="127.0.0.1")
-    parser.add_argument("--master-port", type=int, default=29500)
-    parser.add_argument("--placement", type=Path, help=argparse.SUPPRESS)  # ftc reproduce's workers
-    args = parser.parse_args(argv)
-    plan = None
+    """``python -m ftc.runtime PLAN [--resume]``: one rank of a plan (what the launch command starts), or, started by
+    hand or as a container's entry point, this node's share of it."""
+    args = worker_parser().parse_args(argv)
+    handoff = Handoff.from_args(args)
     try:
         plan = read_plan(args.plan)
-        if args.placement is not None:
-            plan = dataclasses.replace(plan, placement=_read_placement(args.placement))
+        if handoff.placement is not None:
+            plan = dataclasses.replace(plan, placement=_read_placement(handoff.placement))
         if "RANK" not in os.environ:  # started by hand (or as a container's entry point): this node's share
-            rendezvous = Rendezvous(args.node_rank, args.master_addr, args.master_port)
-            run_plan(plan, args.plan, resume=args.resume, rendezvous=rendezvous)
+            run_plan(plan, args.plan, resume=handoff.resume, rendezvous=Rendezvous.from_args(args), handoff=handoff)
         else:
             from ftc.runtime.recipes.sft import train
 
-            train(plan, resume=args.resume)
+            train(plan, resume=handoff.resume, tracker=not handoff.tracker_off)
         return 0
     except (Exception, KeyboardInterrupt) as exc:
         code = report(exc)
-        note = os.environ.get(FAILURE_NOTE_ENV)
-        if isinstance(exc, FtcError) and int(os.environ.get("RANK", "0")) == 0 and note:
-            _leave_note(Path(note), exc)
+        # rank 0's error for the launcher (torch.distributed.run exits 1 whatever its workers' codes were)
+        if isinstance(exc, FtcError) and handoff.outcome is not None and int(os.environ.get("RANK", "0")) == 0:
+            write_outcome(handoff.outcome, exc)
         return int(code)
 
 
@@ -205,11 +150,3 @@ def _read_placement(path: Path) -> Placement:
             return Placement.from_dict(json.loads(f.read(1 << 20)))
     except (OSError, ValueError) as exc:
         raise UsageError(f"--placement {path}: {exc}") from None
-
-
-def _leave_note(note: Path, exc: FtcError) -> None:
-    """Rank 0's exit code for the launcher (torch.distributed.run exits 1 whatever its workers' codes were)."""
-    try:
-        note.write_text(json.dumps({"exit_code": int(exc.exit_code)}))
-    except OSError:
-        pass  # the launcher reports a failed process, and rank 0 said why

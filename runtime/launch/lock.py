@@ -24,21 +24,19 @@ from ftc.errors import StorageFailed, UsageError
 from ftc.stores.atomic import open_regular
 from ftc.stores.storage import storage_failure
 
-__all__ = ["CONTAINER_ENV", "output_lock"]
+__all__ = ["output_lock"]
 
 #: the files a run writes in its output folder by name (besides checkpoints): a link or anything but a regular file
 #: planted at one of them is refused when the lock is taken (tracker.json is not one: a tracker never stops training,
 #: and one that cannot be written, a link there included, is a warning)
 WRITTEN_IN_PLACE = ("metrics.jsonl", "summary.json")
 
-#: set by the docker backend to the container's name, so a refusal can say which container holds the lock
-CONTAINER_ENV = "FTC_CONTAINER_NAME"
-
 
 @contextmanager
-def output_lock(out: Path, *, node_rank: int, plan_id: str) -> Iterator[None]:
+def output_lock(out: Path, *, node_rank: int, plan_id: str, container: str | None = None) -> Iterator[None]:
     """Hold the lock of node ``node_rank`` on the output folder ``out`` (made if needed) while the block runs.
-    Raises :class:`UsageError` naming the holder when another run holds it."""
+    Raises :class:`UsageError` naming the holder when another run holds it. ``container``: the name of the container
+    this runs in (the docker backend names it), so that a refusal can say which container holds the lock."""
     path = out / f".ftc-lock-node{node_rank}"
     try:
         out.mkdir(parents=True, exist_ok=True)
@@ -63,8 +61,8 @@ def output_lock(out: Path, *, node_rank: int, plan_id: str) -> Iterator[None]:
             except OSError:
                 pass  # absent (or unreadable: writing it says so)
         holder = {"host": socket.gethostname(), "pid": os.getpid(), "plan_id": plan_id, "since": time.time()}
-        if os.environ.get(CONTAINER_ENV):
-            holder["container"] = os.environ[CONTAINER_ENV]
+        if container:
+            holder["container"] = container
         os.ftruncate(fd, 0)
         os.pwrite(fd, json.dumps(holder).encode(), 0)
         try:

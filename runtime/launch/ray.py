@@ -17,7 +17,6 @@ file system). Inputs in S3, GCS or DVC remotes need nothing shared.
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import re
 import shutil
@@ -27,14 +26,13 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from ftc.errors import EngineUnavailable, ExitCode, FtcError, UsageError
+from ftc.errors import EngineUnavailable, FtcError, TrainingFailed, UsageError
 from ftc.spec.plan import Placement, Plan
 from ftc.stores.sources import SOURCES
 
-__all__ = ["absolute_placement", "run_on_ray"]
+from .outcome import exceptions_in, outcome_exception, outcome_from_exception
 
-#: how a worker's ftc error crosses Ray (exceptions are pickled across processes; ftc's are sent as text)
-_ERROR = re.compile(r"FTC-ERROR (\{.*?\}) FTC-ERROR-END", re.DOTALL)
+__all__ = ["absolute_placement", "run_on_ray"]
 
 
 def run_on_ray(
@@ -53,14 +51,9 @@ def run_on_ray(
     os.environ.setdefault("RAY_TRAIN_ENABLE_V2_MIGRATION_WARNINGS", "0")
     try:
         import ray
-        from ray.train import FailureConfig, RunConfig, ScalingConfig
-        from ray.train.torch import TorchConfig, TorchTrainer
+        import ray.train.torch  # noqa: F401 (Ray Train itself, not only Ray)
     except ImportError:
         raise UsageError("--backend ray needs Ray Train: pip install 'ftc[ray]'") from None
-    from ftc.runtime.training.checkpoint import is_complete, latest_checkpoint, resume_point
-    from ftc.runtime.training.inputs import verify_inputs
-    from ftc.runtime.training.progress import log as say
-
     from .lock import output_lock
 
     if plan.launch.nodes != 1:
@@ -68,7 +61,36 @@ def run_on_ray(
             "--backend ray places the plan's processes itself: compile it for one node with num_devices processes"
             f" (this plan has {plan.launch.nodes} nodes of {plan.launch.processes_per_node})"
         )
-    verify_inputs(plan)  # the driver checks the plan's inputs first; each worker verifies what it reads
+    publisher, complete = _check_before(plan, resume=resume)
+    if complete:
+        return
+    where = address or os.environ.get("RAY_ADDRESS") or "auto"
+    _connect(ray, where)
+    scratch = tempfile.mkdtemp(prefix="ftc-ray-")  # Ray Train's own run folder: ftc keeps nothing there
+    try:
+        trainer = _trainer(ray, plan, plan_path, scratch, max_failures=max_failures, where=where, log=log)
+        with output_lock(plan.output_path, node_rank=0, plan_id=plan.plan_id):
+            try:
+                trainer.fit()  # Ctrl-C here: Ray Train's own handler aborts the job on the cluster, then returns
+            except SystemExit:  # ... or exits (a second Ctrl-C, or the controller already gone)
+                raise KeyboardInterrupt from None
+            except Exception as exc:  # Ray's error around the worker's
+                raise _ftc_error(exc) from None
+            if not _ended(plan, publisher):  # Ray returned without the run's end: it was aborted
+                raise KeyboardInterrupt
+    finally:
+        ray.shutdown()
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+def _check_before(plan: Plan, *, resume: bool) -> tuple[Any, bool]:
+    """The driver's checks before the cluster is asked: the plan's inputs (each worker verifies what it reads), the
+    store prefix of an output_dir in a store, the checkpoint to resume. (its publisher or None, the run is complete)"""
+    from ftc.runtime.training.checkpoint import is_complete, resume_point
+    from ftc.runtime.training.inputs import verify_inputs
+    from ftc.runtime.training.progress import log as say
+
+    verify_inputs(plan)
     publisher = None
     if plan.output_store is not None:  # the rank-0 worker uploads; the driver checks the prefix first
         from .publish import Publisher
@@ -77,12 +99,15 @@ def run_on_ray(
         publisher.check_start(resume=resume, staged_here=False)
         if resume and publisher.finished():
             say(f"{plan.output_store}: the last checkpoint of this plan is published: the run is complete")
-            return
+            return publisher, True
     previous = resume_point(plan.output_path, plan.plan_id, resume=resume)
     if previous is not None and is_complete(previous[0]):
         say(f"{previous[0]} is the last checkpoint of this plan: the run is complete; nothing to resume")
-        return
-    where = address or os.environ.get("RAY_ADDRESS") or "auto"
+        return publisher, True
+    return publisher, False
+
+
+def _connect(ray: Any, where: str) -> None:
     _answers(where)  # Ray itself keeps retrying an address nobody answers at for minutes
     try:
         ray.init(address=where, logging_level="ERROR", log_to_driver=True, configure_logging=False)
@@ -91,46 +116,44 @@ def run_on_ray(
             f"no Ray cluster answers at {where}: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}"
             "\n    fix: start one (`ray start --head`) or name it with --address / RAY_ADDRESS"
         ) from None
-    scratch = None
-    try:
-        world = plan.launch.world_size
-        gpu = _cluster_has_gpus(ray)
-        image = plan.image.ref if plan.image is not None else None
-        log(
-            f"ray: {world} worker(s) ({'a GPU' if gpu else 'a CPU'} each) on the cluster at {where};"
-            + (f" the plan's image {image} is not used: the workers run the cluster's Python" if image else "")
-        )
-        placed = absolute_placement(plan)
-        scratch = tempfile.mkdtemp(prefix="ftc-ray-")  # Ray Train's own run folder: ftc keeps nothing there
-        trainer = TorchTrainer(
-            _worker,
-            train_loop_config={"plan": plan_path.read_text(encoding="utf-8"), "placement": placed.to_dict()},
-            torch_config=TorchConfig(backend="nccl" if gpu else "gloo"),
-            scaling_config=ScalingConfig(num_workers=world, use_gpu=gpu, placement_strategy="SPREAD"),
-            run_config=RunConfig(
-                name=f"ftc-{plan.plan_id.removeprefix('sha256:')[:12]}",
-                storage_path=scratch,
-                failure_config=FailureConfig(max_failures=max_failures),
-            ),
-        )
-        with output_lock(plan.output_path, node_rank=0, plan_id=plan.plan_id):
-            try:
-                trainer.fit()  # Ctrl-C here: Ray Train's own handler aborts the job on the cluster, then returns
-            except SystemExit:  # ... or exits (a second Ctrl-C, or the controller already gone)
-                raise KeyboardInterrupt from None
-            except Exception as exc:  # Ray's error around the worker's
-                raise _ftc_error(exc) from None
-            if publisher is not None:  # the workers' nodes staged it: the store says how far the run got
-                if not publisher.finished():
-                    raise KeyboardInterrupt
-                return
-            last = latest_checkpoint(plan.output_path)
-            if last is None or not is_complete(last):  # Ray returned without the run's end: it was aborted
-                raise KeyboardInterrupt
-    finally:
-        ray.shutdown()
-        if scratch is not None:
-            shutil.rmtree(scratch, ignore_errors=True)
+
+
+def _trainer(ray: Any, plan: Plan, plan_path: Path, scratch: str, *, max_failures: int, where: str, log) -> Any:
+    """Ray Train's TorchTrainer of the plan's workers, one CPU or GPU each, spread over the cluster; the workers get
+    the plan's text and where its inputs and output are (the launcher-to-worker handoff on Ray)."""
+    from ray.train import FailureConfig, RunConfig, ScalingConfig
+    from ray.train.torch import TorchConfig, TorchTrainer
+
+    world = plan.launch.world_size
+    gpu = _cluster_has_gpus(ray)
+    image = plan.image.ref if plan.image is not None else None
+    log(
+        f"ray: {world} worker(s) ({'a GPU' if gpu else 'a CPU'} each) on the cluster at {where};"
+        + (f" the plan's image {image} is not used: the workers run the cluster's Python" if image else "")
+    )
+    placed = absolute_placement(plan)
+    return TorchTrainer(
+        _worker,
+        train_loop_config={"plan": plan_path.read_text(encoding="utf-8"), "placement": placed.to_dict()},
+        torch_config=TorchConfig(backend="nccl" if gpu else "gloo"),
+        scaling_config=ScalingConfig(num_workers=world, use_gpu=gpu, placement_strategy="SPREAD"),
+        run_config=RunConfig(
+            name=f"ftc-{plan.plan_id.removeprefix('sha256:')[:12]}",
+            storage_path=scratch,
+            failure_config=FailureConfig(max_failures=max_failures),
+        ),
+    )
+
+
+def _ended(plan: Plan, publisher: Any) -> bool:
+    """Whether the run reached its end: its last checkpoint is complete (in the store, when it publishes: the
+    workers' nodes staged it)."""
+    from ftc.runtime.training.checkpoint import is_complete, latest_checkpoint
+
+    if publisher is not None:
+        return publisher.finished()
+    last = latest_checkpoint(plan.output_path)
+    return last is not None and is_complete(last)
 
 
 def _answers(where: str, timeout: float = 5.0) -> None:
@@ -196,36 +219,16 @@ def _worker(config: dict[str, Any]) -> None:
             # the driver refused a used output folder unless --resume was given; rank 0 uploads to a store prefix
             with publishing(plan, resume=True) if context.get_world_rank() == 0 else contextlib.nullcontext():
                 train(plan, resume=True)
-    except FtcError as exc:
+    except FtcError as exc:  # its outcome note crosses to the driver (Ray carries exceptions, not files)
         report(exc)
-        raise RuntimeError(
-            "FTC-ERROR " + json.dumps({"exit_code": int(exc.exit_code), "message": str(exc)}) + " FTC-ERROR-END"
-        ) from None
+        raise outcome_exception(exc) from None
 
 
 def _ftc_error(exc: BaseException) -> FtcError:
-    """The ftc error a worker sent inside Ray's exception, or a training failure naming Ray's."""
-    text = "\n".join(str(e) for e in _chain(exc))
-    found = _ERROR.search(text)
-    if found is not None:
-        sent = json.loads(found.group(1))
-        error = FtcError(sent["message"])
-        error.exit_code = ExitCode(sent["exit_code"])
-        return error
-    from ftc.errors import TrainingFailed
-
+    """The ftc error a worker's outcome note inside Ray's exception tells, or a training failure naming Ray's."""
+    sent = outcome_from_exception(exc)
+    if sent is not None:
+        return sent
+    text = "\n".join(str(e) for e in exceptions_in(exc))
     first = next((line for line in text.splitlines() if line.strip()), type(exc).__name__)
     return TrainingFailed(f"the Ray job failed: {first[:500]}\n    (the workers' output above says more)")
-
-
-def _chain(exc: BaseException) -> list[BaseException]:
-    seen: list[BaseException] = []
-    stack = [exc]
-    while stack:
-        e = stack.pop()
-        if e is None or any(e is s for s in seen):
-            continue
-        seen.append(e)
-        stack += [e.__cause__, e.__context__, *getattr(e, "worker_failures", {}).values()]
-        stack += list(getattr(e, "exceptions", ()) or ())
-    return seen

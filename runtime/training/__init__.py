@@ -10,8 +10,11 @@ importing this package loads none of its modules: each name is imported when fir
 - ``batches``: epochs, shards and packed batches
 - ``loss``: the token loss (and the fused linear cross-entropy)
 - ``model``, ``attention``: loading weights and tokenizers without running their code; attention and kernels
-- ``distributed``, ``checkpoint``: the process group; checkpoints, their state and resuming
-- ``inputs``, ``progress``, ``trackers``: the plan's inputs verified, what a run prints and logs, experiment trackers
+- ``distributed``, ``engine``, ``checkpoint``: the process group; DeepSpeed with the optimizer and schedule;
+  checkpoints, their state and resuming
+- ``preflight``, ``inputs``, ``data``: the checks before training, the plan's inputs verified, its data tokenized
+- ``evaluation``, ``summary``: evaluation during training (token loss, exact match); the run's summary
+- ``progress``, ``trackers``: what a run prints and logs, experiment trackers
 - ``generation``, ``inspect``: generation as serving does it; ``ftc data inspect``
 """
 
@@ -28,6 +31,7 @@ _MODULES = {
     "checkpoint": (
         "Checkpointer",
         "checkpoint_sizes",
+        "describe_sizes",
         "finished_checkpoints",
         "frozen_left_out",
         "is_complete",
@@ -37,8 +41,12 @@ _MODULES = {
         "restore_rng",
         "resume_point",
         "stable_adapter_config",
+        "trained_seconds",
     ),
+    "data": ("DATA_ROLES", "conversations_at", "describe_data", "load_data"),
     "distributed": ("Dist", "init_distributed"),
+    "engine": ("build_engine", "training_dtype", "training_precision"),
+    "evaluation": ("exact_match_share", "mean_token_loss"),
     "generation": (
         "Answer",
         "Generated",
@@ -68,9 +76,11 @@ _MODULES = {
         "refuse_code_in_inputs",
         "save_tokenizer",
     ),
+    "preflight": ("Checked", "check_run"),
     "progress": ("ByteProgress", "MetricsLog", "Progress", "byte_progress", "duration", "log", "size_text"),
     "render": ("PLACEHOLDER", "Rendered", "render_chat_template", "render_prompt_format", "renderer_for"),
     "sandbox": ("TemplateRefused", "render_template"),
+    "summary": ("RunSummary", "eval_table", "eval_text", "matched_text", "write_summary"),
     "tokens": ("BadExample", "Examples", "token_cache", "tokenize_file", "trained_mask", "usable_examples"),
     "trackers": ("TRACKER_FILE", "Tracker", "check_tracker", "interrupted_run", "open_tracker", "redact_library_logs"),
 }

@@ -40,11 +40,12 @@ from ftc.spec.reading import MiB, read_bounded_text
 from ftc.stores.atomic import clear_planted
 
 from .model import save_tokenizer
-from .progress import log
+from .progress import log, size_text
 
 __all__ = [
     "Checkpointer",
     "checkpoint_sizes",
+    "describe_sizes",
     "finished_checkpoints",
     "frozen_left_out",
     "is_complete",
@@ -54,6 +55,7 @@ __all__ = [
     "restore_rng",
     "resume_point",
     "stable_adapter_config",
+    "trained_seconds",
 ]
 
 STATE_FILE = "ftc_state.json"
@@ -106,6 +108,21 @@ def resume_point(out: Path, plan_id: str, *, resume: bool) -> tuple[Path, dict[s
             f"{previous} was written by another plan ({record['plan']['plan_id']}); it cannot be resumed with {plan_id}"
         )
     return previous, record
+
+
+def describe_sizes(checkpoint: Path) -> str:
+    """What a checkpoint's state says it weighs, in words: its weights, and what resuming it reads besides."""
+    parts = read_state(checkpoint).get("sizes", {})
+    return f"{size_text(parts.get('weights', 0))} weights, {size_text(parts.get('training_state', 0))} to resume"
+
+
+def trained_seconds(record: dict[str, Any], state: dict[str, Any]) -> float:
+    """The training time a checkpoint had taken, from its lineage ``record`` (older checkpoints: their ``state``): a
+    resumed run adds its own."""
+    found = record.get("measured", {}).get("wall_time_s")
+    if found is None:
+        found = state.get("wall_time_s", record["results"].get("wall_time_s", 0.0))
+    return float(found)
 
 
 def is_complete(checkpoint: Path) -> bool:

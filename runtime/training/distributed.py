@@ -29,6 +29,14 @@ class Dist:
 
         dist.barrier()
 
+    def describe_device(self) -> str:
+        """This process's device in words (the lineage record's): ``cuda (its name)``, or ``cpu``."""
+        if self.device.type != "cuda":
+            return self.device.type
+        import torch
+
+        return f"cuda ({torch.cuda.get_device_name(self.device)})"
+
     def sum(self, *values: float) -> list[float]:
         import torch
         import torch.distributed as dist

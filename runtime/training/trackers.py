@@ -34,7 +34,6 @@ from ftc.stores.atomic import write_text_atomic
 from .progress import log
 
 __all__ = [
-    "OFF_ENV",
     "TRACKER_ENV",
     "TRACKER_FILE",
     "TRACKER_FILE_LIMIT",
@@ -50,8 +49,6 @@ TRACKER_FILE = "tracker.json"
 #: more than a tracker link ever holds
 TRACKER_FILE_LIMIT = 64 << 10
 
-#: set by the launcher when the tracker was unreachable and the spec says to train without it
-OFF_ENV = "FTC_TRACKER_OFF"
 #: the environment each tracker's client reads (its address and credentials): what a container run passes on
 TRACKER_ENV = {
     "mlflow": ("MLFLOW_TRACKING_URI", "MLFLOW_TRACKING_TOKEN", "MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD",
@@ -389,11 +386,11 @@ def interrupted_run(out: Path, provider: str) -> str:
     return run_id
 
 
-def open_tracker(plan: Plan, *, main: bool) -> Tracker | None:
-    """The run's tracker on process 0 (None elsewhere, without a logger, or when the launcher found it unreachable
-    and the spec said to train without it). ``plan.logger``, not the spec's: a plan placed to run from a checkpoint
-    feeds no tracker the checkpoint names."""
+def open_tracker(plan: Plan, *, main: bool, off: bool = False) -> Tracker | None:
+    """The run's tracker on process 0 (None elsewhere, without a logger, or ``off``: when the launcher found it
+    unreachable and the spec said to train without it). ``plan.logger``, not the spec's: a plan placed to run from a
+    checkpoint feeds no tracker the checkpoint names."""
     logger = plan.logger
-    if not main or logger is None or os.environ.get(OFF_ENV) == plan.plan_id:
+    if not main or logger is None or off:
         return None
     return Tracker(_backend(logger, plan.output_path))

@@ -1,0 +1,70 @@
+"""A plan's data inputs as a recipe trains on them: each rendered, tokenized (rank 0 first, through the token
+cache) and checked against the context length."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from ftc.spec.plan import Plan
+
+from .distributed import Dist
+from .render import renderer_for
+from .tokens import token_cache, tokenize_file, usable_examples
+
+__all__ = ["DATA_ROLES", "conversations_at", "describe_data", "load_data"]
+
+#: the plan's data inputs, in the order they are read
+DATA_ROLES = ("train", "valid")
+
+
+def load_data(
+    plan: Plan, dist: Dist, paths: dict[str, Path | str], tokenizer: Any, tokenizer_source: str
+) -> tuple[dict[str, Any], dict[str, int]]:
+    """(role -> ``Examples``, role -> examples skipped) for each data input the plan has. ``tokenizer_source``
+    (``base weights`` or ``adapter``) says which input's tokenizer the token cache is keyed by."""
+    spec = plan.spec
+    fmt = spec.generation_config.prompt_format
+    render = renderer_for(fmt, tokenizer)
+    renderer_key = dataclasses.asdict(fmt) if fmt is not None else ["chat_template", tokenizer.chat_template]
+    tokenizer_folder = {"base weights": plan.inputs["base_model"], "adapter": plan.inputs.get("adapter")}.get(
+        tokenizer_source
+    )
+    data, skipped = {}, {}
+    for role in DATA_ROLES:
+        if role not in paths:
+            continue
+        cache_file = token_cache(plan.inputs[role], tokenizer_folder, renderer_key)
+        if dist.main:  # one process tokenizes; the others read its cache
+            examples, bad = tokenize_file(paths[role], render=render, tokenizer=tokenizer, cache_file=cache_file)
+        dist.barrier()
+        if not dist.main:
+            examples, bad = tokenize_file(paths[role], render=render, tokenizer=tokenizer, cache_file=cache_file)
+        data[role], skipped[role] = usable_examples(
+            examples, bad, context_length=spec.context_length, skip=spec.skip_bad_examples,
+            display=plan.inputs[role].uri,
+        )  # fmt: skip
+    return data, skipped
+
+
+def describe_data(data: dict[str, Any], skipped: dict[str, int], say: Callable[[str], None]) -> None:
+    """Say how many examples and tokens each data input has, how many are trained on, and what was skipped."""
+    for role, examples in data.items():
+        tokens, trained = int(examples.lengths.sum()), sum(int(m.sum()) for m in examples.trainable)
+        say(
+            f"{role}: {len(examples):,} examples, {tokens:,} tokens, {trained:,} of them trained "
+            f"({100 * trained / max(tokens, 1):.1f}%, the assistant turns)"
+        )
+    for role, count in skipped.items():
+        if count:
+            say(f"{role}: skipped {count} bad example(s) (skip_bad_examples)")
+
+
+def conversations_at(path: Path, lines: list[int]) -> list[list[dict[str, Any]]]:
+    """The conversations at ``lines`` of a chat-JSONL file, in that order (the examples a run evaluates)."""
+    from ftc.spec.chat_data import read_chat_jsonl
+
+    found = {item.line: item.messages for item in read_chat_jsonl(path) if item.problem is None}
+    return [found[line] for line in lines]
