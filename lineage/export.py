@@ -10,6 +10,7 @@ from typing import Any
 import ftc
 from ftc.errors import UsageError
 from ftc.spec.text import for_markdown
+from ftc.stores.sources import kind_named
 
 __all__ = ["FORMATS", "export", "front_matter"]
 
@@ -31,12 +32,8 @@ def _shown(source: dict[str, Any]) -> str:
 
 
 def _namespace(source: dict[str, Any]) -> str:
-    uri = source.get("uri", "")
-    if source["source"] in ("s3", "gcs") and "://" in uri:
-        return uri.split("/", 3)[0] + "//" + uri.split("/", 3)[2]  # s3://bucket
-    if source["source"] == "dvc":
-        return f"dvc:{source.get('pin', {}).get('repo', '')}"
-    return {"local": "file", "hub": "hf"}.get(source["source"], source["source"])
+    kind = kind_named(source["source"])
+    return kind.namespace(source) if kind is not None else source["source"]
 
 
 def _facet(**fields: Any) -> dict[str, Any]:

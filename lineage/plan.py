@@ -12,6 +12,7 @@ from typing import Any
 from ftc.errors import InputUnresolvable, LineageBroken, PlanInvalid
 from ftc.spec.plan import Placement, Plan, read_plan
 from ftc.spec.text import for_terminal, redact
+from ftc.stores.sources import SOURCES
 
 from .record import located as record_location
 
@@ -31,7 +32,7 @@ def checkpoint_plan(folder: Path, record: dict[str, Any]) -> Plan:
     plan = _carried_plan(folder, record, older_spec=True)  # a checkpoint outlives the ftc that wrote it
     located = _recorded_locations(record)
     inputs = {
-        role: dataclasses.replace(item, uri=located[role]) if item.source == "local" and role in located else item
+        role: dataclasses.replace(item, uri=located[role]) if SOURCES[item.source].on_disk and role in located else item
         for role, item in plan.inputs.items()
     }
     return dataclasses.replace(plan, inputs=inputs)
@@ -48,7 +49,7 @@ def reproduction_plan(folder: Path, record: dict[str, Any], output: Path, *, tra
     locations = {
         item.uri: str(record_location(located[role], folder))  # never another user's home
         for role, item in plan.inputs.items()
-        if item.source == "local" and role in located
+        if SOURCES[item.source].on_disk and role in located
     }
     locations[plan.output_dir] = str(output.resolve())
     # never None (the plan's own logger): the checkpoint's author chose that
@@ -63,7 +64,7 @@ def refuse_foreign_endpoints(plan: Plan, roles: set[str] | None = None) -> None:
     read only when the environment names the same endpoint (exit 11 otherwise, saying how to trust it)."""
     ours = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL") or ""
     for role, item in sorted(plan.inputs.items()):
-        endpoint = (item.pin or {}).get("endpoint") if item.source == "dvc" else None
+        endpoint = SOURCES[item.source].endpoint(item)
         if (roles is None or role in roles) and endpoint and str(endpoint).rstrip("/") != ours.rstrip("/"):
             raise InputUnresolvable(
                 f"{role}: the checkpoint's plan reads {for_terminal(redact(item.uri))} through the S3 endpoint "

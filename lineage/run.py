@@ -15,6 +15,7 @@ from ftc.errors import LineageBroken
 from ftc.spec.canonical import digest_of
 from ftc.spec.plan import PARENT_ROLES, Plan, PlanInput
 from ftc.stores.hashing import FileDigest, StatCache, manifest_digest, walk_files
+from ftc.stores.sources import SOURCES
 
 from .record import (
     LINEAGE_VERSION,
@@ -72,7 +73,7 @@ def _input_files(item: PlanInput, path: Path | str) -> dict[str, str] | None:
     downloaded one's from the content cache, whose objects are named by their sha256."""
     if not isinstance(path, Path) or item.kind != "dir":
         return None
-    if item.source == "local":
+    if SOURCES[item.source].on_disk:
         return item.file_sha256
     return {name: Path(os.readlink(path / name)).name for name in walk_files(path)}
 
@@ -80,7 +81,7 @@ def _input_files(item: PlanInput, path: Path | str) -> dict[str, str] | None:
 def _store_pins(item: PlanInput) -> dict[str, dict[str, Any]]:
     """For each file of a store folder, its size and the store's pin of it (S3 ETag and version, GCS generation),
     so `ftc lineage verify` can fetch exactly these bytes again; nothing for other inputs."""
-    if item.source not in ("s3", "gcs"):
+    if not SOURCES[item.source].store_pins:
         return {}
     return {f.path: {"size": f.size, "pin": dict(f.pin)} for f in item.files or () if f.pin}
 
@@ -89,7 +90,7 @@ def _source(item: PlanInput, path: Path | str, checkpoint: Path, given: str | No
     source = {k: v for k, v in item.to_dict().items() if k in ("source", "uri", "kind", "pin")}
     if given is not None:
         source["given"] = given
-    if item.source == "local" and isinstance(path, Path):
+    if SOURCES[item.source].on_disk and isinstance(path, Path):
         source["location"] = location_of(path, checkpoint, item.uri)
         del source["uri"]  # relative to the plan, which the record does not travel with
     return source

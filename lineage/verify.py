@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from ftc.stores.hashing import NotAnInput, StatCache, changed_file_lines, hash_file, hash_tree, walk_files
+from ftc.stores.sources import kind_named
 
 from .record import LINEAGE_FILE, MAX_CHAIN_DEPTH, SIGNATURE_FILE, located, read_record, record_ids
 from .signature_check import SignatureState, signature_state
@@ -124,10 +125,12 @@ def verified_record(folder: Path, refusal: str, fix: str) -> dict[str, Any]:
 
 
 def _in_store(parent: dict[str, Any]) -> bool:
-    """A parent folder in S3 or GCS whose record pins each file (size, sha256 and the store's pin): fetchable."""
+    """A parent folder in an object store whose record pins each file (size, sha256 and the store's pin): fetchable."""
     source, files = parent["source"], parent.get("files") or []
+    kind = kind_named(source.get("source"))
     return (
-        source.get("source") in ("s3", "gcs")
+        kind is not None
+        and kind.store_pins
         and source.get("kind") == "dir"
         and bool(files)
         and all(isinstance(f.get("pin"), dict) and type(f.get("size")) is int and f["size"] >= 0 for f in files)

@@ -34,6 +34,7 @@ from ftc.lineage.record import REPRODUCTION_FILE, checkpoint_files, read_record
 from ftc.runtime.training.progress import log
 from ftc.spec.folders import system_folder
 from ftc.stores.atomic import write_text_atomic
+from ftc.stores.sources import SOURCES
 
 __all__ = ["REPORT_FILE", "Reproduction", "reproduce"]
 
@@ -123,7 +124,7 @@ def reproduce(
         log(f"  not re-hashed (not found here; its record was checked): {parent}")
     plan = reproduction_plan(folder, record, output, tracker=tracker)
     for role, item in plan.inputs.items():  # the rerun reads them: it writes into none of them
-        if item.source == "local":
+        if SOURCES[item.source].on_disk:
             _refuse_output_inside(output, plan.locate(item.uri), f"its {role} input")
     refuse_foreign_endpoints(plan)  # before anything is fetched
     try:

@@ -299,3 +299,41 @@ def test_the_size_rule_sees_a_long_function_and_its_reason(tmp_path):
     assert _too_long(module, "example.py") == ["example.py::long_one"]
     module.write_text("\n" * MAX_FILE_LINES + "x = 1\n")
     assert _too_long(module, "example.py") == ["example.py"]
+
+
+def _names_a_source(node: ast.AST) -> bool:
+    """``x.source``, ``x["source"]`` or ``x.get("source")``: an input's (or a record's) source kind."""
+    if isinstance(node, ast.Attribute):
+        return node.attr == "source"
+    if isinstance(node, ast.Subscript):
+        return isinstance(node.slice, ast.Constant) and node.slice.value == "source"
+    if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "get":
+        return bool(node.args) and isinstance(node.args[0], ast.Constant) and node.args[0].value == "source"
+    return False
+
+
+def _kind_names(node: ast.AST, kinds: set[str]) -> bool:
+    if isinstance(node, (ast.Tuple, ast.List, ast.Set)):
+        return any(_kind_names(e, kinds) for e in node.elts)
+    return isinstance(node, ast.Constant) and node.value in kinds
+
+
+def test_only_the_source_kinds_branch_on_the_kind_of_an_input():
+    """Each kind of input source is one module of ``ftc.stores.sources`` and a line in its ``SOURCES``: no other module
+    compares an input's source with a kind's name, nor keeps a table by kind (it asks the kind), so a new kind
+    touches nothing else."""
+    from ftc.stores.sources import SOURCES
+
+    kinds, wrong = set(SOURCES), []
+    for module, path in MODULES.items():
+        name = str(path.relative_to(REPO))
+        if module.startswith("ftc.stores.sources"):
+            continue
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Compare):
+                sides = [node.left, *node.comparators]
+                if any(_names_a_source(s) for s in sides) and any(_kind_names(s, kinds) for s in sides):
+                    wrong.append(f"{name}:{node.lineno}")
+            elif isinstance(node, ast.Dict) and sum(_kind_names(k, kinds) for k in node.keys if k is not None) > 1:
+                wrong.append(f"{name}:{node.lineno} (a table by kind)")
+    assert wrong == []
