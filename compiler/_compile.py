@@ -150,7 +150,11 @@ def check_inputs(loaded: LoadedSpec, inputs: dict[str, ResolvedInput], cache: St
     )
     loaded.spec = spec
     ds_file = inputs["deepspeed_config"].local_path if "deepspeed_config" in inputs else None
-    return CheckedSpec(spec, arch, mode, deepspeed_config(loaded, spec.num_devices, ds_file))
+    hidden_size = arch.config.get("hidden_size") if arch is not None else None
+    ds = deepspeed_config(
+        loaded, spec.num_devices, ds_file, hidden_size=hidden_size if type(hidden_size) is int else None
+    )
+    return CheckedSpec(spec, arch, mode, ds)
 
 
 def build_plan(

@@ -9,6 +9,7 @@ from typing import Any
 
 from ftc.spec import LoadedSpec
 from ftc.spec.plan_checks import deepspeed_problems
+from ftc.spec.schemas import plan_schema
 
 __all__ = ["deepspeed_config"]
 
@@ -27,9 +28,12 @@ def _zero_section(stage: int, offload_optimizer: bool, offload_param: bool) -> d
     return zero
 
 
-def deepspeed_config(loaded: LoadedSpec, world_size: int, file_path: Path | None) -> dict[str, Any]:
+def deepspeed_config(
+    loaded: LoadedSpec, world_size: int, file_path: Path | None, *, hidden_size: int | None = None
+) -> dict[str, Any]:
     """The config for ``world_size`` processes. A user's file keeps its settings; its "auto" values are filled from
-    the spec, and values that contradict the spec become problems, as do settings a plan may not carry (the plan's
+    the spec (and ZeRO's bucket sizes from the model's ``hidden_size``, as transformers' DeepSpeed integration fills
+    them), and values that contradict the spec become problems, as do settings a plan may not carry (the plan's
     ``deepspeed`` section is an allow-list: no monitor, profiler or file path)."""
     spec = loaded.spec
     batch = {
@@ -41,7 +45,7 @@ def deepspeed_config(loaded: LoadedSpec, world_size: int, file_path: Path | None
     ds = spec.deepspeed
     config: dict[str, Any] = {"zero_optimization": _zero_section(ds.zero_stage, ds.offload_optimizer, ds.offload_param)}
     if file_path is not None:
-        config = _from_file(loaded, file_path, batch, world_size)
+        config = _from_file(loaded, file_path, batch, world_size, hidden_size)
     else:
         config.update(batch)
     # ftc's loop owns the accumulation boundary (every step() applies an update), so a short last step of an
@@ -59,7 +63,9 @@ def deepspeed_config(loaded: LoadedSpec, world_size: int, file_path: Path | None
     return config
 
 
-def _from_file(loaded: LoadedSpec, file_path: Path, batch: dict[str, Any], world_size: int) -> dict[str, Any]:
+def _from_file(
+    loaded: LoadedSpec, file_path: Path, batch: dict[str, Any], world_size: int, hidden_size: int | None
+) -> dict[str, Any]:
     at = ("deepspeed", "config_path")
     try:
         config = json.loads(file_path.read_text(encoding="utf-8"))
@@ -89,9 +95,26 @@ def _from_file(loaded: LoadedSpec, file_path: Path, batch: dict[str, Any], world
         elif found != value:
             loaded.problems.append(_batch_problem(loaded, at, key, found, value, world_size))
     zero = config.get("zero_optimization")
-    if isinstance(zero, dict) and zero.get("stage") == 3:
-        zero.setdefault("stage3_gather_16bit_weights_on_model_save", True)
+    if isinstance(zero, dict):
+        _fill_zero(loaded, at, zero, hidden_size)
+        if zero.get("stage") == 3:
+            zero.setdefault("stage3_gather_16bit_weights_on_model_save", True)
+    _fill_half_precision(loaded, at, config)
+    _whole_numbers(config, plan_schema()["$defs"]["deepspeed"])
+    left = _autos_left(config)
+    for path in left:
+        loaded.problems.append(
+            loaded.problem(
+                at,
+                f'the DeepSpeed config has {path}: "auto", which ftc does not fill (it fills the batch sizes, '
+                "gradient_accumulation_steps, gradient_clipping, bf16/fp16 and, from the model's hidden_size, "
+                "reduce_bucket_size, stage3_prefetch_bucket_size and stage3_param_persistence_threshold)",
+                f"set {path} to a number in the file",
+            )
+        )
     for line in deepspeed_problems({k: v for k, v in config.items() if k not in ("optimizer", "scheduler")}):
+        if left and "'auto' is not" in line:
+            continue  # said above
         loaded.problems.append(
             loaded.problem(
                 at,
@@ -102,6 +125,81 @@ def _from_file(loaded: LoadedSpec, file_path: Path, batch: dict[str, Any], world
             )
         )
     return config
+
+
+#: ZeRO settings a file may leave "auto", and what transformers' DeepSpeed integration fills them with from the
+#: model's hidden size (its HfTrainerDeepSpeedConfig.trainer_config_finalize)
+_BY_HIDDEN_SIZE = {
+    "reduce_bucket_size": lambda h: h * h,
+    "stage3_prefetch_bucket_size": lambda h: int(0.9 * h * h),
+    "stage3_param_persistence_threshold": lambda h: 10 * h,
+}
+#: an older name DeepSpeed still reads (the plan carries the current one)
+_RENAMED = {"gather_16bit_weights_on_model_save": "stage3_gather_16bit_weights_on_model_save"}
+
+
+def _fill_zero(loaded: LoadedSpec, at: tuple, zero: dict[str, Any], hidden_size: int | None) -> None:
+    for old, new in _RENAMED.items():
+        if old in zero:
+            value = zero.pop(old)
+            if zero.setdefault(new, value) != value:
+                loaded.problems.append(
+                    loaded.problem(at, f"the DeepSpeed config sets {old} and {new} apart", f"keep only {new}")
+                )
+    for key, fill in _BY_HIDDEN_SIZE.items():
+        if zero.get(key) != "auto":
+            continue
+        if hidden_size is None:
+            loaded.problems.append(
+                loaded.problem(
+                    at,
+                    f'the DeepSpeed config has zero_optimization.{key}: "auto", which ftc fills from the model\'s '
+                    "hidden_size, and the model's config.json is not on this machine at compile time",
+                    f"set zero_optimization.{key} to a number in the file",
+                )
+            )
+        else:
+            zero[key] = fill(hidden_size)
+
+
+def _fill_half_precision(loaded: LoadedSpec, at: tuple, config: dict[str, Any]) -> None:
+    """fp16: ftc trains in bf16 or fp32 (``precision``), so an "auto" or false fp16 section is off, and on is a
+    problem. bf16 "auto" is the spec's precision, and stays "auto" (decided by the device) with precision auto."""
+    fp16 = config.get("fp16")
+    if isinstance(fp16, dict) and fp16.get("enabled") in ("auto", False):
+        fp16["enabled"] = False
+    elif isinstance(fp16, dict) and fp16.get("enabled") is True:
+        loaded.problems.append(
+            loaded.problem(
+                at,
+                "the DeepSpeed config turns fp16 on; ftc trains in bf16 or fp32 (the spec's precision)",
+                'set "fp16": {"enabled": false} (or "auto") in the file, and precision: bf16 in the spec',
+            )
+        )
+    bf16 = config.get("bf16")
+    if isinstance(bf16, dict) and bf16.get("enabled") == "auto" and loaded.spec.precision != "auto":
+        bf16["enabled"] = loaded.spec.precision == "bf16"
+
+
+def _whole_numbers(config: dict[str, Any], schema: dict[str, Any]) -> None:
+    """Whole numbers written as floats (``5e8``), where the plan's schema wants an integer, become integers."""
+    for key, rule in schema.get("properties", {}).items():
+        value = config.get(key)
+        if isinstance(value, dict):
+            _whole_numbers(value, rule)
+        elif rule.get("type") == "integer" and isinstance(value, float) and value.is_integer():
+            config[key] = int(value)
+
+
+def _autos_left(config: dict[str, Any], prefix: str = "") -> list[str]:
+    found = []
+    for key, value in config.items():
+        path = f"{prefix}{key}"
+        if isinstance(value, dict):
+            found += _autos_left(value, path + ".")
+        elif value == "auto" and path != "bf16.enabled":
+            found.append(path)
+    return found
 
 
 def _batch_problem(loaded: LoadedSpec, at: tuple, key: str, found: Any, value: Any, world_size: int):
