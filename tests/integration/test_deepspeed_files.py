@@ -1,0 +1,53 @@
+"""llmforge's DeepSpeed files, verbatim, train 2 processes on CPU (gloo) with ftc's settings in their "auto"s:
+ZeRO-3 with the optimizer and the parameters offloaded to CPU memory, and ZeRO-2."""
+
+from __future__ import annotations
+
+import shutil
+
+import pytest
+
+from conftest import REPO, ftc_process, metrics, read_json
+from support.models import arithmetic_examples, write_jsonl
+
+pytestmark = pytest.mark.slow
+
+FILES = REPO / "tests" / "data" / "llmforge" / "deepspeed_configs"
+
+
+def _ftc(*args) -> tuple[int, str]:
+    proc = ftc_process(*args)
+    out, _ = proc.communicate(timeout=300)
+    return proc.returncode, out
+
+
+@pytest.mark.parametrize(("name", "stage"), [("zero_3_offload_optim+param.json", 3), ("zero_2.json", 2)])
+def test_two_processes_train_with_an_llmforge_deepspeed_file_as_given(job, tmp_path, name, stage):
+    shutil.copy(FILES / name, tmp_path / name)
+    write_jsonl(tmp_path / "train32.jsonl", arithmetic_examples(32, seed=4))
+    spec = job(
+        train_path="train32.jsonl",
+        lora_config=None,
+        learning_rate=3e-3,
+        num_devices=2,
+        train_batch_size_per_device=8,
+        deepspeed={"config_path": name},
+    )
+    code, out = _ftc("compile", spec, "-o", tmp_path / "p.json")
+    assert code == 0, out
+    ds = read_json(tmp_path / "p.json")["deepspeed"]
+    assert (ds["train_micro_batch_size_per_gpu"], ds["train_batch_size"]) == (8, 16)
+    if stage == 3:
+        assert ds["zero_optimization"]["offload_param"] == {"device": "cpu", "pin_memory": True}
+        assert ds["zero_optimization"]["offload_optimizer"] == {"device": "cpu", "pin_memory": True}
+    code, out = _ftc("run", tmp_path / "p.json")
+    assert code == 0, out
+    assert f"2 process(es) on cpu, fp32, ZeRO stage {stage}" in out  # precision auto: fp32 on CPU
+    evals = [e["eval_loss"] for e in metrics(tmp_path / "output", "eval")]
+    assert [t["step"] for t in metrics(tmp_path / "output", "train")] == [1, 2] and evals[-1] < evals[0], evals
+    final = tmp_path / "output" / "checkpoints" / "step-000002"  # 32 examples / (8 x 2 processes)
+    assert read_json(final / "lineage.json")["execution"]["zero_stage"] == stage
+    from safetensors.torch import load_file
+
+    weights = load_file(final / "model.safetensors")
+    assert weights and all(t.numel() > 0 for t in weights.values())  # gathered from the partitions, not placeholders
