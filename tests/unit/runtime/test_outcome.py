@@ -168,3 +168,21 @@ def test_the_note_crosses_as_an_exception_where_files_do_not_and_is_found_in_ray
 def test_a_garbled_note_raised_by_a_worker_is_a_training_failure():
     error = outcome_from_exception(type(outcome_exception(DataInvalid("x")))("{not json"))
     assert isinstance(error, TrainingFailed) and "is not the note a worker writes" in str(error)
+
+
+def test_a_worker_that_fails_leaves_its_note_where_its_launcher_said(tmp_path):
+    import subprocess
+    import sys
+
+    note = tmp_path / "scratch" / "outcome.json"
+    note.parent.mkdir()
+    env = {k: v for k, v in os.environ.items() if k != "RANK"}
+    ended = subprocess.run(
+        [sys.executable, "-m", "ftc.runtime", str(tmp_path / "no-plan.json"), "--outcome", str(note)],
+        capture_output=True, text=True, env=env, timeout=120,
+    )  # fmt: skip
+    assert ended.returncode == ExitCode.USAGE, ended.stderr
+    error = read_outcome(note)
+    assert isinstance(error, WorkerFailed) and error.exit_code == ExitCode.USAGE
+    assert error.error_class == "NotReadable"  # the reader's own error class (a usage error) crosses with it
+    assert "no-plan.json" in str(error) and str(error) in ended.stderr
