@@ -78,16 +78,7 @@ def _from_file(
         loaded.problems.append(loaded.problem(at, "the DeepSpeed config is not a JSON object", "fix the file"))
         return dict(batch)
     config = copy.deepcopy(config)
-    for section in ("optimizer", "scheduler"):
-        if section in config:
-            loaded.problems.append(
-                loaded.problem(
-                    at,
-                    f'the DeepSpeed config has an "{section}" section; ftc builds AdamW and the schedule from '
-                    "learning_rate, lr_scheduler_type and num_warmup_steps",
-                    f'remove "{section}" from the file and set those keys in the spec',
-                )
-            )
+    _take_optimizer_and_scheduler(loaded, at, config)
     for key, value in batch.items():
         found = config.get(key, "auto")
         if found == "auto":
@@ -125,6 +116,70 @@ def _from_file(
             )
         )
     return config
+
+
+#: DeepSpeed's schedulers ftc's schedules match (lr_scheduler_type), as transformers' integration pairs them
+_SCHEDULERS = {"WarmupLR": ("constant_with_warmup", "constant"), "WarmupDecayLR": ("linear",)}
+
+
+def _take_optimizer_and_scheduler(loaded: LoadedSpec, at: tuple, config: dict[str, Any]) -> None:
+    """An "optimizer" or "scheduler" section is taken (and not carried: the spec holds its settings) when it describes
+    what ftc builds from the spec: AdamW with learning_rate, weight_decay and torch's betas and eps, and the spec's
+    schedule with its linear warmup from 0. Its "auto"s are those values; anything else is a problem."""
+    spec = loaded.spec
+    warmup = spec.num_warmup_steps if spec.lr_scheduler_type != "constant" else 0  # ftc's constant has no warmup
+    wanted = {
+        "optimizer": (
+            ("Adam", "AdamW"),
+            {"lr": spec.learning_rate, "weight_decay": spec.weight_decay, "betas": [0.9, 0.999], "eps": 1e-8},
+            {"betas": [0.9, 0.999], "eps": 1e-8},  # DeepSpeed's, where the file leaves a value out
+            {"adam_w_mode": (True,), "torch_adam": (True, False)},  # AdamW, torch's or not: ftc's is torch's
+        ),
+        "scheduler": (
+            tuple(k for k, kinds in _SCHEDULERS.items() if spec.lr_scheduler_type in kinds),
+            {"warmup_min_lr": 0, "warmup_max_lr": spec.learning_rate, "warmup_num_steps": warmup},
+            {"warmup_min_lr": 0, "warmup_type": "log"},  # log: ftc warms up linearly
+            {"warmup_type": ("linear",) if warmup else ("linear", "log"), "total_num_steps": ()},
+        ),
+    }
+    for name, (types, ours, defaults, allowed) in wanted.items():
+        section = config.pop(name, None)
+        if section is None:
+            continue
+        differ = _section_differences(section, types, ours, defaults, allowed)
+        if differ:
+            builds = "AdamW" if name == "optimizer" else f"{spec.lr_scheduler_type} schedule"
+            loaded.problems.append(
+                loaded.problem(
+                    at,
+                    f'the DeepSpeed config\'s "{name}" is not the {builds} ftc builds from the spec: '
+                    + "; ".join(differ),
+                    f'set those values to "auto" (or remove "{name}") and set learning_rate, weight_decay, '
+                    "lr_scheduler_type and num_warmup_steps in the spec",
+                )
+            )
+
+
+def _section_differences(
+    section: Any, types: tuple, ours: dict[str, Any], defaults: dict[str, Any], allowed: dict[str, tuple]
+) -> list[str]:
+    """What ``section`` says that is not ``ours``: its type, and each parameter given (or left to DeepSpeed's
+    ``defaults``) that is neither "auto", ours, nor ``allowed``."""
+    params = section.get("params", {}) if isinstance(section, dict) else None
+    if not isinstance(params, dict):
+        return ["not an object of type and params"]
+    differ = [f"{key} (ftc takes only type and params)" for key in section if key not in ("type", "params")]
+    if section.get("type") not in types:
+        matching = " or ".join(types) or "none of DeepSpeed's"
+        differ.append(f"type {section.get('type')!r} (ftc: {matching})")
+    given = {**{k: v for k, v in defaults.items() if k not in params}, **params}
+    for key in [k for k in ours if k not in given]:
+        differ.append(f"{key} left to DeepSpeed's default (ftc: {json.dumps(ours[key])})")
+    for key, value in given.items():
+        if value == "auto" or (key in ours and value == ours[key]) or value in allowed.get(key, ()):
+            continue
+        differ.append(f"{key} {json.dumps(value)}" + (f" (ftc: {json.dumps(ours[key])})" if key in ours else ""))
+    return differ
 
 
 #: ZeRO settings a file may leave "auto", and what transformers' DeepSpeed integration fills them with from the

@@ -110,3 +110,46 @@ def test_the_older_and_current_names_of_one_setting_may_not_disagree(job, ftc, t
     r = _compile(job, ftc, tmp_path, {"zero_optimization": zero})
     assert r.code == ExitCode.SPEC_INVALID
     assert "sets gather_16bit_weights_on_model_save and stage3_gather_16bit_weights_on_model_save apart" in r.err
+
+
+#: transformers' documented ZeRO-3 example's optimizer and scheduler (every value "auto"), the warmup made linear
+HF_OPTIMIZER = {"type": "AdamW", "params": {"lr": "auto", "betas": "auto", "eps": "auto", "weight_decay": "auto"}}
+HF_SCHEDULER = {
+    "type": "WarmupDecayLR",
+    "params": {
+        "warmup_min_lr": "auto",
+        "warmup_max_lr": "auto",
+        "warmup_num_steps": "auto",
+        "total_num_steps": "auto",
+        "warmup_type": "linear",  # DeepSpeed's default is a log curve
+    },
+}
+
+
+def test_an_optimizer_and_scheduler_of_autos_are_what_ftc_builds_and_stay_out_of_the_plan(job, ftc, tmp_path):
+    ds = {"optimizer": HF_OPTIMIZER, "scheduler": HF_SCHEDULER, "zero_optimization": {"stage": 2}}
+    r = _compile(job, ftc, tmp_path, ds, lr_scheduler_type="linear", num_warmup_steps=2, learning_rate=1e-4)
+    assert r.code == 0, r.err
+    plan = read_json(tmp_path / "p.json")
+    assert "optimizer" not in plan["deepspeed"] and "scheduler" not in plan["deepspeed"]
+    assert (plan["spec"]["learning_rate"], plan["spec"]["lr_scheduler_type"]) == (1e-4, "linear")  # what ftc builds
+
+
+def test_an_optimizer_or_scheduler_that_is_not_what_ftc_builds_is_refused_naming_each_difference(job, ftc, tmp_path):
+    ds = {
+        "optimizer": {"type": "AdamW", "params": {"lr": 3e-4, "betas": [0.9, 0.95], "eps": "auto"}},
+        "scheduler": {"type": "WarmupLR", "params": {"warmup_num_steps": "auto"}},  # DeepSpeed's log warmup
+        "zero_optimization": {"stage": 2},
+    }
+    r = _compile(
+        job, ftc, tmp_path, ds, learning_rate=1e-4, lr_scheduler_type="constant_with_warmup", num_warmup_steps=5
+    )
+    assert r.code == ExitCode.SPEC_INVALID
+    assert (
+        'the DeepSpeed config\'s "optimizer" is not the AdamW ftc builds from the spec: weight_decay left to '
+        "DeepSpeed's default (ftc: 0.0); lr 0.0003 (ftc: 0.0001); betas [0.9, 0.95] (ftc: [0.9, 0.999])"
+    ) in r.err
+    assert (
+        'the DeepSpeed config\'s "scheduler" is not the constant_with_warmup schedule ftc builds from the spec: '
+        'warmup_max_lr left to DeepSpeed\'s default (ftc: 0.0001); warmup_type "log"'
+    ) in r.err
