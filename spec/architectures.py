@@ -111,6 +111,14 @@ def closest_model_ids(model_id: str, n: int = 3) -> list[str]:
     return difflib.get_close_matches(model_id, ids, n=n, cutoff=0.6)
 
 
+def _compiles(pattern: str) -> bool:
+    try:
+        re.compile(pattern)
+    except re.error:
+        return False
+    return True
+
+
 def config_mismatches(config: Mapping[str, Any], published: Mapping[str, Any]) -> list[tuple[str, str]]:
     """Where a weights folder's config.json disagrees with a published architecture: (field, what the folder says,
     as "field = value" or "no field"), for COMPARED_FIELDS that the folder states, and for the family's
@@ -177,6 +185,21 @@ class Architecture:
                 return [targets]
             return [] if any(pattern.fullmatch(n) for n in names) else [targets]
         return [t for t in targets if not any(n == t or n.endswith("." + t) for n in names)]
+
+    def adapted_as_parameters(self, targets: str | tuple[str, ...] | list[str]) -> list[str]:
+        """The weights LoRA ``targets`` reach in modules that are not linear layers, which peft adapts as parameters
+        (its ``target_parameters``, which take no dropout): Mixtral's router (``gate``), and with all-linear its
+        experts, which transformers fuses into two 3-D weights a layer."""
+        if self.model_type != "mixtral":
+            return []
+        if targets == "all-linear":
+            return ["mlp.gate.weight", "mlp.experts.gate_up_proj", "mlp.experts.down_proj"]
+        router = [n for n in self.module_names() or [] if n.endswith(".mlp.gate")]
+        if isinstance(targets, str):
+            reached = any(re.fullmatch(targets, n) for n in router) if _compiles(targets) else False
+        else:
+            reached = any(n == t or n.endswith("." + t) for n in router for t in targets)
+        return ["mlp.gate.weight"] if reached else []
 
     def tensor_shapes(self) -> dict[str, tuple[int, ...]] | None:
         """The shape of every weight a checkpoint of this architecture holds, as transformers saves them, for Llama's

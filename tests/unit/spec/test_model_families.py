@@ -119,3 +119,16 @@ def test_a_folder_of_another_family_is_told_by_its_model_type_not_every_family_f
         "num_attention_heads",
         "vocab_size",
     ]
+
+
+def test_mixtrals_router_and_experts_are_reached_as_parameters_and_nothing_else_is():
+    mixtral = Architecture("m", MIXTRAL, "registry")
+    assert mixtral.adapted_as_parameters("all-linear") == [
+        "mlp.gate.weight",
+        "mlp.experts.gate_up_proj",
+        "mlp.experts.down_proj",
+    ]
+    assert mixtral.adapted_as_parameters(["q_proj", "gate"]) == ["mlp.gate.weight"]
+    assert mixtral.adapted_as_parameters(r".*\.mlp\.gate") == ["mlp.gate.weight"]
+    assert mixtral.adapted_as_parameters(["q_proj", "v_proj"]) == mixtral.adapted_as_parameters("q_proj|v_proj") == []
+    assert Architecture("g", GEMMA, "registry").adapted_as_parameters("all-linear") == []
