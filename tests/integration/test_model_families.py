@@ -104,3 +104,29 @@ def test_gemma2_weights_whose_config_unties_the_output_layer_are_refused_for_the
     assert r.code == ExitCode.INPUT_UNRESOLVABLE, r.err
     assert "the weights do not match the architecture of ftc-tests/tiny-gemma2 (checkpoint)" in r.err
     assert "1 tensor(s) missing: lm_head.weight" in r.err
+
+
+@pytest.mark.slow
+def test_llmforges_mixtral_lora_trains_on_a_tiny_mixtral(trained, family_model):
+    # the LoRA of llmforge's tested Mixtral config (training_configs/custom/mistralai/Mixtral-8x7B/lora/16xA10-4k.yaml):
+    # attention, embeddings and output layer ("mixtral does not have gate_proj, up_proj, down_proj")
+    lora = {
+        "r": 8,
+        "lora_alpha": 16,
+        "lora_dropout": 0.05,
+        "target_modules": ["q_proj", "v_proj", "k_proj", "o_proj", "embed_tokens", "lm_head"],
+        "bias": "none",
+        "modules_to_save": [],
+    }
+    out = trained(
+        model_id="ftc-tests/tiny-mixtral",
+        initial_base_model_ckpt_path=str(family_model("mixtral")),
+        lora_config=lora,
+        num_epochs=1,
+        train_batch_size_per_device=8,
+        learning_rate=1e-2,
+    )
+    evals = [e["eval_loss"] for e in metrics(out, "eval")]
+    assert evals[-1] < evals[0], evals
+    adapter = read_json(out / "checkpoints" / "step-000002" / "adapter_config.json")
+    assert {"embed_tokens", "lm_head", "q_proj"} <= {t.rsplit(".", 1)[-1] for t in adapter["target_modules"]}
