@@ -1,4 +1,5 @@
-"""The CLI stays import-light, documents its exit codes, and prints the schema and its reference page."""
+"""The CLI stays import-light (each verb imported only when it runs), documents its exit codes, and prints the schema
+and its reference page."""
 
 from __future__ import annotations
 
@@ -7,9 +8,12 @@ import os
 import re
 import subprocess
 import sys
+from pathlib import Path
 
+import click
 import pytest
 
+from ftc.cli import COMMANDS, cli
 from ftc.errors import ExitCode
 
 from conftest import REPO
@@ -80,3 +84,64 @@ def test_a_reader_that_closes_the_pipe_early_is_not_an_error(args):
         os.close(write_end)
     assert done.returncode == 0, done.stderr.decode()
     assert done.stderr == b""
+
+
+def _loaded_verbs_after(args: list[str]) -> list[str]:
+    code = f"""
+import contextlib, io, json, sys
+from ftc.cli import main
+with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+    code = main({args!r})
+print(json.dumps([code, sorted(m for m in sys.modules if m.startswith("ftc.commands."))]))
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    code, loaded = json.loads(out.strip().splitlines()[-1])
+    assert code == 0, args
+    return loaded
+
+
+def test_help_lists_every_verb_without_importing_any_verb_module():
+    assert _loaded_verbs_after(["--help"]) == []
+
+
+def test_a_verb_imports_its_own_module_and_no_other_verb():
+    assert _loaded_verbs_after(["schema", "--plan"]) == ["ftc.commands.schema"]
+    assert _loaded_verbs_after(["lineage", "--help"]) == ["ftc.commands.lineage"]
+
+
+@pytest.mark.parametrize("name", sorted(COMMANDS))
+def test_each_verb_of_the_table_resolves_and_its_summary_is_its_help(name):
+    """The help lists the table's summaries without importing the verbs: each must read as the verb's own help."""
+    command = cli.get_command(click.Context(cli), name)
+    assert isinstance(command, click.Command) and command.name == name
+    stand_in = click.Command(name, help=COMMANDS[name].summary)
+    for limit in (20, 45, 80, 10_000):
+        assert stand_in.get_short_help_str(limit) == command.get_short_help_str(limit), limit
+
+
+def test_a_mistyped_verb_is_a_usage_error_that_names_the_closest_verb(ftc):
+    r = ftc("comp")
+    assert r.code == ExitCode.USAGE
+    assert "No such command 'comp'." in r.err and "compile" in r.err.split("No such command")[1]
+    r = ftc("nosuch")
+    assert r.code == ExitCode.USAGE and "No such command 'nosuch'." in r.err
+
+
+@pytest.mark.parametrize("name", sorted(COMMANDS))
+def test_every_import_a_verb_defers_to_when_it_runs_names_something_that_exists(name):
+    """A verb imports its library function only when it runs: a name moved or renamed would show only then."""
+    import ast
+    import importlib
+    import importlib.util
+
+    module = importlib.import_module(COMMANDS[name].module)
+    missing = []
+    for node in ast.walk(ast.parse(Path(module.__file__).read_text(encoding="utf-8"))):
+        if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("ftc"):
+            found = importlib.import_module(node.module)
+            missing += [
+                f"{node.module}.{alias.name}"
+                for alias in node.names
+                if not hasattr(found, alias.name) and importlib.util.find_spec(f"{node.module}.{alias.name}") is None
+            ]
+    assert missing == []

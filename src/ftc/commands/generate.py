@@ -1,0 +1,47 @@
+"""``ftc generate``: answer prompts with a checkpoint or an export, streamed, in the trained format."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from ._sampling import sampling, sampling_options
+
+
+@click.command("generate")
+@click.argument("model", metavar="CHECKPOINT|EXPORT", type=click.Path(path_type=Path))
+@click.option("--prompt", help="One user turn to answer.")
+@click.option("--system", help="With --prompt: a system message before it.")
+@click.option(
+    "--messages",
+    "messages_file",
+    type=click.Path(path_type=Path),
+    help="A chat-JSONL file: answer each conversation (a last assistant turn, if any, is replaced).",
+)
+@sampling_options
+def generate_command(
+    model: Path, prompt: str | None, system: str | None, messages_file: Path | None, **options
+) -> None:
+    """Answer with MODEL (a checkpoint: its adapter on the exact base it was trained on; or an export), prompted
+    in the trained format, stopping at its stop text; the answer is streamed as it is generated."""
+    from ftc.errors import UsageError
+    from ftc.serving.generate import conversations_to_answer, open_session
+
+    if (prompt is None) == (messages_file is None):
+        raise UsageError("give --prompt TEXT or --messages FILE.jsonl (one of them)")
+    if prompt is not None:
+        turns = [*([{"role": "system", "content": system}] if system else []), {"role": "user", "content": prompt}]
+        chats = [("--prompt", turns)]
+    else:
+        chats = conversations_to_answer(messages_file)
+    chosen, dtype = sampling(options)
+    session = open_session(model, dtype=dtype)
+    prompts = [session.prompt(messages, where) for where, messages in chats]  # all checked before any answer
+    for i, ids in enumerate(prompts):
+        if i:
+            click.echo()
+        result = session.generate(ids, chosen, on_text=lambda text: click.echo(text, nl=False))
+        click.echo()
+        if result.finish_reason == "length":
+            click.echo(f"(stopped at --max-new-tokens {chosen.max_new_tokens})", err=True)

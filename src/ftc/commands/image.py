@@ -1,0 +1,68 @@
+"""``ftc image build``: the runtime images, built from a checkout of ftc."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from ftc.images.build import FLAVORS
+
+
+@click.group("image")
+def image_group() -> None:
+    """Build the runtime images (from a checkout of ftc)."""
+
+
+@image_group.command("build")
+@click.argument("flavor", type=click.Choice(FLAVORS), default="cpu")
+@click.option("-t", "--tag", help="Tag for the image. Default: ftc-runtime:<version>-<flavor>.")
+@click.option(
+    "--context",
+    type=click.Path(path_type=Path, file_okay=False),
+    help="The checkout to build from. Default: the one this ftc runs from.",
+)
+@click.option(
+    "--base",
+    metavar="IMAGE",
+    help="The base image (any with Python 3.11, venv and CA certificates; images/debian-base.sh makes one offline)."
+    " Default: the pinned python:3.11 image of images/versions.txt.",
+)
+@click.option(
+    "--network",
+    metavar="MODE",
+    help="The network of the build's RUN steps (e.g. host, where the engine has no bridge). Default: the engine's.",
+)
+@click.option(
+    "--build-arg", "build_args", multiple=True, metavar="NAME=VALUE", help="Passed to the Dockerfile (repeatable)."
+)
+def image_build(
+    flavor: str,
+    tag: str | None,
+    context: Path | None,
+    base: str | None,
+    network: str | None,
+    build_args: tuple[str, ...],
+) -> None:
+    """Build images/Dockerfile.FLAVOR through the engine at DOCKER_HOST and tag it.
+
+    Offline: `--base` an image made by images/debian-base.sh, `--network host`, and `--build-arg PIP_INDEX_URL=...`
+    (or PIP_EXTRA_INDEX_URL, TORCH_INDEX_URL for the CPU image's torch) naming an index this machine reaches."""
+    from ftc.errors import UsageError
+    from ftc.images.build import build_image
+
+    args = {}
+    for item in build_args:
+        name, sep, value = item.partition("=")
+        if not sep or not name:
+            raise UsageError(f"--build-arg {item}: give NAME=VALUE")
+        args[name] = value
+    if base:
+        args["BASE_IMAGE"] = base
+    built = build_image(
+        flavor, tag=tag, context=context, build_args=args, network=network, log=lambda line: click.echo(line, err=True)
+    )
+    click.echo(
+        f"built {built.tag} ({built.image_id}, {built.size_bytes / 1e9:.2f} GB) in {built.seconds:.0f} s;"
+        f" name it in a spec (`image: {built.tag}`): `ftc compile` pins it by digest"
+    )

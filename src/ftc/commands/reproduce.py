@@ -1,0 +1,32 @@
+"""``ftc reproduce``: rerun a checkpoint's own plan and compare every file."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+
+@click.command("reproduce")
+@click.argument("checkpoint", type=click.Path(path_type=Path))
+@click.option("-o", "--output", type=click.Path(path_type=Path), required=True, help="A new folder for the rerun.")
+@click.option(
+    "--rtol", type=click.FloatRange(min=0), default=1e-2, show_default=True,
+    help="Relative tolerance per tensor for 'numerically reproduced': |a - b| <= atol + rtol * max|a|.",
+)  # fmt: skip
+@click.option("--atol", type=click.FloatRange(min=0), default=1e-6, show_default=True, help="Absolute tolerance.")
+@click.option(
+    "--logger", "tracker", type=click.Choice(["off", "mlflow", "wandb", "tensorboard"]), default="off",
+    show_default=True,
+    help="Feed this tracker, set up from the environment alone (MLFLOW_TRACKING_URI, WANDB_*; TensorBoard: OUTPUT/"
+    "tensorboard). The checkpoint's own logger is never used: its plan is outside input.",
+)  # fmt: skip
+def reproduce_command(checkpoint: Path, output: Path, rtol: float, atol: float, tracker: str) -> None:
+    """Rerun CHECKPOINT's own plan from its pinned inputs into OUTPUT and compare every file: bitwise reproduced,
+    numerically reproduced (within the tolerance), or not reproduced (exit 16, with the likely causes). The rerun
+    writes only into OUTPUT (and ftc's cache) and reports to no tracker unless --logger names one."""
+    from ftc.runtime.launch.reproduce import REPORT_FILE, reproduce
+
+    found = reproduce(checkpoint, output, rtol=rtol, atol=atol, tracker=tracker)
+    click.echo(found.text())
+    click.echo(f"report: {output / REPORT_FILE}")

@@ -1,0 +1,97 @@
+"""``ftc run``: train a plan, here, in its image, on a Ray cluster, or as one node of several."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+
+@click.command("run")
+@click.argument("plan", type=click.Path(path_type=Path))
+@click.option("--resume", is_flag=True, help="Continue from the newest checkpoint in the plan's output folder.")
+@click.option(
+    "--node-rank",
+    type=click.IntRange(min=0),
+    default=0,
+    show_default=True,
+    help="This machine's rank in a multi-node plan.",
+)
+@click.option("--master-addr", default="127.0.0.1", show_default=True, help="Address of node 0 (multi-node plans).")
+@click.option(
+    "--master-port",
+    type=click.IntRange(1, 65535),
+    default=29500,
+    show_default=True,
+    help="Port on node 0 for the rendezvous.",
+)
+@click.option(
+    "--backend",
+    type=click.Choice(["auto", "local", "docker", "ray"]),
+    default="auto",
+    show_default=True,
+    help=(
+        "local: this Python environment. docker: the plan's image, through the engine at DOCKER_HOST. "
+        "ray: a Ray cluster (--address), through Ray Train. "
+        "auto: docker when the plan names an image and an engine answers, else local."
+    ),
+)
+@click.option("--address", "ray_address", metavar="ADDR", help="ray backend: the cluster (default: RAY_ADDRESS).")
+@click.option(
+    "--max-failures",
+    type=click.IntRange(min=0),
+    default=2,
+    show_default=True,
+    help="ray backend: how many times a failed worker group is restarted (each restart resumes).",
+)
+@click.option(
+    "--gpus",
+    default="auto",
+    show_default=True,
+    help=(
+        "docker backend: GPUs for the container: "
+        "auto (all when the engine has the NVIDIA runtime), all, none, or a number."
+    ),
+)
+@click.option(
+    "--mount",
+    "mounts",
+    multiple=True,
+    metavar="PATH",
+    help="docker backend: also mount PATH read-only at the same path (repeatable).",
+)
+def run_command(
+    plan: Path,
+    resume: bool,
+    node_rank: int,
+    master_addr: str,
+    master_port: int,
+    backend: str,
+    ray_address: str | None,
+    max_failures: int,
+    gpus: str,
+    mounts: tuple[str, ...],
+) -> None:
+    """Train: validate PLAN, check every input against its pinned digest, then run it (DeepSpeed).
+
+    A multi-node plan runs one `ftc run PLAN --node-rank K --master-addr HOST` per machine.
+    """
+    import signal
+
+    from ftc.runtime.launch import Rendezvous, run
+
+    # `kill` (SIGTERM), or the terminal or SSH session going away (SIGHUP), stops a run the way Ctrl-C does: worker
+    # processes and containers are cleaned up
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
+    signal.signal(signal.SIGHUP, signal.default_int_handler)
+    run(
+        plan,
+        backend=backend,
+        gpus=gpus,
+        mounts=mounts,
+        ray_address=ray_address,
+        max_failures=max_failures,
+        log=lambda line: click.echo(line, err=True),
+        resume=resume,
+        rendezvous=Rendezvous(node_rank, master_addr, master_port),
+    )
