@@ -1,5 +1,5 @@
 """llmforge's DeepSpeed files, verbatim, train 2 processes on CPU (gloo) with ftc's settings in their "auto"s:
-ZeRO-3 with the optimizer and the parameters offloaded to CPU memory, and ZeRO-2."""
+ZeRO-3 with the optimizer and the parameters offloaded to CPU memory, ZeRO-2, and ZeRO-3 with hpZ."""
 
 from __future__ import annotations
 
@@ -21,7 +21,9 @@ def _ftc(*args) -> tuple[int, str]:
     return proc.returncode, out
 
 
-@pytest.mark.parametrize(("name", "stage"), [("zero_3_offload_optim+param.json", 3), ("zero_2.json", 2)])
+@pytest.mark.parametrize(
+    ("name", "stage"), [("zero_3_offload_optim+param.json", 3), ("zero_2.json", 2), ("zero_3_hpz.json", 3)]
+)
 def test_two_processes_train_with_an_llmforge_deepspeed_file_as_given(job, tmp_path, name, stage):
     shutil.copy(FILES / name, tmp_path / name)
     write_jsonl(tmp_path / "train32.jsonl", arithmetic_examples(32, seed=4))
@@ -37,7 +39,9 @@ def test_two_processes_train_with_an_llmforge_deepspeed_file_as_given(job, tmp_p
     assert code == 0, out
     ds = read_json(tmp_path / "p.json")["deepspeed"]
     assert (ds["train_micro_batch_size_per_gpu"], ds["train_batch_size"]) == (8, 16)
-    if stage == 3:
+    if name == "zero_3_hpz.json":  # ZeRO++'s secondary partition: 8 ranks, or all there are
+        assert ds["zero_optimization"]["zero_hpz_partition_size"] == 8
+    elif stage == 3:
         assert ds["zero_optimization"]["offload_param"] == {"device": "cpu", "pin_memory": True}
         assert ds["zero_optimization"]["offload_optimizer"] == {"device": "cpu", "pin_memory": True}
     code, out = _ftc("run", tmp_path / "p.json")
