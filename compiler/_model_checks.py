@@ -122,7 +122,7 @@ def check_architecture(loaded: LoadedSpec, base: ResolvedInput) -> Architecture 
     model_id = spec.model_id
     registry = known_architecture(model_id)
     at = ("initial_base_model_ckpt_path",)
-    if SOURCES[base.source].model_id(base.entry) is not None:  # named by a model id, no files to read here
+    if SOURCES[base.source].names_a_model:  # named by its model id: no files to read here
         if registry is None:
             close = closest_model_ids(model_id)
             hint = f"did you mean {' or '.join(close)}? " if close else ""
