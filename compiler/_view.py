@@ -36,6 +36,13 @@ def _pin(item: PlanInput) -> str:
     return SOURCES[item.source].pin_text(item)  # a remote folder: sha256s come at download
 
 
+#: what each task trains, as plan show says it (llmforge's default differs from ftc's: said where it applies)
+_TASKS = {
+    "instruction_tuning": "instruction_tuning: the loss on the assistant's turns (llmforge's default was causal_lm)",
+    "causal_lm": "causal_lm: the loss on every token",
+}
+
+
 def describe_plan(plan: Plan) -> str:
     """A readable summary of ``plan``: what will be trained on what, and how."""
     spec = plan.spec
@@ -68,6 +75,7 @@ def describe_plan(plan: Plan) -> str:
         f"accum x {spec.num_devices} devices = {spec.global_batch_size}, context {spec.context_length}, padding "
         f"{spec.padding}{', packed' if spec.sample_packing else ''}, seed {spec.seed}"
     )
+    lines.append(f"task      {_TASKS.get(spec.task, spec.task)}")
     lora = spec.lora_config
     if lora:
         targets = lora.target_modules if isinstance(lora.target_modules, str) else ",".join(lora.target_modules)

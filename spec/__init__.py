@@ -11,6 +11,7 @@ from ftc.errors import _UNSET, Problem, SpecInvalid
 from ._field_checks import spec_problems
 from ._source import SpecSource, json_path, read_spec_source
 from .architectures import Architecture, known_architecture
+from .llmforge import from_llmforge
 from .model import (
     DeepSpeedSettings,
     EvalFrequency,
@@ -84,6 +85,6 @@ def load_spec(path: str | Path, *, remember_valid_in: Path | None = None) -> Loa
     loaded = LoadedSpec(spec=None, source=source, problems=problems)
     if data is None or any(key not in data for key in job_schema()["required"]):
         return loaded  # too broken to type-check further; the schema problems say why
-    loaded.spec = JobSpec.from_dict(apply_defaults(data))
+    loaded.spec = JobSpec.from_dict(apply_defaults(from_llmforge(data)))
     loaded.problems += spec_problems(loaded.spec, source.data, loaded.problem, base_dir=source.base_dir)
     return loaded

@@ -10,6 +10,7 @@ from pathlib import Path
 from ftc.errors import Problem
 
 from .folders import system_folder
+from .llmforge import task_problems
 from .model import JobSpec
 from .text import redact
 
@@ -35,6 +36,7 @@ def spec_problems(spec: JobSpec, raw: dict, problem: ProblemAt, base_dir: Path |
     out += _deepspeed(spec, raw, problem)
     out += _image(spec, problem)
     out += _logger(spec, problem)
+    out += task_problems(spec.task, raw, problem)
     if spec.evaluation.generate and spec.valid_path is None:
         out.append(
             problem(

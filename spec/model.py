@@ -156,6 +156,8 @@ class JobSpec:
     output_dir: str
     image: str | None
     logger: Logger | None
+    #: which tokens carry the loss (instruction_tuning: the assistant's; causal_lm: every token)
+    task: Literal["instruction_tuning", "causal_lm", "classification", "preference_tuning", "vision_language"]
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> JobSpec:

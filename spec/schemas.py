@@ -115,11 +115,6 @@ FOREIGN_KEYS = {
     "worker_resources": "remove it: ftc trains where it is started; num_devices and num_nodes say how many processes",
     "trainer_resources": "remove it: num_devices and num_nodes say how many training processes run",
     "flash_attention_2": "remove it, and set attn_implementation if needed (auto picks flex_attention or sdpa)",
-    "classifier_config": (
-        "remove it: ftc trains causal language models only; write each label as the assistant's answer "
-        "(the seed guide's Llama Guard mapping)"
-    ),
-    "preference_tuning_config": "remove it: ftc does supervised fine-tuning only (no preference tuning)",
 }
 
 #: unknown keys described one by one (each with the closest known key); the rest are counted

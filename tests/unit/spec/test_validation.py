@@ -43,8 +43,6 @@ def test_wrong_type_names_expected_and_found(job, ftc):
 @pytest.mark.parametrize(
     "key, instead",
     [
-        ("classifier_config", "write each label as the assistant's answer"),
-        ("preference_tuning_config", "supervised fine-tuning only"),
         ("worker_resources", "num_devices and num_nodes"),
         ("flash_attention_2", "set attn_implementation"),
     ],

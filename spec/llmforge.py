@@ -1,0 +1,74 @@
+"""llmforge's job spec keys, normalized at the boundary: what its spelling of a setting means in ftc's spec.
+
+A llmforge spec (the seed guide's tool) runs unchanged: a key ftc has under another name is an alias, turned into
+ftc's setting here, once, before the typed spec is built (one setting, one place in the plan). ``LLMFORGE_KEYS``
+are the keys the job schema knows only for this: they are not fields of :class:`ftc.spec.model.JobSpec`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+__all__ = ["LLMFORGE_KEYS", "TASK_CONFIGS", "from_llmforge"]
+
+#: a task-specific config of llmforge -> the task it implies (llmforge infers ``task`` from it)
+TASK_CONFIGS = {
+    "classifier_config": "classification",
+    "preference_tuning_config": "preference_tuning",
+    "vision_language_config": "vision_language",
+}
+
+#: keys of the job schema that are llmforge's and are normalized here (never fields of the typed spec)
+LLMFORGE_KEYS = frozenset(TASK_CONFIGS)
+
+
+def from_llmforge(data: dict[str, Any]) -> dict[str, Any]:
+    """``data`` (a schema-valid spec as written) with llmforge's keys turned into ftc's settings."""
+    out = {k: v for k, v in data.items() if k not in LLMFORGE_KEYS}
+    if "task" not in data:
+        implied = [task for key, task in TASK_CONFIGS.items() if data.get(key) is not None]
+        if implied:
+            out["task"] = implied[0]
+    return out
+
+
+#: llmforge's tasks ftc does not train: (what it is, what to do instead)
+_NOT_YET = {
+    "classification": (
+        "llmforge's classification task (classifier_config) is not in ftc yet",
+        "train the label as the assistant's answer with task: instruction_tuning (the seed guide's Llama Guard "
+        "mapping), or keep this spec until ftc has the classification task",
+    ),
+    "preference_tuning": (
+        "llmforge's preference tuning task (preference_tuning_config, DPO) is not in ftc yet",
+        "fine-tune on the chosen answers with task: instruction_tuning, or keep this spec until ftc has "
+        "preference tuning",
+    ),
+    "vision_language": (
+        "vision-language tuning (llmforge's vision_language task) is not supported: ftc trains text-only "
+        "language models",
+        "remove task: vision_language and vision_language_config, and fine-tune a text-only model",
+    ),
+}
+
+
+def task_problems(task: str, raw: dict[str, Any], problem: Any) -> list:
+    """The task's problems: llmforge's tasks ftc does not train, and a task config that the spec's task ignores.
+    ``raw`` is the spec as written (empty for a spec a plan carries)."""
+    out = []
+    configs = [key for key in TASK_CONFIGS if raw.get(key) is not None]
+    if task in _NOT_YET:
+        message, fix = _NOT_YET[task]
+        implied_by = [key for key in configs if TASK_CONFIGS[key] == task]
+        at = ("task",) if "task" in raw or not implied_by else (implied_by[0],)
+        out.append(problem(at, message, fix, value=task))
+    for key in configs:
+        if TASK_CONFIGS[key] != task:
+            out.append(
+                problem(
+                    (key,),
+                    f"{key} is for llmforge's {TASK_CONFIGS[key]} task, and the spec's task is {task}",
+                    f"remove {key} (task {task} does not use it)",
+                )
+            )
+    return out
