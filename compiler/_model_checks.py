@@ -307,7 +307,9 @@ def _looks_like_hub_id(name: Any) -> bool:
 
 
 def _same(key: str, a: Any, b: Any) -> bool:
-    if key in ("target_modules", "modules_to_save") and not isinstance(a, str) and not isinstance(b, str) and a and b:
+    if key == "modules_to_save":  # [] and null both save no module (llmforge writes [], peft null)
+        return set(a or ()) == set(b or ())
+    if key == "target_modules" and not isinstance(a, str) and not isinstance(b, str) and a and b:
         return set(a) == set(b)
     return a == b
 

@@ -52,3 +52,26 @@ def test_llmforges_tasks_ftc_does_not_train_are_named_not_unknown(job, ftc, keys
     assert f"{where}: {message}" in r.err
     assert "fix: " in r.err
     assert "unknown key" not in r.err and "does not take" not in r.err
+
+
+@pytest.mark.parametrize("in_adapter", [None, []], ids=["peft-null", "empty"])
+def test_modules_to_save_empty_in_the_spec_agrees_with_an_adapter_that_saves_none(
+    job, ftc, tiny_adapter, tmp_path, in_adapter
+):
+    """llmforge's LoRA configs write modules_to_save: []; peft writes null into adapter_config.json: the same."""
+    import shutil
+
+    adapter = tmp_path / "adapter"
+    shutil.copytree(tiny_adapter, adapter)
+    config = json.loads((adapter / "adapter_config.json").read_text())
+    config["modules_to_save"] = in_adapter
+    (adapter / "adapter_config.json").write_text(json.dumps(config))
+    lora = {"r": 4, "lora_alpha": 8, "target_modules": ["q_proj", "v_proj"], "modules_to_save": []}
+    r = ftc("compile", job(initial_adapter_model_ckpt_path=str(adapter), lora_config=lora), "-o", tmp_path / "p.json")
+    assert r.code == 0, r.err
+    r = ftc(
+        "compile",
+        job(initial_adapter_model_ckpt_path=str(adapter), lora_config={**lora, "modules_to_save": ["lm_head"]}),
+    )
+    assert r.code == ExitCode.SPEC_INVALID
+    assert f'$.lora_config.modules_to_save: the spec says modules_to_save = ["lm_head"] but the adapter has ' in r.err
