@@ -23,7 +23,12 @@ __all__ = [
     "Logger",
     "LoraConfig",
     "PromptFormat",
+    "RAY_RESOURCE_KEYS",
 ]
+
+
+#: the spec's Ray resource requests: absent from a normalized spec when empty
+RAY_RESOURCE_KEYS = ("worker_resources", "trainer_resources")
 
 
 @dataclass(frozen=True)
@@ -156,17 +161,22 @@ class JobSpec:
     output_dir: str
     image: str | None
     logger: Logger | None
+    #: Ray resources per training worker, and llmforge's trainer's (name -> amount); {} when none, and then left out
+    #: of the normalized spec (a spec without them keeps its plan_id)
+    worker_resources: dict[str, float]
+    trainer_resources: dict[str, float]
     #: which tokens carry the loss (instruction_tuning: the assistant's; causal_lm: every token)
     task: Literal["instruction_tuning", "causal_lm", "classification", "preference_tuning", "vision_language"]
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> JobSpec:
         """Build from a normalized spec (schema-valid, defaults applied)."""
-        return _build(cls, data)
+        return _build(cls, {**{key: {} for key in RAY_RESOURCE_KEYS}, **data})
 
     def to_dict(self) -> dict[str, Any]:
-        """The normalized spec as plain JSON data (tuples become lists)."""
-        return _plain(dataclasses.asdict(self))
+        """The normalized spec as plain JSON data (tuples become lists; no Ray resources: no such key)."""
+        out = _plain(dataclasses.asdict(self))
+        return {k: v for k, v in out.items() if v or k not in RAY_RESOURCE_KEYS}
 
     def replace(self, **changes: Any) -> JobSpec:
         return dataclasses.replace(self, **changes)

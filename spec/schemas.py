@@ -112,8 +112,6 @@ def _article(noun: str) -> str:
 
 #: keys of the job spec of llmforge (the seed guide's tool) that ftc does not take, and what to do instead
 FOREIGN_KEYS = {
-    "worker_resources": "remove it: ftc trains where it is started; num_devices and num_nodes say how many processes",
-    "trainer_resources": "remove it: num_devices and num_nodes say how many training processes run",
     "flash_attention_2": "remove it, and set attn_implementation if needed (auto picks flex_attention or sdpa)",
 }
 

@@ -10,6 +10,7 @@ import pytest
 from ftc.errors import ExitCode
 from ftc.spec import job_schema
 from ftc.spec.llmforge import LLMFORGE_KEYS
+from ftc.spec.model import RAY_RESOURCE_KEYS
 
 from conftest import read_json
 
@@ -63,7 +64,8 @@ def test_plan_holds_no_machine_specific_paths(job, ftc, tmp_path, tiny_model):
 def test_plan_pins_every_input_and_fills_every_default(job, ftc, tmp_path):
     ftc("compile", job(), "-o", tmp_path / "plan.json")
     plan = read_json(tmp_path / "plan.json")
-    assert set(plan["spec"]) == set(job_schema()["properties"]) - LLMFORGE_KEYS  # llmforge's spellings: normalized
+    # llmforge's spellings are normalized; Ray resources are absent when none are asked for
+    assert set(plan["spec"]) == set(job_schema()["properties"]) - LLMFORGE_KEYS - set(RAY_RESOURCE_KEYS)
     assert plan["spec"]["lr_scheduler_type"] == "cosine"
     assert plan["spec"]["lora_config"]["lora_dropout"] == 0.05
     assert plan["mode"] == "lora-new"

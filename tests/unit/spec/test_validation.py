@@ -43,7 +43,6 @@ def test_wrong_type_names_expected_and_found(job, ftc):
 @pytest.mark.parametrize(
     "key, instead",
     [
-        ("worker_resources", "num_devices and num_nodes"),
         ("flash_attention_2", "set attn_implementation"),
     ],
 )
