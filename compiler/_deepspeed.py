@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from ftc.errors import Problem
 from ftc.spec import LoadedSpec
 from ftc.spec.plan_checks import deepspeed_problems
 from ftc.spec.schemas import plan_schema
@@ -106,16 +107,31 @@ def _from_file(
     for line in deepspeed_problems({k: v for k, v in config.items() if k not in ("optimizer", "scheduler")}):
         if left and "'auto' is not" in line:
             continue  # said above
-        loaded.problems.append(
-            loaded.problem(
-                at,
-                f"the DeepSpeed config: {line.removeprefix('$: ')}; a plan carries only the batch, clipping, "
-                "precision and ZeRO settings (no monitor, profiler, checkpoint or NVMe section: nothing that writes "
-                "files or reports anywhere)",
-                "remove it from the file; ftc writes metrics.jsonl and the spec's logger feeds a tracker",
-            )
-        )
+        loaded.problems.append(_allow_list_problem(loaded, at, line))
     return config
+
+
+#: DeepSpeed sections that write files or report somewhere (a plan and the checkpoints that carry it hold none)
+_WRITERS = ("tensorboard", "wandb", "csv_monitor", "comet", "flops_profiler", "aio", "checkpoint", "autotuning")
+
+
+def _allow_list_problem(loaded: LoadedSpec, at: tuple, line: str) -> Problem:
+    """A setting of the file outside the plan's allow-list: a section that writes or reports (ftc's own files and
+    tracker do that), or a setting ftc does not carry or a value it does not take (said as such)."""
+    found = line.removeprefix("$: ")
+    if any(f"'{name}'" in line for name in _WRITERS) or "nvme" in line:
+        return loaded.problem(
+            at,
+            f"the DeepSpeed config: {found}; a plan carries no monitor, profiler, checkpoint or NVMe section "
+            "(nothing that writes files or reports anywhere)",
+            "remove it from the file; ftc writes metrics.jsonl and the spec's logger feeds a tracker",
+        )
+    return loaded.problem(
+        at,
+        f"the DeepSpeed config: {found}; a plan carries the batch, clipping, precision and ZeRO settings ftc "
+        "takes (docs/spec.md, deepspeed.config_path)",
+        "remove that setting from the file, or give it a value ftc takes",
+    )
 
 
 #: DeepSpeed's schedulers ftc's schedules match (lr_scheduler_type), as transformers' integration pairs them

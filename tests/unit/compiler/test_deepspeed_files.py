@@ -153,3 +153,22 @@ def test_an_optimizer_or_scheduler_that_is_not_what_ftc_builds_is_refused_naming
         'the DeepSpeed config\'s "scheduler" is not the constant_with_warmup schedule ftc builds from the spec: '
         'warmup_max_lr left to DeepSpeed\'s default (ftc: 0.0001); warmup_type "log"'
     ) in r.err
+
+
+@pytest.mark.parametrize(
+    "ds, found, fix",
+    [
+        ({"zero_optimization": {"stage": 2}, "tensorboard": {"enabled": True}}, "'tensorboard' was unexpected",
+         "remove it from the file; ftc writes metrics.jsonl and the spec's logger feeds a tracker"),
+        ({"zero_optimization": {"stage": 2, "round_robin": True}}, "'round_robin' was unexpected",
+         "remove that setting from the file, or give it a value ftc takes"),
+        ({"zero_optimization": {"stage": 2}, "steps_per_print": "often"}, "'often' is not of type 'integer'",
+         "remove that setting from the file, or give it a value ftc takes"),
+    ],
+)  # fmt: skip
+def test_a_setting_the_plan_does_not_carry_gets_the_fix_that_fits_it(job, ftc, tmp_path, ds, found, fix):
+    """Only a section that writes or reports is answered with ftc's own metrics and tracker."""
+    r = _compile(job, ftc, tmp_path, ds)
+    assert r.code == ExitCode.SPEC_INVALID
+    assert found in r.err and f"fix: {fix}" in r.err
+    assert r.err.count("metrics.jsonl") == (1 if "tensorboard" in found else 0)
