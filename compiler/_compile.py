@@ -136,7 +136,7 @@ def check_inputs(loaded: LoadedSpec, inputs: dict[str, ResolvedInput], cache: St
     for role in ("train", "valid"):
         if role in inputs:
             inputs[role] = check_chat_data(loaded, INPUT_KEYS[role], inputs[role], cache)
-    context_length = check_context_length(loaded, arch)
+    context_length, rope_scaling = check_context_length(loaded, arch)
     if spec.initial_adapter_model_ckpt_path is not None:
         mode = "lora-continue"
     elif lora is not None:
@@ -146,6 +146,7 @@ def check_inputs(loaded: LoadedSpec, inputs: dict[str, ResolvedInput], cache: St
     spec = spec.replace(
         lora_config=lora,
         context_length=context_length,
+        rope_scaling=rope_scaling,
         training_mode="full" if mode == "full" else "lora",
     )
     loaded.spec = spec

@@ -14,6 +14,7 @@ from pathlib import Path
 from ftc.spec import LoadedSpec
 from ftc.spec.architectures import Architecture
 from ftc.spec.chat_data import CHECKS_VERSION, EXAMPLE, check_chat_jsonl
+from ftc.spec.rope import SCALING_TECHNIQUE, RopeScaling, factor_hint, native_length, resolve_rope_scaling
 from ftc.stores.hashing import StatCache
 from ftc.stores.sources import ResolvedInput
 
@@ -27,23 +28,48 @@ def _display(path: Path) -> str:
     return rel if not rel.startswith(".." + os.sep + "..") else str(path)
 
 
-def check_context_length(loaded: LoadedSpec, arch: Architecture | None) -> int:
-    """The context length to train with: the spec's, or min(2048, the model's max positions)."""
-    limit = arch.max_position_embeddings if arch else None
+def check_context_length(loaded: LoadedSpec, arch: Architecture | None) -> tuple[int, RopeScaling | None]:
+    """The context length to train with (the spec's, or min(2048, what the model takes)) and the spec's RoPE
+    scaling resolved against the model (every value filled in). Above the model's max_position_embeddings only
+    with rope_scaling, up to its factor x the native length."""
     given = loaded.spec.context_length
-    if given is None:
-        return min(_DEFAULT_CONTEXT, limit) if isinstance(limit, int) else _DEFAULT_CONTEXT
-    if isinstance(limit, int) and given > limit:
+    rope = loaded.spec.rope_scaling
+    raw = loaded.source.data if isinstance(loaded.source.data, dict) else {}
+    if raw.get(SCALING_TECHNIQUE) == "linear" and raw.get("rope_scaling") is not None:
         loaded.problems.append(
             loaded.problem(
-                ("context_length",),
-                f"{given} is above the model's max_position_embeddings ({limit})",
-                f"set context_length to {limit} or less "
-                "(or use weights whose config.json raises max_position_embeddings)",
-                value=given,
+                (SCALING_TECHNIQUE,),
+                "llmforge's embedding_scaling_technique: linear and rope_scaling both say how to extend the context",
+                "keep one: rope_scaling (embedding_scaling_technique: linear means rope_scaling: {rope_type: linear})",
             )
         )
-    return given
+    if rope is not None and arch is not None:
+        rope, found = resolve_rope_scaling(rope, arch.config, given)
+        for at, message, fix in found:
+            loaded.problems.append(loaded.problem(("rope_scaling", *at), message, fix))
+    else:
+        rope = None  # no model to resolve it against: the model's own problems say why
+    limit = rope.max_positions if rope is not None else arch.max_position_embeddings if arch else None
+    if loaded.spec.rope_scaling is not None and rope is None:
+        return given or _DEFAULT_CONTEXT, None  # the scaling's own problems come first
+    if given is None:
+        return (min(_DEFAULT_CONTEXT, limit) if isinstance(limit, int) else _DEFAULT_CONTEXT), rope
+    if isinstance(limit, int) and given > limit:
+        loaded.problems.append(_too_long(loaded, given, limit, rope, native_length(arch.config) or limit))
+    return given, rope
+
+
+def _too_long(loaded: LoadedSpec, given: int, limit: int, rope: RopeScaling | None, native: int):
+    if rope is None:
+        message = f"{given} is above the model's max_position_embeddings ({limit})"
+        fix = (
+            f"set context_length to {limit} or less, or extend the model's context with rope_scaling "
+            f"(e.g. rope_scaling: {{rope_type: linear, factor: {factor_hint(given, native)}}})"
+        )
+    else:
+        message = f"{given} is above what rope_scaling {rope.describe()} takes ({limit})"
+        fix = f"raise rope_scaling.factor to {factor_hint(given, native)} or more, or lower context_length to {limit}"
+    return loaded.problem(("context_length",), message, fix, value=given)
 
 
 def check_chat_data(loaded: LoadedSpec, at: tuple, item: ResolvedInput, cache: StatCache | None) -> ResolvedInput:

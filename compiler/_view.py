@@ -76,6 +76,8 @@ def describe_plan(plan: Plan) -> str:
         f"{spec.padding}{', packed' if spec.sample_packing else ''}, seed {spec.seed}"
     )
     lines.append(f"task      {_TASKS.get(spec.task, spec.task)}")
+    if spec.rope_scaling is not None:  # the context extended past the model's own length
+        lines.append(f"rope      {spec.rope_scaling.describe()}, applied at load and in config.json")
     lora = spec.lora_config
     if lora:
         targets = lora.target_modules if isinstance(lora.target_modules, str) else ",".join(lora.target_modules)

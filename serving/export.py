@@ -26,6 +26,7 @@ from ftc.errors import UsageError
 from ftc.lineage.record import LINEAGE_FILE, LINEAGE_VERSION, checkpoint_parent, checkpoint_section, environment, seal
 from ftc.lineage.signing import signer_from_env
 from ftc.runtime.training import save_tokenizer
+from ftc.spec.rope import RopeScaling
 from ftc.stores.atomic import check_output_path, clear_planted
 from ftc.stores.safetensors_header import read_safetensors_header
 from ftc.stores.storage import storage_failure
@@ -124,7 +125,12 @@ def _write(
             if (source / name).exists():
                 shutil.copyfile(source / name, tmp / name)
         dtype = _base_dtype(source)
+    rope = trained.plan.spec.rope_scaling if trained.plan is not None else None
+    if rope is not None and (tmp / "config.json").exists():
+        _write_rope(tmp / "config.json", rope)
     tokenizer = pretrained_tokenizer(source, "the checkpoint")
+    if rope is not None:  # the length the tokenizer warns past is the extended one
+        tokenizer.model_max_length = rope.max_positions
     fmt = trained.prompt_format
     if fmt is not None:
         tokenizer.chat_template = chat_template(fmt)
@@ -162,6 +168,22 @@ def _generation_config(folder: Path, trained: Trained, tokenizer: Any, stop_ids:
         config["stop_strings"] = list(trained.stop_texts)
     config.pop("transformers_version", None)
     path.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
+
+
+def _write_rope(path: Path, rope: RopeScaling) -> None:
+    """The run's RoPE scaling in the export's config.json, as every reader looks for it: ``rope_parameters``
+    (transformers 5), ``rope_scaling`` and a top-level ``rope_theta`` (transformers 4, vLLM, TGI), and the
+    max_position_embeddings it goes with, so a server applies the scaling the model was trained with."""
+    config = json.loads(path.read_text(encoding="utf-8"))
+    fields = rope.config_fields()
+    before = config.get("rope_parameters") or {}
+    theta = before.get("rope_theta", config.get("rope_theta", 10000.0))
+    kept = {k: before[k] for k in ("partial_rotary_factor",) if k in before}
+    config["rope_parameters"] = {**fields["rope"], **kept, "rope_theta": theta}
+    config["rope_scaling"] = dict(fields["rope"])
+    config["rope_theta"] = theta
+    config["max_position_embeddings"] = fields["max_position_embeddings"]
+    path.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n", encoding="utf-8")
 
 
 def _record(trained: Trained, folder: Path, out: Path, export_section: dict[str, Any], given: str) -> dict[str, Any]:

@@ -120,7 +120,10 @@ def load_model(trained: Trained, *, dtype: str = "float32", device: str = "cpu")
     tokenizer = pretrained_tokenizer(trained.folder, what)
     try:
         if trained.adapter:
-            base = pretrained_causal_lm(trained.base, "the base weights", dtype=torch_dtype, use_safetensors=True)
+            rope = trained.plan.spec.rope_scaling if trained.plan is not None else None  # the base as trained
+            base = pretrained_causal_lm(
+                trained.base, "the base weights", rope=rope, dtype=torch_dtype, use_safetensors=True
+            )
             model = pretrained_adapter(base, trained.folder, what)
         else:
             model = pretrained_causal_lm(trained.folder, what, dtype=torch_dtype, use_safetensors=True)

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from .rope import SCALING_TECHNIQUE, from_scaling_technique
+
 __all__ = ["LLMFORGE_KEYS", "TASK_CONFIGS", "from_llmforge"]
 
 #: a task-specific config of llmforge -> the task it implies (llmforge infers ``task`` from it)
@@ -19,12 +21,12 @@ TASK_CONFIGS = {
 }
 
 #: keys of the job schema that are llmforge's and are normalized here (never fields of the typed spec)
-LLMFORGE_KEYS = frozenset(TASK_CONFIGS)
+LLMFORGE_KEYS = frozenset(TASK_CONFIGS) | {SCALING_TECHNIQUE}
 
 
 def from_llmforge(data: dict[str, Any]) -> dict[str, Any]:
     """``data`` (a schema-valid spec as written) with llmforge's keys turned into ftc's settings."""
-    out = {k: v for k, v in data.items() if k not in LLMFORGE_KEYS}
+    out = {k: v for k, v in from_scaling_technique(data).items() if k not in LLMFORGE_KEYS}
     if "task" not in data:
         implied = [task for key, task in TASK_CONFIGS.items() if data.get(key) is not None]
         if implied:

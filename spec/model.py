@@ -11,6 +11,8 @@ import typing
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from .rope import RopeScaling
+
 __all__ = [
     "DeepSpeedSettings",
     "DvcLocation",
@@ -23,6 +25,7 @@ __all__ = [
     "Logger",
     "LoraConfig",
     "PromptFormat",
+    "RopeScaling",
     "RAY_RESOURCE_KEYS",
 ]
 
@@ -141,6 +144,8 @@ class JobSpec:
     gradient_accumulation_steps: int
     #: None until the compiler knows the model's maximum (then min(2048, max_position_embeddings))
     context_length: int | None
+    #: resolved by the compiler against the model (every value filled in)
+    rope_scaling: RopeScaling | None
     padding: Literal["longest", "max_length"]
     skip_bad_examples: bool
     resize_token_embeddings: bool

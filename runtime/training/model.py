@@ -14,6 +14,7 @@ from typing import Any
 
 from ftc.errors import DataInvalid, InputUnresolvable, UsageError
 from ftc.spec import JobSpec
+from ftc.spec.rope import RopeScaling
 from ftc.stores.sources import SOURCES
 from ftc.stores.weights_folder import refuse_code
 
@@ -112,13 +113,31 @@ def pretrained_config(source: Path | str, what: str = "the model config") -> Any
         raise _unloadable(source, what, exc) from None
 
 
-def pretrained_causal_lm(source: Path | str, what: str = "the weights", **options: Any) -> Any:
-    """``AutoModelForCausalLM.from_pretrained(source, **options)`` that never runs code from ``source``. Its errors
-    are the caller's to word (a run and a server say different things)."""
+def pretrained_causal_lm(
+    source: Path | str, what: str = "the weights", *, rope: RopeScaling | None = None, **options: Any
+) -> Any:
+    """``AutoModelForCausalLM.from_pretrained(source, **options)`` that never runs code from ``source``, with the
+    RoPE scaling ``rope`` (a plan's, resolved) applied to its config. Its errors are the caller's to word (a run
+    and a server say different things)."""
     from transformers import AutoModelForCausalLM
 
     _no_code(source, what)
+    if rope is not None:
+        options["config"] = scaled_config(pretrained_config(source, what), rope)
     return AutoModelForCausalLM.from_pretrained(source, trust_remote_code=False, **options)
+
+
+def scaled_config(config: Any, rope: RopeScaling) -> Any:
+    """``config`` with the RoPE scaling ``rope``: its ``rope_parameters`` (transformers 5's name for
+    ``rope_scaling``) and the max_position_embeddings that goes with it; the model's rope_theta and partial rotary
+    factor kept. Linear and dynamic scaling change no weights, so a config is all a scaled model differs by."""
+    fields = rope.config_fields()
+    before = dict(getattr(config, "rope_parameters", None) or {})
+    kept = {k: before[k] for k in ("rope_theta", "partial_rotary_factor") if k in before}
+    kept.setdefault("rope_theta", getattr(config, "rope_theta", 10000.0))
+    config.rope_parameters = {**fields["rope"], **kept}
+    config.max_position_embeddings = fields["max_position_embeddings"]
+    return config
 
 
 def pretrained_adapter(model: Any, adapter: Path, what: str = "the adapter", **options: Any) -> Any:
@@ -235,7 +254,12 @@ def load_model(
         register()
     try:
         model = pretrained_causal_lm(
-            base, "the base weights", dtype=dtype, use_safetensors=True, attn_implementation=attention
+            base,
+            "the base weights",
+            rope=spec.rope_scaling,
+            dtype=dtype,
+            use_safetensors=True,
+            attn_implementation=attention,
         )
     except (OSError, ValueError) as exc:  # a config transformers cannot read, an architecture it does not know
         raise _unloadable(base, "the base weights", exc) from None
@@ -248,6 +272,8 @@ def load_model(
     if kernels == "liger":
         apply_liger(model)
     tokenizer, source = load_tokenizer(spec, base if isinstance(base, Path) else None, adapter)
+    if spec.rope_scaling is not None:  # the length a tokenizer warns past, and the one its checkpoints carry
+        tokenizer.model_max_length = spec.rope_scaling.max_positions
     rows = model.get_input_embeddings().weight.shape[0]
     if len(tokenizer) > rows:
         if not spec.resize_token_embeddings:
@@ -258,6 +284,14 @@ def load_model(
         model.resize_token_embeddings(len(tokenizer))
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
+    model = _with_lora(model, spec, mode, base, adapter)
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    total = sum(p.numel() for p in model.parameters())
+    return LoadedModel(model, tokenizer, source, trainable, total)
+
+
+def _with_lora(model: Any, spec: JobSpec, mode: str, base: Path | str, adapter: Path | None) -> Any:
+    """``model`` with its LoRA adapter: a new one (lora-new), the given one to train on (lora-continue), or none."""
     if mode == "lora-new":
         from peft import LoraConfig, get_peft_model
 
@@ -287,9 +321,7 @@ def load_model(
         if isinstance(base, Path):  # peft reads the base's config when saving: here, not a model hub (the adapter
             # names model_id there, which checkpoints keep; see checkpoint._name_base)
             model.peft_config["default"].base_model_name_or_path = str(base)
-    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    total = sum(p.numel() for p in model.parameters())
-    return LoadedModel(model, tokenizer, source, trainable, total)
+    return model
 
 
 #: what transformers records in tokenizer_config.json about how the tokenizer was loaded, not what it is: it would
