@@ -51,6 +51,12 @@ def run(
     plan = read_plan(plan_path)
     chosen, why = choose_backend(plan, backend)
     log(f"backend: {chosen} ({why})")
+    if chosen != "ray":
+        from .resources import resources_note
+
+        note = resources_note(plan, chosen)
+        if note is not None:
+            log(note)
     if chosen == "docker":
         from .docker import GpuRequest, run_in_container
         from .publish import publishing

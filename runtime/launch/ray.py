@@ -1,7 +1,8 @@
 """``ftc run PLAN --backend ray``: the plan on an existing Ray cluster, through Ray Train.  The driver (this process)
 checks the plan and its inputs as ``ftc run`` always does, holds the output folder's lock, and starts a ``TorchTrainer``
-of ``launch.world_size`` workers (one CPU, or one GPU, each; spread over the cluster's nodes). Ray Train sets up the
-process group (gloo on CPUs, NCCL on GPUs); each worker runs ftc's own recipe (``ftc.runtime.recipes.sft``: the same
+of ``launch.world_size`` workers (one CPU, or one GPU, each, and the spec's ``worker_resources``; spread over the
+cluster's nodes: a plan whose resources no node offers is refused before it is submitted, exit 13). Ray Train sets up
+the process group (gloo on CPUs, NCCL on GPUs); each worker runs ftc's own recipe (``ftc.runtime.recipes.sft``: the same
 DeepSpeed initialization, over that process group, the same checkpoints and lineage). Workers materialize remote inputs
 through ftc's content cache on their node and verify every digest (a node that sees other bytes fails as ``ftc run``
 does, exit 6).
@@ -68,7 +69,9 @@ def run_on_ray(
     _connect(ray, where)
     scratch = tempfile.mkdtemp(prefix="ftc-ray-")  # Ray Train's own run folder: ftc keeps nothing there
     try:
-        trainer = _trainer(ray, plan, plan_path, scratch, max_failures=max_failures, where=where, log=log)
+        gpu = _cluster_has_gpus(ray)
+        request = _requested(ray, plan, gpu, where=where, log=log)  # before anything is submitted
+        trainer = _trainer(plan, plan_path, scratch, gpu, request, max_failures=max_failures, where=where, log=log)
         with output_lock(plan.output_path, node_rank=0, plan_id=plan.plan_id):
             try:
                 trainer.fit()  # Ctrl-C here: Ray Train's own handler aborts the job on the cluster, then returns
@@ -118,14 +121,37 @@ def _connect(ray: Any, where: str) -> None:
         ) from None
 
 
-def _trainer(ray: Any, plan: Plan, plan_path: Path, scratch: str, *, max_failures: int, where: str, log) -> Any:
-    """Ray Train's TorchTrainer of the plan's workers, one CPU or GPU each, spread over the cluster; the workers get
-    the plan's text and where its inputs and output are (the launcher-to-worker handoff on Ray)."""
+def _requested(ray: Any, plan: Plan, gpu: bool, *, where: str, log) -> dict[str, float] | None:
+    """Each worker's Ray resources when the plan asks for more than a CPU or GPU (its worker_resources), after
+    checking that the cluster's nodes hold them and the trainer's (exit 13 at once, not a job waiting for ever)."""
+    from .resources import check_cluster, worker_request
+
+    request = worker_request(plan, gpu)
+    trainer = dict(plan.spec.trainer_resources)
+    if request is None and not trainer:
+        return None
+    per_worker = request or ({"GPU": 1.0} if gpu else {"CPU": 1.0})
+    check_cluster(ray.nodes(), per_worker, trainer, plan.launch.world_size, where)
+    if request is not None:
+        log(f"ray: each worker asks for {', '.join(f'{k} {v:g}' for k, v in request.items())}")
+    if trainer:
+        log(
+            f"ray: the trainer's {', '.join(f'{k} {v:g}' for k, v in trainer.items())}: a node holds them beside a"
+            " worker's (checked; Ray Train's engine gives its trainer no resources of its own, so none are reserved)"
+        )
+    return request
+
+
+def _trainer(
+    plan: Plan, plan_path: Path, scratch: str, gpu: bool, request: dict | None, *, max_failures: int, where: str, log
+) -> Any:
+    """Ray Train's TorchTrainer of the plan's workers, one CPU or GPU each (and the plan's worker_resources),
+    spread over the cluster; the workers get the plan's text and where its inputs and output are (the
+    launcher-to-worker handoff on Ray)."""
     from ray.train import FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchConfig, TorchTrainer
 
     world = plan.launch.world_size
-    gpu = _cluster_has_gpus(ray)
     image = plan.image.ref if plan.image is not None else None
     log(
         f"ray: {world} worker(s) ({'a GPU' if gpu else 'a CPU'} each) on the cluster at {where};"
@@ -136,7 +162,9 @@ def _trainer(ray: Any, plan: Plan, plan_path: Path, scratch: str, *, max_failure
         _worker,
         train_loop_config={"plan": plan_path.read_text(encoding="utf-8"), "placement": placed.to_dict()},
         torch_config=TorchConfig(backend="nccl" if gpu else "gloo"),
-        scaling_config=ScalingConfig(num_workers=world, use_gpu=gpu, placement_strategy="SPREAD"),
+        scaling_config=ScalingConfig(
+            num_workers=world, use_gpu=gpu, resources_per_worker=request, placement_strategy="SPREAD"
+        ),
         run_config=RunConfig(
             name=f"ftc-{plan.plan_id.removeprefix('sha256:')[:12]}",
             storage_path=scratch,

@@ -21,6 +21,8 @@ from conftest import S3_KEY, S3_SECRET, read_json
 pytestmark = pytest.mark.slow
 
 TWO_WORKERS = dict(lora_config=None, num_epochs=2, train_batch_size_per_device=4, num_devices=2)
+#: what llmforge's Llama Guard 2 config asks each worker for (an accelerator shape of Anyscale's clusters)
+SHAPE = "anyscale/accelerator_shape:4xA10G"
 
 
 @pytest.fixture(scope="module")
@@ -38,7 +40,8 @@ def cluster(tmp_path_factory, s3_server):
         "AWS_SECRET_ACCESS_KEY": S3_SECRET,
         "AWS_DEFAULT_REGION": "us-east-1",
     }
-    address = start_ray_cluster(root, nodes=2, env=env)
+    # every node offers the resource llmforge's Llama Guard 2 config asks each worker for (not accelerator_type:A10G)
+    address = start_ray_cluster(root, nodes=2, env=env, resources={SHAPE: 1})
     yield address
     stop_ray_cluster()
 
@@ -204,3 +207,36 @@ def test_output_dir_in_s3_on_ray_is_published_by_the_rank_0_worker(cluster, s3, 
     # the driver reads the store to know the run ended: a second run of the plan says so, and trains nothing
     r = ftc_cli("run", plan, "--backend", "ray", "--address", cluster, "--resume")
     assert r.returncode == 0 and "the run is complete" in r.stderr, r.stderr[-3000:]
+
+
+# llmforge's Llama Guard 2 config, verbatim but for its model (a tiny Llama) and, for the cluster's 2 CPUs, 2 workers
+# instead of 4: its worker_resources are asked of Ray for each worker
+ON_TWO_CPUS = {"num_devices: 4\n": "num_devices: 2\n"}
+
+
+def test_the_llama_guard_2_config_runs_where_the_cluster_offers_its_worker_resources(cluster, tmp_path):
+    from support.llmforge import llama_guard_2_job
+
+    spec = llama_guard_2_job(tmp_path, replace=ON_TWO_CPUS)
+    assert ftc_cli("compile", spec, "-o", tmp_path / "p.json").returncode == 0
+    r = ftc_cli("run", tmp_path / "p.json", "--backend", "ray", "--address", cluster)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    assert f"ray: each worker asks for CPU 1, {SHAPE} 0.001" in r.stderr
+    plan = read_json(tmp_path / "output" / "best" / "plan.json")
+    assert plan["spec"]["worker_resources"] == {SHAPE: 0.001}
+    assert read_json(tmp_path / "output" / "best" / "lineage.json")["execution"]["world_size"] == 2
+
+
+def test_a_worker_resource_no_node_offers_is_exit_13_within_seconds_naming_it(cluster, tmp_path):
+    from support.llmforge import llama_guard_2_job
+
+    absent = {**ON_TWO_CPUS, f"  {SHAPE}: 0.001\n": "  accelerator_type:A10G: 0.001\n"}  # llmforge's other form
+    spec = llama_guard_2_job(tmp_path, replace=absent)
+    assert ftc_cli("compile", spec, "-o", tmp_path / "p.json").returncode == 0
+    started = time.monotonic()
+    r = ftc_cli("run", tmp_path / "p.json", "--backend", "ray", "--address", cluster, timeout=120)
+    assert r.returncode == ExitCode.ENGINE_UNAVAILABLE, r.stderr[-3000:]
+    assert time.monotonic() - started < 60  # the driver's start-up and Ray's connect; nothing is submitted
+    assert f"the Ray cluster at {cluster} has no node that offers accelerator_type:A10G 0.001 (each worker)" in r.stderr
+    assert f"the cluster has: {{CPU: 2, {SHAPE}: 2," in r.stderr and "ftc_node_1: 1" in r.stderr
+    assert not (tmp_path / "output").exists()

@@ -441,10 +441,13 @@ def serve_wheel_index(*folders: str | Path):
     return server, f"http://127.0.0.1:{server.server_address[1]}/simple/"
 
 
-def start_ray_cluster(root: str | Path, nodes: int = 2, env: dict[str, str] | None = None) -> str:
+def start_ray_cluster(
+    root: str | Path, nodes: int = 2, env: dict[str, str] | None = None, resources: dict[str, float] | None = None
+) -> str:
     """A real Ray cluster on this machine: a head node and ``nodes - 1`` more (``ray start`` each, one CPU and a
-    resource ``ftc_node_K`` each, a small object store). Returns the head's address (127.0.0.1:PORT). Stop it with
-    :func:`stop_ray_cluster`, which stops every Ray node on this machine."""
+    resource ``ftc_node_K`` each, and ``resources`` on every node; a small object store). Returns the head's address
+    (127.0.0.1:PORT). Stop it with :func:`stop_ray_cluster`, which stops every Ray node on this machine."""
+    import json
     import os
     import subprocess
     import sys
@@ -461,7 +464,7 @@ def start_ray_cluster(root: str | Path, nodes: int = 2, env: dict[str, str] | No
             if k == 0
             else ["--address", f"127.0.0.1:{port}"]
         )
-        command = [ray, "start", *where, *common, "--resources", f'{{"ftc_node_{k}": 1}}']
+        command = [ray, "start", *where, *common, "--resources", json.dumps({f"ftc_node_{k}": 1, **(resources or {})})]
         done = subprocess.run(command, capture_output=True, text=True, env=environment, timeout=180)
         (root / f"node{k}.log").write_text(done.stdout + done.stderr)
         if done.returncode != 0:
