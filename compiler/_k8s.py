@@ -6,6 +6,8 @@ names relative to itself), and the ConfigMap's plan file is mounted over ``/ftc/
 relative path in the plan means in a pod what it meant where the plan was compiled, and nothing else needs to change.
 
 One Master pod and ``nodes - 1`` Worker pods each run ``torch.distributed.run`` for their node's share of the plan.
+The spec's Ray resources become the pods' memory and CPU requests where Kubernetes has a meaning for them, and the
+rest is named in an annotation (``_k8s_resources``).
 Output is deterministic: the same plan and arguments give the same bytes.
 """
 
@@ -24,6 +26,8 @@ from ftc.spec.plan import Plan
 from ftc.stores.atomic import write_text_atomic
 from ftc.stores.sources import SOURCES
 from ftc.stores.sources.local import is_absolute, is_outside
+
+from ._k8s_resources import LEFT_OUT_ANNOTATION, apply_requests, left_out
 
 __all__ = ["JOB_DIR", "k8s_manifest", "write_k8s_manifest"]
 
@@ -85,10 +89,13 @@ def k8s_manifest(
         "data": {plan_name: text},
     }
     template = _pod_template(image, plan, plan_name, pvc, config_name, labels, gpus)
+    worker = copy.deepcopy(template)
+    apply_requests(template, plan, master=True)  # the spec's Ray resources that Kubernetes has a meaning for
+    apply_requests(worker, plan, master=False)
     # Never: a failed process stops the job (a restarted pod would find checkpoints and need --resume)
     replicas = {"Master": {"replicas": 1, "restartPolicy": "Never", "template": template}}
     if nodes > 1:
-        replicas["Worker"] = {"replicas": nodes - 1, "restartPolicy": "Never", "template": copy.deepcopy(template)}
+        replicas["Worker"] = {"replicas": nodes - 1, "restartPolicy": "Never", "template": worker}
     job = {
         "apiVersion": "kubeflow.org/v1",
         "kind": "PyTorchJob",
@@ -98,6 +105,8 @@ def k8s_manifest(
             "pytorchReplicaSpecs": replicas,
         },
     }
+    if left_out(plan):  # said in the manifest (and by `ftc compile`)
+        job["metadata"]["annotations"] = {LEFT_OUT_ANNOTATION: "; ".join(left_out(plan))}
     return [configmap, job]
 
 

@@ -12,6 +12,7 @@ from ftc.spec.reading import read_bounded_text
 
 from ._compile import compile_spec, write_plan
 from ._k8s import k8s_manifest, write_k8s_manifest
+from ._k8s_resources import left_out
 
 __all__ = ["read_or_compile_plan", "write_plan_for_k8s"]
 
@@ -39,12 +40,15 @@ def write_plan_for_k8s(
     namespace: str | None = None,
     gpus_per_node: int | None = None,
     plan_written: Callable[[Path], None] | None = None,
+    note: Callable[[str], None] | None = None,
 ) -> Path:
     """Write ``plan`` to ``path`` and its Kubeflow manifest beside it (``<plan stem>.k8s.yaml``); return the
     manifest's path. The manifest is built first, so that a plan the cluster cannot run (no image, one not pinned by
     digest, paths outside the volume) is refused before anything is written; ``plan_written`` is told once the plan
-    is."""
+    is, and ``note`` each of the spec's resource requests that the manifest leaves out."""
     k8s_manifest(plan, plan_name=path.name, pvc=pvc, namespace=namespace, gpus_per_node=gpus_per_node)
+    for line in left_out(plan) if note is not None else ():
+        note(f"the k8s manifest leaves out {line}")
     write_plan(plan, path)
     if plan_written is not None:
         plan_written(path)

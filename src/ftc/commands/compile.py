@@ -92,6 +92,7 @@ def compile_command(
             namespace=k8s_namespace,
             gpus_per_node=k8s_gpus_per_node,
             plan_written=lambda path: click.echo(f"wrote {path}: {summary}", err=True),
+            note=lambda line: click.echo(f"note: {line}", err=True),
         )
         click.echo(
             f"wrote {manifest}: `kubectl apply -f {manifest}` once the volume {k8s_pvc} holds the plan's folder",
