@@ -12,6 +12,7 @@ from ftc.errors import _UNSET, PlanInvalid
 from ftc.spec import JobSpec, LoadedSpec, load_spec
 from ftc.spec.architectures import Architecture
 from ftc.spec.canonical import digest_of
+from ftc.spec.llmforge import NO_EFFECT
 from ftc.spec.plan import Plan, valid_plan
 from ftc.spec.plan_format import PLAN_VERSION, STORE_SCHEMES, launch_command, seal_plan
 from ftc.spec.text import redact
@@ -119,6 +120,8 @@ class CheckedSpec:
     arch: Architecture | None
     mode: str  # full | lora-new | lora-continue
     deepspeed: dict[str, Any]
+    #: the llmforge keys given and what each became (the plan's ``llmforge`` section; empty: none)
+    llmforge: dict[str, Any] = field(default_factory=dict)
 
 
 def check_inputs(loaded: LoadedSpec, inputs: dict[str, ResolvedInput], cache: StatCache | None) -> CheckedSpec:
@@ -155,7 +158,7 @@ def check_inputs(loaded: LoadedSpec, inputs: dict[str, ResolvedInput], cache: St
     ds = deepspeed_config(
         loaded, spec.num_devices, ds_file, hidden_size=hidden_size if type(hidden_size) is int else None
     )
-    return CheckedSpec(spec, arch, mode, ds)
+    return CheckedSpec(spec, arch, mode, ds, loaded.llmforge)
 
 
 def build_plan(
@@ -188,6 +191,8 @@ def build_plan(
         "deepspeed": checked.deepspeed,
         "output": {"dir": output_dir},
     }
+    if checked.llmforge:
+        plan["llmforge"] = checked.llmforge
     found = credential_in({"inputs": plan["inputs"], "output": plan["output"], "image": plan["image"]})
     if found is not None:  # every location was checked when read: this is the plan writer's own last look
         raise PlanInvalid(
@@ -309,6 +314,9 @@ def _warnings(plan: Plan, arch: Architecture) -> list[str]:
             f"image {image.requested} is pinned by its local image ID {image.digest[:19]}: only an engine that has "
             "this image can run the plan; push it to a registry for a plan that runs anywhere"
         )
+    for key, what in plan.llmforge.items():
+        if what["as"] is None:
+            out.append(f"{key}: no effect in ftc ({NO_EFFECT[key]}); recorded in the plan")
     if plan.spec.lora_config is not None and arch.module_names() is None:
         out.append(
             f"ftc does not know the module names of model_type {arch.model_type!r}; "

@@ -6,6 +6,7 @@ import json
 from typing import Any
 
 from ftc.spec.canonical import differences, show_value
+from ftc.spec.llmforge import NO_EFFECT
 from ftc.spec.plan import Plan, PlanFile, PlanImage, PlanInput
 from ftc.spec.text import for_terminal
 from ftc.stores.hashing import describe_changes
@@ -98,9 +99,41 @@ def describe_image(image: PlanImage | None) -> str:
         return f"{image.ref} (NOT pinned: {image.note or 'not reproducible'})"
     how = "by registry digest" if image.pin_kind == "repo-digest" else "by local image ID"
     return f"{image.requested} pinned {how}: {image.ref}"
+    lines += _llmforge_lines(plan)
 
 
 _DERIVED = ("plan_id", "spec_digest")  # hashes of the rest: the lines below say what changed
+
+def _llmforge_lines(plan: Plan) -> list[str]:
+    """llmforge's keys the spec gave (what each became), and where llmforge's defaults differ from the values this
+    plan uses: each said once."""
+    lines = []
+    taken = [f"{key} -> {what['as']}" for key, what in plan.llmforge.items() if what["as"] is not None]
+    if taken:
+        lines.append("llmforge  taken as ftc's settings: " + ", ".join(taken))
+    liger = plan.llmforge.get("liger_kernel", {}).get("given") or {}
+    if liger.get("enabled"):
+        lines.append("          liger_kernel: Liger's loss kernels are not used (ftc computes the loss itself)")
+    lines += [
+        f"          no effect in ftc: {key} {json.dumps(what['given'])} ({NO_EFFECT[key]})"
+        for key, what in plan.llmforge.items()
+        if what["as"] is None
+    ]
+    spec, differ = plan.spec, []
+    if not spec.activation_checkpointing:
+        differ.append("activation checkpointing off (llmforge: on)")
+    if spec.eval_batch_size_per_device == 4:
+        differ.append("eval batch 4 (llmforge: 1)")
+    native = plan.architecture.config.get("max_position_embeddings")
+    if isinstance(native, int) and spec.context_length == min(2048, native) and spec.rope_scaling is None:
+        differ.append(f"context_length {spec.context_length} (llmforge's null: from the data)")
+    if spec.deepspeed.config_path is None and spec.deepspeed.zero_stage == 2:
+        differ.append("DeepSpeed ZeRO 2 (llmforge without a deepspeed key: none)")
+    if differ:
+        head = "          " if lines else "llmforge  "
+        lines.append(head + "its defaults differ here: " + ", ".join(differ))
+    return lines
+
 
 
 def _section(path: str) -> int:

@@ -9,6 +9,7 @@ from typing import Any
 from ftc.errors import _UNSET, Problem, SpecInvalid
 
 from ._field_checks import spec_problems
+from ._llmforge_keys import taken_as_ftc
 from ._source import SpecSource, json_path, read_spec_source
 from .architectures import Architecture, known_architecture
 from .llmforge import from_llmforge
@@ -58,6 +59,8 @@ class LoadedSpec:
     spec: JobSpec | None
     source: SpecSource
     problems: list[Problem] = field(default_factory=list)
+    #: the llmforge keys given, and what each became (``ftc.spec._llmforge_keys``): the plan's ``llmforge`` record
+    llmforge: dict[str, Any] = field(default_factory=dict)
 
     def problem(self, at: tuple, message: str, hint: str = "", *, kind: str = "spec", value: Any = _UNSET) -> Problem:
         """A problem located at JSON path ``at`` of this spec (file and line filled in)."""
@@ -85,6 +88,8 @@ def load_spec(path: str | Path, *, remember_valid_in: Path | None = None) -> Loa
     loaded = LoadedSpec(spec=None, source=source, problems=problems)
     if data is None or any(key not in data for key in job_schema()["required"]):
         return loaded  # too broken to type-check further; the schema problems say why
-    loaded.spec = JobSpec.from_dict(apply_defaults(from_llmforge(data)))
+    taken, loaded.llmforge, found = taken_as_ftc(data, loaded.problem)
+    loaded.problems += found
+    loaded.spec = JobSpec.from_dict(apply_defaults(from_llmforge(taken)))
     loaded.problems += spec_problems(loaded.spec, source.data, loaded.problem, base_dir=source.base_dir)
     return loaded

@@ -9,9 +9,11 @@ from __future__ import annotations
 
 from typing import Any
 
+from ._llmforge_keys import KEYS as ALIAS_AND_NO_EFFECT_KEYS
+from ._llmforge_keys import NO_EFFECT
 from .rope import SCALING_TECHNIQUE, from_scaling_technique
 
-__all__ = ["LLMFORGE_KEYS", "TASK_CONFIGS", "from_llmforge"]
+__all__ = ["LLMFORGE_KEYS", "NO_EFFECT", "TASK_CONFIGS", "from_llmforge"]
 
 #: a task-specific config of llmforge -> the task it implies (llmforge infers ``task`` from it)
 TASK_CONFIGS = {
@@ -21,7 +23,7 @@ TASK_CONFIGS = {
 }
 
 #: keys of the job schema that are llmforge's and are normalized here (never fields of the typed spec)
-LLMFORGE_KEYS = frozenset(TASK_CONFIGS) | {SCALING_TECHNIQUE}
+LLMFORGE_KEYS = frozenset(TASK_CONFIGS) | {SCALING_TECHNIQUE} | ALIAS_AND_NO_EFFECT_KEYS
 
 
 def from_llmforge(data: dict[str, Any]) -> dict[str, Any]:

@@ -181,6 +181,8 @@ class Plan:
     #: the DeepSpeed config for deepspeed.initialize (bf16 is decided at run time when precision is auto)
     deepspeed: Mapping[str, Any]
     output_dir: str
+    #: the llmforge keys the spec gave that are not ftc's: key -> {"given": value, "as": ftc setting or None}
+    llmforge: Mapping[str, Any] = field(default_factory=dict)
     folder: Path = field(default=Path("."), compare=False)
     placement: Placement | None = field(default=None, compare=False)
 
@@ -242,11 +244,13 @@ class Plan:
             launch=Launch(**{**document["launch"], "command": tuple(document["launch"]["command"])}),
             deepspeed=document["deepspeed"],
             output_dir=document["output"]["dir"],
+            llmforge=document.get("llmforge", {}),
             folder=folder,
         )
 
     def to_dict(self) -> dict[str, Any]:
         """The plan document (what the file holds): ``Plan.from_dict(p.to_dict()) == p``."""
+        llmforge = {"llmforge": dict(self.llmforge)} if self.llmforge else {}  # absent when none: plan_id unchanged
         return {
             "plan_version": PLAN_VERSION,
             "plan_id": self.plan_id,
@@ -264,6 +268,7 @@ class Plan:
             "launch": {**_plain(self.launch), "command": list(self.launch.command)},
             "deepspeed": dict(self.deepspeed),
             "output": {"dir": self.output_dir},
+            **llmforge,
         }
 
     def text(self) -> str:

@@ -110,11 +110,6 @@ def _article(noun: str) -> str:
     return "an" if noun[:1] in "aeiou" else "a"
 
 
-#: keys of the job spec of llmforge (the seed guide's tool) that ftc does not take, and what to do instead
-FOREIGN_KEYS = {
-    "flash_attention_2": "remove it, and set attn_implementation if needed (auto picks flex_attention or sdpa)",
-}
-
 #: unknown keys described one by one (each with the closest known key); the rest are counted
 _MAX_UNKNOWN = 20
 
@@ -193,9 +188,6 @@ def _describe(error, source: SpecSource, root: dict) -> list[Problem]:
             rest = len(unknown) - _MAX_UNKNOWN
             out.append(problem(f"{rest} more unknown keys", "remove them; known keys here: " + ", ".join(known)))
         for key in unknown[:_MAX_UNKNOWN]:
-            if path == () and key in FOREIGN_KEYS:  # the seed's own keys: say what ftc does instead, not a near miss
-                out.append(problem("a key of llmforge's job spec that ftc does not take", FOREIGN_KEYS[key], at=(key,)))
-                continue
             close = difflib.get_close_matches(key, known, n=1, cutoff=0.6)
             elsewhere = [p for k, p in everywhere if k == key and p[:-1] != path]
             if close:

@@ -74,4 +74,90 @@ def test_modules_to_save_empty_in_the_spec_agrees_with_an_adapter_that_saves_non
         job(initial_adapter_model_ckpt_path=str(adapter), lora_config={**lora, "modules_to_save": ["lm_head"]}),
     )
     assert r.code == ExitCode.SPEC_INVALID
-    assert f'$.lora_config.modules_to_save: the spec says modules_to_save = ["lm_head"] but the adapter has ' in r.err
+    assert '$.lora_config.modules_to_save: the spec says modules_to_save = ["lm_head"] but the adapter has ' in r.err
+
+
+@pytest.mark.parametrize(
+    "keys, setting, value",
+    [
+        ({"gradient_checkpointing": True}, "activation_checkpointing", True),
+        ({"no_gradient_checkpoint": False}, "activation_checkpointing", True),
+        ({"no_gradient_checkpoint": True, "activation_checkpointing": False}, "activation_checkpointing", False),
+        ({"flash_attention_2": True}, "attn_implementation", "auto"),
+        ({"flash_attention_2": False}, "attn_implementation", "sdpa"),
+        ({"checkpoint_every_n_epochs": 2, "num_epochs": 4}, "checkpoint_and_evaluation_frequency",
+         {"unit": "epochs", "frequency": 2}),
+        ({"max_num_checkpoints": 2, "num_epochs": 5}, "checkpoint_and_evaluation_frequency",
+         {"unit": "epochs", "frequency": 3}),
+        ({"liger_kernel": {"enabled": True}}, "kernels", "liger"),
+        ({"liger_kernel": {"enabled": False, "kwargs": {"rope": False}}}, "kernels", "torch"),
+    ],
+)  # fmt: skip
+def test_an_llmforge_alias_is_ftcs_setting_in_one_place_and_the_plan_records_it(
+    job, ftc, tmp_path, keys, setting, value
+):
+    plan, _ = _plan(ftc, job(**keys), tmp_path / "plan.json")
+    assert plan["spec"][setting] == value
+    llmforge = [key for key in keys if key != setting and key != "num_epochs"]
+    assert not set(llmforge) & set(plan["spec"])  # one setting, one place
+    assert plan["llmforge"] == {key: {"given": keys[key], "as": setting} for key in llmforge}
+    shown = ftc("plan", "show", tmp_path / "plan.json").out
+    assert f"llmforge  taken as ftc's settings: {llmforge[0]} -> {setting}" in shown
+
+
+@pytest.mark.parametrize(
+    "keys, where, message",
+    [
+        ({"gradient_checkpointing": True, "no_gradient_checkpoint": True}, "$.no_gradient_checkpoint",
+         "no_gradient_checkpoint and gradient_checkpointing disagree: both say activation_checkpointing "
+         "(no_gradient_checkpoint means false, gradient_checkpointing true)"),
+        ({"activation_checkpointing": False, "gradient_checkpointing": True}, "$.gradient_checkpointing",
+         "gradient_checkpointing and activation_checkpointing disagree"),
+        ({"attn_implementation": "eager", "flash_attention_2": True}, "$.flash_attention_2",
+         "flash_attention_2 and attn_implementation disagree: both say attn_implementation (flash_attention_2 means "
+         "auto, attn_implementation eager)"),
+        ({"checkpoint_every_n_epochs": 1, "checkpoint_and_evaluation_frequency": {"unit": "steps", "frequency": 5}},
+         "$.checkpoint_every_n_epochs", "(checkpoint_every_n_epochs means every 1 epochs, "
+         "checkpoint_and_evaluation_frequency every 5 steps)"),
+        ({"kernels": "torch", "liger_kernel": {"enabled": True}}, "$.liger_kernel",
+         "liger_kernel and kernels disagree"),
+        ({"liger_kernel": {"enabled": True, "kwargs": {"rope": False, "swiglu": False}}}, "$.liger_kernel.kwargs.rope",
+         "ftc applies Liger's rms_norm, rope, swiglu kernels together; it cannot leave out rope, swiglu"),
+    ],
+)  # fmt: skip
+def test_llmforge_keys_that_disagree_are_a_problem_naming_both(job, ftc, keys, where, message):
+    r = ftc("compile", job(**keys))
+    assert r.code == ExitCode.SPEC_INVALID, r.err
+    assert f"{where}: " in r.err and message in r.err and "fix: " in r.err
+
+
+def test_llmforge_keys_with_no_effect_are_taken_recorded_and_named_once(job, ftc, tmp_path):
+    liger = {"enabled": True, "kwargs": {"cross_entropy": True, "fused_linear_cross_entropy": False}}
+    keys = {"num_data_blocks_per_device": 16, "dataset_size_scaling_factor": 10000, "min_update_steps": 100}
+    keys["liger_kernel"] = liger
+    spec = job(**keys)
+    spec.write_text(spec.read_text() + "checkpoint_every_n_epochs: null\n")  # (job() drops a key given None)
+    plan, r = _plan(ftc, spec, tmp_path / "plan.json")
+    for key in ("num_data_blocks_per_device", "dataset_size_scaling_factor", "min_update_steps"):
+        assert plan["llmforge"][key] == {"given": keys[key], "as": None}
+        assert r.err.count(f"warning: {key}: no effect in ftc (") == 1
+    assert plan["llmforge"]["checkpoint_every_n_epochs"] == {"given": None, "as": None}
+    assert plan["spec"]["kernels"] == "liger"  # as kernels: liger does: applied on GPUs, an error at run time on CPU
+    shown = ftc("plan", "show", tmp_path / "plan.json").out
+    assert "no effect in ftc: num_data_blocks_per_device 16 (llmforge's Ray Data blocks per device" in shown
+    assert "liger_kernel: Liger's loss kernels are not used (ftc computes the loss itself)" in shown
+
+
+def test_a_spec_without_llmforge_keys_has_no_llmforge_section_and_plan_show_names_the_defaults_that_differ(
+    job, ftc, tmp_path
+):
+    plan, _ = _plan(ftc, job(), tmp_path / "plan.json")
+    assert "llmforge" not in plan  # the plan's bytes are those of a spec without them
+    shown = ftc("plan", "show", tmp_path / "plan.json").out
+    assert (
+        "llmforge  its defaults differ here: activation checkpointing off (llmforge: on), eval batch 4 (llmforge: 1), "
+        "DeepSpeed ZeRO 2 (llmforge without a deepspeed key: none)"
+    ) in shown
+    plan, _ = _plan(ftc, job(gradient_checkpointing=True, eval_batch_size_per_device=1), tmp_path / "q.json")
+    shown = ftc("plan", "show", tmp_path / "q.json").out
+    assert "its defaults differ here: DeepSpeed ZeRO 2" in shown

@@ -41,19 +41,6 @@ def test_wrong_type_names_expected_and_found(job, ftc):
 
 
 @pytest.mark.parametrize(
-    "key, instead",
-    [
-        ("flash_attention_2", "set attn_implementation"),
-    ],
-)
-def test_a_key_of_the_seeds_tool_that_ftc_does_not_take_says_what_to_do_instead(job, ftc, key, instead):
-    r = ftc("compile", job(**{key: {}}))
-    assert r.code == ExitCode.SPEC_INVALID
-    assert f"$.{key}: a key of llmforge's job spec that ftc does not take" in r.err and instead in r.err
-    assert "did you mean" not in r.err  # classifier_config is not a misspelt lora_config
-
-
-@pytest.mark.parametrize(
     "logger, message",
     [
         ({"provider": "tensorboard", "provider_config": {"project": "x"}}, "tensorboard does not take project"),
