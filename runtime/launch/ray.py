@@ -124,7 +124,7 @@ def _connect(ray: Any, where: str) -> None:
 def _requested(ray: Any, plan: Plan, gpu: bool, *, where: str, log) -> dict[str, float] | None:
     """Each worker's Ray resources when the plan asks for more than a CPU or GPU (its worker_resources), after
     checking that the cluster's nodes hold them and the trainer's (exit 13 at once, not a job waiting for ever)."""
-    from .resources import check_cluster, worker_request
+    from .resources import check_cluster, describe, worker_request
 
     request = worker_request(plan, gpu)
     trainer = dict(plan.spec.trainer_resources)
@@ -133,10 +133,10 @@ def _requested(ray: Any, plan: Plan, gpu: bool, *, where: str, log) -> dict[str,
     per_worker = request or ({"GPU": 1.0} if gpu else {"CPU": 1.0})
     check_cluster(ray.nodes(), per_worker, trainer, plan.launch.world_size, where)
     if request is not None:
-        log(f"ray: each worker asks for {', '.join(f'{k} {v:g}' for k, v in request.items())}")
+        log(f"ray: each worker asks for {describe(request)}")
     if trainer:
         log(
-            f"ray: the trainer's {', '.join(f'{k} {v:g}' for k, v in trainer.items())}: a node holds them beside a"
+            f"ray: the trainer's {describe(trainer)}: a node holds them beside a"
             " worker's (checked; Ray Train's engine gives its trainer no resources of its own, so none are reserved)"
         )
     return request

@@ -14,7 +14,7 @@ from typing import Any
 from ftc.errors import EngineUnavailable
 from ftc.spec.plan import Plan
 
-__all__ = ["check_cluster", "resources_note", "worker_request"]
+__all__ = ["check_cluster", "describe", "resources_note", "worker_request"]
 
 #: Ray counts resources in units of 1/10000 (so 0.001 of a resource is 10 units)
 _UNITS = 10_000
@@ -115,8 +115,12 @@ def _has(nodes: list[Mapping[str, float]], names: Mapping[str, float] | None = N
     return _amounts(dict(sorted(total.items()))) if total else "nothing of these"
 
 
-def _amounts(resources: Mapping[str, float]) -> str:
+def describe(resources: Mapping[str, float]) -> str:
+    """``{name: amount, ...}``, whole amounts without a fraction (bytes of memory stay readable)."""
     return "{" + ", ".join(f"{name}: {_amount(v)}" for name, v in resources.items()) + "}"
+
+
+_amounts = describe
 
 
 def _amount(value: float) -> str:
