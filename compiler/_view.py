@@ -29,6 +29,15 @@ def _short(digest: str) -> str:
     return digest[:19] + "…"
 
 
+def _resources(worker: dict[str, float], trainer: dict[str, float]) -> str:
+    said = [
+        f"{who} {', '.join(f'{k} {int(v) if float(v).is_integer() else v}' for k, v in asked.items())}"
+        for who, asked in (("each worker", worker), ("trainer", trainer))
+        if asked
+    ]
+    return "; ".join(said) + " (asked of the cluster by --backend ray; recorded by the others)"
+
+
 def _pin(item: PlanInput) -> str:
     if not item.pinned:
         return "(unpinned)"
@@ -87,6 +96,8 @@ def describe_plan(plan: Plan) -> str:
     command = " ".join(launch.command)
     lines.append(f"launch    {launch.nodes} node(s) x {launch.processes_per_node} process(es): {command}")
     lines.append(f"image     {describe_image(plan.image)}")
+    if spec.worker_resources or spec.trainer_resources:  # Ray's: asked of a cluster by --backend ray
+        lines.append(f"ray       {_resources(spec.worker_resources, spec.trainer_resources)}")
     lines.append(f"output    {plan.output_dir}")
     # a plan may come from a checkpoint (outside text): each line with its control characters shown, not obeyed
     return "\n".join(for_terminal(line) for line in lines)

@@ -86,8 +86,16 @@ def test_names_and_counts_are_bounded(job, ftc):
     assert "$.trainer_resources" in r.err and "is too long" in r.err
 
 
-def test_plan_show_and_the_plan_file_hold_them_as_written(job, ftc, tmp_path):
-    spec = job(worker_resources={"anyscale/accelerator_shape:4xA10G": 0.001})
+def test_plan_show_says_them_and_the_plan_file_holds_them_as_written(job, ftc, tmp_path):
+    spec = job(worker_resources={"anyscale/accelerator_shape:4xA10G": 0.001}, trainer_resources={"memory": 1.5e11})
     assert ftc("compile", spec, "-o", tmp_path / "p.json").code == 0
     text = (tmp_path / "p.json").read_text()
     assert json.loads(text)["spec"]["worker_resources"] == yaml.safe_load(spec.read_text())["worker_resources"]
+    r = ftc("plan", "show", tmp_path / "p.json")
+    assert r.code == 0, r.err
+    assert (
+        "ray       each worker anyscale/accelerator_shape:4xA10G 0.001; trainer memory 150000000000"
+        " (asked of the cluster by --backend ray; recorded by the others)"
+    ) in r.out
+    assert ftc("compile", job(name="plain.yaml"), "-o", tmp_path / "plain.json").code == 0
+    assert "ray " not in ftc("plan", "show", tmp_path / "plain.json").out
