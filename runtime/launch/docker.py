@@ -29,7 +29,7 @@ from ftc.errors import EngineUnavailable, InputUnresolvable, UsageError
 from ftc.images import IMAGE_ENV
 from ftc.images.engine import connect, describe_error, engine_address, engine_errors, image_identity
 from ftc.lineage.signing import signing_asked
-from ftc.runtime.training.inputs import CHECKED_BY_HOST_ENV, verify_inputs
+from ftc.runtime.training.inputs import verify_inputs
 from ftc.runtime.training.trackers import TRACKER_ENV
 from ftc.spec.folders import SYSTEM_TREES, system_folder
 from ftc.spec.plan import Plan, PlanImage
@@ -140,7 +140,6 @@ def _environment(plan: Plan, image: PlanImage, found: Any, engine: str) -> dict[
         ran["note"] = image.note  # the record says so too: this run cannot be reproduced from its plan
     environment = {
         "FTC_CACHE_DIR": str(cache_dir().resolve()),
-        CHECKED_BY_HOST_ENV: plan.plan_id,  # remote inputs come from the cache: no store credentials in here
         "HF_HUB_OFFLINE": "1",
         "HOME": "/tmp",  # the caller's uid has no home in the image (a `~` path in the plan was refused above)
         IMAGE_ENV: json.dumps(ran, sort_keys=True),

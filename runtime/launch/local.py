@@ -52,7 +52,7 @@ def run_plan(
         raise UsageError(
             f"--node-rank {rendezvous.node_rank}: the plan has {launch.nodes} node(s), ranks 0 to {launch.nodes - 1}"
         )
-    paths = verify_inputs(plan)
+    paths = verify_inputs(plan, checked_by_host=handoff.inputs_checked)
     lineage = Lineage.check(plan, paths, image=image_from_env())  # a parent must still be what its record says
     # an output_dir in a store: node 0 uploads each checkpoint (in a container, the host that started it does)
     publishes = rendezvous.node_rank == 0 and not handoff.inputs_checked
@@ -133,7 +133,7 @@ def worker_main(argv: list[str] | None = None) -> int:
         else:
             from ftc.runtime.recipes.sft import train
 
-            train(plan, resume=handoff.resume, tracker=not handoff.tracker_off)
+            train(plan, resume=handoff.resume, tracker=not handoff.tracker_off, inputs_checked=handoff.inputs_checked)
         return 0
     except (Exception, KeyboardInterrupt) as exc:
         code = report(exc)

@@ -112,14 +112,22 @@ class TrainState:
     tokens_at_start: int = 0
 
 
-def train(plan: Plan, *, resume: bool = False, checked: Checked | None = None, tracker: bool = True) -> RunSummary:
+def train(
+    plan: Plan,
+    *,
+    resume: bool = False,
+    checked: Checked | None = None,
+    tracker: bool = True,
+    inputs_checked: bool = False,
+) -> RunSummary:
     """Run ``plan`` (already read and verified) in this process, as one rank of its topology. ``checked``: what the
     caller has just checked (else each rank checks the inputs and the checkpoint to resume itself). Without
-    ``tracker``, the spec's tracker is not fed (the launcher found it unreachable, and the spec says to go on)."""
+    ``tracker``, the spec's tracker is not fed (the launcher found it unreachable, and the spec says to go on).
+    ``inputs_checked``: fetched inputs are read from the cache the launcher filled (``check_run``)."""
     # deprecation notices about DeepSpeed's and peft's own calls, printed at every step: nothing a user can act on
     warnings.filterwarnings("ignore", message=r"`(torch\.distributed\.\w+|is_gradient_checkpointing)` is deprecated")
     dist = init_distributed(plan.launch.world_size)
-    checked = checked or check_run(plan, resume=resume)
+    checked = checked or check_run(plan, resume=resume, inputs_checked=inputs_checked)
     previous = checked.previous
     if previous is not None and is_complete(previous[0]):
         return _already_complete(plan, dist, previous[0])

@@ -58,7 +58,7 @@ _MODULES = {
         "prompt_text",
         "stop_token_ids",
     ),
-    "inputs": ("CHECKED_BY_HOST_ENV", "materialize_remote", "verify_inputs"),
+    "inputs": ("materialize_remote", "verify_inputs"),
     "inspect": ("inspect_data",),
     "loss": ("CHUNK_ELEMENTS", "TokenLoss", "linear_cross_entropy"),
     "model": (

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import os
 import time
 from pathlib import Path
 
@@ -15,25 +14,23 @@ from ftc.stores.sources import SOURCES, SourceKind
 
 from .progress import byte_progress, log
 
-__all__ = ["CHECKED_BY_HOST_ENV", "materialize_remote", "verify_inputs"]
-
-#: set to the plan_id by `ftc run --backend docker` for the container: the host has checked every remote input
-#: against its store and put it in the (shared) cache, so the container reads the cache and needs no credentials
-CHECKED_BY_HOST_ENV = "FTC_REMOTE_INPUTS_CHECKED"
+__all__ = ["materialize_remote", "verify_inputs"]
 
 
 #: files of a weights folder that hold weights (not needed to read its tokenizer or config)
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".gguf", ".ckpt", ".h5", ".msgpack", ".onnx")
 
 
-def verify_inputs(plan: Plan, roles: set[str] | None = None, weights: bool = True) -> dict[str, Path | str]:
+def verify_inputs(
+    plan: Plan, roles: set[str] | None = None, weights: bool = True, *, checked_by_host: bool = False
+) -> dict[str, Path | str]:
     """Where each input (of ``roles``; default: all) is on this machine (a model id for unpinned hub weights).
     Raises :class:`InputChanged` naming the input, the expected and the found digest when anything differs from the
     plan. Without ``weights``, a folder's weight files are neither fetched nor checked (its other files are): what
-    reading a tokenizer needs, for any model size."""
+    reading a tokenizer needs, for any model size. ``checked_by_host``: in a container that ``ftc run --backend
+    docker`` started after checking every fetched input against its store and putting it in the (shared) cache:
+    they are read from the cache, with no store credentials."""
     found: dict[str, Path | str] = {}
-    # in a container `ftc run --backend docker` started after checking every remote input against its store
-    checked_by_host = os.environ.get(CHECKED_BY_HOST_ENV) == plan.plan_id
     inputs = {role: item for role, item in plan.inputs.items() if roles is None or role in roles}
     if not weights:
         inputs = {role: _without_weights(item) for role, item in inputs.items()}

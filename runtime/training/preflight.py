@@ -27,10 +27,11 @@ class Checked:
     lineage: Lineage
 
 
-def check_run(plan: Plan, *, resume: bool) -> Checked:
+def check_run(plan: Plan, *, resume: bool, inputs_checked: bool = False) -> Checked:
     """Check ``plan``'s inputs against their pinned digests, its parents against their records (a parent must still
     be what its record says) and, with ``resume``, the newest checkpoint to continue (verified before anything of it
-    is read)."""
-    paths = verify_inputs(plan)
+    is read). ``inputs_checked``: the launcher checked the fetched inputs against their stores and put them in the
+    cache (a container run): they are read from there, without store credentials."""
+    paths = verify_inputs(plan, checked_by_host=inputs_checked)
     lineage = Lineage.check(plan, paths, image=image_from_env())
     return Checked(paths, resume_point(plan.output_path, plan.plan_id, resume=resume), lineage)
