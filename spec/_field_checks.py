@@ -59,7 +59,7 @@ _IMAGE_REFERENCE = re.compile(
 
 #: the settings each tracker takes (the schema lists their union)
 LOGGER_KEYS = {
-    "mlflow": ("tracking_uri", "experiment_name", "run_name"),
+    "mlflow": ("tracking_uri", "experiment_name", "run_name", "create_experiment_if_not_exists"),
     "wandb": ("project", "entity", "name", "group", "tags", "mode"),
     "tensorboard": ("log_dir",),
 }

@@ -107,6 +107,10 @@ def _metrics(record: dict[str, Any]) -> dict[str, float]:
     return {name: float(record[key]) for key, name in keys.items() if isinstance(record.get(key), (int, float))}
 
 
+class NoExperiment(Exception):
+    """MLflow has no experiment of that name, and the spec says not to make one."""
+
+
 class _MLflow:
     def __init__(self, config: dict[str, Any], out: Path):
         uri = config.get("tracking_uri") or os.environ.get("MLFLOW_TRACKING_URI")
@@ -124,6 +128,7 @@ class _MLflow:
         self.uri = redact(uri)  # what is shown and kept: without a password in the URI
         self.queued: list[Any] = []
         self.experiment = config.get("experiment_name", "ftc")
+        self.create = config.get("create_experiment_if_not_exists", True)
         self.run_name = config.get("run_name", out.name)
         self.where = f"MLflow at {self.uri}"
 
@@ -132,12 +137,15 @@ class _MLflow:
         os.environ.update({"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0", "MLFLOW_HTTP_REQUEST_TIMEOUT": "5"})
         try:  # one question, answered within 5 s, or the server is not there
             self.client.search_experiments(max_results=1)
+            absent = not self.create and self.client.get_experiment_by_name(self.experiment) is None
         finally:
             for key, value in asked.items():
                 if value is None:
                     del os.environ[key]
                 else:
                     os.environ[key] = value
+        if absent:
+            raise NoExperiment(self.experiment)
 
     def start(self, params: dict[str, str], tags: dict[str, str], resume: tuple[str, int] | None) -> None:
         from mlflow.entities import Param
@@ -157,6 +165,8 @@ class _MLflow:
             self.client.update_run(self.run_id, status="RUNNING")
         else:
             found = self.client.get_experiment_by_name(self.experiment)
+            if found is None and not self.create:  # deleted since check_tracker asked
+                raise NoExperiment(self.experiment)
             experiment = found.experiment_id if found else self.client.create_experiment(self.experiment)
             self.run_id = self.client.create_run(experiment, tags=tags, run_name=self.run_name).info.run_id
             items = [Param(k, v[:6000]) for k, v in sorted(params.items())]
@@ -300,6 +310,13 @@ def check_tracker(plan: Plan) -> bool:
     backend = _backend(logger, plan.output_path)
     try:
         backend.reachable()
+    except NoExperiment as exc:  # the server answered: the experiment is missing, whatever if_unreachable says
+        raise InputUnresolvable(
+            f"logger: {backend.where} has no experiment {exc.args[0]!r}, and the spec says "
+            "create_experiment_if_not_exists: false\n    fix: create the experiment on the server, or set "
+            "logger.provider_config.create_experiment_if_not_exists: true",
+            reason="input",
+        ) from None
     except Exception as exc:  # noqa: BLE001 - any client's failure to answer is the same to the user
         # redacted whole, then cut: a cut inside a URL would keep the part of its password before the cut
         reason = redact(str(exc).splitlines()[0])[:300] if str(exc) else type(exc).__name__

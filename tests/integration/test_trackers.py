@@ -76,6 +76,20 @@ def test_an_unreachable_tracker_stops_the_run_before_training(job, ftc, tmp_path
     assert not (tmp_path / "output" / "checkpoints").exists()
 
 
+def test_an_mlflow_experiment_that_does_not_exist_stops_the_run_when_the_spec_says_not_to_make_it(
+    job, ftc, tmp_path, mlflow_url
+):
+    """llmforge's create_experiment_if_not_exists: false: exit 4 before training, naming the experiment."""
+    config = {"tracking_uri": mlflow_url, "experiment_name": "not-made", "create_experiment_if_not_exists": False}
+    spec = job(logger={"provider": "mlflow", "provider_config": config})
+    assert ftc("compile", spec, "-o", tmp_path / "plan.json").code == 0
+    r = ftc("run", tmp_path / "plan.json")
+    assert r.code == ExitCode.INPUT_UNRESOLVABLE
+    assert f"logger: MLflow at {mlflow_url} has no experiment 'not-made'" in r.err
+    assert "create_experiment_if_not_exists: true" in r.err
+    assert not (tmp_path / "output" / "checkpoints").exists()
+
+
 def test_a_password_in_the_environments_tracking_uri_is_never_shown(job, ftc, tmp_path, monkeypatch):
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://alice:hunter2-secret@127.0.0.1:9")
     assert ftc("compile", job(logger={"provider": "mlflow"}), "-o", tmp_path / "plan.json").code == 0

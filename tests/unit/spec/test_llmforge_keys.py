@@ -161,3 +161,14 @@ def test_a_spec_without_llmforge_keys_has_no_llmforge_section_and_plan_show_name
     plan, _ = _plan(ftc, job(gradient_checkpointing=True, eval_batch_size_per_device=1), tmp_path / "q.json")
     shown = ftc("plan", "show", tmp_path / "q.json").out
     assert "its defaults differ here: DeepSpeed ZeRO 2" in shown
+
+
+def test_mlflows_create_experiment_if_not_exists_is_an_mlflow_setting_carried_in_the_plan(job, ftc, tmp_path):
+    config = {"experiment_name": "gsm8k", "create_experiment_if_not_exists": False}
+    plan, _ = _plan(ftc, job(logger={"provider": "mlflow", "provider_config": config}), tmp_path / "plan.json")
+    assert plan["spec"]["logger"]["provider_config"] == config and "llmforge" not in plan
+    r = ftc("compile", job(logger={"provider": "wandb", "provider_config": {"create_experiment_if_not_exists": True}}))
+    assert r.code == ExitCode.SPEC_INVALID
+    assert "$.logger.provider_config.create_experiment_if_not_exists: wandb does not take it" in r.err or (
+        "wandb does not take create_experiment_if_not_exists" in r.err
+    )
