@@ -99,21 +99,10 @@ def describe_plan(plan: Plan) -> str:
     if spec.worker_resources or spec.trainer_resources:  # Ray's: asked of a cluster by --backend ray
         lines.append(f"ray       {_resources(spec.worker_resources, spec.trainer_resources)}")
     lines.append(f"output    {plan.output_dir}")
+    lines += _llmforge_lines(plan)
     # a plan may come from a checkpoint (outside text): each line with its control characters shown, not obeyed
     return "\n".join(for_terminal(line) for line in lines)
 
-
-def describe_image(image: PlanImage | None) -> str:
-    if image is None:
-        return "none (the local Python environment)"
-    if not image.pinned:
-        return f"{image.ref} (NOT pinned: {image.note or 'not reproducible'})"
-    how = "by registry digest" if image.pin_kind == "repo-digest" else "by local image ID"
-    return f"{image.requested} pinned {how}: {image.ref}"
-    lines += _llmforge_lines(plan)
-
-
-_DERIVED = ("plan_id", "spec_digest")  # hashes of the rest: the lines below say what changed
 
 def _llmforge_lines(plan: Plan) -> list[str]:
     """llmforge's keys the spec gave (what each became), and where llmforge's defaults differ from the values this
@@ -122,8 +111,8 @@ def _llmforge_lines(plan: Plan) -> list[str]:
     taken = [f"{key} -> {what['as']}" for key, what in plan.llmforge.items() if what["as"] is not None]
     if taken:
         lines.append("llmforge  taken as ftc's settings: " + ", ".join(taken))
-    liger = plan.llmforge.get("liger_kernel", {}).get("given") or {}
-    if liger.get("enabled"):
+    liger = plan.llmforge.get("liger_kernel", {}).get("given")
+    if isinstance(liger, dict) and liger.get("enabled"):
         lines.append("          liger_kernel: Liger's loss kernels are not used (ftc computes the loss itself)")
     lines += [
         f"          no effect in ftc: {key} {json.dumps(what['given'])} ({NO_EFFECT[key]})"
@@ -145,6 +134,17 @@ def _llmforge_lines(plan: Plan) -> list[str]:
         lines.append(head + "its defaults differ here: " + ", ".join(differ))
     return lines
 
+
+def describe_image(image: PlanImage | None) -> str:
+    if image is None:
+        return "none (the local Python environment)"
+    if not image.pinned:
+        return f"{image.ref} (NOT pinned: {image.note or 'not reproducible'})"
+    how = "by registry digest" if image.pin_kind == "repo-digest" else "by local image ID"
+    return f"{image.requested} pinned {how}: {image.ref}"
+
+
+_DERIVED = ("plan_id", "spec_digest")  # hashes of the rest: the lines below say what changed
 
 
 def _section(path: str) -> int:

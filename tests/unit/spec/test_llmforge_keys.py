@@ -172,3 +172,24 @@ def test_mlflows_create_experiment_if_not_exists_is_an_mlflow_setting_carried_in
     assert "$.logger.provider_config.create_experiment_if_not_exists: wandb does not take it" in r.err or (
         "wandb does not take create_experiment_if_not_exists" in r.err
     )
+
+
+def test_the_plans_llmforge_section_names_only_the_keys_and_settings_ftc_takes():
+    """A plan read from a checkpoint is outside input: its llmforge section may hold nothing plan show cannot name."""
+    from ftc.spec import plan_schema
+    from ftc.spec._llmforge_keys import ALIASES, KEYS
+
+    section = plan_schema()["properties"]["llmforge"]
+    assert set(section["propertyNames"]["enum"]) == KEYS
+    assert set(section["additionalProperties"]["properties"]["as"]["enum"]) == {*ALIASES.values(), None}
+
+
+def test_a_resealed_plan_with_an_llmforge_key_ftc_does_not_know_is_refused(job, ftc, tmp_path):
+    from ftc.spec.plan_format import plan_text, seal_plan
+
+    plan, _ = _plan(ftc, job(num_data_blocks_per_device=4), tmp_path / "plan.json")
+    plan["llmforge"]["rm -rf"] = {"given": 1, "as": None}
+    (tmp_path / "forged.json").write_text(plan_text(seal_plan({k: v for k, v in plan.items() if k != "plan_id"})))
+    r = ftc("plan", "show", tmp_path / "forged.json")
+    assert r.code == ExitCode.PLAN_INVALID
+    assert "$.llmforge: 'rm -rf' is not one of" in r.err
