@@ -13,7 +13,7 @@ from pathlib import Path
 
 from ftc.spec import LoadedSpec
 from ftc.spec.architectures import Architecture
-from ftc.spec.chat_data import CHECKS_VERSION, EXAMPLE, check_chat_jsonl
+from ftc.spec.chat_data import CHECKS_VERSION, EXAMPLE, TEXT_EXAMPLE, check_chat_jsonl
 from ftc.spec.rope import SCALING_TECHNIQUE, RopeScaling, factor_hint, native_length, resolve_rope_scaling
 from ftc.stores.hashing import StatCache
 from ftc.stores.sources import ResolvedInput
@@ -74,6 +74,16 @@ def _too_long(loaded: LoadedSpec, given: int, limit: int, rope: RopeScaling | No
 
 def check_chat_data(loaded: LoadedSpec, at: tuple, item: ResolvedInput, cache: StatCache | None) -> ResolvedInput:
     """``item`` with its number of examples; every bad data file becomes a problem naming its first bad line."""
+    if at == ("valid_path",) and loaded.spec.task == "causal_lm" and loaded.spec.evaluation.generate:
+        loaded.problems.append(
+            loaded.problem(
+                ("evaluation", "generate"),
+                "task causal_lm trains every token of text and conversations; there is no answer to generate and "
+                "compare",
+                "set evaluation.generate: false (the validation loss is still measured)",
+                value=True,
+            )
+        )
     if item.local_path is None:
         return item
     if item.kind != "file":
@@ -81,10 +91,11 @@ def check_chat_data(loaded: LoadedSpec, at: tuple, item: ResolvedInput, cache: S
             loaded.problem(at, "must be a JSONL file, not a folder", "point at the .jsonl file", kind="input")
         )
         return item
-    key = f"chat-jsonl-v{CHECKS_VERSION}:{item.entry.digest}"
+    task = loaded.spec.task
+    key = f"chat-jsonl-v{CHECKS_VERSION}-{task}:{item.entry.digest}"
     found = cache.note(key) if cache else None
     if found is None:
-        report = check_chat_jsonl(item.local_path)
+        report = check_chat_jsonl(item.local_path, task)
         found = {"records": report.records, "bad": report.bad_lines, "lines": [list(b) for b in report.bad]}
         if cache:
             cache.remember(key, found)
@@ -105,7 +116,9 @@ def check_chat_data(loaded: LoadedSpec, at: tuple, item: ResolvedInput, cache: S
 
 
 def _data_problem(loaded: LoadedSpec, at: tuple, path: Path, line: int, reason: str):
-    problem = loaded.problem(
-        at, reason, f"each line must be one chat example, like {EXAMPLE} (or set skip_bad_examples: true)"
-    )
+    if loaded.spec.task == "causal_lm":  # every token trained: a conversation, or raw text
+        want = f"a chat example, like {EXAMPLE}, or a text example, like {TEXT_EXAMPLE}"
+    else:
+        want = f"one chat example, like {EXAMPLE}"
+    problem = loaded.problem(at, reason, f"each line must be {want} (or set skip_bad_examples: true)")
     return replace(problem, file=_display(path), line=line, where=f"{problem.where} (spec line {problem.line})")

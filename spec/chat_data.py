@@ -1,7 +1,9 @@
 """The chat data format, read in one place: JSONL, one ``{"messages": [{"role", "content"}, ...]}`` per line.
 
-The compiler counts the examples and finds the first bad line; the runtime renders and tokenizes the good ones.
-Both read through :func:`read_chat_jsonl`, so a bad line gets the same reason at compile and at run time.
+For ``task: causal_lm`` (every token trained) a line may also be ``{"text": "..."}`` (raw text, no template), and a
+conversation need not hold an assistant turn. The compiler counts the examples and finds the first bad line; the
+runtime renders and tokenizes the good ones. Both read through :func:`read_examples`, so a bad line gets the same
+reason at compile and at run time.
 """
 
 from __future__ import annotations
@@ -17,16 +19,20 @@ from .reading import NotFinite, finite_json
 __all__ = [
     "CHECKS_VERSION",
     "EXAMPLE",
+    "TEXT_EXAMPLE",
     "ROLES",
     "ChatDataReport",
     "ChatLine",
     "check_chat_jsonl",
     "message_problem",
     "read_chat_jsonl",
+    "read_examples",
 ]
 
 ROLES = ("system", "user", "assistant")
 EXAMPLE = '{"messages": [{"role": "user", "content": "2+2?"}, {"role": "assistant", "content": "4"}]}'
+#: a line of raw text (task: causal_lm only)
+TEXT_EXAMPLE = '{"text": "Any document, trained on token by token."}'
 
 
 @dataclass(frozen=True)
@@ -39,8 +45,8 @@ class ChatDataReport:
     bad: tuple[tuple[int, str], ...] = ()
 
 
-#: bump when what counts as a bad line changes: cached results of checking a file are keyed by it
-CHECKS_VERSION = 4
+#: bump when what counts as a bad line changes: cached results of checking a file are keyed by it (and the task)
+CHECKS_VERSION = 5
 
 #: bad lines described one by one per file (the rest are counted)
 MAX_REPORTED = 10
@@ -81,11 +87,26 @@ def message_problem(record: object, require_answer: bool = True) -> str | None:
 
 @dataclass(frozen=True)
 class ChatLine:
-    """One non-blank line of a chat-JSONL file: its messages, or why it is not a chat example."""
+    """One non-blank line of a chat-JSONL file: its messages (or, for causal_lm, its text), or why it is not an
+    example."""
 
     line: int
     messages: list[dict[str, Any]] | None
     problem: str | None = None
+    #: a ``{"text": ...}`` line's text (read with ``text=True`` only)
+    text: str | None = None
+
+
+def text_problem(record: object) -> str | None:
+    """Why ``record`` is not a ``{"text": ...}`` example, or None when it is one."""
+    text = record.get("text") if isinstance(record, dict) else None
+    if not isinstance(text, str):
+        return '"text" is not a string'
+    if not text.strip():
+        return '"text" is empty (nothing to learn from)'
+    if not _is_text(text):
+        return '"text" holds a lone surrogate (an escape such as \\ud800), which is not text'
+    return None
 
 
 #: the longest line read as one example (a chat example is a few kB; a longer line is reported, not read whole)
@@ -129,8 +150,16 @@ def _object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     return record
 
 
-def read_chat_jsonl(path: Path, require_answer: bool = True) -> Iterator[ChatLine]:
-    """Every non-blank line of ``path``, in order, parsed and checked (see :func:`message_problem`)."""
+def read_examples(path: Path, task: str = "instruction_tuning") -> Iterator[ChatLine]:
+    """Every non-blank line of ``path`` read as ``task`` trains on it: instruction_tuning takes conversations that
+    hold an assistant answer; causal_lm takes any conversation and ``{"text": ...}`` lines."""
+    causal = task == "causal_lm"
+    return read_chat_jsonl(path, require_answer=not causal, text=causal)
+
+
+def read_chat_jsonl(path: Path, require_answer: bool = True, text: bool = False) -> Iterator[ChatLine]:
+    """Every non-blank line of ``path``, in order, parsed and checked (see :func:`message_problem`); with ``text``
+    a line may be ``{"text": ...}`` instead (:func:`text_problem`)."""
     with open(path, "rb") as f:
         for lineno, raw in _lines(f):
             if raw is None:
@@ -138,10 +167,15 @@ def read_chat_jsonl(path: Path, require_answer: bool = True) -> Iterator[ChatLin
                 continue
             if not raw.strip():
                 continue
+            as_text = False
             try:
                 # a column past the line's end is still on this line
                 record = finite_json(raw.rstrip(b"\r\n"), object_pairs_hook=_object)
-                reason = message_problem(record, require_answer)
+                as_text = text and isinstance(record, dict) and "messages" not in record
+                if as_text and "text" not in record:
+                    reason = 'neither "messages" (a chat example) nor "text" (a text example)'
+                else:
+                    reason = text_problem(record) if as_text else message_problem(record, require_answer)
             except (_Refused, NotFinite) as exc:
                 reason = str(exc)
             except json.JSONDecodeError as exc:
@@ -150,13 +184,17 @@ def read_chat_jsonl(path: Path, require_answer: bool = True) -> Iterator[ChatLin
                 reason = "not UTF-8 text"
             except RecursionError:
                 reason = "nested too deeply to be a chat example"
-            yield ChatLine(lineno, record["messages"] if reason is None else None, reason)
+            if reason is None and as_text:
+                yield ChatLine(lineno, None, None, record["text"])
+            else:
+                yield ChatLine(lineno, record["messages"] if reason is None else None, reason)
 
 
-def check_chat_jsonl(path: Path) -> ChatDataReport:
-    """Read every line of ``path``; count the examples and find the first bad line. Blank lines are allowed."""
+def check_chat_jsonl(path: Path, task: str = "instruction_tuning") -> ChatDataReport:
+    """Read every line of ``path`` as ``task`` trains on it; count the examples and find the first bad lines. Blank
+    lines are allowed."""
     records, count, bad = 0, 0, []
-    for item in read_chat_jsonl(path):
+    for item in read_examples(path, task):
         if item.problem is None:
             records += 1
             continue

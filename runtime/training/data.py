@@ -27,7 +27,7 @@ def load_data(
     (``base weights`` or ``adapter``) says which input's tokenizer the token cache is keyed by."""
     spec = plan.spec
     fmt = spec.generation_config.prompt_format
-    render = renderer_for(fmt, tokenizer)
+    render = renderer_for(fmt, tokenizer, when_needed=spec.task == "causal_lm")
     renderer_key = dataclasses.asdict(fmt) if fmt is not None else ["chat_template", tokenizer.chat_template]
     tokenizer_folder = {"base weights": plan.inputs["base_model"], "adapter": plan.inputs.get("adapter")}.get(
         tokenizer_source
@@ -36,12 +36,13 @@ def load_data(
     for role in DATA_ROLES:
         if role not in paths:
             continue
-        cache_file = token_cache(plan.inputs[role], tokenizer_folder, renderer_key)
+        cache_file = token_cache(plan.inputs[role], tokenizer_folder, renderer_key, spec.task)
+        reading = dict(render=render, tokenizer=tokenizer, cache_file=cache_file, task=spec.task)
         if dist.main:  # one process tokenizes; the others read its cache
-            examples, bad = tokenize_file(paths[role], render=render, tokenizer=tokenizer, cache_file=cache_file)
+            examples, bad = tokenize_file(paths[role], **reading)
         dist.barrier()
         if not dist.main:
-            examples, bad = tokenize_file(paths[role], render=render, tokenizer=tokenizer, cache_file=cache_file)
+            examples, bad = tokenize_file(paths[role], **reading)
         data[role], skipped[role] = usable_examples(
             examples, bad, context_length=spec.context_length, skip=spec.skip_bad_examples,
             display=plan.inputs[role].uri,
@@ -53,9 +54,10 @@ def describe_data(data: dict[str, Any], skipped: dict[str, int], say: Callable[[
     """Say how many examples and tokens each data input has, how many are trained on, and what was skipped."""
     for role, examples in data.items():
         tokens, trained = int(examples.lengths.sum()), sum(int(m.sum()) for m in examples.trainable)
+        what = "every token" if trained == tokens else "the assistant turns"
         say(
             f"{role}: {len(examples):,} examples, {tokens:,} tokens, {trained:,} of them trained "
-            f"({100 * trained / max(tokens, 1):.1f}%, the assistant turns)"
+            f"({100 * trained / max(tokens, 1):.1f}%, {what})"
         )
     for role, count in skipped.items():
         if count:

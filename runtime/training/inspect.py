@@ -16,14 +16,14 @@ from typing import Any
 import numpy as np
 
 from ftc.errors import DataInvalid, UsageError
-from ftc.spec.chat_data import read_chat_jsonl
+from ftc.spec.chat_data import read_examples
 from ftc.spec.plan import Plan
 from ftc.spec.text import for_terminal
 
 from .batches import epoch_rows
 from .inputs import verify_inputs
 from .model import load_tokenizer, refuse_code_in_inputs
-from .render import PLACEHOLDER, renderer_for
+from .render import PLACEHOLDER, Rendered, renderer_for
 from .sandbox import TemplateRefused
 from .tokens import Examples, token_cache, tokenize_file, trained_mask
 
@@ -39,6 +39,14 @@ _SHOWN = 4096
 _LOOKED_AT_WHOLE = 16 << 10
 #: an example whose rendered text is longer is not tokenized for the statistics (16 MiB takes a minute or more)
 _TOKENIZED = 1 << 20
+
+
+#: what each task trains, as the report's second line says it
+_TRAINS = {
+    "instruction_tuning": "the assistant turns are trained (marked); the rest is context",
+    "causal_lm": "every token of every example is trained (all marked): conversations as the template renders them, "
+    '{"text": ...} lines as the tokenizer encodes them, its EOS appended',
+}
 
 
 @dataclass(frozen=True)
@@ -68,27 +76,32 @@ def inspect_data(plan: Plan, *, split: str = "train", n: int = 3, boundaries: bo
     base = paths["base_model"]
     tokenizer, source = load_tokenizer(spec, base if isinstance(base, Path) else None, paths.get("adapter"))
     fmt = spec.generation_config.prompt_format
-    render = renderer_for(fmt, tokenizer)
+    render = renderer_for(fmt, tokenizer, when_needed=spec.task == "causal_lm")
     renderer_key = _renderer_key(fmt, tokenizer)
     tokenizer_input = {"base weights": plan.inputs["base_model"], "adapter": plan.inputs.get("adapter")}.get(source)
-    cache = token_cache(plan.inputs[split], tokenizer_input, renderer_key)
+    cache = token_cache(plan.inputs[split], tokenizer_input, renderer_key, spec.task)
     examples, bad = tokenize_file(
-        Path(paths[split]), render=render, tokenizer=tokenizer, cache_file=cache, max_chars=_TOKENIZED
+        Path(paths[split]), render=render, tokenizer=tokenizer, cache_file=cache, max_chars=_TOKENIZED, task=spec.task
     )
     untokenized = [b for b in bad if b.untokenized]
     bad = [b for b in bad if not b.untokenized]
     marks = _Marks(color=color, boundaries=boundaries)
     name = for_terminal(plan.inputs[split].uri)
-    out = [f"{split}: {name} (tokenizer from the {source}; {'prompt_format' if fmt else 'its chat template'})", ""]
+    out = [
+        f"{split}: {name} (tokenizer from the {source}; {'prompt_format' if fmt else 'its chat template'})",
+        f"task {spec.task}: {_TRAINS.get(spec.task, spec.task)}",
+        "",
+    ]
     index = {line: i for i, line in enumerate(examples.lines)}
     shown, looked, straddled = 0, 0, set()
-    for item in read_chat_jsonl(Path(paths[split])):
+    every_token = spec.task == "causal_lm"
+    for item in read_examples(Path(paths[split]), spec.task):
         if looked >= _LOOK_AT:
             break
-        if item.messages is None:
+        if item.messages is None and item.text is None:
             continue
         try:
-            rendered = render(item.messages)
+            rendered = render(item.messages) if item.text is None else Rendered(item.text, ((0, len(item.text)),))
         except TemplateRefused:
             raise
         except DataInvalid:
@@ -99,11 +112,11 @@ def inspect_data(plan: Plan, *, split: str = "train", n: int = 3, boundaries: bo
         offsets = tokenizer(
             text if whole else text[: _SHOWN + 256], add_special_tokens=False, return_offsets_mapping=True
         )["offset_mapping"]
-        if whole:
+        if whole and not every_token:
             straddled |= _answer_prefixes(rendered, offsets)
         looked += 1
         if shown < n:
-            mask, _ = trained_mask(offsets, rendered.loss_spans)
+            mask = np.ones(len(offsets), bool) if every_token else trained_mask(offsets, rendered.loss_spans)[0]
             out.append(f"--- {name}:{item.line} ({_counts(examples, index.get(item.line), len(text))})")
             out.append(_marked(text[:_SHOWN], offsets, mask, marks))
             if len(text) > _SHOWN:

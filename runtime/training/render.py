@@ -13,7 +13,7 @@ from typing import Any
 from ftc.errors import DataInvalid
 from ftc.spec import PromptFormat
 
-from .sandbox import render_template
+from .sandbox import TemplateRefused, render_template
 
 __all__ = ["PLACEHOLDER", "Rendered", "render_chat_template", "render_prompt_format", "renderer_for", "template_pieces"]
 
@@ -117,11 +117,21 @@ def render_chat_template(messages: list[dict[str, Any]], tokenizer: Any) -> Rend
     return Rendered(full, tuple(spans))
 
 
-def renderer_for(fmt: PromptFormat | None, tokenizer: Any) -> Callable[[list[dict[str, Any]]], Rendered]:
+def renderer_for(
+    fmt: PromptFormat | None, tokenizer: Any, *, when_needed: bool = False
+) -> Callable[[list[dict[str, Any]]], Rendered]:
+    """How conversations are rendered: the spec's prompt_format, else the tokenizer's chat template. With neither,
+    :class:`DataInvalid` now, or with ``when_needed`` (causal_lm, whose ``{"text": ...}`` lines need no template)
+    when the first conversation is rendered (:class:`TemplateRefused`: it stops the run, naming that line)."""
     if fmt is not None:
         return lambda messages: render_prompt_format(messages, fmt)
     if not getattr(tokenizer, "chat_template", None):
-        raise DataInvalid(
-            "no generation_config.prompt_format and the tokenizer has no chat template: give a prompt_format"
-        )
+        missing = "no generation_config.prompt_format and the tokenizer has no chat template: give a prompt_format"
+        if not when_needed:
+            raise DataInvalid(missing)
+
+        def refuse(messages: list[dict[str, Any]]) -> Rendered:
+            raise TemplateRefused(missing)
+
+        return refuse
     return lambda messages: render_chat_template(messages, tokenizer)

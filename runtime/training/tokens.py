@@ -1,5 +1,10 @@
 """Chat data for training: each example rendered and tokenized once per input digest (cached as safetensors), with
 the mask of the tokens the loss is computed on; examples checked against the context length.
+
+What is trained depends on the task: instruction_tuning trains the assistant turns; causal_lm trains every token of
+every example (a conversation rendered by the template as a server renders it, or a ``{"text": ...}`` line, which
+is tokenized as the tokenizer encodes text, with its special tokens, such as Llama's BOS, and its EOS appended when
+the tokenizer does not end with it, so packed documents stay apart).
 """
 
 from __future__ import annotations
@@ -16,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from ftc.errors import DataInvalid
-from ftc.spec.chat_data import read_chat_jsonl
+from ftc.spec.chat_data import read_examples
 from ftc.spec.plan import PlanInput
 from ftc.stores.hashing import hash_file
 
@@ -93,10 +98,12 @@ def tokenize_file(
     tokenizer: Any,
     cache_file: Path | None,
     max_chars: int | None = None,
+    task: str = "instruction_tuning",
 ) -> tuple[Examples, list[BadExample]]:
     """Tokenize every example of ``path`` (or load the result cached for the same data, tokenizer and format, once
     its bytes verify). ``max_chars``: an example whose rendered text is longer is not tokenized (tokenizing 16 MiB
-    takes a minute) but listed as ``untokenized``, and then nothing is cached (a run must see every example)."""
+    takes a minute) but listed as ``untokenized``, and then nothing is cached (a run must see every example).
+    ``task``: causal_lm trains every token (see the module's docstring)."""
     if cache_file is not None:
         cached = _verified(cache_file)
         if cached is not None:
@@ -104,8 +111,14 @@ def tokenize_file(
     texts: list[Rendered] = []
     lines: list[int] = []
     bad: list[BadExample] = []
-    for item in read_chat_jsonl(path):
+    raw: set[int] = set()  # the indices in ``texts`` of {"text": ...} lines
+    for item in read_examples(path, task):
         reason = item.problem
+        if reason is None and item.text is not None:
+            raw.add(len(texts))
+            texts.append(Rendered(item.text, ((0, len(item.text)),)))
+            lines.append(item.line)
+            continue
         if reason is None:
             try:
                 rendered = render(item.messages)
@@ -123,11 +136,17 @@ def tokenize_file(
         if reason is not None:
             bad.append(BadExample(item.line, reason))
     examples = Examples([], [], [])
+    every_token = task == "causal_lm"
     for start in range(0, len(texts), 1024):
         chunk = texts[start : start + 1024]
-        encoded = tokenizer([r.text for r in chunk], add_special_tokens=False, return_offsets_mapping=True)
-        for r, ids, offsets, lineno in zip(chunk, encoded["input_ids"], encoded["offset_mapping"], lines[start:]):
+        encoded = _encode(tokenizer, chunk, {i - start for i in raw if start <= i < start + len(chunk)})
+        for r, (ids, offsets), lineno in zip(chunk, encoded, lines[start:]):
             ids = np.asarray(ids, dtype=np.int32)
+            if every_token:
+                examples.ids.append(ids)
+                examples.trainable.append(np.ones(len(ids), dtype=bool))
+                examples.lines.append(lineno)
+                continue
             mask, empty_turn = trained_mask(offsets, r.loss_spans)
             if empty_turn is not None:
                 bad.append(BadExample(lineno, f"assistant turn {empty_turn + 1} has no token after tokenization"))
@@ -139,6 +158,25 @@ def tokenize_file(
     if cache_file is not None and not any(b.untokenized for b in bad):
         _store(cache_file, examples, bad)
     return examples, bad
+
+
+def _encode(tokenizer: Any, chunk: list[Rendered], raw: set[int]) -> list[tuple[list[int], list[tuple[int, int]]]]:
+    """(token ids, character offsets) of each rendered text of ``chunk``: a template's rendering as it is (its
+    special tokens are in the text); the ``raw`` ones ({"text": ...} lines) as the tokenizer encodes text, with its
+    special tokens, and its EOS appended unless the tokenizer ends with it."""
+    out: list[tuple[list[int], list[tuple[int, int]]]] = [([], [])] * len(chunk)
+    for special, picked in ((False, [i for i in range(len(chunk)) if i not in raw]), (True, sorted(raw))):
+        if not picked:
+            continue
+        encoded = tokenizer([chunk[i].text for i in picked], add_special_tokens=special, return_offsets_mapping=True)
+        for i, ids, offsets in zip(picked, encoded["input_ids"], encoded["offset_mapping"]):
+            ids, offsets = list(ids), list(offsets)
+            eos = tokenizer.eos_token_id
+            if special and eos is not None and (not ids or ids[-1] != eos):
+                ids.append(eos)
+                offsets.append((len(chunk[i].text), len(chunk[i].text)))
+            out[i] = (ids, offsets)
+    return out
 
 
 def _store(path: Path, examples: Examples, bad: list[BadExample]) -> None:
@@ -228,9 +266,11 @@ def usable_examples(
     return kept, len(problems)
 
 
-def token_cache(data: PlanInput, tokenizer_folder: PlanInput | None, renderer: Any) -> Path | None:
-    """Where the tokenized ``data`` input is cached: keyed by its digest, the tokenizer's files and the rendering.
-    None when the tokenizer is not pinned (the published one of a hub model)."""
+def token_cache(
+    data: PlanInput, tokenizer_folder: PlanInput | None, renderer: Any, task: str = "instruction_tuning"
+) -> Path | None:
+    """Where the tokenized ``data`` input is cached: keyed by its digest, the tokenizer's files, the rendering and
+    what the task trains. None when the tokenizer is not pinned (the published one of a hub model)."""
     from ftc.stores.hashing import cache_dir
 
     if tokenizer_folder is None or not tokenizer_folder.files:
@@ -240,4 +280,6 @@ def token_cache(data: PlanInput, tokenizer_folder: PlanInput | None, renderer: A
         for f in tokenizer_folder.files
         if not f.path.endswith(".safetensors")
     )
+    if task != "instruction_tuning":  # (instruction tuning's keys as they were before tasks: its caches stay valid)
+        renderer = [renderer, task]
     return cache_dir() / "tokens" / f"{cache_key(data.digest, tokenizer, renderer)}.safetensors"
