@@ -25,8 +25,8 @@ __all__ = [
     "Logger",
     "LoraConfig",
     "PromptFormat",
-    "RopeScaling",
     "RAY_RESOURCE_KEYS",
+    "RopeScaling",
 ]
 
 
@@ -156,6 +156,8 @@ class JobSpec:
     num_devices: int
     num_nodes: int
     training_mode: Literal["auto", "full", "lora"]
+    #: which tokens carry the loss (instruction_tuning: the assistant's; causal_lm: every token)
+    task: Literal["instruction_tuning", "causal_lm", "classification", "preference_tuning", "vision_language"]
     lora_config: LoraConfig | None
     deepspeed: DeepSpeedSettings
     precision: Literal["auto", "bf16", "fp32"]
@@ -170,8 +172,6 @@ class JobSpec:
     #: of the normalized spec (a spec without them keeps its plan_id)
     worker_resources: dict[str, float]
     trainer_resources: dict[str, float]
-    #: which tokens carry the loss (instruction_tuning: the assistant's; causal_lm: every token)
-    task: Literal["instruction_tuning", "causal_lm", "classification", "preference_tuning", "vision_language"]
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> JobSpec:
