@@ -110,3 +110,13 @@ def test_llmforges_embedding_scaling_and_rope_scaling_together_are_a_problem(job
     assert (
         "$.embedding_scaling_technique: llmforge's embedding_scaling_technique: linear and rope_scaling both" in r.err
     )
+
+
+def test_llama_31_by_its_model_id_is_known_to_scale_rope_already(job, ftc, tmp_path):
+    hub = dict(model_id="meta-llama/Llama-3.1-8B-Instruct", initial_base_model_ckpt_path=None)
+    r = _compile(job, ftc, tmp_path, **hub, rope_scaling={"rope_type": "linear", "factor": 2})
+    assert r.code == ExitCode.SPEC_INVALID and "already scales RoPE (llama3, factor 8.0)" in r.err
+    r = _compile(job, ftc, tmp_path, **hub, context_length=262144, rope_scaling={"rope_type": "llama3", "factor": 32})
+    assert r.code == 0, r.err
+    rope = read_json(tmp_path / "plan.json")["spec"]["rope_scaling"]
+    assert (rope["original_max_position_embeddings"], rope["factor"]) == (8192, 32)
