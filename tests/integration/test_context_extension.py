@@ -82,6 +82,9 @@ def test_two_stage_context_extension_exports_a_model_plain_transformers_serves(j
     assert r.code == 0, r.err
     summary = read_json(tmp_path / "stage2" / "best" / "plan.json")["spec"]
     assert summary["rope_scaling"]["factor"] == 4.0 and summary["context_length"] == 2048
+    # the lineage of stage 2 against stage 1: the scaling is one of the settings that differ
+    r = ftc("lineage", "diff", tmp_path / "stage1" / "best", tmp_path / "stage2" / "best")
+    assert "spec.rope_scaling: null -> " in r.out and "spec.context_length: 512 -> 2048" in r.out, r.out + r.err
 
     export = tmp_path / "export"
     r = ftc("export", tmp_path / "stage2", "-o", export)
