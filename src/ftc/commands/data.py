@@ -24,8 +24,9 @@ def data_group() -> None:
     help="Mark trained tokens in colour (default: on a terminal), else [in brackets].",
 )
 def data_inspect(spec_or_plan: Path, count: int, split: str, boundaries: bool, color: bool | None) -> None:
-    """Render examples of SPEC|PLAN's data exactly as training will, trained tokens marked; then statistics over
-    the whole file (tokens, trained share, lengths against context_length, packing) and warnings."""
+    """Render examples of SPEC|PLAN's data exactly as training will, trained tokens marked (the assistant turns;
+    every token with task: causal_lm); then statistics over the whole file (tokens, trained share, lengths against
+    context_length, packing) and warnings."""
     from ftc.compiler import read_or_compile_plan
     from ftc.runtime.training.inspect import inspect_data
 
