@@ -43,10 +43,14 @@ def check_context_length(loaded: LoadedSpec, arch: Architecture | None) -> tuple
                 "keep one: rope_scaling (embedding_scaling_technique: linear means rope_scaling: {rope_type: linear})",
             )
         )
+    # llmforge's spelling given, its problems are put where the spec says it
+    alias = raw.get(SCALING_TECHNIQUE) == "linear" and raw.get("rope_scaling") is None
     if rope is not None and arch is not None:
         rope, found = resolve_rope_scaling(rope, arch.config, given)
         for at, message, fix in found:
-            loaded.problems.append(loaded.problem(("rope_scaling", *at), message, fix))
+            loaded.problems.append(
+                loaded.problem((SCALING_TECHNIQUE,) if alias else ("rope_scaling", *at), message, fix)
+            )
     else:
         rope = None  # no model to resolve it against: the model's own problems say why
     limit = rope.max_positions if rope is not None else arch.max_position_embeddings if arch else None

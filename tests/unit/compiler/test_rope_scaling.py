@@ -120,3 +120,9 @@ def test_llama_31_by_its_model_id_is_known_to_scale_rope_already(job, ftc, tmp_p
     assert r.code == 0, r.err
     rope = read_json(tmp_path / "plan.json")["spec"]["rope_scaling"]
     assert (rope["original_max_position_embeddings"], rope["factor"]) == (8192, 32)
+
+
+def test_llmforges_linear_embedding_scaling_without_a_context_length_says_so_where_it_is_written(job, ftc, tmp_path):
+    r = _compile(job, ftc, tmp_path, context_length=None, embedding_scaling_technique="linear")
+    assert r.code == ExitCode.SPEC_INVALID
+    assert "$.embedding_scaling_technique: no factor, and no context_length to derive it from" in r.err
