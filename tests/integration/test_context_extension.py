@@ -33,7 +33,11 @@ ids = tokenizer.apply_chat_template([{"role": "user", "content": prompt}], add_g
 with torch.no_grad():
     out = model.generate(ids, max_new_tokens=8, do_sample=False, tokenizer=tokenizer)
 rotary = model.model.rotary_emb
-print(json.dumps({"prompt_tokens": ids.shape[1], "new_tokens": out.shape[1] - ids.shape[1],
+new = out[0, ids.shape[1]:].tolist()
+stops = model.generation_config.eos_token_id
+stops = stops if isinstance(stops, list) else [stops]
+answer = tokenizer.decode(new[: next((i for i, t in enumerate(new) if t in stops), len(new))])
+print(json.dumps({"prompt_tokens": ids.shape[1], "new_tokens": out.shape[1] - ids.shape[1], "answer": answer,
                   "rope_type": rotary.rope_type, "max_positions": model.config.max_position_embeddings,
                   "tokenizer_max_length": tokenizer.model_max_length}))
 """
@@ -99,6 +103,9 @@ def test_two_stage_context_extension_exports_a_model_plain_transformers_serves(j
     plain = json.loads(run.stdout)
     assert plain["rope_type"] == "linear" and plain["max_positions"] == plain["tokenizer_max_length"] == 2048
     assert plain["prompt_tokens"] > 512 and plain["new_tokens"] > 0
+    # ftc generate on the checkpoint (the adapter on its base, loaded with the plan's scaling) answers as the export
+    r = ftc("generate", tmp_path / "stage2", "--prompt", prompt, "--max-new-tokens", "8")
+    assert r.code == 0 and r.out == plain["answer"] + "\n", r.err
 
 
 def test_a_full_run_with_rope_scaling_saves_it_in_its_checkpoints_config(job, ftc, tmp_path):
