@@ -46,7 +46,7 @@ class ChatDataReport:
 
 
 #: bump when what counts as a bad line changes: cached results of checking a file are keyed by it (and the task)
-CHECKS_VERSION = 5
+CHECKS_VERSION = 6
 
 #: bad lines described one by one per file (the rest are counted)
 MAX_REPORTED = 10
@@ -59,7 +59,10 @@ def message_problem(record: object, require_answer: bool = True) -> str | None:
         return f"expected a JSON object, got {type(record).__name__}"
     messages = record.get("messages")
     if not isinstance(messages, list):
-        return 'no "messages" list' if "messages" not in record else '"messages" is not a list'
+        if "messages" in record:
+            return '"messages" is not a list'
+        # llmforge's continued pre-training data, given to the default task
+        return 'no "messages" list' + (' ({"text": ...} lines are task causal_lm\'s)' if "text" in record else "")
     if not messages:
         return '"messages" is empty'
     has_assistant = False
@@ -81,7 +84,7 @@ def message_problem(record: object, require_answer: bool = True) -> str | None:
                 return f"messages[{i}] is an empty assistant turn (nothing to learn from)"
             has_assistant = True
     if not has_assistant and require_answer:
-        return "no assistant message (the loss is computed on assistant turns only)"
+        return "no assistant message (the loss is computed on assistant turns only; task causal_lm trains every token)"
     return None
 
 

@@ -60,7 +60,11 @@ def test_a_text_file_compiles_only_as_causal_lm_and_a_line_of_neither_form_is_na
     assert 'text.jsonl:2: $.train_path (spec line 3): neither "messages" (a chat example) nor "text"' in r.err
     assert 'or a text example, like {"text":' in r.err
     r = ftc("compile", job(train_path="text.jsonl", valid_path=None), "-o", tmp_path / "p.json")
-    assert r.code == ExitCode.SPEC_INVALID and 'text.jsonl:1: $.train_path (spec line 3): no "messages" list' in r.err
+    assert (
+        r.code == ExitCode.SPEC_INVALID
+        and 'text.jsonl:1: $.train_path (spec line 3): no "messages" list ({"text": ...} lines are task causal_lm\'s)'
+        in r.err
+    )
 
     write_jsonl(tmp_path / "text.jsonl", [{"text": "1 + 1 = 2."}, {"text": "3 + 3 = 6."}])
     spec = job(task="causal_lm", train_path="text.jsonl", valid_path=None, output_dir="text-out")
