@@ -12,7 +12,14 @@ from pathlib import Path
 from typing import Any
 
 from ftc.spec import LoadedSpec, LoraConfig
-from ftc.spec.architectures import COMPARED_FIELDS, Architecture, closest_model_ids, known_architecture, known_model_ids
+from ftc.spec.architectures import (
+    COMPARED_FIELDS,
+    Architecture,
+    closest_model_ids,
+    config_mismatches,
+    known_architecture,
+    known_model_ids,
+)
 from ftc.spec.reading import MiB, NotReadable, read_bounded_text
 from ftc.stores.safetensors_header import BadSafetensors, TensorInfo, read_safetensors_header
 from ftc.stores.sources import SOURCES, ResolvedInput
@@ -187,12 +194,13 @@ def _base_architecture(loaded: LoadedSpec, base: ResolvedInput, registry: dict |
         )
         return None
     if registry is not None:
-        mismatches = [f for f in COMPARED_FIELDS if f in config and config.get(f) != registry.get(f)]
+        mismatches = config_mismatches(config, registry)  # the family's own fields too (experts, soft-capping)
         if mismatches:
             matching = [
                 i
                 for i in known_model_ids()
                 if all(known_architecture(i).get(f) == config.get(f) for f in COMPARED_FIELDS)
+                and not config_mismatches(config, known_architecture(i))
             ]
             hint = (
                 f"set model_id to one that matches the weights ({', '.join(matching[:3])})"
@@ -200,12 +208,10 @@ def _base_architecture(loaded: LoadedSpec, base: ResolvedInput, registry: dict |
                 else "set model_id to the architecture of these weights, "
                 "or check that the folder holds the weights you meant"
             )
-            for f in mismatches:
+            for f, found in mismatches:
                 loaded.problems.append(
                     loaded.problem(
-                        at,
-                        f"the weights' config.json has {f} = {config.get(f)!r} but {model_id} has {registry.get(f)!r}",
-                        hint,
+                        at, f"the weights' config.json has {found} but {model_id} has {registry.get(f)!r}", hint
                     )
                 )
     return Architecture(model_id, config, "checkpoint")
@@ -342,6 +348,17 @@ def check_target_modules(loaded: LoadedSpec, arch: Architecture, lora: LoraConfi
     unmatched = arch.unmatched_targets(lora.target_modules)
     if unmatched is None:
         return  # a model_type whose module layout ftc does not know: peft itself will check at run time
+    reached = arch.adapted_as_parameters(lora.target_modules)
+    if reached and lora.lora_dropout:
+        loaded.problems.append(
+            loaded.problem(
+                ("lora_config", "lora_dropout"),
+                f"{arch.model_id} ({arch.model_type}): the targets reach {', '.join(reached)}, which peft adapts as "
+                "parameters, not linear layers, and those take no dropout",
+                "set lora_dropout: 0, or target linear layers only (q_proj, k_proj, v_proj, o_proj)",
+                value=lora.lora_dropout,
+            )
+        )
     has = ", ".join(arch.leaf_names())
     for target in unmatched:
         loaded.problems.append(

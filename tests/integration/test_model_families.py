@@ -10,6 +10,7 @@ import shutil
 import pytest
 
 from ftc.errors import ExitCode
+from ftc.spec.architectures import known_architecture
 
 from conftest import age, metrics, read_json
 from support.models import build_tiny_gemma2, build_tiny_mixtral
@@ -130,3 +131,51 @@ def test_llmforges_mixtral_lora_trains_on_a_tiny_mixtral(trained, family_model):
     assert evals[-1] < evals[0], evals
     adapter = read_json(out / "checkpoints" / "step-000002" / "adapter_config.json")
     assert {"embed_tokens", "lm_head", "q_proj"} <= {t.rsplit(".", 1)[-1] for t in adapter["target_modules"]}
+
+
+@pytest.mark.parametrize(
+    ("model_id", "family", "change", "said"),
+    [
+        (
+            "mistralai/Mixtral-8x7B-Instruct-v0.1",
+            "mixtral",
+            {"num_local_experts": 4},
+            "the weights' config.json has num_local_experts = 4 but mistralai/Mixtral-8x7B-Instruct-v0.1 has 8",
+        ),
+        (
+            "google/gemma-2-9b-it",
+            "gemma2",
+            {"final_logit_softcapping": None},
+            "the weights' config.json has no final_logit_softcapping but google/gemma-2-9b-it has 30.0",
+        ),
+        (
+            "google/gemma-2-27b-it",
+            "gemma2",
+            {"attn_logit_softcapping": 0.0},
+            "the weights' config.json has attn_logit_softcapping = 0.0 but google/gemma-2-27b-it has 50.0",
+        ),
+    ],
+)
+def test_weights_whose_config_is_not_the_named_family_are_refused(
+    job, ftc, tmp_path, family_model, model_id, family, change, said
+):
+    config = {**known_architecture(model_id), **{k: v for k, v in change.items() if v is not None}}
+    config = {k: v for k, v in config.items() if change.get(k, 0) is not None}
+    folder = _folder_saying(tmp_path, family_model, family, config)
+    r = ftc("compile", job(model_id=model_id, initial_base_model_ckpt_path=str(folder), context_length=None), "-o", "p")
+    assert r.code == ExitCode.SPEC_INVALID, r.err
+    assert said in r.err and "$.initial_base_model_ckpt_path" in r.err
+
+
+def test_an_all_linear_lora_on_mixtral_with_dropout_is_refused_at_compile_not_inside_peft(
+    job, ftc, tmp_path, family_model
+):
+    lora = {"r": 4, "lora_alpha": 8, "target_modules": "all-linear"}  # lora_dropout: the default 0.05
+    spec = job(
+        model_id="ftc-tests/tiny-mixtral", initial_base_model_ckpt_path=str(family_model("mixtral")), lora_config=lora
+    )
+    r = ftc("compile", spec, "-o", tmp_path / "p.json")
+    assert r.code == ExitCode.SPEC_INVALID, r.err
+    assert "$.lora_config.lora_dropout: ftc-tests/tiny-mixtral (mixtral): the targets reach mlp.gate.weight, " in r.err
+    assert "which peft adapts as parameters, not linear layers, and those take no dropout" in r.err
+    assert "fix: set lora_dropout: 0" in r.err
