@@ -3,28 +3,20 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
+
+from ftc.runtime.launch.handoff import rendezvous_options
+
+if TYPE_CHECKING:
+    from ftc.runtime.launch.handoff import Rendezvous
 
 
 @click.command("run")
 @click.argument("plan", type=click.Path(path_type=Path))
 @click.option("--resume", is_flag=True, help="Continue from the newest checkpoint in the plan's output folder.")
-@click.option(
-    "--node-rank",
-    type=click.IntRange(min=0),
-    default=0,
-    show_default=True,
-    help="This machine's rank in a multi-node plan.",
-)
-@click.option("--master-addr", default="127.0.0.1", show_default=True, help="Address of node 0 (multi-node plans).")
-@click.option(
-    "--master-port",
-    type=click.IntRange(1, 65535),
-    default=29500,
-    show_default=True,
-    help="Port on node 0 for the rendezvous.",
-)
+@rendezvous_options
 @click.option(
     "--backend",
     type=click.Choice(["auto", "local", "docker", "ray"]),
@@ -63,14 +55,12 @@ import click
 def run_command(
     plan: Path,
     resume: bool,
-    node_rank: int,
-    master_addr: str,
-    master_port: int,
     backend: str,
     ray_address: str | None,
     max_failures: int,
     gpus: str,
     mounts: tuple[str, ...],
+    rendezvous: Rendezvous,
 ) -> None:
     """Train: validate PLAN, check every input against its pinned digest, then run it (DeepSpeed).
 
@@ -78,7 +68,7 @@ def run_command(
     """
     import signal
 
-    from ftc.runtime.launch import Rendezvous, run
+    from ftc.runtime.launch import run
 
     # `kill` (SIGTERM), or the terminal or SSH session going away (SIGHUP), stops a run the way Ctrl-C does: worker
     # processes and containers are cleaned up
@@ -93,5 +83,5 @@ def run_command(
         max_failures=max_failures,
         log=lambda line: click.echo(line, err=True),
         resume=resume,
-        rendezvous=Rendezvous(node_rank, master_addr, master_port),
+        rendezvous=rendezvous,
     )
