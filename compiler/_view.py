@@ -50,6 +50,7 @@ def _pin(item: PlanInput) -> str:
 _TASKS = {
     "instruction_tuning": "instruction_tuning: the loss on the assistant's turns (llmforge's default was causal_lm)",
     "causal_lm": "causal_lm: the loss on every token",
+    "classification": "classification: the loss on the final answer's label token only",
 }
 
 
@@ -86,6 +87,13 @@ def describe_plan(plan: Plan) -> str:
         f"{spec.padding}{', packed' if spec.sample_packing else ''}, seed {spec.seed}"
     )
     lines.append(f"task      {_TASKS.get(spec.task, spec.task)}")
+    if spec.classifier_config is not None:
+        classifier = spec.classifier_config
+        shown = ", ".join(repr(label) for label in classifier.label_tokens[:20])
+        more = f" and {len(classifier.label_tokens) - 20} more" if len(classifier.label_tokens) > 20 else ""
+        lines.append(
+            f"labels    {len(classifier.label_tokens)}: {shown}{more}; metrics {', '.join(classifier.eval_metrics)}"
+        )
     if spec.rope_scaling is not None:  # the context extended past the model's own length
         lines.append(f"rope      {spec.rope_scaling.describe()}, applied at load and in config.json")
     lora = spec.lora_config

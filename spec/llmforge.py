@@ -22,8 +22,10 @@ TASK_CONFIGS = {
     "vision_language_config": "vision_language",
 }
 
+#: the task configs that are fields of the typed spec (the task ftc trains with them)
+TYPED_CONFIGS = frozenset({"classifier_config"})
 #: keys of the job schema that are llmforge's and are normalized here (never fields of the typed spec)
-LLMFORGE_KEYS = frozenset(TASK_CONFIGS) | {SCALING_TECHNIQUE} | ALIAS_AND_NO_EFFECT_KEYS
+LLMFORGE_KEYS = (frozenset(TASK_CONFIGS) - TYPED_CONFIGS) | {SCALING_TECHNIQUE} | ALIAS_AND_NO_EFFECT_KEYS
 
 
 def from_llmforge(data: dict[str, Any]) -> dict[str, Any]:
@@ -38,11 +40,6 @@ def from_llmforge(data: dict[str, Any]) -> dict[str, Any]:
 
 #: llmforge's tasks ftc does not train: (what it is, what to do instead)
 _NOT_YET = {
-    "classification": (
-        "llmforge's classification task (classifier_config) is not in ftc yet",
-        "train the label as the assistant's answer with task: instruction_tuning (the seed guide's Llama Guard "
-        "mapping), or keep this spec until ftc has the classification task",
-    ),
     "preference_tuning": (
         "llmforge's preference tuning task (preference_tuning_config, DPO) is not in ftc yet",
         "fine-tune on the chosen answers with task: instruction_tuning, or keep this spec until ftc has "
@@ -56,18 +53,19 @@ _NOT_YET = {
 }
 
 
-def task_problems(task: str, raw: dict[str, Any], problem: Any) -> list:
-    """The task's problems: llmforge's tasks ftc does not train, and a task config that the spec's task ignores.
+def task_problems(task: str, labels: tuple[str, ...] | None, raw: dict[str, Any], problem: Any) -> list:
+    """The task's problems: llmforge's tasks ftc does not train, a task config that the spec's task ignores, and a
+    classifier without labels or with labels no answer can be exactly. ``labels``: classifier_config's label_tokens.
     ``raw`` is the spec as written (empty for a spec a plan carries)."""
-    out = []
+    out = _label_problems(task, labels, problem)
     configs = [key for key in TASK_CONFIGS if raw.get(key) is not None]
     if task in _NOT_YET:
         message, fix = _NOT_YET[task]
         implied_by = [key for key in configs if TASK_CONFIGS[key] == task]
         at = ("task",) if "task" in raw or not implied_by else (implied_by[0],)
         out.append(problem(at, message, fix, value=task))
-    for key in configs:
-        if TASK_CONFIGS[key] != task:
+    for key in configs:  # (no task written: the config was left out as invalid, and its problem says why)
+        if TASK_CONFIGS[key] != task and "task" in raw:
             out.append(
                 problem(
                     (key,),
@@ -76,3 +74,25 @@ def task_problems(task: str, raw: dict[str, Any], problem: Any) -> list:
                 )
             )
     return out
+
+
+def _label_problems(task: str, labels: tuple[str, ...] | None, problem: Any) -> list:
+    if task == "classification" and labels is None:
+        return [
+            problem(
+                ("task",),
+                "task classification needs its labels, and there is no classifier_config",
+                "give classifier_config: {label_tokens: [...]} (the labels the final answer is exactly one of)",
+                value=task,
+            )
+        ]
+    return [
+        problem(
+            ("classifier_config", "label_tokens", index),
+            f"the label {label!r} begins or ends with white space, which an answer's text never does",
+            "write the label without the white space around it",
+            value=label,
+        )
+        for index, label in enumerate(labels or ())
+        if label != label.strip()
+    ]

@@ -14,6 +14,7 @@ from typing import Any, Literal
 from .rope import RopeScaling
 
 __all__ = [
+    "ClassifierConfig",
     "DeepSpeedSettings",
     "DvcLocation",
     "DvcRef",
@@ -24,6 +25,7 @@ __all__ = [
     "JobSpec",
     "Logger",
     "LoraConfig",
+    "OPTIONAL_KEYS",
     "PromptFormat",
     "RAY_RESOURCE_KEYS",
     "RopeScaling",
@@ -32,6 +34,8 @@ __all__ = [
 
 #: the spec's Ray resource requests: absent from a normalized spec when empty
 RAY_RESOURCE_KEYS = ("worker_resources", "trainer_resources")
+#: settings absent from a normalized spec when not given (a spec without them keeps its plan_id)
+OPTIONAL_KEYS = (*RAY_RESOURCE_KEYS, "classifier_config")
 
 
 @dataclass(frozen=True)
@@ -90,6 +94,14 @@ class LoraConfig:
     fan_in_fan_out: bool
     init_lora_weights: bool | str
     task_type: Literal["CAUSAL_LM"]
+
+
+@dataclass(frozen=True)
+class ClassifierConfig:
+    """A classifier's labels (in order: the classes' indices) and the metrics recorded each evaluation."""
+
+    label_tokens: tuple[str, ...]
+    eval_metrics: tuple[Literal["prauc", "accuracy", "f1", "precision", "recall"], ...]
 
 
 @dataclass(frozen=True)
@@ -159,6 +171,8 @@ class JobSpec:
     #: which tokens carry the loss (instruction_tuning: the assistant's; causal_lm: every token)
     task: Literal["instruction_tuning", "causal_lm", "classification", "preference_tuning", "vision_language"]
     lora_config: LoraConfig | None
+    #: task classification's labels and metrics (None for the other tasks; then left out of the normalized spec)
+    classifier_config: ClassifierConfig | None
     deepspeed: DeepSpeedSettings
     precision: Literal["auto", "bf16", "fp32"]
     evaluation: Evaluation
@@ -176,12 +190,13 @@ class JobSpec:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> JobSpec:
         """Build from a normalized spec (schema-valid, defaults applied)."""
-        return _build(cls, {**{key: {} for key in RAY_RESOURCE_KEYS}, **data})
+        return _build(cls, {**{key: {} for key in RAY_RESOURCE_KEYS}, "classifier_config": None, **data})
 
     def to_dict(self) -> dict[str, Any]:
-        """The normalized spec as plain JSON data (tuples become lists; no Ray resources: no such key)."""
+        """The normalized spec as plain JSON data (tuples become lists; no Ray resources or classifier_config: no
+        such key)."""
         out = _plain(dataclasses.asdict(self))
-        return {k: v for k, v in out.items() if v or k not in RAY_RESOURCE_KEYS}
+        return {k: v for k, v in out.items() if v or k not in OPTIONAL_KEYS}
 
     def replace(self, **changes: Any) -> JobSpec:
         return dataclasses.replace(self, **changes)

@@ -18,7 +18,7 @@ from ftc.errors import _UNSET, Problem
 from ._field_checks import spec_problems
 from ._source import json_path
 from .folders import system_folder
-from .model import RAY_RESOURCE_KEYS, JobSpec
+from .model import OPTIONAL_KEYS, JobSpec
 from .plan_format import PLAN_VERSION, STORE_SCHEMES, launch_command, seal_plan
 from .schemas import validator
 
@@ -126,7 +126,7 @@ def plan_problems(
             f"{_where('$.spec', error)}: {error.message}"
             for error in validator("job.schema.json").iter_errors(plan["spec"])
         ]
-    optional = RAY_RESOURCE_KEYS  # absent when none
+    optional = OPTIONAL_KEYS  # absent when none
     missing = [f.name for f in dataclasses.fields(JobSpec) if f.name not in plan["spec"] and f.name not in optional]
     if missing and not older_spec:  # a plan compiled before these settings existed: not normalized by this ftc
         in_spec.append(f"$.spec: no {', '.join(missing)} (the plan was compiled by an older ftc)")

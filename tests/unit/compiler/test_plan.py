@@ -10,7 +10,7 @@ import pytest
 from ftc.errors import ExitCode
 from ftc.spec import job_schema
 from ftc.spec.llmforge import LLMFORGE_KEYS
-from ftc.spec.model import RAY_RESOURCE_KEYS
+from ftc.spec.model import OPTIONAL_KEYS
 
 from conftest import read_json
 
@@ -65,7 +65,7 @@ def test_plan_pins_every_input_and_fills_every_default(job, ftc, tmp_path):
     ftc("compile", job(), "-o", tmp_path / "plan.json")
     plan = read_json(tmp_path / "plan.json")
     # llmforge's spellings are normalized; Ray resources are absent when none are asked for
-    assert set(plan["spec"]) == set(job_schema()["properties"]) - LLMFORGE_KEYS - set(RAY_RESOURCE_KEYS)
+    assert set(plan["spec"]) == set(job_schema()["properties"]) - LLMFORGE_KEYS - set(OPTIONAL_KEYS)
     assert plan["spec"]["lr_scheduler_type"] == "cosine"
     assert plan["spec"]["lora_config"]["lora_dropout"] == 0.05
     assert plan["mode"] == "lora-new"

@@ -32,9 +32,6 @@ def test_task_causal_lm_is_carried_into_the_plan(job, ftc, tmp_path):
 @pytest.mark.parametrize(
     "keys, where, message",
     [
-        ({"task": "classification"}, "$.task", "llmforge's classification task (classifier_config) is not in ftc yet"),
-        ({"classifier_config": {"label_tokens": ["[[1]]", "[[2]]"]}}, "$.classifier_config",
-         "llmforge's classification task (classifier_config) is not in ftc yet"),
         ({"preference_tuning_config": {"beta": 0.01}}, "$.preference_tuning_config",
          "llmforge's preference tuning task (preference_tuning_config, DPO) is not in ftc yet"),
         ({"task": "preference_tuning", "preference_tuning_config": {"beta": 0.01}}, "$.task",

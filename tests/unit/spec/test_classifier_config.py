@@ -1,0 +1,60 @@
+"""task: classification with llmforge's classifier_config: the labels and metrics in the typed spec and the plan,
+the task inferred from the config, and every problem with them named at its place."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from ftc.errors import ExitCode
+
+
+def _compiled(ftc, path, out):
+    r = ftc("compile", path, "-o", out)
+    assert r.code == 0, r.err
+    return json.loads(out.read_text())
+
+
+def test_classifier_config_alone_makes_a_classifier_with_llmforges_default_metrics(job, ftc, tmp_path):
+    plan = _compiled(ftc, job(classifier_config={"label_tokens": ["safe", "unsafe"]}), tmp_path / "plan.json")
+    assert plan["spec"]["task"] == "classification"
+    assert plan["spec"]["classifier_config"] == {
+        "label_tokens": ["safe", "unsafe"],
+        "eval_metrics": ["prauc", "accuracy", "f1"],
+    }
+    shown = ftc("plan", "show", tmp_path / "plan.json").out
+    assert "task      classification: the loss on the final answer's label token only" in shown
+    assert "labels    2: 'safe', 'unsafe'; metrics prauc, accuracy, f1" in shown
+
+
+def test_a_spec_without_classifier_config_keeps_its_plan_without_the_key(job, ftc, tmp_path):
+    plan = _compiled(ftc, job(), tmp_path / "plan.json")
+    assert "classifier_config" not in plan["spec"]
+
+
+@pytest.mark.parametrize(
+    "keys, where, message",
+    [
+        ({"task": "classification"}, "$.task", "task classification needs its labels, and there is no "
+         "classifier_config"),
+        ({"classifier_config": {"label_tokens": []}}, "$.classifier_config", "label_tokens"),
+        ({"classifier_config": {"label_tokens": ["a", "a"]}}, "$.classifier_config.label_tokens", "duplicate"),
+        ({"classifier_config": {"label_tokens": ["a", ""]}}, "$.classifier_config.label_tokens[1]", "not be empty"),
+        ({"classifier_config": {"label_tokens": ["a", " b"]}}, "$.classifier_config.label_tokens[1]",
+         "the label ' b' begins or ends with white space"),
+        ({"classifier_config": {"label_tokens": ["a"], "eval_metrics": ["auc"]}},
+         "$.classifier_config.eval_metrics[0]", "auc"),
+        ({"classifier_config": {"label_tokens": ["x" * 65]}}, "$.classifier_config.label_tokens[0]", "too long"),
+    ],
+)  # fmt: skip
+def test_a_classifier_config_ftc_cannot_train_is_a_spec_problem_at_its_place(job, ftc, keys, where, message):
+    r = ftc("compile", job(**keys))
+    assert r.code == ExitCode.SPEC_INVALID, r.err
+    assert where in r.err and message in r.err, r.err
+
+
+def test_more_than_a_thousand_labels_are_refused(job, ftc):
+    r = ftc("compile", job(classifier_config={"label_tokens": [f"l{i}" for i in range(1001)]}))
+    assert r.code == ExitCode.SPEC_INVALID, r.err
+    assert "$.classifier_config.label_tokens" in r.err and "too long" in r.err, r.err
