@@ -14,6 +14,7 @@ importing this package loads none of its modules: each name is imported when fir
   checkpoints, their state and resuming
 - ``preflight``, ``inputs``, ``data``: the checks before training, the plan's inputs verified, its data tokenized
 - ``evaluation``, ``summary``: evaluation during training (token loss, exact match); the run's summary
+- ``classification``: a classifier's evaluation (label probabilities from one forward pass; accuracy, P/R/F1, PR-AUC)
 - ``progress``, ``trackers``: what a run prints and logs, experiment trackers
 - ``generation``, ``inspect``: generation as serving does it; ``ftc data inspect``
 """
@@ -28,6 +29,14 @@ _MODULES = {
     "attention": ("register",),
     "batches": ("IGNORE", "Batch", "Row", "collate", "epoch_rows", "group", "shard_rows"),
     "chat_template": ("stop_texts",),  # chat_template() is ``chat_template.chat_template`` (the module's name)
+    "classification": (
+        "METRICS",
+        "Classified",
+        "answer_positions",
+        "classification_metrics",
+        "evaluate_classifier",
+        "label_probabilities",
+    ),
     "checkpoint": (
         "Checkpointer",
         "checkpoint_sizes",
