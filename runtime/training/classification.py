@@ -22,6 +22,7 @@ import numpy as np
 
 from .batches import IGNORE, collate, group
 from .distributed import Dist
+from .summary import CLASSIFIER_SCALARS
 
 __all__ = [
     "METRICS",
@@ -157,16 +158,13 @@ class Classified:
         ``eval_prauc_macro``; per class, ``eval_classes`` (label -> its support and per-class values); the
         ``eval_confusion_matrix`` (rows true, columns predicted, in the labels' order)."""
         m = self.metrics
-        fields: dict[str, Any] = {f"eval_{k}": m[k] for k in _SCALARS if k in m}
+        fields: dict[str, Any] = {key: m[key[5:]] for key in CLASSIFIER_SCALARS if key[5:] in m}
         per_class = [k for k in ("precision", "recall", "f1", "prauc") if k in m]
         fields["eval_classes"] = {
             label: {"support": m["support"][label], **{k: m[k][label] for k in per_class}} for label in m["labels"]
         }
         fields["eval_confusion_matrix"] = m["confusion_matrix"]
         return fields
-
-
-_SCALARS = ("accuracy", "precision_macro", "recall_macro", "f1_macro", "prauc_macro")
 
 
 def _forward_kwargs(model: Any, columns: Any) -> dict[str, Any]:

@@ -13,7 +13,19 @@ from ftc.stores.atomic import write_text_atomic
 
 from .checkpoint import finished_checkpoints
 
-__all__ = ["RunSummary", "eval_table", "eval_text", "matched_text", "write_summary"]
+__all__ = ["CLASSIFIER_SCALARS", "RunSummary", "eval_table", "eval_text", "matched_text", "write_summary"]
+
+#: a classifier's scalar metrics in an evaluation record (``Classified.record_fields``: the metrics that
+#: ``eval_metrics`` names), with the words the run's notes give those the notes show; beside them a record holds
+#: ``eval_classes`` (per class) and ``eval_confusion_matrix``
+CLASSIFIER_SCALARS = {
+    "eval_accuracy": "accuracy",
+    "eval_precision_macro": None,
+    "eval_recall_macro": None,
+    "eval_f1_macro": "macro F1",
+    "eval_prauc_macro": "macro PR-AUC",
+}
+_PER_CLASS = ("eval_classes", "eval_confusion_matrix")
 
 
 @dataclass
@@ -44,18 +56,22 @@ def write_summary(
     tracker: dict[str, Any] | None = None,
 ) -> None:
     """``summary.json`` in the output folder: the run's numbers in one flat file (for `dvc metrics`, dashboards,
-    scripts); the eval curve is in ``evals`` (for `dvc plots`), every step in metrics.jsonl."""
+    scripts); the eval curve is in ``evals`` (for `dvc plots`), every step in metrics.jsonl. A classifier's scalar
+    metrics are in each evaluation and, with its per-class values and confusion matrix, at the top as the last
+    evaluation gave them."""
     losses = [e["eval_loss"] for e in summary.evals if e["eval_loss"] is not None]
     data = {
         "plan_id": plan.plan_id, "steps": steps, "tokens_trained": tokens, "train_loss": train_loss,
         "eval_loss": losses[-1] if losses else None, "best_eval_loss": min(losses) if losses else None,
         "evals": [
-            {k: e[k] for k in ("step", "epoch", "eval_loss", "exact_match") if k in e} for e in summary.evals
+            {k: e[k] for k in ("step", "epoch", "eval_loss", "exact_match", *CLASSIFIER_SCALARS) if k in e}
+            for e in summary.evals
         ],
     }  # fmt: skip
-    matches = [e["exact_match"] for e in summary.evals if e.get("exact_match") is not None]
-    if matches:
-        data["exact_match"] = matches[-1]
+    for key in ("exact_match", *CLASSIFIER_SCALARS, *_PER_CLASS):  # each as the last evaluation that has it says
+        values = [e[key] for e in summary.evals if e.get(key) is not None]
+        if values:
+            data[key] = values[-1]
     if tracker:
         data["tracker"] = tracker  # where the run is in the tracker (whose tags name each checkpoint's record_id)
     # a temp file of its own (O_EXCL), renamed: never written through a link planted in the output folder
@@ -63,8 +79,14 @@ def write_summary(
 
 
 def matched_text(record: dict[str, Any]) -> str:
-    """An evaluation's exact match, as the run's notes append it (nothing without one)."""
-    return f", exact match {record['exact_match']:.3f}" if record.get("exact_match") is not None else ""
+    """An evaluation's scores beside its loss, as the run's notes append them: its exact match, a classifier's
+    accuracy, macro F1 and macro PR-AUC (nothing for those it does not have)."""
+    text = f", exact match {record['exact_match']:.3f}" if record.get("exact_match") is not None else ""
+    return text + "".join(
+        f", {words} {record[key]:.3f}"
+        for key, words in CLASSIFIER_SCALARS.items()
+        if words and record.get(key) is not None
+    )
 
 
 def eval_text(record: dict[str, Any]) -> str:

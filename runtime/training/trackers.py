@@ -32,6 +32,7 @@ from ftc.spec.text import redact
 from ftc.stores.atomic import write_text_atomic
 
 from .progress import log
+from .summary import CLASSIFIER_SCALARS
 from .tracker_file import TRACKER_FILE, TRACKER_FILE_LIMIT, interrupted_run
 
 __all__ = [
@@ -54,7 +55,11 @@ TRACKER_ENV = {
 }  # fmt: skip
 _EXTRA = {"mlflow": "mlflow", "wandb": "wandb", "tensorboard": "tensorboard"}
 _TRAIN_KEYS = {"loss": "train/loss", "lr": "train/lr", "tokens_per_s": "train/tokens_per_s"}
-_EVAL_KEYS = {"eval_loss": "eval/loss", "exact_match": "eval/exact_match"}
+_EVAL_KEYS = {
+    "eval_loss": "eval/loss",
+    "exact_match": "eval/exact_match",
+    **{key: f"eval/{key[5:]}" for key in CLASSIFIER_SCALARS},  # a classifier's: eval/accuracy, eval/f1_macro, ...
+}
 
 
 class _Redacting(logging.Filter):
