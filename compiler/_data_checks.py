@@ -7,6 +7,8 @@ and returns what the plan needs.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 from dataclasses import replace
 from pathlib import Path
@@ -96,10 +98,11 @@ def check_chat_data(loaded: LoadedSpec, at: tuple, item: ResolvedInput, cache: S
         )
         return item
     task = loaded.spec.task
-    key = f"chat-jsonl-v{CHECKS_VERSION}-{task}:{item.entry.digest}"
+    labels = loaded.spec.classifier_config.label_tokens if loaded.spec.classifier_config else None
+    key = f"chat-jsonl-v{CHECKS_VERSION}-{task}{_labels_key(labels)}:{item.entry.digest}"
     found = cache.note(key) if cache else None
     if found is None:
-        report = check_chat_jsonl(item.local_path, task)
+        report = check_chat_jsonl(item.local_path, task, labels)
         found = {"records": report.records, "bad": report.bad_lines, "lines": [list(b) for b in report.bad]}
         if cache:
             cache.remember(key, found)
@@ -119,9 +122,18 @@ def check_chat_data(loaded: LoadedSpec, at: tuple, item: ResolvedInput, cache: S
     return item.with_records(found["records"], found["bad"])
 
 
+def _labels_key(labels: tuple[str, ...] | None) -> str:
+    """What a classifier's check of a file depends on beyond its bytes and task: its labels."""
+    if labels is None:
+        return ""
+    return "-" + hashlib.sha256(json.dumps(labels).encode()).hexdigest()[:16]
+
+
 def _data_problem(loaded: LoadedSpec, at: tuple, path: Path, line: int, reason: str):
     if loaded.spec.task == "causal_lm":  # every token trained: a conversation, or raw text
         want = f"a chat example, like {EXAMPLE}, or a text example, like {TEXT_EXAMPLE}"
+    elif loaded.spec.classifier_config is not None:
+        want = "a chat example whose last message is the assistant's answer, exactly one of classifier_config's labels"
     else:
         want = f"one chat example, like {EXAMPLE}"
     problem = loaded.problem(at, reason, f"each line must be {want} (or set skip_bad_examples: true)")

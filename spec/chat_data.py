@@ -1,7 +1,8 @@
 """The chat data format, read in one place: JSONL, one ``{"messages": [{"role", "content"}, ...]}`` per line.
 
 For ``task: causal_lm`` (every token trained) a line may also be ``{"text": "..."}`` (raw text, no template), and a
-conversation need not hold an assistant turn. The compiler counts the examples and finds the first bad line; the
+conversation need not hold an assistant turn. For ``task: classification`` a conversation ends with the assistant's
+answer, and that answer is exactly one of the labels. The compiler counts the examples and finds the first bad line; the
 runtime renders and tokenizes the good ones. Both read through :func:`read_examples`, so a bad line gets the same
 reason at compile and at run time.
 """
@@ -24,6 +25,7 @@ __all__ = [
     "ChatDataReport",
     "ChatLine",
     "check_chat_jsonl",
+    "label_problem",
     "message_problem",
     "read_chat_jsonl",
     "read_examples",
@@ -153,11 +155,40 @@ def _object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     return record
 
 
-def read_examples(path: Path, task: str = "instruction_tuning") -> Iterator[ChatLine]:
+def read_examples(
+    path: Path, task: str = "instruction_tuning", labels: tuple[str, ...] | None = None
+) -> Iterator[ChatLine]:
     """Every non-blank line of ``path`` read as ``task`` trains on it: instruction_tuning takes conversations that
-    hold an assistant answer; causal_lm takes any conversation and ``{"text": ...}`` lines."""
+    hold an assistant answer; causal_lm takes any conversation and ``{"text": ...}`` lines; classification (with
+    its ``labels``) takes conversations whose last message is the assistant's answer, exactly one label."""
     causal = task == "causal_lm"
-    return read_chat_jsonl(path, require_answer=not causal, text=causal)
+    lines = read_chat_jsonl(path, require_answer=not causal, text=causal)
+    if task != "classification" or labels is None:
+        return lines
+    return (_labelled(item, labels) for item in lines)
+
+
+def _labelled(item: ChatLine, labels: tuple[str, ...]) -> ChatLine:
+    reason = None if item.messages is None else label_problem(item.messages, labels)
+    return item if reason is None else ChatLine(item.line, None, reason)
+
+
+#: labels named one by one in a problem (a classifier may have up to a thousand)
+_LABELS_SHOWN = 10
+
+
+def label_problem(messages: list[dict[str, Any]], labels: tuple[str, ...]) -> str | None:
+    """Why a conversation is not a classifier's example (its last message the assistant's answer, exactly one of
+    ``labels``), or None when it is one."""
+    last = messages[-1]
+    if last["role"] != "assistant":
+        return f"the last message is the {last['role']}'s; a classifier's example ends with the assistant's label"
+    if last["content"] in labels:
+        return None
+    answer = last["content"] if len(last["content"]) <= 40 else last["content"][:40] + "..."
+    shown = ", ".join(json.dumps(label) for label in labels[:_LABELS_SHOWN])
+    more = f" and {len(labels) - _LABELS_SHOWN} more" if len(labels) > _LABELS_SHOWN else ""
+    return f"the final answer {json.dumps(answer)} is not exactly one of the labels ({shown}{more})"
 
 
 def read_chat_jsonl(path: Path, require_answer: bool = True, text: bool = False) -> Iterator[ChatLine]:
@@ -193,11 +224,13 @@ def read_chat_jsonl(path: Path, require_answer: bool = True, text: bool = False)
                 yield ChatLine(lineno, record["messages"] if reason is None else None, reason)
 
 
-def check_chat_jsonl(path: Path, task: str = "instruction_tuning") -> ChatDataReport:
-    """Read every line of ``path`` as ``task`` trains on it; count the examples and find the first bad lines. Blank
-    lines are allowed."""
+def check_chat_jsonl(
+    path: Path, task: str = "instruction_tuning", labels: tuple[str, ...] | None = None
+) -> ChatDataReport:
+    """Read every line of ``path`` as ``task`` trains on it (a classifier's with its ``labels``); count the examples
+    and find the first bad lines. Blank lines are allowed."""
     records, count, bad = 0, 0, []
-    for item in read_examples(path, task):
+    for item in read_examples(path, task, labels):
         if item.problem is None:
             records += 1
             continue

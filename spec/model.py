@@ -101,7 +101,7 @@ class ClassifierConfig:
     """A classifier's labels (in order: the classes' indices) and the metrics recorded each evaluation."""
 
     label_tokens: tuple[str, ...]
-    eval_metrics: tuple[Literal["prauc", "accuracy", "f1", "precision", "recall"], ...]
+    eval_metrics: tuple[Literal["prauc", "accuracy", "f1"], ...]
 
 
 @dataclass(frozen=True)

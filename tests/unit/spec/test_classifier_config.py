@@ -9,6 +9,19 @@ import pytest
 
 from ftc.errors import ExitCode
 
+from support.guard import guard_examples
+from support.models import write_jsonl
+
+GUARD = {"classifier_config": {"label_tokens": ["safe", "unsafe"]}}
+
+
+@pytest.fixture
+def guard(tmp_path):
+    """The guard set's train and valid files, as spec keys."""
+    write_jsonl(tmp_path / "guard-train.jsonl", guard_examples(16, seed=1))
+    write_jsonl(tmp_path / "guard-valid.jsonl", guard_examples(4, seed=2))
+    return {"train_path": "guard-train.jsonl", "valid_path": "guard-valid.jsonl"}
+
 
 def _compiled(ftc, path, out):
     r = ftc("compile", path, "-o", out)
@@ -16,8 +29,8 @@ def _compiled(ftc, path, out):
     return json.loads(out.read_text())
 
 
-def test_classifier_config_alone_makes_a_classifier_with_llmforges_default_metrics(job, ftc, tmp_path):
-    plan = _compiled(ftc, job(classifier_config={"label_tokens": ["safe", "unsafe"]}), tmp_path / "plan.json")
+def test_classifier_config_alone_makes_a_classifier_with_llmforges_default_metrics(job, ftc, guard, tmp_path):
+    plan = _compiled(ftc, job(**GUARD, **guard), tmp_path / "plan.json")
     assert plan["spec"]["task"] == "classification"
     assert plan["spec"]["classifier_config"] == {
         "label_tokens": ["safe", "unsafe"],
@@ -58,3 +71,34 @@ def test_more_than_a_thousand_labels_are_refused(job, ftc):
     r = ftc("compile", job(classifier_config={"label_tokens": [f"l{i}" for i in range(1001)]}))
     assert r.code == ExitCode.SPEC_INVALID, r.err
     assert "$.classifier_config.label_tokens" in r.err and "too long" in r.err, r.err
+
+
+def test_every_line_whose_final_answer_is_not_a_label_is_a_data_problem_at_its_line(job, ftc, guard, tmp_path):
+    lines = (tmp_path / "guard-train.jsonl").read_text().splitlines()
+    wrong = json.dumps({"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "Safe"}]})
+    user_last = json.dumps({"messages": [{"role": "user", "content": "hi"}]})
+    lines[2], lines[5], lines[9] = wrong, wrong.replace("Safe", "safe "), user_last
+    (tmp_path / "guard-train.jsonl").write_text("\n".join(lines) + "\n")
+    r = ftc("compile", job(**GUARD, **guard))
+    assert r.code == ExitCode.SPEC_INVALID, r.err
+    assert "3 problems" in r.err
+    at = "guard-train.jsonl:{}: $.train_path (spec line 3): "
+    assert at.format(3) + 'the final answer "Safe" is not exactly one of the labels ("safe", "unsafe")' in r.err
+    assert at.format(6) + 'the final answer "safe " is not exactly one of the labels' in r.err
+    assert at.format(10) + "no assistant message" in r.err
+    assert "fix: each line must be a chat example whose last message is the assistant's answer, exactly one" in r.err
+
+
+def test_a_conversation_that_goes_on_after_the_label_is_a_data_problem(job, ftc, guard, tmp_path):
+    messages = [
+        {"role": "user", "content": "hi"},
+        {"role": "assistant", "content": "safe"},
+        {"role": "user", "content": "sure?"},
+    ]
+    write_jsonl(tmp_path / "guard-valid.jsonl", [{"messages": messages}])
+    r = ftc("compile", job(**GUARD, **guard))
+    assert r.code == ExitCode.SPEC_INVALID, r.err
+    assert (
+        "guard-valid.jsonl:1: $.valid_path (spec line 4): the last message is the user's; a classifier's example "
+        "ends with the assistant's label" in r.err
+    )
