@@ -20,6 +20,7 @@ from ._source import json_path
 from .folders import system_folder
 from .model import OPTIONAL_KEYS, JobSpec
 from .plan_format import PLAN_VERSION, STORE_SCHEMES, launch_command, seal_plan
+from .rope import unfilled
 from .schemas import validator
 
 __all__ = ["deepspeed_problems", "plan_problems"]
@@ -81,6 +82,14 @@ def deepspeed_problems(config: Any) -> list[str]:
 _DEEPSPEED_NOTE = " (a plan's DeepSpeed section holds only the settings ftc makes: no monitor, profiler or file path)"
 
 
+def _rope_problems(rope: Any) -> list[str]:
+    """A spec may leave a RoPE scaling's factor and lengths for the compiler to fill from the model; a plan holds
+    them filled (the run, plan show and an export's config.json read them), so one left open was not compiled."""
+    if not isinstance(rope, dict):
+        return []
+    return [f"$.spec.rope_scaling.{key}: not filled in (ftc compile writes every value)" for key in unfilled(rope)]
+
+
 def _where(prefix: str, error: Any) -> str:
     return prefix + "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in error.absolute_path)
 
@@ -132,6 +141,7 @@ def plan_problems(
         in_spec.append(f"$.spec: no {', '.join(missing)} (the plan was compiled by an older ftc)")
     # the compiler's checks of the spec's own fields need a spec that is one
     problems += in_spec or _field_problems(plan["spec"], older_spec=older_spec)
+    problems += _rope_problems(plan["spec"].get("rope_scaling"))
     problems += _output_problems(plan["output"]["dir"], folder)
     expected = seal_plan(plan)["plan_id"]
     if plan["plan_id"] != expected:

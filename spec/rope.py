@@ -27,6 +27,7 @@ __all__ = [
     "model_scaling",
     "native_length",
     "resolve_rope_scaling",
+    "unfilled",
 ]
 
 ROPE_TYPES = ("linear", "dynamic", "yarn", "llama3")
@@ -79,6 +80,13 @@ class RopeScaling:
             f"{self.rope_type} x{self.factor:g} ({self.original_max_position_embeddings} -> {self.max_positions} "
             f"positions{extra})"
         )
+
+
+def unfilled(rope: Mapping[str, Any]) -> list[str]:
+    """The settings of a resolved scaling (as a plan holds it) that are missing or not numbers: its factor, its
+    original length and its type's own settings, which the compiler fills in."""
+    needed = ["factor", "original_max_position_embeddings", *_OWN.get(rope.get("rope_type"), {})]
+    return [k for k in needed if isinstance(rope.get(k), bool) or not isinstance(rope.get(k), (int, float))]
 
 
 #: llmforge's key for context extension: ``none`` or ``linear`` (positional interpolation, its factor the context

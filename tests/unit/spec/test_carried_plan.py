@@ -144,6 +144,23 @@ def test_a_resealed_plan_with_a_cross_field_error_the_compiler_refuses_is_refuse
     assert "3 devices cannot be split evenly over 2 nodes" in _refused(ftc, _resealed(tmp_path, plan))
 
 
+@pytest.mark.parametrize(
+    ("rope", "unfilled"),
+    [
+        ({"rope_type": "linear", "factor": None, "original_max_position_embeddings": None}, "factor"),
+        ({"rope_type": "linear"}, "original_max_position_embeddings"),
+        ({"rope_type": "llama3", "factor": 8.0, "original_max_position_embeddings": 64}, "low_freq_factor"),
+    ],
+)
+def test_a_resealed_plan_with_a_rope_scaling_left_open_is_refused(compiled, ftc, tmp_path, rope, unfilled):
+    """A spec may leave the factor and lengths to the compiler; a plan that does was not compiled, and the run,
+    plan show and export would read the holes."""
+    plan = compiled()
+    plan["spec"]["rope_scaling"] = rope
+    err = _refused(ftc, _resealed(tmp_path, plan))
+    assert f"$.spec.rope_scaling.{unfilled}: not filled in (ftc compile writes every value)" in err
+
+
 def test_a_compiled_plan_passes_the_same_check_it_is_read_with(compiled, tmp_path):
     compiled(deepspeed={"zero_stage": 3, "offload_param": True, "offload_optimizer": True}, num_devices=2)
     plan = read_plan(tmp_path / "plan.json")
