@@ -1,7 +1,8 @@
 """``ftc lineage diff A B``: why two checkpoints differ, from what their records and plans say: inputs (by pin),
 settings (the spec key by key, from the plan each checkpoint carries), environment (package by package, Python, the
 image), topology (processes, nodes, device, precision, ZeRO stage) and results (steps, tokens, eval losses side by
-side, which files differ). Reads the records as they are: ``ftc lineage verify`` says whether to trust them."""
+side, a classifier's metrics at the last evaluation, which files differ). Reads the records as they are: ``ftc
+lineage verify`` says whether to trust them."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ftc.spec import lineage_schema
 from ftc.spec.canonical import ABSENT, differences, show_value
 from ftc.spec.text import for_terminal
 
@@ -174,6 +176,7 @@ def _results(a: dict[str, Any], b: dict[str, Any]) -> list[str]:
         x, y = evals_a.get(step), evals_b.get(step)
         if x != y:
             lines.append(f"eval loss at step {step}: {show_value(x)} -> {show_value(y)}")
+    lines += _classifier(ra.get("evals", []), rb.get("evals", []))
     files_a = {f["path"]: f["sha256"] for f in a.get("checkpoint", {}).get("files", [])}
     files_b = {f["path"]: f["sha256"] for f in b.get("checkpoint", {}).get("files", [])}
     for path in sorted(set(files_a) | set(files_b)):
@@ -184,6 +187,21 @@ def _results(a: dict[str, Any], b: dict[str, Any]) -> list[str]:
         elif files_a[path] != files_b[path]:
             lines.append(f"file {path}: {files_a[path][:12]}… -> {files_b[path][:12]}…")
     return lines
+
+
+def _classifier(evals_a: list[dict[str, Any]], evals_b: list[dict[str, Any]]) -> list[str]:
+    """A classifier's metrics as each history's last evaluation gave them (two stages' steps are not comparable):
+    the macro ones (the lineage schema's ``share`` fields of an evaluation), then each class's. The records were
+    read against the schema: each is in the shape it gives."""
+    last_a, last_b = (evals[-1] if evals else {} for evals in (evals_a, evals_b))
+    shares = lineage_schema()["properties"]["results"]["properties"]["evals"]["items"]["properties"]
+    keys = [k for k, v in shares.items() if v.get("$ref") == "#/$defs/share"]
+    pairs = [(key, last_a.get(key), last_b.get(key)) for key in keys]
+    classes_a, classes_b = last_a.get("eval_classes") or {}, last_b.get("eval_classes") or {}
+    for label in list(classes_a) + [c for c in classes_b if c not in classes_a]:
+        x, y = classes_a.get(label, {}), classes_b.get(label, {})
+        pairs += [(f"{name} of {label}", x.get(name), y.get(name)) for name in ("precision", "recall", "f1", "prauc")]
+    return [f"{name} (last evaluation): {show_value(x)} -> {show_value(y)}" for name, x, y in pairs if x != y]
 
 
 def diff_checkpoints(a: Path, b: Path) -> CheckpointDiff:

@@ -10,10 +10,13 @@ import jsonschema
 import numpy as np
 import pytest
 
+from ftc.errors import ExitCode
 from ftc.runtime.training.classification import Classified, classification_metrics
 from ftc.runtime.training.summary import RunSummary, eval_table, eval_text, write_summary
 from ftc.runtime.training.trackers import _metrics
 from ftc.spec import lineage_schema
+
+from support.records import write_checkpoint
 
 NAMES = ["safe", "unsafe"]
 
@@ -122,3 +125,27 @@ def test_an_sft_runs_summary_json_is_written_as_before(tmp_path):
         },
         indent=2,
     ) + "\n"  # fmt: skip
+
+
+def test_lineage_diff_names_the_classifier_metrics_that_changed_between_two_stages(ftc, tmp_path):
+    stage1 = _record(4, [[0.6, 0.4], [0.7, 0.3]], [0, 1])  # answers safe to everything
+    stage2 = _record(4, [[0.9, 0.1], [0.2, 0.8]], [0, 1])
+    for folder, record in (("a", stage1), ("b", stage2)):
+        write_checkpoint(tmp_path / folder, results={"evals": [record]})
+    r = ftc("lineage", "diff", tmp_path / "a", tmp_path / "b")
+    assert r.code == 0, r.err
+    assert "eval_accuracy (last evaluation): 0.5 -> 1.0" in r.out
+    assert "eval_f1_macro (last evaluation): 0.3333333333333333 -> 1.0" in r.out
+    assert "f1 of unsafe (last evaluation): 0.0 -> 1.0" in r.out
+    assert "eval_prauc_macro (last evaluation): 0.5 -> 1.0" in r.out
+    assert "support of" not in r.out and "eval_loss" not in r.out  # the same in both
+    same = ftc("lineage", "diff", tmp_path / "b", tmp_path / "b")
+    assert "the histories are the same" in same.out
+
+
+def test_lineage_diff_refuses_a_record_whose_classifier_metrics_are_out_of_shape(ftc, tmp_path):
+    write_checkpoint(tmp_path / "a")
+    write_checkpoint(tmp_path / "b", results={"evals": [{"step": 4, "eval_classes": ["safe"]}]})
+    r = ftc("lineage", "diff", tmp_path / "a", tmp_path / "b")
+    assert r.code == ExitCode.LINEAGE_BROKEN
+    assert "not a lineage record: $.results.evals[0].eval_classes: ['safe'] is not of type 'object'" in r.err
