@@ -10,6 +10,7 @@ from typing import Any
 from ftc.errors import Problem
 from ftc.spec import LoadedSpec
 from ftc.spec.plan_checks import deepspeed_problems
+from ftc.spec.reading import MiB, NotReadable, finite_json, read_bounded_text
 from ftc.spec.schemas import plan_schema
 
 __all__ = ["deepspeed_config"]
@@ -68,9 +69,9 @@ def _from_file(
     loaded: LoadedSpec, file_path: Path, batch: dict[str, Any], world_size: int, hidden_size: int | None
 ) -> dict[str, Any]:
     at = ("deepspeed", "config_path")
-    try:
-        config = json.loads(file_path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+    try:  # a DeepSpeed file is a few KiB of finite JSON; a regular file only
+        config = finite_json(read_bounded_text(file_path, limit=MiB, what="DeepSpeed config"))
+    except (NotReadable, ValueError) as exc:
         loaded.problems.append(
             loaded.problem(at, f"the DeepSpeed config is not readable JSON: {exc}", "fix the file", kind="input")
         )

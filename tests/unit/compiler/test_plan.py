@@ -293,3 +293,20 @@ def test_a_plan_from_an_older_ftc_is_read_with_the_defaults_of_newer_settings_on
     plan = read_plan(older, older_spec=True)
     assert plan.spec.logger is None and plan.spec.evaluation.generate is False
     assert plan.plan_id == seal_plan(document)["plan_id"]  # the plan's identity is its own, defaults aside
+
+
+@pytest.mark.parametrize(
+    ("content", "found"),
+    [
+        ('{"zero_optimization": {"stage": 2, "reduce_bucket_size": NaN}}', "NaN is not JSON (numbers must be finite)"),
+        ('{"gradient_clipping": 1e999}', "1e999 is too large a number"),
+        ("x" * (1024 * 1024 + 1), "larger than 1 MiB, more than a DeepSpeed config file holds"),
+    ],
+    ids=["nan", "infinite", "oversize"],
+)
+def test_a_deepspeed_file_is_read_bounded_and_finite(job, ftc, tmp_path, content, found):
+    (tmp_path / "ds.json").write_text(content)
+    r = ftc("compile", job(deepspeed={"config_path": "ds.json"}), "-o", tmp_path / "plan.json")
+    assert r.code == 4 and "Traceback" not in r.err  # as any input that cannot be read
+    assert found in r.err, r.err
+    assert not (tmp_path / "plan.json").exists()
