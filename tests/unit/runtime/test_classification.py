@@ -157,3 +157,60 @@ def test_one_forward_pass_gives_the_models_own_label_probabilities_and_their_met
     }
     assert fields["eval_classes"]["unsure"]["support"] == 3
     assert np.isfinite(result.label_loss) and result.label_loss > 0
+
+
+_RANK_SCRIPT = """
+import os, sys, numpy as np, torch, torch.distributed as td
+from transformers import AutoModelForCausalLM
+from ftc.runtime.training.classification import evaluate_classifier
+from ftc.runtime.training.distributed import Dist
+from ftc.runtime.training.tokens import Examples
+
+td.init_process_group("gloo")
+rank, world = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
+data = np.load(sys.argv[2], allow_pickle=False)
+ids = [data[f"ids{i}"] for i in range(int(data["n"]))]
+trainable = [data[f"trainable{i}"] for i in range(int(data["n"]))]
+model = AutoModelForCausalLM.from_pretrained(sys.argv[1])
+result = evaluate_classifier(
+    model, Examples(ids, trainable, list(range(len(ids)))), label_token_ids=[300, 301, 302],
+    label_names=["safe", "unsafe", "unsure"], wanted=["accuracy", "f1", "prauc"], pad_id=0, batch_size=2,
+    dist=Dist(rank, rank, world, torch.device("cpu")),
+)
+np.savez(f"{sys.argv[3]}-{rank}.npz", probs=result.probabilities, truth=result.truth, loss=result.label_loss)
+td.destroy_process_group()
+"""
+
+
+@pytest.mark.slow
+def test_two_processes_each_take_a_share_and_every_rank_gets_every_examples_probabilities(tiny_model, tmp_path):
+    import subprocess
+    import sys
+
+    from transformers import AutoModelForCausalLM
+
+    from support.servers import free_ports
+
+    truth = [0, 1, 2, 1, 0, 2, 2]  # 7 examples, 2 per rank per forward: the last forward has a stand-in on rank 1
+    examples = _examples([300, 301, 302], truth)
+    arrays = {f"ids{i}": x for i, x in enumerate(examples.ids)} | {
+        f"trainable{i}": t for i, t in enumerate(examples.trainable)
+    }
+    np.savez(tmp_path / "data.npz", n=len(truth), **arrays)
+    (tmp_path / "rank.py").write_text(_RANK_SCRIPT)
+    (port,) = free_ports(1)
+    subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
+         "--master_port", str(port), str(tmp_path / "rank.py"), str(tiny_model), str(tmp_path / "data.npz"),
+         str(tmp_path / "out")],
+        check=True, timeout=300, capture_output=True,
+    )  # fmt: skip
+    alone = evaluate_classifier(
+        AutoModelForCausalLM.from_pretrained(tiny_model), examples, label_token_ids=[300, 301, 302], label_names=NAMES,
+        wanted=ALL, pad_id=0, batch_size=4, dist=Dist(0, 0, 1, torch.device("cpu")),
+    )  # fmt: skip
+    for rank in (0, 1):
+        got = np.load(tmp_path / f"out-{rank}.npz")
+        np.testing.assert_allclose(got["probs"], alone.probabilities, atol=1e-6)
+        assert got["truth"].tolist() == truth
+        assert float(got["loss"]) == pytest.approx(alone.label_loss, abs=1e-6)
