@@ -159,6 +159,38 @@ def test_one_forward_pass_gives_the_models_own_label_probabilities_and_their_met
     assert np.isfinite(result.label_loss) and result.label_loss > 0
 
 
+class _NoLogitsToKeep(torch.nn.Module):
+    """A causal LM whose forward takes no ``logits_to_keep`` (as some architectures' do not): all logits come back."""
+
+    def __init__(self, inner):
+        super().__init__()
+        self.inner = inner
+
+    def forward(self, input_ids, attention_mask=None, use_cache=None):
+        return self.inner(input_ids=input_ids, attention_mask=attention_mask, use_cache=use_cache)
+
+
+@pytest.mark.parametrize("wrap", ["peft adapter", "no logits_to_keep"])
+def test_a_wrapped_model_gives_the_probabilities_its_own_full_logits_give(wrap, tiny_model, tiny_adapter):
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    base = AutoModelForCausalLM.from_pretrained(tiny_model)
+    model = PeftModel.from_pretrained(base, tiny_adapter) if wrap == "peft adapter" else _NoLogitsToKeep(base)
+    label_ids, truth = [300, 301, 302], [2, 0, 1, 1]
+    examples = _examples(label_ids, truth, seed=3)
+    result = evaluate_classifier(
+        model, examples, label_token_ids=label_ids, label_names=NAMES, wanted=ALL, pad_id=0, batch_size=4,
+        dist=Dist(0, 0, 1, torch.device("cpu")),
+    )  # fmt: skip
+    with torch.no_grad():
+        for i, ids in enumerate(examples.ids):
+            logits = model(input_ids=torch.as_tensor(ids)[None]).logits[0, -2]
+            np.testing.assert_allclose(
+                result.probabilities[i], label_probabilities(logits[None], label_ids)[0], atol=1e-5
+            )
+
+
 _RANK_SCRIPT = """
 import os, sys, numpy as np, torch, torch.distributed as td
 from transformers import AutoModelForCausalLM
