@@ -14,6 +14,8 @@ import math
 from typing import Any
 
 from ftc.spec.plan import Plan
+from ftc.spec.resources import amount_text
+from ftc.spec.text import for_terminal
 
 __all__ = ["LEFT_OUT_ANNOTATION", "apply_requests", "left_out"]
 
@@ -43,7 +45,7 @@ def left_out(plan: Plan) -> list[str]:
     for key in ("worker_resources", "trainer_resources"):
         for name, amount in getattr(plan.spec, key).items():
             if name not in _MAPPED:
-                out.append(f"{key}.{name} {amount:g}: {_why(name)}")
+                out.append(f"{key}.{for_terminal(name)} {amount_text(amount)}: {_why(name)}")
     return out
 
 

@@ -8,6 +8,7 @@ from typing import Any
 from ftc.spec.canonical import differences, show_value
 from ftc.spec.llmforge import NO_EFFECT
 from ftc.spec.plan import Plan, PlanFile, PlanImage, PlanInput
+from ftc.spec.resources import describe_resources
 from ftc.spec.text import for_terminal
 from ftc.stores.hashing import describe_changes
 from ftc.stores.sources import SOURCES
@@ -31,7 +32,7 @@ def _short(digest: str) -> str:
 
 def _resources(worker: dict[str, float], trainer: dict[str, float]) -> str:
     said = [
-        f"{who} {', '.join(f'{k} {int(v) if float(v).is_integer() else v}' for k, v in asked.items())}"
+        f"{who} {describe_resources(asked, braces=False)}"
         for who, asked in (("each worker", worker), ("trainer", trainer))
         if asked
     ]

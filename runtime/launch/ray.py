@@ -124,7 +124,9 @@ def _connect(ray: Any, where: str) -> None:
 def _requested(ray: Any, plan: Plan, gpu: bool, *, where: str, log) -> dict[str, float] | None:
     """Each worker's Ray resources when the plan asks for more than a CPU or GPU (its worker_resources), after
     checking that the cluster's nodes hold them and the trainer's (exit 13 at once, not a job waiting for ever)."""
-    from .resources import check_cluster, describe, worker_request
+    from ftc.spec.resources import describe_resources as describe
+
+    from .resources import check_cluster, worker_request
 
     request = worker_request(plan, gpu)
     trainer = dict(plan.spec.trainer_resources)

@@ -13,8 +13,9 @@ from typing import Any
 
 from ftc.errors import EngineUnavailable
 from ftc.spec.plan import Plan
+from ftc.spec.resources import amount_text, describe_resources
 
-__all__ = ["check_cluster", "describe", "resources_note", "worker_request"]
+__all__ = ["check_cluster", "resources_note", "worker_request"]
 
 #: Ray counts resources in units of 1/10000 (so 0.001 of a resource is 10 units)
 _UNITS = 10_000
@@ -33,7 +34,7 @@ def resources_note(plan: Plan, backend: str) -> str | None:
     """The line the local and docker backends print for a plan that asks for Ray resources (recorded in the plan
     and every checkpoint's plan.json; not an error)."""
     asked = [
-        f"{key} {_amounts(value)}"
+        f"{key} {describe_resources(value)}"
         for key, value in (
             ("worker_resources", plan.spec.worker_resources),
             ("trainer_resources", plan.spec.trainer_resources),
@@ -64,7 +65,7 @@ def check_cluster(
         " cluster's node types), or remove it from the spec's worker_resources / trainer_resources and recompile"
     )
     missing = [
-        f"{name} {_amount(amount)} ({role})"
+        f"{name} {amount_text(amount)} ({role})"
         for role, wanted in (("each worker", asked), ("the trainer", trainer))
         for name, amount in wanted.items()
         if amount > 0 and not any(name in node for node in alive)
@@ -78,14 +79,14 @@ def check_cluster(
     if room < workers:
         raise EngineUnavailable(
             f"the Ray cluster at {where} can hold {room} of the plan's {workers} workers, each asking for"
-            f" {_amounts(asked)}: the job would wait for ever\n    its nodes have: "
+            f" {describe_resources(asked)}: the job would wait for ever\n    its nodes have: "
             + "; ".join(_has([node], names=asked) for node in alive)
             + fix.replace("that resource", "those resources")
         )
     if trainer and not any(_fits(node, _plus(asked, trainer)) for node in alive):
         raise EngineUnavailable(
-            f"no node of the Ray cluster at {where} holds the trainer's {_amounts(trainer)} beside a worker's"
-            f" {_amounts(asked)}\n    its nodes have: "
+            f"no node of the Ray cluster at {where} holds the trainer's {describe_resources(trainer)} beside a worker's"
+            f" {describe_resources(asked)}\n    its nodes have: "
             + "; ".join(_has([node], names=_plus(asked, trainer)) for node in alive)
             + fix.replace("that resource", "those resources")
         )
@@ -112,16 +113,4 @@ def _has(nodes: list[Mapping[str, float]], names: Mapping[str, float] | None = N
         for name, amount in node.items():
             if not name.startswith("node:") and (names is None or name in names):
                 total[name] = total.get(name, 0) + amount
-    return _amounts(dict(sorted(total.items()))) if total else "nothing of these"
-
-
-def describe(resources: Mapping[str, float]) -> str:
-    """``{name: amount, ...}``, whole amounts without a fraction (bytes of memory stay readable)."""
-    return "{" + ", ".join(f"{name}: {_amount(v)}" for name, v in resources.items()) + "}"
-
-
-_amounts = describe
-
-
-def _amount(value: float) -> str:
-    return str(int(value)) if float(value).is_integer() else f"{float(value):g}"
+    return describe_resources(dict(sorted(total.items()))) if total else "nothing of these"

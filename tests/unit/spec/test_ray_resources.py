@@ -99,3 +99,11 @@ def test_plan_show_says_them_and_the_plan_file_holds_them_as_written(job, ftc, t
     ) in r.out
     assert ftc("compile", job(name="plain.yaml"), "-o", tmp_path / "plain.json").code == 0
     assert "ray " not in ftc("plan", "show", tmp_path / "plain.json").out
+
+
+@pytest.mark.parametrize("name", ["a\x1b]0;title\x07b", "with space", "naïve"], ids=["escape", "space", "non-ascii"])
+def test_a_name_is_printable_ascii_without_spaces(job, ftc, name):
+    """Resource names reach logs, plan show and a manifest's annotation: Ray's are printable ASCII."""
+    r = ftc("compile", job(worker_resources={name: 1}))
+    assert r.code == ExitCode.SPEC_INVALID, r.err
+    assert "$.worker_resources" in r.err and "\x1b" not in r.err and "\x07" not in r.err
