@@ -86,12 +86,29 @@ _MODULES = {
         "save_tokenizer",
     ),
     "preflight": ("Checked", "check_run"),
-    "progress": ("ByteProgress", "MetricsLog", "Progress", "byte_progress", "duration", "log", "size_text"),
+    "progress": (
+        "CLASSIFIER_SCALARS",
+        "ByteProgress",
+        "MetricsLog",
+        "Progress",
+        "byte_progress",
+        "duration",
+        "log",
+        "size_text",
+    ),
     "render": ("PLACEHOLDER", "Rendered", "render_chat_template", "render_prompt_format", "renderer_for"),
     "sandbox": ("TemplateRefused", "render_template"),
     "summary": ("RunSummary", "eval_table", "eval_text", "matched_text", "write_summary"),
     "tokens": ("BadExample", "Examples", "token_cache", "tokenize_file", "trained_mask", "usable_examples"),
-    "trackers": ("TRACKER_FILE", "Tracker", "check_tracker", "interrupted_run", "open_tracker", "redact_library_logs"),
+    "trackers": (
+        "TRACKER_FILE",
+        "Tracker",
+        "check_tracker",
+        "interrupted_run",
+        "open_tracker",
+        "redact_library_logs",
+        "tracker_metrics",
+    ),
 }
 _HOME = {name: module for module, names in _MODULES.items() for name in names}
 

@@ -22,7 +22,7 @@ import numpy as np
 
 from .batches import IGNORE, collate, group
 from .distributed import Dist
-from .summary import CLASSIFIER_SCALARS
+from .progress import CLASSIFIER_SCALARS
 
 __all__ = [
     "METRICS",

@@ -13,7 +13,28 @@ from typing import Any, TextIO
 
 from ftc.stores.atomic import open_regular
 
-__all__ = ["ByteProgress", "MetricsLog", "Progress", "byte_progress", "duration", "log", "size_text"]
+__all__ = [
+    "CLASSIFIER_SCALARS",
+    "ByteProgress",
+    "MetricsLog",
+    "Progress",
+    "byte_progress",
+    "duration",
+    "log",
+    "size_text",
+]
+
+
+#: a classifier's scalar metrics in an evaluation record (``Classified.record_fields``: the metrics that
+#: ``eval_metrics`` names), with the words the run's notes give those the notes show; beside them a record holds
+#: ``eval_classes`` (per class) and ``eval_confusion_matrix``
+CLASSIFIER_SCALARS = {
+    "eval_accuracy": "accuracy",
+    "eval_precision_macro": None,
+    "eval_recall_macro": None,
+    "eval_f1_macro": "macro F1",
+    "eval_prauc_macro": "macro PR-AUC",
+}
 
 
 def log(message: str, stream: TextIO | None = None) -> None:

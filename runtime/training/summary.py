@@ -12,19 +12,11 @@ from ftc.spec.plan import Plan
 from ftc.stores.atomic import write_text_atomic
 
 from .checkpoint import finished_checkpoints
+from .progress import CLASSIFIER_SCALARS
 
-__all__ = ["CLASSIFIER_SCALARS", "RunSummary", "eval_table", "eval_text", "matched_text", "write_summary"]
+__all__ = ["RunSummary", "eval_table", "eval_text", "matched_text", "write_summary"]
 
-#: a classifier's scalar metrics in an evaluation record (``Classified.record_fields``: the metrics that
-#: ``eval_metrics`` names), with the words the run's notes give those the notes show; beside them a record holds
-#: ``eval_classes`` (per class) and ``eval_confusion_matrix``
-CLASSIFIER_SCALARS = {
-    "eval_accuracy": "accuracy",
-    "eval_precision_macro": None,
-    "eval_recall_macro": None,
-    "eval_f1_macro": "macro F1",
-    "eval_prauc_macro": "macro PR-AUC",
-}
+#: a classifier's evaluation record holds these beside its scalars (the last one's go to summary.json)
 _PER_CLASS = ("eval_classes", "eval_confusion_matrix")
 
 

@@ -31,8 +31,7 @@ from ftc.spec.plan import Plan
 from ftc.spec.text import redact
 from ftc.stores.atomic import write_text_atomic
 
-from .progress import log
-from .summary import CLASSIFIER_SCALARS
+from .progress import CLASSIFIER_SCALARS, log
 from .tracker_file import TRACKER_FILE, TRACKER_FILE_LIMIT, interrupted_run
 
 __all__ = [
@@ -44,6 +43,7 @@ __all__ = [
     "interrupted_run",
     "open_tracker",
     "redact_library_logs",
+    "tracker_metrics",
 ]
 
 #: the environment each tracker's client reads (its address and credentials): what a container run passes on
@@ -103,7 +103,8 @@ def _tags(plan: Plan) -> dict[str, str]:
     return tags
 
 
-def _metrics(record: dict[str, Any]) -> dict[str, float]:
+def tracker_metrics(record: dict[str, Any]) -> dict[str, float]:
+    """A metrics.jsonl record's numbers as trackers name them (``train/loss``, ``eval/loss``, ``eval/f1_macro``...)."""
     keys = _TRAIN_KEYS if record.get("type") == "train" else _EVAL_KEYS
     return {name: float(record[key]) for key, name in keys.items() if isinstance(record.get(key), (int, float))}
 
@@ -182,7 +183,7 @@ class _MLflow:
         from mlflow.entities import Metric
 
         stamp = int(record.get("time", time.time()) * 1000)
-        metrics = [Metric(k, v, stamp, record["step"]) for k, v in _metrics(record).items()]
+        metrics = [Metric(k, v, stamp, record["step"]) for k, v in tracker_metrics(record).items()]
         if metrics:  # queued: a step does not wait for the server
             self.queued.append(self.client.log_batch(self.run_id, metrics=metrics, synchronous=False))
 
@@ -235,7 +236,7 @@ class _Wandb:
                      "dir": self.run.dir}  # fmt: skip
 
     def log(self, record: dict[str, Any]) -> None:
-        metrics = _metrics(record)
+        metrics = tracker_metrics(record)
         if metrics:
             self.run.log(metrics, step=record["step"])
 
@@ -275,7 +276,7 @@ class _TensorBoard:
         self.writer.add_text("ftc/lineage", "\n".join(f"    {k}: {v}" for k, v in sorted(tags.items())), 0)
 
     def log(self, record: dict[str, Any]) -> None:
-        for name, value in _metrics(record).items():
+        for name, value in tracker_metrics(record).items():
             self.writer.add_scalar(name, value, record["step"])
 
     def checkpoint(self, folder: Path, record: dict[str, Any]) -> None:

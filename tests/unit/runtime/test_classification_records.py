@@ -13,7 +13,7 @@ import pytest
 from ftc.errors import ExitCode
 from ftc.runtime.training.classification import Classified, classification_metrics
 from ftc.runtime.training.summary import RunSummary, eval_table, eval_text, write_summary
-from ftc.runtime.training.trackers import _metrics
+from ftc.runtime.training.trackers import tracker_metrics
 from ftc.spec import lineage_schema
 
 from support.records import write_checkpoint
@@ -86,7 +86,7 @@ def test_the_notes_show_accuracy_macro_f1_and_pr_auc_compactly():
 
 def test_trackers_get_the_scalar_metrics_under_eval():
     record = _record(4, [[0.9, 0.1], [0.4, 0.6], [0.7, 0.3]], [0, 1, 1])
-    got = _metrics(record)
+    got = tracker_metrics(record)
     assert set(got) == {"eval/loss", "eval/accuracy", "eval/precision_macro", "eval/recall_macro", "eval/f1_macro",
                         "eval/prauc_macro"}  # fmt: skip
     assert got["eval/accuracy"] == pytest.approx(2 / 3)
