@@ -16,6 +16,7 @@ from ftc.spec.text import for_html, redact
 
 from .record import REPRODUCTION_FILE, reproduction_of
 from .report_charts import Series, line_chart, lineage_graph
+from .report_classifier import classifier_section
 from .report_metrics import point, run_metrics
 from .show import Node, _resolved, chain, source_name
 from .trusted_keys import trusted_keys_from_env
@@ -161,7 +162,8 @@ def report_html(folder: Path) -> str:
 
 
 def _losses(folder: Path, results: dict[str, Any]) -> tuple[str, str]:
-    """(the loss charts, where the training curve comes from): train and eval loss, and exact match when evaluated."""
+    """(the loss charts, where the training curve comes from): train and eval loss, exact match when evaluated, and
+    a classifier's metrics and last confusion matrix."""
     evals = results.get("evals", [])
     train_points, metrics_note = run_metrics(folder, results.get("step", 0))
     # where the train curve comes from: metrics.jsonl is beside the checkpoint, not in it, and no record covers it
@@ -187,7 +189,7 @@ def _losses(folder: Path, results: dict[str, Any]) -> tuple[str, str]:
         if matches
         else ""
     )
-    return curves + match_chart, source
+    return curves + match_chart + classifier_section(evals), source
 
 
 def _verdict(problems: list[str]) -> str:
