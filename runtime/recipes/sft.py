@@ -6,8 +6,8 @@ step, the loss of a step, when to evaluate and save, what a checkpoint records);
 before training, tokens and batches, the model, the engine, evaluation, checkpoints, the summary) are the training
 library's (``ftc.runtime.training``), the only part of the runtime it imports; the launch layer starts it.
 
-Every process (rank) runs ``train``; rank 0 also writes the files everyone shares. One code path through
-``deepspeed.initialize`` for every topology: gloo on CPU, NCCL on GPUs.
+Every process (rank) runs ``train``; rank 0 also writes the files everyone shares. One path through DeepSpeed for
+every topology (gloo on CPU, NCCL on GPUs); a classifier is trained here too (docs/training.md, Classification).
 """
 
 from __future__ import annotations
@@ -38,6 +38,7 @@ from ftc.runtime.training.data import conversations_at, describe_data, load_data
 from ftc.runtime.training.distributed import Dist, init_distributed
 from ftc.runtime.training.engine import build_engine, training_dtype, training_precision
 from ftc.runtime.training.evaluation import exact_match_share, mean_token_loss
+from ftc.runtime.training.label_tokens import classifier_record
 from ftc.runtime.training.loss import TokenLoss
 from ftc.runtime.training.model import attention_for, describe_mode, kernels_for, load_model
 from ftc.runtime.training.preflight import Checked, check_run
@@ -263,8 +264,7 @@ def _loop(run: Run, state: TrainState, metrics: MetricsLog, bar: Progress) -> No
     """Every remaining step of every epoch; evaluate and save at the plan's frequency and at the end."""
     spec = run.spec
     freq = spec.checkpoint_and_evaluation_frequency
-    placement = run.plan.placement
-    stop_after = placement.stop_after_step if placement is not None else None  # ftc reproduce of an earlier step
+    stop_after = getattr(run.plan.placement, "stop_after_step", None)  # ftc reproduce of an earlier step
     start_epoch, start_step = state.epoch, state.step_in_epoch
     for epoch in range(start_epoch, spec.num_epochs):
         steps = run.epoch_steps(epoch)
@@ -337,6 +337,7 @@ def _log_eval(
         )  # fmt: skip
     record = {"type": "eval", "step": state.global_step, "epoch": epoch, "eval_loss": eval_loss}
     record["train_loss"] = train_loss
+    record.update(classifier_record(run.engine, run.data.get("valid"), run.tokenizer, run.spec, run.dist))
     if run.answered is not None:
         record["exact_match"] = exact_match_share(
             run.engine, run.tokenizer, run.answered, generation=run.spec.generation_config,
@@ -367,8 +368,7 @@ def _save(run: Run, state: TrainState, metrics: MetricsLog, bar: Progress, epoch
         "evals": state.evals, "tokens_trained": state.tokens_trained,
         "skipped": run.skipped, "used": {role: len(examples) for role, examples in run.data.items()},
     }  # fmt: skip
-    measured = {"wall_time_s": round(wall_time_s, 3)}  # beside the seal: the checkpoint's files and record are the
-    # same for two runs of the plan
+    measured = {"wall_time_s": round(wall_time_s, 3)}  # beside the seal: two runs of a plan seal the same record
     record = lambda folder, final: run.lineage.record(folder, final, results, run.execution, measured)  # noqa: E731
     path = run.checkpointer.save(run.engine, run.tokenizer, saved, record)
     if run.tracker is not None:

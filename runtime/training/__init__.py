@@ -15,6 +15,7 @@ importing this package loads none of its modules: each name is imported when fir
 - ``preflight``, ``inputs``, ``data``: the checks before training, the plan's inputs verified, its data tokenized
 - ``evaluation``, ``summary``: evaluation during training (token loss, exact match); the run's summary
 - ``classification``: a classifier's evaluation (label probabilities from one forward pass; accuracy, P/R/F1, PR-AUC)
+- ``label_tokens``: a classifier's labels as one token each (added, their embedding rows grown and trained)
 - ``progress``, ``trackers``: what a run prints and logs, experiment trackers
 - ``generation``, ``inspect``: generation as serving does it; ``ftc data inspect``
 """
@@ -85,6 +86,7 @@ _MODULES = {
         "refuse_code_in_inputs",
         "save_tokenizer",
     ),
+    "label_tokens": ("add_label_tokens", "classifier_record", "grow_embeddings", "trainable_token_targets"),
     "preflight": ("Checked", "check_run"),
     "progress": (
         "CLASSIFIER_SCALARS",
@@ -99,7 +101,15 @@ _MODULES = {
     "render": ("PLACEHOLDER", "Rendered", "render_chat_template", "render_prompt_format", "renderer_for"),
     "sandbox": ("TemplateRefused", "render_template"),
     "summary": ("RunSummary", "eval_table", "eval_text", "matched_text", "write_summary"),
-    "tokens": ("BadExample", "Examples", "token_cache", "tokenize_file", "trained_mask", "usable_examples"),
+    "tokens": (
+        "BadExample",
+        "Examples",
+        "label_token_ids",
+        "token_cache",
+        "tokenize_file",
+        "trained_mask",
+        "usable_examples",
+    ),
     "trackers": (
         "TRACKER_FILE",
         "Tracker",

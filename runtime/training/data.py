@@ -36,8 +36,9 @@ def load_data(
     for role in DATA_ROLES:
         if role not in paths:
             continue
-        cache_file = token_cache(plan.inputs[role], tokenizer_folder, renderer_key, spec.task)
-        reading = dict(render=render, tokenizer=tokenizer, cache_file=cache_file, task=spec.task)
+        labels = spec.classifier_config.label_tokens if spec.classifier_config is not None else None
+        cache_file = token_cache(plan.inputs[role], tokenizer_folder, renderer_key, spec.task, labels)
+        reading = dict(render=render, tokenizer=tokenizer, cache_file=cache_file, task=spec.task, labels=labels)
         if dist.main:  # one process tokenizes; the others read its cache
             examples, bad = tokenize_file(paths[role], **reading)
         dist.barrier()

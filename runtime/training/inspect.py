@@ -22,6 +22,7 @@ from ftc.spec.text import for_terminal
 
 from .batches import epoch_rows
 from .inputs import verify_inputs
+from .label_tokens import add_label_tokens
 from .model import load_tokenizer, refuse_code_in_inputs
 from .render import PLACEHOLDER, Rendered, renderer_for
 from .sandbox import TemplateRefused
@@ -46,6 +47,8 @@ _TRAINS = {
     "instruction_tuning": "the assistant turns are trained (marked); the rest is context",
     "causal_lm": "every token of every example is trained (all marked): conversations as the template renders them, "
     '{"text": ...} lines as the tokenizer encodes them, its EOS appended',
+    "classification": "only the final answer's label token is trained (marked), each label one token; the rest is "
+    "context",
 }
 
 
@@ -75,14 +78,17 @@ def inspect_data(plan: Plan, *, split: str = "train", n: int = 3, boundaries: bo
     spec = plan.spec
     base = paths["base_model"]
     tokenizer, source = load_tokenizer(spec, base if isinstance(base, Path) else None, paths.get("adapter"))
+    labels = spec.classifier_config.label_tokens if spec.classifier_config is not None else None
+    add_label_tokens(tokenizer, labels or ())  # as the run adds them: the tokens it trains
     fmt = spec.generation_config.prompt_format
     render = renderer_for(fmt, tokenizer, when_needed=spec.task == "causal_lm")
     renderer_key = _renderer_key(fmt, tokenizer)
     tokenizer_input = {"base weights": plan.inputs["base_model"], "adapter": plan.inputs.get("adapter")}.get(source)
-    cache = token_cache(plan.inputs[split], tokenizer_input, renderer_key, spec.task)
+    cache = token_cache(plan.inputs[split], tokenizer_input, renderer_key, spec.task, labels)
     examples, bad = tokenize_file(
-        Path(paths[split]), render=render, tokenizer=tokenizer, cache_file=cache, max_chars=_TOKENIZED, task=spec.task
-    )
+        Path(paths[split]), render=render, tokenizer=tokenizer, cache_file=cache, max_chars=_TOKENIZED,
+        task=spec.task, labels=labels,
+    )  # fmt: skip
     untokenized = [b for b in bad if b.untokenized]
     bad = [b for b in bad if not b.untokenized]
     marks = _Marks(color=color, boundaries=boundaries)
@@ -95,7 +101,7 @@ def inspect_data(plan: Plan, *, split: str = "train", n: int = 3, boundaries: bo
     index = {line: i for i, line in enumerate(examples.lines)}
     shown, looked, straddled = 0, 0, set()
     every_token = spec.task == "causal_lm"
-    for item in read_examples(Path(paths[split]), spec.task):
+    for item in read_examples(Path(paths[split]), spec.task, labels):
         if looked >= _LOOK_AT:
             break
         if item.messages is None and item.text is None:
@@ -117,6 +123,8 @@ def inspect_data(plan: Plan, *, split: str = "train", n: int = 3, boundaries: bo
         looked += 1
         if shown < n:
             mask = np.ones(len(offsets), bool) if every_token else trained_mask(offsets, rendered.loss_spans)[0]
+            if labels is not None and whole and item.line in index:  # a classifier's: its label token alone
+                mask = examples.trainable[index[item.line]]
             out.append(f"--- {name}:{item.line} ({_counts(examples, index.get(item.line), len(text))})")
             out.append(_marked(text[:_SHOWN], offsets, mask, marks))
             if len(text) > _SHOWN:

@@ -18,6 +18,8 @@ from ftc.spec.rope import RopeScaling
 from ftc.stores.sources import SOURCES
 from ftc.stores.weights_folder import refuse_code
 
+from .label_tokens import add_label_tokens, grow_embeddings, trainable_token_targets
+
 __all__ = [
     "LoadedModel",
     "apply_liger",
@@ -274,8 +276,12 @@ def load_model(
     tokenizer, source = load_tokenizer(spec, base if isinstance(base, Path) else None, adapter)
     if spec.rope_scaling is not None:  # the length a tokenizer warns past, and the one its checkpoints carry
         tokenizer.model_max_length = spec.rope_scaling.max_positions
+    labels = spec.classifier_config.label_tokens if spec.classifier_config is not None else ()
+    added = add_label_tokens(tokenizer, labels)  # a classifier's labels, one token each
     rows = model.get_input_embeddings().weight.shape[0]
-    if len(tokenizer) > rows:
+    if added or (labels and len(tokenizer) > rows):  # (a tokenizer that has the labels already: an adapter's)
+        grow_embeddings(model, len(tokenizer))
+    elif len(tokenizer) > rows:
         if not spec.resize_token_embeddings:
             raise DataInvalid(
                 f"the tokenizer ({source}) has {len(tokenizer)} tokens but the model only {rows} embedding rows\n"
@@ -284,14 +290,18 @@ def load_model(
         model.resize_token_embeddings(len(tokenizer))
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
-    model = _with_lora(model, spec, mode, base, adapter)
+    model = _with_lora(model, spec, mode, base, adapter, trainable_token_targets(model, added))
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     total = sum(p.numel() for p in model.parameters())
     return LoadedModel(model, tokenizer, source, trainable, total)
 
 
-def _with_lora(model: Any, spec: JobSpec, mode: str, base: Path | str, adapter: Path | None) -> Any:
-    """``model`` with its LoRA adapter: a new one (lora-new), the given one to train on (lora-continue), or none."""
+def _with_lora(
+    model: Any, spec: JobSpec, mode: str, base: Path | str, adapter: Path | None, new_rows: dict | None = None
+) -> Any:
+    """``model`` with its LoRA adapter: a new one (lora-new), the given one to train on (lora-continue), or none.
+    ``new_rows``: a new adapter's ``trainable_token_indices`` (a classifier's added labels); a continued one's config
+    names its own."""
     if mode == "lora-new":
         from peft import LoraConfig, get_peft_model
 
@@ -309,6 +319,7 @@ def _with_lora(model: Any, spec: JobSpec, mode: str, base: Path | str, adapter: 
             fan_in_fan_out=lora.fan_in_fan_out,
             init_lora_weights=lora.init_lora_weights,
             task_type="CAUSAL_LM",
+            trainable_token_indices=new_rows,
         )
         model = get_peft_model(model, config)
     elif mode == "lora-continue":

@@ -4,7 +4,9 @@ the mask of the tokens the loss is computed on; examples checked against the con
 What is trained depends on the task: instruction_tuning trains the assistant turns; causal_lm trains every token of
 every example (a conversation rendered by the template as a server renders it, or a ``{"text": ...}`` line, which
 is tokenized as the tokenizer encodes text, with its special tokens, such as Llama's BOS, and its EOS appended when
-the tokenizer does not end with it, so packed documents stay apart).
+the tokenizer does not end with it, so packed documents stay apart); classification trains the final answer's label
+token alone (one token: :func:`label_token_ids`), not the end-of-turn text after it, as llmforge trained it: a
+classifier's answer is read from that one position, and nothing after it is generated.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ __all__ = [
     "BadExample",
     "Examples",
     "cache_key",
+    "label_token_ids",
     "token_cache",
     "tokenize_file",
     "trained_mask",
@@ -99,11 +102,13 @@ def tokenize_file(
     cache_file: Path | None,
     max_chars: int | None = None,
     task: str = "instruction_tuning",
+    labels: tuple[str, ...] | None = None,
 ) -> tuple[Examples, list[BadExample]]:
     """Tokenize every example of ``path`` (or load the result cached for the same data, tokenizer and format, once
     its bytes verify). ``max_chars``: an example whose rendered text is longer is not tokenized (tokenizing 16 MiB
     takes a minute) but listed as ``untokenized``, and then nothing is cached (a run must see every example).
-    ``task``: causal_lm trains every token (see the module's docstring)."""
+    ``task``: causal_lm trains every token, classification (with its ``labels``) the label token alone (see the
+    module's docstring)."""
     if cache_file is not None:
         cached = _verified(cache_file)
         if cached is not None:
@@ -112,7 +117,7 @@ def tokenize_file(
     lines: list[int] = []
     bad: list[BadExample] = []
     raw: set[int] = set()  # the indices in ``texts`` of {"text": ...} lines
-    for item in read_examples(path, task):
+    for item in read_examples(path, task, labels):
         reason = item.problem
         if reason is None and item.text is not None:
             raw.add(len(texts))
@@ -147,6 +152,15 @@ def tokenize_file(
                 examples.trainable.append(np.ones(len(ids), dtype=bool))
                 examples.lines.append(lineno)
                 continue
+            if labels is not None:
+                mask, reason = _label_mask(r, ids, offsets, dict(zip(labels, label_token_ids(tokenizer, labels))))
+                if reason is not None:
+                    bad.append(BadExample(lineno, reason))
+                    continue
+                examples.ids.append(ids)
+                examples.trainable.append(mask)
+                examples.lines.append(lineno)
+                continue
             mask, empty_turn = trained_mask(offsets, r.loss_spans)
             if empty_turn is not None:
                 bad.append(BadExample(lineno, f"assistant turn {empty_turn + 1} has no token after tokenization"))
@@ -158,6 +172,33 @@ def tokenize_file(
     if cache_file is not None and not any(b.untokenized for b in bad):
         _store(cache_file, examples, bad)
     return examples, bad
+
+
+def label_token_ids(tokenizer: Any, labels: Sequence[str]) -> list[int]:
+    """Each label's token id, in ``labels``' order: the one token the tokenizer encodes it as (the model's loader
+    adds a label that is not one token as a special token). A label that is still not one token: ValueError."""
+    out = []
+    for label in labels:
+        ids = tokenizer.encode(label, add_special_tokens=False)
+        if len(ids) != 1:
+            raise ValueError(f"the label {label!r} is {len(ids)} tokens, not one, for this tokenizer")
+        out.append(ids[0])
+    return out
+
+
+def _label_mask(
+    rendered: Rendered, ids: np.ndarray, offsets: Sequence[tuple[int, int]], label_ids: dict[str, int]
+) -> tuple[np.ndarray, str | None]:
+    """The mask of a classifier's example: its final answer's label token alone; else why there is none (the
+    template renders the label so that it is not its own token)."""
+    start, end = rendered.loss_spans[-1]
+    answer = next((label for label in label_ids if rendered.text.startswith(label, start)), None)
+    mask, _ = trained_mask(offsets, [(start, start + len(answer))] if answer is not None else [])
+    hit = np.flatnonzero(mask)
+    if answer is None or len(hit) != 1 or int(ids[hit[0]]) != label_ids[answer]:
+        shown = rendered.text[start:end][:40]
+        return mask, f"the answer's label is not one token where the template renders it ({shown!r})"
+    return mask, None
 
 
 def _encode(tokenizer: Any, chunk: list[Rendered], raw: set[int]) -> list[tuple[list[int], list[tuple[int, int]]]]:
@@ -267,10 +308,15 @@ def usable_examples(
 
 
 def token_cache(
-    data: PlanInput, tokenizer_folder: PlanInput | None, renderer: Any, task: str = "instruction_tuning"
+    data: PlanInput,
+    tokenizer_folder: PlanInput | None,
+    renderer: Any,
+    task: str = "instruction_tuning",
+    labels: Sequence[str] | None = None,
 ) -> Path | None:
     """Where the tokenized ``data`` input is cached: keyed by its digest, the tokenizer's files, the rendering and
-    what the task trains. None when the tokenizer is not pinned (the published one of a hub model)."""
+    what the task trains (a classifier's labels, which its tokenizer gains too). None when the tokenizer is not
+    pinned (the published one of a hub model)."""
     from ftc.stores.hashing import cache_dir
 
     if tokenizer_folder is None or not tokenizer_folder.files:
@@ -281,5 +327,5 @@ def token_cache(
         if not f.path.endswith(".safetensors")
     )
     if task != "instruction_tuning":  # (instruction tuning's keys as they were before tasks: its caches stay valid)
-        renderer = [renderer, task]
+        renderer = [renderer, task] + ([list(labels)] if labels is not None else [])
     return cache_dir() / "tokens" / f"{cache_key(data.digest, tokenizer, renderer)}.safetensors"

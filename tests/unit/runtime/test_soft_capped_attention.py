@@ -66,7 +66,11 @@ def test_the_per_sample_kernel_trains_gemma2_like_eager_attention(gemma2):
 )
 def test_soft_capped_weights_load_with_a_kernel_that_caps(gemma2, asked, used):
     spec = SimpleNamespace(
-        activation_checkpointing=False, resize_token_embeddings=False, rope_scaling=None, model_id="ftc-tests/gemma2"
+        activation_checkpointing=False,
+        resize_token_embeddings=False,
+        rope_scaling=None,
+        model_id="ftc-tests/gemma2",
+        classifier_config=None,
     )
     loaded = load_model(spec, "full", gemma2, None, dtype=torch.float32, attention=asked)
     assert loaded.model.config._attn_implementation == used
@@ -74,7 +78,11 @@ def test_soft_capped_weights_load_with_a_kernel_that_caps(gemma2, asked, used):
 
 def test_other_weights_keep_the_kernel_asked_for(tiny_model):
     spec = SimpleNamespace(
-        activation_checkpointing=False, resize_token_embeddings=False, rope_scaling=None, model_id="ftc-tests/llama"
+        activation_checkpointing=False,
+        resize_token_embeddings=False,
+        rope_scaling=None,
+        model_id="ftc-tests/llama",
+        classifier_config=None,
     )
     loaded = load_model(spec, "full", tiny_model, None, dtype=torch.float32, attention="sdpa_varlen")
     assert loaded.model.config._attn_implementation == "sdpa_varlen"

@@ -1,0 +1,84 @@
+"""task: classification end to end on a tiny model: a guard-style classifier (safe / unsafe, the label following
+from the prompt) trained with LoRA, its labels one token each (added to the tokenizer, saved with every
+checkpoint), the label token the only trained token, and a second stage continuing the first's adapter, labels
+and all."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from conftest import metrics
+from support.guard import LABELS, guard_examples
+from support.models import write_jsonl
+
+GUARD = {"classifier_config": {"label_tokens": LABELS}}
+LORA = {"r": 4, "lora_alpha": 8, "target_modules": ["q_proj", "v_proj"]}
+
+
+@pytest.fixture
+def guard_run(job, ftc, tmp_path):
+    """Compile and run a guard classifier: ``guard_run(name, **spec)`` -> its output folder."""
+    write_jsonl(tmp_path / "guard-train.jsonl", guard_examples(32, seed=1))
+    write_jsonl(tmp_path / "guard-valid.jsonl", guard_examples(8, seed=2))
+
+    def run(name: str, **overrides):
+        spec = dict(
+            GUARD, train_path="guard-train.jsonl", valid_path="guard-valid.jsonl", num_epochs=2,
+            learning_rate=1e-2, train_batch_size_per_device=8, output_dir=name,
+        )  # fmt: skip
+        spec.update(overrides)
+        r = ftc("compile", job(name=f"{name}.yaml", **spec), "-o", tmp_path / f"{name}.plan.json")
+        assert r.code == 0, r.err
+        r = ftc("run", tmp_path / f"{name}.plan.json")
+        assert r.code == 0, r.err
+        return tmp_path / name
+
+    return run
+
+
+def _tokenizer(folder):
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(folder, trust_remote_code=False)
+
+
+def test_a_lora_classifier_adds_its_labels_as_one_token_each_and_saves_them_with_each_checkpoint(guard_run):
+    out = guard_run("stage1", lora_config=LORA)
+    tokenizer = _tokenizer(out / "latest")
+    ids = [tokenizer.encode(label, add_special_tokens=False) for label in LABELS]
+    assert all(len(one) == 1 for one in ids), ids
+    config = json.loads((out / "latest" / "adapter_config.json").read_text())
+    assert sorted({i for rows in config["trainable_token_indices"].values() for i in rows}) == sorted(
+        one[0] for one in ids
+    )
+    evals = metrics(out, "eval")
+    assert "eval_accuracy" in evals[-1] and "eval_prauc_macro" in evals[-1], evals[-1]
+
+
+def test_a_second_stage_continues_the_first_classifiers_adapter_with_its_labels(guard_run):
+    first = guard_run("stage1", lora_config=LORA)
+    second = guard_run("stage2", lora_config=None, initial_adapter_model_ckpt_path="stage1/latest")
+    before, after = _tokenizer(first / "latest"), _tokenizer(second / "latest")
+    assert [before.encode(x, add_special_tokens=False) for x in LABELS] == [
+        after.encode(x, add_special_tokens=False) for x in LABELS
+    ]
+    stage1_end = metrics(first, "eval")[-1]["eval_loss"]
+    stage2_start = metrics(second, "eval")[0]["eval_loss"]
+    assert stage2_start == pytest.approx(stage1_end, rel=1e-4)  # the rows trained in stage 1 came back
+
+
+def test_data_inspect_of_a_classifier_marks_the_label_token_as_the_only_trained_token(job, ftc, tmp_path):
+    write_jsonl(tmp_path / "guard-train.jsonl", guard_examples(8, seed=1))
+    spec = job(**GUARD, train_path="guard-train.jsonl", valid_path=None)
+    r = ftc("data", "inspect", spec, "-n", "2", "--no-color")
+    assert r.code == 0, r.err
+    assert "task classification: only the final answer's label token is trained (marked)" in r.out
+    first, second = (e["messages"] for e in guard_examples(2, seed=1))
+    # the label alone in brackets, the end of turn after it context; one token trained per example
+    assert f"{first[0]['content']}</s>\n<|assistant|>\n[safe]</s>\n" in r.out
+    assert f"{second[0]['content']}</s>\n<|assistant|>\n[unsafe]</s>\n" in r.out
+    assert r.out.count(" tokens, 1 trained)") == 2
+    boundaries = ftc("data", "inspect", spec, "-n", "1", "--no-color", "--boundaries").out
+    assert "|\n[safe]</s>|" in boundaries  # one token, its boundaries around it
