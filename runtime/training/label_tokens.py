@@ -4,8 +4,9 @@ tokenizer does not already encode as one token added as special tokens, their em
 - A label the tokenizer encodes as exactly one token keeps that token; any other is added as a special token
   (``add_special_tokens``), in the order of ``label_tokens``, so the same base tokenizer and labels give the same
   ids in every run (stage 2 of a continued chain adds them again and finds its adapter's rows at those ids).
-- The embeddings grow to the tokenizer's length; each new row (input, and output when not tied) starts at the mean
-  of the existing rows, so a new label starts as likely as an average token, not as a random one.
+- The embeddings grow to the tokenizer's length (when they have fewer rows); each added label's row (input, and
+  output when not tied) starts at the mean of the rows of the tokens before it, so a new label starts as likely as
+  an average token, not as a random one or a padding row's leftovers.
 - Full fine-tuning trains the new rows with the rest. LoRA trains them through peft's ``trainable_token_indices``
   (the input embedding's rows, and the output layer's when it is not tied to it): peft saves those rows in the
   adapter's own file, and a continued adapter's config names them again, so they load back with it. The tokenizer
@@ -30,19 +31,21 @@ def add_label_tokens(tokenizer: Any, labels: Sequence[str]) -> list[int]:
     return [tokenizer.convert_tokens_to_ids(label) for label in missing]
 
 
-def grow_embeddings(model: Any, rows: int) -> None:
-    """Resize ``model``'s embeddings to ``rows`` (when it has fewer), each new row the mean of the existing ones."""
+def grow_embeddings(model: Any, rows: int, added: Sequence[int] = ()) -> None:
+    """Resize ``model``'s embeddings to ``rows`` (when it has fewer), and start each row of the ``added`` ids at the
+    mean of the rows before the first of them: a grown row, or a padding row the model had but no token used."""
     import torch
 
-    old = model.get_input_embeddings().weight.shape[0]
-    if rows <= old:
+    if rows > model.get_input_embeddings().weight.shape[0]:
+        model.resize_token_embeddings(rows, mean_resizing=False)
+    if not added:
         return
-    model.resize_token_embeddings(rows, mean_resizing=False)
+    first = min(added)
     layers = [model.get_input_embeddings(), model.get_output_embeddings()]
     with torch.no_grad():
         for layer in {id(layer): layer for layer in layers if layer is not None}.values():
             weight = layer.weight
-            weight[old:] = weight[:old].float().mean(dim=0).to(weight.dtype)
+            weight[list(added)] = weight[:first].float().mean(dim=0).to(weight.dtype)
 
 
 def trainable_token_targets(model: Any, ids: Sequence[int]) -> dict[str, list[int]] | None:

@@ -280,7 +280,7 @@ def load_model(
     added = add_label_tokens(tokenizer, labels)  # a classifier's labels, one token each
     rows = model.get_input_embeddings().weight.shape[0]
     if added or (labels and len(tokenizer) > rows):  # (a tokenizer that has the labels already: an adapter's)
-        grow_embeddings(model, len(tokenizer))
+        grow_embeddings(model, len(tokenizer), added)
     elif len(tokenizer) > rows:
         if not spec.resize_token_embeddings:
             raise DataInvalid(

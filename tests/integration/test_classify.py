@@ -82,3 +82,19 @@ def test_data_inspect_of_a_classifier_marks_the_label_token_as_the_only_trained_
     assert r.out.count(" tokens, 1 trained)") == 2
     boundaries = ftc("data", "inspect", spec, "-n", "1", "--no-color", "--boundaries").out
     assert "|\n[safe]</s>|" in boundaries  # one token, its boundaries around it
+
+
+def test_a_fully_fine_tuned_classifier_learns_the_labels_beyond_the_majority_class(guard_run):
+    out = guard_run(
+        "full", lora_config=None, training_mode="full", num_epochs=8, learning_rate=1e-2, train_batch_size_per_device=4
+    )
+    evals = metrics(out, "eval")
+    assert evals[0]["eval_accuracy"] <= 0.5  # before training: at best the majority class (half of each label)
+    assert evals[-1]["eval_accuracy"] > 0.5, [e["eval_accuracy"] for e in evals]
+    tokenizer = _tokenizer(out / "latest")
+    assert all(len(tokenizer.encode(x, add_special_tokens=False)) == 1 for x in LABELS)
+    from safetensors import safe_open
+
+    with safe_open(str(out / "latest" / "model.safetensors"), "pt") as f:
+        rows = f.get_tensor("model.embed_tokens.weight").shape[0]
+    assert rows >= len(tokenizer)  # every label has its row in the checkpoint
