@@ -82,10 +82,11 @@ def _run_here(
     one = {"RANK": "0", "LOCAL_RANK": "0", "WORLD_SIZE": "1", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": "0"}
     for key, value in one.items():
         os.environ.setdefault(key, value)
-    from ftc.runtime.recipes.sft import train
+    from ftc.runtime.recipes import recipe_for
     from ftc.runtime.training.preflight import Checked
 
     checked = Checked(paths, previous, lineage)
+    train = recipe_for(plan.spec.task)
     return train(plan, resume=handoff.resume, checked=checked, tracker=not handoff.tracker_off)
 
 
@@ -131,9 +132,11 @@ def worker_main(argv: list[str] | None = None) -> int:
         if "RANK" not in os.environ:  # started by hand (or as a container's entry point): this node's share
             run_plan(plan, args.plan, resume=handoff.resume, rendezvous=Rendezvous.from_args(args), handoff=handoff)
         else:
-            from ftc.runtime.recipes.sft import train
+            from ftc.runtime.recipes import recipe_for
 
-            train(plan, resume=handoff.resume, tracker=not handoff.tracker_off, inputs_checked=handoff.inputs_checked)
+            recipe_for(plan.spec.task)(
+                plan, resume=handoff.resume, tracker=not handoff.tracker_off, inputs_checked=handoff.inputs_checked
+            )
         return 0
     except (Exception, KeyboardInterrupt) as exc:
         code = report(exc)

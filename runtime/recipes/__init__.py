@@ -1,5 +1,20 @@
 """Recipes: one file each, read top to bottom, written with the training library (``ftc.runtime.training``) only.
-``sft`` fine-tunes on chat examples (the only one today). A recipe imports no other recipe and nothing of the launch
-layer, which starts it."""
+``sft`` fine-tunes on chat examples (instruction tuning, continued pre-training, and classifiers: their difference
+is which tokens the library trains and what the evaluation adds). A recipe imports no other recipe and nothing of
+the launch layer, which starts it through :func:`recipe_for`, the one table of which recipe trains which task."""
 
-__all__ = ["sft"]
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable
+from typing import Any
+
+__all__ = ["RECIPES", "recipe_for", "sft"]
+
+#: the task a plan trains -> the recipe (a module here) whose ``train(plan, ...)`` runs it
+RECIPES = {"instruction_tuning": "sft", "causal_lm": "sft", "classification": "sft"}
+
+
+def recipe_for(task: str) -> Callable[..., Any]:
+    """The ``train`` function of the recipe for ``task``, imported now (a recipe loads torch and DeepSpeed)."""
+    return importlib.import_module(f"{__name__}.{RECIPES[task]}").train

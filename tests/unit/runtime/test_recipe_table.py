@@ -1,0 +1,16 @@
+"""The one table of which recipe trains which task: every task a plan can hold has one, and the launcher uses it."""
+
+from __future__ import annotations
+
+import typing
+
+from ftc.runtime.recipes import RECIPES, recipe_for
+from ftc.runtime.recipes.sft import train
+from ftc.spec.llmforge import _NOT_YET
+from ftc.spec.model import JobSpec
+
+
+def test_every_task_ftc_trains_has_a_recipe_and_the_others_are_refused_at_compile():
+    tasks = set(typing.get_args(typing.get_type_hints(JobSpec)["task"]))
+    assert set(RECIPES) == tasks - set(_NOT_YET)
+    assert recipe_for("classification") is train
