@@ -195,9 +195,12 @@ def _label_mask(
     answer = next((label for label in label_ids if rendered.text.startswith(label, start)), None)
     mask, _ = trained_mask(offsets, [(start, start + len(answer))] if answer is not None else [])
     hit = np.flatnonzero(mask)
-    if answer is None or len(hit) != 1 or int(ids[hit[0]]) != label_ids[answer]:
+    if answer is None:
         shown = rendered.text[start:end][:40]
-        return mask, f"the answer's label is not one token where the template renders it ({shown!r})"
+        return mask, f"the template renders the answer so that it does not begin with its label ({shown!r})"
+    if len(hit) != 1 or int(ids[hit[0]]) != label_ids[answer]:
+        tokens = [rendered.text[offsets[i][0] : offsets[i][1]] for i in hit]
+        return mask, f"the label {answer!r} is not its own token where the template renders it: tokens {tokens!r}"
     return mask, None
 
 

@@ -9,9 +9,11 @@ import json
 
 import pytest
 
+from ftc.errors import ExitCode
+
 from conftest import metrics
 from support.guard import LABELS, guard_examples
-from support.models import write_jsonl
+from support.models import PROMPT_FORMAT, write_jsonl
 
 GUARD = {"classifier_config": {"label_tokens": LABELS}}
 LORA = {"r": 4, "lora_alpha": 8, "target_modules": ["q_proj", "v_proj"]}
@@ -98,3 +100,22 @@ def test_a_fully_fine_tuned_classifier_learns_the_labels_beyond_the_majority_cla
     with safe_open(str(out / "latest" / "model.safetensors"), "pt") as f:
         rows = f.get_tensor("model.embed_tokens.weight").shape[0]
     assert rows >= len(tokenizer)  # every label has its row in the checkpoint
+
+
+def test_a_label_the_template_merges_into_a_larger_token_stops_the_run_at_its_line(job, ftc, tmp_path):
+    # "4" is one token of the tiny tokenizer (kept as the label), but the template's space before the answer makes
+    # " 4" one token, which is not the label's: training it would train a token serving never reads as the label
+    fmt = {**PROMPT_FORMAT, "assistant": "<|assistant|> {instruction}</s>\n", "trailing_assistant": "<|assistant|> "}
+    lines = [{"messages": [{"role": "user", "content": f"q{i}"}, {"role": "assistant", "content": a}]}
+             for i, a in enumerate(["4", "9"] * 4)]  # fmt: skip
+    write_jsonl(tmp_path / "digits.jsonl", lines)
+    spec = job(
+        classifier_config={"label_tokens": ["4", "9"]}, train_path="digits.jsonl", valid_path=None,
+        generation_config={"prompt_format": fmt}, output_dir="digits",
+    )  # fmt: skip
+    r = ftc("compile", spec, "-o", tmp_path / "digits.plan.json")
+    assert r.code == 0, r.err
+    r = ftc("run", tmp_path / "digits.plan.json")
+    assert r.code == ExitCode.DATA_INVALID, r.err
+    assert "digits.jsonl:1: the label '4' is not its own token where the template renders it: tokens [' 4']" in r.err
+    assert "(7 more bad examples)" in r.err
