@@ -48,9 +48,13 @@ def grow_embeddings(model: Any, rows: int, added: Sequence[int] = ()) -> None:
             weight[list(added)] = weight[:first].float().mean(dim=0).to(weight.dtype)
 
 
-def trainable_token_targets(model: Any, ids: Sequence[int]) -> dict[str, list[int]] | None:
+def trainable_token_targets(
+    model: Any, ids: Sequence[int], trained_whole: Sequence[str] = ()
+) -> dict[str, list[int]] | None:
     """peft's ``trainable_token_indices`` for the rows of ``ids``: the input embedding's module, and the output
-    layer's when its weight is not the input embedding's (peft follows a tied one itself). None without ids."""
+    layer's when its weight is not the input embedding's (peft follows a tied one itself); not a module of
+    ``trained_whole`` (LoRA's ``modules_to_save``: every row of it is trained already, and peft takes a module in
+    one of the two only). None without ids, or when nothing is left."""
     if not ids:
         return None
     names = {id(module): name.rsplit(".", 1)[-1] for name, module in model.named_modules()}
@@ -58,7 +62,8 @@ def trainable_token_targets(model: Any, ids: Sequence[int]) -> dict[str, list[in
     out = {names[id(embedding)]: list(ids)}
     if output is not None and output.weight is not embedding.weight:
         out[names[id(output)]] = list(ids)
-    return out
+    out = {name: rows for name, rows in out.items() if name not in trained_whole}
+    return out or None
 
 
 def classifier_record(engine: Any, examples: Any, tokenizer: Any, spec: Any, dist: Any) -> dict[str, Any]:

@@ -290,7 +290,8 @@ def load_model(
         model.resize_token_embeddings(len(tokenizer))
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
-    model = _with_lora(model, spec, mode, base, adapter, trainable_token_targets(model, added))
+    whole = spec.lora_config.modules_to_save or () if spec.lora_config is not None else ()
+    model = _with_lora(model, spec, mode, base, adapter, trainable_token_targets(model, added, whole))
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     total = sum(p.numel() for p in model.parameters())
     return LoadedModel(model, tokenizer, source, trainable, total)

@@ -119,3 +119,12 @@ def test_a_label_the_template_merges_into_a_larger_token_stops_the_run_at_its_li
     assert r.code == ExitCode.DATA_INVALID, r.err
     assert "digits.jsonl:1: the label '4' is not its own token where the template renders it: tokens [' 4']" in r.err
     assert "(7 more bad examples)" in r.err
+
+
+def test_a_lora_classifier_that_saves_the_embeddings_whole_trains_its_labels_in_them(guard_run):
+    lora = {**LORA, "modules_to_save": ["embed_tokens", "lm_head"]}
+    out = guard_run("whole", lora_config=lora, num_epochs=1)
+    config = json.loads((out / "latest" / "adapter_config.json").read_text())
+    assert not config.get("trainable_token_indices")
+    assert {"embed_tokens", "lm_head"} <= set(config["modules_to_save"])
+    assert len(metrics(out, "eval")) == 2

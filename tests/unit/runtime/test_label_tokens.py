@@ -57,3 +57,11 @@ def test_an_added_label_within_the_models_rows_starts_at_the_mean_too(tiny_model
     assert weight.shape == old.shape
     assert torch.allclose(weight[300], old[:300].mean(dim=0), atol=1e-6)
     assert torch.equal(weight[301:], old[301:]) and torch.equal(weight[:300], old[:300])
+
+
+def test_a_lora_that_trains_the_embeddings_whole_gets_no_trainable_rows_of_them(tiny_model):
+    model = AutoModelForCausalLM.from_pretrained(tiny_model)
+    everything = trainable_token_targets(model, [500])
+    assert trainable_token_targets(model, [500], ("embed_tokens", "lm_head")) is None
+    rest = {k: v for k, v in everything.items() if k != "embed_tokens"} or None
+    assert trainable_token_targets(model, [500], ("embed_tokens",)) == rest
