@@ -290,8 +290,10 @@ def load_model(
         model.resize_token_embeddings(len(tokenizer))
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
-    whole = spec.lora_config.modules_to_save or () if spec.lora_config is not None else ()
-    model = _with_lora(model, spec, mode, base, adapter, trainable_token_targets(model, added, whole))
+    new_rows = None  # a new adapter's trainable label rows (a continued one's config names its own)
+    if added and mode == "lora-new":
+        new_rows = trainable_token_targets(model, added, spec.lora_config.modules_to_save or ())
+    model = _with_lora(model, spec, mode, base, adapter, new_rows)
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     total = sum(p.numel() for p in model.parameters())
     return LoadedModel(model, tokenizer, source, trainable, total)
