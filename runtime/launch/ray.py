@@ -2,10 +2,10 @@
 checks the plan and its inputs as ``ftc run`` always does, holds the output folder's lock, and starts a ``TorchTrainer``
 of ``launch.world_size`` workers (one CPU, or one GPU, each, and the spec's ``worker_resources``; spread over the
 cluster's nodes: a plan whose resources no node offers is refused before it is submitted, exit 13). Ray Train sets up
-the process group (gloo on CPUs, NCCL on GPUs); each worker runs ftc's own recipe (``ftc.runtime.recipes.sft``: the same
-DeepSpeed initialization, over that process group, the same checkpoints and lineage). Workers materialize remote inputs
-through ftc's content cache on their node and verify every digest (a node that sees other bytes fails as ``ftc run``
-does, exit 6).
+the process group (gloo on CPUs, NCCL on GPUs); each worker runs ftc's own recipe for the plan's task
+(``ftc.runtime.recipes.recipe_for``: the same DeepSpeed initialization, over that process group, the same
+checkpoints and lineage). Workers materialize remote inputs through ftc's content cache on their node and verify
+every digest (a node that sees other bytes fails as ``ftc run`` does, exit 6).
 
 A worker that dies makes Ray Train restart the group (``--max-failures``, default 2); the restarted workers resume
 from the newest verified checkpoint. Ctrl-C on the driver stops the job on the cluster. A worker's ftc error comes
@@ -242,9 +242,11 @@ def _worker(config: dict[str, Any]) -> None:
             path = Path(scratch) / "plan.json"
             path.write_text(config["plan"], encoding="utf-8")
             plan = replace(read_plan(path), placement=Placement.from_dict(config["placement"]))
-            from ftc.runtime.recipes.sft import train
+            from ftc.runtime.recipes import recipe_for
 
             from .publish import publishing
+
+            train = recipe_for(plan.spec.task)
 
             # the driver refused a used output folder unless --resume was given; rank 0 uploads to a store prefix
             with publishing(plan, resume=True) if context.get_world_rank() == 0 else contextlib.nullcontext():
