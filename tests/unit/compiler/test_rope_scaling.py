@@ -3,6 +3,9 @@ resolved against the model's config.json and recorded in the plan; without it th
 
 from __future__ import annotations
 
+import json
+import shutil
+
 import pytest
 
 from ftc.errors import ExitCode
@@ -126,3 +129,16 @@ def test_llmforges_linear_embedding_scaling_without_a_context_length_says_so_whe
     r = _compile(job, ftc, tmp_path, context_length=None, embedding_scaling_technique="linear")
     assert r.code == ExitCode.SPEC_INVALID
     assert "$.embedding_scaling_technique: no factor, and no context_length to derive it from" in r.err
+
+
+def test_weights_whose_config_gives_no_native_length_cannot_be_scaled(job, ftc, tmp_path, tiny_model):
+    weights = tmp_path / "weights"
+    shutil.copytree(tiny_model, weights)
+    config = json.loads((weights / "config.json").read_text())
+    del config["max_position_embeddings"]
+    (weights / "config.json").write_text(json.dumps(config))
+    spec = dict(initial_base_model_ckpt_path=str(weights), rope_scaling={"rope_type": "linear", "factor": 2})
+    r = _compile(job, ftc, tmp_path, **spec)
+    assert r.code == ExitCode.SPEC_INVALID, r.err
+    assert "$.rope_scaling.rope_type: the model's config.json has no max_position_embeddings" in r.err
+    assert "use weights whose config.json gives it" in r.err
