@@ -313,3 +313,14 @@ def gcs(gcs_server, monkeypatch, request):
     client.bucket_name = "b-" + hashlib.sha1(request.node.nodeid.encode()).hexdigest()[:12]
     client.create_bucket(client.bucket_name)
     return client
+
+
+@pytest.fixture
+def run_folder(tmp_path) -> Path:
+    """A run's output folder as ftc lays it out: checkpoints/step-N with a lineage.json, best -> the newest."""
+    run = tmp_path / "runs" / "x"
+    for step in ("step-000002", "step-000004"):
+        (run / "checkpoints" / step).mkdir(parents=True)
+        (run / "checkpoints" / step / "lineage.json").write_text("{}")
+    (run / "best").symlink_to("checkpoints/step-000004")
+    return run

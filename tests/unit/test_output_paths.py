@@ -16,17 +16,6 @@ from ftc.errors import ExitCode
 
 
 @pytest.fixture
-def run_folder(tmp_path) -> Path:
-    """A run's output folder as ftc lays it out: checkpoints/step-N with a lineage.json, best -> the newest."""
-    run = tmp_path / "runs" / "x"
-    for step in ("step-000002", "step-000004"):
-        (run / "checkpoints" / step).mkdir(parents=True)
-        (run / "checkpoints" / step / "lineage.json").write_text("{}")
-    (run / "best").symlink_to("checkpoints/step-000004")
-    return run
-
-
-@pytest.fixture
 def data(tmp_path) -> Path:
     path = tmp_path / "test.jsonl"
     path.write_text('{"messages": [{"role": "user", "content": "1+1"}, {"role": "assistant", "content": "2"}]}\n')

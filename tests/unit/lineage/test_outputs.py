@@ -3,23 +3,10 @@ one over the file the command reads) before any work, and lets every other path 
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 
 from ftc.errors import UsageError
 from ftc.lineage.outputs import check_output_outside
-
-
-@pytest.fixture
-def run_folder(tmp_path) -> Path:
-    """A run's output folder as ftc lays it out: checkpoints/step-N with a lineage.json, best -> the newest."""
-    run = tmp_path / "runs" / "x"
-    for step in ("step-000002", "step-000004"):
-        (run / "checkpoints" / step).mkdir(parents=True)
-        (run / "checkpoints" / step / "lineage.json").write_text("{}")
-    (run / "best").symlink_to("checkpoints/step-000004")
-    return run
 
 
 def test_a_path_beside_the_checkpoint_read_is_allowed(run_folder, tmp_path):
