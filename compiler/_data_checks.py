@@ -133,7 +133,10 @@ def _data_problem(loaded: LoadedSpec, at: tuple, path: Path, line: int, reason: 
     if loaded.spec.task == "causal_lm":  # every token trained: a conversation, or raw text
         want = f"a chat example, like {EXAMPLE}, or a text example, like {TEXT_EXAMPLE}"
     elif loaded.spec.classifier_config is not None:
-        want = "a chat example whose last message is the assistant's answer, exactly one of classifier_config's labels"
+        want = (
+            "a chat example whose last message is the assistant's answer: one of classifier_config's labels, "
+            "optionally a line of categories after it"
+        )
     else:
         want = f"one chat example, like {EXAMPLE}"
     problem = loaded.problem(at, reason, f"each line must be {want} (or set skip_bad_examples: true)")

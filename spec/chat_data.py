@@ -2,9 +2,9 @@
 
 For ``task: causal_lm`` (every token trained) a line may also be ``{"text": "..."}`` (raw text, no template), and a
 conversation need not hold an assistant turn. For ``task: classification`` a conversation ends with the assistant's
-answer, and that answer is exactly one of the labels. The compiler counts the examples and finds the first bad line; the
-runtime renders and tokenizes the good ones. Both read through :func:`read_examples`, so a bad line gets the same
-reason at compile and at run time.
+answer, whose first line is exactly one of the labels (a line of categories may follow it). The compiler counts the
+examples and finds the first bad line; the runtime renders and tokenizes the good ones. Both read through
+:func:`read_examples`, so a bad line gets the same reason at compile and at run time.
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ __all__ = [
     "ChatDataReport",
     "ChatLine",
     "check_chat_jsonl",
+    "answer_label",
     "label_problem",
     "message_problem",
     "read_chat_jsonl",
@@ -48,7 +49,7 @@ class ChatDataReport:
 
 
 #: bump when what counts as a bad line changes: cached results of checking a file are keyed by it (and the task)
-CHECKS_VERSION = 6
+CHECKS_VERSION = 7
 
 #: bad lines described one by one per file (the rest are counted)
 MAX_REPORTED = 10
@@ -160,7 +161,8 @@ def read_examples(
 ) -> Iterator[ChatLine]:
     """Every non-blank line of ``path`` read as ``task`` trains on it: instruction_tuning takes conversations that
     hold an assistant answer; causal_lm takes any conversation and ``{"text": ...}`` lines; classification (with
-    its ``labels``) takes conversations whose last message is the assistant's answer, exactly one label."""
+    its ``labels``) takes conversations whose last message is the assistant's answer, a label (and optionally a line
+    of categories after it: :func:`label_problem`)."""
     causal = task == "causal_lm"
     lines = read_chat_jsonl(path, require_answer=not causal, text=causal)
     if task != "classification" or labels is None:
@@ -177,18 +179,37 @@ def _labelled(item: ChatLine, labels: tuple[str, ...]) -> ChatLine:
 _LABELS_SHOWN = 10
 
 
+def answer_label(answer: str) -> tuple[str, str | None]:
+    """A classifier's answer split into its class and its category line: ``"unsafe\nS1,S3"`` is ``("unsafe",
+    "S1,S3")``, ``"safe"`` is ``("safe", None)``. The class is the first line; whatever follows the first newline
+    (Llama Guard's line of violated categories) is the second field, trained as text after the label."""
+    label, newline, rest = answer.partition("\n")
+    return label, rest if newline else None
+
+
 def label_problem(messages: list[dict[str, Any]], labels: tuple[str, ...]) -> str | None:
-    """Why a conversation is not a classifier's example (its last message the assistant's answer, exactly one of
-    ``labels``), or None when it is one."""
+    """Why a conversation is not a classifier's example, or None when it is one: its last message is the
+    assistant's answer, whose first line is exactly one of ``labels``, optionally followed by one non-blank line
+    (the categories, :func:`answer_label`)."""
     last = messages[-1]
     if last["role"] != "assistant":
         return f"the last message is the {last['role']}'s; a classifier's example ends with the assistant's label"
-    if last["content"] in labels:
+    label, rest = answer_label(last["content"])
+    if label in labels:
+        if rest is None:
+            return None
+        if not rest.strip() or "\n" in rest:
+            shown = json.dumps(rest if len(rest) <= 40 else rest[:40] + "...")
+            return (
+                f"the answer's line after its label {json.dumps(label)} is {shown}; it may hold one non-blank line "
+                "(the categories)"
+            )
         return None
-    answer = last["content"] if len(last["content"]) <= 40 else last["content"][:40] + "..."
+    answer = label if len(label) <= 40 else label[:40] + "..."
     shown = ", ".join(json.dumps(label) for label in labels[:_LABELS_SHOWN])
     more = f" and {len(labels) - _LABELS_SHOWN} more" if len(labels) > _LABELS_SHOWN else ""
-    return f"the final answer {json.dumps(answer)} is not exactly one of the labels ({shown}{more})"
+    which = "the final answer" if rest is None else "the final answer's first line"
+    return f"{which} {json.dumps(answer)} is not exactly one of the labels ({shown}{more})"
 
 
 def read_chat_jsonl(path: Path, require_answer: bool = True, text: bool = False) -> Iterator[ChatLine]:

@@ -56,15 +56,20 @@ def label_probabilities(logits_at_answer: Any, label_token_ids: list[int]) -> An
 
 def answer_positions(labels: Any, label_token_ids: list[int]) -> tuple[Any, Any, Any]:
     """Where the answers are in a batch (``collate``'s labels, padded or packed): the positions whose logits predict
-    a trained label token, i.e. where the shifted labels are a label token and not ignored. A packed row holds one
-    per example. Returns ``(rows, columns, truth)``: the answers' rows and columns in the logits, and each answer's
-    label as an index into ``label_token_ids``, in row-major order (a packed row's examples in their order)."""
+    an answer's label token, i.e. where a run of trained (shifted) labels begins with a label token. An answer is
+    its label alone, or its label and a line of categories trained after it: only the run's first token is the
+    class. A packed row holds one per example. Returns ``(rows, columns, truth)``: the answers' rows and columns in
+    the logits, and each answer's label as an index into ``label_token_ids``, in row-major order (a packed row's
+    examples in their order)."""
     import torch
 
     labels = torch.as_tensor(labels)
     shifted = labels[:, 1:]
     ids = torch.as_tensor(label_token_ids, dtype=shifted.dtype, device=shifted.device)
-    hit = (shifted != IGNORE) & torch.isin(shifted, ids)
+    trained = shifted != IGNORE
+    begins = trained.clone()
+    begins[:, 1:] &= ~trained[:, :-1]
+    hit = begins & torch.isin(shifted, ids)
     rows, columns = hit.nonzero(as_tuple=True)  # row-major: each row's answers left to right
     truth = (shifted[rows, columns][:, None] == ids[None, :]).long().argmax(dim=1)
     return rows, columns, truth

@@ -47,8 +47,8 @@ _TRAINS = {
     "instruction_tuning": "the assistant turns are trained (marked); the rest is context",
     "causal_lm": "every token of every example is trained (all marked): conversations as the template renders them, "
     '{"text": ...} lines as the tokenizer encodes them, its EOS appended',
-    "classification": "only the final answer's label token is trained (marked), each label one token; the rest is "
-    "context",
+    "classification": "only the final answer's label token is trained (marked), each label one token, and a line of "
+    "categories after it with its end of turn; the rest is context",
 }
 
 
@@ -123,7 +123,7 @@ def inspect_data(plan: Plan, *, split: str = "train", n: int = 3, boundaries: bo
         looked += 1
         if shown < n:
             mask = np.ones(len(offsets), bool) if every_token else trained_mask(offsets, rendered.loss_spans)[0]
-            if labels is not None and whole and item.line in index:  # a classifier's: its label token alone
+            if labels is not None and whole and item.line in index:  # a classifier's: its label token (and categories)
                 mask = examples.trainable[index[item.line]]
             out.append(f"--- {name}:{item.line} ({_counts(examples, index.get(item.line), len(text))})")
             out.append(_marked(text[:_SHOWN], offsets, mask, marks))

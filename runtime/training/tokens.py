@@ -6,7 +6,9 @@ every example (a conversation rendered by the template as a server renders it, o
 is tokenized as the tokenizer encodes text, with its special tokens, such as Llama's BOS, and its EOS appended when
 the tokenizer does not end with it, so packed documents stay apart); classification trains the final answer's label
 token alone (one token: :func:`label_token_ids`), not the end-of-turn text after it, as llmforge trained it: a
-classifier's answer is read from that one position, and nothing after it is generated.
+classifier's answer is read from that one position, and nothing after it is generated. An answer with a line of
+categories after its label (Llama Guard's ``unsafe\nS1,S3``) trains the label token and the rest of the answer with
+its end of turn, as instruction tuning trains an answer: the categories are generated after the label.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from typing import Any
 import numpy as np
 
 from ftc.errors import DataInvalid
-from ftc.spec.chat_data import read_examples
+from ftc.spec.chat_data import answer_label, read_examples
 from ftc.spec.plan import PlanInput
 from ftc.stores.hashing import hash_file
 
@@ -42,7 +44,7 @@ __all__ = [
     "usable_examples",
 ]
 
-_FORMAT = 3  # bump when the tokenized layout or the masking rules change
+_FORMAT = 4  # bump when the tokenized layout or the masking rules change
 
 
 @dataclass(frozen=True)
@@ -115,6 +117,7 @@ def tokenize_file(
             return _load(cached)
     texts: list[Rendered] = []
     lines: list[int] = []
+    finals: list[str] = []  # each example's final answer (a classifier's label, and its categories)
     bad: list[BadExample] = []
     raw: set[int] = set()  # the indices in ``texts`` of {"text": ...} lines
     for item in read_examples(path, task, labels):
@@ -123,6 +126,7 @@ def tokenize_file(
             raw.add(len(texts))
             texts.append(Rendered(item.text, ((0, len(item.text)),)))
             lines.append(item.line)
+            finals.append("")
             continue
         if reason is None:
             try:
@@ -138,14 +142,16 @@ def tokenize_file(
                     continue
                 texts.append(rendered)
                 lines.append(item.line)
+                finals.append(item.messages[-1]["content"])
         if reason is not None:
             bad.append(BadExample(item.line, reason))
     examples = Examples([], [], [])
     every_token = task == "causal_lm"
+    label_ids = dict(zip(labels, label_token_ids(tokenizer, labels))) if labels is not None else {}
     for start in range(0, len(texts), 1024):
         chunk = texts[start : start + 1024]
         encoded = _encode(tokenizer, chunk, {i - start for i in raw if start <= i < start + len(chunk)})
-        for r, (ids, offsets), lineno in zip(chunk, encoded, lines[start:]):
+        for r, (ids, offsets), lineno, final in zip(chunk, encoded, lines[start:], finals[start:]):
             ids = np.asarray(ids, dtype=np.int32)
             if every_token:
                 examples.ids.append(ids)
@@ -153,7 +159,7 @@ def tokenize_file(
                 examples.lines.append(lineno)
                 continue
             if labels is not None:
-                mask, reason = _label_mask(r, ids, offsets, dict(zip(labels, label_token_ids(tokenizer, labels))))
+                mask, reason = _label_mask(r, ids, offsets, answer_label(final), label_ids)
                 if reason is not None:
                     bad.append(BadExample(lineno, reason))
                     continue
@@ -187,21 +193,30 @@ def label_token_ids(tokenizer: Any, labels: Sequence[str]) -> list[int]:
 
 
 def _label_mask(
-    rendered: Rendered, ids: np.ndarray, offsets: Sequence[tuple[int, int]], label_ids: dict[str, int]
+    rendered: Rendered,
+    ids: np.ndarray,
+    offsets: Sequence[tuple[int, int]],
+    answer: tuple[str, str | None],
+    label_ids: dict[str, int],
 ) -> tuple[np.ndarray, str | None]:
-    """The mask of a classifier's example: its final answer's label token alone; else why there is none (the
-    template renders the label so that it is not its own token)."""
+    """The mask of a classifier's example whose final ``answer`` is (label, categories or None): its label token
+    alone, or with categories the label token and the rest of the answer's span (its end of turn included); else
+    why there is none (the template renders the label so that it is not its own token)."""
     start, end = rendered.loss_spans[-1]
-    answer = next((label for label in label_ids if rendered.text.startswith(label, start)), None)
-    mask, _ = trained_mask(offsets, [(start, start + len(answer))] if answer is not None else [])
-    hit = np.flatnonzero(mask)
-    if answer is None:
+    label, categories = answer
+    if not rendered.text.startswith(label, start):
+        mask = np.zeros(len(ids), dtype=bool)
         shown = rendered.text[start:end][:40]
         return mask, f"the template renders the answer so that it does not begin with its label ({shown!r})"
-    if len(hit) != 1 or int(ids[hit[0]]) != label_ids[answer]:
+    alone, _ = trained_mask(offsets, [(start, start + len(label))])
+    hit = np.flatnonzero(alone)
+    if len(hit) != 1 or int(ids[hit[0]]) != label_ids[label]:
         tokens = [rendered.text[offsets[i][0] : offsets[i][1]] for i in hit]
-        return mask, f"the label {answer!r} is not its own token where the template renders it: tokens {tokens!r}"
-    return mask, None
+        return alone, f"the label {label!r} is not its own token where the template renders it: tokens {tokens!r}"
+    if categories is None:
+        return alone, None
+    whole, _ = trained_mask(offsets, [(start, end)])  # from the label's token on: it is the span's first
+    return whole, None
 
 
 def _encode(tokenizer: Any, chunk: list[Rendered], raw: set[int]) -> list[tuple[list[int], list[tuple[int, int]]]]:

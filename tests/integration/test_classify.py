@@ -121,6 +121,27 @@ def test_a_label_the_template_merges_into_a_larger_token_stops_the_run_at_its_li
     assert "(7 more bad examples)" in r.err
 
 
+def test_a_classifier_whose_unsafe_answers_name_their_category_trains_the_label_and_the_category_line(
+    job, ftc, tmp_path
+):
+    write_jsonl(tmp_path / "guard-train.jsonl", guard_examples(16, seed=1, categories=True))
+    write_jsonl(tmp_path / "guard-valid.jsonl", guard_examples(4, seed=2, categories=True))
+    spec = job(**GUARD, train_path="guard-train.jsonl", valid_path="guard-valid.jsonl", output_dir="categories")
+    r = ftc("data", "inspect", spec, "-n", "2", "--no-color")
+    assert r.code == 0, r.err
+    second = guard_examples(2, seed=1, categories=True)[1]["messages"]
+    assert second[1]["content"].startswith("unsafe\nS")
+    # the label, its category line and the end of turn trained; a safe answer's label alone
+    assert f"<|assistant|>\n[{second[1]['content']}</s>\n]" in r.out
+    assert "<|assistant|>\n[safe]</s>\n" in r.out
+    r = ftc("compile", spec, "-o", tmp_path / "categories.plan.json")
+    assert r.code == 0, r.err
+    r = ftc("run", tmp_path / "categories.plan.json")
+    assert r.code == 0, r.err
+    evals = metrics(tmp_path / "categories", "eval")
+    assert [e["eval_classes"]["unsafe"]["support"] for e in evals] == [2] * len(evals)  # one answer per example
+
+
 def test_a_lora_classifier_that_saves_the_embeddings_whole_trains_its_labels_in_them(guard_run):
     lora = {**LORA, "modules_to_save": ["embed_tokens", "lm_head"]}
     out = guard_run("whole", lora_config=lora, num_epochs=1)

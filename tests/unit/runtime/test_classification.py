@@ -127,6 +127,19 @@ def test_the_answer_positions_are_found_in_padded_and_packed_rows():
         assert batch.inputs["input_ids"][r, c + 1].tolist() == [301, 300, 301]
 
 
+def test_an_answer_with_categories_after_its_label_is_one_answer_at_its_label():
+    label_ids = [300, 301]
+    examples = _examples(label_ids, [1, 0, 1])
+    for i in (0, 2):  # "unsafe" then a trained line of categories (the last of them the label's id itself)
+        examples.ids[i] = np.concatenate([examples.ids[i], [41, 42, 300]]).astype(np.int64)
+        examples.trainable[i] = np.concatenate([examples.trainable[i], [True, True, True]])
+    for packed, rows in ((False, [(0,), (1,), (2,)]), (True, [(0, 1, 2)])):
+        batch = collate(rows, examples, pad_id=0, packed=packed)
+        r, c, truth = answer_positions(batch.labels, label_ids)
+        assert truth.tolist() == [1, 0, 1]
+        assert batch.inputs["input_ids"][r, c + 1].tolist() == [301, 300, 301]
+
+
 def test_one_forward_pass_gives_the_models_own_label_probabilities_and_their_metrics(tiny_model):
     from transformers import AutoModelForCausalLM
 

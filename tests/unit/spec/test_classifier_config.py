@@ -86,7 +86,26 @@ def test_every_line_whose_final_answer_is_not_a_label_is_a_data_problem_at_its_l
     assert at.format(3) + 'the final answer "Safe" is not exactly one of the labels ("safe", "unsafe")' in r.err
     assert at.format(6) + 'the final answer "safe " is not exactly one of the labels' in r.err
     assert at.format(10) + "no assistant message" in r.err
-    assert "fix: each line must be a chat example whose last message is the assistant's answer, exactly one" in r.err
+    assert "fix: each line must be a chat example whose last message is the assistant's answer: one of" in r.err
+
+
+def test_a_line_of_categories_after_the_label_is_taken_and_a_bad_one_is_a_data_problem(job, ftc, guard, tmp_path):
+    def line(answer):
+        return json.dumps({"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": answer}]})
+
+    lines = (tmp_path / "guard-train.jsonl").read_text().splitlines()
+    lines[0], lines[1] = line("unsafe\nS1,S3"), line("safe\nnone")  # Llama Guard's answer: the class, then a line
+    (tmp_path / "guard-train.jsonl").write_text("\n".join(lines) + "\n")
+    assert ftc("compile", job(**GUARD, **guard)).code == 0
+    lines[2], lines[3], lines[4] = line("unsafe\n"), line("unsafe\nS1\nS2"), line("Unsafe\nS1")
+    (tmp_path / "guard-train.jsonl").write_text("\n".join(lines) + "\n")
+    r = ftc("compile", job(**GUARD, **guard))
+    assert r.code == ExitCode.SPEC_INVALID, r.err
+    assert "3 problems" in r.err
+    at = "guard-train.jsonl:{}: $.train_path (spec line 3): "
+    assert at.format(3) + 'the answer\'s line after its label "unsafe" is ""; it may hold one non-blank line' in r.err
+    assert at.format(4) + 'the answer\'s line after its label "unsafe" is "S1\\nS2"' in r.err
+    assert at.format(5) + 'the final answer\'s first line "Unsafe" is not exactly one of the labels' in r.err
 
 
 def test_a_conversation_that_goes_on_after_the_label_is_a_data_problem(job, ftc, guard, tmp_path):
