@@ -17,6 +17,7 @@ from ftc.spec import LoadedSpec
 from ftc.spec.architectures import Architecture
 from ftc.spec.chat_data import CHECKS_VERSION, EXAMPLE, TEXT_EXAMPLE, check_chat_jsonl
 from ftc.spec.rope import SCALING_TECHNIQUE, RopeScaling, factor_hint, native_length, resolve_rope_scaling
+from ftc.spec.tasks import TASKS
 from ftc.stores.hashing import StatCache
 from ftc.stores.sources import ResolvedInput
 
@@ -80,12 +81,12 @@ def _too_long(loaded: LoadedSpec, given: int, limit: int, rope: RopeScaling | No
 
 def check_chat_data(loaded: LoadedSpec, at: tuple, item: ResolvedInput, cache: StatCache | None) -> ResolvedInput:
     """``item`` with its number of examples; every bad data file becomes a problem naming its first bad line."""
-    if at == ("valid_path",) and loaded.spec.task == "causal_lm" and loaded.spec.evaluation.generate:
+    if at == ("valid_path",) and TASKS[loaded.spec.task].every_token and loaded.spec.evaluation.generate:
         loaded.problems.append(
             loaded.problem(
                 ("evaluation", "generate"),
-                "task causal_lm trains every token of text and conversations; there is no answer to generate and "
-                "compare",
+                f"task {loaded.spec.task} trains every token of text and conversations; there is no answer to "
+                "generate and compare",
                 "set evaluation.generate: false (the validation loss is still measured)",
                 value=True,
             )
@@ -130,7 +131,7 @@ def _labels_key(labels: tuple[str, ...] | None) -> str:
 
 
 def _data_problem(loaded: LoadedSpec, at: tuple, path: Path, line: int, reason: str):
-    if loaded.spec.task == "causal_lm":  # every token trained: a conversation, or raw text
+    if TASKS[loaded.spec.task].every_token:  # a conversation, or raw text
         want = f"a chat example, like {EXAMPLE}, or a text example, like {TEXT_EXAMPLE}"
     elif loaded.spec.classifier_config is not None:
         want = (

@@ -9,6 +9,7 @@ from ftc.spec.canonical import differences, show_value
 from ftc.spec.llmforge import NO_EFFECT
 from ftc.spec.plan import Plan, PlanFile, PlanImage, PlanInput
 from ftc.spec.resources import describe_resources
+from ftc.spec.tasks import TASKS
 from ftc.spec.text import for_terminal
 from ftc.stores.hashing import describe_changes
 from ftc.stores.sources import SOURCES
@@ -47,14 +48,6 @@ def _pin(item: PlanInput) -> str:
     return SOURCES[item.source].pin_text(item)  # a remote folder: sha256s come at download
 
 
-#: what each task trains, as plan show says it (llmforge's default differs from ftc's: said where it applies)
-_TASKS = {
-    "instruction_tuning": "instruction_tuning: the loss on the assistant's turns (llmforge's default was causal_lm)",
-    "causal_lm": "causal_lm: the loss on every token",
-    "classification": "classification: the loss on the final answer's label token only",
-}
-
-
 def describe_plan(plan: Plan) -> str:
     """A readable summary of ``plan``: what will be trained on what, and how."""
     spec = plan.spec
@@ -87,7 +80,7 @@ def describe_plan(plan: Plan) -> str:
         f"accum x {spec.num_devices} devices = {spec.global_batch_size}, context {spec.context_length}, padding "
         f"{spec.padding}{', packed' if spec.sample_packing else ''}, seed {spec.seed}"
     )
-    lines.append(f"task      {_TASKS.get(spec.task, spec.task)}")
+    lines.append(f"task      {spec.task}: {TASKS[spec.task].loss}")
     if spec.classifier_config is not None:
         classifier = spec.classifier_config
         shown = ", ".join(repr(label) for label in classifier.label_tokens[:20])

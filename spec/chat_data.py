@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from .reading import NotFinite, finite_json
+from .tasks import TASKS
 
 __all__ = [
     "CHECKS_VERSION",
@@ -163,9 +164,9 @@ def read_examples(
     hold an assistant answer; causal_lm takes any conversation and ``{"text": ...}`` lines; classification (with
     its ``labels``) takes conversations whose last message is the assistant's answer, a label (and optionally a line
     of categories after it: :func:`label_problem`)."""
-    causal = task == "causal_lm"
+    causal = TASKS[task].every_token
     lines = read_chat_jsonl(path, require_answer=not causal, text=causal)
-    if task != "classification" or labels is None:
+    if labels is None:
         return lines
     return (_labelled(item, labels) for item in lines)
 

@@ -12,15 +12,12 @@ from typing import Any
 from ._llmforge_keys import KEYS as ALIAS_AND_NO_EFFECT_KEYS
 from ._llmforge_keys import NO_EFFECT
 from .rope import SCALING_TECHNIQUE, from_scaling_technique
+from .tasks import TASKS
 
 __all__ = ["LLMFORGE_KEYS", "NO_EFFECT", "TASK_CONFIGS", "from_llmforge"]
 
 #: a task-specific config of llmforge -> the task it implies (llmforge infers ``task`` from it)
-TASK_CONFIGS = {
-    "classifier_config": "classification",
-    "preference_tuning_config": "preference_tuning",
-    "vision_language_config": "vision_language",
-}
+TASK_CONFIGS = {t.config: t.name for t in TASKS.values() if t.config is not None}
 
 #: the task configs that are fields of the typed spec (the task ftc trains with them)
 TYPED_CONFIGS = frozenset({"classifier_config"})
@@ -38,29 +35,15 @@ def from_llmforge(data: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-#: llmforge's tasks ftc does not train: (what it is, what to do instead)
-_NOT_YET = {
-    "preference_tuning": (
-        "llmforge's preference tuning task (preference_tuning_config, DPO) is not in ftc yet",
-        "fine-tune on the chosen answers with task: instruction_tuning, or keep this spec until ftc has "
-        "preference tuning",
-    ),
-    "vision_language": (
-        "vision-language tuning (llmforge's vision_language task) is not supported: ftc trains text-only "
-        "language models",
-        "remove task: vision_language and vision_language_config, and fine-tune a text-only model",
-    ),
-}
-
-
 def task_problems(task: str, labels: tuple[str, ...] | None, raw: dict[str, Any], problem: Any) -> list:
     """The task's problems: llmforge's tasks ftc does not train, a task config that the spec's task ignores, and a
     classifier without labels or with labels no answer can be exactly. ``labels``: classifier_config's label_tokens.
     ``raw`` is the spec as written (empty for a spec a plan carries)."""
     out = _label_problems(task, labels, problem)
     configs = [key for key in TASK_CONFIGS if raw.get(key) is not None]
-    if task in _NOT_YET:
-        message, fix = _NOT_YET[task]
+    refused = TASKS[task].refused
+    if refused is not None:
+        message, fix = refused
         implied_by = [key for key in configs if TASK_CONFIGS[key] == task]
         at = ("task",) if "task" in raw or not implied_by else (implied_by[0],)
         out.append(problem(at, message, fix, value=task))

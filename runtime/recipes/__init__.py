@@ -9,10 +9,12 @@ import importlib
 from collections.abc import Callable
 from typing import Any
 
+from ftc.spec.tasks import TASKS
+
 __all__ = ["RECIPES", "recipe_for", "sft"]
 
-#: the task a plan trains -> the recipe (a module here) whose ``train(plan, ...)`` runs it
-RECIPES = {"instruction_tuning": "sft", "causal_lm": "sft", "classification": "sft"}
+#: the task a plan trains -> the recipe (a module here) whose ``train(plan, ...)`` runs it (the spec's task table)
+RECIPES = {name: task.recipe for name, task in TASKS.items() if task.recipe is not None}
 
 
 def recipe_for(task: str) -> Callable[..., Any]:

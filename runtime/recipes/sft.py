@@ -208,7 +208,7 @@ def _set_up(plan: Plan, dist: Dist, paths: dict[str, Path | str], lineage: Linea
         f"tokenizer from the {loaded.tokenizer_source}"
     )
     data, skipped = load_data(plan, dist, paths, loaded.tokenizer, loaded.tokenizer_source)
-    describe_data(data, skipped, say)
+    describe_data(data, skipped, spec.task, say)
 
     pack_to = spec.context_length if spec.sample_packing else None
     # FlexAttention compiles its kernels per shape: packed rows, nearly full anyway, always get the same width

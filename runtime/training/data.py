@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from ftc.spec.plan import Plan
+from ftc.spec.tasks import TASKS
 
 from .distributed import Dist
 from .render import renderer_for
@@ -27,7 +28,7 @@ def load_data(
     (``base weights`` or ``adapter``) says which input's tokenizer the token cache is keyed by."""
     spec = plan.spec
     fmt = spec.generation_config.prompt_format
-    render = renderer_for(fmt, tokenizer, when_needed=spec.task == "causal_lm")
+    render = renderer_for(fmt, tokenizer, when_needed=TASKS[spec.task].every_token)
     renderer_key = dataclasses.asdict(fmt) if fmt is not None else ["chat_template", tokenizer.chat_template]
     tokenizer_folder = {"base weights": plan.inputs["base_model"], "adapter": plan.inputs.get("adapter")}.get(
         tokenizer_source
@@ -51,11 +52,12 @@ def load_data(
     return data, skipped
 
 
-def describe_data(data: dict[str, Any], skipped: dict[str, int], say: Callable[[str], None]) -> None:
-    """Say how many examples and tokens each data input has, how many are trained on, and what was skipped."""
+def describe_data(data: dict[str, Any], skipped: dict[str, int], task: str, say: Callable[[str], None]) -> None:
+    """Say how many examples and tokens each data input has, how many are trained on (what ``task`` trains), and
+    what was skipped."""
     for role, examples in data.items():
         tokens, trained = int(examples.lengths.sum()), sum(int(m.sum()) for m in examples.trainable)
-        what = "every token" if trained == tokens else "the assistant turns"
+        what = TASKS[task].trained_tokens
         say(
             f"{role}: {len(examples):,} examples, {tokens:,} tokens, {trained:,} of them trained "
             f"({100 * trained / max(tokens, 1):.1f}%, {what})"

@@ -18,6 +18,7 @@ import numpy as np
 from ftc.errors import DataInvalid, UsageError
 from ftc.spec.chat_data import read_examples
 from ftc.spec.plan import Plan
+from ftc.spec.tasks import TASKS
 from ftc.spec.text import for_terminal
 
 from .batches import epoch_rows
@@ -40,16 +41,6 @@ _SHOWN = 4096
 _LOOKED_AT_WHOLE = 16 << 10
 #: an example whose rendered text is longer is not tokenized for the statistics (16 MiB takes a minute or more)
 _TOKENIZED = 1 << 20
-
-
-#: what each task trains, as the report's second line says it
-_TRAINS = {
-    "instruction_tuning": "the assistant turns are trained (marked); the rest is context",
-    "causal_lm": "every token of every example is trained (all marked): conversations as the template renders them, "
-    '{"text": ...} lines as the tokenizer encodes them, its EOS appended',
-    "classification": "only the final answer's label token is trained (marked), each label one token, and a line of "
-    "categories after it with its end of turn; the rest is context",
-}
 
 
 @dataclass(frozen=True)
@@ -81,7 +72,7 @@ def inspect_data(plan: Plan, *, split: str = "train", n: int = 3, boundaries: bo
     labels = spec.classifier_config.label_tokens if spec.classifier_config is not None else None
     add_label_tokens(tokenizer, labels or ())  # as the run adds them: the tokens it trains
     fmt = spec.generation_config.prompt_format
-    render = renderer_for(fmt, tokenizer, when_needed=spec.task == "causal_lm")
+    render = renderer_for(fmt, tokenizer, when_needed=TASKS[spec.task].every_token)
     renderer_key = _renderer_key(fmt, tokenizer)
     tokenizer_input = {"base weights": plan.inputs["base_model"], "adapter": plan.inputs.get("adapter")}.get(source)
     cache = token_cache(plan.inputs[split], tokenizer_input, renderer_key, spec.task, labels)
@@ -95,12 +86,12 @@ def inspect_data(plan: Plan, *, split: str = "train", n: int = 3, boundaries: bo
     name = for_terminal(plan.inputs[split].uri)
     out = [
         f"{split}: {name} (tokenizer from the {source}; {'prompt_format' if fmt else 'its chat template'})",
-        f"task {spec.task}: {_TRAINS.get(spec.task, spec.task)}",
+        f"task {spec.task}: {TASKS[spec.task].trains}",
         "",
     ]
     index = {line: i for i, line in enumerate(examples.lines)}
     shown, looked, straddled = 0, 0, set()
-    every_token = spec.task == "causal_lm"
+    every_token = TASKS[spec.task].every_token
     for item in read_examples(Path(paths[split]), spec.task, labels):
         if looked >= _LOOK_AT:
             break

@@ -27,6 +27,7 @@ import numpy as np
 from ftc.errors import DataInvalid
 from ftc.spec.chat_data import answer_label, read_examples
 from ftc.spec.plan import PlanInput
+from ftc.spec.tasks import TASKS
 from ftc.stores.hashing import hash_file
 
 from .progress import log
@@ -146,30 +147,16 @@ def tokenize_file(
         if reason is not None:
             bad.append(BadExample(item.line, reason))
     examples = Examples([], [], [])
-    every_token = task == "causal_lm"
+    every_token = TASKS[task].every_token
     label_ids = dict(zip(labels, label_token_ids(tokenizer, labels))) if labels is not None else {}
     for start in range(0, len(texts), 1024):
         chunk = texts[start : start + 1024]
         encoded = _encode(tokenizer, chunk, {i - start for i in raw if start <= i < start + len(chunk)})
         for r, (ids, offsets), lineno, final in zip(chunk, encoded, lines[start:], finals[start:]):
             ids = np.asarray(ids, dtype=np.int32)
-            if every_token:
-                examples.ids.append(ids)
-                examples.trainable.append(np.ones(len(ids), dtype=bool))
-                examples.lines.append(lineno)
-                continue
-            if labels is not None:
-                mask, reason = _label_mask(r, ids, offsets, answer_label(final), label_ids)
-                if reason is not None:
-                    bad.append(BadExample(lineno, reason))
-                    continue
-                examples.ids.append(ids)
-                examples.trainable.append(mask)
-                examples.lines.append(lineno)
-                continue
-            mask, empty_turn = trained_mask(offsets, r.loss_spans)
-            if empty_turn is not None:
-                bad.append(BadExample(lineno, f"assistant turn {empty_turn + 1} has no token after tokenization"))
+            mask, reason = _mask(r, ids, offsets, final, every_token=every_token, label_ids=label_ids)
+            if reason is not None:
+                bad.append(BadExample(lineno, reason))
                 continue
             examples.ids.append(ids)
             examples.trainable.append(mask)
@@ -190,6 +177,27 @@ def label_token_ids(tokenizer: Any, labels: Sequence[str]) -> list[int]:
             raise ValueError(f"the label {label!r} is {len(ids)} tokens, not one, for this tokenizer")
         out.append(ids[0])
     return out
+
+
+def _mask(
+    rendered: Rendered,
+    ids: np.ndarray,
+    offsets: Sequence[tuple[int, int]],
+    final: str,
+    *,
+    every_token: bool,
+    label_ids: dict[str, int],
+) -> tuple[np.ndarray, str | None]:
+    """The trained-token mask of one example, or why it has none: every token (causal_lm), a classifier's label
+    (with ``label_ids``; ``final`` is its final answer), else the template's loss spans (the assistant turns)."""
+    if every_token:
+        return np.ones(len(ids), dtype=bool), None
+    if label_ids:
+        return _label_mask(rendered, ids, offsets, answer_label(final), label_ids)
+    mask, empty_turn = trained_mask(offsets, rendered.loss_spans)
+    if empty_turn is not None:
+        return mask, f"assistant turn {empty_turn + 1} has no token after tokenization"
+    return mask, None
 
 
 def _label_mask(
