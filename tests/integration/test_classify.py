@@ -138,6 +138,7 @@ def test_a_classifier_whose_unsafe_answers_name_their_category_trains_the_label_
     assert r.code == 0, r.err
     r = ftc("run", tmp_path / "categories.plan.json")
     assert r.code == 0, r.err
+    assert "%, the label tokens)" in r.err  # the run log says what a classifier trains
     evals = metrics(tmp_path / "categories", "eval")
     assert [e["eval_classes"]["unsafe"]["support"] for e in evals] == [2] * len(evals)  # one answer per example
 
