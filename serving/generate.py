@@ -17,7 +17,15 @@ from ftc.stores.hashing import hash_file
 
 from .trained import Trained, load_model, open_trained
 
-__all__ = ["Session", "conversations", "conversations_to_answer", "evaluate", "open_session"]
+__all__ = [
+    "Session",
+    "conversations",
+    "conversations_to_answer",
+    "data_file",
+    "evaluate",
+    "load_session",
+    "open_session",
+]
 
 
 @dataclass
@@ -74,18 +82,23 @@ def _device(device: str | None) -> str:
 def open_session(path: Path, *, dtype: str | None = None, device: str | None = None) -> Session:
     """Verify and load the checkpoint or export at ``path``. ``dtype``: float32 on a CPU, bfloat16 on a GPU by
     default."""
+    return load_session(open_trained(path), dtype=dtype, device=device)
+
+
+def load_session(trained: Trained, *, dtype: str | None = None, device: str | None = None) -> Session:
+    """Load ``trained`` (verified by :func:`~ftc.serving.trained.open_trained`) as :func:`open_session` does."""
     from transformers.utils import logging
 
     from ftc.runtime.training.generation import stop_token_ids
 
     logging.disable_progress_bar()  # the answer is the output; a bar per weights file is noise around it
-    trained = open_trained(path)
     where = _device(device)
     model, tokenizer = load_model(trained, dtype=dtype or ("float32" if where == "cpu" else "bfloat16"), device=where)
     return Session(trained, model, tokenizer, stop_token_ids(tokenizer, trained.stop_texts))
 
 
-def _data_file(path: Path) -> Path:
+def data_file(path: Path) -> Path:
+    """``path`` when it is a regular file that can be read; else a UsageError saying what it is."""
     try:
         problem = regular_file_problem(path, path.stat())
     except OSError as exc:
@@ -97,7 +110,7 @@ def _data_file(path: Path) -> Path:
 
 def conversations(path: Path, *, require_answer: bool) -> Iterator[tuple[int, list[dict[str, Any]]]]:
     """(line, messages) of every conversation of a chat-JSONL file; a bad line stops with its number and reason."""
-    for item in read_chat_jsonl(_data_file(path), require_answer=require_answer):
+    for item in read_chat_jsonl(data_file(path), require_answer=require_answer):
         if item.problem is not None:
             raise DataInvalid(f"{path}:{item.line}: {item.problem}")
         yield item.line, item.messages
@@ -122,7 +135,7 @@ def evaluate(
     from ftc.runtime.training.generation import Answer
 
     trained = session.trained
-    sha, _ = hash_file(_data_file(data))  # what was answered: the file as it was before reading it
+    sha, _ = hash_file(data_file(data))  # what was answered: the file as it was before reading it
     rows = []
     # every prompt is checked before the first answer is generated
     prompts = []

@@ -35,6 +35,9 @@ class Trained:
     stop_texts: list[str]
     model_id: str
     plan: Plan | None = None  # a checkpoint's own plan
+    #: a classifier's labels in class order (its spec's ``classifier_config.label_tokens``, or what its export
+    #: records); None for a model that answers in text
+    labels: tuple[str, ...] | None = None
 
     @property
     def name(self) -> str:
@@ -61,16 +64,18 @@ def open_trained(path: Path, *, need_base: bool = True) -> Trained:
     adapter = record["checkpoint"]["kind"] == "adapter"
     if "export" in record:
         base = _checkpoint_of(folder, record).base if adapter and need_base else None
+        classifier = record["export"].get("classifier")
         return Trained(
             folder, record, True, adapter, base, None, list(record["export"]["stop_strings"]),
-            record["checkpoint"]["model_id"],
+            record["checkpoint"]["model_id"], labels=tuple(classifier["labels"]) if classifier else None,
         )  # fmt: skip
     plan = checkpoint_plan(folder, record)
     generation = plan.spec.generation_config
+    classifier = plan.spec.classifier_config
     return Trained(
         folder, record, False, adapter, _base_weights(plan, folder) if adapter and need_base else None,
         generation.prompt_format, stop_texts(generation.prompt_format, generation.stopping_sequences),
-        plan.architecture.model_id, plan,
+        plan.architecture.model_id, plan, classifier.label_tokens if classifier else None,
     )  # fmt: skip
 
 

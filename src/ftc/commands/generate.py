@@ -24,7 +24,8 @@ def generate_command(
     model: Path, prompt: str | None, system: str | None, messages_file: Path | None, **options
 ) -> None:
     """Answer with MODEL (a checkpoint: its adapter on the exact base it was trained on; or an export), prompted
-    in the trained format, stopping at its stop text; the answer is streamed as it is generated."""
+    in the trained format, stopping at its stop text; the answer is streamed as it is generated. A classifier
+    answers with its most probable label and that label's probability, `unsafe (p=0.93)`, nothing generated."""
     from ftc.errors import UsageError
     from ftc.serving.generate import conversations_to_answer, open_session
 
@@ -38,6 +39,12 @@ def generate_command(
     chosen, dtype = sampling(options)
     session = open_session(model, dtype=dtype)
     prompts = [session.prompt(messages, where) for where, messages in chats]  # all checked before any answer
+    if session.trained.labels is not None:  # a classifier: its most probable label, one line per conversation
+        from ftc.serving.classify import classify
+
+        for ids in prompts:
+            click.echo(classify(session, ids).text())
+        return
     for i, ids in enumerate(prompts):
         if i:
             click.echo()
