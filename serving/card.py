@@ -20,6 +20,14 @@ from .trained import Trained
 __all__ = ["model_card"]
 
 
+#: a classifier's evaluation fields in the card: (record field, model-index metric type, name)
+_CLASSIFIER_METRICS = (
+    ("eval_accuracy", "accuracy", "accuracy"),
+    ("eval_f1_macro", "f1", "macro F1"),
+    ("eval_prauc_macro", "pr_auc", "macro PR-AUC"),
+)
+
+
 def _names_a_model(parent: dict[str, Any]) -> bool:
     """A parent recorded as a published model named by its id (the hub's), not as pinned weights."""
     kind = kind_named(parent["source"]["source"])
@@ -51,6 +59,10 @@ def _metadata(trained: Trained, export: dict[str, Any], name: str) -> str:
         metrics.append(
             {"type": "exact_match", "name": "exact match", "value": round(float(last_eval["exact_match"]), 6)}
         )
+    classified = next((e for e in reversed(results["evals"]) if e.get("eval_accuracy") is not None), None)
+    for key, kind, what in _CLASSIFIER_METRICS if classified is not None else ():
+        if classified.get(key) is not None:
+            metrics.append({"type": kind, "name": what, "value": round(float(classified[key]), 6)})
     valid = next((d for d in record["datasets"] if d["role"] == "valid"), None)
     if metrics and valid is not None:
         metadata["model-index"] = [
@@ -70,9 +82,14 @@ def _metadata(trained: Trained, export: dict[str, Any], name: str) -> str:
 
 def _fenced(text: str) -> list[str]:
     """``text`` as a fenced code block whose fence no line of it can close."""
+    return _fenced_as("", text)
+
+
+def _fenced_as(language: str, text: str) -> list[str]:
+    """``text`` as a fenced code block in ``language`` whose fence no line of it can close."""
     longest = max((len(run) for run in re.findall(r"`+", text)), default=0)
     fence = "`" * max(3, longest + 1)
-    return [fence, text, fence]
+    return [fence + language, text, fence]
 
 
 #: names from records and specs are outside text
@@ -86,7 +103,7 @@ def model_card(trained: Trained, export: dict[str, Any], name: str) -> str:
     lines = [
         *_about(trained, export, name),
         *_base_weights(trained),
-        *_use(export),
+        *(_use_classifier(export) if export.get("classifier") else _use(export)),
         *_data_and_results(record),
         *_reproduction(trained),
         *["", "## Lineage", "", *_fenced(render(record)), ""],
@@ -164,6 +181,55 @@ def _use(export: dict[str, Any]) -> list[str]:
     ]
 
 
+def _use_classifier(export: dict[str, Any]) -> list[str]:
+    """How to serve a classifier's export: its labels and their tokens, and a transformers example that reads each
+    label's probability from the next-token logits (generating and decoding would drop a label added as a special
+    token)."""
+    classifier = export["classifier"]
+    pairs = list(zip(classifier["labels"], classifier["label_token_ids"]))
+    code = "\n".join([
+        "import torch",
+        "from transformers import AutoModelForCausalLM, AutoTokenizer",
+        "",
+        'folder = "path/to/this/folder"',
+        "tokenizer = AutoTokenizer.from_pretrained(folder, trust_remote_code=False)",
+        "model = AutoModelForCausalLM.from_pretrained(folder, trust_remote_code=False)",
+        "label_token_ids = {",
+        *(f"    {label!r}: {token}," for label, token in pairs),  # repr: a Python literal of any label
+        "}",
+        'messages = [{"role": "user", "content": "..."}]',
+        'ids = tokenizer.apply_chat_template(messages, add_generation_prompt=True, return_tensors="pt", '
+        "return_dict=False)",
+        "with torch.no_grad():",
+        "    logits = model(ids).logits[0, -1]  # the next token's: the answer's label",
+        "probs = torch.softmax(logits[list(label_token_ids.values())].double(), dim=-1)  # among the labels only",
+        "print(dict(zip(label_token_ids, probs.tolist())))",
+    ])  # fmt: skip
+    template = (
+        "renders the spec's prompt_format exactly as training did (the same tokens)"
+        if export["chat_template"] == "prompt_format"
+        else "is the tokenizer's own, which training used"
+    )
+    return [
+        "",
+        "## Use",
+        "",
+        "A classifier: its answer is one label token, and the probability of each label is its share of the label "
+        "tokens' next-token probabilities after the prompt (the conversation, then the generation prompt; the chat "
+        f"template {template}). Generate nothing: read the next-token logits.",
+        "",
+        "| class | label | token id |",
+        "|---|---|---|",
+        *(f"| {i} | {_md(label)} | {token} |" for i, (label, token) in enumerate(pairs)),
+        "",
+        "config.json holds the same map as transformers reads it, where the export has one (`id2label`, `label2id`: "
+        "class index and label; `label_token_ids`: label and token id), and so does lineage.json's "
+        "`export.classifier`.",
+        "",
+        *_fenced_as("python", code),
+    ]
+
+
 def _data_and_results(record: dict[str, Any]) -> list[str]:
     """The datasets trained on, and the evaluations as a table."""
     lines = ["", "## Data", ""]
@@ -171,11 +237,18 @@ def _data_and_results(record: dict[str, Any]) -> list[str]:
         f"- {_md(d['role'])}: {_md(source_name(d['source']))} ({_md(d['sha256'])}), {d['examples_used']} examples"
         for d in record["datasets"]
     ]
-    lines += ["", "## Results", "", "| step | eval loss | exact match |", "|---|---|---|"]
-    for e in record["results"]["evals"]:
+    evals = record["results"]["evals"]
+    columns = [("exact_match", "exact match")]
+    if any(e.get("eval_accuracy") is not None for e in evals):  # a classifier's
+        columns = [(key, what) for key, _, what in _CLASSIFIER_METRICS]
+    lines += [
+        "", "## Results", "", "| step | eval loss | " + " | ".join(what for _, what in columns) + " |",
+        "|---|---|" + "---|" * len(columns),
+    ]  # fmt: skip
+    for e in evals:
         loss = f"{e['eval_loss']:.4f}" if e.get("eval_loss") is not None else "n/a"
-        match = f"{e['exact_match']:.3f}" if e.get("exact_match") is not None else "n/a"
-        lines.append(f"| {e['step']} | {loss} | {match} |")
+        shown = [f"{e[key]:.3f}" if e.get(key) is not None else "n/a" for key, _ in columns]
+        lines.append(f"| {e['step']} | {loss} | " + " | ".join(shown) + " |")
     return lines
 
 

@@ -7,6 +7,11 @@
     README.md                                           a model card: base, relation, results, lineage
     lineage.json                                        relation merged/exported to the checkpoint and its chain
 
+A classifier's export also holds its label map, so a server reads each label's probability from the next-token
+logits: config.json's ``id2label``/``label2id`` (class index <-> label) and ``label_token_ids`` (label -> token
+id), the same labels and ids in the record's ``export.classifier`` and in the model card, with a snippet that
+computes them.
+
 The merge is done in fp32 and saved in the base's dtype. The folder is built beside ``out`` and renamed into place
 when whole: an interrupted export leaves no folder that looks complete.
 """
@@ -32,6 +37,7 @@ from ftc.stores.safetensors_header import read_safetensors_header
 from ftc.stores.storage import storage_failure
 
 from .card import model_card
+from .classify import config_label_map
 from .trained import Trained, load_model, open_trained
 
 __all__ = ["Exported", "export_checkpoint"]
@@ -144,6 +150,8 @@ def _write(
         "stop_strings": trained.stop_texts,
         "eos_token_id": stop_ids,
     }
+    if trained.labels is not None:
+        export_section["classifier"] = _label_map(tmp / "config.json", trained.labels, tokenizer)
     base_parent = trained.base_parent
     if trained.adapter and not merge and base_parent is not None:
         export_section["base"] = {"digest": base_parent["digest"], "source": base_parent["source"]}
@@ -168,6 +176,19 @@ def _generation_config(folder: Path, trained: Trained, tokenizer: Any, stop_ids:
         config["stop_strings"] = list(trained.stop_texts)
     config.pop("transformers_version", None)
     path.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
+
+
+def _label_map(config: Path, labels: tuple[str, ...], tokenizer: Any) -> dict[str, Any]:
+    """A classifier's labels and their token ids, as the export's record keeps them; written into ``config``
+    (config.json, where the export has one: not an unmerged adapter's) as transformers and servers read them."""
+    from ftc.runtime.training import label_token_ids
+
+    ids = label_token_ids(tokenizer, labels)
+    if config.exists():
+        found = json.loads(config.read_text(encoding="utf-8"))
+        found.update(config_label_map(labels, ids))
+        config.write_text(json.dumps(found, indent=2) + "\n", encoding="utf-8")
+    return {"labels": list(labels), "label_token_ids": ids}
 
 
 def _write_rope(path: Path, rope: RopeScaling) -> None:
