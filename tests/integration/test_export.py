@@ -190,6 +190,7 @@ def test_eval_scores_exact_match_and_writes_every_answer(lora_run, ftc, tmp_path
     result = json.loads(r.out)
     rows = [json.loads(line) for line in out.read_text().splitlines()]
     assert result["examples"] == 3 == len(rows)
+    assert "threshold" not in result and "accuracy" not in result  # not a classifier: exact match only
     assert result["exact_match"] == sum(row["exact_match"] for row in rows) / 3
     assert {row["line"] for row in rows} == {1, 2, 3} and all(row["expected"] == "x" for row in rows)
     direct = ftc("generate", lora_run, "--prompt", "What is 0 + 1?", "--max-new-tokens", "6")
@@ -255,6 +256,11 @@ def test_what_the_serving_verbs_refuse_says_why_and_what_to_do(lora_run, ftc, tm
     assert r.code == 2 and "is a FIFO (named pipe), not a regular file" in r.err
     r = ftc("eval", lora_run, "--data", tmp_path / "missing.jsonl")
     assert r.code == 2 and "missing.jsonl: cannot be read" in r.err
+    data = write_jsonl(tmp_path / "test.jsonl", [{"messages": [{"role": "user", "content": PROMPT},
+                                                               {"role": "assistant", "content": "19"}]}])  # fmt: skip
+    r = ftc("eval", lora_run, "--data", data, "--threshold", "0.5")
+    assert r.code == 2 and "--threshold is for a classifier; " in r.err and "scores it by exact match" in r.err
+    assert "fix: drop --threshold" in r.err and not (tmp_path / "test.eval.jsonl").exists()
     r = ftc("report", tmp_path, "-o", tmp_path / "r.html")
     assert r.code == 2 and "no lineage.json here" in r.err and not (tmp_path / "r.html").exists()
 
