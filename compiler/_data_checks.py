@@ -1,5 +1,5 @@
-"""Checks of the spec against its data: every data file is chat JSONL (the first bad line named), and the context
-length fits the model.
+"""Checks of the spec against its data: every data file is chat JSONL as the task reads it (conversations, or
+preference pairs; the first bad lines named), and the context length fits the model.
 
 Each function appends :class:`~ftc.errors.Problem` s to the loaded spec (so every problem is reported at once)
 and returns what the plan needs.
@@ -15,7 +15,7 @@ from pathlib import Path
 
 from ftc.spec import LoadedSpec
 from ftc.spec.architectures import Architecture
-from ftc.spec.chat_data import CHECKS_VERSION, EXAMPLE, TEXT_EXAMPLE, check_chat_jsonl
+from ftc.spec.chat_data import CHECKS_VERSION, EXAMPLE, EXAMPLE_PAIR, TEXT_EXAMPLE, check_chat_jsonl
 from ftc.spec.rope import SCALING_TECHNIQUE, RopeScaling, factor_hint, native_length, resolve_rope_scaling
 from ftc.spec.tasks import TASKS
 from ftc.stores.hashing import StatCache
@@ -133,6 +133,11 @@ def _labels_key(labels: tuple[str, ...] | None) -> str:
 def _data_problem(loaded: LoadedSpec, at: tuple, path: Path, line: int, reason: str):
     if TASKS[loaded.spec.task].every_token:  # a conversation, or raw text
         want = f"a chat example, like {EXAMPLE}, or a text example, like {TEXT_EXAMPLE}"
+    elif TASKS[loaded.spec.task].pairs:
+        want = (
+            'a preference pair: the same conversation twice, ending with the preferred final answer in "chosen" '
+            f'and a worse one in "rejected", like {EXAMPLE_PAIR}'
+        )
     elif loaded.spec.classifier_config is not None:
         want = (
             "a chat example whose last message is the assistant's answer: one of classifier_config's labels, "

@@ -2,9 +2,11 @@
 
 For ``task: causal_lm`` (every token trained) a line may also be ``{"text": "..."}`` (raw text, no template), and a
 conversation need not hold an assistant turn. For ``task: classification`` a conversation ends with the assistant's
-answer, whose first line is exactly one of the labels (a line of categories may follow it). The compiler counts the
-examples and finds the first bad line; the runtime renders and tokenizes the good ones. Both read through
-:func:`read_examples`, so a bad line gets the same reason at compile and at run time.
+answer, whose first line is exactly one of the labels (a line of categories may follow it). For ``task:
+preference_tuning`` a line is a pair, ``{"chosen": [...], "rejected": [...]}``: two conversations that differ only in
+their final assistant answer (:func:`read_preference_pairs`). The compiler counts the examples and finds the first
+bad lines; the runtime renders and tokenizes the good ones. Both read through :func:`read_examples` (a recipe of
+pairs through :func:`read_preference_pairs`), so a bad line gets the same reason at compile and at run time.
 """
 
 from __future__ import annotations
@@ -21,22 +23,33 @@ from .tasks import TASKS
 __all__ = [
     "CHECKS_VERSION",
     "EXAMPLE",
+    "EXAMPLE_PAIR",
     "TEXT_EXAMPLE",
     "ROLES",
     "ChatDataReport",
     "ChatLine",
+    "PreferenceLine",
     "check_chat_jsonl",
     "answer_label",
     "label_problem",
     "message_problem",
+    "pair_problem",
     "read_chat_jsonl",
     "read_examples",
+    "read_preference_pairs",
 ]
 
 ROLES = ("system", "user", "assistant")
 EXAMPLE = '{"messages": [{"role": "user", "content": "2+2?"}, {"role": "assistant", "content": "4"}]}'
 #: a line of raw text (task: causal_lm only)
 TEXT_EXAMPLE = '{"text": "Any document, trained on token by token."}'
+#: a preference pair (task: preference_tuning): one conversation, two final answers
+EXAMPLE_PAIR = (
+    '{"chosen": [{"role": "user", "content": "2+2?"}, {"role": "assistant", "content": "4"}], '
+    '"rejected": [{"role": "user", "content": "2+2?"}, {"role": "assistant", "content": "5"}]}'
+)
+#: a pair's two conversations, in the order a line names them
+PAIR_SIDES = ("chosen", "rejected")
 
 
 @dataclass(frozen=True)
@@ -50,7 +63,7 @@ class ChatDataReport:
 
 
 #: bump when what counts as a bad line changes: cached results of checking a file are keyed by it (and the task)
-CHECKS_VERSION = 7
+CHECKS_VERSION = 8
 
 #: bad lines described one by one per file (the rest are counted)
 MAX_REPORTED = 10
@@ -65,7 +78,9 @@ def message_problem(record: object, require_answer: bool = True) -> str | None:
     if not isinstance(messages, list):
         if "messages" in record:
             return '"messages" is not a list'
-        # llmforge's continued pre-training data, given to the default task
+        # llmforge's continued pre-training data or preference pairs, given to the default task
+        if "chosen" in record:
+            return 'no "messages" list ({"chosen": ..., "rejected": ...} lines are task preference_tuning\'s)'
         return 'no "messages" list' + (' ({"text": ...} lines are task causal_lm\'s)' if "text" in record else "")
     if not messages:
         return '"messages" is empty'
@@ -163,7 +178,10 @@ def read_examples(
     """Every non-blank line of ``path`` read as ``task`` trains on it: instruction_tuning takes conversations that
     hold an assistant answer; causal_lm takes any conversation and ``{"text": ...}`` lines; classification (with
     its ``labels``) takes conversations whose last message is the assistant's answer, a label (and optionally a line
-    of categories after it: :func:`label_problem`)."""
+    of categories after it: :func:`label_problem`); preference_tuning takes pairs (:func:`read_preference_pairs`),
+    each line's messages its chosen conversation."""
+    if TASKS[task].pairs:  # each pair counted as one example: its chosen conversation stands for it here
+        return (ChatLine(pair.line, pair.chosen, pair.problem) for pair in read_preference_pairs(path))
     causal = TASKS[task].every_token
     lines = read_chat_jsonl(path, require_answer=not causal, text=causal)
     if labels is None:
@@ -213,25 +231,20 @@ def label_problem(messages: list[dict[str, Any]], labels: tuple[str, ...]) -> st
     return f"{which} {json.dumps(answer)} is not exactly one of the labels ({shown}{more})"
 
 
-def read_chat_jsonl(path: Path, require_answer: bool = True, text: bool = False) -> Iterator[ChatLine]:
-    """Every non-blank line of ``path``, in order, parsed and checked (see :func:`message_problem`); with ``text``
-    a line may be ``{"text": ...}`` instead (:func:`text_problem`)."""
+def _records(path: Path) -> Iterator[tuple[int, Any, str | None]]:
+    """(line number, the line's JSON value, None) for every non-blank line of ``path``, in order, or (line number,
+    None, why the line is not JSON a data line may hold)."""
     with open(path, "rb") as f:
         for lineno, raw in _lines(f):
             if raw is None:
-                yield ChatLine(lineno, None, f"longer than {MAX_LINE >> 20} MiB (one chat example per line)")
+                yield lineno, None, f"longer than {MAX_LINE >> 20} MiB (one chat example per line)"
                 continue
             if not raw.strip():
                 continue
-            as_text = False
+            record, reason = None, None
             try:
                 # a column past the line's end is still on this line
                 record = finite_json(raw.rstrip(b"\r\n"), object_pairs_hook=_object)
-                as_text = text and isinstance(record, dict) and "messages" not in record
-                if as_text and "text" not in record:
-                    reason = 'neither "messages" (a chat example) nor "text" (a text example)'
-                else:
-                    reason = text_problem(record) if as_text else message_problem(record, require_answer)
             except (_Refused, NotFinite) as exc:
                 reason = str(exc)
             except json.JSONDecodeError as exc:
@@ -240,10 +253,76 @@ def read_chat_jsonl(path: Path, require_answer: bool = True, text: bool = False)
                 reason = "not UTF-8 text"
             except RecursionError:
                 reason = "nested too deeply to be a chat example"
-            if reason is None and as_text:
-                yield ChatLine(lineno, None, None, record["text"])
+            yield lineno, record, reason
+
+
+def read_chat_jsonl(path: Path, require_answer: bool = True, text: bool = False) -> Iterator[ChatLine]:
+    """Every non-blank line of ``path``, in order, parsed and checked (see :func:`message_problem`); with ``text``
+    a line may be ``{"text": ...}`` instead (:func:`text_problem`)."""
+    for lineno, record, reason in _records(path):
+        as_text = reason is None and text and isinstance(record, dict) and "messages" not in record
+        if reason is None:
+            if as_text and "text" not in record:
+                reason = 'neither "messages" (a chat example) nor "text" (a text example)'
             else:
-                yield ChatLine(lineno, record["messages"] if reason is None else None, reason)
+                reason = text_problem(record) if as_text else message_problem(record, require_answer)
+        if reason is None and as_text:
+            yield ChatLine(lineno, None, None, record["text"])
+        else:
+            yield ChatLine(lineno, record["messages"] if reason is None else None, reason)
+
+
+@dataclass(frozen=True)
+class PreferenceLine:
+    """One non-blank line of a preference-pair file: its two conversations, or why it is not a pair (then both are
+    None)."""
+
+    line: int
+    #: the conversation ending with the preferred final answer
+    chosen: list[dict[str, Any]] | None
+    #: the same conversation ending with the other final answer
+    rejected: list[dict[str, Any]] | None
+    problem: str | None = None
+
+
+def read_preference_pairs(path: Path) -> Iterator[PreferenceLine]:
+    """Every non-blank line of ``path``, in order, read as a preference pair and checked (:func:`pair_problem`);
+    read as bounded and with the same problems for bad JSON as :func:`read_chat_jsonl`."""
+    for lineno, record, reason in _records(path):
+        reason = reason or pair_problem(record)
+        if reason is None:
+            yield PreferenceLine(lineno, record["chosen"], record["rejected"])
+        else:
+            yield PreferenceLine(lineno, None, None, reason)
+
+
+def pair_problem(record: object) -> str | None:
+    """Why ``record`` (one parsed line) is not a preference pair, or None when it is one: ``"chosen"`` and
+    ``"rejected"`` each a conversation (:func:`message_problem`) ending with the assistant's answer, the two the same
+    but for that final answer, and the two answers different. Other keys of the line are not read (llmforge's pair
+    files carry scores beside the pair)."""
+    if not isinstance(record, dict):
+        return f"expected a JSON object, got {type(record).__name__}"
+    missing = [side for side in PAIR_SIDES if side not in record]
+    if missing:
+        found = ' (a {"messages": ...} line is one conversation; a pair holds two)' if "messages" in record else ""
+        return " and ".join(f'no "{side}"' for side in missing) + " conversation" + "s" * (len(missing) > 1) + found
+    for side in PAIR_SIDES:
+        conversation = record[side]
+        reason = message_problem({"messages": conversation}, require_answer=False)
+        if reason is not None:
+            return reason.replace('"messages"', f'"{side}"').replace("messages[", f"{side}[")
+        if conversation[-1]["role"] != "assistant":
+            return f'"{side}" ends with a {conversation[-1]["role"]} message, not the assistant\'s final answer'
+    before = [record[side][:-1] for side in PAIR_SIDES]  # the conversation before each final answer
+    for i in range(max(map(len, before))):
+        a, b = (turns[i] if i < len(turns) else None for turns in before)
+        if a is None or b is None or (a["role"], a["content"]) != (b["role"], b["content"]):
+            return f'"chosen" and "rejected" differ at message [{i}]; a pair differs only in its final answer'
+    chosen, rejected = (record[side][-1]["content"].strip() for side in PAIR_SIDES)
+    if chosen == rejected:
+        return "the chosen and the rejected final answers are the same text (nothing to prefer)"
+    return None
 
 
 def check_chat_jsonl(

@@ -25,6 +25,8 @@ class Task:
     every_token: bool = False
     #: llmforge's task config that implies the task when ``task`` is not written
     config: str | None = None
+    #: each data line is a pair of conversations, chosen and rejected (``ftc.spec.chat_data.read_preference_pairs``)
+    pairs: bool = False
     #: the recipe (``runtime/recipes/<recipe>.py``) that trains it; None: ftc does not train it
     recipe: str | None = "sft"
     #: why ftc does not train it, and what to do instead (where ``recipe`` is None)
@@ -58,16 +60,14 @@ TASKS = {
         ),
         Task(
             "preference_tuning",
-            loss="preference tuning",
-            trains="preference tuning",
-            trained_tokens="the answers",
+            loss="DPO on pairs: the final answers of each pair, chosen and rejected, compared with the reference "
+            "model's",
+            trains="each pair shares its prompt; its two final answers (chosen and rejected) are trained (marked), "
+            "each with its end of turn; the prompt is context",
+            trained_tokens="the final answers of each pair: chosen and rejected",
             config="preference_tuning_config",
-            recipe=None,
-            refused=(
-                "llmforge's preference tuning task (preference_tuning_config, DPO) is not in ftc yet",
-                "fine-tune on the chosen answers with task: instruction_tuning, or keep this spec until ftc has "
-                "preference tuning",
-            ),
+            recipe="dpo",
+            pairs=True,
         ),
         Task(
             "vision_language",
