@@ -7,6 +7,7 @@ from typing import Any
 
 from ftc.spec.canonical import differences, show_value
 from ftc.spec.llmforge import NO_EFFECT
+from ftc.spec.model import PreferenceConfig
 from ftc.spec.plan import Plan, PlanFile, PlanImage, PlanInput
 from ftc.spec.resources import describe_resources
 from ftc.spec.tasks import TASKS
@@ -71,7 +72,7 @@ def describe_plan(plan: Plan) -> str:
             files = f", {len(item.files)} files" if item.files else ""
             what.append(f"({item.kind}{files}, {_size(item.size)})")
         if item.records is not None:
-            what.append(f"{item.records} examples")
+            what.append(f"{item.records} {'pairs' if TASKS[spec.task].pairs else 'examples'}")
         what.append(_pin(item))
         lines.append(f"  {role:<17} " + "  ".join(what))
     lines.append(
@@ -88,6 +89,8 @@ def describe_plan(plan: Plan) -> str:
         lines.append(
             f"labels    {len(classifier.label_tokens)}: {shown}{more}; metrics {', '.join(classifier.eval_metrics)}"
         )
+    if spec.preference_tuning_config is not None:
+        lines.append(f"dpo       {_preference(spec.preference_tuning_config, spec.eval_batch_size_per_device)}")
     if spec.rope_scaling is not None:  # the context extended past the model's own length
         lines.append(f"rope      {spec.rope_scaling.describe()}, applied at load and in config.json")
     lora = spec.lora_config
@@ -104,6 +107,17 @@ def describe_plan(plan: Plan) -> str:
     lines += _llmforge_lines(plan)
     # a plan may come from a checkpoint (outside text): each line with its control characters shown, not obeyed
     return "\n".join(for_terminal(line) for line in lines)
+
+
+def _preference(config: PreferenceConfig, eval_batch_size: int) -> str:
+    """DPO's settings: beta, the loss and the reference pass (its batch: eval_batch_size_per_device unless given)."""
+    reference = config.reference
+    batch = f"{eval_batch_size} (eval_batch_size_per_device)" if reference.batch_size is None else reference.batch_size
+    asked = f", Ray resources {describe_resources(reference.custom_resources, braces=False)}"
+    return (
+        f"beta {config.beta:g}, loss {config.loss_type}; reference log-probs: batch {batch}, concurrency "
+        f"{reference.concurrency}{asked if reference.custom_resources else ''}"
+    )
 
 
 def _llmforge_lines(plan: Plan) -> list[str]:

@@ -36,8 +36,7 @@ def spec_problems(spec: JobSpec, raw: dict, problem: ProblemAt, base_dir: Path |
     out += _deepspeed(spec, raw, problem)
     out += _image(spec, problem)
     out += _logger(spec, problem)
-    labels = spec.classifier_config.label_tokens if spec.classifier_config else None
-    out += task_problems(spec.task, labels, raw, problem)
+    out += task_problems(spec, raw, problem)
     if spec.evaluation.generate and spec.valid_path is None:
         out.append(
             problem(

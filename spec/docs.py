@@ -51,11 +51,11 @@ def _rows(schema: dict, root: dict, prefix: str = "") -> Iterator[tuple[str, boo
         yield from _rows(sub, root, name + ".")
 
 
-def _default(sub: dict) -> str:
+def _default(sub: dict, root: dict) -> str:
     if "default" not in sub:
         return ""
     value = sub["default"]
-    if value == {}:
+    if value == {} and _object_branch(sub, root) is not None:  # its keys' defaults, in the rows below it
         return "(see below)"
     return f"`{json.dumps(value)}`"
 
@@ -95,5 +95,5 @@ def _table(schema: dict, root: dict) -> list[str]:
     for name, required, sub in _rows(schema, root):
         description = sub.get("description", "").replace("|", "\\|").replace("<", "&lt;").replace("\n", " ")
         key = f"`{name}`" + (" (required)" if required else "")
-        lines.append(f"| {key} | {_type(sub, root)} | {_default(sub)} | {description} |")
+        lines.append(f"| {key} | {_type(sub, root)} | {_default(sub, root)} | {description} |")
     return lines

@@ -11,7 +11,9 @@ from typing import Any
 
 from ._llmforge_keys import KEYS as ALIAS_AND_NO_EFFECT_KEYS
 from ._llmforge_keys import NO_EFFECT
+from .model import JobSpec
 from .rope import SCALING_TECHNIQUE, from_scaling_technique
+from .schemas import job_schema
 from .tasks import TASKS
 
 __all__ = ["LLMFORGE_KEYS", "NO_EFFECT", "TASK_CONFIGS", "from_llmforge"]
@@ -19,8 +21,8 @@ __all__ = ["LLMFORGE_KEYS", "NO_EFFECT", "TASK_CONFIGS", "from_llmforge"]
 #: a task-specific config of llmforge -> the task it implies (llmforge infers ``task`` from it)
 TASK_CONFIGS = {t.config: t.name for t in TASKS.values() if t.config is not None}
 
-#: the task configs that are fields of the typed spec (the task ftc trains with them)
-TYPED_CONFIGS = frozenset({"classifier_config"})
+#: the task configs that are fields of the typed spec: those of the tasks ftc trains
+TYPED_CONFIGS = frozenset(t.config for t in TASKS.values() if t.config is not None and t.recipe is not None)
 #: keys of the job schema that are llmforge's and are normalized here (never fields of the typed spec)
 LLMFORGE_KEYS = (frozenset(TASK_CONFIGS) - TYPED_CONFIGS) | {SCALING_TECHNIQUE} | ALIAS_AND_NO_EFFECT_KEYS
 
@@ -32,30 +34,58 @@ def from_llmforge(data: dict[str, Any]) -> dict[str, Any]:
         implied = [task for key, task in TASK_CONFIGS.items() if data.get(key) is not None]
         if implied:
             out["task"] = implied[0]
+    config = TASKS[out.get("task", "instruction_tuning")].config
+    if config in TYPED_CONFIGS and out.get(config) is None and not _required(config):
+        out[config] = {}  # (task preference_tuning alone: its config's defaults, written into the plan)
     return out
 
 
-def task_problems(task: str, labels: tuple[str, ...] | None, raw: dict[str, Any], problem: Any) -> list:
-    """The task's problems: llmforge's tasks ftc does not train, a task config that the spec's task ignores, and a
-    classifier without labels or with labels no answer can be exactly. ``labels``: classifier_config's label_tokens.
-    ``raw`` is the spec as written (empty for a spec a plan carries)."""
+def _required(config: str) -> list[str]:
+    """The keys a task config must be given (none: the task takes its defaults when the config is left out)."""
+    return job_schema()["$defs"][config].get("required", [])
+
+
+def task_problems(spec: JobSpec, raw: dict[str, Any], problem: Any) -> list:
+    """The task's problems: llmforge's tasks ftc does not train, a task config that the spec's task ignores (or two
+    configs of two tasks and no task), a task without its config, and a classifier without labels or with labels no
+    answer can be exactly. ``raw`` is the spec as written (empty for a spec a plan carries: its typed configs and
+    task are then as written)."""
+    task = spec.task
+    labels = spec.classifier_config.label_tokens if spec.classifier_config else None
     out = _label_problems(task, labels, problem)
-    configs = [key for key in TASK_CONFIGS if raw.get(key) is not None]
+    typed = {key: getattr(spec, key) for key in TYPED_CONFIGS}
+    configs = [key for key in TASK_CONFIGS if raw.get(key) is not None or typed.get(key) is not None]
+    own = TASKS[task].config
+    if own in TYPED_CONFIGS and typed[own] is None and not _required(own):  # (a classifier's: its labels, above)
+        out.append(problem(("task",), f"task {task} has no {own}", f"give {own} ({{}} for its defaults)", value=task))
     refused = TASKS[task].refused
     if refused is not None:
         message, fix = refused
         implied_by = [key for key in configs if TASK_CONFIGS[key] == task]
         at = ("task",) if "task" in raw or not implied_by else (implied_by[0],)
         out.append(problem(at, message, fix, value=task))
-    for key in configs:  # (no task written: the config was left out as invalid, and its problem says why)
-        if TASK_CONFIGS[key] != task and "task" in raw:
-            out.append(
-                problem(
-                    (key,),
-                    f"{key} is for llmforge's {TASK_CONFIGS[key]} task, and the spec's task is {task}",
-                    f"remove {key} (task {task} does not use it)",
-                )
+    if "task" in raw or not raw:  # the task as written, not implied by a config
+        out += [
+            problem(
+                (key,),
+                f"{key} is for llmforge's {TASK_CONFIGS[key]} task, and the spec's task is {task}",
+                f"remove {key} (task {task} does not use it)",
             )
+            for key in configs
+            if TASK_CONFIGS[key] != task
+        ]
+    elif len({TASK_CONFIGS[key] for key in configs}) > 1:  # (one config left out as invalid: its problem says why)
+        first, *others = configs
+        out += [
+            problem(
+                (key,),
+                f"{key} is for llmforge's {TASK_CONFIGS[key]} task, and {first} for its {TASK_CONFIGS[first]} task: "
+                "a spec trains one task",
+                f"keep the config of the task to train, and remove {key}",
+            )
+            for key in others
+            if TASK_CONFIGS[key] != TASK_CONFIGS[first]
+        ]
     return out
 
 

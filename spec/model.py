@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import typing
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from .rope import RopeScaling
@@ -26,8 +26,10 @@ __all__ = [
     "Logger",
     "LoraConfig",
     "OPTIONAL_KEYS",
+    "PreferenceConfig",
     "PromptFormat",
     "RAY_RESOURCE_KEYS",
+    "ReferencePass",
     "RopeScaling",
 ]
 
@@ -35,7 +37,9 @@ __all__ = [
 #: the spec's Ray resource requests: absent from a normalized spec when empty
 RAY_RESOURCE_KEYS = ("worker_resources", "trainer_resources")
 #: settings absent from a normalized spec when not given (a spec without them keeps its plan_id)
-OPTIONAL_KEYS = (*RAY_RESOURCE_KEYS, "classifier_config")
+OPTIONAL_KEYS = (*RAY_RESOURCE_KEYS, "classifier_config", "preference_tuning_config")
+#: the task configs, None in a typed spec whose task has none
+TASK_CONFIG_KEYS = ("classifier_config", "preference_tuning_config")
 
 
 @dataclass(frozen=True)
@@ -102,6 +106,31 @@ class ClassifierConfig:
 
     label_tokens: tuple[str, ...]
     eval_metrics: tuple[Literal["prauc", "accuracy", "f1"], ...]
+
+
+@dataclass(frozen=True)
+class ReferencePass:
+    """The reference model's log-probabilities of every pair's answers, computed once before preference tuning
+    (llmforge's ``logprob_processor_scaling_config``)."""
+
+    #: how many workers compute them
+    concurrency: int
+    #: pairs per forward pass (None: the spec's eval_batch_size_per_device)
+    batch_size: int | None
+    #: Ray resources each worker asks for (name -> amount); {} when none
+    custom_resources: dict[str, float]
+
+
+@dataclass(frozen=True)
+class PreferenceConfig:
+    """Preference tuning's (DPO's) settings."""
+
+    #: how far the trained model may move from the reference (the loss scales the margin by it); > 0
+    beta: float
+    #: sigmoid: DPO's loss; ipo: the IPO loss
+    loss_type: Literal["sigmoid", "ipo"]
+    #: the reference pass (the spec's key is llmforge's: logprob_processor_scaling_config)
+    reference: ReferencePass = field(metadata={"key": "logprob_processor_scaling_config"})
 
 
 @dataclass(frozen=True)
@@ -173,6 +202,8 @@ class JobSpec:
     lora_config: LoraConfig | None
     #: task classification's labels and metrics (None for the other tasks; then left out of the normalized spec)
     classifier_config: ClassifierConfig | None
+    #: task preference_tuning's settings (None for the other tasks; then left out of the normalized spec)
+    preference_tuning_config: PreferenceConfig | None
     deepspeed: DeepSpeedSettings
     precision: Literal["auto", "bf16", "fp32"]
     evaluation: Evaluation
@@ -190,12 +221,13 @@ class JobSpec:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> JobSpec:
         """Build from a normalized spec (schema-valid, defaults applied)."""
-        return _build(cls, {**{key: {} for key in RAY_RESOURCE_KEYS}, "classifier_config": None, **data})
+        absent = {**{key: {} for key in RAY_RESOURCE_KEYS}, **{key: None for key in TASK_CONFIG_KEYS}}
+        return _build(cls, {**absent, **data})
 
     def to_dict(self) -> dict[str, Any]:
-        """The normalized spec as plain JSON data (tuples become lists; no Ray resources or classifier_config: no
-        such key)."""
-        out = _plain(dataclasses.asdict(self))
+        """The normalized spec as plain JSON data (tuples become lists; no Ray resources or task config: no such
+        key)."""
+        out = _plain(self)
         return {k: v for k, v in out.items() if v or k not in OPTIONAL_KEYS}
 
     def replace(self, **changes: Any) -> JobSpec:
@@ -228,11 +260,16 @@ def _written(location: Location) -> str:
     return f"dvc:{ref.path}@{ref.rev or 'HEAD'}" + (f" in {ref.repo}" if ref.repo else "")
 
 
+def _key(f: dataclasses.Field) -> str:
+    """A field's key in the spec: its name, unless its metadata names llmforge's key for it."""
+    return f.metadata.get("key", f.name)
+
+
 def _build(cls: type, data: dict[str, Any]):
     hints = typing.get_type_hints(cls)
     kwargs = {}
     for f in dataclasses.fields(cls):
-        kwargs[f.name] = _convert(hints[f.name], data[f.name])
+        kwargs[f.name] = _convert(hints[f.name], data[_key(f)])
     return cls(**kwargs)
 
 
@@ -248,6 +285,8 @@ def _convert(hint: Any, value: Any) -> Any:
 
 
 def _plain(value: Any) -> Any:
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {_key(f): _plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
     if isinstance(value, dict):
         return {k: _plain(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):

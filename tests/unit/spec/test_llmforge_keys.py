@@ -32,15 +32,13 @@ def test_task_causal_lm_is_carried_into_the_plan(job, ftc, tmp_path):
 @pytest.mark.parametrize(
     "keys, where, message",
     [
-        ({"preference_tuning_config": {"beta": 0.01}}, "$.preference_tuning_config",
-         "llmforge's preference tuning task (preference_tuning_config, DPO) is not in ftc yet"),
-        ({"task": "preference_tuning", "preference_tuning_config": {"beta": 0.01}}, "$.task",
-         "llmforge's preference tuning task (preference_tuning_config, DPO) is not in ftc yet"),
         ({"task": "vision_language"}, "$.task", "vision-language tuning (llmforge's vision_language task) is not "
          "supported"),
         ({"vision_language_config": {}}, "$.vision_language_config", "vision-language tuning"),
         ({"task": "instruction_tuning", "classifier_config": {"label_tokens": ["a"]}}, "$.classifier_config",
          "classifier_config is for llmforge's classification task, and the spec's task is instruction_tuning"),
+        ({"task": "causal_lm", "preference_tuning_config": {"beta": 0.01}}, "$.preference_tuning_config",
+         "preference_tuning_config is for llmforge's preference_tuning task, and the spec's task is causal_lm"),
     ],
 )  # fmt: skip
 def test_llmforges_tasks_ftc_does_not_train_are_named_not_unknown(job, ftc, keys, where, message):
