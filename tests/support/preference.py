@@ -1,4 +1,5 @@
-"""A tiny preference set for task preference_tuning: small additions, the correct sum chosen over a wrong one.
+"""A tiny preference set for task preference_tuning: small additions, the correct sum chosen over a wrong one; and
+llmforge's DPO config as a job folder on a tiny Mistral.
 
 Each pair is one conversation (the same user question) with two final answers, as llmforge's preference data holds
 them; a tiny model can learn to prefer the right sum, so a DPO run's reward margin visibly rises.
@@ -7,9 +8,18 @@ them; a tiny model can learn to prefer the right sum, so a DPO run's reward marg
 from __future__ import annotations
 
 import random
+import shutil
+from pathlib import Path
 from typing import Any
 
-__all__ = ["preference_pairs"]
+from .models import build_tokenizer, write_jsonl
+
+__all__ = ["LLMFORGE_DPO", "build_tiny_mistral", "llmforge_dpo_job", "preference_pairs"]
+
+LLMFORGE = Path(__file__).resolve().parents[1] / "data" / "llmforge"
+#: llmforge's DPO config for A10 GPUs (Mistral 7B Instruct v0.1, LoRA, ZeRO 3 from its own DeepSpeed file)
+LLMFORGE_DPO = LLMFORGE / "configs/end-to-end-examples/fine-tune-preference/configs/dpo-training/mistral_a10.yaml"
+MODEL_LINE = "model_id: mistralai/Mistral-7B-Instruct-v0.1\n"
 
 
 def preference_pairs(n: int, seed: int = 0, system: str | None = None) -> list[dict[str, Any]]:
@@ -30,3 +40,52 @@ def preference_pairs(n: int, seed: int = 0, system: str | None = None) -> list[d
             }
         )
     return out
+
+
+def build_tiny_mistral(out_dir: str | Path, *, vocab_size: int = 512, seed: int = 0, **config: Any) -> Path:
+    """A random Mistral-architecture model (the tiny models' shape: 2 layers of width 64, 4 query heads over 2
+    key/value heads; ~0.5 MB) saved as safetensors, with the tiny tokenizer."""
+    import torch
+    from transformers import MistralConfig, MistralForCausalLM
+
+    settings = dict(
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=512,
+        vocab_size=vocab_size,
+        tie_word_embeddings=False,
+        bos_token_id=1,
+        eos_token_id=2,
+        pad_token_id=0,
+    )
+    settings.update(config)
+    torch.manual_seed(seed)
+    out_dir = Path(out_dir)
+    MistralForCausalLM(MistralConfig(**settings)).save_pretrained(out_dir, safe_serialization=True)
+    build_tokenizer(out_dir, vocab_size=vocab_size, max_length=settings["max_position_embeddings"])
+    return out_dir
+
+
+def llmforge_dpo_job(folder: Path, *, replace: dict[str, str] | None = None, pairs: int = 32) -> Path:
+    """Write llmforge's DPO config (``LLMFORGE_DPO``) into ``folder`` with its model swapped for a tiny Mistral
+    (``weights/base``; 4096 positions, as the config's context_length asks), its DeepSpeed files beside it and
+    ``pairs`` preference pairs as data/train.jsonl (and 4 as data/valid.jsonl); every other line as llmforge wrote it
+    except the ``replace`` ones (old line text -> new). Returns the spec's path."""
+    folder.mkdir(parents=True, exist_ok=True)
+    text = LLMFORGE_DPO.read_text()
+    assert text.count(MODEL_LINE) == 1
+    text = text.replace(MODEL_LINE, "model_id: ftc-tests/tiny-mistral\ninitial_base_model_ckpt_path: weights/base\n")
+    for old, new in (replace or {}).items():
+        assert text.count(old) == 1, old
+        text = text.replace(old, new)
+    shutil.copytree(LLMFORGE / "deepspeed_configs", folder / "deepspeed_configs", dirs_exist_ok=True)
+    if not (folder / "weights" / "base").exists():
+        build_tiny_mistral(folder / "weights" / "base", max_position_embeddings=4096)
+    write_jsonl(folder / "data" / "train.jsonl", preference_pairs(pairs, seed=1))
+    write_jsonl(folder / "data" / "valid.jsonl", preference_pairs(4, seed=2))
+    spec = folder / "job.yaml"
+    spec.write_text(text)
+    return spec
