@@ -13,104 +13,56 @@ every topology (gloo on CPU, NCCL on GPUs); a classifier is trained here too (do
 from __future__ import annotations
 
 import math
-import os
 import time
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from ftc.errors import TrainingFailed
-from ftc.lineage.record import read_record
 from ftc.lineage.run import Lineage
-from ftc.runtime.training.batches import collate, epoch_rows, group, shard_rows
+from ftc.runtime.training.batches import collate
 from ftc.runtime.training.chat_template import chat_template
-from ftc.runtime.training.checkpoint import (
-    Checkpointer,
-    describe_sizes,
-    is_complete,
-    load_training_state,
-    read_state,
-    restore_rng,
-    trained_seconds,
-)
+from ftc.runtime.training.checkpoint import Checkpointer, is_complete
 from ftc.runtime.training.data import conversations_at, describe_data, load_data
 from ftc.runtime.training.distributed import Dist, init_distributed
 from ftc.runtime.training.engine import build_engine, training_dtype, training_precision
 from ftc.runtime.training.evaluation import exact_match_share, mean_token_loss
 from ftc.runtime.training.label_tokens import classifier_record
+from ftc.runtime.training.loop import (
+    RecipeRun,
+    TrainState,
+    already_complete,
+    epoch_steps,
+    finish_run,
+    resume_state,
+    run_epochs,
+    save_checkpoint,
+    training_session,
+)
 from ftc.runtime.training.loss import TokenLoss
 from ftc.runtime.training.model import attention_for, describe_mode, kernels_for, load_model
 from ftc.runtime.training.preflight import Checked, check_run
-from ftc.runtime.training.progress import MetricsLog, Progress, duration, log
-from ftc.runtime.training.summary import RunSummary, eval_table, eval_text, matched_text, write_summary
+from ftc.runtime.training.progress import MetricsLog, Progress, log
+from ftc.runtime.training.summary import RunSummary, matched_text
 from ftc.runtime.training.trackers import open_tracker
-from ftc.spec import JobSpec
 from ftc.spec.plan import Plan
-from ftc.stores.storage import storage_failure
 
 __all__ = ["RunSummary", "train"]
 
 
-@dataclass
-class Run:
-    """What set-up built: fixed for the whole run."""
+@dataclass(kw_only=True)
+class Run(RecipeRun):
+    """What set-up built: fixed for the whole run (``RecipeRun``'s fields, and how sft batches and scores)."""
 
-    plan: Plan
-    spec: JobSpec
-    dist: Dist
-    out: Path
-    precision: str
-    engine: Any
-    tokenizer: Any
-    tokenizer_source: str
     token_loss: Any
-    data: dict[str, Any]  # role -> Examples
-    skipped: dict[str, int]
     pack_to: int | None
     pad_to: int | None
-    steps_per_epoch: list[int]
-    lineage: Lineage
-    checkpointer: Checkpointer
-    execution: dict[str, Any]
     #: evaluation.generate: the validation conversations (as data["valid"] holds them) whose answers are generated
     answered: list[list[dict[str, Any]]] | None = None
-    tracker: Any = None  # the spec's logger, on process 0
-
-    def say(self, message: str) -> None:
-        if self.dist.main:
-            log(message)
-
-    @property
-    def total_steps(self) -> int:
-        return sum(self.steps_per_epoch)
 
     def epoch_steps(self, epoch: int) -> list[list[list[tuple[int, ...]]]]:
-        return _epoch_steps(self.spec, self.dist, self.data["train"].lengths, self.pack_to, epoch)
-
-
-def _epoch_steps(
-    spec: JobSpec, dist: Dist, lengths: Any, pack_to: int | None, epoch: int
-) -> list[list[list[tuple[int, ...]]]]:
-    """This rank's optimizer steps of ``epoch``: each a list of micro-batches, each a list of rows (example indices)."""
-    rows = epoch_rows(lengths, epoch=epoch, seed=spec.seed, shuffle=True, pack_to=pack_to)
-    mine = shard_rows(rows, dist.rank, dist.world)
-    return group(group(mine, spec.train_batch_size_per_device), spec.gradient_accumulation_steps)
-
-
-@dataclass
-class TrainState:
-    """Where training stands: saved in every checkpoint (ftc_state.json), restored by ``--resume``."""
-
-    epoch: int = 0
-    step_in_epoch: int = 0
-    global_step: int = 0
-    tokens_trained: int = 0
-    wall_before: float = 0.0  # training time of the runs this one resumes
-    evals: list[dict[str, Any]] = field(default_factory=list)
-    last_loss: float | None = None
-    started: float = field(default_factory=time.perf_counter)
-    tokens_at_start: int = 0
+        return epoch_steps(self.spec, self.dist, self.data["train"].lengths, self.pack_to, epoch)
 
 
 def train(
@@ -131,10 +83,10 @@ def train(
     checked = checked or check_run(plan, resume=resume, inputs_checked=inputs_checked)
     previous = checked.previous
     if previous is not None and is_complete(previous[0]):
-        return _already_complete(plan, dist, previous[0])
+        return already_complete(plan, dist, previous[0])
     plan.output_path.mkdir(parents=True, exist_ok=True)
     run = _set_up(plan, dist, checked.paths, checked.lineage, tracker=tracker)
-    state = _resume(run, *previous) if previous is not None else TrainState()
+    state = resume_state(run, *previous)[0] if previous is not None else TrainState()
     if run.tracker is not None:
         run.tracker.start(plan, run.out, resumed_at=state.global_step if previous is not None else None)
     metrics = MetricsLog(
@@ -142,40 +94,19 @@ def train(
         also=run.tracker.log if run.tracker is not None else None,
     )  # fmt: skip
     bar = Progress(run.total_steps, state.global_step, enabled=dist.main)
-    run.engine.train()
-    status = "FAILED"
-    try:
+    with training_session(run, metrics, bar):
         if state.global_step == 0 and "valid" in run.data:  # the baseline every later evaluation is compared with
             record = _log_eval(run, state, metrics, epoch=0, train_loss=None)
             bar.note(f"eval loss before training: {record['eval_loss']:.4f}{matched_text(record)}")
-        _loop(run, state, metrics, bar)
-        status = "FINISHED"
-    except KeyboardInterrupt:
-        status = "KILLED"
-        raise
-    except (OSError, RuntimeError) as exc:  # writing metrics or a checkpoint
-        failure = storage_failure(run.out, exc, "writing the run's output")
-        if failure is None:
-            raise
-        run.checkpointer.discard_partial()
-        raise failure from None
-    finally:
-        bar.close()
-        metrics.close()
-        if run.tracker is not None and status != "FINISHED":
-            run.tracker.finish(status, [])
-    summary = _finish(run, state, tracker=run.tracker.link if run.tracker is not None else None)
+        run_epochs(
+            run, state, steps_of=run.epoch_steps, step=lambda rows: _step(run, state, rows),
+            after_step=lambda epoch: _log_step(run, state, metrics, bar, epoch),
+            save=lambda epoch, step_in_epoch: _save(run, state, metrics, bar, epoch, step_in_epoch),
+        )  # fmt: skip
+    summary = finish_run(run, state, tracker=run.tracker.link if run.tracker is not None else None)
     if run.tracker is not None:
         run.tracker.finish("FINISHED", [run.out / "summary.json"])
     return summary
-
-
-def _already_complete(plan: Plan, dist: Dist, last: Path) -> RunSummary:
-    """``--resume`` of a finished run: nothing is trained or written."""
-    if dist.main:
-        log(f"{last} is the last checkpoint of this plan: the run is complete; nothing to resume")
-    state = read_state(last)
-    return RunSummary.of_output(plan.output_path, state["evals"], state["skipped_examples"])
 
 
 def _set_up(plan: Plan, dist: Dist, paths: dict[str, Path | str], lineage: Lineage, *, tracker: bool) -> Run:
@@ -214,7 +145,7 @@ def _set_up(plan: Plan, dist: Dist, paths: dict[str, Path | str], lineage: Linea
     # FlexAttention compiles its kernels per shape: packed rows, nearly full anyway, always get the same width
     fixed_width = spec.padding == "max_length" or (pack_to is not None and attention == "flex_attention")
     lengths = data["train"].lengths
-    steps_per_epoch = [len(_epoch_steps(spec, dist, lengths, pack_to, epoch)) for epoch in range(spec.num_epochs)]
+    steps_per_epoch = [len(epoch_steps(spec, dist, lengths, pack_to, epoch)) for epoch in range(spec.num_epochs)]
     engine = build_engine(
         loaded.model, spec, plan.deepspeed, precision=precision, total_steps=sum(steps_per_epoch), fused=cuda
     )
@@ -241,55 +172,16 @@ def _set_up(plan: Plan, dist: Dist, paths: dict[str, Path | str], lineage: Linea
     return run
 
 
-def _resume(run: Run, previous: Path, record: dict[str, Any]) -> TrainState:
-    """Engine, optimizer, scheduler and random state as the checkpoint ``previous`` (verified against its lineage
-    ``record``) saved them; every checkpoint of this run records where it resumed."""
-    state = read_state(previous)
-    load_training_state(run.engine, previous, strict=run.plan.mode == "full")
-    restore_rng(previous, run.dist.rank)
-    run.execution["resumed_from"] = {
-        "checkpoint": previous.name,
-        "digest": record["checkpoint"]["digest"],
-        "record_id": record["record_id"],
-    }
-    run.say(f"resuming from {previous.name}: step {state['global_step']} of {run.total_steps}")
-    return TrainState(
-        epoch=state["epoch"], step_in_epoch=state["step_in_epoch"], global_step=state["global_step"],
-        tokens_trained=state["tokens_trained"], wall_before=trained_seconds(record, state), evals=state["evals"],
-        tokens_at_start=state["tokens_trained"],
-    )  # fmt: skip
-
-
-def _loop(run: Run, state: TrainState, metrics: MetricsLog, bar: Progress) -> None:
-    """Every remaining step of every epoch; evaluate and save at the plan's frequency and at the end."""
-    spec = run.spec
-    freq = spec.checkpoint_and_evaluation_frequency
-    stop_after = getattr(run.plan.placement, "stop_after_step", None)  # ftc reproduce of an earlier step
-    start_epoch, start_step = state.epoch, state.step_in_epoch
-    for epoch in range(start_epoch, spec.num_epochs):
-        steps = run.epoch_steps(epoch)
-        for step_in_epoch in range(start_step if epoch == start_epoch else 0, len(steps)):
-            _step(run, state, steps[step_in_epoch])
-            elapsed = time.perf_counter() - state.started
-            tokens_per_s = (state.tokens_trained - state.tokens_at_start) / elapsed if elapsed > 0 else 0.0
-            metrics.write({
-                "type": "train", "step": state.global_step, "epoch": epoch, "loss": state.last_loss,
-                "lr": run.engine.get_lr()[0], "tokens": state.tokens_trained, "tokens_per_s": tokens_per_s,
-                "time": time.time(),
-            })  # fmt: skip
-            bar.update(epoch, state.last_loss, tokens_per_s)
-            end_of_epoch = step_in_epoch + 1 == len(steps)
-            if freq.unit == "steps" and state.global_step % freq.frequency == 0 and not end_of_epoch:
-                _save(run, state, metrics, bar, epoch, step_in_epoch + 1)
-                if state.global_step == stop_after:
-                    return
-        last_epoch = epoch + 1 == spec.num_epochs
-        every_epochs = freq.unit == "epochs" and (epoch + 1) % freq.frequency == 0
-        every_steps = freq.unit == "steps" and state.global_step % freq.frequency == 0
-        if last_epoch or every_epochs or every_steps:
-            _save(run, state, metrics, bar, epoch + 1, 0)
-            if state.global_step == stop_after:
-                return
+def _log_step(run: Run, state: TrainState, metrics: MetricsLog, bar: Progress, epoch: int) -> None:
+    """A step's line in metrics.jsonl (and the tracker) and the progress bar."""
+    elapsed = time.perf_counter() - state.started
+    tokens_per_s = (state.tokens_trained - state.tokens_at_start) / elapsed if elapsed > 0 else 0.0
+    metrics.write({
+        "type": "train", "step": state.global_step, "epoch": epoch, "loss": state.last_loss,
+        "lr": run.engine.get_lr()[0], "tokens": state.tokens_trained, "tokens_per_s": tokens_per_s,
+        "time": time.time(),
+    })  # fmt: skip
+    bar.update(epoch, state.last_loss, tokens_per_s)
 
 
 def _step(run: Run, state: TrainState, micro_rows: list[list[tuple[int, ...]]]) -> None:
@@ -352,49 +244,4 @@ def _log_eval(
 def _save(run: Run, state: TrainState, metrics: MetricsLog, bar: Progress, epoch: int, step_in_epoch: int) -> None:
     """Evaluate, then write a checkpoint (every rank) with its state and lineage record."""
     evaluated = _log_eval(run, state, metrics, epoch=epoch, train_loss=state.last_loss)
-    eval_loss = evaluated["eval_loss"]
-    wall_time_s = state.wall_before + time.perf_counter() - state.started
-    saved = {
-        "plan_id": run.plan.plan_id, "mode": run.plan.mode, "global_step": state.global_step,
-        "total_steps": run.total_steps, "epoch": epoch, "step_in_epoch": step_in_epoch,
-        "tokens_trained": state.tokens_trained, "eval_loss": eval_loss, "train_loss": state.last_loss,
-        "evals": state.evals, "precision": run.precision, "world_size": run.dist.world,
-        "skipped_examples": run.skipped, "tokenizer_source": run.tokenizer_source,
-    }  # fmt: skip
-    complete = state.global_step == run.total_steps
-    results = {
-        "step": state.global_step, "total_steps": run.total_steps, "epoch": epoch,
-        "status": "complete" if complete else "intermediate", "eval_loss": eval_loss, "train_loss": state.last_loss,
-        "evals": state.evals, "tokens_trained": state.tokens_trained,
-        "skipped": run.skipped, "used": {role: len(examples) for role, examples in run.data.items()},
-    }  # fmt: skip
-    measured = {"wall_time_s": round(wall_time_s, 3)}  # beside the seal: two runs of a plan seal the same record
-    record = lambda folder, final: run.lineage.record(folder, final, results, run.execution, measured)  # noqa: E731
-    path = run.checkpointer.save(run.engine, run.tokenizer, saved, record)
-    if run.tracker is not None:
-        run.tracker.checkpoint(path, read_record(path))
-    size = f" ({describe_sizes(path)})" if run.dist.main else ""
-    bar.note(f"checkpoint {path.name} at step {state.global_step}/{run.total_steps}: {eval_text(evaluated)}{size}")
-
-
-def _finish(run: Run, state: TrainState, tracker: dict[str, Any] | None = None) -> RunSummary:
-    """The run's summary (summary.json on rank 0) and its last words."""
-    summary = RunSummary.of_output(run.out, state.evals, run.skipped)
-    if not run.dist.main:
-        return summary
-    write_summary(
-        run.plan, summary, steps=state.global_step, tokens=state.tokens_trained, train_loss=state.last_loss,
-        tracker=tracker,
-    )  # fmt: skip
-    elapsed = time.perf_counter() - state.started
-    stopped = state.global_step < run.total_steps  # ftc reproduce of an earlier checkpoint stops at its step
-    run.say(
-        (f"stopped after step {state.global_step} of {run.total_steps}, as asked" if stopped else
-         f"done: {run.spec.num_epochs} epoch(s), {state.global_step} steps")
-        + f", {state.tokens_trained:,} tokens; training took {duration(elapsed)}"
-    )  # fmt: skip
-    for line in eval_table(state.evals):
-        run.say(line)
-    where = summary.best or (summary.checkpoints[-1] if summary.checkpoints else run.out)
-    run.say(f"checkpoint{' (best eval loss)' if summary.best else ''}: {os.path.relpath(where)}")
-    return summary
+    save_checkpoint(run, state, evaluated, bar, (epoch, step_in_epoch))

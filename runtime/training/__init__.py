@@ -14,6 +14,9 @@ importing this package loads none of its modules: each name is imported when fir
   checkpoints, their state and resuming
 - ``preflight``, ``inputs``, ``data``: the checks before training, the plan's inputs verified, its data tokenized
 - ``evaluation``, ``summary``: evaluation during training (token loss, exact match); the run's summary
+- ``loop``: what every recipe's ``train`` does around its own step: the state, resuming, the epochs, checkpoints
+- ``preference``, ``reference``: preference pairs, answer log-probabilities, the DPO/IPO losses; the reference
+  model's log-probabilities, computed once and cached
 - ``classification``: a classifier's evaluation (label probabilities from one forward pass; accuracy, P/R/F1, PR-AUC)
 - ``label_tokens``: a classifier's labels as one token each (added, their embedding rows grown and trained)
 - ``progress``, ``trackers``: what a run prints and logs, experiment trackers
@@ -53,7 +56,7 @@ _MODULES = {
         "stable_adapter_config",
         "trained_seconds",
     ),
-    "data": ("DATA_ROLES", "conversations_at", "describe_data", "load_data"),
+    "data": ("DATA_ROLES", "conversations_at", "data_cache", "describe_data", "load_data"),
     "distributed": ("Dist", "init_distributed"),
     "engine": ("build_engine", "training_dtype", "training_precision"),
     "evaluation": ("exact_match_share", "mean_token_loss"),
@@ -70,6 +73,17 @@ _MODULES = {
     ),
     "inputs": ("materialize_remote", "verify_inputs"),
     "inspect": ("inspect_data",),
+    "loop": (
+        "RecipeRun",
+        "TrainState",
+        "already_complete",
+        "epoch_steps",
+        "finish_run",
+        "resume_state",
+        "run_epochs",
+        "save_checkpoint",
+        "training_session",
+    ),
     "loss": ("CHUNK_ELEMENTS", "TokenLoss", "linear_cross_entropy"),
     "model": (
         "LoadedModel",
@@ -87,9 +101,12 @@ _MODULES = {
         "save_tokenizer",
     ),
     "label_tokens": ("add_label_tokens", "classifier_record", "grow_embeddings", "trainable_token_targets"),
+    "preference": ("Pairs", "answer_logps", "collate_pairs", "load_pairs", "pair_metrics", "preference_loss"),
     "preflight": ("Checked", "check_run"),
     "progress": (
         "CLASSIFIER_SCALARS",
+        "EVAL_SCALARS",
+        "PREFERENCE_SCALARS",
         "ByteProgress",
         "MetricsLog",
         "Progress",
@@ -98,6 +115,7 @@ _MODULES = {
         "log",
         "size_text",
     ),
+    "reference": ("Reference", "check_reference", "reference_cache", "reference_logps"),
     "render": ("PLACEHOLDER", "Rendered", "render_chat_template", "render_prompt_format", "renderer_for"),
     "sandbox": ("TemplateRefused", "render_template"),
     "summary": ("RunSummary", "eval_table", "eval_text", "matched_text", "write_summary"),
@@ -105,10 +123,12 @@ _MODULES = {
         "BadExample",
         "Examples",
         "label_token_ids",
+        "store_cache_file",
         "token_cache",
         "tokenize_file",
         "trained_mask",
         "usable_examples",
+        "verified_cache_file",
     ),
     "trackers": (
         "TRACKER_FILE",

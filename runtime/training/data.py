@@ -15,31 +15,35 @@ from .distributed import Dist
 from .render import renderer_for
 from .tokens import token_cache, tokenize_file, usable_examples
 
-__all__ = ["DATA_ROLES", "conversations_at", "describe_data", "load_data"]
+__all__ = ["DATA_ROLES", "conversations_at", "data_cache", "describe_data", "load_data"]
 
 #: the plan's data inputs, in the order they are read
 DATA_ROLES = ("train", "valid")
 
 
 def load_data(
-    plan: Plan, dist: Dist, paths: dict[str, Path | str], tokenizer: Any, tokenizer_source: str
+    plan: Plan,
+    dist: Dist,
+    paths: dict[str, Path | str],
+    tokenizer: Any,
+    tokenizer_source: str,
+    side: str | None = None,
 ) -> tuple[dict[str, Any], dict[str, int]]:
     """(role -> ``Examples``, role -> examples skipped) for each data input the plan has. ``tokenizer_source``
-    (``base weights`` or ``adapter``) says which input's tokenizer the token cache is keyed by."""
+    (``base weights`` or ``adapter``) says which input's tokenizer the token cache is keyed by. ``side``
+    (``chosen`` or ``rejected``): the data are preference pairs, and this side of each is read
+    (:func:`ftc.runtime.training.preference.load_pairs` reads both)."""
     spec = plan.spec
-    fmt = spec.generation_config.prompt_format
-    render = renderer_for(fmt, tokenizer, when_needed=TASKS[spec.task].every_token)
-    renderer_key = dataclasses.asdict(fmt) if fmt is not None else ["chat_template", tokenizer.chat_template]
-    tokenizer_folder = {"base weights": plan.inputs["base_model"], "adapter": plan.inputs.get("adapter")}.get(
-        tokenizer_source
-    )
+    render = renderer_for(spec.generation_config.prompt_format, tokenizer, when_needed=TASKS[spec.task].every_token)
+    labels = spec.classifier_config.label_tokens if spec.classifier_config is not None else None
     data, skipped = {}, {}
     for role in DATA_ROLES:
         if role not in paths:
             continue
-        labels = spec.classifier_config.label_tokens if spec.classifier_config is not None else None
-        cache_file = token_cache(plan.inputs[role], tokenizer_folder, renderer_key, spec.task, labels)
-        reading = dict(render=render, tokenizer=tokenizer, cache_file=cache_file, task=spec.task, labels=labels)
+        cache_file = data_cache(plan, role, tokenizer, tokenizer_source, side)
+        reading = dict(
+            render=render, tokenizer=tokenizer, cache_file=cache_file, task=spec.task, labels=labels, side=side
+        )
         if dist.main:  # one process tokenizes; the others read its cache
             examples, bad = tokenize_file(paths[role], **reading)
         dist.barrier()
@@ -50,6 +54,19 @@ def load_data(
             display=plan.inputs[role].uri,
         )  # fmt: skip
     return data, skipped
+
+
+def data_cache(plan: Plan, role: str, tokenizer: Any, tokenizer_source: str, side: str | None = None) -> Path | None:
+    """Where the plan's data input ``role`` is cached tokenized (:func:`~ftc.runtime.training.tokens.token_cache`:
+    keyed by the data, the tokenizer's files, the rendering and what the task trains); None when it is not."""
+    spec = plan.spec
+    fmt = spec.generation_config.prompt_format
+    renderer_key = dataclasses.asdict(fmt) if fmt is not None else ["chat_template", tokenizer.chat_template]
+    tokenizer_folder = {"base weights": plan.inputs["base_model"], "adapter": plan.inputs.get("adapter")}.get(
+        tokenizer_source
+    )
+    labels = spec.classifier_config.label_tokens if spec.classifier_config is not None else None
+    return token_cache(plan.inputs[role], tokenizer_folder, renderer_key, spec.task, labels, side)
 
 
 def describe_data(data: dict[str, Any], skipped: dict[str, int], task: str, say: Callable[[str], None]) -> None:

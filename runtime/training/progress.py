@@ -15,6 +15,8 @@ from ftc.stores.atomic import open_regular
 
 __all__ = [
     "CLASSIFIER_SCALARS",
+    "EVAL_SCALARS",
+    "PREFERENCE_SCALARS",
     "ByteProgress",
     "MetricsLog",
     "Progress",
@@ -35,6 +37,17 @@ CLASSIFIER_SCALARS = {
     "eval_f1_macro": "macro F1",
     "eval_prauc_macro": "macro PR-AUC",
 }
+#: a preference model's scalar metrics in an evaluation record (``pair_metrics``), the same way
+PREFERENCE_SCALARS = {
+    "eval_reward_accuracy": "reward accuracy",
+    "eval_reward_margin": "reward margin",
+    "eval_rewards_chosen": None,
+    "eval_rewards_rejected": None,
+    "eval_logps_chosen": None,
+    "eval_logps_rejected": None,
+}
+#: every task's scalar metrics beside eval_loss (what summary.json, the notes and the trackers carry)
+EVAL_SCALARS = {**CLASSIFIER_SCALARS, **PREFERENCE_SCALARS}
 
 
 def log(message: str, stream: TextIO | None = None) -> None:

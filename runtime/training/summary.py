@@ -12,7 +12,7 @@ from ftc.spec.plan import Plan
 from ftc.stores.atomic import write_text_atomic
 
 from .checkpoint import finished_checkpoints
-from .progress import CLASSIFIER_SCALARS
+from .progress import EVAL_SCALARS
 
 __all__ = ["RunSummary", "eval_table", "eval_text", "matched_text", "write_summary"]
 
@@ -56,11 +56,11 @@ def write_summary(
         "plan_id": plan.plan_id, "steps": steps, "tokens_trained": tokens, "train_loss": train_loss,
         "eval_loss": losses[-1] if losses else None, "best_eval_loss": min(losses) if losses else None,
         "evals": [
-            {k: e[k] for k in ("step", "epoch", "eval_loss", "exact_match", *CLASSIFIER_SCALARS) if k in e}
+            {k: e[k] for k in ("step", "epoch", "eval_loss", "exact_match", *EVAL_SCALARS) if k in e}
             for e in summary.evals
         ],
     }  # fmt: skip
-    for key in ("exact_match", *CLASSIFIER_SCALARS, *_PER_CLASS):  # each as the last evaluation that has it says
+    for key in ("exact_match", *EVAL_SCALARS, *_PER_CLASS):  # each as the last evaluation that has it says
         values = [e[key] for e in summary.evals if e.get(key) is not None]
         if values:
             data[key] = values[-1]
@@ -75,9 +75,7 @@ def matched_text(record: dict[str, Any]) -> str:
     accuracy, macro F1 and macro PR-AUC (nothing for those it does not have)."""
     text = f", exact match {record['exact_match']:.3f}" if record.get("exact_match") is not None else ""
     return text + "".join(
-        f", {words} {record[key]:.3f}"
-        for key, words in CLASSIFIER_SCALARS.items()
-        if words and record.get(key) is not None
+        f", {words} {record[key]:.3f}" for key, words in EVAL_SCALARS.items() if words and record.get(key) is not None
     )
 
 

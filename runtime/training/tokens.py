@@ -17,7 +17,7 @@ import hashlib
 import json
 import os
 import tempfile
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 
 from ftc.errors import DataInvalid
-from ftc.spec.chat_data import answer_label, read_examples
+from ftc.spec.chat_data import ChatLine, answer_label, read_examples
 from ftc.spec.plan import PlanInput
 from ftc.spec.tasks import TASKS
 from ftc.stores.hashing import hash_file
@@ -39,10 +39,12 @@ __all__ = [
     "Examples",
     "cache_key",
     "label_token_ids",
+    "store_cache_file",
     "token_cache",
     "tokenize_file",
     "trained_mask",
     "usable_examples",
+    "verified_cache_file",
 ]
 
 _FORMAT = 4  # bump when the tokenized layout or the masking rules change
@@ -106,14 +108,16 @@ def tokenize_file(
     max_chars: int | None = None,
     task: str = "instruction_tuning",
     labels: tuple[str, ...] | None = None,
+    side: str | None = None,
 ) -> tuple[Examples, list[BadExample]]:
     """Tokenize every example of ``path`` (or load the result cached for the same data, tokenizer and format, once
     its bytes verify). ``max_chars``: an example whose rendered text is longer is not tokenized (tokenizing 16 MiB
     takes a minute) but listed as ``untokenized``, and then nothing is cached (a run must see every example).
     ``task``: causal_lm trains every token, classification (with its ``labels``) the label token alone (see the
-    module's docstring)."""
+    module's docstring). ``side`` (``chosen`` or ``rejected``): ``path`` holds preference pairs, and each pair's
+    conversation on that side is tokenized, its final answer alone trained (the answer the pair compares)."""
     if cache_file is not None:
-        cached = _verified(cache_file)
+        cached = verified_cache_file(cache_file)
         if cached is not None:
             return _load(cached)
     texts: list[Rendered] = []
@@ -121,7 +125,7 @@ def tokenize_file(
     finals: list[str] = []  # each example's final answer (a classifier's label, and its categories)
     bad: list[BadExample] = []
     raw: set[int] = set()  # the indices in ``texts`` of {"text": ...} lines
-    for item in read_examples(path, task, labels):
+    for item in read_examples(path, task, labels) if side is None else _side_of_pairs(path, side):
         reason = item.problem
         if reason is None and item.text is not None:
             raw.add(len(texts))
@@ -154,7 +158,9 @@ def tokenize_file(
         encoded = _encode(tokenizer, chunk, {i - start for i in raw if start <= i < start + len(chunk)})
         for r, (ids, offsets), lineno, final in zip(chunk, encoded, lines[start:], finals[start:]):
             ids = np.asarray(ids, dtype=np.int32)
-            mask, reason = _mask(r, ids, offsets, final, every_token=every_token, label_ids=label_ids)
+            mask, reason = _mask(
+                r, ids, offsets, final, every_token=every_token, label_ids=label_ids, final_only=side is not None
+            )
             if reason is not None:
                 bad.append(BadExample(lineno, reason))
                 continue
@@ -187,17 +193,30 @@ def _mask(
     *,
     every_token: bool,
     label_ids: dict[str, int],
+    final_only: bool = False,
 ) -> tuple[np.ndarray, str | None]:
     """The trained-token mask of one example, or why it has none: every token (causal_lm), a classifier's label
-    (with ``label_ids``; ``final`` is its final answer), else the template's loss spans (the assistant turns)."""
+    (with ``label_ids``; ``final`` is its final answer), else the template's loss spans (the assistant turns; with
+    ``final_only``, the final answer's alone)."""
     if every_token:
         return np.ones(len(ids), dtype=bool), None
     if label_ids:
         return _label_mask(rendered, ids, offsets, answer_label(final), label_ids)
-    mask, empty_turn = trained_mask(offsets, rendered.loss_spans)
+    spans = rendered.loss_spans[-1:] if final_only else rendered.loss_spans
+    mask, empty_turn = trained_mask(offsets, spans)
     if empty_turn is not None:
-        return mask, f"assistant turn {empty_turn + 1} has no token after tokenization"
+        which = "the final answer" if final_only else f"assistant turn {empty_turn + 1}"
+        return mask, f"{which} has no token after tokenization"
     return mask, None
+
+
+def _side_of_pairs(path: Path, side: str) -> Iterator[ChatLine]:
+    """Each preference pair of ``path`` as the conversation on its ``side`` (or why the pair is not one)."""
+    from ftc.spec.chat_data import read_preference_pairs
+
+    for pair in read_preference_pairs(path):
+        messages = getattr(pair, side) if pair.problem is None else None
+        yield ChatLine(pair.line, messages, pair.problem)
 
 
 def _label_mask(
@@ -247,9 +266,6 @@ def _encode(tokenizer: Any, chunk: list[Rendered], raw: set[int]) -> list[tuple[
 
 
 def _store(path: Path, examples: Examples, bad: list[BadExample]) -> None:
-    from safetensors.numpy import save_file
-
-    path.parent.mkdir(parents=True, exist_ok=True)
     lengths = examples.lengths
     tensors = {
         "ids": np.concatenate(examples.ids) if len(examples) else np.zeros(0, np.int32),
@@ -257,15 +273,24 @@ def _store(path: Path, examples: Examples, bad: list[BadExample]) -> None:
         "lengths": lengths,
         "lines": np.asarray(examples.lines, dtype=np.int64),
     }
-    meta = {"bad": json.dumps([[b.line, b.reason] for b in bad])}
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tokens-", suffix=".tmp")
+    store_cache_file(path, tensors, {"bad": json.dumps([[b.line, b.reason] for b in bad])})
+
+
+def store_cache_file(path: Path, tensors: dict[str, np.ndarray], metadata: dict[str, str]) -> str:
+    """Store ``tensors`` as the cache file for ``path``'s key (safetensors, named by its sha256, written to a temp
+    file and renamed: readers never see a half-written one); its sha256."""
+    from safetensors.numpy import save_file
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".cache-", suffix=".tmp")
     os.close(fd)
     try:
-        save_file(tensors, tmp, metadata=meta)
+        save_file(tensors, tmp, metadata=metadata)
         sha, _ = hash_file(Path(tmp))
-        os.replace(tmp, _named(path, sha))  # readers never see a half-written cache file
+        os.replace(tmp, _named(path, sha))
     finally:
         Path(tmp).unlink(missing_ok=True)
+    return sha
 
 
 def _named(cache_file: Path, sha256: str) -> Path:
@@ -273,9 +298,10 @@ def _named(cache_file: Path, sha256: str) -> Path:
     return cache_file.with_name(f"{cache_file.stem}.{sha256}{cache_file.suffix}")
 
 
-def _verified(cache_file: Path) -> Path | None:
+def verified_cache_file(cache_file: Path, what: str = "the tokenized data") -> Path | None:
     """The stored cache file for ``cache_file``'s key whose bytes match the sha256 in its name (through the stat
-    cache: an unchanged file is not re-read); one that does not is removed with a warning (it is made again)."""
+    cache: an unchanged file is not re-read); one that does not is removed with a warning (it is made again).
+    ``what`` the file holds, as the warning says it."""
     from ftc.stores.hashing import NotAnInput, StatCache, cache_dir
 
     if not cache_file.parent.is_dir():
@@ -289,7 +315,7 @@ def _verified(cache_file: Path) -> Path | None:
             found = f"unreadable ({exc})"
         if found == named:
             return stored
-        log(f"warning: the tokenized data cached at {stored} is not the bytes it was stored as; tokenizing again")
+        log(f"warning: {what} cached at {stored} is not the bytes it was stored as; making it again")
         stored.unlink(missing_ok=True)
     return None
 
@@ -339,10 +365,11 @@ def token_cache(
     renderer: Any,
     task: str = "instruction_tuning",
     labels: Sequence[str] | None = None,
+    side: str | None = None,
 ) -> Path | None:
     """Where the tokenized ``data`` input is cached: keyed by its digest, the tokenizer's files, the rendering and
-    what the task trains (a classifier's labels, which its tokenizer gains too). None when the tokenizer is not
-    pinned (the published one of a hub model)."""
+    what the task trains (a classifier's labels, which its tokenizer gains too; a preference pair's ``side``). None
+    when the tokenizer is not pinned (the published one of a hub model)."""
     from ftc.stores.hashing import cache_dir
 
     if tokenizer_folder is None or not tokenizer_folder.files:
@@ -353,5 +380,5 @@ def token_cache(
         if not f.path.endswith(".safetensors")
     )
     if task != "instruction_tuning":  # (instruction tuning's keys as they were before tasks: its caches stay valid)
-        renderer = [renderer, task] + ([list(labels)] if labels is not None else [])
+        renderer = [renderer, task] + ([list(labels)] if labels is not None else []) + ([side] if side else [])
     return cache_dir() / "tokens" / f"{cache_key(data.digest, tokenizer, renderer)}.safetensors"

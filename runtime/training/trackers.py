@@ -31,7 +31,7 @@ from ftc.spec.plan import Plan
 from ftc.spec.text import redact
 from ftc.stores.atomic import write_text_atomic
 
-from .progress import CLASSIFIER_SCALARS, log
+from .progress import EVAL_SCALARS, log
 from .tracker_file import TRACKER_FILE, TRACKER_FILE_LIMIT, interrupted_run
 
 __all__ = [
@@ -58,7 +58,7 @@ _TRAIN_KEYS = {"loss": "train/loss", "lr": "train/lr", "tokens_per_s": "train/to
 _EVAL_KEYS = {
     "eval_loss": "eval/loss",
     "exact_match": "eval/exact_match",
-    **{key: f"eval/{key[5:]}" for key in CLASSIFIER_SCALARS},  # a classifier's: eval/accuracy, eval/f1_macro, ...
+    **{key: f"eval/{key[5:]}" for key in EVAL_SCALARS},  # eval/accuracy, eval/f1_macro, eval/reward_accuracy, ...
 }
 
 

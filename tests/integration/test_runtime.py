@@ -227,7 +227,7 @@ def test_a_changed_byte_in_the_tokenized_cache_is_caught_and_the_data_tokenized_
     )
     r = ftc("run", tmp_path / "again.json")
     assert r.code == 0, r.err
-    assert r.err.count("is not the bytes it was stored as; tokenizing again") == 2
+    assert r.err.count("is not the bytes it was stored as; making it again") == 2
     same = [[m[k] for k in ("step", "loss", "tokens")] for m in metrics(first, "train")]
     assert [[m[k] for k in ("step", "loss", "tokens")] for m in metrics(tmp_path / "again", "train")] == same
 

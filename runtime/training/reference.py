@@ -1,0 +1,121 @@
+"""The reference model's log-probabilities of every preference pair's answers, an input of a preference run like its
+data: computed once, before the first step, from the weights the run loaded (the reference is the model as training
+starts), stored in ftc's cache as safetensors named by their sha256, and pinned by that digest in every
+checkpoint's lineage and training state. A later run with the same reference weights, data, tokenizer, rendering,
+precision and batching reads them from the cache (verified against their name); ``--resume`` and ``ftc
+reproduce`` check that the numbers they use are the ones the run started with.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ftc.errors import InputChanged
+
+from .distributed import Dist
+from .preference import Pairs, answer_logps, collate_pairs
+from .tokens import store_cache_file, verified_cache_file
+
+__all__ = ["Reference", "check_reference", "reference_cache", "reference_logps"]
+
+_FORMAT = 1  # bump when what is stored, or how it is computed, changes
+
+
+@dataclass(frozen=True)
+class Reference:
+    """The reference log-probabilities of one data input's pairs: ``values`` (pairs, 2), chosen then rejected, in
+    the pairs' order; ``digest``: ``sha256:`` of their safetensors bytes (as stored, or as they would be)."""
+
+    values: np.ndarray
+    digest: str
+    cached: bool
+
+    def pinned(self) -> dict[str, Any]:
+        """As a checkpoint's lineage and state record them."""
+        return {"digest": self.digest, "pairs": int(len(self.values))}
+
+
+def reference_cache(token_caches: tuple[Path | None, Path | None], identity: dict[str, Any]) -> Path | None:
+    """Where the reference log-probabilities of a data input are cached: keyed by its two sides' token caches
+    (the data, the tokenizer, the rendering) and the reference's ``identity`` (its weights' digests, precision,
+    attention and batching: what the numbers depend on). None when either side is not cached (a tokenizer that is
+    not pinned), or a weights input has no digest."""
+    if None in token_caches or any(v is None for v in identity.get("weights", {}).values()):
+        return None
+    blob = json.dumps([_FORMAT, [p.stem for p in token_caches], identity], sort_keys=True).encode()
+    chosen = token_caches[0]
+    return chosen.parent.parent / "reference-logps" / f"{hashlib.sha256(blob).hexdigest()}.safetensors"
+
+
+def _tensors(values: np.ndarray, lines: list[int]) -> dict[str, np.ndarray]:
+    return {"logps": np.ascontiguousarray(values, dtype=np.float64), "lines": np.asarray(lines, dtype=np.int64)}
+
+
+def _digest(values: np.ndarray, lines: list[int]) -> str:
+    from safetensors.numpy import save
+
+    return "sha256:" + hashlib.sha256(save(_tensors(values, lines), metadata={"format": str(_FORMAT)})).hexdigest()
+
+
+def _read(path: Path, lines: list[int]) -> np.ndarray | None:
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="numpy") as f:
+        values, stored_lines = f.get_tensor("logps"), f.get_tensor("lines")
+    if values.shape != (len(lines), 2) or stored_lines.tolist() != list(lines) or not np.isfinite(values).all():
+        return None
+    return values
+
+
+def reference_logps(
+    engine: Any, pairs: Pairs, *, cache_file: Path | None, pad_id: int, batch_size: int, dist: Dist
+) -> Reference:
+    """The reference log-probabilities of ``pairs``: read from ``cache_file`` when it holds them (its bytes verified
+    against its name), else computed with ``engine`` as it is now (every rank its share, ``batch_size`` pairs per
+    forward, gathered on every rank) and stored there by rank 0."""
+    import torch
+
+    found = verified_cache_file(cache_file, "the reference log-probabilities") if cache_file is not None else None
+    values = _read(found, pairs.lines) if found is not None else None
+    dist.barrier()  # every rank has looked before rank 0 may store
+    cached = values is not None
+    if not cached:
+        n = len(pairs)
+        values = np.zeros((n, 2))
+        was_training = engine.training
+        engine.eval()
+        with torch.no_grad():
+            for start in range(0, n, batch_size * dist.world):
+                chunk = list(range(start, min(n, start + batch_size * dist.world)))
+                mine = chunk[dist.rank :: dist.world] or chunk[:1]  # every rank joins every forward (ZeRO-3)
+                logps, _ = answer_logps(engine, collate_pairs(pairs, mine, pad_id=pad_id), dist.device)
+                if chunk[dist.rank :: dist.world]:
+                    values[mine] = logps.double().cpu().numpy().reshape(2, -1).T
+        engine.train(was_training)
+        if dist.world > 1:  # each pair is filled in by one rank, zeros elsewhere: a sum gathers them
+            values = np.asarray(dist.sum(*values.ravel())).reshape(n, 2)
+        if cache_file is not None and dist.main:
+            store_cache_file(cache_file, _tensors(values, pairs.lines), {"format": str(_FORMAT)})
+        dist.barrier()
+    return Reference(values, _digest(values, pairs.lines), cached)
+
+
+def check_reference(found: dict[str, Reference], pinned: dict[str, Any] | None, where: str) -> None:
+    """``found`` (role -> the reference used now) must be the numbers ``pinned`` (role -> ``Reference.pinned()``,
+    as a checkpoint recorded them; None: nothing pinned yet)."""
+    if not pinned:
+        return
+    for role, ref in found.items():
+        want = pinned.get(role, {}).get("digest")
+        if want is not None and want != ref.digest:
+            raise InputChanged(
+                f"{where}: the reference log-probabilities of the {role} pairs are {ref.digest}, not {want}, the "
+                "ones the run started with (the reference weights, the data, the precision or the batching "
+                "differ)\n    fix: resume on the machine and settings the run started with, or start a new run"
+            )
