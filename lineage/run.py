@@ -190,6 +190,7 @@ class Lineage:
                     "examples": results["used"].get(role, 0) + results["skipped"].get(role, 0),
                     "examples_used": results["used"].get(role, 0),
                     "examples_skipped": results["skipped"].get(role, 0),
+                    **_pinned_reference(results, role),
                 }
             )
         record = {
@@ -209,7 +210,13 @@ class Lineage:
                 "deepspeed_config_digest": digest_of(dict(plan.deepspeed)),
                 "seed": plan.spec.seed,
             },
-            "results": {k: v for k, v in results.items() if k not in ("skipped", "used")},
+            "results": {k: v for k, v in results.items() if k not in ("skipped", "used", "reference_logprobs")},
         }
         sealed = seal(record)
         return {**sealed, MEASURED: measured} if measured is not None else sealed
+
+
+def _pinned_reference(results: dict[str, Any], role: str) -> dict[str, Any]:
+    """A preference run's reference log-probabilities of the data input ``role``, as its dataset entry pins them."""
+    pinned = results.get("reference_logprobs", {}).get(role)
+    return {"reference_logprobs": pinned} if pinned is not None else {}

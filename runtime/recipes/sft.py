@@ -13,8 +13,6 @@ every topology (gloo on CPU, NCCL on GPUs); a classifier is trained here too (do
 from __future__ import annotations
 
 import math
-import time
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,11 +20,10 @@ from typing import Any
 from ftc.errors import TrainingFailed
 from ftc.lineage.run import Lineage
 from ftc.runtime.training.batches import collate
-from ftc.runtime.training.chat_template import chat_template
-from ftc.runtime.training.checkpoint import Checkpointer, is_complete
+from ftc.runtime.training.checkpoint import is_complete
 from ftc.runtime.training.data import conversations_at, describe_data, load_data
 from ftc.runtime.training.distributed import Dist, init_distributed
-from ftc.runtime.training.engine import build_engine, training_dtype, training_precision
+from ftc.runtime.training.engine import build_engine
 from ftc.runtime.training.evaluation import exact_match_share, mean_token_loss
 from ftc.runtime.training.label_tokens import classifier_record
 from ftc.runtime.training.loop import (
@@ -35,15 +32,17 @@ from ftc.runtime.training.loop import (
     already_complete,
     epoch_steps,
     finish_run,
+    log_step,
+    quiet_library_warnings,
     resume_state,
     run_epochs,
     save_checkpoint,
     training_session,
 )
 from ftc.runtime.training.loss import TokenLoss
-from ftc.runtime.training.model import attention_for, describe_mode, kernels_for, load_model
 from ftc.runtime.training.preflight import Checked, check_run
 from ftc.runtime.training.progress import MetricsLog, Progress, log
+from ftc.runtime.training.startup import execution_of, load_for_training, new_checkpointer, open_reporting
 from ftc.runtime.training.summary import RunSummary, matched_text
 from ftc.runtime.training.trackers import open_tracker
 from ftc.spec.plan import Plan
@@ -77,8 +76,7 @@ def train(
     caller has just checked (else each rank checks the inputs and the checkpoint to resume itself). Without
     ``tracker``, the spec's tracker is not fed (the launcher found it unreachable, and the spec says to go on).
     ``inputs_checked``: fetched inputs are read from the cache the launcher filled (``check_run``)."""
-    # deprecation notices about DeepSpeed's and peft's own calls, printed at every step: nothing a user can act on
-    warnings.filterwarnings("ignore", message=r"`(torch\.distributed\.\w+|is_gradient_checkpointing)` is deprecated")
+    quiet_library_warnings()
     dist = init_distributed(plan.launch.world_size)
     checked = checked or check_run(plan, resume=resume, inputs_checked=inputs_checked)
     previous = checked.previous
@@ -87,101 +85,50 @@ def train(
     plan.output_path.mkdir(parents=True, exist_ok=True)
     run = _set_up(plan, dist, checked.paths, checked.lineage, tracker=tracker)
     state = resume_state(run, *previous)[0] if previous is not None else TrainState()
-    if run.tracker is not None:
-        run.tracker.start(plan, run.out, resumed_at=state.global_step if previous is not None else None)
-    metrics = MetricsLog(
-        run.out / "metrics.jsonl", enabled=dist.main, keep_until_step=state.global_step if resume else -1,
-        also=run.tracker.log if run.tracker is not None else None,
-    )  # fmt: skip
-    bar = Progress(run.total_steps, state.global_step, enabled=dist.main)
+    metrics, bar = open_reporting(run, state.global_step, resume=resume, resumed=previous is not None)
     with training_session(run, metrics, bar):
         if state.global_step == 0 and "valid" in run.data:  # the baseline every later evaluation is compared with
             record = _log_eval(run, state, metrics, epoch=0, train_loss=None)
             bar.note(f"eval loss before training: {record['eval_loss']:.4f}{matched_text(record)}")
         run_epochs(
             run, state, steps_of=run.epoch_steps, step=lambda rows: _step(run, state, rows),
-            after_step=lambda epoch: _log_step(run, state, metrics, bar, epoch),
+            after_step=lambda epoch: log_step(run, state, metrics, bar, epoch),
             save=lambda epoch, step_in_epoch: _save(run, state, metrics, bar, epoch, step_in_epoch),
         )  # fmt: skip
-    summary = finish_run(run, state, tracker=run.tracker.link if run.tracker is not None else None)
-    if run.tracker is not None:
-        run.tracker.finish("FINISHED", [run.out / "summary.json"])
-    return summary
+    return finish_run(run, state)
 
 
 def _set_up(plan: Plan, dist: Dist, paths: dict[str, Path | str], lineage: Lineage, *, tracker: bool) -> Run:
     """Model loaded, data tokenized, DeepSpeed engine built."""
     spec = plan.spec
     say = log if dist.main else (lambda message: None)
-    cuda = dist.device.type == "cuda"
-    precision = training_precision(spec.precision, cuda=cuda)
-    own_weights = isinstance(paths["base_model"], Path)
-    say(f"plan {plan.plan_id[:19]}…: {describe_mode(plan.mode, own_weights)} ({plan.architecture.model_id})")
-    attention = attention_for(spec, cuda=cuda)
-    kernels = kernels_for(spec, cuda=cuda, model_type=plan.architecture.model_type)
-    checkpointing = ", activation checkpointing" if spec.activation_checkpointing else ""
-    say(
-        f"{dist.world} process(es) on {dist.device.type}, {precision}, ZeRO stage {plan.zero_stage}, "
-        f"{attention} attention, {kernels} kernels{checkpointing}"
-    )
-
-    import torch
-
-    torch.manual_seed(spec.seed)  # new adapters' initial weights, dropout
-    loaded = load_model(
-        spec, plan.mode, paths["base_model"], paths.get("adapter"), dtype=training_dtype(precision),
-        attention=attention, kernels=kernels,
-    )  # fmt: skip
-    if spec.generation_config.prompt_format is not None:  # checkpoints carry the format as serving reads it
-        loaded.tokenizer.chat_template = chat_template(spec.generation_config.prompt_format)
-    say(
-        f"{loaded.trainable_parameters:,} of {loaded.total_parameters:,} parameters trainable; "
-        f"tokenizer from the {loaded.tokenizer_source}"
-    )
-    data, skipped = load_data(plan, dist, paths, loaded.tokenizer, loaded.tokenizer_source)
+    loaded = load_for_training(plan, dist, paths)
+    lm, precision = loaded.model, loaded.precision  # the model, its tokenizer and its parameter counts
+    data, skipped = load_data(plan, dist, paths, lm.tokenizer, lm.tokenizer_source)
     describe_data(data, skipped, spec.task, say)
 
     pack_to = spec.context_length if spec.sample_packing else None
     # FlexAttention compiles its kernels per shape: packed rows, nearly full anyway, always get the same width
-    fixed_width = spec.padding == "max_length" or (pack_to is not None and attention == "flex_attention")
+    fixed_width = spec.padding == "max_length" or (pack_to is not None and loaded.attention == "flex_attention")
     lengths = data["train"].lengths
     steps_per_epoch = [len(epoch_steps(spec, dist, lengths, pack_to, epoch)) for epoch in range(spec.num_epochs)]
     engine = build_engine(
-        loaded.model, spec, plan.deepspeed, precision=precision, total_steps=sum(steps_per_epoch), fused=cuda
-    )
+        lm.model, spec, plan.deepspeed, precision=precision, total_steps=sum(steps_per_epoch),
+        fused=dist.device.type == "cuda",
+    )  # fmt: skip
     token_loss = TokenLoss(engine.module, zero_stage=plan.zero_stage)
     say(f"loss: {token_loss.reason}")
-    checkpointer = Checkpointer(
-        plan.output_path, is_lora=plan.mode != "full", zero_stage=plan.zero_stage, rank=dist.rank,
-        barrier=dist.barrier, keep=spec.num_checkpoints_to_keep, model_id=spec.model_id, plan_text=plan.text(),
-    )  # fmt: skip
-    checkpointer.discard_partial()
-    execution = {
-        "nodes": plan.launch.nodes, "processes_per_node": plan.launch.processes_per_node, "world_size": dist.world,
-        "device": dist.describe_device(), "precision": precision, "zero_stage": plan.zero_stage,
-    }  # fmt: skip
     run = Run(
         plan=plan, spec=spec, dist=dist, out=plan.output_path, precision=precision, engine=engine,
-        tokenizer=loaded.tokenizer, tokenizer_source=loaded.tokenizer_source, token_loss=token_loss, data=data,
+        tokenizer=lm.tokenizer, tokenizer_source=lm.tokenizer_source, token_loss=token_loss, data=data,
         skipped=skipped, pack_to=pack_to, pad_to=spec.context_length if fixed_width else None,
-        steps_per_epoch=steps_per_epoch, lineage=lineage, checkpointer=checkpointer, execution=execution,
+        steps_per_epoch=steps_per_epoch, lineage=lineage, checkpointer=new_checkpointer(plan, dist),
+        execution=execution_of(plan, dist, precision),
     )  # fmt: skip
     if spec.evaluation.generate and "valid" in data:
         run.answered = conversations_at(paths["valid"], data["valid"].lines)
     run.tracker = open_tracker(plan, main=dist.main, off=not tracker)
     return run
-
-
-def _log_step(run: Run, state: TrainState, metrics: MetricsLog, bar: Progress, epoch: int) -> None:
-    """A step's line in metrics.jsonl (and the tracker) and the progress bar."""
-    elapsed = time.perf_counter() - state.started
-    tokens_per_s = (state.tokens_trained - state.tokens_at_start) / elapsed if elapsed > 0 else 0.0
-    metrics.write({
-        "type": "train", "step": state.global_step, "epoch": epoch, "loss": state.last_loss,
-        "lr": run.engine.get_lr()[0], "tokens": state.tokens_trained, "tokens_per_s": tokens_per_s,
-        "time": time.time(),
-    })  # fmt: skip
-    bar.update(epoch, state.last_loss, tokens_per_s)
 
 
 def _step(run: Run, state: TrainState, micro_rows: list[list[tuple[int, ...]]]) -> None:

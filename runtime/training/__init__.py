@@ -14,7 +14,8 @@ importing this package loads none of its modules: each name is imported when fir
   checkpoints, their state and resuming
 - ``preflight``, ``inputs``, ``data``: the checks before training, the plan's inputs verified, its data tokenized
 - ``evaluation``, ``summary``: evaluation during training (token loss, exact match); the run's summary
-- ``loop``: what every recipe's ``train`` does around its own step: the state, resuming, the epochs, checkpoints
+- ``loop``, ``startup``: what every recipe's ``train`` does around its own step and data: the model loaded, the
+  state, resuming, the epochs, checkpoints, the last words
 - ``preference``, ``reference``: preference pairs, answer log-probabilities, the DPO/IPO losses; the reference
   model's log-probabilities, computed once and cached
 - ``classification``: a classifier's evaluation (label probabilities from one forward pass; accuracy, P/R/F1, PR-AUC)
@@ -79,6 +80,8 @@ _MODULES = {
         "already_complete",
         "epoch_steps",
         "finish_run",
+        "log_step",
+        "quiet_library_warnings",
         "resume_state",
         "run_epochs",
         "save_checkpoint",
@@ -118,6 +121,7 @@ _MODULES = {
     "reference": ("Reference", "check_reference", "reference_cache", "reference_logps"),
     "render": ("PLACEHOLDER", "Rendered", "render_chat_template", "render_prompt_format", "renderer_for"),
     "sandbox": ("TemplateRefused", "render_template"),
+    "startup": ("Loaded", "execution_of", "load_for_training", "new_checkpointer", "open_reporting"),
     "summary": ("RunSummary", "eval_table", "eval_text", "matched_text", "write_summary"),
     "tokens": (
         "BadExample",

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import time
+import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -29,6 +30,8 @@ __all__ = [
     "already_complete",
     "epoch_steps",
     "finish_run",
+    "log_step",
+    "quiet_library_warnings",
     "resume_state",
     "run_epochs",
     "save_checkpoint",
@@ -216,14 +219,15 @@ def save_checkpoint(
     return path
 
 
-def finish_run(run: RecipeRun, state: TrainState, tracker: dict[str, Any] | None = None) -> RunSummary:
-    """The run's summary (summary.json on rank 0) and its last words."""
+def finish_run(run: RecipeRun, state: TrainState) -> RunSummary:
+    """The run's summary (summary.json on rank 0, with where the run is in its tracker), its last words, and the
+    tracker told it finished."""
     summary = RunSummary.of_output(run.out, state.evals, run.skipped)
     if not run.dist.main:
         return summary
     write_summary(
         run.plan, summary, steps=state.global_step, tokens=state.tokens_trained, train_loss=state.last_loss,
-        tracker=tracker,
+        tracker=run.tracker.link if run.tracker is not None else None,
     )  # fmt: skip
     elapsed = time.perf_counter() - state.started
     stopped = state.global_step < run.total_steps  # ftc reproduce of an earlier checkpoint stops at its step
@@ -236,4 +240,24 @@ def finish_run(run: RecipeRun, state: TrainState, tracker: dict[str, Any] | None
         run.say(line)
     where = summary.best or (summary.checkpoints[-1] if summary.checkpoints else run.out)
     run.say(f"checkpoint{' (best eval loss)' if summary.best else ''}: {os.path.relpath(where)}")
+    if run.tracker is not None:
+        run.tracker.finish("FINISHED", [run.out / "summary.json"])
     return summary
+
+
+def log_step(run: RecipeRun, state: TrainState, metrics: MetricsLog, bar: Progress, epoch: int) -> None:
+    """A step's line in metrics.jsonl (and the tracker) and the progress bar."""
+    elapsed = time.perf_counter() - state.started
+    tokens_per_s = (state.tokens_trained - state.tokens_at_start) / elapsed if elapsed > 0 else 0.0
+    metrics.write({
+        "type": "train", "step": state.global_step, "epoch": epoch, "loss": state.last_loss,
+        "lr": run.engine.get_lr()[0], "tokens": state.tokens_trained, "tokens_per_s": tokens_per_s,
+        "time": time.time(),
+    })  # fmt: skip
+    bar.update(epoch, state.last_loss, tokens_per_s)
+
+
+def quiet_library_warnings() -> None:
+    """Deprecation notices about DeepSpeed's and peft's own calls, printed at every step: nothing a user can act
+    on."""
+    warnings.filterwarnings("ignore", message=r"`(torch\.distributed\.\w+|is_gradient_checkpointing)` is deprecated")

@@ -1,0 +1,232 @@
+"""The preference tuning recipe (dpo, ``task: preference_tuning``): one plan of preference pairs in, checkpoints out.
+``train`` reads top to bottom as ``sft``'s does: check, set up (the model, the pairs, the engine, then the reference
+log-probabilities), resume, evaluate the starting point, the loop, finish. What is its own is here: a step is a
+batch of pairs, both answers of each in one forward pass, and its loss is the pairwise preference loss (DPO's, or
+IPO's) against the reference; an evaluation reports the rewards. Everything else is the training library's.
+
+The reference is the model as training starts: the base weights, the adapter a stage continues (an SFT stage's),
+or the whole weights. Its log-probabilities are computed once with the weights the run loaded, before the first
+step, so LoRA and full fine-tuning alike need no second copy of the model; they are cached by digest and pinned in
+every checkpoint, and ``--resume`` checks it continues with the same numbers (docs/training.md, Preference tuning).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ftc.errors import TrainingFailed
+from ftc.lineage.run import Lineage
+from ftc.runtime.training.checkpoint import is_complete
+from ftc.runtime.training.data import data_cache
+from ftc.runtime.training.distributed import Dist, init_distributed
+from ftc.runtime.training.engine import build_engine
+from ftc.runtime.training.loop import (
+    RecipeRun,
+    TrainState,
+    already_complete,
+    epoch_steps,
+    finish_run,
+    log_step,
+    quiet_library_warnings,
+    resume_state,
+    run_epochs,
+    save_checkpoint,
+    training_session,
+)
+from ftc.runtime.training.preference import answer_logps, collate_pairs, load_pairs, pair_metrics, preference_loss
+from ftc.runtime.training.preflight import Checked, check_run
+from ftc.runtime.training.progress import MetricsLog, Progress, log
+from ftc.runtime.training.reference import Reference, check_reference, reference_cache, reference_logps
+from ftc.runtime.training.startup import execution_of, load_for_training, new_checkpointer, open_reporting
+from ftc.runtime.training.summary import RunSummary, matched_text
+from ftc.runtime.training.trackers import open_tracker
+from ftc.spec.plan import Plan
+
+__all__ = ["RunSummary", "train"]
+
+#: a sigmoid loss this close to ln 2 after training began: the policy has not moved off the reference
+_STUCK = 1e-3
+
+
+@dataclass(kw_only=True)
+class Run(RecipeRun):
+    """What set-up built: fixed for the whole run (``RecipeRun``'s fields; ``data`` holds ``Pairs``), with the
+    preference settings and each data input's reference log-probabilities."""
+
+    beta: float
+    loss_type: str
+    reference_batch: int
+    references: dict[str, Reference]
+
+    def epoch_steps(self, epoch: int) -> list[list[list[tuple[int, ...]]]]:
+        return epoch_steps(self.spec, self.dist, self.data["train"].lengths, None, epoch)
+
+
+def train(
+    plan: Plan,
+    *,
+    resume: bool = False,
+    checked: Checked | None = None,
+    tracker: bool = True,
+    inputs_checked: bool = False,
+) -> RunSummary:
+    """Run ``plan`` (already read and verified) in this process, as one rank of its topology (the arguments are
+    ``sft.train``'s)."""
+    quiet_library_warnings()
+    dist = init_distributed(plan.launch.world_size)
+    checked = checked or check_run(plan, resume=resume, inputs_checked=inputs_checked)
+    previous = checked.previous
+    if previous is not None and is_complete(previous[0]):
+        return already_complete(plan, dist, previous[0])
+    plan.output_path.mkdir(parents=True, exist_ok=True)
+    run = _set_up(plan, dist, checked.paths, checked.lineage, tracker=tracker)
+    state = TrainState()
+    if previous is not None:
+        state, saved = resume_state(run, *previous)
+        check_reference(run.references, saved.get("reference_logprobs"), previous[0].name)
+    metrics, bar = open_reporting(run, state.global_step, resume=resume, resumed=previous is not None)
+    with training_session(run, metrics, bar):
+        if state.global_step == 0 and "valid" in run.data:  # the baseline: the reference itself (loss ln 2)
+            record = _log_eval(run, state, metrics, epoch=0, train_loss=None)
+            bar.note(f"eval loss before training: {record['eval_loss']:.4f}{matched_text(record)}")
+        run_epochs(
+            run, state, steps_of=run.epoch_steps, step=lambda rows: _step(run, state, rows),
+            after_step=lambda epoch: log_step(run, state, metrics, bar, epoch),
+            save=lambda epoch, step_in_epoch: _save(run, state, metrics, bar, epoch, step_in_epoch),
+        )  # fmt: skip
+    return finish_run(run, state)
+
+
+def _set_up(plan: Plan, dist: Dist, paths: dict[str, Path | str], lineage: Lineage, *, tracker: bool) -> Run:
+    """Model loaded, pairs tokenized, DeepSpeed engine built, the reference log-probabilities computed (or read
+    from the cache)."""
+    spec = plan.spec
+    preference = spec.preference_tuning_config
+    say = log if dist.main else (lambda message: None)
+    loaded = load_for_training(plan, dist, paths)
+    lm, precision = loaded.model, loaded.precision  # the model, its tokenizer and its parameter counts
+    data, skipped = load_pairs(plan, dist, paths, lm.tokenizer, lm.tokenizer_source)
+    for role, pairs in data.items():
+        dropped = f", {skipped[role]} skipped (skip_bad_examples)" if skipped[role] else ""
+        say(f"{role}: {len(pairs):,} pairs, {int(pairs.lengths.sum()):,} tokens, {pairs.trained_tokens:,} of them "
+            f"in the answers compared{dropped}")  # fmt: skip
+    steps_per_epoch = [
+        len(epoch_steps(spec, dist, data["train"].lengths, None, epoch)) for epoch in range(spec.num_epochs)
+    ]
+    engine = build_engine(
+        lm.model, spec, plan.deepspeed, precision=precision, total_steps=sum(steps_per_epoch),
+        fused=dist.device.type == "cuda",
+    )  # fmt: skip
+    say(f"loss: {preference.loss_type} (beta {preference.beta:g}) against the model as training starts")
+    run = Run(
+        plan=plan, spec=spec, dist=dist, out=plan.output_path, precision=precision, engine=engine,
+        tokenizer=lm.tokenizer, tokenizer_source=lm.tokenizer_source, data=data, skipped=skipped,
+        steps_per_epoch=steps_per_epoch, lineage=lineage, checkpointer=new_checkpointer(plan, dist),
+        execution=execution_of(plan, dist, precision), beta=preference.beta, loss_type=preference.loss_type,
+        reference_batch=preference.reference.batch_size or spec.eval_batch_size_per_device, references={},
+    )  # fmt: skip
+    run.references = _references(run, loaded.attention)
+    run.tracker = open_tracker(plan, main=dist.main, off=not tracker)
+    return run
+
+
+def _references(run: Run, attention: str) -> dict[str, Reference]:
+    """Each data input's reference log-probabilities, read from the cache or computed now (before any step)."""
+    plan, dist = run.plan, run.dist
+    identity = {
+        "weights": {role: item.digest for role, item in plan.inputs.items() if role in ("base_model", "adapter")},
+        "mode": plan.mode, "precision": run.precision, "attention": attention, "device": dist.device.type,
+        "batch_size": run.reference_batch, "world": dist.world, "rope": repr(plan.spec.rope_scaling),
+    }  # fmt: skip
+    found = {}
+    for role, pairs in run.data.items():
+        sides = tuple(
+            data_cache(plan, role, run.tokenizer, run.tokenizer_source, side) for side in ("chosen", "rejected")
+        )
+        found[role] = reference_logps(
+            run.engine, pairs, cache_file=reference_cache(sides, identity), pad_id=run.tokenizer.pad_token_id,
+            batch_size=run.reference_batch, dist=dist,
+        )  # fmt: skip
+        how = "read from the cache" if found[role].cached else "computed"
+        run.say(f"reference log-probabilities of the {role} pairs {how}: {found[role].digest[:19]}…")
+    return found
+
+
+def _step(run: Run, state: TrainState, micro_rows: list[list[tuple[int, ...]]]) -> None:
+    """One optimizer step over ``micro_rows`` (this rank's micro-batches of pairs): every pair of the global step
+    weighs the same, whatever its micro-batch or rank."""
+    import torch
+
+    dist, engine, pairs = run.dist, run.engine, run.data["train"]
+    reference = run.references["train"].values
+    (total_pairs,) = dist.sum(sum(len(rows) for rows in micro_rows))
+    scale = dist.world / max(total_pairs, 1)  # DeepSpeed averages gradients over ranks, hence * world
+    step_loss = torch.zeros((), dtype=torch.float32, device=dist.device)
+    real_tokens = 0
+    for rows in micro_rows:
+        indices = [row[0] for row in rows]
+        batch = collate_pairs(pairs, indices, pad_id=run.tokenizer.pad_token_id)
+        logps, tokens = answer_logps(engine, batch, dist.device)
+        k = len(indices)
+        ref = torch.as_tensor(reference[indices], dtype=torch.float32, device=logps.device)
+        losses, _, _ = preference_loss(
+            (logps[:k], logps[k:]), (ref[:, 0], ref[:, 1]), (tokens[:k], tokens[k:]), beta=run.beta,
+            loss_type=run.loss_type,
+        )  # fmt: skip
+        engine.backward(losses.sum() * scale, scale_wrt_gas=False)
+        step_loss += losses.detach().sum()
+        real_tokens += batch.real_tokens
+    engine.step()
+    state.global_step += 1
+    (tokens_trained,) = dist.sum(real_tokens)
+    state.tokens_trained += int(tokens_trained)
+    (total_loss,) = dist.sum(step_loss.item())  # the step's one wait for the device
+    state.last_loss = total_loss / max(total_pairs, 1)
+    if not math.isfinite(state.last_loss):
+        raise TrainingFailed(
+            f"the preference loss became {state.last_loss} at step {state.global_step}; "
+            "lower learning_rate or beta, or check the data"
+        )
+
+
+def _log_eval(
+    run: Run, state: TrainState, metrics: MetricsLog, *, epoch: int, train_loss: float | None
+) -> dict[str, Any]:
+    """Evaluate over the validation pairs (every rank its share): the preference loss and the rewards; logged and
+    returned. A sigmoid loss still at ln 2 once training has begun is warned about."""
+    record: dict[str, Any] = {"type": "eval", "step": state.global_step, "epoch": epoch, "eval_loss": None}
+    if "valid" in run.data:
+        record.update(
+            pair_metrics(
+                run.engine, run.data["valid"], run.references["valid"].values, beta=run.beta,
+                loss_type=run.loss_type, pad_id=run.tokenizer.pad_token_id,
+                batch_size=run.spec.eval_batch_size_per_device, dist=run.dist,
+            )
+        )  # fmt: skip
+    record["train_loss"] = train_loss
+    first_after_start = state.global_step > 0 and not any(e["step"] > 0 for e in state.evals)
+    state.evals.append(record)
+    metrics.write(record)
+    if first_after_start and run.loss_type == "sigmoid" and record["eval_loss"] is not None:
+        _warn_if_stuck(run, record["eval_loss"])
+    return record
+
+
+def _warn_if_stuck(run: Run, eval_loss: float) -> None:
+    if abs(eval_loss - math.log(2)) < _STUCK:
+        run.say(
+            f"warning: the eval loss is {eval_loss:.4f}, still ln 2 = 0.6931: the model has not moved off the "
+            "reference. Likely causes: learning_rate too low for the steps taken, beta too small for the "
+            "differences between the answers, LoRA targeting modules that do not change the answers, or chosen "
+            "and rejected answers that barely differ"
+        )
+
+
+def _save(run: Run, state: TrainState, metrics: MetricsLog, bar: Progress, epoch: int, step_in_epoch: int) -> None:
+    """Evaluate, then write a checkpoint (every rank), its state and lineage pinning the reference log-probs."""
+    evaluated = _log_eval(run, state, metrics, epoch=epoch, train_loss=state.last_loss)
+    pinned = {role: ref.pinned() for role, ref in run.references.items()}
+    save_checkpoint(run, state, evaluated, bar, (epoch, step_in_epoch), own={"reference_logprobs": pinned})
