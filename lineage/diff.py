@@ -1,8 +1,9 @@
 """``ftc lineage diff A B``: why two checkpoints differ, from what their records and plans say: inputs (by pin),
 settings (the spec key by key, from the plan each checkpoint carries), environment (package by package, Python, the
 image), topology (processes, nodes, device, precision, ZeRO stage) and results (steps, tokens, eval losses side by
-side, a classifier's metrics at the last evaluation, which files differ). Reads the records as they are: ``ftc
-lineage verify`` says whether to trust them."""
+side, a classifier's or a preference model's metrics at the last evaluation, which files differ). A preference run's
+reference log-probabilities are compared by their pins too, and said to be the same when they are. Reads the
+records as they are: ``ftc lineage verify`` says whether to trust them."""
 
 from __future__ import annotations
 
@@ -25,6 +26,7 @@ __all__ = [
     "environment_differences",
     "input_differences",
     "recorded_differences",
+    "reference_differences",
     "topology_differences",
 ]
 
@@ -35,11 +37,14 @@ WHERE_ONLY = ("spec.output_dir",)
 
 @dataclass
 class CheckpointDiff:
-    """What differs between checkpoints ``a`` and ``b``: lines by section (an empty section: the same)."""
+    """What differs between checkpoints ``a`` and ``b``: lines by section (an empty section: the same), and in
+    ``same`` what both share that a reader checks (a preference run's reference log-probabilities), said under its
+    section and not counted as a difference."""
 
     a: str
     b: str
     sections: dict[str, list[str]] = field(default_factory=lambda: {s: [] for s in SECTIONS})
+    same: dict[str, list[str]] = field(default_factory=lambda: {s: [] for s in SECTIONS})
 
     @property
     def identical(self) -> bool:
@@ -49,17 +54,18 @@ class CheckpointDiff:
         head = [f"a: {self.a}", f"b: {self.b}"]
         if self.identical:
             same = "the histories are the same: inputs, settings, environment, topology, results"
-            return "\n".join(for_terminal(line) for line in [*head, same])
+            shared = [f"  {line}" for name in SECTIONS for line in self.same[name]]
+            return "\n".join(for_terminal(line) for line in [*head, same, *shared])
         body = []
         for name in SECTIONS:
             lines = self.sections[name]
             body.append(f"{name}: " + ("the same" if not lines else f"{len(lines)} difference(s)"))
-            body += [f"  {line}" for line in lines]
+            body += [f"  {line}" for line in lines + self.same[name]]
         # names, locations and values come from records and plans (outside text): their control characters shown
         return "\n".join(for_terminal(line) for line in head + body)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"a": self.a, "b": self.b, "identical": self.identical, "sections": self.sections}
+        return {"a": self.a, "b": self.b, "identical": self.identical, "sections": self.sections, "same": self.same}
 
 
 def input_differences(a: dict[str, Any], b: dict[str, Any]) -> list[str]:
@@ -95,7 +101,31 @@ def input_differences(a: dict[str, Any], b: dict[str, Any]) -> list[str]:
             lines.append(f"{role}: {pin(ea)} ({source_name(ea['source'])}) -> {pin(eb)} ({source_name(eb['source'])})")
         elif ea.get("relation") != eb.get("relation"):
             lines.append(f"{role}: relation {ea.get('relation')} -> {eb.get('relation')}")
-    return lines
+    return lines + reference_differences(a, b)[0]
+
+
+def reference_differences(a: dict[str, Any], b: dict[str, Any]) -> tuple[list[str], list[str]]:
+    """A preference run's reference log-probabilities, by the role of the data they score, compared by their
+    digests: (the roles where they differ or only one record pins them, the roles where both pin the same)."""
+
+    def pins(record: dict[str, Any]) -> dict[str, dict[str, Any]]:
+        return {d["role"]: d["reference_logprobs"] for d in record.get("datasets", []) if d.get("reference_logprobs")}
+
+    def text(pin: dict[str, Any]) -> str:
+        return f"{pin.get('digest')} ({pin.get('pairs')} pairs)"
+
+    pa, pb = pins(a), pins(b)
+    differ, same = [], []
+    for role in sorted(set(pa) | set(pb)):
+        x, y = pa.get(role), pb.get(role)
+        name = f"reference log-probs of {role}"
+        if x is None or y is None:
+            differ.append(f"{name}: only in {'a' if y is None else 'b'} ({text(x or y)})")
+        elif x.get("digest") != y.get("digest"):
+            differ.append(f"{name}: {text(x)} -> {text(y)}")
+        else:
+            same.append(f"{name}: the same in both, {text(x)}")
+    return differ, same
 
 
 #: what each record says of the model and how it was trained, compared whatever the plans say: a record names them
@@ -176,7 +206,7 @@ def _results(a: dict[str, Any], b: dict[str, Any]) -> list[str]:
         x, y = evals_a.get(step), evals_b.get(step)
         if x != y:
             lines.append(f"eval loss at step {step}: {show_value(x)} -> {show_value(y)}")
-    lines += _classifier(ra.get("evals", []), rb.get("evals", []))
+    lines += _last_evaluation(ra.get("evals", []), rb.get("evals", []))
     files_a = {f["path"]: f["sha256"] for f in a.get("checkpoint", {}).get("files", [])}
     files_b = {f["path"]: f["sha256"] for f in b.get("checkpoint", {}).get("files", [])}
     for path in sorted(set(files_a) | set(files_b)):
@@ -189,13 +219,17 @@ def _results(a: dict[str, Any], b: dict[str, Any]) -> list[str]:
     return lines
 
 
-def _classifier(evals_a: list[dict[str, Any]], evals_b: list[dict[str, Any]]) -> list[str]:
-    """A classifier's metrics as each history's last evaluation gave them (two stages' steps are not comparable):
-    the macro ones (the lineage schema's ``share`` fields of an evaluation), then each class's. The records were
-    read against the schema: each is in the shape it gives."""
+def _last_evaluation(evals_a: list[dict[str, Any]], evals_b: list[dict[str, Any]]) -> list[str]:
+    """A classifier's or a preference model's metrics as each history's last evaluation gave them (two stages'
+    steps are not comparable): the scalar ``eval_*`` fields the lineage schema gives an evaluation (a classifier's
+    macro shares; a preference model's reward accuracy, margin, rewards and log-probabilities), then each class's.
+    The records were read against the schema: each is in the shape it gives."""
     last_a, last_b = (evals[-1] if evals else {} for evals in (evals_a, evals_b))
-    shares = lineage_schema()["properties"]["results"]["properties"]["evals"]["items"]["properties"]
-    keys = [k for k, v in shares.items() if v.get("$ref") == "#/$defs/share"]
+    fields = lineage_schema()["properties"]["results"]["properties"]["evals"]["items"]["properties"]
+    keys = [  # eval_loss is compared at every step above
+        k for k, v in fields.items()
+        if k.startswith("eval_") and (v.get("$ref") == "#/$defs/share" or v.get("type") == "number")
+    ]  # fmt: skip
     pairs = [(key, last_a.get(key), last_b.get(key)) for key in keys]
     classes_a, classes_b = last_a.get("eval_classes") or {}, last_b.get("eval_classes") or {}
     for label in list(classes_a) + [c for c in classes_b if c not in classes_a]:
@@ -211,6 +245,7 @@ def diff_checkpoints(a: Path, b: Path) -> CheckpointDiff:
     ra, rb = load(fa), load(fb)
     out = CheckpointDiff(str(fa), str(fb))
     out.sections["inputs"] = input_differences(ra, rb)
+    out.same["inputs"] = reference_differences(ra, rb)[1]
     out.sections["settings"] = _settings(fa, ra, fb, rb)
     out.sections["environment"] = environment_differences(ra, rb)
     out.sections["topology"] = topology_differences(ra, rb)

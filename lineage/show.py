@@ -50,10 +50,19 @@ def source_name(source: dict[str, Any]) -> str:
 
 
 def _data(record: dict[str, Any]) -> list[str]:
+    """Each dataset as one line: its role, where it came from, its pin and the examples used; for a preference run,
+    the reference model's log-probabilities of its pairs as the record pins them."""
     return [
-        f"{d['role']} {source_name(d['source'])} {d['sha256'][:19]}… ({d['examples_used']} examples)"
+        f"{d['role']} {source_name(d['source'])} {d['sha256'][:19]}… ({d['examples_used']} examples{_reference(d)})"
         for d in record.get("datasets", [])
     ]
+
+
+def _reference(dataset: dict[str, Any]) -> str:
+    pinned = dataset.get("reference_logprobs")
+    if not isinstance(pinned, dict):
+        return ""
+    return f"; reference log-probs {_short(pinned.get('digest'))} of {pinned.get('pairs')} pairs"
 
 
 def chain(record: dict[str, Any]) -> list[Node]:
