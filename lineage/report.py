@@ -18,6 +18,7 @@ from .record import REPRODUCTION_FILE, reproduction_of
 from .report_charts import Series, line_chart, lineage_graph
 from .report_classifier import classifier_section
 from .report_metrics import point, run_metrics
+from .report_preference import preference_section
 from .show import Node, _resolved, chain, source_name
 from .trusted_keys import trusted_keys_from_env
 from .verify import _Signatures, verify_checkpoint
@@ -162,8 +163,8 @@ def report_html(folder: Path) -> str:
 
 
 def _losses(folder: Path, results: dict[str, Any]) -> tuple[str, str]:
-    """(the loss charts, where the training curve comes from): train and eval loss, exact match when evaluated, and
-    a classifier's metrics and last confusion matrix."""
+    """(the loss charts, where the training curve comes from): train and eval loss, exact match when evaluated, a
+    classifier's metrics and last confusion matrix, and a preference model's rewards and log-probabilities."""
     evals = results.get("evals", [])
     train_points, metrics_note = run_metrics(folder, results.get("step", 0))
     # where the train curve comes from: metrics.jsonl is beside the checkpoint, not in it, and no record covers it
@@ -189,7 +190,7 @@ def _losses(folder: Path, results: dict[str, Any]) -> tuple[str, str]:
         if matches
         else ""
     )
-    return curves + match_chart + classifier_section(evals), source
+    return curves + match_chart + classifier_section(evals) + preference_section(evals), source
 
 
 def _verdict(problems: list[str]) -> str:
@@ -233,13 +234,23 @@ def _pinned_inputs(record: dict[str, Any]) -> list[tuple[str, Any]]:
         for p in record["parents"][:MAX_NODES]
     ] + [
         (f"{d['role']} data", f"<code>{_e(source_name(d['source']))}</code> "
-         f"<code>{_e(d['sha256'])}</code>, {d['examples_used']} examples used, {d['examples_skipped']} skipped")
+         f"<code>{_e(d['sha256'])}</code>, {d['examples_used']} examples used, {d['examples_skipped']} skipped"
+         + _reference(d))
         for d in record.get("datasets", [])[:MAX_NODES]
     ]  # fmt: skip
     hidden = len(record["parents"]) + len(record.get("datasets", [])) - len(parents)
     if hidden:
         parents.append(("more", f"{hidden} more not shown: `ftc lineage show` lists them all"))
     return parents
+
+
+def _reference(dataset: dict[str, Any]) -> str:
+    """A preference run's reference log-probabilities of a dataset, as its entry pins them (else nothing)."""
+    pinned = dataset.get("reference_logprobs")
+    if not isinstance(pinned, dict):
+        return ""
+    return (f"; the reference model's log-probabilities of its {_e(pinned.get('pairs'))} pairs pinned "
+            f"<code>{_e(pinned.get('digest'))}</code>")  # fmt: skip
 
 
 def _environment(env: dict[str, Any]) -> list[tuple[str, Any]]:

@@ -93,7 +93,8 @@ def line_chart(series: list[Series], *, width: int = 1000, height: int = 300, la
     y0, y1 = min(p[1] for p in points), max(p[1] for p in points)
     x1 = x1 if x1 > x0 else x0 + 1
     pad = (y1 - y0) * 0.06 or 0.5
-    y0, y1 = max(0.0, y0 - pad), y1 + pad
+    # a loss starts its axis at 0 at the lowest; a curve below 0 (a reward, a log-probability) is drawn where it is
+    y0, y1 = (max(0.0, y0 - pad) if y0 >= 0 else y0 - pad), y1 + pad
 
     def sx(x: float) -> float:
         return left + (x - x0) / (x1 - x0) * (width - left - right)
