@@ -87,11 +87,28 @@ def _finite(value: float) -> float:
     return float(value)
 
 
-def classification_metrics(probs: Any, truth: Any, label_names: list[str], wanted: list[str]) -> dict[str, Any]:
+def _predictions(probs: np.ndarray, truth: np.ndarray, predicted: Any) -> np.ndarray:
+    """``predicted`` as label indices (checked against ``probs``' labels), or the most probable labels."""
+    if predicted is None:
+        return probs.argmax(axis=1)
+    predicted = np.asarray(predicted)
+    k = probs.shape[1]
+    if predicted.shape != truth.shape or not np.issubdtype(predicted.dtype, np.integer):
+        raise ValueError(f"predictions of shape {predicted.shape} ({predicted.dtype}) for {len(truth)} answers")
+    if ((predicted < 0) | (predicted >= k)).any():
+        raise ValueError(f"a predicted class outside the {k} labels")
+    return predicted.astype(np.int64)
+
+
+def classification_metrics(
+    probs: Any, truth: Any, label_names: list[str], wanted: list[str], predicted: Any = None
+) -> dict[str, Any]:
     """The metrics of predictions ``probs`` (N, labels) against ``truth`` (N label indices), as plain JSON types.
 
-    The predicted class is the most probable label (a tie goes to the first of the tied labels in ``label_names``'
-    order). Always given: ``examples``, ``labels``, ``support`` (per class) and ``confusion_matrix`` (rows: the true
+    The predicted class is ``predicted`` (N label indices) where given, such as a threshold's decisions; else the
+    most probable label (a tie goes to the first of the tied labels in ``label_names``' order). Accuracy,
+    precision, recall, F1 and the confusion matrix are the predicted classes'; PR-AUC ranks ``probs`` whatever was
+    predicted. Always given: ``examples``, ``labels``, ``support`` (per class) and ``confusion_matrix`` (rows: the true
     class, columns: the predicted one, in ``label_names``' order). The ``wanted`` names (``METRICS``) add:
 
     - ``accuracy``: the share of examples whose predicted class is the true one.
@@ -116,7 +133,7 @@ def classification_metrics(probs: Any, truth: Any, label_names: list[str], wante
     k = len(label_names)
     if probs.ndim != 2 or probs.shape != (len(truth), k) or not len(truth):
         raise ValueError(f"probabilities of shape {probs.shape} for {len(truth)} answers and {k} labels")
-    predicted = probs.argmax(axis=1)
+    predicted = _predictions(probs, truth, predicted)
     support = np.bincount(truth, minlength=k)
     present = [c for c in range(k) if support[c] > 0]
     out: dict[str, Any] = {

@@ -90,6 +90,40 @@ def test_tied_probabilities_predict_the_first_label_and_rank_together():
     assert got["prauc"]["unsafe"] == pytest.approx(0.6)  # one threshold: precision 3/5 at recall 1
 
 
+@pytest.mark.parametrize("seed", range(3))
+def test_given_predictions_decide_accuracy_f1_and_the_matrix_and_pr_auc_still_ranks_the_probabilities(seed):
+    from sklearn.metrics import accuracy_score, confusion_matrix, precision_recall_fscore_support
+
+    rng = np.random.default_rng(seed)
+    probs = rng.dirichlet(np.ones(2), size=100)
+    truth = rng.integers(0, 2, size=100)
+    predicted = (probs[:, 1] >= 0.3).astype(np.int64)  # a threshold's decisions, not the most probable label
+    assert (predicted != probs.argmax(axis=1)).any()
+    got = classification_metrics(probs, truth, ["safe", "unsafe"], ALL, predicted=predicted)
+    p, r, f, _ = precision_recall_fscore_support(truth, predicted, labels=[0, 1], zero_division=0)
+    assert got["accuracy"] == pytest.approx(accuracy_score(truth, predicted), abs=1e-12)
+    assert got["confusion_matrix"] == confusion_matrix(truth, predicted, labels=[0, 1]).tolist()
+    for name, values in (("precision", p), ("recall", r), ("f1", f)):
+        assert list(got[name].values()) == pytest.approx(values.tolist(), abs=1e-12), name
+        assert got[f"{name}_macro"] == pytest.approx(values.mean(), abs=1e-12), name
+    by_argmax = classification_metrics(probs, truth, ["safe", "unsafe"], ALL)
+    assert got["accuracy"] != by_argmax["accuracy"]
+    assert got["prauc"] == by_argmax["prauc"] and got["prauc_macro"] == by_argmax["prauc_macro"]
+    assert got["prauc"]["unsafe"] == pytest.approx(average_precision_score(truth == 1, probs[:, 1]), abs=1e-12)
+    # the most probable labels, given, are what no predictions give
+    assert classification_metrics(probs, truth, ["safe", "unsafe"], ALL, predicted=probs.argmax(axis=1)) == by_argmax
+
+
+@pytest.mark.parametrize(
+    ("predicted", "says"),
+    [([0, 1], "of shape \\(2,\\)"), ([0.0, 1.0, 1.0], "float64"), ([0, 2, 1], "outside the 2 labels"),
+     ([0, -1, 1], "outside the 2 labels")],
+)  # fmt: skip
+def test_predictions_that_are_not_one_label_index_per_answer_are_refused(predicted, says):
+    with pytest.raises(ValueError, match=says):
+        classification_metrics(np.eye(2)[[0, 1, 1]], np.array([0, 1, 1]), ["a", "b"], ["accuracy"], predicted)
+
+
 def test_only_the_wanted_metrics_are_given_and_an_unknown_one_is_refused():
     got = classification_metrics(np.eye(2), np.array([0, 1]), ["a", "b"], ["accuracy"])
     assert set(got) == {"examples", "labels", "support", "confusion_matrix", "accuracy"}
