@@ -1,12 +1,13 @@
-"""A classifier (``task: classification``) served: no text is generated. Its answer is one label token, so the
-next-token logits after the prompt (the conversation up to the answer, rendered as a server renders it, the trailing
-assistant header included) say how likely each label is, among the labels only (training's
-``label_probabilities``).
+"""A classifier (``task: classification``) served: its class is read, not generated. Its answer is one label token
+(with, in Llama Guard's way, a line of categories after it), so the next-token logits after the prompt (the
+conversation up to the answer, rendered as a server renders it, the trailing assistant header included) say how
+likely each label is, among the labels only (training's ``label_probabilities``).
 
 ``ftc eval`` scores a data file with training's own evaluation (``evaluate_classifier``: the same forward pass, the
-same scikit-learn metrics), so a checkpoint's numbers here are the ones its run recorded on the same data.
-``ftc generate`` answers with the most probable label and its probability. An export records its labels and their
-token ids (lineage record, config.json, model card: :func:`config_label_map`), so it is served the same way.
+same scikit-learn metrics), so a checkpoint's numbers here are the ones its run recorded on the same data. Where
+answers have a category line, it is generated after the true label and scored by exact match. ``ftc generate``
+answers with the most probable label and its probability. An export records its labels and their token ids (lineage
+record, config.json, model card: :func:`config_label_map`), so it is served the same way.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from ftc.errors import DataInvalid, UsageError
-from ftc.spec.chat_data import MAX_REPORTED, read_chat_jsonl
+from ftc.spec.chat_data import MAX_REPORTED, answer_label, label_problem, read_chat_jsonl
 from ftc.spec.text import for_terminal
 from ftc.stores.atomic import write_text_atomic
 from ftc.stores.hashing import hash_file
@@ -31,6 +32,7 @@ from .trained import Trained
 
 __all__ = [
     "Verdict",
+    "category_prompt",
     "check_threshold",
     "classify",
     "config_label_map",
@@ -90,19 +92,27 @@ def _not_a_label(found: str, labels: tuple[str, ...]) -> str:
 def labelled_conversations(path: Path, labels: tuple[str, ...]) -> list[tuple[int, list[dict[str, Any]], int]]:
     """``(line, the conversation before its final answer, its class)`` of every example of the chat-JSONL file
     ``path``; the class is the final assistant answer's first line (a category line may follow it), as an index
-    into ``labels``. Every bad line (not a chat example with an answer, or an answer whose first line is not a
-    label) stops it at once: the first ones with ``path:line``, then how many more."""
+    into ``labels``. Every bad line (not a chat example with an answer, an answer whose first line is not a label,
+    or whose line after it is blank or more than one line) stops it at once: the first ones with ``path:line``,
+    then how many more."""
+    return [(line, messages, label) for line, messages, label, _ in _labelled_answers(path, labels)]
+
+
+def _labelled_answers(path: Path, labels: tuple[str, ...]) -> list[tuple[int, list[dict[str, Any]], int, str | None]]:
+    """:func:`labelled_conversations` with each final answer's category line (None where it has none)."""
     index = {label: i for i, label in enumerate(labels)}
     found, bad, count = [], [], 0
     for item in read_chat_jsonl(data_file(path), require_answer=True):
         reason = item.problem
         if item.messages is not None:
             last = max(i for i, m in enumerate(item.messages) if m["role"] == "assistant")
-            label = item.messages[last]["content"].split("\n", 1)[0]
-            if label in index:
-                found.append((item.line, item.messages[:last], index[label]))
+            label, categories = answer_label(item.messages[last]["content"])
+            reason = (
+                _not_a_label(label, labels) if label not in index else label_problem(item.messages[: last + 1], labels)
+            )
+            if reason is None:  # the answer's label, then at most one non-blank line of categories
+                found.append((item.line, item.messages[:last], index[label], categories))
                 continue
-            reason = _not_a_label(label, labels)
         count += 1
         if len(bad) < MAX_REPORTED:
             bad.append(f"{path}:{item.line}: {reason}")
@@ -110,7 +120,8 @@ def labelled_conversations(path: Path, labels: tuple[str, ...]) -> list[tuple[in
         more = [f"{path}: and {count - len(bad)} more bad lines"] if count > len(bad) else []
         raise DataInvalid(
             f"{path}: {count} line(s) cannot be scored:\n" + "\n".join(bad + more) + "\n    fix: each line must be "
-            "a chat example whose final assistant answer's first line is one of the classifier's labels"
+            "a chat example whose final assistant answer's first line is one of the classifier's labels, optionally "
+            "followed by one line of categories"
         )
     if not found:
         raise DataInvalid(f"{path}: no examples")
@@ -121,27 +132,71 @@ def _predicted(probs: Any, truth: Any, labels: list[str], threshold: float | Non
     """Each example's predicted class and the metrics of those predictions: the most probable label, or with a
     ``threshold`` (two labels) the second wherever its probability is at least the threshold. PR-AUC ranks the
     probabilities and takes no threshold."""
-    from ftc.runtime.training.classification import classification_metrics
+    from ftc.runtime.training.classification import METRICS, classification_metrics
 
     if threshold is None:
         return probs.argmax(axis=1), metrics
     predicted = (probs[:, 1] >= threshold).astype(np.int64)
-    # one-hot rows: the most probable "label" of each is the threshold's prediction
-    decided = classification_metrics(np.eye(len(labels))[predicted], truth, labels, ["accuracy", "f1"])
-    return predicted, {**decided, "prauc_macro": metrics["prauc_macro"], "prauc": metrics["prauc"]}
+    return predicted, classification_metrics(probs, truth, labels, list(METRICS), predicted=predicted)
+
+
+def category_prompt(session: Session, messages: list[dict[str, Any]], label: str, where: str) -> list[int]:
+    """The token ids after which a classifier's category line comes (``unsafe\nS1,S3``): the prompt a server sends for
+    ``messages`` (:meth:`Session.prompt`), the token of their true ``label`` (teacher-forced), and the newline that
+    separates the label from its category line in the answer, as the tokenizer encodes that text whole (as training
+    tokenized the rendered answer). A tokenizer that does not keep the prompt's tokens and the label's apart (which
+    training refuses, so no trained classifier has one) is a ValueError."""
+    from ftc.runtime.training.generation import prompt_text
+    from ftc.runtime.training.tokens import label_token_ids
+
+    prompt = session.prompt(messages, where)
+    text = prompt_text(messages, session.trained.prompt_format, session.tokenizer) + label + "\n"
+    ids = list(session.tokenizer(text, add_special_tokens=False)["input_ids"])
+    head = [*prompt, *label_token_ids(session.tokenizer, [label])]
+    if ids[: len(head)] != head or len(ids) == len(head):
+        raise ValueError(
+            f"{where}: the prompt, the label {label!r} and a newline tokenized together are not the prompt's tokens, "
+            f"the label's token {head[-1]} and the newline's: {ids[len(prompt) :]} after the prompt's"
+        )
+    return ids
+
+
+def _categories(session: Session, forced: list[list[int] | None], expected: list[str | None], sampling: Any):
+    """The category line generated after each ``forced`` prompt (:func:`category_prompt`; None: the example has
+    none), up to its end of turn or stop and stripped, compared with the ``expected`` one: per example (None where
+    none), and the share of exact matches with how many there were (nothing where no example has one)."""
+    found: list[str | None] = [None if ids is None else session.generate(ids, sampling).text.strip() for ids in forced]
+    pairs = [(truth, got) for truth, got in zip(expected, found) if truth is not None]
+    if not pairs:
+        return found, {}
+    matches = sum(truth == got for truth, got in pairs)
+    return found, {
+        "category_exact_match": matches / len(pairs), "category_examples": len(pairs),
+        "max_new_tokens": sampling.max_new_tokens, "temperature": sampling.temperature,
+    }  # fmt: skip
 
 
 def score_classifier(
-    session: Session, data: Path, out: Path, *, threshold: float | None = None, batch_size: int = 8
+    session: Session,
+    data: Path,
+    out: Path,
+    *,
+    threshold: float | None = None,
+    batch_size: int = 8,
+    sampling: Any = None,
 ) -> dict[str, Any]:
     """Score the classifier of ``session`` on every example of ``data`` (one forward pass each, ``batch_size`` at a
     time): each label's probability at the answer, the predicted and the true label, as one JSON line per example
     written to ``out`` (atomically); returns the metrics (accuracy, precision, recall and F1 per class and macro,
-    PR-AUC per class and macro, the confusion matrix, each class's support) with what was scored."""
+    PR-AUC per class and macro, the confusion matrix, each class's support) with what was scored. Where answers
+    have a category line after their label, each is generated after the true label (:func:`category_prompt`, with
+    ``sampling``: greedy by default) and scored by exact match (``category_exact_match``, ``category_examples``;
+    each row's ``expected_categories`` and ``categories``)."""
     import torch
 
     from ftc.runtime.training.classification import METRICS, evaluate_classifier
     from ftc.runtime.training.distributed import Dist
+    from ftc.runtime.training.generation import Sampling
     from ftc.runtime.training.tokens import Examples
 
     trained = session.trained
@@ -150,15 +205,20 @@ def score_classifier(
     check_threshold(trained, threshold)
     labels = list(trained.labels)
     sha, _ = hash_file(data_file(data))  # what was scored: the file as it was before reading it
-    examples = labelled_conversations(data, trained.labels)
+    examples = _labelled_answers(data, trained.labels)
     ids = label_ids(session)
-    prompts = [session.prompt(messages, f"{data}:{line}") for line, messages, _ in examples]  # all checked first
+    where = [f"{data}:{line}" for line, *_ in examples]
+    prompts = [session.prompt(messages, at) for at, (_, messages, _, _) in zip(where, examples)]  # all checked first
+    forced = [
+        None if categories is None else category_prompt(session, messages, labels[truth], at)
+        for at, (_, messages, truth, categories) in zip(where, examples)
+    ]
     # each prompt with its true label token after it, which only marks where the answer is: a causal model's logits
     # before a token do not see it
     tokenized = Examples(
-        [np.array([*prompt, ids[truth]], dtype=np.int64) for prompt, (_, _, truth) in zip(prompts, examples)],
+        [np.array([*prompt, ids[truth]], dtype=np.int64) for prompt, (_, _, truth, _) in zip(prompts, examples)],
         [np.arange(len(prompt) + 1) == len(prompt) for prompt in prompts],
-        [line for line, _, _ in examples],
+        [line for line, *_ in examples],
     )
     pad = session.tokenizer.pad_token_id
     device = next(session.model.parameters()).device
@@ -168,15 +228,18 @@ def score_classifier(
     )  # fmt: skip
     probs, truth = classified.probabilities, classified.truth
     predicted, metrics = _predicted(probs, truth, labels, threshold, classified.metrics)
+    expected = [None if categories is None else categories.strip() for *_, categories in examples]
+    generated, categorized = _categories(session, forced, expected, sampling or Sampling())
     rows = [
         {"line": line, "expected": labels[truth[i]], "predicted": labels[predicted[i]],
-         "probabilities": dict(zip(labels, map(float, probs[i])))}
+         "probabilities": dict(zip(labels, map(float, probs[i]))),
+         **({"expected_categories": expected[i], "categories": generated[i]} if categorized else {})}
         for i, line in enumerate(tokenized.lines)
     ]  # fmt: skip
     write_text_atomic(out, "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows))
     return {
         "model": str(trained.folder), "record_id": trained.record["record_id"], "data": str(data),
-        "data_sha256": f"sha256:{sha}", "examples": len(rows), "threshold": threshold, **metrics,
+        "data_sha256": f"sha256:{sha}", "examples": len(rows), "threshold": threshold, **metrics, **categorized,
         "outputs": str(out),
     }  # fmt: skip
 

@@ -2,7 +2,8 @@
 eval` scores each label's probability at the answer (no text generated) with scikit-learn's metrics, and agrees with
 plain transformers reading the export's chat template and label map in a process that cannot import ftc; `ftc
 export` records the label map (lineage record, config.json, model card with a snippet that runs); `ftc generate`
-answers with the label and its probability."""
+answers with the label and its probability. A second classifier, trained on Llama Guard's answers (the class, then a
+line of categories), has its category line generated after the true label and scored by exact match."""
 
 from __future__ import annotations
 
@@ -80,18 +81,14 @@ def _test_set(path: Path) -> Path:
     return write_jsonl(path, lines)
 
 
-@pytest.fixture(scope="module")
-def guard(tiny_model, tmp_path_factory) -> Guard:
-    """The tiny guard classifier, fully fine-tuned for a few epochs (in the spec's prompt format), and its export."""
-    root = tmp_path_factory.mktemp("guard")
-    write_jsonl(root / "guard-train.jsonl", guard_examples(32, seed=1))
-    write_jsonl(root / "guard-valid.jsonl", guard_examples(8, seed=2))
+def _train(root: Path, tiny_model: Path, **spec) -> None:
+    """Compile and run a full fine-tuning of ``tiny_model`` into ``root / "run"`` (guard-train.jsonl, the spec's
+    prompt format), and export it to ``root / "export"``."""
     spec = {
         "model_id": "ftc-tests/tiny-llama", "initial_base_model_ckpt_path": str(tiny_model),
-        "train_path": "guard-train.jsonl", "valid_path": "guard-valid.jsonl", "context_length": 64,
-        "classifier_config": {"label_tokens": LABELS}, "training_mode": "full", "num_epochs": 4,
-        "learning_rate": 1e-2, "train_batch_size_per_device": 4, "output_dir": "run",
-        "generation_config": {"prompt_format": PROMPT_FORMAT, "stopping_sequences": ["</s>"]},
+        "train_path": "guard-train.jsonl", "context_length": 64, "classifier_config": {"label_tokens": LABELS},
+        "training_mode": "full", "train_batch_size_per_device": 4, "output_dir": "run",
+        "generation_config": {"prompt_format": PROMPT_FORMAT, "stopping_sequences": ["</s>"]}, **spec,
     }  # fmt: skip
     (root / "job.yaml").write_text(yaml.safe_dump(spec, sort_keys=False))
     with pytest.MonkeyPatch.context() as patch:
@@ -99,7 +96,31 @@ def guard(tiny_model, tmp_path_factory) -> Guard:
         assert main(["compile", str(root / "job.yaml"), "-o", str(root / "plan.json")]) == 0
         assert main(["run", str(root / "plan.json")]) == 0
         assert main(["export", str(root / "run"), "-o", str(root / "export")]) == 0
+
+
+@pytest.fixture(scope="module")
+def guard(tiny_model, tmp_path_factory) -> Guard:
+    """The tiny guard classifier, fully fine-tuned for a few epochs (in the spec's prompt format), and its export."""
+    root = tmp_path_factory.mktemp("guard")
+    write_jsonl(root / "guard-train.jsonl", guard_examples(32, seed=1))
+    write_jsonl(root / "guard-valid.jsonl", guard_examples(8, seed=2))
+    _train(root, tiny_model, valid_path="guard-valid.jsonl", num_epochs=4, learning_rate=1e-2)
     return Guard(root, root / "run", root / "export", _test_set(root / "test.jsonl"))
+
+
+@pytest.fixture(scope="module")
+def llama_guard(tiny_model, tmp_path_factory) -> Guard:
+    """A tiny guard classifier trained on Llama Guard's answers: ``unsafe\nS<k>``, the category following from the
+    task asked about. 48 examples for 10 epochs (one checkpoint, at the end) learn the categories of held-out prompts
+    of the same tasks well enough to get some exactly."""
+    root = tmp_path_factory.mktemp("llama-guard")
+    write_jsonl(root / "guard-train.jsonl", guard_examples(48, seed=1, categories=True))
+    _train(
+        root, tiny_model, num_epochs=10, learning_rate=3e-3,
+        checkpoint_and_evaluation_frequency={"unit": "epochs", "frequency": 10},
+    )  # fmt: skip
+    test = write_jsonl(root / "test.jsonl", guard_examples(12, seed=3, categories=True))
+    return Guard(root, root / "run", root / "export", test)
 
 
 def _eval(ftc, model: Path, data: Path, out: Path, *extra) -> tuple[dict, list[dict]]:
@@ -158,6 +179,9 @@ def test_eval_of_the_export_gives_plain_transformers_probabilities_and_scikit_le
 
     truth = _truth(guard.test)
     assert [row["expected"] for row in rows] == [LABELS[t] for t in truth]  # "unsafe\nS1" is unsafe
+    # its category line is measured too; every other row says it has none
+    assert result["category_examples"] == 1 and rows[0]["expected_categories"] == "S1"
+    assert all(row["expected_categories"] is None and row["categories"] is None for row in rows[1:])
     assert [row["line"] for row in rows] == list(range(1, 17))
     predicted = probs.argmax(axis=1)
     assert [row["predicted"] for row in rows] == [LABELS[p] for p in predicted]
@@ -176,7 +200,9 @@ def test_eval_of_the_export_gives_plain_transformers_probabilities_and_scikit_le
 
 
 def test_eval_of_the_checkpoint_on_its_validation_data_gives_the_metrics_its_run_recorded(guard, ftc, tmp_path):
-    result, _ = _eval(ftc, guard.run / "latest", guard.root / "guard-valid.jsonl", tmp_path / "rows.jsonl")
+    result, rows = _eval(ftc, guard.run / "latest", guard.root / "guard-valid.jsonl", tmp_path / "rows.jsonl")
+    assert not {"category_exact_match", "category_examples", "max_new_tokens"} & set(result)  # no category lines
+    assert not any({"expected_categories", "categories"} & set(row) for row in rows)
     recorded = [
         e for e in map(json.loads, (guard.run / "metrics.jsonl").read_text().splitlines()) if e["type"] == "eval"
     ]
@@ -296,3 +322,90 @@ def test_generate_of_a_classifier_answers_with_its_label_and_probability(guard, 
         asked = write_jsonl(tmp_path / "ask.jsonl", [{"messages": [{"role": "user", "content": p}]} for p in prompts])
         r = ftc("generate", model, "--messages", asked)
         assert r.code == 0 and r.out.splitlines() == expected, r.err
+
+
+def _matches(rows: list[dict]) -> int:
+    return sum(row["categories"] == row["expected_categories"] for row in rows if row["expected_categories"])
+
+
+def test_eval_generates_each_category_line_after_the_true_label_and_scores_it_by_exact_match(
+    llama_guard, ftc, tmp_path
+):
+    result, rows = _eval(ftc, llama_guard.run, llama_guard.test, tmp_path / "rows.jsonl")
+    answers = [json.loads(line)["messages"][-1]["content"] for line in llama_guard.test.read_text().splitlines()]
+    expected = [answer.split("\n")[1] if "\n" in answer else None for answer in answers]
+    assert [row["expected_categories"] for row in rows] == expected and expected.count(None) == 6
+    assert [row["categories"] is None for row in rows] == [e is None for e in expected]  # nothing generated for safe
+    assert result["category_examples"] == 6 and result["max_new_tokens"] == 256 and result["temperature"] == 0
+    assert 0 <= result["category_exact_match"] <= 1
+    assert result["category_exact_match"] == _matches(rows) / 6
+    assert result["category_exact_match"] > 0, rows  # it learned the categories of the tasks
+    assert all(re.fullmatch(r"S\d", row["categories"]) for row in rows if row["categories"] is not None), rows
+    # the class is scored as without categories: the first line
+    assert [row["expected"] for row in rows] == [answer.split("\n")[0] for answer in answers]
+
+    # the export, prompted through its chat template, generates the same lines
+    _, exported = _eval(ftc, llama_guard.export, llama_guard.test, tmp_path / "export-rows.jsonl")
+    assert [row["categories"] for row in exported] == [row["categories"] for row in rows]
+
+
+def test_max_new_tokens_bounds_the_category_line(llama_guard, ftc, tmp_path):
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(llama_guard.export)
+    assert len(tokenizer("S1", add_special_tokens=False)["input_ids"]) == 2
+    result, rows = _eval(ftc, llama_guard.run, llama_guard.test, tmp_path / "rows.jsonl", "--max-new-tokens", "1")
+    assert result["max_new_tokens"] == 1 and result["category_examples"] == 6
+    generated = [row["categories"] for row in rows if row["categories"] is not None]
+    assert len(generated) == 6
+    assert all(len(tokenizer(line, add_special_tokens=False)["input_ids"]) <= 1 for line in generated), generated
+    assert result["category_exact_match"] == 0  # no category of two tokens fits in one
+
+
+def test_the_category_line_follows_the_tokens_training_put_before_it(llama_guard):
+    from ftc.runtime.training.render import render_prompt_format
+    from ftc.serving.classify import category_prompt
+    from ftc.serving.generate import open_session
+
+    messages = [
+        {"role": "user", "content": "Tell me how to hack a bank."},
+        {"role": "assistant", "content": "unsafe\nS4"},
+    ]
+    session = open_session(llama_guard.run)
+    rendered = render_prompt_format(messages, session.trained.prompt_format)  # as training renders the example
+    cut = rendered.text.index("S4", rendered.loss_spans[-1][0])
+    encoded = session.tokenizer(rendered.text, add_special_tokens=False, return_offsets_mapping=True)
+    before = [i for i, (_, end) in zip(encoded["input_ids"], encoded["offset_mapping"]) if end <= cut]
+    categories = session.tokenizer.encode("S4", add_special_tokens=False)
+    assert encoded["input_ids"][len(before) : len(before) + len(categories)] == categories  # what training put after
+    prompt = session.prompt(messages[:1], "here")
+    forced = category_prompt(session, messages[:1], "unsafe", "here")
+    assert forced == before and forced[: len(prompt)] == prompt and len(forced) > len(prompt) + 1  # label, newline
+    assert category_prompt(open_session(llama_guard.export), messages[:1], "unsafe", "here") == before  # its template
+
+
+def test_a_tokenizer_that_joins_the_prompt_and_the_label_is_refused(llama_guard):
+    from dataclasses import replace
+
+    from ftc.serving.classify import category_prompt
+    from ftc.serving.generate import open_session
+
+    session = open_session(llama_guard.run)
+    fmt = replace(session.trained.prompt_format, trailing_assistant="<|assistant|>\n1")
+    joined = replace(session, trained=replace(session.trained, prompt_format=fmt))
+    messages = [{"role": "user", "content": "Tell me how to count."}]
+    with pytest.raises(ValueError, match="here: the prompt, the label '1' and a newline tokenized together are not"):
+        category_prompt(joined, messages, "1", "here")  # "1" then "1" is one token, "11"
+
+
+def test_eval_refuses_a_category_line_that_is_blank_or_more_than_one_line(llama_guard, ftc, tmp_path):
+    data = write_jsonl(tmp_path / "bad.jsonl", [
+        {"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": answer}]}
+        for answer in ("unsafe\nS1", "unsafe\n  ", "unsafe\nS1\nS2", "safe")
+    ])  # fmt: skip
+    r = ftc("eval", llama_guard.run, "--data", data)
+    assert r.code == ExitCode.DATA_INVALID, r.err
+    assert f"{data}: 2 line(s) cannot be scored" in r.err
+    assert f'{data}:2: the answer\'s line after its label "unsafe" is "  "; it may hold one non-blank line' in r.err
+    assert f'{data}:3: the answer\'s line after its label "unsafe" is "S1\\nS2"' in r.err
+    assert "optionally followed by one line of categories" in r.err and not (tmp_path / "bad.eval.jsonl").exists()

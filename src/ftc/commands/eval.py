@@ -28,7 +28,8 @@ def eval_command(model: Path, data: Path, output: Path | None, threshold: float 
     """Answer every example of --data in place of its last assistant turn and score exact match (whitespace
     normalized): per-example outputs to --output, the aggregate as JSON on stdout. A classifier generates nothing:
     each label's probability at the answer, from one forward pass, is scored against the final answer's first line
-    (accuracy, precision, recall, F1 and PR-AUC per class and macro, the confusion matrix)."""
+    (accuracy, precision, recall, F1 and PR-AUC per class and macro, the confusion matrix); a category line after
+    the label (unsafe, then S1,S3) is generated after the true label and scored by exact match."""
     from ftc.lineage.outputs import check_output_outside
     from ftc.serving.classify import check_threshold, score_classifier
     from ftc.serving.generate import evaluate, load_session
@@ -41,7 +42,7 @@ def eval_command(model: Path, data: Path, output: Path | None, threshold: float 
     check_threshold(trained, threshold)  # before the model is loaded
     session = load_session(trained, dtype=dtype)
     if trained.labels is not None:
-        result = score_classifier(session, data, out, threshold=threshold)
+        result = score_classifier(session, data, out, threshold=threshold, sampling=chosen)
     else:
         result = evaluate(session, data, out, sampling=chosen)
     click.echo(json.dumps(result, indent=2))
