@@ -133,7 +133,7 @@ def cli(debug: bool) -> None:
       ftc data inspect job.yaml            the training data as a run sees it, trained tokens marked
       ftc export runs/x/best -o model/     a standalone Hugging Face model folder (adapter merged)
       ftc generate model/ --prompt "..."   answer in the trained format (a checkpoint or an export)
-      ftc eval model/ --data test.jsonl    exact match against the answers in a data file
+      ftc eval model/ --data test.jsonl    exact match on a data file's answers, or a classifier's metrics
       ftc report runs/x -o report.html     one HTML page: loss curves, lineage graph, inputs, environment
       ftc schema                           the job spec's JSON Schema
     """
