@@ -27,7 +27,8 @@ class Dist:
     def barrier(self) -> None:
         import torch.distributed as dist
 
-        dist.barrier()
+        if self.world > 1 or dist.is_initialized():  # one process without a group has no one to wait for
+            dist.barrier()
 
     def describe_device(self) -> str:
         """This process's device in words (the lineage record's): ``cuda (its name)``, or ``cpu``."""

@@ -14,7 +14,16 @@ from typing import Any
 
 from .models import build_tokenizer, write_jsonl
 
-__all__ = ["LLMFORGE_DPO", "build_tiny_mistral", "llmforge_dpo_job", "preference_pairs"]
+__all__ = [
+    "CHOSEN",
+    "LLMFORGE_DPO",
+    "REJECTED",
+    "build_tiny_mistral",
+    "llmforge_dpo_job",
+    "preference_pairs",
+    "style_chats",
+    "style_pairs",
+]
 
 LLMFORGE = Path(__file__).resolve().parents[1] / "data" / "llmforge"
 #: llmforge's DPO config for A10 GPUs (Mistral 7B Instruct v0.1, LoRA, ZeRO 3 from its own DeepSpeed file)
@@ -40,6 +49,36 @@ def preference_pairs(n: int, seed: int = 0, system: str | None = None) -> list[d
             }
         )
     return out
+
+
+#: the answer style a preference set prefers, and the one it rejects, whatever the question (a tiny model can learn it)
+CHOSEN, REJECTED = "Sure!", "No."
+
+
+def _question(rng: random.Random) -> list[dict[str, Any]]:
+    return [{"role": "user", "content": f"What is {rng.randint(0, 49)} + {rng.randint(0, 49)}?"}]
+
+
+def style_pairs(n: int, seed: int = 0) -> list[dict[str, Any]]:
+    """``n`` preference pairs whose chosen answer is ``CHOSEN`` and rejected answer ``REJECTED``, to a question."""
+    rng = random.Random(seed)
+    out = []
+    for _ in range(n):
+        prompt = _question(rng)
+        answers = {"chosen": CHOSEN, "rejected": REJECTED}
+        out.append({side: [*prompt, {"role": "assistant", "content": a}] for side, a in answers.items()})
+    return out
+
+
+def style_chats(n: int, seed: int = 0, chosen_share: float = 0.5) -> list[dict[str, Any]]:
+    """``n`` chat examples answered ``CHOSEN`` (a ``chosen_share`` of them, every k-th) or else ``REJECTED``: an
+    instruction-tuning set that teaches both styles, the chosen one less often."""
+    rng = random.Random(seed)
+    every = max(1, round(1 / chosen_share)) if chosen_share > 0 else n + 1
+    return [
+        {"messages": [*_question(rng), {"role": "assistant", "content": CHOSEN if i % every == 0 else REJECTED}]}
+        for i in range(n)
+    ]
 
 
 def build_tiny_mistral(out_dir: str | Path, *, vocab_size: int = 512, seed: int = 0, **config: Any) -> Path:

@@ -1,0 +1,70 @@
+"""The reference log-probabilities of preference pairs: computed once from the model as it is, stored in the cache
+as safetensors named by their sha256 and read back (verified) by a later run; a run that resumes with other numbers
+than it pinned is refused."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from ftc.errors import InputChanged
+from ftc.runtime.training.distributed import Dist
+from ftc.runtime.training.preference import Pairs, answer_logps, collate_pairs
+from ftc.runtime.training.reference import Reference, check_reference, reference_cache, reference_logps
+from ftc.runtime.training.tokens import Examples
+
+ONE = Dist(0, 0, 1, torch.device("cpu"))
+
+
+def _pairs(n: int = 5) -> Pairs:
+    rng = np.random.default_rng(0)
+    chosen, rejected = [], []
+    for _ in range(n):
+        prompt = rng.integers(10, 100, size=int(rng.integers(3, 7)))
+        for side, length in ((chosen, int(rng.integers(1, 4))), (rejected, int(rng.integers(1, 5)))):
+            ids = np.concatenate([prompt, rng.integers(10, 100, size=length)]).astype(np.int32)
+            side.append((ids, np.arange(len(ids)) >= len(prompt)))
+    lines = list(range(1, n + 1))
+    return Pairs(
+        Examples([i for i, _ in chosen], [m for _, m in chosen], lines),
+        Examples([i for i, _ in rejected], [m for _, m in rejected], lines),
+    )
+
+
+def test_they_are_the_models_answer_logps_and_a_second_run_reads_them_from_the_cache(tiny_model, tmp_path):
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_model)
+    pairs = _pairs()
+    cache = tmp_path / "reference-logps" / "key.safetensors"
+    first = reference_logps(model, pairs, cache_file=cache, pad_id=0, batch_size=2, dist=ONE)
+    assert not first.cached and first.digest.startswith("sha256:")
+    with torch.no_grad():  # each pair alone, in one batch of its two answers
+        for i in range(len(pairs)):
+            logps, _ = answer_logps(model, collate_pairs(pairs, [i], pad_id=0), "cpu")
+            np.testing.assert_allclose(first.values[i], logps.double().numpy(), atol=1e-5)
+    stored = list(cache.parent.glob("key.*.safetensors"))
+    assert len(stored) == 1 and f"sha256:{stored[0].name.split('.')[1]}" == first.digest  # named by its bytes
+    again = reference_logps(model, pairs, cache_file=cache, pad_id=0, batch_size=2, dist=ONE)
+    assert again.cached and again.digest == first.digest and np.array_equal(again.values, first.values)
+    stored[0].write_bytes(stored[0].read_bytes()[:-8] + b"\0" * 8)  # a changed cache file is made again
+    remade = reference_logps(model, pairs, cache_file=cache, pad_id=0, batch_size=2, dist=ONE)
+    assert not remade.cached and remade.digest == first.digest
+
+
+def test_a_resumed_run_with_other_reference_numbers_is_refused():
+    ref = Reference(np.zeros((2, 2)), "sha256:" + "a" * 64, cached=True)
+    check_reference({"train": ref}, None, "step-000004")  # nothing pinned yet
+    check_reference({"train": ref}, {"train": ref.pinned()}, "step-000004")
+    with pytest.raises(InputChanged, match="step-000004: the reference log-probabilities of the train pairs are"):
+        check_reference({"train": ref}, {"train": {"digest": "sha256:" + "b" * 64, "pairs": 2}}, "step-000004")
+
+
+def test_nothing_is_cached_without_both_sides_token_caches_or_a_weights_digest(tmp_path):
+    side = tmp_path / "tokens" / "x.safetensors"
+    identity = {"weights": {"base_model": "sha256:" + "c" * 64}, "precision": "fp32"}
+    assert reference_cache((side, None), identity) is None
+    assert reference_cache((side, side), {**identity, "weights": {"base_model": None}}) is None
+    a = reference_cache((side, side), identity)
+    assert a is not None and a != reference_cache((side, side), {**identity, "precision": "bf16"})
