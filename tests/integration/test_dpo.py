@@ -128,3 +128,26 @@ def test_a_loss_stuck_at_ln_2_is_warned_about_with_its_likely_causes(chain):
     assert "reference log-probabilities of the train pairs read from the cache" in log  # the same reference
     assert "warning: the eval loss is 0.6931, still ln 2 = 0.6931: the model has not moved off the reference" in log
     assert "learning_rate too low" in log
+
+
+def test_dpo_continuing_an_sft_adapter_takes_the_adapted_model_as_its_reference(chain):
+    folder, _ = chain
+    sft = dict(
+        BASE, initial_base_model_ckpt_path="model", train_path="sft.jsonl", valid_path="sft-valid.jsonl",
+        lora_config=LORA, learning_rate=1e-2, num_epochs=1, output_dir="sft-lora",
+    )  # fmt: skip
+    _run(folder, "sft-lora", sft)
+    dpo = dict(
+        BASE, initial_base_model_ckpt_path="model", initial_adapter_model_ckpt_path="sft-lora/latest",
+        train_path="pairs.jsonl", valid_path="pairs-valid.jsonl", learning_rate=2e-3, num_epochs=1,
+        preference_tuning_config={"beta": 0.5}, output_dir="dpo-lora",
+    )  # fmt: skip
+    log = _run(folder, "dpo-lora", dpo).stderr
+    assert "continuing a LoRA adapter on your own base weights" in log
+    first, last = metrics(folder / "dpo-lora", "eval")
+    # the policy starts as its reference, the SFT adapter on its base (not the base alone): the loss is ln 2
+    assert first["eval_loss"] == pytest.approx(math.log(2), abs=1e-6) and first["eval_reward_margin"] == 0.0
+    assert last["eval_reward_margin"] > 0
+    r = _ftc(folder, "lineage", "verify", "dpo-lora")
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "adapter sft-lora/latest" in r.stdout
