@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import signal
 import subprocess
@@ -91,6 +92,30 @@ def test_a_two_worker_plan_on_ray_trains_as_the_local_two_process_run(cluster, j
     record = read_json(tmp_path / "out-ray" / "best" / "lineage.json")
     assert record["execution"]["world_size"] == 2
     assert ftc("lineage", "verify", tmp_path / "out-ray").code == 0
+
+
+def test_a_preference_plan_on_ray_runs_the_dpo_recipe_as_the_local_two_process_run(cluster, job, ftc, tmp_path):
+    from support.models import write_jsonl
+    from support.preference import preference_pairs
+
+    write_jsonl(tmp_path / "pairs.jsonl", preference_pairs(16, seed=1))
+    write_jsonl(tmp_path / "pairs-valid.jsonl", preference_pairs(6, seed=2))  # 3 per worker: each gathers the other's
+    dpo = dict(TWO_WORKERS, train_path="pairs.jsonl", valid_path="pairs-valid.jsonl", preference_tuning_config={})
+    on_ray = _compiled(job, ftc, tmp_path, "dpo-ray", **dpo)
+    local = _compiled(job, ftc, tmp_path, "dpo-local", **dpo)
+    r = ftc_cli("run", on_ray, "--backend", "ray", "--address", cluster)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    assert "reference log-probabilities of the train pairs computed" in r.stderr
+    assert ftc("run", local).code == 0
+    assert _losses(tmp_path / "out-dpo-ray") == _losses(tmp_path / "out-dpo-local")
+    assert _weights(tmp_path / "out-dpo-ray") == _weights(tmp_path / "out-dpo-local")
+    ray_pins, local_pins = (
+        {d["role"]: d["reference_logprobs"] for d in read_json(tmp_path / out / "best" / "lineage.json")["datasets"]}
+        for out in ("out-dpo-ray", "out-dpo-local")
+    )
+    assert ray_pins == local_pins and ray_pins["valid"]["pairs"] == 6
+    first = _losses(tmp_path / "out-dpo-local")[0]  # each pair's reference gathered from the rank that computed it:
+    assert first[1] == "eval" and abs(first[2] - math.log(2)) < 1e-6  # the model before training is its reference
 
 
 def test_a_killed_worker_is_restarted_and_the_run_resumes_to_the_same_weights(cluster, job, ftc, tmp_path):
