@@ -20,9 +20,10 @@ from typing import Any
 from ftc.errors import TrainingFailed
 from ftc.lineage.run import Lineage
 from ftc.runtime.training.checkpoint import is_complete
-from ftc.runtime.training.data import data_cache
+from ftc.runtime.training.data import conversations_at, data_cache
 from ftc.runtime.training.distributed import Dist, init_distributed
 from ftc.runtime.training.engine import build_engine
+from ftc.runtime.training.evaluation import exact_match_share
 from ftc.runtime.training.loop import (
     RecipeRun,
     TrainState,
@@ -60,6 +61,8 @@ class Run(RecipeRun):
     loss_type: str
     reference_batch: int
     references: dict[str, Reference]
+    #: evaluation.generate: the validation pairs' chosen conversations, whose answers are generated and compared
+    answered: list[list[dict[str, Any]]] | None = None
 
     def epoch_steps(self, epoch: int) -> list[list[list[tuple[int, ...]]]]:
         return epoch_steps(self.spec, self.dist, self.data["train"].lengths, None, epoch)
@@ -129,6 +132,8 @@ def _set_up(plan: Plan, dist: Dist, paths: dict[str, Path | str], lineage: Linea
         reference_batch=preference.reference.batch_size or spec.eval_batch_size_per_device, references={},
     )  # fmt: skip
     run.references = _references(run, loaded.attention)
+    if spec.evaluation.generate and "valid" in data:
+        run.answered = conversations_at(paths["valid"], data["valid"].lines, side="chosen")
     run.tracker = open_tracker(plan, main=dist.main, off=not tracker)
     return run
 
@@ -207,6 +212,12 @@ def _log_eval(
             )
         )  # fmt: skip
     record["train_loss"] = train_loss
+    if run.answered is not None:  # the share of validation prompts answered with the chosen answer
+        record["exact_match"] = exact_match_share(
+            run.engine, run.tokenizer, run.answered, generation=run.spec.generation_config,
+            max_new_tokens=run.spec.evaluation.max_new_tokens, dist=run.dist,
+            lockstep=run.plan.zero_stage == 3 and run.dist.world > 1,
+        )  # fmt: skip
     first_after_start = state.global_step > 0 and not any(e["step"] > 0 for e in state.evals)
     state.evals.append(record)
     metrics.write(record)

@@ -84,9 +84,13 @@ def describe_data(data: dict[str, Any], skipped: dict[str, int], task: str, say:
             say(f"{role}: skipped {count} bad example(s) (skip_bad_examples)")
 
 
-def conversations_at(path: Path, lines: list[int]) -> list[list[dict[str, Any]]]:
-    """The conversations at ``lines`` of a chat-JSONL file, in that order (the examples a run evaluates)."""
-    from ftc.spec.chat_data import read_chat_jsonl
+def conversations_at(path: Path, lines: list[int], side: str | None = None) -> list[list[dict[str, Any]]]:
+    """The conversations at ``lines`` of a chat-JSONL file, in that order (the examples a run evaluates); with a
+    ``side`` (``chosen``), that side of each preference pair of a pair file."""
+    from ftc.spec.chat_data import read_chat_jsonl, read_preference_pairs
 
-    found = {item.line: item.messages for item in read_chat_jsonl(path) if item.problem is None}
+    if side is None:
+        found = {item.line: item.messages for item in read_chat_jsonl(path) if item.problem is None}
+    else:
+        found = {item.line: getattr(item, side) for item in read_preference_pairs(path) if item.problem is None}
     return [found[line] for line in lines]

@@ -60,6 +60,7 @@ def chain(tmp_path_factory) -> tuple[Path, str]:
     dpo = dict(
         BASE, initial_base_model_ckpt_path="sft/latest", train_path="pairs.jsonl", valid_path="pairs-valid.jsonl",
         lora_config=LORA, learning_rate=2e-3, preference_tuning_config={"beta": 0.5}, output_dir="dpo",
+        evaluation={"generate": True, "max_new_tokens": 8},
     )  # fmt: skip
     return folder, _run(folder, "dpo", dpo).stderr
 
@@ -77,6 +78,7 @@ def test_dpo_after_sft_moves_the_rewards_and_the_greedy_answers_to_the_chosen_st
     assert evals[0]["eval_reward_accuracy"] == 0.0  # every reward 0: none above another
     assert evals[-1]["eval_reward_accuracy"] >= 0.9, [e["eval_reward_accuracy"] for e in evals]
     assert evals[-1]["eval_reward_margin"] > 0.5 and evals[-1]["eval_loss"] < 0.5
+    assert evals[0]["exact_match"] == 0.0 and evals[-1]["exact_match"] >= 0.9  # chosen answers generated
     assert "reward accuracy 1.000" in log and "loss: sigmoid (beta 0.5)" in log
     assert _exact_match(folder, "sft") == 0.0  # the SFT model answers in the rejected style
     assert _exact_match(folder, "dpo") >= 0.9  # the DPO model in the chosen one
