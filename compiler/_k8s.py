@@ -6,8 +6,8 @@ names relative to itself), and the ConfigMap's plan file is mounted over ``/ftc/
 relative path in the plan means in a pod what it meant where the plan was compiled, and nothing else needs to change.
 
 One Master pod and ``nodes - 1`` Worker pods each run ``torch.distributed.run`` for their node's share of the plan.
-The spec's Ray resources become the pods' memory and CPU requests where Kubernetes has a meaning for them, and the
-rest is named in an annotation (``_k8s_resources``).
+The spec's Ray resources become the pods' memory, CPU and GPU requests where Kubernetes has a meaning for them, and
+the rest is named in an annotation (``_k8s_resources``); a plan in a CPU image asks for no GPU.
 Output is deterministic: the same plan and arguments give the same bytes.
 """
 
@@ -27,7 +27,7 @@ from ftc.stores.atomic import write_text_atomic
 from ftc.stores.sources import SOURCES
 from ftc.stores.sources.local import is_absolute, is_outside
 
-from ._k8s_resources import LEFT_OUT_ANNOTATION, apply_requests, left_out
+from ._k8s_resources import LEFT_OUT_ANNOTATION, apply_requests, gpus_per_pod, left_out
 
 __all__ = ["JOB_DIR", "k8s_manifest", "write_k8s_manifest"]
 
@@ -61,7 +61,8 @@ def k8s_manifest(
 
     ``plan_name`` is the plan's file name (mounted at ``/ftc/job/<plan_name>``); ``pvc`` the PersistentVolumeClaim
     that holds the plan folder; ``job_name`` defaults to one made from the output folder's name and the plan id.
-    ``gpus_per_node`` is the ``nvidia.com/gpu`` limit of each pod: None asks for one GPU per process, 0 runs on CPU.
+    ``gpus_per_node`` is the ``nvidia.com/gpu`` limit of each pod, 0 for none (a CPU job); None lets the plan say:
+    its workers' whole ``GPU`` resource, none for a CPU image (a ``cpu`` or ``*-cpu`` tag), else one per process.
 
     Raises :class:`~ftc.errors.UsageError` for a plan a cluster cannot run: no image or one not pinned by digest,
     a local input or the output folder outside the plan folder, weights from the hub, a DVC remote on a local disk.
@@ -69,7 +70,7 @@ def k8s_manifest(
     image = _image(plan)
     _check_paths(plan)
     nodes, per_node = plan.launch.nodes, plan.launch.processes_per_node
-    gpus = per_node if gpus_per_node is None else int(gpus_per_node)
+    gpus = gpus_per_pod(plan, gpus_per_node)
     _check_arguments(plan_name, pvc, namespace, gpus, per_node)
     short_id = plan.plan_id.removeprefix("sha256:")[:12]
     job_name = _job_name(plan, job_name, short_id, nodes)

@@ -42,7 +42,8 @@ import click
     "--k8s-gpus-per-node",
     type=click.IntRange(min=0),
     metavar="N",
-    help="With --emit k8s: GPUs per pod (default: one per process; 0: train on CPU).",
+    help="With --emit k8s: GPUs per pod (0: train on CPU). Default: worker_resources' whole GPU count per process; "
+    "none for a CPU image (tagged cpu or *-cpu); else one per process.",
 )
 def compile_command(
     spec: Path,

@@ -1,7 +1,7 @@
 """The spec's Ray resources in the Kubernetes manifest (`ftc compile --emit k8s`): memory and CPU become the pods'
 requests (a pod runs a node's share of the workers; the Master pod also the trainer's), and what has no Kubernetes
-meaning (accelerator types, Anyscale's shapes, other Ray custom resources, GPU: --k8s-gpus-per-node's) is named in
-the manifest and by the compile, never dropped silently."""
+meaning (accelerator types, Anyscale's shapes, other Ray custom resources, a fraction of a GPU) is named in the
+manifest and by the compile, never dropped silently."""
 
 from __future__ import annotations
 
@@ -62,10 +62,17 @@ def test_memory_and_cpu_become_each_pods_requests_and_the_rest_is_named(job, ftc
     assert "memory" not in left and "CPU" not in left
 
 
-def test_fractions_of_a_cpu_are_millicores_and_gpu_is_left_to_the_gpus_option(job, ftc, tmp_path, tiny_model):
-    err, pytorchjob = _emit(job, ftc, tmp_path, tiny_model, worker_resources={"CPU": 0.25, "GPU": 2})
-    assert _container(pytorchjob, "Master")["resources"]["requests"] == {"cpu": "250m"}
-    assert "worker_resources.GPU 2: the pods' GPUs are --k8s-gpus-per-node's" in err
+def test_fractions_of_a_cpu_are_millicores_and_of_a_gpu_are_left_to_the_gpus_option(job, ftc, tmp_path, tiny_model):
+    err, pytorchjob = _emit(job, ftc, tmp_path, tiny_model, worker_resources={"CPU": 0.25, "GPU": 0.5})
+    assert _container(pytorchjob, "Master")["resources"] == {
+        "limits": {"nvidia.com/gpu": 1},
+        "requests": {"cpu": "250m"},
+    }
+    assert "worker_resources.GPU 0.5: a pod asks for whole GPUs: its GPUs are --k8s-gpus-per-node's" in err
+    err, pytorchjob = _emit(job, ftc, tmp_path, tiny_model, worker_resources={"GPU": 2}, trainer_resources={"GPU": 1})
+    assert _container(pytorchjob, "Master")["resources"] == {"limits": {"nvidia.com/gpu": 2}}  # a worker's 2 GPUs
+    assert "worker_resources.GPU" not in err
+    assert "trainer_resources.GPU 1: the trainer runs in the Master pod beside rank 0" in err
 
 
 def test_a_plan_without_them_has_no_requests_and_no_annotation(job, ftc, tmp_path, tiny_model):
