@@ -1,9 +1,9 @@
 """``ftc lineage diff A B``: why two checkpoints differ, from what their records and plans say: inputs (by pin),
 settings (the spec key by key, from the plan each checkpoint carries), environment (package by package, Python, the
 image), topology (processes, nodes, device, precision, ZeRO stage) and results (steps, tokens, eval losses side by
-side, a classifier's or a preference model's metrics at the last evaluation, which files differ). A preference run's
-reference log-probabilities are compared by their pins too, and said to be the same when they are. Reads the
-records as they are: ``ftc lineage verify`` says whether to trust them."""
+side, the exact match and a classifier's or a preference model's metrics at the last evaluation, which files
+differ). A preference run's reference log-probabilities are compared by their pins too, and said to be the same when
+they are. Reads the records as they are: ``ftc lineage verify`` says whether to trust them."""
 
 from __future__ import annotations
 
@@ -219,23 +219,30 @@ def _results(a: dict[str, Any], b: dict[str, Any]) -> list[str]:
     return lines
 
 
+#: an evaluation's fields that are not its scores at the last evaluation: where it is, and the losses compared above
+_NOT_SCORES = ("step", "epoch", "eval_loss", "train_loss")
+
+
 def _last_evaluation(evals_a: list[dict[str, Any]], evals_b: list[dict[str, Any]]) -> list[str]:
-    """A classifier's or a preference model's metrics as each history's last evaluation gave them (two stages'
-    steps are not comparable): the scalar ``eval_*`` fields the lineage schema gives an evaluation (a classifier's
-    macro shares; a preference model's reward accuracy, margin, rewards and log-probabilities), then each class's.
-    The records were read against the schema: each is in the shape it gives."""
+    """The scores as each history's last evaluation gave them (two stages' steps are not comparable): every scalar
+    field the lineage schema gives an evaluation (the exact match of generated answers; a classifier's macro shares;
+    a preference model's reward accuracy, margin, rewards and log-probabilities), then each class's. The records
+    were read against the schema: each is in the shape it gives."""
     last_a, last_b = (evals[-1] if evals else {} for evals in (evals_a, evals_b))
     fields = lineage_schema()["properties"]["results"]["properties"]["evals"]["items"]["properties"]
-    keys = [  # eval_loss is compared at every step above
-        k for k, v in fields.items()
-        if k.startswith("eval_") and (v.get("$ref") == "#/$defs/share" or v.get("type") == "number")
-    ]  # fmt: skip
+    keys = [k for k, v in fields.items() if k not in _NOT_SCORES and _scalar(v)]
     pairs = [(key, last_a.get(key), last_b.get(key)) for key in keys]
     classes_a, classes_b = last_a.get("eval_classes") or {}, last_b.get("eval_classes") or {}
     for label in list(classes_a) + [c for c in classes_b if c not in classes_a]:
         x, y = classes_a.get(label, {}), classes_b.get(label, {})
         pairs += [(f"{name} of {label}", x.get(name), y.get(name)) for name in ("precision", "recall", "f1", "prauc")]
     return [f"{name} (last evaluation): {show_value(x)} -> {show_value(y)}" for name, x, y in pairs if x != y]
+
+
+def _scalar(field: dict[str, Any]) -> bool:
+    """Whether a schema field is one number (null allowed): a share (``$defs/share``) or a ``number``."""
+    types = field.get("type")
+    return field.get("$ref") == "#/$defs/share" or types == "number" or (isinstance(types, list) and "number" in types)
 
 
 def diff_checkpoints(a: Path, b: Path) -> CheckpointDiff:

@@ -34,6 +34,13 @@ class Node:
     image: str | None = None  # the container the checkpoint was trained in
     location: str | None = None  # where the record says it is (relative to the checkpoint that names it)
     same_as: int | None = None  # drawn already, as this node: a parent two checkpoints share
+    #: the share of exact answers at the checkpoint's evaluation (with evaluation.generate; else None)
+    exact_match: float | None = None
+
+    def scores(self) -> list[str]:
+        """The checkpoint's evaluation as its record gives it: the eval loss, and the exact match where measured."""
+        out = [f"eval loss {self.eval_loss:.4f}"] if self.eval_loss is not None else []
+        return out + ([f"exact match {self.exact_match:.3f}"] if self.exact_match is not None else [])
 
 
 def _image(record: dict[str, Any]) -> str | None:
@@ -88,6 +95,7 @@ def chain(record: dict[str, Any]) -> list[Node]:
                 len(nodes), parent_index, depth, relation, name, rec.get("record_id"),
                 pinned if parent_index is not None else rec["checkpoint"]["digest"],
                 _data(rec), results.get("eval_loss"), _image(rec), location,
+                exact_match=_exact_match(results),
             )
         )  # fmt: skip
 
@@ -123,6 +131,12 @@ def chain(record: dict[str, Any]) -> list[Node]:
     return nodes
 
 
+def _exact_match(results: dict[str, Any]) -> float | None:
+    """The exact match of the evaluation the checkpoint was saved after (its record's evaluation at its step)."""
+    at_step = [e for e in results.get("evals", []) if e.get("step") == results.get("step")]
+    return at_step[-1].get("exact_match") if at_step else None
+
+
 def _short(digest: str | None) -> str:
     return digest[:19] + "…" if digest else "unpinned"
 
@@ -151,8 +165,7 @@ def _text(nodes: list[Node], folder: Path | None = None) -> str:
         parts.append(f"record {_short(node.record_id)}" if node.record_id else "no lineage record")
         if node.data:
             parts.append("data " + ", ".join(node.data))
-        if node.eval_loss is not None:
-            parts.append(f"eval loss {node.eval_loss:.4f}")
+        parts += node.scores()
         if node.image:
             parts.append(f"image {node.image}")
         if folder is not None and node.location is not None:
@@ -195,9 +208,7 @@ def _for_dot(text: str) -> str:
 
 
 def _label(node: Node, escape: Callable[[str], str], newline: str) -> str:
-    lines = [node.name, _short(node.digest)]
-    if node.eval_loss is not None:
-        lines.append(f"eval loss {node.eval_loss:.4f}")
+    lines = [node.name, _short(node.digest), *node.scores()]
     return newline.join(escape(line) for line in lines)
 
 
