@@ -107,9 +107,10 @@ def _labelled_answers(path: Path, labels: tuple[str, ...]) -> list[tuple[int, li
         if item.messages is not None:
             last = max(i for i, m in enumerate(item.messages) if m["role"] == "assistant")
             label, categories = answer_label(item.messages[last]["content"])
-            reason = (
-                _not_a_label(label, labels) if label not in index else label_problem(item.messages[: last + 1], labels)
-            )
+            if last != len(item.messages) - 1:  # turns after the answer: training refuses the line too
+                reason = label_problem(item.messages, labels)
+            else:
+                reason = _not_a_label(label, labels) if label not in index else label_problem(item.messages, labels)
             if reason is None:  # the answer's label, then at most one non-blank line of categories
                 found.append((item.line, item.messages[:last], index[label], categories))
                 continue
@@ -145,7 +146,7 @@ def category_prompt(session: Session, messages: list[dict[str, Any]], label: str
     ``messages`` (:meth:`Session.prompt`), the token of their true ``label`` (teacher-forced), and the newline that
     separates the label from its category line in the answer, as the tokenizer encodes that text whole (as training
     tokenized the rendered answer). A tokenizer that does not keep the prompt's tokens and the label's apart (which
-    training refuses, so no trained classifier has one) is a ValueError."""
+    training refuses, so no classifier trained with this template has one) is a data problem at ``where``."""
     from ftc.runtime.training.generation import prompt_text
     from ftc.runtime.training.tokens import label_token_ids
 
@@ -154,9 +155,10 @@ def category_prompt(session: Session, messages: list[dict[str, Any]], label: str
     ids = list(session.tokenizer(text, add_special_tokens=False)["input_ids"])
     head = [*prompt, *label_token_ids(session.tokenizer, [label])]
     if ids[: len(head)] != head or len(ids) == len(head):
-        raise ValueError(
+        raise DataInvalid(
             f"{where}: the prompt, the label {label!r} and a newline tokenized together are not the prompt's tokens, "
-            f"the label's token {head[-1]} and the newline's: {ids[len(prompt) :]} after the prompt's"
+            f"the label's token {head[-1]} and the newline's: {ids[len(prompt) :]} after the prompt's\n    fix: "
+            "evaluate the categories with the prompt format the classifier was trained with"
         )
     return ids
 

@@ -58,6 +58,15 @@ def task_problems(spec: JobSpec, raw: dict[str, Any], problem: Any) -> list:
     own = TASKS[task].config
     if own in TYPED_CONFIGS and typed[own] is None and not _required(own):  # (a classifier's: its labels, above)
         out.append(problem(("task",), f"task {task} has no {own}", f"give {own} ({{}} for its defaults)", value=task))
+    if TASKS[task].pairs and spec.sample_packing:
+        out.append(
+            problem(
+                ("sample_packing",),
+                f"task {task} batches each pair's two answers together, padded; packing does not apply to pairs",
+                "remove sample_packing (or set it to false)",
+                value=True,
+            )
+        )
     refused = TASKS[task].refused
     if refused is not None:
         message, fix = refused

@@ -41,7 +41,7 @@ from ftc.runtime.training.preference import answer_logps, collate_pairs, load_pa
 from ftc.runtime.training.preflight import Checked, check_run
 from ftc.runtime.training.progress import MetricsLog, Progress, log
 from ftc.runtime.training.reference import Reference, check_reference, reference_cache, reference_logps
-from ftc.runtime.training.startup import execution_of, load_for_training, new_checkpointer, open_reporting
+from ftc.runtime.training.startup import Loaded, execution_of, load_for_training, new_checkpointer, open_reporting
 from ftc.runtime.training.summary import RunSummary, matched_text
 from ftc.runtime.training.trackers import open_tracker
 from ftc.spec.plan import Plan
@@ -61,6 +61,7 @@ class Run(RecipeRun):
     loss_type: str
     reference_batch: int
     references: dict[str, Reference]
+    pad_to: int | None  # padding: max_length: every training row as wide as context_length
     #: evaluation.generate: the validation pairs' chosen conversations, whose answers are generated and compared
     answered: list[list[dict[str, Any]]] | None = None
 
@@ -130,22 +131,26 @@ def _set_up(plan: Plan, dist: Dist, paths: dict[str, Path | str], lineage: Linea
         steps_per_epoch=steps_per_epoch, lineage=lineage, checkpointer=new_checkpointer(plan, dist),
         execution=execution_of(plan, dist, precision), beta=preference.beta, loss_type=preference.loss_type,
         reference_batch=preference.reference.batch_size or spec.eval_batch_size_per_device, references={},
+        pad_to=spec.context_length if spec.padding == "max_length" else None,
     )  # fmt: skip
-    run.references = _references(run, loaded.attention)
+    run.references = _references(run, loaded)
     if spec.evaluation.generate and "valid" in data:
         run.answered = conversations_at(paths["valid"], data["valid"].lines, side="chosen")
     run.tracker = open_tracker(plan, main=dist.main, off=not tracker)
     return run
 
 
-def _references(run: Run, attention: str) -> dict[str, Reference]:
+def _references(run: Run, loaded: Loaded) -> dict[str, Reference]:
     """Each data input's reference log-probabilities, read from the cache or computed now (before any step)."""
-    plan, dist = run.plan, run.dist
+    plan, dist, spec = run.plan, run.dist, run.spec
     identity = {
         "weights": {role: item.digest for role, item in plan.inputs.items() if role in ("base_model", "adapter")},
-        "mode": plan.mode, "precision": run.precision, "attention": attention, "device": dist.device.type,
-        "batch_size": run.reference_batch, "world": dist.world, "rope": repr(plan.spec.rope_scaling),
+        "mode": plan.mode, "precision": run.precision, "attention": loaded.attention, "kernels": loaded.kernels,
+        "device": dist.device.type, "batch_size": run.reference_batch, "world": dist.world,
+        "rope": repr(spec.rope_scaling),
     }  # fmt: skip
+    if plan.mode == "lora-new" and spec.lora_config.init_lora_weights is not True:  # a new adapter that is not zero
+        identity["adapter_init"] = {"seed": spec.seed, "lora": repr(spec.lora_config)}
     found = {}
     for role, pairs in run.data.items():
         sides = tuple(
@@ -173,7 +178,7 @@ def _step(run: Run, state: TrainState, micro_rows: list[list[tuple[int, ...]]]) 
     real_tokens = 0
     for rows in micro_rows:
         indices = [row[0] for row in rows]
-        batch = collate_pairs(pairs, indices, pad_id=run.tokenizer.pad_token_id)
+        batch = collate_pairs(pairs, indices, pad_id=run.tokenizer.pad_token_id, pad_to=run.pad_to)
         logps, tokens = answer_logps(engine, batch, dist.device)
         k = len(indices)
         ref = torch.as_tensor(reference[indices], dtype=torch.float32, device=logps.device)

@@ -84,15 +84,16 @@ def load_pairs(
     return pairs, dropped
 
 
-def collate_pairs(pairs: Pairs, indices: list[int], *, pad_id: int) -> Any:
+def collate_pairs(pairs: Pairs, indices: list[int], *, pad_id: int, pad_to: int | None = None) -> Any:
     """One padded batch of the chosen answers of the pairs ``indices``, then their rejected answers (rows ``k`` and
-    ``len(indices) + k`` are pair ``indices[k]``)."""
+    ``len(indices) + k`` are pair ``indices[k]``); ``pad_to``: every row that wide (``padding: max_length``)."""
     n = len(pairs)
     both = Examples(
         pairs.chosen.ids + pairs.rejected.ids, pairs.chosen.trainable + pairs.rejected.trainable,
         pairs.chosen.lines + pairs.rejected.lines,
     )  # fmt: skip
-    return collate([(i,) for i in indices] + [(n + i,) for i in indices], both, pad_id=pad_id, packed=False)
+    rows = [(i,) for i in indices] + [(n + i,) for i in indices]
+    return collate(rows, both, pad_id=pad_id, packed=False, pad_to=pad_to)
 
 
 def answer_logps(model: Any, batch: Any, device: Any) -> tuple[Any, Any]:

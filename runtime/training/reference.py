@@ -20,6 +20,7 @@ from ftc.errors import InputChanged
 
 from .distributed import Dist
 from .preference import Pairs, answer_logps, collate_pairs
+from .progress import log
 from .tokens import store_cache_file, verified_cache_file
 
 __all__ = ["Reference", "check_reference", "reference_cache", "reference_logps"]
@@ -76,15 +77,17 @@ def _read(path: Path, lines: list[int]) -> np.ndarray | None:
 def reference_logps(
     engine: Any, pairs: Pairs, *, cache_file: Path | None, pad_id: int, batch_size: int, dist: Dist
 ) -> Reference:
-    """The reference log-probabilities of ``pairs``: read from ``cache_file`` when it holds them (its bytes verified
-    against its name), else computed with ``engine`` as it is now (every rank its share, ``batch_size`` pairs per
-    forward, gathered on every rank) and stored there by rank 0."""
+    """The reference log-probabilities of ``pairs``: read from ``cache_file`` when every rank finds them there (its
+    bytes verified against its name; each machine has its own cache), else computed with ``engine`` as it is now
+    (every rank its share, ``batch_size`` pairs per forward, gathered on every rank) and stored there by rank 0."""
     import torch
 
     found = verified_cache_file(cache_file, "the reference log-probabilities") if cache_file is not None else None
     values = _read(found, pairs.lines) if found is not None else None
-    dist.barrier()  # every rank has looked before rank 0 may store
-    cached = values is not None
+    if found is not None and values is None:  # not these pairs' numbers (other data selection): made again
+        found.unlink(missing_ok=True)
+    (hits,) = dist.sum(float(values is not None))  # every rank joins the computation unless every rank has them
+    cached = hits == dist.world
     if not cached:
         n = len(pairs)
         values = np.zeros((n, 2))
@@ -101,9 +104,18 @@ def reference_logps(
         if dist.world > 1:  # each pair is filled in by one rank, zeros elsewhere: a sum gathers them
             values = np.asarray(dist.sum(*values.ravel())).reshape(n, 2)
         if cache_file is not None and dist.main:
-            store_cache_file(cache_file, _tensors(values, pairs.lines), {"format": str(_FORMAT)})
+            _store(cache_file, values, pairs.lines)
         dist.barrier()
     return Reference(values, _digest(values, pairs.lines), cached)
+
+
+def _store(cache_file: Path, values: np.ndarray, lines: list[int]) -> None:
+    """Store the numbers in the cache; a cache that cannot be written costs the next run their computation, not
+    this run its training."""
+    try:
+        store_cache_file(cache_file, _tensors(values, lines), {"format": str(_FORMAT)})
+    except OSError as exc:
+        log(f"warning: the reference log-probabilities could not be cached at {cache_file.parent} ({exc}); going on")
 
 
 def check_reference(found: dict[str, Reference], pinned: dict[str, Any] | None, where: str) -> None:

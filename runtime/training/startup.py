@@ -21,11 +21,12 @@ __all__ = ["Loaded", "execution_of", "load_for_training", "new_checkpointer", "o
 
 @dataclass(frozen=True)
 class Loaded:
-    """The model loaded for training (``load_model``'s), with the precision and attention it trains with."""
+    """The model loaded for training (``load_model``'s), with the precision, attention and kernels it trains with."""
 
     model: Any
     precision: str
     attention: str
+    kernels: str
 
 
 def load_for_training(plan: Any, dist: Dist, paths: dict[str, Path | str]) -> Loaded:
@@ -59,7 +60,7 @@ def load_for_training(plan: Any, dist: Dist, paths: dict[str, Path | str]) -> Lo
         f"{loaded.trainable_parameters:,} of {loaded.total_parameters:,} parameters trainable; "
         f"tokenizer from the {loaded.tokenizer_source}"
     )
-    return Loaded(loaded, precision, attention)
+    return Loaded(loaded, precision, attention, kernels)
 
 
 def new_checkpointer(plan: Any, dist: Dist) -> Checkpointer:

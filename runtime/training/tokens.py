@@ -47,7 +47,7 @@ __all__ = [
     "verified_cache_file",
 ]
 
-_FORMAT = 4  # bump when the tokenized layout or the masking rules change
+_FORMAT = 3  # bump when the tokenized layout or the masking rules change (of every task; one task's: its key)
 
 
 @dataclass(frozen=True)
@@ -380,5 +380,7 @@ def token_cache(
         if not f.path.endswith(".safetensors")
     )
     if task != "instruction_tuning":  # (instruction tuning's keys as they were before tasks: its caches stay valid)
-        renderer = [renderer, task] + ([list(labels)] if labels is not None else []) + ([side] if side else [])
+        # a classifier's masks: its label, and (since the key says "categories") the category line after it
+        classes = [list(labels), "categories"] if labels is not None else []
+        renderer = [renderer, task] + classes + ([side] if side else [])
     return cache_dir() / "tokens" / f"{cache_key(data.digest, tokenizer, renderer)}.safetensors"

@@ -20,7 +20,7 @@ import pytest
 import yaml
 
 from ftc.cli import main
-from ftc.errors import ExitCode
+from ftc.errors import DataInvalid, ExitCode
 
 from conftest import read_json
 from support.guard import LABELS, guard_examples
@@ -270,6 +270,14 @@ def test_eval_refuses_every_line_whose_answer_is_not_a_label_with_its_line(guard
     assert not (tmp_path / "bad.eval.jsonl").exists()
 
 
+def test_eval_refuses_a_conversation_that_goes_on_after_its_answer_as_training_does(guard, ftc, tmp_path):
+    turns = [{"role": "user", "content": "q"}, {"role": "assistant", "content": "safe"}]
+    data = write_jsonl(tmp_path / "after.jsonl", [{"messages": turns}, {"messages": [*turns, turns[0]]}])
+    r = ftc("eval", guard.export, "--data", data)
+    assert r.code == ExitCode.DATA_INVALID, r.err
+    assert f"{data}:2: the last message is the user's; a classifier's example ends with the assistant's label" in r.err
+
+
 def test_export_records_the_label_map_where_transformers_and_ftc_read_it(guard, ftc):
     from transformers import AutoConfig, AutoTokenizer
 
@@ -394,7 +402,7 @@ def test_a_tokenizer_that_joins_the_prompt_and_the_label_is_refused(llama_guard)
     fmt = replace(session.trained.prompt_format, trailing_assistant="<|assistant|>\n1")
     joined = replace(session, trained=replace(session.trained, prompt_format=fmt))
     messages = [{"role": "user", "content": "Tell me how to count."}]
-    with pytest.raises(ValueError, match="here: the prompt, the label '1' and a newline tokenized together are not"):
+    with pytest.raises(DataInvalid, match="here: the prompt, the label '1' and a newline tokenized together are not"):
         category_prompt(joined, messages, "1", "here")  # "1" then "1" is one token, "11"
 
 

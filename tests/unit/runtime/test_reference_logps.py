@@ -68,3 +68,54 @@ def test_nothing_is_cached_without_both_sides_token_caches_or_a_weights_digest(t
     assert reference_cache((side, side), {**identity, "weights": {"base_model": None}}) is None
     a = reference_cache((side, side), identity)
     assert a is not None and a != reference_cache((side, side), {**identity, "precision": "bf16"})
+
+
+_RANK_SCRIPT = """
+import json, os, sys, torch, torch.distributed as td
+from pathlib import Path
+from transformers import AutoModelForCausalLM
+sys.path.insert(0, sys.argv[3])
+from test_reference_logps import _pairs
+from ftc.runtime.training.distributed import Dist
+from ftc.runtime.training.reference import reference_logps
+
+td.init_process_group("gloo")
+rank = int(os.environ["RANK"])
+cache = Path(sys.argv[2]) / f"machine-{rank}" / "reference-logps" / "key.safetensors"  # each rank a machine's cache
+model = AutoModelForCausalLM.from_pretrained(sys.argv[1])
+found = reference_logps(model, _pairs(), cache_file=cache, pad_id=0, batch_size=2, dist=Dist(rank, rank, 2, "cpu"))
+Path(sys.argv[2], f"rank-{rank}.json").write_text(json.dumps([found.cached, found.digest]))
+td.destroy_process_group()
+"""
+
+
+@pytest.mark.slow
+def test_ranks_whose_machines_caches_differ_all_compute_and_agree(tiny_model, tmp_path):
+    import json
+    import shutil
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from transformers import AutoModelForCausalLM
+
+    from support.servers import free_ports
+
+    # machine 0 holds the numbers from an earlier run (as a --resume after a crash finds them); machine 1 does not:
+    # had rank 0 read them while rank 1 computed, rank 1's forwards and gathers would wait for rank 0 forever
+    earlier = tmp_path / "earlier" / "reference-logps" / "key.safetensors"
+    model = AutoModelForCausalLM.from_pretrained(tiny_model)
+    alone = reference_logps(model, _pairs(), cache_file=earlier, pad_id=0, batch_size=2, dist=ONE)
+    shutil.copytree(earlier.parent, tmp_path / "machine-0" / "reference-logps")
+    (tmp_path / "rank.py").write_text(_RANK_SCRIPT)
+    (port,) = free_ports(1)
+    subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
+         "--master_port", str(port), str(tmp_path / "rank.py"), str(tiny_model), str(tmp_path),
+         str(Path(__file__).parent)],
+        check=True, timeout=300, capture_output=True,
+    )  # fmt: skip
+    results = [json.loads((tmp_path / f"rank-{rank}.json").read_text()) for rank in (0, 1)]
+    assert [cached for cached, _ in results] == [False, False]  # not every rank had them: every rank computed
+    assert results[0][1] == results[1][1]
+    assert alone.digest.startswith("sha256:")

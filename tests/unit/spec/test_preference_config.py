@@ -109,6 +109,16 @@ def test_beta_refused_in_yaml_spelling_names_its_line(job, ftc, pairs):
     assert f"job.yaml:{line}: $.preference_tuning_config.beta" in r.err, r.err
 
 
+def test_sample_packing_is_refused_for_pairs(job, ftc, pairs):
+    r = ftc("compile", job(preference_tuning_config={}, sample_packing=True, **pairs))
+    assert r.code == ExitCode.SPEC_INVALID, r.err
+    assert (
+        "$.sample_packing: task preference_tuning batches each pair's two answers together, padded; packing does not "
+        "apply to pairs" in r.err
+    )
+    assert "fix: remove sample_packing (or set it to false)" in r.err
+
+
 def test_two_configs_of_two_tasks_and_no_task_are_named(job, ftc, pairs):
     r = ftc("compile", job(classifier_config={"label_tokens": ["a"]}, preference_tuning_config={}, **pairs))
     assert r.code == ExitCode.SPEC_INVALID, r.err
