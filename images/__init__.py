@@ -1,6 +1,6 @@
 """The runtime images: their Dockerfiles and the one file their versions come from (beside this module), building
-them (``build``), pinning an image by digest through the container engine (``engine``), and the checks that keep
-the Dockerfiles and pins exact (``lint``)."""
+them (``build``), pinning an image through the container engine (``engine``: by registry digest, a local image
+never pushed by its image ID), and the checks that keep the Dockerfiles and pins exact (``lint``)."""
 
 from __future__ import annotations
 

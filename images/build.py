@@ -11,7 +11,7 @@ from pathlib import Path
 import ftc
 from ftc.errors import ImageBuildFailed, UsageError
 
-from .engine import connect, describe_error, engine_address, engine_errors
+from .engine import connect, describe_error, engine_address, engine_errors, same_repository, split_reference
 
 __all__ = ["FLAVORS", "Built", "build_image", "default_tag", "source_checkout"]
 
@@ -22,12 +22,26 @@ URL_CREDENTIAL = re.compile(r"://[^/@\s]+:[^/@\s]*@")
 
 @dataclass(frozen=True)
 class Built:
-    """An image ``ftc image build`` made: its tag, image ID, size and how long the build took."""
+    """An image ``ftc image build`` made: its tag, image ID, size and how long the build took, and the registry
+    digests the engine has for it (none for a fresh build; the same image pushed or pulled before has them)."""
 
     tag: str
     image_id: str
     size_bytes: int
     seconds: float
+    repo_digests: tuple[str, ...] = ()
+
+    def pinned_by(self) -> str:
+        """How ``ftc compile`` pins a spec's ``image:`` of this tag, as :func:`~ftc.images.engine.pin_image` does:
+        by the registry digest the engine has for the tag's repository, else by the local image ID."""
+        repository, _, _ = split_reference(self.tag)
+        for found in self.repo_digests:
+            if same_repository(split_reference(found)[0], repository):
+                return f"by its registry digest ({found})"
+        return (
+            "by its image ID, which only this engine has: push it to a registry and name the pushed tag to pin it"
+            " by registry digest, for a plan that runs anywhere"
+        )
 
 
 def default_tag(flavor: str) -> str:
@@ -113,7 +127,8 @@ def build_image(
         raise ImageBuildFailed(f"building {tag} failed: {describe_error(exc)}") from None
     with engine_errors(f"building {tag}"):
         image = client.images.get(image_id or tag)
-    return Built(tag, image.id, int(image.attrs.get("Size") or 0), time.monotonic() - started)
+    digests = tuple(sorted(image.attrs.get("RepoDigests") or []))
+    return Built(tag, image.id, int(image.attrs.get("Size") or 0), time.monotonic() - started, digests)
 
 
 def _labels(root: Path) -> dict[str, str]:

@@ -308,6 +308,28 @@ def test_image_build_tags_the_image_from_a_checkout(engine, tmp_path):
     assert f"built ftc-built:test ({built.id}, {built.attrs['Size'] / 1e9:.2f} GB) in " in r.stdout
 
 
+def test_image_build_says_how_compile_will_pin_the_image(engine, registry, job, tmp_path):
+    checkout = tmp_path / "checkout"
+    (checkout / "images").mkdir(parents=True)
+    shutil.copy(REPO / "pyproject.toml", checkout / "pyproject.toml")
+    (checkout / "images" / "Dockerfile.cpu").write_text("FROM ftc-test-base:bookworm\nLABEL dev.ftc.test=pin\n")
+    tag = f"{registry}/ftc-built:pin"
+    build = ("image", "build", "cpu", "--context", checkout, "-t", tag)
+    r = ftc_cli(*build, host=engine.host)
+    assert r.returncode == 0, r.stderr
+    assert "`ftc compile` pins it by its image ID, which only this engine has: push it to a registry" in r.stdout
+    plan = tmp_path / "plan.json"
+    assert ftc_cli("compile", job(image=tag), "-o", plan, host=engine.host).returncode == 0
+    assert read_json(plan)["image"]["pin_kind"] == "image-id"
+    engine.client.images.push(f"{registry}/ftc-built", tag="pin")
+    r = ftc_cli(*build, host=engine.host)  # the same image again (cached), which the registry now knows
+    assert r.returncode == 0, r.stderr
+    digest = engine.client.images.get(tag).attrs["RepoDigests"][0]
+    assert f"`ftc compile` pins it by its registry digest ({digest})" in r.stdout
+    assert ftc_cli("compile", job(image=tag), "-o", plan, host=engine.host).returncode == 0
+    assert read_json(plan)["image"]["ref"] == digest
+
+
 def test_a_failing_image_build_says_which_step(engine, tmp_path):
     checkout = tmp_path / "checkout"
     (checkout / "images").mkdir(parents=True)

@@ -64,5 +64,5 @@ def image_build(
     )
     click.echo(
         f"built {built.tag} ({built.image_id}, {built.size_bytes / 1e9:.2f} GB) in {built.seconds:.0f} s;"
-        f" name it in a spec (`image: {built.tag}`): `ftc compile` pins it by digest"
+        f" name it in a spec (`image: {built.tag}`): `ftc compile` pins it {built.pinned_by()}"
     )
