@@ -112,6 +112,11 @@ def test_the_chain_verifies_reproduces_bitwise_and_serves(chain, tmp_path):
     r = _ftc(folder, "reproduce", "dpo", "-o", tmp_path / "rerun")
     assert r.returncode == 0, r.stderr[-3000:]
     assert "\nbitwise reproduced: " in "\n" + r.stdout, r.stdout  # (DeepSpeed prints to stdout before it)
+    pins = [
+        {d["role"]: d["reference_logprobs"] for d in read_json(out / "best" / "lineage.json")["datasets"]}
+        for out in (folder / "dpo", tmp_path / "rerun")
+    ]
+    assert pins[0] == pins[1]  # the rerun used the same reference numbers
     r = _ftc(folder, "export", "dpo", "-o", tmp_path / "export")
     assert r.returncode == 0, r.stderr[-3000:]
     r = _ftc(folder, "generate", tmp_path / "export", "--prompt", "What is 3 + 4?", "--max-new-tokens", "8")
