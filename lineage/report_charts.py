@@ -1,9 +1,10 @@
 """The SVG drawings of ``ftc report``: loss curves as line charts (a long curve downsampled with LTTB, a point that
-cannot be drawn a gap) and the lineage as a graph of boxes and arrows. Pure functions from points and nodes to inline
-SVG; outside text in them is escaped for HTML."""
+cannot be drawn a gap; ticks at round steps) and the lineage as a graph of boxes and arrows. Pure functions from
+points and nodes to inline SVG; outside text in them is escaped for HTML."""
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -90,11 +91,11 @@ def line_chart(series: list[Series], *, width: int = 1000, height: int = 300, la
         return "<p class='warn'>No losses were recorded.</p>"
     left, right, top, bottom = 56, 16, 12, 34
     x0, x1 = min(p[0] for p in points), max(p[0] for p in points)
-    y0, y1 = min(p[1] for p in points), max(p[1] for p in points)
     x1 = x1 if x1 > x0 else x0 + 1
-    pad = (y1 - y0) * 0.06 or 0.5
-    # a loss starts its axis at 0 at the lowest; a curve below 0 (a reward, a log-probability) is drawn where it is
-    y0, y1 = (max(0.0, y0 - pad) if y0 >= 0 else y0 - pad), y1 + pad
+    x_step = _round_step(x1 - x0, 5)
+    if all(float(p[0]).is_integer() for p in points):
+        x_step = max(x_step, 1.0)  # steps are whole: no tick between two of them
+    y0, y1, y_step = _value_axis([p[1] for p in points])
 
     def sx(x: float) -> float:
         return left + (x - x0) / (x1 - x0) * (width - left - right)
@@ -107,13 +108,11 @@ def line_chart(series: list[Series], *, width: int = 1000, height: int = 300, la
         f'<rect x="{left}" y="{top}" width="{width - left - right}" height="{height - top - bottom}" fill="#fbfcfd" '
         'stroke="#dde1e7"/>',
     ]
-    for i in range(5):
-        y = y0 + (y1 - y0) * i / 4
+    for y in _ticks(y0, y1, y_step):
         parts.append(f'<line x1="{left}" x2="{width - right}" y1="{sy(y):.1f}" y2="{sy(y):.1f}" stroke="#eef0f3"/>')
-        parts.append(f'<text x="{left - 6}" y="{sy(y) + 4:.1f}" text-anchor="end">{y:.2f}</text>')
-    for i in range(6):
-        x = x0 + (x1 - x0) * i / 5
-        parts.append(f'<text x="{sx(x):.1f}" y="{height - 14}" text-anchor="middle">{x:.0f}</text>')
+        parts.append(f'<text x="{left - 6}" y="{sy(y) + 4:.1f}" text-anchor="end">{_tick_text(y, y_step)}</text>')
+    for x in _ticks(x0, x1, x_step):
+        parts.append(f'<text x="{sx(x):.1f}" y="{height - 14}" text-anchor="middle">{_tick_text(x, x_step)}</text>')
     parts.append(f'<text x="{(left + width - right) / 2}" y="{height - 1}" text-anchor="middle">step</text>')
     for s in series:
         drawn = [p for p in s.points if p is not None]
@@ -137,6 +136,38 @@ def line_chart(series: list[Series], *, width: int = 1000, height: int = 300, la
         if any(p is not None for p in s.points)
     )
     return f'<div class="legend">{legend}</div>' + "".join(parts)
+
+
+def _value_axis(values: list[float]) -> tuple[float, float, float]:
+    """(bottom, top, tick step) of the value axis: the values with a little room, widened to whole ticks. A loss
+    starts its axis at 0 at the lowest; values below 0 (a reward, a log-probability) are drawn where they are; values
+    that all lie between 0 and 1 (shares: exact match, accuracy) never get an axis past 1."""
+    low, high = min(values), max(values)
+    pad = (high - low) * 0.06 or 0.5
+    bottom = max(0.0, low - pad) if low >= 0 else low - pad
+    top = min(1.0, high + pad) if 0 <= low and high <= 1 else high + pad
+    step = _round_step(top - bottom, 5)
+    # 1 is a whole number of every step below it (1, 2 or 5 x 10^-k): widened, a share's axis still ends at 1
+    return math.floor(bottom / step + 1e-9) * step, math.ceil(top / step - 1e-9) * step, step
+
+
+def _round_step(span: float, parts: int) -> float:
+    """The round step (1, 2 or 5 x 10^k) nearest to cutting ``span`` into ``parts`` parts (Heckbert's nice numbers,
+    Graphics Gems, 1990): 24 steps in 5 parts is 5 a part, 52 is 10."""
+    raw = span / parts
+    power = 10.0 ** math.floor(math.log10(raw))
+    return next((m for limit, m in ((1.5, 1), (3, 2), (7, 5)) if raw / power < limit), 10) * power
+
+
+def _ticks(low: float, high: float, step: float) -> list[float]:
+    """The multiples of ``step`` from ``low`` to ``high``."""
+    return [k * step for k in range(math.ceil(low / step - 1e-9), math.floor(high / step + 1e-9) + 1)]
+
+
+def _tick_text(value: float, step: float) -> str:
+    """A tick's label with the decimals its step needs (0.5: one; 5: none)."""
+    decimals = max(0, -math.floor(math.log10(step) + 1e-9))
+    return f"{round(value, decimals) + 0.0:.{decimals}f}"
 
 
 def lineage_graph(nodes: list[Node]) -> str:
