@@ -12,10 +12,11 @@ from ftc.spec.plan import read_plan
 from conftest import REPO
 
 
-def _written_tags(job, ftc, tmp_path) -> set[str]:
+def _written_tags(job, ftc, tmp_path, monkeypatch) -> set[str]:
     """The ``ftc.record_id*`` tags MLflow holds after ftc's tracker saw checkpoint step-000016."""
     from mlflow import MlflowClient
 
+    monkeypatch.chdir(tmp_path)  # a SQLite store keeps its artifacts in ./mlruns
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     spec = job(logger={"provider": "mlflow", "provider_config": {"tracking_uri": uri}}, output_dir="out")
     assert ftc("compile", spec, "-o", tmp_path / "plan.json").code == 0
@@ -32,8 +33,8 @@ def _written_tags(job, ftc, tmp_path) -> set[str]:
     return {name for name in tags if name.startswith("ftc.record_id")}
 
 
-def test_the_docs_name_the_checkpoint_tags_the_tracker_writes(job, ftc, tmp_path):
-    written = _written_tags(job, ftc, tmp_path)
+def test_the_docs_name_the_checkpoint_tags_the_tracker_writes(job, ftc, tmp_path, monkeypatch):
+    written = _written_tags(job, ftc, tmp_path, monkeypatch)
     assert written == {"ftc.record_id", "ftc.record_id.step-000016"}
     for page in (REPO / "README.md", REPO / "docs" / "trackers.md"):
         named = set(re.findall(r"`(ftc\.record_id[^`]*)`", page.read_text(encoding="utf-8")))
