@@ -137,6 +137,7 @@ def worker_main(argv: list[str] | None = None) -> int:
             recipe_for(plan.spec.task)(
                 plan, resume=handoff.resume, tracker=not handoff.tracker_off, inputs_checked=handoff.inputs_checked
             )
+            _end_process_group()
         return 0
     except (Exception, KeyboardInterrupt) as exc:
         code = report(exc)
@@ -144,6 +145,15 @@ def worker_main(argv: list[str] | None = None) -> int:
         if isinstance(exc, FtcError) and handoff.outcome is not None and int(os.environ.get("RANK", "0")) == 0:
             write_outcome(handoff.outcome, exc)
         return int(code)
+
+
+def _end_process_group() -> None:
+    """End this rank's process group once its run is done (every rank gets here together, after the last
+    checkpoint), so no collective's threads outlive it."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
 
 
 def _read_placement(path: Path) -> Placement:
