@@ -126,3 +126,59 @@ def test_lineage_verify_of_stage_2_rehashes_stage_1s_adapter_and_the_base(guard_
     assert "2 lineage record(s) in the chain recomputed" in r.out
     assert "re-hashed parent: adapter ../../runs/guard/stage1/latest" in r.out
     assert "re-hashed parent: base model model" in r.out
+
+
+def _smollm2_prepare():
+    """The SmolLM2 variant's prepare.py as a module (it loads examples/smollm2-arithmetic/prepare.py beside it)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("guard_smollm2_prepare", EXAMPLE / "smollm2" / "prepare.py")
+    prepare = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(prepare)
+    return prepare
+
+
+@pytest.fixture(scope="module")
+def guard_smollm2(smollm2_example, tmp_path_factory) -> Path:
+    """The SmolLM2 variant copied with its data written by its prepare.py, and the weights the SmolLM2 examples'
+    shared conversion made (the same ``convert`` its prepare.py calls)."""
+
+    root = tmp_path_factory.mktemp("guard-smollm2")
+    example = root / "examples" / "guard-classifier"
+    shutil.copytree(EXAMPLE, example, ignore=shutil.ignore_patterns("weights", "data", "__pycache__"))
+    _smollm2_prepare().write_data(example / "smollm2" / "data")
+    shutil.copytree(smollm2_example / "weights", example / "smollm2" / "weights")
+    age(example)
+    return example / "smollm2"
+
+
+def test_the_smollm2_variants_committed_data_is_what_its_prepare_writes_in_llama_guard_2s_format(tmp_path):
+    _smollm2_prepare().write_data(tmp_path)
+    for name in ("train_1", "train_2", "valid"):
+        assert (tmp_path / f"{name}.jsonl").read_bytes() == (
+            EXAMPLE / "smollm2" / "data" / f"{name}.jsonl"
+        ).read_bytes()
+        assert _majority_rate(tmp_path / f"{name}.jsonl") == 0.5
+    prompt = json.loads((tmp_path / "valid.jsonl").read_text().splitlines()[0])["messages"][0]["content"]
+    assert "<BEGIN UNSAFE CONTENT CATEGORIES>\nS1: Violent Crimes.\n" in prompt and "S11: Sexual Content." in prompt
+    assert "Provide your safety assessment for ONLY THE LAST User message" in prompt
+    assert prompt.endswith("a comma-separated list of violated categories. [/INST]")
+
+
+@pytest.mark.slow
+def test_the_smollm2_variants_stage_1_compiles_against_the_converted_weights(guard_smollm2, ftc, tmp_path):
+    r = ftc("compile", guard_smollm2 / "stage1.yaml", "-o", tmp_path / "plan.json")
+    assert r.code == 0, r.err
+    plan = json.loads((tmp_path / "plan.json").read_text())
+    assert plan["mode"] == "lora-new" and plan["spec"]["task"] == "classification"
+    assert plan["spec"]["classifier_config"]["label_tokens"] == LABELS
+    assert plan["inputs"]["base_model"]["pinned"]
+
+
+@pytest.mark.slow
+def test_on_smollm2s_tokenizer_safe_is_kept_and_unsafe_added_each_the_one_trained_token(guard_smollm2, ftc):
+    r = ftc("data", "inspect", guard_smollm2 / "stage1.yaml", "-n", "40", "--no-color")
+    assert r.code == 0, r.err
+    assert r.out.count(" tokens, 1 trained)") == 40
+    assert "<|im_start|>assistant\n[safe]<|im_end|>" in r.out
+    assert "<|im_start|>assistant\n[unsafe]<|im_end|>" in r.out
