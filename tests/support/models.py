@@ -126,6 +126,21 @@ def reference_loss_sum(logits: Any, labels: Any) -> float:
     ).item()
 
 
+#: the tiny models' shape (2 layers of width 64, 4 query heads over 2 key/value heads), whatever their family
+TINY_SHAPE: dict[str, Any] = dict(
+    hidden_size=64,
+    intermediate_size=128,
+    num_hidden_layers=2,
+    num_attention_heads=4,
+    num_key_value_heads=2,
+    max_position_embeddings=512,
+    tie_word_embeddings=False,
+    bos_token_id=1,
+    eos_token_id=2,
+    pad_token_id=0,
+)
+
+
 def build_tiny_model(
     out_dir: str | Path, *, vocab_size: int = 512, seed: int = 0, tokenizer: bool = True, **config: Any
 ) -> Path:
@@ -134,20 +149,7 @@ def build_tiny_model(
     from transformers import LlamaConfig, LlamaForCausalLM
 
     out_dir = Path(out_dir)
-    settings = dict(
-        hidden_size=64,
-        intermediate_size=128,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=512,
-        vocab_size=vocab_size,
-        tie_word_embeddings=False,
-        bos_token_id=1,
-        eos_token_id=2,
-        pad_token_id=0,
-    )
-    settings.update(config)
+    settings = {**TINY_SHAPE, "vocab_size": vocab_size, **config}
     torch.manual_seed(seed)
     model = LlamaForCausalLM(LlamaConfig(**settings))
     model.save_pretrained(out_dir, safe_serialization=True)

@@ -12,7 +12,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from .models import build_tokenizer, write_jsonl
+from .models import TINY_SHAPE, build_tokenizer, write_jsonl
 
 __all__ = [
     "CHOSEN",
@@ -87,20 +87,7 @@ def build_tiny_mistral(out_dir: str | Path, *, vocab_size: int = 512, seed: int 
     import torch
     from transformers import MistralConfig, MistralForCausalLM
 
-    settings = dict(
-        hidden_size=64,
-        intermediate_size=128,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=512,
-        vocab_size=vocab_size,
-        tie_word_embeddings=False,
-        bos_token_id=1,
-        eos_token_id=2,
-        pad_token_id=0,
-    )
-    settings.update(config)
+    settings = {**TINY_SHAPE, "vocab_size": vocab_size, **config}
     torch.manual_seed(seed)
     out_dir = Path(out_dir)
     MistralForCausalLM(MistralConfig(**settings)).save_pretrained(out_dir, safe_serialization=True)
