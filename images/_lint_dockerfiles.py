@@ -15,6 +15,7 @@ from ._lint_pins import (
     IMAGE_EXTRAS,
     PIN_FILE,
     PIN_FILE_GPU,
+    TRACKER_SETTING,
     PinFile,
     canonicalize_name,
     declared_requirements,
@@ -137,8 +138,11 @@ def _install_problems(instructions: list, flavour: str, pyproject: dict, where: 
     constraints, and checked against it once installed."""
     problems = []
     pins_path, extras = PIN_FILES[flavour], EXTRAS[flavour]
-    if not any(i.keyword == "COPY" and shlex.split(i.args)[0] == pins_path for i in instructions):
+    copied = {path for i in instructions if i.keyword == "COPY" for path in shlex.split(i.args)[:-1]}
+    if pins_path not in copied:
         problems.append(f"{where}: does not COPY {pins_path} (pip installs with it as constraints)")
+    if PIN_FILE not in copied:
+        problems.append(f"{where}: does not COPY {PIN_FILE} (its {TRACKER_SETTING} says what TRACKERS may name)")
     # ftc itself is built from the whole context (.dockerignore keeps out what is not its source), so a part
     # pyproject.toml's package-dir gains needs no line here
     if not any("." in sources for _, sources in context_sources(instructions)):
@@ -163,6 +167,7 @@ def _install_problems(instructions: list, flavour: str, pyproject: dict, where: 
                 f"{where}: does not install the `{extra}` extra of pyproject.toml (this image installs [project]"
                 f" dependencies and the extras {listed})"
             )
+    problems += _tracker_problems(instructions, reads, where) if reads else []
     for ins in instructions:
         for command in re.split(r"&&|;|\|\|", ins.args) if ins.keyword == "RUN" else []:
             if re.search(r"\bpip\s+install\b", command) and f"-c {pins_path}" not in command:
@@ -185,6 +190,37 @@ def _install_problems(instructions: list, flavour: str, pyproject: dict, where: 
                 f" pyproject.toml's version is {version!r}"
             )
 
+    return problems
+
+
+def _tracker_problems(instructions: list, reads: list[str], where: str) -> list[str]:
+    """The tracker variant: the stage that lists what to install declares ``ARG TRACKERS`` before that RUN (empty by
+    default: no tracker), and the RUN adds the extras it names, refusing any the pin file's TRACKER_EXTRAS does not
+    list."""
+    declared: list[str | None] = []
+    for stage in dockerfile_stages(instructions)[1]:
+        for ins in stage:
+            if ins.keyword == "ARG" and "TRACKERS" in assignments(ins.args):
+                declared.append(assignments(ins.args)["TRACKERS"])
+            if ins.keyword == "RUN" and ins.args in reads:
+                break  # what TRACKERS says here is what this RUN reads
+        else:
+            declared = []  # not the stage that installs
+            continue
+        break
+    if not declared:
+        return [f"{where}: no `ARG TRACKERS=` before the RUN that lists what to install (the tracker variant)"]
+    problems = [
+        f"{where}: ARG TRACKERS defaults to {value!r}: the default image carries no tracker (give them with"
+        " --build-arg TRACKERS=...)"
+        for value in declared
+        if value
+    ]
+    if not any("TRACKERS" in args and f"#@ {TRACKER_SETTING}" in args for args in reads):
+        problems.append(
+            f"{where}: the RUN that lists what to install does not add the TRACKERS extras, checked against"
+            f" {PIN_FILE}'s `#@ {TRACKER_SETTING}=`"
+        )
     return problems
 
 

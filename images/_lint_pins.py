@@ -21,6 +21,9 @@ PIN_FILE_GPU = "images/versions-gpu.txt"  # versions.txt with torch's CUDA build
 # re-verifies remote inputs in (s3://, gs://; DVC inputs are read through the same stores and need no extra)
 IMAGE_EXTRAS = ("train", "s3", "gcs")
 GPU_EXTRAS = (*IMAGE_EXTRAS, "gpu")  # and liger-kernel in the GPU image
+# the pin file's setting that names the extras the tracker variant may add (--build-arg TRACKERS=...): the clients a
+# spec's `logger:` needs, pinned in the same file (a pin an image does not install is simply not installed)
+TRACKER_SETTING = "TRACKER_EXTRAS"
 # the pins of versions.txt that versions-gpu.txt replaces (torch's CUDA build)
 GPU_REPLACES = ("torch",)
 DIGEST = re.compile(r"@sha256:[0-9a-f]{64}\Z")
@@ -88,6 +91,31 @@ def parse_pin_file(text: str, where: str = PIN_FILE) -> PinFile:
     return out
 
 
+def tracker_extras(pin_file: PinFile) -> tuple[str, ...]:
+    """The extras the tracker variant may install: the pin file's ``#@ TRACKER_EXTRAS=`` names (none without it)."""
+    return tuple(pin_file.settings.get(TRACKER_SETTING, "").split())
+
+
+def tracker_problems(pin_file: PinFile, pyproject: dict, providers: tuple[str, ...]) -> list[str]:
+    """``#@ TRACKER_EXTRAS=`` names exactly the spec's logger providers (``providers``, from its JSON schema), each
+    an extra of pyproject.toml, so every tracker a spec can name has a pinned client an image can carry."""
+    if TRACKER_SETTING not in pin_file.settings:
+        return [f"{PIN_FILE}: no `#@ {TRACKER_SETTING}=...` line (the extras of the tracker variant)"]
+    extras = pyproject["project"].get("optional-dependencies", {})
+    named = tracker_extras(pin_file)
+    problems = [
+        f"{PIN_FILE}: {TRACKER_SETTING} names {name}, which is not an extra of pyproject.toml"
+        for name in named
+        if name not in extras
+    ]
+    if sorted(named) != sorted(providers):
+        problems.append(
+            f"{PIN_FILE}: {TRACKER_SETTING} is {' '.join(named)!r}, the spec's logger providers are"
+            f" {' '.join(providers)!r}: they must be the same"
+        )
+    return problems
+
+
 def declared_requirements(pyproject: dict, image_extras: tuple[str, ...] = IMAGE_EXTRAS) -> list[Requirement]:
     """What ftc declares for an image: [project] dependencies and the extras of ``image_extras`` (train, s3, gcs; the
     GPU image adds gpu)."""
@@ -136,8 +164,9 @@ def environment_problems(pin_file: PinFile, version_of: Callable[[str], str] = i
 def closure_problems(
     pin_file: PinFile, pyproject: dict, distribution: Callable = importlib.metadata.distribution
 ) -> list[str]:
-    """The pin file is closed: everything ftc's declared packages (dependencies, train, s3 and gcs) pull in here is
-    pinned, and nothing else is. A requirement's own extras (`pkg[extra]`) are followed too, as pip follows them."""
+    """The pin file is closed: everything ftc's declared packages (dependencies, train, s3, gcs and the tracker
+    extras of ``TRACKER_EXTRAS``) pull in here is pinned, and nothing else is. A requirement's own extras
+    (`pkg[extra]`) are followed too, as pip follows them."""
     from packaging.markers import default_environment
     from packaging.requirements import Requirement
     from packaging.version import Version
@@ -150,7 +179,9 @@ def closure_problems(
     found: dict[str, tuple[str, str]] = {}
     walked: dict[str, set[str]] = {}  # package -> its extras whose requirements are queued ("": the package itself)
     problems = []
-    todo = [(req, None) for req in declared_requirements(pyproject) if applies(req, {""})]
+    known = pyproject["project"].get("optional-dependencies", {})
+    declared = (*IMAGE_EXTRAS, *(x for x in tracker_extras(pin_file) if x in known))  # others: tracker_problems
+    todo = [(req, None) for req in declared_requirements(pyproject, declared) if applies(req, {""})]
     while todo:
         req, parent = todo.pop()
         key = canonicalize_name(req.name)
@@ -211,8 +242,9 @@ def settings_problems(pin_file: PinFile, python: tuple[int, int] = sys.version_i
 
 def gpu_pin_problems(gpu: PinFile, cpu: PinFile, pyproject: dict) -> list[str]:
     """The GPU pin file is the CPU one with torch's CUDA build: every pin of versions.txt but torch at the same
-    version, torch and liger-kernel (the `gpu` extra) pinned as pyproject.toml allows, and no settings (those live in
-    versions.txt). Its closure is checked where it is installed: in the image build (``--installed``)."""
+    version (the tracker variant's too), torch and liger-kernel (the `gpu` extra) pinned as pyproject.toml allows,
+    and no settings (those live in versions.txt). Its closure is checked where it is installed: in the image build
+    (``--installed``)."""
     problems = [f"{PIN_FILE_GPU}: `#@ {name}=` settings belong in {PIN_FILE}" for name in gpu.settings]
     for key, (name, version) in cpu.pins.items():
         if key in GPU_REPLACES:
@@ -224,7 +256,9 @@ def gpu_pin_problems(gpu: PinFile, cpu: PinFile, pyproject: dict) -> list[str]:
                 f"{name} is {version} in {PIN_FILE} but {gpu.pins[key][1]} in {PIN_FILE_GPU}: the images share"
                 " every version but torch's"
             )
-    return problems + pyproject_problems(gpu, pyproject, GPU_EXTRAS, PIN_FILE_GPU)
+    known = pyproject["project"].get("optional-dependencies", {})
+    trackers = tuple(x for x in tracker_extras(cpu) if x in known)
+    return problems + pyproject_problems(gpu, pyproject, (*GPU_EXTRAS, *trackers), PIN_FILE_GPU)
 
 
 def installed_problems(

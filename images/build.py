@@ -13,7 +13,7 @@ from ftc.errors import ImageBuildFailed, UsageError
 
 from .engine import connect, describe_error, engine_address, engine_errors, same_repository, split_reference
 
-__all__ = ["FLAVORS", "Built", "build_image", "default_tag", "source_checkout"]
+__all__ = ["FLAVORS", "Built", "build_image", "default_tag", "image_trackers", "source_checkout"]
 
 FLAVORS = ("cpu", "gpu")
 # a URL with a user and password in it: build arguments stay in the image's history
@@ -22,14 +22,16 @@ URL_CREDENTIAL = re.compile(r"://[^/@\s]+:[^/@\s]*@")
 
 @dataclass(frozen=True)
 class Built:
-    """An image ``ftc image build`` made: its tag, image ID, size and how long the build took, and the registry
-    digests the engine has for it (none for a fresh build; the same image pushed or pulled before has them)."""
+    """An image ``ftc image build`` made: its tag, image ID, size and how long the build took, the registry digests
+    the engine has for it (none for a fresh build; the same image pushed or pulled before has them), and the tracker
+    extras it carries."""
 
     tag: str
     image_id: str
     size_bytes: int
     seconds: float
     repo_digests: tuple[str, ...] = ()
+    trackers: tuple[str, ...] = ()  # the tracker extras installed (the tracker variant)
 
     def pinned_by(self) -> str:
         """How ``ftc compile`` pins a spec's ``image:`` of this tag, as :func:`~ftc.images.engine.pin_image` does:
@@ -44,8 +46,25 @@ class Built:
         )
 
 
-def default_tag(flavor: str) -> str:
-    return f"ftc-runtime:{ftc.__version__}-{flavor}"
+def default_tag(flavor: str, trackers: tuple[str, ...] = ()) -> str:
+    """``ftc-runtime:<version>-<flavor>``, with the tracker variant's extras before the flavour, which stays last
+    (``ftc-runtime:0.1.0-mlflow-wandb-cpu``: ``--emit k8s`` reads a ``-cpu`` tag as a CPU image)."""
+    return f"ftc-runtime:{'-'.join((ftc.__version__, *trackers, flavor))}"
+
+
+def image_trackers(root: Path, given: tuple[str, ...]) -> tuple[str, ...]:
+    """The tracker extras to install (``given``, in the pin file's order, each once), checked against the checkout's
+    ``#@ TRACKER_EXTRAS=`` (images/versions.txt): a name it does not list is refused before the engine is asked."""
+    from .lint import PIN_FILE, TRACKER_SETTING, parse_pin_file, tracker_extras
+
+    known = tracker_extras(parse_pin_file((root / PIN_FILE).read_text()))
+    unknown = [name for name in given if name not in known]
+    if unknown:
+        raise UsageError(
+            f"--tracker {', '.join(unknown)}: not a tracker extra of this checkout ({PIN_FILE}'s {TRACKER_SETTING}:"
+            f" {', '.join(known) or 'none'})"
+        )
+    return tuple(name for name in known if name in given)
 
 
 def source_checkout(given: Path | None = None) -> Path:
@@ -73,11 +92,13 @@ def build_image(
     context: Path | None = None,
     build_args: dict[str, str] | None = None,
     network: str | None = None,
+    trackers: tuple[str, ...] = (),
     log: Callable[[str], None] = print,
 ) -> Built:
     """Build images/Dockerfile.<flavor> from the checkout and tag it. ``build_args`` (BASE_IMAGE, PIP_INDEX_URL, ...)
-    go to the Dockerfile; ``network`` is the RUN steps' network mode (``host`` where the engine has no bridge). The
-    build's output streams to ``log``."""
+    go to the Dockerfile; ``network`` is the RUN steps' network mode (``host`` where the engine has no bridge);
+    ``trackers`` (mlflow, wandb, tensorboard) makes the tracker variant, with those extras installed at their pins
+    (the TRACKERS build argument). The build's output streams to ``log``."""
     if flavor not in FLAVORS:
         raise UsageError(f"image flavour {flavor!r}: choose one of {', '.join(FLAVORS)}")
     for name, value in (build_args or {}).items():
@@ -87,12 +108,16 @@ def build_image(
                 " history; use an index that needs none (a mirror on this network) and pass credentials to pip"
                 " another way"
             )
+    if trackers and "TRACKERS" in (build_args or {}):
+        raise UsageError("--tracker and --build-arg TRACKERS=...: give the trackers one way (--tracker NAME)")
     root = source_checkout(context)
     dockerfile = root / "images" / f"Dockerfile.{flavor}"
     if not dockerfile.is_file():
         raise UsageError(f"{dockerfile}: no such Dockerfile")
-    tag = tag or default_tag(flavor)
-    build_args = {**_labels(root), **(build_args or {})}
+    given = tuple((build_args or {}).get("TRACKERS", "").replace(",", " ").split()) or tuple(trackers)
+    trackers = image_trackers(root, given)
+    tag = tag or default_tag(flavor, trackers)
+    build_args = {**_labels(root), **(build_args or {}), **({"TRACKERS": " ".join(trackers)} if trackers else {})}
     client = connect(f"building {tag}")
     log(f"building {tag} from {dockerfile} on {engine_address()}")
     image_id = None
@@ -128,7 +153,7 @@ def build_image(
     with engine_errors(f"building {tag}"):
         image = client.images.get(image_id or tag)
     digests = tuple(sorted(image.attrs.get("RepoDigests") or []))
-    return Built(tag, image.id, int(image.attrs.get("Size") or 0), time.monotonic() - started, digests)
+    return Built(tag, image.id, int(image.attrs.get("Size") or 0), time.monotonic() - started, digests, trackers)
 
 
 def _labels(root: Path) -> dict[str, str]:

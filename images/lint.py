@@ -24,6 +24,7 @@ and .dockerignore).
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 
@@ -40,6 +41,7 @@ from ._lint_pins import (
     IMAGE_EXTRAS,
     PIN_FILE,
     PIN_FILE_GPU,
+    TRACKER_SETTING,
     PinFile,
     canonicalize_name,
     closure_problems,
@@ -50,6 +52,8 @@ from ._lint_pins import (
     parse_pin_file,
     pyproject_problems,
     settings_problems,
+    tracker_extras,
+    tracker_problems,
 )
 
 __all__ = [
@@ -58,6 +62,7 @@ __all__ = [
     "IMAGE_EXTRAS",
     "PIN_FILE",
     "PIN_FILE_GPU",
+    "TRACKER_SETTING",
     "Instruction",
     "PinFile",
     "canonicalize_name",
@@ -72,6 +77,7 @@ __all__ = [
     "image_problems",
     "installed_problems",
     "is_ignored",
+    "logger_providers",
     "main",
     "package_dirs",
     "parse_dockerfile",
@@ -79,6 +85,8 @@ __all__ = [
     "pyproject_problems",
     "read_pyproject",
     "settings_problems",
+    "tracker_extras",
+    "tracker_problems",
 ]
 
 
@@ -94,7 +102,9 @@ def image_problems(root: Path) -> list[str]:
     pyproject = read_pyproject(root)
     dockerfiles = {flavour: (root / path).read_text() for flavour, path in DOCKERFILES.items()}
     problems = list(pin_file.problems) + gpu.problems
-    problems += pyproject_problems(pin_file, pyproject)
+    trackers = tuple(x for x in tracker_extras(pin_file) if x in pyproject["project"].get("optional-dependencies", {}))
+    problems += pyproject_problems(pin_file, pyproject, (*IMAGE_EXTRAS, *trackers))
+    problems += tracker_problems(pin_file, pyproject, logger_providers(root, pyproject))
     problems += environment_problems(pin_file)
     problems += closure_problems(pin_file, pyproject)
     problems += settings_problems(pin_file)
@@ -104,6 +114,13 @@ def image_problems(root: Path) -> list[str]:
         problems += dockerfile_problems(text, flavour, flavour_pins[flavour], pyproject, DOCKERFILES[flavour])
     problems += dockerignore_problems((root / ".dockerignore").read_text(), dockerfiles, root, pyproject)
     return problems
+
+
+def logger_providers(root: Path, pyproject: dict) -> tuple[str, ...]:
+    """The trackers a spec's ``logger.provider`` may name, as the spec's JSON schema (spec/job.schema.json in the
+    folder ``ftc.spec`` maps to) lists them."""
+    schema = json.loads((root / package_dirs(pyproject)["ftc.spec"] / "job.schema.json").read_text())
+    return tuple(schema["$defs"]["logger"]["properties"]["provider"]["enum"])
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -368,8 +368,46 @@ BROKEN = {
         "no RUN reads [project] dependencies",
     ),
     "the pin file not copied": (
-        _edit(GPU, "COPY images/versions-gpu.txt images/versions-gpu.txt", ""),
+        _edit(GPU, "COPY images/versions.txt images/versions-gpu.txt images/", "COPY images/versions.txt images/"),
         "does not COPY images/versions-gpu.txt",
+    ),
+    "versions.txt not copied where TRACKERS is checked": (
+        _edit(GPU, "COPY images/versions.txt images/versions-gpu.txt images/", "COPY images/versions-gpu.txt images/"),
+        f"{GPU}: does not COPY images/versions.txt (its TRACKER_EXTRAS says what TRACKERS may name)",
+    ),
+    # the tracker variant
+    "a tracker's client not pinned": (
+        _edit(PIN_FILE, "\nwandb==", "\n# wandb=="),
+        "wandb: declared in pyproject.toml (wandb>=0.18) but not pinned in images/versions.txt",
+    ),
+    "what a tracker pulls in not pinned": (_edit(PIN_FILE, "\ngrpcio==", "\n# grpcio=="), "add `grpcio=="),
+    "a tracker's client not pinned for the GPU image": (
+        _edit(PIN_FILE_GPU, "\nmlflow-skinny==", "\n# mlflow-skinny=="),
+        "mlflow-skinny==3.17.2 is pinned in images/versions.txt but not in images/versions-gpu.txt",
+    ),
+    "no tracker extras named": (
+        _edit(PIN_FILE, "#@ TRACKER_EXTRAS=mlflow wandb tensorboard\n", ""),
+        "images/versions.txt: no `#@ TRACKER_EXTRAS=...` line",
+    ),
+    "a logger provider without a tracker extra": (
+        _edit(PIN_FILE, "#@ TRACKER_EXTRAS=mlflow wandb tensorboard", "#@ TRACKER_EXTRAS=mlflow wandb"),
+        "TRACKER_EXTRAS is 'mlflow wandb', the spec's logger providers are 'mlflow wandb tensorboard'",
+    ),
+    "a tracker extra pyproject.toml does not have": (
+        _edit(PIN_FILE, "#@ TRACKER_EXTRAS=mlflow wandb", "#@ TRACKER_EXTRAS=comet mlflow wandb"),
+        "TRACKER_EXTRAS names comet, which is not an extra of pyproject.toml",
+    ),
+    "no TRACKERS argument": (
+        _edit(CPU, "ARG TRACKERS=\nRUN", "RUN"),
+        f"{CPU}: no `ARG TRACKERS=` before the RUN that lists what to install",
+    ),
+    "a tracker in the default image": (
+        _edit(GPU, "ARG TRACKERS=\nRUN", "ARG TRACKERS=mlflow\nRUN"),
+        "ARG TRACKERS defaults to 'mlflow': the default image carries no tracker",
+    ),
+    "TRACKERS not read by the install step": (
+        _edit(CPU, 'k == "#@ TRACKER_EXTRAS"', 'k == "#@ EXTRAS"'),
+        f"{CPU}: the RUN that lists what to install does not add the TRACKERS extras",
     ),
     "the checkout not copied": (
         _edit(GPU, "COPY . .\n", ""),
@@ -486,3 +524,96 @@ def test_a_build_argument_carrying_a_password_is_refused_before_the_engine_is_as
     assert done.returncode == 2, done.stdout + done.stderr
     assert "--build-arg PIP_INDEX_URL: the URL carries a user and password" in done.stderr
     assert "s3cret" not in done.stdout + done.stderr
+
+
+# --- the tracker variant: what its build step installs ----------------------------------------------------------------
+
+
+def _requirements_step(flavour: str) -> str:
+    """The Python program of the Dockerfile's RUN that lists what to install (its `python -c '...'`), as written."""
+    import shlex
+
+    runs = [i.args for i in parse_dockerfile((REPO / DOCKERFILES[flavour]).read_text()) if i.keyword == "RUN"]
+    (step,) = [args for args in runs if "optional-dependencies" in args]
+    words = shlex.split(step.split(">", 1)[0])
+    assert words[:2] == ["python", "-c"], step
+    return words[2]
+
+
+def _listed(flavour: str, trackers: str, tmp_path: Path) -> subprocess.CompletedProcess:
+    """Run that step as the build runs it: in a folder holding pyproject.toml and the pin files, TRACKERS set."""
+    (tmp_path / "images").mkdir(exist_ok=True)
+    shutil.copy2(REPO / "pyproject.toml", tmp_path)
+    for path in (PIN_FILE, PIN_FILE_GPU):
+        shutil.copy2(REPO / path, tmp_path / path)
+    env = {**os.environ, "TRACKERS": trackers}
+    return subprocess.run(
+        [sys.executable, "-c", _requirements_step(flavour)], cwd=tmp_path, env=env, capture_output=True, text=True
+    )
+
+
+def _requirements(listed: str) -> list[str]:
+    return [str(Requirement(line)) for line in listed.splitlines()]
+
+
+@pytest.mark.parametrize("flavour", sorted(DOCKERFILES))
+def test_the_tracker_variant_installs_exactly_the_tracker_extras_it_names(flavour, pin_file, pyproject, tmp_path):
+    from ftc.images.lint import declared_requirements, tracker_extras
+
+    extras = (*IMAGE_EXTRAS, "gpu") if flavour == "gpu" else IMAGE_EXTRAS
+    plain = _listed(flavour, "", tmp_path)
+    assert plain.returncode == 0, plain.stderr
+    assert _requirements(plain.stdout) == [str(r) for r in declared_requirements(pyproject, extras)]
+    assert not {"mlflow-skinny", "wandb", "tensorboard"} & {Requirement(r).name for r in plain.stdout.split()}
+
+    trackers = tracker_extras(pin_file)
+    assert trackers == ("mlflow", "wandb", "tensorboard")
+    for given, chosen in (
+        ("mlflow", ("mlflow",)),
+        ("wandb,tensorboard", ("wandb", "tensorboard")),
+        (" ".join(trackers), trackers),
+    ):
+        listed = _listed(flavour, given, tmp_path)
+        assert listed.returncode == 0, listed.stderr
+        expected = declared_requirements(pyproject, (*extras, *chosen))
+        assert _requirements(listed.stdout) == [str(r) for r in expected]
+
+
+def test_an_unknown_tracker_stops_the_build_step_naming_the_known_ones(tmp_path):
+    listed = _listed("cpu", "mlflow ray", tmp_path)
+    assert listed.returncode == 1
+    assert listed.stderr.strip() == "TRACKERS: ray: not a tracker extra; choose from mlflow wandb tensorboard"
+    assert listed.stdout == ""
+
+
+def test_the_pins_only_the_tracker_variant_needs_are_its_clients_and_what_they_pull_in(pin_file, pyproject):
+    """Without TRACKER_EXTRAS, exactly the tracker section's pins are the ones nothing else needs: the variant
+    installs those (at these versions) and the plain image none of them."""
+    text = (REPO / PIN_FILE).read_text()
+    section = text[text.index("# --- the tracker variant") :]
+    variant_only = {canonicalize_name(line.split("==")[0]) for line in section.splitlines() if "==" in line}
+    assert {"mlflow-skinny", "wandb", "tensorboard", "grpcio"} <= variant_only
+    plain = PinFile(pins=pin_file.pins, settings={k: v for k, v in pin_file.settings.items() if k != "TRACKER_EXTRAS"})
+    unneeded = {canonicalize_name(p.split(" is pinned but nothing")[0]) for p in closure_problems(plain, pyproject)}
+    assert unneeded == variant_only
+    assert closure_problems(pin_file, pyproject) == []
+
+
+def test_the_default_tag_names_the_trackers_before_the_flavour():
+    from ftc.images.build import default_tag
+
+    assert default_tag("cpu").endswith("-cpu")
+    assert default_tag("cpu", ("mlflow", "wandb")).split(":")[1].endswith("-mlflow-wandb-cpu")  # -cpu: a CPU image
+
+
+def test_an_unknown_tracker_is_refused_before_the_engine_is_asked():
+    env = {**os.environ, "DOCKER_HOST": "unix:///nonexistent/docker.sock"}
+    done = subprocess.run(
+        [sys.executable, "-m", "ftc.cli", "image", "build", "cpu", "--tracker", "mlflow", "--tracker", "comet"],
+        capture_output=True, text=True, env=env, timeout=60,
+    )  # fmt: skip
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert (
+        "--tracker comet: not a tracker extra of this checkout (images/versions.txt's TRACKER_EXTRAS: mlflow, wandb,"
+        " tensorboard)" in done.stderr
+    )

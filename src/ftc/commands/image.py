@@ -16,7 +16,11 @@ def image_group() -> None:
 
 @image_group.command("build")
 @click.argument("flavor", type=click.Choice(FLAVORS), default="cpu")
-@click.option("-t", "--tag", help="Tag for the image. Default: ftc-runtime:<version>-<flavor>.")
+@click.option(
+    "-t",
+    "--tag",
+    help="Tag for the image. Default: ftc-runtime:<version>-<flavor> (-<trackers>-<flavor> with --tracker).",
+)
 @click.option(
     "--context",
     type=click.Path(path_type=Path, file_okay=False),
@@ -34,6 +38,14 @@ def image_group() -> None:
     help="The network of the build's RUN steps (e.g. host, where the engine has no bridge). Default: the engine's.",
 )
 @click.option(
+    "--tracker",
+    "trackers",
+    multiple=True,
+    metavar="NAME",
+    help="The tracker variant: also install this tracker's client (mlflow, wandb or tensorboard: what a spec's"
+    " `logger:` needs), at its pin in images/versions.txt (repeatable). Default: none.",
+)
+@click.option(
     "--build-arg", "build_args", multiple=True, metavar="NAME=VALUE", help="Passed to the Dockerfile (repeatable)."
 )
 def image_build(
@@ -42,9 +54,13 @@ def image_build(
     context: Path | None,
     base: str | None,
     network: str | None,
+    trackers: tuple[str, ...],
     build_args: tuple[str, ...],
 ) -> None:
     """Build images/Dockerfile.FLAVOR through the engine at DOCKER_HOST and tag it.
+
+    A spec with `logger:` runs in the tracker variant: `--tracker mlflow` (wandb, tensorboard; repeatable) installs
+    that client too, pinned like the rest (default tag ftc-runtime:<version>-mlflow-<flavor>).
 
     Offline: `--base` an image made by images/debian-base.sh, `--network host`, and `--build-arg PIP_INDEX_URL=...`
     (or PIP_EXTRA_INDEX_URL, TORCH_INDEX_URL for the CPU image's torch) naming an index this machine reaches."""
@@ -60,9 +76,16 @@ def image_build(
     if base:
         args["BASE_IMAGE"] = base
     built = build_image(
-        flavor, tag=tag, context=context, build_args=args, network=network, log=lambda line: click.echo(line, err=True)
+        flavor,
+        tag=tag,
+        context=context,
+        build_args=args,
+        network=network,
+        trackers=trackers,
+        log=lambda line: click.echo(line, err=True),
     )
+    carries = f" with the tracker clients of {', '.join(built.trackers)}" if built.trackers else ""
     click.echo(
-        f"built {built.tag} ({built.image_id}, {built.size_bytes / 1e9:.2f} GB) in {built.seconds:.0f} s;"
+        f"built {built.tag} ({built.image_id}, {built.size_bytes / 1e9:.2f} GB){carries} in {built.seconds:.0f} s;"
         f" name it in a spec (`image: {built.tag}`): `ftc compile` pins it {built.pinned_by()}"
     )
