@@ -7,7 +7,7 @@ import json
 import os
 import re
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +15,20 @@ from ftc.spec.text import for_terminal
 
 from .record import located
 
-__all__ = ["Node", "chain", "render", "source_name"]
+__all__ = ["SCORES", "Node", "chain", "render", "source_name"]
+
+#: the scores an evaluation records besides its losses and exact match, as `lineage show` names them: a classifier's
+#: macro shares, a preference model's reward accuracy, rewards and log-probabilities
+SCORES = (
+    ("eval_accuracy", "accuracy"), ("eval_precision_macro", "macro precision"),
+    ("eval_recall_macro", "macro recall"), ("eval_f1_macro", "macro F1"), ("eval_prauc_macro", "macro PR-AUC"),
+    ("eval_reward_accuracy", "reward accuracy"), ("eval_reward_margin", "reward margin"),
+    ("eval_rewards_chosen", "chosen reward"), ("eval_rewards_rejected", "rejected reward"),
+    ("eval_logps_chosen", "chosen log-probability"), ("eval_logps_rejected", "rejected log-probability"),
+)  # fmt: skip
+#: those that are shares (0 to 1), shown with three decimals; the others with four
+_SHARES = {"eval_accuracy", "eval_precision_macro", "eval_recall_macro", "eval_f1_macro", "eval_prauc_macro",
+           "eval_reward_accuracy"}  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -36,11 +49,17 @@ class Node:
     same_as: int | None = None  # drawn already, as this node: a parent two checkpoints share
     #: the share of exact answers at the checkpoint's evaluation (with evaluation.generate; else None)
     exact_match: float | None = None
+    #: the other scores of that evaluation, by their record keys (:data:`SCORES`): a classifier's, a preference run's
+    metrics: dict[str, float] = field(default_factory=dict)
 
     def scores(self) -> list[str]:
-        """The checkpoint's evaluation as its record gives it: the eval loss, and the exact match where measured."""
+        """The checkpoint's evaluation as its record gives it: the eval loss, the exact match where measured, and a
+        classifier's or a preference model's scores where it holds them."""
         out = [f"eval loss {self.eval_loss:.4f}"] if self.eval_loss is not None else []
-        return out + ([f"exact match {self.exact_match:.3f}"] if self.exact_match is not None else [])
+        out += [f"exact match {self.exact_match:.3f}"] if self.exact_match is not None else []
+        return out + [
+            f"{name} {self.metrics[key]:.{3 if key in _SHARES else 4}f}" for key, name in SCORES if key in self.metrics
+        ]
 
 
 def _image(record: dict[str, Any]) -> str | None:
@@ -95,7 +114,7 @@ def chain(record: dict[str, Any]) -> list[Node]:
                 len(nodes), parent_index, depth, relation, name, rec.get("record_id"),
                 pinned if parent_index is not None else rec["checkpoint"]["digest"],
                 _data(rec), results.get("eval_loss"), _image(rec), location,
-                exact_match=_exact_match(results),
+                exact_match=_at_step(results).get("exact_match"), metrics=_metrics(_at_step(results)),
             )
         )  # fmt: skip
 
@@ -131,10 +150,19 @@ def chain(record: dict[str, Any]) -> list[Node]:
     return nodes
 
 
-def _exact_match(results: dict[str, Any]) -> float | None:
-    """The exact match of the evaluation the checkpoint was saved after (its record's evaluation at its step)."""
+def _at_step(results: dict[str, Any]) -> dict[str, Any]:
+    """The evaluation the checkpoint was saved after (its record's evaluation at its step; empty where none)."""
     at_step = [e for e in results.get("evals", []) if e.get("step") == results.get("step")]
-    return at_step[-1].get("exact_match") if at_step else None
+    return at_step[-1] if at_step else {}
+
+
+def _metrics(evaluation: dict[str, Any]) -> dict[str, float]:
+    """The :data:`SCORES` an evaluation holds (a number each: null and anything else left out)."""
+    return {
+        key: evaluation[key]
+        for key, _ in SCORES
+        if isinstance(evaluation.get(key), (int, float)) and not isinstance(evaluation.get(key), bool)
+    }
 
 
 def _short(digest: str | None) -> str:
