@@ -198,6 +198,16 @@ class GcsStore:
         except Exception as exc:
             raise self._explain(exc, uri) from None
 
+    def delete(self, uri: str) -> None:
+        """Delete the object at ``uri``; one that is not there is no error."""
+        bucket, name = _split(uri)
+        try:
+            self._client.bucket(bucket).blob(name).delete(retry=self._retry, timeout=self._timeout)
+        except self._exceptions.NotFound:
+            return
+        except Exception as exc:
+            raise self._explain(exc, uri) from None
+
     @staticmethod
     def _gone(obj: RemoteObject) -> RemoteProblem:
         return RemoteProblem(

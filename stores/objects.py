@@ -7,7 +7,15 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-__all__ = ["LocalStore", "RemoteObject", "RemoteProblem", "Store", "TRANSIENT_HINT", "store_timeouts"]
+__all__ = [
+    "LocalStore",
+    "RemoteObject",
+    "RemoteProblem",
+    "Store",
+    "TRANSIENT_HINT",
+    "WritableStore",
+    "store_timeouts",
+]
 
 #: what to do when a store failed in a way that may pass (a 5xx after the retries, a timed-out request)
 TRANSIENT_HINT = "the store failed or did not answer; try again (check the endpoint and the network if it persists)"
@@ -84,6 +92,26 @@ class Store(Protocol):
     def list(self, uri: str) -> list[RemoteObject]: ...
     def check_unchanged(self, obj: RemoteObject) -> None: ...
     def opener(self, obj: RemoteObject) -> Callable[[int, int | None], Iterator[bytes]]: ...
+
+
+class WritableStore(Store, Protocol):
+    """A store a run publishes its checkpoints to (S3, GCS: ``output_dir: s3://…/``); URIs name objects, and a
+    prefix ends in /."""
+
+    def names(self, uri: str) -> list[str]:
+        """The names of every object under the prefix ``uri``, relative to it; [] when none."""
+        ...
+
+    def read_small(self, uri: str, limit: int) -> bytes | None:
+        """The bytes of the object at ``uri`` (None when there is none), refused past ``limit`` bytes."""
+        ...
+
+    def put_file(self, uri: str, path: str) -> None: ...
+    def put_bytes(self, uri: str, data: bytes) -> None: ...
+
+    def delete(self, uri: str) -> None:
+        """Delete the object at ``uri``; one that is not there is no error."""
+        ...
 
 
 class LocalStore:

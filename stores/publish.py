@@ -4,10 +4,13 @@ checkpoint visible only once every byte of it is there.
     PREFIX/checkpoints/step-000032/...          the checkpoint's files, as written locally (lineage.json among them)
     PREFIX/checkpoints/step-000032.complete     the marker, uploaded last: the record_id and every file's size and
                                                 sha256, and whether it is the run's last checkpoint
+    PREFIX/best, PREFIX/latest                  pointers to the run's best checkpoint and its newest (pointers.py),
+                                                each written after the marker of the checkpoint it names
     PREFIX/metrics.jsonl, PREFIX/summary.json   the run's metrics so far, and its summary once it ends
 
 A reader (the compiler, for a spec that continues from ``s3://…/checkpoints/step-N/``) takes a checkpoint only when
-its marker is there and names what the listing holds; anything else is an upload cut short.
+its marker is there and names what the listing holds; anything else is an upload cut short. A checkpoint the run no
+longer keeps (``num_checkpoints_to_keep``) goes the other way round: its marker first, then its files.
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ from typing import Any
 
 from ftc.spec.reading import finite_json
 
-from .objects import RemoteProblem, Store
+from .objects import RemoteProblem, Store, WritableStore
 
 __all__ = [
     "MARKER_SUFFIX",
@@ -31,6 +34,7 @@ __all__ = [
     "publish_checkpoint",
     "published_layout",
     "read_marker",
+    "unpublish_checkpoint",
 ]
 
 MARKER_SUFFIX = ".complete"
@@ -124,6 +128,17 @@ def publish_checkpoint(store: Store, checkpoint_uri: str, folder: Path, record: 
     marker = {"record_id": record["record_id"], "last": last, "files": sorted(files, key=lambda f: f["path"])}
     store.put_bytes(marker_uri(checkpoint_uri), (json.dumps(marker, indent=1) + "\n").encode())  # type: ignore[attr-defined]
     return sum(f["size"] for f in files)
+
+
+def unpublish_checkpoint(store: WritableStore, checkpoint_uri: str) -> int:
+    """Remove the published checkpoint at ``checkpoint_uri``: its marker first, so that a removal cut short leaves
+    files no reader takes for a checkpoint, then every object under it; how many objects went."""
+    store.delete(marker_uri(checkpoint_uri))
+    prefix = checkpoint_uri.rstrip("/") + "/"
+    names = store.names(prefix)
+    for name in names:
+        store.delete(prefix + name)
+    return len(names) + 1
 
 
 def _fetched(store: Store, cache: Any, obj: Any, sha256: str, on_bytes: Callable[[int], None] | None = None) -> Path:

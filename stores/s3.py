@@ -234,3 +234,14 @@ class S3Store:
             self._s3.put_object(Bucket=bucket, Key=key, Body=data)
         except self._errors as exc:
             raise _explain(exc, uri, self._endpoint_url) from None
+
+    def delete(self, uri: str) -> None:
+        """Delete the object at ``uri``; one that is not there is no error (in a versioned bucket its older
+        versions stay, as the bucket's own rules keep them)."""
+        bucket, key = _split(uri)
+        try:
+            self._s3.delete_object(Bucket=bucket, Key=key)
+        except self._errors as exc:
+            problem = _explain(exc, uri, self._endpoint_url)
+            if "no such object" not in str(problem):
+                raise problem from None
