@@ -15,10 +15,10 @@ from ftc.spec.reading import MiB, NotFinite, NotReadable, finite_json, read_boun
 from ftc.spec.text import for_html, redact
 
 from .record import REPRODUCTION_FILE, reproduction_of
-from .report_charts import Series, line_chart, lineage_graph
+from .report_charts import line_chart, lineage_graph
 from .report_classifier import classifier_section
-from .report_metrics import point, run_metrics
 from .report_preference import preference_section
+from .report_stages import Stage, chain_stages, eval_curves, stage_bands, stages_note, train_curves
 from .show import Node, _resolved, chain, source_name
 from .trusted_keys import trusted_keys_from_env
 from .verify import _Signatures, verify_checkpoint
@@ -37,6 +37,7 @@ table { border-collapse: collapse; width: 100%; } td, th { text-align: left; pad
 code, .mono { font-family: ui-monospace, SFMono-Regular, Menlo, Consolas, monospace; font-size: 12.5px;
        overflow-wrap: anywhere; }
 .ok { color: #17723b; font-weight: 600; } .bad { color: #b42318; font-weight: 600; } .warn { color: #9a6700; }
+.nowrap { white-space: nowrap; }
 .legend span { margin-right: 18px; } .swatch { display: inline-block; width: 18px; height: 3px;
        vertical-align: middle; margin-right: 6px; }
 svg text { font: 11px system-ui, sans-serif; fill: #3b4452; }
@@ -137,7 +138,7 @@ def report_html(folder: Path) -> str:
     else:
         more = ""
     checkpoint = record["checkpoint"]
-    losses, source = _losses(folder, record.get("results", {}))
+    losses, source = _losses(*chain_stages(folder, record))
     verdict = _verdict(problems) + "".join(
         f"<br>signature of {_e(name)}: {_e(state.describe())}" for name, state in signatures.found
     )
@@ -148,7 +149,7 @@ def report_html(folder: Path) -> str:
 <div class="sub">ftc run report · {_e(folder)} · lineage {verdict}<br>training curve: {_e(source)}</div>
 <section><h2>Losses</h2>{losses}</section>
 <section><h2>Lineage</h2>{more}{lineage_graph(nodes)}
-<table><tr><th>node</th><th>digest</th><th>data</th><th>eval loss</th><th>here</th></tr>{ancestry}</table>
+<table><tr><th>node</th><th>digest</th><th>data</th><th>scores</th><th>here</th></tr>{ancestry}</table>
 </section>
 <section><h2>Run</h2>{_rows(_run(folder, record))}</section>
 <section><h2>Pinned inputs</h2>{_rows(_pinned_inputs(record))}</section>
@@ -162,35 +163,29 @@ def report_html(folder: Path) -> str:
     )
 
 
-def _losses(folder: Path, results: dict[str, Any]) -> tuple[str, str]:
+def _losses(stages: list[Stage], notes: list[str]) -> tuple[str, str]:
     """(the loss charts, where the training curve comes from): train and eval loss, exact match when evaluated, a
-    classifier's metrics and last confusion matrix, and a preference model's rewards and log-probabilities."""
-    evals = results.get("evals", [])
-    train_points, metrics_note = run_metrics(folder, results.get("step", 0))
-    # where the train curve comes from: metrics.jsonl is beside the checkpoint, not in it, and no record covers it
-    if any(p is not None for p in train_points):
-        source = "from the run's metrics.jsonl, which the lineage record does not cover (not verified)"
-        if metrics_note:
-            source += f"; {metrics_note}"
-    else:
-        train_points = [point(e["step"], e.get("train_loss")) for e in evals if e.get("train_loss") is not None]
-        source = "from the lineage record (its evaluations), verified with it" if train_points else "none recorded"
-    eval_points = [point(e["step"], e["eval_loss"]) for e in evals if e.get("eval_loss") is not None]
-    curves = (
-        line_chart(
-            [Series("train loss", _TRAIN, train_points), Series("eval loss", _EVAL, eval_points)],
-            label="train and eval loss",
-        )
-        + f"<p class='warn'>Training curve: {_e(source)}. Eval losses: from the lineage record.</p>"
+    classifier's metrics and last confusion matrix, and a preference model's rewards and log-probabilities; for a
+    chain, every stage's curves on one continued step axis."""
+    if not stages:  # an export's record: no training of its own, none before it known
+        return "<p class='warn'>No losses were recorded.</p>" + stages_note(stages, notes), "none recorded"
+    bands = stage_bands(stages)
+    curves = stages_note(stages, notes) + line_chart(
+        train_curves(stages, _TRAIN) + eval_curves(stages, "eval_loss", "eval loss", _EVAL),
+        label="train and eval loss",
+        bands=bands,
     )
-    matches = [point(e["step"], e["exact_match"]) for e in evals if e.get("exact_match") is not None]
+    if len(stages) == 1:  # a chain's table above says it of every stage
+        curves += (
+            f"<p class='warn'>Training curve: {_e(stages[-1].train_source)}. Eval losses: from the lineage record.</p>"
+        )
+    matches = eval_curves(stages, "exact_match", "exact match", "#2b8a3e")
     match_chart = (
-        "<h2>Exact match</h2>"
-        + line_chart([Series("exact match", "#2b8a3e", matches)], height=200, label="exact match")
-        if matches
+        "<h2>Exact match</h2>" + line_chart(matches, height=200, label="exact match", bands=bands)
+        if any(s.points for s in matches)
         else ""
     )
-    return curves + match_chart + classifier_section(evals) + preference_section(evals), source
+    return curves + match_chart + classifier_section(stages) + preference_section(stages), stages[-1].train_source
 
 
 def _verdict(problems: list[str]) -> str:
@@ -219,7 +214,7 @@ def _ancestry(folder: Path, nodes: list[Node], problems: list[str]) -> str:
             f"record <span title='{_e(n.record_id or '')}'>{_e(_short(n.record_id) if n.record_id else 'none')}</span>"
             "</td>"
             f"<td>{'<br>'.join(_e(d) for d in n.data) or '—'}</td>"
-            f"<td>{f'{n.eval_loss:.4f}' if n.eval_loss is not None else '—'}</td>"
+            f"<td>{'<br>'.join(f'<span class=nowrap>{_e(score)}</span>' for score in n.scores()) or '—'}</td>"
             f"<td class='{css}'>{_e(words)}</td></tr>"
         )
     return "".join(ancestry)

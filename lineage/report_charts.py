@@ -12,7 +12,7 @@ from ftc.spec.text import for_html
 
 from .show import Node
 
-__all__ = ["MAX_POINTS", "Point", "Series", "downsampled", "lineage_graph", "line_chart", "lttb"]
+__all__ = ["MAX_POINTS", "Band", "Point", "Series", "downsampled", "lineage_graph", "line_chart", "lttb"]
 
 #: the most points a curve is drawn with: a longer one is downsampled (LTTB), keeping its shape
 MAX_POINTS = 2000
@@ -26,6 +26,16 @@ class Series:
     name: str
     color: str
     points: list[Point]
+    dashed: bool = False  # an earlier stage of a chain: told apart from the latest in print too
+
+
+@dataclass(frozen=True)
+class Band:
+    """A stage of a chain on the step axis: from ``start`` to ``end``, labelled at its top."""
+
+    start: float
+    end: float
+    label: str
 
 
 def _e(value: Any) -> str:
@@ -83,17 +93,22 @@ def downsampled(points: list[Point], n: int = MAX_POINTS) -> list[Point]:
     return out
 
 
-def line_chart(series: list[Series], *, width: int = 1000, height: int = 300, label: str) -> str:
-    """A line chart of ``series`` (step -> loss) as inline SVG, with axes and ticks."""
-    series = [Series(s.name, s.color, downsampled(s.points)) for s in series]
+def line_chart(
+    series: list[Series], *, width: int = 1000, height: int = 300, label: str, bands: list[Band] | None = None
+) -> str:
+    """A line chart of ``series`` (step -> value) as inline SVG, with axes and ticks; with ``bands``, the stages of a
+    chain on one continued step axis, each shaded in turn, its start marked and its label at the top."""
+    series = [Series(s.name, s.color, downsampled(s.points), s.dashed) for s in series]
+    bands = bands or []
     points = [p for s in series for p in s.points if p is not None]
     if not points:
         return "<p class='warn'>No losses were recorded.</p>"
-    left, right, top, bottom = 56, 16, 12, 34
-    x0, x1 = min(p[0] for p in points), max(p[0] for p in points)
+    left, right, top, bottom = 56, 16, 12 + (18 if bands else 0), 34
+    xs = [p[0] for p in points] + [x for b in bands for x in (b.start, b.end)]
+    x0, x1 = min(xs), max(xs)
     x1 = x1 if x1 > x0 else x0 + 1
     x_step = _round_step(x1 - x0, 5)
-    if all(float(p[0]).is_integer() for p in points):
+    if all(float(x).is_integer() for x in xs):
         x_step = max(x_step, 1.0)  # steps are whole: no tick between two of them
     y0, y1, y_step = _value_axis([p[1] for p in points])
 
@@ -107,35 +122,62 @@ def line_chart(series: list[Series], *, width: int = 1000, height: int = 300, la
         f'<svg viewBox="0 0 {width} {height}" width="100%" role="img" aria-label="{_e(label)}">',
         f'<rect x="{left}" y="{top}" width="{width - left - right}" height="{height - top - bottom}" fill="#fbfcfd" '
         'stroke="#dde1e7"/>',
+        *_bands(bands, sx, top, height - bottom),
     ]
     for y in _ticks(y0, y1, y_step):
         parts.append(f'<line x1="{left}" x2="{width - right}" y1="{sy(y):.1f}" y2="{sy(y):.1f}" stroke="#eef0f3"/>')
         parts.append(f'<text x="{left - 6}" y="{sy(y) + 4:.1f}" text-anchor="end">{_tick_text(y, y_step)}</text>')
     for x in _ticks(x0, x1, x_step):
         parts.append(f'<text x="{sx(x):.1f}" y="{height - 14}" text-anchor="middle">{_tick_text(x, x_step)}</text>')
-    parts.append(f'<text x="{(left + width - right) / 2}" y="{height - 1}" text-anchor="middle">step</text>')
+    axis = "step, continued across the chain's stages" if bands else "step"
+    parts.append(f'<text x="{(left + width - right) / 2}" y="{height - 1}" text-anchor="middle">{axis}</text>')
     for s in series:
-        drawn = [p for p in s.points if p is not None]
-        if not drawn:
-            continue
-        steps, move = [], True
-        for p in s.points:  # a gap (None) starts a new stroke
-            if p is None:
-                move = True
-                continue
-            steps.append(f"{'M' if move else 'L'}{sx(p[0]):.1f},{sy(p[1]):.1f}")
-            move = False
-        parts.append(f'<path d="{" ".join(steps)}" fill="none" stroke="{s.color}" stroke-width="2"><title>'
-                     f"{_e(s.name)}</title></path>")  # fmt: skip
-        if len(drawn) <= 60:
-            parts += [f'<circle cx="{sx(x):.1f}" cy="{sy(y):.1f}" r="3" fill="{s.color}"/>' for x, y in drawn]
+        parts += _curve(s, sx, sy)
     parts.append("</svg>")
     legend = "".join(
-        f'<span><i class="swatch" style="background:{s.color}"></i>{_e(s.name)}</span>'
+        f'<span><i class="swatch" style="background:{_swatch(s)}"></i>{_e(s.name)}</span>'
         for s in series
         if any(p is not None for p in s.points)
     )
     return f'<div class="legend">{legend}</div>' + "".join(parts)
+
+
+def _swatch(s: Series) -> str:
+    return f"repeating-linear-gradient(90deg,{s.color} 0 5px,transparent 5px 8px)" if s.dashed else s.color
+
+
+def _bands(bands: list[Band], sx, top: float, bottom: float) -> list[str]:
+    """Each stage shaded in turn, a dashed line where each after the first starts, its label above the frame."""
+    parts = []
+    for i, b in enumerate(bands):
+        a, z = sx(b.start), sx(b.end)
+        if i % 2:
+            parts.append(f'<rect x="{a:.1f}" y="{top}" width="{z - a:.1f}" height="{bottom - top}" fill="#eef2f7"/>')
+        if i:
+            parts.append(f'<line x1="{a:.1f}" x2="{a:.1f}" y1="{top - 16}" y2="{bottom}" stroke="#7a8494" '
+                         'stroke-dasharray="4 3"/>')  # fmt: skip
+        parts.append(f'<text x="{a + 4:.1f}" y="{top - 5}" style="font-weight:600">{_e(b.label)}</text>')
+    return parts
+
+
+def _curve(s: Series, sx, sy) -> list[str]:
+    """A series as one path (a gap, None, starts a new stroke), with its points marked when there are few."""
+    drawn = [p for p in s.points if p is not None]
+    if not drawn:
+        return []
+    steps, move = [], True
+    for p in s.points:
+        if p is None:
+            move = True
+            continue
+        steps.append(f"{'M' if move else 'L'}{sx(p[0]):.1f},{sy(p[1]):.1f}")
+        move = False
+    dash = ' stroke-dasharray="6 4"' if s.dashed else ""
+    parts = [f'<path d="{" ".join(steps)}" fill="none" stroke="{s.color}" stroke-width="2"{dash}><title>'
+             f"{_e(s.name)}</title></path>"]  # fmt: skip
+    if len(drawn) <= 60:
+        parts += [f'<circle cx="{sx(x):.1f}" cy="{sy(y):.1f}" r="3" fill="{s.color}"/>' for x, y in drawn]
+    return parts
 
 
 def _value_axis(values: list[float]) -> tuple[float, float, float]:
@@ -170,9 +212,47 @@ def _tick_text(value: float, step: float) -> str:
     return f"{round(value, decimals) + 0.0:.{decimals}f}"
 
 
+#: a graph box's width and the characters a line of it holds (11px text; a bold name's widest letters included)
+_BOX_W, _LINE_CHARS, _LINE_H, _MAX_NAME_LINES = 340, 46, 16, 3
+
+
+def _wrapped(text: str, width: int = _LINE_CHARS, most: int = _MAX_NAME_LINES) -> list[str]:
+    """``text`` in lines of at most ``width`` characters, broken at spaces (a longer word, a path, is cut), at most
+    ``most`` lines: the last one ends in … when text is left over."""
+    lines: list[str] = []
+    for word in text.split(" "):
+        while len(word) > width:
+            room = width - len(lines[-1]) - 1 if lines and lines[-1] else 0
+            if room > 8:  # fill the line's end with the word's start
+                lines[-1], word = f"{lines[-1]} {word[:room]}", word[room:]
+            else:
+                lines.append(word[:width])
+                word = word[width:]
+        if lines and len(lines[-1]) + 1 + len(word) <= width:
+            lines[-1] = f"{lines[-1]} {word}" if lines[-1] else word
+        else:
+            lines.append(word)
+    if len(lines) > most:
+        lines = lines[:most]
+        lines[-1] = lines[-1][: width - 1] + "…"
+    return lines
+
+
+def _box_lines(n: Node) -> tuple[list[str], list[str]]:
+    """(the name's lines, the rest's) of a node's box: its name, its digest, its scores."""
+    rest = [f"{(n.digest or 'unpinned')[:26]}…"]
+    for score in n.scores():  # whole scores to a line, as many as fit
+        if len(rest) > 1 and len(rest[-1]) + 3 + len(score) <= _LINE_CHARS:
+            rest[-1] += f" · {score}"
+        else:
+            rest.append(score)
+    return _wrapped(n.name), rest[:4]
+
+
 def lineage_graph(nodes: list[Node]) -> str:
     """The lineage as an SVG graph: the checkpoint at the top, each parent below the node it is a parent of, an
-    arrow labelled with the relation from parent to child; a shared parent is drawn once."""
+    arrow labelled with the relation from parent to child; a shared parent is drawn once. A box holds its whole
+    name (wrapped), its digest and its scores; the name also as the box's title."""
     drawn = [n for n in nodes if n.same_as is None]
     # a parent two checkpoints share sits below the deeper of them, so every arrow points up
     depth = {n.index: n.depth for n in drawn}
@@ -183,17 +263,21 @@ def lineage_graph(nodes: list[Node]) -> str:
     for n in drawn:
         rows.setdefault(depth[n.index], []).append(n)
     rows = {i: rows[d] for i, d in enumerate(sorted(rows))}
-    box_w, box_h, gap_x, gap_y = 300, 58, 30, 60
+    lines = {n.index: _box_lines(n) for n in drawn}
+    tall = {n.index: 14 + _LINE_H * (len(lines[n.index][0]) + len(lines[n.index][1])) for n in drawn}
+    box_w, gap_x, gap_y = _BOX_W, 30, 60
     side = 120  # room on the right for arrows that pass a row by
     width = max(len(r) for r in rows.values()) * (box_w + gap_x) + gap_x + side
-    height = len(rows) * (box_h + gap_y) + 10
     at: dict[int, tuple[float, float]] = {}
     row_of: dict[int, int] = {}
+    y = 10
     for row_index, row in rows.items():
         span = len(row) * (box_w + gap_x) - gap_x
         for i, n in enumerate(row):
-            at[n.index] = ((width - side - span) / 2 + i * (box_w + gap_x), 10 + row_index * (box_h + gap_y))
+            at[n.index] = ((width - side - span) / 2 + i * (box_w + gap_x), y)
             row_of[n.index] = row_index
+        y += max(tall[n.index] for n in row) + gap_y
+    height = y - gap_y + 10
     parts = [
         f'<svg viewBox="0 0 {width} {height}" width="{width}" style="max-width:100%;height:auto" role="img" '
         'aria-label="lineage graph">',
@@ -206,7 +290,7 @@ def lineage_graph(nodes: list[Node]) -> str:
         source = n.same_as if n.same_as is not None else n.index
         (sx, sy), (dx, dy) = at[source], at[n.parent_index]
         if row_of[source] - row_of[n.parent_index] > 1:  # past the rows between: around them, on the right
-            x_a, y_a, x_b, y_b = sx + box_w, sy + box_h / 2, dx + box_w, dy + box_h / 2
+            x_a, y_a, x_b, y_b = sx + box_w, sy + tall[source] / 2, dx + box_w, dy + tall[n.parent_index] / 2
             bulge = max(x_a, x_b) + side * 0.8
             parts.append(
                 f'<path d="M{x_a:.0f},{y_a:.0f} C{bulge:.0f},{y_a:.0f} {bulge:.0f},{y_b:.0f} '
@@ -214,7 +298,7 @@ def lineage_graph(nodes: list[Node]) -> str:
             )
             label_x, label_y = bulge - side * 0.2, (y_a + y_b) / 2
         else:
-            x_a, y_a, x_b, y_b = sx + box_w / 2, sy, dx + box_w / 2, dy + box_h
+            x_a, y_a, x_b, y_b = sx + box_w / 2, sy, dx + box_w / 2, dy + tall[n.parent_index]
             parts.append(
                 f'<line x1="{x_a:.0f}" y1="{y_a:.0f}" x2="{x_b:.0f}" y2="{y_b + 2:.0f}" stroke="#7a8494" '
                 'marker-end="url(#arrow)"/>'
@@ -224,12 +308,14 @@ def lineage_graph(nodes: list[Node]) -> str:
     for n in drawn:
         x, y = at[n.index]
         fill = "#eef3ff" if n.parent_index is None else "#fff"
-        loss = f" · eval loss {n.eval_loss:.4f}" if n.eval_loss is not None else ""
-        title = n.name if len(n.name) <= 44 else n.name[:43] + "…"
+        name, rest = lines[n.index]
+        parts.append(f'<g><title>{_e(n.name)}</title><rect x="{x}" y="{y}" width="{box_w}" height="{tall[n.index]}" '
+                     f'rx="6" fill="{fill}" stroke="#9aa4b2"/>')  # fmt: skip
+        bold = ' style="font-weight:600"'
         parts += [
-            f'<rect x="{x}" y="{y}" width="{box_w}" height="{box_h}" rx="6" fill="{fill}" stroke="#9aa4b2"/>',
-            f'<text x="{x + 10}" y="{y + 20}" style="font-weight:600">{_e(title)}</text>',
-            f'<text x="{x + 10}" y="{y + 38}">{_e((n.digest or "unpinned")[:26])}…{_e(loss)}</text>',
+            f'<text x="{x + 10}" y="{y + 20 + _LINE_H * i}"{bold if i < len(name) else ""}>{_e(line)}</text>'
+            for i, line in enumerate(name + rest)
         ]
+        parts.append("</g>")
     parts.append("</svg>")
     return "".join(parts)

@@ -9,8 +9,8 @@ from typing import Any
 
 from ftc.spec.text import for_html
 
-from .report_charts import Series, line_chart
-from .report_metrics import point
+from .report_charts import line_chart
+from .report_stages import Stage, eval_curves, stage_bands
 
 __all__ = ["MAX_CLASSES", "classifier_section"]
 
@@ -24,19 +24,17 @@ _CURVES = (
 _CELL, _MARGIN = 44, 140
 
 
-def classifier_section(evals: list[dict[str, Any]]) -> str:
-    """The classifier's charts and tables, or nothing for a run that is not a classifier's."""
-    series = [
-        Series(name, color, [point(e.get("step"), e[key]) for e in evals if e.get(key) is not None])
-        for key, name, color in _CURVES
-    ]
-    series = [s for s in series if s.points]
+def classifier_section(stages: list[Stage]) -> str:
+    """The classifier's charts (every stage of a chain on one axis) and the checkpoint's last evaluation's tables, or
+    nothing for a run that is not a classifier's."""
+    series = [s for key, name, color in _CURVES for s in eval_curves(stages, key, name, color) if s.points]
+    evals = stages[-1].evals
     last = next((e for e in reversed(evals) if isinstance(e.get("eval_classes"), dict)), None)
     if not series and last is None:
         return ""
     out = "<h2>Classifier</h2>"
     if series:
-        out += line_chart(series, height=200, label="classifier metrics")
+        out += line_chart(series, height=200, label="classifier metrics", bands=stage_bands(stages))
     if last is not None:
         labels = list(last["eval_classes"])
         out += f"<p>At step {for_html(str(last.get('step')))}, the last evaluation:</p>" + _table(last["eval_classes"])

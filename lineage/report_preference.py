@@ -8,8 +8,8 @@ from typing import Any
 
 from ftc.spec.text import for_html
 
-from .report_charts import Series, line_chart
-from .report_metrics import point
+from .report_charts import line_chart
+from .report_stages import Stage, eval_curves, stage_bands
 
 __all__ = ["preference_section"]
 
@@ -35,17 +35,16 @@ _ABOUT = (
 )
 
 
-def preference_section(evals: list[dict[str, Any]]) -> str:
-    """The preference charts and the last evaluation's table, or nothing for a run that is not a preference run."""
+def preference_section(stages: list[Stage]) -> str:
+    """The preference charts (every stage of a chain on one axis) and the checkpoint's last evaluation's table, or
+    nothing for a run that is not a preference run."""
     charts = ""
     for title, label, curves in _CHARTS:
-        series = [
-            Series(name, color, [point(e.get("step"), e[key]) for e in evals if e.get(key) is not None])
-            for key, name, color in curves
-        ]
+        series = [s for key, name, color in curves for s in eval_curves(stages, key, name, color)]
         series = [s for s in series if any(p is not None for p in s.points)]
         if series:
-            charts += f"<h3>{title}</h3>" + line_chart(series, height=200, label=label)
+            charts += f"<h3>{title}</h3>" + line_chart(series, height=200, label=label, bands=stage_bands(stages))
+    evals = stages[-1].evals
     last = next((e for e in reversed(evals) if any(e.get(key) is not None for key, _ in _KEYS)), None)
     if last is None:
         return ""
