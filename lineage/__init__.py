@@ -1,13 +1,16 @@
-"""Checkpoint lineage: the record in every checkpoint (``record``), checking a chain (``verify``), showing it
-(``show``) and exporting it to other tools' formats (``export``). Light: no training stack is imported."""
+"""Checkpoint lineage: the record in every checkpoint (``record``), a checkpoint as a command is given it (a folder,
+a run folder, or in a store: ``addressed``), checking a chain (``verify``), showing it (``show``) and exporting it to
+other tools' formats (``export``). Light: no training stack is imported."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from ftc.errors import LineageBroken, UsageError
 
+from .addressed import Located, checkpoint_folder, in_store, local_checkpoint
 from .record import LINEAGE_FILE, SIGNATURE_FILE, read_record
 from .signature_check import SignatureState, signature_state
 from .signing import signer_from_env
@@ -16,12 +19,15 @@ from .verify import _Signatures, verify_checkpoint
 
 __all__ = [
     "LINEAGE_FILE",
+    "Located",
     "SIGNATURE_FILE",
     "SignatureState",
     "TrustedKey",
     "checkpoint_folder",
+    "in_store",
     "load",
     "load_trusted_keys",
+    "local_checkpoint",
     "read_record",
     "sign",
     "signature_state",
@@ -29,18 +35,6 @@ __all__ = [
     "verify",
     "verify_checkpoint",
 ]
-
-
-def checkpoint_folder(path: Path) -> Path:
-    """The checkpoint ``path`` names: a checkpoint folder, or a run's output folder (its best, else latest)."""
-    if not path.is_dir():
-        raise UsageError(f"{path}: no such checkpoint folder")
-    if (path / LINEAGE_FILE).exists() or (path / LINEAGE_FILE).is_symlink():
-        return path  # whatever it is: reading it says what is wrong with it
-    for link in ("best", "latest"):
-        if (path / link / LINEAGE_FILE).exists():
-            return (path / link).resolve()
-    raise UsageError(f"{path}: no {LINEAGE_FILE} here (nor in best/ or latest/): not a checkpoint written by ftc")
 
 
 def load(path: Path) -> dict[str, Any]:
@@ -57,18 +51,18 @@ def verify(
     *,
     trusted_keys: list[TrustedKey] | None = None,
     signatures: list[tuple[str, SignatureState]] | None = None,
+    say: Callable[[str], None] | None = None,
 ) -> tuple[dict[str, Any], int, list[str], list[str]]:
-    """Verify the chain of the checkpoint at ``path`` (a folder, or a checkpoint an ftc run published to
-    ``s3://…/checkpoints/step-N/`` or ``gs://…``): the record, how many records it holds, the parents whose files
-    were re-hashed, and the local parents that could not be found to re-hash. Raises :class:`LineageBroken` listing
-    every file or record that does not match. ``signatures``, when given, receives (node, signature state) for the
-    checkpoint and each parent checkpoint verified, checked against ``trusted_keys``."""
+    """Verify the chain of the checkpoint at ``path`` (a folder, a run folder, or in a store: a checkpoint an ftc run
+    published to ``s3://…/checkpoints/step-N/`` or ``gs://…``, or the run's prefix through its best or latest
+    pointer; see :func:`local_checkpoint`): the record, how many records it holds, the parents whose files were
+    re-hashed, and the local parents that could not be found to re-hash. Raises :class:`LineageBroken` listing every
+    file or record that does not match. ``signatures``, when given, receives (node, signature state) for the
+    checkpoint and each parent checkpoint verified, checked against ``trusted_keys``. ``say``: told which checkpoint
+    a pointer named."""
     found = _Signatures(trusted_keys or []) if signatures is not None else None
-    if str(path).startswith(("s3://", "gs://")):
-        result = _verify_published(str(path).rstrip("/") + "/", found)
-    else:
-        folder = checkpoint_folder(Path(path))
-        result = _verify_folder(folder, str(folder), signatures=found)
+    with local_checkpoint(path, say=say) as checkpoint:
+        result = _verify_folder(checkpoint.folder, checkpoint.shown, checkpoint.digests, signatures=found)
     if signatures is not None and found is not None:
         signatures += found.found
     return result
@@ -92,27 +86,6 @@ def sign(path: Path) -> tuple[Path, str]:
     verified_record(folder, "will not be signed: it is not what its lineage record says", "sign an intact checkpoint")
     signer.sign(folder)
     return folder, signer.describe()
-
-
-def _verify_published(uri: str, signatures: _Signatures | None) -> tuple[dict[str, Any], int, list[str], list[str]]:
-    """A published checkpoint: downloaded (each file against its marker's sha256), then verified as a folder."""
-    import tempfile
-
-    from ftc.errors import InputUnresolvable
-    from ftc.stores.publish import download_checkpoint
-    from ftc.stores.remote import RemoteProblem, store_for
-
-    with tempfile.TemporaryDirectory(prefix="ftc-verify-") as scratch:
-        folder = Path(scratch) / uri.rstrip("/").rsplit("/", 1)[-1]
-        try:
-            marker = download_checkpoint(store_for(uri), uri, folder)
-        except RemoteProblem as exc:
-            if exc.changed:
-                raise LineageBroken(f"{uri}: the lineage does not verify:\n    {exc}") from None
-            raise InputUnresolvable(f"{uri}: {exc}\n    fix: {exc.hint}", exc.reason) from None
-        # each file was checked against the marker's sha256 as it arrived: the record is checked against those
-        digests = {f["path"]: f["sha256"] for f in marker["files"]}
-        return _verify_folder(folder, uri.rstrip("/"), digests, signatures=signatures)
 
 
 def _verify_folder(
