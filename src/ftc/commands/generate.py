@@ -9,8 +9,13 @@ import click
 from ._sampling import sampling, sampling_options
 
 
+def note(line: str) -> None:
+    """Which checkpoint a store's pointer named: on stderr, so stdout stays the output."""
+    click.echo(line, err=True)
+
+
 @click.command("generate")
-@click.argument("model", metavar="CHECKPOINT|EXPORT", type=click.Path(path_type=Path))
+@click.argument("model", metavar="CHECKPOINT|EXPORT")
 @click.option("--prompt", help="One user turn to answer.")
 @click.option("--system", help="With --prompt: a system message before it.")
 @click.option(
@@ -20,13 +25,14 @@ from ._sampling import sampling, sampling_options
     help="A chat-JSONL file: answer each conversation (a last assistant turn, if any, is replaced).",
 )
 @sampling_options
-def generate_command(
-    model: Path, prompt: str | None, system: str | None, messages_file: Path | None, **options
-) -> None:
+def generate_command(model: str, prompt: str | None, system: str | None, messages_file: Path | None, **options) -> None:
     """Answer with MODEL (a checkpoint: its adapter on the exact base it was trained on; or an export), prompted
     in the trained format, stopping at its stop text; the answer is streamed as it is generated. A classifier
-    answers with its most probable label and that label's probability, `unsafe (p=0.93)`, nothing generated."""
+    answers with its most probable label and that label's probability, `unsafe (p=0.93)`, nothing generated.
+    A checkpoint in a store (s3://…/checkpoints/step-N/, gs://…; or a run's prefix, s3://bucket/run/: its best, else
+    latest pointer) is fetched and checked against its marker first."""
     from ftc.errors import UsageError
+    from ftc.lineage import local_checkpoint
     from ftc.serving.generate import conversations_to_answer, open_session
 
     if (prompt is None) == (messages_file is None):
@@ -37,7 +43,12 @@ def generate_command(
     else:
         chats = conversations_to_answer(messages_file)
     chosen, dtype = sampling(options)
-    session = open_session(model, dtype=dtype)
+    with local_checkpoint(model, say=note) as found:
+        _answer(open_session(found.path, dtype=dtype), chats, chosen)
+
+
+def _answer(session, chats, chosen) -> None:
+    """Each conversation answered by ``session``, streamed; a classifier's most probable label, one line each."""
     prompts = [session.prompt(messages, where) for where, messages in chats]  # all checked before any answer
     if session.trained.labels is not None:  # a classifier: its most probable label, one line per conversation
         from ftc.serving.classify import classify

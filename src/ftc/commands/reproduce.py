@@ -7,8 +7,13 @@ from pathlib import Path
 import click
 
 
+def note(line: str) -> None:
+    """Which checkpoint a store's pointer named: on stderr, so stdout stays the output."""
+    click.echo(line, err=True)
+
+
 @click.command("reproduce")
-@click.argument("checkpoint", type=click.Path(path_type=Path))
+@click.argument("checkpoint")
 @click.option("-o", "--output", type=click.Path(path_type=Path), required=True, help="A new folder for the rerun.")
 @click.option(
     "--rtol", type=click.FloatRange(min=0), default=1e-2, show_default=True,
@@ -21,12 +26,17 @@ import click
     help="Feed this tracker, set up from the environment alone (MLFLOW_TRACKING_URI, WANDB_*; TensorBoard: OUTPUT/"
     "tensorboard). The checkpoint's own logger is never used: its plan is outside input.",
 )  # fmt: skip
-def reproduce_command(checkpoint: Path, output: Path, rtol: float, atol: float, tracker: str) -> None:
+def reproduce_command(checkpoint: str, output: Path, rtol: float, atol: float, tracker: str) -> None:
     """Rerun CHECKPOINT's own plan from its pinned inputs into OUTPUT and compare every file: bitwise reproduced,
     numerically reproduced (within the tolerance), or not reproduced (exit 16, with the likely causes). The rerun
-    writes only into OUTPUT (and ftc's cache) and reports to no tracker unless --logger names one."""
+    writes only into OUTPUT (and ftc's cache) and reports to no tracker unless --logger names one. CHECKPOINT: a
+    folder (a run's: its best, else latest), or in a store a checkpoint a run published (s3://…/checkpoints/step-N/,
+    gs://…) or the run's prefix (s3://bucket/run/: its best, else latest pointer), fetched and checked against its
+    marker first."""
+    from ftc.lineage import local_checkpoint
     from ftc.runtime.launch.reproduce import REPORT_FILE, reproduce
 
-    found = reproduce(checkpoint, output, rtol=rtol, atol=atol, tracker=tracker)
+    with local_checkpoint(checkpoint, say=note) as checked:
+        found = reproduce(checked.path, output, rtol=rtol, atol=atol, tracker=tracker)
     click.echo(found.text())
     click.echo(f"report: {output / REPORT_FILE}")
