@@ -14,6 +14,10 @@ from ftc.spec.text import for_terminal
 from .render import PLACEHOLDER
 
 _GREEN, _DIM, _RESET = "\x1b[1;32m", "\x1b[2m", "\x1b[0m"
+#: the marks of trained text without colour, and between tokens: glyphs that prompt formats do not use (Llama Guard's
+#: and Mistral's own [INST], [/INST] and <BEGIN ...> are plain brackets); where the data has one, it is shown escaped
+OPEN, CLOSE, BOUNDARY = "\u27e6", "\u27e7", "\u00a6"  # ⟦ ⟧ ¦
+_MARK_ESCAPES = str.maketrans({glyph: f"\\u{ord(glyph):04x}" for glyph in (OPEN, CLOSE, BOUNDARY)})
 
 #: an example whose rendered text is longer is not tokenized for the statistics (16 MiB takes a minute or more)
 TOKENIZED = 1 << 20
@@ -21,22 +25,39 @@ TOKENIZED = 1 << 20
 
 @dataclass(frozen=True)
 class Marks:
-    """How trained text is shown: colour on a terminal, brackets elsewhere; token boundaries on request."""
+    """How trained text is shown: colour on a terminal, ⟦ and ⟧ around it elsewhere; token boundaries (¦) on
+    request. The marks are never text of the data: its control characters and these glyphs are shown escaped."""
 
     color: bool
     boundaries: bool
 
     def trained(self, text: str) -> str:
-        return f"{_GREEN}{text}{_RESET}" if self.color else f"[{text}]"
+        return f"{_GREEN}{text}{_RESET}" if self.color else f"{OPEN}{text}{CLOSE}"
 
     def context(self, text: str) -> str:
         return f"{_DIM}{text}{_RESET}" if self.color else text
 
+    def legend(self) -> str:
+        """The line that says what the marks mean, above the examples."""
+        trained = "trained text in green, the rest dimmed" if self.color else f"trained text {OPEN}between these{CLOSE}"
+        between = f", a {BOUNDARY} between tokens" if self.boundaries else ""
+        escaped = ", ".join(glyph.translate(_MARK_ESCAPES) for glyph in (OPEN, CLOSE, BOUNDARY))
+        return (
+            f"marks: {trained}{between}; in the data, control characters and {OPEN} {CLOSE} {BOUNDARY} are shown"
+            f" escaped ({escaped})"
+        )
+
+
+def shown(text: str) -> str:
+    """Text of the data as ``data inspect`` shows it: control characters escaped (line breaks kept), and the marks'
+    glyphs too, so every mark on the screen is ftc's."""
+    return for_terminal(text, newlines=True).translate(_MARK_ESCAPES)
+
 
 def marked(text: str, offsets: list[tuple[int, int]], mask: np.ndarray, marks: Marks) -> str:
-    """``text`` with each run of trained tokens marked; with ``boundaries``, a '|' between tokens. Offsets past its
-    end are cut there (``text`` may be the shown beginning of a longer one). Control characters in the text are
-    shown escaped (line breaks kept): the marks are the only escape sequences written."""
+    """``text`` with each run of trained tokens marked; with ``boundaries``, a '¦' between tokens. Offsets past its
+    end are cut there (``text`` may be the shown beginning of a longer one). Text of the data is :func:`shown`
+    escaped: the marks are the only escape sequences and mark glyphs written."""
     pieces: list[tuple[str, bool]] = []  # each token's text (with any untokenized text before it), trained or not
     cursor = 0
     for (_, end), trained in zip(offsets, mask):
@@ -51,8 +72,8 @@ def marked(text: str, offsets: list[tuple[int, int]], mask: np.ndarray, marks: M
         j = i
         while j < len(pieces) and pieces[j][1] == pieces[i][1]:
             j += 1
-        run = [for_terminal(piece, newlines=True) for piece, _ in pieces[i:j]]
-        joined = "|".join(run) if marks.boundaries else "".join(run)
+        run = [shown(piece) for piece, _ in pieces[i:j]]
+        joined = BOUNDARY.join(run) if marks.boundaries else "".join(run)
         out.append(marks.trained(joined) if pieces[i][1] else marks.context(joined))
         i = j
     return "".join(out)

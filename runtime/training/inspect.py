@@ -61,6 +61,7 @@ def inspect_data(plan: Plan, *, split: str = "train", n: int = 3, boundaries: bo
     header = [
         f"{split}: {name} (tokenizer from the {source}; {'prompt_format' if fmt else 'its chat template'})",
         f"task {spec.task}: {TASKS[spec.task].trains}",
+        marks.legend(),
         "",
     ]
     if TASKS[spec.task].pairs:  # two conversations a line: shown and counted by the pair

@@ -45,7 +45,7 @@ def test_causal_lm_trains_every_token_of_chat_and_text_lines(job, ftc, tmp_path)
     assert "task causal_lm: every token of every example is trained" in shown.out
     tokens, trained = _trained_share(shown.out)
     assert tokens == trained > 0
-    assert "[0 + 0 = 0. 0 + 1 = 1." in shown.out  # a text line, marked trained from its first character
+    assert "⟦0 + 0 = 0. 0 + 1 = 1." in shown.out  # a text line, marked trained from its first character
 
     r = ftc("run", tmp_path / "plan.json")
     assert r.code == 0, r.err

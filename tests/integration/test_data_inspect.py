@@ -35,7 +35,8 @@ def test_the_examples_are_shown_as_trained_with_statistics_and_no_warning_for_a_
     first = arithmetic_examples(16, seed=1)[0]["messages"]
     question, answer = first[-2]["content"], first[-1]["content"]
     assert "--- data/train.jsonl:1 (" in r.out
-    assert f"<s><|user|>\n{question}</s>\n<|assistant|>\n[{answer}</s>\n]" in r.out  # exactly what is trained
+    assert f"<s><|user|>\n{question}</s>\n<|assistant|>\n⟦{answer}</s>\n⟧" in r.out  # exactly what is trained
+    assert "marks: trained text ⟦between these⟧; in the data, control characters and ⟦ ⟧ ¦ are shown escaped" in r.out
     assert r.out.count("--- data/train.jsonl:") == 2
     assert "examples: 16 (0 bad)" in r.out and "trained " in r.out and "(context_length 64)" in r.out
     assert "packing (off): 16 examples would fill" in r.out
@@ -47,7 +48,8 @@ def test_the_same_report_from_the_plan_with_token_boundaries_and_the_valid_split
     r = ftc("data", "inspect", tmp_path / "p.json", "--split", "valid", "-n", "1", "--boundaries", "--no-color")
     assert r.code == 0, r.err
     assert "valid: data/valid.jsonl" in r.out and "examples: 4 (0 bad)" in r.out
-    assert "<s>|<|user|>|" in r.out and "|</s>|" in r.out  # one '|' between tokens
+    assert "<s>¦<|user|>¦" in r.out and "¦</s>¦" in r.out  # one '¦' between tokens
+    assert "trained text ⟦between these⟧, a ¦ between tokens;" in r.out
 
 
 def _guard_weights(tiny_model, folder):
@@ -95,6 +97,36 @@ def test_a_format_that_trains_something_serving_will_not_see_is_warned_about(job
     assert "warning: 1 example(s) longer than context_length 64 (data/guard.jsonl:13)" in r.out
     assert "warning: 1 bad example(s), which a run stops on (or skips with skip_bad_examples): " in r.out
     assert "data/guard.jsonl:14: not valid JSON" in r.out
+
+
+def test_the_marks_cannot_be_confused_with_llama_guard_brackets_or_the_marks_own_glyphs_in_the_data(
+    job, ftc, tmp_path, tiny_model
+):
+    """Llama Guard's prompt is full of plain brackets ([INST], [/INST]); data may hold anything, the marks' own
+    glyphs too: without colour, every ⟦ ⟧ ¦ on the screen is ftc's, and the data's are shown escaped."""
+    _guard_weights(tiny_model, tmp_path / "guard-weights")
+    question = "is [this] ⟦harmful⟧ | ¦ or [/INST] not?"
+    write_jsonl(
+        tmp_path / "data" / "guard.jsonl",
+        [{"messages": [{"role": "user", "content": question}, {"role": "assistant", "content": "unsafe [S1]"}]}] * 4,
+    )
+    spec = job(
+        initial_base_model_ckpt_path=str(tmp_path / "guard-weights"),
+        train_path="data/guard.jsonl",
+        generation_config={"prompt_format": {**GUARD_FORMAT, "assistant": " {instruction}</s>"}},
+    )
+    r = ftc("data", "inspect", spec, "-n", "1", "--no-color")
+    assert r.code == 0, r.err
+    example = r.out.split("--- data/guard.jsonl:1 (", 1)[1].split("\n", 1)[1].split("\n\n", 1)[0]
+    assert example == (
+        "<s>[INST] is [this] \\u27e6harmful\\u27e7 | \\u00a6 or [/INST] not? [/INST]⟦ unsafe [S1]</s>⟧"
+    ), example  # the data's brackets and bars as they are, its mark glyphs escaped, the answer marked once
+    shown = ftc("data", "inspect", spec, "-n", "1", "--no-color", "--boundaries").out
+    example = shown.split("--- data/guard.jsonl:1 (", 1)[1].split("\n", 1)[1].split("\n\n", 1)[0]
+    assert example.count("⟦") == example.count("⟧") == 1 and "\\u00a6" in example
+    assert example.replace("¦", "") == (
+        "<s>[INST] is [this] \\u27e6harmful\\u27e7 | \\u00a6 or [/INST] not? [/INST]⟦ unsafe [S1]</s>⟧"
+    )  # the boundaries are the only ¦ written
 
 
 def test_a_split_the_plan_has_no_data_for_is_a_usage_error(job, ftc, tmp_path):

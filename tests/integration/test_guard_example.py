@@ -180,5 +180,5 @@ def test_on_smollm2s_tokenizer_safe_is_kept_and_unsafe_added_each_the_one_traine
     r = ftc("data", "inspect", guard_smollm2 / "stage1.yaml", "-n", "40", "--no-color")
     assert r.code == 0, r.err
     assert r.out.count(" tokens, 1 trained)") == 40
-    assert "<|im_start|>assistant\n[safe]<|im_end|>" in r.out
-    assert "<|im_start|>assistant\n[unsafe]<|im_end|>" in r.out
+    assert "<|im_start|>assistant\n⟦safe⟧<|im_end|>" in r.out
+    assert "<|im_start|>assistant\n⟦unsafe⟧<|im_end|>" in r.out

@@ -154,8 +154,8 @@ def test_data_inspect_shows_each_pairs_prompt_once_and_both_answers_marked(job, 
     assert "task preference_tuning: each pair shares its prompt; its two final answers (chosen and rejected)" in r.out
     block = r.out.split("--- pairs-train.jsonl:1 ")[1].split("--- pairs-train.jsonl:2 ")[0]
     assert block.count(question) == 1  # the prompt once
-    assert f"chosen:   [{chosen}</s>\n]" in block and f"rejected: [{rejected}</s>\n]" in block  # the answers, marked
-    assert "[" not in block.split("chosen:")[0]  # the prompt is context
+    assert f"chosen:   ⟦{chosen}</s>\n⟧" in block and f"rejected: ⟦{rejected}</s>\n⟧" in block  # the answers, marked
+    assert "⟦" not in block.split("chosen:")[0]  # the prompt is context
     assert "--- pairs-train.jsonl:3 " not in r.out  # -n 2
     # the tiny tokenizer: "<s><|user|>\nWhat is 8 + 36?</s>\n<|assistant|>\n" then "44</s>\n" (3 tokens trained)
     assert "--- pairs-train.jsonl:1 (chosen 16 tokens, 3 trained; rejected 16 tokens, 3 trained)" in r.out
@@ -177,4 +177,4 @@ def test_llmforges_dpo_config_on_a_tiny_mistral_compiles_and_inspects(ftc, tmp_p
     assert plan["spec"]["preference_tuning_config"]["beta"] == 0.01
     r = ftc("data", "inspect", tmp_path / "plan.json", "-n", "1", "--no-color")
     assert r.code == 0, r.err
-    assert "pairs: 8 (0 bad)" in r.out and "chosen:   [" in r.out and "rejected: [" in r.out
+    assert "pairs: 8 (0 bad)" in r.out and "chosen:   ⟦" in r.out and "rejected: ⟦" in r.out
