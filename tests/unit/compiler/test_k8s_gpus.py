@@ -48,6 +48,20 @@ def test_a_plan_in_the_cpu_image_asks_for_no_gpu(job, ftc, tmp_path, tiny_model)
         assert "nvidia.com/gpu" not in json.dumps(container)
 
 
+def test_a_cpu_plans_pods_request_its_workers_cpu_and_memory_and_no_gpu(job, ftc, tmp_path, tiny_model):
+    resources = {"CPU": 2, "memory": 4_000_000_000, "accelerator_type:A10G": 0.001}
+    for spec in ({"image": CPU_IMAGE}, {"image": BY_DIGEST, "worker_resources": {**resources, "GPU": 0}}):
+        pods = _pods(job, ftc, tmp_path, tiny_model, **{"worker_resources": resources, **spec})  # CRD-valid
+        # 2 processes a pod (4 devices on 2 nodes): each pod requests two workers' CPU and memory, and no GPU
+        assert [c["resources"] for c in pods] == [{"requests": {"memory": "8000000000", "cpu": "4"}}] * 2, spec
+        assert "nvidia.com/gpu" not in json.dumps(pods)
+        job_doc = list(yaml.safe_load_all((tmp_path / "plan.k8s.yaml").read_text()))[1]
+        left = job_doc["metadata"]["annotations"]["ftc.dev/resources-left-out"]
+        assert "worker_resources.accelerator_type:A10G 0.001: no standard Kubernetes label names" in left
+        pod_specs = [r["template"]["spec"] for r in job_doc["spec"]["pytorchReplicaSpecs"].values()]
+        assert not any("nodeSelector" in s or "affinity" in s for s in pod_specs)  # noted, never guessed at
+
+
 def test_a_plan_in_another_image_keeps_one_gpu_per_process(job, ftc, tmp_path, tiny_model):
     for image in (GPU_IMAGE, BY_DIGEST):  # a digest alone says nothing of the image: one GPU per process
         assert [_gpus(c) for c in _pods(job, ftc, tmp_path, tiny_model, image=image)] == [2, 2]
