@@ -314,15 +314,20 @@ class Checkpointer:
     def _save_weights(self, engine: Any, folder: Path) -> None:
         model = engine.module
         if self.is_lora:
+            # the adapter's own weights only: a classifier's grown embedding rows are in it through
+            # trainable_token_indices, and every loader grows the base the same way first (label_tokens.py). peft's
+            # "auto" would save the whole embedding matrix once the vocabulary grew (hundreds of MB for a real
+            # model) and looks the base's config up on the Hub when its path is not a local folder.
+            save = {"safe_serialization": True, "save_embedding_layers": False}
             if self.zero_stage == 3:
                 import deepspeed
 
                 trainable = [p for p in model.parameters() if p.requires_grad]
                 with deepspeed.zero.GatheredParameters(trainable, modifier_rank=None):
                     if self.rank == 0:
-                        model.save_pretrained(folder, safe_serialization=True)
+                        model.save_pretrained(folder, **save)
             elif self.rank == 0:
-                model.save_pretrained(folder, safe_serialization=True)
+                model.save_pretrained(folder, **save)
             if self.rank == 0:
                 stable_adapter_config(folder)
             if self.rank == 0:

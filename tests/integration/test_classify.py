@@ -40,14 +40,28 @@ def guard_run(job, ftc, tmp_path):
     return run
 
 
+@pytest.fixture(scope="module")
+def full_vocab_model(tmp_path_factory):
+    """A tiny model with no spare embedding rows, as a real model has none: its added labels grow the embeddings."""
+    from transformers import AutoTokenizer
+
+    from support.models import build_tiny_model, build_tokenizer
+
+    out = tmp_path_factory.mktemp("full-vocab") / "model"
+    build_tokenizer(out)
+    return build_tiny_model(out, vocab_size=len(AutoTokenizer.from_pretrained(out)), tokenizer=False)
+
+
 def _tokenizer(folder):
     from transformers import AutoTokenizer
 
     return AutoTokenizer.from_pretrained(folder, trust_remote_code=False)
 
 
-def test_a_lora_classifier_adds_its_labels_as_one_token_each_and_saves_them_with_each_checkpoint(guard_run):
-    out = guard_run("stage1", lora_config=LORA)
+def test_a_lora_classifier_adds_its_labels_as_one_token_each_and_saves_them_with_each_checkpoint(
+    guard_run, full_vocab_model
+):
+    out = guard_run("stage1", lora_config=LORA, initial_base_model_ckpt_path=str(full_vocab_model))
     tokenizer = _tokenizer(out / "latest")
     ids = [tokenizer.encode(label, add_special_tokens=False) for label in LABELS]
     assert all(len(one) == 1 for one in ids), ids
@@ -57,11 +71,23 @@ def test_a_lora_classifier_adds_its_labels_as_one_token_each_and_saves_them_with
     )
     evals = metrics(out, "eval")
     assert "eval_accuracy" in evals[-1] and "eval_prauc_macro" in evals[-1], evals[-1]
+    # the adapter holds the LoRA weights and the labels' rows, never the grown embedding matrix whole
+    from safetensors import safe_open
+
+    with safe_open(out / "latest" / "adapter_model.safetensors", "pt") as f:
+        shapes = {name: f.get_slice(name).get_shape() for name in f.keys()}
+    rows = len(tokenizer)
+    assert rows > json.loads((full_vocab_model / "config.json").read_text())["vocab_size"]  # the labels grew it
+    assert not [n for n, shape in shapes.items() if shape and shape[0] == rows], shapes
+    assert any("trainable_tokens" in n for n in shapes), shapes
 
 
-def test_a_second_stage_continues_the_first_classifiers_adapter_with_its_labels(guard_run):
-    first = guard_run("stage1", lora_config=LORA)
-    second = guard_run("stage2", lora_config=None, initial_adapter_model_ckpt_path="stage1/latest")
+def test_a_second_stage_continues_the_first_classifiers_adapter_with_its_labels(guard_run, full_vocab_model):
+    base = str(full_vocab_model)  # the labels grow its embeddings: stage 2 grows them again and loads the rows
+    first = guard_run("stage1", lora_config=LORA, initial_base_model_ckpt_path=base)
+    second = guard_run(
+        "stage2", lora_config=None, initial_adapter_model_ckpt_path="stage1/latest", initial_base_model_ckpt_path=base
+    )
     before, after = _tokenizer(first / "latest"), _tokenizer(second / "latest")
     assert [before.encode(x, add_special_tokens=False) for x in LABELS] == [
         after.encode(x, add_special_tokens=False) for x in LABELS
