@@ -236,3 +236,17 @@ def test_a_checkpoint_whose_upload_did_not_finish_is_refused(published, ftc):
     r = ftc("lineage", "show", f"{prefix}checkpoints/{published.best}")
     assert r.code == ExitCode.LINEAGE_BROKEN, r.err
     assert "its upload has not finished" in r.err and f"{prefix}checkpoints/{published.best}.complete" in r.err
+
+
+def test_a_published_checkpoint_is_reproduced_from_its_run_prefix(published, ftc, tmp_path):
+    r = ftc("reproduce", f"{published.prefix}best", "-o", tmp_path / "rerun")
+    assert r.code == 0, r.err
+    assert "reproduced" in r.out and f"{published.prefix}best: " in r.err
+    rerun = json.loads((tmp_path / "rerun" / "checkpoints" / published.best / "lineage.json").read_text())
+    assert rerun["results"]["step"] == int(published.best.removeprefix("step-"))
+
+
+def test_a_command_that_takes_a_folder_says_so_of_a_store_location(ftc):
+    r = ftc("lineage", "sign", "s3://bucket/run/checkpoints/step-000008/")
+    assert r.code == ExitCode.USAGE, r.err
+    assert "s3://bucket/run/checkpoints/step-000008/: a location in a store, not a folder on this machine" in r.err
