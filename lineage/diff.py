@@ -7,11 +7,13 @@ they are. Reads the records as they are: ``ftc lineage verify`` says whether to 
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from ftc.spec import lineage_schema
+from ftc.spec.architectures import Architecture
 from ftc.spec.canonical import ABSENT, differences, show_value
 from ftc.spec.text import for_terminal
 
@@ -149,27 +151,83 @@ def recorded_differences(a: dict[str, Any], b: dict[str, Any]) -> list[str]:
     return lines
 
 
-def _settings(fa: Path, a: dict[str, Any], fb: Path, b: dict[str, Any]) -> list[str]:
+def _settings(fa: Path, a: dict[str, Any], fb: Path, b: dict[str, Any]) -> tuple[list[str], list[str]]:
     """What the records say of the model and mode, then the plans' spec and architecture, key by key (not where the
-    runs wrote); when a checkpoint carries no plan, its spec digest."""
+    runs wrote); when a checkpoint carries no plan, its spec digest. With what both share that a reader checks: LoRA
+    targets written differently that reach the same modules (a stage 1 of all-linear, a stage 2 that inherited the
+    modules it resolved to)."""
     lines = recorded_differences(a, b)
     pa, pb = a.get("plan", {}), b.get("plan", {})
     if pa.get("spec_digest") == pb.get("spec_digest") and pa.get("mode") == pb.get("mode"):
-        return lines
+        return lines, []
     if not (fa / PLAN_FILE).exists() or not (fb / PLAN_FILE).exists():
         return [
             *lines,
             f"spec_digest: {pa.get('spec_digest')} -> {pb.get('spec_digest')} (a checkpoint carries no"
             f" {PLAN_FILE}: key by key needs both plans)",
-        ]
+        ], []
     da, db = checkpoint_plan(fa, a).to_dict(), checkpoint_plan(fb, b).to_dict()
+    same: list[str] = []
     for section in ("spec", "architecture"):
-        lines += [
-            f"{path}: {show_value(x)} -> {show_value(y)}"
-            for path, x, y in differences(da.get(section), db.get(section), section)
-            if path not in WHERE_ONLY
-        ]
-    return lines
+        for path, x, y in differences(da.get(section), db.get(section), section):
+            if path in WHERE_ONLY:
+                continue
+            if path != TARGETS:
+                lines.append(f"{path}: {show_value(x)} -> {show_value(y)}")
+                continue
+            line, equal = _targets_line(x, da.get("architecture"), y, db.get("architecture"))
+            (same if equal else lines).append(line)
+    return lines, same
+
+
+#: a LoRA's targets in a plan: compared by the modules they reach, not as written
+TARGETS = "spec.lora_config.target_modules"
+
+
+def _reached(targets: Any, architecture: Any) -> set[str] | None:
+    """The full names of the modules LoRA ``targets`` reach in a plan's architecture, by peft's rules (all-linear:
+    every linear layer; a name: itself or a dotted suffix; one string: a regular expression over full names), or
+    None where ftc does not know the architecture's layout or the targets are not names."""
+    if not isinstance(architecture, dict) or not isinstance(architecture.get("config"), dict):
+        return None
+    arch = Architecture(str(architecture.get("model_id")), architecture["config"], str(architecture.get("source")))
+    names = arch.module_names()
+    if names is None:
+        return None
+    if targets == "all-linear":
+        return {n for n in names if n not in ("model.embed_tokens", "lm_head")}
+    if isinstance(targets, str):
+        try:
+            return {n for n in names if re.fullmatch(targets, n)}
+        except re.error:
+            return None
+    if isinstance(targets, list) and all(isinstance(t, str) for t in targets):
+        return {n for n in names if any(n == t or n.endswith("." + t) for t in targets)}
+    return None
+
+
+def _written(targets: Any) -> str:
+    """Targets as written, a long list by its length (the modules themselves are the same on both sides)."""
+    return f"a list of {len(targets)} names" if isinstance(targets, list) and len(targets) > 4 else show_value(targets)
+
+
+def _targets_line(x: Any, arch_a: Any, y: Any, arch_b: Any) -> tuple[str, bool]:
+    """The LoRA targets' line, and whether a and b reach the same modules (written differently: all-linear and
+    the modules it resolved to, the same names in another order)."""
+    ra, rb = _reached(x, arch_a), _reached(y, arch_b)
+    written = f"{TARGETS}: {show_value(x)} -> {show_value(y)}"
+    if ra is None or rb is None:
+        return written, False
+    if ra == rb:
+        how = "as written" if isinstance(x, list) and isinstance(y, list) else "resolved in each plan's architecture"
+        return (
+            f"{TARGETS}: the same {len(ra)} modules in both ({_written(x)} in a, {_written(y)} in b, {how})",
+            True,
+        )
+    only_a, only_b = sorted(ra - rb), sorted(rb - ra)
+    parts = [f"only a's reach {', '.join(only_a[:8])}{'…' if len(only_a) > 8 else ''}"] if only_a else []
+    parts += [f"only b's reach {', '.join(only_b[:8])}{'…' if len(only_b) > 8 else ''}"] if only_b else []
+    return f"{written} ({len(ra)} modules -> {len(rb)}: {'; '.join(parts)})", False
 
 
 def environment_differences(a: dict[str, Any], b: dict[str, Any]) -> list[str]:
@@ -253,7 +311,7 @@ def diff_checkpoints(a: Path, b: Path) -> CheckpointDiff:
     out = CheckpointDiff(str(fa), str(fb))
     out.sections["inputs"] = input_differences(ra, rb)
     out.same["inputs"] = reference_differences(ra, rb)[1]
-    out.sections["settings"] = _settings(fa, ra, fb, rb)
+    out.sections["settings"], out.same["settings"] = _settings(fa, ra, fb, rb)
     out.sections["environment"] = environment_differences(ra, rb)
     out.sections["topology"] = topology_differences(ra, rb)
     out.sections["results"] = _results(ra, rb)
