@@ -103,7 +103,7 @@ def line_chart(
     points = [p for s in series for p in s.points if p is not None]
     if not points:
         return "<p class='warn'>No losses were recorded.</p>"
-    left, right, top, bottom = 56, 16, 12 + (18 if bands else 0), 34
+    left, right, top, bottom = 56, 16, 12 + (18 if bands else 0), 38
     xs = [p[0] for p in points] + [x for b in bands for x in (b.start, b.end)]
     x0, x1 = min(xs), max(xs)
     x1 = x1 if x1 > x0 else x0 + 1
@@ -128,9 +128,9 @@ def line_chart(
         parts.append(f'<line x1="{left}" x2="{width - right}" y1="{sy(y):.1f}" y2="{sy(y):.1f}" stroke="#eef0f3"/>')
         parts.append(f'<text x="{left - 6}" y="{sy(y) + 4:.1f}" text-anchor="end">{_tick_text(y, y_step)}</text>')
     for x in _ticks(x0, x1, x_step):
-        parts.append(f'<text x="{sx(x):.1f}" y="{height - 14}" text-anchor="middle">{_tick_text(x, x_step)}</text>')
+        parts.append(f'<text x="{sx(x):.1f}" y="{height - 18}" text-anchor="middle">{_tick_text(x, x_step)}</text>')
     axis = "step, continued across the chain's stages" if bands else "step"
-    parts.append(f'<text x="{(left + width - right) / 2}" y="{height - 1}" text-anchor="middle">{axis}</text>')
+    parts.append(f'<text x="{(left + width - right) / 2}" y="{height - 4}" text-anchor="middle">{axis}</text>')
     for s in series:
         parts += _curve(s, sx, sy)
     parts.append("</svg>")

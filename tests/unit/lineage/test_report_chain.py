@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from ftc.lineage import report_charts
+from ftc.lineage.record import seal
 from ftc.lineage.report_charts import Band, Series, line_chart
 
 from support.records import DIGEST, record_for, write_checkpoint
@@ -158,3 +159,21 @@ def test_the_lineage_graphs_boxes_hold_their_whole_names_wrapped_to_fit(ftc, tmp
     bold = re.findall(r'style="font-weight:600">([^<]*)</text>', graph)
     assert len(bold) == 3 and bold[-1].endswith("…") and f"({long})" not in "".join(bold)
     assert f"adapter of {long})</title>" in graph  # whole in the box's title
+
+
+def test_a_stage_trained_on_an_export_of_an_earlier_stage_continues_it_through_the_export(ftc, tmp_path):
+    for name in ("s1", "export"):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "adapter_config.json").write_text("{}")
+    stage1 = record_for(tmp_path / "s1", results={"step": 4, "epoch": 2, "evals": LOSSES_1})
+    export = record_for(tmp_path / "export", parents=[{**_parent_entry(stage1, "../s1"), "relation": "merged"}])
+    for section in ("datasets", "plan", "execution", "results"):  # an export trains nothing
+        del export[section]
+    export["export"] = {"merged": True, "dtype": "float32", "chat_template": "tokenizer", "stop_strings": [],
+                        "eos_token_id": [2]}  # fmt: skip
+    export = seal(export)
+    base = {**_parent_entry(export, "../export"), "role": "base_model", "relation": "finetune"}
+    write_checkpoint(tmp_path / "s2", results={"step": 2, "epoch": 1, "evals": LOSSES_2}, parents=[base])
+    chart = _chart(_page(ftc, tmp_path / "s2", tmp_path), "train and eval loss")
+    assert "stage 1 · epochs 1–2" in chart and "stage 2 · epoch 3" in chart and "stage 3" not in chart
+    assert _xs(chart, "stage 2 eval loss")[0] == _xs(chart, "stage 1 eval loss")[-1]
