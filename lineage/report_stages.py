@@ -110,18 +110,18 @@ def chain_stages(folder: Path, record: dict[str, Any]) -> tuple[list[Stage], lis
             break
         name, current, where = source_name(parent["source"]), parent["lineage"], _parent_folder(parent, where)
     walked.reverse()
+    if len(walked) > MAX_STAGES:
+        notes.insert(0, f"{len(walked) - MAX_STAGES} earlier stage(s) not drawn (their steps are counted)")
     stages: list[Stage] = []
     offset = epochs = 0
     for number, (name, rec, where) in enumerate(walked, 1):
         results = rec["results"]
-        train, source = _train(where, results, own=number == len(walked))
         step, epoch = results.get("step", 0), results.get("epoch")
-        stages.append(Stage(number, name, offset, step, epochs, epoch, results.get("evals", []), train, source))
+        if number > len(walked) - MAX_STAGES:  # a metrics.jsonl is read only for a stage drawn
+            train, source = _train(where, results, own=number == len(walked))
+            stages.append(Stage(number, name, offset, step, epochs, epoch, results.get("evals", []), train, source))
         offset += step
         epochs += epoch or 0
-    if len(stages) > MAX_STAGES:
-        notes.insert(0, f"{len(stages) - MAX_STAGES} earlier stage(s) not drawn (their steps are counted)")
-        stages = stages[-MAX_STAGES:]
     return stages, notes
 
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from ftc.lineage import report_charts
+from ftc.lineage import report_charts, report_stages
 from ftc.lineage.record import seal
 from ftc.lineage.report_charts import Band, Series, line_chart
 
@@ -177,3 +177,21 @@ def test_a_stage_trained_on_an_export_of_an_earlier_stage_continues_it_through_t
     chart = _chart(_page(ftc, tmp_path / "s2", tmp_path), "train and eval loss")
     assert "stage 1 · epochs 1–2" in chart and "stage 2 · epoch 3" in chart and "stage 3" not in chart
     assert _xs(chart, "stage 2 eval loss")[0] == _xs(chart, "stage 1 eval loss")[-1]
+
+
+def test_a_chain_of_more_stages_than_are_drawn_draws_the_latest_at_their_continued_steps(ftc, tmp_path):
+    parent = None
+    for i in range(report_stages.MAX_STAGES + 2):
+        folder = tmp_path / f"s{i}"
+        parent = write_checkpoint(
+            folder,
+            results={"step": 4, "epoch": 1, "evals": LOSSES_2},
+            parents=[_parent_entry(parent, f"../s{i - 1}")] if parent else [],
+        )
+    page = _page(ftc, folder, tmp_path)
+    chart = _chart(page, "train and eval loss")
+    assert "2 earlier stage(s) not drawn (their steps are counted)" in page
+    assert "stage 1 " not in chart and "stage 2 " not in chart and "stage 3 · epoch 3<" in chart
+    assert "stage 14 · epoch 14<" in chart
+    assert _xs(chart, "stage 3 eval loss")[0] == 56.0  # the frame's left: the axis starts at stage 3's step 8
+    assert _ticks(chart)[0] == [10, 20, 30, 40, 50]  # steps 8 to 56
