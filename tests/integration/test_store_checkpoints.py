@@ -241,7 +241,10 @@ def test_a_checkpoint_whose_upload_did_not_finish_is_refused(published, ftc):
 def test_a_published_checkpoint_is_reproduced_from_its_run_prefix(published, ftc, tmp_path):
     r = ftc("reproduce", f"{published.prefix}best", "-o", tmp_path / "rerun")
     assert r.code == 0, r.err
-    assert "reproduced" in r.out and f"{published.prefix}best: " in r.err
+    assert (
+        f"reproduced: {tmp_path / 'rerun'}/checkpoints/{published.best} against {published.prefix}checkpoints/" in r.out
+    )
+    assert f"{published.prefix}best: " in r.err
     rerun = json.loads((tmp_path / "rerun" / "checkpoints" / published.best / "lineage.json").read_text())
     assert rerun["results"]["step"] == int(published.best.removeprefix("step-"))
 

@@ -38,5 +38,8 @@ def reproduce_command(checkpoint: str, output: Path, rtol: float, atol: float, t
 
     with local_checkpoint(checkpoint, say=note) as checked:
         found = reproduce(checked.path, output, rtol=rtol, atol=atol, tracker=tracker)
-    click.echo(found.text())
+        text = found.text()
+        if checked.digests is not None:  # fetched from a store: named by its URI, not the copy removed below
+            text = text.replace(str(checked.folder.resolve()), checked.shown)
+    click.echo(text)
     click.echo(f"report: {output / REPORT_FILE}")
