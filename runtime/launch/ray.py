@@ -13,6 +13,10 @@ back with its exit code and message, not a Ray traceback.
 
 Local inputs and the output folder are named by absolute paths: every node must see them at those paths (a shared
 file system). Inputs in S3, GCS or DVC remotes need nothing shared.
+
+The run reads as a local run does (``ray_output``): the rank-0 worker's output, each line once, its paths absolute;
+Ray's own messages and the other workers' output go to a log file the driver names at the end. The workers write
+no temporary file (the plan reaches them as text); Ray Train's run folder is the driver's, removed when it ends.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ import contextlib
 import os
 import re
 import shutil
+import sys
 import tempfile
 from collections.abc import Callable
 from dataclasses import replace
@@ -47,15 +52,19 @@ def run_on_ray(
 ) -> None:
     """Run ``plan`` (read from ``plan_path``) on the Ray cluster at ``address`` (else RAY_ADDRESS, else a local
     one Ray finds)."""
-    # Ray Train's current engine (the controller needs no CPU of its own), without its migration notices
+    # Ray Train's current engine (the controller needs no CPU of its own), without its migration notices, and
+    # without its copy of each print of a worker into its logger (a second copy of every line ftc prints)
     os.environ.setdefault("RAY_TRAIN_V2_ENABLED", "1")
     os.environ.setdefault("RAY_TRAIN_ENABLE_V2_MIGRATION_WARNINGS", "0")
+    os.environ.setdefault("RAY_TRAIN_ENABLE_PRINT_PATCH", "0")
     try:
         import ray
         import ray.train.torch  # noqa: F401 (Ray Train itself, not only Ray)
+        from ray.util.queue import Queue
     except ImportError:
         raise UsageError("--backend ray needs Ray Train: pip install 'ftc[ray]'") from None
     from .lock import output_lock
+    from .ray_output import QUEUE_OPTIONS, logged_to, ray_log_path, shown
 
     if plan.launch.nodes != 1:
         raise UsageError(
@@ -68,22 +77,39 @@ def run_on_ray(
     where = address or os.environ.get("RAY_ADDRESS") or "auto"
     _connect(ray, where)
     scratch = tempfile.mkdtemp(prefix="ftc-ray-")  # Ray Train's own run folder: ftc keeps nothing there
+    ray_log = ray_log_path(plan.plan_id)
     try:
         gpu = _cluster_has_gpus(ray)
         request = _requested(ray, plan, gpu, where=where, log=log)  # before anything is submitted
-        trainer = _trainer(plan, plan_path, scratch, gpu, request, max_failures=max_failures, where=where, log=log)
+        queue = Queue(actor_options=QUEUE_OPTIONS)  # the rank-0 worker's output, to show here
+        trainer = _trainer(
+            plan, plan_path, scratch, gpu, request, queue, max_failures=max_failures, where=where, log=log
+        )  # fmt: skip
         with output_lock(plan.output_path, node_rank=0, plan_id=plan.plan_id):
-            try:
-                trainer.fit()  # Ctrl-C here: Ray Train's own handler aborts the job on the cluster, then returns
-            except SystemExit:  # ... or exits (a second Ctrl-C, or the controller already gone)
-                raise KeyboardInterrupt from None
-            except Exception as exc:  # Ray's error around the worker's
-                raise _ftc_error(exc) from None
+            user = sys.stdout, sys.stderr
+            with logged_to(ray_log):  # from here until Ray is shut down, whatever Ray prints goes to its log
+                try:
+                    with shown(queue, *user):
+                        _fit(trainer)
+                finally:
+                    ray.shutdown()
             if not _ended(plan, publisher):  # Ray returned without the run's end: it was aborted
                 raise KeyboardInterrupt
     finally:
         ray.shutdown()
         shutil.rmtree(scratch, ignore_errors=True)
+        if ray_log.exists():
+            log(f"ray: Ray's own messages and every worker's output are in {ray_log}")
+
+
+def _fit(trainer: Any) -> None:
+    """Ray Train's run of the workers, its failure as ftc's error."""
+    try:
+        trainer.fit()  # Ctrl-C here: Ray Train's own handler aborts the job on the cluster, then returns
+    except SystemExit:  # ... or exits (a second Ctrl-C, or the controller already gone)
+        raise KeyboardInterrupt from None
+    except Exception as exc:  # Ray's error around the worker's
+        raise _ftc_error(exc) from None
 
 
 def _check_before(plan: Plan, *, resume: bool) -> tuple[Any, bool]:
@@ -145,11 +171,20 @@ def _requested(ray: Any, plan: Plan, gpu: bool, *, where: str, log) -> dict[str,
 
 
 def _trainer(
-    plan: Plan, plan_path: Path, scratch: str, gpu: bool, request: dict | None, *, max_failures: int, where: str, log
+    plan: Plan,
+    plan_path: Path,
+    scratch: str,
+    gpu: bool,
+    request: dict | None,
+    queue: Any,
+    *,
+    max_failures: int,
+    where: str,
+    log,
 ) -> Any:
     """Ray Train's TorchTrainer of the plan's workers, one CPU or GPU each (and the plan's worker_resources),
-    spread over the cluster; the workers get the plan's text and where its inputs and output are (the
-    launcher-to-worker handoff on Ray)."""
+    spread over the cluster; the workers get the plan's text, its folder, where its inputs and output are and the
+    queue rank 0's output goes through (the launcher-to-worker handoff on Ray)."""
     from ray.train import FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchConfig, TorchTrainer
 
@@ -162,7 +197,13 @@ def _trainer(
     placed = absolute_placement(plan)
     return TorchTrainer(
         _worker,
-        train_loop_config={"plan": plan_path.read_text(encoding="utf-8"), "placement": placed.to_dict()},
+        train_loop_config={
+            "plan": plan_path.read_text(encoding="utf-8"),
+            "folder": str(plan_path.resolve().parent),
+            "name": str(plan_path),
+            "placement": placed.to_dict(),
+            "output": queue,
+        },
         torch_config=TorchConfig(backend="nccl" if gpu else "gloo"),
         scaling_config=ScalingConfig(
             num_workers=world, use_gpu=gpu, resources_per_worker=request, placement_strategy="SPREAD"
@@ -225,7 +266,10 @@ def _worker(config: dict[str, Any]) -> None:
     import ray.train
 
     from ftc.errors import report
-    from ftc.spec.plan import read_plan
+    from ftc.spec.plan import valid_plan
+    from ftc.spec.reading import finite_json
+
+    from .ray_output import forwarding
 
     context = ray.train.get_context()
     os.environ.update(
@@ -237,19 +281,21 @@ def _worker(config: dict[str, Any]) -> None:
             "HF_HUB_OFFLINE": "1",
         }
     )
+    main = context.get_world_rank() == 0
     try:
-        with tempfile.TemporaryDirectory(prefix="ftc-ray-") as scratch:
-            path = Path(scratch) / "plan.json"
-            path.write_text(config["plan"], encoding="utf-8")
-            plan = replace(read_plan(path), placement=Placement.from_dict(config["placement"]))
-            from ftc.runtime.recipes import recipe_for
+        # the plan's text, checked as every plan read is, in the plan's own folder (a file written here would be
+        # left behind by a killed worker)
+        plan = valid_plan(finite_json(config["plan"]), Path(config["folder"]), name=config["name"])
+        plan = replace(plan, placement=Placement.from_dict(config["placement"]))
+        from ftc.runtime.recipes import recipe_for
 
-            from .publish import publishing
+        from .publish import publishing
 
-            train = recipe_for(plan.spec.task)
-
-            # the driver refused a used output folder unless --resume was given; rank 0 uploads to a store prefix
-            with publishing(plan, resume=True) if context.get_world_rank() == 0 else contextlib.nullcontext():
+        train = recipe_for(plan.spec.task)
+        # rank 0's output is what the user reads, as from a local run; the driver refused a used output folder
+        # unless --resume was given; rank 0 uploads to a store prefix
+        with forwarding(config["output"]) if main else contextlib.nullcontext():
+            with publishing(plan, resume=True) if main else contextlib.nullcontext():
                 train(plan, resume=True)
     except FtcError as exc:  # its outcome note crosses to the driver (Ray carries exceptions, not files)
         report(exc)
