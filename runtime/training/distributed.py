@@ -8,7 +8,10 @@ from typing import Any
 
 from ftc.errors import UsageError
 
-__all__ = ["Dist", "init_distributed"]
+from .progress import log
+from .threads import choose_cpu_threads, set_cpu_threads
+
+__all__ = ["Dist", "end_distributed", "init_distributed"]
 
 
 @dataclass(frozen=True)
@@ -50,8 +53,14 @@ class Dist:
 
 
 def init_distributed(world_size: int) -> Dist:
+    """Join the run's process group (gloo on CPU, NCCL on GPUs) as the rank the launcher gave this process, its CPU
+    threads chosen first (``threads``: every backend's ranks start here)."""
+    # the node's processes, as torch.distributed.run and Ray Train tell each (1: a process started alone)
+    threads = choose_cpu_threads(int(os.environ.get("LOCAL_WORLD_SIZE") or 1))
     import deepspeed
     import torch
+
+    set_cpu_threads(threads.threads)
 
     cuda = torch.cuda.is_available()
     if not cuda:
@@ -66,7 +75,24 @@ def init_distributed(world_size: int) -> Dist:
     world = int(os.environ["WORLD_SIZE"])
     if world != world_size:
         raise UsageError(f"the plan is for {world_size} processes but {world} started; launch it with `ftc run`")
+    # ftc's launcher said the choice it gave torch.distributed.run's processes in OMP_NUM_THREADS
+    if rank == 0 and not (threads.from_environment and "TORCHELASTIC_RUN_ID" in os.environ):
+        log(threads.line())
     device = torch.device("cuda", local_rank) if cuda else torch.device("cpu")
     if cuda:
         torch.cuda.set_device(device)
     return Dist(rank, local_rank, world, device)
+
+
+def end_distributed() -> None:
+    """End this process's process group, if it has one, when the process leaves after its run (every rank gets
+    here together after the last checkpoint): a collective's threads alive at exit can abort the process. Not for an
+    interpreter that runs again: DeepSpeed keeps the groups it made of this one, which a later run would use."""
+    import sys
+
+    if "torch" not in sys.modules:  # nothing started one
+        return
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
