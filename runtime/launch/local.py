@@ -21,14 +21,16 @@ from ftc.errors import FtcError, UsageError, report
 from ftc.images import image_from_env
 from ftc.lineage.run import Lineage
 from ftc.runtime.training.checkpoint import is_complete, resume_point
+from ftc.runtime.training.distributed import end_distributed
 from ftc.runtime.training.inputs import verify_inputs
 from ftc.runtime.training.progress import log
+from ftc.runtime.training.threads import choose_cpu_threads
 from ftc.runtime.training.trackers import check_tracker
 from ftc.spec.plan import Placement, Plan, read_plan
 
 from .handoff import Handoff, Rendezvous, worker_parser
 from .lock import output_lock
-from .outcome import raise_failure, write_outcome
+from .outcome import failure_of, finished_before, write_outcome
 from .publish import publishing
 
 __all__ = ["run_plan", "worker_main"]
@@ -87,7 +89,13 @@ def _run_here(
 
     checked = Checked(paths, previous, lineage)
     train = recipe_for(plan.spec.task)
-    return train(plan, resume=handoff.resume, checked=checked, tracker=not handoff.tracker_off)
+    # its process group of one stays for a later run in this interpreter: DeepSpeed keeps the groups it made of it
+    try:
+        return train(plan, resume=handoff.resume, checked=checked, tracker=not handoff.tracker_off)
+    except FtcError as exc:
+        if not finished_before(exc, plan.output_path, plan.plan_id, say=log):
+            raise
+        return None
 
 
 def _launch_workers(plan: Plan, plan_path: Path, handoff: Handoff, rendezvous: Rendezvous) -> None:
@@ -107,7 +115,11 @@ def _launch_workers(plan: Plan, plan_path: Path, handoff: Handoff, rendezvous: R
             placement = Path(scratch) / "placement.json"
             placement.write_text(json.dumps(plan.placement.to_dict()))
             handoff = dataclasses.replace(handoff, placement=placement)
-        child = subprocess.Popen(command + handoff.to_args(), start_new_session=True)
+        # torch.distributed.run gives each process OMP_NUM_THREADS=1 unless it is set: it is, to ftc's choice
+        threads = choose_cpu_threads(plan.launch.processes_per_node)
+        log(threads.line())
+        env = os.environ if threads.from_environment else {**os.environ, "OMP_NUM_THREADS": str(threads.threads)}
+        child = subprocess.Popen(command + handoff.to_args(), start_new_session=True, env=env)
         try:
             code = child.wait()
         except KeyboardInterrupt:
@@ -117,7 +129,9 @@ def _launch_workers(plan: Plan, plan_path: Path, handoff: Handoff, rendezvous: R
         finally:
             if child.poll() is None:
                 os.killpg(child.pid, signal.SIGKILL)
-        raise_failure(code, note)
+        error = failure_of(code, note)
+        if error is not None and not finished_before(error, plan.output_path, plan.plan_id, say=log):
+            raise error
 
 
 def worker_main(argv: list[str] | None = None) -> int:
@@ -137,7 +151,8 @@ def worker_main(argv: list[str] | None = None) -> int:
             recipe_for(plan.spec.task)(
                 plan, resume=handoff.resume, tracker=not handoff.tracker_off, inputs_checked=handoff.inputs_checked
             )
-            _end_process_group()
+            # every rank gets here together, after the last checkpoint: the group ends before the process does
+            end_distributed()
         return 0
     except (Exception, KeyboardInterrupt) as exc:
         code = report(exc)
@@ -145,15 +160,6 @@ def worker_main(argv: list[str] | None = None) -> int:
         if isinstance(exc, FtcError) and handoff.outcome is not None and int(os.environ.get("RANK", "0")) == 0:
             write_outcome(handoff.outcome, exc)
         return int(code)
-
-
-def _end_process_group() -> None:
-    """End this rank's process group once its run is done (every rank gets here together, after the last
-    checkpoint), so no collective's threads outlive it."""
-    import torch.distributed as dist
-
-    if dist.is_available() and dist.is_initialized():
-        dist.destroy_process_group()
 
 
 def _read_placement(path: Path) -> Placement:

@@ -17,7 +17,7 @@ import errno
 import json
 import os
 import stat
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from ftc.errors import ExitCode, FtcError, TrainingFailed
@@ -27,7 +27,10 @@ __all__ = [
     "NOTE_LIMIT",
     "OutcomeNote",
     "WorkerFailed",
+    "after_the_end",
     "exceptions_in",
+    "failure_of",
+    "finished_before",
     "outcome_exception",
     "outcome_from_exception",
     "raise_failure",
@@ -162,21 +165,63 @@ def exceptions_in(exc: BaseException) -> Iterator[BaseException]:
 _OWN_CODES = {int(c) for c in ExitCode if c not in (ExitCode.OK, ExitCode.INTERNAL)}
 
 
-def raise_failure(code: int, note: Path | None = None) -> None:
-    """Nothing when ``code`` is 0; else the error the worker's ``note`` describes or that ``code`` names (the worker
+def failure_of(code: int, note: Path | None = None) -> FtcError | None:
+    """None when ``code`` is 0; else the error the worker's ``note`` describes or that ``code`` names (the worker
     printed it already: its output is ours), or a generic one for a process that ended without saying why."""
     if code == 0:
-        return
+        return None
     error = read_outcome(note) if note is not None else None
     if isinstance(error, WorkerFailed):
         error.already_reported = True
-        raise error
+        return error
     if error is not None:  # a note that is not one
-        raise error
+        return error
     if code in _OWN_CODES:  # a process of ftc's that reported its error itself
         exit_code = ExitCode(code)
         error = FtcError(f"a training process failed ({exit_code.name.lower()}); its output above says why")
         error.exit_code = exit_code
         error.already_reported = True
+        return error
+    return TrainingFailed(f"a training process failed (exit status {code}); its output above says why")
+
+
+def raise_failure(code: int, note: Path | None = None) -> None:
+    """Raise :func:`failure_of` ``code`` and ``note``, if there is one."""
+    error = failure_of(code, note)
+    if error is not None:
         raise error
-    raise TrainingFailed(f"a training process failed (exit status {code}); its output above says why")
+
+
+def after_the_end(error: FtcError, checkpoint: Path, *, files: int) -> str:
+    """What a launcher says of ``error`` when it came after the run's last ``checkpoint`` was written and verified
+    (its lineage record and ``files`` files): the run's result, and the failure as what it is."""
+    return (
+        f"warning: a process failed after the run's last checkpoint was written: {error}\n"
+        f"    the run is complete: its last checkpoint {checkpoint} verifies (its lineage record and {files} files, "
+        "as `ftc lineage verify` checks them); nothing after it is missing but what the failure above names"
+    )
+
+
+def finished_before(error: FtcError, output: Path, plan_id: str, *, say: Callable[[str], None]) -> bool:
+    """Whether the run of plan ``plan_id`` into ``output`` had finished when ``error`` stopped it: its last
+    checkpoint holds every step and verifies (its lineage record and every file, as ``ftc lineage verify`` checks a
+    checkpoint), and that record names this plan. Then ``say`` reports the failure as one after the run's end
+    (:func:`after_the_end`) and the run stands; else the checkpoint's problems, if any, are said and the failure is
+    the run's."""
+    from ftc.lineage.verify import checkpoint_problems
+    from ftc.runtime.training.checkpoint import is_complete, latest_checkpoint
+
+    last = latest_checkpoint(output)
+    try:
+        if last is None or not is_complete(last):
+            return False
+    except (OSError, ValueError, KeyError, FtcError):  # a state file that is not whole: not the run's end
+        return False
+    record, problems = checkpoint_problems(last)
+    if record is None or problems:
+        say(f"the run's last checkpoint {last} does not verify:\n    " + "\n    ".join(problems))
+        return False
+    if record["plan"]["plan_id"] != plan_id:  # not this run's (a run never writes over another plan's)
+        return False
+    say(after_the_end(error, last, files=len(record["checkpoint"]["files"])))
+    return True
