@@ -18,7 +18,14 @@ from .record import LINEAGE_FILE, MAX_CHAIN_DEPTH, SIGNATURE_FILE, located, read
 from .signature_check import SignatureState, signature_state
 from .trusted_keys import TrustedKey
 
-__all__ = ["checkpoint_problems", "files_problems", "record_problems", "verified_record", "verify_checkpoint"]
+__all__ = [
+    "checkpoint_problems",
+    "files_problems",
+    "record_problems",
+    "verified_record",
+    "verify_checkpoint",
+    "written_in",
+]
 
 
 def record_problems(record: dict[str, Any], where: str, _ids: dict[int, str] | None = None) -> list[str]:
@@ -209,6 +216,34 @@ def _note_signature(
     signatures.found.append((name, state))
 
 
+def written_in(folder: Path, record: dict[str, Any]) -> Path:
+    """The folder the checkpoint in ``folder`` was written in, which its record's relative locations of local parents
+    are relative to: ``folder`` itself, or for a checkpoint its run published to a store (fetched or downloaded here
+    into a folder of its own) the staging folder it was written in on this machine, so that a parent given as a path
+    relative to the spec resolves to the file the spec named, not to a place beside the copy."""
+    import re
+
+    from ftc.spec.locations import staging_dir
+    from ftc.spec.plan_format import STORE_SCHEMES
+    from ftc.spec.reading import MiB, NotReadable, finite_json, read_bounded_text
+
+    from .plan import PLAN_FILE
+
+    name = record.get("checkpoint", {}).get("name")
+    if any(p.get("relation") == "reproduction-of" for p in record.get("parents", [])):
+        return folder  # a rerun writes into a folder of its own, whatever its plan's output_dir
+    try:  # the checkpoint's own plan (one of its files, just checked against its record)
+        plan = finite_json(read_bounded_text(folder / PLAN_FILE, limit=16 * MiB, what="plan"))
+        output, plan_id = plan["output"]["dir"], plan["plan_id"]
+    except (NotReadable, OSError, ValueError, KeyError, TypeError, RecursionError):
+        return folder
+    if not (isinstance(output, str) and output.startswith(STORE_SCHEMES) and isinstance(plan_id, str)):
+        return folder
+    if plan_id != record.get("plan", {}).get("plan_id") or not re.fullmatch(r"step-[0-9]{1,12}", str(name)):
+        return folder  # (the record is outside input: its name never leads out of the staging folder)
+    return Path(os.path.realpath(staging_dir(plan_id) / "checkpoints" / str(name)))
+
+
 def verify_checkpoint(
     folder: Path,
     *,
@@ -234,6 +269,7 @@ def verify_checkpoint(
     if _top:
         _note_signature(signatures, folder.name, folder, record["checkpoint"]["files"], problems)
     seen.add(str(folder.resolve()))
+    anchor = written_in(folder, record)  # where a relative location of a local parent starts from
     for parent in record.get("parents", []):
         if _in_store(parent):
             problems += _store_parent_problems(parent, folder, seen, unreached, rehashed, signatures)
@@ -241,7 +277,7 @@ def verify_checkpoint(
         location = parent["source"].get("location")
         if location is None:
             continue  # not on this machine's disk (a hub id, a record from before stores were pinned per file)
-        path = located(location, folder)  # never another user's home: the record is outside input
+        path = located(location, anchor)  # never another user's home: the record is outside input
         if not path.exists():
             if unreached is not None:
                 unreached.append(f"{parent['role']} of {folder.name}: {path}")
