@@ -27,6 +27,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from importlib import metadata
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -113,6 +114,7 @@ def main() -> int:
     result = {
         "date": time.strftime("%Y-%m-%d"),
         "machine": platform.platform(),
+        "versions": {name: metadata.version(name) for name in ("torch", "deepspeed", "transformers")},
         "cores": len(os.sched_getaffinity(0)),
         "spinners": args.spinners,
         "load_before": load_before,
