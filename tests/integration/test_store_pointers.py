@@ -226,3 +226,48 @@ def test_verify_of_a_published_checkpoint_finds_a_base_given_relative_to_the_spe
     r = ftc("lineage", "verify", copy)
     assert r.code == ExitCode.LINEAGE_BROKEN, r.out + r.err
     assert str(tmp_path / "base" / "config.json") in r.err
+
+
+def _layout(s3, prefix: str) -> None:
+    """A run's prefix as a run cut short leaves it: step 2 (best), 4 and 8 (latest) published, step 6 half removed
+    (files, no marker) and step 10 half uploaded (files, no marker)."""
+    import hashlib
+
+    from ftc.stores.pointers import pointer_body
+
+    def put(key: str, body: bytes) -> None:
+        s3.put_object(Bucket=s3.bucket, Key=prefix + key, Body=body)
+
+    for step in ("step-000002", "step-000004", "step-000006", "step-000008", "step-000010"):
+        files = {"ftc_state.json": b'{"global_step": 1, "total_steps": 10}', "lineage.json": b"{}"}
+        for name, body in files.items():
+            put(f"checkpoints/{step}/{name}", body)
+        if step not in ("step-000006", "step-000010"):
+            listed = [{"path": n, "size": len(b), "sha256": hashlib.sha256(b).hexdigest()} for n, b in files.items()]
+            put(f"checkpoints/{step}.complete", json.dumps({"record_id": "x", "last": False, "files": listed}).encode())
+    put("best", pointer_body("checkpoints/step-000002", "sha256:" + "2" * 64))
+    put("latest", pointer_body("checkpoints/step-000008", "sha256:" + "8" * 64))
+
+
+def _staged(staging: Path, *steps: str) -> None:
+    for step in steps:
+        (staging / "checkpoints" / step).mkdir(parents=True)
+        (staging / "checkpoints" / step / "ftc_state.json").write_text('{"global_step": 1, "total_steps": 10}')
+
+
+def test_the_store_drops_only_what_the_staging_folder_no_longer_keeps(s3, tmp_path):
+    """Never a checkpoint a pointer names, one still staged, or one newer than the newest staged; a folder without
+    its marker (a removal or upload cut short) goes when older. Resumed on another machine (the newest published
+    downloaded into an empty staging folder), the checkpoints this staging folder never held stay."""
+    from ftc.runtime.launch.publish import Publisher
+
+    prefix = f"s3://{s3.bucket}/runs/cut/"
+    _layout(s3, "runs/cut/")
+    here = Publisher(prefix, tmp_path / "here")
+    _staged(here.staging, "step-000008", "step-000010")
+    here.check_start(resume=True)
+    assert here.stale() == ["step-000004", "step-000006"]
+    elsewhere = Publisher(prefix, tmp_path / "elsewhere")
+    elsewhere.check_start(resume=True)  # downloads step 8, the newest published
+    assert (elsewhere.staging / "checkpoints" / "step-000008" / "lineage.json").read_bytes() == b"{}"
+    assert elsewhere.stale() == ["step-000006"]
