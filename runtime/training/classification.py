@@ -22,7 +22,7 @@ import numpy as np
 
 from .batches import IGNORE, collate, group
 from .distributed import Dist
-from .progress import CLASSIFIER_SCALARS
+from .progress import CLASSIFIER_SCALARS, CountProgress
 
 __all__ = [
     "METRICS",
@@ -232,10 +232,11 @@ def evaluate_classifier(
     _check_wanted(wanted)
     n, k = len(examples), len(label_token_ids)
     probs, truth, losses = np.zeros((n, k)), np.zeros(n), np.zeros(n)
+    chunks = group(list(range(n)), batch_size * dist.world)
     was_training = model.training
     model.eval()
-    with torch.no_grad():
-        for chunk in group(list(range(n)), batch_size * dist.world):
+    with torch.no_grad(), CountProgress(len(chunks), "evaluation (classifier)", "batch", enabled=dist.main) as shown:
+        for chunk in chunks:
             mine = chunk[dist.rank :: dist.world] or chunk[:1]  # every rank joins every forward (ZeRO-3)
             logits, true, targets = _answers(
                 model, collate([(i,) for i in mine], examples, pad_id=pad_id, packed=False), label_token_ids,
@@ -243,6 +244,7 @@ def evaluate_classifier(
             )  # fmt: skip
             if len(true) != len(mine):
                 raise ValueError(f"{len(true)} label answers in a batch of {len(mine)} examples")
+            shown.update()
             if not chunk[dist.rank :: dist.world]:
                 continue  # the stand-in's answers are not counted
             ce = torch.nn.functional.cross_entropy(logits, targets.to(logits.device), reduction="none")

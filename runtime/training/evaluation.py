@@ -1,5 +1,6 @@
 """Evaluation during training, every rank taking its share: the mean token loss over validation examples, and the
-share of validation conversations whose generated answer matches the reference."""
+share of validation conversations whose generated answer matches the reference. Each shows its progress on rank 0
+once it runs for more than a few seconds (``CountProgress``): generating answers on a CPU can take minutes."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from typing import Any
 
 from .batches import collate, group
 from .distributed import Dist
+from .progress import CountProgress
 
 __all__ = ["exact_match_share", "mean_token_loss"]
 
@@ -18,7 +20,7 @@ def mean_token_loss(engine: Any, token_loss: Any, examples: Any, *, pad_id: int,
     batches = group([(i,) for i in range(len(examples))], batch_size * dist.world)
     loss_sum, count = 0.0, 0
     engine.eval()
-    with torch.no_grad():
+    with torch.no_grad(), CountProgress(len(batches), "evaluation (eval loss)", "batch", enabled=dist.main) as shown:
         for chunk in batches:
             mine = chunk[dist.rank :: dist.world] or chunk[:1]  # every rank joins every forward (ZeRO-3)
             weight = 1.0 if chunk[dist.rank :: dist.world] else 0.0
@@ -27,6 +29,7 @@ def mean_token_loss(engine: Any, token_loss: Any, examples: Any, *, pad_id: int,
             loss = token_loss(engine, inputs, batch.labels.to(dist.device))
             loss_sum += weight * loss.item()
             count += int(weight) * batch.loss_tokens
+            shown.update()
     engine.train()
     total, tokens = dist.sum(loss_sum, count)
     return total / max(tokens, 1)
@@ -56,14 +59,17 @@ def exact_match_share(
     mine = list(range(dist.rank, len(conversations), dist.world))
     share = -(-len(conversations) // dist.world) if lockstep else len(mine)
     matched = 0
+    label = "evaluation (exact match" + (f", rank 0's share of {len(conversations)})" if dist.world > 1 else ")")
     engine.eval()
-    for k in range(share):
-        index = mine[k] if k < len(mine) else 0  # lockstep: a rank with fewer examples repeats one, uncounted
-        result = answer(
-            engine.module, tokenizer, conversations[index], fmt=fmt, stop_texts=stops, stop_ids=stop_ids,
-            sampling=sampling, lockstep=lockstep,
-        )  # fmt: skip
-        matched += int(k < len(mine) and result.exact_match)
+    with CountProgress(share, label, "answer", enabled=dist.main) as shown:
+        for k in range(share):
+            index = mine[k] if k < len(mine) else 0  # lockstep: a rank with fewer examples repeats one, uncounted
+            result = answer(
+                engine.module, tokenizer, conversations[index], fmt=fmt, stop_texts=stops, stop_ids=stop_ids,
+                sampling=sampling, lockstep=lockstep,
+            )  # fmt: skip
+            matched += int(k < len(mine) and result.exact_match)
+            shown.update()
     engine.train()
     (total,) = dist.sum(matched)
     return total / max(len(conversations), 1)

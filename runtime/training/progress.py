@@ -17,7 +17,9 @@ __all__ = [
     "CLASSIFIER_SCALARS",
     "EVAL_SCALARS",
     "PREFERENCE_SCALARS",
+    "EVERY_S",
     "ByteProgress",
+    "CountProgress",
     "MetricsLog",
     "Progress",
     "byte_progress",
@@ -167,6 +169,78 @@ class ByteProgress:
     def close(self) -> None:
         if self.bar is not None:
             self.bar.close()
+
+
+#: how often a long piece of work (an evaluation) reports: at most one line in this many seconds, none for work done
+#: sooner (a bar on a terminal appears only after it)
+EVERY_S = 10.0
+
+
+class CountProgress:
+    """Items done of a known ``total`` (an evaluation's answers or batches), for work that may take minutes and must
+    not look hung: on a terminal a tqdm bar that appears once the work has run ``every_s`` seconds and is gone when
+    it ends; elsewhere a log line at most every ``every_s`` seconds (``evaluation: answer 12/40, 0:45 so far, eta
+    1:30``) and, when it ran that long, a last one with the time it took. Work done sooner says nothing. Only where
+    ``enabled`` (rank 0); used as a context manager, it says nothing more when the work fails."""
+
+    def __init__(
+        self,
+        total: int,
+        label: str,
+        unit: str,
+        *,
+        enabled: bool = True,
+        stream: TextIO | None = None,
+        every_s: float | None = None,
+    ):
+        self.total, self.label, self.unit = total, label, unit
+        self.enabled = enabled and total > 0
+        self.stream = stream or sys.stderr
+        self.every_s = EVERY_S if every_s is None else every_s
+        self.done = 0
+        self.start = self.last = time.perf_counter()
+        self.shown = False
+        self.bar = None
+        if self.enabled and self.stream.isatty():
+            from tqdm import tqdm
+
+            self.bar = tqdm(
+                total=total, desc=label, unit=unit, file=self.stream, dynamic_ncols=True, delay=self.every_s,
+                leave=False,
+            )  # fmt: skip
+
+    def __enter__(self) -> CountProgress:
+        return self
+
+    def __exit__(self, kind: Any, *rest: Any) -> None:
+        self.close(finished=kind is None)
+
+    def update(self, n: int = 1) -> None:
+        if not self.enabled:
+            return
+        self.done += n
+        if self.bar is not None:
+            self.bar.update(n)
+            return
+        now = time.perf_counter()
+        if now - self.last >= self.every_s and self.done < self.total:
+            self.last, self.shown = now, True
+            elapsed = now - self.start
+            eta = elapsed / self.done * (self.total - self.done)
+            log(
+                f"{self.label}: {self.unit} {self.done}/{self.total}, {duration(elapsed)} so far, eta {duration(eta)}",
+                self.stream,
+            )
+
+    def close(self, finished: bool = True) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+        elif self.enabled and finished:
+            took = time.perf_counter() - self.start
+            if self.shown or took >= self.every_s:
+                log(f"{self.label}: {self.unit} {self.done}/{self.total}, took {duration(took)}", self.stream)
+        self.enabled = False  # closed: says nothing more
 
 
 def byte_progress(total: int, label: str) -> ByteProgress | None:

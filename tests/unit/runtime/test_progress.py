@@ -5,7 +5,7 @@ from __future__ import annotations
 import io
 import json
 
-from ftc.runtime.training.progress import MetricsLog, Progress
+from ftc.runtime.training.progress import CountProgress, MetricsLog, Progress
 
 
 class _Terminal(io.StringIO):
@@ -71,3 +71,64 @@ def test_download_progress_off_a_terminal_is_a_log_line_with_rate_and_eta():
     progress.close()
     (line,) = stream.getvalue().splitlines()
     assert line.startswith("[ftc] base_model: downloading: 1.00 of 4.00 GB, ") and " MB/s, eta " in line
+
+
+def test_long_work_reports_at_most_once_per_interval_then_how_long_it_took():
+    stream = io.StringIO()
+    with CountProgress(4, "evaluation (exact match)", "answer", stream=stream, every_s=0.0) as shown:
+        for _ in range(4):
+            shown.update()
+    lines = stream.getvalue().splitlines()
+    assert [line.split(",")[0] for line in lines] == [
+        "[ftc] evaluation (exact match): answer 1/4",
+        "[ftc] evaluation (exact match): answer 2/4",
+        "[ftc] evaluation (exact match): answer 3/4",
+        "[ftc] evaluation (exact match): answer 4/4",
+    ]
+    assert "so far, eta" in lines[0] and ", took " in lines[-1]
+
+
+def test_work_done_within_the_interval_says_nothing():
+    stream = io.StringIO()
+    with CountProgress(50, "evaluation (eval loss)", "batch", stream=stream, every_s=60.0) as shown:
+        for _ in range(50):
+            shown.update()
+    assert stream.getvalue() == ""
+
+
+def test_only_the_main_process_shows_an_evaluations_progress():
+    stream = io.StringIO()
+    with CountProgress(3, "evaluation", "batch", enabled=False, stream=stream, every_s=0.0) as shown:
+        for _ in range(3):
+            shown.update()
+    assert stream.getvalue() == ""
+
+
+def test_work_that_fails_does_not_say_it_finished():
+    stream = io.StringIO()
+    try:
+        with CountProgress(3, "evaluation", "answer", stream=stream, every_s=0.0) as shown:
+            shown.update()
+            raise RuntimeError("stopped")
+    except RuntimeError:
+        pass
+    assert "took" not in stream.getvalue() and "answer 1/3" in stream.getvalue()
+
+
+def test_on_a_terminal_an_evaluation_has_a_bar_that_is_gone_when_it_ends():
+    stream = _Terminal()
+    with CountProgress(4, "evaluation (exact match)", "answer", stream=stream, every_s=0.0) as shown:
+        for _ in range(4):
+            shown.update()
+        during = stream.getvalue()
+    assert "evaluation (exact match):" in during and "/4 [" in during  # tqdm's bar
+    after = stream.getvalue()[len(during) :]
+    assert after.strip() == "" and after.endswith("\r") and "[ftc]" not in stream.getvalue()  # cleared, no log
+
+
+def test_on_a_terminal_quick_work_shows_no_bar():
+    stream = _Terminal()
+    with CountProgress(4, "evaluation", "answer", stream=stream, every_s=60.0) as shown:
+        for _ in range(4):
+            shown.update()
+    assert stream.getvalue() == ""
