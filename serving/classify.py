@@ -167,7 +167,14 @@ def _categories(session: Session, forced: list[list[int] | None], expected: list
     """The category line generated after each ``forced`` prompt (:func:`category_prompt`; None: the example has
     none), up to its end of turn or stop and stripped, compared with the ``expected`` one: per example (None where
     none), and the share of exact matches with how many there were (nothing where no example has one)."""
-    found: list[str | None] = [None if ids is None else session.generate(ids, sampling).text.strip() for ids in forced]
+    from ftc.runtime.training.progress import CountProgress
+
+    found: list[str | None] = []
+    with CountProgress(sum(ids is not None for ids in forced), "evaluation (categories)", "answer") as shown:
+        for ids in forced:
+            found.append(None if ids is None else session.generate(ids, sampling).text.strip())
+            if ids is not None:
+                shown.update()
     pairs = [(truth, got) for truth, got in zip(expected, found) if truth is not None]
     if not pairs:
         return found, {}
@@ -240,7 +247,7 @@ def score_classifier(
     ]  # fmt: skip
     write_text_atomic(out, "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows))
     return {
-        "model": str(trained.folder), "record_id": trained.record["record_id"], "data": str(data),
+        **trained.identity(), "data": str(data),
         "data_sha256": f"sha256:{sha}", "examples": len(rows), "threshold": threshold, **metrics, **categorized,
         "outputs": str(out),
     }  # fmt: skip

@@ -127,12 +127,12 @@ def conversations_to_answer(path: Path) -> list[tuple[str, list[dict[str, Any]]]
     return found
 
 
-def evaluate(
-    session: Session, data: Path, out: Path, *, sampling: Any, progress: Callable[[int], None] | None = None
-) -> dict[str, Any]:
+def evaluate(session: Session, data: Path, out: Path, *, sampling: Any) -> dict[str, Any]:
     """Answer every example of ``data`` in place of its last assistant turn; write one JSON line per example to
-    ``out`` (atomically) and return the aggregate."""
+    ``out`` (atomically) and return the aggregate. Answering takes a while: its progress goes to stderr once it runs
+    for more than a few seconds (``CountProgress``)."""
     from ftc.runtime.training.generation import Answer
+    from ftc.runtime.training.progress import CountProgress
 
     trained = session.trained
     sha, _ = hash_file(data_file(data))  # what was answered: the file as it was before reading it
@@ -142,21 +142,21 @@ def evaluate(
     for line, messages in conversations(data, require_answer=True):
         last = max(i for i, m in enumerate(messages) if m["role"] == "assistant")
         prompts.append((line, session.prompt(messages[:last], f"{data}:{line}"), messages[last]["content"]))
-    for count, (line, ids, expected) in enumerate(prompts, start=1):
-        result = Answer(expected, session.generate(ids, sampling))
-        rows.append({
-            "line": line, "expected": result.expected, "output": result.generated.text,
-            "exact_match": result.exact_match, "finish_reason": result.generated.finish_reason,
-            "tokens": result.generated.tokens,
-        })  # fmt: skip
-        if progress is not None:
-            progress(count)
+    with CountProgress(len(prompts), "evaluation (exact match)", "answer") as shown:
+        for line, ids, expected in prompts:
+            result = Answer(expected, session.generate(ids, sampling))
+            rows.append({
+                "line": line, "expected": result.expected, "output": result.generated.text,
+                "exact_match": result.exact_match, "finish_reason": result.generated.finish_reason,
+                "tokens": result.generated.tokens,
+            })  # fmt: skip
+            shown.update()
     if not rows:
         raise DataInvalid(f"{data}: no examples")
     write_text_atomic(out, "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows))
     matched = sum(row["exact_match"] for row in rows)
     return {
-        "model": str(trained.folder), "record_id": trained.record["record_id"], "data": str(data),
+        **trained.identity(), "data": str(data),
         "data_sha256": f"sha256:{sha}", "examples": len(rows), "exact_match": matched / len(rows),
         "exact_matches": matched, "max_new_tokens": sampling.max_new_tokens, "temperature": sampling.temperature,
         "outputs": str(out),

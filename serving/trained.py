@@ -1,7 +1,9 @@
 """A trained model as ``ftc export``, ``ftc generate`` and ``ftc eval`` read it: a checkpoint (with the plan that
 wrote it) or an export of one. Every file is checked against the lineage record before anything is loaded, and an
 adapter's base weights are the exact ones it was trained on: found and verified through the pins of the checkpoint's
-own plan (your own weights, local or in a store; never ``model_id``'s published weights in their place)."""
+own plan (your own weights, local or in a store; never ``model_id``'s published weights in their place). ``ftc eval``
+also scores plain weights, a base with no lineage record, as a spec says (``plain_weights.py``): a ``Trained`` with
+no record, loaded as a run loads its base."""
 
 from __future__ import annotations
 
@@ -14,17 +16,29 @@ from ftc.lineage import checkpoint_folder
 from ftc.lineage.plan import checkpoint_plan, refuse_foreign_endpoints
 from ftc.lineage.record import located
 from ftc.lineage.verify import verified_record
-from ftc.spec import PromptFormat
+from ftc.spec import JobSpec, PromptFormat
 from ftc.spec.plan import Plan
 from ftc.stores.weights_folder import refuse_code
 
-__all__ = ["Trained", "load_model", "open_trained"]
+__all__ = ["PlainWeights", "Trained", "load_model", "open_trained"]
+
+
+@dataclass(frozen=True)
+class PlainWeights:
+    """A weights folder with no lineage record (a base model), scored as a spec says (``ftc eval --spec``)."""
+
+    #: the spec, checked as ``ftc compile`` checks it, its RoPE scaling resolved against the folder's config.json
+    spec: JobSpec
+    spec_file: Path
+    #: the folder's content digest, as a plan pins it for ``initial_base_model_ckpt_path``
+    digest: str
 
 
 @dataclass(frozen=True)
 class Trained:
     folder: Path
-    record: dict[str, Any]
+    #: the verified lineage record; None for plain weights (``plain``)
+    record: dict[str, Any] | None
     is_export: bool
     #: the folder's weights are a LoRA adapter, served on ``base``
     adapter: bool
@@ -38,6 +52,21 @@ class Trained:
     #: a classifier's labels in class order (its spec's ``classifier_config.label_tokens``, or what its export
     #: records); None for a model that answers in text
     labels: tuple[str, ...] | None = None
+    #: plain weights scored with a spec (no record, no plan); None for a checkpoint or an export
+    plain: PlainWeights | None = None
+
+    def identity(self) -> dict[str, Any]:
+        """What was scored, as ``ftc eval``'s JSON says it: the folder, what it is, and its record_id (plain
+        weights: none; their content digest and the spec they were scored with instead)."""
+        if self.plain is not None:
+            return {
+                "model": str(self.folder), "scored": "base weights, no lineage", "record_id": None,
+                "digest": self.plain.digest, "spec": str(self.plain.spec_file),
+            }  # fmt: skip
+        return {
+            "model": str(self.folder), "scored": "export" if self.is_export else "checkpoint",
+            "record_id": self.record["record_id"],
+        }  # fmt: skip
 
     @property
     def name(self) -> str:
@@ -115,13 +144,22 @@ def _base_weights(plan: Plan, folder: Path) -> Path | str:
 
 def load_model(trained: Trained, *, dtype: str = "float32", device: str = "cpu") -> tuple[Any, Any]:
     """The model (an adapter on its base, unmerged; or whole weights) in ``dtype`` on ``device``, and the
-    tokenizer saved with it, for inference."""
+    tokenizer saved with it, for inference. Plain weights are loaded as a run of their spec loads its base (its
+    tokenizer, a classifier's labels added as tokens, the RoPE scaling), so they score as the run's evaluation
+    before training does."""
     import torch
 
     from ftc.runtime.training import pretrained_adapter, pretrained_causal_lm, pretrained_tokenizer
+    from ftc.runtime.training.loop import quiet_library_warnings
 
+    quiet_library_warnings()  # the deprecation notices a run filters, about the libraries' own calls
     what = "the export" if trained.is_export else "the checkpoint"
     torch_dtype = getattr(torch, dtype)
+    if trained.plain is not None:
+        from ftc.runtime.training.model import load_model as load_base
+
+        loaded = load_base(trained.plain.spec, "full", trained.folder, None, dtype=torch_dtype, attention="sdpa")
+        return loaded.model.to(device).eval(), loaded.tokenizer
     tokenizer = pretrained_tokenizer(trained.folder, what)
     try:
         if trained.adapter:

@@ -1,19 +1,28 @@
 """``ftc eval``: a checkpoint's or an export's answers scored against a data file's: exact match, or a
-classifier's metrics."""
+classifier's metrics; with ``--spec``, plain base weights scored as that spec says."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
 import click
+from click.core import ParameterSource
 
 from ._sampling import _FiniteFloat, sampling, sampling_options
 
 
 @click.command("eval")
-@click.argument("model", metavar="CHECKPOINT|EXPORT", type=click.Path(path_type=Path))
+@click.argument("model", metavar="CHECKPOINT|EXPORT|WEIGHTS", type=click.Path(path_type=Path))
 @click.option("--data", type=click.Path(path_type=Path), required=True, help="Chat-JSONL examples with answers.")
+@click.option(
+    "--spec",
+    type=click.Path(path_type=Path),
+    help="Score plain weights (a base model's folder, no lineage.json) as this job spec says: its prompt format and "
+    "stops, its task and labels, its evaluation.max_new_tokens unless --max-new-tokens is given; the score a run of "
+    "it from these weights gives before training.",
+)
 @click.option(
     "-o", "--output", type=click.Path(path_type=Path), help="Per-example outputs (JSONL). Default: <data>.eval.jsonl"
 )
@@ -24,21 +33,25 @@ from ._sampling import _FiniteFloat, sampling, sampling_options
     "most probable label).",
 )
 @sampling_options
-def eval_command(model: Path, data: Path, output: Path | None, threshold: float | None, **options) -> None:
+def eval_command(
+    model: Path, data: Path, spec: Path | None, output: Path | None, threshold: float | None, **options
+) -> None:
     """Answer every example of --data in place of its last assistant turn and score exact match (whitespace
     normalized): per-example outputs to --output, the aggregate as JSON on stdout. A classifier generates nothing:
     each label's probability at the answer, from one forward pass, is scored against the final answer's first line
     (accuracy, precision, recall, F1 and PR-AUC per class and macro, the confusion matrix); a category line after
-    the label (unsafe, then S1,S3) is generated after the true label and scored by exact match."""
-    from ftc.lineage.outputs import check_output_outside
+    the label (unsafe, then S1,S3) is generated after the true label and scored by exact match. Plain weights
+    (a base, no lineage.json) are scored with --spec: the baseline a fine-tune of them is measured against.
+    Progress goes to stderr."""
     from ftc.serving.classify import check_threshold, score_classifier
     from ftc.serving.generate import evaluate, load_session
-    from ftc.serving.trained import open_trained
+    from ftc.serving.plain_weights import check_scored_output, open_scored
 
-    out = output or data.with_name(data.stem + ".eval.jsonl")
-    check_output_outside(out, reads=model, also=data)
+    out = check_scored_output(output or data.with_name(data.stem + ".eval.jsonl"), model, spec=spec, data=data)
     chosen, dtype = sampling(options)
-    trained = open_trained(model)
+    trained = open_scored(model, spec)
+    if trained.plain is not None and _default("max_new_tokens"):  # as long as the run's evaluation answers
+        chosen = dataclasses.replace(chosen, max_new_tokens=trained.plain.spec.evaluation.max_new_tokens)
     check_threshold(trained, threshold)  # before the model is loaded
     session = load_session(trained, dtype=dtype)
     if trained.labels is not None:
@@ -46,3 +59,8 @@ def eval_command(model: Path, data: Path, output: Path | None, threshold: float 
     else:
         result = evaluate(session, data, out, sampling=chosen)
     click.echo(json.dumps(result, indent=2))
+
+
+def _default(option: str) -> bool:
+    """Whether ``option`` was left at its default (not given on the command line)."""
+    return click.get_current_context().get_parameter_source(option) is ParameterSource.DEFAULT
