@@ -116,7 +116,9 @@ def _write(
     from ftc.runtime.training import pretrained_tokenizer
     from ftc.runtime.training.chat_template import chat_template
     from ftc.runtime.training.generation import stop_token_ids
+    from ftc.runtime.training.loop import quiet_library_warnings
 
+    quiet_library_warnings()  # the deprecation notices a run filters, about the libraries' own calls (the merge)
     source = trained.folder
     if merge:
         dtype = _base_dtype(trained.base)
