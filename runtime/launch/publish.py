@@ -174,7 +174,12 @@ class Publisher:
             started = time.perf_counter()
             try:
                 sent = publish_checkpoint(self.store, uri, folder, record, last=is_complete(folder))
-            except RemoteProblem as exc:
+            except (RemoteProblem, OSError) as exc:
+                if not folder.is_dir():  # pruned from the staging folder while it was sent: no marker, removed later
+                    self._unmarked.add(folder.name)
+                    continue
+                if not isinstance(exc, RemoteProblem):
+                    raise
                 raise _failed(exc, f"uploading {folder.name}", self.staging) from None
             self._sent.add(folder.name)
             self._ids[folder.name] = record["record_id"]

@@ -271,3 +271,34 @@ def test_the_store_drops_only_what_the_staging_folder_no_longer_keeps(s3, tmp_pa
     elsewhere.check_start(resume=True)  # downloads step 8, the newest published
     assert (elsewhere.staging / "checkpoints" / "step-000008" / "lineage.json").read_bytes() == b"{}"
     assert elsewhere.stale() == ["step-000006"]
+
+
+def test_a_checkpoint_pruned_from_the_staging_folder_while_it_uploads_is_left_out(s3, job, ftc, tmp_path, monkeypatch):
+    """The staging folder drops step 4 while its upload is under way (keep 1, step 8 came first): the run is not
+    failed for it, and the store ends with step 8 alone."""
+    import shutil
+
+    import ftc.runtime.launch.publish as publish
+    import ftc.runtime.recipes.sft as train
+
+    started, send, save = threading.Event(), publish.publish_checkpoint, train._save
+
+    def pruned_while_sent(store, uri, folder, record, last):
+        if folder.name == "step-000004":  # a test seam: the local pruning, at the worst moment
+            shutil.rmtree(folder)
+            started.set()
+        return send(store, uri, folder, record, last)
+
+    def save_then_wait(run, state, *args):
+        save(run, state, *args)
+        if state.global_step == 4:
+            assert started.wait(60), "step 4's upload did not start within a minute"
+
+    monkeypatch.setattr(publish, "publish_checkpoint", pruned_while_sent)
+    monkeypatch.setattr(train, "_save", save_then_wait)
+    prefix = f"s3://{s3.bucket}/runs/raced/"
+    r = ftc("run", _compiled(job, ftc, tmp_path, prefix, num_checkpoints_to_keep=1))
+    assert r.code == 0, r.err
+    assert "published step-000004" not in r.err and "published step-000008" in r.err
+    objects = _objects(s3, "runs/raced/")
+    assert {k.split("/")[1] for k in objects if k.startswith("checkpoints/")} == {"step-000008", "step-000008.complete"}
