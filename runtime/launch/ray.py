@@ -75,9 +75,9 @@ def run_on_ray(
     if complete:
         return
     where = address or os.environ.get("RAY_ADDRESS") or "auto"
-    _connect(ray, where)
-    scratch = tempfile.mkdtemp(prefix="ftc-ray-")  # Ray Train's own run folder: ftc keeps nothing there
     ray_log = ray_log_path(plan.plan_id)
+    _connect(ray, where, ray_log)
+    scratch = tempfile.mkdtemp(prefix="ftc-ray-")  # Ray Train's own run folder: ftc keeps nothing there
     try:
         gpu = _cluster_has_gpus(ray)
         request = _requested(ray, plan, gpu, where=where, log=log)  # before anything is submitted
@@ -136,11 +136,25 @@ def _check_before(plan: Plan, *, resume: bool) -> tuple[Any, bool]:
     return publisher, False
 
 
-def _connect(ray: Any, where: str) -> None:
+def _connect(ray: Any, where: str, ray_log: Path) -> None:
+    """Connect to the cluster at ``where``, what Ray says meanwhile in ``ray_log``; exit 13 naming why not."""
+    from .ray_output import descriptors_logged_to
+
     _answers(where)  # Ray itself keeps retrying an address nobody answers at for minutes
+    start = ray_log.stat().st_size if ray_log.exists() else 0
     try:
-        ray.init(address=where, logging_level="ERROR", log_to_driver=True, configure_logging=False)
+        with descriptors_logged_to(ray_log):
+            ray.init(address=where, logging_level="ERROR", log_to_driver=True, configure_logging=False)
     except Exception as exc:  # ConnectionError, or Ray's own when nothing answers
+        with open(ray_log, "rb") as said:
+            said.seek(start)
+            if b"InvalidAuthToken" in said.read():  # Ray's core says so in its log lines, not in the exception
+                raise EngineUnavailable(
+                    f"the Ray cluster at {where} refused this driver: it asks for an authentication token"
+                    " (Ray's token authentication), and this environment has none or another"
+                    "\n    fix: set RAY_AUTH_MODE=token and RAY_AUTH_TOKEN (or RAY_AUTH_TOKEN_PATH) as on the"
+                    f" cluster's nodes (Ray's messages: {ray_log})"
+                ) from None
         raise EngineUnavailable(
             f"no Ray cluster answers at {where}: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}"
             "\n    fix: start one (`ray start --head`) or name it with --address / RAY_ADDRESS"

@@ -22,7 +22,7 @@ from pathlib import Path
 from queue import Empty
 from typing import Any, TextIO
 
-__all__ = ["QUEUE_OPTIONS", "forwarding", "logged_to", "ray_log_path", "shown"]
+__all__ = ["QUEUE_OPTIONS", "descriptors_logged_to", "forwarding", "logged_to", "ray_log_path", "shown"]
 
 #: the queue's actor takes no CPU: the workers have every CPU the plan asks for
 QUEUE_OPTIONS = {"num_cpus": 0}
@@ -49,6 +49,31 @@ def logged_to(path: Path) -> Iterator[None]:
         sink = _Plain(raw)
         with contextlib.redirect_stdout(sink), contextlib.redirect_stderr(sink):  # type: ignore[type-var]
             yield
+
+
+@contextlib.contextmanager
+def descriptors_logged_to(path: Path) -> Iterator[None]:
+    """During the block, what is written to this process's file descriptors 1 and 2 goes to the file at ``path``:
+    Ray's C++ core writes its log lines there, past Python's streams (connecting, it retries for half a minute,
+    a warning a second)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    for stream in (sys.stdout, sys.stderr):
+        stream.flush()
+    saved = os.dup(1), os.dup(2)
+    try:
+        with open(path, "ab") as raw:
+            os.dup2(raw.fileno(), 1)
+            os.dup2(raw.fileno(), 2)
+            try:
+                yield
+            finally:
+                for stream in (sys.stdout, sys.stderr):
+                    stream.flush()
+                os.dup2(saved[0], 1)
+                os.dup2(saved[1], 2)
+    finally:
+        for fd in saved:
+            os.close(fd)
 
 
 @contextlib.contextmanager

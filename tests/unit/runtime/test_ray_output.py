@@ -10,7 +10,7 @@ import os
 import queue
 import sys
 
-from ftc.runtime.launch.ray_output import forwarding, logged_to, shown
+from ftc.runtime.launch.ray_output import descriptors_logged_to, forwarding, logged_to, shown
 
 
 def _sent(q: queue.Queue) -> list[tuple[str, str]]:
@@ -77,3 +77,12 @@ def test_the_driver_shows_what_comes_through_the_queue_where_the_user_reads_and_
         q.put(("err", "[ftc] after the block: not shown\n"))
     assert err.getvalue() == "[ftc] step 1/4\n" and out.getvalue() == "on stdout\n"
     assert log.read_text() == "(TrainController pid=9650) Requesting resources\n"  # without terminal colours
+
+
+def test_what_rays_core_writes_to_the_descriptors_while_connecting_goes_to_the_log(tmp_path, capfd):
+    log = tmp_path / "logs" / "ray.log"
+    with descriptors_logged_to(log):
+        os.write(2, b"[2026-12-07 12:25:29,480 W 19322 19322] gcs_client.cc:210: Unauthenticated\n")
+    os.write(2, b"after the block\n")
+    assert "gcs_client.cc" in log.read_text() and "after the block" not in log.read_text()
+    assert capfd.readouterr().err == "after the block\n"
