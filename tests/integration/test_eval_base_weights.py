@@ -16,7 +16,7 @@ import pytest
 from ftc.errors import ExitCode
 
 from conftest import metrics
-from support.models import PROMPT_FORMATS, arithmetic_examples, write_jsonl
+from support.models import PROMPT_FORMAT, PROMPT_FORMATS, arithmetic_examples, write_jsonl
 
 pytestmark = pytest.mark.slow
 
@@ -24,6 +24,8 @@ pytestmark = pytest.mark.slow
 EVALUATION = {"generate": True, "max_new_tokens": 8}
 #: a prompt format other than the tiny tokenizer's chat template: the spec's, not the folder's, prompts the base
 GENERATION = {"prompt_format": PROMPT_FORMATS["llama2-system-in-user"], "stopping_sequences": ["</s>"]}
+#: a classifier's: its answer right after the assistant's header, where the label is its own token
+CLASSIFIER_GENERATION = {"prompt_format": PROMPT_FORMAT, "stopping_sequences": ["</s>"]}
 
 
 def _eval(ftc, *args) -> dict:
@@ -87,10 +89,10 @@ def test_a_base_scored_with_a_classifier_spec_gets_the_metrics_its_run_reports_b
 ):
     write_jsonl(tmp_path / "data/check-train.jsonl", _verdicts(8, seed=1))
     write_jsonl(tmp_path / "data/check-valid.jsonl", _verdicts(12, seed=2))
+    labels = {"label_tokens": ["0", "1"], "eval_metrics": ["accuracy", "f1", "prauc"]}
     spec = job(
-        train_path="data/check-train.jsonl", valid_path="data/check-valid.jsonl", generation_config=GENERATION,
-        context_length=128, classifier_config={"label_tokens": ["0", "1"], "eval_metrics": ["accuracy", "f1", "prauc"]},
-        output_dir="out",
+        train_path="data/check-train.jsonl", valid_path="data/check-valid.jsonl",
+        generation_config=CLASSIFIER_GENERATION, context_length=128, classifier_config=labels, output_dir="out",
     )  # fmt: skip
     scored = _eval(ftc, tiny_model, "--spec", spec, "--data", tmp_path / "data/check-valid.jsonl")
     assert scored["scored"] == "base weights, no lineage" and scored["examples"] == 12
