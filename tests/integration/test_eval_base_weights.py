@@ -176,3 +176,21 @@ def test_quick_evaluations_say_nothing(job, ftc, tiny_model, tmp_path):
     r = ftc("eval", tiny_model, "--spec", job(evaluation=EVALUATION), "--data", tmp_path / "data/valid.jsonl")
     assert r.code == 0, r.err
     assert "evaluation (" not in r.err
+
+
+def test_outputs_inside_the_weights_folder_are_refused_before_anything_is_read(job, ftc, tiny_model, tmp_path):
+    weights = tmp_path / "weights"
+    shutil.copytree(tiny_model, weights)
+    r = ftc("eval", weights, "--spec", job(), "--data", tmp_path / "data/valid.jsonl", "-o", weights / "rows.jsonl")
+    assert r.code == ExitCode.USAGE and "-o" in r.err and not (weights / "rows.jsonl").exists()
+
+
+def test_the_specs_rope_scaling_is_resolved_against_the_weights_as_compile_resolves_it(job, ftc, tiny_model, tmp_path):
+    rope = {"rope_type": "linear", "factor": 2.0, "original_max_position_embeddings": 7}
+    r = ftc("eval", tiny_model, "--spec", job(rope_scaling=rope), "--data", tmp_path / "data/valid.jsonl")
+    assert r.code == ExitCode.SPEC_INVALID and "rope_scaling.original_max_position_embeddings" in r.err
+    assert "is not the model's native length" in r.err
+    rope = {"rope_type": "linear", "factor": 2.0}
+    spec = job(rope_scaling=rope, evaluation=EVALUATION)
+    scored = _eval(ftc, tiny_model, "--spec", spec, "--data", tmp_path / "data/valid.jsonl", "-o", tmp_path / "r.jsonl")
+    assert scored["examples"] == 4
