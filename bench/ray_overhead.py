@@ -1,6 +1,7 @@
 """What `ftc run --backend ray` adds to a run: the quickstart, `ftc run` local against `--backend ray` on a one-node
-Ray cluster started here (`ray start --head`), one after the other, each a new process, the wall time of each whole
-command (compile excluded). Needs `pip install 'ftc[ray]'`; stops every Ray node on this machine at the end.
+Ray cluster started here (the tests' cluster: `ray start --head --block` with a token of its own, stopped by its own
+process ids at the end), one after the other, each a new process, the wall time of each whole command (compile
+excluded). Needs `pip install 'ftc[ray]'`.
 
     python bench/ray_overhead.py [--repeats N] [--json FILE]
 """
@@ -22,9 +23,9 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 
 
-def _timed(command: list[str], cwd: Path) -> float:
+def _timed(command: list[str], cwd: Path, env: dict[str, str]) -> float:
     started = time.perf_counter()
-    done = subprocess.run(command, cwd=cwd, capture_output=True, text=True)
+    done = subprocess.run(command, cwd=cwd, capture_output=True, text=True, env=env)
     elapsed = time.perf_counter() - started
     if done.returncode != 0:
         raise SystemExit(f"{' '.join(command)} failed:\n{done.stderr[-3000:]}")
@@ -36,11 +37,13 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
-    ray = str(Path(sys.executable).with_name("ray"))
+    sys.path.insert(0, str(REPO / "tests"))  # the tests' cluster: tests/support/ray_cluster.py
+    from support.ray_cluster import start_ray_cluster
+
     ftc = [sys.executable, "-m", "ftc.cli"]
-    port = "6391"
-    head = [ray, "start", "--head", "--port", port, "--num-cpus", str(os.cpu_count() or 1)]
-    subprocess.run([*head, "--include-dashboard", "false", "--disable-usage-stats"], check=True, capture_output=True)
+    scratch = Path(tempfile.mkdtemp(prefix="ftc-ray-bench-"))
+    # one node with every core, a token of its own, stopped by its own process ids (never `ray stop`)
+    cluster = start_ray_cluster(scratch / "cluster", nodes=1)
     times: dict[str, list[float]] = {"local": [], "ray": []}
     try:
         with tempfile.TemporaryDirectory() as tmp:
@@ -52,11 +55,13 @@ def main() -> None:
                     spec = work / "job.yaml"
                     spec.write_text(spec.read_text().replace("output_dir: ../../runs/quickstart", "output_dir: run"))
                     subprocess.run([*ftc, "compile", spec, "-o", work / "plan.json"], check=True, capture_output=True)
-                    extra = ["--backend", "ray", "--address", f"127.0.0.1:{port}"] if backend == "ray" else []
-                    times[backend].append(_timed([*ftc, "run", str(work / "plan.json"), *extra], work))
+                    extra = ["--backend", "ray", "--address", cluster.address] if backend == "ray" else []
+                    command = [*ftc, "run", str(work / "plan.json"), *extra]
+                    times[backend].append(_timed(command, work, cluster.environ()))
                     print(f"{backend} run {i + 1}: {times[backend][-1]:.1f} s", file=sys.stderr, flush=True)
     finally:
-        subprocess.run([ray, "stop", "--force"], capture_output=True)
+        cluster.stop()
+        shutil.rmtree(scratch, ignore_errors=True)
     local, on_ray = statistics.median(times["local"]), statistics.median(times["ray"])
     report = {
         "date": time.strftime("%Y-%m-%d"),
