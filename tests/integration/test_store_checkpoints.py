@@ -24,11 +24,10 @@ pytestmark = pytest.mark.slow
 @pytest.fixture(scope="module")
 def published(s3_server, tiny_model, tmp_path_factory):
     """A LoRA run (16 examples, 2 epochs of 4 steps, a checkpoint per epoch) published to s3://BUCKET/run/, its
-    inputs local and absolute; with its best pointer (written here when the run does not write pointers)."""
+    inputs local and absolute, with the best and latest pointers the run writes."""
     import boto3
 
     from ftc.cli import main
-    from ftc.stores.pointers import pointer_body
 
     from support.models import arithmetic_examples, write_jsonl
 
@@ -67,11 +66,9 @@ def published(s3_server, tiny_model, tmp_path_factory):
         objects = _objects(client, bucket, "run/")
         steps = sorted(k.removesuffix(".complete")[len("checkpoints/") :] for k in objects if k.endswith(".complete"))
         records = {s: json.loads(objects[f"checkpoints/{s}.complete"])["record_id"] for s in steps}
-        if "best" not in objects:  # a run that does not write pointers yet: the newest, as its pointer would name it
-            client.put_object(
-                Bucket=bucket, Key="run/best", Body=pointer_body(f"checkpoints/{steps[-1]}", records[steps[-1]])
-            )
-        best = json.loads(_objects(client, bucket, "run/")["best"])["checkpoint"].removeprefix("checkpoints/")
+        assert steps == ["step-000004", "step-000008"]  # both kept: the tests below tell one from the other
+        assert {"best", "latest"} <= set(objects)  # the run's pointers, each written after its checkpoint's marker
+        best = json.loads(objects["best"])["checkpoint"].removeprefix("checkpoints/")
         yield SimpleNamespace(
             client=client, bucket=bucket, prefix=f"s3://{bucket}/run/", steps=steps, records=records,
             best=best, best_id=records[best], root=root,
