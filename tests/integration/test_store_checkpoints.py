@@ -250,3 +250,13 @@ def test_a_command_that_takes_a_folder_says_so_of_a_store_location(ftc):
     r = ftc("lineage", "sign", "s3://bucket/run/checkpoints/step-000008/")
     assert r.code == ExitCode.USAGE, r.err
     assert "s3://bucket/run/checkpoints/step-000008/: a location in a store, not a folder on this machine" in r.err
+
+
+def test_a_run_published_to_gcs_is_read_through_its_prefix(gcs, job, ftc, tmp_path):
+    prefix = f"gs://{gcs.bucket_name}/run/"
+    assert ftc("compile", job(output_dir=prefix), "-o", tmp_path / "p.json").code == 0
+    assert ftc("run", tmp_path / "p.json").code == 0
+    best = json.loads(gcs.bucket(gcs.bucket_name).blob("run/best").download_as_bytes())
+    r = ftc("lineage", "verify", prefix)
+    assert r.code == 0, r.err
+    assert f"{prefix}best: {prefix}{best['checkpoint']}/" in r.err and f"record {best['record_id']}" in r.out
