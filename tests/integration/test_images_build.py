@@ -8,6 +8,10 @@ CUDA build runs on a CPU too), and the GPU image proves the toolchain that Trito
 time, with no GPU: a C extension compiled and imported by Triton's own builder (what its kernel launchers do),
 ``torch.compile`` of a small function on the CPU, ``import triton, liger_kernel, deepspeed``, DeepSpeed's op report.
 
+The CPU image's tracker variant (``ftc image build cpu --tracker mlflow --tracker wandb --tracker tensorboard``)
+carries exactly the pins, the trackers' too, and a docker run of the quickstart with ``logger: tensorboard`` writes
+its event files. Each image is built when a test first needs it: ``-k "not gpu"`` builds the CPU images only.
+
 Not in CI (~13 min here, with 8 GB of images): ``python -m pytest tests -m images``. The first run also downloads the
 wheels (~3.2 GB) and makes the base (~1 min), into .ftc-test-assets/.
 """
@@ -94,20 +98,25 @@ def engine():
 
 
 def _wheels(flavor: str) -> Path:
-    """Every wheel the image installs, downloaded here once (PyPI, and the torch builds on this machine's disk that
-    pip's configuration names), with DeepSpeed's wheel built from its sdist (it publishes no wheel)."""
+    """Every wheel the image installs, the tracker variant's included, downloaded here once per set of requirements
+    and pins (PyPI, and the torch builds on this machine's disk that pip's configuration names), with DeepSpeed's
+    wheel built from its sdist (it publishes no wheel)."""
+    import hashlib
+
+    from ftc.images.lint import tracker_extras
+
     folder = ASSETS / f"wheels-{flavor}"
-    done = folder / ".complete"
-    if done.exists():
-        return folder
     pins = REPO / ("images/versions.txt" if flavor == "cpu" else "images/versions-gpu.txt")
     project = read_pyproject(REPO)["project"]
-    extras = ("train", "s3", "gcs") + (("gpu",) if flavor == "gpu" else ())
+    trackers = tracker_extras(parse_pin_file((REPO / "images/versions.txt").read_text()))
+    extras = ("train", "s3", "gcs") + (("gpu",) if flavor == "gpu" else ()) + trackers
+    wanted = "\n".join(project["dependencies"] + [r for x in extras for r in project["optional-dependencies"][x]])
+    done = folder / f".complete-{hashlib.sha256((wanted + pins.read_text()).encode()).hexdigest()[:16]}"
+    if done.exists():
+        return folder
     requirements = folder / ".requirements.txt"
     folder.mkdir(parents=True, exist_ok=True)
-    requirements.write_text(
-        "\n".join(project["dependencies"] + [r for x in extras for r in project["optional-dependencies"][x]]) + "\n"
-    )
+    requirements.write_text(wanted + "\n")
     pip = [sys.executable, "-m", "pip", "-q"]
     for command in (
         [*pip, "wheel", "--no-deps", "-w", folder, "-c", pins, "deepspeed"],
@@ -126,32 +135,54 @@ def ftc_cli(*args, host: str, timeout: float = 1800) -> subprocess.CompletedProc
     )
 
 
-@pytest.fixture(scope="module")
-def images(engine):
-    """Both images, built by `ftc image build FLAVOR --base <offline base> --network host` with every package from a
-    local index; what each build reported (tag, ID, size, seconds) by flavour."""
-    from support.servers import serve_wheel_index
+class Images:
+    """The images, each built when a test first asks for it by `ftc image build FLAVOR [--tracker ...] --base <offline
+    base> --network host` with every package from a local index: what the build reported (tag, ID, size, seconds).
+    The tracker variant reuses the plain image's torch layer (TRACKERS is declared after it), so it adds one
+    install of the stack, not a second image from scratch."""
 
-    built = {}
-    for flavor in ("cpu", "gpu"):
+    def __init__(self, engine):
+        self.engine = engine
+        self.built: dict[tuple[str, tuple[str, ...]], dict] = {}
+
+    def __getitem__(self, flavor: str) -> dict:
+        return self.get(flavor)
+
+    def get(self, flavor: str, trackers: tuple[str, ...] = ()) -> dict:
+        if (flavor, trackers) not in self.built:
+            self.built[flavor, trackers] = self._build(flavor, trackers)
+        return self.built[flavor, trackers]
+
+    def _build(self, flavor: str, trackers: tuple[str, ...]) -> dict:
+        from support.servers import serve_wheel_index
+
         server, url = serve_wheel_index(_wheels(flavor))
         try:
             args = ["--build-arg", f"PIP_INDEX_URL={url}"]
             if flavor == "cpu":
                 args += ["--build-arg", f"TORCH_INDEX_URL={url}"]
-            tag = f"ftc-runtime:test-{flavor}"
+            for name in trackers:
+                args += ["--tracker", name]
+            tag = f"ftc-runtime:test-{'-'.join((*trackers, flavor))}"
             r = ftc_cli(
-                "image", "build", flavor, "-t", tag, "--base", BASE, "--network", "host", *args, host=engine.host
+                "image", "build", flavor, "-t", tag, "--base", BASE, "--network", "host", *args, host=self.engine.host
             )
         finally:
             server.shutdown()
         assert r.returncode == 0, r.stderr[-5000:]
-        m = re.search(r"built (\S+) \((sha256:[0-9a-f]{64}), ([\d.]+) GB\) in (\d+) s", r.stdout)
+        m = re.search(r"built (\S+) \((sha256:[0-9a-f]{64}), ([\d.]+) GB\)(?: with [^;]*)? in (\d+) s", r.stdout)
         assert m, r.stdout
-        built[flavor] = {"tag": m[1], "id": m[2], "gb": float(m[3]), "seconds": int(m[4])}
-        print(f"[images] {flavor}: {built[flavor]}")
-    (ASSETS / "images-built.json").write_text(json.dumps(built, indent=2) + "\n")  # for images/README.md's table
-    return built
+        built = {"tag": m[1], "id": m[2], "gb": float(m[3]), "seconds": int(m[4]), "said": r.stdout}
+        print(f"[images] {tag}: {built}")
+        measured = ASSETS / "images-built.json"  # for images/README.md's table
+        found = json.loads(measured.read_text()) if measured.exists() else {}
+        measured.write_text(json.dumps({**found, tag: built}, indent=2) + "\n")
+        return built
+
+
+@pytest.fixture(scope="module")
+def images(engine) -> Images:
+    return Images(engine)
 
 
 def _in_image(engine, image: str, entrypoint: str, *args: str) -> subprocess.CompletedProcess:
@@ -206,12 +237,57 @@ def test_the_gpu_image_carries_the_toolchain_triton_inductor_and_liger_need(engi
     assert "deepspeed install path" in report.stdout
 
 
+def _installed(engine, tag: str) -> dict[str, str]:
+    listed = _in_image(engine, tag, "python", "-m", "pip", "list", "--format=json")
+    assert listed.returncode == 0, listed.stderr
+    return {
+        canonicalize_name(d["name"]): d["version"] for d in json.loads(listed.stdout) if d["name"] not in ("pip", "ftc")
+    }
+
+
+def _pins() -> tuple[dict[str, str], set[str]]:
+    """images/versions.txt's pins, and those of its tracker section (what only the tracker variant installs)."""
+    text = (REPO / "images/versions.txt").read_text()
+    pins = {k: v for k, (_, v) in parse_pin_file(text).pins.items()}
+    section = text[text.index("# --- the tracker variant") :]
+    return pins, {canonicalize_name(line.split("==")[0]) for line in section.splitlines() if "==" in line}
+
+
 def test_the_cpu_image_has_no_compiler_and_the_same_stack(engine, images):
     r = _in_image(engine, images["cpu"]["tag"], "sh", "-c", "command -v gcc cc g++ || echo none; id -u")
     assert r.stdout.split() == ["none", "1000"], r.stdout + r.stderr
-    listed = _in_image(engine, images["cpu"]["tag"], "python", "-m", "pip", "list", "--format=json")
-    assert listed.returncode == 0, listed.stderr
-    installed = {canonicalize_name(d["name"]): d["version"] for d in json.loads(listed.stdout)}
+    installed = _installed(engine, images["cpu"]["tag"])
     assert installed["torch"].endswith("+cpu")
-    pins = parse_pin_file((REPO / "images/versions.txt").read_text()).pins
-    assert {k: installed.get(k, "").split("+")[0] for k in pins} == {k: v for k, (_, v) in pins.items()}
+    pins, variant_only = _pins()
+    # every pin but the tracker variant's, at its version, and nothing else
+    assert {k: v.split("+")[0] for k, v in installed.items()} == {
+        k: v for k, v in pins.items() if k not in variant_only
+    }
+
+
+def test_the_tracker_variant_carries_the_pinned_tracker_clients_and_a_docker_run_logs_to_one(engine, images, tmp_path):
+    trackers = ("mlflow", "wandb", "tensorboard")
+    image = images.get("cpu", trackers)
+    assert "with the tracker clients of mlflow, wandb, tensorboard" in image["said"]
+    installed = _installed(engine, image["tag"])
+    pins, variant_only = _pins()
+    assert {"mlflow-skinny", "wandb", "tensorboard"} <= variant_only
+    assert {k: v.split("+")[0] for k, v in installed.items()} == pins  # every pin, the trackers' too, and no other
+    r = _in_image(engine, image["tag"], "python", "-c", "import mlflow, wandb, tensorboard, ftc.runtime; print('ok')")
+    assert r.returncode == 0 and r.stdout.strip() == "ok", r.stdout + r.stderr
+    label = engine.client.images.get(image["tag"]).labels["dev.ftc.trackers"]
+    assert label == "mlflow wandb tensorboard"
+
+    # the quickstart with `logger: tensorboard` (no server needed) in that image, through `ftc run --backend docker`
+    quickstart = tmp_path / "quickstart"
+    shutil.copytree(REPO / "examples" / "quickstart", quickstart, ignore=shutil.ignore_patterns("output"))
+    spec = quickstart / "job.yaml"
+    spec.write_text(
+        spec.read_text().replace("output_dir: ../../runs/quickstart", "output_dir: run")
+        + f"image: {image['tag']}\nlogger:\n  provider: tensorboard\n"
+    )
+    assert ftc_cli("compile", spec, "-o", quickstart / "plan.json", host=engine.host).returncode == 0
+    r = ftc_cli("run", quickstart / "plan.json", "--backend", "docker", host=engine.host)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    assert list((quickstart / "run" / "tensorboard").glob("events.out.tfevents.*")), r.stdout + r.stderr
+    assert read_json(quickstart / "run" / "summary.json")["tracker"]["provider"] == "tensorboard"
