@@ -104,12 +104,12 @@ def test_data_inspect_of_a_classifier_marks_the_label_token_as_the_only_trained_
     assert r.code == 0, r.err
     assert "task classification: only the final answer's label token is trained (marked)" in r.out
     first, second = (e["messages"] for e in guard_examples(2, seed=1))
-    # the label alone in brackets, the end of turn after it context; one token trained per example
-    assert f"{first[0]['content']}</s>\n<|assistant|>\n[safe]</s>\n" in r.out
-    assert f"{second[0]['content']}</s>\n<|assistant|>\n[unsafe]</s>\n" in r.out
+    # the label alone marked, the end of turn after it context; one token trained per example
+    assert f"{first[0]['content']}</s>\n<|assistant|>\n⟦safe⟧</s>\n" in r.out
+    assert f"{second[0]['content']}</s>\n<|assistant|>\n⟦unsafe⟧</s>\n" in r.out
     assert r.out.count(" tokens, 1 trained)") == 2
     boundaries = ftc("data", "inspect", spec, "-n", "1", "--no-color", "--boundaries").out
-    assert "|\n[safe]</s>|" in boundaries  # one token, its boundaries around it
+    assert "¦\n⟦safe⟧</s>¦" in boundaries  # one token, its boundaries around it
 
 
 def test_a_fully_fine_tuned_classifier_learns_the_labels_beyond_the_majority_class(guard_run):
@@ -158,8 +158,8 @@ def test_a_classifier_whose_unsafe_answers_name_their_category_trains_the_label_
     second = guard_examples(2, seed=1, categories=True)[1]["messages"]
     assert second[1]["content"].startswith("unsafe\nS")
     # the label, its category line and the end of turn trained; a safe answer's label alone
-    assert f"<|assistant|>\n[{second[1]['content']}</s>\n]" in r.out
-    assert "<|assistant|>\n[safe]</s>\n" in r.out
+    assert f"<|assistant|>\n⟦{second[1]['content']}</s>\n⟧" in r.out
+    assert "<|assistant|>\n⟦safe⟧</s>\n" in r.out
     r = ftc("compile", spec, "-o", tmp_path / "categories.plan.json")
     assert r.code == 0, r.err
     r = ftc("run", tmp_path / "categories.plan.json")
