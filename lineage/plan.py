@@ -1,5 +1,6 @@
 """The plan a checkpoint carries (``plan.json``), as seen from the checkpoint: checked against the record's
-``plan_id``, its local inputs located where the lineage record says they are (relative to the checkpoint), so that
+``plan_id``, its local inputs located where the lineage record says they are (relative to the checkpoint, or for a
+copy of a published checkpoint to the folder it was written in), so that
 the plan's pins find and verify them from here (the base weights to serve an adapter on, the data to rerun on)."""
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from ftc.spec.text import for_terminal, redact
 from ftc.stores.sources import SOURCES
 
 from .record import located as record_location
+from .verify import written_in
 
 __all__ = ["PLAN_FILE", "checkpoint_plan", "refuse_foreign_endpoints", "reproduction_plan"]
 
@@ -31,6 +33,9 @@ def checkpoint_plan(folder: Path, record: dict[str, Any]) -> Plan:
     """The plan that wrote the checkpoint in ``folder`` (whose verified lineage record is ``record``)."""
     plan = _carried_plan(folder, record, older_spec=True)  # a checkpoint outlives the ftc that wrote it
     located = _recorded_locations(record)
+    anchor = written_in(folder, record)
+    if anchor != folder:  # a copy of a published checkpoint: its record's relative locations start where it was written
+        located = {role: str(record_location(where, anchor)) for role, where in located.items()}
     inputs = {
         role: dataclasses.replace(item, uri=located[role]) if SOURCES[item.source].on_disk and role in located else item
         for role, item in plan.inputs.items()
@@ -47,7 +52,7 @@ def reproduction_plan(folder: Path, record: dict[str, Any], output: Path, *, tra
     plan = _carried_plan(folder, record, older_spec=False)
     located = _recorded_locations(record)
     locations = {
-        item.uri: str(record_location(located[role], folder))  # never another user's home
+        item.uri: str(record_location(located[role], written_in(folder, record)))  # never another user's home
         for role, item in plan.inputs.items()
         if SOURCES[item.source].on_disk and role in located
     }

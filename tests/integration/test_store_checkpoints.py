@@ -148,6 +148,11 @@ def test_a_published_checkpoint_and_a_run_prefix_are_exported_and_answer(publish
     r = ftc("generate", published.prefix, "--prompt", "2+2=", "--max-new-tokens", "4")
     assert r.code == 0, r.err
     assert f"{published.prefix}best: " in r.err
+    r = ftc("eval", published.prefix, "--data", published.root / "data" / "valid.jsonl", "-o", tmp_path / "e.jsonl")
+    assert r.code == 0, r.err
+    assert json.loads(r.out)["examples"] == 4 and f"{published.prefix}best: " in r.err
+    r = ftc("eval", f"{published.prefix}checkpoints/{published.steps[0]}/", "--data", tmp_path / "nowhere.jsonl")
+    assert r.code != 0 and "nowhere.jsonl" in r.err, r.err
     r = ftc("data", "inspect", published.prefix, "-n", "1", "--no-color")
     assert r.code == 0, r.err
     assert "examples" in r.out

@@ -204,7 +204,8 @@ def test_a_keep_one_run_in_gcs_leaves_one_checkpoint_and_its_pointers(gcs, job, 
 
 def test_verify_of_a_published_checkpoint_finds_a_base_given_relative_to_the_spec(s3, job, ftc, tmp_path, tiny_model):
     """The base is given as a path relative to the spec; the run wrote its record in the staging folder, and the
-    checkpoint is verified from copies the store gave (anywhere): the base is found where the spec named it."""
+    checkpoint is verified, served and exported from copies the store gave (anywhere): the base is found where the
+    spec named it."""
     import shutil
 
     from ftc.stores.publish import download_checkpoint
@@ -221,6 +222,12 @@ def test_verify_of_a_published_checkpoint_finds_a_base_given_relative_to_the_spe
         r = ftc("lineage", "verify", checkpoint)
         assert r.code == 0, r.err
         assert "re-hashed parent: base model base (" in r.out and "not re-hashed" not in r.out
+    # serving an adapter from the store finds its base the same way (not beside the fetched copy)
+    for checkpoint in (prefix, copy):
+        r = ftc("generate", checkpoint, "--prompt", "2+2=", "--max-new-tokens", "2")
+        assert r.code == 0, r.err
+    r = ftc("export", f"{prefix}checkpoints/step-000008/", "-o", tmp_path / "export")
+    assert r.code == 0, r.err
     # the base changed since: verify names it where the spec put it
     (tmp_path / "base" / "config.json").write_text("{}")
     r = ftc("lineage", "verify", copy)

@@ -3,6 +3,7 @@ classifier's metrics; with ``--spec``, plain base weights scored as that spec sa
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 from pathlib import Path
@@ -14,7 +15,7 @@ from ._sampling import _FiniteFloat, sampling, sampling_options
 
 
 @click.command("eval")
-@click.argument("model", metavar="CHECKPOINT|EXPORT|WEIGHTS", type=click.Path(path_type=Path))
+@click.argument("model", metavar="CHECKPOINT|EXPORT|WEIGHTS")
 @click.option("--data", type=click.Path(path_type=Path), required=True, help="Chat-JSONL examples with answers.")
 @click.option(
     "--spec",
@@ -34,7 +35,7 @@ from ._sampling import _FiniteFloat, sampling, sampling_options
 )
 @sampling_options
 def eval_command(
-    model: Path, data: Path, spec: Path | None, output: Path | None, threshold: float | None, **options
+    model: str, data: Path, spec: Path | None, output: Path | None, threshold: float | None, **options
 ) -> None:
     """Answer every example of --data in place of its last assistant turn and score exact match (whitespace
     normalized): per-example outputs to --output, the aggregate as JSON on stdout. A classifier generates nothing:
@@ -43,21 +44,30 @@ def eval_command(
     the label (unsafe, then S1,S3) is generated after the true label and scored by exact match. Plain weights
     (a base, no lineage.json) are scored with --spec: the baseline a fine-tune of them is measured against.
     Progress goes to stderr."""
+    from ftc.lineage import in_store, local_checkpoint
+    from ftc.lineage.outputs import check_output_outside
     from ftc.serving.classify import check_threshold, score_classifier
     from ftc.serving.generate import evaluate, load_session
     from ftc.serving.plain_weights import check_scored_output, open_scored
 
-    out = check_scored_output(output or data.with_name(data.stem + ".eval.jsonl"), model, spec=spec, data=data)
-    chosen, dtype = sampling(options)
-    trained = open_scored(model, spec)
-    if trained.plain is not None and _default("max_new_tokens"):  # as long as the run's evaluation answers
-        chosen = dataclasses.replace(chosen, max_new_tokens=trained.plain.spec.evaluation.max_new_tokens)
-    check_threshold(trained, threshold)  # before the model is loaded
-    session = load_session(trained, dtype=dtype)
-    if trained.labels is not None:
-        result = score_classifier(session, data, out, threshold=threshold, sampling=chosen)
+    default = output or data.with_name(data.stem + ".eval.jsonl")
+    if in_store(model):  # a published checkpoint or run prefix: fetched and checked against its marker first
+        out = check_output_outside(default, also=data)
+        opened = local_checkpoint(model, say=lambda line: click.echo(line, err=True))
     else:
-        result = evaluate(session, data, out, sampling=chosen)
+        out = check_scored_output(default, Path(model), spec=spec, data=data)
+        opened = contextlib.nullcontext()
+    chosen, dtype = sampling(options)
+    with opened as found:
+        trained = open_scored(found.folder if found is not None else Path(model), spec)
+        if trained.plain is not None and _default("max_new_tokens"):  # as long as the run's evaluation answers
+            chosen = dataclasses.replace(chosen, max_new_tokens=trained.plain.spec.evaluation.max_new_tokens)
+        check_threshold(trained, threshold)  # before the model is loaded
+        session = load_session(trained, dtype=dtype)
+        if trained.labels is not None:
+            result = score_classifier(session, data, out, threshold=threshold, sampling=chosen)
+        else:
+            result = evaluate(session, data, out, sampling=chosen)
     click.echo(json.dumps(result, indent=2))
 
 
