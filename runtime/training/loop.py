@@ -239,7 +239,9 @@ def finish_run(run: RecipeRun, state: TrainState) -> RunSummary:
     for line in eval_table(state.evals):
         run.say(line)
     where = summary.best or (summary.checkpoints[-1] if summary.checkpoints else run.out)
-    run.say(f"checkpoint{' (best eval loss)' if summary.best else ''}: {os.path.relpath(where)}")
+    store = run.plan.output_store  # the staging folder goes once published: name where the checkpoint will be
+    shown = f"{store}checkpoints/{where.name}/" if store and where != run.out else os.path.relpath(where)
+    run.say(f"checkpoint{' (best eval loss)' if summary.best else ''}: {shown}")
     if run.tracker is not None:
         run.tracker.finish("FINISHED", [run.out / "summary.json"])
     return summary

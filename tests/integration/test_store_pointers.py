@@ -96,6 +96,7 @@ def test_a_keep_one_run_leaves_one_checkpoint_its_pointers_and_no_staging_folder
     assert "removed the staging folder" in last[0] and f"everything in it is in {prefix}" in last[0]
     assert last[1] == f"[ftc] best checkpoint: {prefix}checkpoints/step-000008/ (also {prefix}best)"
     assert last[2] == f"[ftc] latest checkpoint: {prefix}checkpoints/step-000008/ (also {prefix}latest)"
+    assert f"[ftc] checkpoint (best eval loss): {prefix}checkpoints/step-000008/" in said  # the recipe's own line
     # resumed, the run is complete: nothing is published or removed, and the staging folder goes again
     r = ftc("run", plan, "--resume")
     assert r.code == 0, r.err
