@@ -329,7 +329,10 @@ def test_generate_of_a_classifier_answers_with_its_label_and_probability(guard, 
         assert r.code == 0 and r.out == expected[0] + "\n", r.err
         asked = write_jsonl(tmp_path / "ask.jsonl", [{"messages": [{"role": "user", "content": p}]} for p in prompts])
         r = ftc("generate", model, "--messages", asked)
-        assert r.code == 0 and r.out.splitlines() == expected, r.err
+        assert r.code == 0, r.err
+        verdicts = [json.loads(line) for line in r.out.splitlines()]  # one JSON line per conversation
+        assert [f"{v['label']} (p={v['probability']:.2f})" for v in verdicts] == expected
+        assert [v["line"] for v in verdicts] == [1, 2] and all(len(v["probabilities"]) == 2 for v in verdicts)
 
 
 def _matches(rows: list[dict]) -> int:

@@ -198,7 +198,10 @@ def test_eval_scores_exact_match_and_writes_every_answer(lora_run, ftc, tmp_path
 
     asked = write_jsonl(tmp_path / "ask.jsonl", [{"messages": [{"role": "user", "content": "What is 0 + 1?"}]}] * 2)
     both = ftc("generate", lora_run, "--messages", asked, "--max-new-tokens", "6")
-    assert both.code == 0 and both.out == direct.out + "\n" + direct.out  # one answer per conversation
+    assert both.code == 0, both.err
+    answers = [json.loads(line) for line in both.out.splitlines()]  # one JSON line per conversation
+    assert [a["line"] for a in answers] == [1, 2] and [a["answer"] + "\n" for a in answers] == [direct.out] * 2
+    assert {a["finish_reason"] for a in answers} <= {"stop", "length"}
 
     (tmp_path / "bad.jsonl").write_text('{"messages": []}\n')
     r = ftc("eval", lora_run, "--data", tmp_path / "bad.jsonl")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import click
@@ -22,7 +23,9 @@ def note(line: str) -> None:
     "--messages",
     "messages_file",
     type=click.Path(path_type=Path),
-    help="A chat-JSONL file: answer each conversation (a last assistant turn, if any, is replaced).",
+    help="A chat-JSONL file: answer each conversation (a last assistant turn, if any, is replaced); one JSON line "
+    'per conversation: {"line", "answer", "finish_reason"} (a classifier: {"line", "label", "probability", '
+    '"probabilities"}).',
 )
 @sampling_options
 def generate_command(model: str, prompt: str | None, system: str | None, messages_file: Path | None, **options) -> None:
@@ -48,18 +51,28 @@ def generate_command(model: str, prompt: str | None, system: str | None, message
 
 
 def _answer(session, chats, chosen) -> None:
-    """Each conversation answered by ``session``, streamed; a classifier's most probable label, one line each."""
+    """Each conversation answered by ``session``: --prompt's streamed as text (a classifier's verdict as one line),
+    --messages' as one JSON line each, whatever the answers hold (text spanning lines stays one line)."""
     prompts = [session.prompt(messages, where) for where, messages in chats]  # all checked before any answer
-    if session.trained.labels is not None:  # a classifier: its most probable label, one line per conversation
+    classifier = session.trained.labels is not None
+    if classifier:
         from ftc.serving.classify import classify
-
-        for ids in prompts:
-            click.echo(classify(session, ids).text())
-        return
-    for i, ids in enumerate(prompts):
-        if i:
+    for (where, _), ids in zip(chats, prompts):
+        if where == "--prompt":
+            if classifier:
+                click.echo(classify(session, ids).text())
+                continue
+            result = session.generate(ids, chosen, on_text=lambda text: click.echo(text, nl=False))
             click.echo()
-        result = session.generate(ids, chosen, on_text=lambda text: click.echo(text, nl=False))
-        click.echo()
-        if result.finish_reason == "length":
-            click.echo(f"(stopped at --max-new-tokens {chosen.max_new_tokens})", err=True)
+            if result.finish_reason == "length":
+                click.echo(f"(stopped at --max-new-tokens {chosen.max_new_tokens})", err=True)
+            continue
+        line = int(where.rsplit(":", 1)[1])
+        if classifier:
+            verdict = classify(session, ids)
+            row = {"line": line, "label": verdict.label, "probability": verdict.probability}
+            row["probabilities"] = verdict.probabilities
+        else:
+            result = session.generate(ids, chosen)
+            row = {"line": line, "answer": result.text, "finish_reason": result.finish_reason}
+        click.echo(json.dumps(row, ensure_ascii=True))  # escaped: nothing of the model's text reaches the terminal raw
