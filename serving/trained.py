@@ -151,8 +151,12 @@ def load_model(trained: Trained, *, dtype: str = "float32", device: str = "cpu")
 
     from ftc.runtime.training import pretrained_adapter, pretrained_causal_lm, pretrained_tokenizer
     from ftc.runtime.training.loop import quiet_library_warnings
+    from ftc.runtime.training.progress import log
+    from ftc.runtime.training.threads import use_cpu_threads
 
     quiet_library_warnings()  # the deprecation notices a run filters, about the libraries' own calls
+    if device == "cpu":
+        use_cpu_threads(1, say=log)  # one process: the cores other work leaves it, or OMP_NUM_THREADS
     what = "the export" if trained.is_export else "the checkpoint"
     torch_dtype = getattr(torch, dtype)
     if trained.plain is not None:
