@@ -43,12 +43,15 @@ def checkpoint_plan(folder: Path, record: dict[str, Any]) -> Plan:
     return dataclasses.replace(plan, inputs=inputs)
 
 
-def reproduction_plan(folder: Path, record: dict[str, Any], output: Path, *, tracker: str = "off") -> Plan:
+def reproduction_plan(
+    folder: Path, record: dict[str, Any], output: Path, *, tracker: str = "off", given: str | None = None
+) -> Plan:
     """The plan that wrote the checkpoint in ``folder`` (verified record ``record``), to run again as it is (the same
     bytes, so the same plan_id and the same plan.json in every checkpoint): placed so that its local inputs are found
     where the record locates them, its output goes to ``output``, it stops after the checkpoint's step, its
     checkpoints name this one as what they reproduce, and it feeds ``tracker`` (``off``, or one the caller names:
-    never the plan's own logger, which the checkpoint's author chose)."""
+    never the plan's own logger, which the checkpoint's author chose). ``given``: the checkpoint as the caller named
+    it, which the rerun's records keep as given."""
     plan = _carried_plan(folder, record, older_spec=False)
     located = _recorded_locations(record)
     locations = {
@@ -58,7 +61,7 @@ def reproduction_plan(folder: Path, record: dict[str, Any], output: Path, *, tra
     }
     locations[plan.output_dir] = str(output.resolve())
     # never None (the plan's own logger): the checkpoint's author chose that
-    placement = Placement(locations, record["results"]["step"], str(folder.resolve()), tracker or "off")
+    placement = Placement(locations, record["results"]["step"], str(folder.resolve()), tracker or "off", given)
     return dataclasses.replace(plan, placement=placement)
 
 

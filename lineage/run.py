@@ -37,8 +37,9 @@ from .verify import files_problems, record_problems
 __all__ = ["Lineage"]
 
 
-def _origin(plan: Plan) -> tuple[Path, dict[str, Any]] | None:
-    """The checkpoint a reproduction reproduces (its placement names it), checked against its own record."""
+def _origin(plan: Plan) -> tuple[Path, dict[str, Any], str] | None:
+    """The checkpoint a reproduction reproduces (its placement names it), checked against its own record, and how
+    the caller named it."""
     folder = plan.placement.reproduction_of if plan.placement is not None else None
     if folder is None:
         return None
@@ -59,7 +60,7 @@ def _origin(plan: Plan) -> tuple[Path, dict[str, Any]] | None:
         raise LineageBroken(
             f"{path}: the checkpoint reproduced no longer matches its record\n    " + "\n    ".join(problems)
         )
-    return path, record
+    return path, record, plan.placement.reproduction_given or str(path)
 
 
 def _relation(role: str, mode: str) -> str:
@@ -104,8 +105,9 @@ class Lineage:
     paths: dict[str, Path | str]
     parents: dict[str, dict[str, Any]]  # role -> the parent checkpoint's own lineage record
     env: dict[str, Any]
-    #: ftc reproduce: the checkpoint this run reproduces, and its record (a parent with relation reproduction-of)
-    origin: tuple[Path, dict[str, Any]] | None = None
+    #: ftc reproduce: the checkpoint this run reproduces, its record (a parent with relation reproduction-of), and
+    #: the path as the caller gave it
+    origin: tuple[Path, dict[str, Any], str] | None = None
 
     @classmethod
     def check(cls, plan: Plan, paths: dict[str, Path | str], image: dict[str, Any] | None = None) -> Lineage:
@@ -174,8 +176,8 @@ class Lineage:
                 entry["lineage"] = self.parents[role]
             parents.append(entry)
         if self.origin is not None:
-            path, origin = self.origin
-            parents.append(checkpoint_parent(path, origin, "reproduction-of", final, str(path)))
+            path, origin, given = self.origin
+            parents.append(checkpoint_parent(path, origin, "reproduction-of", final, given))
         datasets = []
         for role in ("train", "valid"):
             item = plan.inputs.get(role)

@@ -120,6 +120,8 @@ class Placement:
     ``locations``: a location the plan names (an input's uri, the output folder) -> the absolute path it is at.
     ``stop_after_step``: end the run once the checkpoint of this step is written (None: run to the end).
     ``reproduction_of``: the checkpoint folder this run reproduces (its record names it as a parent).
+    ``reproduction_given``: that folder as the person running it named it (``ftc reproduce runs/a/...``), which the
+    rerun's record keeps as given (``source.given``), as a spec's paths are kept; None: ``reproduction_of``.
     ``tracker``: None, the spec's logger (a plan the user compiled, placed by a backend: Ray); else the tracker the
     run feeds, named by the person running it (its address and credentials from the environment only), or ``off``.
     A plan from a checkpoint (``ftc reproduce``) always has one of those: its ``logger`` is not obeyed (it could
@@ -129,6 +131,7 @@ class Placement:
     stop_after_step: int | None = None
     reproduction_of: str | None = None
     tracker: str | None = None
+    reproduction_given: str | None = None
 
     def __post_init__(self) -> None:
         if self.tracker is not None and self.tracker not in TRACKERS:
@@ -140,6 +143,7 @@ class Placement:
             "stop_after_step": self.stop_after_step,
             "reproduction_of": self.reproduction_of,
             "tracker": self.tracker,
+            "reproduction_given": self.reproduction_given,
         }
 
     @classmethod
@@ -148,15 +152,17 @@ class Placement:
         stop = document.get("stop_after_step")
         origin = document.get("reproduction_of")
         tracker = document.get("tracker")
+        given = document.get("reproduction_given")
         if (
             not isinstance(locations, dict)
             or not all(isinstance(k, str) and isinstance(v, str) and os.path.isabs(v) for k, v in locations.items())
             or not (stop is None or (isinstance(stop, int) and not isinstance(stop, bool) and stop >= 0))
             or not (origin is None or (isinstance(origin, str) and os.path.isabs(origin)))
             or not (tracker is None or tracker in TRACKERS)
+            or not (given is None or (isinstance(given, str) and origin is not None))
         ):
             raise ValueError("a placement maps locations to absolute paths, with an optional step, origin and tracker")
-        return cls(locations, stop, origin, tracker)
+        return cls(locations, stop, origin, tracker, given)
 
 
 #: what ``ftc reproduce --logger`` may name: off, or a tracker configured from the environment alone

@@ -36,7 +36,7 @@ from ftc.spec.folders import system_folder
 from ftc.stores.atomic import write_text_atomic
 from ftc.stores.sources import SOURCES
 
-__all__ = ["REPORT_FILE", "Reproduction", "reproduce"]
+__all__ = ["REPORT_FILE", "Reproduction", "check_options", "reproduce"]
 
 REPORT_FILE = REPRODUCTION_FILE
 BITWISE, NUMERICAL, NOT_REPRODUCED = "bitwise reproduced", "numerically reproduced", "not reproduced"
@@ -97,21 +97,35 @@ class Reproduction:
         return "\n".join(lines)
 
 
-def reproduce(
-    checkpoint: Path, output: Path, *, rtol: float = 1e-2, atol: float = 1e-6, tracker: str = "off"
-) -> Reproduction:
-    """Rerun the plan of the checkpoint at ``checkpoint`` into ``output`` (a new or empty folder) and compare. Raises
-    :class:`NotReproduced` (with the report written) when the weights differ beyond the tolerance. ``tracker``:
-    ``off``, or the tracker to feed (configured from the environment; the plan's logger is never used)."""
-    from .local import run_plan
-
-    started = time.monotonic()
+def check_options(output: Path, *, rtol: float, atol: float) -> None:
+    """What ``ftc reproduce`` is asked, checked before any checkpoint is read or fetched: finite tolerances, and an
+    output that is not a system folder."""
     for name, value in (("rtol", rtol), ("atol", atol)):  # nan would judge nothing within, inf everything
         if not (math.isfinite(value) and value >= 0):
             raise UsageError(f"--{name} {value}: a tolerance is a finite number >= 0\n    fix: e.g. --{name} 0.01")
     why = system_folder(output.expanduser().absolute())
     if why is not None:
         raise UsageError(f"-o {output}: {why}; a rerun writes into a new folder of its own\n    fix: e.g. -o rerun")
+
+
+def reproduce(
+    checkpoint: Path,
+    output: Path,
+    *,
+    rtol: float = 1e-2,
+    atol: float = 1e-6,
+    tracker: str = "off",
+    given: str | None = None,
+) -> Reproduction:
+    """Rerun the plan of the checkpoint at ``checkpoint`` into ``output`` (a new or empty folder) and compare. Raises
+    :class:`NotReproduced` (with the report written) when the weights differ beyond the tolerance. ``tracker``:
+    ``off``, or the tracker to feed (configured from the environment; the plan's logger is never used). ``given``:
+    the checkpoint as the caller named it (a relative path, a store's URI), which the rerun's records keep as given
+    (default: ``checkpoint`` as passed)."""
+    from .local import run_plan
+
+    started = time.monotonic()
+    check_options(output, rtol=rtol, atol=atol)
     folder = checkpoint_folder(checkpoint).resolve()
     _refuse_output_inside(output, folder, "the checkpoint it reproduces")  # before anything is read or run
     record, count, rehashed, unreached = verify(folder)  # LineageBroken names whatever does not match
@@ -122,7 +136,7 @@ def reproduce(
     log(f"reproducing {folder.name} (record {record['record_id'][:19]}…): chain verified ({count} record(s))")
     for parent in unreached:
         log(f"  not re-hashed (not found here; its record was checked): {parent}")
-    plan = reproduction_plan(folder, record, output, tracker=tracker)
+    plan = reproduction_plan(folder, record, output, tracker=tracker, given=given or str(checkpoint))
     for role, item in plan.inputs.items():  # the rerun reads them: it writes into none of them
         if SOURCES[item.source].on_disk:
             _refuse_output_inside(output, plan.locate(item.uri), f"its {role} input")

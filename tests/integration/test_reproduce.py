@@ -59,13 +59,26 @@ def test_a_run_reproduces_bitwise_and_the_rerun_names_its_original(trained, ftc,
     assert origin["record_id"] == read_json(original / "lineage.json")["record_id"]
     verified = ftc("lineage", "verify", rerun)
     assert verified.code == 0, verified.err
-    assert f"re-hashed parent: checkpoint {original}" in verified.out  # the audit is part of the chain
+    assert f"re-hashed parent: checkpoint {out}" in verified.out  # the audit is part of the chain, named as given
     assert ftc("report", tmp_path / "rerun", "-o", tmp_path / "report.html").code == 0
     page = (tmp_path / "report.html").read_text()
     assert '<span class="ok">bitwise reproduced</span>' in page and "reproduction-of" in page
     assert ftc("export", rerun, "-o", tmp_path / "export").code == 0
     card = (tmp_path / "export" / "README.md").read_text()
     assert "## Reproduction" in card and "from the same plan and pinned inputs: **bitwise reproduced**." in card
+
+
+def test_the_rerun_keeps_the_checkpoint_path_as_it_was_given(trained, ftc, tmp_path, monkeypatch):
+    out = trained(lora_config=LORA)
+    original = (out / "best").resolve()
+    monkeypatch.chdir(out.parent)
+    given = f"{out.name}/checkpoints/{original.name}"  # relative, as a user types it
+    r = ftc("reproduce", given, "-o", tmp_path / "rerun")
+    assert r.code == 0, r.err
+    rerun = tmp_path / "rerun" / "checkpoints" / original.name
+    [origin] = [p for p in read_json(rerun / "lineage.json")["parents"] if p["relation"] == "reproduction-of"]
+    assert origin["source"]["given"] == given  # not the absolute path it resolved to
+    assert ftc("lineage", "verify", rerun).code == 0  # found by its location, relative to the rerun
 
 
 def test_the_original_is_read_once_verified_then_remembered(trained, ftc, tmp_path, monkeypatch):

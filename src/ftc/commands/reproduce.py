@@ -34,10 +34,11 @@ def reproduce_command(checkpoint: str, output: Path, rtol: float, atol: float, t
     gs://…) or the run's prefix (s3://bucket/run/: its best, else latest pointer), fetched and checked against its
     marker first."""
     from ftc.lineage import local_checkpoint
-    from ftc.runtime.launch.reproduce import REPORT_FILE, reproduce
+    from ftc.runtime.launch.reproduce import REPORT_FILE, check_options, reproduce
 
+    check_options(output, rtol=rtol, atol=atol)  # before a checkpoint is fetched
     with local_checkpoint(checkpoint, say=note) as checked:
-        found = reproduce(checked.path, output, rtol=rtol, atol=atol, tracker=tracker)
+        found = reproduce(checked.path, output, rtol=rtol, atol=atol, tracker=tracker, given=checkpoint)
         text = found.text()
         if checked.digests is not None:  # fetched from a store: named by its URI, not the copy removed below
             text = text.replace(str(checked.folder.resolve()), checked.shown)
