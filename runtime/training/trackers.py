@@ -294,11 +294,17 @@ _PROVIDERS = {"mlflow": _MLflow, "wandb": _Wandb, "tensorboard": _TensorBoard}
 def _backend(logger: Logger, out: Path) -> Any:
     import importlib.util
 
+    from ftc.images import image_from_env
+
     package = _EXTRA[logger.provider]
     if importlib.util.find_spec(package) is None:
-        raise UsageError(
-            f"logger {logger.provider}: the {package} package is not installed (pip install 'ftc[{package}]')"
+        fix = (  # in a container, installing into it is lost with it: the image is what needs the client
+            f"run in the runtime image's tracker variant: ftc image build cpu|gpu --tracker {logger.provider} "
+            "(docs/images.md), and compile against it"
+            if image_from_env() is not None
+            else f"pip install 'ftc[{package}]'"
         )
+        raise UsageError(f"logger {logger.provider}: the {package} package is not installed\n    fix: {fix}")
     return _PROVIDERS[logger.provider](dict(logger.provider_config), out)
 
 
