@@ -14,6 +14,7 @@ from ftc.errors import ExitCode
 
 from conftest import ftc_process, metrics, read_json
 from support.models import arithmetic_examples, reference_loss_sum, write_jsonl
+from support.zero3_lora import ZERO3_LORA
 
 pytestmark = pytest.mark.slow
 
@@ -96,13 +97,7 @@ def test_zero3_lora_adapter_is_saved_whole(job, tmp_path, tiny_model):
     """... and evaluation.generate under ZeRO-3: 5 validation examples on 2 processes (one answers 2, the other 3
     and a repeat), every process joining every forward pass: no hang, and the rate ftc eval finds for the saved
     weights in one process."""
-    spec = job(
-        num_devices=2,
-        train_batch_size_per_device=4,
-        deepspeed={"zero_stage": 3},
-        lora_config={"r": 4, "target_modules": ["q_proj", "v_proj"]},
-        evaluation={"generate": True, "max_new_tokens": 12},
-    )
+    spec = job(**ZERO3_LORA)  # the run bench/stress_shutdown.py repeats under load
     write_jsonl(tmp_path / "data" / "valid.jsonl", arithmetic_examples(5, seed=2))
     assert ftc_run("compile", spec, "-o", tmp_path / "p.json")[0] == 0
     code, out = ftc_run("run", tmp_path / "p.json")
