@@ -14,6 +14,7 @@ from typing import Any
 from ftc.stores.hashing import NotAnInput, StatCache, changed_file_lines, hash_file, hash_tree, walk_files
 from ftc.stores.sources import kind_named
 
+from .plan import written_in
 from .record import LINEAGE_FILE, MAX_CHAIN_DEPTH, SIGNATURE_FILE, located, read_record, record_ids
 from .signature_check import SignatureState, signature_state
 from .trusted_keys import TrustedKey
@@ -24,7 +25,6 @@ __all__ = [
     "record_problems",
     "verified_record",
     "verify_checkpoint",
-    "written_in",
 ]
 
 
@@ -214,34 +214,6 @@ def _note_signature(
             pass  # the signature check reads it itself, and says what is wrong
     state = signature_state(folder, signatures.trusted, digests=digests, _links=fetched)
     signatures.found.append((name, state))
-
-
-def written_in(folder: Path, record: dict[str, Any]) -> Path:
-    """The folder the checkpoint in ``folder`` was written in, which its record's relative locations of local parents
-    are relative to: ``folder`` itself, or for a checkpoint its run published to a store (fetched or downloaded here
-    into a folder of its own) the staging folder it was written in on this machine, so that a parent given as a path
-    relative to the spec resolves to the file the spec named, not to a place beside the copy."""
-    import re
-
-    from ftc.spec.locations import staging_dir
-    from ftc.spec.plan_format import STORE_SCHEMES
-    from ftc.spec.reading import MiB, NotReadable, finite_json, read_bounded_text
-
-    from .plan import PLAN_FILE
-
-    name = record.get("checkpoint", {}).get("name")
-    if any(p.get("relation") == "reproduction-of" for p in record.get("parents", [])):
-        return folder  # a rerun writes into a folder of its own, whatever its plan's output_dir
-    try:  # the checkpoint's own plan (one of its files, just checked against its record)
-        plan = finite_json(read_bounded_text(folder / PLAN_FILE, limit=16 * MiB, what="plan"))
-        output, plan_id = plan["output"]["dir"], plan["plan_id"]
-    except (NotReadable, OSError, ValueError, KeyError, TypeError, RecursionError):
-        return folder
-    if not (isinstance(output, str) and output.startswith(STORE_SCHEMES) and isinstance(plan_id, str)):
-        return folder
-    if plan_id != record.get("plan", {}).get("plan_id") or not re.fullmatch(r"step-[0-9]{1,12}", str(name)):
-        return folder  # (the record is outside input: its name never leads out of the staging folder)
-    return Path(os.path.realpath(staging_dir(plan_id) / "checkpoints" / str(name)))
 
 
 def verify_checkpoint(

@@ -298,12 +298,10 @@ def _backend(logger: Logger, out: Path) -> Any:
 
     package = _EXTRA[logger.provider]
     if importlib.util.find_spec(package) is None:
-        fix = (  # in a container, installing into it is lost with it: the image is what needs the client
+        # in a container, installing into it is lost with it: the image is what needs the client
+        fix = f"pip install 'ftc[{package}]'" if image_from_env() is None else (
             f"run in the runtime image's tracker variant: ftc image build cpu|gpu --tracker {logger.provider} "
-            "(docs/images.md), and compile against it"
-            if image_from_env() is not None
-            else f"pip install 'ftc[{package}]'"
-        )
+            "(docs/images.md), and compile against it")  # fmt: skip
         raise UsageError(f"logger {logger.provider}: the {package} package is not installed\n    fix: {fix}")
     return _PROVIDERS[logger.provider](dict(logger.provider_config), out)
 
