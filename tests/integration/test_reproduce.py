@@ -392,3 +392,27 @@ def test_a_rerun_into_the_checkpoint_or_an_input_it_reads_is_refused(job, ftc, t
         assert not inside.exists()
     assert sorted(p.name for p in original.iterdir()) == before
     assert ftc("lineage", "verify", original).code == 0
+
+
+def test_data_inspect_of_a_checkpoint_does_not_send_credentials_to_an_endpoint_its_plan_names(
+    trained, ftc, tmp_path, listener, monkeypatch
+):
+    out = trained(num_epochs=1, train_batch_size_per_device=4)
+    original = (out / "best").resolve()
+    dvc = {
+        "source": "dvc", "uri": "dvc://example.com/data.git/valid.jsonl@abc", "pinned": True, "kind": "file",
+        "digest": "sha256:" + "0" * 64, "size": 1,
+        "pin": {"md5": "0" * 32, "remote": "s3://their-bucket/dvc", "endpoint": listener.url},
+    }  # fmt: skip
+    _reseal_plan(original, lambda plan: plan["inputs"].update(valid=dvc))
+    assert ftc("lineage", "verify", original).code == 0  # consistent: only what is done with it can be safe
+    monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
+    monkeypatch.delenv("AWS_ENDPOINT_URL_S3", raising=False)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "KEY")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "SECRET")
+    r = ftc("data", "inspect", original, "--split", "valid", "-n", "1", "--no-color")
+    assert r.code == ExitCode.INPUT_UNCONFIGURED, r.err
+    assert f"through the S3 endpoint {listener.url}" in r.err and "fix: if you trust that endpoint" in r.err
+    assert listener.requests == []
+    r = ftc("data", "inspect", original, "-n", "1", "--no-color")  # the train split reads no such input
+    assert r.code == 0, r.err

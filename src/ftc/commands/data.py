@@ -45,13 +45,14 @@ def data_inspect(spec_or_plan: str, count: int, split: str, boundaries: bool, co
         click.echo(inspect_data(plan, split=split, n=count, boundaries=boundaries, color=color), color=color)
         return
     from ftc.lineage import load, local_checkpoint
-    from ftc.lineage.plan import checkpoint_plan
+    from ftc.lineage.plan import checkpoint_plan, refuse_foreign_endpoints
     from ftc.lineage.verify import verified_record
 
     with local_checkpoint(spec_or_plan, say=note) as found:  # its data is read while the plan's folder is there
         # fetched from a store: verified against its marker already; a folder here: its files re-hashed now
         record = load(found.folder) if found.digests is not None else verified_record(found.folder, *_REFUSED)
         plan = checkpoint_plan(found.folder, record)
+        refuse_foreign_endpoints(plan, {"base_model", "adapter", split})  # credentials go where this environment says
         click.echo(inspect_data(plan, split=split, n=count, boundaries=boundaries, color=color), color=color)
 
 
