@@ -57,7 +57,14 @@ def image_trackers(root: Path, given: tuple[str, ...]) -> tuple[str, ...]:
     ``#@ TRACKER_EXTRAS=`` (images/versions.txt): a name it does not list is refused before the engine is asked."""
     from .lint import PIN_FILE, TRACKER_SETTING, parse_pin_file, tracker_extras
 
-    known = tracker_extras(parse_pin_file((root / PIN_FILE).read_text()))
+    if not given:
+        return ()  # the plain image: its Dockerfile needs no tracker list
+    try:
+        known = tracker_extras(parse_pin_file((root / PIN_FILE).read_text()))
+    except OSError as exc:
+        raise UsageError(
+            f"--tracker: {root / PIN_FILE} cannot be read ({exc.strerror}): it lists the tracker extras"
+        ) from None
     unknown = [name for name in given if name not in known]
     if unknown:
         raise UsageError(
