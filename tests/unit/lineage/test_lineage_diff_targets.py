@@ -40,3 +40,14 @@ def test_targets_of_an_architecture_ftc_does_not_know_are_compared_as_written():
     assert not same and line == f'{TARGETS}: "all-linear" -> ["c_attn"]'
     line, same = _targets_line("(", LLAMA, ["q_proj"], LLAMA)  # not a regular expression
     assert not same and line == f'{TARGETS}: "(" -> ["q_proj"]'
+
+
+def test_a_checkpoints_plan_cannot_make_diff_run_a_regular_expression_or_build_billions_of_names():
+    # new: a regular expression of ten nested groups took 74 s over a two-layer model's names; a plan is outside
+    # input, so a regular expression is compared as written, never run, and so is a layout of absurd depth
+    slow = "(?:[a-z.0-9_]*)" * 10 + "X"
+    line, same = _targets_line(slow, LLAMA, ["q_proj"], LLAMA)
+    assert not same and line == f'{TARGETS}: "{slow}" -> ["q_proj"]'
+    deep = {**LLAMA, "config": {"model_type": "llama", "num_hidden_layers": 10**9}}
+    line, same = _targets_line("all-linear", deep, ["q_proj"], deep)
+    assert not same and line == f'{TARGETS}: "all-linear" -> ["q_proj"]'
