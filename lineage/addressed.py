@@ -157,11 +157,13 @@ def _nothing_named(store: Any, prefix: str, pointer: str | None) -> str:
             f"{prefix}checkpoints/{published[-1]}/ (a run publishes best and latest after each checkpoint's marker)"
         )
     if names:
+        # object names are the store's (outside bytes): escaped before they reach a terminal
         unfinished = sorted({n.split("/")[1] for n in names if n.startswith("checkpoints/step-") and "/" in n[12:]})
+        unfinished = [for_terminal(n) for n in unfinished]
         why = (
             f"checkpoints whose upload has not finished (no marker): {', '.join(unfinished[:5])}"
             if unfinished
-            else f"{len(names)} object(s), none a checkpoint ftc published: {', '.join(names[:5])}"
+            else f"{len(names)} object(s), none a checkpoint ftc published: {', '.join(map(for_terminal, names[:5]))}"
         )
         return f"{missing}; it holds {why}\n    fix: {_WHAT_TO_TYPE}"
     return f"{missing}; nothing is stored under {prefix}\n    fix: {_WHAT_TO_TYPE}"
@@ -220,7 +222,9 @@ def _fetch(store: Any, uri: str, scratch: Path, pointer: tuple[str, str] | None,
         marker = download_checkpoint(store, uri, folder, marker=marker)
     except RemoteProblem as exc:
         if exc.changed:  # no marker, or bytes the marker does not name: an upload cut short, or a change
-            raise LineageBroken(f"{shown}: the lineage does not verify:\n    {exc}") from None
+            raise LineageBroken(
+                f"{shown}: the lineage does not verify:\n    {for_terminal(str(exc), newlines=True)}"
+            ) from None
         raise _unreadable(exc) from None
     except OSError as exc:
         raise _storage(scratch, exc) from None
@@ -229,10 +233,11 @@ def _fetch(store: Any, uri: str, scratch: Path, pointer: tuple[str, str] | None,
     record, problems = checkpoint_problems(folder, digests)
     if record is not None and record.get("record_id") != marker["record_id"]:
         problems.append(
-            f"{shown}/{LINEAGE_FILE}: record {record.get('record_id')}, its marker names {marker['record_id']}"
+            f"{shown}/{LINEAGE_FILE}: record {record.get('record_id')}, its marker names "
+            + for_terminal(str(marker["record_id"]))
         )
     if problems:
-        problems = [p.replace(str(folder), shown) for p in problems]
+        problems = [for_terminal(p.replace(str(folder), shown)) for p in problems]
         raise LineageBroken(f"{shown}: the lineage does not verify:\n    " + "\n    ".join(problems))
     if run_files:
         _fetch_run_files(store, shown.rsplit("/checkpoints/", 1)[0] + "/", scratch)

@@ -231,6 +231,11 @@ def test_a_prefix_with_no_pointer_says_what_is_there_and_what_to_type(published,
     r = ftc("report", nothing, "-o", tmp_path / "r.html")
     assert r.code == ExitCode.INPUT_UNRESOLVABLE, r.err
     assert f"nothing is stored under {nothing}" in r.err and "s3://bucket/run/checkpoints/step-N/" in r.err
+    # the names a store lists are outside bytes: shown escaped, never as terminal control sequences
+    published.client.put_object(Bucket=published.bucket, Key="hostile/title\x1b]0;pwned\x07", Body=b"x")
+    r = ftc("lineage", "show", f"s3://{published.bucket}/hostile/")
+    assert r.code == ExitCode.INPUT_UNRESOLVABLE, r.err
+    assert "title\\x1b]0;pwned\\x07" in r.err and "\x1b" not in r.err and "\x07" not in r.err
 
 
 def test_a_checkpoint_whose_upload_did_not_finish_is_refused(published, ftc):
