@@ -102,23 +102,26 @@ def choose_cpu_threads(
     quota: float | None = None,
     busy: Callable[[set[int]], float] = busy_cores,
 ) -> CpuThreads:
-    """The threads for each of ``processes_per_node`` processes: ``OMP_NUM_THREADS`` when set; else the usable
-    cores (``cpus``, this process's affinity, capped by a cgroup's ``quota``), less those other work keeps busy (a
-    core counts once it is half busy: too few threads cost less than too many), shared among the processes."""
+    """The threads for each of ``processes_per_node`` processes: ``OMP_NUM_THREADS`` when set; else the cores of
+    ``cpus`` (this process's affinity) that other work does not keep busy (a core counts once it is half busy: too
+    few threads cost less than too many), capped by a cgroup's ``quota``, shared among the processes."""
     environ = os.environ if environ is None else environ
     given = _from_environment(environ)
     if given is not None:
         return CpuThreads(given, f"OMP_NUM_THREADS={given}", from_environment=True)
     cpus = os.sched_getaffinity(0) if cpus is None else cpus
-    cores = len(cpus)
     quota = cpu_quota() if quota is None else quota
-    limit = f"{cores} cores"
-    if quota is not None and quota < cores:
+    # busy is measured over the cores this process may run on (a container's: the host's); a quota caps what is
+    # left of them, never less: an 8-core pod on a 64-core host with 40 busy still has its 8
+    taken = min(len(cpus), int(busy(cpus) + 0.5))
+    free = len(cpus) - taken
+    limit = f"{len(cpus)} cores"
+    cores = free
+    if quota is not None and quota < free:
         cores = max(1, math.floor(quota))
         limit = f"{cores} cores by the CPU quota"
-    taken = min(cores, int(busy(cpus) + 0.5))
     processes = max(1, processes_per_node)
-    threads = max(1, (cores - taken) // processes)
+    threads = max(1, cores // processes)
     others = f", {taken} of them busy with other work" if taken else ""
     return CpuThreads(threads, f"{limit}{others}, {_plural(processes, 'process')} per node")
 

@@ -48,6 +48,13 @@ def test_a_cpu_quota_below_the_cores_caps_them():
     assert choose(1, cores=2, quota=0.5).threads == 1
 
 
+def test_a_quota_caps_the_free_host_cores_and_busy_host_cores_do_not_eat_the_quota():
+    # a pod of 8 CPUs on a 64-core host where other pods keep 40 busy: its 8, not 1
+    assert choose(1, cores=64, quota=8, busy=40).threads == 8
+    # where other work leaves fewer cores than the quota, what it leaves
+    assert choose(2, cores=64, quota=32, busy=52).threads == 6
+
+
 @pytest.mark.parametrize(("value", "threads"), [("1", 1), ("3", 3), ("4,2", 4), (" 6 ", 6)])
 def test_omp_num_threads_set_by_the_user_decides(value, threads):
     choice = choose(2, cores=2, busy=2.0, omp=value)
