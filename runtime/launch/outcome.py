@@ -205,9 +205,9 @@ def after_the_end(error: FtcError, checkpoint: Path, *, files: int) -> str:
 def finished_before(error: FtcError, output: Path, plan_id: str, *, say: Callable[[str], None]) -> bool:
     """Whether the run of plan ``plan_id`` into ``output`` had finished when ``error`` stopped it: its last
     checkpoint holds every step and verifies (its lineage record and every file, as ``ftc lineage verify`` checks a
-    checkpoint), and that record names this plan. Then ``say`` reports the failure as one after the run's end
-    (:func:`after_the_end`) and the run stands; else the checkpoint's problems, if any, are said and the failure is
-    the run's."""
+    checkpoint), that record names this plan, and the run's summary.json (written after it) is there. Then ``say``
+    reports the failure as one after the run's end (:func:`after_the_end`) and the run stands; else the
+    checkpoint's problems, if any, are said and the failure is the run's."""
     from ftc.lineage.verify import checkpoint_problems
     from ftc.runtime.training.checkpoint import is_complete, latest_checkpoint
 
@@ -223,5 +223,18 @@ def finished_before(error: FtcError, output: Path, plan_id: str, *, say: Callabl
         return False
     if record["plan"]["plan_id"] != plan_id:  # not this run's (a run never writes over another plan's)
         return False
+    if not _summarized(output, plan_id):  # the run's last output: a failure before it is the run's own
+        return False
     say(after_the_end(error, last, files=len(record["checkpoint"]["files"])))
     return True
+
+
+def _summarized(output: Path, plan_id: str) -> bool:
+    """Whether ``output`` holds this plan's summary.json, which a run writes after its last checkpoint."""
+    from ftc.spec.reading import NotReadable, finite_json, read_bounded_text
+
+    try:
+        summary = finite_json(read_bounded_text(output / "summary.json", limit=1 << 20, what="summary"))
+    except (NotReadable, OSError, ValueError, RecursionError):
+        return False
+    return isinstance(summary, dict) and summary.get("plan_id") == plan_id
