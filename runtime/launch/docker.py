@@ -38,7 +38,7 @@ from ftc.stores.sources import SOURCES
 from ftc.stores.sources.local import HOME_IN_CONTAINER
 
 from .handoff import Handoff, Rendezvous
-from .outcome import raise_failure
+from .outcome import raise_unless_finished
 
 __all__ = ["GpuRequest", "container_mounts", "container_name", "refuse_what_a_container_cannot_see", "run_in_container"]
 
@@ -128,7 +128,9 @@ def run_in_container(
         where = f"{image.requested} ({found.short_id}) on {engine_address()}"
         announce = lambda container: log(f"container {name} ({container.short_id}): {where}")  # noqa: E731
         code = _run_and_follow(client, name, output, options, gpus=gpus, announce=announce)
-        raise_failure(code, handoff.outcome)  # what the container's worker reported (its output was ours)
+        # what the container's worker reported (its output was ours); a container that ended badly after the run's
+        # last checkpoint and summary (an abort at exit) leaves the run complete, said as such
+        raise_unless_finished(code, handoff.outcome, output, plan.plan_id, say=log)
 
 
 def _environment(plan: Plan, image: PlanImage, found: Any, engine: str) -> dict[str, str]:

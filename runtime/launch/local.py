@@ -30,7 +30,7 @@ from ftc.spec.plan import Placement, Plan, read_plan
 
 from .handoff import Handoff, Rendezvous, worker_parser
 from .lock import output_lock
-from .outcome import failure_of, finished_before, write_outcome
+from .outcome import finished_before, raise_unless_finished, write_outcome
 from .publish import publishing
 
 __all__ = ["run_plan", "worker_main"]
@@ -129,9 +129,7 @@ def _launch_workers(plan: Plan, plan_path: Path, handoff: Handoff, rendezvous: R
         finally:
             if child.poll() is None:
                 os.killpg(child.pid, signal.SIGKILL)
-        error = failure_of(code, note)
-        if error is not None and not finished_before(error, plan.output_path, plan.plan_id, say=log):
-            raise error
+        raise_unless_finished(code, note, plan.output_path, plan.plan_id, say=log)
 
 
 def worker_main(argv: list[str] | None = None) -> int:

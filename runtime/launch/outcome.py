@@ -34,6 +34,7 @@ __all__ = [
     "outcome_exception",
     "outcome_from_exception",
     "raise_failure",
+    "raise_unless_finished",
     "read_outcome",
     "write_outcome",
 ]
@@ -189,6 +190,16 @@ def raise_failure(code: int, note: Path | None = None) -> None:
     """Raise :func:`failure_of` ``code`` and ``note``, if there is one."""
     error = failure_of(code, note)
     if error is not None:
+        raise error
+
+
+def raise_unless_finished(
+    code: int, note: Path | None, output: Path, plan_id: str, *, say: Callable[[str], None]
+) -> None:
+    """Raise :func:`failure_of` ``code`` and ``note``, unless the run had finished before it (:func:`finished_before`:
+    then ``say`` says so and the run stands). For a launcher whose processes (or container) ended with ``code``."""
+    error = failure_of(code, note)
+    if error is not None and not finished_before(error, output, plan_id, say=say):
         raise error
 
 
