@@ -122,8 +122,9 @@ def _reproduction(folder: Path, record: dict[str, Any]) -> list[tuple[str, Any]]
     return [*rows, ("reproduction", f'<span class="{css}">{_e(verdict)}</span> ({REPRODUCTION_FILE})')]
 
 
-def report_html(folder: Path) -> str:
-    """The report of the checkpoint in ``folder`` (its chain verified as ``ftc lineage verify`` does)."""
+def report_html(folder: Path, *, shown: str | None = None) -> str:
+    """The report of the checkpoint in ``folder`` (its chain verified as ``ftc lineage verify`` does), named as
+    ``shown`` (a store's URI for a fetched copy; default: the folder)."""
     folder = folder.resolve()
     signatures = _Signatures(trusted_keys_from_env())  # each checkpoint of the chain: signed, unsigned or broken
     record, problems = verify_checkpoint(folder, signatures=signatures)
@@ -146,7 +147,7 @@ def report_html(folder: Path) -> str:
     title = f"{checkpoint['model_id']} · {checkpoint['name']} ({checkpoint['kind']})"
     body = f"""<main>
 <h1>{_e(title)}</h1>
-<div class="sub">ftc run report · {_e(folder)} · lineage {verdict}<br>training curve: {_e(source)}</div>
+<div class="sub">ftc run report · {_e(shown or str(folder))} · lineage {verdict}<br>training curve: {_e(source)}</div>
 <section><h2>Losses</h2>{losses}</section>
 <section><h2>Lineage</h2>{more}{lineage_graph(nodes)}
 <table><tr><th>node</th><th>digest</th><th>data</th><th>scores</th><th>here</th></tr>{ancestry}</table>

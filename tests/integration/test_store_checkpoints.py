@@ -130,6 +130,7 @@ def test_a_run_prefix_is_read_through_its_best_pointer_and_fetched_once(publishe
     assert r.code == 0, r.err
     page = (tmp_path / "report.html").read_text()
     assert published.best_id in page and "metrics.jsonl, which the lineage record does not cover" in page  # its curve
+    assert f"ftc run report · {checkpoint.rstrip('/')} · " in page  # named by its URI, not the fetched copy
     first = f"{prefix}checkpoints/{published.steps[0]}"
     r = ftc("lineage", "diff", first, prefix, "--format", "json")
     assert r.code == 0, r.err
@@ -151,6 +152,7 @@ def test_a_published_checkpoint_and_a_run_prefix_are_exported_and_answer(publish
     r = ftc("eval", published.prefix, "--data", published.root / "data" / "valid.jsonl", "-o", tmp_path / "e.jsonl")
     assert r.code == 0, r.err
     assert json.loads(r.out)["examples"] == 4 and f"{published.prefix}best: " in r.err
+    assert json.loads(r.out)["model"] == f"{published.prefix}checkpoints/{published.best}"  # not the fetched copy
     r = ftc("eval", f"{published.prefix}checkpoints/{published.steps[0]}/", "--data", tmp_path / "nowhere.jsonl")
     assert r.code != 0 and "nowhere.jsonl" in r.err, r.err
     r = ftc("data", "inspect", published.prefix, "-n", "1", "--no-color")

@@ -68,6 +68,8 @@ def eval_command(
             result = score_classifier(session, data, out, threshold=threshold, sampling=chosen)
         else:
             result = evaluate(session, data, out, sampling=chosen)
+        if found is not None:  # fetched from a store: named by its URI, not the copy removed below
+            result["model"] = found.shown
     click.echo(json.dumps(result, indent=2))
 
 

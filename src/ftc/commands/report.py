@@ -30,7 +30,7 @@ def report_command(checkpoint: str, output: Path) -> None:
     check_output_outside(output, reads=None if in_store(checkpoint) else Path(checkpoint))  # before any fetch
     with local_checkpoint(checkpoint, run_files=True, say=note) as found:
         try:
-            page = report_html(found.folder)
+            page = report_html(found.folder, shown=found.shown)
         except ValueError as exc:
             raise LineageBroken(str(exc)) from None
     write_text_atomic(output, page)

@@ -33,14 +33,19 @@ def reproduce_command(checkpoint: str, output: Path, rtol: float, atol: float, t
     folder (a run's: its best, else latest), or in a store a checkpoint a run published (s3://…/checkpoints/step-N/,
     gs://…) or the run's prefix (s3://bucket/run/: its best, else latest pointer), fetched and checked against its
     marker first."""
+    from ftc.errors import NotReproduced
     from ftc.lineage import local_checkpoint
     from ftc.runtime.launch.reproduce import REPORT_FILE, check_options, reproduce
 
     check_options(output, rtol=rtol, atol=atol)  # before a checkpoint is fetched
     with local_checkpoint(checkpoint, say=note) as checked:
-        found = reproduce(checked.path, output, rtol=rtol, atol=atol, tracker=tracker, given=checkpoint)
-        text = found.text()
-        if checked.digests is not None:  # fetched from a store: named by its URI, not the copy removed below
-            text = text.replace(str(checked.folder.resolve()), checked.shown)
+        # fetched from a store: named by its URI, not the copy removed below
+        named = (lambda text: text.replace(str(checked.folder.resolve()), checked.shown)) if checked.digests else str
+        try:
+            found = reproduce(checked.path, output, rtol=rtol, atol=atol, tracker=tracker, given=checkpoint)
+        except NotReproduced as exc:
+            exc.args = (named(str(exc)),)
+            raise
+        text = named(found.text())
     click.echo(text)
     click.echo(f"report: {output / REPORT_FILE}")
