@@ -255,4 +255,7 @@ def _fetch_run_files(store: Any, prefix: str, scratch: Path) -> None:
         except RemoteProblem:
             continue
         if data is not None:
-            (scratch / name).write_bytes(data)
+            try:
+                (scratch / name).write_bytes(data)
+            except OSError as exc:
+                raise _storage(scratch, exc) from None

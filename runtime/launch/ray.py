@@ -138,17 +138,24 @@ def _check_before(plan: Plan, *, resume: bool) -> tuple[Any, bool]:
 
 def _connect(ray: Any, where: str, ray_log: Path) -> None:
     """Connect to the cluster at ``where``, what Ray says meanwhile in ``ray_log``; exit 13 naming why not."""
+    from ftc.stores.storage import storage_failure
+
     from .ray_output import descriptors_logged_to
 
     _answers(where)  # Ray itself keeps retrying an address nobody answers at for minutes
-    start = ray_log.stat().st_size if ray_log.exists() else 0
+    try:  # the log's folder is ftc's cache: one that cannot be written is said as such, not as a missing cluster
+        ray_log.parent.mkdir(parents=True, exist_ok=True)
+        ray_log.touch()
+    except OSError as exc:
+        raise storage_failure(ray_log.parent, exc, "keeping Ray's messages", "cache") or exc from None
+    start = ray_log.stat().st_size
     try:
         with descriptors_logged_to(ray_log):
             ray.init(address=where, logging_level="ERROR", log_to_driver=True, configure_logging=False)
     except Exception as exc:  # ConnectionError, or Ray's own when nothing answers
         with open(ray_log, "rb") as said:
             said.seek(start)
-            if b"InvalidAuthToken" in said.read():  # Ray's core says so in its log lines, not in the exception
+            if b"InvalidAuthToken" in said.read(1 << 24):  # Ray's core says so in its log lines, not the exception
                 raise EngineUnavailable(
                     f"the Ray cluster at {where} refused this driver: it asks for an authentication token"
                     " (Ray's token authentication), and this environment has none or another"
