@@ -87,12 +87,13 @@ def test_a_reader_that_closes_the_pipe_early_is_not_an_error(args):
 
 
 def _loaded_verbs_after(args: list[str]) -> list[str]:
+    """The verbs' modules loaded after ``ftc ARGS`` (not the helpers they share: ftc.commands._notes, ...)."""
     code = f"""
 import contextlib, io, json, sys
 from ftc.cli import main
 with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
     code = main({args!r})
-print(json.dumps([code, sorted(m for m in sys.modules if m.startswith("ftc.commands."))]))
+print(json.dumps([code, sorted(m for m in sys.modules if m.startswith("ftc.commands.") and "._" not in m)]))
 """
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     code, loaded = json.loads(out.strip().splitlines()[-1])

@@ -7,10 +7,7 @@ from pathlib import Path
 
 import click
 
-
-def note(line: str) -> None:
-    """Which checkpoint a store's pointer named: on stderr, so stdout stays the output."""
-    click.echo(line, err=True)
+from ._notes import note
 
 
 @click.group("data")

@@ -11,6 +11,7 @@ from pathlib import Path
 import click
 from click.core import ParameterSource
 
+from ._notes import note
 from ._sampling import _FiniteFloat, sampling, sampling_options
 
 
@@ -53,7 +54,7 @@ def eval_command(
     default = output or data.with_name(data.stem + ".eval.jsonl")
     if in_store(model):  # a published checkpoint or run prefix: fetched and checked against its marker first
         out = check_output_outside(default, also=data)
-        opened = local_checkpoint(model, say=lambda line: click.echo(line, err=True))
+        opened = local_checkpoint(model, say=note)
     else:
         out = check_scored_output(default, Path(model), spec=spec, data=data)
         opened = contextlib.nullcontext()

@@ -7,12 +7,8 @@ from pathlib import Path
 
 import click
 
+from ._notes import note
 from ._sampling import sampling, sampling_options
-
-
-def note(line: str) -> None:
-    """Which checkpoint a store's pointer named: on stderr, so stdout stays the output."""
-    click.echo(line, err=True)
 
 
 @click.command("generate")

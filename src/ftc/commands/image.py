@@ -8,6 +8,8 @@ import click
 
 from ftc.images.build import FLAVORS
 
+from ._notes import note
+
 
 @click.group("image")
 def image_group() -> None:
@@ -82,7 +84,7 @@ def image_build(
         build_args=args,
         network=network,
         trackers=trackers,
-        log=lambda line: click.echo(line, err=True),
+        log=note,
     )
     carries = f" with the tracker clients of {', '.join(built.trackers)}" if built.trackers else ""
     click.echo(

@@ -6,10 +6,7 @@ from pathlib import Path
 
 import click
 
-
-def note(line: str) -> None:
-    """Which checkpoint a store's pointer named: on stderr, so stdout stays the output."""
-    click.echo(line, err=True)
+from ._notes import note
 
 
 @click.command("reproduce")

@@ -9,6 +9,8 @@ import click
 
 from ftc.runtime.launch.handoff import rendezvous_options
 
+from ._notes import note
+
 if TYPE_CHECKING:
     from ftc.runtime.launch.handoff import Rendezvous
 
@@ -81,7 +83,7 @@ def run_command(
         mounts=mounts,
         ray_address=ray_address,
         max_failures=max_failures,
-        log=lambda line: click.echo(line, err=True),
+        log=note,
         resume=resume,
         rendezvous=rendezvous,
     )
