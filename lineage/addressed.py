@@ -186,6 +186,7 @@ def _scratch() -> Iterator[Path]:
     root = cache_dir() / "checkpoints"
     try:
         root.mkdir(parents=True, exist_ok=True)
+        _sweep(root)
         folder = Path(tempfile.mkdtemp(prefix="fetched-", dir=root))
     except OSError as exc:
         raise _storage(root, exc) from None
@@ -193,6 +194,24 @@ def _scratch() -> Iterator[Path]:
         yield folder
     finally:
         shutil.rmtree(folder, ignore_errors=True)
+
+
+#: a fetched copy older than this was left by a command that was killed (each removes its own when it ends)
+_LEFT_BEHIND_S = 3 * 24 * 3600
+
+
+def _sweep(root: Path) -> None:
+    """Remove the fetched copies under ``root`` that killed commands left (older than three days: not a running
+    command's), so that copies do not pile up in the cache."""
+    import shutil
+    import time
+
+    for left in root.glob("fetched-*"):
+        try:
+            if left.is_dir() and not left.is_symlink() and time.time() - left.stat().st_mtime > _LEFT_BEHIND_S:
+                shutil.rmtree(left, ignore_errors=True)
+        except OSError:
+            continue
 
 
 def _storage(root: Path, exc: OSError) -> Exception:

@@ -272,3 +272,17 @@ def test_a_run_published_to_gcs_is_read_through_its_prefix(gcs, job, ftc, tmp_pa
     r = ftc("lineage", "verify", prefix)
     assert r.code == 0, r.err
     assert f"{prefix}best: {prefix}{best['checkpoint']}/" in r.err and f"record {best['record_id']}" in r.out
+
+
+def test_copies_that_killed_commands_left_in_the_cache_are_swept(published, ftc):
+    import time
+
+    root = Path(os.environ["FTC_CACHE_DIR"]) / "checkpoints"
+    old, recent = root / "fetched-killed", root / "fetched-running"
+    for folder in (old, recent):
+        (folder / "checkpoints").mkdir(parents=True)
+    days_ago = time.time() - 4 * 24 * 3600
+    os.utime(old, (days_ago, days_ago))
+    r = ftc("lineage", "show", published.prefix)
+    assert r.code == 0, r.err
+    assert not old.exists() and recent.is_dir()  # a command killed days ago; one that may still be running
