@@ -154,7 +154,7 @@ def test_a_published_checkpoint_and_a_run_prefix_are_exported_and_answer(publish
     assert json.loads(r.out)["examples"] == 4 and f"{published.prefix}best: " in r.err
     assert json.loads(r.out)["model"] == f"{published.prefix}checkpoints/{published.best}"  # not the fetched copy
     r = ftc("eval", f"{published.prefix}checkpoints/{published.steps[0]}/", "--data", tmp_path / "nowhere.jsonl")
-    assert r.code != 0 and "nowhere.jsonl" in r.err, r.err
+    assert r.code == ExitCode.USAGE and "nowhere.jsonl" in r.err, r.err
     r = ftc("data", "inspect", published.prefix, "-n", "1", "--no-color")
     assert r.code == 0, r.err
     assert "examples" in r.out
@@ -256,6 +256,8 @@ def test_a_published_checkpoint_is_reproduced_from_its_run_prefix(published, ftc
     assert f"{published.prefix}best: " in r.err
     rerun = json.loads((tmp_path / "rerun" / "checkpoints" / published.best / "lineage.json").read_text())
     assert rerun["results"]["step"] == int(published.best.removeprefix("step-"))
+    origin = next(p for p in rerun["parents"] if p["relation"] == "reproduction-of")
+    assert origin["source"]["given"] == f"{published.prefix}best"  # as given, not the fetched copy's path
 
 
 def test_a_command_that_takes_a_folder_says_so_of_a_store_location(ftc):
