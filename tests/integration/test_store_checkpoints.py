@@ -288,3 +288,22 @@ def test_copies_that_killed_commands_left_in_the_cache_are_swept(published, ftc)
     r = ftc("lineage", "show", published.prefix)
     assert r.code == 0, r.err
     assert not old.exists() and recent.is_dir()  # a command killed days ago; one that may still be running
+
+
+@pytest.mark.parametrize("form", ["run prefix (best)", "checkpoint"])
+def test_every_command_that_takes_a_checkpoint_takes_a_published_one_in_either_form(published, ftc, tmp_path, form):
+    """The issue's list, each command on s3://bucket/run/ (through best) and on s3://bucket/run/checkpoints/step-N/."""
+    given = published.prefix if form.startswith("run") else f"{published.prefix}checkpoints/{published.best}/"
+    data = published.root / "data" / "valid.jsonl"
+    for command in (
+        ["lineage", "show", given],
+        ["lineage", "verify", given],
+        ["report", given, "-o", tmp_path / "report.html"],
+        ["export", given, "-o", tmp_path / "export"],
+        ["generate", given, "--prompt", "2+2=", "--max-new-tokens", "2"],
+        ["eval", given, "--data", data, "-o", tmp_path / "answers.jsonl", "--max-new-tokens", "4"],
+    ):
+        r = ftc(*command)
+        assert r.code == 0, (command, r.err)
+    assert json.loads(r.out)["model"] == f"{published.prefix}checkpoints/{published.best}"
+    assert (tmp_path / "export" / "model.safetensors").is_file() and (tmp_path / "report.html").is_file()
