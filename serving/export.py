@@ -32,6 +32,7 @@ from ftc.lineage.record import LINEAGE_FILE, LINEAGE_VERSION, checkpoint_parent,
 from ftc.lineage.signing import signer_from_env
 from ftc.runtime.training import save_tokenizer
 from ftc.spec.rope import RopeScaling
+from ftc.spec.text import for_terminal
 from ftc.stores.atomic import check_output_path, clear_planted
 from ftc.stores.safetensors_header import read_safetensors_header
 from ftc.stores.storage import storage_failure
@@ -122,7 +123,8 @@ def _write(
     source = trained.folder
     if merge:
         dtype = _base_dtype(trained.base)
-        log(f"merging the adapter into its base {trained.base} in float32; saving in {dtype}")
+        base = os.path.normpath(trained.base) if isinstance(trained.base, Path) else trained.base  # no a/../../b
+        log(f"merging the adapter into its base {for_terminal(str(base))} in float32; saving in {dtype}")
         model, _ = load_model(trained, dtype="float32")
         merged = model.merge_and_unload()
         merged.to(getattr(torch, dtype)).save_pretrained(tmp, max_shard_size=max_shard_size)

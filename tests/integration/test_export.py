@@ -300,3 +300,13 @@ def test_outputs_that_would_land_in_the_checkpoint_or_through_a_link_are_refused
     r = ftc("export", lora_run, "-o", tmp_path / "export")
     assert r.code == 0, r.err
     assert list((tmp_path / "empty").iterdir()) == [] and ftc("lineage", "verify", tmp_path / "export").code == 0
+
+
+def test_export_names_a_base_given_by_a_relative_path_by_its_path(trained, tiny_model, ftc, tmp_path):
+    import os
+
+    out = trained(initial_base_model_ckpt_path=os.path.relpath(tiny_model, tmp_path), num_epochs=1)
+    r = ftc("export", out, "-o", tmp_path / "export")
+    assert r.code == 0, r.err
+    merging = next(line for line in r.err.splitlines() if "merging the adapter into its base " in line)
+    assert f"its base {tiny_model} in" in merging, merging  # not the way to it from the checkpoint (a/../../b)
