@@ -39,9 +39,9 @@ NO_EFFECT = {
 #: the top-level keys this module takes (the job schema knows them; the typed spec never holds them)
 KEYS = frozenset(ALIASES) | frozenset(NO_EFFECT)
 
-#: Liger's kernels ftc applies together (kernels: liger); its loss kernels ftc never uses (its loss is its own)
+#: Liger's kernels ftc applies together (kernels: liger); its loss kernels (cross_entropy,
+#: fused_linear_cross_entropy) ftc never uses: its loss is its own
 _LIGER_TOGETHER = ("rms_norm", "rope", "swiglu")
-_LIGER_LOSS = ("cross_entropy", "fused_linear_cross_entropy")
 
 ProblemAt = Callable[..., Any]
 
