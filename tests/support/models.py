@@ -148,28 +148,9 @@ def build_tiny_model(
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    out_dir = Path(out_dir)
     settings = {**TINY_SHAPE, "vocab_size": vocab_size, **config}
     torch.manual_seed(seed)
-    model = LlamaForCausalLM(LlamaConfig(**settings))
-    model.save_pretrained(out_dir, safe_serialization=True)
-    if tokenizer:
-        build_tokenizer(out_dir, vocab_size=vocab_size, max_length=settings["max_position_embeddings"])
-    return out_dir
-
-
-#: the tiny models' shared shape: 2 layers of width 64, 4 query heads over 2 key/value heads
-_TINY = dict(
-    hidden_size=64,
-    intermediate_size=128,
-    num_hidden_layers=2,
-    num_attention_heads=4,
-    num_key_value_heads=2,
-    max_position_embeddings=512,
-    bos_token_id=1,
-    eos_token_id=2,
-    pad_token_id=0,
-)
+    return _save_tiny(out_dir, LlamaForCausalLM(LlamaConfig(**settings)), tokenizer, vocab_size)
 
 
 def _save_tiny(out_dir: str | Path, model: Any, tokenizer: bool, vocab_size: int) -> Path:
@@ -188,7 +169,9 @@ def build_tiny_mixtral(
     import torch
     from transformers import MixtralConfig, MixtralForCausalLM
 
-    settings = dict(_TINY, vocab_size=vocab_size, num_local_experts=4, num_experts_per_tok=2, tie_word_embeddings=False)
+    settings = dict(
+        TINY_SHAPE, vocab_size=vocab_size, num_local_experts=4, num_experts_per_tok=2, tie_word_embeddings=False
+    )
     settings.update(config)
     torch.manual_seed(seed)
     return _save_tiny(out_dir, MixtralForCausalLM(MixtralConfig(**settings)), tokenizer, vocab_size)
@@ -204,7 +187,7 @@ def build_tiny_gemma2(
     from transformers import Gemma2Config, Gemma2ForCausalLM
 
     settings = dict(
-        _TINY,
+        TINY_SHAPE,
         vocab_size=vocab_size,
         head_dim=16,
         query_pre_attn_scalar=16,
