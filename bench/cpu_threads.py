@@ -30,13 +30,10 @@ import time
 from importlib import metadata
 from pathlib import Path
 
+from _busy import spin, stop  # bench/, this script's folder, is on its path
+
 REPO = Path(__file__).resolve().parents[1]
 QUICKSTART = REPO / "examples" / "quickstart"
-
-
-def spin() -> subprocess.Popen:
-    """A process that keeps one core busy until it is killed (its own session: nothing of ftc's)."""
-    return subprocess.Popen([sys.executable, "-c", "while True: pass"], start_new_session=True)
 
 
 def variant_env(name: str) -> dict[str, str]:
@@ -92,7 +89,7 @@ def main() -> int:
         if compiled.returncode != 0:
             raise SystemExit(f"ftc compile exited {compiled.returncode}\n{compiled.stderr[-2000:]}")
         load_before = os.getloadavg()
-        spinners = [spin() for _ in range(args.spinners)]
+        spinners = spin(args.spinners)
         time.sleep(1.0 if spinners else 0.0)  # the spinners running before the first run starts
         times: dict[str, list[float]] = {name: [] for name in variants}
         lines: dict[str, str] = {}
@@ -104,9 +101,7 @@ def main() -> int:
                 print(f"{name:>6}  run {repeat + 1}: {elapsed:6.2f} s  {line}", flush=True)
         load_after = os.getloadavg()
     finally:
-        for proc in spinners:
-            proc.kill()
-            proc.wait()
+        stop(spinners)
         shutil.rmtree(root, ignore_errors=True)
 
     medians = {name: statistics.median(ts) for name, ts in times.items()}

@@ -24,6 +24,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from _busy import spin, stop  # bench/, this script's folder, is on its path
+
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests"))  # the tests' builders: tests/support/
 
@@ -34,11 +36,6 @@ from support.zero3_lora import write_zero3_lora_job  # noqa: E402
 FINAL = Path("output") / "checkpoints" / "step-000002"
 #: what ftc says of a process that failed after the run's last checkpoint (runtime/launch/outcome.py)
 AFTER_THE_END = "a process failed after the run's last checkpoint"
-
-
-def spin() -> subprocess.Popen:
-    """A process that keeps one core busy until it is killed (its own session: nothing of ftc's)."""
-    return subprocess.Popen([sys.executable, "-c", "while True: pass"], start_new_session=True)
 
 
 def run_once(root: Path, timeout: float) -> tuple[int, float, str]:
@@ -94,7 +91,7 @@ def main() -> int:
         )  # fmt: skip
         if compiled.returncode != 0:
             raise SystemExit(f"ftc compile exited {compiled.returncode}\n{compiled.stderr[-2000:]}")
-        spinners = [spin() for _ in range(args.spinners)]
+        spinners = spin(args.spinners)
         load_before = os.getloadavg()
         busy_before = others()
         for i in range(args.runs):
@@ -109,9 +106,7 @@ def main() -> int:
                 print(f"--- the end of run {i + 1}'s output:\n{out[-3000:]}\n---", flush=True)
         load_after = os.getloadavg()
     finally:
-        for proc in spinners:
-            proc.kill()
-            proc.wait()
+        stop(spinners)
         shutil.rmtree(root, ignore_errors=True)
 
     total = time.perf_counter() - started
