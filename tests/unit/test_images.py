@@ -617,3 +617,18 @@ def test_an_unknown_tracker_is_refused_before_the_engine_is_asked():
         "--tracker comet: not a tracker extra of this checkout (images/versions.txt's TRACKER_EXTRAS: mlflow, wandb,"
         " tensorboard)" in done.stderr
     )
+
+
+def test_a_tracker_asked_of_a_checkout_without_its_pin_file_is_refused_naming_it(tmp_path):
+    # a checkout with images/ and pyproject.toml but no images/versions.txt: the plain image needs no tracker list
+    (tmp_path / "images").mkdir()
+    (tmp_path / "images" / "Dockerfile.cpu").write_text("FROM scratch\n")
+    (tmp_path / "pyproject.toml").write_text("[project]\nname = 'x'\n")
+    env = {**os.environ, "DOCKER_HOST": "unix:///nonexistent/docker.sock"}
+    done = subprocess.run(
+        [sys.executable, "-m", "ftc.cli", "image", "build", "cpu", "--context", str(tmp_path), "--tracker", "mlflow"],
+        capture_output=True, text=True, env=env, timeout=60,
+    )  # fmt: skip
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert f"--tracker: {tmp_path / 'images' / 'versions.txt'} cannot be read (" in done.stderr
+    assert "Traceback" not in done.stderr
