@@ -65,6 +65,27 @@ SHAPES = {
         warmup=2,
         variants=["hf_padded", "hf_naive_packed", "ftc_packed", "ftc_packed_sdpa", "ftc_padded"],
     ),
+    # the same with a vocabulary as small as the tokenizer's: the output layer is cheap, so attention and per-step
+    # overheads decide (where the chunked loss saves nothing)
+    "small-vocab": dict(
+        model=dict(
+            hidden_size=256,
+            intermediate_size=688,
+            num_hidden_layers=4,
+            num_attention_heads=8,
+            num_key_value_heads=4,
+            vocab_size=640,
+            max_position_embeddings=2048,
+        ),
+        lora=None,
+        context=1024,
+        ftc_rows=2,
+        hf_padded_batch=8,
+        hf_packed_rows=2,
+        steps=24,
+        warmup=2,
+        variants=["hf_padded", "hf_naive_packed", "ftc_packed", "ftc_packed_sdpa", "ftc_padded"],
+    ),
     "1b": dict(
         model=dict(hidden_size=2048, intermediate_size=8192, num_hidden_layers=16, tie_word_embeddings=True, **_LLAMA3),
         lora=None,
