@@ -10,6 +10,12 @@ cosine schedule; bf16 mixed precision on a GPU (``bf16=True``), fp32 on CPU. Two
 Used by bench/train_bench.py, which writes ``settings.json`` in WORKDIR:
 
     python bench/hf_trainer_baseline.py WORKDIR RESULT.json --layout padded|naive-packed
+
+RESULT.json holds "start" (the process's start, before the imports), "steps": one [time, real tokens, rows] per
+optimizer step (``gradient_accumulation_steps`` is 1: one ``training_step`` a step), the time taken when its
+backward is done (on a GPU after a synchronize), so the time from one to the next holds one optimizer step, one
+batch's collation, one forward and backward; real tokens are the attention mask's sum (padding excluded),
+"rows_per_step" (a full step's rows: a step with fewer is partial) and peak memory.
 """
 
 from __future__ import annotations
@@ -69,19 +75,21 @@ def main() -> None:
     rows = rows_of(args.workdir, tokenizer, args.layout, s["context"])
     batch = s["hf_padded_batch"] if args.layout == "padded" else s["hf_packed_rows"]
 
-    steps: list[tuple[float, int]] = []
+    steps: list[tuple[float, int, int]] = []
 
     class TimedTrainer(Trainer):
         def training_step(self, model, inputs, num_items_in_batch=None):
             loss = super().training_step(model, inputs, num_items_in_batch)
             if cuda:
                 torch.cuda.synchronize()  # the step's time, not its launch
-            steps.append((time.time(), int(inputs["attention_mask"].sum())))
+            mask = inputs["attention_mask"]
+            steps.append((time.time(), int(mask.sum()), int(mask.shape[0])))
             return loss
 
     training = TrainingArguments(
         output_dir=str(args.workdir / "hf-out"),
         per_device_train_batch_size=batch,
+        gradient_accumulation_steps=1,  # one training_step a step: the timing above depends on it
         max_steps=s["steps"],
         learning_rate=s["learning_rate"],
         lr_scheduler_type="cosine",
@@ -100,7 +108,7 @@ def main() -> None:
         train_dataset=rows,
         data_collator=DataCollatorForSeq2Seq(tokenizer, padding="longest"),
     )
-    result = {"start": START, "steps": steps}
+    result = {"start": START, "steps": steps, "rows_per_step": batch}
     try:
         trainer.train()
     except torch.OutOfMemoryError:

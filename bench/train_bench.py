@@ -1,10 +1,12 @@
 """Training throughput and memory: `ftc run` against a plain Hugging Face Trainer, same model shape, same data.
 
-    python bench/train_bench.py [--shape small|1b|8b-lora] [--variants a,b,..] [--steps N] [--json FILE]
+    python bench/train_bench.py [--shape small|small-vocab|1b|8b-lora] [--variants a,b,..] [--steps N]
+                                [--repeat N] [--json FILE]
 
-One after the other, each in a fresh process, on identical synthetic chat data (lognormal lengths around 230
-tokens before the chat template, as chat SFT data looks; the report gives the tokenized median) and the same
-random-weight model (speed does not depend on the values):
+Each variant in a fresh process, on identical synthetic chat data (lognormal lengths around 230 tokens before the
+chat template, as chat SFT data looks; the report gives the tokenized median) and the same random-weight model
+(speed does not depend on the values). With ``--repeat N`` the list runs N times interleaved (A B C A B C), so the
+noise of a loaded machine shows as the spread of each variant's per-run medians.
 
 - ``hf_padded``: HF Trainer, batches padded to their longest example (bench/hf_trainer_baseline.py), the default.
 - ``hf_naive_packed``: HF Trainer on examples concatenated and cut into full rows (samples see each other: wrong,
@@ -13,12 +15,22 @@ random-weight model (speed does not depend on the values):
   ``ftc_packed_sdpa``: packed with SDPA instead of FlexAttention (GPU); ``ftc_packed_ckpt``: with activation
   checkpointing.
 
-Reported per variant: real (non-padding) tokens/s over the steps after the first ``--warmup``, MFU (GPU: model
-FLOPs, 6N per token for full fine-tuning, 4N for LoRA, plus causal attention over the actual sample lengths, the
-same count for every variant although ftc skips the output layer for prompt tokens; peak 989e12 bf16 for SXM
-H100/H200), peak memory (GPU allocated, or the process's RSS on CPU), time from process start to the first step
-done. Ratios are against ``hf_padded`` of the same run. Shapes: ``small`` (CPU), ``1b`` (Llama-3.2-1B, full),
-``8b-lora`` (Llama-3-8B, LoRA r=16 on all linear layers), seq 2048 and bf16 on a GPU.
+What is measured, per optimizer step: its wall time (from the end of the step before to its own end: ftc's
+metrics.jsonl "time" of each step record, the HF Trainer's clock after each ``training_step``, synchronized on a
+GPU) and its real (non-padding) tokens (ftc's "tokens" counter; HF: the attention mask's sum). Steps counted: those
+after the first ``warmup`` of each run, less partial steps: where a step's rows are recorded (HF), one with fewer
+rows than a full step; else, in packed layouts (ftc trains whole epochs, so its last step holds what is left), a
+last step with under 90% of the median step's tokens. ftc padded is given a whole number of steps' examples.
+
+Reported per variant: ``real_tokens_per_s``, the median over the counted steps (all runs) of each step's tokens/s;
+``real_tokens_per_s_mean`` (their tokens over their time) for reference; ``real_tokens_per_step`` (median), the
+steps counted and excluded; MFU from the median (GPU: model FLOPs, 6N per token for full fine-tuning, 4N for LoRA,
+plus causal attention over the actual sample lengths, the same count for every variant although ftc skips the
+output layer for prompt tokens; peak 989e12 bf16 for SXM H100/H200), peak memory (GPU allocated, or the process's
+RSS on CPU; the largest of the runs), time from process start to the first step done (median of the runs). Ratios:
+"x HF" against ``hf_padded``, "x naive" against ``hf_naive_packed``, of the same run. Shapes: ``small`` and
+``small-vocab`` (CPU), ``1b`` (Llama-3.2-1B, full), ``8b-lora`` (Llama-3-8B, LoRA r=16 on all linear layers), seq
+2048 and bf16 on a GPU.
 """
 
 from __future__ import annotations
@@ -44,53 +56,31 @@ PEAK_FLOPS = {"H100 PCIe": 756e12, "H100 NVL": 835e12, "H200 NVL": 835e12, "H100
 _LLAMA3 = dict(
     num_attention_heads=32, num_key_value_heads=8, vocab_size=128256, rope_theta=500000.0, max_position_embeddings=8192
 )
+# a small Llama shape for CPUs, context 1024 (its settings below)
+_SMALL = dict(hidden_size=256, intermediate_size=688, num_hidden_layers=4, num_attention_heads=8, num_key_value_heads=4)
+_CPU = dict(lora=None, context=1024, ftc_rows=2, hf_padded_batch=8, hf_packed_rows=2, steps=24, warmup=2)
+_CPU_VARIANTS = ["hf_padded", "hf_naive_packed", "ftc_packed", "ftc_padded"]  # ftc_packed_sdpa: by --variants
+# Rows per step give every variant about the same real tokens per step, so per-step costs (the optimizer step above
+# all) weigh alike: ftc_rows (ftc's packed rows of `context` tokens), hf_packed_rows (HF's naive rows, always full)
+# and hf_padded_batch (examples per padded batch, ftc's and HF's), with the data's mean of ~260 tokens an example.
+# CPU (context 1024): 2 x 1024 = 2,048 naive, 8 x ~260 = ~2,100 padded, 2 rows = 1,655 ftc packed (next-fit fills
+# 81% of a 1024-token row: measured), the most apart 1.24x. GPU (context 2048): 2 x 2048 = 4,096 naive, 16 x ~260 =
+# ~4,200 padded, 2 rows = ~3,600 ftc packed (~88% full, from ftc's 44 steps of 4 rows over the same tokens in
+# bench/results/gpu-h200-train-1b-2026-11-30.json). HF padded cannot go higher on 1b (16 examples peaked at 90.9 GiB
+# on an H200, same file), so ftc's rows went from 4 (~1.7x the others' tokens a step) to 2.
 SHAPES = {
-    # a small Llama shape for CPUs; its output layer is ~a quarter of the matmul work, as in real small models
-    "small": dict(
-        model=dict(
-            hidden_size=256,
-            intermediate_size=688,
-            num_hidden_layers=4,
-            num_attention_heads=8,
-            num_key_value_heads=4,
-            vocab_size=4096,
-            max_position_embeddings=2048,
-        ),
-        lora=None,
-        context=1024,
-        ftc_rows=2,
-        hf_padded_batch=8,
-        hf_packed_rows=2,
-        steps=24,
-        warmup=2,
-        variants=["hf_padded", "hf_naive_packed", "ftc_packed", "ftc_packed_sdpa", "ftc_padded"],
-    ),
+    # its output layer is ~a quarter of the matmul work, as in real small models
+    "small": dict(model=dict(_SMALL, vocab_size=4096, max_position_embeddings=2048), variants=_CPU_VARIANTS, **_CPU),
     # the same with a vocabulary as small as the tokenizer's: the output layer is cheap, so attention and per-step
     # overheads decide (where the chunked loss saves nothing)
     "small-vocab": dict(
-        model=dict(
-            hidden_size=256,
-            intermediate_size=688,
-            num_hidden_layers=4,
-            num_attention_heads=8,
-            num_key_value_heads=4,
-            vocab_size=640,
-            max_position_embeddings=2048,
-        ),
-        lora=None,
-        context=1024,
-        ftc_rows=2,
-        hf_padded_batch=8,
-        hf_packed_rows=2,
-        steps=24,
-        warmup=2,
-        variants=["hf_padded", "hf_naive_packed", "ftc_packed", "ftc_packed_sdpa", "ftc_padded"],
+        model=dict(_SMALL, vocab_size=640, max_position_embeddings=2048), variants=_CPU_VARIANTS, **_CPU
     ),
     "1b": dict(
         model=dict(hidden_size=2048, intermediate_size=8192, num_hidden_layers=16, tie_word_embeddings=True, **_LLAMA3),
         lora=None,
         context=2048,
-        ftc_rows=4,
+        ftc_rows=2,
         hf_padded_batch=16,
         hf_packed_rows=2,
         steps=40,
@@ -103,7 +93,7 @@ SHAPES = {
         ),
         lora=dict(r=16, alpha=32),
         context=2048,
-        ftc_rows=4,
+        ftc_rows=2,
         hf_padded_batch=16,
         hf_packed_rows=2,
         steps=20,
@@ -170,16 +160,41 @@ def make_workdir(root: Path, shape: dict, examples: int, seed: int = 0) -> dict:
     }
 
 
+def rows_filled(lengths: np.ndarray, context: int, rows: int) -> int:
+    """How many of the first examples fill ``rows`` rows of ``context`` tokens, packed next-fit as ftc packs them
+    (ftc packs a seeded permutation: about as many rows)."""
+    filled, used = 0, 0
+    for i, n in enumerate(lengths):
+        if used and used + n > context:
+            filled, used = filled + 1, 0
+            if filled == rows:
+                return i
+        used += int(n)
+    return len(lengths)
+
+
 def run_ftc(root: Path, shape: dict, name: str, lengths: np.ndarray) -> dict:
-    """ftc on the first examples of the same file: as many as make ``steps`` steps (ftc trains whole epochs)."""
+    """ftc on the first examples of the same file: as many as make ``steps`` + 1 full steps (ftc trains whole epochs:
+    in packed layouts the last step holds what is left, and counts as partial when it is)."""
     options = FTC_VARIANTS[name]
     rows = shape["ftc_rows"] if options["sample_packing"] else shape["hf_padded_batch"]
     wanted = (shape["steps"] + 1) * rows
-    count = (
-        int(np.searchsorted(np.cumsum(lengths), wanted * shape["context"] * 0.97)) + 1
-        if options["sample_packing"]
-        else wanted
-    )
+    count = rows_filled(lengths, shape["context"], wanted) if options["sample_packing"] else wanted
+    env = {**os.environ, "FTC_CACHE_DIR": str(root / f"cache-{name}")}
+    plan = root / f"{name}.plan.json"
+    if not plan.exists():  # a repeated variant runs the same plan
+        _compile_ftc(root, shape, name, count, rows, env, plan)
+    result = _measured(root, name, [str(REPO / "bench" / "_ftc_run.py"), str(plan)], env)
+    metrics = root / f"out-{name}" / "metrics.jsonl"
+    records = [json.loads(line) for line in metrics.read_text().splitlines()] if metrics.exists() else []
+    steps = [r for r in records if r["type"] == "train"]
+    tokens = np.diff([0] + [r["tokens"] for r in steps]).tolist()
+    # a full fine-tune's checkpoint holds GBs of optimizer state
+    shutil.rmtree(root / f"out-{name}", ignore_errors=True)
+    return {**result, "steps": [[r["time"], n] for r, n in zip(steps, tokens)]}
+
+
+def _compile_ftc(root: Path, shape: dict, name: str, count: int, rows: int, env: dict, plan: Path) -> None:
     train = root / f"train-{name}.jsonl"
     train.write_text("".join((root / "train.jsonl").read_text().splitlines(keepends=True)[:count]))
     spec = {
@@ -195,7 +210,7 @@ def run_ftc(root: Path, shape: dict, name: str, lengths: np.ndarray) -> dict:
         "output_dir": f"out-{name}",
         "checkpoint_and_evaluation_frequency": {"unit": "steps", "frequency": 10**6},  # only the final checkpoint
         "training_mode": "lora" if shape["lora"] else "full",
-        **options,
+        **FTC_VARIANTS[name],
     }
     if shape["lora"]:
         spec["lora_config"] = {
@@ -205,8 +220,6 @@ def run_ftc(root: Path, shape: dict, name: str, lengths: np.ndarray) -> dict:
             "lora_dropout": 0.0,
         }
     (root / f"{name}.json").write_text(json.dumps(spec))
-    env = {**os.environ, "FTC_CACHE_DIR": str(root / f"cache-{name}")}
-    plan = root / f"{name}.plan.json"
     subprocess.run(
         [sys.executable, "-m", "ftc.cli", "compile", str(root / f"{name}.json"), "-o", str(plan)],
         check=True,
@@ -214,15 +227,6 @@ def run_ftc(root: Path, shape: dict, name: str, lengths: np.ndarray) -> dict:
         capture_output=True,
         cwd=root,
     )
-    result = _measured(root, name, [str(REPO / "bench" / "_ftc_run.py"), str(plan)], env)
-    metrics = root / f"out-{name}" / "metrics.jsonl"
-    records = [json.loads(line) for line in metrics.read_text().splitlines()] if metrics.exists() else []
-    steps = [r for r in records if r["type"] == "train"]
-    tokens = np.diff([0] + [r["tokens"] for r in steps]).tolist()
-    shutil.rmtree(
-        root / f"out-{name}", ignore_errors=True
-    )  # a full fine-tune's checkpoint holds GBs of optimizer state
-    return {**result, "steps": [[r["time"], n] for r, n in zip(steps, tokens)]}
 
 
 def run_hf(root: Path, name: str) -> dict:
@@ -238,6 +242,7 @@ def _measured(root: Path, name: str, command: list[str], env: dict | None, *opti
     """Run ``python COMMAND... RESULT.json OPTIONS...`` in a fresh process; its result, with the last line of its
     output under "failed" when it exits non-zero."""
     out = root / f"{name}.result.json"
+    out.unlink(missing_ok=True)  # a repeat reads its own result, never the run's before
     run = subprocess.run(
         [sys.executable, *command, str(out), *options], env=env, capture_output=True, text=True, cwd=root
     )
@@ -247,22 +252,56 @@ def _measured(root: Path, name: str, command: list[str], env: dict | None, *opti
     return result
 
 
-def summarize(raw: dict, *, warmup: int, flops_per_token: float | None, peak_flops: float | None) -> dict:
+def timed_steps(raw: dict, *, warmup: int, packed: bool) -> tuple[list[tuple[int, float]], int]:
+    """One run's counted steps, each (real tokens, seconds), and how many partial steps were left out. A step's time
+    runs from the end of the step before, so the first step is never counted (``warmup`` >= 1)."""
     steps = raw["steps"]
-    summary: dict = {"steps": len(steps)}
-    if raw.get("failed"):
-        summary["failed"] = raw["failed"]
-    if len(steps) > warmup + 1:
-        timed = steps[warmup:]
-        tokens_per_s = sum(n for _, n in timed[1:]) / (timed[-1][0] - timed[0][0])
-        summary["real_tokens_per_s"] = tokens_per_s
-        summary["time_to_first_step_s"] = steps[0][0] - raw["start"]
+    partial = set()
+    if steps and len(steps[0]) > 2:  # rows recorded: a step with fewer than a full step's
+        partial = {i for i, s in enumerate(steps) if s[2] < raw.get("rows_per_step", max(r for *_, r in steps))}
+    elif packed and len(steps) > 1 and steps[-1][1] < 0.9 * np.median([s[1] for s in steps]):
+        partial = {len(steps) - 1}
+    counted = [
+        (steps[i][1], steps[i][0] - steps[i - 1][0])
+        for i in range(max(warmup, 1), len(steps))
+        if i not in partial and steps[i][0] > steps[i - 1][0]
+    ]
+    return counted, len([i for i in partial if i >= max(warmup, 1)])
+
+
+def summarize(
+    raws: list[dict], *, warmup: int, packed: bool, flops_per_token: float | None, peak_flops: float | None
+) -> dict:
+    """A variant's numbers over its runs (see the module's docstring)."""
+    counted, partial, medians = [], 0, []
+    for raw in raws:
+        steps, left_out = timed_steps(raw, warmup=warmup, packed=packed)
+        counted += steps
+        partial += left_out
+        if steps:
+            medians.append(float(np.median([n / t for n, t in steps])))
+    summary: dict = {"steps": sum(len(raw["steps"]) for raw in raws), "runs": len(raws)}
+    failed = [raw["failed"] for raw in raws if raw.get("failed")]
+    if failed:
+        summary["failed"] = failed[0] if len(raws) == 1 else failed
+    if counted:
+        tokens_per_s = float(np.median([n / t for n, t in counted]))
+        summary.update(
+            real_tokens_per_s=tokens_per_s,
+            real_tokens_per_s_mean=sum(n for n, _ in counted) / sum(t for _, t in counted),
+            real_tokens_per_step=float(np.median([n for n, _ in counted])),
+            counted_steps=len(counted),
+            warmup_steps_excluded=sum(min(max(warmup, 1), len(raw["steps"])) for raw in raws),
+            partial_steps_excluded=partial,
+            run_medians=medians,
+            time_to_first_step_s=float(np.median([raw["steps"][0][0] - raw["start"] for raw in raws if raw["steps"]])),
+        )
         if flops_per_token and peak_flops:
             summary["mfu"] = tokens_per_s * flops_per_token / peak_flops
-    if "peak_gpu_bytes" in raw:
-        summary["peak_gpu_gib"] = raw["peak_gpu_bytes"] / 2**30
-    if "peak_rss_kb" in raw:
-        summary["peak_rss_gib"] = raw["peak_rss_kb"] / 2**20
+    if any("peak_gpu_bytes" in raw for raw in raws):
+        summary["peak_gpu_gib"] = max(raw.get("peak_gpu_bytes", 0) for raw in raws) / 2**30
+    if any("peak_rss_kb" in raw for raw in raws):
+        summary["peak_rss_gib"] = max(raw.get("peak_rss_kb", 0) for raw in raws) / 2**20
     return summary
 
 
@@ -278,75 +317,98 @@ def flops_per_token(shape: dict, mean_square_over_mean: float) -> float:
     return (4 if shape["lora"] else 6) * n + attention
 
 
+def _packed(name: str) -> bool:
+    return name == "hf_naive_packed" or FTC_VARIANTS.get(name, {}).get("sample_packing", False)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--shape", choices=sorted(SHAPES), default="small")
     parser.add_argument("--variants", help="comma-separated; default: the shape's")
-    parser.add_argument("--steps", type=int, help="optimizer steps per variant (default: the shape's)")
+    parser.add_argument("--steps", type=int, help="optimizer steps per variant and run (default: the shape's)")
+    parser.add_argument("--repeat", type=int, default=1, help="run the variant list N times, interleaved")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
     import torch
-    import transformers
 
     shape = dict(SHAPES[args.shape])
     if args.steps:
         shape["steps"] = args.steps
     variants = args.variants.split(",") if args.variants else shape["variants"]
+    unknown = [v for v in variants if v not in FTC_VARIANTS and v not in HF_VARIANTS]
+    if unknown or args.repeat < 1 or shape["steps"] <= shape["warmup"]:
+        parser.error(f"unknown variants {unknown}" if unknown else "--repeat >= 1 and --steps > the warm-up steps")
     cuda = torch.cuda.is_available()
     machine = torch.cuda.get_device_name() if cuda else f"{platform.machine()}, {os.cpu_count()} CPU cores, no GPU"
     peak = next((v for k, v in PEAK_FLOPS.items() if k in machine), None)
-    # enough examples for the variant that reads the most: HF padded batches, or full packed rows
-    examples = max(
-        shape["hf_padded_batch"],
-        shape["hf_packed_rows"] * shape["context"] // 200,
-        shape["ftc_rows"] * shape["context"] // 200,
-    ) * (shape["steps"] + 2)
+    # enough examples for the variant that reads the most: HF padded batches, or full packed rows (~85% full on CPU)
+    per_packed_step = max(shape["hf_packed_rows"], shape["ftc_rows"]) * shape["context"] // 150
+    examples = max(shape["hf_padded_batch"], per_packed_step) * (shape["steps"] + 2)
+    raws: dict[str, list[dict]] = {name: [] for name in variants}
     results = {}
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         data = make_workdir(root, shape, examples)
         fpt = flops_per_token(shape, data["mean_square_over_mean"])
-        for name in variants:
-            print(f"running {name} ...", file=sys.stderr, flush=True)
-            raw = run_hf(root, name) if name in HF_VARIANTS else run_ftc(root, shape, name, data["lengths"])
-            results[name] = summarize(raw, warmup=shape["warmup"], flops_per_token=fpt, peak_flops=peak)
-            if args.json:  # after every variant: a run stopped by a time budget keeps what it measured
-                partial = _report(args, shape, machine, data, fpt, peak, results)
-                args.json.write_text(json.dumps({**partial, "complete": False}, indent=2) + "\n")
+        for repeat in range(args.repeat):
+            for name in variants:
+                print(f"running {name} ({repeat + 1}/{args.repeat}) ...", file=sys.stderr, flush=True)
+                raw = run_hf(root, name) if name in HF_VARIANTS else run_ftc(root, shape, name, data["lengths"])
+                raws[name].append(raw)
+                results[name] = summarize(
+                    raws[name], warmup=shape["warmup"], packed=_packed(name), flops_per_token=fpt, peak_flops=peak
+                )
+                if args.json:  # after every run: a run stopped by a time budget keeps what it measured
+                    so_far = _report(args, shape, machine, data, fpt, peak, results)
+                    args.json.write_text(json.dumps({**so_far, "complete": False}, indent=2) + "\n")
     report = _report(args, shape, machine, data, fpt, peak, results)
-    print(f"{machine}; torch {torch.__version__}, transformers {transformers.__version__}; shape {args.shape}")
-    print(
-        f"data: {data['examples']} examples, median {data['median_tokens']:.0f} tokens,"
-        f" mean {data['mean_tokens']:.0f}, max {data['max_tokens']}"
-    )
-    memory = "peak_gpu_gib" if cuda else "peak_rss_gib"
-    print(
-        f"{'run':<18} {'steps':>5} {'real tok/s':>11} {'x HF':>6} {'MFU':>6}"
-        f" {'first step':>10} {'peak GiB':>9} {'x HF':>6}"
-    )
-    for name, r in results.items():
-        ratio = report["ratios_vs_hf_padded"][name]
-        if "real_tokens_per_s" not in r:
-            print(f"{name:<18} {r['steps']:>5}  failed: {r.get('failed')}")
-            continue
-        mfu = f"{r['mfu']:.1%}" if "mfu" in r else "-"
-        x = {m: f"{ratio[m]:.2f}" if m in ratio else "-" for m in ("real_tokens_per_s", memory)}
-        print(
-            f"{name:<18} {r['steps']:>5} {r['real_tokens_per_s']:>11,.0f} {x['real_tokens_per_s']:>6} {mfu:>6}"
-            f" {r['time_to_first_step_s']:>8.1f} s"
-            f" {r.get(memory, 0):>9.2f} {x[memory]:>6}"
-        )
+    _print_table(report, memory="peak_gpu_gib" if cuda else "peak_rss_gib")
     if args.json:
         args.json.write_text(json.dumps({**report, "complete": True}, indent=2) + "\n")
 
 
+def _print_table(report: dict, *, memory: str) -> None:
+    versions = report["versions"]
+    print(f"{report['machine']}; torch {versions['torch']}, transformers {versions['transformers']};", end=" ")
+    print(f"shape {report['shape']}, {report['repeat']} run(s) of each variant, interleaved")
+    data = report["data"]
+    print(
+        f"data: {data['examples']} examples, median {data['median_tokens']:.0f} tokens,"
+        f" mean {data['mean_tokens']:.0f}, max {data['max_tokens']}"
+    )
+    print(f"steps: counted ({report['warmup']} warm-up steps a run and partial ones, 'part.', left out); tok/s: the")
+    print("median of the counted steps' real tokens/s; mean: their tokens / their time; tok/step: median")
+    print(
+        f"{'run':<16} {'steps':>5} {'part.':>5} {'tok/step':>8} {'tok/s':>8} {'mean':>8} {'x HF':>5} {'x naive':>7}"
+        f" {'MFU':>6} {'first step':>10} {'peak GiB':>8} {'x HF':>5}"
+    )
+    for name, r in report["results"].items():
+        if "real_tokens_per_s" not in r:
+            print(f"{name:<16} {r['steps']:>5}  failed: {r.get('failed')}")
+            continue
+        hf, naive = (report[f"ratios_vs_{base}"][name] for base in ("hf_padded", "hf_naive_packed"))
+        mfu = f"{r['mfu']:.1%}" if "mfu" in r else "-"
+        print(
+            f"{name:<16} {r['counted_steps']:>5} {r['partial_steps_excluded']:>5} {r['real_tokens_per_step']:>8,.0f}"
+            f" {r['real_tokens_per_s']:>8,.0f} {r['real_tokens_per_s_mean']:>8,.0f}"
+            f" {_x(hf, 'real_tokens_per_s'):>5} {_x(naive, 'real_tokens_per_s'):>7} {mfu:>6}"
+            f" {r['time_to_first_step_s']:>8.1f} s {r.get(memory, 0):>8.2f} {_x(hf, memory):>5}"
+        )
+    if report["repeat"] > 1:  # the noise between runs
+        for name, r in report["results"].items():
+            print(f"{name}: medians of the runs {', '.join(f'{m:,.0f}' for m in r.get('run_medians', []))}")
+
+
+def _x(ratios: dict, measure: str) -> str:
+    return f"{ratios[measure]:.2f}" if measure in ratios else "-"
+
+
 def _report(args, shape: dict, machine: str, data: dict, fpt: float, peak, results: dict) -> dict:
-    """The JSON report of the variants run so far."""
+    """The JSON report of the runs so far."""
     import torch
     import transformers
 
     data = {k: v for k, v in data.items() if k != "lengths"}
-    base = results.get("hf_padded", {})
     return {
         "date": time.strftime("%Y-%m-%d"),
         "machine": machine,
@@ -359,20 +421,25 @@ def _report(args, shape: dict, machine: str, data: dict, fpt: float, peak, resul
         "model": shape["model"],
         "lora": shape["lora"],
         "context": shape["context"],
+        "rows": {k: shape[k] for k in ("ftc_rows", "hf_packed_rows", "hf_padded_batch")},
         "steps": shape["steps"],
         "warmup": shape["warmup"],
+        "repeat": args.repeat,
+        "timing": "real_tokens_per_s: median over the steps after the warm-up of each run, partial steps excluded, "
+        "of each step's real tokens / its wall time; real_tokens_per_s_mean: their tokens / their time",
         "data": data,
         "flops_per_token": fpt,
         "peak_flops": peak,
         "results": results,
-        "ratios_vs_hf_padded": {
-            k: {
-                m: v[m] / base[m]
-                for m in ("real_tokens_per_s", "peak_gpu_gib", "peak_rss_gib")
-                if m in v and base.get(m)
-            }
-            for k, v in results.items()
-        },
+        **{f"ratios_vs_{base}": _ratios(results, base) for base in ("hf_padded", "hf_naive_packed")},
+    }
+
+
+def _ratios(results: dict, base_name: str) -> dict:
+    base = results.get(base_name, {})
+    return {
+        k: {m: v[m] / base[m] for m in ("real_tokens_per_s", "peak_gpu_gib", "peak_rss_gib") if m in v and base.get(m)}
+        for k, v in results.items()
     }
 
 
