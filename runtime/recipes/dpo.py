@@ -122,7 +122,6 @@ def _set_up(plan: Plan, dist: Dist, paths: dict[str, Path | str], lineage: Linea
     ]
     engine = build_engine(
         lm.model, spec, plan.deepspeed, precision=precision, total_steps=sum(steps_per_epoch),
-        fused=dist.device.type == "cuda",
     )  # fmt: skip
     say(f"loss: {preference.loss_type} (beta {preference.beta:g}) against the model as training starts")
     run = Run(

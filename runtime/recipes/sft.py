@@ -19,6 +19,7 @@ from typing import Any
 
 from ftc.errors import TrainingFailed
 from ftc.lineage.run import Lineage
+from ftc.runtime.training.attention import VARLEN
 from ftc.runtime.training.batches import collate
 from ftc.runtime.training.checkpoint import is_complete
 from ftc.runtime.training.data import conversations_at, describe_data, load_data
@@ -43,6 +44,7 @@ from ftc.runtime.training.loss import TokenLoss
 from ftc.runtime.training.preflight import Checked, check_run
 from ftc.runtime.training.progress import MetricsLog, Progress, log
 from ftc.runtime.training.startup import execution_of, load_for_training, new_checkpointer, open_reporting
+from ftc.runtime.training.step import train_step
 from ftc.runtime.training.summary import RunSummary, matched_text
 from ftc.runtime.training.trackers import open_tracker
 from ftc.spec.plan import Plan
@@ -57,6 +59,7 @@ class Run(RecipeRun):
     token_loss: Any
     pack_to: int | None
     pad_to: int | None
+    flat: bool  # packed rows end to end in one (the varlen attention's layout)
     #: evaluation.generate: the validation conversations (as data["valid"] holds them) whose answers are generated
     answered: list[list[dict[str, Any]]] | None = None
 
@@ -114,7 +117,6 @@ def _set_up(plan: Plan, dist: Dist, paths: dict[str, Path | str], lineage: Linea
     steps_per_epoch = [len(epoch_steps(spec, dist, lengths, pack_to, epoch)) for epoch in range(spec.num_epochs)]
     engine = build_engine(
         lm.model, spec, plan.deepspeed, precision=precision, total_steps=sum(steps_per_epoch),
-        fused=dist.device.type == "cuda",
     )  # fmt: skip
     token_loss = TokenLoss(engine.module, zero_stage=plan.zero_stage)
     say(f"loss: {token_loss.reason}")
@@ -122,6 +124,7 @@ def _set_up(plan: Plan, dist: Dist, paths: dict[str, Path | str], lineage: Linea
         plan=plan, spec=spec, dist=dist, out=plan.output_path, precision=precision, engine=engine,
         tokenizer=lm.tokenizer, tokenizer_source=lm.tokenizer_source, token_loss=token_loss, data=data,
         skipped=skipped, pack_to=pack_to, pad_to=spec.context_length if fixed_width else None,
+        flat=loaded.attention in VARLEN,
         steps_per_epoch=steps_per_epoch, lineage=lineage, checkpointer=new_checkpointer(plan, dist),
         execution=execution_of(plan, dist, precision),
     )  # fmt: skip
@@ -133,29 +136,14 @@ def _set_up(plan: Plan, dist: Dist, paths: dict[str, Path | str], lineage: Linea
 
 def _step(run: Run, state: TrainState, micro_rows: list[list[tuple[int, ...]]]) -> None:
     """One optimizer step over ``micro_rows`` (this rank's micro-batches)."""
-    import torch
-
-    dist, engine = run.dist, run.engine
-    train_set, pad_id = run.data["train"], run.tokenizer.pad_token_id
-    packed = run.pack_to is not None
-    micro_batches = [collate(rows, train_set, pad_id=pad_id, packed=packed, pad_to=run.pad_to) for rows in micro_rows]
-    loss_tokens, real_tokens = dist.sum(
-        sum(b.loss_tokens for b in micro_batches), sum(b.real_tokens for b in micro_batches)
-    )
-    # sum of token losses / tokens of the whole global step: every token weighs the same, whatever its micro-batch
-    # or rank (DeepSpeed averages gradients over ranks, hence * world)
-    scale = dist.world / max(loss_tokens, 1)
-    step_loss = torch.zeros((), dtype=torch.float32, device=dist.device)
-    for batch in micro_batches:
-        inputs = {k: v.to(dist.device, non_blocking=True) for k, v in batch.inputs.items()}
-        loss = run.token_loss(engine, inputs, batch.labels.to(dist.device, non_blocking=True))
-        engine.backward(loss * scale, scale_wrt_gas=False)
-        step_loss += loss.detach()
-    engine.step()
+    train_set, pad_id, packed = run.data["train"], run.tokenizer.pad_token_id, run.pack_to is not None
+    micro_batches = [
+        collate(rows, train_set, pad_id=pad_id, packed=packed, pad_to=run.pad_to, flat=run.flat) for rows in micro_rows
+    ]
+    loss = train_step(run.engine, run.token_loss, micro_batches, run.dist)
     state.global_step += 1
-    state.tokens_trained += int(real_tokens)
-    (total_loss,) = dist.sum(step_loss.item())  # the step's one wait for the device
-    state.last_loss = total_loss / max(loss_tokens, 1)
+    state.tokens_trained += loss.real_tokens
+    state.last_loss = loss.value(run.dist)
     if not math.isfinite(state.last_loss):
         raise TrainingFailed(
             f"the training loss became {state.last_loss} at step {state.global_step}; "

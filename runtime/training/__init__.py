@@ -8,7 +8,7 @@ importing this package loads none of its modules: each name is imported when fir
 - ``render``, ``sandbox``, ``chat_template``: an example as the prompt format or the model's chat template writes it
 - ``tokens``: tokenizing, with the mask of the tokens trained on, cached per input file
 - ``batches``: epochs, shards and packed batches
-- ``loss``: the token loss (and the fused linear cross-entropy)
+- ``loss``, ``step``: the token loss (and the fused linear cross-entropy); one optimizer step of it, queued
 - ``model``, ``attention``: loading weights and tokenizers without running their code; attention and kernels
 - ``distributed``, ``engine``, ``checkpoint``: the process group; DeepSpeed with the optimizer and schedule;
   checkpoints, their state and resuming
@@ -31,8 +31,8 @@ from typing import Any
 
 #: module -> the names it gives the library
 _MODULES = {
-    "attention": ("register",),
-    "batches": ("IGNORE", "Batch", "Row", "collate", "epoch_rows", "group", "shard_rows"),
+    "attention": ("VARLEN", "register", "sdpa_varlen", "varlen_kernel"),
+    "batches": ("IGNORE", "Batch", "Row", "collate", "epoch_rows", "group", "shard_rows", "to_device"),
     "chat_template": ("stop_texts",),  # chat_template() is ``chat_template.chat_template`` (the module's name)
     "classification": (
         "METRICS",
@@ -59,7 +59,7 @@ _MODULES = {
     ),
     "data": ("DATA_ROLES", "conversations_at", "data_cache", "describe_data", "load_data"),
     "distributed": ("Dist", "init_distributed"),
-    "engine": ("build_engine", "training_dtype", "training_precision"),
+    "engine": ("build_engine", "engine_config", "optimizer_path", "training_dtype", "training_precision"),
     "evaluation": ("exact_match_share", "mean_token_loss"),
     "generation": (
         "Answer",
@@ -123,6 +123,7 @@ _MODULES = {
     "reference": ("Reference", "check_reference", "reference_cache", "reference_logps"),
     "render": ("PLACEHOLDER", "Rendered", "render_chat_template", "render_prompt_format", "renderer_for"),
     "sandbox": ("TemplateRefused", "render_template"),
+    "step": ("StepLoss", "train_step"),
     "startup": ("Loaded", "execution_of", "load_for_training", "new_checkpointer", "open_reporting"),
     "threads": ("CpuThreads", "choose_cpu_threads", "use_cpu_threads"),
     "summary": ("RunSummary", "eval_table", "eval_text", "matched_text", "write_summary"),

@@ -1,11 +1,15 @@
-"""``sdpa_varlen``: causal SDPA called once per packed sample, registered with transformers as an attention kernel.
+"""``sdpa_varlen``: causal attention within each packed sample, registered with transformers as an attention kernel.
 
 transformers' SDPA path gives a packed row a block-diagonal mask of row x row entries, which turns off SDPA's fused
-causal kernels and costs as much as attending over the whole row. Here each sample (a run of position ids starting
-at 0) attends to itself with ``is_causal=True`` and no mask: the work grows with each sample's length squared, not
-the row's. A row of one sample (the padded layout, or evaluation) is one call. ftc pads rows on the right only, so
-real tokens never see padding under a causal mask, and padded positions carry no loss. Layers with a sliding
-window (Mistral, some Qwen layers) give a sample longer than the window the window's mask.
+causal kernels and costs as much as attending over the whole row. Here each sample attends only to itself, at the
+cost of its own length squared, and nothing waits for the device to find the samples: the batch carries their bounds,
+computed once on the host when it was collated (``runtime/training/batches.py``, the flat layout: ``sample_bounds``
+and ``cu_seq_lens_q``). On a GPU in bf16/fp16 the whole row is one call of PyTorch's varlen flash-attention kernel
+(``torch.nn.attention.varlen``, GQA native); elsewhere (CPUs, fp32, soft-capping, a sample longer than a sliding
+window) causal SDPA is called once per sample, without a mask. A batch without bounds (padded rows, evaluation) has
+its samples found from the position ids. ftc pads rows on the right only, so real tokens never see padding under a
+causal mask, and padded positions carry no loss. Layers with a sliding window (Mistral, some Qwen layers) give a
+sample longer than the window the window's mask.
 
 Gemma 2 soft-caps its attention scores (``softcap * tanh(scores / softcap)``), which SDPA cannot do: its samples are
 attended with the scores computed here (as transformers' eager attention does), under a second name without "sdpa"
@@ -19,14 +23,20 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-__all__ = ["NAME", "SOFTCAP_NAME", "register"]
+__all__ = ["NAME", "SOFTCAP_NAME", "VARLEN", "register", "sdpa_varlen", "varlen_kernel"]
 
 NAME = "sdpa_varlen"
 #: the same kernel, for models that soft-cap attention scores (Gemma 2)
 SOFTCAP_NAME = "varlen_softcap"
+#: the names a model loaded with these kernels has: its packed batches are flat (batches.py)
+VARLEN = frozenset({NAME, SOFTCAP_NAME})
 
 
-def _sample_starts(position_ids: torch.Tensor | None, batch: int, length: int) -> list[list[int]]:
+def _sample_starts(kwargs: dict[str, Any], batch: int, length: int) -> list[list[int]]:
+    bounds = kwargs.get("sample_bounds")
+    if bounds is not None and batch == 1:  # the flat layout's, computed when the batch was collated
+        return [list(bounds[:-1])]
+    position_ids = kwargs.get("position_ids")
     if position_ids is None:
         return [[0]] * batch
     rows, cols = (position_ids.expand(batch, -1) == 0).nonzero(as_tuple=True)
@@ -48,29 +58,91 @@ def sdpa_varlen(
 ) -> tuple[torch.Tensor, None]:
     """query (B, H, T, D), key/value (B, Hkv, T, D) -> (B, T, H, D), as transformers' attention functions return."""
     batch, heads, length, _ = query.shape
+    fused = _fused_varlen(module, query, key, value, dropout, scaling, kwargs)
+    if fused is not None:
+        return fused, None
     options: dict[str, Any] = {"dropout_p": dropout if module.training else 0.0, "scale": scaling}
     if key.shape[1] != heads:
         options["enable_gqa"] = True
     window, softcap = kwargs.get("sliding_window"), kwargs.get("softcap")
 
-    def attend(b: int, s: int, e: int) -> torch.Tensor:
-        q, k, v = query[b : b + 1, :, s:e], key[b : b + 1, :, s:e], value[b : b + 1, :, s:e]
-        if softcap is None and (window is None or e - s <= window):
-            return F.scaled_dot_product_attention(q, k, v, is_causal=True, **options)
-        i = torch.arange(e - s, device=q.device)  # a sample longer than the layer's sliding window, or soft-capped
-        distance = i[:, None] - i[None, :]
-        allowed = (distance >= 0) & (distance < window) if window is not None else distance >= 0
-        if softcap is None:
-            return F.scaled_dot_product_attention(q, k, v, attn_mask=allowed, **options)
-        return _soft_capped(q, k, v, allowed, softcap, options["scale"], options["dropout_p"])
+    def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        n = q.shape[2]
+        if softcap is None and (window is None or n <= window):
+            out = F.scaled_dot_product_attention(q, k, v, is_causal=True, **options)
+        else:  # a sample longer than the layer's sliding window, or soft-capped
+            i = torch.arange(n, device=q.device)
+            distance = i[:, None] - i[None, :]
+            allowed = (distance >= 0) & (distance < window) if window is not None else distance >= 0
+            if softcap is None:
+                out = F.scaled_dot_product_attention(q, k, v, attn_mask=allowed, **options)
+            else:
+                out = _soft_capped(q, k, v, allowed, softcap, options["scale"], options["dropout_p"])
+        return out.transpose(1, 2)  # (1, n, H, D)
 
+    # split, not sliced: the backward of a split is one concatenation, where each slice's would write a zeroed
+    # tensor of the whole row (a row's worth of memory traffic per sample and per q, k and v)
     rows = []
-    for b, starts in enumerate(_sample_starts(kwargs.get("position_ids"), batch, length)):
-        bounds = starts + [length]
-        pieces = [attend(b, s, e) for s, e in zip(bounds[:-1], bounds[1:])]
-        rows.append(pieces[0] if len(pieces) == 1 else torch.cat(pieces, dim=2))
+    split = (lambda t: t.split(1, dim=0)) if batch > 1 else (lambda t: (t,))  # noqa: E731
+    starts_of = _sample_starts(kwargs, batch, length)
+    for starts, q, k, v in zip(starts_of, split(query), split(key), split(value)):
+        sizes = [e - s for s, e in zip(starts, starts[1:] + [length])]
+        parts = zip(q.split(sizes, dim=2), k.split(sizes, dim=2), v.split(sizes, dim=2))
+        pieces = [attend(*part) for part in parts]
+        rows.append(pieces[0] if len(pieces) == 1 else torch.cat(pieces, dim=1))
     out = rows[0] if batch == 1 else torch.cat(rows, dim=0)
-    return out.transpose(1, 2).contiguous(), None
+    return out.contiguous(), None
+
+
+def varlen_kernel() -> Any:
+    """PyTorch's varlen flash-attention function (CUDA, bf16/fp16), or None where this torch has none."""
+    try:
+        from torch.nn.attention.varlen import varlen_attn
+    except ImportError:
+        return None
+    return varlen_attn
+
+
+def _fused_varlen(
+    module: Any, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, dropout: float, scaling: Any, kwargs: Any
+) -> torch.Tensor | None:
+    """The flat row attended in one call of the varlen kernel, or None where it does not apply (no kernel, not a
+    GPU, fp32, a row without bounds, dropout, soft-capping, a sample longer than the sliding window)."""
+    cu, longest = kwargs.get("cu_seq_lens_q"), kwargs.get("max_length_q")
+    if cu is None or longest is None or query.shape[0] != 1 or not query.is_cuda:
+        return None
+    if query.dtype not in (torch.bfloat16, torch.float16) or kwargs.get("softcap") is not None:
+        return None
+    window = kwargs.get("sliding_window")
+    if (dropout and module.training) or (window is not None and longest > window):
+        return None
+    kernel = varlen_kernel()
+    if kernel is None:
+        return None
+    accepted = _parameters(kernel)
+    q, k, v = (t[0].transpose(0, 1) for t in (query, key, value))  # (T, heads, D)
+    options: dict[str, Any] = {"scale": scaling}
+    if k.shape[1] != q.shape[1]:
+        if "enable_gqa" in accepted:
+            options["enable_gqa"] = True
+        else:
+            k = k.repeat_interleave(q.shape[1] // k.shape[1], dim=1)
+            v = v.repeat_interleave(q.shape[1] // v.shape[1], dim=1)
+    if "window_size" in accepted:
+        options["window_size"] = (-1, 0)  # causal (the default, (-1, -1), attends both ways)
+    elif "is_causal" in accepted:
+        options["is_causal"] = True
+    else:
+        return None
+    cu = cu.to(device=query.device, dtype=torch.int32)
+    out = kernel(q.contiguous(), k.contiguous(), v.contiguous(), cu, cu, longest, longest, **options)
+    return out[None]  # (1, T, H, D)
+
+
+def _parameters(function: Any) -> frozenset[str]:
+    import inspect
+
+    return frozenset(inspect.signature(function).parameters)
 
 
 def _soft_capped(
@@ -86,16 +158,12 @@ def _soft_capped(
     return F.dropout(weights, p=p) @ v
 
 
-def _no_mask(*args: Any, **kwargs: Any) -> None:
-    return None  # the samples' bounds come from the position ids, inside the attention call
-
-
 def register() -> str:
-    """Make ``attn_implementation="sdpa_varlen"`` (and ``SOFTCAP_NAME``) known to transformers (idempotent)."""
+    """Make ``attn_implementation="sdpa_varlen"`` (and ``SOFTCAP_NAME``) known to transformers (idempotent). No mask
+    function is registered: transformers then builds no mask, and does not scan the position ids for packed samples
+    (a wait for the device in every forward); the samples' bounds come with the batch."""
     from transformers import AttentionInterface
-    from transformers.masking_utils import AttentionMaskInterface
 
     for name in (NAME, SOFTCAP_NAME):
         AttentionInterface.register(name, sdpa_varlen)
-        AttentionMaskInterface.register(name, _no_mask)
     return NAME

@@ -1,7 +1,11 @@
-"""Batches of tokenized examples, in two layouts. Padded: one example per row, padded to the longest row (or
+"""Batches of tokenized examples, in three layouts. Padded: one example per row, padded to the longest row (or
 context_length). Packed: examples concatenated into rows of up to context_length tokens, position ids restarting at
 0 for each example and no attention mask, so transformers builds a block-diagonal causal mask: packed examples never
-attend to each other. Either way the labels are the tokens of assistant turns, -100 elsewhere.
+attend to each other. Flat (packed, for ftc's varlen attention): the micro-batch's rows laid end to end in one row
+with no padding at all, and the samples' bounds computed here, once, for every layer's attention (``cu_seq_lens_q``
+on the device for a varlen kernel, ``sample_bounds`` on the host for a loop over samples): the rows only decide
+which examples train together. Either way the labels are the tokens of assistant turns, -100 elsewhere, and the
+positions the loss is computed on are found here too, so no step waits for the device to find them.
 """
 
 from __future__ import annotations
@@ -13,7 +17,7 @@ import numpy as np
 
 from .tokens import Examples
 
-__all__ = ["IGNORE", "Batch", "Row", "collate", "epoch_rows", "group", "shard_rows"]
+__all__ = ["IGNORE", "Batch", "Row", "collate", "epoch_rows", "group", "shard_rows", "to_device"]
 
 IGNORE = -100
 
@@ -59,10 +63,49 @@ class Batch:
     labels: Any
     real_tokens: int  # tokens that are not padding
     loss_tokens: int  # tokens the loss is computed on (after the shift)
+    #: where in ``labels[:, 1:].reshape(-1)`` the loss is computed (the non-IGNORE positions)
+    loss_rows: Any = None
 
 
-def collate(rows: list[Row], examples: Examples, *, pad_id: int, packed: bool, pad_to: int | None = None) -> Batch:
-    """Tensors for one micro-batch of ``rows``."""
+def to_device(batch: Batch, device: Any) -> tuple[dict[str, Any], Any, Any]:
+    """The batch's model inputs, labels and loss rows on ``device`` (copies queued, not waited for; host values such
+    as ``sample_bounds`` stay as they are)."""
+    import torch
+
+    move = lambda t: t.to(device, non_blocking=True) if isinstance(t, torch.Tensor) else t  # noqa: E731
+    return {k: move(v) for k, v in batch.inputs.items()}, move(batch.labels), move(batch.loss_rows)
+
+
+def _flat(seqs: list, labels: list, positions: list) -> Batch:
+    """One row of every token of the micro-batch, with the samples' bounds for the attention."""
+    import torch
+
+    ids, lab, pos = (
+        torch.from_numpy(np.concatenate(parts).astype(np.int64))[None] for parts in (seqs, labels, positions)
+    )
+    starts = np.flatnonzero(pos[0].numpy() == 0)
+    bounds = tuple(int(b) for b in np.append(starts, pos.shape[1]))
+    longest = int(np.diff(bounds).max())
+    inputs = {
+        "input_ids": ids, "position_ids": pos, "cu_seq_lens_q": torch.tensor(bounds, dtype=torch.int32),
+        "max_length_q": longest, "sample_bounds": bounds,
+    }  # fmt: skip
+    return _with_loss_rows(Batch(inputs, lab, pos.shape[1], 0))
+
+
+def _with_loss_rows(batch: Batch) -> Batch:
+    import torch
+
+    shifted = batch.labels[:, 1:].reshape(-1)
+    batch.loss_rows = torch.from_numpy(np.flatnonzero(shifted.numpy() != IGNORE))
+    batch.loss_tokens = len(batch.loss_rows)
+    return batch
+
+
+def collate(
+    rows: list[Row], examples: Examples, *, pad_id: int, packed: bool, pad_to: int | None = None, flat: bool = False
+) -> Batch:
+    """Tensors for one micro-batch of ``rows`` (``flat``: packed rows end to end in one, for varlen attention)."""
     import torch
 
     seqs, labels, positions = [], [], []
@@ -77,6 +120,8 @@ def collate(rows: list[Row], examples: Examples, *, pad_id: int, packed: bool, p
         seqs.append(ids)
         labels.append(lab)
         positions.append(pos)
+    if packed and flat:
+        return _flat(seqs, labels, positions)
     width = max(pad_to or 0, max(len(s) for s in seqs))
     n = len(rows)
     input_ids = torch.full((n, width), pad_id, dtype=torch.long)
@@ -90,10 +135,9 @@ def collate(rows: list[Row], examples: Examples, *, pad_id: int, packed: bool, p
         mask[r, :k] = 1
         pos_t[r, :k] = torch.from_numpy(pos)
         pos_t[r, k:] = torch.arange(width - k)  # padding is a segment of its own
-    real = int(mask.sum())
-    loss_tokens = int((label_t[:, 1:] != IGNORE).sum())
+    real = sum(len(ids) for ids in seqs)
     if packed:
         inputs = {"input_ids": input_ids, "position_ids": pos_t}
     else:
         inputs = {"input_ids": input_ids, "attention_mask": mask}
-    return Batch(inputs, label_t, real, loss_tokens)
+    return _with_loss_rows(Batch(inputs, label_t, real, 0))

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["build_engine", "training_dtype", "training_precision"]
+__all__ = ["build_engine", "engine_config", "optimizer_path", "training_dtype", "training_precision"]
 
 
 def training_precision(asked: str, *, cuda: bool) -> str:
@@ -21,21 +21,53 @@ def training_dtype(precision: str) -> Any:
     return torch.bfloat16 if precision == "bf16" else torch.float32
 
 
-def build_engine(
-    model: Any, spec: Any, deepspeed_config: dict[str, Any], *, precision: str, total_steps: int, fused: bool
-) -> Any:
-    """``deepspeed.initialize`` over ``model`` with torch's AdamW on its trainable parameters (``fused``: one kernel
-    updates them all, on GPUs), the spec's learning-rate schedule over ``total_steps``, and the plan's DeepSpeed
-    config in ``precision``. DeepSpeed's own optimizers are not used: they compile C++ on first use."""
+def build_engine(model: Any, spec: Any, deepspeed_config: dict[str, Any], *, precision: str, total_steps: int) -> Any:
+    """``deepspeed.initialize`` over ``model`` with torch's fused AdamW on its trainable parameters (one kernel
+    updates them all, on GPUs and CPUs), the spec's learning-rate schedule over ``total_steps``, and the plan's
+    DeepSpeed config in ``precision`` (``engine_config``). DeepSpeed's own optimizers are not used: they compile C++
+    on first use. A single process skips DeepSpeed's gradient all-reduce where it would only copy the gradients
+    into flat buffers and back (without ZeRO, and on the bf16 optimizer)."""
     import deepspeed
     import torch
     from transformers import get_scheduler
 
     trainable = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(trainable, lr=spec.learning_rate, weight_decay=spec.weight_decay, fused=fused)
+    optimizer = torch.optim.AdamW(trainable, lr=spec.learning_rate, weight_decay=spec.weight_decay, fused=True)
     scheduler = get_scheduler(
         spec.lr_scheduler_type, optimizer, num_warmup_steps=spec.num_warmup_steps, num_training_steps=total_steps
     )
-    config = {**deepspeed_config, "bf16": {"enabled": precision == "bf16"}}
+    config = engine_config(deepspeed_config, precision=precision)
     engine, _, _, _ = deepspeed.initialize(model=model, optimizer=optimizer, lr_scheduler=scheduler, config=config)
+    if engine.dp_world_size == 1 and (
+        engine.zero_optimization_stage() == 0 or not hasattr(engine.optimizer, "reduce_gradients")
+    ):  # (ZeRO's own optimizers move their gradients in the all-reduce, even on one process)
+        engine.enable_backward_allreduce = False
     return engine
+
+
+def engine_config(deepspeed_config: dict[str, Any], *, precision: str) -> dict[str, Any]:
+    """The plan's DeepSpeed config as the engine is given it: in ``precision``, with DeepSpeed's throughput timer
+    off (it waits for the device at every forward and step). In bf16 without ZeRO sharding, DeepSpeed's flat
+    ``BF16_Optimizer`` (ZeRO stage 1, gradients accumulated in fp32): its default there wraps the optimizer in its
+    per-parameter fp16 optimizer and accumulates gradients in bf16, which loses precision over micro-batches. On one
+    process stage 1 shards nothing; on several it shards the fp32 optimizer state, as ZeRO stage 1 does."""
+    config = {
+        **deepspeed_config, "bf16": {"enabled": precision == "bf16"},
+        "timers": {"throughput": {"enabled": False}},
+    }  # fmt: skip
+    zero = dict(config.get("zero_optimization") or {})
+    if optimizer_path(deepspeed_config, precision=precision) == "bf16 optimizer (fp32 gradient accumulation)":
+        config["zero_optimization"] = {**zero, "stage": 1}
+        config["data_types"] = {"grad_accum_dtype": "fp32"}
+    return config
+
+
+def optimizer_path(deepspeed_config: dict[str, Any], *, precision: str) -> str:
+    """How the engine updates the weights, in words (the run's first lines and its lineage say it)."""
+    zero = deepspeed_config.get("zero_optimization") or {}
+    stage = int(zero.get("stage", 0))
+    if precision != "bf16":
+        return "torch AdamW" if stage == 0 else f"ZeRO stage {stage} optimizer"
+    if stage <= 1 and "offload_optimizer" not in zero:
+        return "bf16 optimizer (fp32 gradient accumulation)"
+    return f"ZeRO stage {stage} optimizer"

@@ -31,9 +31,10 @@ class _LinearCrossEntropy(torch.autograd.Function):
 
     @staticmethod
     def forward(
-        ctx: Any, hidden: torch.Tensor, weight: torch.Tensor, labels: torch.Tensor, want_grad: bool
+        ctx: Any, hidden: torch.Tensor, weight: torch.Tensor, labels: torch.Tensor, rows: Any, want_grad: bool
     ) -> torch.Tensor:
-        rows = (labels != IGNORE).nonzero().squeeze(1)
+        if rows is None:
+            rows = (labels != IGNORE).nonzero().squeeze(1)  # waits for the device: batches bring their rows
         h, y = hidden.index_select(0, rows), labels.index_select(0, rows)
         grad_h = torch.empty_like(h) if want_grad and ctx.needs_input_grad[0] else None
         # accumulated in place, in the weight's dtype (the gradient DeepSpeed receives has that dtype anyway): no
@@ -70,13 +71,16 @@ class _LinearCrossEntropy(torch.autograd.Function):
             grad_hidden.index_copy_(0, rows, (grad_h.float() * grad_loss).to(grad_h.dtype))
         if ctx.grad_w is not None:
             grad_weight, ctx.grad_w = ctx.grad_w.mul_(grad_loss), None  # once: the buffer becomes the gradient
-        return grad_hidden, grad_weight, None, None
+        return grad_hidden, grad_weight, None, None, None
 
 
-def linear_cross_entropy(hidden: torch.Tensor, weight: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+def linear_cross_entropy(
+    hidden: torch.Tensor, weight: torch.Tensor, labels: torch.Tensor, rows: torch.Tensor | None = None
+) -> torch.Tensor:
     """Summed cross-entropy of ``hidden (N, d) @ weight (V, d).T`` against ``labels (N,)`` (IGNORE: skipped), fp32,
-    without materializing the (N, V) logits."""
-    return _LinearCrossEntropy.apply(hidden, weight, labels, torch.is_grad_enabled())
+    without materializing the (N, V) logits. ``rows``: the positions whose label is not IGNORE, where the caller
+    knows them (else found here, which waits for the device)."""
+    return _LinearCrossEntropy.apply(hidden, weight, labels, rows, torch.is_grad_enabled())
 
 
 class TokenLoss:
@@ -94,7 +98,10 @@ class TokenLoss:
         elif type(head) is not torch.nn.Linear or head.bias is not None:
             self.chunked, self.reason = False, "full logits (the output layer is adapted or has a bias)"
 
-    def __call__(self, engine: Any, inputs: dict[str, torch.Tensor], labels: torch.Tensor) -> torch.Tensor:
+    def __call__(
+        self, engine: Any, inputs: dict[str, Any], labels: torch.Tensor, rows: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """``rows``: the batch's ``loss_rows`` (on the labels' device), which spare the loss a wait for the device."""
         shifted = labels[:, 1:].reshape(-1)
         if not self.chunked:
             logits = engine(**inputs, use_cache=False).logits[:, :-1, :].float()
@@ -103,7 +110,7 @@ class TokenLoss:
         # The output layer is swapped for one that returns the loss, so the loss is what the engine's forward
         # returns: DeepSpeed hooks its backward set-up on that output, which must run before any gradient arrives
         # (the output layer's own gradient is computed with the loss).
-        self.model._modules["lm_head"] = _LossHead(head, shifted)
+        self.model._modules["lm_head"] = _LossHead(head, shifted, rows)
         try:
             return engine(**inputs, use_cache=False).logits
         finally:
@@ -111,10 +118,10 @@ class TokenLoss:
 
 
 class _LossHead(torch.nn.Module):
-    def __init__(self, head: torch.nn.Linear, labels: torch.Tensor) -> None:
+    def __init__(self, head: torch.nn.Linear, labels: torch.Tensor, rows: torch.Tensor | None) -> None:
         super().__init__()
-        self.inputs = (head.weight, labels)  # a tuple: not registered as this module's parameter
+        self.inputs = (head.weight, labels, rows)  # a tuple: not registered as this module's parameter
 
     def forward(self, hidden: torch.Tensor) -> torch.Tensor:
-        weight, labels = self.inputs
-        return linear_cross_entropy(hidden[:, :-1, :].reshape(-1, hidden.shape[-1]), weight, labels)
+        weight, labels, rows = self.inputs
+        return linear_cross_entropy(hidden[:, :-1, :].reshape(-1, hidden.shape[-1]), weight, labels, rows)

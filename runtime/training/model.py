@@ -162,10 +162,10 @@ def _require_safetensors(folder: Path, what: str) -> None:
 def attention_for(spec: JobSpec, *, cuda: bool) -> str:
     """The attention kernel to load the model with. Packed samples never see each other: transformers masks them
     apart by their position ids restarting at 0 (block-diagonal for SDPA, block-sparse for FlexAttention, whose
-    backward needs a GPU), and sdpa_varlen (runtime/training/attention.py) attends within each sample separately.
-
-    On GPUs auto is SDPA with transformers' block-diagonal mask: on an H200 (1B Llama shape, packed rows of 2,048)
-    it trained 1.53 x as many tokens/s as FlexAttention (docs/performance.md). On CPUs, sdpa_varlen."""
+    backward needs a GPU), and sdpa_varlen (runtime/training/attention.py) attends within each sample separately,
+    its bounds computed once per batch: auto, on CPUs (one SDPA call per sample) and GPUs (PyTorch's varlen
+    flash-attention kernel over the whole flat batch in bf16, else per sample). transformers' dense block-diagonal
+    mask (``sdpa``) costs the whole row's attention and turns off SDPA's fused causal kernels."""
     if spec.attn_implementation == "flex_attention" and not cuda:
         raise UsageError(
             "attn_implementation: flex_attention trains only on GPUs (PyTorch has no FlexAttention backward on CPU)"
@@ -173,7 +173,7 @@ def attention_for(spec: JobSpec, *, cuda: bool) -> str:
         )
     if spec.attn_implementation != "auto":
         return spec.attn_implementation
-    return "sdpa" if cuda else "sdpa_varlen"
+    return "sdpa_varlen"
 
 
 def kernels_for(spec: JobSpec, *, cuda: bool, model_type: str | None) -> str:

@@ -12,7 +12,7 @@ from typing import Any
 from .chat_template import chat_template
 from .checkpoint import Checkpointer
 from .distributed import Dist
-from .engine import training_dtype, training_precision
+from .engine import optimizer_path, training_dtype, training_precision
 from .model import attention_for, describe_mode, kernels_for, load_model
 from .progress import MetricsLog, Progress, log
 
@@ -43,8 +43,9 @@ def load_for_training(plan: Any, dist: Dist, paths: dict[str, Path | str]) -> Lo
     kernels = kernels_for(spec, cuda=cuda, model_type=plan.architecture.model_type)
     checkpointing = ", activation checkpointing" if spec.activation_checkpointing else ""
     say(
-        f"{dist.world} process(es) on {dist.device.type}, {precision}, ZeRO stage {plan.zero_stage}, "
-        f"{attention} attention, {kernels} kernels{checkpointing}"
+        f"{dist.world} process(es) on {dist.device.type}, {precision}, ZeRO stage {plan.zero_stage} "
+        f"({optimizer_path(plan.deepspeed, precision=precision)}), {attention} attention, {kernels} kernels"
+        f"{checkpointing}"
     )
 
     import torch
@@ -79,6 +80,7 @@ def execution_of(plan: Any, dist: Dist, precision: str) -> dict[str, Any]:
     return {
         "nodes": plan.launch.nodes, "processes_per_node": plan.launch.processes_per_node, "world_size": dist.world,
         "device": dist.describe_device(), "precision": precision, "zero_stage": plan.zero_stage,
+        "optimizer": optimizer_path(plan.deepspeed, precision=precision),
     }  # fmt: skip
 
 

@@ -18,9 +18,9 @@ class Spec:  # the fields the choices read
 
 
 def test_automatic_attention():
-    # on GPUs SDPA, packed or not: measured faster than FlexAttention on an H200 (docs/performance.md)
-    assert attention_for(Spec(), cuda=True) == attention_for(Spec(sample_packing=False), cuda=True) == "sdpa"
-    assert attention_for(Spec(), cuda=False) == attention_for(Spec(sample_packing=False), cuda=False) == "sdpa_varlen"
+    # ftc's varlen attention everywhere, packed or not: no dense row x row mask (on GPUs one varlen kernel call)
+    for cuda in (True, False):
+        assert attention_for(Spec(), cuda=cuda) == attention_for(Spec(sample_packing=False), cuda=cuda) == "sdpa_varlen"
     assert attention_for(Spec(attn_implementation="eager"), cuda=True) == "eager"
 
 

@@ -1,0 +1,49 @@
+"""One optimizer step of a token-loss recipe, as the device sees it: every micro-batch's forward and backward, then
+the engine's step, queued without the host waiting for the device. The only wait is the caller's, when it reads
+the step's loss (``StepLoss.value``); DeepSpeed's own (gradient clipping's norm, and in bf16 its overflow check)
+come on top, counted by the tests (tests/unit/runtime/test_step_syncs.py).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from .batches import Batch, to_device
+from .distributed import Dist
+
+__all__ = ["StepLoss", "train_step"]
+
+
+@dataclass
+class StepLoss:
+    """The summed token loss of a step (still on the device) and the tokens it was taken over (every rank's)."""
+
+    total: Any
+    loss_tokens: int
+    real_tokens: int
+
+    def value(self, dist: Dist) -> float:
+        """The mean token loss of the step over every rank: the step's one wait for the device."""
+        (total,) = dist.sum(self.total.item())
+        return total / max(self.loss_tokens, 1)
+
+
+def train_step(engine: Any, token_loss: Any, micro_batches: list[Batch], dist: Dist) -> StepLoss:
+    """Forward and backward of ``micro_batches`` (this rank's), then ``engine.step()``. Every token of the global
+    step weighs the same, whatever its micro-batch or rank: the summed loss is scaled by the step's token count
+    (DeepSpeed averages gradients over ranks, hence * world)."""
+    import torch
+
+    loss_tokens, real_tokens = dist.sum(
+        sum(b.loss_tokens for b in micro_batches), sum(b.real_tokens for b in micro_batches)
+    )
+    scale = dist.world / max(loss_tokens, 1)
+    total = torch.zeros((), dtype=torch.float32, device=dist.device)
+    for batch in micro_batches:
+        inputs, labels, rows = to_device(batch, dist.device)
+        loss = token_loss(engine, inputs, labels, rows)
+        engine.backward(loss * scale, scale_wrt_gas=False)
+        total += loss.detach()
+    engine.step()
+    return StepLoss(total, int(loss_tokens), int(real_tokens))

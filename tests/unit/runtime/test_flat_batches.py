@@ -1,0 +1,88 @@
+"""The flat layout: a packed micro-batch's rows end to end in one row, the samples' bounds and the loss positions
+computed once on the host. Its loss and every gradient equal each sample's alone."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from ftc.runtime.training.batches import IGNORE, collate
+from ftc.runtime.training.loss import TokenLoss
+from ftc.runtime.training.render import render_prompt_format
+from ftc.runtime.training.tokens import tokenize_file
+from ftc.spec import PromptFormat
+
+from support.models import PROMPT_FORMAT, arithmetic_examples, write_jsonl
+
+ROWS = [(0, 1, 2), (3, 4), (5,)]
+
+
+@pytest.fixture(scope="module")
+def examples(tiny_model, tmp_path_factory):
+    from transformers import AutoTokenizer
+
+    from ftc.runtime.training.attention import register
+
+    register()
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model)
+    fmt = PromptFormat(**{**PROMPT_FORMAT, "system_in_user": False, "default_system_message": ""})
+    path = write_jsonl(tmp_path_factory.mktemp("d") / "d.jsonl", arithmetic_examples(6, seed=3, system="Add."))
+    return tokenize_file(path, render=lambda m: render_prompt_format(m, fmt), tokenizer=tokenizer, cache_file=None)[0]
+
+
+def _model(tiny_model, attention):
+    from transformers import AutoModelForCausalLM
+
+    return AutoModelForCausalLM.from_pretrained(tiny_model, dtype=torch.float32, attn_implementation=attention)
+
+
+def test_a_flat_batch_is_one_row_without_padding_with_the_samples_bounds(examples):
+    rows = collate(ROWS, examples, pad_id=0, packed=True)
+    flat = collate(ROWS, examples, pad_id=0, packed=True, flat=True)
+    lengths = [len(examples.ids[i]) for row in ROWS for i in row]
+    assert flat.inputs["input_ids"].shape == (1, sum(lengths))
+    assert flat.real_tokens == rows.real_tokens == sum(lengths)
+    bounds = [0]
+    for n in lengths:
+        bounds.append(bounds[-1] + n)
+    assert flat.inputs["sample_bounds"] == tuple(bounds)
+    assert flat.inputs["cu_seq_lens_q"].tolist() == bounds and flat.inputs["cu_seq_lens_q"].dtype == torch.int32
+    assert flat.inputs["max_length_q"] == max(lengths)
+    assert flat.loss_tokens == rows.loss_tokens > 0
+    shifted = flat.labels[:, 1:].reshape(-1)
+    assert flat.loss_rows.tolist() == [i for i, label in enumerate(shifted.tolist()) if label != IGNORE]
+    # no sample's first token is ever predicted from the sample before it
+    assert all(flat.labels[0, b] == IGNORE for b in bounds[:-1])
+
+
+def test_flat_packed_loss_and_gradients_equal_each_sample_alone(tiny_model, examples):
+    alone_model, flat_model = _model(tiny_model, "sdpa"), _model(tiny_model, "sdpa_varlen")
+    total = 0.0
+    for row in ROWS:
+        for i in row:
+            batch = collate([(i,)], examples, pad_id=0, packed=False)
+            logits = alone_model(**batch.inputs, use_cache=False).logits[:, :-1].float()
+            loss = torch.nn.functional.cross_entropy(
+                logits.reshape(-1, logits.shape[-1]), batch.labels[:, 1:].reshape(-1), reduction="sum"
+            )  # the textbook loss (IGNORE is cross_entropy's default ignore_index)
+            loss.backward()
+            total += loss.item()
+    flat = collate(ROWS, examples, pad_id=0, packed=True, flat=True)
+    token_loss = TokenLoss(flat_model, zero_stage=0)
+    assert token_loss.chunked
+    loss = token_loss(flat_model, flat.inputs, flat.labels, flat.loss_rows)
+    loss.backward()
+    assert loss.item() == pytest.approx(total, rel=1e-5)
+    alone = dict(alone_model.named_parameters())
+    for name, p in flat_model.named_parameters():
+        assert torch.allclose(p.grad, alone[name].grad, atol=1e-5, rtol=1e-4), name
+
+
+def test_the_loss_rows_a_batch_brings_give_the_loss_found_without_them(tiny_model, examples):
+    model = _model(tiny_model, "sdpa_varlen").eval()
+    flat = collate(ROWS, examples, pad_id=0, packed=True, flat=True)
+    token_loss = TokenLoss(model, zero_stage=0)
+    with torch.no_grad():
+        given = token_loss(model, flat.inputs, flat.labels, flat.loss_rows)
+        found = token_loss(model, flat.inputs, flat.labels)
+    assert given.item() == pytest.approx(found.item(), rel=1e-6)

@@ -1,0 +1,104 @@
+"""A training step queues its work: the host waits for the device only where it was designed to. Counted on the CPU
+by intercepting every call that would wait on a GPU (support/host_syncs.py), through a real single-process DeepSpeed
+engine; and the engine's optimizer is the one designed for each precision."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import pytest
+import torch
+
+from ftc.runtime.training.batches import collate
+from ftc.runtime.training.distributed import Dist
+from ftc.runtime.training.engine import build_engine, optimizer_path
+from ftc.runtime.training.loss import TokenLoss
+from ftc.runtime.training.render import render_prompt_format
+from ftc.runtime.training.step import train_step
+from ftc.runtime.training.tokens import tokenize_file
+from ftc.spec import PromptFormat
+
+from support.host_syncs import HostSyncs
+from support.models import PROMPT_FORMAT, arithmetic_examples, write_jsonl
+
+#: the step's own wait (its loss, read once), and in bf16 DeepSpeed's two (BF16_Optimizer checks the gradient norm for
+#: overflow, and compares the clipping coefficient with 1)
+DESIGNED = {"fp32": {"item": 1}, "bf16": {"item": 1, "__bool__": 2}}
+SPEC = SimpleNamespace(learning_rate=1e-3, weight_decay=0.0, lr_scheduler_type="constant", num_warmup_steps=0)
+DEEPSPEED = {
+    "train_micro_batch_size_per_gpu": 2, "gradient_accumulation_steps": 2, "gradient_clipping": 1.0,
+    "zero_optimization": {"stage": 0}, "managed_gradient_accumulation": False,  # as a plan's (every step() updates)
+}  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def single_process():
+    import os
+
+    import deepspeed
+    import deepspeed.ops
+
+    from support.servers import free_ports
+
+    settings = {"RANK": "0", "LOCAL_RANK": "0", "WORLD_SIZE": "1", "MASTER_ADDR": "127.0.0.1"}
+    saved = {k: os.environ.get(k) for k in [*settings, "MASTER_PORT"]}
+    os.environ.update(settings, MASTER_PORT=str(free_ports(1)[0]))
+    deepspeed.ops.__compatible_ops__["deepspeed_shm_comm"] = False
+    deepspeed.init_distributed(dist_backend="gloo")
+    yield Dist(rank=0, local_rank=0, world=1, device=torch.device("cpu"))
+    for k, v in saved.items():
+        if v is None:
+            os.environ.pop(k, None)
+        else:
+            os.environ[k] = v
+
+
+@pytest.fixture(scope="module")
+def examples(tiny_model, tmp_path_factory):
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model)
+    fmt = PromptFormat(**{**PROMPT_FORMAT, "system_in_user": False, "default_system_message": ""})
+    path = write_jsonl(tmp_path_factory.mktemp("d") / "d.jsonl", arithmetic_examples(8, seed=4, system="Add."))
+    return tokenize_file(path, render=lambda m: render_prompt_format(m, fmt), tokenizer=tokenizer, cache_file=None)[0]
+
+
+def _engine(tiny_model, precision):
+    from transformers import AutoModelForCausalLM
+
+    from ftc.runtime.training.attention import register
+
+    register()
+    dtype = torch.bfloat16 if precision == "bf16" else torch.float32
+    model = AutoModelForCausalLM.from_pretrained(tiny_model, dtype=dtype, attn_implementation="sdpa_varlen")
+    return build_engine(model, SPEC, DEEPSPEED, precision=precision, total_steps=10)
+
+
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_a_step_waits_for_the_device_only_where_designed(single_process, tiny_model, examples, precision):
+    engine = _engine(tiny_model, precision)
+    token_loss = TokenLoss(engine.module, zero_stage=0)
+    micro = [collate(rows, examples, pad_id=0, packed=True, flat=True) for rows in ([(0, 1), (2, 3)], [(4, 5), (6, 7)])]
+    losses = []
+    for _ in range(2):  # the second step as the first: nothing is waited for once and cached
+        with HostSyncs() as syncs:
+            loss = train_step(engine, token_loss, micro, single_process)
+            losses.append(loss.value(single_process))
+        assert dict(syncs.calls) == DESIGNED[precision]
+    assert losses[1] < losses[0]  # it trains
+
+
+def test_bf16_trains_on_the_flat_bf16_optimizer_with_fp32_gradient_accumulation(single_process, tiny_model):
+    engine = _engine(tiny_model, "bf16")
+    assert type(engine.optimizer).__name__ == "BF16_Optimizer"
+    assert engine.get_data_types() == (torch.bfloat16, torch.float32)
+    assert type(engine.optimizer.optimizer) is torch.optim.AdamW and engine.optimizer.optimizer.defaults["fused"]
+    assert not engine.enable_backward_allreduce  # one process: nothing to all-reduce
+    assert optimizer_path(DEEPSPEED, precision="bf16") == "bf16 optimizer (fp32 gradient accumulation)"
+
+
+def test_fp32_trains_on_torch_fused_adamw_itself(single_process, tiny_model):
+    engine = _engine(tiny_model, "fp32")
+    assert type(engine.optimizer) is torch.optim.AdamW and engine.optimizer.defaults["fused"]
+    assert not engine.enable_backward_allreduce
+    assert optimizer_path(DEEPSPEED, precision="fp32") == "torch AdamW"
