@@ -33,7 +33,7 @@ CATEGORIES = (
 )
 _DEVICE_CATS = ("kernel", "gpu_memcpy", "gpu_memset")
 _BY_NAME = (  # the first that matches, after the ranges (the order matters: a loss softmax is not attention)
-    ("communication", r"nccl|gloo|all_?reduce|all_?gather|reduce_?scatter|broadcast|c10d"),
+    ("communication", r"nccl|gloo|all_?reduce|all_?gather|reduce_?scatter|c10d"),
     ("memcpy/memset", r"memcpy|memset|direct_copy|aten::(copy_|_to_copy|fill_|zero_)$"),
     ("loss", r"cross_entropy|log_softmax|logsumexp|nll_loss"),
     ("optimizer", r"adam|foreach|multi_tensor|optimizer"),
@@ -41,7 +41,8 @@ _BY_NAME = (  # the first that matches, after the ranges (the order matters: a l
     ("gemm/matmul", r"gemm|matmul|aten::(mm|addmm|bmm|baddbmm|linear)$|cutlass|xmma|nvjet|cublas|s16816"),
     (
         "elementwise/norm/rotary",
-        r"elementwise|vectorized|reduce|norm|rms|rotary|rope|silu|swiglu|gelu|liger|triton|embedding|"
+        r"elementwise|vectorized|reduce|norm|rms|rotary|rope|silu|swiglu|gelu|liger|triton|embedding|catarray|"
+        r"index|gather|scatter|"
         r"aten::(mul|add|sub|div|pow|rsqrt|mean|sum|neg|cat|exp|sigmoid|tanh|where|clamp|index|gather|scatter|"
         r"masked_fill|cumsum|max|min|sqrt|abs|lerp|addcmul|addcdiv|sort|topk|cos|sin)",
     ),
