@@ -262,7 +262,9 @@ def ablations(ctx: Context) -> tuple[dict, str]:
             runs[name] = {"status": "skipped", "reason": "GPU only: on a CPU kernels auto is PyTorch's already"}
             continue
         job = ctx.plan(ctx.shape_name, shape, name, steps, options if options is not None else GPU_ONLY[name])
-        jobs.append({**job, "steps": steps, "warmup": warmup, "profile": False, "need_s": 40 if ctx.cuda else 3})
+        # a run starts only with the time for it and for the LoRA stage after it left
+        need = (40 if ctx.cuda else 3) + _lora_need(ctx.cuda)
+        jobs.append({**job, "steps": steps, "warmup": warmup, "profile": False, "need_s": need})
     runs.update(ctx.run_workers("ablations", jobs, one_process_each=ctx.cuda))
     runs = {name: runs[name] for name in ABLATIONS}
     failed = [name for name, r in runs.items() if r["status"] == "failed"]
@@ -297,11 +299,15 @@ def lora(ctx: Context) -> tuple[dict, str]:
     return result, f"{name} r={shape['lora']['r']}: {result['tokens_per_s']['median']:,.0f} tok/s, {memory}"
 
 
+def _lora_need(cuda: bool) -> float:
+    return 150 if cuda else 10
+
+
 #: name, stage, the least time it needs (GPU, CPU)
 STAGES = [
     ("environment", environment, lambda cuda: 5),
     ("attention", attention, lambda cuda: 60 if cuda else 5),
     ("step", step, lambda cuda: 90 if cuda else 20),
-    ("ablations", ablations, lambda cuda: 60 if cuda else 15),
-    ("lora", lora, lambda cuda: 150 if cuda else 10),
+    ("ablations", ablations, lambda cuda: (40 if cuda else 3) + _lora_need(cuda)),
+    ("lora", lora, _lora_need),
 ]
