@@ -24,7 +24,6 @@ import os
 import resource
 import statistics
 import sys
-import tempfile
 import time
 import warnings
 from pathlib import Path
@@ -57,7 +56,7 @@ class Probe:
         self.sync_warning_counts: list[int] = []
         self._catch = None
         self.profiler = None
-        self.trace = Path(tempfile.mkdtemp()) / "trace.json"
+        self.trace = Path(job["out"]).with_name(f"{job['name']}.trace.json")  # beside the run's output folder
         self.notes: list[str] = []
 
     def window(self, step: int) -> str:
