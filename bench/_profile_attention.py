@@ -107,8 +107,10 @@ def _kernels(q, k, v, lengths, cuda: bool, extras: dict) -> dict[str, Callable[[
 
 
 def _ftc_varlen(q, k, v, position, cu, longest, extras: dict):
-    """ftc's sdpa_varlen, given the samples' bounds (``cu_seq_lens_q``, ``max_length_q``) where it takes them (named,
-    or any keyword): ``extras`` records which it was given."""
+    """ftc's sdpa_varlen as ftc's packed batches give it the rows: one flat row of every row's samples (its fused
+    varlen path takes one row), the samples' bounds (``cu_seq_lens_q``, ``max_length_q``) given where it takes them
+    (named, or any keyword): ``extras`` records which it was given. The rows are laid out flat inside the timed call
+    (a copy of q, k and v: small beside attention)."""
     from ftc.runtime.training.attention import sdpa_varlen
 
     params = inspect.signature(sdpa_varlen).parameters
@@ -117,7 +119,18 @@ def _ftc_varlen(q, k, v, position, cu, longest, extras: dict):
     extra = {name: value for name, value in bounds.items() if name in params or open_ended}
     extras["sdpa_varlen_given"] = sorted(extra)
     module = types.SimpleNamespace(training=True)
-    return lambda: sdpa_varlen(module, q, k, v, None, scaling=None, position_ids=position, **extra)[0]
+    batch, heads, length, dim = q.shape
+
+    def flat(t):  # (B, h, T, D) -> (1, h, B*T, D)
+        return t.transpose(0, 1).reshape(1, t.shape[1], batch * length, dim)
+
+    def run():
+        out, _ = sdpa_varlen(
+            module, flat(q), flat(k), flat(v), None, scaling=None, position_ids=position.reshape(1, -1), **extra
+        )
+        return out.view(batch, length, heads, dim)
+
+    return run
 
 
 def _torch_varlen(q, k, v, cu, longest):
