@@ -121,7 +121,7 @@ def _set_up(plan: Plan, dist: Dist, paths: dict[str, Path | str], lineage: Linea
         len(epoch_steps(spec, dist, data["train"].lengths, None, epoch)) for epoch in range(spec.num_epochs)
     ]
     engine = build_engine(
-        lm.model, spec, plan.deepspeed, precision=precision, total_steps=sum(steps_per_epoch),
+        lm.model, spec, plan.deepspeed, precision=precision, total_steps=sum(steps_per_epoch), world=dist.world,
     )  # fmt: skip
     say(f"loss: {preference.loss_type} (beta {preference.beta:g}) against the model as training starts")
     run = Run(

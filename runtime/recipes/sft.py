@@ -20,7 +20,7 @@ from typing import Any
 from ftc.errors import TrainingFailed
 from ftc.lineage.run import Lineage
 from ftc.runtime.training.attention import VARLEN
-from ftc.runtime.training.batches import collate
+from ftc.runtime.training.batches import Batch, collate
 from ftc.runtime.training.checkpoint import is_complete
 from ftc.runtime.training.data import conversations_at, describe_data, load_data
 from ftc.runtime.training.distributed import Dist, init_distributed
@@ -44,7 +44,7 @@ from ftc.runtime.training.loss import TokenLoss
 from ftc.runtime.training.preflight import Checked, check_run
 from ftc.runtime.training.progress import MetricsLog, Progress, log
 from ftc.runtime.training.startup import execution_of, load_for_training, new_checkpointer, open_reporting
-from ftc.runtime.training.step import train_step
+from ftc.runtime.training.step import Prefetched, train_step
 from ftc.runtime.training.summary import RunSummary, matched_text
 from ftc.runtime.training.trackers import open_tracker
 from ftc.spec.plan import Plan
@@ -65,6 +65,17 @@ class Run(RecipeRun):
 
     def epoch_steps(self, epoch: int) -> list[list[list[tuple[int, ...]]]]:
         return epoch_steps(self.spec, self.dist, self.data["train"].lengths, self.pack_to, epoch)
+
+    def epoch_batches(self, epoch: int) -> Prefetched:
+        """The epoch's steps as micro-batches, the next step's collated while one trains."""
+        return Prefetched(self.epoch_steps(epoch), self.collate_step, pin=self.dist.device.type == "cuda")
+
+    def collate_step(self, micro_rows: list[list[tuple[int, ...]]]) -> list[Batch]:
+        train_set, pad_id, packed = self.data["train"], self.tokenizer.pad_token_id, self.pack_to is not None
+        return [
+            collate(rows, train_set, pad_id=pad_id, packed=packed, pad_to=self.pad_to, flat=self.flat)
+            for rows in micro_rows
+        ]
 
 
 def train(
@@ -94,7 +105,7 @@ def train(
             record = _log_eval(run, state, metrics, epoch=0, train_loss=None)
             bar.note(f"eval loss before training: {record['eval_loss']:.4f}{matched_text(record)}")
         run_epochs(
-            run, state, steps_of=run.epoch_steps, step=lambda rows: _step(run, state, rows),
+            run, state, steps_of=run.epoch_batches, step=lambda batches: _step(run, state, batches),
             after_step=lambda epoch: log_step(run, state, metrics, bar, epoch),
             save=lambda epoch, step_in_epoch: _save(run, state, metrics, bar, epoch, step_in_epoch),
         )  # fmt: skip
@@ -116,7 +127,7 @@ def _set_up(plan: Plan, dist: Dist, paths: dict[str, Path | str], lineage: Linea
     lengths = data["train"].lengths
     steps_per_epoch = [len(epoch_steps(spec, dist, lengths, pack_to, epoch)) for epoch in range(spec.num_epochs)]
     engine = build_engine(
-        lm.model, spec, plan.deepspeed, precision=precision, total_steps=sum(steps_per_epoch),
+        lm.model, spec, plan.deepspeed, precision=precision, total_steps=sum(steps_per_epoch), world=dist.world,
     )  # fmt: skip
     token_loss = TokenLoss(engine.module, zero_stage=plan.zero_stage)
     say(f"loss: {token_loss.reason}")
@@ -134,12 +145,8 @@ def _set_up(plan: Plan, dist: Dist, paths: dict[str, Path | str], lineage: Linea
     return run
 
 
-def _step(run: Run, state: TrainState, micro_rows: list[list[tuple[int, ...]]]) -> None:
-    """One optimizer step over ``micro_rows`` (this rank's micro-batches)."""
-    train_set, pad_id, packed = run.data["train"], run.tokenizer.pad_token_id, run.pack_to is not None
-    micro_batches = [
-        collate(rows, train_set, pad_id=pad_id, packed=packed, pad_to=run.pad_to, flat=run.flat) for rows in micro_rows
-    ]
+def _step(run: Run, state: TrainState, micro_batches: list[Batch]) -> None:
+    """One optimizer step over ``micro_batches`` (this rank's)."""
     loss = train_step(run.engine, run.token_loss, micro_batches, run.dist)
     state.global_step += 1
     state.tokens_trained += loss.real_tokens

@@ -66,6 +66,14 @@ class Batch:
     #: where in ``labels[:, 1:].reshape(-1)`` the loss is computed (the non-IGNORE positions)
     loss_rows: Any = None
 
+    def pin(self) -> None:
+        """Its tensors in page-locked memory, so their copies to a GPU are queued without the host waiting."""
+        import torch
+
+        pin = lambda t: t.pin_memory() if isinstance(t, torch.Tensor) else t  # noqa: E731
+        self.inputs = {k: pin(v) for k, v in self.inputs.items()}
+        self.labels, self.loss_rows = pin(self.labels), pin(self.loss_rows)
+
 
 def to_device(batch: Batch, device: Any) -> tuple[dict[str, Any], Any, Any]:
     """The batch's model inputs, labels and loss rows on ``device`` (copies queued, not waited for; host values such

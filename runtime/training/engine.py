@@ -21,12 +21,14 @@ def training_dtype(precision: str) -> Any:
     return torch.bfloat16 if precision == "bf16" else torch.float32
 
 
-def build_engine(model: Any, spec: Any, deepspeed_config: dict[str, Any], *, precision: str, total_steps: int) -> Any:
+def build_engine(
+    model: Any, spec: Any, deepspeed_config: dict[str, Any], *, precision: str, total_steps: int, world: int
+) -> Any:
     """``deepspeed.initialize`` over ``model`` with torch's fused AdamW on its trainable parameters (one kernel
     updates them all, on GPUs and CPUs), the spec's learning-rate schedule over ``total_steps``, and the plan's
-    DeepSpeed config in ``precision`` (``engine_config``). DeepSpeed's own optimizers are not used: they compile C++
-    on first use. A single process skips DeepSpeed's gradient all-reduce where it would only copy the gradients
-    into flat buffers and back (without ZeRO, and on the bf16 optimizer)."""
+    DeepSpeed config in ``precision`` for ``world`` processes (``engine_config``). DeepSpeed's own optimizers are
+    not used: they compile C++ on first use. A single process skips DeepSpeed's gradient all-reduce where it would
+    only copy the gradients into flat buffers and back (without ZeRO, and on the bf16 optimizer)."""
     import deepspeed
     import torch
     from transformers import get_scheduler
@@ -36,7 +38,7 @@ def build_engine(model: Any, spec: Any, deepspeed_config: dict[str, Any], *, pre
     scheduler = get_scheduler(
         spec.lr_scheduler_type, optimizer, num_warmup_steps=spec.num_warmup_steps, num_training_steps=total_steps
     )
-    config = engine_config(deepspeed_config, precision=precision)
+    config = engine_config(deepspeed_config, precision=precision, world=world)
     engine, _, _, _ = deepspeed.initialize(model=model, optimizer=optimizer, lr_scheduler=scheduler, config=config)
     if engine.dp_world_size == 1 and (
         engine.zero_optimization_stage() == 0 or not hasattr(engine.optimizer, "reduce_gradients")
@@ -45,29 +47,42 @@ def build_engine(model: Any, spec: Any, deepspeed_config: dict[str, Any], *, pre
     return engine
 
 
-def engine_config(deepspeed_config: dict[str, Any], *, precision: str) -> dict[str, Any]:
+#: the bf16 path without ZeRO's sharding
+BF16_OPTIMIZER = "bf16 optimizer (fp32 gradient accumulation)"
+
+
+def engine_config(deepspeed_config: dict[str, Any], *, precision: str, world: int) -> dict[str, Any]:
     """The plan's DeepSpeed config as the engine is given it: in ``precision``, with DeepSpeed's throughput timer
-    off (it waits for the device at every forward and step). In bf16 without ZeRO sharding, DeepSpeed's flat
-    ``BF16_Optimizer`` (ZeRO stage 1, gradients accumulated in fp32): its default there wraps the optimizer in its
-    per-parameter fp16 optimizer and accumulates gradients in bf16, which loses precision over micro-batches. On one
-    process stage 1 shards nothing; on several it shards the fp32 optimizer state, as ZeRO stage 1 does."""
+    off (it waits for the device at every forward and step).
+
+    One process has nothing to shard: ZeRO stages 1 and 2 (without offloading) train there as without ZeRO, sparing
+    their flat gradient buffers and per-parameter hooks. In bf16 without ZeRO, DeepSpeed's flat ``BF16_Optimizer``
+    (ZeRO stage 1 to DeepSpeed, gradients accumulated in fp32): DeepSpeed's default there wraps the optimizer in its
+    per-parameter fp16 optimizer and accumulates gradients in bf16, which loses precision over micro-batches. (On
+    several processes a plan's stage 0 in bf16 so shards the fp32 optimizer state, as ZeRO stage 1 does.)"""
     config = {
         **deepspeed_config, "bf16": {"enabled": precision == "bf16"},
         "timers": {"throughput": {"enabled": False}},
     }  # fmt: skip
     zero = dict(config.get("zero_optimization") or {})
-    if optimizer_path(deepspeed_config, precision=precision) == "bf16 optimizer (fp32 gradient accumulation)":
+    path = optimizer_path(deepspeed_config, precision=precision, world=world)
+    if path.startswith(BF16_OPTIMIZER):
         config["zero_optimization"] = {**zero, "stage": 1}
         config["data_types"] = {"grad_accum_dtype": "fp32"}
+    elif path.startswith("torch AdamW"):
+        config["zero_optimization"] = {**zero, "stage": 0}
     return config
 
 
-def optimizer_path(deepspeed_config: dict[str, Any], *, precision: str) -> str:
+def optimizer_path(deepspeed_config: dict[str, Any], *, precision: str, world: int) -> str:
     """How the engine updates the weights, in words (the run's first lines and its lineage say it)."""
     zero = deepspeed_config.get("zero_optimization") or {}
     stage = int(zero.get("stage", 0))
-    if precision != "bf16":
-        return "torch AdamW" if stage == 0 else f"ZeRO stage {stage} optimizer"
-    if stage <= 1 and "offload_optimizer" not in zero:
-        return "bf16 optimizer (fp32 gradient accumulation)"
-    return f"ZeRO stage {stage} optimizer"
+    offloaded = "offload_optimizer" in zero or "offload_param" in zero
+    unsharded = stage == 0 or (world == 1 and stage in (1, 2) and not offloaded)
+    if not unsharded:
+        return f"ZeRO stage {stage} optimizer"
+    why = f" (one process: ZeRO stage {stage} has nothing to shard)" if stage else ""
+    if precision == "bf16" and (stage <= 1 or world == 1) and not offloaded:
+        return BF16_OPTIMIZER + why
+    return "torch AdamW" + why

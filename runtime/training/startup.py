@@ -42,10 +42,10 @@ def load_for_training(plan: Any, dist: Dist, paths: dict[str, Path | str]) -> Lo
     attention = attention_for(spec, cuda=cuda)
     kernels = kernels_for(spec, cuda=cuda, model_type=plan.architecture.model_type)
     checkpointing = ", activation checkpointing" if spec.activation_checkpointing else ""
+    optimizer = optimizer_path(plan.deepspeed, precision=precision, world=dist.world)
     say(
-        f"{dist.world} process(es) on {dist.device.type}, {precision}, ZeRO stage {plan.zero_stage} "
-        f"({optimizer_path(plan.deepspeed, precision=precision)}), {attention} attention, {kernels} kernels"
-        f"{checkpointing}"
+        f"{dist.world} process(es) on {dist.device.type}, {precision}, ZeRO stage {plan.zero_stage} ({optimizer}), "
+        f"{attention} attention, {kernels} kernels{checkpointing}"
     )
 
     import torch
@@ -80,7 +80,7 @@ def execution_of(plan: Any, dist: Dist, precision: str) -> dict[str, Any]:
     return {
         "nodes": plan.launch.nodes, "processes_per_node": plan.launch.processes_per_node, "world_size": dist.world,
         "device": dist.describe_device(), "precision": precision, "zero_stage": plan.zero_stage,
-        "optimizer": optimizer_path(plan.deepspeed, precision=precision),
+        "optimizer": optimizer_path(plan.deepspeed, precision=precision, world=dist.world),
     }  # fmt: skip
 
 

@@ -6,13 +6,16 @@ come on top, counted by the tests (tests/unit/runtime/test_step_syncs.py).
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
 from .batches import Batch, to_device
 from .distributed import Dist
 
-__all__ = ["StepLoss", "train_step"]
+__all__ = ["Prefetched", "StepLoss", "train_step"]
 
 
 @dataclass
@@ -47,3 +50,37 @@ def train_step(engine: Any, token_loss: Any, micro_batches: list[Batch], dist: D
         total += loss.detach()
     engine.step()
     return StepLoss(total, int(loss_tokens), int(real_tokens))
+
+
+class Prefetched:
+    """An epoch's steps as collated micro-batches, the next step's collated in a thread while this one trains (on a
+    GPU the host would otherwise collate while the device waits): ``steps[i]`` is step ``i``'s batches, and asks for
+    step ``i + 1``'s. Any order of access works; only the next step is collated ahead. On a GPU the batches come in
+    pinned memory, so their copies to the device are queued without waiting."""
+
+    def __init__(self, steps: Sequence[Any], collate: Callable[[Any], list[Batch]], *, pin: bool = False) -> None:
+        self.steps, self.collate, self.pin = steps, collate, pin
+        self._ahead: tuple[int, Future] | None = None
+
+    def __len__(self) -> int:
+        return len(self.steps)
+
+    def __getitem__(self, i: int) -> list[Batch]:
+        ahead, self._ahead = self._ahead, None
+        batches = ahead[1].result() if ahead is not None and ahead[0] == i else self._collated(i)
+        if i + 1 < len(self.steps):
+            self._ahead = (i + 1, _collator().submit(self._collated, i + 1))
+        return batches
+
+    def _collated(self, i: int) -> list[Batch]:
+        batches = self.collate(self.steps[i])
+        if self.pin:
+            for batch in batches:
+                batch.pin()
+        return batches
+
+
+@functools.cache
+def _collator() -> ThreadPoolExecutor:
+    """The one thread that collates ahead (per process)."""
+    return ThreadPoolExecutor(max_workers=1, thread_name_prefix="ftc-collate")

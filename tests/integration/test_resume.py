@@ -177,7 +177,9 @@ def test_a_lora_checkpoint_of_a_tied_model_holds_no_frozen_weight_and_resumes_to
     out = trained(initial_base_model_ckpt_path=str(tmp_path / "tied"), num_epochs=2, train_batch_size_per_device=4)
     first, last = sorted((out / "checkpoints").glob("step-*"))
     embedding = 512 * 64 * 4  # bytes of the tied matrix, fp32
-    assert (first / STATE).stat().st_size < embedding / 4
+    # the module's file holds the adapter and, on one process (no ZeRO), its optimizer state: ~39 kB, not the
+    # 131 kB tied matrix
+    assert (first / STATE).stat().st_size < embedding / 2
     sizes = read_json(first / "ftc_state.json")["sizes"]
     assert sizes["weights"] == (first / "adapter_model.safetensors").stat().st_size
     assert sizes["training_state"] < embedding

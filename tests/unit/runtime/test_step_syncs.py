@@ -11,7 +11,7 @@ import torch
 
 from ftc.runtime.training.batches import collate
 from ftc.runtime.training.distributed import Dist
-from ftc.runtime.training.engine import build_engine, optimizer_path
+from ftc.runtime.training.engine import build_engine, engine_config, optimizer_path
 from ftc.runtime.training.loss import TokenLoss
 from ftc.runtime.training.render import render_prompt_format
 from ftc.runtime.training.step import train_step
@@ -71,7 +71,7 @@ def _engine(tiny_model, precision):
     register()
     dtype = torch.bfloat16 if precision == "bf16" else torch.float32
     model = AutoModelForCausalLM.from_pretrained(tiny_model, dtype=dtype, attn_implementation="sdpa_varlen")
-    return build_engine(model, SPEC, DEEPSPEED, precision=precision, total_steps=10)
+    return build_engine(model, SPEC, DEEPSPEED, precision=precision, total_steps=10, world=1)
 
 
 @pytest.mark.parametrize("precision", ["fp32", "bf16"])
@@ -94,11 +94,45 @@ def test_bf16_trains_on_the_flat_bf16_optimizer_with_fp32_gradient_accumulation(
     assert engine.get_data_types() == (torch.bfloat16, torch.float32)
     assert type(engine.optimizer.optimizer) is torch.optim.AdamW and engine.optimizer.optimizer.defaults["fused"]
     assert not engine.enable_backward_allreduce  # one process: nothing to all-reduce
-    assert optimizer_path(DEEPSPEED, precision="bf16") == "bf16 optimizer (fp32 gradient accumulation)"
+    assert optimizer_path(DEEPSPEED, precision="bf16", world=1) == "bf16 optimizer (fp32 gradient accumulation)"
 
 
 def test_fp32_trains_on_torch_fused_adamw_itself(single_process, tiny_model):
     engine = _engine(tiny_model, "fp32")
     assert type(engine.optimizer) is torch.optim.AdamW and engine.optimizer.defaults["fused"]
     assert not engine.enable_backward_allreduce
-    assert optimizer_path(DEEPSPEED, precision="fp32") == "torch AdamW"
+    assert optimizer_path(DEEPSPEED, precision="fp32", world=1) == "torch AdamW"
+
+
+@pytest.mark.parametrize(
+    ("stage", "precision", "world", "path", "engine_stage"),
+    [
+        (
+            2,
+            "bf16",
+            1,
+            "bf16 optimizer (fp32 gradient accumulation) (one process: ZeRO stage 2 has nothing to shard)",
+            1,
+        ),
+        (2, "fp32", 1, "torch AdamW (one process: ZeRO stage 2 has nothing to shard)", 0),
+        (1, "fp32", 1, "torch AdamW (one process: ZeRO stage 1 has nothing to shard)", 0),
+        (0, "bf16", 4, "bf16 optimizer (fp32 gradient accumulation)", 1),
+        (2, "bf16", 4, "ZeRO stage 2 optimizer", 2),
+        (3, "bf16", 1, "ZeRO stage 3 optimizer", 3),
+    ],
+)
+def test_the_optimizer_each_plan_trains_with(stage, precision, world, path, engine_stage):
+    # one process has nothing to shard: ZeRO 1 and 2 train there as without ZeRO; ZeRO 3 (whose point can be
+    # offloading) and several processes keep the plan's stage
+    plan = {**DEEPSPEED, "zero_optimization": {"stage": stage}}
+    assert optimizer_path(plan, precision=precision, world=world) == path
+    config = engine_config(plan, precision=precision, world=world)
+    assert config["zero_optimization"]["stage"] == engine_stage
+    assert config["timers"] == {"throughput": {"enabled": False}}
+    assert ("data_types" in config) == path.startswith("bf16 optimizer")
+
+
+def test_offloading_keeps_zero_on_one_process():
+    plan = {**DEEPSPEED, "zero_optimization": {"stage": 2, "offload_optimizer": {"device": "cpu"}}}
+    assert optimizer_path(plan, precision="bf16", world=1) == "ZeRO stage 2 optimizer"
+    assert engine_config(plan, precision="bf16", world=1)["zero_optimization"]["stage"] == 2
