@@ -243,8 +243,11 @@ def step(ctx: Context) -> tuple[dict, str]:
     categories = result["profile"]["categories"]
     top = sorted(categories.items(), key=lambda kv: -kv[1]["pct"])[:4]
     idle = result["profile"]["idle"]
+    optimizer = result["optimizer"].get("deepspeed")
+    if result["optimizer"].get("torch"):  # a DeepSpeed wrapper over torch's optimizer
+        optimizer = f"{optimizer} over {result['optimizer']['torch']}"
     line = (
-        f"{result['optimizer'].get('deepspeed')} over {result['optimizer'].get('torch')}; engine.step"
+        f"{optimizer}; engine.step"
         f" {result['engine_step_ms']['median']:.1f} ms; step {result['step_wall_ms']['median']:.1f} ms;"
         f" host syncs/step {result['host_syncs']['median_per_step']}; "
         + ", ".join(f"{k} {v['pct']:.0f}%" for k, v in top)

@@ -127,7 +127,7 @@ def _packed_loss_check(gpu: bool, attention: str) -> tuple[bool, dict]:
         return m.to(device)
 
     def loss_sum(m, batch):
-        inputs = {k: v.to(device) for k, v in batch.inputs.items()}
+        inputs = {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.inputs.items()}
         logits = m(**inputs, use_cache=False).logits.float()
         labels = batch.labels.to(device)
         return torch.nn.functional.cross_entropy(
@@ -137,10 +137,26 @@ def _packed_loss_check(gpu: bool, attention: str) -> tuple[bool, dict]:
     reference = model("sdpa").eval()
     with torch.no_grad():
         alone = sum(float(loss_sum(reference, collate([(i,)], examples, pad_id=0, packed=False))) for i in range(n))
+    import ftc.runtime.training.attention as kernels
+
     packed_model = model(attention).train()
-    batch = collate(rows, examples, pad_id=0, packed=True, pad_to=spec["context_length"])
-    loss = loss_sum(packed_model, batch)
-    loss.backward()
+    if attention == "sdpa_varlen":  # ftc's layout for it: the rows end to end, their samples' bounds with them
+        batch = collate(rows, examples, pad_id=0, packed=True, flat=True)
+    else:
+        batch = collate(rows, examples, pad_id=0, packed=True, pad_to=spec["context_length"])
+    calls = []
+    found = kernels.varlen_kernel
+
+    def counted():  # proves the varlen kernel (GPU, bf16) ran, not the per-sample fallback
+        kernel = found()
+        return None if kernel is None else (lambda *a, **k: calls.append(1) or kernel(*a, **k))
+
+    kernels.varlen_kernel = counted
+    try:
+        loss = loss_sum(packed_model, batch)
+        loss.backward()
+    finally:
+        kernels.varlen_kernel = found
     value = loss.detach().item()
     grads_finite = all(torch.isfinite(p.grad).all() for p in packed_model.parameters() if p.grad is not None)
     rtol = BF16_RTOL if gpu else 1e-5
@@ -151,6 +167,7 @@ def _packed_loss_check(gpu: bool, attention: str) -> tuple[bool, dict]:
         "per_sample_loss_sum": alone,
         "rtol": rtol,
         "grads_finite": bool(grads_finite),
+        "varlen_kernel_calls": len(calls),
     }
 
 
@@ -200,8 +217,10 @@ def checks(folder: Path, gpu: bool) -> dict:
         return _falls(s), {"evals": [e["eval_loss"] for e in s["evals"]]}
 
     def packed():
-        # ftc's default for packed rows (SDPA with a block-diagonal mask on GPUs, sdpa_varlen on CPUs) and the other
-        results = [_packed_loss_check(gpu, a) for a in (("sdpa", "flex_attention") if gpu else ("sdpa_varlen", "sdpa"))]
+        # ftc's default for packed rows (sdpa_varlen: on a GPU in bf16 the varlen kernel over the flat row) and the
+        # others (SDPA with transformers' block-diagonal mask, FlexAttention on GPUs)
+        kinds = ("sdpa_varlen", "sdpa", "flex_attention") if gpu else ("sdpa_varlen", "sdpa")
+        results = [_packed_loss_check(gpu, a) for a in kinds]
         return all(ok for ok, _ in results), {d["attention"]: d for _, d in results}
 
     def packed_training():

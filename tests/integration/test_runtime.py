@@ -367,17 +367,24 @@ def test_gpu_only_settings_on_a_cpu_are_a_usage_error(job, ftc, tmp_path, settin
 
 @pytest.mark.parametrize("mode", ["full", "lora"])
 def test_bf16_training_learns_like_fp32(trained, tmp_path, mode):
-    # bf16 is the GPU default: weights load in bf16, DeepSpeed keeps fp32 master weights, the loss is fp32
+    # bf16 is the GPU default: weights load in bf16, DeepSpeed's BF16 optimizer keeps fp32 master weights and
+    # accumulates the gradients of the step's two micro-batches in fp32, the loss is fp32
     write_jsonl(tmp_path / "more.jsonl", arithmetic_examples(64, seed=5))
-    common = dict(train_path="more.jsonl", train_batch_size_per_device=16, num_epochs=2)
+    common = dict(train_path="more.jsonl", train_batch_size_per_device=8, gradient_accumulation_steps=2, num_epochs=2)
     if mode == "full":
         common.update(lora_config=None, learning_rate=3e-3)
         drop = 0.3
     else:
         common.update(learning_rate=3e-2, num_epochs=3)
         drop = 0.15  # rank 4 on q and v of a random model: it learns, slowly
-    fp32 = metrics(trained("fp32.json", **common, precision="fp32"), "eval")
-    bf16 = metrics(trained("bf16.json", **common, precision="bf16"), "eval")
+    fp32_out, bf16_out = (
+        trained("fp32.json", **common, precision="fp32"),
+        trained("bf16.json", **common, precision="bf16"),
+    )
+    fp32, bf16 = metrics(fp32_out, "eval"), metrics(bf16_out, "eval")
+    execution = read_json(bf16_out / "best" / "lineage.json")["execution"]
+    assert execution["precision"] == "bf16"
+    assert execution["optimizer"].startswith("bf16 optimizer (fp32 gradient accumulation)"), execution
     assert [e["eval_loss"] for e in bf16] == pytest.approx([e["eval_loss"] for e in fp32], rel=0.03)
     assert bf16[-1]["eval_loss"] < bf16[0]["eval_loss"] - drop, [e["eval_loss"] for e in bf16]  # it learns
 
