@@ -1,11 +1,12 @@
 """Batches of tokenized examples, in three layouts. Padded: one example per row, padded to the longest row (or
 context_length). Packed: examples concatenated into rows of up to context_length tokens, position ids restarting at
 0 for each example and no attention mask, so transformers builds a block-diagonal causal mask: packed examples never
-attend to each other. Flat (packed, for ftc's varlen attention): the micro-batch's rows laid end to end in one row
-with no padding at all, and the samples' bounds computed here, once, for every layer's attention (``cu_seq_lens_q``
-on the device for a varlen kernel, ``sample_bounds`` on the host for a loop over samples): the rows only decide
-which examples train together. Either way the labels are the tokens of assistant turns, -100 elsewhere, and the
-positions the loss is computed on are found here too, so no step waits for the device to find them.
+attend to each other. Flat (ftc's varlen attention's, packed or not): the micro-batch's rows laid end to end in one
+row with no padding at all, and the samples' bounds computed here, once, for every layer's attention
+(``cu_seq_lens_q`` on the device for a varlen kernel, ``sample_bounds`` on the host for a loop over samples): the
+rows only decide which examples train together. Either way the labels are the tokens of assistant turns, -100
+elsewhere, and the positions the loss is computed on are found here too, so no step waits for the device to find
+them.
 """
 
 from __future__ import annotations
@@ -113,7 +114,8 @@ def _with_loss_rows(batch: Batch) -> Batch:
 def collate(
     rows: list[Row], examples: Examples, *, pad_id: int, packed: bool, pad_to: int | None = None, flat: bool = False
 ) -> Batch:
-    """Tensors for one micro-batch of ``rows`` (``flat``: packed rows end to end in one, for varlen attention)."""
+    """Tensors for one micro-batch of ``rows`` (``flat``: the rows end to end in one, for varlen attention, whether
+    they are packed or hold one example each: either way no position is padding)."""
     import torch
 
     seqs, labels, positions = [], [], []
@@ -128,7 +130,7 @@ def collate(
         seqs.append(ids)
         labels.append(lab)
         positions.append(pos)
-    if packed and flat:
+    if flat:
         return _flat(seqs, labels, positions)
     width = max(pad_to or 0, max(len(s) for s in seqs))
     n = len(rows)
