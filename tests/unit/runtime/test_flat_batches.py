@@ -86,3 +86,21 @@ def test_the_loss_rows_a_batch_brings_give_the_loss_found_without_them(tiny_mode
         given = token_loss(model, flat.inputs, flat.labels, flat.loss_rows)
         found = token_loss(model, flat.inputs, flat.labels)
     assert given.item() == pytest.approx(found.item(), rel=1e-6)
+
+
+def test_unpacked_examples_laid_flat_train_as_in_padded_rows(tiny_model, examples):
+    # sample_packing false: the same examples in the same micro-batch, each alone, with no padding position at all
+    rows = [(0,), (1,), (2,), (3,)]
+    padded = collate(rows, examples, pad_id=0, packed=False)
+    flat = collate(rows, examples, pad_id=0, packed=False, flat=True)
+    assert (
+        flat.inputs["input_ids"].shape == (1, flat.real_tokens)
+        and padded.inputs["input_ids"].numel() > flat.real_tokens
+    )
+    assert flat.loss_tokens == padded.loss_tokens
+    model = _model(tiny_model, "sdpa_varlen").eval()
+    token_loss = TokenLoss(model, zero_stage=0)
+    with torch.no_grad():
+        a = token_loss(model, padded.inputs, padded.labels, padded.loss_rows)
+        b = token_loss(model, flat.inputs, flat.labels, flat.loss_rows)
+    assert b.item() == pytest.approx(a.item(), rel=1e-5)
