@@ -88,15 +88,27 @@ def test_the_loss_rows_a_batch_brings_give_the_loss_found_without_them(tiny_mode
     assert given.item() == pytest.approx(found.item(), rel=1e-6)
 
 
-def test_unpacked_examples_laid_flat_train_as_in_padded_rows(tiny_model, examples):
+def test_unpacked_examples_laid_flat_train_as_in_padded_rows(tiny_model, tmp_path):
     # sample_packing false: the same examples in the same micro-batch, each alone, with no padding position at all
-    rows = [(0,), (1,), (2,), (3,)]
+    from transformers import AutoTokenizer
+
+    talks = [("1 + 1", "2"), ("12 + 30 + 7 + 100", "149, as 12 + 30 is 42"), ("5 + 5 + 5", "15"), ("9 + 1", "10")]
+    path = write_jsonl(
+        tmp_path / "v.jsonl",
+        [{"messages": [{"role": "user", "content": q}, {"role": "assistant", "content": a}]} for q, a in talks],
+    )
+    fmt = PromptFormat(**{**PROMPT_FORMAT, "system_in_user": False, "default_system_message": ""})
+    examples = tokenize_file(
+        path, render=lambda m: render_prompt_format(m, fmt), tokenizer=AutoTokenizer.from_pretrained(tiny_model),
+        cache_file=None,
+    )[0]  # fmt: skip
+    rows = [(i,) for i in range(len(examples.ids))]
     padded = collate(rows, examples, pad_id=0, packed=False)
     flat = collate(rows, examples, pad_id=0, packed=False, flat=True)
-    assert (
-        flat.inputs["input_ids"].shape == (1, flat.real_tokens)
-        and padded.inputs["input_ids"].numel() > flat.real_tokens
-    )
+    lengths = [len(ids) for ids in examples.ids]
+    assert len(set(lengths)) > 1  # so the padded rows hold padding
+    assert flat.inputs["input_ids"].shape == (1, sum(lengths)) == (1, flat.real_tokens)
+    assert padded.inputs["input_ids"].numel() == len(lengths) * max(lengths) > flat.real_tokens
     assert flat.loss_tokens == padded.loss_tokens
     model = _model(tiny_model, "sdpa_varlen").eval()
     token_loss = TokenLoss(model, zero_stage=0)
