@@ -18,6 +18,7 @@ in it (transformers refuses any SDPA-named kernel for a model that soft-caps).
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import torch
@@ -121,7 +122,11 @@ def _fused_varlen(
         return None
     accepted = _parameters(kernel)
     q, k, v = (t[0].transpose(0, 1) for t in (query, key, value))  # (T, heads, D)
-    options: dict[str, Any] = {"scale": scaling}
+    options: dict[str, Any] = {}
+    if scaling is not None:
+        if "scale" not in accepted:
+            return None  # a torch whose kernel takes no scale
+        options["scale"] = scaling
     if k.shape[1] != q.shape[1]:
         if "enable_gqa" in accepted:
             options["enable_gqa"] = True
@@ -139,6 +144,7 @@ def _fused_varlen(
     return out[None]  # (1, T, H, D)
 
 
+@functools.cache
 def _parameters(function: Any) -> frozenset[str]:
     import inspect
 
