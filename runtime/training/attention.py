@@ -110,7 +110,7 @@ def _fused_varlen(
     """The flat row attended in one call of the varlen kernel, or None where it does not apply (no kernel, not a
     GPU, fp32, a row without bounds, dropout, soft-capping, a sample longer than the sliding window)."""
     cu, longest = kwargs.get("cu_seq_lens_q"), kwargs.get("max_length_q")
-    if cu is None or longest is None or query.shape[0] != 1 or not query.is_cuda:
+    if cu is None or longest is None or query.shape[0] != 1 or not _on_gpu(query):
         return None
     if query.dtype not in (torch.bfloat16, torch.float16) or kwargs.get("softcap") is not None:
         return None
@@ -142,6 +142,10 @@ def _fused_varlen(
     cu = cu.to(device=query.device, dtype=torch.int32)
     out = kernel(q.contiguous(), k.contiguous(), v.contiguous(), cu, cu, longest, longest, **options)
     return out[None]  # (1, T, H, D)
+
+
+def _on_gpu(tensor: torch.Tensor) -> bool:
+    return tensor.is_cuda  # PyTorch's varlen kernel is CUDA's
 
 
 @functools.cache

@@ -116,3 +116,48 @@ def test_unpacked_examples_laid_flat_train_as_in_padded_rows(tiny_model, tmp_pat
         a = token_loss(model, padded.inputs, padded.labels, padded.loss_rows)
         b = token_loss(model, flat.inputs, flat.labels, flat.loss_rows)
     assert b.item() == pytest.approx(a.item(), rel=1e-5)
+
+
+def _documented_varlen_attn(query, key, value, cu_seq_q, cu_seq_k, max_q, max_k, *, scale=None, window_size=(-1, -1),
+                            enable_gqa=False):  # fmt: skip
+    """torch.nn.attention.varlen.varlen_attn as its documentation describes it ((T, H, D) tensors, cumulative bounds,
+    window_size (-1, 0) causal), computed per sequence with SDPA."""
+    assert window_size == (-1, 0) and cu_seq_q.dtype == torch.int32 and max_q == max_k
+    assert query.shape[1] == key.shape[1] or enable_gqa
+    bounds, out = cu_seq_q.tolist(), []
+    for s, e in zip(bounds, bounds[1:]):
+        q, k, v = (t[s:e].transpose(0, 1)[None] for t in (query, key, value))
+        out.append(
+            torch.nn.functional.scaled_dot_product_attention(
+                q, k, v, is_causal=True, scale=scale, enable_gqa=enable_gqa
+            )[0].transpose(0, 1)
+        )
+    return torch.cat(out)
+
+
+def test_the_varlen_kernel_is_called_with_the_flat_rows_bounds(tiny_model, examples, monkeypatch):
+    # PyTorch's varlen kernel runs only on CUDA, which this machine lacks: a stand-in computing what its documentation
+    # says (checked on a GPU by bench/gpu_checks.py) checks the call ftc makes: shapes, bounds, causality, GQA, scale
+    import ftc.runtime.training.attention as attention
+
+    calls = []
+
+    def kernel(query, key, value, cu_seq_q, cu_seq_k, max_q, max_k, *, scale=None, window_size=(-1, -1),
+               enable_gqa=False):  # fmt: skip
+        calls.append(query.shape)
+        return _documented_varlen_attn(
+            query, key, value, cu_seq_q, cu_seq_k, max_q, max_k, scale=scale, window_size=window_size,
+            enable_gqa=enable_gqa,
+        )  # fmt: skip
+
+    monkeypatch.setattr(attention, "_on_gpu", lambda t: True)
+    monkeypatch.setattr(attention, "varlen_kernel", lambda: kernel)
+    model = _model(tiny_model, "sdpa_varlen").to(torch.bfloat16).eval()
+    flat = collate(ROWS, examples, pad_id=0, packed=True, flat=True)
+    with torch.no_grad():
+        fused = model(**flat.inputs, use_cache=False).logits.float()
+        assert calls  # the kernel ran, in every layer
+        monkeypatch.setattr(attention, "_on_gpu", lambda t: False)
+        per_sample = model(**flat.inputs, use_cache=False).logits.float()
+    assert len(calls) == model.config.num_hidden_layers
+    assert torch.allclose(fused, per_sample, atol=2e-2), (fused - per_sample).abs().max()
