@@ -41,7 +41,7 @@ def build_engine(
     config = engine_config(deepspeed_config, precision=precision, world=world)
     engine, _, _, _ = deepspeed.initialize(model=model, optimizer=optimizer, lr_scheduler=scheduler, config=config)
     if engine.dp_world_size == 1 and (
-        engine.zero_optimization_stage() == 0 or not hasattr(engine.optimizer, "reduce_gradients")
+        engine.zero_optimization_stage() == 0 or type(engine.optimizer).__name__ == "BF16_Optimizer"
     ):  # (ZeRO's own optimizers move their gradients in the all-reduce, even on one process)
         engine.enable_backward_allreduce = False
     return engine
@@ -78,7 +78,9 @@ def optimizer_path(deepspeed_config: dict[str, Any], *, precision: str, world: i
     """How the engine updates the weights, in words (the run's first lines and its lineage say it)."""
     zero = deepspeed_config.get("zero_optimization") or {}
     stage = int(zero.get("stage", 0))
-    offloaded = "offload_optimizer" in zero or "offload_param" in zero
+    offloaded = any(
+        (zero.get(key) or {}).get("device", "none") != "none" for key in ("offload_optimizer", "offload_param")
+    )
     unsharded = stage == 0 or (world == 1 and stage in (1, 2) and not offloaded)
     if not unsharded:
         return f"ZeRO stage {stage} optimizer"

@@ -63,7 +63,7 @@ def examples(tiny_model, tmp_path_factory):
     return tokenize_file(path, render=lambda m: render_prompt_format(m, fmt), tokenizer=tokenizer, cache_file=None)[0]
 
 
-def _engine(tiny_model, precision):
+def _engine(tiny_model, precision, stage=0):
     from transformers import AutoModelForCausalLM
 
     from ftc.runtime.training.attention import register
@@ -71,7 +71,8 @@ def _engine(tiny_model, precision):
     register()
     dtype = torch.bfloat16 if precision == "bf16" else torch.float32
     model = AutoModelForCausalLM.from_pretrained(tiny_model, dtype=dtype, attn_implementation="sdpa_varlen")
-    return build_engine(model, SPEC, DEEPSPEED, precision=precision, total_steps=10, world=1)
+    plan = {**DEEPSPEED, "zero_optimization": {"stage": stage}}
+    return build_engine(model, SPEC, plan, precision=precision, total_steps=10, world=1)
 
 
 @pytest.mark.parametrize("precision", ["fp32", "bf16"])
@@ -102,6 +103,16 @@ def test_fp32_trains_on_torch_fused_adamw_itself(single_process, tiny_model):
     assert type(engine.optimizer) is torch.optim.AdamW and engine.optimizer.defaults["fused"]
     assert not engine.enable_backward_allreduce
     assert optimizer_path(DEEPSPEED, precision="fp32", world=1) == "torch AdamW"
+
+
+def test_zero_3_on_one_process_keeps_its_gradient_epilogue_and_trains(single_process, tiny_model, examples):
+    # ZeRO 3 partitions its gradients in the all-reduce step, even on one process: it is never skipped there
+    engine = _engine(tiny_model, "fp32", stage=3)
+    assert engine.zero_optimization_stage() == 3 and engine.enable_backward_allreduce
+    token_loss = TokenLoss(engine.module, zero_stage=3)
+    micro = [collate([(0, 1), (2, 3)], examples, pad_id=0, packed=True, flat=True)]
+    losses = [train_step(engine, token_loss, micro, single_process).value(single_process) for _ in range(3)]
+    assert losses[2] < losses[0], losses
 
 
 @pytest.mark.parametrize(
@@ -136,3 +147,6 @@ def test_offloading_keeps_zero_on_one_process():
     plan = {**DEEPSPEED, "zero_optimization": {"stage": 2, "offload_optimizer": {"device": "cpu"}}}
     assert optimizer_path(plan, precision="bf16", world=1) == "ZeRO stage 2 optimizer"
     assert engine_config(plan, precision="bf16", world=1)["zero_optimization"]["stage"] == 2
+    # "device": "none" (as DeepSpeed file templates write it) offloads nothing
+    plan = {**DEEPSPEED, "zero_optimization": {"stage": 2, "offload_optimizer": {"device": "none"}}}
+    assert optimizer_path(plan, precision="fp32", world=1).startswith("torch AdamW")
