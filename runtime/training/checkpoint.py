@@ -156,6 +156,7 @@ def load_training_state(engine: Any, checkpoint: Path, *, strict: bool) -> None:
         with torch.serialization.safe_globals(allowed):
             return torch.load(path, map_location=map_location, weights_only=True)
 
+    _same_optimizer_files(engine, checkpoint)
     engine.checkpoint_engine.load = load
     try:
         engine.load_checkpoint(str(checkpoint / "training_state"), tag=TAG, load_module_strict=strict)
@@ -166,6 +167,27 @@ def load_training_state(engine: Any, checkpoint: Path, *, strict: bool) -> None:
             f"{checkpoint}: its training state holds objects ftc never writes; refused without loading them ({what})"
             "\n    fix: resume only from checkpoints ftc wrote, or start again into a new output_dir"
         ) from None
+
+
+def _same_optimizer_files(engine: Any, checkpoint: Path) -> None:
+    """The checkpoint's optimizer state is in the files this engine's optimizer reads: a checkpoint written by an
+    ftc that trained the plan on another DeepSpeed optimizer (before one process trained without ZeRO) is refused
+    with what to do, not a traceback from inside DeepSpeed."""
+    kind = type(engine.optimizer).__name__
+    wants = "bf16_zero_pp_rank_" if kind == "BF16_Optimizer" else "zero_pp_rank_" if engine.zero_optimization() else ""
+    state = checkpoint / "training_state" / TAG
+    holds = {
+        "bf16_zero_pp_rank_" if p.name.startswith("bf16_") else "zero_pp_rank_" for p in state.glob("*zero_pp_rank_*")
+    }
+    if holds == ({wants} if wants else set()):
+        return
+    written = " and ".join(sorted(f"{p}* files" for p in holds)) or "the module's own file"
+    raise UsageError(
+        f"{checkpoint}: its optimizer state is in {written}, written by another DeepSpeed optimizer than this run's "
+        f"({kind}): it was written by an earlier ftc, which trained this plan on ZeRO's optimizer"
+        "\n    fix: resume it with the ftc that wrote it (its lineage.json names the version), or start the plan again"
+        " into a new output_dir"
+    )
 
 
 def _relink(link: Path, target: Path) -> None:

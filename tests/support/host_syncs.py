@@ -7,7 +7,7 @@ counts on the CPU what would wait on the GPU, so a test here holds the step to i
 
     with HostSyncs() as syncs:
         step()
-    syncs.count, syncs.calls   # how many, and which (name: count)
+    syncs.count, syncs.calls   # how many, and which (name: count; "synchronize": an explicit wait)
 """
 
 from __future__ import annotations
@@ -33,6 +33,38 @@ class HostSyncs(TorchFunctionMode):
     def __init__(self) -> None:
         super().__init__()
         self.calls: Counter[str] = Counter()
+        self._restore: list[tuple[Any, str, Any]] = []
+
+    def __enter__(self) -> HostSyncs:
+        """Also counts explicit waits (``torch.cuda.synchronize``, DeepSpeed's accelerator's ``synchronize``), which
+        no tensor call shows: on a CPU DeepSpeed's does nothing, but is called where a GPU's would wait."""
+        import torch
+
+        targets = [(torch.cuda, "synchronize")]
+        try:
+            from deepspeed.accelerator import get_accelerator
+
+            targets.append((get_accelerator(), "synchronize"))
+        except ImportError:
+            pass
+        for owner, name in targets:
+            original = getattr(owner, name)
+            self._restore.append((owner, name, original))
+            setattr(owner, name, self._counting(f"{type(owner).__name__}.{name}", original))
+        return super().__enter__()
+
+    def __exit__(self, *exc: Any) -> Any:
+        for owner, name, original in reversed(self._restore):
+            setattr(owner, name, original)
+        self._restore.clear()
+        return super().__exit__(*exc)
+
+    def _counting(self, label: str, original: Any) -> Any:
+        def synchronize(*args: Any, **kwargs: Any) -> Any:
+            self.calls["synchronize"] += 1
+            return original(*args, **kwargs)
+
+        return synchronize
 
     @property
     def count(self) -> int:
