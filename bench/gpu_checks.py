@@ -24,6 +24,7 @@ Checks left when ``--budget-s`` is spent are reported as not run.
 from __future__ import annotations
 
 import argparse
+import functools
 import hashlib
 import json
 import os
@@ -149,7 +150,15 @@ def _packed_loss_check(gpu: bool, attention: str) -> tuple[bool, dict]:
 
     def counted():  # proves the varlen kernel (GPU, bf16) ran, not the per-sample fallback
         kernel = found()
-        return None if kernel is None else (lambda *a, **k: calls.append(1) or kernel(*a, **k))
+        if kernel is None:
+            return None
+
+        @functools.wraps(kernel)  # its signature, which sdpa_varlen reads
+        def call(*args, **kwargs):
+            calls.append(1)
+            return kernel(*args, **kwargs)
+
+        return call
 
     kernels.varlen_kernel = counted
     try:
@@ -160,7 +169,9 @@ def _packed_loss_check(gpu: bool, attention: str) -> tuple[bool, dict]:
     value = loss.detach().item()
     grads_finite = all(torch.isfinite(p.grad).all() for p in packed_model.parameters() if p.grad is not None)
     rtol = BF16_RTOL if gpu else 1e-5
-    return _close(value, alone, rtol) and grads_finite, {
+    # on a GPU whose torch has the kernel, ftc's default must have used it
+    kernel_ran = not (gpu and attention == "sdpa_varlen" and found() is not None) or bool(calls)
+    return _close(value, alone, rtol) and grads_finite and kernel_ran, {
         "attention": attention,
         "dtype": str(dtype),
         "packed_loss_sum": value,

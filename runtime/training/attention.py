@@ -123,10 +123,10 @@ def _fused_varlen(
     accepted = _parameters(kernel)
     q, k, v = (t[0].transpose(0, 1) for t in (query, key, value))  # (T, heads, D)
     options: dict[str, Any] = {}
-    if scaling is not None:
-        if "scale" not in accepted:
-            return None  # a torch whose kernel takes no scale
+    if scaling is not None and "scale" in accepted:
         options["scale"] = scaling
+    elif scaling is not None and abs(scaling - q.shape[-1] ** -0.5) > 1e-9 * scaling:
+        return None  # a torch whose kernel takes no scale, which is then its default: 1 / sqrt(head dim)
     if k.shape[1] != q.shape[1]:
         if "enable_gqa" in accepted:
             options["enable_gqa"] = True
