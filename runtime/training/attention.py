@@ -79,8 +79,13 @@ def sdpa_varlen(
                 out = F.scaled_dot_product_attention(q, k, v, attn_mask=allowed, **options)
             else:
                 out = _soft_capped(q, k, v, allowed, softcap, options["scale"], options["dropout_p"])
-        return out.transpose(1, 2)  # (1, n, H, D)
+        return out.transpose(1, 2)  # (rows, n, H, D)
 
+    positions = kwargs.get("position_ids")
+    if batch > 1 and "sample_bounds" not in kwargs and (positions is None or positions.shape[0] == 1):
+        # padded rows of one example each (evaluation, preference pairs): transformers' own position ids are one
+        # range for every row, so each row is one sample, and one causal call attends them all (right padding)
+        return attend(query, key, value).contiguous(), None
     # split, not sliced: the backward of a split is one concatenation, where each slice's would write a zeroed
     # tensor of the whole row (a row's worth of memory traffic per sample and per q, k and v)
     rows = []
