@@ -30,14 +30,12 @@ TINY = dict(
     lora=None, context=256, ftc_rows=2, hf_padded_batch=4, hf_packed_rows=2, steps=8, warmup=2,
 )  # fmt: skip
 LORA = {"r": 16, "alpha": 32}
-#: one change at a time from the profiled settings (ftc's defaults with sample packing); None: GPU only
+#: one change at a time from the profiled settings (ftc's defaults with sample packing); None: GPU only. No ZeRO stage
+#: 0/1/2 variants: on one process ftc trains all three the same way (runtime/training/engine.py, engine_config)
 ABLATIONS = {
     "default": {},
     "attn_sdpa_dense_mask": {"attn_implementation": "sdpa"},
     "kernels_torch": None,
-    "zero_stage_0": {"deepspeed": {"zero_stage": 0}},
-    "zero_stage_1": {"deepspeed": {"zero_stage": 1}},
-    "zero_stage_2": {"deepspeed": {"zero_stage": 2}},
     "activation_checkpointing": {"activation_checkpointing": True},
     "sample_packing_false": {"sample_packing": False},
 }

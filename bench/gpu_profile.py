@@ -17,7 +17,7 @@ still tells what it measured):
    the optimizer DeepSpeed built, ``engine.step()`` and ``engine.backward()`` ms, per-step wall time, host syncs per
    step, and a torch.profiler breakdown by kernel category with the GPU's idle time (bench/_profile_trace.py).
 4. ``ablations``: one change at a time from those settings (SDPA's dense mask, PyTorch's kernels instead of Liger's,
-   ZeRO 0/1/2, activation checkpointing, no packing), median real tokens/s per step after the warm-up steps.
+   activation checkpointing, no packing), median real tokens/s per step after the warm-up steps.
 5. ``lora``: the 8B LoRA shape (r=16 on all linear layers; on a CPU a LoRA of the profiled shape stands in):
    tokens/s and peak memory.
 

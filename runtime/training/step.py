@@ -1,7 +1,8 @@
 """One optimizer step of a token-loss recipe, as the device sees it: every micro-batch's forward and backward, then
-the engine's step, queued without the host waiting for the device. The only wait is the caller's, when it reads
-the step's loss (``StepLoss.value``); DeepSpeed's own (gradient clipping's norm, and in bf16 its overflow check)
-come on top, counted by the tests (tests/unit/runtime/test_step_syncs.py).
+the engine's step, queued without the host waiting for the device. On one process the only wait is the caller's,
+when it reads the step's loss (``StepLoss.value``); on several, the step's token counts are summed across them
+first (a second wait). DeepSpeed's own (in bf16 its overflow check and clipping) come on top, counted by the tests
+(tests/unit/runtime/test_step_syncs.py).
 """
 
 from __future__ import annotations
