@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from safetensors import SafetensorError
+
 from ftc.lineage.record import read_record
 from ftc.stores.storage import storage_failure
 
@@ -132,7 +134,7 @@ def training_session(run: RecipeRun, metrics: MetricsLog, bar: Progress) -> Iter
     except KeyboardInterrupt:
         status = "KILLED"
         raise
-    except (OSError, RuntimeError) as exc:
+    except (OSError, RuntimeError, SafetensorError) as exc:  # safetensors' own error for a write that failed
         failure = storage_failure(run.out, exc, "writing the run's output")
         if failure is None:
             raise
