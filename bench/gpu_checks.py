@@ -102,7 +102,7 @@ def _packed_loss_check(gpu: bool, attention: str) -> tuple[bool, dict]:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from ftc.runtime.training.attention import register
-    from ftc.runtime.training.batches import collate
+    from ftc.runtime.training.batches import collate, to_device
     from ftc.runtime.training.render import render_prompt_format
     from ftc.runtime.training.tokens import tokenize_file
     from ftc.spec.model import PromptFormat
@@ -128,9 +128,8 @@ def _packed_loss_check(gpu: bool, attention: str) -> tuple[bool, dict]:
         return m.to(device)
 
     def loss_sum(m, batch):
-        inputs = {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.inputs.items()}
+        inputs, labels, _ = to_device(batch, device)
         logits = m(**inputs, use_cache=False).logits.float()
-        labels = batch.labels.to(device)
         return torch.nn.functional.cross_entropy(
             logits[:, :-1].reshape(-1, logits.shape[-1]), labels[:, 1:].reshape(-1), ignore_index=-100, reduction="sum"
         )

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .batches import collate, group
+from .batches import collate, group, to_device
 from .distributed import Dist
 from .progress import CountProgress
 
@@ -25,8 +25,7 @@ def mean_token_loss(engine: Any, token_loss: Any, examples: Any, *, pad_id: int,
             mine = chunk[dist.rank :: dist.world] or chunk[:1]  # every rank joins every forward (ZeRO-3)
             weight = 1.0 if chunk[dist.rank :: dist.world] else 0.0
             batch = collate(mine, examples, pad_id=pad_id, packed=False)
-            inputs = {k: v.to(dist.device) for k, v in batch.inputs.items()}
-            loss = token_loss(engine, inputs, batch.labels.to(dist.device))
+            loss = token_loss(engine, *to_device(batch, dist.device))
             loss_sum += weight * loss.item()
             count += int(weight) * batch.loss_tokens
             shown.update()
