@@ -159,7 +159,7 @@ def test_a_checkpoint_of_another_optimizer_is_refused_with_what_to_do(single_pro
                                                                      written):  # fmt: skip
     # an earlier ftc trained one process on ZeRO 2's optimizer (the spec's default stage): its checkpoints hold
     # zero_pp_rank_* files this engine's optimizer does not read (DeepSpeed failed with an AttributeError)
-    from ftc.errors import UsageError
+    from ftc.errors import ExitCode, UsageError
     from ftc.runtime.training.checkpoint import load_training_state
 
     state = tmp_path / "step-000004" / "training_state" / "state"
@@ -170,6 +170,7 @@ def test_a_checkpoint_of_another_optimizer_is_refused_with_what_to_do(single_pro
     engine = _engine(tiny_model, precision)
     with pytest.raises(UsageError) as refused:
         load_training_state(engine, tmp_path / "step-000004", strict=True)
+    assert refused.value.exit_code == ExitCode.USAGE  # `ftc run --resume` exits 2
     message = str(refused.value)
     assert "written by another DeepSpeed optimizer than this run's" in message
     assert "fix: resume it with the ftc that wrote it (its lineage.json names the version)" in message
