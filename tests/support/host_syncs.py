@@ -50,7 +50,7 @@ class HostSyncs(TorchFunctionMode):
         for owner, name in targets:
             original = getattr(owner, name)
             self._restore.append((owner, name, original))
-            setattr(owner, name, self._counting(f"{type(owner).__name__}.{name}", original))
+            setattr(owner, name, self._counting(original))
         return super().__enter__()
 
     def __exit__(self, *exc: Any) -> Any:
@@ -59,7 +59,7 @@ class HostSyncs(TorchFunctionMode):
         self._restore.clear()
         return super().__exit__(*exc)
 
-    def _counting(self, label: str, original: Any) -> Any:
+    def _counting(self, original: Any) -> Any:
         def synchronize(*args: Any, **kwargs: Any) -> Any:
             self.calls["synchronize"] += 1
             return original(*args, **kwargs)
