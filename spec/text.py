@@ -20,6 +20,7 @@ _URL = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*:(?://|\\/\\/))(?P<rest>\S
 _INLINE_END = re.compile(r"[\"'<>`](?=$|[,;:.)\]}\"'<>`])")
 # a host (a name, an IPv4 or a bracketed IPv6 address) and a port, then the end of the authority
 _HOST_AFTER_AT = re.compile(r"(?:\[[0-9A-Za-z:.%]*\]|[A-Za-z0-9._~%-]+)(?::[0-9]*)?(?![A-Za-z0-9._~%@:\[\]-])")
+_QUOTES = frozenset("\"'`")
 _BRACKETED_HOST = re.compile(r"\[[0-9A-Za-z:.%]*\](?::[0-9]*)?")
 # query parameters that carry secrets in URLs people paste (presigned S3/GCS links, tokens)
 _SECRET_QUERY = re.compile(
@@ -51,9 +52,14 @@ def _userinfo_end(rest: str) -> int | None:
 def _without_userinfo(match: re.Match[str]) -> str:
     scheme, rest = match.group("scheme"), match.group("rest")
     inline = _INLINE_END.search(rest)
+    whole = _userinfo_end(rest)
     end = _userinfo_end(rest[: inline.start()]) if inline else None
-    if end is None:  # none in the URL as written inline: a password holding a quote runs on past it
-        end = _userinfo_end(rest)
+    # none in the URL as written inline (up to a closing quote or bracket), or an "@host" further on with no quote
+    # between: the password held what looks like the URL's end ("p<)ss", "it's.") and runs on past it
+    if end is None or (
+        whole is not None and whole > inline.start() and not _QUOTES & set(rest[inline.start() + 1 : whole])
+    ):
+        end = whole
     if end is not None:
         rest = REDACTED + rest[end:]
     return scheme + _SECRET_QUERY.sub(lambda m: m.group(1) + REDACTED, rest)

@@ -99,6 +99,12 @@ def test_a_port_followed_by_a_path_with_at_is_cut_as_if_it_held_a_password():
     assert redact("http://registry:443/@scope/pkg") == "http://***@scope/pkg"
 
 
+@pytest.mark.parametrize("around", ["{}", "'{}'", "<{}>"])
+def test_a_password_holding_what_looks_like_an_inline_urls_end_is_still_cut(around):
+    # "<)" reads as the end of a URL written inline; an "@host" further on, with no quote between, is where it ends
+    assert redact(around.format("http://0:@0<)@host")) == around.format("http://***@host")
+
+
 _USER = st.text(alphabet=string.ascii_letters + string.digits + "._-+!$", min_size=1, max_size=12)
 _PASSWORD = st.text(
     alphabet=st.characters(blacklist_categories=("Zs", "Zl", "Zp", "Cc", "Cs")), min_size=4, max_size=24
