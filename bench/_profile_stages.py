@@ -34,6 +34,7 @@ LORA = {"r": 16, "alpha": 32}
 #: 0/1/2 variants: on one process ftc trains all three the same way (runtime/training/engine.py, engine_config)
 ABLATIONS = {
     "default": {},
+    "torch_compile": {"torch_compile": True},  # decoder layers compiled (its compile time falls in the warm-up)
     "attn_sdpa_dense_mask": {"attn_implementation": "sdpa"},
     "kernels_torch": None,
     "activation_checkpointing": {"activation_checkpointing": True},

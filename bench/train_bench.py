@@ -12,8 +12,8 @@ noise of a loaded machine shows as the spread of each variant's per-run medians.
 - ``hf_naive_packed``: HF Trainer on examples concatenated and cut into full rows (samples see each other: wrong,
   but the fastest thing a Trainer user can do).
 - ``ftc_packed``: ftc with sample_packing (per-sample attention, chunked loss); ``ftc_padded``: ftc, padded;
-  ``ftc_packed_sdpa``: packed with SDPA instead of FlexAttention (GPU); ``ftc_packed_ckpt``: with activation
-  checkpointing.
+  ``ftc_packed_sdpa``: packed with transformers' dense-mask SDPA; ``ftc_packed_ckpt``: with activation
+  checkpointing; ``ftc_packed_compiled``: with its decoder layers compiled (torch_compile).
 
 What is measured, per optimizer step: its wall time (from the end of the step before to its own end: ftc's
 metrics.jsonl "time" of each step record, the HF Trainer's clock after each ``training_step``, synchronized on a
@@ -85,7 +85,7 @@ SHAPES = {
         hf_packed_rows=2,
         steps=40,
         warmup=5,
-        variants=["hf_padded", "hf_naive_packed", "ftc_packed", "ftc_packed_sdpa"],
+        variants=["hf_padded", "hf_naive_packed", "ftc_packed", "ftc_packed_compiled", "ftc_packed_sdpa"],
     ),
     "8b-lora": dict(
         model=dict(
@@ -98,7 +98,7 @@ SHAPES = {
         hf_packed_rows=2,
         steps=20,
         warmup=4,
-        variants=["hf_padded", "hf_naive_packed", "ftc_packed", "ftc_packed_ckpt"],
+        variants=["hf_padded", "hf_naive_packed", "ftc_packed", "ftc_packed_compiled", "ftc_packed_ckpt"],
     ),
 }
 FTC_VARIANTS = {
@@ -106,6 +106,7 @@ FTC_VARIANTS = {
     "ftc_packed_sdpa": dict(sample_packing=True, attn_implementation="sdpa"),
     "ftc_packed_torch": dict(sample_packing=True, kernels="torch"),  # no Liger kernels
     "ftc_packed_ckpt": dict(sample_packing=True, activation_checkpointing=True),
+    "ftc_packed_compiled": dict(sample_packing=True, torch_compile=True),
     "ftc_padded": dict(sample_packing=False),
 }
 HF_VARIANTS = {"hf_padded": "padded", "hf_naive_packed": "naive-packed"}

@@ -80,6 +80,7 @@ def describe_plan(plan: Plan) -> str:
         f"{spec.num_warmup_steps}, batch {spec.train_batch_size_per_device} x {spec.gradient_accumulation_steps} "
         f"accum x {spec.num_devices} devices = {spec.global_batch_size}, context {spec.context_length}, padding "
         f"{spec.padding}{', packed' if spec.sample_packing else ''}, seed {spec.seed}"
+        + (", decoder layers compiled (torch_compile)" if spec.torch_compile else "")
     )
     lines.append(f"task      {spec.task}: {TASKS[spec.task].loss}")
     if spec.classifier_config is not None:

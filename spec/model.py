@@ -36,8 +36,8 @@ __all__ = [
 
 #: the spec's Ray resource requests: absent from a normalized spec when empty
 RAY_RESOURCE_KEYS = ("worker_resources", "trainer_resources")
-#: settings absent from a normalized spec when not given (a spec without them keeps its plan_id)
-OPTIONAL_KEYS = (*RAY_RESOURCE_KEYS, "classifier_config", "preference_tuning_config")
+#: settings absent from a normalized spec when not given, empty or false (a spec without them keeps its plan_id)
+OPTIONAL_KEYS = (*RAY_RESOURCE_KEYS, "classifier_config", "preference_tuning_config", "torch_compile")
 #: the task configs, None in a typed spec whose task has none
 TASK_CONFIG_KEYS = ("classifier_config", "preference_tuning_config")
 
@@ -193,6 +193,9 @@ class JobSpec:
     sample_packing: bool
     attn_implementation: Literal["auto", "sdpa", "sdpa_varlen", "flex_attention", "eager"]
     activation_checkpointing: bool
+    #: each decoder layer compiled by torch.compile (runtime/training/compiled.py); absent from a normalized spec
+    #: when false (a spec without it keeps its plan_id)
+    torch_compile: bool
     kernels: Literal["auto", "liger", "torch"]
     num_devices: int
     num_nodes: int
@@ -222,6 +225,7 @@ class JobSpec:
     def from_dict(cls, data: dict[str, Any]) -> JobSpec:
         """Build from a normalized spec (schema-valid, defaults applied)."""
         absent = {**{key: {} for key in RAY_RESOURCE_KEYS}, **{key: None for key in TASK_CONFIG_KEYS}}
+        absent["torch_compile"] = False
         return _build(cls, {**absent, **data})
 
     def to_dict(self) -> dict[str, Any]:

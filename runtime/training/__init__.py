@@ -9,7 +9,8 @@ importing this package loads none of its modules: each name is imported when fir
 - ``tokens``: tokenizing, with the mask of the tokens trained on, cached per input file
 - ``batches``: epochs, shards and packed batches
 - ``loss``, ``step``: the token loss (and the fused linear cross-entropy); one optimizer step of it, queued
-- ``model``, ``attention``: loading weights and tokenizers without running their code; attention and kernels
+- ``model``, ``attention``, ``compiled``: loading weights and tokenizers without running their code; attention and
+  kernels; decoder layers compiled (``torch_compile``)
 - ``distributed``, ``engine``, ``checkpoint``: the process group; DeepSpeed with the optimizer and schedule;
   checkpoints, their state and resuming
 - ``preflight``, ``inputs``, ``data``: the checks before training, the plan's inputs verified, its data tokenized
@@ -32,8 +33,12 @@ from typing import Any
 #: module -> the names it gives the library
 _MODULES = {
     "attention": ("VARLEN", "register", "sdpa_varlen", "varlen_kernel"),
-    "batches": ("IGNORE", "Batch", "Row", "collate", "epoch_rows", "group", "shard_rows", "to_device"),
-    "chat_template": ("stop_texts",),  # chat_template() is ``chat_template.chat_template`` (the module's name)
+    "batches": ("IGNORE", "Batch", "Row", "SampleBounds", "collate", "epoch_rows", "group", "shard_rows", "to_device"),
+    "chat_template": ("stop_texts",),
+    "compiled": (
+        "compile_layers",
+        "eager_layers",
+    ),  # chat_template() is ``chat_template.chat_template`` (the module's name)
     "classification": (
         "METRICS",
         "Classified",

@@ -36,7 +36,7 @@ VARLEN = frozenset({NAME, SOFTCAP_NAME})
 def _sample_starts(kwargs: dict[str, Any], batch: int, length: int) -> list[list[int]]:
     bounds = kwargs.get("sample_bounds")
     if bounds is not None and batch == 1:  # the flat layout's, computed when the batch was collated
-        return [list(bounds[:-1])]
+        return [list(bounds.offsets[:-1])]
     position_ids = kwargs.get("position_ids")
     if position_ids is None:
         return [[0]] * batch
@@ -176,9 +176,15 @@ def _soft_capped(
 def register() -> str:
     """Make ``attn_implementation="sdpa_varlen"`` (and ``SOFTCAP_NAME``) known to transformers (idempotent). No mask
     function is registered: transformers then builds no mask, and does not scan the position ids for packed samples
-    (a wait for the device in every forward); the samples' bounds come with the batch."""
+    (a wait for the device in every forward); the samples' bounds come with the batch. A compiled layer does not
+    compile it."""
     from transformers import AttentionInterface
 
     for name in (NAME, SOFTCAP_NAME):
-        AttentionInterface.register(name, sdpa_varlen)
+        AttentionInterface.register(name, _uncompiled)
     return NAME
+
+
+#: what transformers calls: never traced into a compiled layer (runtime/training/compiled.py), whose graph breaks
+#: around it (the kernel reads the batch's host-side bounds and chooses its own kernels)
+_uncompiled = torch.compiler.disable(sdpa_varlen)

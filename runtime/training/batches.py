@@ -18,7 +18,7 @@ import numpy as np
 
 from .tokens import Examples
 
-__all__ = ["IGNORE", "Batch", "Row", "collate", "epoch_rows", "group", "shard_rows", "to_device"]
+__all__ = ["IGNORE", "Batch", "Row", "SampleBounds", "collate", "epoch_rows", "group", "shard_rows", "to_device"]
 
 IGNORE = -100
 
@@ -56,6 +56,26 @@ def shard_rows(rows: list[Row], rank: int, world: int) -> list[Row]:
 
 def group(items: list, size: int) -> list[list]:
     return [items[i : i + size] for i in range(0, len(items), size)]
+
+
+class SampleBounds:
+    """Where each sample of a flat row starts, and the row's length (``offsets``: 0, ..., length), as the host knows
+    them. An object of its own rather than a tuple: a compiled decoder layer hands it to the attention unread,
+    where a tuple's length would be guarded (a recompilation for every count of samples)."""
+
+    __slots__ = ("offsets",)
+
+    def __init__(self, offsets: tuple[int, ...]) -> None:
+        self.offsets = offsets
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, SampleBounds) and other.offsets == self.offsets
+
+    def __hash__(self) -> int:
+        return hash(self.offsets)
+
+    def __repr__(self) -> str:
+        return f"SampleBounds({self.offsets})"
 
 
 @dataclass
@@ -97,7 +117,7 @@ def _flat(seqs: list, labels: list, positions: list) -> Batch:
     longest = int(np.diff(bounds).max())
     inputs = {
         "input_ids": ids, "position_ids": pos, "cu_seq_lens_q": torch.tensor(bounds, dtype=torch.int32),
-        "max_length_q": longest, "sample_bounds": bounds,
+        "max_length_q": longest, "sample_bounds": SampleBounds(bounds),
     }  # fmt: skip
     return _with_loss_rows(Batch(inputs, lab, pos.shape[1], 0))
 

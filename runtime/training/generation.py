@@ -15,6 +15,7 @@ from typing import Any
 
 from ftc.spec import PromptFormat
 
+from .compiled import eager_layers
 from .render import render_prompt_format
 from .sandbox import render_template
 
@@ -81,14 +82,15 @@ def exact_match(output: str, expected: str) -> bool:
 def _attention_for_decoding(model: Any) -> Iterator[None]:
     """Decoding with a KV cache needs an attention kernel that takes a query shorter than its keys: ftc's
     per-sample kernel (training's sdpa_varlen) and FlexAttention's block masks are swapped for SDPA meanwhile (for
-    eager attention where the scores are soft-capped, which SDPA cannot do)."""
+    eager attention where the scores are soft-capped, which SDPA cannot do), and compiled layers run uncompiled."""
     config = model.config
     before = getattr(config, "_attn_implementation", None)
     swap = {"sdpa_varlen": "sdpa", "flex_attention": "sdpa", "varlen_softcap": "eager"}.get(before)
     if swap:
         model.set_attn_implementation(swap)
     try:
-        yield
+        with eager_layers():  # compiled layers (torch_compile) decode uncompiled: a new shape every token
+            yield
     finally:
         if swap:
             model.set_attn_implementation(before)

@@ -11,6 +11,7 @@ from typing import Any
 
 from .chat_template import chat_template
 from .checkpoint import Checkpointer
+from .compiled import compile_layers
 from .distributed import Dist
 from .engine import optimizer_path, training_dtype, training_precision
 from .model import attention_for, describe_mode, kernels_for, load_model
@@ -42,6 +43,7 @@ def load_for_training(plan: Any, dist: Dist, paths: dict[str, Path | str]) -> Lo
     attention = attention_for(spec, cuda=cuda)
     kernels = kernels_for(spec, cuda=cuda, model_type=plan.architecture.model_type)
     checkpointing = ", activation checkpointing" if spec.activation_checkpointing else ""
+    checkpointing += ", compiled layers" if spec.torch_compile else ""
     optimizer = optimizer_path(plan.deepspeed, precision=precision, world=dist.world)
     say(
         f"{dist.world} process(es) on {dist.device.type}, {precision}, ZeRO stage {plan.zero_stage} ({optimizer}), "
@@ -55,6 +57,8 @@ def load_for_training(plan: Any, dist: Dist, paths: dict[str, Path | str]) -> Lo
         spec, plan.mode, paths["base_model"], paths.get("adapter"), dtype=training_dtype(precision),
         attention=attention, kernels=kernels,
     )  # fmt: skip
+    if spec.torch_compile:  # compiled at the first forward pass
+        compile_layers(loaded.model)
     if spec.generation_config.prompt_format is not None:  # checkpoints carry the format as serving reads it
         loaded.tokenizer.chat_template = chat_template(spec.generation_config.prompt_format)
     say(

@@ -45,7 +45,7 @@ def test_a_flat_batch_is_one_row_without_padding_with_the_samples_bounds(example
     bounds = [0]
     for n in lengths:
         bounds.append(bounds[-1] + n)
-    assert flat.inputs["sample_bounds"] == tuple(bounds)
+    assert flat.inputs["sample_bounds"].offsets == tuple(bounds)
     assert flat.inputs["cu_seq_lens_q"].tolist() == bounds and flat.inputs["cu_seq_lens_q"].dtype == torch.int32
     assert flat.inputs["max_length_q"] == max(lengths)
     assert flat.loss_tokens == rows.loss_tokens > 0

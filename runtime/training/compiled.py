@@ -1,0 +1,40 @@
+"""``torch_compile: true``: each decoder layer compiled by ``torch.compile``, the way the fastest single-GPU
+fine-tuning loops do it (per layer, not the whole model: one layer's graph serves every layer, so compiling costs
+one layer's time, and the loss and the optimizer stay as they are).
+
+A layer is compiled in place (``nn.Module.compile``), so its parameters keep their names and checkpoints are the
+same files. Shapes are dynamic: a flat micro-batch's length changes every step, and one graph serves every length.
+The attention inside a layer is not compiled (``attention.register`` registers ftc's kernels uncompiled): it reads
+the batch's host-side sample bounds and calls its own kernels, so the layer's graph breaks around it, into the part
+before attention (norm, projections, rotary embedding) and the part after (output projection, norm, MLP), which is
+where compiling fuses elementwise work. Decoding with a KV cache (evaluation's generation) runs the layers uncompiled
+(``eager_layers``): its shapes change every token and it is not what is being trained.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+__all__ = ["compile_layers", "eager_layers"]
+
+
+def compile_layers(model: Any) -> int:
+    """Compile every decoder layer of ``model`` (transformers' layers, LoRA's modules inside them included) in
+    place, with dynamic shapes; the number compiled. Compiling happens at the first forward pass."""
+    from transformers.modeling_layers import GradientCheckpointingLayer
+
+    layers = [module for module in model.modules() if isinstance(module, GradientCheckpointingLayer)]
+    for layer in layers:
+        layer.compile(dynamic=True)
+    return len(layers)
+
+
+@contextmanager
+def eager_layers() -> Iterator[None]:
+    """Compiled layers run uncompiled meanwhile (nothing changes where none is compiled)."""
+    import torch
+
+    with torch.compiler.set_stance("force_eager"):
+        yield
