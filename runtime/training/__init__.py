@@ -64,7 +64,15 @@ _MODULES = {
     ),
     "data": ("DATA_ROLES", "conversations_at", "data_cache", "describe_data", "load_data"),
     "distributed": ("Dist", "init_distributed"),
-    "engine": ("build_engine", "engine_config", "optimizer_path", "training_dtype", "training_precision"),
+    "engine": (
+        "OptimizerChoice",
+        "build_engine",
+        "choose_optimizer",
+        "engine_config",
+        "optimizer_path",
+        "training_dtype",
+        "training_precision",
+    ),
     "evaluation": ("exact_match_share", "mean_token_loss"),
     "generation": (
         "Answer",

@@ -3,9 +3,18 @@ learning-rate schedule of the spec (one code path for every topology: gloo on CP
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["build_engine", "engine_config", "optimizer_path", "training_dtype", "training_precision"]
+__all__ = [
+    "OptimizerChoice",
+    "build_engine",
+    "choose_optimizer",
+    "engine_config",
+    "optimizer_path",
+    "training_dtype",
+    "training_precision",
+]
 
 
 def training_precision(asked: str, *, cuda: bool) -> str:
@@ -47,8 +56,23 @@ def build_engine(
     return engine
 
 
-#: the bf16 path without ZeRO's sharding
-BF16_OPTIMIZER = "bf16 optimizer (fp32 gradient accumulation)"
+@dataclass(frozen=True)
+class OptimizerChoice:
+    """Which optimizer path the engine takes for a plan: ``kind`` "zero" (ZeRO's own, at the plan's ``stage``),
+    "bf16" (DeepSpeed's flat BF16_Optimizer, fp32 gradient accumulation) or "torch" (torch's AdamW itself);
+    ``unsharded_stage``: the plan's stage 1 or 2 on one process, which has nothing to shard (else 0)."""
+
+    kind: str
+    stage: int
+    unsharded_stage: int = 0
+
+    def words(self) -> str:
+        """The path in words, as the run's first lines and its lineage say it."""
+        if self.kind == "zero":
+            return f"ZeRO stage {self.stage} optimizer"
+        what = "bf16 optimizer (fp32 gradient accumulation)" if self.kind == "bf16" else "torch AdamW"
+        why = self.unsharded_stage and f" (one process: ZeRO stage {self.unsharded_stage} has nothing to shard)"
+        return what + (why or "")
 
 
 def engine_config(deepspeed_config: dict[str, Any], *, precision: str, world: int) -> dict[str, Any]:
@@ -65,17 +89,17 @@ def engine_config(deepspeed_config: dict[str, Any], *, precision: str, world: in
         "timers": {"throughput": {"enabled": False}},
     }  # fmt: skip
     zero = dict(config.get("zero_optimization") or {})
-    path = optimizer_path(deepspeed_config, precision=precision, world=world)
-    if path.startswith(BF16_OPTIMIZER):
+    choice = choose_optimizer(deepspeed_config, precision=precision, world=world)
+    if choice.kind == "bf16":
         config["zero_optimization"] = {**zero, "stage": 1}
         config["data_types"] = {"grad_accum_dtype": "fp32"}
-    elif path.startswith("torch AdamW"):
+    elif choice.kind == "torch":
         config["zero_optimization"] = {**zero, "stage": 0}
     return config
 
 
-def optimizer_path(deepspeed_config: dict[str, Any], *, precision: str, world: int) -> str:
-    """How the engine updates the weights, in words (the run's first lines and its lineage say it)."""
+def choose_optimizer(deepspeed_config: dict[str, Any], *, precision: str, world: int) -> OptimizerChoice:
+    """How the engine updates the weights for the plan's DeepSpeed config, in ``precision`` on ``world`` processes."""
     zero = deepspeed_config.get("zero_optimization") or {}
     stage = int(zero.get("stage", 0))
     offloaded = any(
@@ -83,8 +107,11 @@ def optimizer_path(deepspeed_config: dict[str, Any], *, precision: str, world: i
     )
     unsharded = stage == 0 or (world == 1 and stage in (1, 2) and not offloaded)
     if not unsharded:
-        return f"ZeRO stage {stage} optimizer"
-    why = f" (one process: ZeRO stage {stage} has nothing to shard)" if stage else ""
-    if precision == "bf16" and (stage <= 1 or world == 1) and not offloaded:
-        return BF16_OPTIMIZER + why
-    return "torch AdamW" + why
+        return OptimizerChoice("zero", stage)
+    bf16 = precision == "bf16" and (stage <= 1 or world == 1) and not offloaded
+    return OptimizerChoice("bf16" if bf16 else "torch", stage, unsharded_stage=stage)
+
+
+def optimizer_path(deepspeed_config: dict[str, Any], *, precision: str, world: int) -> str:
+    """How the engine updates the weights, in words (the run's first lines and its lineage say it)."""
+    return choose_optimizer(deepspeed_config, precision=precision, world=world).words()
