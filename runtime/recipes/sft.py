@@ -59,7 +59,7 @@ class Run(RecipeRun):
     token_loss: Any
     pack_to: int | None
     pad_to: int | None
-    flat: bool  # a micro-batch's rows end to end in one, without padding (the varlen attention's layout)
+    flat: bool  # a micro-batch's rows end to end in one, unpadded unless pad_to (the varlen attention's layout)
     #: evaluation.generate: the validation conversations (as data["valid"] holds them) whose answers are generated
     answered: list[list[dict[str, Any]]] | None = None
 
@@ -135,7 +135,7 @@ def _set_up(plan: Plan, dist: Dist, paths: dict[str, Path | str], lineage: Linea
         plan=plan, spec=spec, dist=dist, out=plan.output_path, precision=precision, engine=engine,
         tokenizer=lm.tokenizer, tokenizer_source=lm.tokenizer_source, token_loss=token_loss, data=data,
         skipped=skipped, pack_to=pack_to, pad_to=spec.context_length if fixed_width else None,
-        flat=loaded.attention in VARLEN and not fixed_width,
+        flat=loaded.attention in VARLEN,  # (fixed widths: the flat row padded to them)
         steps_per_epoch=steps_per_epoch, lineage=lineage, checkpointer=new_checkpointer(plan, dist),
         execution=execution_of(plan, dist, precision),
     )  # fmt: skip

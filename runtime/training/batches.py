@@ -2,7 +2,8 @@
 context_length). Packed: examples concatenated into rows of up to context_length tokens, position ids restarting at
 0 for each example and no attention mask, so transformers builds a block-diagonal causal mask: packed examples never
 attend to each other. Flat (ftc's varlen attention's, packed or not): the micro-batch's rows laid end to end in one
-row with no padding at all, and the samples' bounds computed here, once, for every layer's attention
+row with no padding at all (``padding: max_length``: padded at its end to the rows' fixed width, the padding in
+samples of its own), and the samples' bounds computed here, once, for every layer's attention
 (``cu_seq_lens_q`` on the device for a varlen kernel, ``sample_bounds`` on the host for a loop over samples): the
 rows only decide which examples train together. Either way the labels are the tokens of assistant turns, -100
 elsewhere, and the positions the loss is computed on are found here too, so no step waits for the device to find
@@ -105,10 +106,20 @@ def to_device(batch: Batch, device: Any) -> tuple[dict[str, Any], Any, Any]:
     return {k: move(v) for k, v in batch.inputs.items()}, move(batch.labels), move(batch.loss_rows)
 
 
-def _flat(seqs: list, labels: list, positions: list) -> Batch:
-    """One row of every token of the micro-batch, with the samples' bounds for the attention."""
+def _flat(seqs: list, labels: list, positions: list, *, pad_id: int, width: int | None) -> Batch:
+    """One row of every token of the micro-batch, with the samples' bounds for the attention. ``width``: the row
+    padded to it (fixed shapes, ``padding: max_length``), the padding in samples of its own, each no longer than the
+    longest row (so no longer than the kernel's longest sample already is), attending only to itself, without
+    loss."""
     import torch
 
+    real = sum(len(s) for s in seqs)
+    if width is not None and width > real:
+        piece = max(max(len(s) for s in seqs), 1)
+        for size in [piece] * ((width - real) // piece) + [(width - real) % piece]:
+            if size:
+                seqs, labels = [*seqs, np.full(size, pad_id)], [*labels, np.full(size, IGNORE, dtype=np.int64)]
+                positions = [*positions, np.arange(size)]
     ids, lab, pos = (
         torch.from_numpy(np.concatenate(parts).astype(np.int64))[None] for parts in (seqs, labels, positions)
     )
@@ -119,7 +130,7 @@ def _flat(seqs: list, labels: list, positions: list) -> Batch:
         "input_ids": ids, "position_ids": pos, "cu_seq_lens_q": torch.tensor(bounds, dtype=torch.int32),
         "max_length_q": longest, "sample_bounds": SampleBounds(bounds),
     }  # fmt: skip
-    return _with_loss_rows(Batch(inputs, lab, pos.shape[1], 0))
+    return _with_loss_rows(Batch(inputs, lab, real, 0))
 
 
 def _with_loss_rows(batch: Batch) -> Batch:
@@ -135,7 +146,8 @@ def collate(
     rows: list[Row], examples: Examples, *, pad_id: int, packed: bool, pad_to: int | None = None, flat: bool = False
 ) -> Batch:
     """Tensors for one micro-batch of ``rows`` (``flat``: the rows end to end in one, for varlen attention, whether
-    they are packed or hold one example each: either way no position is padding)."""
+    they are packed or hold one example each: either way no position is padding, unless ``pad_to`` asks for rows of
+    that width: then the one row is as wide as they would be, padded at its end)."""
     import torch
 
     seqs, labels, positions = [], [], []
@@ -151,7 +163,7 @@ def collate(
         labels.append(lab)
         positions.append(pos)
     if flat:
-        return _flat(seqs, labels, positions)
+        return _flat(seqs, labels, positions, pad_id=pad_id, width=pad_to * len(rows) if pad_to else None)
     width = max(pad_to or 0, max(len(s) for s in seqs))
     n = len(rows)
     input_ids = torch.full((n, width), pad_id, dtype=torch.long)

@@ -55,6 +55,31 @@ def test_a_flat_batch_is_one_row_without_padding_with_the_samples_bounds(example
     assert all(flat.labels[0, b] == IGNORE for b in bounds[:-1])
 
 
+def test_fixed_widths_pad_the_flat_row_with_samples_of_their_own_that_change_nothing(tiny_model, examples):
+    # padding: max_length under the varlen attention: the row as wide as its padded rows, the padding attending only
+    # to itself in pieces no longer than the longest row, carrying no loss; loss and gradients as unpadded
+    flat = collate(ROWS, examples, pad_id=0, packed=True, flat=True)
+    wide = collate(ROWS, examples, pad_id=0, packed=True, flat=True, pad_to=64)
+    assert wide.inputs["input_ids"].shape == (1, 64 * len(ROWS))
+    assert wide.real_tokens == flat.real_tokens and wide.loss_tokens == flat.loss_tokens
+    assert wide.loss_rows.tolist() == flat.loss_rows.tolist()
+    bounds = wide.inputs["sample_bounds"].offsets
+    longest_row = max(sum(len(examples.ids[i]) for i in row) for row in ROWS)
+    real = flat.inputs["input_ids"].shape[1]
+    assert bounds[: len(flat.inputs["sample_bounds"].offsets)] == flat.inputs["sample_bounds"].offsets
+    assert bounds[-1] == 64 * len(ROWS) and all(0 < b - a <= longest_row for a, b in zip(bounds, bounds[1:]))
+    assert (wide.labels[0, real:] == IGNORE).all() and wide.inputs["max_length_q"] == flat.inputs["max_length_q"]
+    losses = []
+    for batch in (flat, wide):
+        model = _model(tiny_model, "sdpa_varlen")
+        loss = TokenLoss(model, zero_stage=0)(model, batch.inputs, batch.labels, batch.loss_rows)
+        loss.backward()
+        losses.append((loss.item(), {name: p.grad for name, p in model.named_parameters()}))
+    assert losses[1][0] == pytest.approx(losses[0][0], rel=1e-6)
+    for name, grad in losses[0][1].items():
+        assert torch.allclose(losses[1][1][name], grad, atol=1e-6, rtol=1e-5), name
+
+
 def test_flat_packed_loss_and_gradients_equal_each_sample_alone(tiny_model, examples):
     alone_model, flat_model = _model(tiny_model, "sdpa"), _model(tiny_model, "sdpa_varlen")
     total = 0.0
