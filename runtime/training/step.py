@@ -16,7 +16,7 @@ from typing import Any
 from .batches import Batch, to_device
 from .distributed import Dist
 
-__all__ = ["Prefetched", "StepLoss", "train_step"]
+__all__ = ["Prefetched", "StepLoss", "mean_step_loss", "train_step"]
 
 
 @dataclass
@@ -29,8 +29,14 @@ class StepLoss:
 
     def value(self, dist: Dist) -> float:
         """The mean token loss of the step over every rank: the step's one wait for the device."""
-        (total,) = dist.sum(self.total.item())
-        return total / max(self.loss_tokens, 1)
+        return mean_step_loss(self.total, self.loss_tokens, dist)
+
+
+def mean_step_loss(total: Any, count: int, dist: Dist) -> float:
+    """A step's summed loss ``total`` (still on the device, this rank's) over every rank, divided by ``count`` (what
+    it is a sum over, every rank's: tokens, or a preference step's pairs): the step's one wait for the device."""
+    (summed,) = dist.sum(total.item())
+    return summed / max(count, 1)
 
 
 def train_step(engine: Any, token_loss: Any, micro_batches: list[Batch], dist: Dist) -> StepLoss:
@@ -57,23 +63,24 @@ class Prefetched:
     """An epoch's steps as collated micro-batches, the next step's collated in a thread while this one trains (on a
     GPU the host would otherwise collate while the device waits): ``steps[i]`` is step ``i``'s batches, and asks for
     step ``i + 1``'s. Any order of access works; only the next step is collated ahead. On a GPU the batches come in
-    pinned memory, so their copies to the device are queued without waiting."""
+    pinned memory, so their copies to the device are queued without waiting. A batch is a ``Batch``, or anything
+    else with its ``pin()`` (a preference step's ``PairBatch``)."""
 
-    def __init__(self, steps: Sequence[Any], collate: Callable[[Any], list[Batch]], *, pin: bool = False) -> None:
+    def __init__(self, steps: Sequence[Any], collate: Callable[[Any], list[Any]], *, pin: bool = False) -> None:
         self.steps, self.collate, self.pin = steps, collate, pin
         self._ahead: tuple[int, Future] | None = None
 
     def __len__(self) -> int:
         return len(self.steps)
 
-    def __getitem__(self, i: int) -> list[Batch]:
+    def __getitem__(self, i: int) -> list[Any]:
         ahead, self._ahead = self._ahead, None
         batches = ahead[1].result() if ahead is not None and ahead[0] == i else self._collated(i)
         if i + 1 < len(self.steps):
             self._ahead = (i + 1, _collator().submit(self._collated, i + 1))
         return batches
 
-    def _collated(self, i: int) -> list[Batch]:
+    def _collated(self, i: int) -> list[Any]:
         batches = self.collate(self.steps[i])
         if self.pin:
             for batch in batches:
