@@ -14,6 +14,9 @@ of each answer under the model being trained and under its reference, and the pa
 - **Losses** (``loss_type``): ``sigmoid`` is DPO's, ``-log σ(β((π_c - r_c) - (π_r - r_r)))``; ``ipo`` is IPO's
   squared loss on the per-token (length-normalized) log-ratio difference, ``(Δ/n - 1/(2β))²``, as TRL computes both.
   The rewards are ``β (π - r)`` of each answer.
+- **A step** (:func:`preference_step`) trains micro-batches collated ahead (:func:`pair_batch`, through
+  ``step.Prefetched`` as sft's are): each holds its pairs' indices and their reference log-probabilities, so the
+  step itself only queues work; the host waits for the device once, when the caller reads its loss.
 """
 
 from __future__ import annotations
@@ -24,19 +27,24 @@ from typing import Any
 
 import numpy as np
 
-from .batches import IGNORE, collate, group
+from .batches import IGNORE, Batch, collate, group, to_device
 from .data import load_data
 from .distributed import Dist
 from .progress import PREFERENCE_SCALARS
+from .step import mean_step_loss
 from .tokens import Examples
 
 __all__ = [
+    "PairBatch",
+    "PairStepLoss",
     "Pairs",
     "answer_logps",
     "collate_pairs",
     "load_pairs",
+    "pair_batch",
     "pair_metrics",
     "preference_loss",
+    "preference_step",
 ]
 
 
@@ -93,16 +101,18 @@ def collate_pairs(pairs: Pairs, indices: list[int], *, pad_id: int, pad_to: int 
         pairs.chosen.lines + pairs.rejected.lines,
     )  # fmt: skip
     rows = [(i,) for i in indices] + [(n + i,) for i in indices]
-    return collate(rows, both, pad_id=pad_id, packed=False, pad_to=pad_to)
+    batch = collate(rows, both, pad_id=pad_id, packed=False, pad_to=pad_to)
+    batch.loss_rows = None  # an answer's log-probability sums its row: the flat loss positions are not needed
+    return batch
 
 
 def answer_logps(model: Any, batch: Any, device: Any) -> tuple[Any, Any]:
     """Each row's answer log-probability (the sum over its trained tokens, in fp32) and its number of trained
-    tokens, from one forward pass of ``model`` over the padded ``batch``."""
+    tokens, from one forward pass of ``model`` over the padded ``batch`` (its copies to ``device`` queued)."""
     import torch.nn.functional as F
 
-    inputs = {k: v.to(device) for k, v in batch.inputs.items()}
-    labels = batch.labels[:, 1:].to(device)
+    inputs, labels, _ = to_device(batch, device)
+    labels = labels[:, 1:]
     logits = model(**inputs, use_cache=False).logits[:, :-1, :].float()
     trained = labels != IGNORE
     per_token = -F.cross_entropy(logits.transpose(1, 2), labels.clamp(min=0), reduction="none")
@@ -126,6 +136,74 @@ def preference_loss(
     else:
         raise ValueError(f"unknown preference loss {loss_type!r}")
     return losses, beta * chosen_ratio.detach(), beta * rejected_ratio.detach()
+
+
+@dataclass
+class PairBatch:
+    """One micro-batch of preference pairs, collated: ``batch`` holds the chosen answers of the pairs ``pairs`` (their
+    indices), then their rejected answers (``collate_pairs``); ``reference``: their reference log-probabilities,
+    (pairs, 2) in fp32, looked up by those indices."""
+
+    pairs: list[int]
+    batch: Batch
+    reference: Any
+
+    def pin(self) -> None:
+        """Its tensors in page-locked memory, so their copies to a GPU are queued without the host waiting."""
+        self.batch.pin()
+        self.reference = self.reference.pin_memory()
+
+
+def pair_batch(
+    pairs: Pairs, indices: list[int], reference: np.ndarray, *, pad_id: int, pad_to: int | None = None
+) -> PairBatch:
+    """The micro-batch of the pairs ``indices`` with their reference log-probabilities (``reference``: every pair's,
+    (pairs, 2))."""
+    import torch
+
+    looked_up = torch.as_tensor(reference[indices], dtype=torch.float32)
+    return PairBatch(list(indices), collate_pairs(pairs, indices, pad_id=pad_id, pad_to=pad_to), looked_up)
+
+
+@dataclass
+class PairStepLoss:
+    """The summed preference loss of a step (still on the device), the pairs it was taken over and their tokens that
+    are not padding (every rank's)."""
+
+    total: Any
+    pairs: int
+    real_tokens: int
+
+    def value(self, dist: Dist) -> float:
+        """The mean loss per pair of the step over every rank: the step's one wait for the device."""
+        return mean_step_loss(self.total, self.pairs, dist)
+
+
+def preference_step(
+    engine: Any, micro_batches: list[PairBatch], dist: Dist, *, beta: float, loss_type: str
+) -> PairStepLoss:
+    """Forward and backward of ``micro_batches`` (this rank's), then ``engine.step()``, queued without waiting for
+    the device (on several processes the step's pair and token counts are summed across them first). Every pair of
+    the global step weighs the same, whatever its micro-batch or rank: the summed loss is scaled by the step's pair
+    count (DeepSpeed averages gradients over ranks, hence * world)."""
+    import torch
+
+    total_pairs, real_tokens = dist.sum(
+        sum(len(m.pairs) for m in micro_batches), sum(m.batch.real_tokens for m in micro_batches)
+    )
+    scale = dist.world / max(total_pairs, 1)
+    total = torch.zeros((), dtype=torch.float32, device=dist.device)
+    for micro in micro_batches:
+        logps, tokens = answer_logps(engine, micro.batch, dist.device)
+        ref = micro.reference.to(dist.device, non_blocking=True)
+        k = len(micro.pairs)
+        losses, _, _ = preference_loss(
+            (logps[:k], logps[k:]), (ref[:, 0], ref[:, 1]), (tokens[:k], tokens[k:]), beta=beta, loss_type=loss_type
+        )
+        engine.backward(losses.sum() * scale, scale_wrt_gas=False)
+        total += losses.detach().sum()
+    engine.step()
+    return PairStepLoss(total, int(total_pairs), int(real_tokens))
 
 
 def pair_metrics(
