@@ -12,6 +12,7 @@ Each check is a run (or two) of examples/quickstart with one setting changed, in
   which tokens share a row, never what a token sees). ``packed_training``: a packed run trains (eval loss falls).
 - ``lora``: a LoRA adapter trains (eval loss falls).
 - ``zero2``, ``zero3``: ZeRO stages 2 and 3 on one device train to the ``full`` run's eval loss within tolerance.
+- ``compiled``: decoder layers compiled (``torch_compile``) train to the ``full`` run's eval loss within tolerance.
 - ``liger``: Liger's kernels (GPU only): the eval loss before training equals ``full``'s within tolerance.
 - ``resume``: a 2-epoch run whose last checkpoint is removed, resumed with ``ftc run --resume``, ends where the
   uninterrupted run ended (bitwise on a CPU; within tolerance on a GPU, where kernels need not be deterministic).
@@ -249,6 +250,11 @@ def checks(folder: Path, gpu: bool) -> dict:
 
         return check
 
+    def compiled():
+        s = _run(folder, "compiled", torch_compile=True)
+        a, b = s["eval_loss"], ran["full"]["eval_loss"]
+        return _close(a, b, TRAINED_RTOL) and _falls(s), {"eval_loss": a, "uncompiled": b, "rtol": TRAINED_RTOL}
+
     def liger():
         if not gpu:
             return None, {"skipped": "Liger's kernels run only on a GPU"}
@@ -278,6 +284,7 @@ def checks(folder: Path, gpu: bool) -> dict:
         "lora": lora,
         "zero2": zero(2),
         "zero3": zero(3),
+        "compiled": compiled,
         "liger": liger,
         "resume": resume,
     }
