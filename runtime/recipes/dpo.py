@@ -2,7 +2,9 @@
 ``train`` reads top to bottom as ``sft``'s does: check, set up (the model, the pairs, the engine, then the reference
 log-probabilities), resume, evaluate the starting point, the loop, finish. What is its own is here: a step is a
 batch of pairs, both answers of each in one forward pass, and its loss is the pairwise preference loss (DPO's, or
-IPO's) against the reference; an evaluation reports the rewards. Everything else is the training library's.
+IPO's) against the reference; an evaluation reports the rewards. Everything else is the training library's, the
+step's mechanics included: as sft's, its micro-batches (with their pairs' reference log-probabilities) are collated
+a step ahead in a thread, and the step waits for the device once, when its loss is read.
 
 The reference is the model as training starts: the base weights, the adapter a stage continues (an SFT stage's),
 or the whole weights. Its log-probabilities are computed once with the weights the run loaded, before the first
@@ -37,11 +39,12 @@ from ftc.runtime.training.loop import (
     save_checkpoint,
     training_session,
 )
-from ftc.runtime.training.preference import answer_logps, collate_pairs, load_pairs, pair_metrics, preference_loss
+from ftc.runtime.training.preference import PairBatch, load_pairs, pair_batch, pair_metrics, preference_step
 from ftc.runtime.training.preflight import Checked, check_run
 from ftc.runtime.training.progress import MetricsLog, Progress, log
 from ftc.runtime.training.reference import Reference, check_reference, reference_cache, reference_logps
 from ftc.runtime.training.startup import Loaded, execution_of, load_for_training, new_checkpointer, open_reporting
+from ftc.runtime.training.step import Prefetched
 from ftc.runtime.training.summary import RunSummary, matched_text
 from ftc.runtime.training.trackers import open_tracker
 from ftc.spec.plan import Plan
@@ -67,6 +70,17 @@ class Run(RecipeRun):
 
     def epoch_steps(self, epoch: int) -> list[list[list[tuple[int, ...]]]]:
         return epoch_steps(self.spec, self.dist, self.data["train"].lengths, None, epoch)
+
+    def epoch_batches(self, epoch: int) -> Prefetched:
+        """The epoch's steps as micro-batches of pairs, the next step's collated while one trains."""
+        return Prefetched(self.epoch_steps(epoch), self.collate_step, pin=self.dist.device.type == "cuda")
+
+    def collate_step(self, micro_rows: list[list[tuple[int, ...]]]) -> list[PairBatch]:
+        """Each micro-batch of a step (its rows: one pair each) with its pairs' reference log-probabilities."""
+        pairs, reference, pad_id = self.data["train"], self.references["train"].values, self.tokenizer.pad_token_id
+        return [
+            pair_batch(pairs, [i for (i,) in rows], reference, pad_id=pad_id, pad_to=self.pad_to) for rows in micro_rows
+        ]
 
 
 def train(
@@ -97,7 +111,7 @@ def train(
             record = _log_eval(run, state, metrics, epoch=0, train_loss=None)
             bar.note(f"eval loss before training: {record['eval_loss']:.4f}{matched_text(record)}")
         run_epochs(
-            run, state, steps_of=run.epoch_steps, step=lambda rows: _step(run, state, rows),
+            run, state, steps_of=run.epoch_batches, step=lambda batches: _step(run, state, batches),
             after_step=lambda epoch: log_step(run, state, metrics, bar, epoch),
             save=lambda epoch, step_in_epoch: _save(run, state, metrics, bar, epoch, step_in_epoch),
         )  # fmt: skip
@@ -164,36 +178,13 @@ def _references(run: Run, loaded: Loaded) -> dict[str, Reference]:
     return found
 
 
-def _step(run: Run, state: TrainState, micro_rows: list[list[tuple[int, ...]]]) -> None:
-    """One optimizer step over ``micro_rows`` (this rank's micro-batches of pairs): every pair of the global step
-    weighs the same, whatever its micro-batch or rank."""
-    import torch
-
-    dist, engine, pairs = run.dist, run.engine, run.data["train"]
-    reference = run.references["train"].values
-    (total_pairs,) = dist.sum(sum(len(rows) for rows in micro_rows))
-    scale = dist.world / max(total_pairs, 1)  # DeepSpeed averages gradients over ranks, hence * world
-    step_loss = torch.zeros((), dtype=torch.float32, device=dist.device)
-    real_tokens = 0
-    for rows in micro_rows:
-        indices = [row[0] for row in rows]
-        batch = collate_pairs(pairs, indices, pad_id=run.tokenizer.pad_token_id, pad_to=run.pad_to)
-        logps, tokens = answer_logps(engine, batch, dist.device)
-        k = len(indices)
-        ref = torch.as_tensor(reference[indices], dtype=torch.float32, device=logps.device)
-        losses, _, _ = preference_loss(
-            (logps[:k], logps[k:]), (ref[:, 0], ref[:, 1]), (tokens[:k], tokens[k:]), beta=run.beta,
-            loss_type=run.loss_type,
-        )  # fmt: skip
-        engine.backward(losses.sum() * scale, scale_wrt_gas=False)
-        step_loss += losses.detach().sum()
-        real_tokens += batch.real_tokens
-    engine.step()
+def _step(run: Run, state: TrainState, micro_batches: list[PairBatch]) -> None:
+    """One optimizer step over ``micro_batches`` (this rank's pairs): every pair of the global step weighs the same,
+    whatever its micro-batch or rank."""
+    loss = preference_step(run.engine, micro_batches, run.dist, beta=run.beta, loss_type=run.loss_type)
     state.global_step += 1
-    (tokens_trained,) = dist.sum(real_tokens)
-    state.tokens_trained += int(tokens_trained)
-    (total_loss,) = dist.sum(step_loss.item())  # the step's one wait for the device
-    state.last_loss = total_loss / max(total_pairs, 1)
+    state.tokens_trained += loss.real_tokens
+    state.last_loss = loss.value(run.dist)
     if not math.isfinite(state.last_loss):
         raise TrainingFailed(
             f"the preference loss became {state.last_loss} at step {state.global_step}; "
