@@ -21,6 +21,7 @@ _INLINE_END = re.compile(r"[\"'<>`](?=$|[,;:.)\]}\"'<>`])")
 # a host (a name, an IPv4 or a bracketed IPv6 address) and a port, then the end of the authority
 _HOST_AFTER_AT = re.compile(r"(?:\[[0-9A-Za-z:.%]*\]|[A-Za-z0-9._~%-]+)(?::[0-9]*)?(?![A-Za-z0-9._~%@:\[\]-])")
 _QUOTES = frozenset("\"'`")
+_SEPARATORS = _QUOTES | frozenset(",;<>")
 _BRACKETED_HOST = re.compile(r"\[[0-9A-Za-z:.%]*\](?::[0-9]*)?")
 # query parameters that carry secrets in URLs people paste (presigned S3/GCS links, tokens)
 _SECRET_QUERY = re.compile(
@@ -49,16 +50,22 @@ def _userinfo_end(rest: str) -> int | None:
     return at[-1] if "@" in head else None
 
 
+def _runs_on(between: str) -> bool:
+    """Whether the text between a URL's apparent inline end and a later "@host" can be the rest of its password: it
+    holds nothing that separates the next token of a line (a comma, a semicolon, an angle bracket, a second URL's
+    "://", a quote other than one just before the "@"), as ``<a@b/x>,<c@d>`` or a JSON line's next field does."""
+    core = between[:-1] if between[-1:] in _QUOTES else between
+    return not _SEPARATORS & set(core) and "://" not in core
+
+
 def _without_userinfo(match: re.Match[str]) -> str:
     scheme, rest = match.group("scheme"), match.group("rest")
     inline = _INLINE_END.search(rest)
     whole = _userinfo_end(rest)
     end = _userinfo_end(rest[: inline.start()]) if inline else None
-    # none in the URL as written inline (up to a closing quote or bracket), or an "@host" further on with no quote
-    # between: the password held what looks like the URL's end ("p<)ss", "it's.") and runs on past it
-    if end is None or (
-        whole is not None and whole > inline.start() and not _QUOTES & set(rest[inline.start() + 1 : whole])
-    ):
+    # none in the URL as written inline (up to a closing quote or bracket), or an "@host" further on that only
+    # password characters lead to: the password held what looks like the URL's end ("p<)ss", "it's.") and runs on
+    if end is None or (whole is not None and whole > inline.start() and _runs_on(rest[inline.start() + 1 : whole])):
         end = whole
     if end is not None:
         rest = REDACTED + rest[end:]
