@@ -265,7 +265,8 @@ def ablations(ctx: Context) -> tuple[dict, str]:
             continue
         job = ctx.plan(ctx.shape_name, shape, name, steps, options if options is not None else GPU_ONLY[name])
         # a run starts only with the time for it and for the LoRA stage after it left
-        need = (40 if ctx.cuda else 3) + _lora_need(ctx.cuda)
+        compiling = 60 if ctx.cuda and "torch_compile" in (options or {}) else 0  # its compile time, in the warm-up
+        need = (40 if ctx.cuda else 3) + compiling + _lora_need(ctx.cuda)
         jobs.append({**job, "steps": steps, "warmup": warmup, "profile": False, "need_s": need})
     runs.update(ctx.run_workers("ablations", jobs, one_process_each=ctx.cuda))
     runs = {name: runs[name] for name in ABLATIONS}

@@ -33,6 +33,16 @@ def spec_problems(spec: JobSpec, raw: dict, problem: ProblemAt, base_dir: Path |
     out += _prompt_format(spec, problem)
     out += _training_mode(spec, problem)
     out += _topology(spec, problem)
+    if spec.torch_compile and spec.kernels == "liger":
+        out.append(
+            problem(
+                ("kernels",),
+                "Liger's kernels are opaque to torch_compile, which fuses the same norms, rotary embedding and SwiGLU "
+                "itself",
+                "set kernels: auto (PyTorch's, compiled) or torch_compile: false",
+                value="liger",
+            )
+        )
     out += _deepspeed(spec, raw, problem)
     out += _image(spec, problem)
     out += _logger(spec, problem)

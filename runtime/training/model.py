@@ -177,10 +177,12 @@ def attention_for(spec: JobSpec, *, cuda: bool) -> str:
 
 
 def kernels_for(spec: JobSpec, *, cuda: bool, model_type: str | None) -> str:
-    """ "liger" or "torch": the kernels of the decoder's norms, rotary embedding and MLP activation."""
+    """ "liger" or "torch": the kernels of the decoder's norms, rotary embedding and MLP activation. Compiled layers
+    (``torch_compile``) take PyTorch's: compiling fuses those itself, and Liger's kernels are opaque to it (``ftc
+    compile`` refuses ``kernels: liger`` with ``torch_compile``)."""
     import importlib.util
 
-    if spec.kernels == "torch":
+    if spec.kernels == "torch" or spec.torch_compile:
         return "torch"
     installed = importlib.util.find_spec("liger_kernel") is not None
     if spec.kernels == "liger":

@@ -58,10 +58,10 @@ def _eval_loss_of_saved_model(checkpoint: Path, valid: Path, plan: dict, base: P
     return total / tokens
 
 
-@pytest.mark.parametrize("stage", [2, 3])
-def test_two_processes_train_with_zero_and_save_real_weights(job, tmp_path, stage):
-    """... ZeRO 3 with its decoder layers compiled (torch_compile): their weights, saved, give the eval loss the
-    compiled layers computed."""
+@pytest.mark.parametrize(("stage", "compiled"), [(2, False), (3, False), (3, True)], ids=["2", "3", "3-compiled"])
+def test_two_processes_train_with_zero_and_save_real_weights(job, tmp_path, stage, compiled):
+    """... and with the decoder layers compiled (torch_compile): the weights saved give, uncompiled, the eval loss
+    the compiled layers computed."""
     write_jsonl(tmp_path / "train64.jsonl", arithmetic_examples(64, seed=4))
     spec = job(
         train_path="train64.jsonl",
@@ -70,14 +70,14 @@ def test_two_processes_train_with_zero_and_save_real_weights(job, tmp_path, stag
         num_devices=2,
         train_batch_size_per_device=8,
         deepspeed={"zero_stage": stage},
-        torch_compile=stage == 3,
+        torch_compile=compiled,
     )
     code, out = ftc_run("compile", spec, "-o", tmp_path / "p.json")
     assert code == 0, out
     code, out = ftc_run("run", tmp_path / "p.json")
     assert code == 0, out
     assert "2 process(es) on cpu" in out
-    assert ("compiled layers" in out) == (stage == 3)
+    assert ("compiled layers" in out) == compiled
     final = tmp_path / "output" / "checkpoints" / "step-000004"  # 64 examples / (8 x 2 processes)
     state = read_json(final / "ftc_state.json")
     assert state["world_size"] == 2 and state["global_step"] == 4

@@ -15,6 +15,7 @@ class Spec:  # the fields the choices read
     attn_implementation: str = "auto"
     sample_packing: bool = True
     kernels: str = "auto"
+    torch_compile: bool = False
 
 
 def test_automatic_attention():
@@ -38,6 +39,8 @@ def test_automatic_kernels_are_liger_only_where_they_apply(monkeypatch, installe
     assert kernels_for(Spec(), cuda=True, model_type="gpt2") == "torch"
     assert kernels_for(Spec(), cuda=False, model_type="llama") == "torch"
     assert kernels_for(Spec(kernels="torch"), cuda=True, model_type="llama") == "torch"
+    # compiled layers fuse the norms, rotary embedding and SwiGLU themselves; Liger's kernels are opaque to compiling
+    assert kernels_for(Spec(torch_compile=True), cuda=True, model_type="llama") == "torch"
 
 
 def test_liger_kernels_asked_for_where_they_cannot_run_are_a_usage_error(monkeypatch):

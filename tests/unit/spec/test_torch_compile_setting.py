@@ -31,3 +31,10 @@ def test_a_value_that_is_not_a_boolean_is_refused(job, ftc):
     r = ftc("compile", job(torch_compile="yes"))
     assert r.code == ExitCode.SPEC_INVALID
     assert "$.torch_compile: expected boolean, got string" in r.err and "fix: give a boolean" in r.err
+
+
+def test_liger_kernels_with_compiled_layers_are_refused_with_what_to_do(job, ftc):
+    r = ftc("compile", job(torch_compile=True, kernels="liger"))
+    assert r.code == ExitCode.SPEC_INVALID
+    assert "$.kernels: Liger's kernels are opaque to torch_compile" in r.err
+    assert "fix: set kernels: auto (PyTorch's, compiled) or torch_compile: false" in r.err
