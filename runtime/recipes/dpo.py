@@ -39,6 +39,7 @@ from ftc.runtime.training.loop import (
     save_checkpoint,
     training_session,
 )
+from ftc.runtime.training.loss import TokenLoss
 from ftc.runtime.training.preference import PairBatch, load_pairs, pair_batch, pair_metrics, preference_step
 from ftc.runtime.training.preflight import Checked, check_run
 from ftc.runtime.training.progress import MetricsLog, Progress, log
@@ -62,6 +63,7 @@ class Run(RecipeRun):
 
     beta: float
     loss_type: str
+    token_loss: TokenLoss  # how the answers' log-probabilities go through the output layer (chunked or full logits)
     reference_batch: int
     references: dict[str, Reference]
     pad_to: int | None  # padding: max_length: every training row as wide as context_length
@@ -137,13 +139,16 @@ def _set_up(plan: Plan, dist: Dist, paths: dict[str, Path | str], lineage: Linea
     engine = build_engine(
         lm.model, spec, plan.deepspeed, precision=precision, total_steps=sum(steps_per_epoch), world=dist.world,
     )  # fmt: skip
-    say(f"loss: {preference.loss_type} (beta {preference.beta:g}) against the model as training starts")
+    token_loss = TokenLoss(engine.module, zero_stage=plan.zero_stage)
+    say(f"loss: {preference.loss_type} (beta {preference.beta:g}) against the model as training starts; answer "
+        f"log-probabilities: {token_loss.reason}")  # fmt: skip
     run = Run(
         plan=plan, spec=spec, dist=dist, out=plan.output_path, precision=precision, engine=engine,
         tokenizer=lm.tokenizer, tokenizer_source=lm.tokenizer_source, data=data, skipped=skipped,
         steps_per_epoch=steps_per_epoch, lineage=lineage, checkpointer=new_checkpointer(plan, dist),
         execution=execution_of(plan, dist, precision), beta=preference.beta, loss_type=preference.loss_type,
-        reference_batch=preference.reference.batch_size or spec.eval_batch_size_per_device, references={},
+        token_loss=token_loss, references={},
+        reference_batch=preference.reference.batch_size or spec.eval_batch_size_per_device,
         pad_to=spec.context_length if spec.padding == "max_length" else None,
     )  # fmt: skip
     run.references = _references(run, loaded)
@@ -162,6 +167,8 @@ def _references(run: Run, loaded: Loaded) -> dict[str, Reference]:
         "device": dist.device.type, "batch_size": run.reference_batch, "world": dist.world,
         "rope": repr(spec.rope_scaling),
     }  # fmt: skip
+    if run.token_loss.chunked:  # other last bits than from the full logits (whose numbers keep their earlier key)
+        identity["output_layer"] = "chunked"
     if plan.mode == "lora-new" and spec.lora_config.init_lora_weights is not True:  # a new adapter that is not zero
         identity["adapter_init"] = {"seed": spec.seed, "lora": repr(spec.lora_config)}
     found = {}
@@ -170,8 +177,8 @@ def _references(run: Run, loaded: Loaded) -> dict[str, Reference]:
             data_cache(plan, role, run.tokenizer, run.tokenizer_source, side) for side in ("chosen", "rejected")
         )
         found[role] = reference_logps(
-            run.engine, pairs, cache_file=reference_cache(sides, identity), pad_id=run.tokenizer.pad_token_id,
-            batch_size=run.reference_batch, dist=dist,
+            run.engine, pairs, token_loss=run.token_loss, cache_file=reference_cache(sides, identity),
+            pad_id=run.tokenizer.pad_token_id, batch_size=run.reference_batch, dist=dist,
         )  # fmt: skip
         how = "read from the cache" if found[role].cached else "computed"
         run.say(f"reference log-probabilities of the {role} pairs {how}: {found[role].digest[:19]}…")
@@ -181,7 +188,9 @@ def _references(run: Run, loaded: Loaded) -> dict[str, Reference]:
 def _step(run: Run, state: TrainState, micro_batches: list[PairBatch]) -> None:
     """One optimizer step over ``micro_batches`` (this rank's pairs): every pair of the global step weighs the same,
     whatever its micro-batch or rank."""
-    loss = preference_step(run.engine, micro_batches, run.dist, beta=run.beta, loss_type=run.loss_type)
+    loss = preference_step(
+        run.engine, micro_batches, run.dist, token_loss=run.token_loss, beta=run.beta, loss_type=run.loss_type
+    )
     state.global_step += 1
     state.tokens_trained += loss.real_tokens
     state.last_loss = loss.value(run.dist)
@@ -201,8 +210,8 @@ def _log_eval(
     if "valid" in run.data:
         record.update(
             pair_metrics(
-                run.engine, run.data["valid"], run.references["valid"].values, beta=run.beta,
-                loss_type=run.loss_type, pad_id=run.tokenizer.pad_token_id,
+                run.engine, run.data["valid"], run.references["valid"].values, token_loss=run.token_loss,
+                beta=run.beta, loss_type=run.loss_type, pad_id=run.tokenizer.pad_token_id,
                 batch_size=run.spec.eval_batch_size_per_device, dist=run.dist,
             )
         )  # fmt: skip

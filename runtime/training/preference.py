@@ -6,7 +6,8 @@ of each answer under the model being trained and under its reference, and the pa
   ``side``), its final answer alone trained; a pair is kept when both sides are usable (:func:`load_pairs`).
 - **Log-probabilities**: an answer's log-probability is the sum of its tokens' log-probabilities, the template's
   end of turn included (what serving generates); one forward pass over a padded batch of the chosen and the rejected
-  answers of the same pairs (:func:`answer_logps`).
+  answers of the same pairs (:func:`answer_logps`), through the output layer as sft's loss goes (``loss.TokenLoss``:
+  chunked, only the answers' positions projected, where the model allows it).
 - **The reference** is the model as training starts (the base, or the base with the adapter a stage continues, or
   the whole weights): its log-probabilities are computed once, before the first step, with the weights the run
   loaded (no second copy of the model), and stored in ftc's cache as safetensors, keyed by everything they depend
@@ -23,7 +24,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -33,6 +34,9 @@ from .distributed import Dist
 from .progress import PREFERENCE_SCALARS
 from .step import mean_step_loss
 from .tokens import Examples
+
+if TYPE_CHECKING:
+    from .loss import TokenLoss
 
 __all__ = [
     "PairBatch",
@@ -101,22 +105,15 @@ def collate_pairs(pairs: Pairs, indices: list[int], *, pad_id: int, pad_to: int 
         pairs.chosen.lines + pairs.rejected.lines,
     )  # fmt: skip
     rows = [(i,) for i in indices] + [(n + i,) for i in indices]
-    batch = collate(rows, both, pad_id=pad_id, packed=False, pad_to=pad_to)
-    batch.loss_rows = None  # an answer's log-probability sums its row: the flat loss positions are not needed
-    return batch
+    return collate(rows, both, pad_id=pad_id, packed=False, pad_to=pad_to)  # loss_rows: the answers' positions
 
 
-def answer_logps(model: Any, batch: Any, device: Any) -> tuple[Any, Any]:
+def answer_logps(model: Any, batch: Any, device: Any, token_loss: TokenLoss) -> tuple[Any, Any]:
     """Each row's answer log-probability (the sum over its trained tokens, in fp32) and its number of trained
-    tokens, from one forward pass of ``model`` over the padded ``batch`` (its copies to ``device`` queued)."""
-    import torch.nn.functional as F
-
-    inputs, labels, _ = to_device(batch, device)
-    labels = labels[:, 1:]
-    logits = model(**inputs, use_cache=False).logits[:, :-1, :].float()
-    trained = labels != IGNORE
-    per_token = -F.cross_entropy(logits.transpose(1, 2), labels.clamp(min=0), reduction="none")
-    return (per_token * trained).sum(dim=1), trained.sum(dim=1)
+    tokens, from one forward pass of ``model`` over the padded ``batch`` (its copies to ``device`` queued), without
+    logits where ``token_loss`` (the model's) is chunked."""
+    inputs, labels, rows = to_device(batch, device)
+    return token_loss.row_log_probs(model, inputs, labels, rows), (labels[:, 1:] != IGNORE).sum(dim=1)
 
 
 def preference_loss(
@@ -180,7 +177,7 @@ class PairStepLoss:
 
 
 def preference_step(
-    engine: Any, micro_batches: list[PairBatch], dist: Dist, *, beta: float, loss_type: str
+    engine: Any, micro_batches: list[PairBatch], dist: Dist, *, token_loss: TokenLoss, beta: float, loss_type: str
 ) -> PairStepLoss:
     """Forward and backward of ``micro_batches`` (this rank's), then ``engine.step()``, queued without waiting for
     the device (on several processes the step's pair and token counts are summed across them first). Every pair of
@@ -194,7 +191,7 @@ def preference_step(
     scale = dist.world / max(total_pairs, 1)
     total = torch.zeros((), dtype=torch.float32, device=dist.device)
     for micro in micro_batches:
-        logps, tokens = answer_logps(engine, micro.batch, dist.device)
+        logps, tokens = answer_logps(engine, micro.batch, dist.device, token_loss)
         ref = micro.reference.to(dist.device, non_blocking=True)
         k = len(micro.pairs)
         losses, _, _ = preference_loss(
@@ -211,6 +208,7 @@ def pair_metrics(
     pairs: Pairs,
     reference: np.ndarray,
     *,
+    token_loss: TokenLoss,
     beta: float,
     loss_type: str,
     pad_id: int,
@@ -229,7 +227,7 @@ def pair_metrics(
     with torch.no_grad():
         for chunk in group(list(range(n)), batch_size * dist.world):
             mine = chunk[dist.rank :: dist.world] or chunk[:1]  # every rank joins every forward (ZeRO-3)
-            logps, tokens = answer_logps(engine, collate_pairs(pairs, mine, pad_id=pad_id), dist.device)
+            logps, tokens = answer_logps(engine, collate_pairs(pairs, mine, pad_id=pad_id), dist.device, token_loss)
             if not chunk[dist.rank :: dist.world]:
                 continue  # the stand-in's pairs are not counted
             k = len(mine)

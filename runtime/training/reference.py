@@ -12,7 +12,7 @@ import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -22,6 +22,9 @@ from .distributed import Dist
 from .preference import Pairs, answer_logps, collate_pairs
 from .progress import log
 from .tokens import store_cache_file, verified_cache_file
+
+if TYPE_CHECKING:
+    from .loss import TokenLoss
 
 __all__ = ["Reference", "check_reference", "reference_cache", "reference_logps"]
 
@@ -45,8 +48,8 @@ class Reference:
 def reference_cache(token_caches: tuple[Path | None, Path | None], identity: dict[str, Any]) -> Path | None:
     """Where the reference log-probabilities of a data input are cached: keyed by its two sides' token caches
     (the data, the tokenizer, the rendering) and the reference's ``identity`` (its weights' digests, precision,
-    attention and batching: what the numbers depend on). None when either side is not cached (a tokenizer that is
-    not pinned), or a weights input has no digest."""
+    attention, batching, the output layer chunked or not: what the numbers depend on, to their last bits). None when
+    either side is not cached (a tokenizer that is not pinned), or a weights input has no digest."""
     if None in token_caches or any(v is None for v in identity.get("weights", {}).values()):
         return None
     blob = json.dumps([_FORMAT, [p.stem for p in token_caches], identity], sort_keys=True).encode()
@@ -75,11 +78,13 @@ def _read(path: Path, lines: list[int]) -> np.ndarray | None:
 
 
 def reference_logps(
-    engine: Any, pairs: Pairs, *, cache_file: Path | None, pad_id: int, batch_size: int, dist: Dist
-) -> Reference:
+    engine: Any, pairs: Pairs, *, token_loss: TokenLoss, cache_file: Path | None, pad_id: int, batch_size: int,
+    dist: Dist,
+) -> Reference:  # fmt: skip
     """The reference log-probabilities of ``pairs``: read from ``cache_file`` when every rank finds them there (its
     bytes verified against its name; each machine has its own cache), else computed with ``engine`` as it is now
-    (every rank its share, ``batch_size`` pairs per forward, gathered on every rank) and stored there by rank 0."""
+    (every rank its share, ``batch_size`` pairs per forward, gathered on every rank; through the output layer as
+    ``token_loss`` goes) and stored there by rank 0."""
     import torch
 
     found = verified_cache_file(cache_file, "the reference log-probabilities") if cache_file is not None else None
@@ -97,7 +102,7 @@ def reference_logps(
             for start in range(0, n, batch_size * dist.world):
                 chunk = list(range(start, min(n, start + batch_size * dist.world)))
                 mine = chunk[dist.rank :: dist.world] or chunk[:1]  # every rank joins every forward (ZeRO-3)
-                logps, _ = answer_logps(engine, collate_pairs(pairs, mine, pad_id=pad_id), dist.device)
+                logps, _ = answer_logps(engine, collate_pairs(pairs, mine, pad_id=pad_id), dist.device, token_loss)
                 if chunk[dist.rank :: dist.world]:
                     values[mine] = logps.double().cpu().numpy().reshape(2, -1).T
         engine.train(was_training)

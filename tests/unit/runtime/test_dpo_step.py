@@ -18,6 +18,7 @@ from torch.overrides import TorchFunctionMode
 from ftc.runtime.recipes.dpo import Run
 from ftc.runtime.training.distributed import Dist
 from ftc.runtime.training.engine import build_engine
+from ftc.runtime.training.loss import TokenLoss
 from ftc.runtime.training.preference import (
     Pairs,
     answer_logps,
@@ -99,6 +100,13 @@ def _engine(tiny_model):
     return build_engine(model, SPEC, DEEPSPEED, precision="fp32", total_steps=10, world=1)
 
 
+def _token_loss(engine) -> TokenLoss:
+    """As the recipe takes the answers' log-probabilities: chunked, for this Llama on ZeRO stage 0."""
+    token_loss = TokenLoss(engine.module, zero_stage=0)
+    assert token_loss.chunked
+    return token_loss
+
+
 def _collate(pairs, micro_rows):
     """As the recipe collates a step (``Run.collate_step``)."""
     return [pair_batch(pairs, [i for (i,) in rows], REFERENCE, pad_id=0) for rows in micro_rows]
@@ -111,7 +119,7 @@ def _expected_loss(engine, pairs, micro_rows, loss_type) -> float:
     with torch.no_grad():
         for rows in micro_rows:
             indices = [row[0] for row in rows]
-            logps, tokens = answer_logps(engine, collate_pairs(pairs, indices, pad_id=0), "cpu")
+            logps, tokens = answer_logps(engine, collate_pairs(pairs, indices, pad_id=0), "cpu", _token_loss(engine))
             k = len(indices)
             ref = torch.as_tensor(REFERENCE[indices], dtype=torch.float32)
             losses, _, _ = preference_loss(
@@ -131,7 +139,9 @@ def test_a_step_waits_for_the_device_once_and_its_loss_is_the_pairs(single_proce
         expected = _expected_loss(engine, pairs, STEP, loss_type)
         micro = _collate(pairs, STEP)
         with HostSyncs() as syncs:
-            loss = preference_step(engine, micro, single_process, beta=BETA, loss_type=loss_type)
+            loss = preference_step(
+                engine, micro, single_process, token_loss=_token_loss(engine), beta=BETA, loss_type=loss_type
+            )
             losses.append(loss.value(single_process))
         assert dict(syncs.calls) == DESIGNED
         assert losses[-1] == pytest.approx(expected, rel=1e-5)
@@ -164,7 +174,7 @@ def test_a_step_copies_its_collated_batches_to_the_device_queued(single_process,
     host = [t for m in micro for t in (*m.batch.inputs.values(), m.batch.labels, m.reference)]
     assert all(isinstance(t, torch.Tensor) for t in host)
     with FirstUses(host) as seen:
-        preference_step(engine, micro, single_process, beta=BETA, loss_type="sigmoid")
+        preference_step(engine, micro, single_process, token_loss=_token_loss(engine), beta=BETA, loss_type="sigmoid")
     # each tensor is first copied, queued (on a GPU, from the pinned memory Prefetched puts it in): nothing is sliced
     # or looked up on the host, nor copied while the host waits
     assert seen.uses == {i: ("to", True) for i in range(len(host))}

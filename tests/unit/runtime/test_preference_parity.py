@@ -23,6 +23,7 @@ import pytest
 import torch
 
 from ftc.runtime.training.distributed import Dist
+from ftc.runtime.training.loss import TokenLoss
 from ftc.runtime.training.preference import Pairs, answer_logps, collate_pairs, preference_loss
 from ftc.runtime.training.reference import reference_logps
 from ftc.runtime.training.tokens import Examples
@@ -120,8 +121,10 @@ def test_the_preference_loss_and_its_gradients_equal_trls_dpo_trainer(tiny_model
     # ftc: the reference log-probabilities from the weights as training starts, as the dpo recipe takes them
     ours = get_peft_model(load(tiny_model), lora_config()) if lora else load(tiny_model)
     pad_id = tokenizer.pad_token_id
+    token_loss = TokenLoss(ours, zero_stage=0)  # as the recipe takes them: chunked, without logits
+    assert token_loss.chunked
     reference = reference_logps(
-        ours, pairs, cache_file=None, pad_id=pad_id, batch_size=k, dist=OneProcess(0, 0, 1, CPU)
+        ours, pairs, token_loss=token_loss, cache_file=None, pad_id=pad_id, batch_size=k, dist=OneProcess(0, 0, 1, CPU)
     ).values
     ours.train()
 
@@ -144,7 +147,7 @@ def test_the_preference_loss_and_its_gradients_equal_trls_dpo_trainer(tiny_model
 
     # ftc: one step's loss as the recipe's _step weighs it (every pair the same), and its gradients
     batch = collate_pairs(pairs, list(range(k)), pad_id=pad_id)
-    logps, tokens = answer_logps(ours, batch, CPU)
+    logps, tokens = answer_logps(ours, batch, CPU, token_loss)
     ref = torch.as_tensor(reference, dtype=torch.float32)
     losses, _, _ = preference_loss(
         (logps[:k], logps[k:]), (ref[:, 0], ref[:, 1]), (tokens[:k], tokens[k:]), beta=BETA, loss_type=loss_type

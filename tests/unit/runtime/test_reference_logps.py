@@ -10,6 +10,7 @@ import torch
 
 from ftc.errors import InputChanged
 from ftc.runtime.training.distributed import Dist
+from ftc.runtime.training.loss import TokenLoss
 from ftc.runtime.training.preference import Pairs, answer_logps, collate_pairs
 from ftc.runtime.training.reference import Reference, check_reference, reference_cache, reference_logps
 from ftc.runtime.training.tokens import Examples
@@ -32,24 +33,34 @@ def _pairs(n: int = 5) -> Pairs:
     )
 
 
+def _token_loss(model) -> TokenLoss:
+    return TokenLoss(model, zero_stage=0)
+
+
 def test_they_are_the_models_answer_logps_and_a_second_run_reads_them_from_the_cache(tiny_model, tmp_path):
     from transformers import AutoModelForCausalLM
 
     model = AutoModelForCausalLM.from_pretrained(tiny_model)
     pairs = _pairs()
     cache = tmp_path / "reference-logps" / "key.safetensors"
-    first = reference_logps(model, pairs, cache_file=cache, pad_id=0, batch_size=2, dist=ONE)
+    first = reference_logps(
+        model, pairs, token_loss=_token_loss(model), cache_file=cache, pad_id=0, batch_size=2, dist=ONE
+    )
     assert not first.cached and first.digest.startswith("sha256:")
     with torch.no_grad():  # each pair alone, in one batch of its two answers
         for i in range(len(pairs)):
-            logps, _ = answer_logps(model, collate_pairs(pairs, [i], pad_id=0), "cpu")
+            logps, _ = answer_logps(model, collate_pairs(pairs, [i], pad_id=0), "cpu", _token_loss(model))
             np.testing.assert_allclose(first.values[i], logps.double().numpy(), atol=1e-5)
     stored = list(cache.parent.glob("key.*.safetensors"))
     assert len(stored) == 1 and f"sha256:{stored[0].name.split('.')[1]}" == first.digest  # named by its bytes
-    again = reference_logps(model, pairs, cache_file=cache, pad_id=0, batch_size=2, dist=ONE)
+    again = reference_logps(
+        model, pairs, token_loss=_token_loss(model), cache_file=cache, pad_id=0, batch_size=2, dist=ONE
+    )
     assert again.cached and again.digest == first.digest and np.array_equal(again.values, first.values)
     stored[0].write_bytes(stored[0].read_bytes()[:-8] + b"\0" * 8)  # a changed cache file is made again
-    remade = reference_logps(model, pairs, cache_file=cache, pad_id=0, batch_size=2, dist=ONE)
+    remade = reference_logps(
+        model, pairs, token_loss=_token_loss(model), cache_file=cache, pad_id=0, batch_size=2, dist=ONE
+    )
     assert not remade.cached and remade.digest == first.digest
 
 
@@ -77,13 +88,17 @@ from transformers import AutoModelForCausalLM
 sys.path.insert(0, sys.argv[3])
 from test_reference_logps import _pairs
 from ftc.runtime.training.distributed import Dist
+from ftc.runtime.training.loss import TokenLoss
 from ftc.runtime.training.reference import reference_logps
 
 td.init_process_group("gloo")
 rank = int(os.environ["RANK"])
 cache = Path(sys.argv[2]) / f"machine-{rank}" / "reference-logps" / "key.safetensors"  # each rank a machine's cache
 model = AutoModelForCausalLM.from_pretrained(sys.argv[1])
-found = reference_logps(model, _pairs(), cache_file=cache, pad_id=0, batch_size=2, dist=Dist(rank, rank, 2, "cpu"))
+found = reference_logps(
+    model, _pairs(), token_loss=TokenLoss(model, zero_stage=0), cache_file=cache, pad_id=0, batch_size=2,
+    dist=Dist(rank, rank, 2, "cpu"),
+)
 Path(sys.argv[2], f"rank-{rank}.json").write_text(json.dumps([found.cached, found.digest]))
 td.destroy_process_group()
 """
@@ -105,7 +120,9 @@ def test_ranks_whose_machines_caches_differ_all_compute_and_agree(tiny_model, tm
     # had rank 0 read them while rank 1 computed, rank 1's forwards and gathers would wait for rank 0 forever
     earlier = tmp_path / "earlier" / "reference-logps" / "key.safetensors"
     model = AutoModelForCausalLM.from_pretrained(tiny_model)
-    alone = reference_logps(model, _pairs(), cache_file=earlier, pad_id=0, batch_size=2, dist=ONE)
+    alone = reference_logps(
+        model, _pairs(), token_loss=_token_loss(model), cache_file=earlier, pad_id=0, batch_size=2, dist=ONE
+    )
     shutil.copytree(earlier.parent, tmp_path / "machine-0" / "reference-logps")
     (tmp_path / "rank.py").write_text(_RANK_SCRIPT)
     (port,) = free_ports(1)
