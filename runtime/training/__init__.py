@@ -97,7 +97,7 @@ _MODULES = {
         "save_checkpoint",
         "training_session",
     ),
-    "loss": ("CHUNK_ELEMENTS", "TokenLoss", "linear_cross_entropy"),
+    "loss": ("CHUNK_ELEMENTS", "TokenLoss", "linear_cross_entropy", "linear_log_probs"),
     "model": (
         "LoadedModel",
         "apply_liger",
