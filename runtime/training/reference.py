@@ -135,6 +135,7 @@ def check_reference(found: dict[str, Reference], pinned: dict[str, Any] | None, 
         if want is not None and want != ref.digest:
             raise InputChanged(
                 f"{where}: the reference log-probabilities of the {role} pairs are {ref.digest}, not {want}, the "
-                "ones the run started with (the reference weights, the data, the precision or the batching "
-                "differ)\n    fix: resume on the machine and settings the run started with, or start a new run"
+                "ones the run started with (the reference weights, the data, the precision, the batching or the "
+                "ftc version that computes them differ)\n    fix: resume with the ftc version, machine and settings "
+                "the run started with, or start a new run"
             )

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from ftc.errors import InputChanged
+from ftc.errors import ExitCode, InputChanged
 from ftc.runtime.training.distributed import Dist
 from ftc.runtime.training.loss import TokenLoss
 from ftc.runtime.training.preference import Pairs, answer_logps, collate_pairs
@@ -68,8 +68,12 @@ def test_a_resumed_run_with_other_reference_numbers_is_refused():
     ref = Reference(np.zeros((2, 2)), "sha256:" + "a" * 64, cached=True)
     check_reference({"train": ref}, None, "step-000004")  # nothing pinned yet
     check_reference({"train": ref}, {"train": ref.pinned()}, "step-000004")
-    with pytest.raises(InputChanged, match="step-000004: the reference log-probabilities of the train pairs are"):
+    with pytest.raises(InputChanged, match="step-000004: the reference log-probabilities of the train pairs are") as e:
         check_reference({"train": ref}, {"train": {"digest": "sha256:" + "b" * 64, "pairs": 2}}, "step-000004")
+    assert e.value.exit_code == ExitCode.INPUT_CHANGED  # what `ftc run --resume` exits with
+    assert "fix: resume with the ftc version, machine and settings the run started with, or start a new run" in str(
+        e.value
+    )
 
 
 def test_nothing_is_cached_without_both_sides_token_caches_or_a_weights_digest(tmp_path):
