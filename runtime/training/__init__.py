@@ -35,7 +35,7 @@ _MODULES = {
     "attention": ("VARLEN", "register", "sdpa_varlen", "varlen_kernel"),
     "batches": ("IGNORE", "Batch", "Row", "SampleBounds", "collate", "epoch_rows", "group", "shard_rows", "to_device"),
     "chat_template": ("stop_texts",),  # chat_template() is ``chat_template.chat_template`` (the module's name)
-    "compiled": ("compile_layers", "eager_layers"),
+    "compiled": ("RECOMPILE_LIMIT", "compile_layers", "eager_layers"),
     "classification": (
         "METRICS",
         "Classified",

@@ -17,14 +17,22 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-__all__ = ["compile_layers", "eager_layers"]
+__all__ = ["RECOMPILE_LIMIT", "compile_layers", "eager_layers"]
+
+#: graphs the compiled layers may have (each kind of call compiles one)
+RECOMPILE_LIMIT = 32
 
 
 def compile_layers(model: Any) -> int:
     """Compile every decoder layer of ``model`` (transformers' layers, LoRA's modules inside them included) in
     place, with dynamic shapes; the number compiled. Compiling happens at the first forward pass."""
+    import torch._dynamo.config as dynamo
     from transformers.modeling_layers import GradientCheckpointingLayer
 
+    # the layers share their graphs, one per kind of call (training, evaluation, padded or flat rows, ...): room for
+    # more kinds than PyTorch's default 8, past which a call would run uncompiled without a word
+    limit = "recompile_limit" if hasattr(dynamo, "recompile_limit") else "cache_size_limit"
+    setattr(dynamo, limit, max(getattr(dynamo, limit), RECOMPILE_LIMIT))
     layers = [module for module in model.modules() if isinstance(module, GradientCheckpointingLayer)]
     for layer in layers:
         layer.compile(dynamic=True)
