@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import copy
 import os
+from pathlib import Path
 
 import pytest
 import torch
@@ -103,6 +104,11 @@ def test_compiled_layers_train_as_uncompiled_ones_with_one_compilation(single_pr
     frames = torch._dynamo.utils.counters["frames"]["total"]
     got = _losses(compiled, examples, single_process)
     assert torch._dynamo.utils.counters["frames"]["total"] > frames  # the compiled layers did run compiled
+    # ... with their code in a folder of this process's own (never the user's shared /tmp/torchinductor_*), and no
+    # pickled graph cache
+    folder = Path(os.environ["TORCHINDUCTOR_CACHE_DIR"])
+    assert folder.name.startswith("ftc-compiled-") and folder.stat().st_mode & 0o777 == 0o700
+    assert any(folder.rglob("*.py")) and not torch._inductor.config.fx_graph_cache
     assert got == pytest.approx(expected, rel=1e-4, abs=1e-5)
     assert expected[-1] < expected[0]  # it trains
 
