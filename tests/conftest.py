@@ -68,6 +68,31 @@ def age(path: Path, seconds: float = 60) -> None:
         os.utime(p, (past, past))
 
 
+@pytest.fixture(scope="module")
+def single_process():
+    """This process as the one rank of a real DeepSpeed process group (gloo, CPU): its ``Dist``. The environment a
+    launcher would set is restored afterwards."""
+    import deepspeed
+    import deepspeed.ops
+    import torch
+
+    from ftc.runtime.training.distributed import Dist
+
+    from support.servers import free_ports
+
+    settings = {"RANK": "0", "LOCAL_RANK": "0", "WORLD_SIZE": "1", "MASTER_ADDR": "127.0.0.1"}
+    saved = {k: os.environ.get(k) for k in [*settings, "MASTER_PORT"]}
+    os.environ.update(settings, MASTER_PORT=str(free_ports(1)[0]))
+    deepspeed.ops.__compatible_ops__["deepspeed_shm_comm"] = False  # no C++ op compiled for one process
+    deepspeed.init_distributed(dist_backend="gloo")
+    yield Dist(rank=0, local_rank=0, world=1, device=torch.device("cpu"))
+    for k, v in saved.items():
+        if v is None:
+            os.environ.pop(k, None)
+        else:
+            os.environ[k] = v
+
+
 @pytest.fixture(scope="session")
 def tiny_model(tmp_path_factory) -> Path:
     """A real random 2-layer Llama with a BPE tokenizer, saved as safetensors (read-only: copy to modify)."""

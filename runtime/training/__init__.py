@@ -116,7 +116,6 @@ _MODULES = {
     "label_tokens": ("add_label_tokens", "classifier_record", "grow_embeddings", "trainable_token_targets"),
     "preference": (
         "PairBatch",
-        "PairStepLoss",
         "Pairs",
         "answer_logps",
         "collate_pairs",
@@ -144,7 +143,7 @@ _MODULES = {
     "reference": ("Reference", "check_reference", "reference_cache", "reference_logps"),
     "render": ("PLACEHOLDER", "Rendered", "render_chat_template", "render_prompt_format", "renderer_for"),
     "sandbox": ("TemplateRefused", "render_template"),
-    "step": ("Prefetched", "StepLoss", "mean_step_loss", "train_step"),
+    "step": ("Prefetched", "StepLoss", "train_step"),
     "startup": ("Loaded", "execution_of", "load_for_training", "new_checkpointer", "open_reporting"),
     "threads": ("CpuThreads", "choose_cpu_threads", "use_cpu_threads"),
     "summary": ("RunSummary", "eval_table", "eval_text", "matched_text", "write_summary"),

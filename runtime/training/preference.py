@@ -32,7 +32,7 @@ from .batches import IGNORE, Batch, collate, group, to_device
 from .data import load_data
 from .distributed import Dist
 from .progress import PREFERENCE_SCALARS
-from .step import mean_step_loss
+from .step import StepLoss
 from .tokens import Examples
 
 if TYPE_CHECKING:
@@ -40,7 +40,6 @@ if TYPE_CHECKING:
 
 __all__ = [
     "PairBatch",
-    "PairStepLoss",
     "Pairs",
     "answer_logps",
     "collate_pairs",
@@ -162,23 +161,9 @@ def pair_batch(
     return PairBatch(list(indices), collate_pairs(pairs, indices, pad_id=pad_id, pad_to=pad_to), looked_up)
 
 
-@dataclass
-class PairStepLoss:
-    """The summed preference loss of a step (still on the device), the pairs it was taken over and their tokens that
-    are not padding (every rank's)."""
-
-    total: Any
-    pairs: int
-    real_tokens: int
-
-    def value(self, dist: Dist) -> float:
-        """The mean loss per pair of the step over every rank: the step's one wait for the device."""
-        return mean_step_loss(self.total, self.pairs, dist)
-
-
 def preference_step(
     engine: Any, micro_batches: list[PairBatch], dist: Dist, *, token_loss: TokenLoss, beta: float, loss_type: str
-) -> PairStepLoss:
+) -> StepLoss:
     """Forward and backward of ``micro_batches`` (this rank's), then ``engine.step()``, queued without waiting for
     the device (on several processes the step's pair and token counts are summed across them first). Every pair of
     the global step weighs the same, whatever its micro-batch or rank: the summed loss is scaled by the step's pair
@@ -200,7 +185,7 @@ def preference_step(
         engine.backward(losses.sum() * scale, scale_wrt_gas=False)
         total += losses.detach().sum()
     engine.step()
-    return PairStepLoss(total, int(total_pairs), int(real_tokens))
+    return StepLoss(total, int(total_pairs), int(real_tokens))
 
 
 def pair_metrics(

@@ -16,27 +16,22 @@ from typing import Any
 from .batches import Batch, to_device
 from .distributed import Dist
 
-__all__ = ["Prefetched", "StepLoss", "mean_step_loss", "train_step"]
+__all__ = ["Prefetched", "StepLoss", "train_step"]
 
 
 @dataclass
 class StepLoss:
-    """The summed token loss of a step (still on the device) and the tokens it was taken over (every rank's)."""
+    """The summed loss of a step (still on the device, this rank's), what it is a sum over (``count``: the loss's
+    tokens, or a preference step's pairs; every rank's) and the step's tokens that are not padding (every rank's)."""
 
     total: Any
-    loss_tokens: int
+    count: int
     real_tokens: int
 
     def value(self, dist: Dist) -> float:
-        """The mean token loss of the step over every rank: the step's one wait for the device."""
-        return mean_step_loss(self.total, self.loss_tokens, dist)
-
-
-def mean_step_loss(total: Any, count: int, dist: Dist) -> float:
-    """A step's summed loss ``total`` (still on the device, this rank's) over every rank, divided by ``count`` (what
-    it is a sum over, every rank's: tokens, or a preference step's pairs): the step's one wait for the device."""
-    (summed,) = dist.sum(total.item())
-    return summed / max(count, 1)
+        """The step's mean loss over every rank: the step's one wait for the device."""
+        (summed,) = dist.sum(self.total.item())
+        return summed / max(self.count, 1)
 
 
 def train_step(engine: Any, token_loss: Any, micro_batches: list[Batch], dist: Dist) -> StepLoss:

@@ -23,6 +23,7 @@ __all__ = [
     "preference_pairs",
     "style_chats",
     "style_pairs",
+    "token_pairs",
 ]
 
 LLMFORGE = Path(__file__).resolve().parents[1] / "data" / "llmforge"
@@ -115,3 +116,26 @@ def llmforge_dpo_job(folder: Path, *, replace: dict[str, str] | None = None, pai
     spec = folder / "job.yaml"
     spec.write_text(text)
     return spec
+
+
+def token_pairs(n: int, *, seed: int, rejected: tuple[int, int] = (2, 6)) -> Any:
+    """``n`` tokenized pairs (``Pairs``) without a tokenizer: a prompt of 3-6 random ids, then a chosen answer of 1-3
+    ids and a rejected one of ``rejected`` (low, high: numpy's half-open range) ids, only the answers trained, so a
+    batch of them is padded."""
+    import numpy as np
+
+    from ftc.runtime.training.preference import Pairs
+    from ftc.runtime.training.tokens import Examples
+
+    rng = np.random.default_rng(seed)
+    chosen, other = [], []
+    for _ in range(n):
+        prompt = rng.integers(10, 100, size=int(rng.integers(3, 7)))
+        for side, length in ((chosen, int(rng.integers(1, 4))), (other, int(rng.integers(*rejected)))):
+            ids = np.concatenate([prompt, rng.integers(10, 100, size=length)]).astype(np.int32)
+            side.append((ids, np.arange(len(ids)) >= len(prompt)))
+    lines = list(range(1, n + 1))
+    return Pairs(
+        Examples([i for i, _ in chosen], [m for _, m in chosen], lines),
+        Examples([i for i, _ in other], [m for _, m in other], lines),
+    )

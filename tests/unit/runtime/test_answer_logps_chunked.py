@@ -12,9 +12,9 @@ import torch
 from ftc.runtime.training import loss as loss_module
 from ftc.runtime.training.loss import TokenLoss, linear_log_probs
 from ftc.runtime.training.preference import Pairs, answer_logps, collate_pairs, preference_loss
-from ftc.runtime.training.tokens import Examples
 
 from support.models import build_tiny_model
+from support.preference import token_pairs
 
 BETA = 0.5
 
@@ -25,19 +25,7 @@ def small_chunks(monkeypatch):
 
 
 def _pairs(n: int = 4) -> Pairs:
-    """Pairs of a prompt and two answers of other lengths (so their batch is padded)."""
-    rng = np.random.default_rng(11)
-    chosen, rejected = [], []
-    for _ in range(n):
-        prompt = rng.integers(10, 100, size=int(rng.integers(3, 7)))
-        for side, length in ((chosen, int(rng.integers(1, 4))), (rejected, int(rng.integers(2, 6)))):
-            ids = np.concatenate([prompt, rng.integers(10, 100, size=length)]).astype(np.int32)
-            side.append((ids, np.arange(len(ids)) >= len(prompt)))
-    lines = list(range(1, n + 1))
-    return Pairs(
-        Examples([i for i, _ in chosen], [m for _, m in chosen], lines),
-        Examples([i for i, _ in rejected], [m for _, m in rejected], lines),
-    )
+    return token_pairs(n, seed=11)
 
 
 def _model(tiny_model, tmp_path, kind: str):

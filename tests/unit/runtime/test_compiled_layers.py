@@ -14,7 +14,6 @@ import torch
 
 from ftc.runtime.training.batches import collate
 from ftc.runtime.training.compiled import compile_layers, eager_layers
-from ftc.runtime.training.distributed import Dist
 from ftc.runtime.training.engine import build_engine
 from ftc.runtime.training.loss import TokenLoss
 from ftc.runtime.training.render import render_prompt_format
@@ -31,23 +30,6 @@ DEEPSPEED = {
 }  # fmt: skip
 #: micro-batches of every shape a step meets: packed rows of 2 and 3 samples, one example per row, 1 to 6 samples
 STEPS = ([(0, 1), (2, 3)], [(4, 5, 6), (7,)], [(8,)], [(9, 10, 11), (0, 2, 4)], [(1,), (3,)])
-
-
-@pytest.fixture(scope="module")
-def single_process():
-    import deepspeed
-    import deepspeed.ops
-
-    from support.servers import free_ports
-
-    settings = {"RANK": "0", "LOCAL_RANK": "0", "WORLD_SIZE": "1", "MASTER_ADDR": "127.0.0.1"}
-    saved = {k: os.environ.get(k) for k in [*settings, "MASTER_PORT"]}
-    os.environ.update(settings, MASTER_PORT=str(free_ports(1)[0]))
-    deepspeed.ops.__compatible_ops__["deepspeed_shm_comm"] = False
-    deepspeed.init_distributed(dist_backend="gloo")
-    yield Dist(rank=0, local_rank=0, world=1, device=torch.device("cpu"))
-    for k, v in saved.items():
-        os.environ.pop(k, None) if v is None else os.environ.__setitem__(k, v)
 
 
 @pytest.fixture(scope="module")

@@ -16,7 +16,6 @@ import torch
 from torch.overrides import TorchFunctionMode
 
 from ftc.runtime.recipes.dpo import Run
-from ftc.runtime.training.distributed import Dist
 from ftc.runtime.training.engine import build_engine
 from ftc.runtime.training.loss import TokenLoss
 from ftc.runtime.training.preference import (
@@ -28,11 +27,11 @@ from ftc.runtime.training.preference import (
     preference_step,
 )
 from ftc.runtime.training.step import Prefetched
-from ftc.runtime.training.tokens import Examples
 
 from support.host_syncs import HostSyncs
+from support.preference import token_pairs
 
-#: fp32 on one process: the step's loss, read once at the end (``PairStepLoss.value``). Nothing else waits: the pair
+#: fp32 on one process: the step's loss, read once at the end (``StepLoss.value``). Nothing else waits: the pair
 #: and token counts are known when the pairs are collated (one process sums nothing across processes), the reference
 #: log-probabilities come with the batch, torch's AdamW (fp32 on one process) checks nothing on the host
 DESIGNED = {"item": 1}
@@ -47,42 +46,9 @@ BETA = 0.5
 
 
 @pytest.fixture(scope="module")
-def single_process():
-    import os
-
-    import deepspeed
-    import deepspeed.ops
-
-    from support.servers import free_ports
-
-    settings = {"RANK": "0", "LOCAL_RANK": "0", "WORLD_SIZE": "1", "MASTER_ADDR": "127.0.0.1"}
-    saved = {k: os.environ.get(k) for k in [*settings, "MASTER_PORT"]}
-    os.environ.update(settings, MASTER_PORT=str(free_ports(1)[0]))
-    deepspeed.ops.__compatible_ops__["deepspeed_shm_comm"] = False
-    deepspeed.init_distributed(dist_backend="gloo")
-    yield Dist(rank=0, local_rank=0, world=1, device=torch.device("cpu"))
-    for k, v in saved.items():
-        if v is None:
-            os.environ.pop(k, None)
-        else:
-            os.environ[k] = v
-
-
-@pytest.fixture(scope="module")
 def pairs() -> Pairs:
     """Eight pairs of a prompt and two answers of other lengths (so their batches are padded)."""
-    rng = np.random.default_rng(3)
-    chosen, rejected = [], []
-    for _ in range(8):
-        prompt = rng.integers(10, 100, size=int(rng.integers(3, 7)))
-        for side, length in ((chosen, int(rng.integers(1, 4))), (rejected, int(rng.integers(2, 6)))):
-            ids = np.concatenate([prompt, rng.integers(10, 100, size=length)]).astype(np.int32)
-            side.append((ids, np.arange(len(ids)) >= len(prompt)))
-    lines = list(range(1, 9))
-    return Pairs(
-        Examples([i for i, _ in chosen], [m for _, m in chosen], lines),
-        Examples([i for i, _ in rejected], [m for _, m in rejected], lines),
-    )
+    return token_pairs(8, seed=3)
 
 
 #: every pair's reference log-probabilities, far apart: a pair scored against another pair's would change the loss
@@ -146,7 +112,7 @@ def test_a_step_waits_for_the_device_once_and_its_loss_is_the_pairs(single_proce
         assert dict(syncs.calls) == DESIGNED
         assert losses[-1] == pytest.approx(expected, rel=1e-5)
         trained = [i for rows in STEP for (i,) in rows]
-        assert loss.pairs == len(trained) == 5
+        assert loss.count == len(trained) == 5  # the loss is a mean over the step's pairs
         assert loss.real_tokens == sum(len(pairs.chosen.ids[i]) + len(pairs.rejected.ids[i]) for i in trained)
     assert losses[2] < losses[0]  # it trains
 

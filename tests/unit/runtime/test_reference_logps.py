@@ -13,24 +13,14 @@ from ftc.runtime.training.distributed import Dist
 from ftc.runtime.training.loss import TokenLoss
 from ftc.runtime.training.preference import Pairs, answer_logps, collate_pairs
 from ftc.runtime.training.reference import Reference, check_reference, reference_cache, reference_logps
-from ftc.runtime.training.tokens import Examples
+
+from support.preference import token_pairs
 
 ONE = Dist(0, 0, 1, torch.device("cpu"))
 
 
 def _pairs(n: int = 5) -> Pairs:
-    rng = np.random.default_rng(0)
-    chosen, rejected = [], []
-    for _ in range(n):
-        prompt = rng.integers(10, 100, size=int(rng.integers(3, 7)))
-        for side, length in ((chosen, int(rng.integers(1, 4))), (rejected, int(rng.integers(1, 5)))):
-            ids = np.concatenate([prompt, rng.integers(10, 100, size=length)]).astype(np.int32)
-            side.append((ids, np.arange(len(ids)) >= len(prompt)))
-    lines = list(range(1, n + 1))
-    return Pairs(
-        Examples([i for i, _ in chosen], [m for _, m in chosen], lines),
-        Examples([i for i, _ in rejected], [m for _, m in rejected], lines),
-    )
+    return token_pairs(n, seed=0, rejected=(1, 5))
 
 
 def _token_loss(model) -> TokenLoss:
@@ -89,7 +79,7 @@ _RANK_SCRIPT = """
 import json, os, sys, torch, torch.distributed as td
 from pathlib import Path
 from transformers import AutoModelForCausalLM
-sys.path.insert(0, sys.argv[3])
+sys.path[:0] = [sys.argv[3], str(Path(sys.argv[3]).parents[1])]  # this folder, and tests/ (support/)
 from test_reference_logps import _pairs
 from ftc.runtime.training.distributed import Dist
 from ftc.runtime.training.loss import TokenLoss

@@ -10,7 +10,6 @@ import pytest
 import torch
 
 from ftc.runtime.training.batches import collate
-from ftc.runtime.training.distributed import Dist
 from ftc.runtime.training.engine import build_engine, engine_config, optimizer_path
 from ftc.runtime.training.loss import TokenLoss
 from ftc.runtime.training.render import render_prompt_format
@@ -29,28 +28,6 @@ DEEPSPEED = {
     "train_micro_batch_size_per_gpu": 2, "gradient_accumulation_steps": 2, "gradient_clipping": 1.0,
     "zero_optimization": {"stage": 0}, "managed_gradient_accumulation": False,  # as a plan's (every step() updates)
 }  # fmt: skip
-
-
-@pytest.fixture(scope="module")
-def single_process():
-    import os
-
-    import deepspeed
-    import deepspeed.ops
-
-    from support.servers import free_ports
-
-    settings = {"RANK": "0", "LOCAL_RANK": "0", "WORLD_SIZE": "1", "MASTER_ADDR": "127.0.0.1"}
-    saved = {k: os.environ.get(k) for k in [*settings, "MASTER_PORT"]}
-    os.environ.update(settings, MASTER_PORT=str(free_ports(1)[0]))
-    deepspeed.ops.__compatible_ops__["deepspeed_shm_comm"] = False
-    deepspeed.init_distributed(dist_backend="gloo")
-    yield Dist(rank=0, local_rank=0, world=1, device=torch.device("cpu"))
-    for k, v in saved.items():
-        if v is None:
-            os.environ.pop(k, None)
-        else:
-            os.environ[k] = v
 
 
 @pytest.fixture(scope="module")
