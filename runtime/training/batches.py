@@ -69,12 +69,6 @@ class SampleBounds:
     def __init__(self, offsets: tuple[int, ...]) -> None:
         self.offsets = offsets
 
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, SampleBounds) and other.offsets == self.offsets
-
-    def __hash__(self) -> int:
-        return hash(self.offsets)
-
     def __repr__(self) -> str:
         return f"SampleBounds({self.offsets})"
 
