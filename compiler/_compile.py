@@ -153,11 +153,13 @@ def check_inputs(loaded: LoadedSpec, inputs: dict[str, ResolvedInput], cache: St
         training_mode="full" if mode == "full" else "lora",
     )
     loaded.spec = spec
-    ds_file = inputs["deepspeed_config"].local_path if "deepspeed_config" in inputs else None
+    ds_file = inputs.get("deepspeed_config")
     hidden_size = arch.config.get("hidden_size") if arch is not None else None
     ds = deepspeed_config(
-        loaded, spec.num_devices, ds_file, hidden_size=hidden_size if type(hidden_size) is int else None
-    )
+        loaded, spec.num_devices, ds_file.local_path if ds_file is not None else None,
+        hidden_size=hidden_size if type(hidden_size) is int else None,
+        digest=ds_file.entry.digest if ds_file is not None else None,
+    )  # fmt: skip
     return CheckedSpec(spec, arch, mode, ds, loaded.llmforge)
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import hashlib
 import json
 from pathlib import Path
 from typing import Any
@@ -31,9 +32,15 @@ def _zero_section(stage: int, offload_optimizer: bool, offload_param: bool) -> d
 
 
 def deepspeed_config(
-    loaded: LoadedSpec, world_size: int, file_path: Path | None, *, hidden_size: int | None = None
+    loaded: LoadedSpec,
+    world_size: int,
+    file_path: Path | None,
+    *,
+    hidden_size: int | None = None,
+    digest: str | None = None,
 ) -> dict[str, Any]:
-    """The config for ``world_size`` processes. A user's file keeps its settings; its "auto" values are filled from
+    """The config for ``world_size`` processes. A user's file (pinned by its sha256 ``digest``: the plan carries
+    the settings of exactly those bytes) keeps its settings; its "auto" values are filled from
     the spec (and ZeRO's bucket sizes from the model's ``hidden_size``, as transformers' DeepSpeed integration fills
     them), and values that contradict the spec become problems, as do settings a plan may not carry (the plan's
     ``deepspeed`` section is an allow-list: no monitor, profiler or file path)."""
@@ -47,7 +54,7 @@ def deepspeed_config(
     ds = spec.deepspeed
     config: dict[str, Any] = {"zero_optimization": _zero_section(ds.zero_stage, ds.offload_optimizer, ds.offload_param)}
     if file_path is not None:
-        config = _from_file(loaded, file_path, batch, world_size, hidden_size)
+        config = _from_file(loaded, file_path, batch, world_size, hidden_size, digest)
     else:
         config.update(batch)
     # ftc's loop owns the accumulation boundary (every step() applies an update), so a short last step of an
@@ -66,14 +73,31 @@ def deepspeed_config(
 
 
 def _from_file(
-    loaded: LoadedSpec, file_path: Path, batch: dict[str, Any], world_size: int, hidden_size: int | None
+    loaded: LoadedSpec,
+    file_path: Path,
+    batch: dict[str, Any],
+    world_size: int,
+    hidden_size: int | None,
+    digest: str | None,
 ) -> dict[str, Any]:
     at = ("deepspeed", "config_path")
     try:  # a DeepSpeed file is a few KiB of finite JSON; a regular file only
-        config = finite_json(read_bounded_text(file_path, limit=MiB, what="DeepSpeed config"))
+        text = read_bounded_text(file_path, limit=MiB, what="DeepSpeed config")
+        config = finite_json(text)
     except (NotReadable, ValueError) as exc:
         loaded.problems.append(
             loaded.problem(at, f"the DeepSpeed config is not readable JSON: {exc}", "fix the file", kind="input")
+        )
+        return dict(batch)
+    if digest is not None and "sha256:" + hashlib.sha256(text.encode("utf-8")).hexdigest() != digest:
+        loaded.problems.append(  # (strict UTF-8 decodes and encodes back to the same bytes)
+            loaded.problem(
+                at,
+                "the DeepSpeed config changed while ftc compiled the spec: the plan would pin one version of the "
+                "file and carry the settings of another",
+                "compile again once nothing writes the file",
+                kind="changed",
+            )
         )
         return dict(batch)
     if not isinstance(config, dict):
