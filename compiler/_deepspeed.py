@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import copy
-import hashlib
 import json
 from pathlib import Path
 from typing import Any
@@ -11,7 +10,7 @@ from typing import Any
 from ftc.errors import Problem
 from ftc.spec import LoadedSpec
 from ftc.spec.plan_checks import deepspeed_problems
-from ftc.spec.reading import MiB, NotReadable, finite_json, read_bounded_text
+from ftc.spec.reading import ChangedSincePinned, MiB, NotReadable, finite_json, read_pinned_text
 from ftc.spec.schemas import plan_schema
 
 __all__ = ["deepspeed_config"]
@@ -82,22 +81,13 @@ def _from_file(
 ) -> dict[str, Any]:
     at = ("deepspeed", "config_path")
     try:  # a DeepSpeed file is a few KiB of finite JSON; a regular file only
-        text = read_bounded_text(file_path, limit=MiB, what="DeepSpeed config")
-        config = finite_json(text)
+        config = finite_json(read_pinned_text(file_path, sha256=digest, limit=MiB, what="DeepSpeed config"))
+    except ChangedSincePinned as exc:
+        loaded.problems.append(loaded.problem(at, str(exc), exc.fix, kind="changed"))
+        return dict(batch)
     except (NotReadable, ValueError) as exc:
         loaded.problems.append(
             loaded.problem(at, f"the DeepSpeed config is not readable JSON: {exc}", "fix the file", kind="input")
-        )
-        return dict(batch)
-    if digest is not None and "sha256:" + hashlib.sha256(text.encode("utf-8")).hexdigest() != digest:
-        loaded.problems.append(  # (strict UTF-8 decodes and encodes back to the same bytes)
-            loaded.problem(
-                at,
-                "the DeepSpeed config changed while ftc compiled the spec: the plan would pin one version of the "
-                "file and carry the settings of another",
-                "compile again once nothing writes the file",
-                kind="changed",
-            )
         )
         return dict(batch)
     if not isinstance(config, dict):

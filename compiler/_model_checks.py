@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-from pathlib import Path
 from typing import Any
 
 from ftc.spec import LoadedSpec, LoraConfig
@@ -20,7 +19,7 @@ from ftc.spec.architectures import (
     known_architecture,
     known_model_ids,
 )
-from ftc.spec.reading import MiB, NotReadable, read_bounded_text
+from ftc.spec.reading import ChangedSincePinned, MiB, NotReadable, read_pinned_text
 from ftc.stores.safetensors_header import BadSafetensors, TensorInfo, read_safetensors_header
 from ftc.stores.sources import SOURCES, ResolvedInput
 from ftc.stores.weights_folder import CODE_FIX, code_in_folder, code_in_names, describe_code
@@ -30,12 +29,24 @@ __all__ = ["check_adapter", "check_architecture", "check_target_modules"]
 _PICKLED = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
 
 
-def _read_json(path: Path) -> tuple[dict | None, str | None]:
+def _read_json(loaded: LoadedSpec, at: tuple, item: ResolvedInput, name: str, *, cannot: str, fix: str) -> dict | None:
+    """The JSON object of the folder ``item``'s file ``name``, as the plan pins it; else None and a problem, located at
+    ``at``: ``cannot`` (a template, "{}" the reason) with ``fix``."""
     try:
-        data = json.loads(read_bounded_text(path, limit=16 * MiB, what="JSON"))
+        text = read_pinned_text(
+            item.local_path / name, sha256=item.entry.file_sha256.get(name), limit=16 * MiB, what="JSON"
+        )
+        data = json.loads(text)
+    except ChangedSincePinned as exc:
+        loaded.problems.append(loaded.problem(at, str(exc), exc.fix, kind="changed"))
+        return None
     except (NotReadable, json.JSONDecodeError, RecursionError) as exc:
-        return None, str(exc)
-    return (data, None) if isinstance(data, dict) else (None, "not a JSON object")
+        loaded.problems.append(loaded.problem(at, cannot.format(exc), fix, kind="input"))
+        return None
+    if not isinstance(data, dict):
+        loaded.problems.append(loaded.problem(at, cannot.format("not a JSON object"), fix, kind="input"))
+        return None
+    return data
 
 
 def _weights_tensors(loaded: LoadedSpec, at: tuple, item: ResolvedInput) -> dict[str, TensorInfo] | None:
@@ -187,11 +198,10 @@ def _base_architecture(loaded: LoadedSpec, base: ResolvedInput, registry: dict |
             )
             return None
         return Architecture(model_id, registry, "registry")
-    config, error = _read_json(config_path)
+    config = _read_json(
+        loaded, at, base, "config.json", cannot="config.json cannot be read: {}", fix="fix or replace config.json"
+    )
     if config is None:
-        loaded.problems.append(
-            loaded.problem(at, f"config.json cannot be read: {error}", "fix or replace config.json", kind="input")
-        )
         return None
     if registry is not None:
         mismatches = config_mismatches(config, registry)  # the family's own fields too (experts, soft-capping)
@@ -250,16 +260,11 @@ def check_adapter(loaded: LoadedSpec, adapter: ResolvedInput) -> LoraConfig | No
     loaded.problems += _code_problems(loaded, at, adapter)
     loaded.problems += _weights_problems(loaded, at, adapter, "adapter_model.safetensors")
     _weights_tensors(loaded, at, adapter)  # every safetensors file checked against its header
-    config, error = _read_json(adapter.local_path / "adapter_config.json")
+    config = _read_json(
+        loaded, at, adapter, "adapter_config.json", cannot="no readable adapter_config.json ({})",
+        fix="point at a folder saved by peft's save_pretrained",
+    )  # fmt: skip
     if config is None:
-        loaded.problems.append(
-            loaded.problem(
-                at,
-                f"no readable adapter_config.json ({error})",
-                "point at a folder saved by peft's save_pretrained",
-                kind="input",
-            )
-        )
         return None
     if config.get("peft_type", "LORA") != "LORA":
         loaded.problems.append(

@@ -7,6 +7,7 @@ socket would block or never end, and a symlink loop never resolves: each is refu
 from __future__ import annotations
 
 import errno
+import hashlib
 import json
 import math
 import os
@@ -16,7 +17,16 @@ from typing import Any
 
 from ftc.errors import UsageError
 
-__all__ = ["MiB", "NotFinite", "NotReadable", "finite_json", "read_bounded_text", "regular_file_problem"]
+__all__ = [
+    "ChangedSincePinned",
+    "MiB",
+    "NotFinite",
+    "NotReadable",
+    "finite_json",
+    "read_bounded_text",
+    "read_pinned_text",
+    "regular_file_problem",
+]
 
 MiB = 1 << 20
 
@@ -72,6 +82,23 @@ def read_bounded_text(path: str | Path, *, limit: int, what: str, example: str =
         return data.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise NotReadable(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+
+
+class ChangedSincePinned(NotReadable):
+    """A file whose bytes are no longer those its digest pinned a moment ago (something wrote it in between)."""
+
+    fix = "compile again once nothing writes the input"
+
+
+def read_pinned_text(path: str | Path, *, sha256: str | None, limit: int, what: str) -> str:
+    """``read_bounded_text``, checked against ``sha256`` (hex, with or without "sha256:"; None: not pinned): what is
+    read from a file is what its digest pins, not what a write after hashing made of it (``ChangedSincePinned``)."""
+    text = read_bounded_text(path, limit=limit, what=what)
+    if sha256 is not None and hashlib.sha256(text.encode("utf-8")).hexdigest() != sha256.removeprefix("sha256:"):
+        raise ChangedSincePinned(  # (strict UTF-8 decodes and encodes back to the same bytes)
+            f"{path} changed while ftc read it: its settings would not be those of the bytes the plan pins"
+        )
+    return text
 
 
 class NotFinite(ValueError):

@@ -172,26 +172,3 @@ def test_a_setting_the_plan_does_not_carry_gets_the_fix_that_fits_it(job, ftc, t
     assert r.code == ExitCode.SPEC_INVALID
     assert found in r.err and f"fix: {fix}" in r.err
     assert r.err.count("metrics.jsonl") == (1 if "tensorboard" in found else 0)
-
-
-def test_a_file_rewritten_after_it_was_pinned_is_a_problem_not_a_plan_of_other_bytes(job, tmp_path):
-    from ftc.compiler import check_inputs, resolve_inputs
-    from ftc.errors import SpecInvalid
-    from ftc.spec import load_spec
-    from ftc.stores.hashing import StatCache
-    from ftc.stores.sources import ResolveContext
-
-    ds = tmp_path / "ds.json"
-    ds.write_text(json.dumps({"zero_optimization": {"stage": 2}}))
-    loaded = load_spec(job(deepspeed={"config_path": "ds.json"}))
-    with StatCache(tmp_path / "cache.sqlite3") as cache:
-        ctx = ResolveContext(base_dir=loaded.source.base_dir, plan_dir=tmp_path, cache=cache)
-        inputs = resolve_inputs(loaded, ctx)  # the file is hashed for the plan here ...
-        ds.write_text(json.dumps({"zero_optimization": {"stage": 3}}))  # ... and rewritten before it is read
-        check_inputs(loaded, inputs, cache)
-    with pytest.raises(SpecInvalid) as raised:
-        loaded.raise_if_problems()
-    assert "$.deepspeed.config_path" in str(raised.value)
-    assert "the DeepSpeed config changed while ftc compiled the spec" in str(raised.value)
-    assert "compile again once nothing writes the file" in str(raised.value)
-    assert raised.value.exit_code == ExitCode.INPUT_UNRESOLVABLE
