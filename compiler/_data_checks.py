@@ -16,9 +16,10 @@ from pathlib import Path
 from ftc.spec import LoadedSpec
 from ftc.spec.architectures import Architecture
 from ftc.spec.chat_data import CHECKS_VERSION, EXAMPLE, EXAMPLE_PAIR, TEXT_EXAMPLE, check_chat_jsonl
+from ftc.spec.reading import ChangedSincePinned
 from ftc.spec.rope import SCALING_TECHNIQUE, RopeScaling, factor_hint, native_length, resolve_rope_scaling
 from ftc.spec.tasks import TASKS
-from ftc.stores.hashing import StatCache
+from ftc.stores.hashing import StatCache, hash_file
 from ftc.stores.sources import ResolvedInput
 
 __all__ = ["check_chat_data", "check_context_length"]
@@ -105,6 +106,10 @@ def check_chat_data(loaded: LoadedSpec, at: tuple, item: ResolvedInput, cache: S
     if found is None:
         report = check_chat_jsonl(item.local_path, task, labels)
         found = {"records": report.records, "bad": report.bad_lines, "lines": [list(b) for b in report.bad]}
+        if not _still_pinned(item, cache):
+            changed = ChangedSincePinned.at(item.local_path)  # a report of other bytes: not for the plan nor the cache
+            loaded.problems.append(loaded.problem(at, str(changed), changed.fix, kind="changed"))
+            return item
         if cache:
             cache.remember(key, found)
     if found["bad"] and not loaded.spec.skip_bad_examples:
@@ -121,6 +126,15 @@ def check_chat_data(loaded: LoadedSpec, at: tuple, item: ResolvedInput, cache: S
         loaded.problems.append(_data_problem(loaded, at, item.local_path, first, reason))
         return item
     return item.with_records(found["records"], found["bad"])
+
+
+def _still_pinned(item: ResolvedInput, cache: StatCache | None) -> bool:
+    """Whether the file ``item`` still holds the bytes its digest pins (a file left alone since it was hashed: one
+    stat cache lookup)."""
+    try:
+        return "sha256:" + hash_file(item.local_path, cache)[0] == item.entry.digest
+    except OSError:  # gone, or replaced by something that is not a file (NotAnInput)
+        return False
 
 
 def _labels_key(labels: tuple[str, ...] | None) -> str:

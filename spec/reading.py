@@ -89,15 +89,17 @@ class ChangedSincePinned(NotReadable):
 
     fix = "compile again once nothing writes the input"
 
+    @classmethod
+    def at(cls, path: str | Path) -> ChangedSincePinned:
+        return cls(f"{path} changed while ftc read it (the plan would pin one version and describe another)")
+
 
 def read_pinned_text(path: str | Path, *, sha256: str | None, limit: int, what: str) -> str:
     """``read_bounded_text``, checked against ``sha256`` (hex, with or without "sha256:"; None: not pinned): what is
     read from a file is what its digest pins, not what a write after hashing made of it (``ChangedSincePinned``)."""
     text = read_bounded_text(path, limit=limit, what=what)
     if sha256 is not None and hashlib.sha256(text.encode("utf-8")).hexdigest() != sha256.removeprefix("sha256:"):
-        raise ChangedSincePinned(  # (strict UTF-8 decodes and encodes back to the same bytes)
-            f"{path} changed while ftc read it: its settings would not be those of the bytes the plan pins"
-        )
+        raise ChangedSincePinned.at(path)  # (strict UTF-8 decodes and encodes back to the same bytes)
     return text
 
 

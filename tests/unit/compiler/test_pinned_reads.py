@@ -1,6 +1,7 @@
-"""What compile reads of an input for the plan's settings (a DeepSpeed file, a weights folder's config.json, an
-adapter's adapter_config.json) is read from the bytes it pinned: a file rewritten between its hashing and its
-reading is a problem (compile again), never a plan that pins one version and carries another's settings."""
+"""What compile reads of an input for the plan (a DeepSpeed file's settings, a weights folder's config.json, an
+adapter's adapter_config.json, a data file's count of examples) is read from the bytes it pinned: a file rewritten
+between its hashing and its reading is a problem (compile again), never a plan that pins one version and describes
+another, nor a cached check of other bytes under the pinned digest."""
 
 from __future__ import annotations
 
@@ -50,6 +51,24 @@ def test_a_folders_json_rewritten_after_it_was_pinned(job, tmp_path, tiny_model,
     error = _compile_with_a_write_between(spec, tmp_path, rewrite)
     assert f"$.{key}: {folder / name} changed while ftc read it" in str(error)
     assert error.exit_code == ExitCode.INPUT_UNRESOLVABLE and len(error.problems) == 1
+
+
+def test_a_data_file_rewritten_after_it_was_pinned_is_not_counted_nor_cached(job, tmp_path):
+    from support.models import arithmetic_examples, write_jsonl
+
+    spec = job()
+    train = tmp_path / "data" / "train.jsonl"
+    pinned = train.read_bytes()  # 16 examples
+    rewrite = lambda: write_jsonl(train, arithmetic_examples(3, seed=9))  # noqa: E731
+    error = _compile_with_a_write_between(spec, tmp_path, rewrite)
+    assert f"$.train_path: {train} changed while ftc read it" in str(error)
+    assert error.exit_code == ExitCode.INPUT_UNRESOLVABLE and len(error.problems) == 1
+    train.write_bytes(pinned)  # the pinned bytes back: their count is theirs, not the 3 read in between
+    loaded = load_spec(spec)
+    with StatCache(tmp_path / "cache.sqlite3") as cache:
+        inputs = resolve_inputs(loaded, ResolveContext(base_dir=loaded.source.base_dir, plan_dir=tmp_path, cache=cache))
+        check_inputs(loaded, inputs, cache)
+    assert not loaded.problems and inputs["train"].entry.records == 16
 
 
 def test_files_left_alone_compile(job, tmp_path):
