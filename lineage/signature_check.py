@@ -13,7 +13,6 @@ import io
 import os
 import re
 import stat
-import tempfile
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +22,7 @@ from ftc.errors import LineageBroken
 from ftc.spec.reading import MiB, finite_json
 from ftc.spec.text import for_terminal
 from ftc.stores.hashing import NotAnInput, hash_file
+from ftc.stores.scratch import scratch
 
 from ._oms import hashing_config
 from .record import LINEAGE_FILE, SIGNATURE_FILE
@@ -204,14 +204,14 @@ def _library_verifies(folder: Path, signature: bytes, key: TrustedKey, links: bo
     someone else controls."""
     from model_signing import verifying
 
-    with tempfile.TemporaryDirectory(prefix="ftc-sig-") as scratch:
-        (Path(scratch) / "key.pem").write_bytes(key.pem)
-        (Path(scratch) / SIGNATURE_FILE).write_bytes(signature)
+    with scratch("sig") as private:
+        (private / "key.pem").write_bytes(key.pem)
+        (private / SIGNATURE_FILE).write_bytes(signature)
         try:
             with contextlib.redirect_stdout(io.StringIO()):
-                verifying.Config().use_elliptic_key_verifier(public_key=Path(scratch) / "key.pem").set_hashing_config(
+                verifying.Config().use_elliptic_key_verifier(public_key=private / "key.pem").set_hashing_config(
                     hashing_config(links)
-                ).verify(folder, Path(scratch) / SIGNATURE_FILE)
+                ).verify(folder, private / SIGNATURE_FILE)
         except Exception as exc:  # the library's errors for a signature that does not verify
             text = str(exc) or type(exc).__name__
             if type(exc).__name__ == "InvalidSignature":

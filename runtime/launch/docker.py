@@ -19,7 +19,6 @@ import hashlib
 import json
 import os
 import sys
-import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,6 +33,7 @@ from ftc.runtime.training.trackers import TRACKER_ENV
 from ftc.spec.folders import SYSTEM_TREES, system_folder
 from ftc.spec.plan import Plan, PlanImage
 from ftc.stores.hashing import cache_dir
+from ftc.stores.scratch import scratch
 from ftc.stores.sources import SOURCES
 from ftc.stores.sources.local import HOME_IN_CONTAINER
 
@@ -105,16 +105,16 @@ def run_in_container(
     name = container_name(output, rendezvous.node_rank)
     # the worker's outcome note: in a folder of this run's own, mounted for it (not the output folder: the failure to
     # report may be that the output storage is full)
-    with tempfile.TemporaryDirectory(prefix="ftc-run-", ignore_cleanup_errors=True) as scratch:
+    with scratch("run") as folder:
         # remote inputs come from the cache (no store credentials in there); the output lock names the container
-        handoff = Handoff(resume=resume, outcome=Path(scratch) / "outcome.json", inputs_checked=True, container=name)
+        handoff = Handoff(resume=resume, outcome=folder / "outcome.json", inputs_checked=True, container=name)
         options = {
             "image": found.id,
             "entrypoint": ["python", "-m", "ftc.runtime"],
             "command": [str(plan_path), *rendezvous.to_args(), *handoff.to_args()],
             "user": f"{os.getuid()}:{os.getgid()}",
             "environment": _environment(plan, image, found, engine),
-            "mounts": [*container_mounts(plan_path, paths, output, mounts), _scratch_mount(scratch)],
+            "mounts": [*container_mounts(plan_path, paths, output, mounts), _scratch_mount(folder)],
             "working_dir": str(plan_path.parent),
             "network_mode": "host",
             "ipc_mode": "host",
@@ -151,10 +151,10 @@ def _environment(plan: Plan, image: PlanImage, found: Any, engine: str) -> dict[
     return environment
 
 
-def _scratch_mount(folder: str):
+def _scratch_mount(folder: Path):
     from docker.types import Mount
 
-    return Mount(folder, folder, type="bind", read_only=False)
+    return Mount(str(folder), str(folder), type="bind", read_only=False)
 
 
 def _run_and_follow(

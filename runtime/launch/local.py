@@ -14,7 +14,6 @@ import os
 import signal
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
 
 from ftc.errors import FtcError, UsageError, report
@@ -27,6 +26,7 @@ from ftc.runtime.training.progress import log
 from ftc.runtime.training.threads import choose_cpu_threads
 from ftc.runtime.training.trackers import check_tracker
 from ftc.spec.plan import Placement, Plan, read_plan
+from ftc.stores.scratch import scratch
 
 from .handoff import Handoff, Rendezvous, worker_parser
 from .lock import output_lock
@@ -108,11 +108,11 @@ def _launch_workers(plan: Plan, plan_path: Path, handoff: Handoff, rendezvous: R
     }
     command = [sys.executable if part == "python" else part.format(**values) for part in plan.launch.command]
     # the note lives outside the output folder: the failure to report may be that the output storage is full
-    with tempfile.TemporaryDirectory(prefix="ftc-run-") as scratch:
-        note = Path(scratch) / "outcome.json"
+    with scratch("run") as folder:
+        note = folder / "outcome.json"
         handoff = dataclasses.replace(handoff, outcome=note)
         if plan.placement is not None:  # the workers run the same plan file, placed as this process places it
-            placement = Path(scratch) / "placement.json"
+            placement = folder / "placement.json"
             placement.write_text(json.dumps(plan.placement.to_dict()))
             handoff = dataclasses.replace(handoff, placement=placement)
         # torch.distributed.run gives each process OMP_NUM_THREADS=1 unless it is set: it is, to ftc's choice

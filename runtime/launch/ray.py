@@ -26,7 +26,6 @@ import os
 import re
 import shutil
 import sys
-import tempfile
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
@@ -34,6 +33,7 @@ from typing import Any
 
 from ftc.errors import EngineUnavailable, FtcError, TrainingFailed, UsageError
 from ftc.spec.plan import Placement, Plan
+from ftc.stores.scratch import scratch_folder
 from ftc.stores.sources import SOURCES
 
 from .outcome import exceptions_in, outcome_exception, outcome_from_exception
@@ -77,7 +77,7 @@ def run_on_ray(
     where = address or os.environ.get("RAY_ADDRESS") or "auto"
     ray_log = ray_log_path(plan.plan_id)
     _connect(ray, where, ray_log)
-    scratch = tempfile.mkdtemp(prefix="ftc-ray-")  # Ray Train's own run folder: ftc keeps nothing there
+    scratch = str(scratch_folder("ray"))  # Ray Train's own run folder: ftc keeps nothing there
     try:
         gpu = _cluster_has_gpus(ray)
         request = _requested(ray, plan, gpu, where=where, log=log)  # before anything is submitted

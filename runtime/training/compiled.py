@@ -51,12 +51,13 @@ def _private_compile_cache() -> str:
     import atexit
     import os
     import shutil
-    import tempfile
 
     import torch._functorch.config as functorch
     import torch._inductor.config as inductor
 
-    folder = tempfile.mkdtemp(prefix="ftc-compiled-")  # mode 0700; its compile workers inherit the variables
+    from ftc.stores.scratch import scratch_folder
+
+    folder = str(scratch_folder("compiled"))  # mode 0700; its compile workers inherit the variables
     atexit.register(shutil.rmtree, folder, ignore_errors=True)
     os.environ["TORCHINDUCTOR_CACHE_DIR"] = folder
     os.environ["TRITON_CACHE_DIR"] = os.path.join(folder, "triton")
