@@ -11,8 +11,8 @@ importing this package loads none of its modules: each name is imported when fir
 - ``loss``, ``step``: the token loss (and the fused linear cross-entropy); one optimizer step of it, queued
 - ``model``, ``attention``, ``compiled``: loading weights and tokenizers without running their code; attention and
   kernels; decoder layers compiled (``torch_compile``)
-- ``distributed``, ``engine``, ``checkpoint``: the process group; DeepSpeed with the optimizer and schedule;
-  checkpoints, their state and resuming
+- ``distributed``, ``engine``, ``checkpoint``, ``state_file``: the process group; DeepSpeed with the optimizer and
+  schedule; checkpoints, their state (DeepSpeed's in safetensors and JSON) and resuming
 - ``preflight``, ``inputs``, ``data``: the checks before training, the plan's inputs verified, its data tokenized
 - ``evaluation``, ``summary``: evaluation during training (token loss, exact match); the run's summary
 - ``loop``, ``startup``: what every recipe's ``train`` does around its own step and data: the model loaded, the
@@ -143,6 +143,14 @@ _MODULES = {
     "reference": ("Reference", "check_reference", "reference_cache", "reference_logps"),
     "render": ("PLACEHOLDER", "Rendered", "render_chat_template", "render_prompt_format", "renderer_for"),
     "sandbox": ("TemplateRefused", "render_template"),
+    "state_file": (
+        "FORMAT",
+        "NotStateFile",
+        "checkpoint_engine",
+        "deepspeed_view",
+        "read_state_file",
+        "write_state_file",
+    ),
     "step": ("Prefetched", "StepLoss", "train_step"),
     "startup": ("Loaded", "execution_of", "load_for_training", "new_checkpointer", "open_reporting"),
     "threads": ("CpuThreads", "choose_cpu_threads", "use_cpu_threads"),

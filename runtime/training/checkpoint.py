@@ -7,7 +7,7 @@
         ftc_state.json                                      where training stood, losses, mode, skipped examples
         lineage.json                                        the lineage record (ftc.lineage): parents, data, run
         model.sig                                           its signature over every file, when FTC_SIGNING_KEY is set
-        training_state/                                     DeepSpeed's optimizer, scheduler and module state
+        training_state/                                     DeepSpeed's optimizer, scheduler, module state (safetensors)
         rng_state_rank*.safetensors                         random number generator state of each process
     <output>/best, <output>/latest                          symlinks to checkpoints
     <output>/.ftc-lock-node<K>                              held while a run writes here (runtime/launch/lock.py)
@@ -15,15 +15,14 @@
 A checkpoint is written to ``checkpoints/.step-000012.tmp`` and renamed when complete, so a folder named
 ``step-*`` is always whole, and a signed one is signed whole (the signature is written before the rename).
 Resuming trusts nothing unverified: every file of the checkpoint must be what its lineage record says before
-anything is read, and DeepSpeed's training state is unpickled weights-only (tensors,
-containers and three DeepSpeed value types), so a planted object is refused, never run.
+anything is read. DeepSpeed's training state is safetensors with its structure in JSON (``state_file``), so nothing
+is unpickled: a file that is not ftc's is refused unread.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import re
 import shutil
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -131,51 +130,38 @@ def is_complete(checkpoint: Path) -> bool:
     return state["global_step"] >= state["total_steps"]
 
 
-#: the only non-container types DeepSpeed's training state holds (checked on ZeRO 0-3, full and LoRA, fp32 and bf16)
-_DEEPSPEED_VALUE_TYPES = (
-    ("deepspeed.runtime.fp16.loss_scaler", "LossScaler"),
-    ("deepspeed.runtime.zero.config", "ZeroStageEnum"),
-    ("deepspeed.utils.tensor_fragment", "fragment_address"),
-)
-
-
 def load_training_state(engine: Any, checkpoint: Path, *, strict: bool) -> None:
-    """Load the optimizer, scheduler and module state DeepSpeed saved in ``checkpoint`` (verified beforehand).
+    """Load the optimizer, scheduler and module state DeepSpeed saved in ``checkpoint`` (verified beforehand), from
+    ftc's safetensors files (``state_file``): nothing is unpickled; a file that is not ftc's is refused (exit 12)."""
+    from .state_file import NotStateFile, deepspeed_view
 
-    DeepSpeed reads its files with ``torch.load(weights_only=False)``, which runs whatever a pickle names. Its
-    checkpoint engine is given a loader that unpickles weights-only instead: tensors, plain containers and numbers,
-    and the DeepSpeed value types above; anything else stops the run with exit 12 before it is constructed."""
-    import importlib
-    import pickle
-
-    import torch
-
-    allowed = [getattr(importlib.import_module(module), name) for module, name in _DEEPSPEED_VALUE_TYPES]
-
-    def load(path: str, map_location: Any = None) -> Any:
-        with torch.serialization.safe_globals(allowed):
-            return torch.load(path, map_location=map_location, weights_only=True)
-
-    _same_optimizer_files(engine, checkpoint)
-    engine.checkpoint_engine.load = load
+    _same_state_files(engine, checkpoint)
+    fix = "\n    fix: resume only from checkpoints ftc wrote, or start again into a new output_dir"
+    if not any((checkpoint / "training_state" / TAG).glob("*_model_states.safetensors")):  # (DeepSpeed: an assert)
+        raise LineageBroken(f"{checkpoint}: it holds no training state under training_state/{TAG}/" + fix)
     try:
-        engine.load_checkpoint(str(checkpoint / "training_state"), tag=TAG, load_module_strict=strict)
-    except pickle.UnpicklingError as exc:
-        named = re.search(r"GLOBAL [\w.]+", str(exc))
-        what = named.group(0) if named else "not plain tensors and containers"
-        raise LineageBroken(
-            f"{checkpoint}: its training state holds objects ftc never writes; refused without loading them ({what})"
-            "\n    fix: resume only from checkpoints ftc wrote, or start again into a new output_dir"
-        ) from None
+        with deepspeed_view(checkpoint / "training_state") as view:
+            engine.load_checkpoint(str(view), tag=TAG, load_module_strict=strict)
+    except NotStateFile as exc:
+        raise LineageBroken(f"{exc}; refused without reading it" + fix) from None
 
 
-def _same_optimizer_files(engine: Any, checkpoint: Path) -> None:
-    """The checkpoint's optimizer state is in the files this engine's optimizer reads: a checkpoint written by an
-    ftc that trained the plan on another DeepSpeed optimizer (before one process trained without ZeRO) is refused
+def _same_state_files(engine: Any, checkpoint: Path) -> None:
+    """The checkpoint's training state is in the files this engine reads: a checkpoint written by an earlier ftc (in
+    torch's pickle format, or on another DeepSpeed optimizer before one process trained without ZeRO) is refused
     with what to do, not a traceback from inside DeepSpeed."""
+    state = checkpoint / "training_state" / TAG
+    earlier = (
+        "\n    fix: resume it with the ftc that wrote it (its lineage.json names the version), or start the plan again"
+        " into a new output_dir"
+    )
+    if any(state.glob("*.pt")):
+        raise UsageError(
+            f"{checkpoint}: its training state is in torch's pickle format (training_state/{TAG}/*.pt), as an earlier "
+            "ftc wrote it; this ftc never unpickles" + earlier
+        )
     kind = type(engine.optimizer).__name__
     wants = "bf16_zero_pp_rank_" if kind == "BF16_Optimizer" else "zero_pp_rank_" if engine.zero_optimization() else ""
-    state = checkpoint / "training_state" / TAG
     holds = {
         "bf16_zero_pp_rank_" if p.name.startswith("bf16_") else "zero_pp_rank_" for p in state.glob("*zero_pp_rank_*")
     }
@@ -184,9 +170,7 @@ def _same_optimizer_files(engine: Any, checkpoint: Path) -> None:
     written = " and ".join(sorted(f"{p}* files" for p in holds)) or "the module's own file"
     raise UsageError(
         f"{checkpoint}: its optimizer state is in {written}, written by another DeepSpeed optimizer than this run's "
-        f"({kind}): it was written by an earlier ftc, which trained this plan on ZeRO's optimizer"
-        "\n    fix: resume it with the ftc that wrote it (its lineage.json names the version), or start the plan again"
-        " into a new output_dir"
+        f"({kind}): it was written by an earlier ftc, which trained this plan on ZeRO's optimizer" + earlier
     )
 
 
@@ -306,6 +290,10 @@ class Checkpointer:
         save_file(rng, str(tmp / f"rng_state_rank{self.rank}.safetensors"))
         self.barrier()
         if self.rank == 0:
+            for script in (tmp / "training_state").glob(
+                "zero_to_*.py"
+            ):  # DeepSpeed's, for its pickles: not ftc's state
+                script.unlink()
             save_tokenizer(tokenizer, tmp)
             (tmp / PLAN_FILE).write_text(self.plan_text, encoding="utf-8")
             state = {**state, "sizes": checkpoint_sizes(tmp)}  # (the state file itself is a few hundred bytes)

@@ -6,6 +6,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from .state_file import checkpoint_engine
+
 __all__ = [
     "OptimizerChoice",
     "build_engine",
@@ -49,6 +51,7 @@ def build_engine(
     )
     config = engine_config(deepspeed_config, precision=precision, world=world)
     engine, _, _, _ = deepspeed.initialize(model=model, optimizer=optimizer, lr_scheduler=scheduler, config=config)
+    engine.checkpoint_engine = checkpoint_engine()  # its training state in safetensors and JSON, not pickle
     if engine.dp_world_size == 1 and (
         engine.zero_optimization_stage() == 0 or type(engine.optimizer).__name__ == "BF16_Optimizer"
     ):  # (ZeRO's own optimizers move their gradients in the all-reduce, even on one process)

@@ -89,6 +89,10 @@ def test_two_processes_train_with_zero_and_save_real_weights(job, tmp_path, stag
     record_files = {f["path"] for f in read_json(final / "lineage.json")["checkpoint"]["files"]}
     assert {"rng_state_rank0.safetensors", "rng_state_rank1.safetensors", "model.safetensors"} <= record_files
     assert read_json(final / "lineage.json")["execution"]["zero_stage"] == stage
+    # each rank's optimizer partition, and all of the training state, in safetensors: no pickle, no DeepSpeed scripts
+    state_files = sorted(p.name for p in (final / "training_state").rglob("*") if p.is_file())
+    assert all(n.endswith(".safetensors") for n in state_files), state_files
+    assert sum(n.endswith("_optim_states.safetensors") for n in state_files) == 2, state_files
     from safetensors.torch import load_file
 
     weights = load_file(final / "model.safetensors")

@@ -1,6 +1,6 @@
 """`ftc run --resume` trusts nothing unverified: a checkpoint is re-hashed against its lineage record before any of
-it is read, its training state is unpickled weights-only (a planted object is refused, never run), and the run
-records where it resumed. A finished run is left as it is; a run with nothing to resume says so."""
+it is read, its training state is safetensors and JSON that ftc wrote (a planted pickle is refused, never run), and
+the run records where it resumed. A finished run is left as it is; a run with nothing to resume says so."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from ftc.errors import ExitCode
 from conftest import read_json
 
 TWO_EPOCHS = dict(lora_config=None, num_epochs=2, train_batch_size_per_device=4)
-STATE = Path("training_state/state/mp_rank_00_model_states.pt")
+STATE = Path("training_state/state/mp_rank_00_model_states.safetensors")
 
 
 @pytest.fixture
@@ -94,13 +94,32 @@ def test_a_planted_pickle_is_refused_and_never_runs(interrupted, ftc, tmp_path):
     plan, out, checkpoint = interrupted
     marker = tmp_path / "the-payload-ran"
     torch.save({"module": _Payload(marker)}, checkpoint / STATE)
-    _reseal(checkpoint)  # the record matches the planted file: only the weights-only loading stands in the way
+    _reseal(checkpoint)  # the record matches the planted file: only the format ftc reads stands in the way
     assert ftc("lineage", "verify", checkpoint).code == 0
     r = ftc("run", plan, "--resume")
     assert r.code == ExitCode.LINEAGE_BROKEN, r.err
-    assert "its training state holds objects ftc never writes; refused without loading them" in r.err
-    assert "GLOBAL posix.system" in r.err or "GLOBAL os.system" in r.err
+    assert f"{checkpoint / STATE}: torch's pickle format (ftc never unpickles), not training state ftc wrote; " \
+        "refused without reading it" in r.err  # fmt: skip
+    assert "fix: resume only from checkpoints ftc wrote, or start again into a new output_dir" in r.err
     assert not marker.exists()
+    assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["step-000004"]
+
+
+def test_a_planted_state_naming_a_type_ftc_never_writes_is_refused(interrupted, ftc):
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    plan, out, checkpoint = interrupted
+    with safe_open(str(checkpoint / STATE), framework="pt") as f:
+        metadata, tensors = f.metadata(), {k: f.get_tensor(k) for k in f.keys()}
+    metadata["structure"] = json.dumps({"$dict": [["module", {"$value": "system", "state": "touch /tmp/x"}]]})
+    save_file(tensors, str(checkpoint / STATE), metadata=metadata)
+    _reseal(checkpoint)
+    r = ftc("run", plan, "--resume")
+    assert r.code == ExitCode.LINEAGE_BROKEN, r.err
+    assert (
+        f"{checkpoint / STATE}: its structure is not one ftc writes (ValueError); refused without reading it" in r.err
+    )
     assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["step-000004"]
 
 

@@ -41,8 +41,14 @@ def test_full_parameter_run_learns_and_writes_a_complete_checkpoint(trained, tmp
     ]
     assert (final / "plan.json").read_text() == (tmp_path / "plan.json").read_text()  # the plan that wrote it
     # the spec's ZeRO stage 2 has nothing to shard on one process: trained without ZeRO, the optimizer's state is
-    # in the module's file
-    assert sorted(p.name for p in (final / "training_state" / "state").iterdir()) == ["mp_rank_00_model_states.pt"]
+    # in the module's file, which is safetensors with its structure in JSON (no pickle)
+    state_file = final / "training_state" / "state" / "mp_rank_00_model_states.safetensors"
+    assert sorted(p.name for p in state_file.parent.iterdir()) == [state_file.name]
+    assert not [p for p in final.rglob("*") if p.suffix in (".pt", ".pth", ".bin", ".pkl")]
+    from safetensors import safe_open
+
+    with safe_open(str(state_file), framework="pt") as f:
+        assert f.metadata()["format"] == "ftc-training-state/1" and len(f.keys()) > 0
     state = read_json(final / "ftc_state.json")
     assert (
         state["mode"] == "full" and state["global_step"] == 24 and state["epoch"] == 3 and state["step_in_epoch"] == 0

@@ -4,30 +4,24 @@ engine; and the engine's optimizer is the one designed for each precision."""
 
 from __future__ import annotations
 
-from types import SimpleNamespace
-
 import pytest
 import torch
 
 from ftc.runtime.training.batches import collate
-from ftc.runtime.training.engine import build_engine, engine_config, optimizer_path
+from ftc.runtime.training.engine import engine_config, optimizer_path
 from ftc.runtime.training.loss import TokenLoss
 from ftc.runtime.training.render import render_prompt_format
 from ftc.runtime.training.step import train_step
 from ftc.runtime.training.tokens import tokenize_file
 from ftc.spec import PromptFormat
 
+from support.engines import DEEPSPEED, tiny_engine
 from support.host_syncs import HostSyncs
 from support.models import PROMPT_FORMAT, arithmetic_examples, write_jsonl
 
 #: the step's own wait (its loss, read once), and in bf16 DeepSpeed's two (BF16_Optimizer checks the gradient norm for
 #: overflow, and compares the clipping coefficient with 1)
 DESIGNED = {"fp32": {"item": 1}, "bf16": {"item": 1, "__bool__": 2}}
-SPEC = SimpleNamespace(learning_rate=1e-3, weight_decay=0.0, lr_scheduler_type="constant", num_warmup_steps=0)
-DEEPSPEED = {
-    "train_micro_batch_size_per_gpu": 2, "gradient_accumulation_steps": 2, "gradient_clipping": 1.0,
-    "zero_optimization": {"stage": 0}, "managed_gradient_accumulation": False,  # as a plan's (every step() updates)
-}  # fmt: skip
 
 
 @pytest.fixture(scope="module")
@@ -40,21 +34,9 @@ def examples(tiny_model, tmp_path_factory):
     return tokenize_file(path, render=lambda m: render_prompt_format(m, fmt), tokenizer=tokenizer, cache_file=None)[0]
 
 
-def _engine(tiny_model, precision, stage=0):
-    from transformers import AutoModelForCausalLM
-
-    from ftc.runtime.training.attention import register
-
-    register()
-    dtype = torch.bfloat16 if precision == "bf16" else torch.float32
-    model = AutoModelForCausalLM.from_pretrained(tiny_model, dtype=dtype, attn_implementation="sdpa_varlen")
-    plan = {**DEEPSPEED, "zero_optimization": {"stage": stage}}
-    return build_engine(model, SPEC, plan, precision=precision, total_steps=10, world=1)
-
-
 @pytest.mark.parametrize("precision", ["fp32", "bf16"])
 def test_a_step_waits_for_the_device_only_where_designed(single_process, tiny_model, examples, precision):
-    engine = _engine(tiny_model, precision)
+    engine = tiny_engine(tiny_model, precision)
     token_loss = TokenLoss(engine.module, zero_stage=0)
     micro = [collate(rows, examples, pad_id=0, packed=True, flat=True) for rows in ([(0, 1), (2, 3)], [(4, 5), (6, 7)])]
     losses = []
@@ -67,7 +49,7 @@ def test_a_step_waits_for_the_device_only_where_designed(single_process, tiny_mo
 
 
 def test_bf16_trains_on_the_flat_bf16_optimizer_with_fp32_gradient_accumulation(single_process, tiny_model):
-    engine = _engine(tiny_model, "bf16")
+    engine = tiny_engine(tiny_model, "bf16")
     assert type(engine.optimizer).__name__ == "BF16_Optimizer"
     assert engine.get_data_types() == (torch.bfloat16, torch.float32)
     assert type(engine.optimizer.optimizer) is torch.optim.AdamW and engine.optimizer.optimizer.defaults["fused"]
@@ -76,7 +58,7 @@ def test_bf16_trains_on_the_flat_bf16_optimizer_with_fp32_gradient_accumulation(
 
 
 def test_fp32_trains_on_torch_fused_adamw_itself(single_process, tiny_model):
-    engine = _engine(tiny_model, "fp32")
+    engine = tiny_engine(tiny_model, "fp32")
     assert type(engine.optimizer) is torch.optim.AdamW and engine.optimizer.defaults["fused"]
     assert not engine.enable_backward_allreduce
     assert optimizer_path(DEEPSPEED, precision="fp32", world=1) == "torch AdamW"
@@ -84,7 +66,7 @@ def test_fp32_trains_on_torch_fused_adamw_itself(single_process, tiny_model):
 
 def test_zero_3_on_one_process_keeps_its_gradient_epilogue_and_trains(single_process, tiny_model, examples):
     # ZeRO 3 partitions its gradients in the all-reduce step, even on one process: it is never skipped there
-    engine = _engine(tiny_model, "fp32", stage=3)
+    engine = tiny_engine(tiny_model, "fp32", stage=3)
     assert engine.zero_optimization_stage() == 3 and engine.enable_backward_allreduce
     token_loss = TokenLoss(engine.module, zero_stage=3)
     micro = [collate([(0, 1), (2, 3)], examples, pad_id=0, packed=True, flat=True)]
@@ -141,13 +123,28 @@ def test_a_checkpoint_of_another_optimizer_is_refused_with_what_to_do(single_pro
 
     state = tmp_path / "step-000004" / "training_state" / "state"
     state.mkdir(parents=True)
-    (state / "mp_rank_00_model_states.pt").write_bytes(b"")
+    (state / "mp_rank_00_model_states.safetensors").write_bytes(b"")
     if written:
-        (state / f"{written}0_mp_rank_00_optim_states.pt").write_bytes(b"")
-    engine = _engine(tiny_model, precision)
+        (state / f"{written}0_mp_rank_00_optim_states.safetensors").write_bytes(b"")
+    engine = tiny_engine(tiny_model, precision)
     with pytest.raises(UsageError) as refused:
         load_training_state(engine, tmp_path / "step-000004", strict=True)
     assert refused.value.exit_code == ExitCode.USAGE  # `ftc run --resume` exits 2
     message = str(refused.value)
     assert "written by another DeepSpeed optimizer than this run's" in message
     assert "fix: resume it with the ftc that wrote it (its lineage.json names the version)" in message
+
+
+def test_a_checkpoint_an_earlier_ftc_wrote_in_torchs_pickle_format_is_refused_unread(single_process, tiny_model,
+                                                                                     tmp_path):  # fmt: skip
+    from ftc.errors import ExitCode, UsageError
+    from ftc.runtime.training.checkpoint import load_training_state
+
+    state = tmp_path / "step-000004" / "training_state" / "state"
+    state.mkdir(parents=True)
+    torch.save({"module": {}}, state / "mp_rank_00_model_states.pt")  # what DeepSpeed's own engine wrote
+    with pytest.raises(UsageError) as refused:
+        load_training_state(tiny_engine(tiny_model, "fp32"), tmp_path / "step-000004", strict=True)
+    assert refused.value.exit_code == ExitCode.USAGE
+    assert "its training state is in torch's pickle format (training_state/state/*.pt), as an earlier ftc wrote it; " \
+        "this ftc never unpickles" in str(refused.value)  # fmt: skip
