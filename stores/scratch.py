@@ -3,9 +3,11 @@
 A scratch folder (the compiled layers' code, a Ray run's folder, a run's outcome note) is private (mode 0700) and
 removed by the process that made it when it is done. A process killed outright (SIGKILL, the kernel's out-of-memory
 killer) cannot remove it, so every new scratch folder first removes those of killed processes: each is named
-``ftc-<kind>-<host>-<pid>-<random>``, and one of this user, made on this host by a process that no longer runs, is
-left over. A folder of a running process, of another host sharing the temp folder (a container's own process ids
-mean nothing here), or of another user is never touched, nor anything that is not a folder (a link is not followed).
+``ftc-<kind>-<where>-<pid>-<random>``, ``<where>`` the host and its process-id namespace, and one of this user, made
+where this process runs by a process that no longer runs, is left over. A folder of a running process, of another
+host or another process-id namespace sharing the temp folder (a container's, with its own process ids, even one that
+shares the host's name; or a folder the container runtime mounted there from outside), or of another user is never
+touched, nor anything that is not a folder (a link is not followed).
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ def scratch_folder(kind: str, *, root: str | Path | None = None) -> Path:
     root = Path(root or tempfile.gettempdir())
     for folder in left_over(root):
         shutil.rmtree(folder, ignore_errors=True)
-    return Path(tempfile.mkdtemp(prefix=f"ftc-{kind}-{_host()}-{os.getpid()}-", dir=root))
+    return Path(tempfile.mkdtemp(prefix=f"ftc-{kind}-{_where()}-{os.getpid()}-", dir=root))
 
 
 @contextmanager
@@ -44,7 +46,7 @@ def scratch(kind: str, *, root: str | Path | None = None) -> Iterator[Path]:
 
 def left_over(root: Path) -> list[Path]:
     """The scratch folders in ``root`` that processes of this host, now gone, made and could not remove."""
-    pattern = re.compile(rf"ftc-[a-z]+-{re.escape(_host())}-(\d+)-[^/]+")
+    pattern = re.compile(rf"ftc-[a-z]+-{re.escape(_where())}-(\d+)-[^/]+")
     found = []
     try:
         names = os.listdir(root)
@@ -63,9 +65,14 @@ def left_over(root: Path) -> list[Path]:
     return found
 
 
-def _host() -> str:
-    """This host's name as a folder name may hold it."""
-    return re.sub(r"[^A-Za-z0-9.]", "_", socket.gethostname())[:64] or "host"
+def _where() -> str:
+    """This host's name and its process-id namespace (where a process id means this process), as a folder name may
+    hold them."""
+    host = re.sub(r"[^A-Za-z0-9.]", "_", socket.gethostname())[:64] or "host"
+    try:
+        return f"{host}.{os.stat('/proc/self/ns/pid').st_ino}"
+    except OSError:  # no /proc (not Linux): the host alone
+        return host
 
 
 def _running(pid: int) -> bool:

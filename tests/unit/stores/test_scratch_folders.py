@@ -13,6 +13,9 @@ from ftc.stores.scratch import left_over, scratch, scratch_folder
 
 from conftest import REPO
 
+HOST = socket.gethostname().replace("-", "_")
+WHERE = f"{HOST}.{os.stat('/proc/self/ns/pid').st_ino}"  # the host and its process-id namespace
+
 
 def _killed_process_folder(root) -> str:
     """A real process makes a compiled-code scratch folder in ``root`` and is killed outright (SIGKILL)."""
@@ -35,28 +38,30 @@ def test_a_killed_processs_folder_is_removed_by_the_next_one_made(tmp_path):
     mine = scratch_folder("ray", root=tmp_path)
     assert not os.path.exists(killed)
     assert mine.is_dir() and mine.stat().st_mode & 0o777 == 0o700
-    assert mine.name.startswith(f"ftc-ray-{socket.gethostname().replace('-', '_')}-{os.getpid()}-")
+    assert mine.name.startswith(f"ftc-ray-{WHERE}-{os.getpid()}-")
 
 
 def test_what_is_not_a_killed_processs_folder_is_left_alone(tmp_path):
-    host = socket.gethostname().replace("-", "_")
-    running = tmp_path / f"ftc-run-{host}-{os.getppid()}-abc"  # a running process's (the test runner's parent)
-    other_host = tmp_path / f"ftc-run-another_host-{2**22 + 7}-abc"
-    not_ours = tmp_path / f"other-run-{host}-{2**22 + 7}-abc"
-    for folder in (running, other_host, not_ours):
+    gone = 2**22 + 7  # no such process
+    running = tmp_path / f"ftc-run-{WHERE}-{os.getppid()}-abc"  # a running process's (the test runner's parent)
+    other_host = tmp_path / f"ftc-run-another_host.{WHERE.split('.')[-1]}-{gone}-abc"
+    # a container's, sharing this host's name but not its process ids (or a folder mounted there from the host)
+    other_namespace = tmp_path / f"ftc-run-{HOST}.4026531999-{gone}-abc"
+    not_ours = tmp_path / f"other-run-{WHERE}-{gone}-abc"
+    for folder in (running, other_host, other_namespace, not_ours):
         folder.mkdir()
     target = tmp_path / "kept"
     target.mkdir()
     (target / "data").write_text("kept")
-    link = tmp_path / f"ftc-run-{host}-{2**22 + 7}-link"  # no such process: but a link, never followed
+    link = tmp_path / f"ftc-run-{WHERE}-{gone}-link"  # no such process: but a link, never followed
     link.symlink_to(target)
-    file = tmp_path / f"ftc-run-{host}-{2**22 + 8}-file"
+    file = tmp_path / f"ftc-run-{WHERE}-{gone + 1}-file"
     file.write_text("a file")
     assert left_over(tmp_path) == []
     with scratch("run", root=tmp_path) as folder:
         assert folder.is_dir()
     assert not folder.exists()  # removed when the block ends
-    for path in (running, other_host, not_ours, link, file):
+    for path in (running, other_host, other_namespace, not_ours, link, file):
         assert path.exists() or path.is_symlink(), path
     assert (target / "data").read_text() == "kept"
 
