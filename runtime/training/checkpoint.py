@@ -144,6 +144,10 @@ def load_training_state(engine: Any, checkpoint: Path, *, strict: bool) -> None:
             engine.load_checkpoint(str(view), tag=TAG, load_module_strict=strict)
     except NotStateFile as exc:
         raise LineageBroken(f"{exc}; refused without reading it" + fix) from None
+    except KeyError as exc:  # ftc's format, but not the state DeepSpeed saved (a planted one)
+        raise LineageBroken(
+            f"{checkpoint}: its training state lacks {exc} that DeepSpeed reads; refused" + fix
+        ) from None
 
 
 def _same_state_files(engine: Any, checkpoint: Path) -> None:
@@ -161,9 +165,12 @@ def _same_state_files(engine: Any, checkpoint: Path) -> None:
             "ftc wrote it; this ftc never unpickles" + earlier
         )
     kind = type(engine.optimizer).__name__
-    wants = "bf16_zero_pp_rank_" if kind == "BF16_Optimizer" else "zero_pp_rank_" if engine.zero_optimization() else ""
+    # DeepSpeed names an optimizer's files by its precision (bf16_...), ZeRO's and the flat bf16 optimizer's alike
+    sharded = kind == "BF16_Optimizer" or engine.zero_optimization()
+    wants = ("bf16_" if engine.bfloat16_enabled() else "") + "zero_pp_rank_" if sharded else ""
     holds = {
-        "bf16_zero_pp_rank_" if p.name.startswith("bf16_") else "zero_pp_rank_" for p in state.glob("*zero_pp_rank_*")
+        "bf16_zero_pp_rank_" if p.name.startswith("bf16_") else "zero_pp_rank_"
+        for p in state.glob("*zero_pp_rank_*_optim_states.*")
     }
     if holds == ({wants} if wants else set()):
         return

@@ -48,8 +48,9 @@ def write_state_file(state: Any, path: str | Path) -> None:
 
     if sys.byteorder != "little":  # safetensors is little-endian
         raise UsageError("ftc writes training state on little-endian machines only")
-    tensors: list[Any] = []
-    structure = _encode(state, tensors, 0)
+    written: dict[Any, tuple[int, Any]] = {}  # one entry per distinct tensor (tied weights share one): its index
+    structure = _encode(state, written, 0)
+    tensors = [tensor for _, tensor in written.values()]
     header: dict[str, Any] = {"__metadata__": {"format": FORMAT, "structure": json.dumps(structure, allow_nan=False)}}
     offset = 0
     for i, tensor in enumerate(tensors):
@@ -85,9 +86,13 @@ def read_state_file(path: str | Path) -> Any:
             if metadata.get("format") != FORMAT:
                 raise NotStateFile(f"{path}: a safetensors file, but not training state ftc wrote")
             structure = json.loads(metadata["structure"])
+            if not isinstance(structure, dict) or set(structure) - {"$dict", "$odict"}:
+                raise ValueError("not a dict at the top")  # (DeepSpeed's states are dicts)
             return _decode(structure, _Tensors(f), 0)
     except SafetensorError:
         raise NotStateFile(f"{path}: {_what_it_is(path)}, not training state ftc wrote") from None
+    except OSError as exc:
+        raise NotStateFile(f"{path}: cannot be read ({exc.strerror or exc})") from None
     except (KeyError, TypeError, ValueError, RecursionError) as exc:
         raise NotStateFile(f"{path}: its structure is not one ftc writes ({type(exc).__name__})") from None
 
@@ -136,7 +141,7 @@ def _renamed(path: str) -> str:
     return path.removesuffix(".pt") + SUFFIX
 
 
-def _encode(value: Any, tensors: list[Any], depth: int) -> Any:
+def _encode(value: Any, tensors: dict[Any, tuple[int, Any]], depth: int) -> Any:
     import enum
 
     import torch
@@ -147,9 +152,10 @@ def _encode(value: Any, tensors: list[Any], depth: int) -> Any:
         return value
     if type(value) is float:
         return value if math.isfinite(value) else {"$float": repr(value)}
-    if isinstance(value, torch.Tensor):
-        tensors.append(value)
-        return {"$tensor": len(tensors) - 1}
+    if isinstance(value, torch.Tensor):  # the same tensor (the same view of the same storage) is written once
+        key = (value.device, value.untyped_storage().data_ptr(), value.storage_offset(), value.dtype,
+               tuple(value.shape), tuple(value.stride())) if value.numel() else len(tensors)  # fmt: skip
+        return {"$tensor": tensors.setdefault(key, (len(tensors), value))[0]}
     if isinstance(value, torch.Size):
         return {"$size": list(value)}
     if isinstance(value, torch.dtype):
@@ -190,10 +196,8 @@ def _decode(value: Any, f: Any, depth: int) -> Any:
 
         if tag == "$size":
             return torch.Size(int(n) for n in inner)
-        dtype = getattr(torch, str(inner), None)
-        if not isinstance(dtype, torch.dtype):
-            raise ValueError("not a dtype")
-        return dtype
+        dtypes = {str(d).removeprefix("torch."): d for d in (*_dtype_names(), torch.complex64, torch.complex128)}
+        return dtypes[inner]  # (a name of the table only: never an attribute of torch, which may import a module)
     if tag in ("$dict", "$odict"):
         pairs = [(_key(_decode(k, f, depth + 1)), _decode(v, f, depth + 1)) for k, v in inner]
         return OrderedDict(pairs) if tag == "$odict" else dict(pairs)
@@ -203,15 +207,18 @@ def _decode(value: Any, f: Any, depth: int) -> Any:
 
 
 class _Tensors:
-    """The tensors of an open state file, by their position."""
+    """The tensors of an open state file, by their position: each read once into memory of its own (not left mapped
+    from the file, which could change under the run), a tensor named twice given twice as the one tensor."""
 
     def __init__(self, f: Any) -> None:
-        self.f, self.names = f, set(f.keys())
+        self.f, self.names, self.read = f, set(f.keys()), {}
 
     def get(self, i: int) -> Any:
         if f"t{i}" not in self.names:
             raise ValueError("no such tensor")
-        return self.f.get_tensor(f"t{i}")
+        if i not in self.read:
+            self.read[i] = self.f.get_tensor(f"t{i}").clone()
+        return self.read[i]
 
 
 def _key(key: Any) -> Any:
@@ -239,14 +246,19 @@ def _value_type(name: str) -> type:
     return getattr(importlib.import_module(module), cls)
 
 
-def _dtype_name(dtype: Any) -> str:
+def _dtype_names() -> dict[Any, str]:
+    """torch dtype -> safetensors' name, for the dtypes a training state's tensors have."""
     import torch
 
-    names = {
+    return {
         torch.float64: "F64", torch.float32: "F32", torch.float16: "F16", torch.bfloat16: "BF16",
         torch.int64: "I64", torch.int32: "I32", torch.int16: "I16", torch.int8: "I8", torch.uint8: "U8",
         torch.bool: "BOOL",
     }  # fmt: skip
+
+
+def _dtype_name(dtype: Any) -> str:
+    names = _dtype_names()
     if dtype not in names:
         raise TypeError(f"training state holds a {dtype} tensor, which ftc does not save")
     return names[dtype]

@@ -6,6 +6,9 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import subprocess
+import sys
 from collections import OrderedDict
 from pathlib import Path
 
@@ -53,8 +56,21 @@ def test_every_kind_of_value_deepspeeds_state_holds_comes_back_as_it_was(tmp_pat
     back = read_state_file(tmp_path / "s.safetensors")
     assert _same(state, back)
     assert back["ds"][1] is ZeroStageEnum.optimizer_states and back["ds"][0].cur_scale == 1
+    assert back["module"]["b"] is back["module"]["tied"]  # one tensor, as torch's own loading shares a storage
     with safe_open(str(tmp_path / "s.safetensors"), framework="pt") as f:  # the official reader takes it
-        assert f.metadata()["format"] == FORMAT and len(f.keys()) == 11
+        assert f.metadata()["format"] == FORMAT and len(f.keys()) == 10  # the tied tensor written once
+
+
+def test_what_is_read_is_the_processs_own_not_the_file_mapped(tmp_path):
+    path = tmp_path / "s.safetensors"
+    write_state_file({"exp_avg": torch.ones(1024)}, path)
+    back = read_state_file(path)
+    with open(path, "r+b") as f:  # the file rewritten in place after it was read (and verified)
+        f.seek(path.stat().st_size - 4096)
+        f.write(bytes(4096))
+    assert torch.equal(back["exp_avg"], torch.ones(1024))
+    os.truncate(path, 100)  # ... or cut short: no bus error when the state is used
+    assert float(back["exp_avg"].sum()) == 1024
 
 
 def test_a_value_ftc_does_not_save_is_refused_when_saving(tmp_path):
@@ -83,26 +99,26 @@ def _planted(tmp_path, structure) -> str:
         {"$code": "print(1)"},
         {"$tuple": [1], "$tensor": 0},
         json.loads("[" * 100 + "]" * 100),  # deeper than any state
+        [1, 2],  # not a dict at the top
     ],
 )
 def test_a_planted_structure_ftc_never_writes_is_refused(tmp_path, structure):
     assert "its structure is not one ftc writes" in _planted(tmp_path, structure)
 
 
-def test_a_pickle_or_another_file_is_refused_unread(tmp_path):
-    class Payload:
-        def __reduce__(self):
-            return (print, ("ran",))
-
-    torch.save({"x": Payload()}, tmp_path / "p.safetensors")
-    with pytest.raises(NotStateFile, match=r"p.safetensors: torch's pickle format \(ftc never unpickles\)"):
-        read_state_file(tmp_path / "p.safetensors")
-    (tmp_path / "t.safetensors").write_text("hello")
-    with pytest.raises(NotStateFile, match="t.safetensors: not a safetensors file, not training state ftc wrote"):
-        read_state_file(tmp_path / "t.safetensors")
-    save_file({"w": torch.zeros(1)}, str(tmp_path / "w.safetensors"))  # weights, not a state
-    with pytest.raises(NotStateFile, match="a safetensors file, but not training state ftc wrote"):
-        read_state_file(tmp_path / "w.safetensors")
+def test_a_dtype_is_read_from_ftcs_table_never_as_an_attribute_that_imports_a_module(tmp_path):
+    # in a fresh process (this one has imported much of torch already): torch's lazy attributes import their module
+    path = tmp_path / "s.safetensors"
+    structure = {"$dict": [["d", {"$dtype": "onnx"}]]}
+    save_file({"t0": torch.zeros(2)}, str(path), metadata={"format": FORMAT, "structure": json.dumps(structure)})
+    code = (
+        "import sys\nfrom ftc.runtime.training.state_file import NotStateFile, read_state_file\n"
+        "try:\n    read_state_file(sys.argv[1])\nexcept NotStateFile as exc:\n    print(exc)\n"
+        "print('imported' if 'torch.onnx' in sys.modules else 'not imported')\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code, str(path)], capture_output=True, text=True, timeout=120)
+    assert "its structure is not one ftc writes" in done.stdout, done.stderr
+    assert done.stdout.strip().endswith("not imported")
 
 
 def _train(engine, steps: int) -> list[float]:
@@ -117,7 +133,7 @@ def _train(engine, steps: int) -> list[float]:
     return losses
 
 
-@pytest.mark.parametrize(("precision", "stage"), [("fp32", 0), ("bf16", 0), ("fp32", 3)])
+@pytest.mark.parametrize(("precision", "stage"), [("fp32", 0), ("bf16", 0), ("fp32", 3), ("bf16", 3)])
 def test_an_engine_resumed_from_its_saved_state_trains_on_as_the_one_that_saved_it(
     single_process, tiny_model, tmp_path, monkeypatch, precision, stage
 ):
@@ -135,6 +151,18 @@ def test_an_engine_resumed_from_its_saved_state_trains_on_as_the_one_that_saved_
     load_training_state(resumed, Path("step"), strict=True)
     assert resumed.global_steps == 2
     assert _train(resumed, 2) == expected  # the same weights, optimizer moments and schedule: the same losses
+
+
+def test_a_state_in_ftcs_format_that_is_not_deepspeeds_is_refused(single_process, tiny_model, tmp_path):
+    from ftc.errors import ExitCode, LineageBroken
+    from ftc.runtime.training.checkpoint import load_training_state
+
+    (tmp_path / "step" / "training_state" / "state").mkdir(parents=True)
+    write_state_file({}, tmp_path / "step" / "training_state" / "state" / "mp_rank_00_model_states.safetensors")
+    with pytest.raises(LineageBroken) as refused:
+        load_training_state(tiny_engine(tiny_model, "fp32"), tmp_path / "step", strict=True)
+    assert refused.value.exit_code == ExitCode.LINEAGE_BROKEN
+    assert f"{tmp_path / 'step'}: its training state lacks 'module' that DeepSpeed reads; refused" in str(refused.value)
 
 
 def test_a_checkpoint_without_its_state_files_is_refused_not_resumed_from_scratch(single_process, tiny_model, tmp_path):
