@@ -7,6 +7,7 @@ from __future__ import annotations
 from ftc.lineage.record import LINEAGE_FILE, SIGNATURE_FILE, read_record
 from ftc.lineage.verify import files_problems, record_problems
 from ftc.spec import LoadedSpec
+from ftc.spec.reading import ChangedSincePinned
 from ftc.stores.sources import SOURCES, ResolvedInput
 
 __all__ = ["check_parent_lineage"]
@@ -20,8 +21,11 @@ def check_parent_lineage(loaded: LoadedSpec, at: tuple, item: ResolvedInput) -> 
         return _check_published(loaded, at, item)  # its files are checked against the record when a run downloads it
     if not kind.on_disk or item.kind != "dir" or item.local_path is None:
         return
-    try:
-        record = read_record(item.local_path)
+    try:  # the record as the folder's manifest just pinned it (a record swapped in since would decide the check)
+        record = read_record(item.local_path, sha256=item.entry.file_sha256.get(LINEAGE_FILE))
+    except ChangedSincePinned as exc:
+        loaded.problems.append(loaded.problem(at, str(exc), exc.fix, kind="changed"))
+        return
     except ValueError as exc:
         loaded.problems.append(loaded.problem(at, str(exc), "continue from a checkpoint ftc wrote", kind="lineage"))
         return

@@ -22,7 +22,7 @@ from typing import Any
 
 from ftc.errors import LineageBroken
 from ftc.spec.canonical import canonical_json, digest_of
-from ftc.spec.reading import MiB, NotReadable, finite_json, read_bounded_text
+from ftc.spec.reading import ChangedSincePinned, MiB, NotReadable, finite_json, read_bounded_text, read_pinned_text
 from ftc.stores.hashing import FileDigest, StatCache, hash_file, hash_tree, manifest_digest
 
 __all__ = [
@@ -202,18 +202,21 @@ def too_long(folder: Path) -> str:
     )
 
 
-def read_record(folder: Path) -> dict[str, Any] | None:
+def read_record(folder: Path, *, sha256: str | None = None) -> dict[str, Any] | None:
     """The lineage record in ``folder``, or None when it has none. Raises ValueError for one that is not JSON, is
     nested deeper than :data:`MAX_NESTING`, holds a chain of more than :data:`MAX_CHAIN_DEPTH` records or an
     integer beyond 64 bits, or does not match lineage.schema.json: every reader of a record reads it here, so none
-    walks a deeper one or formats such a number."""
+    walks a deeper one or formats such a number. ``sha256``: the digest its bytes were just pinned by (a record
+    rewritten since raises ``ChangedSincePinned``)."""
     path = folder / LINEAGE_FILE
     if not path.exists() and not path.is_symlink():
         return None
     try:
         # a record embeds its parents' records: a long chain of large folders stays far below this
-        text = read_bounded_text(path, limit=64 * MiB, what="lineage record")  # a regular file, or NotReadable
+        text = read_pinned_text(path, sha256=sha256, limit=64 * MiB, what="lineage record")  # a regular file
         record = finite_json(text)
+    except ChangedSincePinned:
+        raise
     except RecursionError:  # the parser's own depth limit
         raise ValueError(
             f"{path}: not a lineage record: JSON nested too deeply to parse (no record ftc writes comes close)"

@@ -1,5 +1,6 @@
 """What compile reads of an input for the plan (a DeepSpeed file's settings, a weights folder's config.json, an
-adapter's adapter_config.json, a data file's count of examples) is read from the bytes it pinned: a file rewritten
+adapter's adapter_config.json, a parent's lineage record, a data file's count of examples) is read from the bytes it
+pinned: a file rewritten
 between its hashing and its reading is a problem (compile again), never a plan that pins one version and describes
 another, nor a cached check of other bytes under the pinned digest."""
 
@@ -50,6 +51,17 @@ def test_a_folders_json_rewritten_after_it_was_pinned(job, tmp_path, tiny_model,
     rewrite = lambda: (folder / name).write_text(json.dumps({**config, "r": 64, "hidden_size": 4096}))  # noqa: E731
     error = _compile_with_a_write_between(spec, tmp_path, rewrite)
     assert f"$.{key}: {folder / name} changed while ftc read it" in str(error)
+    assert error.exit_code == ExitCode.INPUT_UNRESOLVABLE and len(error.problems) == 1
+
+
+def test_a_parents_lineage_record_rewritten_after_it_was_pinned(job, tmp_path, tiny_model):
+    folder = tmp_path / "parent"
+    shutil.copytree(tiny_model, folder)
+    (folder / "lineage.json").write_text("{}")  # compile reads a parent's record to check the parent against it
+    spec = job(initial_base_model_ckpt_path=str(folder))
+    rewrite = lambda: (folder / "lineage.json").write_text('{"record_id": "sha256:0"}')  # noqa: E731
+    error = _compile_with_a_write_between(spec, tmp_path, rewrite)
+    assert f"$.initial_base_model_ckpt_path: {folder / 'lineage.json'} changed while ftc read it" in str(error)
     assert error.exit_code == ExitCode.INPUT_UNRESOLVABLE and len(error.problems) == 1
 
 
