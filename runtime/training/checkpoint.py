@@ -297,9 +297,8 @@ class Checkpointer:
         save_file(rng, str(tmp / f"rng_state_rank{self.rank}.safetensors"))
         self.barrier()
         if self.rank == 0:
-            for script in (tmp / "training_state").glob(
-                "zero_to_*.py"
-            ):  # DeepSpeed's, for its pickles: not ftc's state
+            # DeepSpeed's recovery scripts read its pickles, which ftc does not write: not kept
+            for script in (tmp / "training_state").glob("zero_to_*.py"):
                 script.unlink()
             save_tokenizer(tokenizer, tmp)
             (tmp / PLAN_FILE).write_text(self.plan_text, encoding="utf-8")

@@ -99,8 +99,11 @@ def read_state_file(path: str | Path) -> Any:
 
 def _what_it_is(path: Path) -> str:
     """What a file that safetensors cannot open is, from its first bytes."""
-    with open(path, "rb") as f:
-        head = f.read(4)
+    try:
+        with open(path, "rb") as f:
+            head = f.read(4)
+    except OSError:
+        return "not a readable file"
     if head.startswith(b"PK\x03\x04") or head[:1] == b"\x80":
         return "torch's pickle format (ftc never unpickles)"
     return "not a safetensors file"
