@@ -121,6 +121,24 @@ def test_a_dtype_is_read_from_ftcs_table_never_as_an_attribute_that_imports_a_mo
     assert done.stdout.strip().endswith("not imported")
 
 
+def test_a_pickle_or_another_file_is_refused_unread(tmp_path):
+    class Payload:
+        def __reduce__(self):
+            return (print, ("ran",))
+
+    torch.save({"x": Payload()}, tmp_path / "p.safetensors")
+    with pytest.raises(NotStateFile, match=r"p.safetensors: torch's pickle format \(ftc never unpickles\)"):
+        read_state_file(tmp_path / "p.safetensors")
+    (tmp_path / "t.safetensors").write_text("hello")
+    with pytest.raises(NotStateFile, match="t.safetensors: not a safetensors file, not training state ftc wrote"):
+        read_state_file(tmp_path / "t.safetensors")
+    save_file({"w": torch.zeros(1)}, str(tmp_path / "w.safetensors"))  # weights, not a state
+    with pytest.raises(NotStateFile, match="a safetensors file, but not training state ftc wrote"):
+        read_state_file(tmp_path / "w.safetensors")
+    with pytest.raises(NotStateFile, match="gone.safetensors: cannot be read"):  # no such file: no traceback
+        read_state_file(tmp_path / "gone.safetensors")
+
+
 def _train(engine, steps: int) -> list[float]:
     torch.manual_seed(0)
     losses = []
