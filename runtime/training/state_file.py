@@ -7,7 +7,9 @@ for ``*.pt``): every tensor by its position, and the structure as JSON in the fi
 and each value JSON alone would lose tagged (a tuple, a key that is not a string, a float that is not finite, a torch
 size or dtype, DeepSpeed's loss scaler, ZeRO stage and fragment address). Reading it back builds those types and no
 other: a file that is not such a safetensors file (torch's pickle format: an earlier ftc's checkpoint, or a planted
-one) is refused unread. Tensors are written one at a time, so saving holds no second copy of the state.
+one) is refused unread. Tensors are written one at a time, so saving holds no second copy of the state; a tensor
+held twice (tied weights) is written once. Reading copies each tensor into the process's own memory: nothing stays
+mapped from a file that could change under the run.
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ FORMAT = "ftc-training-state/1"
 SUFFIX = ".safetensors"  # beside DeepSpeed's .pt name
 _MAX_DEPTH = 64  # DeepSpeed's state nests a few levels: anything deeper is not a state ftc wrote
 
-#: DeepSpeed's value types a state may hold: (module, class name) -> how the value is kept
+#: DeepSpeed's value types a state may hold: the name a file gives -> (module, class)
 _VALUE_TYPES = {
     "LossScaler": ("deepspeed.runtime.fp16.loss_scaler", "LossScaler"),
     "ZeroStageEnum": ("deepspeed.runtime.zero.config", "ZeroStageEnum"),
