@@ -26,7 +26,7 @@ from pathlib import Path
 
 from .atomic import write_text_atomic
 from .downloads import Opener, discard, download, open_in_cache
-from .hashing import StatCache, cache_dir, hash_file
+from .hashing import ReadStamp, StatCache, cache_dir, hash_file, stamp
 from .storage import storage_failure
 
 __all__ = ["ContentCache", "DigestMismatch"]
@@ -49,7 +49,8 @@ class DigestMismatch(Exception):
 
 class ContentCache:
     """The cache under ``root`` (``FTC_CACHE_DIR``, or ftc's folder in the user's cache): :meth:`fetch` an object
-    by its pin, :meth:`known` whether it is here and intact, :meth:`view` a folder of cached objects."""
+    by its pin, :meth:`known` whether it is here and intact, :meth:`view` a folder of cached objects. ``read``:
+    each object verified, as it was then (see :func:`~ftc.stores.hashing.changed_since_read`)."""
 
     #: objects larger than this are fetched as parallel byte ranges of ``part_size``
     ranged_above = 32 << 20
@@ -59,6 +60,7 @@ class ContentCache:
     def __init__(self, root: Path | None = None, warn: Callable[[str], None] | None = None):
         self.root = root if root is not None else cache_dir()
         self.warn = warn or _warn
+        self.read: dict[Path, ReadStamp] = {}
 
     def _key(self, pin: dict) -> str:
         return hashlib.sha256(json.dumps(pin, sort_keys=True).encode()).hexdigest()
@@ -83,6 +85,7 @@ class ContentCache:
         except OSError as exc:  # NotAnInput (a FIFO, a loop) or unreadable: not an object this cache wrote
             found = f"unreadable ({exc})"
         if found == sha:
+            self.read.update(stamps.read)
             return path
         self.warn(
             f"the cached copy of {pin.get('uri', 'an input')} ({path}) is not the bytes it was stored as "
@@ -186,6 +189,7 @@ class ContentCache:
                 final = self.object_path(sha)
                 final.parent.mkdir(parents=True, exist_ok=True)
                 os.replace(partial, final)
+                self.read[final] = stamp(final)  # (a rename changes the ctime)
             except DigestMismatch:
                 discard(partial)
                 raise

@@ -32,6 +32,7 @@ __all__ = [
     "NotAnInput",
     "StatCache",
     "cache_dir",
+    "changed_since_read",
     "describe_changes",
     "file_changes",
     "hash_file",
@@ -45,6 +46,13 @@ __all__ = [
 ]
 
 _CHUNK = 1 << 20
+
+#: a file as it was when it was hashed (or found in the stat cache): the file a path led to, and its stat key
+ReadStamp = tuple[Path, tuple[int, int, int, int, int]]
+
+
+def _stat_key(st: os.stat_result) -> tuple[int, int, int, int, int]:
+    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
 
 
 class NotAnInput(OSError):
@@ -82,6 +90,7 @@ class StatCache:
     A file modified less than a second before it was hashed is not cached: its content may still be changing
     within the same timestamp. Any SQLite failure (read-only disk, locked database) just disables the cache.
     ``reuse=False``: every file is hashed again (an audit), and what was found is remembered for later checks.
+    ``read``: every file looked up, as it was then (see :func:`changed_since_read`).
     """
 
     _RACY_NS = 1_000_000_000
@@ -95,6 +104,7 @@ class StatCache:
         self._lock = threading.Lock()  # one connection, shared by the hashing threads
         self.hits = 0
         self.misses = 0
+        self.read: dict[Path, ReadStamp] = {}
 
     def _conn(self) -> sqlite3.Connection | None:
         with self._lock:
@@ -151,10 +161,6 @@ class StatCache:
         self._broken = True
         _warn(f"{self.path}: not used ({why}); every file is hashed in full this time")
 
-    @staticmethod
-    def _key(st: os.stat_result) -> tuple[int, int, int, int, int]:
-        return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
-
     def lookup(self, path: Path, st: os.stat_result) -> str | None:
         db = self._conn() if self.reuse else None
         if db is None:
@@ -167,7 +173,7 @@ class StatCache:
         except sqlite3.Error as exc:
             self._failed(exc)
             return None
-        if row is not None and tuple(row[:5]) == self._key(st):
+        if row is not None and tuple(row[:5]) == _stat_key(st):
             return row[5]
         return None
 
@@ -180,7 +186,7 @@ class StatCache:
         try:
             with self._lock:
                 db.execute(
-                    "INSERT OR REPLACE INTO files VALUES (?, ?, ?, ?, ?, ?, ?)", (str(path), *self._key(st), sha256)
+                    "INSERT OR REPLACE INTO files VALUES (?, ?, ?, ?, ?, ?, ?)", (str(path), *_stat_key(st), sha256)
                 )
         except sqlite3.Error as exc:
             self._failed(exc)
@@ -224,6 +230,26 @@ class StatCache:
         self.close()
 
 
+def stamp(path: Path) -> ReadStamp:
+    """The file ``path`` leads to (links followed) and its (device, inode, size, mtime, ctime) now."""
+    real = Path(os.path.realpath(path, strict=True))
+    return real, _stat_key(real.stat())
+
+
+def changed_since_read(read: dict[Path, ReadStamp]) -> list[Path]:
+    """The paths of ``read`` that no longer lead to the bytes they led to then: gone, a link pointing elsewhere, or
+    the file written since (a write changes its mtime and ctime, and no one can set a ctime back)."""
+    changed = []
+    for path, then in read.items():
+        try:
+            now = stamp(path)
+        except OSError:
+            now = None
+        if now != then:
+            changed.append(path)
+    return changed
+
+
 def _cached(path: Path, cache: StatCache | None) -> tuple[Path, os.stat_result, str | None]:
     """(real path, its stat, its sha256 from the stat cache or None)."""
     try:
@@ -238,6 +264,7 @@ def _cached(path: Path, cache: StatCache | None) -> tuple[Path, os.stat_result, 
         raise NotAnInput(problem)
     if cache is None:
         return real, st, None
+    cache.read[path] = (real, _stat_key(st))  # before hashing: a write while it is hashed shows later
     found = cache.lookup(real, st)
     if found is not None:
         cache.hits += 1

@@ -21,7 +21,7 @@ from ftc.images import image_from_env
 from ftc.lineage.run import Lineage
 from ftc.runtime.training.checkpoint import is_complete, resume_point
 from ftc.runtime.training.distributed import end_distributed
-from ftc.runtime.training.inputs import verify_inputs
+from ftc.runtime.training.inputs import FoundInputs, verify_inputs
 from ftc.runtime.training.progress import log
 from ftc.runtime.training.threads import choose_cpu_threads
 from ftc.runtime.training.trackers import check_tracker
@@ -76,9 +76,7 @@ def run_plan(
             return _launch_workers(plan, plan_path.resolve(), handoff, rendezvous)
 
 
-def _run_here(
-    plan: Plan, paths: dict[str, Path | str], lineage: Lineage, previous: tuple[Path, dict] | None, handoff: Handoff
-):
+def _run_here(plan: Plan, paths: FoundInputs, lineage: Lineage, previous: tuple[Path, dict] | None, handoff: Handoff):
     """The plan's one process, in this interpreter, holding the output folder's lock."""
     # its own rendezvous on an ephemeral port (0: the OS picks one; nobody else connects)
     one = {"RANK": "0", "LOCAL_RANK": "0", "WORLD_SIZE": "1", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": "0"}

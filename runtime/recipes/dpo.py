@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from ftc.errors import TrainingFailed
@@ -26,6 +25,7 @@ from ftc.runtime.training.data import conversations_at, data_cache
 from ftc.runtime.training.distributed import Dist, init_distributed
 from ftc.runtime.training.engine import build_engine
 from ftc.runtime.training.evaluation import exact_match_share
+from ftc.runtime.training.inputs import FoundInputs
 from ftc.runtime.training.loop import (
     RecipeRun,
     TrainState,
@@ -120,7 +120,7 @@ def train(
     return finish_run(run, state)
 
 
-def _set_up(plan: Plan, dist: Dist, paths: dict[str, Path | str], lineage: Lineage, *, tracker: bool) -> Run:
+def _set_up(plan: Plan, dist: Dist, paths: FoundInputs, lineage: Lineage, *, tracker: bool) -> Run:
     """Model loaded, pairs tokenized, DeepSpeed engine built, the reference log-probabilities computed (or read
     from the cache)."""
     spec = plan.spec
@@ -154,6 +154,7 @@ def _set_up(plan: Plan, dist: Dist, paths: dict[str, Path | str], lineage: Linea
     run.references = _references(run, loaded)
     if spec.evaluation.generate and "valid" in data:
         run.answered = conversations_at(paths["valid"], data["valid"].lines, side="chosen")
+    paths.check_unchanged()  # everything of the inputs is read: was any written after it was checked?
     run.tracker = open_tracker(plan, main=dist.main, off=not tracker)
     return run
 

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from ftc.errors import TrainingFailed
@@ -26,6 +25,7 @@ from ftc.runtime.training.data import conversations_at, describe_data, load_data
 from ftc.runtime.training.distributed import Dist, init_distributed
 from ftc.runtime.training.engine import build_engine
 from ftc.runtime.training.evaluation import exact_match_share, mean_token_loss
+from ftc.runtime.training.inputs import FoundInputs
 from ftc.runtime.training.label_tokens import classifier_record
 from ftc.runtime.training.loop import (
     RecipeRun,
@@ -112,7 +112,7 @@ def train(
     return finish_run(run, state)
 
 
-def _set_up(plan: Plan, dist: Dist, paths: dict[str, Path | str], lineage: Lineage, *, tracker: bool) -> Run:
+def _set_up(plan: Plan, dist: Dist, paths: FoundInputs, lineage: Lineage, *, tracker: bool) -> Run:
     """Model loaded, data tokenized, DeepSpeed engine built."""
     spec = plan.spec
     say = log if dist.main else (lambda message: None)
@@ -141,6 +141,7 @@ def _set_up(plan: Plan, dist: Dist, paths: dict[str, Path | str], lineage: Linea
     )  # fmt: skip
     if spec.evaluation.generate and "valid" in data:
         run.answered = conversations_at(paths["valid"], data["valid"].lines)
+    paths.check_unchanged()  # everything of the inputs is read: was any written after it was checked?
     run.tracker = open_tracker(plan, main=dist.main, off=not tracker)
     return run
 

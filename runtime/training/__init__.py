@@ -82,7 +82,7 @@ _MODULES = {
         "prompt_text",
         "stop_token_ids",
     ),
-    "inputs": ("materialize_remote", "verify_inputs"),
+    "inputs": ("FoundInputs", "materialize_remote", "verify_inputs"),
     "inspect": ("inspect_data",),
     "loop": (
         "RecipeRun",

@@ -1,4 +1,5 @@
-"""Before any training: find every input the plan pins and check it is still the same bytes."""
+"""Before any training: find every input the plan pins and check it is still the same bytes; once they are read,
+check that none was written in between."""
 
 from __future__ import annotations
 
@@ -9,21 +10,48 @@ from pathlib import Path
 
 from ftc.errors import InputChanged, InputUnresolvable
 from ftc.spec.plan import Plan, PlanInput
-from ftc.stores.hashing import StatCache
+from ftc.stores.hashing import ReadStamp, StatCache, changed_since_read, stamp
 from ftc.stores.sources import SOURCES, SourceKind
 
 from .progress import byte_progress, log
 
-__all__ = ["materialize_remote", "verify_inputs"]
+__all__ = ["FoundInputs", "materialize_remote", "verify_inputs"]
 
 
 #: files of a weights folder that hold weights (not needed to read its tokenizer or config)
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".gguf", ".ckpt", ".h5", ".msgpack", ".onnx")
 
 
+class FoundInputs(dict):
+    """role -> where the input is on this machine (a path; a model id for unpinned hub weights), with each file as
+    it was when its bytes were checked: :meth:`check_unchanged` once they are read."""
+
+    def __init__(self, found: dict[str, Path | str], read: dict[Path, ReadStamp]):
+        super().__init__(found)
+        self.read = read
+
+    def check_unchanged(self) -> None:
+        """Raise :class:`InputChanged` naming each file that was written (or replaced, or a link turned elsewhere)
+        since it was checked: what was read of it may not be the bytes the plan pins."""
+        changed = changed_since_read(self.read)
+        if not changed:
+            return
+        roles = {path: role for role, path in self.items() if isinstance(path, Path)}
+
+        def role_of(file: Path) -> str:
+            return next((roles[p] for p in (file, *file.parents) if p in roles), "input")
+
+        lines = [f"    {role_of(file)}: {file}" for file in changed]
+        raise InputChanged(
+            "an input was written while this run read it, after its bytes were checked against the plan; what was "
+            "read may not be the bytes the plan pins:\n" + "\n".join(lines)
+            + "\n    fix: run again once nothing writes the input"
+        )  # fmt: skip
+
+
 def verify_inputs(
     plan: Plan, roles: set[str] | None = None, weights: bool = True, *, checked_by_host: bool = False
-) -> dict[str, Path | str]:
+) -> FoundInputs:
     """Where each input (of ``roles``; default: all) is on this machine (a model id for unpinned hub weights).
     Raises :class:`InputChanged` naming the input, the expected and the found digest when anything differs from the
     plan. Without ``weights``, a folder's weight files are neither fetched nor checked (its other files are): what
@@ -31,6 +59,7 @@ def verify_inputs(
     docker`` started after checking every fetched input against its store and putting it in the (shared) cache:
     they are read from the cache, with no store credentials."""
     found: dict[str, Path | str] = {}
+    read: dict[Path, ReadStamp] = {}
     inputs = {role: item for role, item in plan.inputs.items() if roles is None or role in roles}
     if not weights:
         inputs = {role: _without_weights(item) for role, item in inputs.items()}
@@ -40,7 +69,7 @@ def verify_inputs(
     # fetched inputs at once: a store that does not answer costs one time-out, not one per input, and the first
     # input that fails stops the others' downloads
     jobs = {
-        role: functools.partial(materialize_remote, role, item, checked_by_host=checked_by_host)
+        role: functools.partial(materialize_remote, role, item, checked_by_host=checked_by_host, read=read)
         for role, item in inputs.items()
         if kinds[role].fetched
     }
@@ -51,7 +80,8 @@ def verify_inputs(
     with StatCache() as cache:
         for role, item in inputs.items():
             found[role] = fetched[role] if role in fetched else kinds[role].find(role, item, plan, cache, whole=weights)
-    return found
+        read.update(cache.read)
+    return FoundInputs(found, read)
 
 
 def _kind(role: str, item: PlanInput) -> SourceKind:
@@ -73,9 +103,12 @@ def _without_weights(item: PlanInput) -> PlanInput:
     return dataclasses.replace(item, files=tuple(f for f in item.files if not f.path.endswith(WEIGHT_SUFFIXES)))
 
 
-def materialize_remote(role: str, item: PlanInput, checked_by_host: bool = False) -> Path:
+def materialize_remote(
+    role: str, item: PlanInput, checked_by_host: bool = False, read: dict[Path, ReadStamp] | None = None
+) -> Path:
     """Download the pinned objects into the content cache (once; in parallel for a folder) and return the file, or
-    a folder view of them. An object the store no longer holds, or whose bytes differ, stops the run.
+    a folder view of them. An object the store no longer holds, or whose bytes differ, stops the run. ``read``
+    gains each returned file as it was when verified.
 
     The input's kind names the objects, the bytes each must have and the store: objects of a store that pins them
     (S3 ETag and version, GCS generation) are first checked against their pins; a DVC remote's objects are named by
@@ -94,9 +127,12 @@ def materialize_remote(role: str, item: PlanInput, checked_by_host: bool = False
         except RemoteProblem as exc:
             raise InputUnresolvable(f"{role}: {exc}\n    fix: {exc.hint}", exc.reason) from None
         members = _download(role, objects, cache, store, check_pins=kind.store_pins)
-    if item.kind == "file":
-        return cache.object_path(members[objects[0][0].path])
-    return _view(role, item, cache, members)
+    found = cache.object_path(members[objects[0][0].path]) if item.kind == "file" else _view(role, item, cache, members)
+    if read is not None:
+        for rel, sha in members.items():
+            verified = cache.object_path(sha)
+            read[found if item.kind == "file" else found / rel] = cache.read.get(verified) or stamp(verified)
+    return found
 
 
 def _download(role: str, objects: list, cache, store, *, check_pins: bool) -> dict[str, str]:

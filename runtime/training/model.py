@@ -120,13 +120,17 @@ def pretrained_causal_lm(
 ) -> Any:
     """``AutoModelForCausalLM.from_pretrained(source, **options)`` that never runs code from ``source``, with the
     RoPE scaling ``rope`` (a plan's, resolved) applied to its config. Its errors are the caller's to word (a run
-    and a server say different things)."""
+    and a server say different things).
+
+    The weights are read into memory, not mapped: a mapped file's tensors stay the file's pages, so a write to it
+    after ``ftc run`` checked its bytes would change weights already loaded (frozen ones for the whole run). A
+    shard's bytes are held once more while its tensors are made."""
     from transformers import AutoModelForCausalLM
 
     _no_code(source, what)
     if rope is not None:
         options["config"] = scaled_config(pretrained_config(source, what), rope)
-    return AutoModelForCausalLM.from_pretrained(source, trust_remote_code=False, **options)
+    return AutoModelForCausalLM.from_pretrained(source, trust_remote_code=False, disable_mmap=True, **options)
 
 
 def scaled_config(config: Any, rope: RopeScaling) -> Any:

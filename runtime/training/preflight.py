@@ -12,7 +12,7 @@ from ftc.lineage.run import Lineage
 from ftc.spec.plan import Plan
 
 from .checkpoint import resume_point
-from .inputs import verify_inputs
+from .inputs import FoundInputs, verify_inputs
 
 __all__ = ["Checked", "check_run"]
 
@@ -22,7 +22,7 @@ class Checked:
     """The inputs as found on this machine, the checkpoint to resume from (verified against its lineage record) with
     that record, and the parents' lineage."""
 
-    paths: dict[str, Path | str]
+    paths: FoundInputs
     previous: tuple[Path, dict[str, Any]] | None
     lineage: Lineage
 

@@ -1,0 +1,109 @@
+"""An input is checked against the plan's digest and then read: a write in between (or while it is read) must not
+go unseen, and weights once loaded must not follow their file."""
+
+from __future__ import annotations
+
+import os
+import shutil
+
+import pytest
+import torch
+
+from ftc.errors import ExitCode, InputChanged
+from ftc.spec.plan import read_plan
+from ftc.stores.content_cache import ContentCache
+from ftc.stores.hashing import StatCache, changed_since_read, hash_file, hash_tree
+
+from conftest import age
+
+
+def _overwrite_tensors(path) -> None:
+    """Zero every tensor byte of a safetensors file in place (same file, same size, other weights)."""
+    os.chmod(path, 0o644)
+    size = path.stat().st_size
+    with open(path, "r+b") as f:
+        header = int.from_bytes(f.read(8), "little")
+        f.seek(8 + header)
+        f.write(b"\0" * (size - 8 - header))
+
+
+def test_a_file_written_or_relinked_after_it_was_hashed_is_named_and_one_left_alone_is_not(tmp_path):
+    for name in ("kept", "written", "gone", "a", "b"):
+        (tmp_path / name).write_text(name)
+    (tmp_path / "linked").symlink_to(tmp_path / "a")
+    age(tmp_path)
+    with StatCache(tmp_path / "stat.sqlite3") as cache:
+        for name in ("kept", "written", "gone", "linked"):
+            hash_file(tmp_path / name, cache)
+    assert changed_since_read(cache.read) == []
+    (tmp_path / "written").write_text("other")
+    (tmp_path / "gone").unlink()
+    (tmp_path / "linked").unlink()
+    (tmp_path / "linked").symlink_to(tmp_path / "b")  # the same name now leads to other bytes
+    assert changed_since_read(cache.read) == [tmp_path / n for n in ("written", "gone", "linked")]
+
+
+def test_a_write_while_a_file_is_hashed_is_seen_afterwards(tmp_path, monkeypatch):
+    """The stamp is taken before hashing: bytes changed under the hash cannot pass as the ones hashed."""
+    import ftc.stores.hashing as hashing
+
+    (tmp_path / "folder").mkdir()
+    data = tmp_path / "folder" / "data.bin"
+    data.write_bytes(b"x" * 4096)
+    age(tmp_path)
+    hash_bytes = hashing._sha256_file
+
+    def written_while_hashed(path):
+        digest = hash_bytes(path)
+        with open(path, "ab") as f:
+            f.write(b"y")
+        return digest
+
+    monkeypatch.setattr(hashing, "_sha256_file", written_while_hashed)
+    with StatCache(tmp_path / "stat.sqlite3") as cache:
+        hash_tree(tmp_path / "folder", cache)
+    assert changed_since_read(cache.read) == [data]
+
+
+def test_a_cached_object_verified_and_then_written_is_named(tmp_path):
+    blob = b"weights" * 1000
+    cache = ContentCache(tmp_path)
+    path, _ = cache.fetch({"k": 1}, lambda start, end: iter([blob[start:end]]))
+    again = ContentCache(tmp_path)
+    assert again.known({"k": 1}) == path  # verified through the stat cache this time
+    assert changed_since_read(cache.read) == [] and changed_since_read(again.read) == []
+    os.chmod(path, 0o644)
+    path.write_bytes(b"other")
+    assert changed_since_read(cache.read) == [path] and changed_since_read(again.read) == [path]
+
+
+def test_a_plans_inputs_written_after_they_were_verified_are_refused_by_role(job, ftc, tmp_path):
+    from ftc.runtime.training.inputs import verify_inputs
+
+    assert ftc("compile", job(), "-o", tmp_path / "plan.json").code == 0
+    found = verify_inputs(read_plan(tmp_path / "plan.json"))
+    found.check_unchanged()  # nothing written: nothing to say
+    (tmp_path / "data" / "valid.jsonl").write_text("")
+    with pytest.raises(InputChanged) as info:
+        found.check_unchanged()
+    assert info.value.exit_code == ExitCode.INPUT_CHANGED
+    message = str(info.value)
+    assert f"    valid: {tmp_path / 'data' / 'valid.jsonl'}\n" in message and "train:" not in message
+    assert "written while this run read it" in message and "fix: run again once nothing writes the input" in message
+
+
+def test_loaded_weights_are_copies_not_the_files_pages(tiny_model, tiny_adapter, tmp_path):
+    """A mapped safetensors file's tensors are its pages: writing the file would change a model already loaded
+    (and checked). ftc's loaders read the bytes instead."""
+    from ftc.runtime.training.model import pretrained_adapter, pretrained_causal_lm
+
+    base, adapter = tmp_path / "base", tmp_path / "adapter"
+    shutil.copytree(tiny_model, base)
+    shutil.copytree(tiny_adapter, adapter)
+    model = pretrained_causal_lm(base, dtype=torch.float32)  # the file's own dtype: nothing to convert
+    model = pretrained_adapter(model, adapter, is_trainable=True)
+    before = {name: value.clone() for name, value in model.state_dict().items()}
+    _overwrite_tensors(base / "model.safetensors")
+    _overwrite_tensors(adapter / "adapter_model.safetensors")
+    assert any(value.abs().sum() > 0 for value in before.values())
+    assert [name for name, value in model.state_dict().items() if not torch.equal(value, before[name])] == []
