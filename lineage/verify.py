@@ -11,7 +11,15 @@ import os
 from pathlib import Path
 from typing import Any
 
-from ftc.stores.hashing import NotAnInput, StatCache, changed_file_lines, hash_file, hash_tree, walk_files
+from ftc.stores.hashing import (
+    NotAnInput,
+    ReadStamp,
+    StatCache,
+    changed_file_lines,
+    hash_file,
+    hash_tree,
+    walk_files,
+)
 from ftc.stores.sources import kind_named
 
 from .plan import written_in
@@ -75,10 +83,12 @@ def _unlisted_problem(folder: Path, path: str) -> str:
     return f"{folder}/{path}: not in the lineage record (not hashed)"
 
 
-def _folder_problems(expected: list[dict[str, Any]], folder: Path, skip_record: bool) -> list[str]:
+def _folder_problems(
+    expected: list[dict[str, Any]], folder: Path, skip_record: bool, read: dict[Path, ReadStamp] | None = None
+) -> list[str]:
     """Every file under ``folder`` against ``expected``; a FIFO, a device or a symlink loop in it is the problem.
     Names are compared first: a file the record does not name is reported without a byte of it read (a 100 GB
-    file dropped in is named, not hashed)."""
+    file dropped in is named, not hashed). ``read`` gains each file hashed, as it was then."""
     names = {f["path"] for f in expected}
     try:
         present = list(walk_files(folder))
@@ -98,13 +108,18 @@ def _folder_problems(expected: list[dict[str, Any]], folder: Path, skip_record: 
             }
     except NotAnInput as exc:
         return [str(exc)]
+    if read is not None:
+        read.update(cache.read)
     return files_problems(expected, found, str(folder))
 
 
-def checkpoint_problems(folder: Path, digests: dict[str, str] | None = None) -> tuple[dict[str, Any] | None, list[str]]:
+def checkpoint_problems(
+    folder: Path, digests: dict[str, str] | None = None, read: dict[Path, ReadStamp] | None = None
+) -> tuple[dict[str, Any] | None, list[str]]:
     """The record of the checkpoint in ``folder`` and everything wrong with it: its record_id (and embedded records')
     and every file against the record (``digests``: path -> sha256 of its files, when just verified while fetching
-    them; else each is hashed). Its parents are not visited (see :func:`verify_checkpoint`)."""
+    them; else each is hashed, and ``read`` gains it as it was then). Its parents are not visited (see
+    :func:`verify_checkpoint`)."""
     try:
         record = read_record(folder)
     except ValueError as exc:
@@ -116,16 +131,17 @@ def checkpoint_problems(folder: Path, digests: dict[str, str] | None = None) -> 
         found = {path: sha for path, sha in digests.items() if path not in (LINEAGE_FILE, SIGNATURE_FILE)}
         problems += files_problems(record["checkpoint"]["files"], found, str(folder))
     else:
-        problems += _folder_problems(record["checkpoint"]["files"], folder, skip_record=True)
+        problems += _folder_problems(record["checkpoint"]["files"], folder, skip_record=True, read=read)
     return record, problems
 
 
-def verified_record(folder: Path, refusal: str, fix: str) -> dict[str, Any]:
+def verified_record(folder: Path, refusal: str, fix: str, read: dict[Path, ReadStamp] | None = None) -> dict[str, Any]:
     """The record of the checkpoint in ``folder`` once it and every file verify; else :class:`LineageBroken` saying
-    ``refusal`` (what will not be done with it), every problem, and ``fix``."""
+    ``refusal`` (what will not be done with it), every problem, and ``fix``. ``read`` gains each file hashed, as it
+    was then (:func:`~ftc.stores.hashing.changed_since_read`, once they are read)."""
     from ftc.errors import LineageBroken
 
-    record, problems = checkpoint_problems(folder)
+    record, problems = checkpoint_problems(folder, read=read)
     if problems or record is None:
         raise LineageBroken(f"{folder}: {refusal}\n    " + "\n    ".join(problems) + f"\n    fix: {fix}")
     return record

@@ -19,7 +19,7 @@ from pathlib import Path
 from ftc.errors import FtcError, UsageError, report
 from ftc.images import image_from_env
 from ftc.lineage.run import Lineage
-from ftc.runtime.training.checkpoint import is_complete, resume_point
+from ftc.runtime.training.checkpoint import ResumePoint, is_complete, resume_point
 from ftc.runtime.training.distributed import end_distributed
 from ftc.runtime.training.inputs import FoundInputs, verify_inputs
 from ftc.runtime.training.progress import log
@@ -60,8 +60,8 @@ def run_plan(
     publishes = rendezvous.node_rank == 0 and not handoff.inputs_checked
     with publishing(plan, resume=resume) if publishes else contextlib.nullcontext():
         previous = resume_point(plan.output_path, plan.plan_id, resume=resume)
-        if previous is not None and is_complete(previous[0]):
-            log(f"{previous[0]} is the last checkpoint of this plan: the run is complete; nothing to resume")
+        if previous is not None and is_complete(previous.folder):
+            log(f"{previous.folder} is the last checkpoint of this plan: the run is complete; nothing to resume")
             return None
         if resume and previous is None:
             log(f"--resume: {plan.output_path} holds no checkpoint of this plan yet; starting from the beginning")
@@ -76,7 +76,7 @@ def run_plan(
             return _launch_workers(plan, plan_path.resolve(), handoff, rendezvous)
 
 
-def _run_here(plan: Plan, paths: FoundInputs, lineage: Lineage, previous: tuple[Path, dict] | None, handoff: Handoff):
+def _run_here(plan: Plan, paths: FoundInputs, lineage: Lineage, previous: ResumePoint | None, handoff: Handoff):
     """The plan's one process, in this interpreter, holding the output folder's lock."""
     # its own rendezvous on an ephemeral port (0: the OS picks one; nobody else connects)
     one = {"RANK": "0", "LOCAL_RANK": "0", "WORLD_SIZE": "1", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": "0"}

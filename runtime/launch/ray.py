@@ -130,8 +130,8 @@ def _check_before(plan: Plan, *, resume: bool) -> tuple[Any, bool]:
             say(f"{plan.output_store}: the last checkpoint of this plan is published: the run is complete")
             return publisher, True
     previous = resume_point(plan.output_path, plan.plan_id, resume=resume)
-    if previous is not None and is_complete(previous[0]):
-        say(f"{previous[0]} is the last checkpoint of this plan: the run is complete; nothing to resume")
+    if previous is not None and is_complete(previous.folder):
+        say(f"{previous.folder} is the last checkpoint of this plan: the run is complete; nothing to resume")
         return publisher, True
     return publisher, False
 

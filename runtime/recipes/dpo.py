@@ -99,14 +99,14 @@ def train(
     dist = init_distributed(plan.launch.world_size)
     checked = checked or check_run(plan, resume=resume, inputs_checked=inputs_checked)
     previous = checked.previous
-    if previous is not None and is_complete(previous[0]):
-        return already_complete(plan, dist, previous[0])
+    if previous is not None and is_complete(previous.folder):
+        return already_complete(plan, dist, previous.folder)
     plan.output_path.mkdir(parents=True, exist_ok=True)
     run = _set_up(plan, dist, checked.paths, checked.lineage, tracker=tracker)
     state = TrainState()
     if previous is not None:
-        state, saved = resume_state(run, *previous)
-        check_reference(run.references, saved.get("reference_logprobs"), previous[0].name)
+        state, saved = resume_state(run, previous)
+        check_reference(run.references, saved.get("reference_logprobs"), previous.folder.name)
     metrics, bar = open_reporting(run, state.global_step, resume=resume, resumed=previous is not None)
     with training_session(run, metrics, bar):
         if state.global_step == 0 and "valid" in run.data:  # the baseline: the reference itself (loss ln 2)

@@ -46,6 +46,7 @@ _MODULES = {
     ),
     "checkpoint": (
         "Checkpointer",
+        "ResumePoint",
         "checkpoint_sizes",
         "describe_sizes",
         "finished_checkpoints",

@@ -28,7 +28,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from ftc.errors import LineageBroken, UsageError
 from ftc.lineage.plan import PLAN_FILE
@@ -37,12 +37,14 @@ from ftc.lineage.signing import Signer, signer_from_env
 from ftc.lineage.verify import verified_record
 from ftc.spec.reading import MiB, read_bounded_text
 from ftc.stores.atomic import clear_planted
+from ftc.stores.hashing import ReadStamp, changed_since_read
 
 from .model import save_tokenizer
 from .progress import log, size_text
 
 __all__ = [
     "Checkpointer",
+    "ResumePoint",
     "checkpoint_sizes",
     "describe_sizes",
     "finished_checkpoints",
@@ -83,7 +85,28 @@ def latest_checkpoint(root: Path) -> Path | None:
     return found[-1] if found else None
 
 
-def resume_point(out: Path, plan_id: str, *, resume: bool) -> tuple[Path, dict[str, Any]] | None:
+class ResumePoint(NamedTuple):
+    """A checkpoint to continue from: its folder, its lineage record (verified) and each of its files as it was
+    when hashed (:meth:`check_unchanged` once they are read)."""
+
+    folder: Path
+    record: dict[str, Any]
+    read: dict[Path, ReadStamp]
+
+    def check_unchanged(self) -> None:
+        """Raise :class:`LineageBroken` naming each file written (or replaced) since it was verified: what was read
+        of it may not be what the record says."""
+        changed = changed_since_read(self.read)
+        if changed:
+            raise LineageBroken(
+                f"{self.folder}: written while this run resumed from it, after it was verified against its lineage "
+                "record; what was read may not be what the record says:\n"
+                + "\n".join(f"    {path}" for path in changed)
+                + "\n    fix: resume again once nothing writes the checkpoint"
+            )
+
+
+def resume_point(out: Path, plan_id: str, *, resume: bool) -> ResumePoint | None:
     """The checkpoint a run into ``out`` continues from, with its verified lineage record; None: from the start.
 
     Without ``resume`` an output folder that holds checkpoints is refused. With it, the newest checkpoint must be
@@ -97,16 +120,18 @@ def resume_point(out: Path, plan_id: str, *, resume: bool) -> tuple[Path, dict[s
             f"{out} already holds checkpoints ({previous.name}); resume with `ftc run PLAN --resume`, "
             "or choose another output_dir"
         )
+    read: dict[Path, ReadStamp] = {}
     record = verified_record(
         previous,
         "cannot resume from it: the checkpoint is not what its lineage record says",
         "restore the checkpoint, or move it aside to resume from the one before it",
+        read=read,
     )
     if record["plan"]["plan_id"] != plan_id:
         raise UsageError(
             f"{previous} was written by another plan ({record['plan']['plan_id']}); it cannot be resumed with {plan_id}"
         )
-    return previous, record
+    return ResumePoint(previous, record, read)
 
 
 def describe_sizes(checkpoint: Path) -> str:

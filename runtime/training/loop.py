@@ -21,7 +21,7 @@ from ftc.lineage.record import read_record
 from ftc.stores.storage import storage_failure
 
 from .batches import epoch_rows, group, shard_rows
-from .checkpoint import describe_sizes, load_training_state, read_state, restore_rng, trained_seconds
+from .checkpoint import ResumePoint, describe_sizes, load_training_state, read_state, restore_rng, trained_seconds
 from .distributed import Dist
 from .progress import MetricsLog, Progress, duration, log
 from .summary import RunSummary, eval_table, eval_text, write_summary
@@ -101,13 +101,15 @@ def already_complete(plan: Any, dist: Dist, last: Path) -> RunSummary:
     return RunSummary.of_output(plan.output_path, state["evals"], state["skipped_examples"])
 
 
-def resume_state(run: RecipeRun, previous: Path, record: dict[str, Any]) -> tuple[TrainState, dict[str, Any]]:
-    """Engine, optimizer, scheduler and random state as the checkpoint ``previous`` (verified against its lineage
-    ``record``) saved them; every checkpoint of this run records where it resumed. Also the saved state itself
+def resume_state(run: RecipeRun, point: ResumePoint) -> tuple[TrainState, dict[str, Any]]:
+    """Engine, optimizer, scheduler and random state as the checkpoint ``point`` (verified against its lineage
+    record) saved them; every checkpoint of this run records where it resumed. Also the saved state itself
     (ftc_state.json: what a recipe saved of its own)."""
+    previous, record = point.folder, point.record
     state = read_state(previous)
     load_training_state(run.engine, previous, strict=run.plan.mode == "full")
     restore_rng(previous, run.dist.rank)
+    point.check_unchanged()  # all of it is read: was any of it written after it was verified?
     run.execution["resumed_from"] = {
         "checkpoint": previous.name,
         "digest": record["checkpoint"]["digest"],

@@ -4,14 +4,12 @@ checkpoint to continue from. A launcher that has just checked them hands them ov
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
 
 from ftc.images import image_from_env
 from ftc.lineage.run import Lineage
 from ftc.spec.plan import Plan
 
-from .checkpoint import resume_point
+from .checkpoint import ResumePoint, resume_point
 from .inputs import FoundInputs, verify_inputs
 
 __all__ = ["Checked", "check_run"]
@@ -23,7 +21,7 @@ class Checked:
     that record, and the parents' lineage."""
 
     paths: FoundInputs
-    previous: tuple[Path, dict[str, Any]] | None
+    previous: ResumePoint | None
     lineage: Lineage
 
 

@@ -78,6 +78,27 @@ def test_a_flipped_byte_in_the_training_state_is_refused_before_anything_is_load
     assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["step-000004"]  # nothing trained, nothing new
 
 
+def test_a_checkpoint_written_while_it_is_resumed_from_stops_the_run(interrupted, ftc, monkeypatch):
+    """Verified, then read: a writer that gets in between (here: right after the training state is loaded) must not
+    leave the run going on from bytes nobody checked."""
+    import ftc.runtime.training.loop as loop
+
+    plan, out, checkpoint = interrupted
+    load = loop.load_training_state
+
+    def another_writer_gets_in(engine, folder, **kwargs):
+        load(engine, folder, **kwargs)
+        with open(folder / STATE, "ab") as f:
+            f.write(b"\0")
+
+    monkeypatch.setattr(loop, "load_training_state", another_writer_gets_in)
+    r = ftc("run", plan, "--resume")
+    assert r.code == ExitCode.LINEAGE_BROKEN, r.err
+    assert f"{checkpoint}: written while this run resumed from it, after it was verified" in r.err
+    assert f"\n    {checkpoint / STATE}\n    fix: resume again once nothing writes the checkpoint" in r.err
+    assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["step-000004"]
+
+
 def test_an_edited_record_is_refused(interrupted, ftc):
     plan, _, checkpoint = interrupted
     record = read_json(checkpoint / "lineage.json")
