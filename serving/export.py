@@ -160,6 +160,7 @@ def _write(
     if trained.adapter and not merge and base_parent is not None:
         export_section["base"] = {"digest": base_parent["digest"], "source": base_parent["source"]}
     (tmp / "README.md").write_text(model_card(trained, export_section, out.name), encoding="utf-8")
+    trained.check_unchanged()  # what was copied and read is what the record it is sealed beside says
     record = _record(trained, tmp, out, export_section, given)
     (tmp / LINEAGE_FILE).write_text(json.dumps(record, indent=2, sort_keys=True) + "\n", encoding="utf-8")
     files = [p for p in tmp.rglob("*") if p.is_file()]

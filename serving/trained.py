@@ -7,7 +7,7 @@ no record, loaded as a run loads its base."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +18,7 @@ from ftc.lineage.record import located
 from ftc.lineage.verify import verified_record
 from ftc.spec import JobSpec, PromptFormat
 from ftc.spec.plan import Plan
+from ftc.stores.hashing import ReadStamp, changed_since_read
 from ftc.stores.weights_folder import refuse_code
 
 __all__ = ["PlainWeights", "Trained", "load_model", "open_trained"]
@@ -54,6 +55,19 @@ class Trained:
     labels: tuple[str, ...] | None = None
     #: plain weights scored with a spec (no record, no plan); None for a checkpoint or an export
     plain: PlainWeights | None = None
+    #: each file verified (the folder's, its base's), as it was then
+    read: dict[Path, ReadStamp] = field(default_factory=dict, compare=False, repr=False)
+
+    def check_unchanged(self) -> None:
+        """Once its files are read: raise :class:`LineageBroken` naming each one written (or replaced) since it was
+        verified, as what was read of it may not be what its lineage says."""
+        changed = changed_since_read(self.read)
+        if changed:
+            raise LineageBroken(
+                f"{self.folder}: written while it was read, after it was verified; what was read may not be what its "
+                "lineage says:\n" + "\n".join(f"    {path}" for path in changed)
+                + "\n    fix: try again once nothing writes it"
+            )  # fmt: skip
 
     def identity(self) -> dict[str, Any]:
         """What was scored, as ``ftc eval``'s JSON says it: the folder, what it is, and its record_id (plain
@@ -85,26 +99,32 @@ def open_trained(path: Path, *, need_base: bool = True) -> Trained:
 
     folder = checkpoint_folder(path).resolve()
     refuse_code(folder, "the checkpoint")  # before reading anything of it
+    read: dict[Path, ReadStamp] = {}
     record = verified_record(
         folder,
         "not what its lineage record says; nothing of it is loaded",
         "restore it (`ftc lineage verify` names every difference)",
+        read=read,
     )
     adapter = record["checkpoint"]["kind"] == "adapter"
     if "export" in record:
-        base = _checkpoint_of(folder, record).base if adapter and need_base else None
+        base = None
+        if adapter and need_base:
+            parent = _checkpoint_of(folder, record)
+            base = parent.base
+            read.update(parent.read)
         classifier = record["export"].get("classifier")
         return Trained(
             folder, record, True, adapter, base, None, list(record["export"]["stop_strings"]),
-            record["checkpoint"]["model_id"], labels=tuple(classifier["labels"]) if classifier else None,
+            record["checkpoint"]["model_id"], labels=tuple(classifier["labels"]) if classifier else None, read=read,
         )  # fmt: skip
     plan = checkpoint_plan(folder, record)
     generation = plan.spec.generation_config
     classifier = plan.spec.classifier_config
     return Trained(
-        folder, record, False, adapter, _base_weights(plan, folder) if adapter and need_base else None,
+        folder, record, False, adapter, _base_weights(plan, folder, read) if adapter and need_base else None,
         generation.prompt_format, stop_texts(generation.prompt_format, generation.stopping_sequences),
-        plan.architecture.model_id, plan, classifier.label_tokens if classifier else None,
+        plan.architecture.model_id, plan, classifier.label_tokens if classifier else None, read=read,
     )  # fmt: skip
 
 
@@ -126,14 +146,17 @@ def _checkpoint_of(folder: Path, record: dict[str, Any]) -> Trained:
     return parent
 
 
-def _base_weights(plan: Plan, folder: Path) -> Path | str:
-    """The adapter's base weights as the plan pinned them, located from the checkpoint and verified."""
+def _base_weights(plan: Plan, folder: Path, read: dict[Path, ReadStamp]) -> Path | str:
+    """The adapter's base weights as the plan pinned them, located from the checkpoint and verified (``read`` gains
+    each file as it was then)."""
     from ftc.runtime.training import refuse_code_in_inputs, verify_inputs
 
     refuse_code_in_inputs(plan, {"base_model"})
     try:
         refuse_foreign_endpoints(plan, {"base_model"})  # the checkpoint's plan says where; credentials stay here
-        base = verify_inputs(plan, {"base_model"})["base_model"]
+        found = verify_inputs(plan, {"base_model"})
+        base = found["base_model"]
+        read.update(found.read)
     except (InputChanged, InputUnresolvable) as exc:
         exc.args = (f"the base weights {folder.name} was trained on: {exc}",)
         raise exc from None
@@ -163,7 +186,7 @@ def load_model(trained: Trained, *, dtype: str = "float32", device: str = "cpu")
         from ftc.runtime.training.model import load_model as load_base
 
         loaded = load_base(trained.plain.spec, "full", trained.folder, None, dtype=torch_dtype, attention="sdpa")
-        return loaded.model.to(device).eval(), loaded.tokenizer
+        return loaded.model.to(device).eval(), loaded.tokenizer  # (plain weights: nothing pins them)
     tokenizer = pretrained_tokenizer(trained.folder, what)
     try:
         if trained.adapter:
@@ -176,4 +199,5 @@ def load_model(trained: Trained, *, dtype: str = "float32", device: str = "cpu")
             model = pretrained_causal_lm(trained.folder, what, dtype=torch_dtype, use_safetensors=True)
     except (OSError, ValueError) as exc:
         raise InputUnresolvable(f"{trained.folder}: the model does not load: {exc}") from None
+    trained.check_unchanged()
     return model.to(device).eval(), tokenizer
