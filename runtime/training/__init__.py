@@ -158,14 +158,15 @@ _MODULES = {
     "summary": ("RunSummary", "eval_table", "eval_text", "matched_text", "write_summary"),
     "tokens": (
         "BadExample",
+        "CacheEntry",
         "Examples",
         "label_token_ids",
+        "read_cache_file",
         "store_cache_file",
         "token_cache",
         "tokenize_file",
         "trained_mask",
         "usable_examples",
-        "verified_cache_file",
     ),
     "trackers": (
         "TRACKER_FILE",

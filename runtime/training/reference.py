@@ -21,7 +21,7 @@ from ftc.errors import InputChanged
 from .distributed import Dist
 from .preference import Pairs, answer_logps, collate_pairs
 from .progress import log
-from .tokens import store_cache_file, verified_cache_file
+from .tokens import CacheEntry, read_cache_file, store_cache_file
 
 if TYPE_CHECKING:
     from .loss import TokenLoss
@@ -69,11 +69,10 @@ def _digest(values: np.ndarray, lines: list[int]) -> str:
     return "sha256:" + hashlib.sha256(save(_tensors(values, lines), metadata={"format": str(_FORMAT)})).hexdigest()
 
 
-def _read(path: Path, lines: list[int]) -> np.ndarray | None:
-    from safetensors import safe_open
-
-    with safe_open(str(path), framework="numpy") as f:
-        values, stored_lines = f.get_tensor("logps"), f.get_tensor("lines")
+def _read(entry: CacheEntry, lines: list[int]) -> np.ndarray | None:
+    values, stored_lines = entry.tensors.get("logps"), entry.tensors.get("lines")
+    if values is None or stored_lines is None:
+        return None
     if values.shape != (len(lines), 2) or stored_lines.tolist() != list(lines) or not np.isfinite(values).all():
         return None
     return values
@@ -89,10 +88,10 @@ def reference_logps(
     ``token_loss`` goes) and stored there by rank 0."""
     import torch
 
-    found = verified_cache_file(cache_file, "the reference log-probabilities") if cache_file is not None else None
+    found = read_cache_file(cache_file, "the reference log-probabilities") if cache_file is not None else None
     values = _read(found, pairs.lines) if found is not None else None
     if found is not None and values is None:  # not these pairs' numbers (other data selection): made again
-        found.unlink(missing_ok=True)
+        found.path.unlink(missing_ok=True)
     (hits,) = dist.sum(float(values is not None))  # every rank joins the computation unless every rank has them
     cached = hits == dist.world
     if not cached:

@@ -36,15 +36,16 @@ from .sandbox import TemplateRefused
 
 __all__ = [
     "BadExample",
+    "CacheEntry",
     "Examples",
     "cache_key",
     "label_token_ids",
+    "read_cache_file",
     "store_cache_file",
     "token_cache",
     "tokenize_file",
     "trained_mask",
     "usable_examples",
-    "verified_cache_file",
 ]
 
 _FORMAT = 3  # bump when the tokenized layout or the masking rules change (of every task; one task's: its key)
@@ -117,7 +118,7 @@ def tokenize_file(
     module's docstring). ``side`` (``chosen`` or ``rejected``): ``path`` holds preference pairs, and each pair's
     conversation on that side is tokenized, its final answer alone trained (the answer the pair compares)."""
     if cache_file is not None:
-        cached = verified_cache_file(cache_file)
+        cached = read_cache_file(cache_file)
         if cached is not None:
             return _load(cached)
     texts: list[Rendered] = []
@@ -298,35 +299,76 @@ def _named(cache_file: Path, sha256: str) -> Path:
     return cache_file.with_name(f"{cache_file.stem}.{sha256}{cache_file.suffix}")
 
 
-def verified_cache_file(cache_file: Path, what: str = "the tokenized data") -> Path | None:
-    """The stored cache file for ``cache_file``'s key whose bytes match the sha256 in its name (through the stat
-    cache: an unchanged file is not re-read); one that does not is removed with a warning (it is made again).
-    ``what`` the file holds, as the warning says it."""
-    from ftc.stores.hashing import NotAnInput, StatCache, cache_dir
+@dataclass(frozen=True)
+class CacheEntry:
+    """A cache file as read: where it is stored, its tensors and its metadata (all in this process's memory)."""
 
+    path: Path
+    tensors: dict[str, np.ndarray]
+    metadata: dict[str, str]
+
+
+def read_cache_file(cache_file: Path, what: str = "the tokenized data") -> CacheEntry | None:
+    """The stored cache file for ``cache_file``'s key, read once: what is parsed is the bytes whose sha256 was
+    checked against the one in its name (nothing stays mapped from the file, so nothing written to it later reaches
+    the run). One that does not verify, or is not one ftc wrote, is removed with a warning (it is made again).
+    ``what`` the file holds, as the warning says it."""
     if not cache_file.parent.is_dir():
         return None
     for stored in sorted(cache_file.parent.glob(f"{cache_file.stem}.*{cache_file.suffix}")):
         named = stored.name[len(cache_file.stem) + 1 : -len(cache_file.suffix)]
         try:
-            with StatCache(cache_dir() / "statcache.sqlite3") as stamps:
-                found, _ = hash_file(stored, stamps)
-        except (NotAnInput, OSError) as exc:
-            found = f"unreadable ({exc})"
+            data = _read_regular(stored)
+            found = hashlib.sha256(data).hexdigest()
+        except OSError as exc:
+            data, found = b"", f"unreadable ({exc})"
         if found == named:
-            return stored
-        log(f"warning: {what} cached at {stored} is not the bytes it was stored as; making it again")
+            try:
+                return CacheEntry(stored, *_parsed(data))
+            except (ValueError, KeyError, TypeError) as exc:  # named by its own digest, but not a file ftc wrote
+                found = f"not a cache file ({type(exc).__name__})"
+        log(f"warning: {what} cached at {stored} is not the bytes it was stored as ({found}); making it again")
         stored.unlink(missing_ok=True)
     return None
 
 
-def _load(path: Path) -> tuple[Examples, list[BadExample]]:
-    from safetensors import safe_open
+def _read_regular(path: Path) -> bytes:
+    """All the bytes of the regular file ``path`` (OSError for anything else: a FIFO must not block)."""
+    from ftc.spec.reading import regular_file_problem
 
-    with safe_open(str(path), framework="numpy") as f:
-        ids, trainable = f.get_tensor("ids"), f.get_tensor("trainable").astype(bool)
-        lengths, lines = f.get_tensor("lengths"), f.get_tensor("lines")
-        bad = [BadExample(int(line), reason) for line, reason in json.loads(f.metadata()["bad"])]
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    try:
+        st = os.fstat(fd)
+        problem = regular_file_problem(path, st)
+        if problem is not None:
+            raise OSError(problem)
+        with os.fdopen(os.dup(fd), "rb") as f:
+            return f.read(st.st_size + 1)  # a longer file is being written: its digest will not match
+    finally:
+        os.close(fd)
+
+
+def _parsed(data: bytes) -> tuple[dict[str, np.ndarray], dict[str, str]]:
+    """The tensors (copies) and metadata of safetensors ``data``."""
+    from safetensors import SafetensorError
+    from safetensors.numpy import load
+
+    try:
+        header = json.loads(data[8 : 8 + int.from_bytes(data[:8], "little")])
+        tensors = load(data)
+    except (SafetensorError, RecursionError) as exc:
+        raise ValueError(str(exc)) from None
+    metadata = header.get("__metadata__") or {} if isinstance(header, dict) else None
+    if not isinstance(metadata, dict) or not all(isinstance(v, str) for v in metadata.values()):
+        raise TypeError("its metadata is not text")
+    return tensors, metadata
+
+
+def _load(entry: CacheEntry) -> tuple[Examples, list[BadExample]]:
+    tensors = entry.tensors
+    ids, trainable = tensors["ids"], tensors["trainable"].astype(bool)
+    lengths, lines = tensors["lengths"], tensors["lines"]
+    bad = [BadExample(int(line), reason) for line, reason in json.loads(entry.metadata["bad"])]
     cuts = np.cumsum(lengths)[:-1]
     return Examples(
         list(np.split(ids, cuts)) if len(lengths) else [],

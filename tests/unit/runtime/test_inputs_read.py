@@ -107,3 +107,28 @@ def test_loaded_weights_are_copies_not_the_files_pages(tiny_model, tiny_adapter,
     _overwrite_tensors(adapter / "adapter_model.safetensors")
     assert any(value.abs().sum() > 0 for value in before.values())
     assert [name for name, value in model.state_dict().items() if not torch.equal(value, before[name])] == []
+
+
+def test_a_cache_entry_is_parsed_from_the_bytes_that_were_verified(tmp_path, capsys):
+    """The token and reference caches: read once, hashed, parsed from those bytes; a later write to the file (or a
+    file named by its own digest that ftc never wrote) reaches nothing."""
+    import hashlib
+
+    import numpy as np
+
+    from ftc.runtime.training.tokens import read_cache_file, store_cache_file
+
+    key = tmp_path / "tokens" / "key.safetensors"
+    stored = {"ids": np.arange(6, dtype=np.int32), "lines": np.array([1, 2], dtype=np.int64)}
+    store_cache_file(key, stored, {"bad": "[]"})
+    entry = read_cache_file(key)
+    assert entry is not None and entry.metadata == {"bad": "[]"}
+    entry.path.write_bytes(entry.path.read_bytes()[:-8] + b"\xff" * 8)  # the ids' last bytes, after reading
+    assert entry.tensors["ids"].tolist() == list(range(6)) and entry.tensors["lines"].tolist() == [1, 2]
+    assert read_cache_file(key) is None and "is not the bytes it was stored as" in capsys.readouterr().err
+
+    deep = (100_000).to_bytes(8, "little") + b"[" * 100_000  # a header nested past Python's recursion limit
+    for planted in (b"not safetensors", deep):
+        (key.parent / f"key.{hashlib.sha256(planted).hexdigest()}.safetensors").write_bytes(planted)
+        assert read_cache_file(key) is None
+        assert "(not a cache file (" in capsys.readouterr().err and not list(key.parent.iterdir())
