@@ -43,7 +43,7 @@ class FoundInputs(dict):
 
         lines = [f"    {role_of(file)}: {file}" for file in changed]
         raise InputChanged(
-            "an input was written while this run read it, after its bytes were checked against the plan; what was "
+            "an input was written while ftc read it, after its bytes were checked against the plan; what was "
             "read may not be the bytes the plan pins:\n" + "\n".join(lines)
             + "\n    fix: run again once nothing writes the input"
         )  # fmt: skip

@@ -68,7 +68,9 @@ def inspect_data(plan: Plan, *, split: str = "train", n: int = 3, boundaries: bo
         from .inspect_pairs import inspect_pairs
 
         reading = dict(tokenizer=tokenizer, tokenizer_input=tokenizer_input, render=render, renderer_key=renderer_key)
-        return "\n".join(header + inspect_pairs(plan, split, Path(paths[split]), n=n, marks=marks, **reading))
+        report = header + inspect_pairs(plan, split, Path(paths[split]), n=n, marks=marks, **reading)
+        paths.check_unchanged()  # the report is of the bytes the plan pins
+        return "\n".join(report)
     cache = token_cache(plan.inputs[split], tokenizer_input, renderer_key, spec.task, labels)
     examples, bad = tokenize_file(
         Path(paths[split]), render=render, tokenizer=tokenizer, cache_file=cache, max_chars=TOKENIZED,
@@ -114,6 +116,7 @@ def inspect_data(plan: Plan, *, split: str = "train", n: int = 3, boundaries: bo
     warnings = _warnings(fmt, tokenizer, examples, bad, spec.context_length, name, straddled)
     warnings += untokenized_warning(untokenized, name, spec.context_length)
     out += ["", *(f"warning: {w}" for w in warnings)] if warnings else ["", "no warnings"]
+    paths.check_unchanged()  # the report is of the bytes the plan pins
     return "\n".join(out)
 
 

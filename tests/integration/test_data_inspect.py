@@ -135,6 +135,24 @@ def test_a_split_the_plan_has_no_data_for_is_a_usage_error(job, ftc, tmp_path):
     assert "--split valid: the plan has no valid data (it has: train)" in r.err
 
 
+def test_data_written_while_inspect_reads_it_is_refused(job, ftc, tmp_path, monkeypatch):
+    import ftc.runtime.training.inspect as inspect
+
+    assert ftc("compile", job(), "-o", tmp_path / "p.json").code == 0
+    tokenize = inspect.tokenize_file
+
+    def another_writer_gets_in(*args, **kwargs):
+        found = tokenize(*args, **kwargs)
+        with open(tmp_path / "data" / "train.jsonl", "a") as f:
+            f.write("\n")
+        return found
+
+    monkeypatch.setattr(inspect, "tokenize_file", another_writer_gets_in)
+    r = ftc("data", "inspect", tmp_path / "p.json", "-n", "1")
+    assert r.code == ExitCode.INPUT_CHANGED and "an input was written while ftc read it" in r.err
+    assert f"    train: {tmp_path / 'data' / 'train.jsonl'}\n" in r.err and "---" not in r.out
+
+
 def test_only_the_tokenizer_and_the_data_are_read_and_they_are_verified(job, ftc, tmp_path, tiny_model):
     import shutil
 

@@ -89,7 +89,7 @@ def test_a_plans_inputs_written_after_they_were_verified_are_refused_by_role(job
     assert info.value.exit_code == ExitCode.INPUT_CHANGED
     message = str(info.value)
     assert f"    valid: {tmp_path / 'data' / 'valid.jsonl'}\n" in message and "train:" not in message
-    assert "written while this run read it" in message and "fix: run again once nothing writes the input" in message
+    assert "written while ftc read it" in message and "fix: run again once nothing writes the input" in message
 
 
 def test_loaded_weights_are_copies_not_the_files_pages(tiny_model, tiny_adapter, tmp_path):
