@@ -34,7 +34,7 @@ def compile_layers(model: Any) -> int:
     _private_compile_cache()
 
     # the layers share their graphs, one per kind of call (training, evaluation, padded or flat rows, ...): room for
-    # more kinds than PyTorch's default 8, past which a call would run uncompiled without a word
+    # more kinds than PyTorch's default 8, past which a call runs uncompiled (PyTorch warns once, on stderr)
     limit = "recompile_limit" if hasattr(dynamo, "recompile_limit") else "cache_size_limit"
     setattr(dynamo, limit, max(getattr(dynamo, limit), RECOMPILE_LIMIT))
     layers = [module for module in model.modules() if isinstance(module, GradientCheckpointingLayer)]
