@@ -151,10 +151,10 @@ def _set_up(plan: Plan, dist: Dist, paths: FoundInputs, lineage: Lineage, *, tra
         reference_batch=preference.reference.batch_size or spec.eval_batch_size_per_device,
         pad_to=spec.context_length if spec.padding == "max_length" else None,
     )  # fmt: skip
-    run.references = _references(run, loaded)
     if spec.evaluation.generate and "valid" in data:
         run.answered = conversations_at(paths["valid"], data["valid"].lines, side="chosen")
     paths.check_unchanged()  # everything of the inputs is read: was any written after it was checked?
+    run.references = _references(run, loaded)  # (cached under the pinned digests: only once they are checked)
     run.tracker = open_tracker(plan, main=dist.main, off=not tracker)
     return run
 

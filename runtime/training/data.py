@@ -12,6 +12,7 @@ from ftc.spec.plan import Plan
 from ftc.spec.tasks import TASKS
 
 from .distributed import Dist
+from .inputs import FoundInputs
 from .render import renderer_for
 from .tokens import token_cache, tokenize_file, usable_examples
 
@@ -24,7 +25,7 @@ DATA_ROLES = ("train", "valid")
 def load_data(
     plan: Plan,
     dist: Dist,
-    paths: dict[str, Path | str],
+    paths: FoundInputs,
     tokenizer: Any,
     tokenizer_source: str,
     side: str | None = None,
@@ -42,8 +43,9 @@ def load_data(
             continue
         cache_file = data_cache(plan, role, tokenizer, tokenizer_source, side)
         reading = dict(
-            render=render, tokenizer=tokenizer, cache_file=cache_file, task=spec.task, labels=labels, side=side
-        )
+            render=render, tokenizer=tokenizer, cache_file=cache_file, task=spec.task, labels=labels, side=side,
+            before_store=paths.check_unchanged,  # nothing cached under the pinned digest from other bytes
+        )  # fmt: skip
         if dist.main:  # one process tokenizes; the others read its cache
             examples, bad = tokenize_file(paths[role], **reading)
         dist.barrier()

@@ -67,14 +67,17 @@ def inspect_data(plan: Plan, *, split: str = "train", n: int = 3, boundaries: bo
     if TASKS[spec.task].pairs:  # two conversations a line: shown and counted by the pair
         from .inspect_pairs import inspect_pairs
 
-        reading = dict(tokenizer=tokenizer, tokenizer_input=tokenizer_input, render=render, renderer_key=renderer_key)
+        reading = dict(
+            tokenizer=tokenizer, tokenizer_input=tokenizer_input, render=render, renderer_key=renderer_key,
+            before_store=paths.check_unchanged,
+        )  # fmt: skip
         report = header + inspect_pairs(plan, split, Path(paths[split]), n=n, marks=marks, **reading)
         paths.check_unchanged()  # the report is of the bytes the plan pins
         return "\n".join(report)
     cache = token_cache(plan.inputs[split], tokenizer_input, renderer_key, spec.task, labels)
     examples, bad = tokenize_file(
         Path(paths[split]), render=render, tokenizer=tokenizer, cache_file=cache, max_chars=TOKENIZED,
-        task=spec.task, labels=labels,
+        task=spec.task, labels=labels, before_store=paths.check_unchanged,
     )  # fmt: skip
     untokenized = [b for b in bad if b.untokenized]
     bad = [b for b in bad if not b.untokenized]

@@ -35,6 +35,7 @@ def inspect_pairs(
     tokenizer_input: PlanInput | None,
     render: Any,
     renderer_key: Any,
+    before_store: Any,
     n: int,
     marks: Marks,
 ) -> list[str]:
@@ -47,7 +48,7 @@ def inspect_pairs(
         cache = token_cache(plan.inputs[split], tokenizer_input, renderer_key, spec.task, None, side)
         sides[side], side_bad = tokenize_file(
             path, render=render, tokenizer=tokenizer, cache_file=cache, max_chars=TOKENIZED, task=spec.task,
-            side=side,
+            side=side, before_store=before_store,
         )  # fmt: skip
         for item in side_bad:
             bad.setdefault(item.line, item)

@@ -23,7 +23,6 @@ of each answer under the model being trained and under its reference, and the pa
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -36,6 +35,7 @@ from .step import StepLoss
 from .tokens import Examples
 
 if TYPE_CHECKING:
+    from .inputs import FoundInputs
     from .loss import TokenLoss
 
 __all__ = [
@@ -77,7 +77,7 @@ class Pairs:
 
 
 def load_pairs(
-    plan: Any, dist: Dist, paths: dict[str, Path | str], tokenizer: Any, tokenizer_source: str
+    plan: Any, dist: Dist, paths: FoundInputs, tokenizer: Any, tokenizer_source: str
 ) -> tuple[dict[str, Pairs], dict[str, int]]:
     """(role -> ``Pairs``, role -> pairs skipped) for each data input of the plan: both sides read as ``load_data``
     reads chat data (the token cache, the context length, ``skip_bad_examples``), a pair kept when both of its

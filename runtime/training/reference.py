@@ -8,6 +8,7 @@ reproduce`` check that the numbers they use are the ones the run started with.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 from dataclasses import dataclass
@@ -69,12 +70,12 @@ def _digest(values: np.ndarray, lines: list[int]) -> str:
     return "sha256:" + hashlib.sha256(save(_tensors(values, lines), metadata={"format": str(_FORMAT)})).hexdigest()
 
 
-def _read(entry: CacheEntry, lines: list[int]) -> np.ndarray | None:
-    values, stored_lines = entry.tensors.get("logps"), entry.tensors.get("lines")
-    if values is None or stored_lines is None:
-        return None
+def _read(entry: CacheEntry, lines: list[int]) -> np.ndarray:
+    """The numbers of a cache file: ValueError when they are not these pairs' (another data selection), and the
+    file is made again."""
+    values, stored_lines = entry.tensors["logps"], entry.tensors["lines"]
     if values.shape != (len(lines), 2) or stored_lines.tolist() != list(lines) or not np.isfinite(values).all():
-        return None
+        raise ValueError("not these pairs' numbers")
     return values
 
 
@@ -88,10 +89,9 @@ def reference_logps(
     ``token_loss`` goes) and stored there by rank 0."""
     import torch
 
-    found = read_cache_file(cache_file, "the reference log-probabilities") if cache_file is not None else None
-    values = _read(found, pairs.lines) if found is not None else None
-    if found is not None and values is None:  # not these pairs' numbers (other data selection): made again
-        found.path.unlink(missing_ok=True)
+    what = "the reference log-probabilities"
+    read = functools.partial(_read, lines=pairs.lines)
+    values = read_cache_file(cache_file, read, what) if cache_file is not None else None
     (hits,) = dist.sum(float(values is not None))  # every rank joins the computation unless every rank has them
     cached = hits == dist.world
     if not cached:

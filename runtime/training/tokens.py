@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import tempfile
 from collections.abc import Callable, Iterator, Sequence
@@ -110,17 +111,20 @@ def tokenize_file(
     task: str = "instruction_tuning",
     labels: tuple[str, ...] | None = None,
     side: str | None = None,
+    before_store: Callable[[], None] | None = None,
 ) -> tuple[Examples, list[BadExample]]:
     """Tokenize every example of ``path`` (or load the result cached for the same data, tokenizer and format, once
     its bytes verify). ``max_chars``: an example whose rendered text is longer is not tokenized (tokenizing 16 MiB
     takes a minute) but listed as ``untokenized``, and then nothing is cached (a run must see every example).
     ``task``: causal_lm trains every token, classification (with its ``labels``) the label token alone (see the
     module's docstring). ``side`` (``chosen`` or ``rejected``): ``path`` holds preference pairs, and each pair's
-    conversation on that side is tokenized, its final answer alone trained (the answer the pair compares)."""
+    conversation on that side is tokenized, its final answer alone trained (the answer the pair compares).
+    ``before_store``: called before anything is cached, to raise if what was read may not be what the cache is
+    keyed by (the input's pinned digest)."""
     if cache_file is not None:
-        cached = read_cache_file(cache_file)
+        cached = read_cache_file(cache_file, _load)
         if cached is not None:
-            return _load(cached)
+            return cached
     texts: list[Rendered] = []
     lines: list[int] = []
     finals: list[str] = []  # each example's final answer (a classifier's label, and its categories)
@@ -170,6 +174,8 @@ def tokenize_file(
             examples.lines.append(lineno)
     bad.sort(key=lambda b: b.line)
     if cache_file is not None and not any(b.untokenized for b in bad):
+        if before_store is not None:
+            before_store()
         _store(cache_file, examples, bad)
     return examples, bad
 
@@ -301,18 +307,24 @@ def _named(cache_file: Path, sha256: str) -> Path:
 
 @dataclass(frozen=True)
 class CacheEntry:
-    """A cache file as read: where it is stored, its tensors and its metadata (all in this process's memory)."""
+    """A cache file as read: its tensors (read-only arrays over the bytes that were verified) and metadata."""
 
-    path: Path
     tensors: dict[str, np.ndarray]
     metadata: dict[str, str]
 
 
-def read_cache_file(cache_file: Path, what: str = "the tokenized data") -> CacheEntry | None:
-    """The stored cache file for ``cache_file``'s key, read once: what is parsed is the bytes whose sha256 was
-    checked against the one in its name (nothing stays mapped from the file, so nothing written to it later reaches
-    the run). One that does not verify, or is not one ftc wrote, is removed with a warning (it is made again).
-    ``what`` the file holds, as the warning says it."""
+#: the numpy dtype of each safetensors dtype a cache file may hold (little-endian, as safetensors stores them)
+_NUMPY = {"BOOL": "?", "U8": "u1", "I8": "i1", "I16": "<i2", "I32": "<i4", "I64": "<i8", "F32": "<f4", "F64": "<f8"}
+
+
+def read_cache_file(cache_file: Path, parse: Callable[[CacheEntry], Any], what: str = "the tokenized data") -> Any:
+    """``parse`` of the stored cache file for ``cache_file``'s key, read once: what is parsed is the bytes whose
+    sha256 was checked against the one in its name (nothing is mapped from the file, so nothing written to it later
+    reaches the run); None when there is none. A file that does not verify, or is not one ftc wrote (``parse``
+    raises KeyError, TypeError or ValueError), is removed with a warning: it is made again. ``what`` the file holds,
+    as the warning says it."""
+    from ftc.stores.safetensors_header import safetensors_header_of
+
     if not cache_file.parent.is_dir():
         return None
     for stored in sorted(cache_file.parent.glob(f"{cache_file.stem}.*{cache_file.suffix}")):
@@ -324,10 +336,18 @@ def read_cache_file(cache_file: Path, what: str = "the tokenized data") -> Cache
             data, found = b"", f"unreadable ({exc})"
         if found == named:
             try:
-                return CacheEntry(stored, *_parsed(data))
-            except (ValueError, KeyError, TypeError) as exc:  # named by its own digest, but not a file ftc wrote
-                found = f"not a cache file ({type(exc).__name__})"
-        log(f"warning: {what} cached at {stored} is not the bytes it was stored as ({found}); making it again")
+                header = safetensors_header_of(data, stored.name)
+                tensors = {
+                    name: np.frombuffer(
+                        data, _NUMPY[t.dtype], math.prod(t.shape), header.data_start + t.offsets[0]
+                    ).reshape(t.shape)
+                    for name, t in header.tensors.items()
+                }
+                return parse(CacheEntry(tensors, header.metadata))
+            except (KeyError, TypeError, ValueError) as exc:  # not what ftc writes there, or not for this run
+                log(f"warning: {what} cached at {stored} cannot be used ({exc!r}); making it again")
+        else:
+            log(f"warning: {what} cached at {stored} is not the bytes it was stored as; making it again")
         stored.unlink(missing_ok=True)
     return None
 
@@ -348,27 +368,13 @@ def _read_regular(path: Path) -> bytes:
         os.close(fd)
 
 
-def _parsed(data: bytes) -> tuple[dict[str, np.ndarray], dict[str, str]]:
-    """The tensors (copies) and metadata of safetensors ``data``."""
-    from safetensors import SafetensorError
-    from safetensors.numpy import load
-
-    try:
-        header = json.loads(data[8 : 8 + int.from_bytes(data[:8], "little")])
-        tensors = load(data)
-    except (SafetensorError, RecursionError) as exc:
-        raise ValueError(str(exc)) from None
-    metadata = header.get("__metadata__") or {} if isinstance(header, dict) else None
-    if not isinstance(metadata, dict) or not all(isinstance(v, str) for v in metadata.values()):
-        raise TypeError("its metadata is not text")
-    return tensors, metadata
-
-
 def _load(entry: CacheEntry) -> tuple[Examples, list[BadExample]]:
     tensors = entry.tensors
     ids, trainable = tensors["ids"], tensors["trainable"].astype(bool)
     lengths, lines = tensors["lengths"], tensors["lines"]
-    bad = [BadExample(int(line), reason) for line, reason in json.loads(entry.metadata["bad"])]
+    bad = [BadExample(int(line), str(reason)) for line, reason in json.loads(entry.metadata["bad"])]
+    if not (len(lengths) == len(lines) and int(lengths.sum()) == len(ids) == len(trainable)):
+        raise ValueError("its tensors do not fit together")
     cuts = np.cumsum(lengths)[:-1]
     return Examples(
         list(np.split(ids, cuts)) if len(lengths) else [],

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -249,33 +250,42 @@ def test_an_input_changed_after_compiling_is_refused_with_expected_and_found(job
     assert not (tmp_path / "output").exists()
 
 
-@pytest.mark.parametrize("recipe", ["sft", "dpo"])
-def test_data_written_while_the_run_reads_it_stops_the_run_before_training(job, ftc, tmp_path, monkeypatch, recipe):
-    """Checked, then read: a writer that gets in between (here: right after the data is read) must not leave the
-    run training on, or recording as pinned, bytes nobody checked."""
+@pytest.mark.parametrize(
+    ("recipe", "after"), [("sft", "load_data"), ("dpo", "load_pairs"), ("sft", "load_for_training")]
+)
+def test_data_written_while_the_run_reads_it_stops_the_run_before_training(
+    job, ftc, tmp_path, monkeypatch, recipe, after
+):
+    """Checked, then read: a writer that gets in between (right after the data is read, or right before it) must not
+    leave the run training on, recording as pinned, or caching under the pinned digest bytes nobody checked."""
     import importlib
+    import os
 
     from support.preference import preference_pairs
 
     module = importlib.import_module(f"ftc.runtime.recipes.{recipe}")
-    reader, task = {"sft": ("load_data", "instruction_tuning"), "dpo": ("load_pairs", "preference_tuning")}[recipe]
+    task = {"sft": "instruction_tuning", "dpo": "preference_tuning"}[recipe]
     if recipe == "dpo":
         write_jsonl(tmp_path / "data" / "train.jsonl", preference_pairs(8, seed=1))
     ftc("compile", job(output_dir="out", task=task, valid_path=None), "-o", tmp_path / "p.json")
-    read_data = getattr(module, reader)
+    read = getattr(module, after)
 
     def another_writer_gets_in(*args, **kwargs):
-        loaded = read_data(*args, **kwargs)
+        found = read(*args, **kwargs)
         with open(tmp_path / "data" / "train.jsonl", "a") as f:
             f.write("\n")
-        return loaded
+        return found
 
-    monkeypatch.setattr(module, reader, another_writer_gets_in)
+    monkeypatch.setattr(module, after, another_writer_gets_in)
     r = ftc("run", tmp_path / "p.json")
     assert r.code == ExitCode.INPUT_CHANGED, r.err
     assert "an input was written while ftc read it" in r.err
     assert f"    train: {tmp_path / 'data' / 'train.jsonl'}\n" in r.err
     assert "train_loss" not in r.err and not (tmp_path / "out" / "checkpoints").exists()
+    cache = Path(os.environ["FTC_CACHE_DIR"])
+    cached = sorted(p.parent.name for p in cache.rglob("*.safetensors"))
+    # read before the write: its tokens cached (they are the pinned bytes'); read after it: nothing; no reference
+    assert cached == ([] if after == "load_for_training" else ["tokens"] * (1 + (recipe == "dpo")))
 
 
 def test_a_changed_file_inside_the_weights_folder_is_named(job, ftc, tmp_path, tiny_model):

@@ -115,20 +115,24 @@ def test_a_cache_entry_is_parsed_from_the_bytes_that_were_verified(tmp_path, cap
     import hashlib
 
     import numpy as np
+    from safetensors.numpy import save
 
     from ftc.runtime.training.tokens import read_cache_file, store_cache_file
 
     key = tmp_path / "tokens" / "key.safetensors"
     stored = {"ids": np.arange(6, dtype=np.int32), "lines": np.array([1, 2], dtype=np.int64)}
     store_cache_file(key, stored, {"bad": "[]"})
-    entry = read_cache_file(key)
+    [path] = key.parent.iterdir()
+    entry = read_cache_file(key, lambda entry: entry)
     assert entry is not None and entry.metadata == {"bad": "[]"}
-    entry.path.write_bytes(entry.path.read_bytes()[:-8] + b"\xff" * 8)  # the ids' last bytes, after reading
+    path.write_bytes(path.read_bytes()[:-8] + b"\xff" * 8)  # the ids' last bytes, after reading
     assert entry.tensors["ids"].tolist() == list(range(6)) and entry.tensors["lines"].tolist() == [1, 2]
-    assert read_cache_file(key) is None and "is not the bytes it was stored as" in capsys.readouterr().err
+    assert read_cache_file(key, lambda entry: entry) is None
+    assert "is not the bytes it was stored as" in capsys.readouterr().err and not path.exists()
 
     deep = (100_000).to_bytes(8, "little") + b"[" * 100_000  # a header nested past Python's recursion limit
-    for planted in (b"not safetensors", deep):
+    wrong_keys = save({"other": np.zeros(2)}, metadata={"bad": "[]"})  # safetensors, but not what ftc stores there
+    for planted in (b"not safetensors", deep, wrong_keys):
         (key.parent / f"key.{hashlib.sha256(planted).hexdigest()}.safetensors").write_bytes(planted)
-        assert read_cache_file(key) is None
-        assert "(not a cache file (" in capsys.readouterr().err and not list(key.parent.iterdir())
+        assert read_cache_file(key, lambda entry: entry.tensors["ids"]) is None
+        assert "cannot be used (" in capsys.readouterr().err and not list(key.parent.iterdir())
