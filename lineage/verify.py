@@ -13,7 +13,6 @@ from typing import Any
 
 from ftc.stores.hashing import (
     NotAnInput,
-    ReadStamp,
     StatCache,
     changed_file_lines,
     hash_file,
@@ -21,6 +20,7 @@ from ftc.stores.hashing import (
     walk_files,
 )
 from ftc.stores.sources import kind_named
+from ftc.stores.stamps import ReadRecord
 
 from .plan import written_in
 from .record import LINEAGE_FILE, MAX_CHAIN_DEPTH, SIGNATURE_FILE, located, read_record, record_ids
@@ -84,7 +84,7 @@ def _unlisted_problem(folder: Path, path: str) -> str:
 
 
 def _folder_problems(
-    expected: list[dict[str, Any]], folder: Path, skip_record: bool, read: dict[Path, ReadStamp] | None = None
+    expected: list[dict[str, Any]], folder: Path, skip_record: bool, read: ReadRecord | None = None
 ) -> list[str]:
     """Every file under ``folder`` against ``expected``; a FIFO, a device or a symlink loop in it is the problem.
     Names are compared first: a file the record does not name is reported without a byte of it read (a 100 GB
@@ -114,7 +114,7 @@ def _folder_problems(
 
 
 def checkpoint_problems(
-    folder: Path, digests: dict[str, str] | None = None, read: dict[Path, ReadStamp] | None = None
+    folder: Path, digests: dict[str, str] | None = None, read: ReadRecord | None = None
 ) -> tuple[dict[str, Any] | None, list[str]]:
     """The record of the checkpoint in ``folder`` and everything wrong with it: its record_id (and embedded records')
     and every file against the record (``digests``: path -> sha256 of its files, when just verified while fetching
@@ -135,10 +135,10 @@ def checkpoint_problems(
     return record, problems
 
 
-def verified_record(folder: Path, refusal: str, fix: str, read: dict[Path, ReadStamp] | None = None) -> dict[str, Any]:
+def verified_record(folder: Path, refusal: str, fix: str, read: ReadRecord | None = None) -> dict[str, Any]:
     """The record of the checkpoint in ``folder`` once it and every file verify; else :class:`LineageBroken` saying
     ``refusal`` (what will not be done with it), every problem, and ``fix``. ``read`` gains each file hashed, as it
-    was then (:func:`~ftc.stores.hashing.changed_since_read`, once they are read)."""
+    was then (:meth:`~ftc.stores.stamps.ReadRecord.changed`, once they are read)."""
     from ftc.errors import LineageBroken
 
     record, problems = checkpoint_problems(folder, read=read)

@@ -18,7 +18,7 @@ from ftc.lineage.record import located
 from ftc.lineage.verify import verified_record
 from ftc.spec import JobSpec, PromptFormat
 from ftc.spec.plan import Plan
-from ftc.stores.hashing import ReadStamp, changed_since_read
+from ftc.stores.stamps import ReadRecord
 from ftc.stores.weights_folder import refuse_code
 
 __all__ = ["PlainWeights", "Trained", "load_model", "open_trained"]
@@ -56,16 +56,18 @@ class Trained:
     #: plain weights scored with a spec (no record, no plan); None for a checkpoint or an export
     plain: PlainWeights | None = None
     #: each file verified (the folder's, its base's), as it was then
-    read: dict[Path, ReadStamp] = field(default_factory=dict, compare=False, repr=False)
+    read: ReadRecord = field(default_factory=ReadRecord, compare=False, repr=False)
 
     def check_unchanged(self) -> None:
-        """Once its files are read: raise :class:`LineageBroken` naming each one written (or replaced) since it was
-        verified, as what was read of it may not be what its lineage says."""
-        changed = changed_since_read(self.read)
+        """Once its files are read: raise :class:`LineageBroken` naming each one changed (written, replaced, removed
+        or added) since it was verified, its own or its base weights', as what was read may not be what its lineage
+        says."""
+        changed = self.read.changed()
         if changed:
             raise LineageBroken(
-                f"{self.folder}: written while it was read, after it was verified; what was read may not be what its "
-                "lineage says:\n" + "\n".join(f"    {path}" for path in changed)
+                f"{self.folder}: it or its base weights changed while ftc read them, after they were verified (a file "
+                "written, replaced, removed or added): what was read may not be what its lineage says:\n"
+                + "\n".join(f"    {path}" for path in changed)
                 + "\n    fix: try again once nothing writes it"
             )  # fmt: skip
 
@@ -99,7 +101,7 @@ def open_trained(path: Path, *, need_base: bool = True) -> Trained:
 
     folder = checkpoint_folder(path).resolve()
     refuse_code(folder, "the checkpoint")  # before reading anything of it
-    read: dict[Path, ReadStamp] = {}
+    read = ReadRecord()
     record = verified_record(
         folder,
         "not what its lineage record says; nothing of it is loaded",
@@ -112,7 +114,8 @@ def open_trained(path: Path, *, need_base: bool = True) -> Trained:
         if adapter and need_base:
             parent = _checkpoint_of(folder, record)
             base = parent.base
-            read.update(parent.read)
+            if isinstance(base, Path):  # of the checkpoint it was exported from, only its base is read
+                read.update(parent.read.within(base))
         classifier = record["export"].get("classifier")
         return Trained(
             folder, record, True, adapter, base, None, list(record["export"]["stop_strings"]),
@@ -146,7 +149,7 @@ def _checkpoint_of(folder: Path, record: dict[str, Any]) -> Trained:
     return parent
 
 
-def _base_weights(plan: Plan, folder: Path, read: dict[Path, ReadStamp]) -> Path | str:
+def _base_weights(plan: Plan, folder: Path, read: ReadRecord) -> Path | str:
     """The adapter's base weights as the plan pinned them, located from the checkpoint and verified (``read`` gains
     each file as it was then)."""
     from ftc.runtime.training import refuse_code_in_inputs, verify_inputs

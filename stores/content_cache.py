@@ -26,7 +26,8 @@ from pathlib import Path
 
 from .atomic import write_text_atomic
 from .downloads import Opener, discard, download, open_in_cache
-from .hashing import ReadStamp, StatCache, cache_dir, hash_file, stamp
+from .hashing import StatCache, cache_dir, hash_file
+from .stamps import ReadRecord, stamp
 from .storage import storage_failure
 
 __all__ = ["ContentCache", "DigestMismatch"]
@@ -50,7 +51,7 @@ class DigestMismatch(Exception):
 class ContentCache:
     """The cache under ``root`` (``FTC_CACHE_DIR``, or ftc's folder in the user's cache): :meth:`fetch` an object
     by its pin, :meth:`known` whether it is here and intact, :meth:`view` a folder of cached objects. ``read``:
-    each object verified, as it was then (see :func:`~ftc.stores.hashing.changed_since_read`)."""
+    each object verified, as it was then (:class:`~ftc.stores.stamps.ReadRecord`)."""
 
     #: objects larger than this are fetched as parallel byte ranges of ``part_size``
     ranged_above = 32 << 20
@@ -60,7 +61,7 @@ class ContentCache:
     def __init__(self, root: Path | None = None, warn: Callable[[str], None] | None = None):
         self.root = root if root is not None else cache_dir()
         self.warn = warn or _warn
-        self.read: dict[Path, ReadStamp] = {}
+        self.read = ReadRecord()
 
     def _key(self, pin: dict) -> str:
         return hashlib.sha256(json.dumps(pin, sort_keys=True).encode()).hexdigest()
@@ -77,15 +78,10 @@ class ContentCache:
         if sha is None:
             return None
         path = self.object_path(sha)
-        try:
-            with StatCache(self.root / "statcache.sqlite3") as stamps:
-                found, _ = hash_file(path, stamps)
-        except FileNotFoundError:
+        found = self._found(path, sha)
+        if found is None:
             return None
-        except OSError as exc:  # NotAnInput (a FIFO, a loop) or unreadable: not an object this cache wrote
-            found = f"unreadable ({exc})"
         if found == sha:
-            self.read.update(stamps.read)
             return path
         self.warn(
             f"the cached copy of {pin.get('uri', 'an input')} ({path}) is not the bytes it was stored as "
@@ -94,6 +90,20 @@ class ContentCache:
         path.unlink(missing_ok=True)
         note.unlink(missing_ok=True)
         return None
+
+    def _found(self, path: Path, sha: str) -> str | None:
+        """What the object at ``path`` hashes to (None: there is none; "unreadable (...)": not one this cache wrote),
+        through the stat cache; when it is ``sha``, it is stamped in ``read`` as it was hashed."""
+        try:
+            with StatCache(self.root / "statcache.sqlite3") as stamps:
+                found, _ = hash_file(path, stamps)
+        except FileNotFoundError:
+            return None
+        except OSError as exc:  # NotAnInput (a FIFO, a loop) or unreadable
+            return f"unreadable ({exc})"
+        if found == sha:
+            self.read.update(stamps.read)
+        return found
 
     def _pinned_sha256(self, note: Path) -> str | None:
         """The sha256 a pin note names; None (and the note removed, with a warning) when it is not one."""
@@ -188,8 +198,11 @@ class ContentCache:
                 sha = digests["sha256"]
                 final = self.object_path(sha)
                 final.parent.mkdir(parents=True, exist_ok=True)
-                os.replace(partial, final)
-                self.read[final] = stamp(final)  # (a rename changes the ctime)
+                if self._found(final, sha) == sha:  # the same bytes, fetched for another pin: kept (its readers'
+                    discard(partial)  # file stays the file they verified)
+                else:
+                    os.replace(partial, final)
+                    self.read.files[final] = stamp(final)  # (a rename changes the ctime)
             except DigestMismatch:
                 discard(partial)
                 raise

@@ -27,12 +27,13 @@ from typing import Any
 from ftc.spec.locations import cache_dir
 from ftc.spec.reading import regular_file_problem
 
+from .stamps import ReadRecord, stat_key
+
 __all__ = [
     "FileDigest",
     "NotAnInput",
     "StatCache",
     "cache_dir",
-    "changed_since_read",
     "describe_changes",
     "file_changes",
     "hash_file",
@@ -46,13 +47,6 @@ __all__ = [
 ]
 
 _CHUNK = 1 << 20
-
-#: a file as it was when it was hashed (or found in the stat cache): the file a path led to, and its stat key
-ReadStamp = tuple[Path, tuple[int, int, int, int, int]]
-
-
-def _stat_key(st: os.stat_result) -> tuple[int, int, int, int, int]:
-    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
 
 
 class NotAnInput(OSError):
@@ -90,7 +84,7 @@ class StatCache:
     A file modified less than a second before it was hashed is not cached: its content may still be changing
     within the same timestamp. Any SQLite failure (read-only disk, locked database) just disables the cache.
     ``reuse=False``: every file is hashed again (an audit), and what was found is remembered for later checks.
-    ``read``: every file looked up, as it was then (see :func:`changed_since_read`).
+    ``read``: every file looked up and folder listed, as it was then (:class:`~ftc.stores.stamps.ReadRecord`).
     """
 
     _RACY_NS = 1_000_000_000
@@ -104,7 +98,7 @@ class StatCache:
         self._lock = threading.Lock()  # one connection, shared by the hashing threads
         self.hits = 0
         self.misses = 0
-        self.read: dict[Path, ReadStamp] = {}
+        self.read = ReadRecord()
 
     def _conn(self) -> sqlite3.Connection | None:
         with self._lock:
@@ -173,7 +167,7 @@ class StatCache:
         except sqlite3.Error as exc:
             self._failed(exc)
             return None
-        if row is not None and tuple(row[:5]) == _stat_key(st):
+        if row is not None and tuple(row[:5]) == stat_key(st):
             return row[5]
         return None
 
@@ -186,7 +180,7 @@ class StatCache:
         try:
             with self._lock:
                 db.execute(
-                    "INSERT OR REPLACE INTO files VALUES (?, ?, ?, ?, ?, ?, ?)", (str(path), *_stat_key(st), sha256)
+                    "INSERT OR REPLACE INTO files VALUES (?, ?, ?, ?, ?, ?, ?)", (str(path), *stat_key(st), sha256)
                 )
         except sqlite3.Error as exc:
             self._failed(exc)
@@ -230,26 +224,6 @@ class StatCache:
         self.close()
 
 
-def stamp(path: Path) -> ReadStamp:
-    """The file ``path`` leads to (links followed) and its (device, inode, size, mtime, ctime) now."""
-    real = Path(os.path.realpath(path, strict=True))
-    return real, _stat_key(real.stat())
-
-
-def changed_since_read(read: dict[Path, ReadStamp]) -> list[Path]:
-    """The paths of ``read`` that no longer lead to the bytes they led to then: gone, a link pointing elsewhere, or
-    the file written since (a write changes its mtime and ctime, and no one can set a ctime back)."""
-    changed = []
-    for path, then in read.items():
-        try:
-            now = stamp(path)
-        except OSError:
-            now = None
-        if now != then:
-            changed.append(path)
-    return changed
-
-
 def _cached(path: Path, cache: StatCache | None) -> tuple[Path, os.stat_result, str | None]:
     """(real path, its stat, its sha256 from the stat cache or None)."""
     try:
@@ -264,7 +238,7 @@ def _cached(path: Path, cache: StatCache | None) -> tuple[Path, os.stat_result, 
         raise NotAnInput(problem)
     if cache is None:
         return real, st, None
-    cache.read[path] = (real, _stat_key(st))  # before hashing: a write while it is hashed shows later
+    cache.read.files[path] = (real, stat_key(st))  # before hashing: a write while it is hashed shows later
     found = cache.lookup(real, st)
     if found is not None:
         cache.hits += 1
@@ -339,6 +313,8 @@ def hash_tree(root: Path, cache: StatCache | None = None, workers: int | None = 
     """Digest of every file under ``root``, sorted by path; files the stat cache does not know are hashed in
     parallel."""
     found = {name: _cached(root / name, cache) for name in walk_files(root)}
+    if cache is not None:
+        cache.read.folders[root] = frozenset(found)
     misses = [name for name, (_, _, digest) in found.items() if digest is None]
     workers = min(workers or 4, os.cpu_count() or 1, len(misses))
     if workers > 1:

@@ -18,7 +18,19 @@ from ftc.errors import InputUnresolvable
 from ftc.spec.reading import MiB, NotReadable, read_bounded_text
 from ftc.spec.text import for_terminal
 
-__all__ = ["CODE_FIX", "CODE_KEYS", "code_in_folder", "code_in_names", "code_message", "describe_code", "refuse_code"]
+__all__ = [
+    "CODE_FIX",
+    "CODE_KEYS",
+    "WEIGHT_SUFFIXES",
+    "code_in_folder",
+    "code_in_names",
+    "code_message",
+    "describe_code",
+    "refuse_code",
+]
+
+#: files of a weights folder that hold weights (not needed to read its tokenizer or config)
+WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".gguf", ".ckpt", ".h5", ".msgpack", ".onnx")
 
 #: config keys with which transformers loads classes from Python files instead of its own
 CODE_KEYS = ("auto_map", "custom_pipelines")

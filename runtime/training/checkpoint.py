@@ -37,7 +37,7 @@ from ftc.lineage.signing import Signer, signer_from_env
 from ftc.lineage.verify import verified_record
 from ftc.spec.reading import MiB, read_bounded_text
 from ftc.stores.atomic import clear_planted
-from ftc.stores.hashing import ReadStamp, changed_since_read
+from ftc.stores.stamps import ReadRecord
 
 from .model import save_tokenizer
 from .progress import log, size_text
@@ -91,16 +91,16 @@ class ResumePoint(NamedTuple):
 
     folder: Path
     record: dict[str, Any]
-    read: dict[Path, ReadStamp]
+    read: ReadRecord
 
     def check_unchanged(self) -> None:
-        """Raise :class:`LineageBroken` naming each file written (or replaced) since it was verified: what was read
-        of it may not be what the record says."""
-        changed = changed_since_read(self.read)
+        """Raise :class:`LineageBroken` naming each file changed (written, replaced, removed or added) since it was
+        verified: what was read of it may not be what the record says."""
+        changed = self.read.changed()
         if changed:
             raise LineageBroken(
-                f"{self.folder}: written while this run resumed from it, after it was verified against its lineage "
-                "record; what was read may not be what the record says:\n"
+                f"{self.folder}: changed while this run resumed from it, after it was verified against its lineage "
+                "record (a file written, replaced, removed or added): what was read may not be what the record says:\n"
                 + "\n".join(f"    {path}" for path in changed)
                 + "\n    fix: resume again once nothing writes the checkpoint"
             )
@@ -120,7 +120,7 @@ def resume_point(out: Path, plan_id: str, *, resume: bool) -> ResumePoint | None
             f"{out} already holds checkpoints ({previous.name}); resume with `ftc run PLAN --resume`, "
             "or choose another output_dir"
         )
-    read: dict[Path, ReadStamp] = {}
+    read = ReadRecord()
     record = verified_record(
         previous,
         "cannot resume from it: the checkpoint is not what its lineage record says",

@@ -10,30 +10,28 @@ from pathlib import Path
 
 from ftc.errors import InputChanged, InputUnresolvable
 from ftc.spec.plan import Plan, PlanInput
-from ftc.stores.hashing import ReadStamp, StatCache, changed_since_read, stamp
+from ftc.stores.hashing import StatCache
 from ftc.stores.sources import SOURCES, SourceKind
+from ftc.stores.stamps import ReadRecord, stamp
+from ftc.stores.weights_folder import WEIGHT_SUFFIXES
 
 from .progress import byte_progress, log
 
 __all__ = ["FoundInputs", "materialize_remote", "verify_inputs"]
 
 
-#: files of a weights folder that hold weights (not needed to read its tokenizer or config)
-WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".gguf", ".ckpt", ".h5", ".msgpack", ".onnx")
-
-
 class FoundInputs(dict):
     """role -> where the input is on this machine (a path; a model id for unpinned hub weights), with each file as
     it was when its bytes were checked: :meth:`check_unchanged` once they are read."""
 
-    def __init__(self, found: dict[str, Path | str], read: dict[Path, ReadStamp]):
+    def __init__(self, found: dict[str, Path | str], read: ReadRecord):
         super().__init__(found)
         self.read = read
 
     def check_unchanged(self) -> None:
-        """Raise :class:`InputChanged` naming each file that was written (or replaced, or a link turned elsewhere)
-        since it was checked: what was read of it may not be the bytes the plan pins."""
-        changed = changed_since_read(self.read)
+        """Raise :class:`InputChanged` naming each file changed since it was checked (written, replaced, removed or
+        added; a link turned elsewhere): what was read of it may not be the bytes the plan pins."""
+        changed = self.read.changed()
         if not changed:
             return
         roles = {path: role for role, path in self.items() if isinstance(path, Path)}
@@ -43,8 +41,9 @@ class FoundInputs(dict):
 
         lines = [f"    {role_of(file)}: {file}" for file in changed]
         raise InputChanged(
-            "an input was written while ftc read it, after its bytes were checked against the plan; what was "
-            "read may not be the bytes the plan pins:\n" + "\n".join(lines)
+            "an input changed while ftc read it, after its bytes were checked against the plan (a file written, "
+            "replaced, removed or added; a link turned elsewhere): what was read may not be the bytes the plan "
+            "pins:\n" + "\n".join(lines)
             + "\n    fix: run again once nothing writes the input"
         )  # fmt: skip
 
@@ -59,13 +58,13 @@ def verify_inputs(
     docker`` started after checking every fetched input against its store and putting it in the (shared) cache:
     they are read from the cache, with no store credentials."""
     found: dict[str, Path | str] = {}
-    read: dict[Path, ReadStamp] = {}
+    read = ReadRecord()
     inputs = {role: item for role, item in plan.inputs.items() if roles is None or role in roles}
-    if not weights:
-        inputs = {role: _without_weights(item) for role, item in inputs.items()}
     from ftc.stores.downloads import run_downloads
 
     kinds = {role: _kind(role, item) for role, item in inputs.items()}
+    if not weights:  # a fetched folder's weights are not downloaded; a local one's are not hashed (find's whole)
+        inputs = {role: _without_weights(item) if kinds[role].fetched else item for role, item in inputs.items()}
     # fetched inputs at once: a store that does not answer costs one time-out, not one per input, and the first
     # input that fails stops the others' downloads
     jobs = {
@@ -104,7 +103,7 @@ def _without_weights(item: PlanInput) -> PlanInput:
 
 
 def materialize_remote(
-    role: str, item: PlanInput, checked_by_host: bool = False, read: dict[Path, ReadStamp] | None = None
+    role: str, item: PlanInput, checked_by_host: bool = False, read: ReadRecord | None = None
 ) -> Path:
     """Download the pinned objects into the content cache (once; in parallel for a folder) and return the file, or
     a folder view of them. An object the store no longer holds, or whose bytes differ, stops the run. ``read``
@@ -131,7 +130,10 @@ def materialize_remote(
     if read is not None:
         for rel, sha in members.items():
             verified = cache.object_path(sha)
-            read[found if item.kind == "file" else found / rel] = cache.read.get(verified) or stamp(verified)
+            opened = found if item.kind == "file" else found / rel
+            read.files[opened] = cache.read.files.get(verified) or stamp(verified)
+        if item.kind != "file":
+            read.folders[found] = frozenset(members)  # a file planted in the view would be read too
     return found
 
 

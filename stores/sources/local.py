@@ -19,7 +19,9 @@ from ftc.stores.hashing import (
     hash_tree,
     legacy_manifest_digest,
     manifest_digest,
+    walk_files,
 )
+from ftc.stores.weights_folder import WEIGHT_SUFFIXES
 
 from .base import CLUSTER_REACHES, InputNotFound, ResolveContext, ResolvedInput, SourceKind
 
@@ -113,7 +115,8 @@ class Local(SourceKind):
 
 
 def _verify_local(role: str, item: PlanInput, path: Path, cache: StatCache, whole: bool = True) -> Path:
-    """``path``, after checking it holds the bytes ``item`` pins (with ``whole`` false, each file ``item`` lists)."""
+    """``path``, after checking it holds the bytes ``item`` pins (with ``whole`` false, a folder's files but its
+    weights, which it must hold by name)."""
     if not path.exists():
         raise InputChanged(
             f"{role}: {path} is gone (the plan pins {item.digest})\n    fix: restore it, or recompile the spec"
@@ -129,7 +132,19 @@ def _verify_local(role: str, item: PlanInput, path: Path, cache: StatCache, whol
 
 
 def _check_listed(role: str, item: PlanInput, path: Path, cache: StatCache) -> Path:
+    listed = frozenset(f.path for f in item.files)
+    found = frozenset(walk_files(path))
+    if found != listed:
+        changes = [f"    {name}: not in the plan" for name in sorted(found - listed)]
+        changes += [f"    {name}: missing" for name in sorted(listed - found)]
+        raise InputChanged(
+            f"{role}: {path} changed since the plan was compiled\n" + "\n".join(changes)
+            + "\n    fix: restore the pinned files, or recompile the spec to train on the new ones"
+        )  # fmt: skip
+    cache.read.folders[path] = listed
     for f in item.files:
+        if f.path.endswith(WEIGHT_SUFFIXES):
+            continue  # (by name only: what reading a tokenizer needs, for any model size)
         try:
             sha, _ = hash_file(path / f.path, cache)
         except FileNotFoundError:

@@ -149,7 +149,7 @@ def test_data_written_while_inspect_reads_it_is_refused(job, ftc, tmp_path, monk
 
     monkeypatch.setattr(inspect, "tokenize_file", another_writer_gets_in)
     r = ftc("data", "inspect", tmp_path / "p.json", "-n", "1")
-    assert r.code == ExitCode.INPUT_CHANGED and "an input was written while ftc read it" in r.err
+    assert r.code == ExitCode.INPUT_CHANGED and "an input changed while ftc read it" in r.err
     assert f"    train: {tmp_path / 'data' / 'train.jsonl'}\n" in r.err and "---" not in r.out
 
 
@@ -165,6 +165,11 @@ def test_only_the_tokenizer_and_the_data_are_read_and_they_are_verified(job, ftc
     tokenizer.write_text(tokenizer.read_text().replace('"<pad>"', '"<PAD>"', 1))
     r = ftc("data", "inspect", tmp_path / "p.json", "-n", "0")
     assert r.code == ExitCode.INPUT_CHANGED and "tokenizer.json changed since the plan was compiled" in r.err
+    tokenizer.write_text(tokenizer.read_text().replace('"<PAD>"', '"<pad>"', 1))
+    assert ftc("data", "inspect", tmp_path / "p.json", "-n", "0").code == 0
+    (tmp_path / "weights" / "added_tokens.json").write_text("{}")  # a file a tokenizer reads, not pinned
+    r = ftc("data", "inspect", tmp_path / "p.json", "-n", "0")
+    assert r.code == ExitCode.INPUT_CHANGED and "    added_tokens.json: not in the plan\n" in r.err
 
 
 def _weights_with_template(tiny_model, folder, template: str):

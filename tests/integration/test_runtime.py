@@ -279,7 +279,7 @@ def test_data_written_while_the_run_reads_it_stops_the_run_before_training(
     monkeypatch.setattr(module, after, another_writer_gets_in)
     r = ftc("run", tmp_path / "p.json")
     assert r.code == ExitCode.INPUT_CHANGED, r.err
-    assert "an input was written while ftc read it" in r.err
+    assert "an input changed while ftc read it" in r.err
     assert f"    train: {tmp_path / 'data' / 'train.jsonl'}\n" in r.err
     assert "train_loss" not in r.err and not (tmp_path / "out" / "checkpoints").exists()
     cache = Path(os.environ["FTC_CACHE_DIR"])

@@ -12,7 +12,7 @@ import torch
 from ftc.errors import ExitCode, InputChanged
 from ftc.spec.plan import read_plan
 from ftc.stores.content_cache import ContentCache
-from ftc.stores.hashing import StatCache, changed_since_read, hash_file, hash_tree
+from ftc.stores.hashing import StatCache, hash_file, hash_tree
 
 from conftest import age
 
@@ -35,12 +35,26 @@ def test_a_file_written_or_relinked_after_it_was_hashed_is_named_and_one_left_al
     with StatCache(tmp_path / "stat.sqlite3") as cache:
         for name in ("kept", "written", "gone", "linked"):
             hash_file(tmp_path / name, cache)
-    assert changed_since_read(cache.read) == []
+    assert cache.read.changed() == []
     (tmp_path / "written").write_text("other")
     (tmp_path / "gone").unlink()
     (tmp_path / "linked").unlink()
     (tmp_path / "linked").symlink_to(tmp_path / "b")  # the same name now leads to other bytes
-    assert changed_since_read(cache.read) == [tmp_path / n for n in ("written", "gone", "linked")]
+    assert cache.read.changed() == [tmp_path / n for n in ("written", "gone", "linked")]
+
+
+def test_a_file_added_to_a_folder_after_it_was_listed_is_named(tmp_path):
+    folder = tmp_path / "weights"
+    (folder / "sub").mkdir(parents=True)
+    (folder / "config.json").write_text("{}")
+    age(tmp_path)
+    with StatCache(tmp_path / "stat.sqlite3") as cache:
+        hash_tree(folder, cache)
+    (folder / ".hidden").write_text("not content")  # (dot-entries are not part of a folder)
+    assert cache.read.changed() == []
+    (folder / "sub" / "added_tokens.json").write_text("{}")  # a file transformers would read too
+    assert cache.read.changed() == [folder / "sub" / "added_tokens.json"]
+    assert cache.read.within(folder / "sub").changed() == [] and cache.read.within(folder).changed() != []
 
 
 def test_a_write_while_a_file_is_hashed_is_seen_afterwards(tmp_path, monkeypatch):
@@ -62,7 +76,7 @@ def test_a_write_while_a_file_is_hashed_is_seen_afterwards(tmp_path, monkeypatch
     monkeypatch.setattr(hashing, "_sha256_file", written_while_hashed)
     with StatCache(tmp_path / "stat.sqlite3") as cache:
         hash_tree(tmp_path / "folder", cache)
-    assert changed_since_read(cache.read) == [data]
+    assert cache.read.changed() == [data]
 
 
 def test_a_cached_object_verified_and_then_written_is_named(tmp_path):
@@ -71,10 +85,22 @@ def test_a_cached_object_verified_and_then_written_is_named(tmp_path):
     path, _ = cache.fetch({"k": 1}, lambda start, end: iter([blob[start:end]]))
     again = ContentCache(tmp_path)
     assert again.known({"k": 1}) == path  # verified through the stat cache this time
-    assert changed_since_read(cache.read) == [] and changed_since_read(again.read) == []
+    assert cache.read.changed() == [] and again.read.changed() == []
     os.chmod(path, 0o644)
     path.write_bytes(b"other")
-    assert changed_since_read(cache.read) == [path] and changed_since_read(again.read) == [path]
+    assert cache.read.changed() == [path] and again.read.changed() == [path]
+
+
+def test_the_same_bytes_fetched_for_a_second_pin_leave_the_first_ones_file_alone(tmp_path):
+    """Two inputs holding one file (a base's and an adapter's tokenizer.json): the second download must not replace
+    the object the first one's reader verified (a false alarm, or bytes swapped under a reader)."""
+    blob = b"same tokenizer" * 1000
+    cache = ContentCache(tmp_path)
+    first, _ = cache.fetch({"k": "base"}, lambda start, end: iter([blob[start:end]]))
+    inode = first.stat().st_ino
+    second, _ = cache.fetch({"k": "adapter"}, lambda start, end: iter([blob[start:end]]))
+    assert second == first and first.stat().st_ino == inode
+    assert cache.read.changed() == [] and not list((tmp_path / "partial").iterdir())
 
 
 def test_a_plans_inputs_written_after_they_were_verified_are_refused_by_role(job, ftc, tmp_path):
@@ -89,7 +115,7 @@ def test_a_plans_inputs_written_after_they_were_verified_are_refused_by_role(job
     assert info.value.exit_code == ExitCode.INPUT_CHANGED
     message = str(info.value)
     assert f"    valid: {tmp_path / 'data' / 'valid.jsonl'}\n" in message and "train:" not in message
-    assert "written while ftc read it" in message and "fix: run again once nothing writes the input" in message
+    assert "changed while ftc read it" in message and "fix: run again once nothing writes the input" in message
 
 
 def test_loaded_weights_are_copies_not_the_files_pages(tiny_model, tiny_adapter, tmp_path):
