@@ -25,9 +25,8 @@ from ftc.errors import DataInvalid, UsageError
 from ftc.spec.chat_data import MAX_REPORTED, answer_label, label_problem, read_chat_jsonl
 from ftc.spec.text import for_terminal
 from ftc.stores.atomic import write_text_atomic
-from ftc.stores.hashing import hash_file
 
-from .generate import Session, data_file
+from .generate import Session, check_read, data_file, hashed_data
 from .trained import Trained
 
 __all__ = [
@@ -213,8 +212,9 @@ def score_classifier(
         raise UsageError(f"{trained.folder} is not a classifier (its task has no classifier_config)")
     check_threshold(trained, threshold)
     labels = list(trained.labels)
-    sha, _ = hash_file(data_file(data))  # what was scored: the file as it was before reading it
+    sha, read = hashed_data(data)  # what was scored: the file as it was before reading it
     examples = _labelled_answers(data, trained.labels)
+    check_read(data, read)
     ids = label_ids(session)
     where = [f"{data}:{line}" for line, *_ in examples]
     prompts = [session.prompt(messages, at) for at, (_, messages, _, _) in zip(where, examples)]  # all checked first

@@ -9,11 +9,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ftc.errors import DataInvalid, UsageError
+from ftc.errors import DataInvalid, InputChanged, UsageError
 from ftc.spec.chat_data import read_chat_jsonl
 from ftc.spec.reading import regular_file_problem
 from ftc.stores.atomic import write_text_atomic
 from ftc.stores.hashing import hash_file
+from ftc.stores.stamps import ReadRecord, stamp
 
 from .trained import Trained, load_model, open_trained
 
@@ -108,6 +109,24 @@ def data_file(path: Path) -> Path:
     return path
 
 
+def hashed_data(path: Path) -> tuple[str, ReadRecord]:
+    """The sha256 of the data file ``path`` (a regular file), and the file as it was when hashed: what is read of it
+    afterwards is checked against it (:func:`check_read`)."""
+    read = ReadRecord({data_file(path): stamp(path)})  # before hashing: a write while it is hashed shows too
+    sha, _ = hash_file(path)
+    return sha, read
+
+
+def check_read(path: Path, read: ReadRecord) -> None:
+    """Once the data file ``path`` is read: raise :class:`InputChanged` when it changed since it was hashed (the
+    results would name a sha256 of other bytes than they are of)."""
+    if read.changed():
+        raise InputChanged(
+            f"{path}: changed while ftc read it, after it was hashed: the results would not be of the bytes their "
+            "data_sha256 names\n    fix: evaluate again once nothing writes it"
+        )
+
+
 def conversations(path: Path, *, require_answer: bool) -> Iterator[tuple[int, list[dict[str, Any]]]]:
     """(line, messages) of every conversation of a chat-JSONL file; a bad line stops with its number and reason."""
     for item in read_chat_jsonl(data_file(path), require_answer=require_answer):
@@ -135,13 +154,14 @@ def evaluate(session: Session, data: Path, out: Path, *, sampling: Any) -> dict[
     from ftc.runtime.training.progress import CountProgress
 
     trained = session.trained
-    sha, _ = hash_file(data_file(data))  # what was answered: the file as it was before reading it
+    sha, read = hashed_data(data)  # what was answered: the file as it was before reading it
     rows = []
     # every prompt is checked before the first answer is generated
     prompts = []
     for line, messages in conversations(data, require_answer=True):
         last = max(i for i, m in enumerate(messages) if m["role"] == "assistant")
         prompts.append((line, session.prompt(messages[:last], f"{data}:{line}"), messages[last]["content"]))
+    check_read(data, read)
     with CountProgress(len(prompts), "evaluation (exact match)", "answer") as shown:
         for line, ids, expected in prompts:
             result = Answer(expected, session.generate(ids, sampling))

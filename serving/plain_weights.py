@@ -96,6 +96,7 @@ def open_base(path: Path, spec_file: Path) -> Trained:
         folder, None, False, False, None, generation.prompt_format,
         stop_texts(generation.prompt_format, generation.stopping_sequences), spec.model_id,
         labels=classifier.label_tokens if classifier else None, plain=PlainWeights(spec, spec_file, digest),
+        read=cache.read,
     )  # fmt: skip
 
 

@@ -59,14 +59,15 @@ class Trained:
     read: ReadRecord = field(default_factory=ReadRecord, compare=False, repr=False)
 
     def check_unchanged(self) -> None:
-        """Once its files are read: raise :class:`LineageBroken` naming each one changed (written, replaced, removed
-        or added) since it was verified, its own or its base weights', as what was read may not be what its lineage
-        says."""
+        """Once its files are read: raise naming each one changed (written, replaced, removed or added) since it was
+        verified, its own or its base weights', as what was read may not be what was verified: exit 12 for a model
+        with a lineage, 6 for plain weights (``InputChanged``, as for an input of a run)."""
         changed = self.read.changed()
         if changed:
-            raise LineageBroken(
+            error = InputChanged if self.plain is not None else LineageBroken
+            raise error(
                 f"{self.folder}: it or its base weights changed while ftc read them, after they were verified (a file "
-                "written, replaced, removed or added): what was read may not be what its lineage says:\n"
+                "written, replaced, removed or added): what was read may not be what was verified:\n"
                 + "\n".join(f"    {path}" for path in changed)
                 + "\n    fix: try again once nothing writes it"
             )  # fmt: skip
@@ -189,7 +190,8 @@ def load_model(trained: Trained, *, dtype: str = "float32", device: str = "cpu")
         from ftc.runtime.training.model import load_model as load_base
 
         loaded = load_base(trained.plain.spec, "full", trained.folder, None, dtype=torch_dtype, attention="sdpa")
-        return loaded.model.to(device).eval(), loaded.tokenizer  # (plain weights: nothing pins them)
+        trained.check_unchanged()  # the digest eval reports is of what was loaded
+        return loaded.model.to(device).eval(), loaded.tokenizer
     tokenizer = pretrained_tokenizer(trained.folder, what)
     try:
         if trained.adapter:

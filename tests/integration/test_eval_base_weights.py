@@ -194,3 +194,38 @@ def test_the_specs_rope_scaling_is_resolved_against_the_weights_as_compile_resol
     spec = job(rope_scaling=rope, evaluation=EVALUATION)
     scored = _eval(ftc, tiny_model, "--spec", spec, "--data", tmp_path / "data/valid.jsonl", "-o", tmp_path / "r.jsonl")
     assert scored["examples"] == 4
+
+
+def test_weights_or_data_changed_while_eval_reads_them_are_refused(job, ftc, tiny_model, tmp_path, monkeypatch):
+    """Hashed, then read: the digests eval reports (the weights', the data's) must be of what it read."""
+    import ftc.runtime.training.model as model
+    import ftc.serving.generate as generate
+
+    base = tmp_path / "base"
+    shutil.copytree(tiny_model, base)
+    spec = job(evaluation=EVALUATION, generation_config=GENERATION, context_length=128)
+    data, out = tmp_path / "data" / "valid.jsonl", tmp_path / "answers.jsonl"
+    load, read_lines = model.load_model, generate.conversations
+
+    def weights_written_once_loaded(*args, **kwargs):
+        loaded = load(*args, **kwargs)
+        with open(base / "config.json", "a") as f:
+            f.write("\n")
+        return loaded
+
+    monkeypatch.setattr(model, "load_model", weights_written_once_loaded)
+    r = ftc("eval", base, "--spec", spec, "--data", data, "-o", out)
+    assert r.code == ExitCode.INPUT_CHANGED, r.err
+    assert f"{base}: it or its base weights changed while ftc read them" in r.err
+    assert f"\n    {base / 'config.json'}\n" in r.err and not out.exists()
+
+    def data_written_once_read(*args, **kwargs):
+        yield from read_lines(*args, **kwargs)
+        with open(data, "a") as f:
+            f.write("\n")
+
+    monkeypatch.setattr(model, "load_model", load)
+    monkeypatch.setattr(generate, "conversations", data_written_once_read)
+    r = ftc("eval", base, "--spec", spec, "--data", data, "-o", out)
+    assert r.code == ExitCode.INPUT_CHANGED, r.err
+    assert f"{data}: changed while ftc read it, after it was hashed" in r.err and not out.exists()
