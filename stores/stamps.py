@@ -14,6 +14,8 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .listing import NotAnInput, walk_files
+
 __all__ = ["ReadRecord", "ReadStamp", "stamp", "stat_key"]
 
 #: a file as it was when it was hashed: the file a path led to, and its stat key
@@ -56,8 +58,6 @@ class ReadRecord:
     def changed(self) -> list[Path]:
         """The files no longer as they were (or gone), then the files added to a folder since it was listed (a
         folder that can no longer be listed is named itself)."""
-        from .hashing import NotAnInput, walk_files
-
         changed = []
         for path, then in self.files.items():
             try:

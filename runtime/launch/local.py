@@ -19,10 +19,11 @@ from pathlib import Path
 from ftc.errors import FtcError, UsageError, report
 from ftc.images import image_from_env
 from ftc.lineage.run import Lineage
-from ftc.runtime.training.checkpoint import ResumePoint, is_complete, resume_point
+from ftc.runtime.training.checkpoint import is_complete
 from ftc.runtime.training.distributed import end_distributed
 from ftc.runtime.training.inputs import FoundInputs, verify_inputs
 from ftc.runtime.training.progress import log
+from ftc.runtime.training.resume import ResumePoint, resume_point
 from ftc.runtime.training.threads import choose_cpu_threads
 from ftc.runtime.training.trackers import check_tracker
 from ftc.spec.plan import Placement, Plan, read_plan

@@ -115,9 +115,10 @@ def _fit(trainer: Any) -> None:
 def _check_before(plan: Plan, *, resume: bool) -> tuple[Any, bool]:
     """The driver's checks before the cluster is asked: the plan's inputs (each worker verifies what it reads), the
     store prefix of an output_dir in a store, the checkpoint to resume. (its publisher or None, the run is complete)"""
-    from ftc.runtime.training.checkpoint import is_complete, resume_point
+    from ftc.runtime.training.checkpoint import is_complete
     from ftc.runtime.training.inputs import verify_inputs
     from ftc.runtime.training.progress import log as say
+    from ftc.runtime.training.resume import resume_point
 
     verify_inputs(plan)
     publisher = None

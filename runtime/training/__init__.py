@@ -34,6 +34,7 @@ from typing import Any
 _MODULES = {
     "attention": ("VARLEN", "register", "sdpa_varlen", "varlen_kernel"),
     "batches": ("IGNORE", "Batch", "Row", "SampleBounds", "collate", "epoch_rows", "group", "shard_rows", "to_device"),
+    "cache_files": ("CacheEntry", "read_cache_file", "store_cache_file"),
     "chat_template": ("stop_texts",),  # chat_template() is ``chat_template.chat_template`` (the module's name)
     "compiled": ("RECOMPILE_LIMIT", "compile_layers", "eager_layers"),
     "classification": (
@@ -46,7 +47,6 @@ _MODULES = {
     ),
     "checkpoint": (
         "Checkpointer",
-        "ResumePoint",
         "checkpoint_sizes",
         "describe_sizes",
         "finished_checkpoints",
@@ -56,7 +56,6 @@ _MODULES = {
         "load_training_state",
         "read_state",
         "restore_rng",
-        "resume_point",
         "stable_adapter_config",
         "trained_seconds",
     ),
@@ -143,6 +142,7 @@ _MODULES = {
     ),
     "reference": ("Reference", "check_reference", "reference_cache", "reference_logps"),
     "render": ("PLACEHOLDER", "Rendered", "render_chat_template", "render_prompt_format", "renderer_for"),
+    "resume": ("ResumePoint", "resume_point"),
     "sandbox": ("TemplateRefused", "render_template"),
     "state_file": (
         "FORMAT",
@@ -158,11 +158,8 @@ _MODULES = {
     "summary": ("RunSummary", "eval_table", "eval_text", "matched_text", "write_summary"),
     "tokens": (
         "BadExample",
-        "CacheEntry",
         "Examples",
         "label_token_ids",
-        "read_cache_file",
-        "store_cache_file",
         "token_cache",
         "tokenize_file",
         "trained_mask",

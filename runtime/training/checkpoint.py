@@ -14,8 +14,8 @@
 
 A checkpoint is written to ``checkpoints/.step-000012.tmp`` and renamed when complete, so a folder named
 ``step-*`` is always whole, and a signed one is signed whole (the signature is written before the rename).
-Resuming trusts nothing unverified: every file of the checkpoint must be what its lineage record says before
-anything is read. DeepSpeed's training state is safetensors with its structure in JSON (``state_file``), so nothing
+Resuming trusts nothing unverified (``resume.py``): every file of the checkpoint must be what its lineage record
+says before anything is read, and is looked at again once its state is read. DeepSpeed's training state is safetensors with its structure in JSON (``state_file``), so nothing
 is unpickled: a file that is not ftc's is refused unread.
 """
 
@@ -28,23 +28,20 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any
 
 from ftc.errors import LineageBroken, UsageError
 from ftc.lineage.plan import PLAN_FILE
 from ftc.lineage.record import LINEAGE_FILE
 from ftc.lineage.signing import Signer, signer_from_env
-from ftc.lineage.verify import verified_record
 from ftc.spec.reading import MiB, read_bounded_text
 from ftc.stores.atomic import clear_planted
-from ftc.stores.stamps import ReadRecord
 
 from .model import save_tokenizer
 from .progress import log, size_text
 
 __all__ = [
     "Checkpointer",
-    "ResumePoint",
     "checkpoint_sizes",
     "describe_sizes",
     "finished_checkpoints",
@@ -54,7 +51,6 @@ __all__ = [
     "load_training_state",
     "read_state",
     "restore_rng",
-    "resume_point",
     "stable_adapter_config",
     "trained_seconds",
 ]
@@ -83,55 +79,6 @@ def finished_checkpoints(root: Path) -> list[Path]:
 def latest_checkpoint(root: Path) -> Path | None:
     found = finished_checkpoints(root)
     return found[-1] if found else None
-
-
-class ResumePoint(NamedTuple):
-    """A checkpoint to continue from: its folder, its lineage record (verified) and each of its files as it was
-    when hashed (:meth:`check_unchanged` once they are read)."""
-
-    folder: Path
-    record: dict[str, Any]
-    read: ReadRecord
-
-    def check_unchanged(self) -> None:
-        """Raise :class:`LineageBroken` naming each file changed (written, replaced, removed or added) since it was
-        verified: what was read of it may not be what the record says."""
-        changed = self.read.changed()
-        if changed:
-            raise LineageBroken(
-                f"{self.folder}: changed while this run resumed from it, after it was verified against its lineage "
-                "record (a file written, replaced, removed or added): what was read may not be what the record says:\n"
-                + "\n".join(f"    {path}" for path in changed)
-                + "\n    fix: resume again once nothing writes the checkpoint"
-            )
-
-
-def resume_point(out: Path, plan_id: str, *, resume: bool) -> ResumePoint | None:
-    """The checkpoint a run into ``out`` continues from, with its verified lineage record; None: from the start.
-
-    Without ``resume`` an output folder that holds checkpoints is refused. With it, the newest checkpoint must be
-    exactly what its lineage record says (every file re-hashed, the record's id recomputed) and written by this plan;
-    otherwise the run stops (it never falls back to an older checkpoint or to the start by itself)."""
-    previous = latest_checkpoint(out)
-    if previous is None:
-        return None
-    if not resume:
-        raise UsageError(
-            f"{out} already holds checkpoints ({previous.name}); resume with `ftc run PLAN --resume`, "
-            "or choose another output_dir"
-        )
-    read = ReadRecord()
-    record = verified_record(
-        previous,
-        "cannot resume from it: the checkpoint is not what its lineage record says",
-        "restore the checkpoint, or move it aside to resume from the one before it",
-        read=read,
-    )
-    if record["plan"]["plan_id"] != plan_id:
-        raise UsageError(
-            f"{previous} was written by another plan ({record['plan']['plan_id']}); it cannot be resumed with {plan_id}"
-        )
-    return ResumePoint(previous, record, read)
 
 
 def describe_sizes(checkpoint: Path) -> str:

@@ -21,7 +21,7 @@ from ftc.spec.text import for_terminal
 
 from ._inspect_view import TOKENIZED, Marks, histogram, marked, template_warnings, untokenized_warning
 from .batches import epoch_rows
-from .inputs import verify_inputs
+from .inputs import FoundInputs, verify_inputs
 from .label_tokens import add_label_tokens
 from .model import load_tokenizer, refuse_code_in_inputs
 from .render import Rendered, renderer_for
@@ -47,6 +47,12 @@ def inspect_data(plan: Plan, *, split: str = "train", n: int = 3, boundaries: bo
         )
     refuse_code_in_inputs(plan, {"base_model", "adapter"})
     paths = verify_inputs(plan, roles={"base_model", "adapter", split}, weights=False)  # data and tokenizer only
+    report = _report(plan, paths, split, n, Marks(color=color, boundaries=boundaries))
+    paths.check_unchanged()  # the report is of the bytes the plan pins
+    return report
+
+
+def _report(plan: Plan, paths: FoundInputs, split: str, n: int, marks: Marks) -> str:
     spec = plan.spec
     base = paths["base_model"]
     tokenizer, source = load_tokenizer(spec, base if isinstance(base, Path) else None, paths.get("adapter"))
@@ -56,7 +62,6 @@ def inspect_data(plan: Plan, *, split: str = "train", n: int = 3, boundaries: bo
     render = renderer_for(fmt, tokenizer, when_needed=TASKS[spec.task].every_token)
     renderer_key = _renderer_key(fmt, tokenizer)
     tokenizer_input = {"base weights": plan.inputs["base_model"], "adapter": plan.inputs.get("adapter")}.get(source)
-    marks = Marks(color=color, boundaries=boundaries)
     name = for_terminal(plan.inputs[split].uri)
     header = [
         f"{split}: {name} (tokenizer from the {source}; {'prompt_format' if fmt else 'its chat template'})",
@@ -71,9 +76,7 @@ def inspect_data(plan: Plan, *, split: str = "train", n: int = 3, boundaries: bo
             tokenizer=tokenizer, tokenizer_input=tokenizer_input, render=render, renderer_key=renderer_key,
             before_store=paths.check_unchanged,
         )  # fmt: skip
-        report = header + inspect_pairs(plan, split, Path(paths[split]), n=n, marks=marks, **reading)
-        paths.check_unchanged()  # the report is of the bytes the plan pins
-        return "\n".join(report)
+        return "\n".join(header + inspect_pairs(plan, split, Path(paths[split]), n=n, marks=marks, **reading))
     cache = token_cache(plan.inputs[split], tokenizer_input, renderer_key, spec.task, labels)
     examples, bad = tokenize_file(
         Path(paths[split]), render=render, tokenizer=tokenizer, cache_file=cache, max_chars=TOKENIZED,
@@ -119,7 +122,6 @@ def inspect_data(plan: Plan, *, split: str = "train", n: int = 3, boundaries: bo
     warnings = _warnings(fmt, tokenizer, examples, bad, spec.context_length, name, straddled)
     warnings += untokenized_warning(untokenized, name, spec.context_length)
     out += ["", *(f"warning: {w}" for w in warnings)] if warnings else ["", "no warnings"]
-    paths.check_unchanged()  # the report is of the bytes the plan pins
     return "\n".join(out)
 
 

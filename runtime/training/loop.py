@@ -21,9 +21,10 @@ from ftc.lineage.record import read_record
 from ftc.stores.storage import storage_failure
 
 from .batches import epoch_rows, group, shard_rows
-from .checkpoint import ResumePoint, describe_sizes, load_training_state, read_state, restore_rng, trained_seconds
+from .checkpoint import describe_sizes, load_training_state, read_state, restore_rng, trained_seconds
 from .distributed import Dist
 from .progress import MetricsLog, Progress, duration, log
+from .resume import ResumePoint
 from .summary import RunSummary, eval_table, eval_text, write_summary
 
 __all__ = [

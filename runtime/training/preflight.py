@@ -9,8 +9,8 @@ from ftc.images import image_from_env
 from ftc.lineage.run import Lineage
 from ftc.spec.plan import Plan
 
-from .checkpoint import ResumePoint, resume_point
 from .inputs import FoundInputs, verify_inputs
+from .resume import ResumePoint, resume_point
 
 __all__ = ["Checked", "check_run"]
 

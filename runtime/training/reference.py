@@ -19,10 +19,10 @@ import numpy as np
 
 from ftc.errors import InputChanged
 
+from .cache_files import CacheEntry, read_cache_file, store_cache_file
 from .distributed import Dist
 from .preference import Pairs, answer_logps, collate_pairs
 from .progress import log
-from .tokens import CacheEntry, read_cache_file, store_cache_file
 
 if TYPE_CHECKING:
     from .loss import TokenLoss

@@ -15,9 +15,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
-import os
-import tempfile
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,20 +26,16 @@ from ftc.errors import DataInvalid
 from ftc.spec.chat_data import ChatLine, answer_label, read_examples
 from ftc.spec.plan import PlanInput
 from ftc.spec.tasks import TASKS
-from ftc.stores.hashing import hash_file
 
-from .progress import log
+from .cache_files import CacheEntry, read_cache_file, store_cache_file
 from .render import Rendered
 from .sandbox import TemplateRefused
 
 __all__ = [
     "BadExample",
-    "CacheEntry",
     "Examples",
     "cache_key",
     "label_token_ids",
-    "read_cache_file",
-    "store_cache_file",
     "token_cache",
     "tokenize_file",
     "trained_mask",
@@ -281,91 +274,6 @@ def _store(path: Path, examples: Examples, bad: list[BadExample]) -> None:
         "lines": np.asarray(examples.lines, dtype=np.int64),
     }
     store_cache_file(path, tensors, {"bad": json.dumps([[b.line, b.reason] for b in bad])})
-
-
-def store_cache_file(path: Path, tensors: dict[str, np.ndarray], metadata: dict[str, str]) -> str:
-    """Store ``tensors`` as the cache file for ``path``'s key (safetensors, named by its sha256, written to a temp
-    file and renamed: readers never see a half-written one); its sha256."""
-    from safetensors.numpy import save_file
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".cache-", suffix=".tmp")
-    os.close(fd)
-    try:
-        save_file(tensors, tmp, metadata=metadata)
-        sha, _ = hash_file(Path(tmp))
-        os.replace(tmp, _named(path, sha))
-    finally:
-        Path(tmp).unlink(missing_ok=True)
-    return sha
-
-
-def _named(cache_file: Path, sha256: str) -> Path:
-    """The cache file as stored: named by its key and by the sha256 of its own bytes, so it can be verified."""
-    return cache_file.with_name(f"{cache_file.stem}.{sha256}{cache_file.suffix}")
-
-
-@dataclass(frozen=True)
-class CacheEntry:
-    """A cache file as read: its tensors (read-only arrays over the bytes that were verified) and metadata."""
-
-    tensors: dict[str, np.ndarray]
-    metadata: dict[str, str]
-
-
-#: the numpy dtype of each safetensors dtype a cache file may hold (little-endian, as safetensors stores them)
-_NUMPY = {"BOOL": "?", "U8": "u1", "I8": "i1", "I16": "<i2", "I32": "<i4", "I64": "<i8", "F32": "<f4", "F64": "<f8"}
-
-
-def read_cache_file(cache_file: Path, parse: Callable[[CacheEntry], Any], what: str = "the tokenized data") -> Any:
-    """``parse`` of the stored cache file for ``cache_file``'s key, read once: what is parsed is the bytes whose
-    sha256 was checked against the one in its name (nothing is mapped from the file, so nothing written to it later
-    reaches the run); None when there is none. A file that does not verify, or is not one ftc wrote (``parse``
-    raises KeyError, TypeError or ValueError), is removed with a warning: it is made again. ``what`` the file holds,
-    as the warning says it."""
-    from ftc.stores.safetensors_header import safetensors_header_of
-
-    if not cache_file.parent.is_dir():
-        return None
-    for stored in sorted(cache_file.parent.glob(f"{cache_file.stem}.*{cache_file.suffix}")):
-        named = stored.name[len(cache_file.stem) + 1 : -len(cache_file.suffix)]
-        try:
-            data = _read_regular(stored)
-            found = hashlib.sha256(data).hexdigest()
-        except OSError as exc:
-            data, found = b"", f"unreadable ({exc})"
-        if found == named:
-            try:
-                header = safetensors_header_of(data, stored.name)
-                tensors = {
-                    name: np.frombuffer(
-                        data, _NUMPY[t.dtype], math.prod(t.shape), header.data_start + t.offsets[0]
-                    ).reshape(t.shape)
-                    for name, t in header.tensors.items()
-                }
-                return parse(CacheEntry(tensors, header.metadata))
-            except (KeyError, TypeError, ValueError) as exc:  # not what ftc writes there, or not for this run
-                log(f"warning: {what} cached at {stored} cannot be used ({exc!r}); making it again")
-        else:
-            log(f"warning: {what} cached at {stored} is not the bytes it was stored as; making it again")
-        stored.unlink(missing_ok=True)
-    return None
-
-
-def _read_regular(path: Path) -> bytes:
-    """All the bytes of the regular file ``path`` (OSError for anything else: a FIFO must not block)."""
-    from ftc.spec.reading import regular_file_problem
-
-    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
-    try:
-        st = os.fstat(fd)
-        problem = regular_file_problem(path, st)
-        if problem is not None:
-            raise OSError(problem)
-        with os.fdopen(os.dup(fd), "rb") as f:
-            return f.read(st.st_size + 1)  # a longer file is being written: its digest will not match
-    finally:
-        os.close(fd)
 
 
 def _load(entry: CacheEntry) -> tuple[Examples, list[BadExample]]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import ast
 import json
 import re
+import shutil
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -251,6 +252,25 @@ def test_a_threshold_for_a_classifier_of_three_labels_is_a_usage_error(tiny_mode
     r = ftc("eval", tmp_path / "three", "--data", tmp_path / "three.jsonl")  # without it: the three labels scored
     assert r.code == 0, r.err
     assert json.loads(r.out)["labels"] == ["safe", "unsafe", "unsure"]
+
+
+def test_eval_refuses_data_changed_while_it_reads_it(guard, ftc, tmp_path, monkeypatch):
+    """The data_sha256 a classifier's eval reports is of the bytes it scored."""
+    import ftc.serving.classify as classify
+
+    data = shutil.copy(guard.test, tmp_path / "test.jsonl")
+    read = classify._labelled_answers
+
+    def data_written_once_read(*args, **kwargs):
+        found = read(*args, **kwargs)
+        with open(data, "a") as f:
+            f.write("\n")
+        return found
+
+    monkeypatch.setattr(classify, "_labelled_answers", data_written_once_read)
+    r = ftc("eval", guard.export, "--data", data, "-o", tmp_path / "rows.jsonl")
+    assert r.code == ExitCode.INPUT_CHANGED, r.err
+    assert f"{data}: changed while ftc read it, after it was hashed" in r.err and not (tmp_path / "rows.jsonl").exists()
 
 
 def test_eval_refuses_every_line_whose_answer_is_not_a_label_with_its_line(guard, ftc, tmp_path):

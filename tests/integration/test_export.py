@@ -203,7 +203,7 @@ def test_a_checkpoint_or_base_written_while_export_or_generate_reads_it_is_refus
     monkeypatch.setattr(training, "pretrained_adapter", base_written_once_read)
     r = ftc("generate", tmp_path / "output", "--prompt", PROMPT)
     assert r.code == 12, r.err
-    assert f"{checkpoint}: written while it was read, after it was verified" in r.err
+    assert f"{checkpoint}: it or its base weights changed while ftc read them, after they were verified" in r.err
     assert f"\n    {base / 'config.json'}\n    fix: try again once nothing writes it" in r.err
 
     def checkpoint_written_once_copied(*args, **kwargs):

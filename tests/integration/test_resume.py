@@ -94,7 +94,7 @@ def test_a_checkpoint_written_while_it_is_resumed_from_stops_the_run(interrupted
     monkeypatch.setattr(loop, "load_training_state", another_writer_gets_in)
     r = ftc("run", plan, "--resume")
     assert r.code == ExitCode.LINEAGE_BROKEN, r.err
-    assert f"{checkpoint}: written while this run resumed from it, after it was verified" in r.err
+    assert f"{checkpoint}: changed while this run resumed from it, after it was verified" in r.err
     assert f"\n    {checkpoint / STATE}\n    fix: resume again once nothing writes the checkpoint" in r.err
     assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["step-000004"]
 

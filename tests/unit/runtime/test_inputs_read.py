@@ -143,7 +143,7 @@ def test_a_cache_entry_is_parsed_from_the_bytes_that_were_verified(tmp_path, cap
     import numpy as np
     from safetensors.numpy import save
 
-    from ftc.runtime.training.tokens import read_cache_file, store_cache_file
+    from ftc.runtime.training.cache_files import read_cache_file, store_cache_file
 
     key = tmp_path / "tokens" / "key.safetensors"
     stored = {"ids": np.arange(6, dtype=np.int32), "lines": np.array([1, 2], dtype=np.int64)}

@@ -17,7 +17,7 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
-from ftc.runtime.training.state_file import FORMAT, NotStateFile, _what_it_is, read_state_file, write_state_file
+from ftc.runtime.training.state_file import FORMAT, NotStateFile, read_state_file, write_state_file
 
 from support.engines import tiny_engine
 
@@ -137,8 +137,25 @@ def test_a_pickle_or_another_file_is_refused_unread(tmp_path):
         read_state_file(tmp_path / "w.safetensors")
     with pytest.raises(NotStateFile, match="gone.safetensors: cannot be read"):  # no such file: no traceback
         read_state_file(tmp_path / "gone.safetensors")
-    # a file safetensors could not parse that is gone (or unreadable) when its first bytes are looked at
-    assert _what_it_is(tmp_path / "gone.safetensors") == "not a readable file"
+
+
+def test_a_file_gone_between_its_refusal_and_its_description_is_said_to_be_unreadable(tmp_path, monkeypatch):
+    """safetensors refuses the file, which is gone (or unreadable) when its first bytes are looked at to say what it
+    is: said as such, not a traceback."""
+    import safetensors
+
+    (tmp_path / "s.safetensors").write_text("hello")
+    refuse = safetensors.safe_open
+
+    def refused_then_gone(path, *args, **kwargs):
+        try:
+            return refuse(path, *args, **kwargs)
+        finally:
+            Path(path).unlink()
+
+    monkeypatch.setattr(safetensors, "safe_open", refused_then_gone)
+    with pytest.raises(NotStateFile, match="s.safetensors: not a readable file, not training state ftc wrote"):
+        read_state_file(tmp_path / "s.safetensors")
 
 
 def _train(engine, steps: int) -> list[float]:
