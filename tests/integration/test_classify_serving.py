@@ -258,16 +258,10 @@ def test_eval_refuses_data_changed_while_it_reads_it(guard, ftc, tmp_path, monke
     """The data_sha256 a classifier's eval reports is of the bytes it scored."""
     import ftc.serving.classify as classify
 
+    from support.writes import written_after
+
     data = shutil.copy(guard.test, tmp_path / "test.jsonl")
-    read = classify._labelled_answers
-
-    def data_written_once_read(*args, **kwargs):
-        found = read(*args, **kwargs)
-        with open(data, "a") as f:
-            f.write("\n")
-        return found
-
-    monkeypatch.setattr(classify, "_labelled_answers", data_written_once_read)
+    written_after(monkeypatch, classify, "_labelled_answers", data)
     r = ftc("eval", guard.export, "--data", data, "-o", tmp_path / "rows.jsonl")
     assert r.code == ExitCode.INPUT_CHANGED, r.err
     assert f"{data}: changed while ftc read it, after it was hashed" in r.err and not (tmp_path / "rows.jsonl").exists()

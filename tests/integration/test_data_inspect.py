@@ -138,16 +138,10 @@ def test_a_split_the_plan_has_no_data_for_is_a_usage_error(job, ftc, tmp_path):
 def test_data_written_while_inspect_reads_it_is_refused(job, ftc, tmp_path, monkeypatch):
     import ftc.runtime.training.inspect as inspect
 
+    from support.writes import written_after
+
     assert ftc("compile", job(), "-o", tmp_path / "p.json").code == 0
-    tokenize = inspect.tokenize_file
-
-    def another_writer_gets_in(*args, **kwargs):
-        found = tokenize(*args, **kwargs)
-        with open(tmp_path / "data" / "train.jsonl", "a") as f:
-            f.write("\n")
-        return found
-
-    monkeypatch.setattr(inspect, "tokenize_file", another_writer_gets_in)
+    written_after(monkeypatch, inspect, "tokenize_file", tmp_path / "data" / "train.jsonl")
     r = ftc("data", "inspect", tmp_path / "p.json", "-n", "1")
     assert r.code == ExitCode.INPUT_CHANGED and "an input changed while ftc read it" in r.err
     assert f"    train: {tmp_path / 'data' / 'train.jsonl'}\n" in r.err and "---" not in r.out

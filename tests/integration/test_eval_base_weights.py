@@ -201,31 +201,20 @@ def test_weights_or_data_changed_while_eval_reads_them_are_refused(job, ftc, tin
     import ftc.runtime.training.model as model
     import ftc.serving.generate as generate
 
+    from support.writes import written_after
+
     base = tmp_path / "base"
     shutil.copytree(tiny_model, base)
     spec = job(evaluation=EVALUATION, generation_config=GENERATION, context_length=128)
     data, out = tmp_path / "data" / "valid.jsonl", tmp_path / "answers.jsonl"
-    load, read_lines = model.load_model, generate.conversations
-
-    def weights_written_once_loaded(*args, **kwargs):
-        loaded = load(*args, **kwargs)
-        with open(base / "config.json", "a") as f:
-            f.write("\n")
-        return loaded
-
-    monkeypatch.setattr(model, "load_model", weights_written_once_loaded)
+    load = written_after(monkeypatch, model, "load_model", base / "config.json")
     r = ftc("eval", base, "--spec", spec, "--data", data, "-o", out)
     assert r.code == ExitCode.INPUT_CHANGED, r.err
     assert f"{base}: it or its base weights changed while ftc read them" in r.err
     assert f"\n    {base / 'config.json'}\n" in r.err and not out.exists()
 
-    def data_written_once_read(*args, **kwargs):
-        yield from read_lines(*args, **kwargs)
-        with open(data, "a") as f:
-            f.write("\n")
-
     monkeypatch.setattr(model, "load_model", load)
-    monkeypatch.setattr(generate, "conversations", data_written_once_read)
+    written_after(monkeypatch, generate, "conversations", data)
     r = ftc("eval", base, "--spec", spec, "--data", data, "-o", out)
     assert r.code == ExitCode.INPUT_CHANGED, r.err
     assert f"{data}: changed while ftc read it, after it was hashed" in r.err and not out.exists()

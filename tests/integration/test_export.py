@@ -186,33 +186,23 @@ def test_a_checkpoint_or_base_written_while_export_or_generate_reads_it_is_refus
     import ftc.runtime.training as training
     import ftc.serving.export as export
 
+    from support.writes import written_after
+
     base = tmp_path / "base"
     shutil.copytree(tiny_model, base)
     plan = tmp_path / "plan.json"
     assert ftc("compile", job(initial_base_model_ckpt_path=str(base), generation_config=FORMAT), "-o", plan).code == 0
     assert ftc("run", plan).code == 0
     checkpoint = (tmp_path / "output" / "best").resolve()
-    load_adapter, card = training.pretrained_adapter, export.model_card
-
-    def base_written_once_read(*args, **kwargs):
-        loaded = load_adapter(*args, **kwargs)
-        with open(base / "config.json", "a") as f:
-            f.write("\n")
-        return loaded
-
-    monkeypatch.setattr(training, "pretrained_adapter", base_written_once_read)
+    load_adapter = written_after(monkeypatch, training, "pretrained_adapter", base / "config.json")
     r = ftc("generate", tmp_path / "output", "--prompt", PROMPT)
     assert r.code == 12, r.err
     assert f"{checkpoint}: it or its base weights changed while ftc read them, after they were verified" in r.err
     assert f"\n    {base / 'config.json'}\n    fix: try again once nothing writes it" in r.err
 
-    def checkpoint_written_once_copied(*args, **kwargs):
-        with open(checkpoint / "adapter_model.safetensors", "ab") as f:
-            f.write(b"\0")
-        return card(*args, **kwargs)
-
+    monkeypatch.setattr(training, "pretrained_adapter", load_adapter)
     shutil.copy(tiny_model / "config.json", base / "config.json")  # the base as pinned again
-    monkeypatch.setattr(export, "model_card", checkpoint_written_once_copied)
+    written_after(monkeypatch, export, "model_card", checkpoint / "adapter_model.safetensors", b"\0")
     r = ftc("export", tmp_path / "output", "-o", tmp_path / "export", "--no-merge")
     assert r.code == 12, r.err
     assert f"\n    {checkpoint / 'adapter_model.safetensors'}\n" in r.err

@@ -83,15 +83,10 @@ def test_a_checkpoint_written_while_it_is_resumed_from_stops_the_run(interrupted
     leave the run going on from bytes nobody checked."""
     import ftc.runtime.training.loop as loop
 
+    from support.writes import written_after
+
     plan, out, checkpoint = interrupted
-    load = loop.load_training_state
-
-    def another_writer_gets_in(engine, folder, **kwargs):
-        load(engine, folder, **kwargs)
-        with open(folder / STATE, "ab") as f:
-            f.write(b"\0")
-
-    monkeypatch.setattr(loop, "load_training_state", another_writer_gets_in)
+    written_after(monkeypatch, loop, "load_training_state", checkpoint / STATE, b"\0")
     r = ftc("run", plan, "--resume")
     assert r.code == ExitCode.LINEAGE_BROKEN, r.err
     assert f"{checkpoint}: changed while this run resumed from it, after it was verified" in r.err

@@ -262,21 +262,14 @@ def test_data_written_while_the_run_reads_it_stops_the_run_before_training(
     import os
 
     from support.preference import preference_pairs
+    from support.writes import written_after
 
     module = importlib.import_module(f"ftc.runtime.recipes.{recipe}")
     task = {"sft": "instruction_tuning", "dpo": "preference_tuning"}[recipe]
     if recipe == "dpo":
         write_jsonl(tmp_path / "data" / "train.jsonl", preference_pairs(8, seed=1))
     ftc("compile", job(output_dir="out", task=task, valid_path=None), "-o", tmp_path / "p.json")
-    read = getattr(module, after)
-
-    def another_writer_gets_in(*args, **kwargs):
-        found = read(*args, **kwargs)
-        with open(tmp_path / "data" / "train.jsonl", "a") as f:
-            f.write("\n")
-        return found
-
-    monkeypatch.setattr(module, after, another_writer_gets_in)
+    written_after(monkeypatch, module, after, tmp_path / "data" / "train.jsonl")
     r = ftc("run", tmp_path / "p.json")
     assert r.code == ExitCode.INPUT_CHANGED, r.err
     assert "an input changed while ftc read it" in r.err
