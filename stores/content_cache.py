@@ -198,11 +198,7 @@ class ContentCache:
                 sha = digests["sha256"]
                 final = self.object_path(sha)
                 final.parent.mkdir(parents=True, exist_ok=True)
-                if self._found(final, sha) == sha:  # the same bytes, fetched for another pin: kept (its readers'
-                    discard(partial)  # file stays the file they verified)
-                else:
-                    os.replace(partial, final)
-                    self.read.files[final] = stamp(final)  # (a rename changes the ctime)
+                self._place(partial, final, sha)
             except DigestMismatch:
                 discard(partial)
                 raise
@@ -212,6 +208,17 @@ class ContentCache:
                 raise
             write_text_atomic(self.root / "pins" / f"{key}.json", json.dumps({"sha256": sha, "pin": pin}))
             return final, sha
+
+    def _place(self, partial: Path, final: Path, sha: str) -> None:
+        """The verified download ``partial`` as the object ``final``, stamped in ``read``. The same bytes fetched for
+        another pin (a base's and an adapter's tokenizer.json), by another thread or process, are kept as they are:
+        a reader of them keeps the file it verified. One placement per object at a time (its own lock)."""
+        with self._lock(f"object-{sha}"):
+            if self._found(final, sha) == sha:
+                discard(partial)
+            else:
+                os.replace(partial, final)
+                self.read.files[final] = stamp(final)  # (a rename changes the ctime)
 
     def _download(
         self, partial: Path, opener: Opener, size: int | None, algorithms: tuple[str, ...], parts: int
@@ -244,4 +251,21 @@ class ContentCache:
             tmp.unlink(missing_ok=True)
             tmp.symlink_to(target)
             os.replace(tmp, link)
+        for stray in _strays(folder, set(members)):  # left by nothing ftc wrote: it would be read too
+            stray.unlink()
         return folder
+
+
+def _strays(folder: Path, members: set[str]) -> list[Path]:
+    """The files and links of a view that are none of its ``members`` (dot-entries aside, as in a listing). Links are
+    not followed: a stray link is itself removed, never what it points at."""
+    above = {"/".join(m.split("/")[:i]) for m in members for i in range(1, m.count("/") + 1)}
+    found = []
+    for dirpath, dirnames, filenames in os.walk(folder):  # (os.walk follows no links by default)
+        dirnames[:] = [d for d in dirnames if not d.startswith(".")]
+        rel = os.path.relpath(dirpath, folder)
+        for name in [*filenames, *(d for d in dirnames if os.path.islink(os.path.join(dirpath, d)))]:
+            path = name if rel == "." else f"{rel}/{name}".replace(os.sep, "/")
+            if not name.startswith(".") and path not in members and path not in above:
+                found.append(Path(dirpath) / name)
+    return found

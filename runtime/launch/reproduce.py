@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ftc.errors import InputChanged, InputUnresolvable, NotReproduced, UsageError
+from ftc.errors import InputChanged, InputUnresolvable, LineageBroken, NotReproduced, UsageError
 from ftc.lineage import checkpoint_folder, verify
 from ftc.lineage.diff import environment_differences, input_differences, topology_differences
 from ftc.lineage.plan import PLAN_FILE, refuse_foreign_endpoints, reproduction_plan
@@ -34,7 +34,9 @@ from ftc.lineage.record import REPRODUCTION_FILE, checkpoint_files, read_record
 from ftc.runtime.training.progress import log
 from ftc.spec.folders import system_folder
 from ftc.stores.atomic import write_text_atomic
+from ftc.stores.hashing import StatCache, hash_file
 from ftc.stores.sources import SOURCES
+from ftc.stores.stamps import ReadRecord
 
 __all__ = ["REPORT_FILE", "Reproduction", "check_options", "reproduce"]
 
@@ -185,12 +187,35 @@ def _compare(original: Path, record: dict[str, Any], rerun: Path, *, rtol: float
         return out
     weights = [p for p, s in files.items() if p.endswith(".safetensors") and s == "differs"]
     other = [p for p, s in files.items() if s != "same" and p not in weights and p != "ftc_state.json"]
+    read = _still_recorded(original, {path: theirs[path] for path in weights})  # verified before the rerun
     out.tensors = [t for path in weights for t in _tensor_differences(original / path, rerun / path, rtol, atol)]
+    if read.changed():
+        raise LineageBroken(f"{original}: changed while ftc compared it with the rerun\n    fix: {_RESTORE}")
     out.tensors.sort(key=lambda t: (t["within"], -(t["max_rel_diff"] if t["max_rel_diff"] is not None else 1e300)))
     within = all(t["within"] for t in out.tensors)
     out.verdict = NUMERICAL if within and not other else NOT_REPRODUCED
     out.causes = _causes(record, rerun_record)
     return out
+
+
+_RESTORE = "restore the checkpoint (`ftc lineage verify` names every difference) and reproduce it again"
+
+
+def _still_recorded(original: Path, recorded: dict[str, str]) -> ReadRecord:
+    """The original's files ``recorded`` (path -> sha256), still the bytes its record names after the rerun trained
+    (through the stat cache: unchanged files are not read again), as they were then; else :class:`LineageBroken`."""
+    with StatCache() as cache:
+        for path, sha in recorded.items():
+            try:
+                found, _ = hash_file(original / path, cache)
+            except OSError as exc:
+                found = f"unreadable ({exc})"
+            if found != sha:
+                raise LineageBroken(
+                    f"{original / path}: no longer the bytes its lineage record names (sha256:{sha}; changed while "
+                    f"the rerun trained)\n    fix: {_RESTORE}"
+                )
+    return cache.read
 
 
 def _evals(original: dict[str, Any], rerun: dict[str, Any]) -> list[dict[str, Any]]:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import hashlib
 import math
 import os
+import re
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -52,6 +53,8 @@ class CacheEntry:
     metadata: dict[str, str]
 
 
+_SHA256 = re.compile(r"[0-9a-f]{64}")
+
 #: the numpy dtype of each safetensors dtype a cache file may hold (little-endian, as safetensors stores them)
 _NUMPY = {"BOOL": "?", "U8": "u1", "I8": "i1", "I16": "<i2", "I32": "<i4", "I64": "<i8", "F32": "<f4", "F64": "<f8"}
 
@@ -62,12 +65,15 @@ def read_cache_file(cache_file: Path, parse: Callable[[CacheEntry], Any], what: 
     reaches the run); None when there is none. A file that does not verify, or is not one ftc wrote (``parse``
     raises KeyError, TypeError or ValueError), is removed with a warning: it is made again. ``what`` the file holds,
     as the warning says it."""
+    from ftc.spec.text import for_terminal
     from ftc.stores.safetensors_header import safetensors_header_of
 
     if not cache_file.parent.is_dir():
         return None
     for stored in sorted(cache_file.parent.glob(f"{cache_file.stem}.*{cache_file.suffix}")):
         named = stored.name[len(cache_file.stem) + 1 : -len(cache_file.suffix)]
+        if not _SHA256.fullmatch(named):
+            continue  # not a name ftc gives (nothing is read of it)
         try:
             data = _read_regular(stored)
             found = hashlib.sha256(data).hexdigest()
@@ -83,11 +89,15 @@ def read_cache_file(cache_file: Path, parse: Callable[[CacheEntry], Any], what: 
                     for name, t in header.tensors.items()
                 }
                 return parse(CacheEntry(tensors, header.metadata))
-            except (KeyError, TypeError, ValueError) as exc:  # not what ftc writes there, or not for this run
-                log(f"warning: {what} cached at {stored} cannot be used ({exc!r}); making it again")
+            except (KeyError, TypeError, ValueError, RecursionError) as exc:  # not ftc's there, or not this run's
+                why = for_terminal(f"{type(exc).__name__}: {exc}"[:300])  # (a planted file's text: escaped)
+                log(f"warning: {what} cached at {stored} cannot be used ({why}); making it again")
         else:
             log(f"warning: {what} cached at {stored} is not the bytes it was stored as; making it again")
-        stored.unlink(missing_ok=True)
+        try:
+            stored.unlink(missing_ok=True)
+        except OSError as exc:  # a folder so named, a cache this user cannot write: made again, not stored
+            log(f"warning: {stored} could not be removed ({exc.strerror or exc})")
     return None
 
 

@@ -12,11 +12,11 @@
     <output>/best, <output>/latest                          symlinks to checkpoints
     <output>/.ftc-lock-node<K>                              held while a run writes here (runtime/launch/lock.py)
 
-A checkpoint is written to ``checkpoints/.step-000012.tmp`` and renamed when complete, so a folder named
-``step-*`` is always whole, and a signed one is signed whole (the signature is written before the rename).
-Resuming trusts nothing unverified (``resume.py``): every file of the checkpoint must be what its lineage record
-says before anything is read, and is looked at again once its state is read. DeepSpeed's training state is safetensors with its structure in JSON (``state_file``), so nothing
-is unpickled: a file that is not ftc's is refused unread.
+A checkpoint is written to ``checkpoints/.step-000012.tmp`` and renamed when complete, so a folder named ``step-*``
+is always whole, and a signed one is signed whole (the signature is written before the rename). Resuming trusts
+nothing unverified (``resume.py``): every file of the checkpoint must be what its lineage record says before
+anything is read, and is looked at again once its state is read. DeepSpeed's training state is safetensors with its
+structure in JSON (``state_file``), so nothing is unpickled: a file that is not ftc's is refused unread.
 """
 
 from __future__ import annotations

@@ -170,6 +170,25 @@ def test_weights_within_the_tolerance_are_numerically_reproduced_and_other_packa
     assert report["tolerance"] == {"rtol": 0.01, "atol": 1e-06}
 
 
+def test_an_original_written_while_the_rerun_trains_is_not_compared(trained, ftc, tmp_path, monkeypatch):
+    """Verified before the rerun, read after it: the original's weights must still be the bytes its record names."""
+    import ftc.runtime.launch.local as local
+
+    from support.writes import written_after
+
+    out = trained(lora_config=None, num_epochs=1, train_batch_size_per_device=4)
+    original = (out / "best").resolve()
+    copy = original.parent / "step-copy"  # a copy whose weights differ a little: the comparison reads them
+    shutil.copytree(original, copy)
+    _nudge(copy / "model.safetensors", 1e-4, relative=True)
+    _reseal(copy)
+    written_after(monkeypatch, local, "run_plan", copy / "model.safetensors", b"\0")
+    r = ftc("reproduce", copy, "-o", tmp_path / "rerun")
+    assert r.code == ExitCode.LINEAGE_BROKEN, r.err
+    assert f"{copy / 'model.safetensors'}: no longer the bytes its lineage record names" in r.err
+    assert "fix: restore the checkpoint" in r.err and not (tmp_path / "rerun" / "reproduction.json").exists()
+
+
 def test_weights_outside_the_tolerance_are_not_reproduced(trained, ftc, tmp_path):
     out = trained(lora_config=None, num_epochs=1, train_batch_size_per_device=4)
     original = (out / "best").resolve()

@@ -206,6 +206,22 @@ def test_a_folder_view_never_links_outside_its_folder(tmp_path):
     assert not (tmp_path / "views" / "escape.json").exists()
 
 
+def test_a_view_holds_its_members_only_and_a_stray_link_goes_without_what_it_points_at(tmp_path):
+    cache = ContentCache(tmp_path)
+    cache.fetch({"k": "v"}, _chunks, expected_sha256=SHA)
+    view = cache.view("v", {"sub/model.safetensors": SHA})
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "keep.txt").write_text("not the cache's")
+    (view / "added_tokens.json").write_text("{}")  # planted: a loader would read it too
+    (view / "sub" / "other").symlink_to(outside / "keep.txt")
+    (view / "linked").symlink_to(outside)
+    (view / ".tmp-of-a-writer").write_text("dot-entries are not content")
+    assert cache.view("v", {"sub/model.safetensors": SHA}) == view
+    assert sorted(p.name for p in view.rglob("*")) == [".tmp-of-a-writer", "model.safetensors", "sub"]
+    assert (outside / "keep.txt").read_text() == "not the cache's"
+
+
 def test_the_background_writer_writes_every_chunk_in_order_and_raises_write_errors_in_the_reader():
     import io
 

@@ -103,6 +103,29 @@ def test_the_same_bytes_fetched_for_a_second_pin_leave_the_first_ones_file_alone
     assert cache.read.changed() == [] and not list((tmp_path / "partial").iterdir())
 
 
+def test_the_same_bytes_fetched_at_once_for_two_pins_are_placed_once(tmp_path):
+    """Two downloads of one file finishing together (threads of one run, or two processes) must not both place it:
+    the second rename would change the object under the first one's reader."""
+    import threading
+
+    blob = b"same tokenizer" * 1000
+    for round in range(5):
+        root = tmp_path / str(round)
+        both_done = threading.Barrier(2)
+
+        def opener(start, end, both_done=both_done):
+            yield blob[start:end]
+            both_done.wait(timeout=30)  # both downloads complete, neither placed yet
+
+        caches = [ContentCache(root), ContentCache(root)]
+        threads = [threading.Thread(target=c.fetch, args=({"k": i}, opener)) for i, c in enumerate(caches)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert [c.read.changed() for c in caches] == [[], []], round
+
+
 def test_a_plans_inputs_written_after_they_were_verified_are_refused_by_role(job, ftc, tmp_path):
     from ftc.runtime.training.inputs import verify_inputs
 
@@ -127,7 +150,7 @@ def test_loaded_weights_are_copies_not_the_files_pages(tiny_model, tiny_adapter,
     shutil.copytree(tiny_model, base)
     shutil.copytree(tiny_adapter, adapter)
     model = pretrained_causal_lm(base, dtype=torch.float32)  # the file's own dtype: nothing to convert
-    model = pretrained_adapter(model, adapter, is_trainable=True)
+    model = pretrained_adapter(model, adapter, is_trainable=True)  # (peft copies an adapter's weights itself today)
     before = {name: value.clone() for name, value in model.state_dict().items()}
     _overwrite_tensors(base / "model.safetensors")
     _overwrite_tensors(adapter / "adapter_model.safetensors")
@@ -135,30 +158,47 @@ def test_loaded_weights_are_copies_not_the_files_pages(tiny_model, tiny_adapter,
     assert [name for name, value in model.state_dict().items() if not torch.equal(value, before[name])] == []
 
 
-def test_a_cache_entry_is_parsed_from_the_bytes_that_were_verified(tmp_path, capsys):
-    """The token and reference caches: read once, hashed, parsed from those bytes; a later write to the file (or a
-    file named by its own digest that ftc never wrote) reaches nothing."""
+def test_a_cache_entry_is_parsed_from_the_bytes_that_were_verified(tmp_path, capsys, monkeypatch):
+    """The token and reference caches: read once, hashed, parsed from those bytes; a write to the file once it is
+    read (or a file named by its own digest that ftc never wrote) reaches nothing."""
     import hashlib
+    import json
 
     import numpy as np
     from safetensors.numpy import save
 
+    import ftc.runtime.training.cache_files as cache_files
     from ftc.runtime.training.cache_files import read_cache_file, store_cache_file
 
     key = tmp_path / "tokens" / "key.safetensors"
     stored = {"ids": np.arange(6, dtype=np.int32), "lines": np.array([1, 2], dtype=np.int64)}
     store_cache_file(key, stored, {"bad": "[]"})
     [path] = key.parent.iterdir()
+    read_bytes = cache_files._read_regular
+
+    def written_once_read(file):
+        data = read_bytes(file)
+        file.write_bytes(data[:-8] + b"\xff" * 8)  # the ids' last bytes, between the hash and the parse
+        return data
+
+    monkeypatch.setattr(cache_files, "_read_regular", written_once_read)
     entry = read_cache_file(key, lambda entry: entry)
     assert entry is not None and entry.metadata == {"bad": "[]"}
-    path.write_bytes(path.read_bytes()[:-8] + b"\xff" * 8)  # the ids' last bytes, after reading
     assert entry.tensors["ids"].tolist() == list(range(6)) and entry.tensors["lines"].tolist() == [1, 2]
+    monkeypatch.setattr(cache_files, "_read_regular", read_bytes)
     assert read_cache_file(key, lambda entry: entry) is None
     assert "is not the bytes it was stored as" in capsys.readouterr().err and not path.exists()
 
     deep = (100_000).to_bytes(8, "little") + b"[" * 100_000  # a header nested past Python's recursion limit
     wrong_keys = save({"other": np.zeros(2)}, metadata={"bad": "[]"})  # safetensors, but not what ftc stores there
-    for planted in (b"not safetensors", deep, wrong_keys):
+    deep_metadata = save({"ids": np.zeros(2)}, metadata={"bad": "[" * 100_000})
+    for planted in (b"not safetensors", deep, wrong_keys, deep_metadata):
         (key.parent / f"key.{hashlib.sha256(planted).hexdigest()}.safetensors").write_bytes(planted)
-        assert read_cache_file(key, lambda entry: entry.tensors["ids"]) is None
+        assert read_cache_file(key, lambda entry: (entry.tensors["ids"], json.loads(entry.metadata["bad"]))) is None
         assert "cannot be used (" in capsys.readouterr().err and not list(key.parent.iterdir())
+
+    (key.parent / "key.not-a-digest.safetensors").write_bytes(b"x" * 100)  # not a name ftc gives: not even read
+    (key.parent / f"key.{'0' * 64}.safetensors").mkdir()  # a folder so named: cannot be removed, said so
+    assert read_cache_file(key, lambda entry: entry) is None
+    assert f"{key.parent / ('key.' + '0' * 64 + '.safetensors')} could not be removed" in capsys.readouterr().err
+    assert (key.parent / "key.not-a-digest.safetensors").exists()
