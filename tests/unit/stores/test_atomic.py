@@ -307,15 +307,19 @@ def test_a_link_planted_at_the_stat_cache_database_is_not_written_through(tmp_pa
     assert "is a link or not a file, so not one ftc wrote" in capsys.readouterr().err
 
 
-def test_a_link_planted_at_a_cache_lock_is_refused_not_truncated(tmp_path, victim):
+@pytest.mark.parametrize("kind", ["pin", "object"])
+def test_a_link_planted_at_a_cache_lock_is_refused_not_truncated(tmp_path, victim, kind):
     from ftc.stores.content_cache import ContentCache
 
     data = b"abc" * 1000
     cache = ContentCache(tmp_path / "cache")
     cache.fetch({"k": 2}, lambda s, e: iter([data[s:e]]))
-    (lock,) = (tmp_path / "cache" / "locks").glob("*.lock")
+    locks = sorted((tmp_path / "cache" / "locks").glob("*.lock"), key=lambda p: p.name.startswith("object-"))
+    assert len(locks) == 2  # the pin's, then the object's (one placement of the same bytes at a time)
+    lock = locks[kind == "object"]
     lock.unlink()
     lock.symlink_to(victim)
+    (tmp_path / "cache" / "pins").rename(tmp_path / "cache" / "pins-gone")  # downloaded again: both locks taken
     with pytest.raises(StorageFailed, match=r"\.lock is a symbolic link \(to .*victim\.txt\), not a file ftc wrote"):
         cache.fetch({"k": 2}, lambda s, e: iter([data[s:e]]))
     assert victim.read_text() == "precious\n"
