@@ -23,6 +23,7 @@ __all__ = [
     "NotFinite",
     "NotReadable",
     "finite_json",
+    "read_bounded_bytes",
     "read_bounded_text",
     "read_pinned_text",
     "regular_file_problem",
@@ -53,6 +54,18 @@ def regular_file_problem(path: str | Path, st: os.stat_result) -> str | None:
 def read_bounded_text(path: str | Path, *, limit: int, what: str, example: str = "", missing_fix: str = "") -> str:
     """The UTF-8 text of the regular file ``path``, at most ``limit`` bytes. ``what`` names it in errors ("spec"),
     ``example`` is a file name to suggest ("job.yaml"), ``missing_fix`` what to do when there is no such file."""
+    data = read_bounded_bytes(path, limit=limit, what=what, example=example, missing_fix=missing_fix)
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise NotReadable(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+
+
+def read_bounded_bytes(
+    path: str | Path, *, limit: int | None, what: str, example: str = "", missing_fix: str = ""
+) -> bytes:
+    """The bytes of the regular file ``path``, at most ``limit`` (None: as many as it holds when opened; a file still
+    growing is read that far and one byte on). Errors as :func:`read_bounded_text`'s."""
     path = Path(path)
     give = f"give the {what} file" + (f" ({example})" if example else "")
     try:
@@ -73,15 +86,12 @@ def read_bounded_text(path: str | Path, *, limit: int, what: str, example: str =
         if problem is not None:
             raise NotReadable(f"{problem}; {give}")
         with os.fdopen(os.dup(fd), "rb") as f:
-            data = f.read(limit + 1)
+            data = f.read((st.st_size if limit is None else limit) + 1)
     finally:
         os.close(fd)
-    if len(data) > limit:
+    if limit is not None and len(data) > limit:
         raise NotReadable(f"{path}: larger than {limit // MiB} MiB, more than a {what} file holds")
-    try:
-        return data.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise NotReadable(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+    return data
 
 
 class ChangedSincePinned(NotReadable):

@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from ftc.spec.reading import NotReadable, read_bounded_bytes
 from ftc.stores.hashing import hash_file
 
 from .progress import log
@@ -75,9 +76,9 @@ def read_cache_file(cache_file: Path, parse: Callable[[CacheEntry], Any], what: 
         if not _SHA256.fullmatch(named):
             continue  # not a name ftc gives (nothing is read of it)
         try:
-            data = _read_regular(stored)
+            data = read_bounded_bytes(stored, limit=None, what="cache")  # (the size it has: named by its digest)
             found = hashlib.sha256(data).hexdigest()
-        except OSError as exc:
+        except (NotReadable, OSError) as exc:
             data, found = b"", f"unreadable ({exc})"
         if found == named:
             try:
@@ -99,19 +100,3 @@ def read_cache_file(cache_file: Path, parse: Callable[[CacheEntry], Any], what: 
         except OSError as exc:  # a folder so named, a cache this user cannot write: made again, not stored
             log(f"warning: {stored} could not be removed ({exc.strerror or exc})")
     return None
-
-
-def _read_regular(path: Path) -> bytes:
-    """All the bytes of the regular file ``path`` (OSError for anything else: a FIFO must not block)."""
-    from ftc.spec.reading import regular_file_problem
-
-    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
-    try:
-        st = os.fstat(fd)
-        problem = regular_file_problem(path, st)
-        if problem is not None:
-            raise OSError(problem)
-        with os.fdopen(os.dup(fd), "rb") as f:
-            return f.read(st.st_size + 1)  # a longer file is being written: its digest will not match
-    finally:
-        os.close(fd)

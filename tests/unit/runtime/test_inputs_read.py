@@ -174,18 +174,18 @@ def test_a_cache_entry_is_parsed_from_the_bytes_that_were_verified(tmp_path, cap
     stored = {"ids": np.arange(6, dtype=np.int32), "lines": np.array([1, 2], dtype=np.int64)}
     store_cache_file(key, stored, {"bad": "[]"})
     [path] = key.parent.iterdir()
-    read_bytes = cache_files._read_regular
+    read_bytes = cache_files.read_bounded_bytes
 
-    def written_once_read(file):
-        data = read_bytes(file)
+    def written_once_read(file, **kwargs):
+        data = read_bytes(file, **kwargs)
         file.write_bytes(data[:-8] + b"\xff" * 8)  # the ids' last bytes, between the hash and the parse
         return data
 
-    monkeypatch.setattr(cache_files, "_read_regular", written_once_read)
+    monkeypatch.setattr(cache_files, "read_bounded_bytes", written_once_read)
     entry = read_cache_file(key, lambda entry: entry)
     assert entry is not None and entry.metadata == {"bad": "[]"}
     assert entry.tensors["ids"].tolist() == list(range(6)) and entry.tensors["lines"].tolist() == [1, 2]
-    monkeypatch.setattr(cache_files, "_read_regular", read_bytes)
+    monkeypatch.setattr(cache_files, "read_bounded_bytes", read_bytes)
     assert read_cache_file(key, lambda entry: entry) is None
     assert "is not the bytes it was stored as" in capsys.readouterr().err and not path.exists()
 
