@@ -12,7 +12,7 @@ from ftc.errors import InputChanged, InputUnresolvable
 from ftc.spec.plan import Plan, PlanInput
 from ftc.stores.hashing import StatCache
 from ftc.stores.sources import SOURCES, SourceKind
-from ftc.stores.stamps import ReadRecord, stamp
+from ftc.stores.stamps import ReadRecord
 from ftc.stores.weights_folder import WEIGHT_SUFFIXES
 
 from .progress import byte_progress, log
@@ -131,7 +131,7 @@ def materialize_remote(
         for rel, sha in members.items():
             verified = cache.object_path(sha)
             opened = found if item.kind == "file" else found / rel
-            read.files[opened] = cache.read.files.get(verified) or stamp(verified)
+            read.files[opened] = cache.read.files[verified]  # (stamped when the cache verified or placed it)
         if item.kind != "file":
             read.folders[found] = frozenset(members)  # a file planted in the view would be read too
     return found
