@@ -170,9 +170,12 @@ def test_weights_within_the_tolerance_are_numerically_reproduced_and_other_packa
     assert report["tolerance"] == {"rtol": 0.01, "atol": 1e-06}
 
 
-def test_an_original_written_while_the_rerun_trains_is_not_compared(trained, ftc, tmp_path, monkeypatch):
-    """Verified before the rerun, read after it: the original's weights must still be the bytes its record names."""
+@pytest.mark.parametrize("while_", ["training", "comparing"])
+def test_an_original_written_while_the_rerun_trains_is_not_compared(trained, ftc, tmp_path, monkeypatch, while_):
+    """Verified before the rerun, read after it: the original's weights must still be the bytes its record names,
+    and still be once they are compared."""
     import ftc.runtime.launch.local as local
+    import ftc.runtime.launch.reproduce as reproduce
 
     from support.writes import written_after
 
@@ -182,10 +185,14 @@ def test_an_original_written_while_the_rerun_trains_is_not_compared(trained, ftc
     shutil.copytree(original, copy)
     _nudge(copy / "model.safetensors", 1e-4, relative=True)
     _reseal(copy)
-    written_after(monkeypatch, local, "run_plan", copy / "model.safetensors", b"\0")
+    module, name = (local, "run_plan") if while_ == "training" else (reproduce, "_tensor_differences")
+    written_after(monkeypatch, module, name, copy / "model.safetensors", b"\0")
     r = ftc("reproduce", copy, "-o", tmp_path / "rerun")
     assert r.code == ExitCode.LINEAGE_BROKEN, r.err
-    assert f"{copy / 'model.safetensors'}: no longer the bytes its lineage record names" in r.err
+    if while_ == "training":
+        assert f"{copy / 'model.safetensors'}: no longer the bytes its lineage record names" in r.err
+    else:
+        assert f"{copy}: changed while ftc compared it with the rerun" in r.err
     assert "fix: restore the checkpoint" in r.err and not (tmp_path / "rerun" / "reproduction.json").exists()
 
 
